@@ -1,0 +1,311 @@
+"""The runtime configuration model: frozen objects compiled from Envoy's v3 protos.
+
+Owns the shape of configuration as the data plane sees it. Everything here is immutable,
+hashable where useful, and free of protobuf: the compiler (``compile.py``) is the only place
+that reads protos and builds these objects, and the request path reads only these.
+Must not import asyncio, sockets or generated protobuf code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+# --------------------------------------------------------------------------- common
+
+
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    """envoy.type.matcher.v3.StringMatcher: exact, prefix, suffix, contains or safe_regex."""
+
+    kind: Literal["exact", "prefix", "suffix", "contains", "regex"]
+    value: str
+    ignore_case: bool = False
+    # Compiled once for kind == "regex" (RE2 syntax is accepted where Python's re agrees).
+    pattern: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderValueOption:
+    """A header to add; names are lower-case."""
+
+    name: str
+    value: str
+    # envoy.config.core.v3.HeaderValueOption.HeaderAppendAction, lower-cased.
+    action: Literal[
+        "append_if_exists_or_add", "add_if_absent", "overwrite_if_exists_or_add", "overwrite_if_exists"
+    ] = "append_if_exists_or_add"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMutations:
+    """Headers to add and remove, for one direction (request or response), at one level."""
+
+    to_add: tuple[HeaderValueOption, ...] = ()
+    to_remove: tuple[str, ...] = ()  # lower-case names
+
+    @property
+    def empty(self) -> bool:
+        return not self.to_add and not self.to_remove
+
+
+NO_MUTATIONS = HeaderMutations()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """An access log sink: a file path, or "/dev/stdout" for the stdout logger."""
+
+    path: str
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatcher:
+    """envoy.config.route.v3.HeaderMatcher (string_match, present_match, legacy exact/prefix/...)."""
+
+    name: str  # lower-case
+    match: StringMatch | None  # None means present_match
+    present: bool = True  # for present_match: whether the header must be present
+    invert: bool = False
+    # treat_missing_header_as_empty
+    missing_as_empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParameterMatcher:
+    name: str
+    match: StringMatch | None  # None means present_match
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    path_kind: Literal["prefix", "path", "regex", "separated_prefix"]
+    path: str  # the prefix / exact path / separated prefix; the regex source for "regex"
+    case_sensitive: bool = True
+    pattern: re.Pattern[str] | None = None  # for "regex"
+    headers: tuple[HeaderMatcher, ...] = ()
+    query_parameters: tuple[QueryParameterMatcher, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    name: str
+    weight: int
+    request_headers: HeaderMutations = NO_MUTATIONS
+    response_headers: HeaderMutations = NO_MUTATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class RegexRewrite:
+    pattern: re.Pattern[str]
+    substitution: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAction:
+    """Forward to a cluster (or a weighted set of clusters)."""
+
+    cluster: str | None = None
+    weighted_clusters: tuple[WeightedCluster, ...] = ()
+    total_weight: int = 0  # sum of weighted_clusters weights
+    prefix_rewrite: str | None = None
+    regex_rewrite: RegexRewrite | None = None
+    host_rewrite_literal: str | None = None
+    # Seconds; Envoy's default is 15 s; 0 disables the route timeout.
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """envoy.config.route.v3.RedirectAction; None fields keep the request's value."""
+
+    scheme: str | None = None  # "https" for https_redirect
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    prefix_rewrite: str | None = None
+    regex_rewrite: RegexRewrite | None = None
+    response_code: int = 301
+    strip_query: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    match: RouteMatch
+    action: RouteAction | DirectResponse | Redirect
+    name: str = ""
+    request_headers: HeaderMutations = NO_MUTATIONS
+    response_headers: HeaderMutations = NO_MUTATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]  # lower-case, as configured
+    routes: tuple[Route, ...]
+    request_headers: HeaderMutations = NO_MUTATIONS
+    response_headers: HeaderMutations = NO_MUTATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfiguration:
+    name: str
+    virtual_hosts: tuple[VirtualHost, ...]
+    request_headers: HeaderMutations = NO_MUTATIONS
+    response_headers: HeaderMutations = NO_MUTATIONS
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConnectionManager:
+    stat_prefix: str
+    route_config: RouteConfiguration
+    access_logs: tuple[AccessLog, ...] = ()
+    # Request header block limit (Envoy: max_request_headers_kb, default 60 KiB).
+    max_request_headers_bytes: int = 60 * 1024
+    # Idle timeout of a downstream keep-alive connection (common_http_protocol_options.idle_timeout),
+    # seconds; Envoy's default is 1 h. 0 disables.
+    idle_timeout: float = 3600.0
+    # stream_idle_timeout: no bytes either way on one request for this long ends it (default 5 min).
+    stream_idle_timeout: float = 300.0
+    # request_timeout: the whole request must arrive within this long; 0 disables (Envoy's default).
+    request_timeout: float = 0.0
+    generate_request_id: bool = True
+    # use_remote_address: the proxy is the edge and appends the peer address to x-forwarded-for.
+    use_remote_address: bool = True
+    server_name: str = "meshproxy"
+    # Drain timeout used when this listener is drained (drain_timeout, default 5 s).
+    drain_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TcpProxy:
+    stat_prefix: str
+    cluster: str | None = None
+    weighted_clusters: tuple[WeightedCluster, ...] = ()
+    total_weight: int = 0
+    idle_timeout: float = 3600.0  # seconds; Envoy's default is 1 h; 0 disables
+    access_logs: tuple[AccessLog, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChainMatch:
+    destination_port: int | None = None
+    server_names: tuple[str, ...] = ()  # lower-case; "*.example.com" wildcards allowed
+    transport_protocol: str = ""  # "", "raw_buffer" or "tls"
+    application_protocols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChain:
+    name: str
+    match: FilterChainMatch
+    filter: HttpConnectionManager | TcpProxy
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    address: SocketAddress
+    filter_chains: tuple[FilterChain, ...]
+    default_filter_chain: FilterChain | None = None
+    # per_connection_buffer_limit_bytes: the bound on what one connection may buffer (1 MiB).
+    buffer_limit: int = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- clusters
+
+HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint as configured: a literal address (STATIC) or a host name (STRICT_DNS)."""
+
+    address: SocketAddress
+    weight: int = 1
+    health_status: HealthStatus = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityLbEndpoints:
+    locality: Locality
+    endpoints: tuple[Endpoint, ...]
+    weight: int = 0  # 0: unset
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str
+    discovery: Literal["STATIC", "STRICT_DNS"]
+    localities: tuple[LocalityLbEndpoints, ...]
+    connect_timeout: float = 5.0  # seconds (Envoy's default)
+    lb_policy: Literal["ROUND_ROBIN"] = "ROUND_ROBIN"
+    dns_refresh_rate: float = 5.0  # seconds (Envoy's default)
+    # Upstream keep-alive: idle pooled connections close after this long
+    # (common_http_protocol_options.idle_timeout, default 1 h).
+    idle_timeout: float = 3600.0
+    # common_http_protocol_options.max_requests_per_connection; 0 = unlimited.
+    max_requests_per_connection: int = 0
+    # Bound on idle pooled connections kept per endpoint.
+    max_idle_connections: int = 64
+    buffer_limit: int = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str = ""
+    cluster: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    address: SocketAddress | None = None  # None: no admin listener
+    access_log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole compiled configuration: one immutable snapshot the proxy swaps atomically."""
+
+    node: Node = field(default_factory=Node)
+    admin: Admin = field(default_factory=Admin)
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    version: str = "static"
+
+    def cluster(self, name: str) -> Cluster | None:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        return None

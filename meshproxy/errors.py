@@ -1,0 +1,20 @@
+"""The meshproxy exception hierarchy.
+
+Owns the error types every package raises, so callers catch by meaning (bad config, bad
+request) rather than by where it came from. Messages name the field path or peer and what
+the user can do.
+"""
+
+from __future__ import annotations
+
+
+class MeshproxyError(Exception):
+    """Base of every error meshproxy raises on purpose."""
+
+
+class ConfigError(MeshproxyError):
+    """A configuration was rejected; ``problems`` lists each one as "field.path: message"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems) if self.problems else "invalid configuration")
