@@ -1,0 +1,186 @@
+"""The admin HTTP endpoint (Envoy's admin interface, default 127.0.0.1:15000).
+
+Owns the operator's view of a running proxy: readiness, Prometheus stats, the config dump,
+cluster membership with per-host counters, draining and quitting. It is a small HTTP/1.1
+server of its own (httptools, one request per connection turn) so it keeps answering while
+the data plane drains. Must never sit on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from meshproxy.http import codec
+from meshproxy.stats import StatsCollector
+
+if TYPE_CHECKING:
+    from meshproxy.server import Server
+
+log = logging.getLogger("meshproxy.admin")
+
+_HELP = """meshproxy admin
+  GET  /ready              200 when serving, 503 otherwise
+  GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
+  GET  /stats              the same, as JSON
+  GET  /config_dump        the running configuration, as JSON
+  GET  /clusters           clusters, their hosts and per-host state
+  GET  /listeners          listeners and their bound addresses
+  POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up)
+  POST /quitquitquit       drain and exit
+"""
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"}
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if hasattr(obj, "pattern") and hasattr(obj, "flags"):  # a compiled regex
+        return obj.pattern
+    return obj
+
+
+class Admin:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(server.store))
+        self._srv: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._srv = await loop.create_server(lambda: _AdminProtocol(self), host, port, reuse_address=True)
+
+    def address(self) -> tuple[str, int] | None:
+        if self._srv is None:
+            return None
+        name = self._srv.sockets[0].getsockname()
+        return name[0], name[1]
+
+    def close(self) -> None:
+        if self._srv is not None:
+            self._srv.close()
+
+    # ------------------------------------------------------------------ handlers
+
+    def handle(self, method: bytes, path: str) -> tuple[int, bytes, bytes]:
+        path, _, _query = path.partition("?")
+        srv = self.server
+        if path == "/ready":
+            ok = srv.ready and not srv.draining
+            return (200 if ok else 503), (b"LIVE\n" if ok else b"NOT READY\n"), b"text/plain"
+        if path == "/stats/prometheus":
+            return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+        if path == "/stats":
+            return self._json(self._stats_json())
+        if path == "/config_dump":
+            return self._json({"version": srv.config.version, "config": _jsonable(srv.config)})
+        if path == "/clusters":
+            return self._json(self._clusters_json())
+        if path == "/listeners":
+            return self._json(
+                [{"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
+                 for name, lr in srv.listeners.items() if lr.server is not None]
+            )
+        if path in ("/drain_listeners", "/quitquitquit"):
+            if method != b"POST":
+                return 405, b"use POST\n", b"text/plain"
+            if path == "/drain_listeners":
+                srv.spawn(srv.drain())
+                return 200, b"OK\n", b"text/plain"
+            srv.spawn(srv.shutdown())
+            return 200, b"OK\n", b"text/plain"
+        if path in ("/", "/help"):
+            return 200, _HELP.encode(), b"text/plain"
+        return 404, b"unknown admin path; see /help\n", b"text/plain"
+
+    @staticmethod
+    def _json(obj: Any) -> tuple[int, bytes, bytes]:
+        return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
+
+    def _stats_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        store = self.server.store
+        for scope, entries in (("http", store.http), ("cluster", store.cluster), ("listener", store.listener),
+                               ("tcp", store.tcp)):
+            for key, obj in entries.items():
+                for attr in type(obj).__slots__:
+                    value = getattr(obj, attr)
+                    if hasattr(value, "cumulative"):
+                        value = {"count": value.count, "sum": value.sum, "buckets": value.cumulative()}
+                    out[f"{scope}.{key}.{attr}"] = value
+        return out
+
+    def _clusters_json(self) -> list[dict[str, Any]]:
+        out = []
+        for name, rt in self.server.clusters.clusters.items():
+            s = rt.stats
+            out.append(
+                {
+                    "name": name,
+                    "type": rt.config.discovery,
+                    "lb_policy": rt.config.lb_policy,
+                    "resolved": rt.resolved,
+                    "upstream_rq_total": s.upstream_rq_total,
+                    "upstream_rq_active": s.upstream_rq_active,
+                    "upstream_cx_active": s.upstream_cx_active,
+                    "upstream_cx_connect_fail": s.upstream_cx_connect_fail,
+                    "hosts": [
+                        {
+                            "address": h.label,
+                            "weight": h.weight,
+                            "priority": h.priority,
+                            "health_status": h.health_status,
+                            "rq_total": h.rq_total,
+                            "cx_active": h.cx_active,
+                            "cx_idle": len(h.idle),
+                        }
+                        for h in rt.hosts
+                    ],
+                }
+            )
+        return out
+
+
+class _AdminProtocol(asyncio.Protocol):
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.write(codec.local_reply(400, b"bad request\n", close=True))
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method()
+        try:
+            status, body, ctype = self.admin.handle(method, self.url.decode("latin-1"))
+        except Exception:  # an admin bug must not take the proxy down
+            log.exception("admin handler failed for %s", self.url)
+            status, body, ctype = 500, b"internal error\n", b"text/plain"
+        keep = self.parser.should_keep_alive()
+        self.transport.write(codec.local_reply(status, body, close=not keep, content_type=ctype))
+        self.url = b""
+        if not keep:
+            self.transport.close()

@@ -1,0 +1,95 @@
+"""The ``meshproxy`` command line: ``run`` a bootstrap, ``validate`` one.
+
+Owns argument parsing, logging setup and the choice of event loop (uvloop when installed,
+plain asyncio otherwise). Exit codes: 0 success, 1 invalid configuration, 2 usage error,
+3 cannot bind or start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from meshproxy.errors import ConfigError
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when available (DESIGN decision 3), else the stdlib loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshproxy", description="post-quantum service-mesh sidecar proxy")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the proxy from an Envoy v3 bootstrap (YAML or JSON)")
+    run.add_argument("-c", "--config", required=True, help="bootstrap file")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--concurrency", type=int, default=1, help="reserved: worker count (only 1 today)")
+    val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
+    val.add_argument("-c", "--config", required=True, help="bootstrap file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from meshproxy.config.bootstrap import load_bootstrap
+
+    if args.command == "validate":
+        try:
+            config = load_bootstrap(args.config)
+        except ConfigError as exc:
+            print(f"{args.config}: invalid ({len(exc.problems)} problem(s))", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        print(
+            f"{args.config}: OK ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))"
+        )
+        return 0
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.concurrency != 1:
+        print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
+        return 2
+    try:
+        config = load_bootstrap(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid configuration, not starting:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(_run(config))
+    finally:
+        loop.close()
+
+
+async def _run(config: object) -> int:
+    from meshproxy.server import Server
+
+    server = Server(config)  # type: ignore[arg-type]
+    try:
+        await server.start()
+    except OSError as exc:
+        logging.getLogger("meshproxy").error("cannot start: %s", exc)
+        return 3
+    log = logging.getLogger("meshproxy")
+    for name, lr in server.listeners.items():
+        log.info("listener %s ready on %s:%d", name, *lr.bound_address())
+    admin = server.admin.address()
+    if admin:
+        log.info("admin on http://%s:%d", *admin)
+    await server.serve_forever()
+    return 0

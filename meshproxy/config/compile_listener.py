@@ -1,0 +1,272 @@
+"""Compiles envoy.config.listener.v3.Listener into the runtime Listener.
+
+Owns listener addresses, filter chain matching (and Envoy's rule that no two chains of a listener
+share a match), listener filters, and the two terminal network filters meshproxy runs:
+http_connection_manager (whose inline route_config goes to ``compile_route``) and tcp_proxy.
+Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.cluster_refs``.
+"""
+
+from __future__ import annotations
+
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from meshproxy.config.compile_common import (
+    Ctx,
+    access_logs,
+    duration,
+    port_in_range,
+    reject_fields,
+    socket_address,
+    type_url,
+    unpack,
+    wrapped,
+)
+from meshproxy.config.compile_route import check_weights, route_configuration
+from meshproxy.config.model import (
+    FilterChain,
+    FilterChainMatch,
+    HttpConnectionManager,
+    Listener,
+    TcpProxy,
+    WeightedCluster,
+)
+
+_HCM = type_url(hcm.HttpConnectionManager)
+_TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
+_ROUTER = type_url(router_pb2.Router)
+_ROUTER_NAME = "envoy.filters.http.router"
+_TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
+
+# Listener filters accepted, by name and by typed_config type URL; none changes what meshproxy
+# does yet (it always inspects TLS/HTTP and honours the original destination where it can).
+_LISTENER_FILTERS = {
+    "envoy.filters.listener.tls_inspector": type_url(tls_inspector_pb2.TlsInspector),
+    "envoy.filters.listener.http_inspector": type_url(http_inspector_pb2.HttpInspector),
+    "envoy.filters.listener.original_dst": type_url(original_dst_pb2.OriginalDst),
+}
+
+_UNSUPPORTED_CHAIN_MATCH_FIELDS = (
+    "prefix_ranges",
+    "address_suffix",
+    "suffix_len",
+    "direct_source_prefix_ranges",
+    "source_type",
+    "source_prefix_ranges",
+    "source_ports",
+)
+_TRANSPORT_PROTOCOLS = ("", "raw_buffer", "tls")
+_CODECS = (hcm.HttpConnectionManager.AUTO, hcm.HttpConnectionManager.HTTP1)
+_MAX_REQUEST_HEADERS_KB = 8192  # Envoy's upper bound for max_request_headers_kb
+
+
+def compile_listener(msg: listener_pb2.Listener, path: str, problems: list[str]) -> Listener | None:
+    """The runtime Listener, or None after appending each problem to ``problems``."""
+    return listener(msg, Ctx(path, problems))
+
+
+def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
+    mark = ctx.mark()
+    if not msg.name:
+        ctx.at("name").problem("is required")
+    address = None
+    if msg.HasField("address"):
+        address = socket_address(msg.address, ctx.at("address"), ip_only=True, allow_zero_port=True)
+    else:
+        ctx.at("address").problem("is required")
+    for entry, c in ctx.each("listener_filters", msg.listener_filters):
+        _listener_filter(entry, c)
+    chains = [filter_chain(fc, c) for fc, c in ctx.each("filter_chains", msg.filter_chains)]
+    default = None
+    if msg.HasField("default_filter_chain"):
+        default = filter_chain(msg.default_filter_chain, ctx.at("default_filter_chain"))
+    elif not msg.filter_chains:
+        ctx.at("filter_chains").problem("a listener needs at least one filter chain or a default_filter_chain")
+    _check_distinct_matches(chains, ctx)
+    if address is None or not ctx.clean_since(mark):
+        return None
+    return Listener(
+        msg.name,
+        address,
+        tuple(c for c in chains if c),
+        default,
+        wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
+    )
+
+
+def _listener_filter(msg: lc.ListenerFilter, ctx: Ctx) -> None:
+    url = msg.typed_config.type_url
+    known = url in _LISTENER_FILTERS.values() if url else msg.name in _LISTENER_FILTERS
+    if not known:
+        ctx.problem(f'"{url or msg.name}" is not supported; meshproxy accepts {", ".join(_LISTENER_FILTERS)}')
+
+
+def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
+    """Envoy refuses a listener where two filter chains match the same connection: it expands
+    each match into (port, server name, transport protocol, ALPN) leaves and rejects a repeat."""
+    owner: dict[tuple[int | None, str, str, str], int] = {}
+    for index, chain in enumerate(chains):
+        if chain is None:
+            continue
+        m = chain.match
+        for name in m.server_names or ("",):
+            for alpn in m.application_protocols or ("",):
+                leaf = (m.destination_port, name, m.transport_protocol, alpn)
+                first = owner.setdefault(leaf, index)
+                if first != index:
+                    ctx.at("filter_chains", index).at("filter_chain_match").problem(
+                        f"matches the same connections as filter_chains[{first}]; "
+                        "Envoy rejects filter chains with identical matching rules"
+                    )
+                    return
+
+
+# --------------------------------------------------------------------------- filter chains
+
+
+def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
+    mark = ctx.mark()
+    match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
+    if msg.HasField("transport_socket"):
+        ctx.at("transport_socket").problem("TLS transport sockets arrive with the mTLS issue; remove it for now")
+    terminal: HttpConnectionManager | TcpProxy | None = None
+    terminals = 0
+    for entry, c in ctx.each("filters", msg.filters):
+        url = entry.typed_config.type_url
+        if url not in (_HCM, _TCP_PROXY):
+            what = f'"{entry.name}" ({url})' if url else f'"{entry.name}" without a typed_config'
+            c.problem(f"network filter {what} is not supported; meshproxy runs {_TERMINALS}")
+        elif (terminals := terminals + 1) > 1:
+            c.problem("a filter chain has exactly one terminal filter, and this is a second one")
+        elif url == _HCM:
+            terminal = http_connection_manager(unpack(entry.typed_config, hcm.HttpConnectionManager), c.at("typed_config"))
+        else:
+            terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
+    if not msg.filters:
+        ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
+    if terminal is None or not ctx.clean_since(mark):
+        return None
+    return FilterChain(msg.name, match, terminal)
+
+
+def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:
+    reject_fields(msg, _UNSUPPORTED_CHAIN_MATCH_FIELDS, ctx, "is not supported in a filter_chain_match")
+    port = wrapped(msg, "destination_port", None)
+    if port is not None:
+        port_in_range(port, ctx.at("destination_port"))
+    for name, c in ctx.each("server_names", msg.server_names):
+        if "*" in name and not (name.startswith("*.") and name.count("*") == 1):
+            c.problem(f'"{name}": only a leading "*." wildcard is supported ("*.example.com")')
+    if msg.transport_protocol not in _TRANSPORT_PROTOCOLS:
+        ctx.at("transport_protocol").problem(f'"{msg.transport_protocol}" is not supported; use "raw_buffer" or "tls"')
+    return FilterChainMatch(
+        port,
+        tuple(n.lower() for n in msg.server_names),
+        msg.transport_protocol,
+        tuple(msg.application_protocols),
+    )
+
+
+# --------------------------------------------------------------------------- terminal filters
+
+
+def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpConnectionManager | None:
+    mark = ctx.mark()
+    if not msg.stat_prefix:
+        ctx.at("stat_prefix").problem("is required")
+    if msg.codec_type not in _CODECS:
+        name = hcm.HttpConnectionManager.CodecType.Name(msg.codec_type)
+        ctx.at("codec_type").problem(f"{name} is not supported yet; use AUTO or HTTP1")
+    route_kind = msg.WhichOneof("route_specifier")
+    routes = None
+    if route_kind == "route_config":
+        routes = route_configuration(msg.route_config, ctx.at("route_config"))
+    elif route_kind is None:
+        ctx.problem("needs an inline route_config")
+    else:
+        ctx.at(route_kind).problem(f"{route_kind} needs dynamic_resources, not supported yet; use route_config")
+    _http_filters(msg, ctx)
+    max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
+    if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
+        ctx.at("max_request_headers_kb").problem(f"{max_headers_kb} is out of range; use 1..{_MAX_REQUEST_HEADERS_KB}")
+    logs = access_logs(msg.access_log, ctx)
+    protocol = msg.common_http_protocol_options
+    idle_timeout = duration(protocol, "idle_timeout", ctx.at("common_http_protocol_options"), 3600.0)
+    stream_idle_timeout = duration(msg, "stream_idle_timeout", ctx, 300.0)
+    request_timeout = duration(msg, "request_timeout", ctx, 0.0)
+    drain_timeout = duration(msg, "drain_timeout", ctx, 5.0)
+    if routes is None or not ctx.clean_since(mark):
+        return None
+    return HttpConnectionManager(
+        stat_prefix=msg.stat_prefix,
+        route_config=routes,
+        access_logs=logs,
+        max_request_headers_bytes=max_headers_kb * 1024,
+        idle_timeout=idle_timeout,
+        stream_idle_timeout=stream_idle_timeout,
+        request_timeout=request_timeout,
+        generate_request_id=wrapped(msg, "generate_request_id", True),
+        # Envoy's default is false: the proxy trusts x-forwarded-for unless told it is the edge.
+        use_remote_address=wrapped(msg, "use_remote_address", False),
+        server_name=msg.server_name or "meshproxy",
+        drain_timeout=drain_timeout,
+    )
+
+
+def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> None:
+    """The chain must end with the router, and meshproxy runs no other HTTP filter yet. Filters
+    marked is_optional (which Envoy skips when it lacks them) or disabled are passed over."""
+    filters = msg.http_filters
+    if not filters:
+        ctx.at("http_filters").problem(f"needs the router filter ({_ROUTER_NAME}) as its last entry")
+        return
+    for index, (entry, c) in enumerate(ctx.each("http_filters", filters)):
+        url = entry.typed_config.type_url
+        is_router = url == _ROUTER if url else entry.name == _ROUTER_NAME
+        if is_router and index != len(filters) - 1:
+            c.problem("the router must be the last http filter")
+        elif not is_router and index == len(filters) - 1:
+            c.problem(f'"{entry.name}" is last, but the last http filter must be the router ({_ROUTER_NAME})')
+        elif not is_router and not (entry.is_optional or entry.disabled):
+            c.problem(f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; only the router is')
+
+
+def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:
+    mark = ctx.mark()
+    if not msg.stat_prefix:
+        ctx.at("stat_prefix").problem("is required")
+    kind = msg.WhichOneof("cluster_specifier")
+    weighted: list[WeightedCluster] = []
+    if kind == "cluster" and msg.cluster:
+        ctx.at("cluster").refer_cluster(msg.cluster)
+    elif kind == "weighted_clusters":
+        wctx = ctx.at("weighted_clusters")
+        for entry, c in wctx.each("clusters", msg.weighted_clusters.clusters):
+            if entry.name:
+                c.at("name").refer_cluster(entry.name)
+            else:
+                c.at("name").problem("is required")
+            if entry.weight < 1:
+                c.at("weight").problem("must be at least 1")
+            weighted.append(WeightedCluster(entry.name, entry.weight))
+        check_weights(weighted, wctx)
+    else:
+        ctx.problem("a tcp_proxy needs cluster or weighted_clusters")
+    idle_timeout = duration(msg, "idle_timeout", ctx, 3600.0)
+    logs = access_logs(msg.access_log, ctx)
+    if not ctx.clean_since(mark):
+        return None
+    return TcpProxy(
+        msg.stat_prefix,
+        msg.cluster or None,
+        tuple(weighted),
+        sum(w.weight for w in weighted),
+        idle_timeout,
+        logs,
+    )

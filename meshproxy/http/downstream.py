@@ -1,0 +1,333 @@
+"""The downstream side of an HTTP/1.1 connection: bytes from a client in, streams out.
+
+Owns one accepted connection running the http_connection_manager filter: llhttp parsing via
+httptools callbacks, request-smuggling defences (llhttp's strict mode rejects conflicting
+Content-Length/Transfer-Encoding, bad chunk sizes and obs-fold; we bound the header block),
+keep-alive and pipelining (requests are answered in order; a pipelined request waits, its
+bytes bounded by one read while reading is paused), flow control towards the upstream, and
+idle/drain handling. Per-request work lives in ``stream.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from meshproxy.config.model import HttpConnectionManager
+from meshproxy.http import codec
+from meshproxy.http.stream import PAUSE_PIPELINE, Stream
+from meshproxy.stats import HttpStats
+
+if TYPE_CHECKING:
+    from meshproxy.access_log import AccessLogger
+    from meshproxy.listener.runtime import ListenerRuntime
+    from meshproxy.router.table import RouteTable
+    from meshproxy.upstream.manager import ClusterManager
+
+# Request headers the stream handles itself instead of relaying as they are.
+_HOST, _CONNECTION, _HOP, _TE, _UPGRADE, _EXPECT, _XRID, _XFF, _XFP, _UA = range(10)
+_SPECIAL = {
+    b"host": _HOST,
+    b"connection": _CONNECTION,
+    b"keep-alive": _HOP,
+    b"proxy-connection": _HOP,
+    b"te": _HOP,
+    b"trailer": _HOP,
+    b"transfer-encoding": _TE,
+    b"upgrade": _UPGRADE,
+    b"expect": _EXPECT,
+    b"x-request-id": _XRID,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+}
+
+
+class HttpContext:
+    """What every connection of one http_connection_manager filter chain shares (per snapshot)."""
+
+    __slots__ = ("access_log", "clusters", "config", "listener", "rng", "routes", "scheme", "stats")
+
+    def __init__(
+        self,
+        config: HttpConnectionManager,
+        routes: RouteTable,
+        clusters: ClusterManager,
+        stats: HttpStats,
+        listener: ListenerRuntime,
+        access_log: AccessLogger | None,
+        rng: random.Random,
+        scheme: bytes = b"http",
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.clusters = clusters
+        self.stats = stats
+        self.listener = listener
+        self.access_log = access_log
+        self.rng = rng
+        self.scheme = scheme
+
+
+class _HeaderTooLarge(Exception):
+    pass
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(self, ctx: HttpContext) -> None:
+        self.ctx = ctx
+        self.listener = ctx.listener
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.limit = ctx.config.max_request_headers_bytes
+        self.buffer_limit = ctx.listener.config.buffer_limit
+        self.parsing: Stream | None = None  # the stream whose request is being parsed
+        self.active: Stream | None = None  # the stream being answered
+        self.queue: deque[Stream] = deque()  # pipelined requests waiting their turn
+        self.head_size = 0
+        self.paused = 0
+        self.closed = False
+        self.upgraded = False
+        self.idle_since = self.loop.time()
+        self.peer_ip = b""
+        self.peer_label = ""
+        self.error: tuple[int, bytes] | None = None
+        self.conn_named: list[bytes] = []  # header names listed in a Connection header
+        self.eof = False
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=self.buffer_limit)  # type: ignore[attr-defined]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0].encode()
+            self.peer_label = f"{peer[0]}:{peer[1]}"
+        self.listener.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            stream = self.active
+            if stream is not None:
+                stream.tunnel_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            tail = data[exc.args[0] :]
+            stream = self.active
+            if tail and stream is not None:
+                stream.tunnel_data(tail)
+            return
+        except httptools.HttpParserError as exc:
+            return self._bad_request(exc)
+        stream = self.parsing
+        if stream is not None and not stream.headers_done:
+            # llhttp buffers a partial header without calling us back; bound it here too.
+            self.head_size += len(data)
+            if self.head_size > self.limit:
+                self._reject(431, b"request header block too large")
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still wait for its response (RFC 9112 §9.6).
+        self.eof = True
+        return True if self.active is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.connection_closed(self)
+        for stream in (self.active, *self.queue):
+            if stream is not None:
+                stream.downstream_lost()
+        self.active = None
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        stream = self.active
+        if stream is not None and stream.upstream is not None:
+            stream.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        stream = self.active
+        if stream is not None and stream.upstream is not None:
+            stream.upstream.resume_reading()
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        stream = Stream(self, self.loop.time())
+        self.parsing = stream
+        self.head_size = 0
+        self.conn_named = []
+        if self.active is None:
+            self.active = stream
+        else:
+            self.queue.append(stream)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_url(self, url: bytes) -> None:
+        stream = self.parsing
+        assert stream is not None
+        stream.url += url
+        self.head_size += len(url)
+        if self.head_size > self.limit:
+            raise _HeaderTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        stream = self.parsing
+        assert stream is not None
+        if stream.headers_done:
+            return  # a trailer of a chunked request: not relayed over HTTP/1.1
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.limit:
+            raise _HeaderTooLarge
+        name = name.lower()
+        kind = _SPECIAL.get(name)
+        if kind is None:
+            stream.headers.append((name, value))
+        elif kind == _HOST:
+            if stream.authority is not None:
+                raise httptools.HttpParserError("duplicate Host header")
+            stream.authority = value.lower()
+        elif kind == _XRID:
+            stream.request_id = value
+        elif kind == _XFF:
+            stream.xff = value if stream.xff is None else stream.xff + b", " + value
+        elif kind == _XFP:
+            stream.xfp = value
+        elif kind == _TE:
+            stream.chunked = True
+        elif kind == _UPGRADE:
+            stream.upgrade = value
+        elif kind == _EXPECT:
+            if value.lower() != b"100-continue":
+                raise httptools.HttpParserError("unsupported Expect value")
+            stream.expect = True
+        elif kind == _CONNECTION:
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            extra = [t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade", b"")]
+            if extra:  # RFC 9110 §7.6.1: headers named by Connection are hop-by-hop too
+                self.conn_named.extend(extra)
+        # _HOP: dropped
+
+    def on_headers_complete(self) -> None:
+        stream = self.parsing
+        assert stream is not None
+        parser = self.parser
+        stream.headers_done = True
+        if self.conn_named:
+            named = self.conn_named
+            stream.headers = [(n, v) for n, v in stream.headers if n not in named]
+            self.conn_named = []
+        stream.method = parser.get_method()
+        stream.http10 = parser.get_http_version() == "1.0"
+        stream.keep_alive = parser.should_keep_alive()
+        if stream.upgrade is not None and not parser.should_upgrade():
+            stream.upgrade = None
+        if stream.user_agent is None:
+            for n, v in stream.headers:
+                if n == b"user-agent":
+                    stream.user_agent = v
+                    break
+        if stream is self.active:
+            stream.begin()
+
+    def on_body(self, body: bytes) -> None:
+        stream = self.parsing
+        assert stream is not None
+        stream.request_body(body)
+
+    def on_message_complete(self) -> None:
+        stream = self.parsing
+        assert stream is not None
+        self.parsing = None
+        self.head_size = 0
+        stream.request_end()
+
+    # ------------------------------------------------------------------ stream hand-off
+
+    def stream_finished(self, stream: Stream) -> None:
+        if stream is not self.active:
+            return
+        self.active = None
+        if self.closed:
+            return
+        if not stream.keep_alive or self.listener.draining or self.eof:
+            if self.parsing is not None and self.parsing is not stream and not self.parsing.started:
+                self.parsing = None
+            self.close()
+            return
+        if self.error is not None:
+            status, body = self.error
+            self.transport.write(codec.local_reply(status, body, close=True))
+            self.close()
+            return
+        self.idle_since = self.loop.time()
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if not self.queue:
+                self.resume(PAUSE_PIPELINE)
+            if nxt.headers_done:
+                nxt.begin()
+
+    # ------------------------------------------------------------------ errors, flow, close
+
+    def _bad_request(self, exc: Exception) -> None:
+        if isinstance(exc.__context__, _HeaderTooLarge):
+            self.ctx.stats.downstream_rq_431 += 1
+            return self._reject(431, b"request header block too large")
+        self.ctx.stats.downstream_cx_protocol_error += 1
+        reason = str(exc) or "malformed request"
+        self._reject(400, b"bad request: " + reason.encode("latin-1", "replace"))
+
+    def _reject(self, status: int, body: bytes) -> None:
+        """Answer a request that cannot be parsed, then close (the byte stream is untrusted now)."""
+        self.upgraded = True  # stop parsing anything else on this connection
+        stream = self.parsing
+        if stream is not None and stream is self.active and not stream.response_started:
+            stream.keep_alive = False
+            if not stream.started:
+                stream.started = True
+                self.ctx.stats.downstream_rq_total += 1
+                self.ctx.stats.downstream_rq_active += 1
+            stream.local_reply(status, body, "DPE")
+            self.close()
+        elif self.active is None:
+            self.transport.write(codec.local_reply(status, body, close=True))
+            self.close()
+        else:
+            # A pipelined request is bad while an earlier one is still being answered.
+            self.error = (status, body)
+            self.pause(PAUSE_PIPELINE)
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after what was written is flushed."""
+        if not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now: a response was cut short and the client must see the connection end."""
+        if not self.closed:
+            self.transport.abort()
+
+    def is_idle(self) -> bool:
+        return self.active is None and self.parsing is None

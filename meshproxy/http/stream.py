@@ -1,0 +1,589 @@
+"""One HTTP/1.1 request/response exchange through the proxy (Envoy's "stream").
+
+Owns the life of a request from its parsed head to its access-log line: routing, the
+upstream request head, body relay in both directions with flow control, response framing,
+local replies with response flags, the route timeout, and the WebSocket/Upgrade tunnel.
+The downstream connection feeds it parsed request events; the upstream connection feeds it
+parsed response events. It is driven only by callbacks: no coroutine per request, and one
+transport write per response head (head and first body bytes are coalesced per read).
+
+Lifecycle rules (the reason for each flag):
+1. A response is written to the downstream at most once: ``response_started`` guards it;
+   after it, a failure can only abort the connection (the client sees a truncated response).
+2. An upstream connection returns to the pool only when both the request and the response
+   completed cleanly; anything else closes it (it may hold half a message).
+3. The downstream connection is kept alive only when the request completed, the response
+   completed, neither side asked to close, and the listener is not draining.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from meshproxy.config.model import DirectResponse, Redirect
+from meshproxy.http import codec
+from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.headers import apply_mutations
+
+if TYPE_CHECKING:
+    from asyncio import Task, TimerHandle
+
+    from meshproxy.http.downstream import DownstreamConnection, HttpContext
+    from meshproxy.http.upstream import UpstreamConnection
+    from meshproxy.router.table import RouteDecision
+    from meshproxy.upstream.cluster import ClusterRuntime, Host
+
+# Reasons the downstream connection's reading is paused (a bit each; reading resumes at 0).
+PAUSE_UPSTREAM_FULL = 1
+PAUSE_PENDING_FULL = 2
+PAUSE_PIPELINE = 4
+
+_HEX = "0123456789abcdef"
+
+
+class Stream:
+    __slots__ = (
+        "authority",
+        "body_sent",
+        "chunked",
+        "cluster",
+        "conn",
+        "ctx",
+        "decision",
+        "expect",
+        "finished",
+        "flags",
+        "headers",
+        "headers_done",
+        "host",
+        "http10",
+        "keep_alive",
+        "method",
+        "out",
+        "pending",
+        "pending_size",
+        "request_complete",
+        "request_head",
+        "request_id",
+        "resp_chunk_down",
+        "resp_close_delimited",
+        "resp_content_length",
+        "resp_headers",
+        "response_complete",
+        "response_started",
+        "retried",
+        "rx_bytes",
+        "start",
+        "started",
+        "status",
+        "timer",
+        "tunnel",
+        "tx_bytes",
+        "upgrade",
+        "upstream",
+        "url",
+        "user_agent",
+        "wall_start",
+        "xff",
+        "xfp",
+        "connect_task",
+    )
+
+    def __init__(self, conn: DownstreamConnection, now: float) -> None:
+        self.conn = conn
+        self.ctx: HttpContext = conn.ctx
+        self.start = now
+        self.wall_start = 0.0
+        self.url = b""
+        self.method = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.authority: bytes | None = None
+        self.xff: bytes | None = None
+        self.xfp: bytes | None = None
+        self.request_id: bytes | None = None
+        self.user_agent: bytes | None = None
+        self.expect = False
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.http10 = False
+        self.keep_alive = True
+        self.headers_done = False
+        self.started = False
+        self.request_complete = False
+        self.response_started = False
+        self.response_complete = False
+        self.finished = False
+        self.tunnel = False
+        self.retried = False
+        self.body_sent = False
+        self.decision: RouteDecision | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.host: Host | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.connect_task: Task[UpstreamConnection] | None = None
+        self.request_head = b""
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
+        self.out: list[bytes] = []
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_content_length = False
+        self.resp_chunk_down = False
+        self.resp_close_delimited = False
+        self.status = 0
+        self.flags = "-"
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self.timer: TimerHandle | None = None
+
+    # ================================================================== request side
+
+    def begin(self) -> None:
+        """The request head is complete and this stream is the connection's active one."""
+        self.started = True
+        ctx = self.ctx
+        stats = ctx.stats
+        stats.downstream_rq_total += 1
+        stats.downstream_rq_active += 1
+        if ctx.access_log is not None:
+            self.wall_start = time.time()
+        conn = self.conn
+        if not self.keep_alive or conn.listener.draining:
+            self.keep_alive = False
+        authority = self.authority
+        if authority is None:
+            if not self.http10:
+                return self.local_reply(400, b"missing host header", "DPE")
+            authority = b""
+        if self.method == b"CONNECT":
+            return self.local_reply(405, b"CONNECT is not supported", "-")
+        decision = ctx.routes.route(authority, self.url, self.headers)
+        if decision is None or decision.route is None:
+            stats.no_route += 1
+            return self.local_reply(404, b"", "NR")
+        self.decision = decision
+        route = decision.route
+        action = route.action
+        if isinstance(action, DirectResponse):
+            stats.rq_direct_response += 1
+            return self.local_reply(action.status, action.body, "-", mutate=True)
+        if isinstance(action, Redirect):
+            stats.rq_redirect += 1
+            location = redirect_location(action, route.match, ctx.scheme, authority, self.url)
+            return self.local_reply(action.response_code, b"", "-", extra=[(b"location", location)], mutate=True)
+        cluster_name, weighted = pick_cluster(action, ctx.rng.getrandbits(32))
+        cluster = ctx.clusters.get(cluster_name)
+        if cluster is None:
+            stats.no_cluster += 1
+            return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
+        host = cluster.pick()
+        if host is None:
+            return self.local_reply(503, b"no healthy upstream", "UH")
+        self.cluster = cluster
+        self.host = host
+        self.request_head = self._request_head(decision, weighted, authority)
+        cluster.stats.upstream_rq_total += 1
+        cluster.stats.upstream_rq_active += 1
+        host.rq_total += 1
+        if self.expect and not self.request_complete:
+            self._write_down(codec.CONTINUE_100)
+        upstream = cluster.acquire(host)
+        if upstream is not None:
+            self.attach(upstream)  # type: ignore[arg-type]
+        else:
+            self.connect()
+        return None
+
+    def _request_head(self, decision: RouteDecision, weighted: object, authority: bytes) -> bytes:
+        ctx = self.ctx
+        route = decision.route
+        assert route is not None
+        action = route.action
+        headers = self.headers
+        if decision.has_request_mutations or weighted is not None:
+            apply_mutations(headers, *decision.request_mutation_levels(weighted))
+        target = rewrite_target(route, self.url)
+        host = action.host_rewrite_literal  # type: ignore[union-attr]
+        parts = [self.method, b" ", target, b" HTTP/1.1\r\nhost: ", host.encode() if host else authority, b"\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        peer = self.conn.peer_ip
+        if ctx.config.use_remote_address:
+            parts += (b"x-forwarded-for: ", self.xff + b", " + peer if self.xff else peer, b"\r\n")
+            parts += (b"x-forwarded-proto: ", ctx.scheme, b"\r\n")
+        else:
+            if self.xff is not None:
+                parts += (b"x-forwarded-for: ", self.xff, b"\r\n")
+            if self.xfp is not None:
+                parts += (b"x-forwarded-proto: ", self.xfp, b"\r\n")
+        rid = self.request_id
+        if rid is None and ctx.config.generate_request_id:
+            h = "%032x" % ctx.rng.getrandbits(128)
+            rid = self.request_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_HEX[8 | (int(h[16], 16) & 3)]}{h[17:20]}-{h[20:]}".encode()
+        if rid is not None:
+            parts += (b"x-request-id: ", rid, b"\r\n")
+        if self.upgrade is not None:
+            parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade, b"\r\n")
+        elif self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def request_body(self, data: bytes) -> None:
+        self.rx_bytes += len(data)
+        if self.upgrade is not None and not self.tunnel:
+            return  # no body on an upgrade request; tunnel bytes arrive through tunnel_data
+        up = self.upstream
+        if up is not None and self.started:
+            self.body_sent = True
+            up.transport.write(codec.chunk(data) if self.chunked else data)
+        elif not self.finished:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > self.conn.buffer_limit:
+                self.conn.pause(PAUSE_PENDING_FULL)
+
+    def request_end(self) -> None:
+        self.request_complete = True
+        up = self.upstream
+        if self.chunked:
+            if up is not None and self.started:
+                up.transport.write(codec.LAST_CHUNK)
+            elif not self.finished:
+                self.request_body_marker_end()
+        if self.response_complete:
+            self._maybe_finish()
+        elif self.started and not self.finished:
+            self._arm_timer()
+
+    def request_body_marker_end(self) -> None:
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(codec.LAST_CHUNK if self.chunked else b"")
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes after an Upgrade request's head: relayed once the upstream switched protocols."""
+        self.rx_bytes += len(data)
+        up = self.upstream
+        if self.tunnel and up is not None:
+            up.transport.write(data)
+        else:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > self.conn.buffer_limit:
+                self.conn.pause(PAUSE_PENDING_FULL)
+
+    def _arm_timer(self) -> None:
+        # Envoy's route timeout starts when the downstream request is complete.
+        decision = self.decision
+        if decision is None or self.timer is not None:
+            return
+        timeout = decision.route.action.timeout  # type: ignore[union-attr]
+        if timeout > 0:
+            self.timer = self.conn.loop.call_later(timeout, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_timeout += 1
+        self.ctx.stats.downstream_rq_timeout += 1
+        self.local_reply(504, b"upstream request timeout", "UT")
+
+    # ================================================================== upstream connection
+
+    def connect(self) -> None:
+        from meshproxy.http.upstream import UpstreamConnection
+
+        cluster, host = self.cluster, self.host
+        assert cluster is not None and host is not None
+        task = self.conn.loop.create_task(cluster.connect(host, lambda: UpstreamConnection(cluster, host)))
+        self.connect_task = task
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: Task[UpstreamConnection]) -> None:
+        self.connect_task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not self.finished:
+                reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+                self.local_reply(503, b"upstream connect error: " + reason.encode(), "UF")
+            return
+        upstream = task.result()
+        if self.finished:
+            # The request went away while connecting: the fresh connection is still useful.
+            assert self.cluster is not None
+            self.cluster.release(upstream, self.conn.loop.time())
+            return
+        self.attach(upstream)
+
+    def attach(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        upstream.bind(self)
+        head = self.request_head
+        pending = self.pending
+        if pending:
+            self.body_sent = True
+            if self.tunnel or self.upgrade is not None:
+                upstream.transport.write(head)
+                upstream.held = pending  # tunnel bytes wait for the 101
+            elif self.chunked:
+                parts = [head]
+                for piece in pending:
+                    parts.append(piece if piece is codec.LAST_CHUNK else codec.chunk(piece))
+                upstream.transport.write(b"".join(parts))
+            else:
+                upstream.transport.write(head + b"".join(pending))
+            self.pending = None
+            self.pending_size = 0
+            self.conn.resume(PAUSE_PENDING_FULL)
+        else:
+            upstream.transport.write(head)
+        if self.request_complete:
+            self._arm_timer()
+
+    def upstream_lost(self, reused: bool, exc: Exception | None) -> None:
+        """The upstream connection closed while bound to this stream."""
+        self.upstream = None
+        if self.finished:
+            return
+        if self.tunnel:
+            self.flags = "-"
+            self.conn.transport.close()
+            return self._finish()
+        if not self.response_started:
+            if reused and not self.retried and not self.body_sent:
+                # A pooled connection the upstream closed just as we reused it: the request
+                # never reached the application, so it is safe to send it on a new one.
+                self.retried = True
+                assert self.cluster is not None
+                self.cluster.stats.upstream_rq_retry_reused += 1
+                return self.connect()
+            return self.local_reply(503, b"upstream connect error or disconnect/reset before headers", "UC")
+        if self.resp_close_delimited:
+            return self.response_end()
+        self.flags = "UC"
+        self.conn.abort()
+        self._finish()
+
+    def upstream_protocol_error(self, reason: str) -> None:
+        if self.finished:
+            return
+        if self.response_started:
+            self.flags = "UPE"
+            self.conn.abort()
+            return self._finish()
+        self.local_reply(502, b"upstream protocol error: " + reason.encode(), "UPE")
+
+    # ================================================================== response side
+
+    def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
+        self.status = status
+        self.response_started = True
+        ctx = self.ctx
+        route = self.decision.route  # type: ignore[union-attr]
+        headers = self.resp_headers
+        if self.decision.has_response_mutations:  # type: ignore[union-attr]
+            apply_mutations(headers, *self.decision.response_mutation_levels())  # type: ignore[union-attr]
+        no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
+        framed = self.resp_content_length or no_body
+        if not upstream_keep_alive and not framed and not self.resp_chunk_down:
+            self.resp_close_delimited = True
+        parts = [codec.status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if status == 101:
+            parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade or b"", b"\r\n")
+        else:
+            if not framed:
+                if self.http10:
+                    self.keep_alive = False
+                    self.resp_chunk_down = False
+                else:
+                    self.resp_chunk_down = True
+                    parts.append(b"transfer-encoding: chunked\r\n")
+            if not self.request_complete or self.conn.listener.draining or self.upgrade is not None:
+                self.keep_alive = False
+            if not self.keep_alive:
+                parts.append(b"connection: close\r\n")
+            elif self.http10:
+                parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.out.append(b"".join(parts))
+        del route, ctx
+
+    def response_body(self, data: bytes) -> None:
+        self.tx_bytes += len(data)
+        self.out.append(codec.chunk(data) if self.resp_chunk_down else data)
+
+    def response_end(self) -> None:
+        self.response_complete = True
+        if self.resp_chunk_down:
+            self.out.append(codec.LAST_CHUNK)
+        self.flush()
+        self._maybe_finish()
+
+    def start_tunnel(self, early: bytes) -> None:
+        """The upstream answered 101: from now on both connections relay raw bytes."""
+        self.tunnel = True
+        self.keep_alive = False
+        self.flush()
+        if early:
+            self._write_down(early)
+        up = self.upstream
+        if up is not None and up.held:
+            up.transport.write(b"".join(up.held))
+            up.held = None
+        if self.pending:
+            if up is not None:
+                up.transport.write(b"".join(self.pending))
+            self.pending = None
+            self.pending_size = 0
+            self.conn.resume(PAUSE_PENDING_FULL)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._write_down(data)
+
+    def _write_down(self, data: bytes) -> None:
+        transport = self.conn.transport
+        if transport is not None and not self.conn.closed:
+            transport.write(data)
+
+    # ================================================================== endings
+
+    def local_reply(
+        self,
+        status: int,
+        body: bytes,
+        flags: str,
+        *,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        mutate: bool = False,
+    ) -> None:
+        """A response generated by the proxy; aborts the connection if a response already began."""
+        if self.finished:
+            return
+        self.flags = flags
+        self._drop_upstream()
+        if self.response_started:
+            self.conn.abort()
+            return self._finish()
+        if not self.request_complete or self.conn.listener.draining:
+            self.keep_alive = False
+        if mutate and self.decision is not None and self.decision.has_response_mutations:
+            extra = list(extra or [])
+            apply_mutations(extra, *self.decision.response_mutation_levels())
+        self.status = status
+        self.response_started = True
+        self.response_complete = True
+        data = codec.local_reply(
+            status, body, close=not self.keep_alive, extra=extra, head_only=self.method == b"HEAD"
+        )
+        self.tx_bytes += len(body)
+        self.out.clear()
+        self._write_down(data)
+        self._finish()
+
+    def downstream_lost(self) -> None:
+        if self.finished:
+            return
+        if not self.response_complete:
+            self.flags = "DC"
+            self.ctx.stats.downstream_rq_rx_reset += 1
+        self._drop_upstream()
+        self._finish()
+
+    def _drop_upstream(self) -> None:
+        """Close the upstream side of an exchange that did not complete cleanly."""
+        task = self.connect_task
+        if task is not None:
+            self.connect_task = None
+            task.remove_done_callback(self._connected)
+            task.add_done_callback(_release_orphan)
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.unbind()
+            up.close()
+
+    def _maybe_finish(self) -> None:
+        if self.request_complete and self.response_complete and not self.finished:
+            up = self.upstream
+            if up is not None:
+                self.upstream = None
+                up.unbind()
+                if up.reusable_after_response and self.cluster is not None:
+                    self.cluster.release(up, self.conn.loop.time())
+                else:
+                    up.close()
+            self._finish()
+        elif self.response_complete and not self.finished and not self.keep_alive:
+            # The response is done but the request body is still arriving: the connection
+            # closes (rule 3), so there is nothing left to wait for.
+            self._drop_upstream()
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        ctx = self.ctx
+        stats = ctx.stats
+        now = self.conn.loop.time()
+        elapsed_ms = (now - self.start) * 1000.0
+        if self.started:
+            stats.downstream_rq_active -= 1
+            stats.downstream_rq_completed += 1
+            stats.downstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
+            stats.downstream_rq_time.observe(elapsed_ms)
+        cluster = self.cluster
+        if cluster is not None:
+            cs = cluster.stats
+            cs.upstream_rq_active -= 1
+            if self.flags == "-" or self.flags == "DC":
+                cs.upstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
+                cs.upstream_rq_time.observe(elapsed_ms)
+        if ctx.access_log is not None:
+            self._log(elapsed_ms)
+        self.conn.stream_finished(self)
+
+    def _log(self, elapsed_ms: float) -> None:
+        route = self.decision.route if self.decision is not None else None
+        record = {
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.wall_start or time.time()))
+            + f".{int((self.wall_start % 1) * 1000):03d}Z",
+            "method": self.method.decode("latin-1"),
+            "path": self.url.decode("latin-1"),
+            "protocol": "HTTP/1.0" if self.http10 else "HTTP/1.1",
+            "authority": (self.authority or b"").decode("latin-1"),
+            "response_code": self.status,
+            "response_flags": self.flags,
+            "bytes_received": self.rx_bytes,
+            "bytes_sent": self.tx_bytes,
+            "duration_ms": round(elapsed_ms, 3),
+            "upstream_host": self.host.label if self.host is not None else None,
+            "upstream_cluster": self.cluster.config.name if self.cluster is not None else None,
+            "request_id": self.request_id.decode("latin-1") if self.request_id else None,
+            "downstream_remote_address": self.conn.peer_label,
+            "user_agent": self.user_agent.decode("latin-1") if self.user_agent else None,
+            "route_name": route.name if route is not None and route.name else None,
+        }
+        self.ctx.access_log.log(record)  # type: ignore[union-attr]
+
+
+def _release_orphan(task: Task[UpstreamConnection]) -> None:
+    """A connect finished after its request was gone: close what it opened."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()

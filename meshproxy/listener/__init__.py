@@ -1,0 +1,1 @@
+"""Listeners: bound sockets, filter-chain selection, drain."""

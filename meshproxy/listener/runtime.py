@@ -1,0 +1,225 @@
+"""A bound listener: accepting connections, choosing a filter chain, draining.
+
+Owns one listening socket and the connections it accepted: filter-chain selection with Envoy's
+precedence (destination port, then server name, transport protocol, application protocols),
+the hand-off of each connection to the chosen filter's protocol, the idle sweep (keep-alive
+idle timeout, stream idle timeout, TCP idle timeout) and graceful drain. The per-snapshot
+filter contexts are swapped as a whole; connections keep the context they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from meshproxy.access_log import AccessLogs
+from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, TcpProxy
+from meshproxy.http.downstream import DownstreamConnection, HttpContext
+from meshproxy.router.table import RouteTable
+from meshproxy.stats import ListenerStats, Store
+from meshproxy.tcp.proxy import TcpContext, TcpDownstream
+from meshproxy.upstream.manager import ClusterManager
+
+log = logging.getLogger("meshproxy.listener")
+
+
+class Tracked(Protocol):
+    """What the listener needs of every connection it tracks."""
+
+    idle_since: float
+
+    def is_idle(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def select_chain(
+    listener: Listener,
+    destination_port: int,
+    server_name: str = "",
+    transport_protocol: str = "raw_buffer",
+    application_protocols: tuple[str, ...] = (),
+) -> FilterChain | None:
+    """Envoy's filter-chain match order: each criterion narrows the candidates, most specific first."""
+    chains = [c for c in listener.filter_chains if c.match.destination_port in (destination_port, None)]
+    if any(c.match.destination_port == destination_port for c in chains):
+        chains = [c for c in chains if c.match.destination_port == destination_port]
+    chains = _narrow(chains, lambda c: _server_name_rank(c.match.server_names, server_name))
+    chains = _narrow(chains, lambda c: _rank_in(c.match.transport_protocol, transport_protocol))
+    chains = _narrow(
+        chains,
+        lambda c: 1
+        if not c.match.application_protocols
+        else (2 if set(c.match.application_protocols) & set(application_protocols) else None),
+    )
+    return chains[0] if chains else listener.default_filter_chain
+
+
+def _narrow(chains: list[FilterChain], rank: Callable[[FilterChain], int | None]) -> list[FilterChain]:
+    ranked = [(r, c) for c in chains if (r := rank(c)) is not None]
+    if not ranked:
+        return []
+    best = max(r for r, _ in ranked)
+    return [c for r, c in ranked if r == best]
+
+
+def _rank_in(configured: str, actual: str) -> int | None:
+    if not configured:
+        return 1
+    return 2 if configured == actual else None
+
+
+def _server_name_rank(names: tuple[str, ...], server_name: str) -> int | None:
+    if not names:
+        return 1
+    if server_name in names:
+        return 1000
+    for name in names:
+        if name.startswith("*.") and server_name.endswith(name[1:]):
+            return 100 + len(name)
+    return None
+
+
+class ListenerRuntime:
+    def __init__(
+        self,
+        config: Listener,
+        stats: ListenerStats,
+        store: Store,
+        clusters: ClusterManager,
+        access_logs: AccessLogs,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = stats
+        self.draining = False
+        self.connections: set[Tracked] = set()
+        self.server: asyncio.Server | None = None
+        self._store = store
+        self._clusters = clusters
+        self._access_logs = access_logs
+        self._rng = rng
+        self.contexts: dict[int, HttpContext | TcpContext] = {}
+        self._drained: asyncio.Event | None = None
+        self.update(config)
+
+    def update(self, config: Listener) -> None:
+        """Install a listener config (same address); existing connections keep their context."""
+        self.config = config
+        contexts: dict[int, HttpContext | TcpContext] = {}
+        chains = list(config.filter_chains)
+        if config.default_filter_chain is not None:
+            chains.append(config.default_filter_chain)
+        for chain in chains:
+            contexts[id(chain)] = self._context(chain)
+        self.contexts = contexts
+
+    def _context(self, chain: FilterChain) -> HttpContext | TcpContext:
+        f = chain.filter
+        if isinstance(f, HttpConnectionManager):
+            return HttpContext(
+                f,
+                RouteTable(f.route_config),
+                self._clusters,
+                self._store.http_stats(f.stat_prefix),
+                self,
+                self._access_logs.logger(f.access_logs),
+                self._rng,
+            )
+        assert isinstance(f, TcpProxy)
+        return TcpContext(f, self._clusters, self._store.tcp_stats(f.stat_prefix), self,
+                          self._access_logs.logger(f.access_logs), self._rng)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        addr = self.config.address
+        self.server = await loop.create_server(self._accept, addr.host, addr.port, backlog=1024, reuse_address=True)
+        log.info("listener %s on %s", self.name, self.bound_address())
+
+    def bound_address(self) -> tuple[str, int]:
+        assert self.server is not None
+        sockname = self.server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def _accept(self) -> asyncio.Protocol:
+        return _ChainSelector(self)
+
+    # ------------------------------------------------------------------ connection tracking
+
+    def connection_opened(self, conn: Tracked) -> None:
+        self.connections.add(conn)
+        self.stats.downstream_cx_total += 1
+        self.stats.downstream_cx_active += 1
+
+    def connection_closed(self, conn: Tracked) -> None:
+        self.connections.discard(conn)
+        self.stats.downstream_cx_active -= 1
+        self.stats.downstream_cx_destroy += 1
+        if self._drained is not None and not self.connections:
+            self._drained.set()
+
+    def sweep(self, now: float) -> None:
+        """Close keep-alive connections idle past the idle timeout (called about once a second)."""
+        for conn in list(self.connections):
+            if isinstance(conn, DownstreamConnection):
+                limit = conn.ctx.config.idle_timeout
+                if limit > 0 and conn.is_idle() and now - conn.idle_since > limit:
+                    conn.close()
+            elif isinstance(conn, TcpDownstream):
+                conn.check_idle(now)
+
+    # ------------------------------------------------------------------ drain
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut."""
+        self.draining = True
+        self.stop_accepting()
+        for conn in list(self.connections):
+            if conn.is_idle():
+                conn.close()
+        if self.connections:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                pass
+        cut = len(self.connections)
+        for conn in list(self.connections):
+            conn.abort()
+        return cut
+
+
+class _ChainSelector(asyncio.Protocol):
+    """Chooses the filter chain for a fresh connection and hands the transport to its protocol."""
+
+    def __init__(self, listener: ListenerRuntime) -> None:
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        listener = self.listener
+        sockname: Any = transport.get_extra_info("sockname")
+        port = sockname[1] if sockname else 0
+        chain = select_chain(listener.config, port)
+        if chain is None or listener.draining:
+            listener.stats.no_filter_chain_match += int(chain is None)
+            transport.close()
+            return
+        ctx = listener.contexts[id(chain)]
+        proto: asyncio.Protocol = (
+            DownstreamConnection(ctx) if isinstance(ctx, HttpContext) else TcpDownstream(ctx)
+        )
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any read
+        raise RuntimeError("filter chain not selected")

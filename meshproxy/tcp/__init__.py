@@ -1,0 +1,1 @@
+"""The tcp_proxy network filter."""

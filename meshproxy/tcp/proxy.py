@@ -1,0 +1,216 @@
+"""The tcp_proxy network filter: an opaque byte relay between a client and an upstream host.
+
+Owns one downstream connection and its upstream twin: cluster choice (single or weighted),
+connecting with the cluster's timeout, relaying bytes both ways with flow control (each side's
+write buffer pauses the other side's reads), half-close propagation, the idle timeout, and a
+session access-log line. Must not know about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING
+
+from meshproxy.config.model import TcpProxy
+
+if TYPE_CHECKING:
+    from meshproxy.access_log import AccessLogger
+    from meshproxy.listener.runtime import ListenerRuntime
+    from meshproxy.stats import TcpStats
+    from meshproxy.upstream.cluster import ClusterRuntime, Host
+    from meshproxy.upstream.manager import ClusterManager
+
+
+class TcpContext:
+    __slots__ = ("access_log", "clusters", "config", "listener", "rng", "stats")
+
+    def __init__(
+        self,
+        config: TcpProxy,
+        clusters: ClusterManager,
+        stats: TcpStats,
+        listener: ListenerRuntime,
+        access_log: AccessLogger | None,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.clusters = clusters
+        self.stats = stats
+        self.listener = listener
+        self.access_log = access_log
+        self.rng = rng
+
+    def cluster_name(self) -> str:
+        cfg = self.config
+        if cfg.cluster is not None:
+            return cfg.cluster
+        point = self.rng.randrange(cfg.total_weight)
+        for wc in cfg.weighted_clusters:
+            if point < wc.weight:
+                return wc.name
+            point -= wc.weight
+        return cfg.weighted_clusters[-1].name
+
+
+class TcpDownstream(asyncio.Protocol):
+    def __init__(self, ctx: TcpContext) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.upstream: TcpUpstream | None = None
+        self.pending: list[bytes] = []
+        self.cluster: ClusterRuntime | None = None
+        self.host: Host | None = None
+        self.idle_since = self.loop.time()
+        self.rx = 0
+        self.tx = 0
+        self.closed = False
+        self.eof_pending = False
+        self.flags = "-"
+        self.start = time.time()
+        self.peer = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ctx.listener.connection_opened(self)
+        self.ctx.stats.downstream_cx_total += 1
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        name = self.ctx.cluster_name()
+        cluster = self.ctx.clusters.get(name)
+        host = cluster.pick() if cluster is not None else None
+        if cluster is None or host is None:
+            self.ctx.stats.downstream_cx_no_route += 1
+            self.flags = "NC" if cluster is None else "UH"
+            transport.close()
+            return
+        self.cluster, self.host = cluster, host
+        self.transport.pause_reading()  # nothing to send it to yet
+        task = self.loop.create_task(cluster.connect(host, lambda: TcpUpstream(self)))
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[TcpUpstream]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.flags = "UF"
+            self.close()
+            return
+        up = task.result()
+        if self.closed:
+            up.transport.close()
+            return
+        self.upstream = up
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
+        self.idle_since = self.loop.time()
+        up = self.upstream
+        if up is not None:
+            up.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof_pending = True
+        up = self.upstream
+        if up is not None:
+            if up.eof:
+                return False  # both directions are finished
+            if up.transport.can_write_eof():
+                up.transport.write_eof()
+        return True  # keep our write side open until the upstream finishes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ctx = self.ctx
+        ctx.listener.connection_closed(self)
+        ctx.stats.downstream_cx_rx_bytes_total += self.rx
+        ctx.stats.downstream_cx_tx_bytes_total += self.tx
+        if self.upstream is not None:
+            self.upstream.transport.close()
+        if ctx.access_log is not None:
+            ctx.access_log.log(
+                {
+                    "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.start)),
+                    "protocol": "TCP",
+                    "response_flags": self.flags,
+                    "bytes_received": self.rx,
+                    "bytes_sent": self.tx,
+                    "duration_ms": round((time.time() - self.start) * 1000, 3),
+                    "upstream_host": self.host.label if self.host is not None else None,
+                    "upstream_cluster": self.cluster.config.name if self.cluster is not None else None,
+                    "downstream_remote_address": self.peer,
+                }
+            )
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.resume_reading()
+
+    def check_idle(self, now: float) -> None:
+        limit = self.ctx.config.idle_timeout
+        if limit > 0 and now - self.idle_since > limit:
+            self.ctx.stats.idle_timeout += 1
+            self.flags = "SI"
+            self.close()
+
+    def is_idle(self) -> bool:
+        return False  # an opaque stream has no request boundaries: drain waits or cuts
+
+    def close(self) -> None:
+        if not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.transport.abort()
+
+
+class TcpUpstream(asyncio.Protocol):
+    def __init__(self, down: TcpDownstream) -> None:
+        self.down = down
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        down = self.down
+        if down.pending:
+            self.transport.write(b"".join(down.pending))
+            down.pending.clear()
+        if down.eof_pending and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        down = self.down
+        down.tx += len(data)
+        down.idle_since = down.loop.time()
+        if not down.closed:
+            down.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        down = self.down
+        if down.eof_pending:
+            down.close()
+            return False
+        if not down.closed and down.transport.can_write_eof():
+            down.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.down.close()
+
+    def pause_writing(self) -> None:
+        if not self.down.closed:
+            self.down.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.down.closed:
+            self.down.transport.resume_reading()

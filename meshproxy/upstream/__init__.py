@@ -1,0 +1,1 @@
+"""Upstream side of the request path: endpoint selection and, later, pooled connections."""

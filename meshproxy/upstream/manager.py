@@ -1,0 +1,123 @@
+"""The set of clusters the proxy knows, kept across configuration swaps.
+
+Owns cluster lifecycle: creating runtimes for new clusters, updating changed ones while keeping
+their hosts' pools and counters (state carries over by cluster name and endpoint address),
+resolving STRICT_DNS clusters periodically, and sweeping idle pooled connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+
+from meshproxy.config.model import Cluster, SocketAddress
+from meshproxy.stats import Store
+from meshproxy.upstream.cluster import ClusterRuntime, Host
+
+log = logging.getLogger("meshproxy.upstream")
+
+SWEEP_INTERVAL = 1.0
+
+
+class ClusterManager:
+    def __init__(self, store: Store, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.rng = rng or random.Random()
+        self.clusters: dict[str, ClusterRuntime] = {}
+        self._dns_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def get(self, name: str) -> ClusterRuntime | None:
+        return self.clusters.get(name)
+
+    async def update(self, clusters: tuple[Cluster, ...], *, initial_dns_timeout: float = 10.0) -> None:
+        """Install a new cluster set; waits (bounded) for the first resolution of new DNS clusters."""
+        fresh: dict[str, ClusterRuntime] = {}
+        waiting: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        for cfg in clusters:
+            old = self.clusters.get(cfg.name)
+            if old is not None and old.config == cfg:
+                fresh[cfg.name] = old
+                continue
+            self._stop_dns(cfg.name)
+            rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng)
+            if old is not None:
+                rt.hosts = old.hosts  # pools and counters carry over by address
+            if cfg.discovery == "STATIC":
+                rt.set_hosts(rt.static_hosts())
+            else:
+                rt.set_hosts(list(rt.hosts))
+                ready: asyncio.Future[None] = loop.create_future()
+                waiting.append(ready)
+                self._dns_tasks[cfg.name] = loop.create_task(self._dns_loop(rt, ready))
+            fresh[cfg.name] = rt
+        for name, rt in self.clusters.items():
+            if name not in fresh:
+                self._stop_dns(name)
+                rt.close_idle()
+        self.clusters = fresh
+        if waiting:
+            done, _ = await asyncio.wait(waiting, timeout=initial_dns_timeout)
+            if len(done) != len(waiting):
+                log.warning("DNS: some STRICT_DNS clusters had no answer within %.0fs", initial_dns_timeout)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+
+    def _stop_dns(self, name: str) -> None:
+        task = self._dns_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def _resolve(self, rt: ClusterRuntime) -> list[Host] | None:
+        """All addresses of every endpoint (Envoy's STRICT_DNS); None when nothing resolved."""
+        loop = asyncio.get_running_loop()
+        hosts: list[Host] = []
+        failed = False
+        for loc in rt.config.localities:
+            for ep in loc.endpoints:
+                try:
+                    infos = await loop.getaddrinfo(ep.address.host, ep.address.port, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    failed = True
+                    log.warning(
+                        "DNS: cluster %s: cannot resolve %s: %s", rt.config.name, ep.address.host, exc
+                    )
+                    continue
+                for ip in dict.fromkeys(str(info[4][0]) for info in infos):
+                    hosts.append(
+                        Host(SocketAddress(ip, ep.address.port), ep.weight, ep.health_status, loc.priority)
+                    )
+        return None if failed and not hosts else hosts
+
+    async def _dns_loop(self, rt: ClusterRuntime, ready: asyncio.Future[None]) -> None:
+        while True:
+            hosts = await self._resolve(rt)
+            if hosts is None:
+                rt.stats.update_failure += 1  # keep the last good host set
+            else:
+                rt.set_hosts(hosts)
+                rt.stats.update_success += 1
+            rt.resolved = True
+            if not ready.done():
+                ready.set_result(None)
+            await asyncio.sleep(rt.config.dns_refresh_rate)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for rt in self.clusters.values():
+                rt.sweep_idle(now)
+
+    async def close(self) -> None:
+        for name in list(self._dns_tasks):
+            self._stop_dns(name)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for rt in self.clusters.values():
+            rt.close_idle()
