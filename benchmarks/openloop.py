@@ -15,6 +15,10 @@ time, i.e. latency = response time - min(intended, sent). ``lag`` records how la
 itself was when it was idle (its own accuracy); ``service`` the latency from the real send, which
 is what a closed-loop tool would report.
 
+With ``rate`` 0 it runs closed loop instead (each connection sends its next request when the
+previous one is answered, latency from the real send): the naive measurement that the open-loop
+validation shows hiding a stall.
+
 Bounds: requests are scheduled only before ``t0 + duration``; after that, outstanding and overdue
 requests get ``drain_s`` to finish, and whatever remains is reported as ``incomplete``.
 """
@@ -61,7 +65,9 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     def scheduled(self, end_ns: int) -> int:
-        """How many requests this connection is due to send before ``end_ns``."""
+        """How many requests this connection is due to send before ``end_ns`` (0: closed loop)."""
+        if not self.interval_ns:
+            return 0
         return max(0, math.ceil((end_ns - self.next_ns) / self.interval_ns))
 
     # transport side
@@ -98,7 +104,13 @@ class _Connection(asyncio.Protocol):
     # the schedule
     def next_request(self, now: int) -> None:
         worker = self.worker
-        if self.next_ns >= worker.end_ns or now >= worker.drain_deadline_ns:
+        if not self.interval_ns:  # closed loop: the next request goes when this one is answered
+            if now >= worker.end_ns:
+                self.finish()
+            else:
+                self.next_ns = now
+                self.send(now)
+        elif self.next_ns >= worker.end_ns or now >= worker.drain_deadline_ns:
             self.finish()
         elif self.next_ns - EARLY_NS <= now:
             self.send(now)  # overdue: the previous response held it back
@@ -156,9 +168,10 @@ class _Worker:
         self.open = 0
 
     async def connect(self) -> None:
-        interval_ns = round(self.total_connections * 1e9 / self.rate)
+        closed = self.rate <= 0
+        interval_ns = 0 if closed else round(self.total_connections * 1e9 / self.rate)
         for g in range(self.first_connection, self.first_connection + self.connections):
-            conn = _Connection(self, round(g * 1e9 / self.rate), interval_ns)
+            conn = _Connection(self, 0 if closed else round(g * 1e9 / self.rate), interval_ns)
             await self.loop.create_connection(lambda c=conn: c, "127.0.0.1", self.port)  # type: ignore[misc]
             self.conns.append(conn)
 
@@ -297,21 +310,26 @@ def _merge(raw: list[dict[str, Any]], rate: float, duration_s: float) -> dict[st
     completed = sum(r["completed"] for r in raw)
     scheduled = sum(r["scheduled"] for r in raw)
     latency, service, lag = hists["latency"], hists["service"], hists["lag"]
-    spectrum = {percentile_key(q): latency.percentile(q) / 1e6 for q in PERCENTILES}
+
+    def ms(ns: float) -> float:
+        return round(ns / 1e6, 4)
+
+    spectrum = {percentile_key(q): ms(latency.percentile(q)) for q in PERCENTILES}
     achieved = completed / duration_s
+    open_loop = rate > 0
     return {
-        "rps": achieved,
-        "target_rps": rate,
-        "sustained": achieved >= 0.95 * rate,
+        "rps": round(achieved, 1),
+        "target_rps": rate if open_loop else None,
+        "sustained": achieved >= 0.95 * rate if open_loop else None,
         "requests": completed,
         "errors": sum(r["errors"] + r["bad_status"] for r in raw),
-        "incomplete": scheduled - completed,
-        **latency_metrics(spectrum, latency.max / 1e6),
-        "service_p50_ms": service.percentile(50) / 1e6,
-        "service_p99_ms": service.percentile(99) / 1e6,
-        "service_max_ms": service.max / 1e6,
-        "lag_p99_ms": lag.percentile(99) / 1e6,
-        "lag_max_ms": lag.max / 1e6,
+        "incomplete": max(0, scheduled - completed) if open_loop else 0,
+        **latency_metrics(spectrum, ms(latency.max)),
+        "service_p50_ms": ms(service.percentile(50)),
+        "service_p99_ms": ms(service.percentile(99)),
+        "service_max_ms": ms(service.max),
+        "lag_p99_ms": ms(lag.percentile(99)),
+        "lag_max_ms": ms(lag.max),
         "processes": len(raw),
     }
 
@@ -331,7 +349,9 @@ def measure(cpu: int, port: int, rate: float, duration_s: float, connections: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--rate", type=float, required=True, help="requests/s, all connections together")
+    parser.add_argument(
+        "--rate", type=float, required=True, help="requests/s over all connections; 0: closed loop"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--processes", type=int, default=0, help=f"0: one per {RATE_PER_PROCESS} requests/s")

@@ -23,7 +23,14 @@ from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 
-from meshproxy.config.model import AccessLog, HeaderMutations, HeaderValueOption, SocketAddress, StringMatch
+from meshproxy.config.model import (
+    NO_MUTATIONS,
+    AccessLog,
+    HeaderMutations,
+    HeaderValueOption,
+    SocketAddress,
+    StringMatch,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -100,6 +107,13 @@ def duration(msg: Message, name: str, ctx: Ctx, default: float) -> float:
     return seconds
 
 
+def enum_name(msg: Message, name: str) -> str:
+    """The name of an enum field's value, or its number when the proto does not define it."""
+    value = getattr(msg, name)
+    known = msg.DESCRIPTOR.fields_by_name[name].enum_type.values_by_number.get(value)
+    return known.name if known else str(value)
+
+
 def wrapped(msg: Message, name: str, default: Any) -> Any:
     """The value of a google.protobuf wrapper field (BoolValue, UInt32Value...), or ``default``."""
     return getattr(msg, name).value if msg.HasField(name) else default
@@ -114,9 +128,10 @@ def port_in_range(port: int, ctx: Ctx, *, allow_zero: bool = False) -> bool:
 
 
 def socket_address(
-    address: address_pb2.Address, ctx: Ctx, *, ip_only: bool, allow_zero_port: bool = False
+    address: address_pb2.Address, ctx: Ctx, *, require_ip: str | None, allow_zero_port: bool = False
 ) -> SocketAddress | None:
-    """An envoy.config.core.v3.Address as host and numeric port (TCP only)."""
+    """An envoy.config.core.v3.Address as host and numeric port (TCP only). ``require_ip`` says
+    why the address must be an IP literal here, or is None where a host name will do."""
     kind = address.WhichOneof("address")
     if kind != "socket_address":
         what = f"{kind} addresses are" if kind else "an empty address is"
@@ -129,8 +144,8 @@ def socket_address(
         ctx.at("protocol").problem("only TCP is supported")
     if not sock.address:
         ctx.at("address").problem("is required (an IP address, or a host name for STRICT_DNS)")
-    elif ip_only and not _is_ip(sock.address):
-        ctx.at("address").problem(f'"{sock.address}" is not an IP address; an IP literal is required here')
+    elif require_ip and not _is_ip(sock.address):
+        ctx.at("address").problem(f'"{sock.address}" is not an IP address; {require_ip}')
     if sock.WhichOneof("port_specifier") == "named_port":
         ctx.at("named_port").problem("named ports are not supported; use port_value")
     else:
@@ -228,7 +243,7 @@ def header_mutations(msg: Message, direction: Literal["request", "response"], ct
             c.problem('"host" cannot be removed')
         elif _header_name(name, c):
             to_remove.append(name.lower())
-    return HeaderMutations(to_add, tuple(to_remove)) if to_add or to_remove else HeaderMutations()
+    return HeaderMutations(to_add, tuple(to_remove)) if to_add or to_remove else NO_MUTATIONS
 
 
 def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> HeaderValueOption | None:
@@ -241,7 +256,9 @@ def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> Header
         return None
     if option.HasField("append"):
         if option.append_action != base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD:
-            ctx.at("append").problem("is deprecated and cannot be combined with append_action; use append_action")
+            ctx.at("append").problem(
+                "is deprecated and cannot be combined with append_action; use append_action"
+            )
             return None
         action = "append_if_exists_or_add" if option.append.value else "overwrite_if_exists_or_add"
     else:
@@ -269,7 +286,9 @@ def access_logs(entries: Iterable[accesslog_pb2.AccessLog], ctx: Ctx) -> tuple[A
     logs = []
     for entry, c in ctx.each("access_log", entries):
         if entry.HasField("filter"):
-            c.at("filter").problem("access log filters are not supported; remove the filter to log every request")
+            c.at("filter").problem(
+                "access log filters are not supported; remove the filter to log every request"
+            )
         url = entry.typed_config.type_url
         if url == _FILE_LOG:
             path = unpack(entry.typed_config, file_pb2.FileAccessLog).path

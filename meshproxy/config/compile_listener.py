@@ -21,6 +21,7 @@ from meshproxy.config.compile_common import (
     Ctx,
     access_logs,
     duration,
+    enum_name,
     port_in_range,
     reject_fields,
     socket_address,
@@ -77,7 +78,12 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         ctx.at("name").problem("is required")
     address = None
     if msg.HasField("address"):
-        address = socket_address(msg.address, ctx.at("address"), ip_only=True, allow_zero_port=True)
+        address = socket_address(
+            msg.address,
+            ctx.at("address"),
+            require_ip="a listener binds to an IP address",
+            allow_zero_port=True,
+        )
     else:
         ctx.at("address").problem("is required")
     for entry, c in ctx.each("listener_filters", msg.listener_filters):
@@ -87,7 +93,9 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
     if msg.HasField("default_filter_chain"):
         default = filter_chain(msg.default_filter_chain, ctx.at("default_filter_chain"))
     elif not msg.filter_chains:
-        ctx.at("filter_chains").problem("a listener needs at least one filter chain or a default_filter_chain")
+        ctx.at("filter_chains").problem(
+            "a listener needs at least one filter chain or a default_filter_chain"
+        )
     _check_distinct_matches(chains, ctx)
     if address is None or not ctx.clean_since(mark):
         return None
@@ -134,7 +142,9 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     mark = ctx.mark()
     match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
     if msg.HasField("transport_socket"):
-        ctx.at("transport_socket").problem("TLS transport sockets arrive with the mTLS issue; remove it for now")
+        ctx.at("transport_socket").problem(
+            "TLS transport sockets arrive with the mTLS issue; remove it for now"
+        )
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
     for entry, c in ctx.each("filters", msg.filters):
@@ -145,7 +155,9 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
         elif (terminals := terminals + 1) > 1:
             c.problem("a filter chain has exactly one terminal filter, and this is a second one")
         elif url == _HCM:
-            terminal = http_connection_manager(unpack(entry.typed_config, hcm.HttpConnectionManager), c.at("typed_config"))
+            terminal = http_connection_manager(
+                unpack(entry.typed_config, hcm.HttpConnectionManager), c.at("typed_config")
+            )
         else:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
     if not msg.filters:
@@ -164,7 +176,9 @@ def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:
         if "*" in name and not (name.startswith("*.") and name.count("*") == 1):
             c.problem(f'"{name}": only a leading "*." wildcard is supported ("*.example.com")')
     if msg.transport_protocol not in _TRANSPORT_PROTOCOLS:
-        ctx.at("transport_protocol").problem(f'"{msg.transport_protocol}" is not supported; use "raw_buffer" or "tls"')
+        ctx.at("transport_protocol").problem(
+            f'"{msg.transport_protocol}" is not supported; use "raw_buffer" or "tls"'
+        )
     return FilterChainMatch(
         port,
         tuple(n.lower() for n in msg.server_names),
@@ -181,8 +195,9 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     if not msg.stat_prefix:
         ctx.at("stat_prefix").problem("is required")
     if msg.codec_type not in _CODECS:
-        name = hcm.HttpConnectionManager.CodecType.Name(msg.codec_type)
-        ctx.at("codec_type").problem(f"{name} is not supported yet; use AUTO or HTTP1")
+        ctx.at("codec_type").problem(
+            f"{enum_name(msg, 'codec_type')} is not supported yet; use AUTO or HTTP1"
+        )
     route_kind = msg.WhichOneof("route_specifier")
     routes = None
     if route_kind == "route_config":
@@ -190,11 +205,15 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     elif route_kind is None:
         ctx.problem("needs an inline route_config")
     else:
-        ctx.at(route_kind).problem(f"{route_kind} needs dynamic_resources, not supported yet; use route_config")
+        ctx.at(route_kind).problem(
+            f"{route_kind} needs dynamic_resources, not supported yet; use route_config"
+        )
     _http_filters(msg, ctx)
     max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
     if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
-        ctx.at("max_request_headers_kb").problem(f"{max_headers_kb} is out of range; use 1..{_MAX_REQUEST_HEADERS_KB}")
+        ctx.at("max_request_headers_kb").problem(
+            f"{max_headers_kb} is out of range; use 1..{_MAX_REQUEST_HEADERS_KB}"
+        )
     logs = access_logs(msg.access_log, ctx)
     protocol = msg.common_http_protocol_options
     idle_timeout = duration(protocol, "idle_timeout", ctx.at("common_http_protocol_options"), 3600.0)
@@ -234,7 +253,10 @@ def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> None:
         elif not is_router and index == len(filters) - 1:
             c.problem(f'"{entry.name}" is last, but the last http filter must be the router ({_ROUTER_NAME})')
         elif not is_router and not (entry.is_optional or entry.disabled):
-            c.problem(f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; only the router is')
+            c.problem(
+                f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
+                "only the router is (mark a filter is_optional to have it skipped)"
+            )
 
 
 def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:

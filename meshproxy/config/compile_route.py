@@ -110,7 +110,9 @@ def _check_domains(msg: route_pb2.RouteConfiguration, ctx: Ctx) -> None:
             if not domain:
                 dctx.problem("must not be empty")
             elif not _wildcard_ok(domain):
-                dctx.problem(f'"{domain}": a wildcard may only be a prefix ("*.example.com") or a suffix ("example.*")')
+                dctx.problem(
+                    f'"{domain}": a wildcard may only be a prefix ("*.example.com") or a suffix ("example.*")'
+                )
             elif domain in seen:
                 rule = (
                     'only one virtual host may use the wildcard domain "*"'
@@ -162,7 +164,10 @@ def route(msg: rc.Route, ctx: Ctx) -> Route | None:
 def route_match(msg: rc.RouteMatch, ctx: Ctx) -> RouteMatch | None:
     mark = ctx.mark()
     reject_fields(
-        msg, _UNEVALUATED_MATCH_FIELDS, ctx, "is not supported; the route would match more requests than configured"
+        msg,
+        _UNEVALUATED_MATCH_FIELDS,
+        ctx,
+        "is not supported; the route would match more requests than configured",
     )
     kind = msg.WhichOneof("path_specifier")
     pattern = None
@@ -211,7 +216,12 @@ def header_matcher(msg: rc.HeaderMatcher, ctx: Ctx) -> HeaderMatcher | None:
     if kind == "present_match":
         return HeaderMatcher(msg.name.lower(), None, present=msg.present_match, **common)
     if kind == "string_match":
-        match = string_match(msg.string_match, "match_pattern", ctx.at("string_match"), ignore_case=msg.string_match.ignore_case)
+        match = string_match(
+            msg.string_match,
+            "match_pattern",
+            ctx.at("string_match"),
+            ignore_case=msg.string_match.ignore_case,
+        )
     else:  # the deprecated exact_match, prefix_match, ... fields
         match = string_match(msg, "header_match_specifier", ctx)
     return None if match is None else HeaderMatcher(msg.name.lower(), match, **common)
@@ -225,7 +235,9 @@ def query_parameter_matcher(msg: rc.QueryParameterMatcher, ctx: Ctx) -> QueryPar
     if kind != "string_match":
         present = msg.present_match if kind == "present_match" else True
         return QueryParameterMatcher(msg.name, None, present)
-    match = string_match(msg.string_match, "match_pattern", ctx.at("string_match"), ignore_case=msg.string_match.ignore_case)
+    match = string_match(
+        msg.string_match, "match_pattern", ctx.at("string_match"), ignore_case=msg.string_match.ignore_case
+    )
     return None if match is None else QueryParameterMatcher(msg.name, match)
 
 
@@ -250,7 +262,9 @@ def route_action(msg: rc.RouteAction, ctx: Ctx) -> RouteAction | None:
     host_kind = msg.WhichOneof("host_rewrite_specifier")
     if host_kind not in (None, "host_rewrite_literal"):
         ctx.at(host_kind).problem("is not supported; use host_rewrite_literal")  # type: ignore[arg-type]
-    rewrite = _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
+    rewrite = (
+        _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
+    )
     if msg.prefix_rewrite and rewrite:
         ctx.problem("prefix_rewrite and regex_rewrite cannot both be set")
     timeout = duration(msg, "timeout", ctx, 15.0)
@@ -306,7 +320,9 @@ def _regex_rewrite(msg: regex_pb2.RegexMatchAndSubstitute, ctx: Ctx) -> RegexRew
     pattern = regex(msg.pattern, ctx.at("pattern"))
     bad = [m[0] for m in _RE2_REWRITE_ESCAPE.finditer(msg.substitution) if not re.fullmatch(r"[0-9\\]", m[1])]
     if bad:
-        ctx.at("substitution").problem(f'"{bad[0]}" is not valid; only \\0 to \\9 and \\\\ may follow a backslash')
+        ctx.at("substitution").problem(
+            f'"{bad[0]}" is not valid; only \\0 to \\9 and \\\\ may follow a backslash'
+        )
     if pattern is None or bad:
         return None
     template = _RE2_REWRITE_ESCAPE.sub(lambda m: "\\\\" if m[1] == "\\" else f"\\g<{m[1]}>", msg.substitution)
@@ -323,7 +339,9 @@ def redirect(msg: rc.RedirectAction, ctx: Ctx) -> Redirect | None:
     scheme = "https" if msg.https_redirect else msg.scheme_redirect.lower() or None
     if msg.port_redirect:
         port_in_range(msg.port_redirect, ctx.at("port_redirect"))
-    rewrite = _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
+    rewrite = (
+        _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
+    )
     code = _REDIRECT_CODES.get(msg.response_code)
     if code is None:
         ctx.at("response_code").problem(f"{msg.response_code} is not a RedirectResponseCode")

@@ -30,25 +30,23 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     Envoy strips query and fragment the same way before path matching
     (``Http::PathUtil::removeQueryAndFragment``); the query excludes any fragment.
     """
-    q = target.find(b"?")
-    f = target.find(b"#")
-    if f >= 0 and (q < 0 or f < q):
-        return target[:f], b""
-    if q < 0:
-        return target, b""
-    if f < 0:
-        return target[:q], target[q + 1 :]
-    return target[:q], target[q + 1 : f]
+    path, _, query = target.partition(b"?")
+    if 0x23 in path:
+        return path.partition(b"#")[0], b""
+    if 0x23 in query:
+        query = query.partition(b"#")[0]
+    return path, query
 
 
 def strip_port(host: bytes) -> bytes:
     """``host`` without a trailing ``:port``; unchanged when there is no numeric port.
 
     Follows Envoy's ``HeaderUtility::getPortStart``: the last ``:`` starts the port unless a
-    ``]`` follows it (a bracketed IPv6 literal without a port).
+    ``]`` follows it (a bracketed IPv6 literal without a port) -- then what follows it is not
+    all digits, which is the one test made here.
     """
     i = host.rfind(b":")
-    if i < 0 or host.rfind(b"]") > i or not host[i + 1 :].isdigit():
+    if i < 0 or not host[i + 1 :].isdigit():
         return host
     return host[:i]
 

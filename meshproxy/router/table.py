@@ -4,7 +4,8 @@ Owns virtual-host selection by authority and first-match route selection, and th
 ``RouteDecision`` handed to the data plane. Everything is compiled in ``RouteTable.__init__``;
 ``route()`` only slices bytes, probes dicts and calls precompiled closures, and returns a
 ``RouteDecision`` built at construction (no allocation per request when no header or query
-matcher is involved). Must not import asyncio, sockets or protobuf.
+matcher is involved). The one thing that changes after construction is a bounded memo of
+authority -> virtual host. Must not import asyncio, sockets or protobuf.
 
 Virtual host selection (Envoy's ``VirtualHost.domains`` search order): exact domain, then
 suffix wildcards ``*.foo.com`` / ``*-bar.foo.com`` (longest suffix first), then prefix
@@ -53,6 +54,7 @@ Levels = tuple[MutationLevel, ...]
 # Path match kinds, most common first in ``RouteTable.route``'s branch chain.
 _PREFIX, _ANY, _EXACT, _SEPARATED, _PREFIX_NOCASE, _EXACT_NOCASE, _SEPARATED_NOCASE, _REGEX = range(8)
 _SLASH = 0x2F
+_MEMO_LIMIT = 1024
 _NEVER = re.compile(r"(?!)")  # stands in for the pattern of a route that is not a regex one
 
 
@@ -175,11 +177,12 @@ def _levels(*mutations: HeaderMutations) -> Levels:
 
 
 class RouteTable:
-    """A RouteConfiguration compiled for lookup; immutable once built."""
+    """A RouteConfiguration compiled for lookup; immutable once built, but for its memo."""
 
     __slots__ = (
         "_default",
         "_exact",
+        "_memo",
         "_prefix_lens",
         "_prefixes",
         "_suffix_lens",
@@ -211,6 +214,10 @@ class RouteTable:
         self._suffix_lens = tuple(sorted({len(s) for s in self._suffixes}, reverse=True))
         self._prefix_lens = tuple(sorted({len(p) for p in self._prefixes}, reverse=True))
         self._wild = bool(self._suffixes or self._prefixes)
+        # Authority as received -> selection. Hosts repeat (a sidecar talks to few services),
+        # so most requests pay one dict probe. The Host header is the client's to choose,
+        # hence the bound; past it, selection simply runs every time.
+        self._memo: dict[bytes, CompiledVirtualHost | None] = {}
 
     def _wildcard(self, host: bytes) -> CompiledVirtualHost | None:
         n = len(host)
@@ -228,7 +235,15 @@ class RouteTable:
         return None
 
     def find_virtual_host(self, authority: bytes) -> CompiledVirtualHost | None:
-        host = authority.lower()
+        memo = self._memo
+        if authority in memo:
+            return memo[authority]
+        found = self._select(authority.lower())
+        if len(memo) < _MEMO_LIMIT:
+            memo[authority] = found
+        return found
+
+    def _select(self, host: bytes) -> CompiledVirtualHost | None:
         found = self._exact.get(host)
         if found is not None:
             return found
@@ -236,28 +251,28 @@ class RouteTable:
             found = self._wildcard(host)
             if found is not None:
                 return found
-        if b":" in host:
-            bare = strip_port(host)
-            if bare is not host:
-                found = self._exact.get(bare)
-                if found is None and self._wild:
-                    found = self._wildcard(bare)
-                if found is not None:
-                    return found
+        bare = strip_port(host)
+        if bare is not host:
+            found = self._exact.get(bare)
+            if found is None and self._wild:
+                found = self._wildcard(bare)
+            if found is not None:
+                return found
         return self._default
 
     def route(
         self, authority: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]
     ) -> RouteDecision | None:
         """The decision for one request; None when no virtual host matches the authority."""
-        vhost = self.find_virtual_host(authority)
+        memo = self._memo
+        vhost = memo[authority] if authority in memo else self.find_virtual_host(authority)
         if vhost is None:
             return None
         # The path ends at "?" or "#" (split_target, inlined: this is the hot path).
-        end = target.find(b"?")
-        path = target if end < 0 else target[:end]
-        if b"#" in path:
-            path = path[: path.find(b"#")]
+        # (``0x23 in`` tests one byte several times faster than ``b"#" in``.)
+        path = target.partition(b"?")[0]
+        if 0x23 in path:
+            path = path.partition(b"#")[0]
         lower: bytes | None = None
         text: str | None = None
         index: dict[bytes, bytes] | None = None

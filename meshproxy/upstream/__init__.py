@@ -1,1 +1,2 @@
-"""Upstream side of the request path: endpoint selection and, later, pooled connections."""
+"""Upstream side of the request path: clusters, their hosts and pooled connections, and the
+load-balancing pickers in ``lb/``."""

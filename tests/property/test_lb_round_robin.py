@@ -9,6 +9,7 @@ and a light host can repeat when it is the heaviest, so neither is claimed.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ def test_no_repeat_while_another_host_is_as_heavy(
     round_robin: ModuleType, weights: list[int], offset: int
 ) -> None:
     sequence = picks(round_robin.RoundRobin(weights, offset), sum(weights) + 1)  # includes the wrap
-    for previous, host in zip(sequence, sequence[1:], strict=False):
+    for previous, host in itertools.pairwise(sequence):
         if previous == host:
             assert all(w < weights[host] for other, w in enumerate(weights) if other != host)
 

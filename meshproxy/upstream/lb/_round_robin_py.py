@@ -70,7 +70,7 @@ class RoundRobin:
             host = self._next
             self._next = host + 1 if host + 1 < n else 0
             return host
-        current = [c + w for c, w in zip(self._current, self._weights, strict=True)]
+        current = list(map(operator.add, self._current, self._weights))
         best = current.index(max(current))  # the first maximum, as the scan in the C twin
         current[best] -= self._total
         self._current = current

@@ -1,0 +1,52 @@
+# meshproxy: the two commands of the README (make demo, make test) and the rest.
+# Every target creates .venv and installs what it needs on a fresh Debian machine.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+APT_STAMP := $(VENV)/.debs
+DEBS   := curl haproxy nginx-light wrk nghttp2-client
+
+.PHONY: demo test lint bench bench-quick debs clean
+
+$(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel Cython
+	$(PIP) install -q --no-build-isolation -e '.[test,bench]'
+	touch $@
+
+# Debian packages: curl for the tests' independent client, the comparison proxies and load
+# generators for the benchmarks. Skipped when already present.
+$(APT_STAMP):
+	@missing=""; for c in curl haproxy nginx wrk h2load; do \
+	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(DEBS); \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+debs: $(APT_STAMP)
+
+demo: $(STAMP)
+	$(PY) -m meshproxy.demo
+
+test: $(STAMP) $(APT_STAMP)
+	$(VENV)/bin/ruff check meshproxy tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check meshproxy tests benchmarks
+	$(VENV)/bin/ruff format --check meshproxy tests benchmarks
+
+bench: $(STAMP) $(APT_STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP) $(APT_STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info meshproxy/**/*.so

@@ -1,0 +1,99 @@
+"""Compiles an envoy.config.bootstrap.v3.Bootstrap into one runtime ``Config``.
+
+Owns what only the whole bootstrap can decide: node and admin, unique listener and cluster
+names, distinct listener addresses, and that every cluster a route or tcp_proxy names is
+defined. The per-resource compilers live in ``compile_listener``, ``compile_route`` and
+``compile_cluster`` and are re-exported here for the xDS client, which compiles resources one
+by one. Each collects every problem as "field.path: message"; nothing half-built escapes.
+Must not depend on file formats (``bootstrap.py`` reads files), asyncio or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+
+from meshproxy.config.compile_cluster import cluster, compile_cluster
+from meshproxy.config.compile_common import Ctx, access_logs, socket_address
+from meshproxy.config.compile_listener import compile_listener, listener
+from meshproxy.config.compile_route import compile_route_configuration
+from meshproxy.config.model import Admin, Config, Node
+from meshproxy.errors import ConfigError
+
+__all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_route_configuration"]
+
+
+def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
+    """The runtime Config of a static bootstrap; raises ConfigError listing every problem."""
+    ctx = Ctx("", [])
+    if msg.HasField("dynamic_resources"):
+        ctx.at("dynamic_resources").problem(
+            "is not supported yet; list listeners and clusters in static_resources"
+        )
+    admin = _admin(msg.admin, ctx.at("admin"))
+    static = ctx.at("static_resources")
+    resources = msg.static_resources
+    clusters = [cluster(c, cctx) for c, cctx in static.each("clusters", resources.clusters)]
+    listeners = [listener(ln, lctx) for ln, lctx in static.each("listeners", resources.listeners)]
+
+    for field, names in (
+        ("clusters", [c.name for c in resources.clusters]),
+        ("listeners", [ln.name for ln in resources.listeners]),
+    ):
+        for index, first in _repeats([name or None for name in names]):
+            static.at(field, index).at("name").problem(
+                f'"{names[index]}" is also the name of {field}[{first}]; names must be unique'
+            )
+    addresses = [(ln.address.host, ln.address.port) if ln and ln.address.port else None for ln in listeners]
+    for index, first in _repeats(addresses):
+        host, port = addresses[index]  # type: ignore[misc]
+        static.at("listeners", index).at("address").problem(
+            f"{host}:{port} is also the address of listeners[{first}]; each listener needs its own"
+        )
+    _check_cluster_refs(ctx, sorted({c.name for c in resources.clusters if c.name}))
+
+    if ctx.problems:
+        raise ConfigError(ctx.problems)
+    return Config(
+        node=Node(msg.node.id, msg.node.cluster),
+        admin=admin,
+        listeners=tuple(ln for ln in listeners if ln is not None),
+        clusters=tuple(c for c in clusters if c is not None),
+    )
+
+
+def _admin(msg: bootstrap_pb2.Admin, ctx: Ctx) -> Admin:
+    address = None
+    if msg.HasField("address"):
+        address = socket_address(
+            msg.address,
+            ctx.at("address"),
+            require_ip="the admin listener binds to an IP address",
+            allow_zero_port=True,
+        )
+    paths = [msg.access_log_path] if msg.access_log_path else []
+    paths += [log.path for log in access_logs(msg.access_log, ctx)]
+    if len(paths) > 1:
+        ctx.problem("give the admin interface one access log: access_log_path or a single access_log")
+    return Admin(address, paths[0] if paths else None)
+
+
+def _check_cluster_refs(ctx: Ctx, defined: list[str]) -> None:
+    known = set(defined)
+    listing = (
+        f"defined clusters: {', '.join(defined)}"
+        if defined
+        else "no clusters are defined in static_resources"
+    )
+    for path, name in ctx.cluster_refs:
+        if name not in known:
+            ctx.problems.append(f'{path}: unknown cluster "{name}" ({listing})')
+
+
+def _repeats(keys: list[Hashable | None]) -> Iterator[tuple[int, int]]:
+    """(index, index of its first occurrence) for each key seen before; None keys never repeat."""
+    first: dict[Hashable, int] = {}
+    for index, key in enumerate(keys):
+        if key is not None and first.setdefault(key, index) != index:
+            yield index, first[key]
