@@ -21,7 +21,7 @@ from benchmarks import report, runner, targets
 def _parser(scenarios: Sequence[str], several: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks" if several else f"python -m benchmarks.{scenarios[0]}",
-        description="meshproxy benchmark suite: medians with min–max, ratios paired by round.",
+        description="meshproxy benchmark suite: medians with min-max, ratios paired by round.",
     )
     parser.add_argument("--quick", action="store_true", help="short durations and few rounds")
     parser.add_argument("--rounds", type=int, help="rounds (default: the scenario's)")
@@ -31,6 +31,11 @@ def _parser(scenarios: Sequence[str], several: bool) -> argparse.ArgumentParser:
     parser.add_argument("--cpu-load", type=int, default=0, help="core of load generator and upstream")
     parser.add_argument(
         "--targets", default=",".join(targets.TARGETS), help=f"comma list from {','.join(targets.TARGETS)}"
+    )
+    parser.add_argument(
+        "--keep-awake",
+        action="store_true",
+        help="SCHED_IDLE busy loops on both cores so idle vCPUs never halt (see system.KeepAwake)",
     )
     parser.add_argument("--no-report", action="store_true", help="do not regenerate results/REPORT.md")
     if several:
@@ -65,6 +70,7 @@ def main(argv: Sequence[str] | None, scenarios: Sequence[str]) -> int:
             cpu_load=args.cpu_load,
             targets=wanted,
             quick=args.quick,
+            keep_awake=args.keep_awake,
         )
         result = runner.run_scenario(scenario, settings)
         path = runner.write_result(result)

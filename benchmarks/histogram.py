@@ -86,7 +86,7 @@ class Histogram:
             self.count += other.count
 
     def percentile(self, p: float) -> float:
-        """The value at percentile ``p`` (0–100): the smallest value with at least p % at or below it.
+        """The value at percentile ``p`` (0-100): the smallest value with at least p % at or below it.
 
         Reported as its bucket's midpoint, clamped to the exact min and max; 0 when empty.
         """

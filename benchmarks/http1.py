@@ -11,19 +11,19 @@ import sys
 from typing import Any
 
 from benchmarks import cli, openloop, wrk
-from benchmarks.runner import Measurement, Path, Scenario, Settings, Timing, pairwise
+from benchmarks.runner import Measurement, Path, RunFn, Scenario, Settings, Timing, pairwise
 
 CONNECTIONS = 50
 
 
-def _closed(connections: int) -> Any:
+def _closed(connections: int) -> RunFn:
     def run(settings: Settings, port: int) -> dict[str, Any]:
         return wrk.run(port, connections, settings.duration_s, settings.cpu_load)
 
     return run
 
 
-def _open(rate: int) -> Any:
+def _open(rate: int) -> RunFn:
     def run(settings: Settings, port: int) -> dict[str, Any]:
         return openloop.measure(settings.cpu_load, port, rate, settings.duration_s, CONNECTIONS)
 
@@ -51,10 +51,16 @@ SCENARIO = Scenario(
     title="Scenario 1: HTTP/1.1, one hop, plaintext, 64-byte responses",
     paths=tuple(Path(t, t) for t in ("direct", *_PROXIES)),
     measurements=(
-        Measurement("saturate", f"Saturating throughput (wrk -t1 -c{CONNECTIONS})", "throughput", _closed(50)),
+        Measurement(
+            "saturate", f"Saturating throughput (wrk -t1 -c{CONNECTIONS})", "throughput", _closed(50)
+        ),
         Measurement("serial", "Serial round trip (wrk -t1 -c1)", "latency", _closed(1)),
-        Measurement("open1k", f"Open loop, 1,000 req/s over {CONNECTIONS} connections", "latency", _open(1000)),
-        Measurement("open5k", f"Open loop, 5,000 req/s over {CONNECTIONS} connections", "latency", _open(5000)),
+        Measurement(
+            "open1k", f"Open loop, 1,000 req/s over {CONNECTIONS} connections", "latency", _open(1000)
+        ),
+        Measurement(
+            "open5k", f"Open loop, 5,000 req/s over {CONNECTIONS} connections", "latency", _open(5000)
+        ),
     ),
     comparisons=pairwise(
         [

@@ -41,10 +41,11 @@ from typing import Any, cast
 import httptools
 
 from benchmarks.histogram import PERCENTILES, Histogram, latency_metrics, percentile_key
+from benchmarks.system import loop_factory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EARLY_NS = 1_000_000
-RATE_PER_PROCESS = 8000
+RATE_PER_PROCESS = 5000
 """Default split: one generator process per this many requests/s (measured to keep up here)."""
 
 
@@ -180,6 +181,7 @@ class _Worker:
         self.drain_deadline_ns = self.end_ns + round(drain_s * 1e9)
         self.all_done = self.loop.create_future()
         self.open = len(self.conns)
+        await asyncio.sleep(max(0, t0_ns - time.monotonic_ns()) / 1e9)
         now = time.monotonic_ns()
         for conn in self.conns:
             conn.next_ns += t0_ns
@@ -210,21 +212,13 @@ class _Worker:
         }
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
 def _work(
     args: tuple[int, float, int, int, int, float, float],
     start: Callable[[], int],
 ) -> dict[str, Any]:
     """Connect, wait for the common start time from ``start()``, run, return the raw result."""
     port, rate, first, count, total, duration_s, drain_s = args
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         worker = runner.run(_make_worker(port, rate, first, count, total))
         t0 = start()
         runner.run(worker.run(t0, duration_s, drain_s))

@@ -5,7 +5,7 @@ The same direct path, healthy and stalled, measured by: our generator in closed-
 corrects its histogram afterwards with ``stats_correct``, synthesising the requests a connection
 would have sent during a stall at its average rate), and our generator open loop at 1,000 req/s
 (latency from the intended send time). A 100 ms stall every second delays 10 % of intended sends
-by a uniform 0–100 ms, so an honest p99 is about 90 ms and p99.9 about 99 ms; a p99 near the
+by a uniform 0-100 ms, so an honest p99 is about 90 ms and p99.9 about 99 ms; a p99 near the
 healthy one means the tool hid the stall.
 """
 

@@ -7,7 +7,7 @@ a scenario, and the arithmetic every figure in a report comes from. It must not 
 Method (two cores, noisy neighbours): in each of R rounds every path is started afresh, warmed up,
 and measured once per measurement; the order of paths and of measurements rotates by one each
 round, so slow drift of the machine does not favour whoever goes first. A figure is the median of
-its rounds with their min–max; a comparison is the median (min–max) of the per-round ratios (or
+its rounds with their min-max; a comparison is the median (min-max) of the per-round ratios (or
 differences) of two runs made in the same round, so a round that was slow for everyone cancels
 out. Each run records per-core busy and steal from /proc/stat and the CPU time of the proxy.
 Results: one JSON file per scenario run, ``results/<UTC timestamp>-<scenario>.json``.
@@ -43,6 +43,11 @@ class Settings:
     cpu_load: int
     targets: tuple[str, ...] = targets.TARGETS
     quick: bool = False
+    keep_awake: bool = False  # system.KeepAwake on both cores while measuring
+
+
+RunFn = Callable[[Settings, int], dict[str, Any]]
+"""A measurement's body: given the settings and the port of a running path, load it, return metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ class Measurement:
     name: str
     title: str
     kind: str
-    run: Callable[[Settings, int], dict[str, Any]]
+    run: RunFn
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +121,15 @@ def rotate(items: Sequence[T], by: int) -> list[T]:
 
 
 def _measure(
-    measurement: Measurement, settings: Settings, live: targets.Running, rnd: int, label: str
+    measurement: Measurement,
+    settings: Settings,
+    live: targets.Running,
+    rnd: int,
+    label: str,
+    awake: system.KeepAwake,
 ) -> dict[str, Any]:
     run: dict[str, Any] = {"round": rnd, "path": label, "measurement": measurement.name}
+    spin_before = awake.ticks()
     cpu_before = system.cpu_times()
     proxy_before = system.process_cpu_seconds(live.proxy_pid) if live.proxy_pid else 0.0
     start = time.monotonic()
@@ -128,7 +139,8 @@ def _measure(
         run["error"] = str(exc)
         return run
     run["wall_s"] = round(time.monotonic() - start, 3)
-    run["cpu"] = system.cpu_usage(cpu_before, system.cpu_times())
+    spun = [b - a for a, b in zip(spin_before, awake.ticks(), strict=True)]
+    run["cpu"] = system.cpu_usage(cpu_before, system.cpu_times(), spun)
     if live.proxy_pid:
         proxy_s = system.process_cpu_seconds(live.proxy_pid) - proxy_before
         run["proxy_cpu_s"] = round(proxy_s, 3)
@@ -138,32 +150,50 @@ def _measure(
     return run
 
 
-def run_scenario(scenario: Scenario, settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _round(
+    scenario: Scenario,
+    settings: Settings,
+    paths: Sequence[Path],
+    rnd: int,
+    awake: system.KeepAwake,
+    runs: list[dict[str, Any]],
+    skipped: dict[str, str],
+    log: Callable[[str], None],
+) -> None:
+    """One round: every path not yet skipped, started afresh, each measurement once."""
+    for path in rotate(paths, rnd):
+        if path.label in skipped:
+            continue
+        log(f"[{scenario.name}] round {rnd + 1}/{settings.rounds}: {path.label}")
+        try:
+            with targets.running(
+                path.target, settings.cpu_proxy, settings.cpu_load, path.stall_ms, path.stall_every_ms
+            ) as live:
+                if settings.warmup_s:
+                    wrk.run(live.port, 50, settings.warmup_s, settings.cpu_load)
+                for measurement in rotate(scenario.measurements, rnd):
+                    run = _measure(measurement, settings, live, rnd, path.label, awake)
+                    if "error" in run:
+                        log(f"  {measurement.name}: failed: {run['error']}")
+                    runs.append(run)
+        except targets.TargetStartError as exc:
+            skipped[path.label] = str(exc)
+            log(f"  skipping {path.label} for the rest of this run: {str(exc).splitlines()[0]}")
+
+
+def run_scenario(
+    scenario: Scenario, settings: Settings, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run every round of ``scenario``; a path whose target does not start is skipped, not fatal."""
     paths = [p for p in scenario.paths if not scenario.filter_targets or p.target in settings.targets]
     started = datetime.now(UTC)
     facts = system.machine_facts()
     runs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for rnd in range(settings.rounds):
-        for path in rotate(paths, rnd):
-            if path.label in skipped:
-                continue
-            log(f"[{scenario.name}] round {rnd + 1}/{settings.rounds}: {path.label}")
-            try:
-                with targets.running(
-                    path.target, settings.cpu_proxy, settings.cpu_load, path.stall_ms, path.stall_every_ms
-                ) as live:
-                    if settings.warmup_s:
-                        wrk.run(live.port, 50, settings.warmup_s, settings.cpu_load)
-                    for measurement in rotate(scenario.measurements, rnd):
-                        run = _measure(measurement, settings, live, rnd, path.label)
-                        if "error" in run:
-                            log(f"  {measurement.name}: failed: {run['error']}")
-                        runs.append(run)
-            except targets.TargetStartError as exc:
-                skipped[path.label] = str(exc)
-                log(f"  skipping {path.label} for the rest of this run: {str(exc).splitlines()[0]}")
+    awake = system.KeepAwake([settings.cpu_load, settings.cpu_proxy] if settings.keep_awake else [])
+    with awake:
+        for rnd in range(settings.rounds):
+            _round(scenario, settings, paths, rnd, awake, runs, skipped, log)
     result = {
         "schema": SCHEMA,
         "scenario": scenario.name,
@@ -180,7 +210,6 @@ def run_scenario(scenario: Scenario, settings: Settings, log: Callable[[str], No
         "skipped": skipped,
         "runs": runs,
     }
-    result["summary"] = summarize(runs)
     result["comparison_results"] = compare(runs, scenario.comparisons)
     return result
 
@@ -201,7 +230,7 @@ def spread(values: Sequence[float]) -> dict[str, float | int]:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every numeric metric of every (path, measurement): median and min–max over its rounds."""
+    """Every numeric metric of every (path, measurement): median and min-max over its rounds."""
     grouped: dict[tuple[str, str, str], list[float]] = {}
     for run in runs:
         for metric, value in run.get("metrics", {}).items():
@@ -212,10 +241,29 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def compare(runs: Sequence[dict[str, Any]], comparisons: Sequence[Comparison | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each comparison over the rounds where both of its runs succeeded (none: left out)."""
+MAX_ERROR_SHARE = 0.01
+
+
+def invalid_reason(run: dict[str, Any]) -> str | None:
+    """Why a run must not enter comparisons or plots (None: it may): it failed, more than 1 % of
+    its requests failed, or an open-loop generator did not reach its rate."""
+    if "metrics" not in run:
+        return run.get("error", "no metrics").splitlines()[0]
+    metrics = run["metrics"]
+    requests, errors = metrics.get("requests", 0), metrics.get("errors", 0)
+    if errors > MAX_ERROR_SHARE * max(requests, 1):
+        return f"{errors} errors in {requests} requests"
+    if metrics.get("sustained") is False:
+        return f"offered {metrics['target_rps']:.0f} req/s, achieved {metrics['rps']:.0f}"
+    return None
+
+
+def compare(
+    runs: Sequence[dict[str, Any]], comparisons: Sequence[Comparison | dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each comparison over the rounds where both of its runs are valid (none: left out)."""
     by_round: dict[tuple[int, str, str], dict[str, Any]] = {
-        (r["round"], r["path"], r["measurement"]): r["metrics"] for r in runs if "metrics" in r
+        (r["round"], r["path"], r["measurement"]): r["metrics"] for r in runs if invalid_reason(r) is None
     }
     rounds = sorted({r["round"] for r in runs})
     out = []
@@ -229,7 +277,9 @@ def compare(runs: Sequence[dict[str, Any]], comparisons: Sequence[Comparison | d
                 continue
             values.append(num / den if c.kind == "ratio" else num - den)
         if values:
-            out.append({"row": c.row, "column": c.column, "kind": c.kind, "per_round": values, **spread(values)})
+            out.append(
+                {"row": c.row, "column": c.column, "kind": c.kind, "per_round": values, **spread(values)}
+            )
     return out
 
 
@@ -243,7 +293,7 @@ def pairwise(
     pairs: Sequence[tuple[str, str]], rows: Sequence[tuple[str, str, str]], kind: str = "ratio"
 ) -> tuple[Comparison, ...]:
     """Comparisons of each (num, den) path pair on each (row title, measurement, metric)."""
-    sign = "/" if kind == "ratio" else "−"
+    sign = "/" if kind == "ratio" else "-"
     return tuple(
         Comparison(title, f"{num} {sign} {den}", Ref(num, m, k), Ref(den, m, k), kind)
         for title, m, k in rows

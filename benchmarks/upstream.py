@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Callable
 from typing import cast
 
 import httptools
+
+from benchmarks.system import loop_factory
 
 BODY = b"x" * 63 + b"\n"
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" % len(BODY)
@@ -92,14 +93,6 @@ class UpstreamProtocol(asyncio.Protocol):
             self._close = True
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
 async def serve(host: str, port: int, stall_ms: int, stall_every_ms: int) -> None:
     """Serve until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
@@ -123,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall-ms", type=int, default=0, help="hold all responses this long ...")
     parser.add_argument("--stall-every-ms", type=int, default=0, help="... once every this many ms")
     args = parser.parse_args(argv)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(args.host, args.port, args.stall_ms, args.stall_every_ms))
 
 

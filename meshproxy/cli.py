@@ -49,9 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for problem in exc.problems:
                 print(f"  {problem}", file=sys.stderr)
             return 1
-        print(
-            f"{args.config}: OK ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))"
-        )
+        print(f"{args.config}: OK ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
         return 0
 
     logging.basicConfig(

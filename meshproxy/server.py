@@ -92,8 +92,12 @@ class Server:
         self.store.server["draining"] = 1
         if timeout is None:
             timeout = max(
-                (fc.filter.drain_timeout for lr in self.listeners.values() for fc in lr.config.filter_chains
-                 if hasattr(fc.filter, "drain_timeout")),
+                (
+                    fc.filter.drain_timeout
+                    for lr in self.listeners.values()
+                    for fc in lr.config.filter_chains
+                    if hasattr(fc.filter, "drain_timeout")
+                ),
                 default=5.0,
             )
         log.info("draining listeners (up to %.1fs)", timeout)

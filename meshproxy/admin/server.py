@@ -40,7 +40,9 @@ _HELP = """meshproxy admin
 
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"}
+        return {
+            f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"
+        }
     if isinstance(obj, (tuple, list)):
         return [_jsonable(x) for x in obj]
     if isinstance(obj, bytes):
@@ -89,8 +91,11 @@ class Admin:
             return self._json(self._clusters_json())
         if path == "/listeners":
             return self._json(
-                [{"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
-                 for name, lr in srv.listeners.items() if lr.server is not None]
+                [
+                    {"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
+                    for name, lr in srv.listeners.items()
+                    if lr.server is not None
+                ]
             )
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
@@ -111,8 +116,12 @@ class Admin:
     def _stats_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         store = self.server.store
-        for scope, entries in (("http", store.http), ("cluster", store.cluster), ("listener", store.listener),
-                               ("tcp", store.tcp)):
+        for scope, entries in (
+            ("http", store.http),
+            ("cluster", store.cluster),
+            ("listener", store.listener),
+            ("tcp", store.tcp),
+        ):
             for key, obj in entries.items():
                 for attr in type(obj).__slots__:
                     value = getattr(obj, attr)

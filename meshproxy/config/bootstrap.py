@@ -60,13 +60,18 @@ def parse_bootstrap(text: str, *, source: str = "<string>") -> Config:
     itself are "field.path: message", as everywhere else.
     """
     document = _load_document(text, source)
-    for url in _type_urls(document):
+    type_urls = [(path, value) for path, names, value in _fields(document, "", []) if names[-1] == "@type"]
+    if not_urls := [path for path, value in type_urls if not isinstance(value, str)]:
+        raise ConfigError([f"{source}: {path}: must be a type URL string" for path in not_urls])
+    for _, url in type_urls:
         _resolve_type(url)
     msg = bootstrap_pb2.Bootstrap()
     try:
         json_format.ParseDict(document, msg, ignore_unknown_fields=True)
     except json_format.ParseError as err:
-        raise ConfigError([f"{source}: {_describe_parse_error(str(err))}"]) from err
+        raise ConfigError([f"{source}: {_describe_parse_error(str(err), document)}"]) from err
+    except (AttributeError, TypeError, ValueError) as err:  # protobuf slipping on odd input
+        raise ConfigError([f"{source}: not a valid Bootstrap ({type(err).__name__}: {err})"]) from err
     problems: list[str] = []
     _check_enums(document, bootstrap_pb2.Bootstrap.DESCRIPTOR, "", problems)
     try:
@@ -142,17 +147,6 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- protobuf
 
 
-def _type_urls(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("@type"), str):
-            yield node["@type"]
-        for value in node.values():
-            yield from _type_urls(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _type_urls(value)
-
-
 def _resolve_type(url: str) -> None:
     """Imports the generated module defining ``url``'s message, so that a filter meshproxy does
     not run still parses, and the compiler can name it with its field path (rather than
@@ -161,8 +155,9 @@ def _resolve_type(url: str) -> None:
     if not name.startswith(_RESOLVABLE_ROOTS) or _find_message(name):
         return
     package = name.rsplit(".", 1)[0]
-    with contextlib.suppress(ImportError):
-        for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+    with contextlib.suppress(ImportError, ValueError):
+        search_path = getattr(importlib.import_module(package), "__path__", ())  # () for a module
+        for module in pkgutil.iter_modules(search_path):
             if module.name.endswith("_pb2"):
                 importlib.import_module(f"{package}.{module.name}")
                 if _find_message(name):
@@ -176,19 +171,57 @@ def _find_message(name: str) -> Descriptor | None:
         return None
 
 
-def _describe_parse_error(text: str) -> str:
+def _describe_parse_error(text: str, document: dict[str, Any]) -> str:
     """protobuf's "Failed to parse a field: Failed to parse b field: <reason> at Bootstrap.a[0].b."
-    as "a[0].b: <reason>"; when protobuf gives no located path, the chain of field names."""
+    as "a[0].b: <reason>". Some errors come without the located path, only the chain of field
+    names (which may skip a level); then the one place in the document that fits is named."""
     chain = re.findall(r"Failed to parse (\w+) field: ", text)
     reason = re.sub(r"^(Failed to parse \w+ field: )+", "", text)
     located = re.search(r' at "?Bootstrap\.([^"\s]+?)"?\.*$', reason)
     reason = (reason[: located.start()] if located else reason).rstrip(".")
-    if not located:
-        return f"{'.'.join(chain)}: {reason}" if chain else reason
-    path = located[1]
-    last = re.sub(r"\[.*\]$", "", path.rsplit(".", 1)[-1])
-    tail = chain[len(chain) - chain[::-1].index(last) :] if last in chain else []
-    return f"{'.'.join([path, *tail])}: {reason}"
+    if located:
+        path = located[1]
+        last = re.sub(r"\[.*\]$", "", path.rsplit(".", 1)[-1])
+        tail = chain[len(chain) - chain[::-1].index(last) :] if last in chain else []
+        return f"{'.'.join([path, *tail])}: {reason}"
+    if not chain:
+        return reason
+    return f"{_locate(document, chain, reason) or '.'.join(chain)}: {reason}"
+
+
+def _locate(document: dict[str, Any], chain: list[str], reason: str) -> str | None:
+    """The path of the one field whose key path contains ``chain`` in order and ends with it
+    (of several, the one whose value the reason quotes), or None when that is ambiguous."""
+    fits = [
+        (path, value)
+        for path, names, value in _fields(document, "", [])
+        if names[-1] == chain[-1] and _in_order(chain, names)
+    ]
+    if len(fits) > 1:
+        fits = [(path, value) for path, value in fits if _quoted(value, reason)]
+    return fits[0][0] if len(fits) == 1 else None
+
+
+def _quoted(value: Any, reason: str) -> bool:
+    """Whether protobuf's reason names this value ("Value out of range: 70000") or its type
+    ("got 'int'")."""
+    return str(value) in reason or f"'{type(value).__name__}'" in reason
+
+
+def _fields(node: Any, path: str, names: list[str]) -> Iterator[tuple[str, list[str], Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            yield here, [*names, str(key)], value
+            yield from _fields(value, here, [*names, str(key)])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _fields(value, f"{path}[{index}]", names)
+
+
+def _in_order(wanted: list[str], names: list[str]) -> bool:
+    remaining = iter(names)
+    return all(name in remaining for name in wanted)
 
 
 def _check_enums(node: Any, descriptor: Descriptor, path: str, problems: list[str]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Iterator
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 
 from meshproxy.config.compile_cluster import cluster, compile_cluster
-from meshproxy.config.compile_common import Ctx, access_logs, socket_address
+from meshproxy.config.compile_common import Ctx, access_logs, bind_address
 from meshproxy.config.compile_listener import compile_listener, listener
 from meshproxy.config.compile_route import compile_route_configuration
 from meshproxy.config.model import Admin, Config, Node
@@ -64,14 +64,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
 
 
 def _admin(msg: bootstrap_pb2.Admin, ctx: Ctx) -> Admin:
-    address = None
-    if msg.HasField("address"):
-        address = socket_address(
-            msg.address,
-            ctx.at("address"),
-            require_ip="the admin listener binds to an IP address",
-            allow_zero_port=True,
-        )
+    address = bind_address(msg, ctx, who="the admin listener") if msg.HasField("address") else None
     paths = [msg.access_log_path] if msg.access_log_path else []
     paths += [log.path for log in access_logs(msg.access_log, ctx)]
     if len(paths) > 1:

@@ -16,6 +16,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from meshproxy.config.compile_common import (
+    MTLS_LATER,
     Ctx,
     duration,
     enum_name,
@@ -60,12 +61,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         ctx.at(field).problem(
             "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
         )
-    reject_fields(
-        msg,
-        ("transport_socket", "transport_socket_matches"),
-        ctx,
-        "TLS transport sockets arrive with the mTLS issue; remove it for now",
-    )
+    reject_fields(msg, ("transport_socket", "transport_socket_matches"), ctx, MTLS_LATER)
     connect_timeout = duration(msg, "connect_timeout", ctx, 5.0)
     if connect_timeout <= 0:
         ctx.at("connect_timeout").problem("must be greater than 0")

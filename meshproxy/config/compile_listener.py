@@ -18,13 +18,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshproxy.config.compile_common import (
+    MTLS_LATER,
     Ctx,
     access_logs,
+    bind_address,
     duration,
     enum_name,
     port_in_range,
     reject_fields,
-    socket_address,
     type_url,
     unpack,
     wrapped,
@@ -76,15 +77,10 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
     mark = ctx.mark()
     if not msg.name:
         ctx.at("name").problem("is required")
-    address = None
     if msg.HasField("address"):
-        address = socket_address(
-            msg.address,
-            ctx.at("address"),
-            require_ip="a listener binds to an IP address",
-            allow_zero_port=True,
-        )
+        address = bind_address(msg, ctx, who="a listener")
     else:
+        address = None
         ctx.at("address").problem("is required")
     for entry, c in ctx.each("listener_filters", msg.listener_filters):
         _listener_filter(entry, c)
@@ -123,16 +119,17 @@ def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
         if chain is None:
             continue
         m = chain.match
-        for name in m.server_names or ("",):
-            for alpn in m.application_protocols or ("",):
-                leaf = (m.destination_port, name, m.transport_protocol, alpn)
-                first = owner.setdefault(leaf, index)
-                if first != index:
-                    ctx.at("filter_chains", index).at("filter_chain_match").problem(
-                        f"matches the same connections as filter_chains[{first}]; "
-                        "Envoy rejects filter chains with identical matching rules"
-                    )
-                    return
+        leaves = [
+            (m.destination_port, name, m.transport_protocol, alpn)
+            for name in m.server_names or ("",)
+            for alpn in m.application_protocols or ("",)
+        ]
+        clashes = sorted({first for leaf in leaves if (first := owner.setdefault(leaf, index)) != index})
+        if clashes:
+            ctx.at("filter_chains", index).at("filter_chain_match").problem(
+                f"matches the same connections as filter_chains[{clashes[0]}]; "
+                "Envoy rejects filter chains with identical matching rules"
+            )
 
 
 # --------------------------------------------------------------------------- filter chains
@@ -142,9 +139,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     mark = ctx.mark()
     match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
     if msg.HasField("transport_socket"):
-        ctx.at("transport_socket").problem(
-            "TLS transport sockets arrive with the mTLS issue; remove it for now"
-        )
+        ctx.at("transport_socket").problem(MTLS_LATER)
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
     for entry, c in ctx.each("filters", msg.filters):

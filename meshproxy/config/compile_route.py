@@ -265,7 +265,7 @@ def route_action(msg: rc.RouteAction, ctx: Ctx) -> RouteAction | None:
     rewrite = (
         _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
     )
-    if msg.prefix_rewrite and rewrite:
+    if msg.prefix_rewrite and msg.HasField("regex_rewrite"):
         ctx.problem("prefix_rewrite and regex_rewrite cannot both be set")
     timeout = duration(msg, "timeout", ctx, 15.0)
     if not ctx.clean_since(mark):
@@ -317,20 +317,22 @@ def check_weights(clusters: list[WeightedCluster], ctx: Ctx, *, declared_total: 
 def _regex_rewrite(msg: regex_pb2.RegexMatchAndSubstitute, ctx: Ctx) -> RegexRewrite | None:
     """Envoy's regex_rewrite with the substitution converted from RE2 to a Python ``re`` template:
     RE2's \\0 (the whole match) is Python's \\g<0>, and \\12 in RE2 is group 1 then "2"."""
+    mark = ctx.mark()
     pattern = regex(msg.pattern, ctx.at("pattern"))
-    bad = [m[0] for m in _RE2_REWRITE_ESCAPE.finditer(msg.substitution) if not re.fullmatch(r"[0-9\\]", m[1])]
-    if bad:
+    escapes = [m[1] for m in _RE2_REWRITE_ESCAPE.finditer(msg.substitution)]
+    invalid = [e for e in escapes if not re.fullmatch(r"[0-9\\]", e)]
+    if invalid:
         ctx.at("substitution").problem(
-            f'"{bad[0]}" is not valid; only \\0 to \\9 and \\\\ may follow a backslash'
+            f'"\\{invalid[0]}" is not valid; only \\0 to \\9 and \\\\ may follow a backslash'
         )
-    if pattern is None or bad:
+    groups = [int(e) for e in escapes if e.isdigit()]
+    if pattern is not None and groups and max(groups) > pattern.groups:
+        ctx.at("substitution").problem(
+            f"\\{max(groups)} names a group the pattern does not have (it has {pattern.groups})"
+        )
+    if pattern is None or not ctx.clean_since(mark):
         return None
     template = _RE2_REWRITE_ESCAPE.sub(lambda m: "\\\\" if m[1] == "\\" else f"\\g<{m[1]}>", msg.substitution)
-    try:
-        pattern.sub(template, "")
-    except re.error as err:
-        ctx.at("substitution").problem(f"{err} (the pattern has {pattern.groups} groups)")
-        return None
     return RegexRewrite(pattern, template)
 
 

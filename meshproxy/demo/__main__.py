@@ -50,6 +50,9 @@ class _Hello(asyncio.Protocol):
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-by: %b\r\ncontent-length: %d\r\n\r\n%b"
                 % (self.name, len(body), body)
             )
+            if b"connection: close" in head.lower():
+                self.transport.close()
+                return
 
 
 async def _start_upstream(name: bytes, hosts: list[str]) -> tuple[list[asyncio.Server], int]:
@@ -72,7 +75,9 @@ def _free_port() -> int:
 
 
 def _localhost_addresses() -> list[str]:
-    return list(dict.fromkeys(str(ai[4][0]) for ai in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)))
+    return list(
+        dict.fromkeys(str(ai[4][0]) for ai in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM))
+    )
 
 
 # ----------------------------------------------------------------------------- client
@@ -140,17 +145,23 @@ async def _demo(args: argparse.Namespace) -> int:
     access_log = work / "access.log"
     bootstrap.write_text(template.substitute(ports, access_log=access_log))
     print(f"meshproxy demo: bootstrap {bootstrap}")
-    print(f"  upstreams: hello-v1 on 127.0.0.1:{port_a} (STATIC), hello-v2 on localhost:{port_b} (STRICT_DNS)")
+    print(
+        f"  upstreams: hello-v1 on 127.0.0.1:{port_a} (STATIC), hello-v2 on localhost:{port_b} (STRICT_DNS)"
+    )
     proc = subprocess.Popen([sys.executable, "-m", "meshproxy", "run", "-c", str(bootstrap)])
     try:
         await _wait_ready(ports["admin_port"], proc, time.monotonic() + 20)
-        print(f"  meshproxy pid {proc.pid}: HTTP on :{ports['listener_port']}, TCP on :{ports['tcp_port']}, "
-              f"admin on :{ports['admin_port']}")
+        print(
+            f"  meshproxy pid {proc.pid}: HTTP on :{ports['listener_port']}, TCP on :{ports['tcp_port']}, "
+            f"admin on :{ports['admin_port']}"
+        )
         results: list[tuple[float, int, str]] = []
         per_conn = args.requests // args.connections
         paths = [f"/hello/{i}" for i in range(per_conn)]
         t0 = time.perf_counter()
-        await asyncio.gather(*(_client(ports["listener_port"], paths, results) for _ in range(args.connections)))
+        await asyncio.gather(
+            *(_client(ports["listener_port"], paths, results) for _ in range(args.connections))
+        )
         elapsed = time.perf_counter() - t0
         extra: list[tuple[float, int, str]] = []
         await _client(ports["listener_port"], ["/v2/pinned", "/healthz"], extra)
@@ -160,20 +171,30 @@ async def _demo(args: argparse.Namespace) -> int:
         failed = sum(1 for r in results if r[1] != 200)
         stats = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{ports['admin_port']}/stats"))
         print()
-        print(f"HTTP/1.1 through the sidecar: {len(results)} requests over {args.connections} keep-alive "
-              f"connections in {elapsed:.2f}s ({len(results) / elapsed:,.0f} req/s), {failed} failed")
+        print(
+            f"HTTP/1.1 through the sidecar: {len(results)} requests over {args.connections} keep-alive "
+            f"connections in {elapsed:.2f}s ({len(results) / elapsed:,.0f} req/s), {failed} failed"
+        )
         for name, n in sorted(split.items()):
-            print(f"  {name:10s} {n:5d}  ({100 * n / len(results):.1f}%; route weight "
-                  f"{80 if name == 'hello-v1' else 20}%)")
-        print(f"  latency ms: p50 {_pct(lat, 0.5):.2f}  p90 {_pct(lat, 0.9):.2f}  p99 {_pct(lat, 0.99):.2f}  "
-              f"max {lat[-1]:.2f}")
-        print(f"  /v2/pinned -> {extra[0][2]} (prefix_rewrite to /), /healthz -> {extra[1][1]} direct response")
+            print(
+                f"  {name:10s} {n:5d}  ({100 * n / len(results):.1f}%; route weight "
+                f"{80 if name == 'hello-v1' else 20}%)"
+            )
+        print(
+            f"  latency ms: p50 {_pct(lat, 0.5):.2f}  p90 {_pct(lat, 0.9):.2f}  p99 {_pct(lat, 0.99):.2f}  "
+            f"max {lat[-1]:.2f}"
+        )
+        print(
+            f"  /v2/pinned -> {extra[0][2]} (prefix_rewrite to /), /healthz -> {extra[1][1]} direct response"
+        )
         print(f"TCP proxy: {tcp_reply!r}")
-        print("proxy counters: "
-              f"downstream_rq_total={stats['http.outbound_http.downstream_rq_total']} "
-              f"2xx={stats['http.outbound_http.downstream_rq_xx'][2]} "
-              f"upstream_cx_total(v1)={stats['cluster.hello_v1.upstream_cx_total']} "
-              f"upstream_cx_total(v2)={stats['cluster.hello_v2.upstream_cx_total']}")
+        print(
+            "proxy counters: "
+            f"downstream_rq_total={stats['http.outbound_http.downstream_rq_total']} "
+            f"2xx={stats['http.outbound_http.downstream_rq_xx'][2]} "
+            f"upstream_cx_total(v1)={stats['cluster.hello_v1.upstream_cx_total']} "
+            f"upstream_cx_total(v2)={stats['cluster.hello_v2.upstream_cx_total']}"
+        )
         if args.keep_running:
             print("running; Ctrl-C to stop")
             stop = asyncio.Event()
@@ -188,8 +209,10 @@ async def _demo(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = -9
-        print(f"meshproxy drained and exited ({code}); access log: {access_log} "
-              f"({sum(1 for _ in open(access_log)) if access_log.exists() else 0} lines)")
+        print(
+            f"meshproxy drained and exited ({code}); access log: {access_log} "
+            f"({sum(1 for _ in open(access_log)) if access_log.exists() else 0} lines)"
+        )
         for s in (*v1, *v2):
             s.close()
 

@@ -29,6 +29,7 @@ from meshproxy.router.headers import apply_mutations
 if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
 
+    from meshproxy.config.model import WeightedCluster
     from meshproxy.http.downstream import DownstreamConnection, HttpContext
     from meshproxy.http.upstream import UpstreamConnection
     from meshproxy.router.table import RouteDecision
@@ -85,6 +86,7 @@ class Stream:
         "url",
         "user_agent",
         "wall_start",
+        "weighted",
         "xff",
         "xfp",
         "connect_task",
@@ -135,6 +137,7 @@ class Stream:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
+        self.weighted: WeightedCluster | None = None
 
     # ================================================================== request side
 
@@ -170,7 +173,9 @@ class Stream:
         if isinstance(action, Redirect):
             stats.rq_redirect += 1
             location = redirect_location(action, route.match, ctx.scheme, authority, self.url)
-            return self.local_reply(action.response_code, b"", "-", extra=[(b"location", location)], mutate=True)
+            return self.local_reply(
+                action.response_code, b"", "-", extra=[(b"location", location)], mutate=True
+            )
         cluster_name, weighted = pick_cluster(action, ctx.rng.getrandbits(32))
         cluster = ctx.clusters.get(cluster_name)
         if cluster is None:
@@ -181,6 +186,7 @@ class Stream:
             return self.local_reply(503, b"no healthy upstream", "UH")
         self.cluster = cluster
         self.host = host
+        self.weighted = weighted
         self.request_head = self._request_head(decision, weighted, authority)
         cluster.stats.upstream_rq_total += 1
         cluster.stats.upstream_rq_active += 1
@@ -194,32 +200,41 @@ class Stream:
             self.connect()
         return None
 
-    def _request_head(self, decision: RouteDecision, weighted: object, authority: bytes) -> bytes:
+    def _request_head(
+        self, decision: RouteDecision, weighted: WeightedCluster | None, authority: bytes
+    ) -> bytes:
         ctx = self.ctx
         route = decision.route
         assert route is not None
         action = route.action
         headers = self.headers
-        if decision.has_request_mutations or weighted is not None:
-            apply_mutations(headers, *decision.request_mutation_levels(weighted))
+        levels = decision.request_mutations_for(weighted)
+        if levels:
+            apply_mutations(headers, *levels)
         target = rewrite_target(route, self.url)
         host = action.host_rewrite_literal  # type: ignore[union-attr]
-        parts = [self.method, b" ", target, b" HTTP/1.1\r\nhost: ", host.encode() if host else authority, b"\r\n"]
+        parts = [
+            self.method,
+            b" ",
+            target,
+            b" HTTP/1.1\r\nhost: ",
+            host.encode() if host else authority,
+            b"\r\n",
+        ]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
+        # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
+        # use_remote_address this hop is the edge and states the scheme itself.
         peer = self.conn.peer_ip
-        if ctx.config.use_remote_address:
-            parts += (b"x-forwarded-for: ", self.xff + b", " + peer if self.xff else peer, b"\r\n")
-            parts += (b"x-forwarded-proto: ", ctx.scheme, b"\r\n")
-        else:
-            if self.xff is not None:
-                parts += (b"x-forwarded-for: ", self.xff, b"\r\n")
-            if self.xfp is not None:
-                parts += (b"x-forwarded-proto: ", self.xfp, b"\r\n")
+        parts += (b"x-forwarded-for: ", self.xff + b", " + peer if self.xff else peer, b"\r\n")
+        xfp = ctx.scheme if ctx.config.use_remote_address or self.xfp is None else self.xfp
+        parts += (b"x-forwarded-proto: ", xfp, b"\r\n")
         rid = self.request_id
         if rid is None and ctx.config.generate_request_id:
             h = "%032x" % ctx.rng.getrandbits(128)
-            rid = self.request_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_HEX[8 | (int(h[16], 16) & 3)]}{h[17:20]}-{h[20:]}".encode()
+            rid = self.request_id = (
+                f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_HEX[8 | (int(h[16], 16) & 3)]}{h[17:20]}-{h[20:]}".encode()
+            )
         if rid is not None:
             parts += (b"x-request-id: ", rid, b"\r\n")
         if self.upgrade is not None:
@@ -387,11 +402,10 @@ class Stream:
     def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
         self.status = status
         self.response_started = True
-        ctx = self.ctx
-        route = self.decision.route  # type: ignore[union-attr]
         headers = self.resp_headers
-        if self.decision.has_response_mutations:  # type: ignore[union-attr]
-            apply_mutations(headers, *self.decision.response_mutation_levels())  # type: ignore[union-attr]
+        levels = self.decision.response_mutations_for(self.weighted)  # type: ignore[union-attr]
+        if levels:
+            apply_mutations(headers, *levels)
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         framed = self.resp_content_length or no_body
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
@@ -417,7 +431,6 @@ class Stream:
                 parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         self.out.append(b"".join(parts))
-        del route, ctx
 
     def response_body(self, data: bytes) -> None:
         self.tx_bytes += len(data)
@@ -481,9 +494,11 @@ class Stream:
             return self._finish()
         if not self.request_complete or self.conn.listener.draining:
             self.keep_alive = False
-        if mutate and self.decision is not None and self.decision.has_response_mutations:
-            extra = list(extra or [])
-            apply_mutations(extra, *self.decision.response_mutation_levels())
+        if mutate and self.decision is not None:
+            levels = self.decision.response_mutations_for(None)
+            if levels:
+                extra = list(extra or [])
+                apply_mutations(extra, *levels)
         self.status = status
         self.response_started = True
         self.response_complete = True

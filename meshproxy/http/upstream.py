@@ -171,14 +171,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         stream = self.stream
-        if stream is None or stream.response_complete or stream.status < 200 and stream.status != 101:
+        if stream is None or stream.response_complete or (stream.status < 200 and stream.status != 101):
             return
         if stream.status == 101:
             return  # HttpParserUpgrade follows and switches to the tunnel
         self.reusable_after_response = (
             self.parser.should_keep_alive()
             and stream.request_complete
-            and (self.cluster.config.max_requests_per_connection == 0
-                 or self.requests < self.cluster.config.max_requests_per_connection)
+            and (
+                self.cluster.config.max_requests_per_connection == 0
+                or self.requests < self.cluster.config.max_requests_per_connection
+            )
         )
         stream.response_end()

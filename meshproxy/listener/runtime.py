@@ -53,9 +53,11 @@ def select_chain(
     chains = _narrow(chains, lambda c: _rank_in(c.match.transport_protocol, transport_protocol))
     chains = _narrow(
         chains,
-        lambda c: 1
-        if not c.match.application_protocols
-        else (2 if set(c.match.application_protocols) & set(application_protocols) else None),
+        lambda c: (
+            1
+            if not c.match.application_protocols
+            else (2 if set(c.match.application_protocols) & set(application_protocols) else None)
+        ),
     )
     return chains[0] if chains else listener.default_filter_chain
 
@@ -133,13 +135,21 @@ class ListenerRuntime:
                 self._rng,
             )
         assert isinstance(f, TcpProxy)
-        return TcpContext(f, self._clusters, self._store.tcp_stats(f.stat_prefix), self,
-                          self._access_logs.logger(f.access_logs), self._rng)
+        return TcpContext(
+            f,
+            self._clusters,
+            self._store.tcp_stats(f.stat_prefix),
+            self,
+            self._access_logs.logger(f.access_logs),
+            self._rng,
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         addr = self.config.address
-        self.server = await loop.create_server(self._accept, addr.host, addr.port, backlog=1024, reuse_address=True)
+        self.server = await loop.create_server(
+            self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
+        )
         log.info("listener %s on %s", self.name, self.bound_address())
 
     def bound_address(self) -> tuple[str, int]:

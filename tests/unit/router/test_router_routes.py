@@ -189,7 +189,9 @@ PRESENT_TABLE = [
 
 @pytest.mark.parametrize(("present", "invert", "missing_as_empty", "there", "hit"), PRESENT_TABLE)
 def test_present_match(present: bool, invert: bool, missing_as_empty: bool, there: bool, hit: bool) -> None:
-    t = header_route(HeaderMatcher("x", None, present=present, invert=invert, missing_as_empty=missing_as_empty))
+    t = header_route(
+        HeaderMatcher("x", None, present=present, invert=invert, missing_as_empty=missing_as_empty)
+    )
     headers = [(b"x", b"")] if there else []
     assert (matched(t, b"/", headers) == "r") is hit
 

@@ -1,0 +1,606 @@
+"""compile_route_configuration: virtual hosts and domains, route matches, actions, header mutations."""
+
+# ruff: noqa: E501 (the tables hold whole expected messages; splitting them hides what users read)
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshproxy.config.compile import compile_route_configuration
+from meshproxy.config.model import (
+    DirectResponse,
+    HeaderMatcher,
+    HeaderValueOption,
+    Redirect,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    StringMatch,
+)
+
+FORWARD = {"cluster": "backend"}
+
+
+def route(match: dict[str, Any] | None = None, **action: Any) -> dict[str, Any]:
+    return {"match": {"prefix": "/"} if match is None else match, **(action or {"route": FORWARD})}
+
+
+def route_config(*routes: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    vhost = {"name": "v", "domains": ["*"], "routes": list(routes) or [route()]}
+    return {"name": "rc", "virtual_hosts": [vhost]} | fields
+
+
+def vhosts(*domain_lists: list[str]) -> dict[str, Any]:
+    return {"virtual_hosts": [{"name": f"v{i}", "domains": d} for i, d in enumerate(domain_lists)]}
+
+
+def compiled(doc: dict[str, Any]) -> tuple[RouteConfiguration | None, list[str]]:
+    problems: list[str] = []
+    msg = json_format.ParseDict(doc, route_pb2.RouteConfiguration())
+    result = compile_route_configuration(msg, "rc", problems)
+    assert (result is None) == bool(problems), "a route table is returned exactly when there is no problem"
+    return result, problems
+
+
+def problems_of(doc: dict[str, Any]) -> list[str]:
+    return compiled(doc)[1]
+
+
+def only_route(doc: dict[str, Any]) -> Route:
+    result, problems = compiled(doc)
+    assert problems == []
+    assert result is not None
+    return result.virtual_hosts[0].routes[0]
+
+
+R0 = "rc.virtual_hosts[0].routes[0]"
+WILDCARD_RULE = 'a wildcard may only be a prefix ("*.example.com") or a suffix ("example.*")'
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        pytest.param(
+            vhosts(["a.example", "*"], ["A.example"]),
+            [
+                'rc.virtual_hosts[1].domains[0]: "a.example" is already a domain of virtual_hosts[0]; '
+                "a domain may appear only once across virtual hosts"
+            ],
+            id="duplicate-domain",
+        ),
+        pytest.param(
+            vhosts(["*"], ["*"]),
+            [
+                'rc.virtual_hosts[1].domains[0]: "*" is already a domain of virtual_hosts[0]; '
+                'only one virtual host may use the wildcard domain "*"'
+            ],
+            id="two-wildcard-vhosts",
+        ),
+        pytest.param(
+            vhosts(["a.*.example", "*a*", "**"]),
+            [
+                f'rc.virtual_hosts[0].domains[0]: "a.*.example": {WILDCARD_RULE}',
+                f'rc.virtual_hosts[0].domains[1]: "*a*": {WILDCARD_RULE}',
+                f'rc.virtual_hosts[0].domains[2]: "**": {WILDCARD_RULE}',
+            ],
+            id="wildcard-placement",
+        ),
+        pytest.param(
+            {"virtual_hosts": [{"name": "", "domains": [""]}, {"name": "x"}]},
+            [
+                "rc.virtual_hosts[0].name: is required",
+                'rc.virtual_hosts[1].domains: needs at least one domain (use "*" to match every host)',
+                "rc.virtual_hosts[0].domains[0]: must not be empty",
+            ],
+            id="vhost-name-and-domains",
+        ),
+        pytest.param(
+            route_config(vhds={"config_source": {"ads": {}}}),
+            ["rc.vhds: vhds needs dynamic_resources, not supported yet; list virtual_hosts inline"],
+            id="vhds",
+        ),
+        pytest.param(
+            route_config({"route": FORWARD}),
+            [f"{R0}.match: is required"],
+            id="no-match",
+        ),
+        pytest.param(
+            route_config({"match": {"prefix": "/"}}),
+            [f"{R0}: a route needs one of route, redirect or direct_response"],
+            id="no-action",
+        ),
+        pytest.param(
+            route_config(route(non_forwarding_action={})),
+            [f"{R0}.non_forwarding_action: is not supported; use route, redirect or direct_response"],
+            id="non-forwarding-action",
+        ),
+        pytest.param(
+            route_config(route({})),
+            [f"{R0}.match: a route match needs one of prefix, path, safe_regex or path_separated_prefix"],
+            id="no-path-specifier",
+        ),
+        pytest.param(
+            route_config(route({"connect_matcher": {}})),
+            [
+                f"{R0}.match.connect_matcher: is not supported; use prefix, path, safe_regex or path_separated_prefix"
+            ],
+            id="connect-matcher",
+        ),
+        pytest.param(
+            route_config(
+                route({"path_match_policy": {"name": "envoy.path.match.uri_template.uri_template_matcher"}})
+            ),
+            [
+                f"{R0}.match.path_match_policy: is not supported; use prefix, path, safe_regex or path_separated_prefix"
+            ],
+            id="path-match-policy",
+        ),
+        pytest.param(
+            route_config(route({"safe_regex": {"regex": "/(unclosed"}})),
+            [
+                f'{R0}.match.safe_regex.regex: "/(unclosed" does not compile: missing ), unterminated subpattern at position 1'
+            ],
+            id="bad-regex",
+        ),
+        pytest.param(
+            route_config(route({"safe_regex": {"regex": ""}})),
+            [f"{R0}.match.safe_regex.regex: is required"],
+            id="empty-regex",
+        ),
+        pytest.param(
+            route_config(route({"path_separated_prefix": "api"})),
+            [f'{R0}.match.path_separated_prefix: "api" must start with "/"'],
+            id="separated-prefix-slash",
+        ),
+        pytest.param(
+            route_config(route({"path_separated_prefix": "/api/"})),
+            [
+                f'{R0}.match.path_separated_prefix: "/api/" must not end with "/" (to match every path, use prefix "/")'
+            ],
+            id="separated-prefix-trailing",
+        ),
+        pytest.param(
+            route_config(route({"path_separated_prefix": "/a?b"})),
+            [f'{R0}.match.path_separated_prefix: "/a?b" must not contain "?" or "#"'],
+            id="separated-prefix-query",
+        ),
+        pytest.param(
+            route_config(
+                route({"prefix": "/", "grpc": {}, "runtime_fraction": {"default_value": {"numerator": 1}}})
+            ),
+            [
+                f"{R0}.match.runtime_fraction: is not supported; the route would match more requests than configured",
+                f"{R0}.match.grpc: is not supported; the route would match more requests than configured",
+            ],
+            id="unevaluated-match-conditions",
+        ),
+        pytest.param(
+            route_config(
+                route({"prefix": "/", "headers": [{"name": "x", "range_match": {"start": 1, "end": 9}}]})
+            ),
+            [f"{R0}.match.headers[0].range_match: is not supported; use string_match with safe_regex"],
+            id="range-match",
+        ),
+        pytest.param(
+            route_config(route({"prefix": "/", "headers": [{"present_match": True}]})),
+            [f"{R0}.match.headers[0].name: is required"],
+            id="header-name",
+        ),
+        pytest.param(
+            route_config(route({"prefix": "/", "headers": [{"name": "x", "string_match": {"prefix": ""}}]})),
+            [
+                f"{R0}.match.headers[0].string_match.prefix: an empty prefix matches everything; it must not be empty"
+            ],
+            id="empty-prefix-matcher",
+        ),
+        pytest.param(
+            route_config(
+                route({"prefix": "/", "headers": [{"name": "x", "safe_regex_match": {"regex": "["}}]})
+            ),
+            [
+                f'{R0}.match.headers[0].safe_regex_match.regex: "[" does not compile: '
+                "unterminated character set at position 0"
+            ],
+            id="legacy-regex-matcher",
+        ),
+        pytest.param(
+            route_config(route({"prefix": "/", "query_parameters": [{"name": "q", "string_match": {}}]})),
+            [
+                f"{R0}.match.query_parameters[0].string_match: a string matcher needs one of exact, prefix, suffix, "
+                "contains or safe_regex"
+            ],
+            id="empty-string-matcher",
+        ),
+        pytest.param(
+            route_config(route({"prefix": "/", "query_parameters": [{"present_match": True}]})),
+            [f"{R0}.match.query_parameters[0].name: is required"],
+            id="query-name",
+        ),
+        pytest.param(
+            route_config(route(route={"cluster_header": "x-cluster"})),
+            [f"{R0}.route.cluster_header: is not supported; name the cluster, or use weighted_clusters"],
+            id="cluster-header",
+        ),
+        pytest.param(
+            route_config(route(route={"timeout": "1s"})),
+            [f"{R0}.route: a route action needs cluster or weighted_clusters"],
+            id="no-cluster",
+        ),
+        pytest.param(
+            route_config(route(route={"cluster": ""})),
+            [f"{R0}.route.cluster: must not be empty"],
+            id="empty-cluster",
+        ),
+        pytest.param(
+            route_config(route(route={"weighted_clusters": {"clusters": [{"name": "a", "weight": 0}]}})),
+            [f"{R0}.route.weighted_clusters: the sum of the cluster weights must be greater than 0"],
+            id="zero-weights",
+        ),
+        pytest.param(
+            route_config(
+                route(
+                    route={
+                        "weighted_clusters": {
+                            "clusters": [{"name": "a", "weight": 1}, {"name": "b", "weight": 2}],
+                            "total_weight": 100,
+                        }
+                    }
+                )
+            ),
+            [f"{R0}.route.weighted_clusters.total_weight: is 100 but the cluster weights sum to 3"],
+            id="total-weight",
+        ),
+        pytest.param(
+            route_config(
+                route(route={"weighted_clusters": {"clusters": [{"cluster_header": "x", "weight": 1}]}})
+            ),
+            [f"{R0}.route.weighted_clusters.clusters[0].cluster_header: is not supported; name the cluster"],
+            id="weighted-cluster-header",
+        ),
+        pytest.param(
+            route_config(route(route={"cluster": "a", "auto_host_rewrite": True})),
+            [f"{R0}.route.auto_host_rewrite: is not supported; use host_rewrite_literal"],
+            id="auto-host-rewrite",
+        ),
+        pytest.param(
+            route_config(
+                route(
+                    route={
+                        "cluster": "a",
+                        "regex_rewrite": {"pattern": {"regex": "(a)"}, "substitution": "\\1\\d"},
+                    }
+                )
+            ),
+            [
+                f'{R0}.route.regex_rewrite.substitution: "\\d" is not valid; only \\0 to \\9 and \\\\ may follow '
+                "a backslash"
+            ],
+            id="rewrite-escape",
+        ),
+        pytest.param(
+            route_config(
+                route(
+                    route={
+                        "cluster": "a",
+                        "prefix_rewrite": "/x",
+                        "regex_rewrite": {"pattern": {"regex": "(a)"}, "substitution": "\\2"},
+                    }
+                )
+            ),
+            [
+                f"{R0}.route.regex_rewrite.substitution: \\2 names a group the pattern does not have (it has 1)",
+                f"{R0}.route: prefix_rewrite and regex_rewrite cannot both be set",
+            ],
+            id="rewrite-group-and-both",
+        ),
+        pytest.param(
+            route_config(route(route={"cluster": "a", "timeout": "-2s"})),
+            [f"{R0}.route.timeout: must not be negative (got -2s)"],
+            id="negative-timeout",
+        ),
+        pytest.param(
+            route_config(route(direct_response={"status": 199}), route(direct_response={"status": 600})),
+            [
+                f"{R0}.direct_response.status: 199 is not a valid status; Envoy requires 200..599",
+                "rc.virtual_hosts[0].routes[1].direct_response.status: 600 is not a valid status; Envoy requires 200..599",
+            ],
+            id="direct-response-status",
+        ),
+        pytest.param(
+            route_config(route(direct_response={"status": 200, "body": {"filename": "/etc/motd"}})),
+            [
+                f"{R0}.direct_response.body.filename: is not supported; give the body as inline_string or inline_bytes"
+            ],
+            id="direct-response-file",
+        ),
+        pytest.param(
+            route_config(route(redirect={"port_redirect": 70000})),
+            [f"{R0}.redirect.port_redirect: port 70000 is out of range; use 1..65535"],
+            id="redirect-port",
+        ),
+        pytest.param(
+            route_config(
+                route(route=FORWARD, request_headers_to_add=[{"header": {"key": ":path", "value": "/"}}]),
+                request_headers_to_remove=["host", "x ok"],
+                response_headers_to_add=[
+                    {"header": {"key": "x-a", "value": "1\r\n"}},
+                    {
+                        "header": {"key": "x-b", "value": "1"},
+                        "append": True,
+                        "append_action": "ADD_IF_ABSENT",
+                    },
+                ],
+            ),
+            [
+                f'{R0}.request_headers_to_add[0].header.key: ":path" is not a valid header name (pseudo-headers '
+                "cannot be added or removed)",
+                'rc.request_headers_to_remove[0]: "host" cannot be removed',
+                'rc.request_headers_to_remove[1]: "x ok" is not a valid header name',
+                "rc.response_headers_to_add[0].header.value: must not contain CR, LF or NUL",
+                "rc.response_headers_to_add[1].append: is deprecated and cannot be combined with append_action; "
+                "use append_action",
+            ],
+            id="header-mutations",
+        ),
+    ],
+)
+def test_route_configuration_rejections(doc: dict[str, Any], expected: list[str]) -> None:
+    assert problems_of(doc) == expected
+
+
+def test_domains_are_lower_cased_and_wildcards_accepted() -> None:
+    result, _ = compiled(vhosts(["API.Example.com", "*.example.com", "*-dev.example.com", "api.*"], ["*"]))
+    assert result is not None
+    assert result.virtual_hosts[0].domains == (
+        "api.example.com",
+        "*.example.com",
+        "*-dev.example.com",
+        "api.*",
+    )
+    assert [v.name for v in result.virtual_hosts] == ["v0", "v1"]
+
+
+@pytest.mark.parametrize(
+    ("match", "kind", "path"),
+    [
+        ({"prefix": "/api"}, "prefix", "/api"),
+        ({"prefix": ""}, "prefix", ""),
+        ({"path": "/exact"}, "path", "/exact"),
+        ({"safe_regex": {"regex": "/v[0-9]+"}}, "regex", "/v[0-9]+"),
+        ({"path_separated_prefix": "/api"}, "separated_prefix", "/api"),
+    ],
+)
+def test_path_specifiers(match: dict[str, Any], kind: str, path: str) -> None:
+    compiled_match = only_route(route_config(route(match))).match
+    assert (compiled_match.path_kind, compiled_match.path, compiled_match.case_sensitive) == (
+        kind,
+        path,
+        True,
+    )
+    assert (compiled_match.pattern is not None) == (kind == "regex")
+
+
+def test_case_sensitive_false() -> None:
+    assert (
+        only_route(route_config(route({"prefix": "/A", "case_sensitive": False}))).match.case_sensitive
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("matcher", "expected"),
+    [
+        ({"exact_match": "v"}, StringMatch("exact", "v")),
+        ({"prefix_match": "v"}, StringMatch("prefix", "v")),
+        ({"suffix_match": "v"}, StringMatch("suffix", "v")),
+        ({"contains_match": "v"}, StringMatch("contains", "v")),
+        ({"safe_regex_match": {"regex": "v+"}}, StringMatch("regex", "v+", pattern=re.compile("v+"))),
+        ({"string_match": {"exact": "", "ignore_case": True}}, StringMatch("exact", "", ignore_case=True)),
+        ({"string_match": {"suffix": ".svc"}}, StringMatch("suffix", ".svc")),
+        ({"string_match": {"contains": "mid"}}, StringMatch("contains", "mid")),
+        (
+            {"string_match": {"safe_regex": {"regex": "a|b"}}},
+            StringMatch("regex", "a|b", pattern=re.compile("a|b")),
+        ),
+    ],
+)
+def test_header_string_matchers_new_and_deprecated_forms(
+    matcher: dict[str, Any], expected: StringMatch
+) -> None:
+    headers = [{"name": "X-Test", **matcher}]
+    (compiled_header,) = only_route(route_config(route({"prefix": "/", "headers": headers}))).match.headers
+    assert compiled_header == HeaderMatcher("x-test", expected)
+
+
+def test_header_presence_invert_and_missing_as_empty() -> None:
+    headers = [
+        {"name": "a"},
+        {"name": "b", "present_match": False},
+        {"name": "c", "exact_match": "", "invert_match": True, "treat_missing_header_as_empty": True},
+    ]
+    compiled_headers = only_route(route_config(route({"prefix": "/", "headers": headers}))).match.headers
+    assert compiled_headers == (
+        HeaderMatcher("a", None),
+        HeaderMatcher("b", None, present=False),
+        HeaderMatcher("c", StringMatch("exact", ""), invert=True, missing_as_empty=True),
+    )
+
+
+def test_query_parameter_matchers() -> None:
+    query = [
+        {"name": "debug", "present_match": True},
+        {"name": "v", "string_match": {"prefix": "2", "ignore_case": True}},
+        {"name": "bare"},
+    ]
+    compiled_query = only_route(
+        route_config(route({"prefix": "/", "query_parameters": query}))
+    ).match.query_parameters
+    assert [(q.name, q.match, q.present) for q in compiled_query] == [
+        ("debug", None, True),
+        ("v", StringMatch("prefix", "2", ignore_case=True), True),
+        ("bare", None, True),
+    ]
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(None, 15.0), ("0s", 0.0), ("2.5s", 2.5)])
+def test_route_timeout(timeout: str | None, expected: float) -> None:
+    action = FORWARD if timeout is None else FORWARD | {"timeout": timeout}
+    compiled_action = only_route(route_config(route(route=action))).action
+    assert isinstance(compiled_action, RouteAction)
+    assert compiled_action.timeout == expected
+
+
+def test_route_action_rewrites_and_weighted_clusters() -> None:
+    action = {
+        "weighted_clusters": {
+            "clusters": [
+                {"name": "a", "weight": 0},
+                {
+                    "name": "b",
+                    "weight": 5,
+                    "request_headers_to_add": [{"header": {"key": "X-B", "value": "1"}}],
+                    "response_headers_to_remove": ["X-Internal"],
+                },
+            ],
+            "total_weight": 5,
+        },
+        "regex_rewrite": {"pattern": {"regex": "^/(\\w+)/(\\w+)$"}, "substitution": "/\\2/\\1/\\0"},
+        "host_rewrite_literal": "b.internal",
+    }
+    compiled_action = only_route(route_config(route(route=action))).action
+    assert isinstance(compiled_action, RouteAction)
+    assert [(w.name, w.weight) for w in compiled_action.weighted_clusters] == [("a", 0), ("b", 5)]
+    assert compiled_action.total_weight == 5
+    b = compiled_action.weighted_clusters[1]
+    assert b.request_headers.to_add == (HeaderValueOption("x-b", "1"),)
+    assert b.response_headers.to_remove == ("x-internal",)
+    assert compiled_action.host_rewrite_literal == "b.internal"
+    assert compiled_action.regex_rewrite is not None
+    rewrite = compiled_action.regex_rewrite
+    assert rewrite.pattern.sub(rewrite.substitution, "/x/y") == "/y/x//x/y"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (None, 301),
+        ("MOVED_PERMANENTLY", 301),
+        ("FOUND", 302),
+        ("SEE_OTHER", 303),
+        ("TEMPORARY_REDIRECT", 307),
+        ("PERMANENT_REDIRECT", 308),
+    ],
+)
+def test_redirect_response_codes(code: str | None, expected: int) -> None:
+    redirect = {} if code is None else {"response_code": code}
+    compiled_action = only_route(route_config(route(redirect=redirect))).action
+    assert compiled_action == Redirect(response_code=expected)
+
+
+def test_redirect_fields() -> None:
+    redirect = {
+        "scheme_redirect": "HTTPS",
+        "host_redirect": "new.example",
+        "port_redirect": 8443,
+        "regex_rewrite": {"pattern": {"regex": "^/old/(.*)"}, "substitution": "/new/\\1"},
+        "strip_query": True,
+    }
+    compiled_action = only_route(route_config(route(redirect=redirect))).action
+    assert isinstance(compiled_action, Redirect)
+    assert (compiled_action.scheme, compiled_action.host, compiled_action.port) == (
+        "https",
+        "new.example",
+        8443,
+    )
+    assert compiled_action.strip_query is True
+    assert compiled_action.regex_rewrite is not None
+    path = compiled_action.regex_rewrite.pattern.sub(compiled_action.regex_rewrite.substitution, "/old/a")
+    assert path == "/new/a"
+    https = only_route(route_config(route(redirect={"https_redirect": True, "path_redirect": "/p"}))).action
+    assert https == Redirect(scheme="https", path="/p")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(None, b""), ({"inline_string": "héllo"}, "héllo".encode()), ({"inline_bytes": "AAE="}, b"\x00\x01")],
+)
+def test_direct_response_body(body: dict[str, Any] | None, expected: bytes) -> None:
+    response = {"status": 503} | ({} if body is None else {"body": body})
+    assert only_route(route_config(route(direct_response=response))).action == DirectResponse(503, expected)
+
+
+def test_header_mutations_at_every_level() -> None:
+    add = [
+        {"header": {"key": "X-Add", "value": "1"}},
+        {"header": {"key": "x-raw", "raw_value": "dg=="}, "append_action": "OVERWRITE_IF_EXISTS"},
+        {"header": {"key": "x-old", "value": "o"}, "append": False},
+    ]
+    doc = route_config(
+        route(route=FORWARD, response_headers_to_add=add[:1], request_headers_to_remove=["X-Route"]),
+        request_headers_to_add=add,
+    )
+    doc["virtual_hosts"][0]["response_headers_to_remove"] = ["X-VHost"]
+    result, problems = compiled(doc)
+    assert problems == []
+    assert result is not None
+    assert result.request_headers.to_add == (
+        HeaderValueOption("x-add", "1"),
+        HeaderValueOption("x-raw", "v", "overwrite_if_exists"),
+        HeaderValueOption("x-old", "o", "overwrite_if_exists_or_add"),
+    )
+    assert result.response_headers.empty
+    assert result.virtual_hosts[0].response_headers.to_remove == ("x-vhost",)
+    compiled_route = result.virtual_hosts[0].routes[0]
+    assert compiled_route.response_headers.to_add == (HeaderValueOption("x-add", "1"),)
+    assert compiled_route.request_headers.to_remove == ("x-route",)
+
+
+def test_route_name_and_cluster_references_are_recorded_not_checked() -> None:
+    """Whether a cluster exists is the caller's question (the bootstrap compiler's, or xDS's)."""
+    compiled_route = only_route(
+        route_config({"name": "r1", "match": {"prefix": "/"}, "route": {"cluster": "nowhere"}})
+    )
+    assert compiled_route.name == "r1"
+    assert compiled_route.action == RouteAction(cluster="nowhere")
+
+
+def _re2_rewrite(match: re.Match[str], rewrite: str) -> str:
+    """A reference implementation of RE2::Rewrite: \\0-\\9 name groups, \\\\ is a backslash."""
+    out, i = [], 0
+    while i < len(rewrite):
+        if rewrite[i] == "\\":
+            nxt = rewrite[i + 1]
+            out.append("\\" if nxt == "\\" else match.group(int(nxt)) or "")
+            i += 2
+        else:
+            out.append(rewrite[i])
+            i += 1
+    return "".join(out)
+
+
+@given(
+    pieces=st.lists(
+        st.sampled_from(["\\0", "\\1", "\\2", "\\\\", "a", "/", "1", "2", "g<1>", "$1"]), max_size=8
+    ),
+    subject=st.text(alphabet="ab/", max_size=12),
+)
+def test_regex_rewrite_substitution_follows_re2(pieces: list[str], subject: str) -> None:
+    """RE2's \\0 (whole match) and one-digit group references survive the move to Python's re."""
+    substitution = "".join(pieces)
+    action = {
+        "cluster": "a",
+        "regex_rewrite": {"pattern": {"regex": "(a+)(b*)"}, "substitution": substitution},
+    }
+    compiled_action = only_route(route_config(route(route=action))).action
+    assert isinstance(compiled_action, RouteAction)
+    assert compiled_action.regex_rewrite is not None
+    rewrite = compiled_action.regex_rewrite
+    expected = re.sub("(a+)(b*)", lambda m: _re2_rewrite(m, substitution), subject)
+    assert rewrite.pattern.sub(rewrite.substitution, subject) == expected
