@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from benchmarks.histogram import PERCENTILES, percentile_key
 from benchmarks.runner import DEFAULT_COLUMNS, RESULTS_DIR, compare, invalid_reason, summarize
 
 DASH = "\u2013"  # the en dash of "median [min\u2013max]"
+
+NOISY_PCT = 20
 
 TITLES = {
     "rps": "req/s",
@@ -54,9 +56,8 @@ def fmt_compared(value: float, kind: str) -> str:
     return f"{value:.2f}" if kind == "ratio" else f"{value:+.3f}"
 
 
-def cell(stats: dict[str, Any], show: Any = None) -> str:
+def cell(stats: dict[str, Any], show: Callable[[float], str]) -> str:
     """``median [min-max]``, or the median alone when there was one round."""
-    show = show or (lambda v: f"{v:.3g}")
     if stats["n"] == 1:
         return show(stats["median"])
     return f"{show(stats['median'])} [{show(stats['min'])}{DASH}{show(stats['max'])}]"
@@ -127,6 +128,13 @@ def scenario_tables(result: dict[str, Any]) -> str:
                 *_table(["path", *(TITLES.get(c, c) for c in columns)], rows),
                 "",
             ]
+    noisy = [r for r in result["runs"] if any(c["busy_pct"] > NOISY_PCT for c in r.get("background", []))]
+    if noisy:
+        lines += [
+            f"**Noisy machine**: {len(noisy)} of {len(result['runs'])} runs began while other processes "
+            f"kept a core over {NOISY_PCT} % busy (column 'busy % before' of the per-run table).",
+            "",
+        ]
     excluded = [(r, invalid_reason(r)) for r in result["runs"]]
     excluded_lines = [
         f"- {r['path']} · {r['measurement']} · round {r['round'] + 1}: {why}" for r, why in excluded if why
@@ -151,10 +159,21 @@ def _runs_table(result: dict[str, Any]) -> list[str]:
     rows = []
     for run in result["runs"]:
         cores = " · ".join(f"{c['busy_pct']:.0f}/{c['steal_pct']:.0f}" for c in run.get("cpu", []))
+        before = " · ".join(f"{c['busy_pct']:.0f}" for c in run.get("background", []))
         proxy = f"{run['proxy_cpu_s']:.2f}" if "proxy_cpu_s" in run else "-"
         status = "failed" if "error" in run else f"{run.get('wall_s', 0):.1f}"
-        rows.append([str(run["round"] + 1), run["path"], run["measurement"], cores, proxy, status])
-    header = ["round", "path", "measurement", "busy/steal % per core", "proxy CPU s", "wall s"]
+        rows.append(
+            [str(run["round"] + 1), run["path"], run["measurement"], cores, before or "-", proxy, status]
+        )
+    header = [
+        "round",
+        "path",
+        "measurement",
+        "busy/steal % per core",
+        "busy % before (others)",
+        "proxy CPU s",
+        "wall s",
+    ]
     return _table(header, rows)
 
 

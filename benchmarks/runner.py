@@ -9,7 +9,9 @@ and measured once per measurement; the order of paths and of measurements rotate
 round, so slow drift of the machine does not favour whoever goes first. A figure is the median of
 its rounds with their min-max; a comparison is the median (min-max) of the per-round ratios (or
 differences) of two runs made in the same round, so a round that was slow for everyone cancels
-out. Each run records per-core busy and steal from /proc/stat and the CPU time of the proxy.
+out. Each run records per-core busy and steal from /proc/stat, the same for 0.3 s just before it
+while our processes are idle (anyone else's load: noisy neighbours, a concurrent test run), and
+the CPU time of the proxy.
 Results: one JSON file per scenario run, ``results/<UTC timestamp>-<scenario>.json``.
 """
 
@@ -28,6 +30,8 @@ from benchmarks import system, targets, wrk
 
 RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
 SCHEMA = 1
+MAX_ERROR_SHARE = 0.01
+BACKGROUND_SAMPLE_S = 0.3
 T = TypeVar("T")
 DEFAULT_COLUMNS = ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "proxy_cpu_us_per_req", "errors")
 
@@ -129,6 +133,11 @@ def _measure(
     awake: system.KeepAwake,
 ) -> dict[str, Any]:
     run: dict[str, Any] = {"round": rnd, "path": label, "measurement": measurement.name}
+    # Our own processes are idle now, so what keeps a core busy here is someone else's work.
+    spin_before, cpu_before = awake.ticks(), system.cpu_times()
+    time.sleep(BACKGROUND_SAMPLE_S)
+    spun = [b - a for a, b in zip(spin_before, awake.ticks(), strict=True)]
+    run["background"] = system.cpu_usage(cpu_before, system.cpu_times(), spun)
     spin_before = awake.ticks()
     cpu_before = system.cpu_times()
     proxy_before = system.process_cpu_seconds(live.proxy_pid) if live.proxy_pid else 0.0
@@ -239,9 +248,6 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"path": p, "measurement": m, "metric": k, **spread(values)} for (p, m, k), values in grouped.items()
     ]
-
-
-MAX_ERROR_SHARE = 0.01
 
 
 def invalid_reason(run: dict[str, Any]) -> str | None:

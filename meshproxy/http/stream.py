@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from meshproxy.config.model import DirectResponse, Redirect
+from meshproxy.config.model import DirectResponse, Redirect, RouteAction
 from meshproxy.http import codec
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 from meshproxy.router.headers import apply_mutations
@@ -40,7 +40,15 @@ PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_FULL = 2
 PAUSE_PIPELINE = 4
 
-_HEX = "0123456789abcdef"
+# UUID version 4 (RFC 9562 §5.4): version nibble 4, variant bits 10.
+_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID_SET = (0x4 << 76) | (0x2 << 62)
+
+
+def uuid4(bits: int) -> bytes:
+    """A request id in UUID4 form from 128 random bits (no syscall, unlike ``uuid.uuid4``)."""
+    h = b"%032x" % (bits & _UUID_CLEAR | _UUID_SET)
+    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
 
 
 class Stream:
@@ -167,16 +175,21 @@ class Stream:
         self.decision = decision
         route = decision.route
         action = route.action
-        if isinstance(action, DirectResponse):
+        if type(action) is RouteAction:
+            if action.cluster is not None:
+                cluster_name, weighted = action.cluster, None
+            else:
+                cluster_name, weighted = pick_cluster(action, ctx.rng.getrandbits(32))
+        elif type(action) is DirectResponse:
             stats.rq_direct_response += 1
             return self.local_reply(action.status, action.body, "-", mutate=True)
-        if isinstance(action, Redirect):
+        else:
+            assert type(action) is Redirect
             stats.rq_redirect += 1
             location = redirect_location(action, route.match, ctx.scheme, authority, self.url)
             return self.local_reply(
                 action.response_code, b"", "-", extra=[(b"location", location)], mutate=True
             )
-        cluster_name, weighted = pick_cluster(action, ctx.rng.getrandbits(32))
         cluster = ctx.clusters.get(cluster_name)
         if cluster is None:
             stats.no_cluster += 1
@@ -231,10 +244,7 @@ class Stream:
         parts += (b"x-forwarded-proto: ", xfp, b"\r\n")
         rid = self.request_id
         if rid is None and ctx.config.generate_request_id:
-            h = "%032x" % ctx.rng.getrandbits(128)
-            rid = self.request_id = (
-                f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_HEX[8 | (int(h[16], 16) & 3)]}{h[17:20]}-{h[20:]}".encode()
-            )
+            rid = self.request_id = uuid4(ctx.rng.getrandbits(128))
         if rid is not None:
             parts += (b"x-request-id: ", rid, b"\r\n")
         if self.upgrade is not None:

@@ -205,8 +205,8 @@ def routes(draw: st.DrawFn) -> Route:
         path=path,
         case_sensitive=draw(st.booleans()),
         pattern=pattern,
-        headers=tuple(draw(st.lists(header_matchers(), max_size=2))),
-        query_parameters=tuple(draw(st.lists(query_matchers(), max_size=2))),
+        headers=tuple(draw(st.lists(header_matchers(), max_size=2))) if draw(st.booleans()) else (),
+        query_parameters=tuple(draw(st.lists(query_matchers(), max_size=2))) if draw(st.booleans()) else (),
     )
     return Route(match, RouteAction(cluster="c"))
 
@@ -215,7 +215,9 @@ def routes(draw: st.DrawFn) -> Route:
 def configs(draw: st.DrawFn) -> RouteConfiguration:
     vhosts = draw(
         st.lists(
-            st.tuples(st.lists(domains(), min_size=1, max_size=4), st.lists(routes(), max_size=5)),
+            st.tuples(
+                st.lists(domains(), min_size=1, max_size=4), st.lists(routes(), min_size=1, max_size=5)
+            ),
             min_size=1,
             max_size=5,
         )
@@ -246,12 +248,16 @@ STRUCTURED_TARGETS = st.builds(
     lambda path, params, query, fragment: (
         path + ("?" + "&".join(n + sep + v for n, sep, v in params) if query else "") + fragment
     ),
-    st.text(alphabet="/abAB0", max_size=6),
+    st.builds(
+        str.__add__,
+        st.sampled_from(["", "/", "/a", "/A", "/a/b", "/ab", "/b", "/a/12"]),
+        st.sampled_from(["", "", "/", "/b", "b", "/12", "B/"]),
+    ),
     PARAMS,
     st.booleans(),
     st.sampled_from(["", "", "#", "#a?a=b", "#/"]),
 )
-TARGETS = st.one_of(st.text(alphabet="/abAB0?#=&", max_size=10), STRUCTURED_TARGETS)
+TARGETS = st.one_of(st.text(alphabet="/abAB0?#=&", max_size=10), STRUCTURED_TARGETS, STRUCTURED_TARGETS)
 HEADERS = st.lists(
     st.tuples(st.sampled_from(["x", "y", "z"]), st.text(alphabet="abAB,", max_size=3)), max_size=4
 )
