@@ -54,6 +54,7 @@ class HttpStats:
         "downstream_rq_431",
         "downstream_rq_active",
         "downstream_rq_completed",
+        "downstream_rq_idle_timeout",
         "downstream_rq_rx_reset",
         "downstream_rq_time",
         "downstream_rq_timeout",
@@ -75,6 +76,7 @@ class HttpStats:
         self.downstream_rq_time = Histogram()
         self.downstream_rq_rx_reset = 0
         self.downstream_rq_timeout = 0
+        self.downstream_rq_idle_timeout = 0
         self.downstream_rq_too_large = 0
         self.downstream_rq_431 = 0
         self.downstream_cx_protocol_error = 0

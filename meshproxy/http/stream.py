@@ -95,6 +95,8 @@ class Stream:
         "user_agent",
         "wall_start",
         "weighted",
+        "sweep_mark",
+        "sweep_time",
         "xff",
         "xfp",
         "connect_task",
@@ -146,6 +148,8 @@ class Stream:
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
         self.weighted: WeightedCluster | None = None
+        self.sweep_mark = -1
+        self.sweep_time = now
 
     # ================================================================== request side
 
@@ -319,6 +323,23 @@ class Stream:
             self.cluster.stats.upstream_rq_timeout += 1
         self.ctx.stats.downstream_rq_timeout += 1
         self.local_reply(504, b"upstream request timeout", "UT")
+
+    def check_idle(self, now: float, limit: float) -> None:
+        """Called by the listener's sweep: no byte either way for ``limit`` seconds ends the stream.
+
+        Progress is read from the byte counters the relay keeps anyway, so the request path
+        pays nothing for this timeout.
+        """
+        mark = self.rx_bytes + self.tx_bytes + self.status
+        if mark != self.sweep_mark:
+            self.sweep_mark = mark
+            self.sweep_time = now
+        elif now - self.sweep_time > limit and not self.finished and not self.tunnel:
+            self.ctx.stats.downstream_rq_idle_timeout += 1
+            if self.request_complete:
+                self.local_reply(504, b"stream timeout", "SI")
+            else:
+                self.local_reply(408, b"stream timeout", "SI")
 
     # ================================================================== upstream connection
 

@@ -175,11 +175,15 @@ class ListenerRuntime:
             self._drained.set()
 
     def sweep(self, now: float) -> None:
-        """Close keep-alive connections idle past the idle timeout (called about once a second)."""
+        """Enforce the idle timeouts: keep-alive, stream and TCP (called about once a second)."""
         for conn in list(self.connections):
             if isinstance(conn, DownstreamConnection):
-                limit = conn.ctx.config.idle_timeout
-                if limit > 0 and conn.is_idle() and now - conn.idle_since > limit:
+                cfg = conn.ctx.config
+                stream = conn.active
+                if stream is not None:
+                    if cfg.stream_idle_timeout > 0:
+                        stream.check_idle(now, cfg.stream_idle_timeout)
+                elif cfg.idle_timeout > 0 and conn.is_idle() and now - conn.idle_since > cfg.idle_timeout:
                     conn.close()
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
