@@ -47,8 +47,8 @@ class _Hello(asyncio.Protocol):
             body = b"hello from %b, you asked for %b\n" % (self.name, path)
             assert self.transport is not None
             self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-by: %b\r\ncontent-length: %d\r\n\r\n%b"
-                % (self.name, len(body), body)
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-by: %b\r\n"
+                b"content-length: %d\r\n\r\n%b" % (self.name, len(body), body)
             )
             if b"connection: close" in head.lower():
                 self.transport.close()
@@ -211,7 +211,7 @@ async def _demo(args: argparse.Namespace) -> int:
             code = -9
         print(
             f"meshproxy drained and exited ({code}); access log: {access_log} "
-            f"({sum(1 for _ in open(access_log)) if access_log.exists() else 0} lines)"
+            f"({len(access_log.read_text().splitlines()) if access_log.exists() else 0} lines)"
         )
         for s in (*v1, *v2):
             s.close()
