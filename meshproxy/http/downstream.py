@@ -11,8 +11,10 @@ idle/drain handling. Per-request work lives in ``stream.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import httptools
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.router.table import RouteTable
     from meshproxy.upstream.manager import ClusterManager
+
+log = logging.getLogger("meshproxy.http")
 
 # Request headers the stream handles itself instead of relaying as they are.
 _HOST, _CONNECTION, _HOP, _TE, _UPGRADE, _EXPECT, _XRID, _XFF, _XFP, _UA = range(10)
@@ -135,9 +139,13 @@ class DownstreamConnection(asyncio.Protocol):
                 self._reject(431, b"request header block too large")
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still wait for its response (RFC 9112 §9.6).
+        # A half-closed client may still wait for a response to a complete request (RFC 9112
+        # §9.6); a request cut off by the EOF will never complete, so the connection closes.
         self.eof = True
-        return True if self.active is not None else None
+        stream = self.active
+        if stream is not None and stream.request_complete and self.parsing is None:
+            return True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -161,7 +169,7 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
-        stream = Stream(self, self.loop.time())
+        stream = Stream(self, monotonic())
         self.parsing = stream
         self.head_size = 0
         self.conn_named = []
@@ -280,15 +288,21 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ errors, flow, close
 
     def _bad_request(self, exc: Exception) -> None:
-        if isinstance(exc.__context__, _HeaderTooLarge):
-            self.ctx.stats.downstream_rq_431 += 1
+        cause = exc.__context__
+        if isinstance(cause, _HeaderTooLarge):
             return self._reject(431, b"request header block too large")
+        if cause is not None and not isinstance(cause, httptools.HttpParserError):
+            # A bug of ours inside a parser callback: say so loudly, answer 500, keep serving.
+            log.error("internal error while handling a request from %s", self.peer_label, exc_info=cause)
+            return self._reject(500, b"internal error")
         self.ctx.stats.downstream_cx_protocol_error += 1
         reason = str(exc) or "malformed request"
         self._reject(400, b"bad request: " + reason.encode("latin-1", "replace"))
 
     def _reject(self, status: int, body: bytes) -> None:
         """Answer a request that cannot be parsed, then close (the byte stream is untrusted now)."""
+        if status == 431:
+            self.ctx.stats.downstream_rq_431 += 1
         self.upgraded = True  # stop parsing anything else on this connection
         stream = self.parsing
         if stream is not None and stream is self.active and not stream.response_started:

@@ -19,6 +19,7 @@ Lifecycle rules (the reason for each flag):
 from __future__ import annotations
 
 import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from meshproxy.config.model import DirectResponse, Redirect, RouteAction
@@ -103,6 +104,7 @@ class Stream:
     )
 
     def __init__(self, conn: DownstreamConnection, now: float) -> None:
+        # ``now`` is time.monotonic(): uvloop's loop.time() only has millisecond resolution.
         self.conn = conn
         self.ctx: HttpContext = conn.ctx
         self.start = now
@@ -149,7 +151,7 @@ class Stream:
         self.timer: TimerHandle | None = None
         self.weighted: WeightedCluster | None = None
         self.sweep_mark = -1
-        self.sweep_time = now
+        self.sweep_time = 0.0
 
     # ================================================================== request side
 
@@ -165,9 +167,13 @@ class Stream:
         conn = self.conn
         if not self.keep_alive or conn.listener.draining:
             self.keep_alive = False
+        if self.url[0] != 0x2F and not self._absolute_form():
+            stats.downstream_cx_protocol_error += 1
+            return self.local_reply(400, b"invalid request target", "DPE")
         authority = self.authority
         if authority is None:
             if not self.http10:
+                stats.downstream_cx_protocol_error += 1
                 return self.local_reply(400, b"missing host header", "DPE")
             authority = b""
         if self.method == b"CONNECT":
@@ -216,6 +222,23 @@ class Stream:
         else:
             self.connect()
         return None
+
+    def _absolute_form(self) -> bool:
+        """RFC 9112 §3.2.2: a proxy accepts ``http://host/path``; its host replaces Host."""
+        scheme, sep, rest = self.url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return False
+        cut = len(rest)
+        for delim in (b"/", b"?"):
+            i = rest.find(delim)
+            if 0 <= i < cut:
+                cut = i
+        authority, tail = rest[:cut], rest[cut:]
+        if not authority or b"@" in authority:
+            return False
+        self.authority = authority.lower()
+        self.url = tail if tail.startswith(b"/") else b"/" + tail
+        return True
 
     def _request_head(
         self, decision: RouteDecision, weighted: WeightedCluster | None, authority: bytes
@@ -587,8 +610,7 @@ class Stream:
             self.timer = None
         ctx = self.ctx
         stats = ctx.stats
-        now = self.conn.loop.time()
-        elapsed_ms = (now - self.start) * 1000.0
+        elapsed_ms = (monotonic() - self.start) * 1000.0
         if self.started:
             stats.downstream_rq_active -= 1
             stats.downstream_rq_completed += 1

@@ -37,6 +37,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.fresh_parser_needed = False
         self.reusable_after_response = False
         self.held: list[bytes] | None = None  # tunnel bytes waiting for the 101
+        self.connection_named: list[bytes] = []
 
     # ------------------------------------------------------------------ pool interface
 
@@ -141,6 +142,9 @@ class UpstreamConnection(asyncio.Protocol):
         if name in HOP_BY_HOP:
             if name == b"transfer-encoding":
                 stream.resp_chunk_down = True
+            elif name == b"connection":
+                named = [t.strip().lower() for t in value.split(b",")]
+                self.connection_named.extend(t for t in named if t not in (b"close", b"keep-alive", b""))
             return
         if name == b"content-length":
             stream.resp_content_length = True
@@ -151,6 +155,11 @@ class UpstreamConnection(asyncio.Protocol):
         if stream is None:
             return
         status = self.parser.get_status_code()
+        if self.connection_named:
+            # RFC 9110 §7.6.1: the fields a Connection header names are hop-by-hop too.
+            named = self.connection_named
+            stream.resp_headers = [h for h in stream.resp_headers if h[0] not in named]
+            self.connection_named = []
         if 100 <= status < 200 and status != 101:
             # An interim response (100, 103): dropped; the final one follows.
             stream.resp_headers.clear()

@@ -2,13 +2,23 @@
 
 Owns the small vocabulary the integration tests share: builders for listeners, routes and
 clusters in Envoy's v3 JSON shape (so every test exercises the real config compiler), and
-``running_proxy``, which starts a ``Server`` on loopback port 0 and yields its addresses.
+``running_proxy``, which starts a ``Server`` on loopback port 0 and yields its addresses;
+``proxy_process``, the same proxy as a child process (when the test measures the process);
+``eventually`` (bounded polling instead of sleeps) and ``read_access_log``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import pathlib
+import random
+import re
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from meshproxy.config.bootstrap import parse_bootstrap
@@ -42,15 +52,22 @@ def http_listener(
         **hcm,
     }
     if access_log:
-        cfg["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {"@type": FILE_LOG, "path": access_log}}]
+        cfg["access_log"] = [
+            {"name": "envoy.access_loggers.file", "typed_config": {"@type": FILE_LOG, "path": access_log}}
+        ]
     return {
         "name": name,
         "address": addr("127.0.0.1", 0),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": cfg}]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": cfg}]}
+        ],
     }
 
 
-def tcp_listener(cluster: str, *, name: str = "tcp", **extra: Any) -> dict[str, Any]:
+def tcp_listener(cluster: str | None, *, name: str = "tcp", **extra: Any) -> dict[str, Any]:
+    """A tcp_proxy listener; pass ``cluster=None`` with ``weighted_clusters=...`` in ``extra``."""
+    if cluster is not None:
+        extra = {"cluster": cluster, **extra}
     return {
         "name": name,
         "address": addr("127.0.0.1", 0),
@@ -59,7 +76,7 @@ def tcp_listener(cluster: str, *, name: str = "tcp", **extra: Any) -> dict[str, 
                 "filters": [
                     {
                         "name": "envoy.filters.network.tcp_proxy",
-                        "typed_config": {"@type": TCP, "stat_prefix": name, "cluster": cluster, **extra},
+                        "typed_config": {"@type": TCP, "stat_prefix": name, **extra},
                     }
                 ]
             }
@@ -71,7 +88,9 @@ def route(prefix: str = "/", cluster: str = "backend", **action: Any) -> dict[st
     return {"match": {"prefix": prefix}, "route": {"cluster": cluster, **action}}
 
 
-def cluster(name: str, *ports: int, host: str = "127.0.0.1", kind: str = "STATIC", **extra: Any) -> dict[str, Any]:
+def cluster(
+    name: str, *ports: int, host: str = "127.0.0.1", kind: str = "STATIC", **extra: Any
+) -> dict[str, Any]:
     return {
         "name": name,
         "type": kind,
@@ -84,23 +103,44 @@ def cluster(name: str, *ports: int, host: str = "127.0.0.1", kind: str = "STATIC
     }
 
 
-def bootstrap(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], admin: bool = True) -> dict[str, Any]:
-    doc: dict[str, Any] = {"node": {"id": "test"}, "static_resources": {"listeners": listeners, "clusters": clusters}}
+def bootstrap(
+    listeners: list[dict[str, Any]], clusters: list[dict[str, Any]], admin: bool = True
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "node": {"id": "test"},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
     if admin:
         doc["admin"] = {"address": addr("127.0.0.1", 0)}
     return doc
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(doc: dict[str, Any]) -> AsyncIterator[Proxy]:
+async def running_proxy(doc: dict[str, Any], *, rng: random.Random | None = None) -> AsyncIterator[Proxy]:
     import json
 
-    server = Server(parse_bootstrap(json.dumps(doc), source="test"))
+    server = Server(parse_bootstrap(json.dumps(doc), source="test"), rng=rng)
     await server.start()
     try:
         yield Proxy(server)
     finally:
         await server.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(
+    *ports: int,
+    access_log: str | None = None,
+    cluster_extra: dict[str, Any] | None = None,
+    **hcm: Any,
+) -> AsyncIterator[Proxy]:
+    """The common case: every path on listener "http" to cluster "backend" at ``ports``."""
+    doc = bootstrap(
+        [http_listener([route()], access_log=access_log, **hcm)],
+        [cluster("backend", *ports, **(cluster_extra or {}))],
+    )
+    async with running_proxy(doc) as proxy:
+        yield proxy
 
 
 class Proxy:
@@ -124,3 +164,122 @@ class Proxy:
 
     def cluster_stats(self, name: str = "backend") -> Any:
         return self.server.store.cluster_stats(name)
+
+    def listener_stats(self, name: str = "http") -> Any:
+        return self.server.store.listener_stats(name)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (never a bare sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def read_access_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON lines of an access log (read it after ``running_proxy`` exits: it flushes at close)."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class ProxyProcess:
+    """A meshproxy started as ``python -m meshproxy run`` (for measuring the process itself)."""
+
+    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int], admin_port: int) -> None:
+        self.proc = proc
+        self.ports = ports
+        self.admin_port = admin_port
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def port(self, listener: str = "http") -> int:
+        return self.ports[listener]
+
+    def rss_bytes(self) -> int:
+        """Resident set size now, from /proc/<pid>/status (VmRSS)."""
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for pid {self.pid}")
+
+
+_LISTENER_LINE = re.compile(r"listener (\S+) ready on [^ ]+:(\d+)")
+_ADMIN_LINE = re.compile(r"admin on http://[^ ]+:(\d+)")
+
+
+@contextlib.contextmanager
+def proxy_process(
+    doc: dict[str, Any], workdir: pathlib.Path, timeout: float = 20.0
+) -> Iterator[ProxyProcess]:
+    """Run the proxy in a child process on ``doc``; yields once ``/ready`` answers 200.
+
+    Listener and admin ports are bound as 0 and read back from the startup log lines; stderr
+    keeps being drained by a thread so the child can never block on a full pipe.
+    """
+    import json
+    import sys
+    import threading
+    import urllib.request
+
+    path = workdir / "bootstrap.json"
+    path.write_text(json.dumps(doc))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshproxy", "run", "-c", str(path)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    ports: dict[str, int] = {}
+    admin: list[int] = []
+    started = threading.Event()
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if m := _LISTENER_LINE.search(line):
+                ports[m.group(1)] = int(m.group(2))
+            elif m := _ADMIN_LINE.search(line):
+                admin.append(int(m.group(1)))
+                started.set()
+        started.set()  # EOF: the child exited
+
+    reader = threading.Thread(target=drain_stderr, daemon=True)
+    reader.start()
+    try:
+        if not started.wait(timeout) or not admin:
+            raise AssertionError(f"meshproxy did not start (exit code {proc.poll()})")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin[0]}/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("meshproxy /ready never answered 200")
+            time.sleep(0.05)
+        yield ProxyProcess(proc, ports, admin[0])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        reader.join(timeout=5)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (bound to 0, read back, released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
