@@ -167,7 +167,7 @@ class Stream:
         conn = self.conn
         if not self.keep_alive or conn.listener.draining:
             self.keep_alive = False
-        if self.url[0] != 0x2F and not self._absolute_form():
+        if self.url[0] != 0x2F and self.url != b"*" and not self._absolute_form():
             stats.downstream_cx_protocol_error += 1
             return self.local_reply(400, b"invalid request target", "DPE")
         authority = self.authority
