@@ -264,7 +264,8 @@ class StatsCollector(Collector):
                 fam.add_metric([key], h.cumulative(), sum_value=h.sum)
             yield fam
         elif isinstance(first, list):
-            base = name[: -len("_xx")]
+            # Kept as "<name>_xx": stripping it would collide with the "<name>_total" family.
+            base = name
             fam_c = CounterMetricFamily(
                 base, f"{scope} {attr} by response code class", labels=[label, "code_class"]
             )

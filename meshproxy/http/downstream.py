@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy.http")
 
 # Request headers the stream handles itself instead of relaying as they are.
-_HOST, _CONNECTION, _HOP, _TE, _UPGRADE, _EXPECT, _XRID, _XFF, _XFP, _UA = range(10)
+_HOST, _CONNECTION, _HOP, _TE, _UPGRADE, _EXPECT, _XRID, _XFF, _XFP, _CL = range(10)
 _SPECIAL = {
     b"host": _HOST,
     b"connection": _CONNECTION,
@@ -47,6 +47,7 @@ _SPECIAL = {
     b"x-request-id": _XRID,
     b"x-forwarded-for": _XFF,
     b"x-forwarded-proto": _XFP,
+    b"content-length": _CL,
 }
 
 
@@ -209,8 +210,12 @@ class DownstreamConnection(asyncio.Protocol):
             stream.xff = value if stream.xff is None else stream.xff + b", " + value
         elif kind == _XFP:
             stream.xfp = value
+        elif kind == _CL:
+            stream.headers.append((name, value))
+            stream.has_body = value != b"0"
         elif kind == _TE:
             stream.chunked = True
+            stream.has_body = True
         elif kind == _UPGRADE:
             stream.upgrade = value
         elif kind == _EXPECT:
@@ -296,7 +301,7 @@ class DownstreamConnection(asyncio.Protocol):
             log.error("internal error while handling a request from %s", self.peer_label, exc_info=cause)
             return self._reject(500, b"internal error")
         self.ctx.stats.downstream_cx_protocol_error += 1
-        reason = str(exc) or "malformed request"
+        reason = str(cause if isinstance(cause, httptools.HttpParserError) else exc) or "malformed request"
         self._reject(400, b"bad request: " + reason.encode("latin-1", "replace"))
 
     def _reject(self, status: int, body: bytes) -> None:

@@ -66,6 +66,7 @@ class Stream:
         "flags",
         "headers",
         "headers_done",
+        "has_body",
         "host",
         "http10",
         "keep_alive",
@@ -123,6 +124,7 @@ class Stream:
         self.http10 = False
         self.keep_alive = True
         self.headers_done = False
+        self.has_body = False
         self.started = False
         self.request_complete = False
         self.response_started = False
@@ -167,17 +169,21 @@ class Stream:
         conn = self.conn
         if not self.keep_alive or conn.listener.draining:
             self.keep_alive = False
+        if self.method == b"CONNECT":
+            # llhttp now treats the connection as a tunnel: nothing more can be parsed on it.
+            self.keep_alive = False
+            return self.local_reply(405, b"CONNECT is not supported", "-")
         if self.url[0] != 0x2F and self.url != b"*" and not self._absolute_form():
             stats.downstream_cx_protocol_error += 1
+            self.keep_alive = False
             return self.local_reply(400, b"invalid request target", "DPE")
         authority = self.authority
         if authority is None:
             if not self.http10:
                 stats.downstream_cx_protocol_error += 1
+                self.keep_alive = False
                 return self.local_reply(400, b"missing host header", "DPE")
             authority = b""
-        if self.method == b"CONNECT":
-            return self.local_reply(405, b"CONNECT is not supported", "-")
         decision = ctx.routes.route(authority, self.url, self.headers)
         if decision is None or decision.route is None:
             stats.no_route += 1
@@ -214,7 +220,7 @@ class Stream:
         cluster.stats.upstream_rq_total += 1
         cluster.stats.upstream_rq_active += 1
         host.rq_total += 1
-        if self.expect and not self.request_complete:
+        if self.expect and not self.request_complete and not self.http10:  # RFC 9110 §10.1.1
             self._write_down(codec.CONTINUE_100)
         upstream = cluster.acquire(host)
         if upstream is not None:
@@ -477,7 +483,7 @@ class Stream:
                 else:
                     self.resp_chunk_down = True
                     parts.append(b"transfer-encoding: chunked\r\n")
-            if not self.request_complete or self.conn.listener.draining or self.upgrade is not None:
+            if self._body_unread() or self.conn.listener.draining or self.upgrade is not None:
                 self.keep_alive = False
             if not self.keep_alive:
                 parts.append(b"connection: close\r\n")
@@ -501,6 +507,9 @@ class Stream:
         """The upstream answered 101: from now on both connections relay raw bytes."""
         self.tunnel = True
         self.keep_alive = False
+        if self.timer is not None:  # the route timeout covers the handshake, not the tunnel
+            self.timer.cancel()
+            self.timer = None
         self.flush()
         if early:
             self._write_down(early)
@@ -546,7 +555,7 @@ class Stream:
         if self.response_started:
             self.conn.abort()
             return self._finish()
-        if not self.request_complete or self.conn.listener.draining:
+        if self._body_unread() or self.conn.listener.draining:
             self.keep_alive = False
         if mutate and self.decision is not None:
             levels = self.decision.response_mutations_for(None)
@@ -563,6 +572,10 @@ class Stream:
         self.out.clear()
         self._write_down(data)
         self._finish()
+
+    def _body_unread(self) -> bool:
+        """Is part of the request body still to come? Then the connection cannot be reused."""
+        return self.has_body and not self.request_complete
 
     def downstream_lost(self) -> None:
         if self.finished:

@@ -25,6 +25,9 @@ from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.listener")
 
+# Seconds an idle connection is given, once a drain starts, for a request already on the wire.
+DRAIN_IDLE_GRACE = 0.2
+
 
 class Tracked(Protocol):
     """What the listener needs of every connection it tracks."""
@@ -109,6 +112,7 @@ class ListenerRuntime:
         self._rng = rng
         self.contexts: dict[int, HttpContext | TcpContext] = {}
         self._drained: asyncio.Event | None = None
+        self._bound: tuple[str, int] | None = None
         self.update(config)
 
     def update(self, config: Listener) -> None:
@@ -150,12 +154,15 @@ class ListenerRuntime:
         self.server = await loop.create_server(
             self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
         )
-        log.info("listener %s on %s", self.name, self.bound_address())
+        log.info("listener %s on %s:%d", self.name, *self.bound_address())
 
     def bound_address(self) -> tuple[str, int]:
-        assert self.server is not None
-        sockname = self.server.sockets[0].getsockname()
-        return sockname[0], sockname[1]
+        """The address actually bound (port 0 resolved); still known after the socket closed."""
+        if self._bound is None:
+            assert self.server is not None
+            sockname = self.server.sockets[0].getsockname()
+            self._bound = (sockname[0], sockname[1])
+        return self._bound
 
     def _accept(self) -> asyncio.Protocol:
         return _ChainSelector(self)
@@ -198,6 +205,11 @@ class ListenerRuntime:
         """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut."""
         self.draining = True
         self.stop_accepting()
+        # An idle keep-alive connection may have a request already in flight towards us; give
+        # it a moment to arrive (it is then answered with "connection: close"), then close
+        # the connections that are still idle.
+        if any(conn.is_idle() for conn in self.connections):
+            await asyncio.sleep(min(DRAIN_IDLE_GRACE, timeout))
         for conn in list(self.connections):
             if conn.is_idle():
                 conn.close()

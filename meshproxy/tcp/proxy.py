@@ -101,6 +101,11 @@ class TcpDownstream(asyncio.Protocol):
             up.transport.close()
             return
         self.upstream = up
+        if self.pending:
+            up.transport.write(b"".join(self.pending))
+            self.pending.clear()
+        if self.eof_pending and up.transport.can_write_eof():
+            up.transport.write_eof()
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -110,7 +115,10 @@ class TcpDownstream(asyncio.Protocol):
         if up is not None:
             up.transport.write(data)
         else:
+            # Connecting: uvloop ignores pause_reading() inside connection_made, so bytes can
+            # arrive now; keep them (one read's worth) and pause until the upstream is there.
             self.pending.append(data)
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof_pending = True
@@ -180,12 +188,6 @@ class TcpUpstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        down = self.down
-        if down.pending:
-            self.transport.write(b"".join(down.pending))
-            down.pending.clear()
-        if down.eof_pending and self.transport.can_write_eof():
-            self.transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
         down = self.down

@@ -179,6 +179,22 @@ async def eventually(condition: Callable[[], bool], timeout: float = 5.0, what: 
         await asyncio.sleep(0.02)
 
 
+async def run_process(*argv: str, timeout: float = 30.0) -> tuple[int, bytes, bytes]:
+    """Run a command (e.g. curl) without blocking the loop the in-process proxy runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
 def read_access_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The JSON lines of an access log (read it after ``running_proxy`` exits: it flushes at close)."""
     import json

@@ -15,6 +15,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from operator import attrgetter
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -120,62 +121,36 @@ def head(*lines: str, body: bytes = b"") -> bytes:
     return "".join(line + "\r\n" for line in lines).encode("latin-1") + b"\r\n" + body
 
 
+def case(case_id: str, raw: bytes, status: int = 400, counter: Counter = PROTOCOL_ERROR) -> Any:
+    return pytest.param(raw, status, counter, id=case_id)
+
+
+GET, POST, HOST = "GET / HTTP/1.1", "POST / HTTP/1.1", "Host: test"
 BIG_HEADERS = [f"X-Filler-{i}: {'v' * 100}" for i in range((DEFAULT_LIMIT // 100) + 20)]
 
 CASES = [
-    pytest.param(
-        head("GET / HTTP/1.1", "Host: test", *BIG_HEADERS), 431, HEADERS_TOO_LARGE, id="header_block_over_60k"
+    case("header_block_over_60k", head(GET, HOST, *BIG_HEADERS), 431, HEADERS_TOO_LARGE),
+    case("malformed_request_line", head("GET/ HTTP/1.1", HOST)),
+    case("request_line_junk", head("GET / HTTP/1.1 extra", HOST)),
+    case("header_name_space", head(GET, HOST, "Bad Name: v")),
+    case("header_name_char", head(GET, HOST, "X(y): v")),
+    case("header_value_nul", head(GET, HOST, "X-V: a\x00b")),
+    case("header_value_del", head(GET, HOST, "X-V: a\x7fb")),
+    case(
+        "content_length_and_chunked",
+        head(POST, HOST, "Content-Length: 5", "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
     ),
-    pytest.param(head("GET/ HTTP/1.1", "Host: test"), 400, PROTOCOL_ERROR, id="malformed_request_line"),
-    pytest.param(head("GET / HTTP/1.1 extra", "Host: test"), 400, PROTOCOL_ERROR, id="request_line_junk"),
-    pytest.param(
-        head("GET / HTTP/1.1", "Host: test", "Bad Name: v"), 400, PROTOCOL_ERROR, id="header_name_space"
+    case("two_content_lengths", head(POST, HOST, "Content-Length: 3", "Content-Length: 4", body=b"abcd")),
+    case(
+        "invalid_chunk_size", head(POST, HOST, "Transfer-Encoding: chunked", body=b"zz\r\nabc\r\n0\r\n\r\n")
     ),
-    pytest.param(head("GET / HTTP/1.1", "Host: test", "X(y): v"), 400, PROTOCOL_ERROR, id="header_name_char"),
-    pytest.param(
-        head("GET / HTTP/1.1", "Host: test", "X-V: a\x00b"), 400, PROTOCOL_ERROR, id="header_value_nul"
-    ),
-    pytest.param(
-        head("GET / HTTP/1.1", "Host: test", "X-V: a\x7fb"), 400, PROTOCOL_ERROR, id="header_value_del"
-    ),
-    pytest.param(
-        head(
-            "POST / HTTP/1.1",
-            "Host: test",
-            "Content-Length: 5",
-            "Transfer-Encoding: chunked",
-            body=b"0\r\n\r\n",
-        ),
-        400,
-        PROTOCOL_ERROR,
-        id="content_length_and_chunked",
-    ),
-    pytest.param(
-        head("POST / HTTP/1.1", "Host: test", "Content-Length: 3", "Content-Length: 4", body=b"abcd"),
-        400,
-        PROTOCOL_ERROR,
-        id="two_content_lengths",
-    ),
-    pytest.param(
-        head("POST / HTTP/1.1", "Host: test", "Transfer-Encoding: chunked", body=b"zz\r\nabc\r\n0\r\n\r\n"),
-        400,
-        PROTOCOL_ERROR,
-        id="invalid_chunk_size",
-    ),
-    pytest.param(
-        head("POST / HTTP/1.1", "Host: test", "Transfer-Encoding: gzip", body=b"abc"),
-        400,
-        PROTOCOL_ERROR,
-        id="transfer_encoding_not_chunked_final",
-    ),
-    pytest.param(
-        head("GET / HTTP/1.1", "Host: test", "X-Folded: a", "  b"), 400, PROTOCOL_ERROR, id="obs_fold"
-    ),
-    pytest.param(b"GET / HTTP/1.1\nHost: test\nX-A: a\n\n", 400, PROTOCOL_ERROR, id="bare_lf"),
-    pytest.param(b"GET / HTTP/1.1\r\nHost: test\nX-A: a\r\n\r\n", 400, PROTOCOL_ERROR, id="bare_lf_in_head"),
-    pytest.param(head("GET / HTTP/1.1"), 400, PROTOCOL_ERROR, id="missing_host"),
-    pytest.param(head("GET / HTTP/1.1", "Host: a", "Host: b"), 400, PROTOCOL_ERROR, id="duplicate_host"),
-    pytest.param(head("CONNECT test:443 HTTP/1.1", "Host: test:443"), 405, client_errors, id="connect"),
+    case("transfer_encoding_not_chunked_final", head(POST, HOST, "Transfer-Encoding: gzip", body=b"abc")),
+    case("obs_fold", head(GET, HOST, "X-Folded: a", "  b")),
+    case("bare_lf", b"GET / HTTP/1.1\nHost: test\nX-A: a\n\n"),
+    case("bare_lf_in_head", b"GET / HTTP/1.1\r\nHost: test\nX-A: a\r\n\r\n"),
+    case("missing_host", head(GET)),
+    case("duplicate_host", head(GET, "Host: a", "Host: b")),
+    case("connect", head("CONNECT test:443 HTTP/1.1", "Host: test:443"), 405, client_errors),
 ]
 
 

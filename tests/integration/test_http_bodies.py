@@ -8,7 +8,6 @@ response) and from a raw socket that sends its body only after ``100 Continue``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import pathlib
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from . import wire
-from .harness import proxy_to
+from .harness import proxy_to, run_process
 from .upstreams import aiohttp_upstream
 
 SIZES = [0, 1, 64 * 1024, 10 * 1024 * 1024]
@@ -62,29 +61,13 @@ async def test_download_streams_intact(size: int, framing: str) -> None:
         assert received == size
 
 
-async def _run(*argv: str, timeout: float = 30.0) -> tuple[int, bytes, bytes]:
-    """A subprocess that does not block the event loop the in-process proxy runs on."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out, err
-
-
 async def test_expect_100_continue_with_curl(tmp_path: pathlib.Path) -> None:
     data = _DATA[: 2 * 1024 * 1024]
     body = tmp_path / "body"
     body.write_bytes(data)
     async with aiohttp_upstream() as up, proxy_to(up) as proxy:
         # With a 20 s expect timeout curl would wait visibly if no 100 Continue came.
-        code, out, err = await _run(
+        code, out, err = await run_process(
             "curl", "-sS", "-v", "--http1.1", "--expect100-timeout", "20",
             "-H", "Expect: 100-continue", "-H", "Content-Type: application/octet-stream",
             "--data-binary", f"@{body}", proxy.url("/upload"),
@@ -111,3 +94,17 @@ async def test_expect_100_continue_body_sent_only_after_interim_response() -> No
         # The connection stays usable for the next request.
         writer.write(wire.request("GET", "/echo/next"))
         assert json.loads((await wire.read_response(reader)).body)["path"] == "/echo/next"
+
+
+async def test_expect_100_continue_is_ignored_for_http10_client() -> None:
+    # RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be ignored
+    # (an HTTP/1.0 client cannot parse an interim response).
+    raw = wire.request("POST", "/echo", [("Expect", "100-continue")], b"hello", version="HTTP/1.0")
+    async with (
+        aiohttp_upstream() as up,
+        proxy_to(up) as proxy,
+        wire.connect(proxy.port()) as (reader, writer),
+    ):
+        writer.write(raw)
+        first = await wire.read_head(reader)
+    assert first.status == 200, f"an HTTP/1.0 client was sent a {first.status}"

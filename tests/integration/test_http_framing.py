@@ -8,13 +8,12 @@ upstream's interim ``103 Early Hints`` before its final response.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 
 from . import wire
-from .harness import proxy_to
+from .harness import proxy_to, run_process
 from .upstreams import aiohttp_upstream, raw_responder, raw_upstream
 
 
@@ -188,12 +187,20 @@ async def test_client_connection_close_is_honoured() -> None:
 async def test_absolute_form_target_from_curl_as_proxy_client() -> None:
     # RFC 9112 §3.2.2: a server MUST accept the absolute-form; curl -x sends it.
     async with aiohttp_upstream() as up, proxy_to(up) as proxy:
-        proc = await asyncio.create_subprocess_exec(
-            "curl", "-sS", "--fail", "--max-time", "10", "-x", f"127.0.0.1:{proxy.port()}", "http://svc.local/echo/abs?q=1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        code, out, err = await run_process(
+            "curl", "-sS", "--fail", "--max-time", "10", "-x", f"127.0.0.1:{proxy.port()}",
+            "http://svc.local/echo/abs?q=1",
         )  # fmt: skip
-        out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    assert code == 0, err.decode()
     body = json.loads(out)
     assert body["path"] == "/echo/abs?q=1"
     assert dict(body["headers"])["host"] == "svc.local"
+
+
+async def test_pipelined_request_waits_behind_a_large_streamed_response() -> None:
+    size = 4 * 1024 * 1024
+    pipeline = wire.request("GET", f"/bytes/{size}?chunked") + wire.request("GET", "/echo/second")
+    async with aiohttp_upstream() as up, proxy_to(up) as proxy:
+        big, second = await wire.exchange(proxy.port(), pipeline, count=2)
+    assert big.body == b"x" * size
+    assert json.loads(second.body)["path"] == "/echo/second"

@@ -9,12 +9,13 @@ announced it would close) is never handed to a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 
 from . import wire
-from .harness import eventually, proxy_to
-from .upstreams import aiohttp_upstream, raw_responder, raw_upstream, read_request
+from .harness import eventually, proxy_to, run_process
+from .upstreams import Handler, aiohttp_upstream, raw_responder, raw_upstream, read_request
 
 
 async def test_many_requests_reuse_one_connection_on_each_side() -> None:
@@ -33,19 +34,39 @@ async def test_many_requests_reuse_one_connection_on_each_side() -> None:
         assert proxy.http_stats().downstream_rq_total == 60
 
 
+def _gate(expected: int) -> Handler:
+    """Answers nobody until ``expected`` requests are in: they must all hold a connection."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(reader)
+            arrived += 1
+            if arrived == expected:
+                all_in.set()
+            async with asyncio.timeout(10):
+                await all_in.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await reader.read()  # stay pooled until the proxy closes the connection
+        writer.close()
+
+    return handler
+
+
 async def test_idle_pool_keeps_at_most_the_bound_per_endpoint() -> None:
-    # 72 requests in flight at once need 72 upstream connections; once they are idle, the
-    # pool keeps 64 (Cluster.max_idle_connections) and closes the rest.
+    # 72 requests held in flight at once need 72 upstream connections; once they are idle,
+    # the pool keeps 64 (Cluster.max_idle_connections) and closes the rest.
     concurrent = 72
-    async with aiohttp_upstream() as up, proxy_to(up) as proxy:
+    async with raw_upstream(_gate(concurrent)) as up, proxy_to(up) as proxy:
         limits = httpx.Limits(max_connections=concurrent, max_keepalive_connections=concurrent)
         async with httpx.AsyncClient(limits=limits, timeout=20) as client:
-            responses = await asyncio.gather(
-                *(client.get(proxy.url("/delay/0.6")) for _ in range(concurrent))
-            )
+            responses = await asyncio.gather(*(client.get(proxy.url(f"/{i}")) for i in range(concurrent)))
         assert [r.status_code for r in responses] == [200] * concurrent
         stats = proxy.cluster_stats()
-        assert stats.upstream_cx_total > 64, "requests were not concurrent; the bound is not exercised"
+        assert stats.upstream_cx_total == concurrent
         await eventually(lambda: stats.upstream_cx_active <= 64, what="idle pool trimmed to 64")
         assert stats.upstream_cx_active == 64
 
@@ -115,3 +136,41 @@ async def test_upstream_connection_close_header_prevents_pooling() -> None:
                 assert "close" not in resp.headers.get("connection", "")
         assert proxy.cluster_stats().upstream_cx_total == 10
         assert proxy.listener_stats().downstream_cx_total == 1
+
+
+def _drops_second_request() -> Handler:
+    """Answers the first request on each connection, then closes on the second unanswered:
+    the race of an upstream timing out an idle connection just as the proxy reuses it."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await read_request(reader)
+        writer.close()
+
+    return handler
+
+
+async def test_request_lost_on_a_reused_connection_is_sent_again() -> None:
+    # Nothing of the request reached the application, so a bodiless GET is safe to resend.
+    async with raw_upstream(_drops_second_request()) as up, proxy_to(up) as proxy:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1)) as client:
+            statuses = [(await client.get(proxy.url(f"/{i}"))).status_code for i in range(6)]
+        stats = proxy.cluster_stats()
+        assert statuses == [200] * 6
+        assert stats.upstream_rq_retry_reused >= 1
+
+
+async def test_curl_reuses_its_connection_through_the_proxy() -> None:
+    urls = 5
+    async with aiohttp_upstream() as up, proxy_to(up) as proxy:
+        code, out, err = await run_process(
+            "curl", "-sS", "-v", "--http1.1", *(proxy.url(f"/echo/{i}") for i in range(urls))
+        )  # fmt: skip
+        assert code == 0, err.decode()
+        assert err.count(b"Re-using existing connection") + err.count(b"Reusing existing") == urls - 1
+        assert proxy.listener_stats().downstream_cx_total == 1
+        assert proxy.cluster_stats().upstream_cx_total == 1
+    assert out.count(b'"server":"up"') + out.count(b'"server": "up"') == urls

@@ -10,6 +10,7 @@ test is out of process, so there is no event loop of ours to parametrise.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import pathlib
 import socket
@@ -125,7 +126,7 @@ class SlowUpstream:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.received = 0
-        self.stalled = threading.Event()
+        self.stall_over = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
@@ -135,7 +136,7 @@ class SlowUpstream:
             conn.settimeout(TIMEOUT)
             head, first = _recv_head(conn)
             time.sleep(STALL)  # the slow reader under test: not synchronisation
-            self.stalled.set()
+            self.stall_over.set()
             self.received = _drain(conn, len(first), _content_length(head))
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%d" % (len(str(self.received)), self.received)
@@ -152,18 +153,27 @@ class SlowUpstream:
 
 def test_upload_over_100mib_to_stalled_upstream_keeps_proxy_memory_bounded(tmp_path: pathlib.Path) -> None:
     block = memoryview(b"y" * MiB)
+
+    def send_body(sock: socket.socket) -> None:
+        sock.sendall(f"POST /upload HTTP/1.1\r\nHost: big\r\nContent-Length: {SIZE}\r\n\r\n".encode())
+        for _ in range(SIZE // MiB):
+            sock.sendall(block)  # blocks while the proxy, correctly, stops reading
+
     with SlowUpstream() as up, _proxy(up.port, tmp_path) as proxy:
         with (
             socket.create_connection(("127.0.0.1", proxy.port()), timeout=TIMEOUT) as sock,
             RssSampler(proxy) as rss,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
         ):
-            sock.sendall(f"POST /upload HTTP/1.1\r\nHost: big\r\nContent-Length: {SIZE}\r\n\r\n".encode())
-            for _ in range(SIZE // MiB):
-                sock.sendall(block)  # blocks while the proxy, correctly, stops reading
-            stalled_growth = rss.growth if not up.stalled.is_set() else None
+            sending = pool.submit(send_body, sock)
+            assert up.stall_over.wait(TIMEOUT), "the upstream never received the request"
+            stalled_growth = rss.growth  # the peak over the whole stall
+            sending.result(timeout=TIMEOUT)
             head, body = _recv_head(sock)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert int(body) == SIZE
         assert up.received == SIZE
-        assert stalled_growth is None or stalled_growth < RSS_BOUND
+        assert stalled_growth < RSS_BOUND, (
+            f"proxy grew {stalled_growth / MiB:.1f} MiB while the upstream stalled"
+        )
         assert rss.growth < RSS_BOUND, f"proxy grew {rss.growth / MiB:.1f} MiB moving {SIZE // MiB} MiB"

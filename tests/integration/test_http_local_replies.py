@@ -14,23 +14,25 @@ import calendar
 import contextlib
 import pathlib
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from . import wire
-from .harness import Proxy, bootstrap, cluster, http_listener, read_access_log, route, running_proxy
+from .harness import (
+    Proxy,
+    bootstrap,
+    cluster,
+    eventually,
+    free_port,
+    http_listener,
+    read_access_log,
+    route,
+    running_proxy,
+)
 from .upstreams import aiohttp_upstream, raw_upstream, read_request
 
 START_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def _refused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,6 +44,13 @@ async def _truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
+    writer.close()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Takes the request and never answers (until the proxy gives up and closes)."""
+    await read_request(reader)
+    await reader.read()
     writer.close()
 
 
@@ -65,12 +74,13 @@ async def _failing_proxy(log: pathlib.Path) -> AsyncIterator[tuple[Proxy, int]]:
         raw_upstream(_truncate) as trunc,
         raw_upstream(_reset) as reset,
         raw_upstream(_garbage) as garbage,
+        raw_upstream(_silent) as silent,
     ):
         routes = [
             route("/empty", "empty"),
             route("/sick", "sick"),
             route("/refused", "refused"),
-            {"match": {"prefix": "/delay"}, "route": {"cluster": "backend", "timeout": "0.2s"}},
+            route("/slow", "silent", timeout="0.2s"),
             route("/trunc", "trunc"),
             route("/reset", "reset"),
             route("/garbage", "garbage"),
@@ -80,13 +90,26 @@ async def _failing_proxy(log: pathlib.Path) -> AsyncIterator[tuple[Proxy, int]]:
             cluster("backend", up),
             cluster("empty"),
             _unhealthy("sick", up),
-            cluster("refused", _refused_port()),
+            cluster("refused", free_port()),
             cluster("trunc", trunc),
             cluster("reset", reset),
             cluster("garbage", garbage),
+            cluster("silent", silent),
         ]
         async with running_proxy(bootstrap([http_listener(routes, access_log=str(log))], clusters)) as proxy:
             yield proxy, up
+
+
+async def _settled(proxy: Proxy) -> None:
+    """Every active-request gauge is back at zero: no exchange leaked its accounting."""
+    names = ("backend", "empty", "sick", "refused", "trunc", "reset", "garbage", "silent")
+    await eventually(
+        lambda: (
+            proxy.http_stats().downstream_rq_active == 0
+            and all(proxy.cluster_stats(n).upstream_rq_active == 0 for n in names)
+        ),
+        what="active request gauges back at 0",
+    )
 
 
 async def test_local_replies_carry_response_flags(tmp_path: pathlib.Path) -> None:
@@ -95,7 +118,7 @@ async def test_local_replies_carry_response_flags(tmp_path: pathlib.Path) -> Non
         "/empty": (503, "UH"),
         "/sick": (503, "UH"),
         "/refused": (503, "UF"),
-        "/delay/1": (504, "UT"),
+        "/slow": (504, "UT"),
         "/reset": (503, "UC"),
         "/garbage": (502, "UPE"),
     }
@@ -107,11 +130,12 @@ async def test_local_replies_carry_response_flags(tmp_path: pathlib.Path) -> Non
         }
         assert proxy.http_stats().no_route == 1
         assert proxy.cluster_stats("refused").upstream_cx_connect_fail == 1
-        assert proxy.cluster_stats("backend").upstream_rq_timeout == 1
+        assert proxy.cluster_stats("silent").upstream_rq_timeout == 1
+        await _settled(proxy)
     assert got == {path: status for path, (status, _) in expected.items()}
     records = {r["path"]: r for r in read_access_log(log)}
     assert {p: (r["response_code"], r["response_flags"]) for p, r in records.items()} == expected
-    assert 150 <= records["/delay/1"]["duration_ms"] < 900, "the route timeout is 0.2 s"
+    assert 150 <= records["/slow"]["duration_ms"] < 2000, "the route timeout is 0.2 s"
     assert records["/nope"]["upstream_host"] is None
     assert records["/refused"]["upstream_host"].startswith("127.0.0.1:")
 
@@ -122,6 +146,7 @@ async def test_response_cut_short_is_truncated_for_the_client(tmp_path: pathlib.
         writer.write(wire.request("GET", "/trunc"))
         head = await wire.read_head(reader)
         body = await wire.read_eof(reader)
+        await _settled(proxy)
     assert (head.status, head.get("content-length")) == (200, "1000")
     assert body == b"t" * 10, "the client must see the connection end before the declared length"
     (record,) = read_access_log(log)
@@ -167,7 +192,7 @@ async def test_access_log_fields_of_a_forwarded_request(tmp_path: pathlib.Path) 
 async def test_connection_stays_open_after_local_replies(tmp_path: pathlib.Path) -> None:
     # Envoy answers a complete request locally without closing the connection; a bodiless
     # GET is complete when its head is, so nothing here justifies "connection: close".
-    expected = [("/delay/1", 504), ("/refused", 503), ("/nope", 404), ("/empty", 503), ("/echo/last", 200)]
+    expected = [("/slow", 504), ("/refused", 503), ("/nope", 404), ("/empty", 503), ("/echo/last", 200)]
     got = []
     async with (
         _failing_proxy(tmp_path / "access.log") as (proxy, _),

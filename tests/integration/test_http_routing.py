@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from .harness import Proxy, bootstrap, cluster, http_listener, proxy_to, running_proxy
+from .harness import Proxy, bootstrap, cluster, http_listener, running_proxy
 from .upstreams import aiohttp_upstream
 
 
@@ -274,10 +274,3 @@ async def test_strict_dns_cluster_resolves_localhost() -> None:
             assert {b["server"] for b in bodies} == {"dns"}
             assert stats.membership_total == 1  # localhost is 127.0.0.1 here
             assert stats.update_success >= 1
-
-
-async def test_proxy_to_helper_routes_everything() -> None:
-    # The shared helper the other modules rely on: every path, any host, one cluster.
-    async with aiohttp_upstream() as up, proxy_to(up) as proxy, httpx.AsyncClient() as client:
-        resp = await client.get(proxy.url("/any/path?q=1"), headers={"host": "whatever.example"})
-    assert resp.json()["path"] == "/any/path?q=1"

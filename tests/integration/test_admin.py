@@ -1,0 +1,197 @@
+"""The admin endpoint: readiness, stats (Prometheus and JSON), config dump, clusters, quitting.
+
+The Prometheus scrape is read with prometheus_client's own parser, and ``docs/stats.md`` is
+checked against a live scrape in both directions so the documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import re
+import urllib.request
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .harness import (
+    Proxy,
+    bootstrap,
+    cluster,
+    free_port,
+    http_listener,
+    proxy_process,
+    route,
+    running_proxy,
+    tcp_listener,
+)
+from .upstreams import aiohttp_upstream
+
+STATS_DOC = pathlib.Path(__file__).parents[2] / "docs" / "stats.md"
+REQUESTS = 5
+
+Sample = tuple[str, frozenset[tuple[str, str]]]  # name, labels
+
+
+@contextlib.asynccontextmanager
+async def admin_of_busy_proxy() -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
+    """A proxy with every stat scope present (http, tcp, cluster, listener) after a little
+    traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no route)."""
+    async with aiohttp_upstream() as up:
+        doc = bootstrap(
+            [http_listener([route("/status/")]), tcp_listener("backend")], [cluster("backend", up)]
+        )
+        async with running_proxy(doc) as proxy, httpx.AsyncClient(base_url=proxy.admin_url) as admin:
+            async with httpx.AsyncClient() as client:
+                for _ in range(REQUESTS):
+                    assert (await client.get(proxy.url("/status/200"))).status_code == 200
+                assert (await client.get(proxy.url("/unrouted"))).status_code == 404
+            yield proxy, admin
+
+
+async def scrape(admin: httpx.AsyncClient) -> tuple[str, dict[Sample, float], dict[str, str]]:
+    """The exposition text, every sample by (name, labels), and each family's type."""
+    resp = await admin.get("/stats/prometheus")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    samples: dict[Sample, float] = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(resp.text):
+        types[family.name] = family.type
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return resp.text, samples, types
+
+
+def sample(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+async def test_ready_says_live() -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        resp = await admin.get("/ready")
+        assert (resp.status_code, resp.text) == (200, "LIVE\n")
+
+
+async def test_prometheus_counters_after_traffic() -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        _, samples, _ = await scrape(admin)
+    http = {"stat_prefix": "http"}
+    backend = {"cluster_name": "backend"}
+    assert sample(samples, "meshproxy_http_downstream_rq_total", **http) == REQUESTS + 1
+    assert sample(samples, "meshproxy_http_downstream_rq_xx_total", **http, code_class="2xx") == REQUESTS
+    assert sample(samples, "meshproxy_http_downstream_rq_xx_total", **http, code_class="4xx") == 1
+    assert sample(samples, "meshproxy_http_no_route_total", **http) == 1
+    assert sample(samples, "meshproxy_cluster_upstream_rq_total", **backend) == REQUESTS
+    assert sample(samples, "meshproxy_cluster_upstream_cx_total", **backend) >= 1
+    assert sample(samples, "meshproxy_listener_downstream_cx_total", listener="http") >= 1
+    assert sample(samples, "meshproxy_server_live") == 1
+
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "meshproxy_http_downstream_rq_time_ms_bucket"
+    )
+    assert len(buckets) == 17 and buckets[-1] == (float("inf"), REQUESTS + 1)
+    counts = [value for _, value in buckets]
+    assert counts == sorted(counts), "histogram buckets must be cumulative"
+    assert sample(samples, "meshproxy_http_downstream_rq_time_ms_count", **http) == REQUESTS + 1
+    assert sample(samples, "meshproxy_http_downstream_rq_time_ms_sum", **http) > 0
+
+
+async def test_prometheus_declares_each_family_once() -> None:
+    """A Prometheus server rejects a whole scrape that declares one metric family twice."""
+    async with admin_of_busy_proxy() as (_, admin):
+        text, _, _ = await scrape(admin)
+    declared = re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE)
+    duplicates = sorted({name for name in declared if declared.count(name) > 1})
+    assert duplicates == []
+
+
+async def test_stats_json() -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        resp = await admin.get("/stats")
+    assert resp.headers["content-type"] == "application/json"
+    stats = resp.json()
+    assert stats["http.http.downstream_rq_total"] == REQUESTS + 1
+    assert stats["cluster.backend.upstream_rq_total"] == REQUESTS
+    histogram = stats["http.http.downstream_rq_time"]
+    assert histogram["count"] == REQUESTS + 1 and histogram["buckets"][-1] == ["+Inf", REQUESTS + 1]
+
+
+async def test_config_dump_reflects_listeners_and_clusters() -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        dump = (await admin.get("/config_dump")).json()
+    config = dump["config"]
+    assert [lst["name"] for lst in config["listeners"]] == ["http", "tcp"]
+    assert [c["name"] for c in config["clusters"]] == ["backend"]
+    hcm = config["listeners"][0]["filter_chains"][0]["filter"]
+    assert hcm["stat_prefix"] == "http"
+    assert hcm["max_request_headers_bytes"] == 60 * 1024
+    [vhost] = hcm["route_config"]["virtual_hosts"]
+    assert vhost["routes"][0]["action"]["cluster"] == "backend"
+
+
+async def test_clusters_lists_hosts_with_request_counts() -> None:
+    async with admin_of_busy_proxy() as (proxy, admin):
+        [backend] = (await admin.get("/clusters")).json()
+        [endpoint] = proxy.server.clusters.clusters["backend"].hosts
+    assert backend["name"] == "backend" and backend["upstream_rq_total"] == REQUESTS
+    [host] = backend["hosts"]
+    assert host["address"] == endpoint.label
+    assert host["rq_total"] == REQUESTS
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", "/no/such/page", 404), ("GET", "/quitquitquit", 405)]
+)
+async def test_admin_refuses(method: str, path: str, status: int) -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        assert (await admin.request(method, path)).status_code == status
+        assert (await admin.get("/ready")).status_code == 200, "the proxy must still be up"
+
+
+def test_post_quitquitquit_exits_the_process(tmp_path: pathlib.Path) -> None:
+    doc = bootstrap([http_listener([route()])], [cluster("backend", free_port())])
+    with proxy_process(doc, tmp_path) as proc:
+        request = urllib.request.Request(f"http://127.0.0.1:{proc.admin_port}/quitquitquit", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200
+        assert proc.proc.wait(timeout=10) == 0
+
+
+# ------------------------------------------------------------------ docs/stats.md against a scrape
+
+_DOC_ROW = re.compile(r"^\| `(meshproxy_\w+)` \| (\w+) \| ([^|]*) \|", re.MULTILINE)
+
+
+def documented() -> set[tuple[str, str, frozenset[str]]]:
+    rows = _DOC_ROW.findall(STATS_DOC.read_text(encoding="utf-8"))
+    assert rows, f"no metric rows found in {STATS_DOC}"
+    return {(name, kind, frozenset(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def exported(text: str) -> set[tuple[str, str, frozenset[str]]]:
+    """(name as documented, type, label names) for every series in a scrape: counters by their
+    ``_total`` name, histograms by their base name (``le`` is the bucket label, not a series)."""
+    out = set()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if family.type == "histogram":
+                name = family.name
+            elif family.type == "counter":
+                name = family.name + "_total"
+            else:
+                name = s.name
+            out.add((name, family.type, frozenset(s.labels) - {"le"}))
+    return out
+
+
+async def test_stats_doc_matches_the_scrape() -> None:
+    async with admin_of_busy_proxy() as (_, admin):
+        text, _, _ = await scrape(admin)
+    docs, live = documented(), exported(text)
+    assert sorted(live - docs) == [], "exported but not documented in docs/stats.md"
+    assert sorted(docs - live) == [], "documented in docs/stats.md but not exported"
