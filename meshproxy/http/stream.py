@@ -48,8 +48,8 @@ _UUID_SET = (0x4 << 76) | (0x2 << 62)
 
 def uuid4(bits: int) -> bytes:
     """A request id in UUID4 form from 128 random bits (no syscall, unlike ``uuid.uuid4``)."""
-    h = b"%032x" % (bits & _UUID_CLEAR | _UUID_SET)
-    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
+    h = (bits & _UUID_CLEAR | _UUID_SET).to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 class Stream:
