@@ -81,6 +81,10 @@ class _HeaderTooLarge(Exception):
     pass
 
 
+class _UnsupportedCoding(Exception):
+    pass
+
+
 class DownstreamConnection(asyncio.Protocol):
     def __init__(self, ctx: HttpContext) -> None:
         self.ctx = ctx
@@ -214,6 +218,10 @@ class DownstreamConnection(asyncio.Protocol):
             stream.headers.append((name, value))
             stream.has_body = value != b"0"
         elif kind == _TE:
+            # llhttp insists on "chunked" last; any other coding would be lost when this hop
+            # re-frames the body, so refuse it (RFC 9112 §6.1: 501 for an unknown coding).
+            if value.strip().lower() != b"chunked":
+                raise _UnsupportedCoding
             stream.chunked = True
             stream.has_body = True
         elif kind == _UPGRADE:
@@ -296,6 +304,8 @@ class DownstreamConnection(asyncio.Protocol):
         cause = exc.__context__
         if isinstance(cause, _HeaderTooLarge):
             return self._reject(431, b"request header block too large")
+        if isinstance(cause, _UnsupportedCoding):
+            return self._reject(501, b"transfer codings other than chunked are not supported")
         if cause is not None and not isinstance(cause, httptools.HttpParserError):
             # A bug of ours inside a parser callback: say so loudly, answer 500, keep serving.
             log.error("internal error while handling a request from %s", self.peer_label, exc_info=cause)

@@ -315,3 +315,15 @@ async def test_arbitrary_bytes_never_break_the_proxy(fuzz_target: Proxy, data: b
                 assert resp.get("connection") == "close" and ending != "quiet"
     [good] = await wire.exchange(fuzz_target.port(), wire.request("GET", "/echo/good"))
     assert good.status == 200
+
+
+async def test_transfer_coding_other_than_chunked_is_refused_with_501() -> None:
+    # "gzip, chunked" passes llhttp (chunked is last) but this hop re-frames bodies, so the gzip
+    # coding would be silently lost: the proxy must refuse it instead (RFC 9112 §6.1).
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    async with counting_upstream() as (up, heads), proxy_to(up) as proxy:
+        data, ending = await send_raw(proxy.port(), raw)
+        responses = await parse_responses(data)
+        assert [r.status for r in responses] == [501]
+        assert ending == "eof"
+        assert heads == []
