@@ -76,6 +76,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         for e, c in ctx.at("load_assignment").each("endpoints", msg.load_assignment.endpoints)
     )
     idle_timeout, max_requests = _http_protocol_options(msg, ctx)
+    max_idle = _max_connections(msg)
     if discovery is None or not ctx.clean_since(mark):
         return None
     return Cluster(
@@ -86,8 +87,21 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         dns_refresh_rate=dns_refresh_rate,
         idle_timeout=idle_timeout,
         max_requests_per_connection=max_requests,
+        max_idle_connections=max_idle,
         buffer_limit=wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
     )
+
+
+def _max_connections(msg: cluster_pb2.Cluster) -> int:
+    """The DEFAULT-priority ``circuit_breakers`` ``max_connections`` (Envoy's default: 1024).
+
+    Today it bounds the idle connections pooled per endpoint; the upstream-policy issue
+    enforces it (and the other thresholds) as admission limits.
+    """
+    for threshold in msg.circuit_breakers.thresholds:
+        if threshold.priority == 0 and threshold.HasField("max_connections"):
+            return max(1, threshold.max_connections.value)
+    return 1024
 
 
 def _locality_endpoints(msg: ec.LocalityLbEndpoints, ctx: Ctx, require_ip: str | None) -> LocalityLbEndpoints:

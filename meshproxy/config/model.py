@@ -274,8 +274,9 @@ class Cluster:
     idle_timeout: float = 3600.0
     # common_http_protocol_options.max_requests_per_connection; 0 = unlimited.
     max_requests_per_connection: int = 0
-    # Bound on idle pooled connections kept per endpoint.
-    max_idle_connections: int = 64
+    # Bound on idle pooled connections kept per endpoint: circuit_breakers' DEFAULT
+    # max_connections (Envoy's default 1024).
+    max_idle_connections: int = 1024
     buffer_limit: int = 1024 * 1024
 
 

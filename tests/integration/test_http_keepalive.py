@@ -58,9 +58,10 @@ def _gate(expected: int) -> Handler:
 
 async def test_idle_pool_keeps_at_most_the_bound_per_endpoint() -> None:
     # 72 requests held in flight at once need 72 upstream connections; once they are idle,
-    # the pool keeps 64 (Cluster.max_idle_connections) and closes the rest.
+    # the pool keeps 64 (circuit_breakers max_connections bounds it) and closes the rest.
     concurrent = 72
-    async with raw_upstream(_gate(concurrent)) as up, proxy_to(up) as proxy:
+    breakers = {"circuit_breakers": {"thresholds": [{"max_connections": 64}]}}
+    async with raw_upstream(_gate(concurrent)) as up, proxy_to(up, cluster_extra=breakers) as proxy:
         limits = httpx.Limits(max_connections=concurrent, max_keepalive_connections=concurrent)
         async with httpx.AsyncClient(limits=limits, timeout=20) as client:
             responses = await asyncio.gather(*(client.get(proxy.url(f"/{i}")) for i in range(concurrent)))

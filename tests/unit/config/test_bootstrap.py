@@ -87,7 +87,7 @@ def test_unknown_fields_are_ignored_at_every_level(doc: dict[str, Any]) -> None:
     doc["static_resources"]["listeners"][0]["made_up"] = True
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"] = {"retry_on": "5xx"}
-    doc["static_resources"]["clusters"][0]["circuit_breakers"] = {"thresholds": [{"max_connections": 1}]}
+    doc["static_resources"]["clusters"][0]["outlier_detection"] = {"consecutive_5xx": 3}
     assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
 
 
@@ -248,3 +248,12 @@ def test_lazy_entry_points() -> None:
     assert meshproxy.config.load_bootstrap is load_bootstrap
     with pytest.raises(AttributeError):
         _ = meshproxy.config.nothing_here  # type: ignore[attr-defined]
+
+
+def test_default_priority_max_connections_bounds_the_idle_pool(doc: dict[str, Any]) -> None:
+    cluster = doc["static_resources"]["clusters"][0]
+    assert parse_bootstrap(json.dumps(doc)).clusters[0].max_idle_connections == 1024
+    cluster["circuit_breakers"] = {
+        "thresholds": [{"priority": "HIGH", "max_connections": 5}, {"max_connections": 64}]
+    }
+    assert parse_bootstrap(json.dumps(doc)).clusters[0].max_idle_connections == 64
