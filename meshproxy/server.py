@@ -114,7 +114,7 @@ class Server:
         self.ready = False
         self.store.server["live"] = 0
         for lr in self.listeners.values():
-            lr.stop_accepting()
+            lr.close()
             for conn in list(lr.connections):
                 conn.abort()
         self.admin.close()

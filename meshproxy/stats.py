@@ -22,20 +22,23 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 
 
 class Histogram:
-    """A fixed-bucket histogram; ``observe`` is one bisect and three additions."""
+    """A fixed-bucket histogram; ``observe`` is one bisect and two additions (the total count
+    is the sum of the buckets, computed at scrape time)."""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS_MS) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
-        self.count = 0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
-        self.count += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []

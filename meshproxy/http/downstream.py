@@ -21,13 +21,14 @@ import httptools
 
 from meshproxy.config.model import HttpConnectionManager
 from meshproxy.http import codec
-from meshproxy.http.stream import PAUSE_PIPELINE, Stream
+from meshproxy.http.stream import PAUSE_PIPELINE, RequestIds, Stream
 from meshproxy.stats import HttpStats
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
+    from meshproxy.http.stream import RoutePlan
     from meshproxy.listener.runtime import ListenerRuntime
-    from meshproxy.router.table import RouteTable
+    from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.http")
@@ -54,7 +55,18 @@ _SPECIAL = {
 class HttpContext:
     """What every connection of one http_connection_manager filter chain shares (per snapshot)."""
 
-    __slots__ = ("access_log", "clusters", "config", "listener", "rng", "routes", "scheme", "stats")
+    __slots__ = (
+        "access_log",
+        "clusters",
+        "config",
+        "listener",
+        "plans",
+        "request_ids",
+        "rng",
+        "routes",
+        "scheme",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -75,6 +87,9 @@ class HttpContext:
         self.access_log = access_log
         self.rng = rng
         self.scheme = scheme
+        # RoutePlan per route decision, built on first use; bounded by the routes configured.
+        self.plans: dict[RouteDecision, RoutePlan] = {}
+        self.request_ids = RequestIds(rng)
 
 
 class _HeaderTooLarge(Exception):
@@ -220,7 +235,9 @@ class DownstreamConnection(asyncio.Protocol):
         elif kind == _TE:
             # llhttp insists on "chunked" last; any other coding would be lost when this hop
             # re-frames the body, so refuse it (RFC 9112 §6.1: 501 for an unknown coding).
-            if value.strip().lower() != b"chunked":
+            # (Chunked not last is llhttp's to refuse with 400, as RFC 9112 §6.3 requires.)
+            codings = value.strip().lower()
+            if codings != b"chunked" and codings.endswith(b"chunked"):
                 raise _UnsupportedCoding
             stream.chunked = True
             stream.has_body = True
@@ -251,11 +268,6 @@ class DownstreamConnection(asyncio.Protocol):
         stream.keep_alive = parser.should_keep_alive()
         if stream.upgrade is not None and not parser.should_upgrade():
             stream.upgrade = None
-        if stream.user_agent is None:
-            for n, v in stream.headers:
-                if n == b"user-agent":
-                    stream.user_agent = v
-                    break
         if stream is self.active:
             stream.begin()
 

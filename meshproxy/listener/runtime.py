@@ -13,17 +13,22 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, Protocol
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, TcpProxy
 from meshproxy.http.downstream import DownstreamConnection, HttpContext
+from meshproxy.http.stream import Stream
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
 from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.listener")
+
+# Period of the deadline tick that enforces route timeouts of a second or more.
+DEADLINE_TICK = 0.1
 
 # Seconds an idle connection is given, once a drain starts, for a request already on the wire.
 DRAIN_IDLE_GRACE = 0.2
@@ -113,6 +118,9 @@ class ListenerRuntime:
         self.contexts: dict[int, HttpContext | TcpContext] = {}
         self._drained: asyncio.Event | None = None
         self._bound: tuple[str, int] | None = None
+        # Streams whose route timeout is kept coarsely (see Stream._arm_timer).
+        self.deadlines: set[Stream] = set()
+        self._ticker: asyncio.Task[None] | None = None
         self.update(config)
 
     def update(self, config: Listener) -> None:
@@ -155,6 +163,23 @@ class ListenerRuntime:
             self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
         )
         log.info("listener %s on %s:%d", self.name, *self.bound_address())
+        self._ticker = loop.create_task(self._deadline_tick())
+
+    async def _deadline_tick(self) -> None:
+        while True:
+            await asyncio.sleep(DEADLINE_TICK)
+            if self.deadlines:
+                now = monotonic()
+                for stream in [s for s in self.deadlines if s.deadline <= now]:
+                    self.deadlines.discard(stream)
+                    stream.deadline_passed()
+
+    def close(self) -> None:
+        """Stop accepting and stop the deadline tick (the process is going away)."""
+        self.stop_accepting()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     def bound_address(self) -> tuple[str, int]:
         """The address actually bound (port 0 resolved); still known after the socket closed."""

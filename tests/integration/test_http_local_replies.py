@@ -205,3 +205,18 @@ async def test_connection_stays_open_after_local_replies(tmp_path: pathlib.Path)
             if resp.get("connection") == "close":
                 break
     assert got == [(path, status, None) for path, status in expected]
+
+
+async def test_long_route_timeout_is_kept_by_the_deadline_tick() -> None:
+    # Timeouts of a second or more are not event-loop timers but entries in the listener's
+    # deadline set, checked every DEADLINE_TICK: the 504 must still come, and not much late.
+    async with raw_upstream(_silent) as silent:
+        doc = bootstrap([http_listener([route("/", "silent", timeout="1s")])], [cluster("silent", silent)])
+        async with running_proxy(doc) as proxy:
+            started = time.monotonic()
+            resp, _ = await wire.exchange(proxy.port(), wire.request("GET", "/"))
+            elapsed = time.monotonic() - started
+            assert resp.status == 504
+            assert 1.0 <= elapsed < 2.0, elapsed  # fired, and by the tick rather than never
+            assert proxy.server.listeners["http"].deadlines == set()
+            assert proxy.cluster_stats("silent").upstream_rq_timeout == 1
