@@ -9,8 +9,9 @@ as an argument.
 from __future__ import annotations
 
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.decision import RouteDecision
 from meshproxy.router.headers import MutationLevel, apply_mutations, compile_mutations
-from meshproxy.router.table import CompiledVirtualHost, RouteDecision, RouteTable
+from meshproxy.router.table import CompiledVirtualHost, RouteTable
 
 __all__ = [
     "CompiledVirtualHost",

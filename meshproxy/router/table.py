@@ -1,11 +1,11 @@
 """The route table: one RouteConfiguration compiled for the per-request lookup.
 
-Owns virtual-host selection by authority and first-match route selection, and the
-``RouteDecision`` handed to the data plane. Everything is compiled in ``RouteTable.__init__``;
-``route()`` only slices bytes, probes dicts and calls precompiled closures, and returns a
-``RouteDecision`` built at construction (no allocation per request when no header or query
-matcher is involved). The one thing that changes after construction is a bounded memo of
-authority -> virtual host. Must not import asyncio, sockets or protobuf.
+Owns virtual-host selection by authority and first-match route selection. Everything is
+compiled in ``RouteTable.__init__``; ``route()`` only slices bytes, probes dicts and calls
+precompiled closures, and returns a ``RouteDecision`` (``decision.py``) built at
+construction (no allocation per request when no header or query matcher is involved). The one
+thing that changes after construction is a bounded memo of authority -> virtual host.
+Must not import asyncio, sockets or protobuf.
 
 Virtual host selection (Envoy's ``VirtualHost.domains`` search order): exact domain, then
 suffix wildcards ``*.foo.com`` / ``*-bar.foo.com`` (longest suffix first), then prefix
@@ -30,15 +30,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from meshproxy.config.model import (
-    HeaderMutations,
-    Route,
-    RouteAction,
-    RouteConfiguration,
-    VirtualHost,
-    WeightedCluster,
-)
-from meshproxy.router.headers import MutationLevel, compile_mutations
+from meshproxy.config.model import Route, RouteConfiguration, VirtualHost
+from meshproxy.router.decision import RouteDecision, build_decision
 from meshproxy.router.match import (
     IndexPredicate,
     compile_header_matcher,
@@ -49,59 +42,13 @@ from meshproxy.router.match import (
     strip_port,
 )
 
-Levels = tuple[MutationLevel, ...]
+__all__ = ["CompiledVirtualHost", "RouteDecision", "RouteTable"]
 
 # Path match kinds, most common first in ``RouteTable.route``'s branch chain.
 _PREFIX, _ANY, _EXACT, _SEPARATED, _PREFIX_NOCASE, _EXACT_NOCASE, _SEPARATED_NOCASE, _REGEX = range(8)
 _SLASH = 0x2F
 _MEMO_LIMIT = 1024
 _NEVER = re.compile(r"(?!)")  # stands in for the pattern of a route that is not a regex one
-
-
-class RouteDecision:
-    """What the router decided: the virtual host, the route (None: no route matched, a 404),
-    and the header mutations that apply. One instance per route, shared by every request that
-    takes it: treat it as read-only.
-    """
-
-    __slots__ = ("_clusters", "request_mutations", "response_mutations", "route", "vhost")
-
-    def __init__(
-        self,
-        vhost: VirtualHost,
-        route: Route | None,
-        request_mutations: Levels = (),
-        response_mutations: Levels = (),
-        clusters: tuple[tuple[WeightedCluster, Levels, Levels], ...] = (),
-    ) -> None:
-        self.vhost = vhost
-        self.route = route
-        # Route, virtual host, route configuration levels, most specific first.
-        self.request_mutations = request_mutations
-        self.response_mutations = response_mutations
-        self._clusters = clusters
-
-    def request_mutations_for(self, cluster: WeightedCluster | None) -> Levels:
-        """The request levels to apply when ``pick_cluster`` returned ``cluster``."""
-        if cluster is None:
-            return self.request_mutations
-        return self._levels_for(cluster)[1]
-
-    def response_mutations_for(self, cluster: WeightedCluster | None) -> Levels:
-        """The response levels to apply when ``pick_cluster`` returned ``cluster``."""
-        if cluster is None:
-            return self.response_mutations
-        return self._levels_for(cluster)[2]
-
-    def _levels_for(self, cluster: WeightedCluster) -> tuple[WeightedCluster, Levels, Levels]:
-        for entry in self._clusters:
-            if entry[0] is cluster:
-                return entry
-        raise ValueError(f"weighted cluster {cluster.name!r} is not one of this route's")
-
-    def __repr__(self) -> str:
-        route = None if self.route is None else self.route.name
-        return f"RouteDecision(vhost={self.vhost.name!r}, route={route!r})"
 
 
 class CompiledRoute:
@@ -153,27 +100,9 @@ class CompiledVirtualHost:
     def __init__(self, vhost: VirtualHost, config: RouteConfiguration) -> None:
         self.vhost = vhost
         self.no_route = RouteDecision(vhost, None)
-        self.routes = tuple(CompiledRoute(r, _decision(config, vhost, r)) for r in vhost.routes)
+        self.routes = tuple(CompiledRoute(r, build_decision(config, vhost, r)) for r in vhost.routes)
         # Only these headers are indexed for matching, and only when a route needs them.
         self.header_names = frozenset(h.name.encode() for r in vhost.routes for h in r.match.headers)
-
-
-def _decision(config: RouteConfiguration, vhost: VirtualHost, route: Route) -> RouteDecision:
-    req = _levels(route.request_headers, vhost.request_headers, config.request_headers)
-    resp = _levels(route.response_headers, vhost.response_headers, config.response_headers)
-    action = route.action
-    clusters: tuple[tuple[WeightedCluster, Levels, Levels], ...] = ()
-    if isinstance(action, RouteAction):
-        clusters = tuple(
-            (wc, _levels(wc.request_headers) + req, _levels(wc.response_headers) + resp)
-            for wc in action.weighted_clusters
-        )
-    return RouteDecision(vhost, route, req, resp, clusters)
-
-
-def _levels(*mutations: HeaderMutations) -> Levels:
-    compiled = (compile_mutations(m) for m in mutations)
-    return tuple(level for level in compiled if level is not None)
 
 
 class RouteTable:
