@@ -7,7 +7,6 @@ the request path only joins. Must not import asyncio.
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 
 # RFC 9110 §7.6.1: removed by every proxy hop; plus the names a Connection header lists.
@@ -69,62 +68,3 @@ def local_reply(
     if body and not head_only:
         parts.append(body)
     return b"".join(parts)
-
-
-# Response header names the proxy must act on; every other header line is relayed verbatim.
-# llhttp (strict) guarantees CRLF line ends and no whitespace before the colon.
-_RESPONSE_SPECIAL = re.compile(
-    rb"^(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade):",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-class ResponseHead:
-    """What the proxy needs to know of an upstream response's header block.
-
-    ``block`` is the header lines as received (each ending in CRLF), already without the
-    hop-by-hop fields; in the common case (no hop-by-hop field at all) it is a slice of the
-    bytes read, found by one regex scan in C instead of a Python call per header.
-    """
-
-    __slots__ = ("block", "chunked", "content_length")
-
-    def __init__(self, block: bytes) -> None:
-        self.content_length = False
-        self.chunked = False
-        hop = False
-        for m in _RESPONSE_SPECIAL.finditer(block):
-            name = m.group(1).lower()
-            if name == b"content-length":
-                self.content_length = True
-            else:
-                hop = True
-                if name == b"transfer-encoding":
-                    self.chunked = True
-        self.block = _drop_hop_by_hop(block) if hop else block
-
-
-def header_lines(block: bytes) -> list[tuple[bytes, bytes]]:
-    """``Name: value`` CRLF lines as (lower-case name, value) pairs."""
-    out = []
-    for line in block.split(b"\r\n"):
-        if line:
-            name, _, value = line.partition(b":")
-            out.append((name.lower(), value.strip(b" \t")))
-    return out
-
-
-def join_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts: list[bytes] = []
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    return b"".join(parts)
-
-
-def _drop_hop_by_hop(block: bytes) -> bytes:
-    headers = header_lines(block)
-    named = set(HOP_BY_HOP)
-    for name, value in headers:
-        if name == b"connection":  # RFC 9110 §7.6.1: the fields it names are hop-by-hop too
-            named.update(t.strip().lower() for t in value.split(b","))
-    return join_lines([(n, v) for n, v in headers if n not in named])

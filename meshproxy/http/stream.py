@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
 
     from meshproxy.config.model import WeightedCluster
-    from meshproxy.http.codec import ResponseHead
     from meshproxy.http.downstream import DownstreamConnection, HttpContext
     from meshproxy.http.upstream import UpstreamConnection
     from meshproxy.router.table import RouteDecision
@@ -123,6 +122,8 @@ class Stream:
         "request_id",
         "resp_chunk_down",
         "resp_close_delimited",
+        "resp_content_length",
+        "resp_headers",
         "response_complete",
         "response_started",
         "retried",
@@ -152,6 +153,7 @@ class Stream:
         self.start = now
         self.headers: list[tuple[bytes, bytes]] = []
         self.out: list[bytes] = []
+        self.resp_headers: list[tuple[bytes, bytes]] = []
         self.wall_start = 0.0
         self.url = b""
         self.method = b""
@@ -182,6 +184,7 @@ class Stream:
         self.request_head = b""
         self.pending: list[bytes] | None = None
         self.pending_size = 0
+        self.resp_content_length = False
         self.resp_chunk_down = False
         self.resp_close_delimited = False
         self.status = 0
@@ -498,46 +501,42 @@ class Stream:
 
     # ================================================================== response side
 
-    def response_headers(self, status: int, head: ResponseHead, upstream_keep_alive: bool) -> None:
+    def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
         self.status = status
         self.response_started = True
-        block = head.block
+        headers = self.resp_headers
         weighted = self.weighted
         if weighted is None:
             levels = self.plan.response_levels  # type: ignore[union-attr]
         else:
             levels = self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]
         if levels:
-            headers = codec.header_lines(block)
             apply_mutations(headers, *levels)
-            block = codec.join_lines(headers)
-        line = codec.STATUS_LINES.get(status) or codec.status_line(status)
+        no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
+        framed = self.resp_content_length or no_body
+        if not upstream_keep_alive and not framed and not self.resp_chunk_down:
+            self.resp_close_delimited = True
+        parts = [codec.status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
         if status == 101:
-            self.out.append(
-                b"%b%bconnection: upgrade\r\nupgrade: %b\r\n\r\n" % (line, block, self.upgrade or b"")
-            )
-            return
-        framed = head.content_length or status in codec.NO_BODY_STATUS or self.method == b"HEAD"
-        extra = b""
-        if not framed:
-            if not upstream_keep_alive and not head.chunked:
-                self.resp_close_delimited = True
-            if self.http10:
+            parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade or b"", b"\r\n")
+        else:
+            if not framed:
+                if self.http10:
+                    self.keep_alive = False
+                    self.resp_chunk_down = False
+                else:
+                    self.resp_chunk_down = True
+                    parts.append(b"transfer-encoding: chunked\r\n")
+            if self._body_unread() or self.conn.listener.draining or self.upgrade is not None:
                 self.keep_alive = False
-            else:
-                self.resp_chunk_down = True
-                extra = b"transfer-encoding: chunked\r\n"
-        if self.keep_alive and (
-            (self.has_body and not self.request_complete)
-            or self.conn.listener.draining
-            or self.upgrade is not None
-        ):
-            self.keep_alive = False
-        if not self.keep_alive:
-            extra += b"connection: close\r\n"
-        elif self.http10:
-            extra += b"connection: keep-alive\r\n"
-        self.out.append(line + block + extra + b"\r\n")
+            if not self.keep_alive:
+                parts.append(b"connection: close\r\n")
+            elif self.http10:
+                parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.out.append(b"".join(parts))
 
     def response_body(self, data: bytes) -> None:
         self.tx_bytes += len(data)

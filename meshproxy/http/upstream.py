@@ -14,11 +14,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from meshproxy.http.codec import ResponseHead
+from meshproxy.http.codec import HOP_BY_HOP
 from meshproxy.http.stream import PAUSE_UPSTREAM_FULL
-
-# Bound on an upstream response's header block (Envoy's default max_response_headers_kb: 60).
-MAX_RESPONSE_HEAD = 60 * 1024
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
@@ -40,12 +37,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.fresh_parser_needed = False
         self.reusable_after_response = False
         self.held: list[bytes] | None = None  # tunnel bytes waiting for the 101
-        # The response head being read: bytes of an incomplete head kept between reads
-        # (bounded by MAX_RESPONSE_HEAD), and the buffer llhttp is parsing with our position in it.
-        self.head_pending = False
-        self.head_buf = b""
-        self.scan = b""
-        self.scan_pos = 0
+        self.connection_named: list[bytes] = []
 
     # ------------------------------------------------------------------ pool interface
 
@@ -55,8 +47,6 @@ class UpstreamConnection(asyncio.Protocol):
     def bind(self, stream: Stream) -> None:
         self.stream = stream
         self.requests += 1
-        self.head_pending = True
-        self.head_buf = b""
         self.reusable_after_response = False
         if self.fresh_parser_needed:
             self.parser = httptools.HttpResponseParser(self)
@@ -101,10 +91,6 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection are a protocol violation: never reuse it.
             self.close()
             return
-        pending = self.head_pending
-        if pending:
-            self.scan = self.head_buf + data if self.head_buf else data
-            self.scan_pos = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -115,13 +101,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             stream.upstream_protocol_error(str(exc) or "malformed response")
             return
-        if pending and self.head_pending:
-            rest = self.scan[self.scan_pos :]
-            if len(rest) > MAX_RESPONSE_HEAD:
-                self.close()
-                stream.upstream_protocol_error("response header block too large")
-                return
-            self.head_buf = rest
         stream = self.stream
         if stream is not None:
             stream.flush()
@@ -155,30 +134,43 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ parser callbacks
 
-    # No on_header: httptools then skips per-header callbacks, and the header block is taken
-    # from the bytes read (``codec.ResponseHead``), which costs one regex scan in C.
+    def on_header(self, name: bytes, value: bytes) -> None:
+        stream = self.stream
+        if stream is None or stream.response_started:
+            return  # trailers of a chunked response: not relayed over HTTP/1.1
+        name = name.lower()
+        if name in HOP_BY_HOP:
+            if name == b"transfer-encoding":
+                stream.resp_chunk_down = True
+            elif name == b"connection":
+                named = [t.strip().lower() for t in value.split(b",")]
+                self.connection_named.extend(t for t in named if t not in (b"close", b"keep-alive", b""))
+            return
+        if name == b"content-length":
+            stream.resp_content_length = True
+        stream.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         stream = self.stream
         if stream is None:
             return
-        scan, pos = self.scan, self.scan_pos
-        end = scan.find(b"\r\n\r\n", pos)
-        first = scan.find(b"\r\n", pos)
-        block = scan[first + 2 : end + 2] if first < end else b""
-        self.scan_pos = end + 4
         status = self.parser.get_status_code()
+        if self.connection_named:
+            # RFC 9110 §7.6.1: the fields a Connection header names are hop-by-hop too.
+            named = self.connection_named
+            stream.resp_headers = [h for h in stream.resp_headers if h[0] not in named]
+            self.connection_named = []
         if 100 <= status < 200 and status != 101:
-            return  # an interim response (100, 103): dropped; the final one follows
-        self.head_pending = False
-        self.head_buf = b""
-        self.scan = b""
-        keep_alive = self.parser.should_keep_alive()
-        stream.response_headers(status, ResponseHead(block), keep_alive)
+            # An interim response (100, 103): dropped; the final one follows.
+            stream.resp_headers.clear()
+            stream.resp_content_length = False
+            stream.resp_chunk_down = False
+            return
+        stream.response_headers(status, self.parser.should_keep_alive())
         if stream.method == b"HEAD" and status != 101:
             # llhttp cannot know a HEAD response has no body: end it here, parse afresh next time.
             self.fresh_parser_needed = True
-            self.reusable_after_response = keep_alive
+            self.reusable_after_response = self.parser.should_keep_alive()
             stream.response_end()
 
     def on_body(self, body: bytes) -> None:
