@@ -68,3 +68,20 @@ def local_reply(
     if body and not head_only:
         parts.append(body)
     return b"".join(parts)
+
+
+def header_lines(block: bytes) -> list[tuple[bytes, bytes]]:
+    """``Name: value`` CRLF lines as (lower-case name, value) pairs."""
+    out = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name.lower(), value.strip(b" \t")))
+    return out
+
+
+def join_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    parts: list[bytes] = []
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)

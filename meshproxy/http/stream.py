@@ -123,7 +123,7 @@ class Stream:
         "resp_chunk_down",
         "resp_close_delimited",
         "resp_content_length",
-        "resp_headers",
+        "resp_lines",
         "response_complete",
         "response_started",
         "retried",
@@ -153,7 +153,7 @@ class Stream:
         self.start = now
         self.headers: list[tuple[bytes, bytes]] = []
         self.out: list[bytes] = []
-        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_lines: list[bytes] = []  # response header lines, CRLF-terminated
         self.wall_start = 0.0
         self.url = b""
         self.method = b""
@@ -504,21 +504,21 @@ class Stream:
     def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
         self.status = status
         self.response_started = True
-        headers = self.resp_headers
+        lines = self.resp_lines
         weighted = self.weighted
         if weighted is None:
             levels = self.plan.response_levels  # type: ignore[union-attr]
         else:
             levels = self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]
         if levels:
+            headers = codec.header_lines(b"".join(lines))
             apply_mutations(headers, *levels)
+            lines = [codec.join_lines(headers)]
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         framed = self.resp_content_length or no_body
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
             self.resp_close_delimited = True
-        parts = [codec.status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        parts = [codec.STATUS_LINES.get(status) or codec.status_line(status), *lines]
         if status == 101:
             parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade or b"", b"\r\n")
         else:

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from meshproxy.http import codec
 from meshproxy.http.codec import HOP_BY_HOP
 from meshproxy.http.stream import PAUSE_UPSTREAM_FULL
+
+_SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
@@ -138,17 +141,20 @@ class UpstreamConnection(asyncio.Protocol):
         stream = self.stream
         if stream is None or stream.response_started:
             return  # trailers of a chunked response: not relayed over HTTP/1.1
-        name = name.lower()
-        if name in HOP_BY_HOP:
-            if name == b"transfer-encoding":
-                stream.resp_chunk_down = True
-            elif name == b"connection":
-                named = [t.strip().lower() for t in value.split(b",")]
-                self.connection_named.extend(t for t in named if t not in (b"close", b"keep-alive", b""))
-            return
-        if name == b"content-length":
-            stream.resp_content_length = True
-        stream.resp_headers.append((name, value))
+        # Only names as long as a hop-by-hop one or content-length need a closer look; every
+        # other header becomes its output line at once, its name's case kept as received.
+        if len(name) in _SPECIAL_LENGTHS:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == b"transfer-encoding":
+                    stream.resp_chunk_down = True
+                elif lname == b"connection":
+                    named = [t.strip().lower() for t in value.split(b",")]
+                    self.connection_named.extend(t for t in named if t not in (b"close", b"keep-alive", b""))
+                return
+            if lname == b"content-length":
+                stream.resp_content_length = True
+        stream.resp_lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         stream = self.stream
@@ -158,11 +164,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.connection_named:
             # RFC 9110 §7.6.1: the fields a Connection header names are hop-by-hop too.
             named = self.connection_named
-            stream.resp_headers = [h for h in stream.resp_headers if h[0] not in named]
+            kept = [h for h in codec.header_lines(b"".join(stream.resp_lines)) if h[0] not in named]
+            stream.resp_lines = [codec.join_lines(kept)]
             self.connection_named = []
         if 100 <= status < 200 and status != 101:
             # An interim response (100, 103): dropped; the final one follows.
-            stream.resp_headers.clear()
+            stream.resp_lines.clear()
             stream.resp_content_length = False
             stream.resp_chunk_down = False
             return
