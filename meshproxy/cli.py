@@ -13,8 +13,12 @@ import gc
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from meshproxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meshproxy.config.model import Config
 
 GC_GEN0_THRESHOLD = 10_000
 
@@ -42,15 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from meshproxy.config.bootstrap import load_bootstrap
-
     if args.command == "validate":
-        try:
-            config = load_bootstrap(args.config)
-        except ConfigError as exc:
-            print(f"{args.config}: invalid ({len(exc.problems)} problem(s))", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
+        config = _load(args.config, "invalid")
+        if config is None:
             return 1
         print(f"{args.config}: OK ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
         return 0
@@ -63,12 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.concurrency != 1:
         print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
         return 2
-    try:
-        config = load_bootstrap(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: invalid configuration, not starting:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    config = _load(args.config, "invalid configuration, not starting")
+    if config is None:
         return 1
     loop = new_event_loop()
     try:
@@ -77,10 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.close()
 
 
-async def _run(config: object) -> int:
+def _load(path: str, verdict: str) -> Config | None:
+    """The compiled bootstrap, or None after printing every problem with its field path."""
+    from meshproxy.config.bootstrap import load_bootstrap
+
+    try:
+        return load_bootstrap(path)
+    except ConfigError as exc:
+        print(f"{path}: {verdict} ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+async def _run(config: Config) -> int:
     from meshproxy.server import Server
 
-    server = Server(config)  # type: ignore[arg-type]
+    server = Server(config)
     try:
         await server.start()
     except OSError as exc:

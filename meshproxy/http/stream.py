@@ -329,12 +329,7 @@ class Stream:
             self.body_sent = True
             up.transport.write(codec.chunk(data) if self.chunked else data)
         elif not self.finished:
-            if self.pending is None:
-                self.pending = []
-            self.pending.append(data)
-            self.pending_size += len(data)
-            if self.pending_size > self.conn.buffer_limit:
-                self.conn.pause(PAUSE_PENDING_FULL)
+            self._hold(data)
 
     def request_end(self) -> None:
         self.request_complete = True
@@ -361,12 +356,16 @@ class Stream:
         if self.tunnel and up is not None:
             up.transport.write(data)
         else:
-            if self.pending is None:
-                self.pending = []
-            self.pending.append(data)
-            self.pending_size += len(data)
-            if self.pending_size > self.conn.buffer_limit:
-                self.conn.pause(PAUSE_PENDING_FULL)
+            self._hold(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep request bytes until the upstream is ready; past the buffer limit, stop reading."""
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > self.conn.buffer_limit:
+            self.conn.pause(PAUSE_PENDING_FULL)
 
     def _arm_timer(self) -> None:
         # Envoy's route timeout starts when the downstream request is complete. A timeout of

@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import wire
 from .harness import Proxy, bootstrap, cluster, eventually, free_port, running_proxy, tcp_listener
 from .upstreams import raw_upstream, tcp_echo_upstream
 
@@ -28,15 +29,10 @@ async def tcp_proxy_to(*ports: int, **tcp: Any) -> AsyncIterator[Proxy]:
         yield proxy
 
 
-@contextlib.asynccontextmanager
-async def connect(proxy: Proxy) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port("tcp"))
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+def connect(
+    proxy: Proxy,
+) -> contextlib.AbstractAsyncContextManager[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return wire.connect(proxy.port("tcp"))
 
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:

@@ -8,9 +8,7 @@ and a light host can repeat when it is the heaviest, so neither is claimed.
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import os
 from collections import Counter
 from collections.abc import Sequence
 from types import ModuleType
@@ -21,34 +19,6 @@ from hypothesis import strategies as st
 
 from meshproxy.upstream.lb import _round_robin_py
 from meshproxy.upstream.lb._round_robin_py import MAX_WEIGHT
-
-BASE = "meshproxy.upstream.lb._round_robin"
-
-
-@pytest.fixture(params=["c", "py"], scope="module")
-def round_robin(request: pytest.FixtureRequest) -> ModuleType:
-    """The compiled or the Python twin; see tests/unit/upstream/lb/conftest.py for the rule."""
-    return _import_twin(request.param)
-
-
-@pytest.fixture(scope="module")
-def compiled() -> ModuleType:
-    return _import_twin("c")
-
-
-def _import_twin(kind: str) -> ModuleType:
-    # Mirrors tests/unit/upstream/lb/conftest.py: missing C skips, or fails under CI's
-    # MESHPROXY_REQUIRE_EXTENSIONS.
-    name = f"{BASE}_{kind}"
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if kind != "c":
-            raise
-        message = f"{name} was not built ({exc})"
-        if os.environ.get("MESHPROXY_REQUIRE_EXTENSIONS"):
-            pytest.fail(message + " and MESHPROXY_REQUIRE_EXTENSIONS is set", pytrace=False)
-        pytest.skip(message)
 
 
 def reference(weights: Sequence[int], offset: int, count: int) -> list[int]:
@@ -121,9 +91,9 @@ def test_no_repeat_while_another_host_is_as_heavy(
     offset=offsets,
 )
 def test_compiled_and_python_sequences_identical(
-    compiled: ModuleType, weights: list[int], offset: int
+    round_robin_c: ModuleType, weights: list[int], offset: int
 ) -> None:
-    c = compiled.RoundRobin(weights, offset)
+    c = round_robin_c.RoundRobin(weights, offset)
     py = _round_robin_py.RoundRobin(weights, offset)
     assert len(c) == len(py)
     if not weights:
