@@ -18,3 +18,11 @@ class ConfigError(MeshproxyError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems) if self.problems else "invalid configuration")
+
+
+class IdentityError(MeshproxyError):
+    """A SPIFFE ID, certificate, CSR, key or trust bundle was rejected.
+
+    The message names the value (the ID, the certificate's serial and subject, the file) and
+    which rule of the SPIFFE ID or X.509-SVID specification it breaks.
+    """

@@ -21,12 +21,13 @@ import httptools
 
 from meshproxy.config.model import HttpConnectionManager
 from meshproxy.http import codec
-from meshproxy.http.stream import PAUSE_PIPELINE, RequestIds, Stream
+from meshproxy.http.plan import RequestIds
+from meshproxy.http.stream import PAUSE_PIPELINE, Stream
 from meshproxy.stats import HttpStats
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
-    from meshproxy.http.stream import RoutePlan
+    from meshproxy.http.plan import RoutePlan
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.upstream.manager import ClusterManager

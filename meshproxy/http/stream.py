@@ -14,11 +14,15 @@ Lifecycle rules (the reason for each flag):
    completed cleanly; anything else closes it (it may hold half a message).
 3. The downstream connection is kept alive only when the request completed, the response
    completed, neither side asked to close, and the listener is not draining.
+
+It is one module of about 650 lines on purpose: the rules above bind every method, and the
+request side, the response side and the endings each read and write the same flags; split
+apart, each part would have to restate them. What does not touch those flags lives beside it
+(``plan.py``, ``logline.py``, ``codec.py``).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from bisect import bisect_left
 from time import monotonic
@@ -26,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from meshproxy.config.model import DirectResponse, Redirect, RouteAction
 from meshproxy.http import codec
+from meshproxy.http.logline import access_record
+from meshproxy.http.plan import RoutePlan
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 from meshproxy.router.headers import apply_mutations
 
@@ -45,52 +51,6 @@ PAUSE_PIPELINE = 4
 
 # Route timeouts of at least this many seconds are kept by the listener's deadline tick.
 COARSE_TIMEOUT = 1.0
-
-
-class RequestIds:
-    """``x-request-id`` values in UUID4 form: 74 random bits fixed per process, then a counter.
-
-    ``uuid.uuid4`` costs a syscall and formatting 128 fresh random bits costs about a tenth of
-    the proxy's per-request work; a random prefix plus a sequence number is just as unique
-    (the prefix is drawn when the process starts, the counter never repeats within it).
-    """
-
-    __slots__ = ("_next", "_prefix")
-
-    def __init__(self, rng: random.Random) -> None:
-        r = rng.getrandbits(74)
-        # 8-4-4-4-12 hex digits; version nibble 4, variant bits 10; the last 12 digits count.
-        self._prefix = b"%08x-%04x-4%03x-%x%03x-" % (
-            r >> 42,
-            (r >> 26) & 0xFFFF,
-            (r >> 14) & 0xFFF,
-            0x8 | ((r >> 12) & 0x3),
-            r & 0xFFF,
-        )
-        self._next = rng.getrandbits(20)  # do not start every process at 0
-
-    def next(self) -> bytes:
-        n = self._next
-        self._next = n + 1
-        return b"%b%012x" % (self._prefix, n & 0xFFFFFFFFFFFF)
-
-
-class RoutePlan:
-    """What a routed request needs from its route, precomputed once per route decision."""
-
-    __slots__ = ("cluster", "host", "request_levels", "response_levels", "rewrites", "timeout")
-
-    def __init__(self, decision: RouteDecision) -> None:
-        route = decision.route
-        assert route is not None
-        action = route.action
-        assert isinstance(action, RouteAction)
-        self.cluster = action.cluster  # None: a weighted pick per request
-        self.host = action.host_rewrite_literal.encode() if action.host_rewrite_literal else None
-        self.rewrites = bool(action.prefix_rewrite) or action.regex_rewrite is not None
-        self.timeout = action.timeout
-        self.request_levels = decision.request_mutations_for(None)
-        self.response_levels = decision.response_mutations_for(None)
 
 
 class Stream:
@@ -695,27 +655,7 @@ class Stream:
         self.conn.stream_finished(self)
 
     def _log(self, elapsed_ms: float) -> None:
-        route = self.decision.route if self.decision is not None else None
-        record = {
-            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.wall_start or time.time()))
-            + f".{int((self.wall_start % 1) * 1000):03d}Z",
-            "method": self.method.decode("latin-1"),
-            "path": self.url.decode("latin-1"),
-            "protocol": "HTTP/1.0" if self.http10 else "HTTP/1.1",
-            "authority": (self.authority or b"").decode("latin-1"),
-            "response_code": self.status,
-            "response_flags": self.flags,
-            "bytes_received": self.rx_bytes,
-            "bytes_sent": self.tx_bytes,
-            "duration_ms": round(elapsed_ms, 3),
-            "upstream_host": self.host.label if self.host is not None else None,
-            "upstream_cluster": self.cluster.config.name if self.cluster is not None else None,
-            "request_id": self.request_id.decode("latin-1") if self.request_id else None,
-            "downstream_remote_address": self.conn.peer_label,
-            "user_agent": next((v.decode("latin-1") for n, v in self.headers if n == b"user-agent"), None),
-            "route_name": route.name if route is not None and route.name else None,
-        }
-        self.ctx.access_log.log(record)  # type: ignore[union-attr]
+        self.ctx.access_log.log(access_record(self, elapsed_ms))  # type: ignore[union-attr]
 
 
 def _release_orphan(task: Task[UpstreamConnection]) -> None:

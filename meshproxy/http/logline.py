@@ -1,0 +1,37 @@
+"""The JSON access-log record of one HTTP exchange.
+
+Owns the mapping from a finished stream to the fields operators expect (Envoy's default
+format, as JSON); runs only when an access log is configured.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshproxy.http.stream import Stream
+
+
+def access_record(stream: Stream, elapsed_ms: float) -> dict[str, Any]:
+    route = stream.decision.route if stream.decision is not None else None
+    started = stream.wall_start or time.time()
+    return {
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
+        + f".{int((started % 1) * 1000):03d}Z",
+        "method": stream.method.decode("latin-1"),
+        "path": stream.url.decode("latin-1"),
+        "protocol": "HTTP/1.0" if stream.http10 else "HTTP/1.1",
+        "authority": (stream.authority or b"").decode("latin-1"),
+        "response_code": stream.status,
+        "response_flags": stream.flags,
+        "bytes_received": stream.rx_bytes,
+        "bytes_sent": stream.tx_bytes,
+        "duration_ms": round(elapsed_ms, 3),
+        "upstream_host": stream.host.label if stream.host is not None else None,
+        "upstream_cluster": stream.cluster.config.name if stream.cluster is not None else None,
+        "request_id": stream.request_id.decode("latin-1") if stream.request_id else None,
+        "downstream_remote_address": stream.conn.peer_label,
+        "user_agent": next((v.decode("latin-1") for n, v in stream.headers if n == b"user-agent"), None),
+        "route_name": route.name if route is not None and route.name else None,
+    }
