@@ -35,12 +35,12 @@ demo: $(STAMP)
 	$(PY) -m meshproxy.demo
 
 test: $(STAMP) $(APT_STAMP)
-	$(VENV)/bin/ruff check meshproxy tests benchmarks
+	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check meshproxy tests benchmarks
-	$(VENV)/bin/ruff format --check meshproxy tests benchmarks
+	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
+	$(VENV)/bin/ruff format --check meshproxy controlplane tests benchmarks
 
 bench: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks

@@ -142,6 +142,10 @@ class ListenerStats:
     """Per listener (Envoy's ``listener.<address>.*``)."""
 
     __slots__ = (
+        "ssl_connection_error",
+        "ssl_errors_by_reason",
+        "ssl_handshake",
+        "ssl_handshakes_by_group",
         "downstream_cx_active",
         "downstream_cx_destroy",
         "downstream_cx_total",
@@ -157,6 +161,11 @@ class ListenerStats:
         self.no_filter_chain_match = 0
         self.downstream_cx_rx_bytes_total = 0
         self.downstream_cx_tx_bytes_total = 0
+        self.ssl_handshake = 0
+        self.ssl_connection_error = 0
+        # Labelled counters: negotiated group -> handshakes; refusal reason -> count.
+        self.ssl_handshakes_by_group: dict[str, int] = {}
+        self.ssl_errors_by_reason: dict[str, int] = {}
 
 
 class TcpStats:
@@ -266,6 +275,14 @@ class StatsCollector(Collector):
                 h: Histogram = getattr(obj, attr)
                 fam.add_metric([key], h.cumulative(), sum_value=h.sum)
             yield fam
+        elif isinstance(first, dict):
+            # "<name>_by_<label>": one sample per key, the key as that label.
+            label2 = attr.rsplit("_by_", 1)[1]
+            fam_d = CounterMetricFamily(name, f"{scope} {attr.replace('_', ' ')}", labels=[label, label2])
+            for key, obj in entries.items():
+                for k, n in getattr(obj, attr).items():
+                    fam_d.add_metric([key, k], n)
+            yield fam_d
         elif isinstance(first, list):
             # Kept as "<name>_xx": stripping it would collide with the "<name>_total" family.
             base = name

@@ -16,7 +16,6 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from meshproxy.config.compile_common import (
-    MTLS_LATER,
     Ctx,
     duration,
     enum_name,
@@ -26,6 +25,7 @@ from meshproxy.config.compile_common import (
     unpack,
     wrapped,
 )
+from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.model import Cluster, Endpoint, HealthStatus, Locality, LocalityLbEndpoints
 
 _DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS"]] = {
@@ -61,7 +61,10 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         ctx.at(field).problem(
             "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
         )
-    reject_fields(msg, ("transport_socket", "transport_socket_matches"), ctx, MTLS_LATER)
+    reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
+    tls = None
+    if msg.HasField("transport_socket"):
+        _, tls = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=False)
     connect_timeout = duration(msg, "connect_timeout", ctx, 5.0)
     if connect_timeout <= 0:
         ctx.at("connect_timeout").problem("must be greater than 0")
@@ -88,6 +91,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         idle_timeout=idle_timeout,
         max_requests_per_connection=max_requests,
         max_idle_connections=max_idle,
+        tls=tls,
         buffer_limit=wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
     )
 

@@ -32,8 +32,6 @@ from meshproxy.config.model import (
     StringMatch,
 )
 
-MTLS_LATER = "TLS transport sockets arrive with the mTLS issue; remove it for now"
-
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 

@@ -18,7 +18,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshproxy.config.compile_common import (
-    MTLS_LATER,
     Ctx,
     access_logs,
     bind_address,
@@ -31,6 +30,7 @@ from meshproxy.config.compile_common import (
     wrapped,
 )
 from meshproxy.config.compile_route import check_weights, route_configuration
+from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.model import (
     FilterChain,
     FilterChainMatch,
@@ -138,8 +138,9 @@ def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
 def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     mark = ctx.mark()
     match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
+    tls = None
     if msg.HasField("transport_socket"):
-        ctx.at("transport_socket").problem(MTLS_LATER)
+        _, tls = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=True)
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
     for entry, c in ctx.each("filters", msg.filters):
@@ -159,7 +160,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal)
+    return FilterChain(msg.name, match, terminal, tls)
 
 
 def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from meshproxy.tls.config import TlsConfig
 
 # --------------------------------------------------------------------------- common
 
@@ -220,6 +223,8 @@ class FilterChain:
     name: str
     match: FilterChainMatch
     filter: HttpConnectionManager | TcpProxy
+    # transport_socket with a DownstreamTlsContext; None: plaintext.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +283,8 @@ class Cluster:
     # max_connections (Envoy's default 1024).
     max_idle_connections: int = 1024
     buffer_limit: int = 1024 * 1024
+    # transport_socket with an UpstreamTlsContext; None: plaintext.
+    tls: TlsConfig | None = None
 
 
 # --------------------------------------------------------------------------- bootstrap

@@ -18,11 +18,15 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 import httptools
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshproxy.config.model import HttpConnectionManager
+from meshproxy.errors import MeshproxyError
 from meshproxy.http import codec
 from meshproxy.http.plan import RequestIds
 from meshproxy.http.stream import PAUSE_PIPELINE, Stream
+from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.identity.xfcc import format_element
 from meshproxy.stats import HttpStats
 
 if TYPE_CHECKING:
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from meshproxy.http.plan import RoutePlan
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.router.table import RouteDecision, RouteTable
+    from meshproxy.tls.engine import Negotiated
     from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.http")
@@ -50,6 +55,8 @@ _SPECIAL = {
     b"x-forwarded-for": _XFF,
     b"x-forwarded-proto": _XFP,
     b"content-length": _CL,
+    # Envoy's SANITIZE(_SET): a client's own XFCC is never trusted; ours is added under mTLS.
+    b"x-forwarded-client-cert": _HOP,
 }
 
 
@@ -67,6 +74,7 @@ class HttpContext:
         "routes",
         "scheme",
         "stats",
+        "local_identity",
     )
 
     def __init__(
@@ -79,6 +87,7 @@ class HttpContext:
         access_log: AccessLogger | None,
         rng: random.Random,
         scheme: bytes = b"http",
+        local_identity: SpiffeId | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
@@ -91,6 +100,7 @@ class HttpContext:
         # RoutePlan per route decision, built on first use; bounded by the routes configured.
         self.plans: dict[RouteDecision, RoutePlan] = {}
         self.request_ids = RequestIds(rng)
+        self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
 
 
 class _HeaderTooLarge(Exception):
@@ -122,6 +132,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer_label = ""
         self.error: tuple[int, bytes] | None = None
         self.conn_named: list[bytes] = []  # header names listed in a Connection header
+        self.tls: Negotiated | None = None
+        self.xfcc: bytes | None = None  # x-forwarded-client-cert for a verified client
         self.eof = False
 
     # ------------------------------------------------------------------ transport events
@@ -133,6 +145,16 @@ class DownstreamConnection(asyncio.Protocol):
         if peer:
             self.peer_ip = peer[0].encode()
             self.peer_label = f"{peer[0]}:{peer[1]}"
+        tls: Negotiated | None = transport.get_extra_info("tls")
+        self.tls = tls
+        if tls is not None and tls.peer_chain:
+            # Envoy's SANITIZE_SET: the verified client certificate, computed once per connection.
+            peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
+            self.xfcc = format_element(
+                self.ctx.local_identity,
+                tls.peer_chain[0].public_bytes(Encoding.DER),
+                SpiffeId.parse(peer_id) if peer_id else None,
+            ).encode()
         self.listener.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -373,3 +395,14 @@ class DownstreamConnection(asyncio.Protocol):
 
     def is_idle(self) -> bool:
         return self.active is None and self.parsing is None
+
+
+def local_identity(chain_pem: bytes) -> SpiffeId | None:
+    """The SPIFFE ID of the first certificate in ``chain_pem`` (our SVID), if it has one."""
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        return SpiffeId.from_certificate(leaf)
+    except (ValueError, IndexError, MeshproxyError):
+        return None

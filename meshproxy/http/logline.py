@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
+    from meshproxy.tls.engine import Negotiated
 
 
 def access_record(stream: Stream, elapsed_ms: float) -> dict[str, Any]:
     route = stream.decision.route if stream.decision is not None else None
     started = stream.wall_start or time.time()
-    return {
+    tls = stream.conn.tls
+    record = {
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
         + f".{int((started % 1) * 1000):03d}Z",
         "method": stream.method.decode("latin-1"),
@@ -34,4 +36,19 @@ def access_record(stream: Stream, elapsed_ms: float) -> dict[str, Any]:
         "downstream_remote_address": stream.conn.peer_label,
         "user_agent": next((v.decode("latin-1") for n, v in stream.headers if n == b"user-agent"), None),
         "route_name": route.name if route is not None and route.name else None,
+    }
+    if tls is not None:
+        record.update(tls_fields(tls))
+    return record
+
+
+def tls_fields(tls: Negotiated) -> dict[str, Any]:
+    """The evidence of one TLS connection, as the access log and the admin show it."""
+    return {
+        "tls_version": tls.version,
+        "tls_group": tls.group,
+        "tls_cipher": tls.cipher,
+        "tls_peer_signature": tls.peer_signature or None,
+        "tls_resumed": tls.resumed,
+        "peer_identity": next((u for u in tls.peer_uris if u.startswith("spiffe://")), None),
     }

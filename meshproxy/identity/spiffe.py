@@ -61,9 +61,7 @@ class SpiffeId:
         if not value:
             raise IdentityError("SPIFFE ID is empty")
         if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_LENGTH:
-            raise IdentityError(
-                f"SPIFFE ID {value[:64]!r}...: longer than the {MAX_ID_LENGTH} bytes allowed"
-            )
+            raise IdentityError(f"SPIFFE ID {value[:64]!r}...: longer than the {MAX_ID_LENGTH} bytes allowed")
         if not value.startswith(SCHEME_PREFIX):
             if value[: len(SCHEME_PREFIX)].lower() == SCHEME_PREFIX:
                 raise IdentityError(f"SPIFFE ID {value!r}: the scheme must be lower-case 'spiffe'")
@@ -85,6 +83,9 @@ class SpiffeId:
     @classmethod
     def for_service_account(cls, trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
         """The Kubernetes form Istio and Linkerd use: ``spiffe://<td>/ns/<ns>/sa/<sa>``."""
+        for what, name in (("namespace", namespace), ("service account", service_account)):
+            if not name or "/" in name:
+                raise IdentityError(f"{what} {name!r}: must be one non-empty SPIFFE path segment")
         return cls(trust_domain, f"/ns/{namespace}/sa/{service_account}")
 
     @classmethod
@@ -116,7 +117,7 @@ class SpiffeId:
             spiffe_id = cls.parse(uris[0])
         except IdentityError as exc:
             raise IdentityError(f"{what}: URI SAN is not a SPIFFE ID: {exc}") from None
-        if _is_ca(cert):
+        if is_ca(cert):
             if spiffe_id.path:
                 raise IdentityError(f"{what}: a CA certificate's SPIFFE ID {spiffe_id} must not have a path")
         elif not spiffe_id.path:
@@ -141,9 +142,6 @@ class SpiffeId:
         """The ``<sa>`` of ``/ns/<ns>/sa/<sa>``; None for an ID not of that form."""
         segments = self.segments
         return segments[3] if _is_service_account_form(segments) else None
-
-    def is_member_of(self, trust_domain: str) -> bool:
-        return self.trust_domain == trust_domain
 
 
 class SpiffeMatcher(Protocol):
@@ -203,7 +201,8 @@ def _is_service_account_form(segments: tuple[str, ...]) -> bool:
     return len(segments) == 4 and segments[0] == "ns" and segments[2] == "sa"
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """Whether basicConstraints says CA:true (absent means a leaf)."""
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

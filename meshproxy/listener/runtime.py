@@ -13,16 +13,21 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from functools import partial
 from time import monotonic
 from typing import Any, Protocol
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, TcpProxy
-from meshproxy.http.downstream import DownstreamConnection, HttpContext
+from meshproxy.http.downstream import DownstreamConnection, HttpContext, local_identity
 from meshproxy.http.stream import Stream
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
+from meshproxy.tls.context import TlsContext
+from meshproxy.tls.engine import Negotiated
+from meshproxy.tls.errors import TlsError
+from meshproxy.tls.transport import accept_tls
 from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.listener")
@@ -116,6 +121,7 @@ class ListenerRuntime:
         self._access_logs = access_logs
         self._rng = rng
         self.contexts: dict[int, HttpContext | TcpContext] = {}
+        self.tls_contexts: dict[int, TlsContext] = {}
         self._drained: asyncio.Event | None = None
         self._bound: tuple[str, int] | None = None
         # Streams whose route timeout is kept coarsely (see Stream._arm_timer).
@@ -127,12 +133,16 @@ class ListenerRuntime:
         """Install a listener config (same address); existing connections keep their context."""
         self.config = config
         contexts: dict[int, HttpContext | TcpContext] = {}
+        tls_contexts: dict[int, TlsContext] = {}
         chains = list(config.filter_chains)
         if config.default_filter_chain is not None:
             chains.append(config.default_filter_chain)
         for chain in chains:
             contexts[id(chain)] = self._context(chain)
+            if chain.tls is not None:
+                tls_contexts[id(chain)] = TlsContext(chain.tls)
         self.contexts = contexts
+        self.tls_contexts = tls_contexts
 
     def _context(self, chain: FilterChain) -> HttpContext | TcpContext:
         f = chain.filter
@@ -145,6 +155,8 @@ class ListenerRuntime:
                 self,
                 self._access_logs.logger(f.access_logs),
                 self._rng,
+                scheme=b"https" if chain.tls is not None else b"http",
+                local_identity=local_identity(chain.tls.certificate_chain) if chain.tls is not None else None,
             )
         assert isinstance(f, TcpProxy)
         return TcpContext(
@@ -220,6 +232,21 @@ class ListenerRuntime:
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
 
+    def handshake_done(self, peer: Any, negotiated: Negotiated | None, error: TlsError | None) -> None:
+        """Count every handshake by its group, every refusal by its reason, and say why."""
+        stats = self.stats
+        if error is None:
+            assert negotiated is not None
+            stats.ssl_handshake += 1
+            stats.ssl_handshakes_by_group[negotiated.group] = (
+                stats.ssl_handshakes_by_group.get(negotiated.group, 0) + 1
+            )
+            return
+        stats.ssl_connection_error += 1
+        stats.ssl_errors_by_reason[error.reason] = stats.ssl_errors_by_reason.get(error.reason, 0) + 1
+        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        log.warning("listener %s: TLS handshake with %s refused: %s", self.name, where, error.reason)
+
     # ------------------------------------------------------------------ drain
 
     def stop_accepting(self) -> None:
@@ -269,8 +296,14 @@ class _ChainSelector(asyncio.Protocol):
         proto: asyncio.Protocol = (
             DownstreamConnection(ctx) if isinstance(ctx, HttpContext) else TcpDownstream(ctx)
         )
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
+        tls = listener.tls_contexts.get(id(chain))
+        if tls is None:
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+        else:
+            # The inner protocol meets the connection only once the handshake has succeeded.
+            peer = transport.get_extra_info("peername")
+            accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any read
         raise RuntimeError("filter chain not selected")

@@ -10,13 +10,19 @@ Must not know about HTTP: the caller provides the protocol factory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from meshproxy.config.model import Cluster, SocketAddress
 from meshproxy.stats import ClusterStats
+from meshproxy.tls.context import TlsContext
+from meshproxy.tls.errors import TlsError
+from meshproxy.tls.transport import connect_tls
 from meshproxy.upstream.lb.round_robin import RoundRobin
+
+log = logging.getLogger("meshproxy.upstream")
 
 _USABLE = frozenset({"UNKNOWN", "HEALTHY", "DEGRADED"})
 
@@ -65,6 +71,8 @@ class ClusterRuntime:
         self._usable: list[Host] = []
         self._picker: RoundRobin | None = None
         self.resolved = config.discovery == "STATIC"
+        # Built once per cluster config; holds the client session cache for resumption.
+        self.tls = TlsContext(config.tls) if config.tls is not None else None
 
     # ------------------------------------------------------------------ membership
 
@@ -139,12 +147,23 @@ class ClusterRuntime:
             pass
 
     async def connect(self, host: Host, factory: Callable[[], P]) -> P:
-        """Open a new connection to ``host``; raises OSError or TimeoutError."""
+        """Open a new connection to ``host`` (TLS when the cluster has an UpstreamTlsContext);
+        raises OSError, TimeoutError or TlsError."""
         loop = asyncio.get_running_loop()
         self.stats.upstream_cx_total += 1
+        address = host.address
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                _, proto = await loop.create_connection(factory, host.address.host, host.address.port)
+                if self.tls is None:
+                    _, proto = await loop.create_connection(factory, address.host, address.port)
+                else:
+                    _, proto = await connect_tls(loop, address.host, address.port, self.tls, factory)
+        except TlsError as exc:
+            self.stats.upstream_cx_connect_fail += 1
+            log.warning(
+                "cluster %s: TLS handshake with %s refused: %s", self.config.name, host.label, exc.reason
+            )
+            raise
         except TimeoutError:
             self.stats.upstream_cx_connect_timeout += 1
             self.stats.upstream_cx_connect_fail += 1

@@ -188,8 +188,8 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
         f"{VHOST_PATH}.routes[3].direct_response.status: 99 is not a valid status; Envoy requires 200..599",
         f'{HCM_PATH}.route_config.virtual_hosts[1].domains[0]: "reviews" is already a domain of virtual_hosts[0]; '
         "a domain may appear only once across virtual hosts",
-        "static_resources.listeners[1].filter_chains[0].transport_socket: TLS transport sockets arrive with the "
-        "mTLS issue; remove it for now",
+        'static_resources.listeners[1].filter_chains[0].transport_socket.typed_config: "tls" is not supported '
+        "here; use a DownstreamTlsContext or raw_buffer",
         f'{VHOST_PATH}.routes[4].route.cluster: unknown cluster "foo" ({DEFINED})',
     ]
 

@@ -14,7 +14,7 @@ from meshproxy.config.compile import compile_cluster
 from meshproxy.config.model import Cluster, Endpoint, Locality, LocalityLbEndpoints, SocketAddress
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-MTLS = "TLS transport sockets arrive with the mTLS issue; remove it for now"
+NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use a UpstreamTlsContext or raw_buffer'
 LB = "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
 H2 = "upstream HTTP/2 and HTTP/3 are not supported yet; use http_protocol_options (HTTP/1.1)"
 
@@ -81,12 +81,12 @@ EP0 = f"{E0}.lb_endpoints[0]"
         ),
         pytest.param(
             cluster(transport_socket={"name": "envoy.transport_sockets.tls"}),
-            [f"c.transport_socket: {MTLS}"],
+            [f"c.transport_socket.typed_config: {NO_TLS_TYPE}"],
             id="transport-socket",
         ),
         pytest.param(
             cluster(transport_socket_matches=[{"name": "tls", "match": {}}]),
-            [f"c.transport_socket_matches: {MTLS}"],
+            ["c.transport_socket_matches: is not supported; give one transport_socket"],
             id="transport-socket-matches",
         ),
         pytest.param(

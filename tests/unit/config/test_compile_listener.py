@@ -153,10 +153,13 @@ TC = f"{FC0}.filters[0].typed_config"
         pytest.param(
             listener(
                 filter_chains=[
-                    {"filters": [hcm()], "transport_socket": {"name": "envoy.transport_sockets.raw_buffer"}}
+                    {"filters": [hcm()], "transport_socket": {"name": "envoy.transport_sockets.tls"}}
                 ]
             ),
-            [f"{FC0}.transport_socket: TLS transport sockets arrive with the mTLS issue; remove it for now"],
+            [
+                f'{FC0}.transport_socket.typed_config: "envoy.transport_sockets.tls" is not supported here; '
+                "use a DownstreamTlsContext or raw_buffer"
+            ],
             id="transport-socket",
         ),
         pytest.param(

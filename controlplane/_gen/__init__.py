@@ -1,0 +1,9 @@
+"""Generated protobuf and gRPC code for the protos under ``proto/``; do not edit.
+
+Regenerate with ``python proto/generate.py`` (see ``proto/README.md``). ``PROTO_SHA256`` records
+the protos this code was generated from, so a stale copy is detected without grpcio-tools.
+"""
+
+PROTO_SHA256 = {
+    "meshproxy/ca/v1/ca.proto": "31f00c307b0124b60a9d9a832ab88e3622630f08e67de7238762037edc6e7f56",
+}

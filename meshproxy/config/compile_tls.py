@@ -1,0 +1,179 @@
+"""Envoy's TLS transport sockets compiled into ``TlsConfig``.
+
+Owns the reading of ``envoy.transport_sockets.tls`` (``DownstreamTlsContext`` on a filter chain,
+``UpstreamTlsContext`` on a cluster): versions, cipher suites, signature algorithms,
+``ecdh_curves`` (which decide the post-quantum policy through ``tls.policy``), the certificate
+chain and key, the trusted CA, URI SAN matchers (SPIFFE identities), client-certificate
+requirement, ALPN and SNI. Data sources are read here, once, so a missing file is a problem
+with its field path rather than a failed handshake later. ``raw_buffer`` means plaintext.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from meshproxy.config.compile_common import Ctx, reject_fields, type_url, unpack, wrapped
+from meshproxy.errors import ConfigError
+from meshproxy.tls.config import TlsConfig, TlsVersion
+from meshproxy.tls.policy import from_ecdh_curves
+
+_DOWNSTREAM = type_url(tls_pb2.DownstreamTlsContext)
+_UPSTREAM = type_url(tls_pb2.UpstreamTlsContext)
+_RAW_BUFFER = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+_RAW_NAMES = ("envoy.transport_sockets.raw_buffer", "raw_buffer")
+
+_VERSIONS = {
+    common_pb2.TlsParameters.TLSv1_2: TlsVersion.TLSv1_2,
+    common_pb2.TlsParameters.TLSv1_3: TlsVersion.TLSv1_3,
+}
+_SDS_LATER = (
+    "SDS secrets arrive with the xDS issue; give tls_certificates / validation_context inline or by filename"
+)
+_UNSUPPORTED_COMMON = (
+    "tls_certificate_provider_instance",
+    "custom_tls_certificate_selector",
+    "tls_certificate_certificate_provider",
+    "tls_certificate_certificate_provider_instance",
+    "combined_validation_context",
+    "validation_context_certificate_provider",
+    "validation_context_certificate_provider_instance",
+    "custom_handshaker",
+)
+_UNSUPPORTED_VALIDATION = (
+    "ca_certificate_provider_instance",
+    "system_root_certs",
+    "watched_directory",
+    "verify_certificate_spki",
+    "verify_certificate_hash",
+    "match_subject_alt_names",
+    "crl",
+    "custom_validator_config",
+)
+
+
+def transport_tls(
+    msg: base_pb2.TransportSocket, ctx: Ctx, *, server_side: bool
+) -> tuple[bool, TlsConfig | None]:
+    """(ok, config) for a filter chain's or cluster's ``transport_socket``; None: plaintext."""
+    url = msg.typed_config.type_url
+    if url == _RAW_BUFFER or (not url and msg.name in _RAW_NAMES):
+        return True, None
+    want = _DOWNSTREAM if server_side else _UPSTREAM
+    if url != want:
+        kind = "DownstreamTlsContext" if server_side else "UpstreamTlsContext"
+        ctx.at("typed_config").problem(
+            f'"{url or msg.name}" is not supported here; use a {kind} or raw_buffer'
+        )
+        return False, None
+    tctx = ctx.at("typed_config")
+    mark = tctx.mark()
+    if server_side:
+        down = unpack(msg.typed_config, tls_pb2.DownstreamTlsContext)
+        common, require_client = down.common_tls_context, wrapped(down, "require_client_certificate", False)
+        sni = ""
+    else:
+        up = unpack(msg.typed_config, tls_pb2.UpstreamTlsContext)
+        common, require_client, sni = up.common_tls_context, False, up.sni
+    cfg = _common(common, tctx.at("common_tls_context"), server_side, require_client, sni)
+    return tctx.clean_since(mark), cfg
+
+
+def _common(
+    msg: tls_pb2.CommonTlsContext, ctx: Ctx, server_side: bool, require_client: bool, sni: str
+) -> TlsConfig | None:
+    reject_fields(msg, _UNSUPPORTED_COMMON, ctx, "is not supported")
+    reject_fields(
+        msg, ("tls_certificate_sds_secret_configs", "validation_context_sds_secret_config"), ctx, _SDS_LATER
+    )
+    params = msg.tls_params
+    pctx = ctx.at("tls_params")
+    min_v = _version(
+        params.tls_minimum_protocol_version, pctx.at("tls_minimum_protocol_version"), TlsVersion.TLSv1_2
+    )
+    max_v = _version(
+        params.tls_maximum_protocol_version, pctx.at("tls_maximum_protocol_version"), TlsVersion.TLSv1_3
+    )
+    try:
+        policy = from_ecdh_curves(list(params.ecdh_curves), field=f"{pctx.path}.ecdh_curves")
+    except ConfigError as exc:
+        ctx.problems.extend(exc.problems)
+        return None
+    chain = key = b""
+    if len(msg.tls_certificates) > 1:
+        ctx.at("tls_certificates").problem("one certificate is supported (RSA/ECDSA selection is not)")
+    for cert, cctx in ctx.each("tls_certificates", msg.tls_certificates[:1]):
+        reject_fields(
+            cert,
+            ("pkcs12", "watched_directory", "private_key_provider", "password"),
+            cctx,
+            "is not supported",
+        )
+        chain = _data(cert.certificate_chain, cctx.at("certificate_chain"))
+        key = _data(cert.private_key, cctx.at("private_key"))
+    trusted: bytes | None = None
+    sans: list[tuple[str, str]] = []
+    if msg.HasField("validation_context"):
+        vmsg: common_pb2.CertificateValidationContext = msg.validation_context
+        vctx = ctx.at("validation_context")
+        reject_fields(vmsg, _UNSUPPORTED_VALIDATION, vctx, "is not supported")
+        if vmsg.HasField("trusted_ca"):
+            trusted = _data(vmsg.trusted_ca, vctx.at("trusted_ca"))
+        for san, sctx in vctx.each("match_typed_subject_alt_names", vmsg.match_typed_subject_alt_names):
+            if san.san_type != common_pb2.SubjectAltNameMatcher.URI:
+                sctx.at("san_type").problem("only URI SANs (SPIFFE IDs) are matched")
+                continue
+            kind = san.matcher.WhichOneof("match_pattern")
+            if kind not in ("exact", "prefix"):
+                sctx.at("matcher").problem(f"{kind} is not supported; use exact or prefix")
+                continue
+            sans.append((kind, getattr(san.matcher, kind)))
+    try:
+        return TlsConfig(
+            server_side=server_side,
+            certificate_chain=chain,
+            private_key=key,
+            trusted_ca=trusted,
+            match_san_uris=tuple(sans),  # type: ignore[arg-type]
+            require_client_certificate=require_client,
+            min_version=min_v,
+            max_version=max_v,
+            pq_policy=policy,
+            cipher_suites=tuple(params.cipher_suites),
+            signature_algorithms=tuple(params.signature_algorithms),
+            alpn=tuple(msg.alpn_protocols),
+            sni=sni,
+        )
+    except ConfigError as exc:
+        owner = ctx.path.rsplit(".common_tls_context", 1)[0]  # TlsConfig names fields from there
+        ctx.problems.extend(f"{owner}.{p}" for p in exc.problems)
+        return None
+
+
+def _version(params: common_pb2.TlsParameters, name: str, ctx: Ctx, default: TlsVersion) -> TlsVersion:
+    value = getattr(params, name)
+    if value == common_pb2.TlsParameters.TLS_AUTO:
+        return default
+    version = _VERSIONS.get(value)
+    if version is None:
+        ctx.at(name).problem("TLS 1.0 and 1.1 are not supported; use TLSv1_2 or TLSv1_3")
+        return default
+    return version
+
+
+def _data(msg: base_pb2.DataSource, ctx: Ctx) -> bytes:
+    kind = msg.WhichOneof("specifier")
+    if kind == "filename":
+        try:
+            return Path(msg.filename).read_bytes()
+        except OSError as exc:
+            ctx.at("filename").problem(f"cannot read {msg.filename}: {exc.strerror}")
+            return b""
+    if kind == "inline_bytes":
+        return bytes(msg.inline_bytes)
+    if kind == "inline_string":
+        return msg.inline_string.encode()
+    ctx.problem("needs filename, inline_bytes or inline_string")
+    return b""
