@@ -63,10 +63,8 @@ def transport_tls(
         return True, None
     want = _DOWNSTREAM if server_side else _UPSTREAM
     if url != want:
-        kind = "DownstreamTlsContext" if server_side else "UpstreamTlsContext"
-        ctx.at("typed_config").problem(
-            f'"{url or msg.name}" is not supported here; use a {kind} or raw_buffer'
-        )
+        kind = "a DownstreamTlsContext" if server_side else "an UpstreamTlsContext"
+        ctx.at("typed_config").problem(f'"{url or msg.name}" is not supported here; use {kind} or raw_buffer')
         return False, None
     tctx = ctx.at("typed_config")
     mark = tctx.mark()
@@ -90,12 +88,8 @@ def _common(
     )
     params = msg.tls_params
     pctx = ctx.at("tls_params")
-    min_v = _version(
-        params.tls_minimum_protocol_version, pctx.at("tls_minimum_protocol_version"), TlsVersion.TLSv1_2
-    )
-    max_v = _version(
-        params.tls_maximum_protocol_version, pctx.at("tls_maximum_protocol_version"), TlsVersion.TLSv1_3
-    )
+    min_v = _version(params, "tls_minimum_protocol_version", pctx, TlsVersion.TLSv1_2)
+    max_v = _version(params, "tls_maximum_protocol_version", pctx, TlsVersion.TLSv1_3)
     try:
         policy = from_ecdh_curves(list(params.ecdh_curves), field=f"{pctx.path}.ecdh_curves")
     except ConfigError as exc:

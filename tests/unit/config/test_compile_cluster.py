@@ -14,7 +14,7 @@ from meshproxy.config.compile import compile_cluster
 from meshproxy.config.model import Cluster, Endpoint, Locality, LocalityLbEndpoints, SocketAddress
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use a UpstreamTlsContext or raw_buffer'
+NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use an UpstreamTlsContext or raw_buffer'
 LB = "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
 H2 = "upstream HTTP/2 and HTTP/3 are not supported yet; use http_protocol_options (HTTP/1.1)"
 

@@ -1,0 +1,191 @@
+"""Two sidecars over post-quantum mutual TLS, configured with Envoy's TLS protos.
+
+client → sidecar A (plaintext outbound listener; cluster with an UpstreamTlsContext) ══ mTLS ══▶
+sidecar B (inbound listener with a DownstreamTlsContext that requires a client certificate and
+matches its SPIFFE ID) → application. Covers: X25519MLKEM768 negotiated and counted, the peer
+identity in XFCC and in the access log, and refusals (wrong client identity, a classical-only
+client against a server that requires the hybrid group, a client certificate from another CA,
+plaintext sent to the TLS port), each refused with its reason counted and nothing reaching the
+application.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from certs import make_ca, make_leaf
+
+from .harness import Proxy, bootstrap, cluster, http_listener, read_access_log, route, running_proxy
+from .upstreams import aiohttp_upstream, body_json, counting_upstream
+
+DOWNSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+CLIENT_ID = "spiffe://mesh.local/ns/default/sa/frontend"
+SERVER_ID = "spiffe://mesh.local/ns/default/sa/backend"
+
+
+def _common(leaf: Any, curves: list[str], peer_id: str) -> dict[str, Any]:
+    return {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3", "ecdh_curves": curves},
+        "tls_certificates": [
+            {
+                "certificate_chain": {"inline_bytes": _b64(leaf.cert_pem)},
+                "private_key": {"inline_bytes": _b64(leaf.key_pem)},
+            }
+        ],
+        "validation_context": {
+            "trusted_ca": {"inline_bytes": _b64(leaf.ca.cert_pem)},
+            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": peer_id}}],
+        },
+    }
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def inbound(
+    app_port: int, leaf: Any, *, allow: str = CLIENT_ID, curves: list[str] | None = None
+) -> dict[str, Any]:
+    """Sidecar B's bootstrap: TLS listener "inbound" → cluster "app"."""
+    listener = http_listener([route("/", "app")], name="inbound")
+    listener["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": DOWNSTREAM,
+            "require_client_certificate": True,
+            "common_tls_context": _common(leaf, curves or ["X25519MLKEM768"], allow),
+        },
+    }
+    return bootstrap([listener], [cluster("app", app_port)])
+
+
+def outbound(
+    inbound_port: int,
+    leaf: Any,
+    log: pathlib.Path,
+    *,
+    expect: str = SERVER_ID,
+    curves: list[str] | None = None,
+) -> dict[str, Any]:
+    """Sidecar A's bootstrap: plaintext listener "outbound" → cluster "mesh" over mTLS."""
+    mesh = cluster("mesh", inbound_port)
+    mesh["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM,
+            "common_tls_context": _common(leaf, curves or ["X25519MLKEM768"], expect),
+        },
+    }
+    return bootstrap([http_listener([route("/", "mesh")], name="outbound", access_log=str(log))], [mesh])
+
+
+@contextlib.asynccontextmanager
+async def mesh(
+    app_port: int, log: pathlib.Path, *, client: Any = None, server: Any = None, **kw: Any
+) -> AsyncIterator[tuple[Proxy, Proxy]]:
+    server = server or make_leaf(make_ca(), SERVER_ID)
+    client = client or make_leaf(make_ca(), CLIENT_ID)
+    async with running_proxy(inbound(app_port, server, **kw.get("inbound", {}))) as b:
+        doc = outbound(b.port("inbound"), client, log, **kw.get("outbound", {}))
+        async with running_proxy(doc) as a:
+            yield a, b
+
+
+async def test_request_crosses_the_mesh_over_x25519mlkem768(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "a.log"
+    async with aiohttp_upstream("app") as app, mesh(app, log) as (a, b):
+        async with httpx.AsyncClient() as client:
+            responses = [await client.get(a.url("/echo/hi", "outbound")) for _ in range(3)]
+        assert [r.status_code for r in responses] == [200] * 3
+        seen = dict(body_json(responses[0].content)["headers"])  # type: ignore[arg-type]
+        xfcc = seen["x-forwarded-client-cert"]
+        assert f"By={SERVER_ID}" in xfcc and f"URI={CLIENT_ID}" in xfcc and "Hash=" in xfcc
+        groups = b.server.store.listener_stats("inbound").ssl_handshakes_by_group
+        assert groups == {"X25519MLKEM768": 1}, "three requests, one pooled mTLS connection"
+        assert a.cluster_stats("mesh").upstream_cx_total == 1
+    (record, *_) = read_access_log(log)
+    assert record["response_code"] == 200
+
+
+async def test_inbound_access_log_names_the_peer_and_the_group(tmp_path: pathlib.Path) -> None:
+    server = make_leaf(make_ca(), SERVER_ID)
+    async with aiohttp_upstream("app") as app:
+        doc = inbound(app, server)
+        log = tmp_path / "b.log"
+        hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": str(log),
+                },
+            }
+        ]
+        async with running_proxy(doc) as b:
+            client = make_leaf(make_ca(), CLIENT_ID)
+            async with (
+                running_proxy(outbound(b.port("inbound"), client, tmp_path / "a.log")) as a,
+                httpx.AsyncClient() as http,
+            ):
+                assert (await http.get(a.url("/x", "outbound"))).status_code == 200
+    (record,) = read_access_log(log)
+    assert record["tls_version"] == "TLSv1.3"
+    assert record["tls_group"] == "X25519MLKEM768"
+    assert record["peer_identity"] == CLIENT_ID
+    assert record["tls_cipher"].startswith("TLS_")
+
+
+async def _refused(tmp_path: pathlib.Path, reason_part: str, *, at_connect: bool = False, **kw: Any) -> None:
+    async with counting_upstream() as (app, heads), mesh(app, tmp_path / "a.log", **kw) as (a, b):
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(a.url("/", "outbound"))
+        assert resp.status_code == 503
+        assert heads == [], "nothing may reach the application over a refused link"
+        stats = b.server.store.listener_stats("inbound")
+        assert stats.ssl_handshake == 0
+        reasons = " | ".join(stats.ssl_errors_by_reason)
+        assert reason_part in reasons, reasons
+        if at_connect:
+            # Refused before the client's handshake completes. (A client certificate is checked
+            # after the client has finished its TLS 1.3 handshake, so those refusals reach the
+            # client as a reset before any response instead: 503 all the same.)
+            assert a.cluster_stats("mesh").upstream_cx_connect_fail >= 1
+
+
+async def test_client_with_another_identity_is_refused(tmp_path: pathlib.Path) -> None:
+    intruder = make_leaf(make_ca(), "spiffe://mesh.local/ns/default/sa/intruder")
+    await _refused(tmp_path, "not allowed", client=intruder)
+
+
+async def test_classical_only_client_is_refused_when_the_hybrid_group_is_required(
+    tmp_path: pathlib.Path,
+) -> None:
+    await _refused(tmp_path, "post-quantum", at_connect=True, outbound={"curves": ["X25519"]})
+
+
+async def test_sidecars_of_different_cas_refuse_each_other(tmp_path: pathlib.Path) -> None:
+    # The client trusts only its own (other) CA: it refuses the server's certificate with an
+    # unknown_ca alert, which the server counts under that reason.
+    stranger = make_leaf(make_ca(tag="other"), CLIENT_ID)
+    await _refused(tmp_path, "unknown_ca", at_connect=True, client=stranger)
+
+
+async def test_plaintext_to_the_tls_port_is_refused(tmp_path: pathlib.Path) -> None:
+    async with counting_upstream() as (app, heads), mesh(app, tmp_path / "a.log") as (_, b):
+        async with httpx.AsyncClient() as client:
+            try:
+                resp = await client.get(f"http://127.0.0.1:{b.port('inbound')}/")
+            except httpx.HTTPError:
+                resp = None
+        assert resp is None, "a plaintext request must get no HTTP answer from a TLS listener"
+        assert heads == []
+        stats = b.server.store.listener_stats("inbound")
+        assert "plaintext" in " | ".join(stats.ssl_errors_by_reason)
