@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
 DEBS   := curl haproxy nginx-light wrk nghttp2-client
 
-.PHONY: demo test lint bench bench-quick debs clean
+.PHONY: demo test lint bench bench-quick debs proto clean
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: $(STAMP) $(APT_STAMP)
 
 bench-quick: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks --quick
+
+# Regenerate controlplane/_gen from proto/ (the generated code is committed; see proto/README.md).
+proto: $(STAMP)
+	$(PIP) install -q grpcio-tools==1.85.1
+	$(PY) proto/generate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info meshproxy/**/*.so
