@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -33,6 +34,7 @@ _HELP = """meshproxy admin
   GET  /config_dump        the running configuration, as JSON
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
+  GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up)
   POST /quitquitquit       drain and exit
 """
@@ -97,6 +99,8 @@ class Admin:
                     if lr.server is not None
                 ]
             )
+        if path == "/certs":
+            return self._json(self._certs_json())
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
@@ -130,6 +134,18 @@ class Admin:
                     out[f"{scope}.{key}.{attr}"] = value
         return out
 
+    def _certs_json(self) -> list[dict[str, Any]]:
+        """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""
+        out = []
+        for name, lr in self.server.listeners.items():
+            for chain in lr.config.filter_chains:
+                if chain.tls is not None:
+                    out.append({"listener": name, "filter_chain": chain.name, **_describe(chain.tls)})
+        for name, rt in self.server.clusters.clusters.items():
+            if rt.config.tls is not None:
+                out.append({"cluster": name, **_describe(rt.config.tls)})
+        return out
+
     def _clusters_json(self) -> list[dict[str, Any]]:
         out = []
         for name, rt in self.server.clusters.clusters.items():
@@ -159,6 +175,42 @@ class Admin:
                 }
             )
         return out
+
+
+def _oid_name(oid: Any) -> str:
+    return str(getattr(oid, "_name", None) or oid.dotted_string)
+
+
+def _describe(tls: Any) -> dict[str, Any]:
+    from cryptography import x509
+
+    from meshproxy.tls.engine import uri_sans
+
+    def certs(pem: bytes | None) -> list[dict[str, Any]]:
+        if not pem:
+            return []
+        now = datetime.now(UTC)
+        return [
+            {
+                "subject": c.subject.rfc4514_string(),
+                "uri_sans": list(uri_sans(c)),
+                "serial_number": format(c.serial_number, "x"),
+                "signature_algorithm": getattr(
+                    c.signature_algorithm_oid, "_name", c.signature_algorithm_oid.dotted_string
+                ),
+                "valid_from": c.not_valid_before_utc.isoformat(),
+                "expiration_time": c.not_valid_after_utc.isoformat(),
+                "seconds_until_expiration": int((c.not_valid_after_utc - now).total_seconds()),
+            }
+            for c in x509.load_pem_x509_certificates(pem)
+        ]
+
+    return {
+        "pq_policy": str(tls.pq_policy.mode),
+        "groups": list(tls.pq_policy.groups),
+        "cert_chain": certs(tls.certificate_chain),
+        "ca_cert": certs(tls.trusted_ca),
+    }
 
 
 class _AdminProtocol(asyncio.Protocol):

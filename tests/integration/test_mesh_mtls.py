@@ -189,3 +189,19 @@ async def test_plaintext_to_the_tls_port_is_refused(tmp_path: pathlib.Path) -> N
         assert heads == []
         stats = b.server.store.listener_stats("inbound")
         assert "plaintext" in " | ".join(stats.ssl_errors_by_reason)
+
+
+async def test_admin_certs_lists_the_certificates_in_use(tmp_path: pathlib.Path) -> None:
+    async with aiohttp_upstream("app") as app, mesh(app, tmp_path / "a.log") as (a, b):
+        async with httpx.AsyncClient() as client:
+            inbound_certs = (await client.get(b.admin_url + "/certs")).json()
+            outbound_certs = (await client.get(a.admin_url + "/certs")).json()
+    (entry,) = inbound_certs
+    assert entry["listener"] == "inbound" and entry["pq_policy"] == "required"
+    (leaf,) = entry["cert_chain"]
+    assert leaf["uri_sans"] == [SERVER_ID]
+    assert 0 < leaf["seconds_until_expiration"] <= 24 * 3600 + 60
+    (cluster_entry,) = outbound_certs
+    assert cluster_entry["cluster"] == "mesh"
+    assert cluster_entry["cert_chain"][0]["uri_sans"] == [CLIENT_ID]
+    assert cluster_entry["ca_cert"], "the trust anchors are listed too"
