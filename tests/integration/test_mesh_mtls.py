@@ -192,10 +192,13 @@ async def test_plaintext_to_the_tls_port_is_refused(tmp_path: pathlib.Path) -> N
 
 
 async def test_admin_certs_lists_the_certificates_in_use(tmp_path: pathlib.Path) -> None:
-    async with aiohttp_upstream("app") as app, mesh(app, tmp_path / "a.log") as (a, b):
-        async with httpx.AsyncClient() as client:
-            inbound_certs = (await client.get(b.admin_url + "/certs")).json()
-            outbound_certs = (await client.get(a.admin_url + "/certs")).json()
+    async with (
+        aiohttp_upstream("app") as app,
+        mesh(app, tmp_path / "a.log") as (a, b),
+        httpx.AsyncClient() as client,
+    ):
+        inbound_certs = (await client.get(b.admin_url + "/certs")).json()
+        outbound_certs = (await client.get(a.admin_url + "/certs")).json()
     (entry,) = inbound_certs
     assert entry["listener"] == "inbound" and entry["pq_policy"] == "required"
     (leaf,) = entry["cert_chain"]
