@@ -1,10 +1,13 @@
-"""``make demo``: a sidecar in front of two services, real traffic through it, a short report.
+"""``make demo``: two sidecars, post-quantum mTLS between them, real traffic, a short report.
 
 Owns the local demo: two small upstream services ("hello v1" and "hello v2") on loopback, a
-meshproxy process started from the embedded default bootstrap (``bootstrap.yaml`` beside this
-file), a burst of keep-alive HTTP/1.1 traffic and a TCP session through it, and a report of
-what happened (requests, the split between upstreams, latency percentiles, the proxy's own
-counters). It exits 0 when every request succeeded; ``--keep-running`` leaves it all up.
+SPIFFE CA and one SVID per sidecar (keys made by each identity, certificates issued from CSRs),
+the demo's sidecar started from the embedded default bootstrap (``bootstrap.yaml`` beside
+this file) and hello-v1's own sidecar (``inbound.yaml``), which accepts only mutual TLS 1.3
+with the hybrid X25519MLKEM768 group; a burst of keep-alive HTTP/1.1 traffic and a TCP session
+through them, and a report of what happened (requests, the split between upstreams, latency
+percentiles, the TLS evidence, the proxies' own counters). It exits 0 when every request
+succeeded; ``--keep-running`` leaves it all up.
 """
 
 from __future__ import annotations
@@ -116,6 +119,29 @@ def _get(url: str) -> bytes:
         return bytes(resp.read())
 
 
+def _write_certs(directory: Path) -> None:
+    """A CA and an SVID for each sidecar, issued the way the control plane's CA does it."""
+    from datetime import UTC, datetime
+
+    from meshproxy.identity import certs
+    from meshproxy.identity.spiffe import SpiffeId
+
+    now = datetime.now(UTC)
+    ca = certs.generate_ca("mesh.local", now=now)
+    directory.mkdir()
+    (directory / "ca.crt").write_bytes(certs.certs_to_pem([ca.cert]))
+    for name in ("demo", "hello-v1"):
+        spiffe_id = SpiffeId.for_service_account("mesh.local", "demo", name)
+        key, csr = certs.generate_csr(spiffe_id)
+        svid = certs.sign_csr(ca, csr, spiffe_id, now=now)
+        (directory / f"{name}.crt").write_bytes(certs.certs_to_pem([svid]))
+        (directory / f"{name}.key").write_bytes(certs.key_to_pem(key))
+
+
+def _start(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "meshproxy", "run", "-c", str(config)])
+
+
 async def _wait_ready(admin: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,20 +162,29 @@ async def _demo(args: argparse.Namespace) -> int:
         "listener_port": _free_port(),
         "tcp_port": _free_port(),
         "admin_port": _free_port(),
+        "inbound_port": _free_port(),
+        "inbound_admin_port": _free_port(),
         "upstream_a": port_a,
         "upstream_b": port_b,
     }
     work = Path(tempfile.mkdtemp(prefix="meshproxy-demo-"))
-    template = string.Template(resources.files("meshproxy.demo").joinpath("bootstrap.yaml").read_text())
-    bootstrap = work / "bootstrap.yaml"
-    access_log = work / "access.log"
-    bootstrap.write_text(template.substitute(ports, access_log=access_log))
-    print(f"meshproxy demo: bootstrap {bootstrap}")
+    _write_certs(work / "certs")
+    access_log, inbound_log = work / "access.log", work / "inbound-access.log"
+    values = {**ports, "access_log": access_log, "inbound_access_log": inbound_log, "certs": work / "certs"}
+    configs = {}
+    for name in ("bootstrap.yaml", "inbound.yaml"):
+        template = string.Template(resources.files("meshproxy.demo").joinpath(name).read_text())
+        configs[name] = work / name
+        configs[name].write_text(template.substitute(values))
+    print(f"meshproxy demo: bootstraps and certificates in {work}")
     print(
-        f"  upstreams: hello-v1 on 127.0.0.1:{port_a} (STATIC), hello-v2 on localhost:{port_b} (STRICT_DNS)"
+        f"  upstreams: hello-v1 on 127.0.0.1:{port_a} behind its sidecar on :{ports['inbound_port']} "
+        f"(PQ mTLS), hello-v2 on localhost:{port_b} (STRICT_DNS)"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "meshproxy", "run", "-c", str(bootstrap)])
+    inbound = _start(configs["inbound.yaml"])
+    proc = _start(configs["bootstrap.yaml"])
     try:
+        await _wait_ready(ports["inbound_admin_port"], inbound, time.monotonic() + 20)
         await _wait_ready(ports["admin_port"], proc, time.monotonic() + 20)
         print(
             f"  meshproxy pid {proc.pid}: HTTP on :{ports['listener_port']}, TCP on :{ports['tcp_port']}, "
@@ -170,6 +205,9 @@ async def _demo(args: argparse.Namespace) -> int:
         split = Counter(r[2] for r in results)
         failed = sum(1 for r in results if r[1] != 200)
         stats = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{ports['admin_port']}/stats"))
+        inbound_stats = json.loads(
+            await asyncio.to_thread(_get, f"http://127.0.0.1:{ports['inbound_admin_port']}/stats")
+        )
         print()
         print(
             f"HTTP/1.1 through the sidecar: {len(results)} requests over {args.connections} keep-alive "
@@ -187,7 +225,12 @@ async def _demo(args: argparse.Namespace) -> int:
         print(
             f"  /v2/pinned -> {extra[0][2]} (prefix_rewrite to /), /healthz -> {extra[1][1]} direct response"
         )
-        print(f"TCP proxy: {tcp_reply!r}")
+        print(f"TCP proxy (through the mTLS hop too): {tcp_reply!r}")
+        groups = inbound_stats["listener.inbound.ssl_handshakes_by_group"]
+        print(
+            f"mTLS hop to hello-v1's sidecar: handshakes by group {groups}, "
+            f"refused {inbound_stats['listener.inbound.ssl_connection_error']}"
+        )
         print(
             "proxy counters: "
             f"downstream_rq_total={stats['http.outbound_http.downstream_rq_total']} "
@@ -200,15 +243,30 @@ async def _demo(args: argparse.Namespace) -> int:
             stop = asyncio.Event()
             asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
             await stop.wait()
-        ok = failed == 0 and extra[0][2] == "hello-v2" and extra[1][1] == 200 and "hello-v1" in tcp_reply
+        ok = (
+            failed == 0
+            and extra[0][2] == "hello-v2"
+            and extra[1][1] == 200
+            and "hello-v1" in tcp_reply
+            and set(groups) == {"X25519MLKEM768"}
+        )
         return 0 if ok else 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = -9
+        codes = []
+        for p in (proc, inbound):
+            p.send_signal(signal.SIGTERM)
+            try:
+                codes.append(await asyncio.to_thread(p.wait, 10))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(-9)
+        code = codes[0]
+        if inbound_log.exists() and inbound_log.read_text().strip():
+            first = json.loads(inbound_log.read_text().splitlines()[0])
+            print(
+                f"hello-v1's sidecar saw: {first.get('tls_version')} {first.get('tls_group')} "
+                f"{first.get('tls_cipher')}, peer {first.get('peer_identity')}"
+            )
         print(
             f"meshproxy drained and exited ({code}); access log: {access_log} "
             f"({len(access_log.read_text().splitlines()) if access_log.exists() else 0} lines)"
