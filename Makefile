@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
+NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client
 
 .PHONY: demo test lint bench bench-quick debs proto clean
@@ -31,10 +32,19 @@ $(APT_STAMP):
 
 debs: $(APT_STAMP)
 
+# Node.js 24 (it bundles OpenSSL 3.5) from the npm registry: the independent TLS peer of the
+# interop tests. Debian's own Node is older and has no ML-KEM.
+$(NODE_STAMP):
+	@command -v npm >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q npm; }
+	@mkdir -p $(VENV)/node
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node node@24
+	touch $@
+
 demo: $(STAMP)
 	$(PY) -m meshproxy.demo
 
-test: $(STAMP) $(APT_STAMP)
+test: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
 	$(PY) -m pytest -q
 
