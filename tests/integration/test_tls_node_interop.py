@@ -62,7 +62,8 @@ async def test_outbound_sidecar_reaches_a_node_server_over_x25519mlkem768(tmp_pa
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert line.startswith("listening "), line
         port = int(line.split()[1])
-        async with running_proxy(outbound(port, client, tmp_path / "a.log")) as a, httpx.AsyncClient() as http:
+        doc = outbound(port, client, tmp_path / "a.log")
+        async with running_proxy(doc) as a, httpx.AsyncClient() as http:
             resp = await http.get(a.url("/", "outbound"))
         assert resp.status_code == 200, resp.text
         seen = body_json(resp.content)
@@ -73,4 +74,3 @@ async def test_outbound_sidecar_reaches_a_node_server_over_x25519mlkem768(tmp_pa
     finally:
         proc.terminate()
         await proc.wait()
-
