@@ -12,12 +12,14 @@ import asyncio
 import logging
 import random
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.admin.server import Admin
-from meshproxy.config.model import Config
+from meshproxy.config.model import Config, TlsFiles
+from meshproxy.identity.source import CertMaterial, FileCertSource
 from meshproxy.listener.runtime import ListenerRuntime
 from meshproxy.stats import Store
 from meshproxy.upstream.manager import ClusterManager
@@ -41,6 +43,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.cert_sources: dict[TlsFiles, FileCertSource] = {}
 
     async def start(self) -> None:
         """Bring the configuration up; raises OSError if an address cannot be bound."""
@@ -63,9 +66,35 @@ class Server:
         except OSError:
             await self.close()
             raise
+        self._watch_certificates()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         self.store.server["live"] = 1
+
+    def _watch_certificates(self) -> None:
+        """Certificate files (the way cert-manager or SPIRE mount them) are polled on the
+        housekeeping tick; a change rotates every TLS context built from them."""
+        for lr in self.listeners.values():
+            for chain in lr.config.filter_chains:
+                if chain.tls_files is not None:
+                    self._source(chain.tls_files).subscribe(
+                        lambda m, lr=lr, chain=chain: lr.rotate(chain, m.chain_pem, m.key_pem, m.bundle_pem)
+                    )
+        for cfg in self.config.clusters:
+            if cfg.tls_files is not None:
+                self._source(cfg.tls_files).subscribe(lambda m, name=cfg.name: self._rotate_cluster(name, m))
+
+    def _source(self, files: TlsFiles) -> FileCertSource:
+        source = self.cert_sources.get(files)
+        if source is None:
+            source = FileCertSource(files.certificate_chain, files.private_key, files.trusted_ca)
+            self.cert_sources[files] = source
+        return source
+
+    def _rotate_cluster(self, name: str, material: CertMaterial) -> None:
+        rt = self.clusters.get(name)
+        if rt is not None:
+            rt.rotate(material.chain_pem, material.key_pem, material.bundle_pem)
 
     def listener_address(self, name: str) -> tuple[str, int]:
         return self.listeners[name].bound_address()
@@ -83,6 +112,8 @@ class Server:
             for lr in self.listeners.values():
                 lr.sweep(now)
             self.access_logs.flush()
+            for source in self.cert_sources.values():
+                source.poll(time.monotonic())
 
     async def drain(self, timeout: float | None = None) -> int:
         """Drain every listener; returns the number of connections cut at the deadline."""

@@ -163,7 +163,7 @@ class ListenerStats:
         self.downstream_cx_tx_bytes_total = 0
         self.ssl_handshake = 0
         self.ssl_connection_error = 0
-        # Labelled counters: negotiated group -> handshakes; refusal reason -> count.
+        # Labelled counters: negotiated group -> handshakes; refusal code (TlsError.code) -> count.
         self.ssl_handshakes_by_group: dict[str, int] = {}
         self.ssl_errors_by_reason: dict[str, int] = {}
 

@@ -139,11 +139,12 @@ class Admin:
         out = []
         for name, lr in self.server.listeners.items():
             for chain in lr.config.filter_chains:
-                if chain.tls is not None:
-                    out.append({"listener": name, "filter_chain": chain.name, **_describe(chain.tls)})
+                live = lr.tls_contexts.get(id(chain))  # after a rotation, the rotated material
+                if live is not None:
+                    out.append({"listener": name, "filter_chain": chain.name, **_describe(live.cfg)})
         for name, rt in self.server.clusters.clusters.items():
-            if rt.config.tls is not None:
-                out.append({"cluster": name, **_describe(rt.config.tls)})
+            if rt.tls is not None:
+                out.append({"cluster": name, **_describe(rt.tls.cfg)})
         return out
 
     def _clusters_json(self) -> list[dict[str, Any]]:

@@ -62,9 +62,9 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
             "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
         )
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
-    tls = None
+    tls = tls_files = None
     if msg.HasField("transport_socket"):
-        _, tls = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=False)
+        tls, tls_files = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=False)
     connect_timeout = duration(msg, "connect_timeout", ctx, 5.0)
     if connect_timeout <= 0:
         ctx.at("connect_timeout").problem("must be greater than 0")
@@ -92,6 +92,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         max_requests_per_connection=max_requests,
         max_idle_connections=max_idle,
         tls=tls,
+        tls_files=tls_files,
         buffer_limit=wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
     )
 

@@ -138,9 +138,9 @@ def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
 def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     mark = ctx.mark()
     match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
-    tls = None
+    tls = tls_files = None
     if msg.HasField("transport_socket"):
-        _, tls = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=True)
+        tls, tls_files = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=True)
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
     for entry, c in ctx.each("filters", msg.filters):
@@ -160,7 +160,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls)
+    return FilterChain(msg.name, match, terminal, tls, tls_files)
 
 
 def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:

@@ -16,6 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from meshproxy.config.compile_common import Ctx, reject_fields, type_url, unpack, wrapped
+from meshproxy.config.model import TlsFiles
 from meshproxy.errors import ConfigError
 from meshproxy.tls.config import TlsConfig, TlsVersion
 from meshproxy.tls.policy import from_ecdh_curves
@@ -56,11 +57,13 @@ _UNSUPPORTED_VALIDATION = (
 
 def transport_tls(
     msg: base_pb2.TransportSocket, ctx: Ctx, *, server_side: bool
-) -> tuple[bool, TlsConfig | None]:
-    """(ok, config) for a filter chain's or cluster's ``transport_socket``; None: plaintext."""
+) -> tuple[TlsConfig | None, TlsFiles | None]:
+    """(config, files) for a filter chain's or cluster's ``transport_socket``; (None, None) for
+    plaintext or after a problem. ``files`` is set when the chain, key and trusted CA all come
+    from files, which are then watched for rotation."""
     url = msg.typed_config.type_url
     if url == _RAW_BUFFER or (not url and msg.name in _RAW_NAMES):
-        return True, None
+        return None, None
     want = _DOWNSTREAM if server_side else _UPSTREAM
     if url != want:
         kind = "a DownstreamTlsContext" if server_side else "an UpstreamTlsContext"
@@ -76,7 +79,19 @@ def transport_tls(
         up = unpack(msg.typed_config, tls_pb2.UpstreamTlsContext)
         common, require_client, sni = up.common_tls_context, False, up.sni
     cfg = _common(common, tctx.at("common_tls_context"), server_side, require_client, sni)
-    return tctx.clean_since(mark), cfg
+    if cfg is None or not tctx.clean_since(mark):
+        return None, None
+    return cfg, _files(common)
+
+
+def _files(common: tls_pb2.CommonTlsContext) -> TlsFiles | None:
+    if len(common.tls_certificates) != 1 or not common.HasField("validation_context"):
+        return None
+    cert = common.tls_certificates[0]
+    sources = (cert.certificate_chain, cert.private_key, common.validation_context.trusted_ca)
+    if not all(s.WhichOneof("specifier") == "filename" for s in sources):
+        return None
+    return TlsFiles(*(s.filename for s in sources))
 
 
 def _common(

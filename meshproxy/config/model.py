@@ -63,6 +63,16 @@ NO_MUTATIONS = HeaderMutations()
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Where a TLS context's certificate material came from, when it came from files: the proxy
+    watches them and rotates (new handshakes use the new material; open connections carry on)."""
+
+    certificate_chain: str
+    private_key: str
+    trusted_ca: str
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """An access log sink: a file path, or "/dev/stdout" for the stdout logger."""
 
@@ -225,6 +235,7 @@ class FilterChain:
     filter: HttpConnectionManager | TcpProxy
     # transport_socket with a DownstreamTlsContext; None: plaintext.
     tls: TlsConfig | None = None
+    tls_files: TlsFiles | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +296,7 @@ class Cluster:
     buffer_limit: int = 1024 * 1024
     # transport_socket with an UpstreamTlsContext; None: plaintext.
     tls: TlsConfig | None = None
+    tls_files: TlsFiles | None = None
 
 
 # --------------------------------------------------------------------------- bootstrap

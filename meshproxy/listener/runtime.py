@@ -10,6 +10,7 @@ filter contexts are swapped as a whole; connections keep the context they starte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -232,6 +233,23 @@ class ListenerRuntime:
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
 
+    def rotate(self, chain: FilterChain, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        """New certificate material for ``chain``: new handshakes use it, open connections carry on."""
+        old = self.tls_contexts.get(id(chain))
+        if old is None:
+            return
+        cfg = dataclasses.replace(
+            old.cfg, certificate_chain=chain_pem, private_key=key_pem, trusted_ca=bundle_pem
+        )
+        try:
+            self.tls_contexts[id(chain)] = TlsContext(cfg)
+        except Exception as exc:  # a bad set must not take the listener down: keep the old one
+            log.error(
+                "listener %s: rotated certificate rejected, keeping the previous one: %s", self.name, exc
+            )
+            return
+        log.info("listener %s: certificate rotated", self.name)
+
     def handshake_done(self, peer: Any, negotiated: Negotiated | None, error: TlsError | None) -> None:
         """Count every handshake by its group, every refusal by its reason, and say why."""
         stats = self.stats
@@ -243,7 +261,9 @@ class ListenerRuntime:
             )
             return
         stats.ssl_connection_error += 1
-        stats.ssl_errors_by_reason[error.reason] = stats.ssl_errors_by_reason.get(error.reason, 0) + 1
+        # Counted by code (a fixed vocabulary, so the label set stays bounded); the log says why.
+        reasons = stats.ssl_errors_by_reason
+        reasons[error.code] = reasons.get(error.code, 0) + 1
         where = f"{peer[0]}:{peer[1]}" if peer else "?"
         log.warning("listener %s: TLS handshake with %s refused: %s", self.name, where, error.reason)
 

@@ -10,6 +10,7 @@ Must not know about HTTP: the caller provides the protocol factory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -172,6 +173,24 @@ class ClusterRuntime:
             self.stats.upstream_cx_connect_fail += 1
             raise
         return proto
+
+    def rotate(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        """New client certificate material: new connections use it, pooled ones carry on."""
+        if self.tls is None:
+            return
+        cfg = dataclasses.replace(
+            self.tls.cfg, certificate_chain=chain_pem, private_key=key_pem, trusted_ca=bundle_pem
+        )
+        try:
+            self.tls = TlsContext(cfg)
+        except Exception as exc:  # keep the previous material rather than lose the cluster
+            log.error(
+                "cluster %s: rotated certificate rejected, keeping the previous one: %s",
+                self.config.name,
+                exc,
+            )
+            return
+        log.info("cluster %s: certificate rotated", self.config.name)
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -162,13 +162,13 @@ async def _refused(tmp_path: pathlib.Path, reason_part: str, *, at_connect: bool
 
 async def test_client_with_another_identity_is_refused(tmp_path: pathlib.Path) -> None:
     intruder = make_leaf(make_ca(), "spiffe://mesh.local/ns/default/sa/intruder")
-    await _refused(tmp_path, "not allowed", client=intruder)
+    await _refused(tmp_path, "identity_not_allowed", client=intruder)
 
 
 async def test_classical_only_client_is_refused_when_the_hybrid_group_is_required(
     tmp_path: pathlib.Path,
 ) -> None:
-    await _refused(tmp_path, "post-quantum", at_connect=True, outbound={"curves": ["X25519"]})
+    await _refused(tmp_path, "no_pq_group", at_connect=True, outbound={"curves": ["X25519"]})
 
 
 async def test_sidecars_of_different_cas_refuse_each_other(tmp_path: pathlib.Path) -> None:
