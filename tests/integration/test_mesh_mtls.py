@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 from certs import make_ca, make_leaf
 
+from meshproxy.identity.certs import Algorithm
+
 from .harness import Proxy, bootstrap, cluster, http_listener, read_access_log, route, running_proxy
 from .upstreams import aiohttp_upstream, body_json, counting_upstream
 
@@ -208,3 +210,20 @@ async def test_admin_certs_lists_the_certificates_in_use(tmp_path: pathlib.Path)
     assert cluster_entry["cluster"] == "mesh"
     assert cluster_entry["cert_chain"][0]["uri_sans"] == [CLIENT_ID]
     assert cluster_entry["ca_cert"], "the trust anchors are listed too"
+
+
+async def test_ml_dsa_65_certificates_end_to_end(tmp_path: pathlib.Path) -> None:
+    # Post-quantum signatures too: an ML-DSA-65 CA and ML-DSA-65 leaves on both sidecars.
+    ca = make_ca(Algorithm.ML_DSA_65)
+    server, client = make_leaf(ca, SERVER_ID), make_leaf(ca, CLIENT_ID)
+    log = tmp_path / "a.log"
+    async with (
+        aiohttp_upstream("app") as app,
+        mesh(app, log, client=client, server=server) as (a, b),
+        httpx.AsyncClient() as http,
+    ):
+        resp = await http.get(a.url("/echo/pq", "outbound"))
+        assert resp.status_code == 200
+        assert b.server.store.listener_stats("inbound").ssl_handshakes_by_group == {"X25519MLKEM768": 1}
+        xfcc = dict(body_json(resp.content)["headers"])["x-forwarded-client-cert"]  # type: ignore[arg-type]
+        assert f"URI={CLIENT_ID}" in xfcc
