@@ -41,11 +41,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=1, help="reserved: worker count (only 1 today)")
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
+    probe = sub.add_parser("tls-probe", help="handshake with a TLS endpoint and print what was negotiated")
+    probe.add_argument("address", help="HOST:PORT")
+    probe.add_argument("--cert", help="client certificate chain (PEM) for mutual TLS")
+    probe.add_argument("--key", help="client private key (PEM)")
+    probe.add_argument("--ca", help="trusted CA bundle (PEM); without it the peer is not verified")
+    probe.add_argument("--sni", default="", help="server name to send")
+    probe.add_argument("--pq", default="preferred", choices=["preferred", "required", "off"])
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tls-probe":
+        from meshproxy.tls_probe import probe
+
+        loop = new_event_loop()
+        try:
+            return loop.run_until_complete(probe(args))
+        finally:
+            loop.close()
     if args.command == "validate":
         config = _load(args.config, "invalid")
         if config is None:

@@ -11,13 +11,15 @@ application.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from certs import make_ca, make_leaf
+from certs import make_ca, make_leaf, write_leaf
 
 from meshproxy.identity.certs import Algorithm
 
@@ -227,3 +229,29 @@ async def test_ml_dsa_65_certificates_end_to_end(tmp_path: pathlib.Path) -> None
         assert b.server.store.listener_stats("inbound").ssl_handshakes_by_group == {"X25519MLKEM768": 1}
         xfcc = dict(body_json(resp.content)["headers"])["x-forwarded-client-cert"]  # type: ignore[arg-type]
         assert f"URI={CLIENT_ID}" in xfcc
+
+
+async def _probe(port: int, files: tuple[pathlib.Path, ...], pq: str) -> tuple[int, str]:
+    cert, key, ca = map(str, files)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshproxy", "tls-probe", f"127.0.0.1:{port}",
+        "--cert", cert, "--key", key, "--ca", ca, "--pq", pq,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_tls_probe_prints_the_negotiated_parameters_of_a_live_link(tmp_path: pathlib.Path) -> None:
+    files = write_leaf(make_leaf(make_ca(), CLIENT_ID), tmp_path)
+    async with (
+        counting_upstream() as (app, _),
+        running_proxy(inbound(app, make_leaf(make_ca(), SERVER_ID))) as b,
+    ):
+        code, out = await _probe(b.port("inbound"), files, "required")
+        assert code == 0, out
+        assert "TLSv1.3" in out and "X25519MLKEM768" in out and SERVER_ID in out
+        code, out = await _probe(b.port("inbound"), files, "off")
+        assert code == 1, out
+        assert "refused:" in out
