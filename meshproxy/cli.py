@@ -13,9 +13,10 @@ import gc
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshproxy.errors import ConfigError
+from meshproxy.errors import ConfigError, MeshproxyError
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Config
@@ -39,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, help="bootstrap file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--concurrency", type=int, default=1, help="reserved: worker count (only 1 today)")
+    ident = run.add_argument_group(
+        "workload identity",
+        "obtain this proxy's SVID from the control plane's CA and keep it in --cert-dir (cert.pem, "
+        "key.pem, ca.pem), renewed at half-life; the bootstrap names these files",
+    )
+    ident.add_argument("--ca-address", help="the CA, HOST:PORT (controlplane serve)")
+    ident.add_argument("--identity", help="this workload's SPIFFE ID")
+    ident.add_argument("--token-file", help="the bootstrap token that authenticates the CSR")
+    ident.add_argument("--cert-dir", help="where the SVID, its key and the trust bundle are kept")
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
     probe = sub.add_parser("tls-probe", help="handshake with a TLS endpoint and print what was negotiated")
@@ -76,12 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.concurrency != 1:
         print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
         return 2
-    config = _load(args.config, "invalid configuration, not starting")
-    if config is None:
-        return 1
+    identity = (args.ca_address, args.identity, args.token_file, args.cert_dir)
+    if any(identity) and not all(identity):
+        print("meshproxy: --ca-address, --identity, --token-file and --cert-dir go together", file=sys.stderr)
+        return 2
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_run(config))
+        return loop.run_until_complete(_run(args.config, identity if all(identity) else None))
     finally:
         loop.close()
 
@@ -99,9 +110,24 @@ def _load(path: str, verdict: str) -> Config | None:
         return None
 
 
-async def _run(config: Config) -> int:
+async def _run(path: str, identity: tuple[str, str, str, str] | None) -> int:
     from meshproxy.server import Server
 
+    rotator = None
+    if identity is not None:
+        # The SVID files must exist before the bootstrap that names them is compiled.
+        from meshproxy.identity.agent import start_agent
+        from meshproxy.identity.svid_client import SvidError
+
+        ca_address, spiffe_id, token_file, cert_dir = identity
+        try:
+            rotator = await start_agent(ca_address, spiffe_id, Path(token_file), Path(cert_dir))
+        except (SvidError, MeshproxyError, OSError) as exc:
+            logging.getLogger("meshproxy").error("cannot obtain the workload identity: %s", exc)
+            return 3
+    config = _load(path, "invalid configuration, not starting")
+    if config is None:
+        return 1
     server = Server(config)
     try:
         await server.start()
@@ -121,4 +147,6 @@ async def _run(config: Config) -> int:
     if admin:
         log.info("admin on http://%s:%d", *admin)
     await server.serve_forever()
+    if rotator is not None:
+        await rotator.close()
     return 0
