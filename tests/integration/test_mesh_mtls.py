@@ -5,8 +5,8 @@ sidecar B (inbound listener with a DownstreamTlsContext that requires a client c
 matches its SPIFFE ID) → application. Covers: X25519MLKEM768 negotiated and counted, the peer
 identity in XFCC and in the access log, and refusals (wrong client identity, a classical-only
 client against a server that requires the hybrid group, a client certificate from another CA,
-plaintext sent to the TLS port), each refused with its reason counted and nothing reaching the
-application.
+plaintext sent to the TLS port, an expired client certificate, one without a SPIFFE ID, none at
+all), each refused with its reason counted and nothing reaching the application.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import pathlib
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -255,3 +256,30 @@ async def test_tls_probe_prints_the_negotiated_parameters_of_a_live_link(tmp_pat
         code, out = await _probe(b.port("inbound"), files, "off")
         assert code == 1, out
         assert "refused:" in out
+
+
+async def test_expired_client_certificate_is_refused(tmp_path: pathlib.Path) -> None:
+    now = datetime.now(UTC)
+    expired = make_leaf(
+        make_ca(), CLIENT_ID, not_before=now - timedelta(days=2), not_after=now - timedelta(days=1)
+    )
+    await _refused(tmp_path, "expired", client=expired)
+
+
+async def test_client_certificate_without_a_spiffe_id_is_refused(tmp_path: pathlib.Path) -> None:
+    anonymous = make_leaf(make_ca(), CLIENT_ID, uri_sans=[])
+    await _refused(tmp_path, "identity_not_allowed", client=anonymous)
+
+
+async def test_client_without_a_certificate_is_refused(tmp_path: pathlib.Path) -> None:
+    server = make_leaf(make_ca(), SERVER_ID)
+    async with counting_upstream() as (app, heads), running_proxy(inbound(app, server)) as b:
+        doc = outbound(b.port("inbound"), make_leaf(make_ca(), CLIENT_ID), tmp_path / "a.log")
+        tls = doc["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+        del tls["common_tls_context"]["tls_certificates"]
+        async with running_proxy(doc) as a, httpx.AsyncClient() as client:
+            resp = await client.get(a.url("/", "outbound"))
+        assert resp.status_code == 503
+        assert heads == []
+        reasons = b.server.store.listener_stats("inbound").ssl_errors_by_reason
+        assert any("certificate" in code for code in reasons), reasons
