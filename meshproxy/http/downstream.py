@@ -282,6 +282,10 @@ class DownstreamConnection(asyncio.Protocol):
         assert stream is not None
         parser = self.parser
         stream.headers_done = True
+        if self.xfcc is not None:
+            # The verified peer, as a header, before routing: route header matchers can select
+            # on the caller's SPIFFE ID (e.g. a "contains URI=spiffe://…" string match).
+            stream.headers.append((b"x-forwarded-client-cert", self.xfcc))
         if self.conn_named:
             named = self.conn_named
             stream.headers = [(n, v) for n, v in stream.headers if n not in named]

@@ -273,8 +273,6 @@ class Stream:
             rid = self.request_id = ctx.request_ids.next()
         if rid is not None:
             parts += (b"x-request-id: ", rid, b"\r\n")
-        if self.conn.xfcc is not None:
-            parts += (b"x-forwarded-client-cert: ", self.conn.xfcc, b"\r\n")
         if self.upgrade is not None:
             parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade, b"\r\n")
         elif self.chunked:

@@ -283,3 +283,36 @@ async def test_client_without_a_certificate_is_refused(tmp_path: pathlib.Path) -
         assert heads == []
         reasons = b.server.store.listener_stats("inbound").ssl_errors_by_reason
         assert any("certificate" in code for code in reasons), reasons
+
+
+async def test_routes_can_select_on_the_verified_peer_identity(tmp_path: pathlib.Path) -> None:
+    # The caller's SPIFFE ID reaches the route table as x-forwarded-client-cert: a header
+    # matcher admits frontend and a catch-all answers 403 for anyone else.
+    server = make_leaf(make_ca(), SERVER_ID)
+    async with aiohttp_upstream("app") as app:
+        doc = inbound(app, server, allow="spiffe://mesh.local/ns/default/sa/")
+        tls = doc["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]
+        tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"] = {
+            "prefix": "spiffe://mesh.local/ns/default/sa/"
+        }
+        hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+            {
+                "match": {
+                    "prefix": "/",
+                    "headers": [
+                        {"name": "x-forwarded-client-cert", "string_match": {"contains": f"URI={CLIENT_ID}"}}
+                    ],
+                },
+                "route": {"cluster": "app"},
+            },
+            {"match": {"prefix": "/"}, "direct_response": {"status": 403, "body": {"inline_string": "no\n"}}},
+        ]
+        async with running_proxy(doc) as b:
+            answers = {}
+            for who in (CLIENT_ID, "spiffe://mesh.local/ns/default/sa/other"):
+                leaf = make_leaf(make_ca(), who)
+                a_doc = outbound(b.port("inbound"), leaf, tmp_path / "a.log")
+                async with running_proxy(a_doc) as a, httpx.AsyncClient() as http:
+                    answers[who] = (await http.get(a.url("/echo", "outbound"))).status_code
+    assert answers == {CLIENT_ID: 200, "spiffe://mesh.local/ns/default/sa/other": 403}
