@@ -26,7 +26,7 @@ __all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_
 
 def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     """The runtime Config of a static bootstrap; raises ConfigError listing every problem."""
-    ctx = Ctx("", [])
+    ctx = Ctx("", [], secrets={secret.name: secret for secret in msg.static_resources.secrets})
     if msg.HasField("dynamic_resources"):
         ctx.at("dynamic_resources").problem(
             "is not supported yet; list listeners and clusters in static_resources"

@@ -49,6 +49,8 @@ class Ctx:
     # (field path, cluster name) of every cluster a route or tcp_proxy names; checked against
     # the defined clusters by whoever knows them (the bootstrap compiler, later the xDS client).
     cluster_refs: list[tuple[str, str]] = field(default_factory=list)
+    # static_resources.secrets by name: what an SDS secret config without sds_config refers to.
+    secrets: dict[str, Any] = field(default_factory=dict)
 
     def at(self, name: str, index: int | str | None = None) -> Ctx:
         path = f"{self.path}.{name}" if self.path else name
@@ -56,7 +58,7 @@ class Ctx:
             path += f"[{index}]"
         elif index is not None:
             path += f'["{index}"]'
-        return Ctx(path, self.problems, self.cluster_refs)
+        return Ctx(path, self.problems, self.cluster_refs, self.secrets)
 
     def each(self, name: str, items: Iterable[T]) -> Iterator[tuple[T, Ctx]]:
         """Pairs each element of the repeated field ``name`` with its context ``name[i]``."""

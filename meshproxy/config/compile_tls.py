@@ -11,6 +11,7 @@ with its field path rather than a failed handshake later. ``raw_buffer`` means p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -31,7 +32,8 @@ _VERSIONS = {
     common_pb2.TlsParameters.TLSv1_3: TlsVersion.TLSv1_3,
 }
 _SDS_LATER = (
-    "SDS secrets arrive with the xDS issue; give tls_certificates / validation_context inline or by filename"
+    "secrets over SDS (sds_config) arrive with the xDS issue; name a static_resources.secrets entry, "
+    "or give the certificate inline or by filename"
 )
 _UNSUPPORTED_COMMON = (
     "tls_certificate_provider_instance",
@@ -98,9 +100,6 @@ def _common(
     msg: tls_pb2.CommonTlsContext, ctx: Ctx, server_side: bool, require_client: bool, sni: str
 ) -> TlsConfig | None:
     reject_fields(msg, _UNSUPPORTED_COMMON, ctx, "is not supported")
-    reject_fields(
-        msg, ("tls_certificate_sds_secret_configs", "validation_context_sds_secret_config"), ctx, _SDS_LATER
-    )
     params = msg.tls_params
     pctx = ctx.at("tls_params")
     min_v = _version(params, "tls_minimum_protocol_version", pctx, TlsVersion.TLSv1_2)
@@ -111,9 +110,14 @@ def _common(
         ctx.problems.extend(exc.problems)
         return None
     chain = key = b""
-    if len(msg.tls_certificates) > 1:
+    certificates = list(ctx.each("tls_certificates", msg.tls_certificates))
+    for ref, rctx in ctx.each("tls_certificate_sds_secret_configs", msg.tls_certificate_sds_secret_configs):
+        secret = _static_secret(ref, rctx, "tls_certificate")
+        if secret is not None:
+            certificates.append((secret.tls_certificate, rctx.at("(secret)").at("tls_certificate")))
+    if len(certificates) > 1:
         ctx.at("tls_certificates").problem("one certificate is supported (RSA/ECDSA selection is not)")
-    for cert, cctx in ctx.each("tls_certificates", msg.tls_certificates[:1]):
+    for cert, cctx in certificates[:1]:
         reject_fields(
             cert,
             ("pkcs12", "watched_directory", "private_key_provider", "password"),
@@ -124,9 +128,16 @@ def _common(
         key = _data(cert.private_key, cctx.at("private_key"))
     trusted: bytes | None = None
     sans: list[tuple[str, str]] = []
+    validation: tuple[common_pb2.CertificateValidationContext, Ctx] | None = None
     if msg.HasField("validation_context"):
-        vmsg: common_pb2.CertificateValidationContext = msg.validation_context
-        vctx = ctx.at("validation_context")
+        validation = msg.validation_context, ctx.at("validation_context")
+    elif msg.HasField("validation_context_sds_secret_config"):
+        rctx = ctx.at("validation_context_sds_secret_config")
+        secret = _static_secret(msg.validation_context_sds_secret_config, rctx, "validation_context")
+        if secret is not None:
+            validation = secret.validation_context, rctx.at("(secret)").at("validation_context")
+    if validation is not None:
+        vmsg, vctx = validation
         reject_fields(vmsg, _UNSUPPORTED_VALIDATION, vctx, "is not supported")
         if vmsg.HasField("trusted_ca"):
             trusted = _data(vmsg.trusted_ca, vctx.at("trusted_ca"))
@@ -159,6 +170,22 @@ def _common(
         owner = ctx.path.rsplit(".common_tls_context", 1)[0]  # TlsConfig names fields from there
         ctx.problems.extend(f"{owner}.{p}" for p in exc.problems)
         return None
+
+
+def _static_secret(ref: Any, ctx: Ctx, kind: str) -> Any:
+    """The ``static_resources.secrets`` entry an SDS secret config names (no ``sds_config``)."""
+    if ref.HasField("sds_config"):
+        ctx.at("sds_config").problem(_SDS_LATER)
+        return None
+    secret = ctx.secrets.get(ref.name)
+    if secret is None:
+        known = ", ".join(sorted(ctx.secrets)) or "none"
+        ctx.at("name").problem(f'no static secret "{ref.name}" (static_resources.secrets: {known})')
+        return None
+    if secret.WhichOneof("type") != kind:
+        ctx.at("name").problem(f'secret "{ref.name}" holds a {secret.WhichOneof("type")}, not a {kind}')
+        return None
+    return secret
 
 
 def _version(params: common_pb2.TlsParameters, name: str, ctx: Ctx, default: TlsVersion) -> TlsVersion:

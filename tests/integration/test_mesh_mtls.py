@@ -316,3 +316,24 @@ async def test_routes_can_select_on_the_verified_peer_identity(tmp_path: pathlib
                 async with running_proxy(a_doc) as a, httpx.AsyncClient() as http:
                     answers[who] = (await http.get(a.url("/echo", "outbound"))).status_code
     assert answers == {CLIENT_ID: 200, "spiffe://mesh.local/ns/default/sa/other": 403}
+
+
+async def test_certificates_from_static_sds_secrets(tmp_path: pathlib.Path) -> None:
+    # Istio's names: the workload certificate is secret "default", the trust bundle "ROOTCA".
+    server = make_leaf(make_ca(), SERVER_ID)
+    async with aiohttp_upstream("app") as app:
+        doc = inbound(app, server)
+        chain = doc["static_resources"]["listeners"][0]["filter_chains"][0]
+        common = chain["transport_socket"]["typed_config"]["common_tls_context"]
+        doc["static_resources"]["secrets"] = [
+            {"name": "default", "tls_certificate": common.pop("tls_certificates")[0]},
+            {"name": "ROOTCA", "validation_context": common.pop("validation_context")},
+        ]
+        common["tls_certificate_sds_secret_configs"] = [{"name": "default"}]
+        common["validation_context_sds_secret_config"] = {"name": "ROOTCA"}
+        async with running_proxy(doc) as b:
+            client = make_leaf(make_ca(), CLIENT_ID)
+            a_doc = outbound(b.port("inbound"), client, tmp_path / "a.log")
+            async with running_proxy(a_doc) as a, httpx.AsyncClient() as http:
+                assert (await http.get(a.url("/echo", "outbound"))).status_code == 200
+            assert b.server.store.listener_stats("inbound").ssl_handshakes_by_group == {"X25519MLKEM768": 1}
