@@ -13,6 +13,7 @@ upstream (haproxy ``http-reuse always``; nginx ``keepalive 64`` with HTTP/1.1 an
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import signal
 import socket
@@ -222,11 +223,45 @@ def meshproxy_bootstrap(port: int, upstream_port: int, admin_port: int) -> str:
     return yaml.safe_dump(bootstrap, sort_keys=False)
 
 
+ExtraTarget = Callable[[int, Path], tuple[list[list[str]], int, Callable[[], bool]]]
+"""Given the upstream's port and a scratch directory: the command line(s) of the proxy (or of a
+pair of sidecars), the port traffic goes to, and the readiness check."""
+
+EXTRA_TARGETS: dict[str, ExtraTarget] = {}
+"""Targets a scenario module defines (TLS listeners, sidecar pairs) by name; see ``register``."""
+
+
+def register(name: str, command: ExtraTarget) -> None:
+    """Make ``name`` a target ``running`` can start. A scenario with such paths sets
+    ``filter_targets=False`` (``--targets`` knows only ``TARGETS``)."""
+    EXTRA_TARGETS[name] = command
+
+
+def group_argv(argvs: list[list[str]]) -> list[str]:
+    """One ``sh`` whose direct children are the given commands (e.g. both sidecars of a pair), so
+    the proxy CPU the runner reads (a process and its direct children) covers all of them, pinning
+    is inherited, and SIGTERM to it stops them all."""
+    starts = " ".join(f"{shlex.join(argv)} & p{i}=$!;" for i, argv in enumerate(argvs))
+    pids = " ".join(f"$p{i}" for i in range(len(argvs)))
+    return ["sh", "-c", f"trap 'kill {pids} 2>/dev/null; wait; exit 0' TERM INT; {starts} wait"]
+
+
+def http_ok(port: int, path: str) -> bool:
+    return _http_ok(port, path)
+
+
+def port_open(port: int) -> bool:
+    return _port_open(port)
+
+
 def _proxy_command(
     target: str, upstream_port: int, workdir: Path
 ) -> tuple[list[str], int, Callable[[], bool]]:
     """The command line of ``target``, its listening port, and its readiness check."""
     port = free_port()
+    if target in EXTRA_TARGETS:
+        argvs, port, ready = EXTRA_TARGETS[target](upstream_port, workdir)
+        return (argvs[0] if len(argvs) == 1 else group_argv(argvs)), port, ready
     if target == "haproxy":
         conf = workdir / "haproxy.cfg"
         conf.write_text(haproxy_config(port, upstream_port))
