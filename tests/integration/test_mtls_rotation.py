@@ -3,7 +3,8 @@
 The inbound sidecar's certificate, key and trust bundle come from files (the way cert-manager
 or SPIRE mount them); the test swaps them while requests flow through the outbound sidecar,
 which opens a new mTLS connection for every request (``max_requests_per_connection: 1``), so
-handshakes keep happening across the swap.
+handshakes keep happening across the swap; a second outbound sidecar holds one pooled connection
+opened before the swap, which must carry on without a new handshake.
 """
 
 from __future__ import annotations
@@ -58,7 +59,14 @@ async def test_rotation_under_steady_traffic_fails_no_request(tmp_path: pathlib.
             doc_a["static_resources"]["clusters"][0]["common_http_protocol_options"] = {
                 "max_requests_per_connection": 1
             }
-            async with running_proxy(doc_a) as a, httpx.AsyncClient() as http:
+            # A second outbound sidecar keeps one pooled mTLS connection open across the swap.
+            doc_pooled = outbound(b.port("inbound"), client, tmp_path / "pooled.log")
+            async with (
+                running_proxy(doc_a) as a,
+                running_proxy(doc_pooled) as pooled,
+                httpx.AsyncClient() as http,
+            ):
+                assert (await http.get(pooled.url("/echo", "outbound"))).status_code == 200
 
                 async def serving_serial() -> str:
                     certs = (await http.get(b.admin_url + "/certs")).json()
@@ -79,6 +87,9 @@ async def test_rotation_under_steady_traffic_fails_no_request(tmp_path: pathlib.
                         break
                     await asyncio.sleep(0)  # let the housekeeping tick run between requests
                 handshakes = b.server.store.listener_stats("inbound").ssl_handshakes_by_group
+                # The connection opened before the rotation carries on: same connection, no new handshake.
+                assert (await http.get(pooled.url("/echo", "outbound"))).status_code == 200
+                assert pooled.cluster_stats("mesh").upstream_cx_total == 1
     assert rotated_at is not None, "the new certificate was not picked up"
     assert statuses == [200] * len(statuses), f"{statuses.count(200)} of {len(statuses)} succeeded"
-    assert handshakes["X25519MLKEM768"] >= len(statuses), "every request had its own handshake"
+    assert handshakes["X25519MLKEM768"] >= len(statuses) + 1, "a handshake per request, plus the pooled one"
