@@ -18,7 +18,7 @@ from typing import Any
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.admin.server import Admin
-from meshproxy.config.model import Config, TlsFiles
+from meshproxy.config.model import Config, HttpConnectionManager, TlsFiles
 from meshproxy.identity.source import CertMaterial, FileCertSource
 from meshproxy.listener.runtime import ListenerRuntime
 from meshproxy.stats import Store
@@ -122,12 +122,13 @@ class Server:
         self.draining = True
         self.store.server["draining"] = 1
         if timeout is None:
+            # The longest http_connection_manager drain_timeout (Envoy's default: 5 s).
             timeout = max(
                 (
                     fc.filter.drain_timeout
                     for lr in self.listeners.values()
                     for fc in lr.config.filter_chains
-                    if hasattr(fc.filter, "drain_timeout")
+                    if isinstance(fc.filter, HttpConnectionManager)
                 ),
                 default=5.0,
             )

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.http import codec
-from meshproxy.stats import StatsCollector
+from meshproxy.stats import Histogram, StatsCollector
 
 if TYPE_CHECKING:
     from meshproxy.server import Server
@@ -49,7 +50,7 @@ def _jsonable(obj: Any) -> Any:
         return [_jsonable(x) for x in obj]
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
-    if hasattr(obj, "pattern") and hasattr(obj, "flags"):  # a compiled regex
+    if isinstance(obj, re.Pattern):
         return obj.pattern
     return obj
 
@@ -129,7 +130,7 @@ class Admin:
             for key, obj in entries.items():
                 for attr in type(obj).__slots__:
                     value = getattr(obj, attr)
-                    if hasattr(value, "cumulative"):
+                    if isinstance(value, Histogram):
                         value = {"count": value.count, "sum": value.sum, "buckets": value.cumulative()}
                     out[f"{scope}.{key}.{attr}"] = value
         return out
