@@ -10,17 +10,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks import cli, openloop, wrk
-from benchmarks.runner import Measurement, Path, RunFn, Scenario, Settings, Timing, pairwise
+from benchmarks import cli, openloop
+from benchmarks.runner import (
+    Measurement,
+    Path,
+    RunFn,
+    Scenario,
+    Settings,
+    Timing,
+    pairwise,
+    saturating_and_serial,
+)
 
 CONNECTIONS = 50
-
-
-def _closed(connections: int) -> RunFn:
-    def run(settings: Settings, port: int) -> dict[str, Any]:
-        return wrk.run(port, connections, settings.duration_s, settings.cpu_load)
-
-    return run
 
 
 def _open(rate: int) -> RunFn:
@@ -51,10 +53,7 @@ SCENARIO = Scenario(
     title="Scenario 1: HTTP/1.1, one hop, plaintext, 64-byte responses",
     paths=tuple(Path(t, t) for t in ("direct", *_PROXIES)),
     measurements=(
-        Measurement(
-            "saturate", f"Saturating throughput (wrk -t1 -c{CONNECTIONS})", "throughput", _closed(50)
-        ),
-        Measurement("serial", "Serial round trip (wrk -t1 -c1)", "latency", _closed(1)),
+        *saturating_and_serial(CONNECTIONS),
         Measurement(
             "open1k", f"Open loop, 1,000 req/s over {CONNECTIONS} connections", "latency", _open(1000)
         ),

@@ -16,8 +16,14 @@ import sys
 from pathlib import Path as FsPath
 from typing import Any
 
-from benchmarks import cli, targets, wrk
-from benchmarks.runner import Measurement, Path, RunFn, Scenario, Settings, Timing, pairwise
+from benchmarks import cli, targets
+from benchmarks.runner import (
+    Path,
+    Scenario,
+    Timing,
+    pairwise,
+    saturating_and_serial,
+)
 from benchmarks.tls_hop import (
     CLIENT_ID,
     SERVER_ID,
@@ -102,13 +108,6 @@ targets.register("meshproxy-pair-x25519", _meshproxy_pair("X25519"))
 targets.register("haproxy-pair", _haproxy_pair)
 
 
-def _closed(connections: int) -> RunFn:
-    def run(settings: Settings, port: int) -> dict[str, Any]:
-        return wrk.run(port, connections, settings.duration_s, settings.cpu_load)
-
-    return run
-
-
 _PAIRS = ("meshproxy-pair", "meshproxy-pair-x25519", "haproxy-pair")
 _RATIO_ROWS = (
     ("saturating req/s", "saturate", "rps"),
@@ -124,12 +123,7 @@ SCENARIO = Scenario(
     name="mesh_path",
     title="Scenario 3: the mesh path, client → sidecar → mutual TLS 1.3 → sidecar → upstream (64 B)",
     paths=tuple(Path(t, t) for t in ("direct", *_PAIRS)),
-    measurements=(
-        Measurement(
-            "saturate", f"Saturating throughput (wrk -t1 -c{CONNECTIONS})", "throughput", _closed(50)
-        ),
-        Measurement("serial", "Serial round trip (wrk -t1 -c1)", "latency", _closed(1)),
-    ),
+    measurements=(*saturating_and_serial(CONNECTIONS),),
     comparisons=pairwise(
         [
             ("meshproxy-pair", "haproxy-pair"),

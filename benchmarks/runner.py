@@ -305,3 +305,25 @@ def pairwise(
         for title, m, k in rows
         for num, den in pairs
     )
+
+
+def closed_loop(connections: int) -> RunFn:
+    """A wrk run (closed loop) over ``connections`` keep-alive connections."""
+
+    def run(settings: Settings, port: int) -> dict[str, Any]:
+        return wrk.run(port, connections, settings.duration_s, settings.cpu_load)
+
+    return run
+
+
+def saturating_and_serial(connections: int) -> tuple[Measurement, Measurement]:
+    """The two wrk measurements most scenarios share: saturating throughput and serial latency."""
+    return (
+        Measurement(
+            "saturate",
+            f"Saturating throughput (wrk -t1 -c{connections})",
+            "throughput",
+            closed_loop(connections),
+        ),
+        Measurement("serial", "Serial round trip (wrk -t1 -c1)", "latency", closed_loop(1)),
+    )
