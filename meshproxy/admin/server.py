@@ -156,7 +156,7 @@ class Admin:
                 {
                     "name": name,
                     "type": rt.config.discovery,
-                    "lb_policy": rt.config.lb_policy,
+                    "lb_policy": rt.config.lb.policy,
                     "resolved": rt.resolved,
                     "upstream_rq_total": s.upstream_rq_total,
                     "upstream_rq_active": s.upstream_rq_active,

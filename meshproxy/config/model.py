@@ -12,6 +12,18 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from meshproxy.config.policy import (
+    DEFAULT_LB,
+    DEFAULT_THRESHOLDS,
+    HashPolicy,
+    HealthCheck,
+    LbConfig,
+    LocalRateLimit,
+    OutlierDetection,
+    RetryPolicy,
+    Thresholds,
+)
+
 if TYPE_CHECKING:
     from meshproxy.tls.config import TlsConfig
 
@@ -137,6 +149,15 @@ class RouteAction:
     host_rewrite_literal: str | None = None
     # Seconds; Envoy's default is 15 s; 0 disables the route timeout.
     timeout: float = 15.0
+    # The route's retry_policy, or the virtual host's when the route has none.
+    retry_policy: RetryPolicy | None = None
+    hash_policy: tuple[HashPolicy, ...] = ()
+    # max_stream_duration.max_stream_duration (0: none) and grpc_timeout_header_max
+    # (None: grpc-timeout ignored; 0: honoured without a cap).
+    max_stream_duration: float = 0.0
+    grpc_timeout_header_max: float | None = None
+    # Route.per_request_buffer_limit_bytes: the most of a request body kept for a retry.
+    retry_buffer_limit: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +229,8 @@ class HttpConnectionManager:
     server_name: str = "meshproxy"
     # Drain timeout used when this listener is drained (drain_timeout, default 5 s).
     drain_timeout: float = 5.0
+    # The envoy.filters.http.local_ratelimit filter, when present.
+    local_rate_limit: LocalRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +281,10 @@ class Endpoint:
     """An endpoint as configured: a literal address (STATIC) or a host name (STRICT_DNS)."""
 
     address: SocketAddress
-    weight: int = 1
+    weight: int = 1  # load_balancing_weight
     health_status: HealthStatus = "UNKNOWN"
+    # LbEndpoint.endpoint.hostname: the key ring hash and maglev hash on (else "host:port").
+    hostname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +305,10 @@ class LocalityLbEndpoints:
 @dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
-    discovery: Literal["STATIC", "STRICT_DNS"]
+    discovery: Literal["STATIC", "STRICT_DNS", "EDS"]
     localities: tuple[LocalityLbEndpoints, ...]
     connect_timeout: float = 5.0  # seconds (Envoy's default)
-    lb_policy: Literal["ROUND_ROBIN"] = "ROUND_ROBIN"
+    lb: LbConfig = DEFAULT_LB
     dns_refresh_rate: float = 5.0  # seconds (Envoy's default)
     # Upstream keep-alive: idle pooled connections close after this long
     # (common_http_protocol_options.idle_timeout, default 1 h).
@@ -297,6 +322,12 @@ class Cluster:
     # transport_socket with an UpstreamTlsContext; None: plaintext.
     tls: TlsConfig | None = None
     tls_files: TlsFiles | None = None
+    # circuit_breakers.thresholds by routing priority ("DEFAULT", "HIGH").
+    thresholds: tuple[Thresholds, ...] = (DEFAULT_THRESHOLDS,)
+    outlier_detection: OutlierDetection | None = None
+    health_checks: tuple[HealthCheck, ...] = ()
+    # "EDS": endpoints arrive over xDS (ClusterLoadAssignment), localities start empty.
+    eds_service_name: str = ""
 
 
 # --------------------------------------------------------------------------- bootstrap

@@ -218,7 +218,7 @@ def test_cluster_defaults_follow_envoy() -> None:
     result = valid({"name": "empty"})
     assert result == Cluster("empty", "STATIC", ())
     assert (result.connect_timeout, result.dns_refresh_rate, result.idle_timeout) == (5.0, 5.0, 3600.0)
-    assert (result.max_requests_per_connection, result.buffer_limit, result.lb_policy) == (
+    assert (result.max_requests_per_connection, result.buffer_limit, result.lb.policy) == (
         0,
         1024 * 1024,
         "ROUND_ROBIN",
