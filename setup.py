@@ -23,6 +23,10 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 # The compiled modules, one per line; keep in step with meshproxy._ext.COMPILED_MODULES.
 CYTHON_MODULES = [
     "meshproxy.upstream.lb._round_robin_c",
+    "meshproxy.upstream.lb._least_request_c",
+    "meshproxy.upstream.lb._random_lb_c",
+    "meshproxy.upstream.lb._ring_hash_c",
+    "meshproxy.upstream.lb._maglev_c",
 ]
 
 HERE = Path(__file__).resolve().parent

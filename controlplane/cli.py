@@ -1,12 +1,14 @@
-"""The ``controlplane`` command line: ``serve`` the CA, ``token create`` a bootstrap token.
+"""The ``controlplane`` command line: ``serve`` the mesh, ``token create`` a bootstrap token.
 
-Owns argument parsing, logging setup, the assembly of the grpc.aio server (today the CA service
-alone on ``--xds-address``; the xDS issue adds ADS to the same server) and its life until SIGINT
-or SIGTERM. Exit codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error,
-3 cannot bind or start. ``serve`` prints one line when it listens, naming the bound address
-(port 0 picks a free port, and that line says which).
+Owns argument parsing, logging setup, the assembly of the grpc.aio server on ``--xds-address``
+(ADS, the CA and the management API on one port), the admin endpoint (``--admin-address``:
+``/metrics``, ``/ready``), the hot-reload task of the config sources (``--mesh``, the embedded
+default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
+codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
+start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
+address (port 0 picks a free port, and the line says which); the CA's line comes first.
 
-Must not depend on: the generated protobuf code (only `ca_service` touches it).
+Must not depend on: the generated protobuf code (the servicers touch it).
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from controlplane import ca_service, management
+from controlplane.admin import AdminServer
+from controlplane.app import ControlPlane
 from controlplane.ca import Issuer
-from controlplane.ca_service import CertificateAuthorityService, add_to_server, utc_now
+from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
 from controlplane.tokens import Grant, TokensFile, append_token, new_token
+from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.certs import Algorithm
@@ -36,9 +43,11 @@ STOP_GRACE_SECONDS = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="controlplane", description="meshproxy control plane: CA (and xDS)")
+    p = argparse.ArgumentParser(
+        prog="controlplane", description="meshproxy's control plane: xDS, the CA, the management API"
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the CA (and, later, xDS) over gRPC")
+    serve = sub.add_parser("serve", help="serve xDS, the CA and the management API over gRPC")
     serve.add_argument(
         "--ca-dir", required=True, type=Path, help="CA state directory (created at first start)"
     )
@@ -46,6 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         "--tokens", required=True, type=Path, help="bootstrap tokens file (re-read when it changes)"
     )
     serve.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="HOST:PORT to listen on")
+    serve.add_argument(
+        "--mesh",
+        type=Path,
+        help="mesh config YAML, reloaded when it changes (default: the embedded demo mesh)",
+    )
+    serve.add_argument(
+        "--xds-resources", type=Path, help="raw xDS resources, JSON or YAML (reloaded when it changes)"
+    )
+    serve.add_argument(
+        "--management-tokens",
+        type=Path,
+        help="tokens file for the management API (meshctl); without it every management call is refused",
+    )
+    serve.add_argument("--admin-address", help="HOST:PORT for /metrics and /ready (off when omitted)")
     serve.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="SPIFFE trust domain of the CA")
     serve.add_argument(
         "--ca-algorithm",
@@ -77,8 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for flag, address in (("--xds-address", args.xds_address), ("--admin-address", args.admin_address)):
+        if address is not None and not _valid_address(address):
+            print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
+            return 2
+    cache = SnapshotCache()
+    control = ControlPlane(cache, mesh_path=args.mesh, resources_path=args.xds_resources)
     try:
         tokens = TokensFile(args.tokens, trust_domain=args.trust_domain)
+        admins = None
+        if args.management_tokens is not None:
+            admins = TokensFile(args.management_tokens, trust_domain=args.trust_domain)
+        control.start()
         ca = load_or_create(
             args.ca_dir, trust_domain=args.trust_domain, now=utc_now(), algorithm=Algorithm(args.ca_algorithm)
         )
@@ -90,19 +123,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    service = CertificateAuthorityService(Issuer(ca), tokens)
+    ledger = Ledger()
+    services = Services(
+        ca=CertificateAuthorityService(Issuer(ca), tokens),
+        ads=AdsServer(cache, ledger),
+        management=management.ManagementService(control, ledger, admins),
+        admin=AdminServer(ledger.registry, lambda: control.state is not None),
+    )
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_serve(service, args.xds_address))
+        return loop.run_until_complete(_serve(services, control, args.xds_address, args.admin_address))
     finally:
         loop.close()
 
 
-async def _serve(service: CertificateAuthorityService, address: str) -> int:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything ``serve`` runs: three gRPC services on one server, and the admin endpoint."""
+
+    ca: CertificateAuthorityService
+    ads: AdsServer
+    management: management.ManagementService
+    admin: AdminServer
+
+
+def _valid_address(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
+
+
+async def _serve(services: Services, control: ControlPlane, address: str, admin_address: str | None) -> int:
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    add_to_server(service, server)
+    ca_service.add_to_server(services.ca, server)
+    services.ads.add_to_server(server)
+    management.add_to_server(services.management, server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind to address ...")
@@ -111,12 +167,28 @@ async def _serve(service: CertificateAuthorityService, address: str) -> int:
     await server.start()
     host = address.rsplit(":", 1)[0]
     print(f"controlplane: serving the CA on {host}:{port}", flush=True)
+    print(f"controlplane: serving xDS (ADS) on {host}:{port}", flush=True)
+    print(f"controlplane: serving the management API on {host}:{port}", flush=True)
+    if admin_address:
+        admin_host, admin_port = admin_address.rsplit(":", 1)
+        try:
+            bound = await services.admin.start(admin_host.strip("[]"), int(admin_port))
+        except OSError as exc:
+            print(f"controlplane: cannot listen on {admin_address}: {exc}", file=sys.stderr)
+            await server.stop(None)
+            return 3
+        print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound}", flush=True)
+    reload = asyncio.create_task(control.watch_files())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    reload.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reload
+    await services.admin.close()
     await server.stop(STOP_GRACE_SECONDS)
     return 0
 

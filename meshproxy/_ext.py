@@ -21,7 +21,13 @@ if sys.implementation.name != "cpython":  # the extensions are CPython C-API mod
 # Every compiled module the project has; each ``X_c`` has a pure-Python twin ``X_py`` and a
 # dispatcher that calls load_twin("X"). Keep in step with the list in setup.py (a unit test
 # checks this against the .pyx files in the tree).
-COMPILED_MODULES: tuple[str, ...] = ("meshproxy.upstream.lb._round_robin_c",)
+COMPILED_MODULES: tuple[str, ...] = (
+    "meshproxy.upstream.lb._round_robin_c",
+    "meshproxy.upstream.lb._least_request_c",
+    "meshproxy.upstream.lb._random_lb_c",
+    "meshproxy.upstream.lb._ring_hash_c",
+    "meshproxy.upstream.lb._maglev_c",
+)
 
 
 def load_twin(base: str) -> ModuleType:

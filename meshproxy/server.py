@@ -1,9 +1,12 @@
 """The proxy process: one compiled configuration brought to life, and its orderly end.
 
 Owns startup order (clusters first so listeners never route to nothing, then listeners, then
-admin and readiness), the periodic housekeeping tick (idle sweeps, access-log flushes), and
-shutdown: drain on SIGTERM (stop accepting, let in-flight requests finish within the drain
-timeout, ``Connection: close`` on keep-alive responses meanwhile), then exit.
+admin and readiness), the periodic housekeeping tick (idle sweeps, access-log flushes), the
+swap to a new ``Config`` an xDS update brings (``apply``: listeners added, replaced and removed
+without dropping in-flight requests), and shutdown: drain on SIGTERM (stop accepting, let
+in-flight requests finish within the drain timeout, ``Connection: close`` on keep-alive
+responses meanwhile), then exit. With ``dynamic_resources`` the ADS client (``meshproxy.xds``)
+runs beside it, and ``/ready`` waits for the first complete configuration.
 """
 
 from __future__ import annotations
@@ -13,16 +16,22 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.admin.server import Admin
-from meshproxy.config.model import Config, HttpConnectionManager, TlsFiles
+from meshproxy.config.model import Config, HttpConnectionManager, Listener, TlsFiles
+from meshproxy.errors import ConfigError
 from meshproxy.identity.source import CertMaterial, FileCertSource
-from meshproxy.listener.runtime import ListenerRuntime
+from meshproxy.listener.runtime import ListenerRuntime, bind_socket
 from meshproxy.stats import Store
 from meshproxy.upstream.manager import ClusterManager
+
+if TYPE_CHECKING:
+    import socket
+
+    from meshproxy.xds.client import AdsClient
 
 log = logging.getLogger("meshproxy")
 
@@ -44,20 +53,16 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.cert_sources: dict[TlsFiles, FileCertSource] = {}
+        # Listeners replaced or removed by an xDS update, draining their in-flight requests.
+        self.retired: set[ListenerRuntime] = set()
+        self.xds: AdsClient | None = None
 
     async def start(self) -> None:
         """Bring the configuration up; raises OSError if an address cannot be bound."""
         await self.clusters.update(self.config.clusters)
         try:
             for lc in self.config.listeners:
-                lr = ListenerRuntime(
-                    lc,
-                    self.store.listener_stats(lc.name),
-                    self.store,
-                    self.clusters,
-                    self.access_logs,
-                    self.rng,
-                )
+                lr = self._listener(lc)
                 await lr.start()
                 self.listeners[lc.name] = lr
             admin = self.config.admin.address
@@ -68,8 +73,81 @@ class Server:
             raise
         self._watch_certificates()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        self.ready = True
         self.store.server["live"] = 1
+        if self.config.dynamic is None:
+            self.ready = True
+        else:  # ready once the ADS client applied a first complete configuration
+            from meshproxy.xds.client import AdsClient
+
+            self.xds = AdsClient(self, self.config.dynamic, rng=self.rng)
+            self.xds.start()
+
+    def _listener(self, lc: Listener) -> ListenerRuntime:
+        return ListenerRuntime(
+            lc, self.store.listener_stats(lc.name), self.store, self.clusters, self.access_logs, self.rng
+        )
+
+    async def apply(self, config: Config) -> None:
+        """Swap to ``config`` (an xDS update; raises ConfigError, changing nothing, when a new
+        listener cannot bind). Order: bind every new listener's socket; add and change clusters
+        (removed ones stay until no listener can route to them); start the new listener
+        runtimes (a replaced listener hands its socket over and drains its in-flight requests;
+        a removed one drains); then remove the clusters that left. Unchanged listeners and
+        clusters are the same objects and are left alone."""
+        if self.draining:
+            return
+        names = {ln.name for ln in config.listeners}
+        changed = [
+            ln
+            for ln in config.listeners
+            if (lr := self.listeners.get(ln.name)) is None or lr.config is not ln
+        ]
+        sockets: dict[str, socket.socket] = {}
+        for ln in changed:
+            old = self.listeners.get(ln.name)
+            try:
+                if old is not None and old.config.address == ln.address and old.server is not None:
+                    sockets[ln.name] = old.handover_socket()
+                else:
+                    sockets[ln.name] = bind_socket(ln.address)
+            except OSError as exc:
+                for sock in sockets.values():
+                    sock.close()
+                where = f"{ln.address.host}:{ln.address.port}"
+                raise ConfigError(
+                    [f'listener "{ln.name}": cannot bind {where}: {exc.strerror or exc}']
+                ) from exc
+        keep = {c.name for c in config.clusters}
+        leaving = tuple(rt.config for name, rt in self.clusters.clusters.items() if name not in keep)
+        await self.clusters.update(config.clusters + leaving)
+        for ln in changed:
+            lr = self._listener(ln)
+            await lr.start(sockets.pop(ln.name))
+            old = self.listeners.get(ln.name)
+            self.listeners[ln.name] = lr
+            if old is not None:
+                old.successor = lr
+                self._retire(old)
+        for name in [n for n in self.listeners if n not in names]:
+            self._retire(self.listeners.pop(name))
+        self.config = config
+        if leaving:
+            await self.clusters.update(config.clusters)
+
+    def _retire(self, lr: ListenerRuntime) -> None:
+        lr.draining = True
+        lr.stop_accepting()
+        self.retired.add(lr)
+        self.spawn(self._drain_retired(lr))
+
+    async def _drain_retired(self, lr: ListenerRuntime) -> None:
+        try:
+            cut = await lr.drain(self._drain_timeout([lr]), close_idle=False)
+            if cut:
+                log.info("listener %s (replaced): %d connection(s) cut at the drain deadline", lr.name, cut)
+        finally:
+            lr.close()
+            self.retired.discard(lr)
 
     def _watch_certificates(self) -> None:
         """Certificate files (the way cert-manager or SPIRE mount them) are polled on the
@@ -122,21 +200,25 @@ class Server:
         self.draining = True
         self.store.server["draining"] = 1
         if timeout is None:
-            # The longest http_connection_manager drain_timeout (Envoy's default: 5 s).
-            timeout = max(
-                (
-                    fc.filter.drain_timeout
-                    for lr in self.listeners.values()
-                    for fc in lr.config.filter_chains
-                    if isinstance(fc.filter, HttpConnectionManager)
-                ),
-                default=5.0,
-            )
+            timeout = self._drain_timeout(self.listeners.values())
         log.info("draining listeners (up to %.1fs)", timeout)
         results = await asyncio.gather(*(lr.drain(timeout) for lr in self.listeners.values()))
         cut = sum(results)
         log.info("drained; %d connection(s) cut at the deadline", cut)
         return cut
+
+    @staticmethod
+    def _drain_timeout(listeners: Iterable[ListenerRuntime]) -> float:
+        """The longest http_connection_manager drain_timeout (Envoy's default: 5 s)."""
+        return max(
+            (
+                fc.filter.drain_timeout
+                for lr in listeners
+                for fc in lr.config.filter_chains
+                if isinstance(fc.filter, HttpConnectionManager)
+            ),
+            default=5.0,
+        )
 
     async def shutdown(self) -> None:
         await self.drain()
@@ -145,7 +227,9 @@ class Server:
     async def close(self) -> None:
         self.ready = False
         self.store.server["live"] = 0
-        for lr in self.listeners.values():
+        if self.xds is not None:
+            await self.xds.close()
+        for lr in (*self.listeners.values(), *self.retired):
             lr.close()
             for conn in list(lr.connections):
                 conn.abort()

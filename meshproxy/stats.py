@@ -55,6 +55,8 @@ class HttpStats:
 
     __slots__ = (
         "downstream_rq_431",
+        "local_rate_limit_ok",
+        "local_rate_limit_rate_limited",
         "downstream_rq_active",
         "downstream_rq_completed",
         "downstream_rq_idle_timeout",
@@ -69,6 +71,15 @@ class HttpStats:
         "rq_direct_response",
         "rq_redirect",
         "downstream_cx_protocol_error",
+        "downstream_cx_http2_total",
+        "downstream_cx_http2_active",
+        "http2_rx_reset",
+        "http2_tx_reset",
+        "http2_goaway_sent",
+        "http2_header_overflow",
+        "http2_rx_messaging_error",
+        "http2_outbound_flood",
+        "http2_flood",
     )
 
     def __init__(self) -> None:
@@ -82,11 +93,23 @@ class HttpStats:
         self.downstream_rq_idle_timeout = 0
         self.downstream_rq_too_large = 0
         self.downstream_rq_431 = 0
+        self.local_rate_limit_ok = 0
+        self.local_rate_limit_rate_limited = 0
         self.downstream_cx_protocol_error = 0
         self.no_route = 0
         self.no_cluster = 0
         self.rq_direct_response = 0
         self.rq_redirect = 0
+        # HTTP/2 (Envoy's http2.* names, kept per connection manager).
+        self.downstream_cx_http2_total = 0
+        self.downstream_cx_http2_active = 0
+        self.http2_rx_reset = 0
+        self.http2_tx_reset = 0
+        self.http2_goaway_sent = 0
+        self.http2_header_overflow = 0
+        self.http2_rx_messaging_error = 0
+        self.http2_outbound_flood = 0
+        self.http2_flood = 0
 
 
 class ClusterStats:
@@ -111,6 +134,35 @@ class ClusterStats:
         "upstream_rq_xx",
         "upstream_cx_none_healthy",
         "upstream_rq_retry_reused",
+        "upstream_cx_http2_total",
+        "upstream_cx_protocol_error",
+        "upstream_rq_rx_reset",
+        "upstream_rq_tx_reset",
+        "upstream_rq_retry",
+        "upstream_rq_retry_success",
+        "upstream_rq_retry_overflow",
+        "upstream_rq_per_try_timeout",
+        "upstream_rq_pending_total",
+        "upstream_rq_pending_active",
+        "upstream_rq_pending_overflow",
+        "upstream_cx_overflow",
+        "cx_open",
+        "rq_pending_open",
+        "rq_open",
+        "rq_retry_open",
+        "remaining_cx",
+        "remaining_pending",
+        "remaining_rq",
+        "remaining_retries",
+        "outlier_detection_ejections_active",
+        "outlier_detection_ejections_enforced_total",
+        "outlier_detection_ejections_overflow",
+        "outlier_detection_ejections_by_kind",
+        "health_check_attempt",
+        "health_check_success",
+        "health_check_failure",
+        "health_check_network_failure",
+        "health_check_healthy",
         "update_success",
         "update_failure",
     )
@@ -130,6 +182,35 @@ class ClusterStats:
         self.upstream_rq_active = 0
         self.upstream_rq_timeout = 0
         self.upstream_rq_retry_reused = 0
+        self.upstream_cx_http2_total = 0
+        self.upstream_cx_protocol_error = 0
+        self.upstream_rq_rx_reset = 0
+        self.upstream_rq_tx_reset = 0
+        self.upstream_rq_retry = 0
+        self.upstream_rq_retry_success = 0
+        self.upstream_rq_retry_overflow = 0
+        self.upstream_rq_per_try_timeout = 0
+        self.upstream_rq_pending_total = 0
+        self.upstream_rq_pending_active = 0
+        self.upstream_rq_pending_overflow = 0
+        self.upstream_cx_overflow = 0
+        self.cx_open = 0
+        self.rq_pending_open = 0
+        self.rq_open = 0
+        self.rq_retry_open = 0
+        self.remaining_cx = 0
+        self.remaining_pending = 0
+        self.remaining_rq = 0
+        self.remaining_retries = 0
+        self.outlier_detection_ejections_active = 0
+        self.outlier_detection_ejections_enforced_total = 0
+        self.outlier_detection_ejections_overflow = 0
+        self.outlier_detection_ejections_by_kind: dict[str, int] = {}
+        self.health_check_attempt = 0
+        self.health_check_success = 0
+        self.health_check_failure = 0
+        self.health_check_network_failure = 0
+        self.health_check_healthy = 0
         self.upstream_rq_xx = [0, 0, 0, 0, 0, 0]
         self.upstream_rq_time = Histogram()
         self.membership_total = 0
@@ -150,6 +231,7 @@ class ListenerStats:
         "downstream_cx_destroy",
         "downstream_cx_total",
         "no_filter_chain_match",
+        "downstream_listener_filter_timeout",
         "downstream_cx_rx_bytes_total",
         "downstream_cx_tx_bytes_total",
     )
@@ -159,6 +241,7 @@ class ListenerStats:
         self.downstream_cx_active = 0
         self.downstream_cx_destroy = 0
         self.no_filter_chain_match = 0
+        self.downstream_listener_filter_timeout = 0
         self.downstream_cx_rx_bytes_total = 0
         self.downstream_cx_tx_bytes_total = 0
         self.ssl_handshake = 0
@@ -194,10 +277,22 @@ GAUGES = frozenset(
     {
         "downstream_rq_active",
         "downstream_cx_active",
+        "downstream_cx_http2_active",
         "upstream_cx_active",
         "upstream_rq_active",
         "membership_total",
         "membership_healthy",
+        "upstream_rq_pending_active",
+        "cx_open",
+        "rq_pending_open",
+        "rq_open",
+        "rq_retry_open",
+        "remaining_cx",
+        "remaining_pending",
+        "remaining_rq",
+        "remaining_retries",
+        "outlier_detection_ejections_active",
+        "health_check_healthy",
         "upstream_flush_active",
     }
 )

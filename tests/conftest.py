@@ -51,3 +51,24 @@ def round_robin(request: pytest.FixtureRequest) -> ModuleType:
 @pytest.fixture(scope="module")
 def round_robin_c() -> ModuleType:
     return import_twin("meshproxy.upstream.lb._round_robin", "c")
+
+
+def _twins(name: str) -> tuple[Any, Any]:
+    """Fixtures ``name`` (both twins of picker ``_name``, parametrised) and ``name_c``."""
+    base = f"meshproxy.upstream.lb._{name}"
+
+    @pytest.fixture(params=["c", "py"], scope="module", name=name)
+    def both(request: pytest.FixtureRequest) -> ModuleType:
+        return import_twin(base, request.param)
+
+    @pytest.fixture(scope="module", name=f"{name}_c")
+    def compiled() -> ModuleType:
+        return import_twin(base, "c")
+
+    return both, compiled
+
+
+least_request, least_request_c = _twins("least_request")
+random_lb, random_lb_c = _twins("random_lb")
+ring_hash, ring_hash_c = _twins("ring_hash")
+maglev, maglev_c = _twins("maglev")

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy.admin")
 
 _HELP = """meshproxy admin
-  GET  /ready              200 when serving, 503 otherwise
+  GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
   GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
   GET  /stats              the same, as JSON
-  GET  /config_dump        the running configuration, as JSON
+  GET  /config_dump        the running configuration, as JSON (with xDS: versions, warming, last NACKs)
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
@@ -89,7 +89,10 @@ class Admin:
         if path == "/stats":
             return self._json(self._stats_json())
         if path == "/config_dump":
-            return self._json({"version": srv.config.version, "config": _jsonable(srv.config)})
+            dump = {"version": srv.config.version, "config": _jsonable(srv.config)}
+            if srv.xds is not None:
+                dump["xds"] = srv.xds.status()
+            return self._json(dump)
         if path == "/clusters":
             return self._json(self._clusters_json())
         if path == "/listeners":

@@ -16,9 +16,10 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 
 from meshproxy.config.compile_cluster import cluster, compile_cluster
 from meshproxy.config.compile_common import Ctx, access_logs, bind_address
+from meshproxy.config.compile_dynamic import dynamic_resources
 from meshproxy.config.compile_listener import compile_listener, listener
 from meshproxy.config.compile_route import compile_route_configuration
-from meshproxy.config.model import Admin, Config, Node
+from meshproxy.config.model import Admin, Config, HttpConnectionManager, Node
 from meshproxy.errors import ConfigError
 
 __all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_route_configuration"]
@@ -27,15 +28,22 @@ __all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_
 def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     """The runtime Config of a static bootstrap; raises ConfigError listing every problem."""
     ctx = Ctx("", [], secrets={secret.name: secret for secret in msg.static_resources.secrets})
-    if msg.HasField("dynamic_resources"):
-        ctx.at("dynamic_resources").problem(
-            "is not supported yet; list listeners and clusters in static_resources"
-        )
     admin = _admin(msg.admin, ctx.at("admin"))
     static = ctx.at("static_resources")
     resources = msg.static_resources
     clusters = [cluster(c, cctx) for c, cctx in static.each("clusters", resources.clusters)]
     listeners = [listener(ln, lctx) for ln, lctx in static.each("listeners", resources.listeners)]
+    dynamic = None
+    if msg.HasField("dynamic_resources"):
+        kinds = {c.name: c.discovery for c in clusters if c is not None}
+        dynamic = dynamic_resources(msg.dynamic_resources, ctx.at("dynamic_resources"), kinds)
+    for index, ln in enumerate(listeners):
+        for chain in ln.filter_chains if ln is not None else ():
+            if isinstance(chain.filter, HttpConnectionManager) and chain.filter.rds:
+                static.at("listeners", index).problem(
+                    f'routes over RDS ("{chain.filter.rds}") are only supported for listeners '
+                    "delivered over LDS; give a static listener an inline route_config"
+                )
 
     for field, names in (
         ("clusters", [c.name for c in resources.clusters]),
@@ -51,7 +59,8 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         static.at("listeners", index).at("address").problem(
             f"{host}:{port} is also the address of listeners[{first}]; each listener needs its own"
         )
-    _check_cluster_refs(ctx, sorted({c.name for c in resources.clusters if c.name}))
+    if dynamic is None or not dynamic.cds:  # with CDS, the clusters named may still arrive
+        _check_cluster_refs(ctx, sorted({c.name for c in resources.clusters if c.name}))
 
     if ctx.problems:
         raise ConfigError(ctx.problems)
@@ -60,6 +69,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         admin=admin,
         listeners=tuple(ln for ln in listeners if ln is not None),
         clusters=tuple(c for c in clusters if c is not None),
+        dynamic=dynamic,
     )
 
 

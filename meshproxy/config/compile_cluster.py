@@ -1,18 +1,23 @@
-"""Compiles envoy.config.cluster.v3.Cluster into the runtime Cluster.
+"""Compiles envoy.config.cluster.v3.Cluster into the runtime Cluster, and an EDS
+ClusterLoadAssignment into localities.
 
-Owns discovery type and lb_policy admission, the static load assignment (localities, endpoints,
-weights, priorities, health) and the upstream HTTP protocol options, whether given on the cluster
-or through typed_extension_protocol_options.
+Owns discovery type admission (STATIC, STRICT_DNS, EDS with an ADS or self config source), the
+load assignment (localities, endpoints, weights, priorities, health, overprovisioning) and the
+upstream HTTP protocol options, whether given on the cluster or through
+typed_extension_protocol_options. Load balancing is ``compile_lb``'s; breakers, outlier detection
+and health checks are ``compile_upstream_policy``'s.
 Must not depend on the listener or route compilers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, get_args
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from meshproxy.config.compile_common import (
@@ -25,24 +30,41 @@ from meshproxy.config.compile_common import (
     unpack,
     wrapped,
 )
+from meshproxy.config.compile_http2 import upstream_protocol
+from meshproxy.config.compile_lb import lb_config
 from meshproxy.config.compile_tls import transport_tls
+from meshproxy.config.compile_upstream_policy import health_check, outlier_detection, thresholds
 from meshproxy.config.model import Cluster, Endpoint, HealthStatus, Locality, LocalityLbEndpoints
 
-_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS"]] = {
+_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "EDS"]] = {
     cluster_pb2.Cluster.STATIC: "STATIC",
     cluster_pb2.Cluster.STRICT_DNS: "STRICT_DNS",
+    cluster_pb2.Cluster.EDS: "EDS",
 }
+_DISCOVERY_NAMES = "STATIC, STRICT_DNS or EDS"
 _STATIC_NEEDS_IP = "STATIC cluster endpoints must be IP addresses; use type STRICT_DNS for host names"
+_EDS_NEEDS_IP = "EDS endpoints must be IP addresses"
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _MAX_PRIORITY = 128  # Envoy's bound on LocalityLbEndpoints.priority
+_OVERPROVISIONING = 140  # Envoy's default overprovisioning_factor (percent)
 # Upstream protocols other than HTTP/1.1 (the deprecated cluster fields and the typed options).
-_UPSTREAM_H2_FIELDS = ("http2_protocol_options", "http3_protocol_options", "auto_config")
-_UPSTREAM_H2_REASON = "upstream HTTP/2 and HTTP/3 are not supported yet; use http_protocol_options (HTTP/1.1)"
+# Upstream protocols meshproxy does not speak (HTTP/2 is compiled by ``compile_http2``).
+_UPSTREAM_H2_FIELDS = ("http3_protocol_options", "auto_config")
+_UPSTREAM_H2_REASON = "upstream HTTP/3 and ALPN auto_config are not supported; use HTTP/1.1 or HTTP/2 options"
 
 
 def compile_cluster(msg: cluster_pb2.Cluster, path: str, problems: list[str]) -> Cluster | None:
-    """The runtime Cluster, or None after appending each problem to ``problems``."""
+    """The runtime Cluster, or None after appending each problem to ``problems``. Usable alone
+    for a CDS resource: an EDS cluster comes back with no localities and its ``eds_service_name``."""
     return cluster(msg, Ctx(path, problems))
+
+
+def compile_load_assignment(
+    msg: endpoint_pb2.ClusterLoadAssignment, path: str, problems: list[str]
+) -> tuple[tuple[LocalityLbEndpoints, ...], int]:
+    """An EDS resource's localities and overprovisioning factor (percent). Each problem is
+    appended to ``problems``; the result is meaningful only when none was."""
+    return load_assignment(msg, Ctx(path, problems), _EDS_NEEDS_IP)
 
 
 def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
@@ -51,16 +73,11 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         ctx.at("name").problem("is required")
     discovery = _DISCOVERY.get(msg.type)
     if msg.HasField("cluster_type"):
-        ctx.at("cluster_type").problem(
-            "custom cluster types are not supported; use type STATIC or STRICT_DNS"
-        )
+        ctx.at("cluster_type").problem(f"custom cluster types are not supported; use type {_DISCOVERY_NAMES}")
+        discovery = None
     elif discovery is None:
-        ctx.at("type").problem(f"{enum_name(msg, 'type')} is not supported; use STATIC or STRICT_DNS")
-    if msg.lb_policy != cluster_pb2.Cluster.ROUND_ROBIN or msg.HasField("load_balancing_policy"):
-        field = "load_balancing_policy" if msg.HasField("load_balancing_policy") else "lb_policy"
-        ctx.at(field).problem(
-            "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
-        )
+        ctx.at("type").problem(f"{enum_name(msg, 'type')} is not supported; use {_DISCOVERY_NAMES}")
+    lb = lb_config(msg, ctx)
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
     tls = tls_files = None
     if msg.HasField("transport_socket"):
@@ -71,42 +88,84 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     dns_refresh_rate = duration(msg, "dns_refresh_rate", ctx, 5.0)
     if dns_refresh_rate < 0.001:
         ctx.at("dns_refresh_rate").problem("must be at least 1ms")
-    # Only a STATIC cluster needs IP literals; STRICT_DNS resolves names (and an unsupported
-    # type has been reported already).
-    require_ip = _STATIC_NEEDS_IP if discovery == "STATIC" else None
-    localities = tuple(
-        _locality_endpoints(e, c, require_ip)
-        for e, c in ctx.at("load_assignment").each("endpoints", msg.load_assignment.endpoints)
+    localities: tuple[LocalityLbEndpoints, ...] = ()
+    overprovisioning = _OVERPROVISIONING
+    eds_service_name = ""
+    if discovery == "EDS":
+        eds_service_name = _eds(msg, ctx)
+    else:
+        # Only a STATIC cluster needs IP literals; STRICT_DNS resolves names (and an unsupported
+        # type has been reported already).
+        require_ip = _STATIC_NEEDS_IP if discovery == "STATIC" else None
+        localities, overprovisioning = load_assignment(
+            msg.load_assignment, ctx.at("load_assignment"), require_ip
+        )
+    breakers = thresholds(msg.circuit_breakers, ctx.at("circuit_breakers"))
+    outliers = (
+        outlier_detection(msg.outlier_detection, ctx.at("outlier_detection"))
+        if msg.HasField("outlier_detection")
+        else None
     )
+    checks = [health_check(h, c) for h, c in ctx.each("health_checks", msg.health_checks)]
     idle_timeout, max_requests = _http_protocol_options(msg, ctx)
-    max_idle = _max_connections(msg)
+    http2, use_downstream = upstream_protocol(msg, ctx)
     if discovery is None or not ctx.clean_since(mark):
         return None
+    if overprovisioning != lb.overprovisioning_factor:
+        lb = dataclasses.replace(lb, overprovisioning_factor=overprovisioning)
     return Cluster(
         name=msg.name,
         discovery=discovery,
         localities=localities,
         connect_timeout=connect_timeout,
+        lb=lb,
         dns_refresh_rate=dns_refresh_rate,
         idle_timeout=idle_timeout,
         max_requests_per_connection=max_requests,
-        max_idle_connections=max_idle,
+        # The DEFAULT max_connections also bounds the idle connections pooled per endpoint.
+        max_idle_connections=max(1, breakers[0].max_connections),
         tls=tls,
         tls_files=tls_files,
         buffer_limit=wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
+        thresholds=breakers,
+        outlier_detection=outliers,
+        health_checks=tuple(h for h in checks if h is not None),
+        eds_service_name=eds_service_name,
+        http2=http2,
+        use_downstream_protocol=use_downstream,
     )
 
 
-def _max_connections(msg: cluster_pb2.Cluster) -> int:
-    """The DEFAULT-priority ``circuit_breakers`` ``max_connections`` (Envoy's default: 1024).
+def _eds(msg: cluster_pb2.Cluster, ctx: Ctx) -> str:
+    """The EDS resource name (``service_name``, else the cluster's name). Endpoints arrive over
+    the ADS stream the proxy already has, so only the ``ads`` and ``self`` config sources are taken."""
+    if not msg.HasField("eds_cluster_config"):
+        ctx.at("eds_cluster_config").problem("is required for type EDS; give eds_config {ads: {}}")
+        return ""
+    ectx = ctx.at("eds_cluster_config").at("eds_config")
+    source = msg.eds_cluster_config.eds_config.WhichOneof("config_source_specifier")
+    if source is None:
+        ectx.problem("needs ads or self (endpoints come over the ADS stream)")
+    elif source not in ("ads", "self"):
+        ectx.at(source).problem("is not supported; use ads or self (endpoints come over the ADS stream)")
+    if msg.load_assignment.endpoints:
+        ctx.at("load_assignment").at("endpoints").problem(
+            "an EDS cluster's endpoints come from EDS; remove them or use type STATIC"
+        )
+    return msg.eds_cluster_config.service_name or msg.name
 
-    Today it bounds the idle connections pooled per endpoint; the upstream-policy issue
-    enforces it (and the other thresholds) as admission limits.
-    """
-    for threshold in msg.circuit_breakers.thresholds:
-        if threshold.priority == 0 and threshold.HasField("max_connections"):
-            return max(1, threshold.max_connections.value)
-    return 1024
+
+def load_assignment(
+    msg: endpoint_pb2.ClusterLoadAssignment, ctx: Ctx, require_ip: str | None
+) -> tuple[tuple[LocalityLbEndpoints, ...], int]:
+    localities = tuple(_locality_endpoints(e, c, require_ip) for e, c in ctx.each("endpoints", msg.endpoints))
+    policy, pctx = msg.policy, ctx.at("policy")
+    if policy.drop_overloads:
+        pctx.at("drop_overloads").problem("is not supported; meshproxy does not drop requests by category")
+    factor = wrapped(policy, "overprovisioning_factor", _OVERPROVISIONING)
+    if factor < 1:
+        pctx.at("overprovisioning_factor").problem("must be greater than 0")
+    return localities, factor
 
 
 def _locality_endpoints(msg: ec.LocalityLbEndpoints, ctx: Ctx, require_ip: str | None) -> LocalityLbEndpoints:
@@ -140,7 +199,9 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
     if health not in get_args(HealthStatus):
         ctx.at("health_status").problem(f"{health} is not a HealthStatus")
         return None
-    return None if address is None else Endpoint(address, weight, health)  # type: ignore[arg-type]
+    if address is None:
+        return None
+    return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]
 
 
 def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, int]:

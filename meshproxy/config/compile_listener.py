@@ -29,6 +29,12 @@ from meshproxy.config.compile_common import (
     unpack,
     wrapped,
 )
+from meshproxy.config.compile_http2 import http2_options
+from meshproxy.config.compile_ratelimit import (
+    LOCAL_RATELIMIT_NAME,
+    LOCAL_RATELIMIT_URL,
+    local_rate_limit_filter,
+)
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.model import (
@@ -36,9 +42,11 @@ from meshproxy.config.model import (
     FilterChainMatch,
     HttpConnectionManager,
     Listener,
+    RouteConfiguration,
     TcpProxy,
     WeightedCluster,
 )
+from meshproxy.config.policy import LocalRateLimit
 
 _HCM = type_url(hcm.HttpConnectionManager)
 _TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
@@ -64,7 +72,11 @@ _UNSUPPORTED_CHAIN_MATCH_FIELDS = (
     "source_ports",
 )
 _TRANSPORT_PROTOCOLS = ("", "raw_buffer", "tls")
-_CODECS = (hcm.HttpConnectionManager.AUTO, hcm.HttpConnectionManager.HTTP1)
+_CODECS = {
+    hcm.HttpConnectionManager.AUTO: "AUTO",
+    hcm.HttpConnectionManager.HTTP1: "HTTP1",
+    hcm.HttpConnectionManager.HTTP2: "HTTP2",
+}
 _MAX_REQUEST_HEADERS_KB = 8192  # Envoy's upper bound for max_request_headers_kb
 
 
@@ -82,8 +94,10 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
     else:
         address = None
         ctx.at("address").problem("is required")
+    inspectors = set()
     for entry, c in ctx.each("listener_filters", msg.listener_filters):
-        _listener_filter(entry, c)
+        inspectors.add(_listener_filter(entry, c))
+    filters_timeout = duration(msg, "listener_filters_timeout", ctx, 15.0)
     chains = [filter_chain(fc, c) for fc, c in ctx.each("filter_chains", msg.filter_chains)]
     default = None
     if msg.HasField("default_filter_chain"):
@@ -101,14 +115,20 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         tuple(c for c in chains if c),
         default,
         wrapped(msg, "per_connection_buffer_limit_bytes", 1024 * 1024),
+        tls_inspector="envoy.filters.listener.tls_inspector" in inspectors,
+        http_inspector="envoy.filters.listener.http_inspector" in inspectors,
+        listener_filters_timeout=filters_timeout,
     )
 
 
-def _listener_filter(msg: lc.ListenerFilter, ctx: Ctx) -> None:
+def _listener_filter(msg: lc.ListenerFilter, ctx: Ctx) -> str:
+    """The filter's canonical name (by type URL when given), or "" after a problem."""
     url = msg.typed_config.type_url
-    known = url in _LISTENER_FILTERS.values() if url else msg.name in _LISTENER_FILTERS
-    if not known:
+    name = next((n for n, u in _LISTENER_FILTERS.items() if u == url), "") if url else msg.name
+    if name not in _LISTENER_FILTERS:
         ctx.problem(f'"{url or msg.name}" is not supported; meshproxy accepts {", ".join(_LISTENER_FILTERS)}')
+        return ""
+    return name
 
 
 def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
@@ -190,21 +210,23 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     mark = ctx.mark()
     if not msg.stat_prefix:
         ctx.at("stat_prefix").problem("is required")
-    if msg.codec_type not in _CODECS:
+    codec = _CODECS.get(msg.codec_type)
+    if codec is None:
         ctx.at("codec_type").problem(
-            f"{enum_name(msg, 'codec_type')} is not supported yet; use AUTO or HTTP1"
+            f"{enum_name(msg, 'codec_type')} is not supported; use AUTO, HTTP1 or HTTP2"
         )
+    h2 = http2_options(msg, "http2_protocol_options", ctx)
     route_kind = msg.WhichOneof("route_specifier")
     routes = None
     if route_kind == "route_config":
         routes = route_configuration(msg.route_config, ctx.at("route_config"))
+    elif route_kind == "rds":
+        routes = _rds(msg.rds, ctx.at("rds"))
     elif route_kind is None:
-        ctx.problem("needs an inline route_config")
+        ctx.problem("needs an inline route_config or rds")
     else:
-        ctx.at(route_kind).problem(
-            f"{route_kind} needs dynamic_resources, not supported yet; use route_config"
-        )
-    _http_filters(msg, ctx)
+        ctx.at(route_kind).problem(f"{route_kind} is not supported; use route_config or rds over ADS")
+    rate_limit = _http_filters(msg, ctx)
     max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
     if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
         ctx.at("max_request_headers_kb").problem(
@@ -231,28 +253,58 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         use_remote_address=wrapped(msg, "use_remote_address", False),
         server_name=msg.server_name or "meshproxy",
         drain_timeout=drain_timeout,
+        local_rate_limit=rate_limit,
+        codec_type=codec or "AUTO",  # type: ignore[arg-type]
+        http2=h2,
+        rds=msg.rds.route_config_name if route_kind == "rds" else "",
     )
 
 
-def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> None:
-    """The chain must end with the router, and meshproxy runs no other HTTP filter yet. Filters
-    marked is_optional (which Envoy skips when it lacks them) or disabled are passed over."""
+def _rds(msg: hcm.Rds, ctx: Ctx) -> RouteConfiguration | None:
+    """RDS over ADS: an empty placeholder named after the RouteConfiguration; the xDS client
+    subscribes to it and binds the real one before the listener takes traffic."""
+    mark = ctx.mark()
+    if not msg.route_config_name:
+        ctx.at("route_config_name").problem("is required")
+    if msg.config_source.WhichOneof("config_source_specifier") != "ads":
+        ctx.at("config_source").problem("only ads: {} is supported (routes over the ADS stream)")
+    if not ctx.clean_since(mark):
+        return None
+    return RouteConfiguration(msg.route_config_name, ())
+
+
+def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> LocalRateLimit | None:
+    """The chain must end with the router; the one other HTTP filter meshproxy runs is
+    local_ratelimit (at most once), which is returned. Other filters marked is_optional (which
+    Envoy skips when it lacks them) or disabled are passed over, as is a disabled local_ratelimit
+    (Envoy enables such a filter per route, which meshproxy does not support)."""
     filters = msg.http_filters
+    rate_limit = None
     if not filters:
         ctx.at("http_filters").problem(f"needs the router filter ({_ROUTER_NAME}) as its last entry")
-        return
+        return None
     for index, (entry, c) in enumerate(ctx.each("http_filters", filters)):
         url = entry.typed_config.type_url
         is_router = url == _ROUTER if url else entry.name == _ROUTER_NAME
+        is_rate_limit = url == LOCAL_RATELIMIT_URL if url else entry.name == LOCAL_RATELIMIT_NAME
         if is_router and index != len(filters) - 1:
             c.problem("the router must be the last http filter")
         elif not is_router and index == len(filters) - 1:
             c.problem(f'"{entry.name}" is last, but the last http filter must be the router ({_ROUTER_NAME})')
+        elif is_rate_limit and not entry.disabled:
+            if not url:
+                c.at("typed_config").problem(f"is required: a {LOCAL_RATELIMIT_URL.rsplit('/', 1)[-1]}")
+            elif rate_limit is not None:
+                c.problem(f"a second {LOCAL_RATELIMIT_NAME} is not supported; give one filter")
+            else:
+                rate_limit = local_rate_limit_filter(entry.typed_config, c.at("typed_config"))
         elif not is_router and not (entry.is_optional or entry.disabled):
             c.problem(
                 f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                "only the router is (mark a filter is_optional to have it skipped)"
+                f"meshproxy runs {LOCAL_RATELIMIT_NAME} and the router "
+                "(mark a filter is_optional to have it skipped)"
             )
+    return rate_limit
 
 
 def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:

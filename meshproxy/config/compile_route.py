@@ -1,7 +1,9 @@
 """Compiles envoy.config.route.v3.RouteConfiguration into the runtime route table.
 
 Owns the rules Envoy applies to virtual hosts (domain uniqueness and wildcards), route matches,
-and the three route actions (route, redirect, direct_response). Cluster names are recorded in the
+and the three route actions (route, redirect, direct_response); a route action's upstream policy
+(retries, hash policy, stream duration) is compiled by ``compile_route_policy``, with the virtual
+host's retry_policy and buffer limit applying where the route gives none. Cluster names are recorded in the
 context's ``cluster_refs``, not checked here: whether a cluster exists is known only to whoever
 holds the clusters (the bootstrap compiler; later the xDS client).
 Must not depend on the listener or cluster compilers.
@@ -26,6 +28,7 @@ from meshproxy.config.compile_common import (
     string_match,
     wrapped,
 )
+from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
 from meshproxy.config.model import (
     DirectResponse,
     HeaderMatcher,
@@ -39,6 +42,7 @@ from meshproxy.config.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshproxy.config.policy import RetryPolicy
 
 # Match conditions meshproxy does not evaluate. Ignoring one would make the route match more
 # requests than configured, so each is rejected rather than dropped.
@@ -50,6 +54,8 @@ _PATH_KINDS: dict[str, Literal["prefix", "path", "regex", "separated_prefix"]] =
     "safe_regex": "regex",
     "path_separated_prefix": "separated_prefix",
 }
+
+_RETRY_BUFFER_LIMIT = 64 * 1024  # RouteAction.retry_buffer_limit's default
 
 _REDIRECT_CODES = {
     rc.RedirectAction.MOVED_PERMANENTLY: 301,
@@ -90,7 +96,9 @@ def virtual_host(msg: rc.VirtualHost, ctx: Ctx) -> VirtualHost | None:
         ctx.at("name").problem("is required")
     if not msg.domains:
         ctx.at("domains").problem('needs at least one domain (use "*" to match every host)')
-    routes = [route(r, c) for r, c in ctx.each("routes", msg.routes)]
+    retry = retry_policy(msg.retry_policy, ctx.at("retry_policy")) if msg.HasField("retry_policy") else None
+    buffer_limit = wrapped(msg, "per_request_buffer_limit_bytes", _RETRY_BUFFER_LIMIT)
+    routes = [route(r, c, retry, buffer_limit) for r, c in ctx.each("routes", msg.routes)]
     return VirtualHost(
         msg.name,
         tuple(d.lower() for d in msg.domains),
@@ -132,7 +140,14 @@ def _wildcard_ok(domain: str) -> bool:
 # --------------------------------------------------------------------------- routes
 
 
-def route(msg: rc.Route, ctx: Ctx) -> Route | None:
+def route(
+    msg: rc.Route,
+    ctx: Ctx,
+    vhost_retry: RetryPolicy | None = None,
+    vhost_buffer_limit: int = _RETRY_BUFFER_LIMIT,
+) -> Route | None:
+    """``vhost_retry`` and ``vhost_buffer_limit`` are the virtual host's retry_policy and
+    per_request_buffer_limit_bytes: a route's own replace them (Envoy's precedence)."""
     if not msg.HasField("match"):
         ctx.at("match").problem("is required")
         match = None
@@ -141,7 +156,8 @@ def route(msg: rc.Route, ctx: Ctx) -> Route | None:
     kind = msg.WhichOneof("action")
     action: RouteAction | Redirect | DirectResponse | None = None
     if kind == "route":
-        action = route_action(msg.route, ctx.at("route"))
+        buffer_limit = wrapped(msg, "per_request_buffer_limit_bytes", vhost_buffer_limit)
+        action = route_action(msg.route, ctx.at("route"), vhost_retry, buffer_limit)
     elif kind == "redirect":
         action = redirect(msg.redirect, ctx.at("redirect"))
     elif kind == "direct_response":
@@ -244,7 +260,12 @@ def query_parameter_matcher(msg: rc.QueryParameterMatcher, ctx: Ctx) -> QueryPar
 # --------------------------------------------------------------------------- actions
 
 
-def route_action(msg: rc.RouteAction, ctx: Ctx) -> RouteAction | None:
+def route_action(
+    msg: rc.RouteAction,
+    ctx: Ctx,
+    vhost_retry: RetryPolicy | None = None,
+    buffer_limit: int = _RETRY_BUFFER_LIMIT,
+) -> RouteAction | None:
     mark = ctx.mark()
     kind = msg.WhichOneof("cluster_specifier")
     weighted: tuple[WeightedCluster, ...] = ()
@@ -268,6 +289,17 @@ def route_action(msg: rc.RouteAction, ctx: Ctx) -> RouteAction | None:
     if msg.prefix_rewrite and msg.HasField("regex_rewrite"):
         ctx.problem("prefix_rewrite and regex_rewrite cannot both be set")
     timeout = duration(msg, "timeout", ctx, 15.0)
+    retry = (
+        retry_policy(msg.retry_policy, ctx.at("retry_policy"))
+        if msg.HasField("retry_policy")
+        else vhost_retry
+    )
+    hashes = [hash_policy(h, c) for h, c in ctx.each("hash_policy", msg.hash_policy)]
+    stream_limit, grpc_max = (
+        max_stream_duration(msg.max_stream_duration, ctx.at("max_stream_duration"))
+        if msg.HasField("max_stream_duration")
+        else (0.0, None)
+    )
     if not ctx.clean_since(mark):
         return None
     return RouteAction(
@@ -278,6 +310,11 @@ def route_action(msg: rc.RouteAction, ctx: Ctx) -> RouteAction | None:
         regex_rewrite=rewrite,
         host_rewrite_literal=msg.host_rewrite_literal or None,
         timeout=timeout,
+        retry_policy=retry,
+        hash_policy=tuple(h for h in hashes if h is not None),
+        max_stream_duration=stream_limit,
+        grpc_timeout_header_max=grpc_max,
+        retry_buffer_limit=buffer_limit,
     )
 
 

@@ -206,6 +206,29 @@ class RouteConfiguration:
     response_headers: HeaderMutations = NO_MUTATIONS
 
 
+# --------------------------------------------------------------------------- HTTP/2
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Options:
+    """envoy.config.core.v3.Http2ProtocolOptions, for either side of the proxy.
+
+    Windows default to 1 MiB (Envoy: 256 MiB) so that one connection's buffering stays within
+    about one ``per_connection_buffer_limit_bytes`` per stream: the proxy acknowledges DATA only
+    as the other side drains it. ``max_concurrent_streams`` defaults to 1024 (Envoy: 2^31-1).
+    """
+
+    max_concurrent_streams: int = 1024
+    initial_stream_window_size: int = 1024 * 1024
+    initial_connection_window_size: int = 4 * 1024 * 1024
+    # Frames queued towards a peer that does not read, before the connection is closed.
+    max_outbound_frames: int = 10000
+    hpack_table_size: int = 4096
+
+
+DEFAULT_HTTP2 = Http2Options()
+
+
 # --------------------------------------------------------------------------- listeners
 
 
@@ -231,6 +254,12 @@ class HttpConnectionManager:
     drain_timeout: float = 5.0
     # The envoy.filters.http.local_ratelimit filter, when present.
     local_rate_limit: LocalRateLimit | None = None
+    # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2".
+    codec_type: Literal["AUTO", "HTTP1", "HTTP2"] = "AUTO"
+    http2: Http2Options = DEFAULT_HTTP2
+    # rds.route_config_name when routes come over RDS (ADS): route_config is an empty placeholder
+    # named after it until the xDS client binds the RouteConfiguration that arrived.
+    rds: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +298,11 @@ class Listener:
     default_filter_chain: FilterChain | None = None
     # per_connection_buffer_limit_bytes: the bound on what one connection may buffer (1 MiB).
     buffer_limit: int = 1024 * 1024
+    # listener_filters: tls_inspector / http_inspector (protocol detection before chain
+    # selection), bounded by listener_filters_timeout (Envoy's default 15 s; 0: none).
+    tls_inspector: bool = False
+    http_inspector: bool = False
+    listener_filters_timeout: float = 15.0
 
 
 # --------------------------------------------------------------------------- clusters
@@ -328,6 +362,10 @@ class Cluster:
     health_checks: tuple[HealthCheck, ...] = ()
     # "EDS": endpoints arrive over xDS (ClusterLoadAssignment), localities start empty.
     eds_service_name: str = ""
+    # Upstream HTTP/2 (http2_protocol_options, legacy or in HttpProtocolOptions'
+    # explicit_http_config); None: HTTP/1.1. use_downstream_protocol: the downstream's protocol.
+    http2: Http2Options | None = None
+    use_downstream_protocol: bool = False
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -346,6 +384,19 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicResources:
+    """Bootstrap dynamic_resources: ADS over gRPC to a static cluster, LDS and CDS through it."""
+
+    ads_cluster: str  # ads_config.grpc_services[0].envoy_grpc.cluster_name (a static cluster)
+    delta: bool = False  # ads_config.api_type DELTA_GRPC (else GRPC: state of the world)
+    lds: bool = True  # lds_config: {ads: {}}
+    cds: bool = True  # cds_config: {ads: {}}
+    # initial_fetch_timeout of the LDS/CDS config sources (Envoy's default 15 s; 0: wait forever):
+    # how long a warming listener or cluster waits for its routes or endpoints.
+    initial_fetch_timeout: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole compiled configuration: one immutable snapshot the proxy swaps atomically."""
 
@@ -354,6 +405,7 @@ class Config:
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     version: str = "static"
+    dynamic: DynamicResources | None = None
 
     def cluster(self, name: str) -> Cluster | None:
         for c in self.clusters:

@@ -88,6 +88,8 @@ class OutlierDetection:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: int = 10
+    # Envoy's always_eject_one_host: the first ejection ignores max_ejection_percent.
+    always_eject_one_host: bool = False
     enforcing_consecutive_5xx: int = 100
     enforcing_consecutive_gateway_failure: int = 0
     enforcing_consecutive_local_origin_failure: int = 100

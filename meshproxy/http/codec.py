@@ -85,3 +85,22 @@ def join_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     return b"".join(parts)
+
+
+_GRPC_TIMEOUT_UNITS = {
+    ord("H"): 3600.0,
+    ord("M"): 60.0,
+    ord("S"): 1.0,
+    ord("m"): 1e-3,
+    ord("u"): 1e-6,
+    ord("n"): 1e-9,
+}
+
+
+def grpc_timeout(value: bytes) -> float | None:
+    """Seconds in a ``grpc-timeout`` header (at most 8 digits and a unit), None if malformed."""
+    value = value.strip()
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
+        return None
+    unit = _GRPC_TIMEOUT_UNITS.get(value[-1])
+    return None if unit is None else int(value[:-1]) * unit

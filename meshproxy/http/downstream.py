@@ -27,6 +27,7 @@ from meshproxy.http.plan import RequestIds
 from meshproxy.http.stream import PAUSE_PIPELINE, Stream
 from meshproxy.identity.spiffe import SpiffeId
 from meshproxy.identity.xfcc import format_element
+from meshproxy.router.ratelimit import TokenBucket
 from meshproxy.stats import HttpStats
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class HttpContext:
         "config",
         "listener",
         "plans",
+        "ratelimit",
         "request_ids",
         "rng",
         "routes",
@@ -101,6 +103,9 @@ class HttpContext:
         self.plans: dict[RouteDecision, RoutePlan] = {}
         self.request_ids = RequestIds(rng)
         self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
+        rl = config.local_rate_limit
+        # One bucket per filter chain and configuration (Envoy's local rate limit is per filter).
+        self.ratelimit = TokenBucket(rl, monotonic()) if rl is not None and rl.enabled_percent > 0 else None
 
 
 class _HeaderTooLarge(Exception):

@@ -11,6 +11,7 @@ import random
 from typing import TYPE_CHECKING
 
 from meshproxy.config.model import RouteAction
+from meshproxy.router.retry import RetryRules
 
 if TYPE_CHECKING:
     from meshproxy.router.table import RouteDecision
@@ -47,7 +48,20 @@ class RequestIds:
 class RoutePlan:
     """What a routed request needs from its route, precomputed once per route decision."""
 
-    __slots__ = ("cluster", "host", "request_levels", "response_levels", "rewrites", "timeout")
+    __slots__ = (
+        "cluster",
+        "grpc_timeout_max",
+        "hash_policy",
+        "host",
+        "max_stream_duration",
+        "per_try_timeout",
+        "request_levels",
+        "response_levels",
+        "retry",
+        "retry_buffer_limit",
+        "rewrites",
+        "timeout",
+    )
 
     def __init__(self, decision: RouteDecision) -> None:
         route = decision.route
@@ -60,3 +74,10 @@ class RoutePlan:
         self.timeout = action.timeout
         self.request_levels = decision.request_mutations_for(None)
         self.response_levels = decision.response_mutations_for(None)
+        policy = action.retry_policy
+        self.retry = RetryRules(policy) if policy is not None and policy.num_retries > 0 else None
+        self.per_try_timeout = policy.per_try_timeout if policy is not None else 0.0
+        self.retry_buffer_limit = action.retry_buffer_limit
+        self.hash_policy = action.hash_policy
+        self.max_stream_duration = action.max_stream_duration
+        self.grpc_timeout_max = action.grpc_timeout_header_max

@@ -33,7 +33,9 @@ from meshproxy.http import codec
 from meshproxy.http.logline import access_record
 from meshproxy.http.plan import RoutePlan
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.hashing import request_hash
 from meshproxy.router.headers import apply_mutations
+from meshproxy.router.retry import grpc_status_of
 
 if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from meshproxy.config.model import WeightedCluster
     from meshproxy.http.downstream import DownstreamConnection, HttpContext
     from meshproxy.http.upstream import UpstreamConnection
+    from meshproxy.router.retry import Failure, RetryRules
     from meshproxy.router.table import RouteDecision
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
@@ -49,13 +52,20 @@ PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_FULL = 2
 PAUSE_PIPELINE = 4
 
+# Envoy marks local replies caused by a circuit breaker.
+OVERLOADED = (b"x-envoy-overloaded", b"true")
+
 # Route timeouts of at least this many seconds are kept by the listener's deadline tick.
 COARSE_TIMEOUT = 1.0
 
 
 class Stream:
     __slots__ = (
+        "attempt",
+        "attempt_start",
         "authority",
+        "body_copy",
+        "body_copy_size",
         "body_sent",
         "chunked",
         "cluster",
@@ -67,9 +77,11 @@ class Stream:
         "finished",
         "flags",
         "has_body",
+        "hash",
         "headers",
         "headers_done",
         "host",
+        "in_flight",
         "http10",
         "keep_alive",
         "method",
@@ -87,6 +99,9 @@ class Stream:
         "response_complete",
         "response_started",
         "retried",
+        "retry",
+        "retry_held",
+        "retry_timer",
         "rx_bytes",
         "start",
         "started",
@@ -95,11 +110,13 @@ class Stream:
         "sweep_time",
         "timer",
         "deadline",
+        "try_timer",
         "tunnel",
         "tx_bytes",
         "upgrade",
         "upstream",
         "url",
+        "waiting",
         "wall_start",
         "weighted",
         "xff",
@@ -157,6 +174,19 @@ class Stream:
         self.sweep_mark = -1
         self.sweep_time = 0.0
         self.plan: RoutePlan | None = None
+        # Upstream policy: the attempt number (x-envoy-attempt-count), the retry rules and the
+        # request body kept for a replay (None once it outgrew retry_buffer_limit).
+        self.attempt = 1
+        self.attempt_start = now
+        self.retry: RetryRules | None = None
+        self.retry_held = False
+        self.retry_timer: TimerHandle | None = None
+        self.try_timer: TimerHandle | None = None
+        self.body_copy: list[bytes] | None = None
+        self.body_copy_size = 0
+        self.hash: int | None = None
+        self.in_flight = False  # counted in host.rq_active (least-request load)
+        self.waiting = False  # queued in the cluster for a connection (pending request)
 
     # ================================================================== request side
 
@@ -187,6 +217,8 @@ class Stream:
                 self.keep_alive = False
                 return self.local_reply(400, b"missing host header", "DPE")
             authority = b""
+        if ctx.ratelimit is not None and self._rate_limited():
+            return None
         decision = ctx.routes.route(authority, self.url, self.headers)
         if decision is None or decision.route is None:
             stats.no_route += 1
@@ -216,23 +248,56 @@ class Stream:
         if cluster is None:
             stats.no_cluster += 1
             return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
-        host = cluster.pick()
+        if plan.hash_policy and cluster.hashing:
+            self.hash = request_hash(plan.hash_policy, self.headers, authority, self.url, self.conn.peer_ip)
+        host = cluster.pick(self.hash)
         if host is None:
             return self.local_reply(503, b"no healthy upstream", "UH")
+        if not cluster.admit_request():
+            return self.local_reply(503, b"upstream overflow: max_requests", "UO", extra=[OVERLOADED])
         self.cluster = cluster
         self.host = host
         self.request_head = self._request_head(plan, decision, authority)
         cluster.stats.upstream_rq_total += 1
         cluster.stats.upstream_rq_active += 1
-        host.rq_total += 1
+        if plan.retry is not None and self.upgrade is None:
+            self.retry = plan.retry
+            self.body_copy = []
         if self.expect and not self.request_complete and not self.http10:  # RFC 9110 §10.1.1
             self._write_down(codec.CONTINUE_100)
+        self._send()
+        return None
+
+    def _send(self) -> None:
+        """Start an attempt on ``self.host``: a pooled connection, or a new one."""
+        host = self.host
+        cluster = self.cluster
+        assert host is not None and cluster is not None
+        host.rq_total += 1
+        host.rq_active += 1
+        self.in_flight = True
         upstream = cluster.acquire(host)
         if upstream is not None:
             self.attach(upstream)  # type: ignore[arg-type]
         else:
             self.connect()
-        return None
+
+    def _rate_limited(self) -> bool:
+        """The local rate limit filter: False lets the request on; True means it was answered."""
+        ctx = self.ctx
+        cfg = ctx.config.local_rate_limit
+        assert cfg is not None and ctx.ratelimit is not None
+        if cfg.enabled_percent < 100 and ctx.rng.random() * 100 >= cfg.enabled_percent:
+            return False
+        if ctx.ratelimit.allow(self.start):
+            ctx.stats.local_rate_limit_ok += 1
+            return False
+        ctx.stats.local_rate_limit_rate_limited += 1
+        if cfg.enforced_percent < 100 and ctx.rng.random() * 100 >= cfg.enforced_percent:
+            return False
+        extra = [(n.encode(), v.encode()) for n, v in cfg.response_headers]
+        self.local_reply(cfg.status, b"local_rate_limited", "RL", extra=extra)
+        return True
 
     def _absolute_form(self) -> bool:
         """RFC 9112 §3.2.2: a proxy accepts ``http://host/path``; its host replaces Host."""
@@ -284,6 +349,13 @@ class Stream:
         self.rx_bytes += len(data)
         if self.upgrade is not None and not self.tunnel:
             return  # no body on an upgrade request; tunnel bytes arrive through tunnel_data
+        copy = self.body_copy
+        if copy is not None:
+            self.body_copy_size += len(data)
+            if self.body_copy_size > self.plan.retry_buffer_limit:  # type: ignore[union-attr]
+                self.body_copy = None  # too large to replay: this request is not retried
+            else:
+                copy.append(data)
         up = self.upstream
         if up is not None and self.started:
             self.body_sent = True
@@ -332,13 +404,46 @@ class Stream:
         # a second or more is kept by the listener's deadline tick (to within DEADLINE_TICK),
         # which costs a set insertion instead of an event-loop timer per request.
         plan = self.plan
-        if plan is None or plan.timeout <= 0 or self.timer is not None or self.deadline:
+        if plan is None:
             return
-        if plan.timeout >= COARSE_TIMEOUT:
-            self.deadline = monotonic() + plan.timeout
+        if plan.per_try_timeout > 0 and self.try_timer is None and self.in_flight:
+            self.try_timer = self.conn.loop.call_later(plan.per_try_timeout, self._on_try_timeout)
+        if self.timer is not None or self.deadline:
+            return
+        timeout = plan.timeout
+        if plan.grpc_timeout_max is not None or plan.max_stream_duration:
+            timeout = self._stream_timeout(plan)
+        if timeout <= 0:
+            return
+        if timeout >= COARSE_TIMEOUT:
+            self.deadline = monotonic() + timeout
             self.conn.listener.deadlines.add(self)
         else:
-            self.timer = self.conn.loop.call_later(plan.timeout, self._on_timeout)
+            self.timer = self.conn.loop.call_later(timeout, self._on_timeout)
+
+    def _stream_timeout(self, plan: RoutePlan) -> float:
+        """The route timeout narrowed by ``grpc-timeout`` and ``max_stream_duration``."""
+        timeout = plan.timeout if plan.timeout > 0 else float("inf")
+        if plan.grpc_timeout_max is not None:
+            for name, value in self.headers:
+                if name == b"grpc-timeout":
+                    asked = codec.grpc_timeout(value)
+                    if asked is not None:
+                        cap = plan.grpc_timeout_max or float("inf")
+                        timeout = min(asked, cap)  # grpc-timeout replaces the route timeout
+                    break
+        if plan.max_stream_duration:
+            timeout = min(timeout, plan.max_stream_duration - (monotonic() - self.start))
+            timeout = max(timeout, 0.001)
+        return 0.0 if timeout == float("inf") else timeout
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.finished or self.response_started:
+            return
+        assert self.cluster is not None
+        self.cluster.stats.upstream_rq_per_try_timeout += 1
+        self._failed("per-try-timeout", 504, b"upstream request timeout", "UT")
 
     def deadline_passed(self) -> None:
         """Called by the listener's deadline tick once ``deadline`` is behind us."""
@@ -378,6 +483,12 @@ class Stream:
 
         cluster, host = self.cluster, self.host
         assert cluster is not None and host is not None
+        if not cluster.can_connect():
+            # max_connections reached: wait as a pending request for a connection to free up.
+            if cluster.enqueue(self):
+                self.waiting = True
+                return
+            return self.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
         task = self.conn.loop.create_task(cluster.connect(host, lambda: UpstreamConnection(cluster, host)))
         self.connect_task = task
         task.add_done_callback(self._connected)
@@ -390,7 +501,7 @@ class Stream:
         if exc is not None:
             if not self.finished:
                 reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-                self.local_reply(503, b"upstream connect error: " + reason.encode(), "UF")
+                self._failed("connect-failure", 503, b"upstream connect error: " + reason.encode(), "UF")
             return
         upstream = task.result()
         if self.finished:
@@ -404,6 +515,8 @@ class Stream:
         self.upstream = upstream
         upstream.bind(self)
         head = self.request_head
+        if self.retry is not None:
+            head = b"%bx-envoy-attempt-count: %d\r\n\r\n" % (head[:-2], self.attempt)
         pending = self.pending
         if pending:
             self.body_sent = True
@@ -442,12 +555,93 @@ class Stream:
                 assert self.cluster is not None
                 self.cluster.stats.upstream_rq_retry_reused += 1
                 return self.connect()
-            return self.local_reply(503, b"upstream connect error or disconnect/reset before headers", "UC")
+            return self._failed(
+                "reset", 503, b"upstream connect error or disconnect/reset before headers", "UC"
+            )
         if self.resp_close_delimited:
             return self.response_end()
         self.flags = "UC"
         self.conn.abort()
         self._finish()
+
+    def take(self, upstream: UpstreamConnection) -> None:
+        """The cluster hands this waiting stream a connection (perhaps to another host)."""
+        self.waiting = False
+        host = self.host
+        if host is not upstream.host and host is not None:
+            host.rq_active -= 1
+            host = self.host = upstream.host
+            host.rq_active += 1
+        self.attach(upstream)
+
+    # ================================================================== retries
+
+    def _failed(self, kind: Failure, status: int, body: bytes, flags: str) -> None:
+        """An attempt failed before any response byte went downstream: retry it or reply."""
+        cluster, host = self.cluster, self.host
+        if cluster is not None and host is not None:
+            cluster.host_failed(host)
+        rules = self.retry
+        if rules is None or not rules.failure_retriable(kind) or not self._schedule_retry():
+            self.local_reply(status, body, flags)
+
+    def _schedule_retry(self) -> bool:
+        """Retry after the back-off if the policy, the body and the retry breaker allow it."""
+        rules = self.retry
+        cluster = self.cluster
+        assert rules is not None and cluster is not None
+        if (
+            self.finished
+            or self.response_started
+            or self.attempt > rules.policy.num_retries
+            or self.body_copy is None
+            or self.conn.closed
+        ):
+            return False
+        if not self.retry_held:
+            if not cluster.admit_retry():
+                return False
+            self.retry_held = True
+        self._drop_upstream()
+        self._end_attempt()
+        cluster.stats.upstream_rq_retry += 1
+        self.resp_lines.clear()
+        self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
+        self.status = 0
+        delay = rules.backoff(self.attempt - 1, self.ctx.rng)
+        self.retry_timer = self.conn.loop.call_later(delay, self._retry)
+        return True
+
+    def _retry(self) -> None:
+        self.retry_timer = None
+        if self.finished:
+            return
+        rules, cluster = self.retry, self.cluster
+        assert rules is not None and cluster is not None
+        self.attempt += 1
+        self.attempt_start = monotonic()
+        host = cluster.pick(self.hash, self.host if rules.policy.retry_other_hosts else None)
+        if host is None:
+            return self.local_reply(503, b"no healthy upstream", "UH")
+        self.host = host
+        replay = list(self.body_copy or ())
+        if self.chunked and self.request_complete:
+            replay.append(codec.LAST_CHUNK)
+        self.pending = replay or None
+        self.body_sent = False
+        self._send()
+
+    def _end_attempt(self) -> None:
+        timer = self.try_timer
+        if timer is not None:
+            timer.cancel()
+            self.try_timer = None
+        if self.in_flight:
+            self.in_flight = False
+            self.host.rq_active -= 1  # type: ignore[union-attr]
+        if self.waiting:
+            self.waiting = False
+            self.cluster.dequeue(self)  # type: ignore[union-attr]
 
     def upstream_protocol_error(self, reason: str) -> None:
         if self.finished:
@@ -461,6 +655,21 @@ class Stream:
     # ================================================================== response side
 
     def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
+        cluster = self.cluster
+        if cluster.observing:  # type: ignore[union-attr]
+            cluster.observe(self.host, status, monotonic() - self.attempt_start)  # type: ignore[union-attr]
+        rules = self.retry
+        if rules is not None:
+            grpc = None
+            if rules.grpc_statuses:
+                for name, value in codec.header_lines(b"".join(self.resp_lines)):
+                    if name == b"grpc-status":
+                        grpc = grpc_status_of(value)
+            if rules.status_retriable(status, grpc) and self._schedule_retry():
+                return
+            if self.try_timer is not None:
+                self.try_timer.cancel()
+                self.try_timer = None
         self.status = status
         self.response_started = True
         lines = self.resp_lines
@@ -629,6 +838,11 @@ class Stream:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.in_flight or self.try_timer is not None or self.waiting:
+            self._end_attempt()
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
         if self.deadline:
             self.conn.listener.deadlines.discard(self)
         ctx = self.ctx
@@ -643,6 +857,7 @@ class Stream:
             h.sum += elapsed_ms
         cluster = self.cluster
         if cluster is not None:
+            cluster.request_done(self.retry_held)
             cs = cluster.stats
             cs.upstream_rq_active -= 1
             if self.flags == "-" or self.flags == "DC":

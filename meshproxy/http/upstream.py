@@ -117,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.host.cx_active -= 1
         stats = self.cluster.stats
         stats.upstream_cx_active -= 1
+        self.cluster.connection_closed()
         stream = self.stream
         if stream is None:
             stats.upstream_cx_destroy_remote += 1
@@ -174,6 +175,8 @@ class UpstreamConnection(asyncio.Protocol):
             stream.resp_chunk_down = False
             return
         stream.response_headers(status, self.parser.should_keep_alive())
+        if self.stream is not stream:
+            return  # the stream let go of this connection (a retry): the rest is discarded
         if stream.method == b"HEAD" and status != 101:
             # llhttp cannot know a HEAD response has no body: end it here, parse afresh next time.
             self.fresh_parser_needed = True

@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
+import socket
 from collections.abc import Callable
 from functools import partial
 from time import monotonic
 from typing import Any, Protocol
 
 from meshproxy.access_log import AccessLogs
-from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, TcpProxy
+from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, SocketAddress, TcpProxy
 from meshproxy.http.downstream import DownstreamConnection, HttpContext, local_identity
 from meshproxy.http.stream import Stream
+from meshproxy.http2.auto import CodecSelector
+from meshproxy.http2.detect import MAX_PEEK, Detected, classify
+from meshproxy.http2.downstream import H2Downstream
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
@@ -101,6 +106,22 @@ def _server_name_rank(names: tuple[str, ...], server_name: str) -> int | None:
     return None
 
 
+def bind_socket(address: SocketAddress) -> socket.socket:
+    """A listening socket on ``address`` (raises OSError), for a runtime to ``start`` on later:
+    an update binds every new listener before it changes anything."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class ListenerRuntime:
     def __init__(
         self,
@@ -115,6 +136,8 @@ class ListenerRuntime:
         self.name = config.name
         self.stats = stats
         self.draining = False
+        # The runtime that replaced this one: connections this one accepted late go there.
+        self.successor: ListenerRuntime | None = None
         self.connections: set[Tracked] = set()
         self.server: asyncio.Server | None = None
         self._store = store
@@ -169,12 +192,17 @@ class ListenerRuntime:
             self._rng,
         )
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Serve on ``sock`` (bound and listening, see ``bind_socket``/``handover_socket``), or
+        bind the configured address."""
         loop = asyncio.get_running_loop()
-        addr = self.config.address
-        self.server = await loop.create_server(
-            self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
-        )
+        if sock is not None:
+            self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
+        else:
+            addr = self.config.address
+            self.server = await loop.create_server(
+                self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
+            )
         log.info("listener %s on %s:%d", self.name, *self.bound_address())
         self._ticker = loop.create_task(self._deadline_tick())
 
@@ -193,6 +221,12 @@ class ListenerRuntime:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+
+    def handover_socket(self) -> socket.socket:
+        """A duplicate of the listening socket, for the runtime that replaces this one: the
+        same accept queue, so no connection waiting in it is lost in the swap."""
+        assert self.server is not None
+        return socket.socket(fileno=os.dup(self.server.sockets[0].fileno()))
 
     def bound_address(self) -> tuple[str, int]:
         """The address actually bound (port 0 resolved); still known after the socket closed."""
@@ -232,6 +266,10 @@ class ListenerRuntime:
                     conn.close()
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
+            elif isinstance(conn, H2Downstream):
+                limit = conn.ctx.config.idle_timeout
+                if limit > 0 and conn.is_idle() and now - conn.idle_since > limit:
+                    conn.close()
 
     def rotate(self, chain: FilterChain, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
         """New certificate material for ``chain``: new handshakes use it, open connections carry on."""
@@ -273,16 +311,24 @@ class ListenerRuntime:
         if self.server is not None:
             self.server.close()
 
-    async def drain(self, timeout: float) -> int:
-        """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut."""
+    async def drain(self, timeout: float, *, close_idle: bool = True) -> int:
+        """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut.
+
+        ``close_idle=False`` (a listener replaced by an xDS update) leaves idle keep-alive
+        connections open until their next request, answered with "connection: close", or the
+        deadline: closing them early races a request the client may be sending on them.
+        """
         self.draining = True
         self.stop_accepting()
+        for conn in list(self.connections):
+            if isinstance(conn, H2Downstream):
+                conn.goaway()  # HTTP/2 clients keep reusing a connection unless told to stop
         # An idle keep-alive connection may have a request already in flight towards us; give
         # it a moment to arrive (it is then answered with "connection: close"), then close
         # the connections that are still idle.
-        if any(conn.is_idle() for conn in self.connections):
+        if close_idle and any(conn.is_idle() for conn in self.connections):
             await asyncio.sleep(min(DRAIN_IDLE_GRACE, timeout))
-        for conn in list(self.connections):
+        for conn in list(self.connections) if close_idle else ():
             if conn.is_idle():
                 conn.close()
         if self.connections:
@@ -298,32 +344,91 @@ class ListenerRuntime:
 
 
 class _ChainSelector(asyncio.Protocol):
-    """Chooses the filter chain for a fresh connection and hands the transport to its protocol."""
+    """Chooses the filter chain for a fresh connection and hands the transport to its protocol.
+
+    With tls_inspector or http_inspector configured, the choice waits for the first bytes
+    (a ClientHello's SNI and ALPN, the HTTP/2 preface, an HTTP/1.x request line), bounded by
+    ``listener_filters_timeout``; those bytes are then replayed into the chosen protocol.
+    """
 
     def __init__(self, listener: ListenerRuntime) -> None:
         self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.port = 0
+        self.buf = b""
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        listener = self.listener
         sockname: Any = transport.get_extra_info("sockname")
-        port = sockname[1] if sockname else 0
-        chain = select_chain(listener.config, port)
+        self.port = sockname[1] if sockname else 0
+        config = self.listener.config
+        if config.tls_inspector or config.http_inspector:
+            self.transport = transport  # type: ignore[assignment]
+            if config.listener_filters_timeout > 0:
+                loop = asyncio.get_running_loop()
+                self.timer = loop.call_later(config.listener_filters_timeout, self._timed_out)
+            return
+        self._select(transport, Detected("raw_buffer"), b"")
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        found = classify(self.buf)
+        if found is None:
+            if len(self.buf) < MAX_PEEK:
+                return
+            found = Detected("raw_buffer")
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        config = self.listener.config
+        tls = found.transport_protocol == "tls"
+        if not (config.tls_inspector if tls else config.http_inspector):
+            found = Detected("raw_buffer")  # only what a configured inspector would have seen
+        assert self.transport is not None
+        self._select(self.transport, found, self.buf)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _timed_out(self) -> None:
+        # Envoy: on timeout the connection goes on without what the inspectors would have found
+        # (continue_on_listener_filters_timeout: false closes it; that is Envoy's default).
+        self.timer = None
+        self.listener.stats.downstream_listener_filter_timeout += 1
+        if self.transport is not None:
+            self.transport.close()
+
+    def _select(self, transport: asyncio.BaseTransport, found: Detected, replay: bytes) -> None:
+        listener = self.listener
+        while listener.successor is not None:  # accepted before an xDS swap: the new config serves it
+            listener = listener.successor
+        chain = select_chain(
+            listener.config,
+            self.port,
+            found.server_name,
+            found.transport_protocol,
+            found.application_protocols,
+        )
         if chain is None or listener.draining:
             listener.stats.no_filter_chain_match += int(chain is None)
             transport.close()
             return
         ctx = listener.contexts[id(chain)]
         proto: asyncio.Protocol = (
-            DownstreamConnection(ctx) if isinstance(ctx, HttpContext) else TcpDownstream(ctx)
+            CodecSelector(ctx, listener.config.listener_filters_timeout)
+            if isinstance(ctx, HttpContext)
+            else TcpDownstream(ctx)
         )
         tls = listener.tls_contexts.get(id(chain))
         if tls is None:
             transport.set_protocol(proto)
             proto.connection_made(transport)
+            if replay:
+                proto.data_received(replay)
         else:
             # The inner protocol meets the connection only once the handshake has succeeded.
             peer = transport.get_extra_info("peername")
-            accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any read
-        raise RuntimeError("filter chain not selected")
+            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]
+            if replay:
+                tls_proto.data_received(replay)

@@ -207,6 +207,9 @@ class TcpUpstream(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        cluster = self.down.cluster
+        if cluster is not None:
+            cluster.connection_closed()  # gives back its max_connections slot
         self.down.close()
 
     def pause_writing(self) -> None:

@@ -1,9 +1,14 @@
-"""Runtime state of one upstream cluster: its hosts, their idle connections, the LB picker.
+"""Runtime state of one upstream cluster: hosts, pooled connections, and upstream policy.
 
-Owns what changes while traffic flows (resolved hosts, pooled connections, counters) for a
-cluster whose configuration is a frozen ``model.Cluster``. State is keyed by endpoint address
-so it carries across a configuration swap. Connection *establishment* is asynchronous and lives
-here too, but the request path only calls ``pick``, ``acquire`` and ``release``, all synchronous.
+Owns what changes while traffic flows for a cluster whose configuration is a frozen
+``model.Cluster``: resolved hosts and their idle connections, the host selector (priorities,
+localities, the LB picker), the circuit breakers (with the queue of requests waiting for a
+connection), outlier detection and active health checks. It is the one place where those
+cores meet: a host is *available* when EDS says it is usable, its health checks pass and
+outlier detection has not ejected it, and the selector is rebuilt whenever that changes.
+State is keyed by endpoint address and carried across a configuration swap (``inherit``).
+The request path only calls synchronous methods (``pick``, ``admit_*``, ``acquire``,
+``release``); connection establishment, probes and the outlier interval are asynchronous.
 Must not know about HTTP: the caller provides the protocol factory.
 """
 
@@ -13,15 +18,20 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from time import monotonic
+from typing import Any, Protocol, TypeVar
 
-from meshproxy.config.model import Cluster, SocketAddress
+from meshproxy.config.model import Cluster, Locality, SocketAddress
 from meshproxy.stats import ClusterStats
 from meshproxy.tls.context import TlsContext
 from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
-from meshproxy.upstream.lb.round_robin import RoundRobin
+from meshproxy.upstream.breaker import Breakers
+from meshproxy.upstream.health_check import HealthChecker
+from meshproxy.upstream.outlier import OutlierDetector
+from meshproxy.upstream.selection import HostSelector
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -41,20 +51,63 @@ class PooledConnection(Protocol):
     def close(self) -> None: ...
 
 
+class Waiter(Protocol):
+    """A request waiting for a connection (circuit breakers' pending requests)."""
+
+    def take(self, upstream: Any) -> None: ...
+
+    def connect(self) -> None: ...
+
+
+_NO_LOCALITY = Locality()
+
+
 class Host:
     """One resolved upstream address, with its idle connections (LIFO: the warmest first)."""
 
-    __slots__ = ("address", "cx_active", "health_status", "idle", "label", "priority", "rq_total", "weight")
+    __slots__ = (
+        "address",
+        "available",
+        "cx_active",
+        "ejected",
+        "hc_ok",
+        "health_status",
+        "idle",
+        "key",
+        "label",
+        "locality",
+        "locality_weight",
+        "priority",
+        "rq_active",
+        "rq_total",
+        "weight",
+    )
 
-    def __init__(self, address: SocketAddress, weight: int, health_status: str, priority: int) -> None:
+    def __init__(
+        self,
+        address: SocketAddress,
+        weight: int,
+        health_status: str,
+        priority: int,
+        locality: Locality = _NO_LOCALITY,
+        locality_weight: int = 0,
+        hostname: str = "",
+    ) -> None:
         self.address = address
         self.label = f"{address.host}:{address.port}"
+        self.key = hostname or self.label  # what ring hash and maglev hash on
         self.weight = weight
         self.health_status = health_status
         self.priority = priority
+        self.locality = locality
+        self.locality_weight = locality_weight
         self.idle: list[PooledConnection] = []
         self.cx_active = 0
+        self.rq_active = 0
         self.rq_total = 0
+        self.hc_ok = True  # active health checks pass (or none configured)
+        self.ejected = False  # outlier detection
+        self.available = health_status in _USABLE
 
     @property
     def usable(self) -> bool:
@@ -69,11 +122,52 @@ class ClusterRuntime:
         self.stats = stats
         self.rng = rng
         self.hosts: list[Host] = []
-        self._usable: list[Host] = []
-        self._picker: RoundRobin | None = None
+        self.selector: HostSelector[Host] | None = None
         self.resolved = config.discovery == "STATIC"
+        self.hashing = config.lb.policy in ("RING_HASH", "MAGLEV")
+        self.breakers = Breakers(config.thresholds)
+        rm = self.breakers.default
+        self._rq, self._pending, self._cx, self._retries = (
+            rm.requests,
+            rm.pending_requests,
+            rm.connections,
+            rm.retries,
+        )
+        self.waiters: deque[Waiter] = deque()
+        od = config.outlier_detection
+        self.outlier = OutlierDetector(od, rng) if od is not None else None
+        self.observing = self.outlier is not None
+        self._outlier_timer: asyncio.TimerHandle | None = None
+        self.health: HealthChecker | None = None
         # Built once per cluster config; holds the client session cache for resumption.
         self.tls = TlsContext(config.tls) if config.tls is not None else None
+        self._gauges()
+
+    def inherit(self, old: ClusterRuntime) -> None:
+        """Carry runtime state across a config swap: hosts and pools, breaker counts and the
+        waiting queue, outlier state (an ejected host stays ejected), health results."""
+        self.hosts = old.hosts
+        old.breakers.update(self.config.thresholds)
+        self.breakers = old.breakers
+        rm = self.breakers.default
+        self._rq, self._pending, self._cx, self._retries = (
+            rm.requests,
+            rm.pending_requests,
+            rm.connections,
+            rm.retries,
+        )
+        self.waiters = old.waiters
+        od = self.config.outlier_detection
+        if od is not None and old.outlier is not None:
+            old.outlier.configure(od)
+            self.outlier = old.outlier
+        old._stop_outlier_timer()
+        if old.health is not None:
+            if old.config.health_checks == self.config.health_checks:
+                self.health, old.health = old.health, None
+            else:
+                old.retire()
+        self._gauges()
 
     # ------------------------------------------------------------------ membership
 
@@ -92,36 +186,218 @@ class ClusterRuntime:
                 conn.close()
             gone.idle.clear()
         self.hosts = merged
+        if self.outlier is not None:
+            self.outlier.set_hosts(h.key for h in merged)
         self._rebuild()
 
     def _rebuild(self) -> None:
-        # The lowest priority level with a usable host takes all traffic; the upstream-policy
-        # issue brings Envoy's overprovisioning-factor spill-over and panic mode.
-        usable: list[Host] = []
-        for priority in sorted({h.priority for h in self.hosts}):
-            usable = [h for h in self.hosts if h.priority == priority and h.usable]
-            if usable:
-                break
-        self._usable = usable
-        self._picker = RoundRobin([h.weight for h in usable], self.rng.randrange(1 << 16)) if usable else None
+        """A new selector over the hosts' current availability (O(hosts))."""
+        outlier = self.outlier
+        healthy = 0
+        for h in self.hosts:
+            h.ejected = outlier is not None and outlier.is_ejected(h.key)
+            h.available = h.health_status in _USABLE and h.hc_ok and not h.ejected
+            healthy += h.available
+        self.selector = HostSelector(self.hosts, self.config.lb, self.rng) if self.hosts else None
         self.stats.membership_total = len(self.hosts)
-        self.stats.membership_healthy = sum(1 for h in self.hosts if h.usable)
+        self.stats.membership_healthy = healthy
+        if outlier is not None:
+            self._outlier_stats()
+            if self._outlier_timer is None:
+                self._schedule_outlier()
+        if self.config.health_checks:
+            self._health_hosts()
 
     def static_hosts(self) -> list[Host]:
         return [
-            Host(ep.address, ep.weight, ep.health_status, loc.priority)
+            Host(
+                ep.address,
+                ep.weight,
+                ep.health_status,
+                loc.priority,
+                loc.locality,
+                loc.weight,
+                ep.hostname,
+            )
             for loc in self.config.localities
             for ep in loc.endpoints
         ]
 
+    # ------------------------------------------------------------------ health and outliers
+
+    def _health_hosts(self) -> None:
+        checker = self.health
+        if checker is None:
+            checker = self.health = HealthChecker(
+                self.config.name, self.config.health_checks, self._health_changed, self.rng
+            )
+            for h in self.hosts:
+                h.hc_ok = False  # Envoy: a host waits for its first passing check
+            checker.set_hosts([(h.label, h.address) for h in self.hosts])
+            checker.start()
+            return
+        for h in self.hosts:
+            h.hc_ok = checker.status(h.label) == "healthy"
+        checker.set_hosts([(h.label, h.address) for h in self.hosts])
+
+    def _health_changed(self, key: str, healthy: bool) -> None:
+        for h in self.hosts:
+            if h.label == key:
+                h.hc_ok = healthy
+        checker = self.health
+        if checker is not None:
+            hs = checker.stats
+            st = self.stats
+            st.health_check_attempt, st.health_check_success = hs.attempt, hs.success
+            st.health_check_failure, st.health_check_network_failure = hs.failure, hs.network_failure
+            st.health_check_healthy = hs.healthy
+        self._rebuild()
+
+    def _schedule_outlier(self) -> None:
+        od = self.config.outlier_detection
+        if od is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._outlier_timer = loop.call_later(od.interval, self._outlier_tick)
+
+    def _stop_outlier_timer(self) -> None:
+        if self._outlier_timer is not None:
+            self._outlier_timer.cancel()
+            self._outlier_timer = None
+
+    def _outlier_tick(self) -> None:
+        self._outlier_timer = None
+        outlier = self.outlier
+        if outlier is None:
+            return
+        if outlier.tick(monotonic()):
+            self._rebuild()
+        self._schedule_outlier()
+
+    def _outlier_stats(self) -> None:
+        o = self.outlier.stats  # type: ignore[union-attr]
+        st = self.stats
+        st.outlier_detection_ejections_active = o.ejections_active
+        st.outlier_detection_ejections_enforced_total = o.ejections_enforced_total
+        st.outlier_detection_ejections_overflow = o.ejections_overflow
+        st.outlier_detection_ejections_by_kind = {k: v for k, v in o.enforced.items() if v}
+
+    def observe(self, host: Host | None, status: int, latency: float) -> None:
+        """An upstream response's status and time to headers (outlier detection)."""
+        outlier = self.outlier
+        if (
+            outlier is not None
+            and host is not None
+            and outlier.record(host.key, status, latency, monotonic())
+        ):
+            self._rebuild()
+
+    def host_failed(self, host: Host) -> None:
+        """A local-origin failure: connect failure, reset or timeout."""
+        outlier = self.outlier
+        if outlier is not None and outlier.record_local(host.key, False, monotonic()):
+            self._rebuild()
+
     # ------------------------------------------------------------------ request path
 
-    def pick(self) -> Host | None:
-        picker = self._picker
-        if picker is None:
+    def pick(self, hash: int | None = None, exclude: Host | None = None) -> Host | None:
+        selector = self.selector
+        if selector is None:
             self.stats.upstream_cx_none_healthy += 1
             return None
-        return self._usable[picker.pick()]
+        if hash is None:
+            hash = self.rng.getrandbits(64) if self.hashing else 0
+        host = selector.select(hash) if exclude is None else selector.select(hash, (exclude,))
+        if host is None:
+            self.stats.upstream_cx_none_healthy += 1
+        return host
+
+    # ------------------------------------------------------------------ admission (breakers)
+
+    def admit_request(self) -> bool:
+        """The max_requests breaker (DEFAULT priority): admit and count, or refuse."""
+        rq = self._rq
+        if rq.count >= rq._max:
+            self.stats.upstream_rq_pending_overflow += 1
+            return False
+        rq.count += 1
+        if rq.count >= rq._max:
+            self.stats.rq_open = 1
+        return True
+
+    def request_done(self, retried: bool) -> None:
+        self._rq.dec()
+        self.stats.rq_open = int(self._rq.open)
+        if retried:
+            self._retries.dec()
+            self.stats.rq_retry_open = int(self._retries.open)
+        if self.breakers.default.thresholds.track_remaining:
+            self._gauges()
+
+    def admit_retry(self) -> bool:
+        retries = self._retries
+        if not retries.can_create():
+            self.stats.upstream_rq_retry_overflow += 1
+            return False
+        retries.inc()
+        self.stats.rq_retry_open = int(retries.open)
+        return True
+
+    def can_connect(self) -> bool:
+        """The max_connections breaker; a refusal means the caller waits as a pending request."""
+        if self._cx.can_create():
+            return True
+        self.stats.upstream_cx_overflow += 1
+        return False
+
+    def enqueue(self, waiter: Waiter) -> bool:
+        """Queue a request until a connection frees up (max_pending_requests bounds the queue)."""
+        pending = self._pending
+        if not pending.can_create():
+            self.stats.upstream_rq_pending_overflow += 1
+            return False
+        pending.inc()
+        self.waiters.append(waiter)
+        st = self.stats
+        st.upstream_rq_pending_total += 1
+        st.upstream_rq_pending_active = pending.count
+        st.rq_pending_open = int(pending.open)
+        return True
+
+    def dequeue(self, waiter: Waiter) -> None:
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return
+        self._unpend()
+
+    def _unpend(self) -> None:
+        pending = self._pending
+        pending.dec()
+        self.stats.upstream_rq_pending_active = pending.count
+        self.stats.rq_pending_open = int(pending.open)
+
+    def connection_opened(self) -> None:
+        self._cx.inc()
+        self.stats.cx_open = int(self._cx.open)
+
+    def connection_closed(self) -> None:
+        """A connection this cluster opened is gone: a waiting request may open one now."""
+        self._cx.dec()
+        self.stats.cx_open = int(self._cx.open)
+        waiters = self.waiters
+        while waiters and self._cx.can_create():
+            waiter = waiters.popleft()
+            self._unpend()
+            waiter.connect()
+
+    def _gauges(self) -> None:
+        st = self.stats
+        for name, value in self.breakers.default.gauges().items():
+            setattr(st, name, value)
 
     def acquire(self, host: Host) -> PooledConnection | None:
         idle = host.idle
@@ -133,6 +409,13 @@ class ClusterRuntime:
         return None
 
     def release(self, conn: PooledConnection, now: float) -> None:
+        waiters = self.waiters
+        if waiters:
+            # A request waits for a connection (max_connections reached): it takes this one.
+            waiter = waiters.popleft()
+            self._unpend()
+            waiter.take(conn)
+            return
         host = conn.host
         if len(host.idle) >= self.config.max_idle_connections or not host.usable:
             conn.close()
@@ -153,6 +436,9 @@ class ClusterRuntime:
         loop = asyncio.get_running_loop()
         self.stats.upstream_cx_total += 1
         address = host.address
+        # Counted against max_connections from the attempt on; the protocol's connection_lost
+        # (or a failure here) gives it back through connection_closed.
+        self.connection_opened()
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 if self.tls is None:
@@ -160,17 +446,23 @@ class ClusterRuntime:
                 else:
                     _, proto = await connect_tls(loop, address.host, address.port, self.tls, factory)
         except TlsError as exc:
+            self.connection_closed()
             self.stats.upstream_cx_connect_fail += 1
             log.warning(
                 "cluster %s: TLS handshake with %s refused: %s", self.config.name, host.label, exc.reason
             )
             raise
         except TimeoutError:
+            self.connection_closed()
             self.stats.upstream_cx_connect_timeout += 1
             self.stats.upstream_cx_connect_fail += 1
             raise
         except OSError:
+            self.connection_closed()
             self.stats.upstream_cx_connect_fail += 1
+            raise
+        except BaseException:
+            self.connection_closed()
             raise
         return proto
 
@@ -207,6 +499,25 @@ class ClusterRuntime:
                 self.stats.upstream_cx_idle_timeout += len(stale)
                 for c in stale:
                     c.close()
+
+    def retire(self) -> None:
+        """The cluster left the configuration: stop its probes and timers, close idle pools."""
+        self._stop_outlier_timer()
+        checker, self.health = self.health, None
+        if checker is not None:
+            try:
+                asyncio.get_running_loop().create_task(checker.close())
+            except RuntimeError:
+                pass
+        self.close_idle()
+
+    async def aclose(self) -> None:
+        """The proxy is stopping: like ``retire``, but waits for the probes to stop."""
+        self._stop_outlier_timer()
+        checker, self.health = self.health, None
+        if checker is not None:
+            await checker.close()
+        self.close_idle()
 
     def close_idle(self) -> None:
         for host in self.hosts:

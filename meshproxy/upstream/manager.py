@@ -8,9 +8,11 @@ resolving STRICT_DNS clusters periodically, and sweeping idle pooled connections
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
+import time
 
 from meshproxy.config.model import Cluster, SocketAddress
 from meshproxy.stats import Store
@@ -19,6 +21,16 @@ from meshproxy.upstream.cluster import ClusterRuntime, Host
 log = logging.getLogger("meshproxy.upstream")
 
 SWEEP_INTERVAL = 1.0
+# Longest stretch ``update`` runs without yielding to the event loop (seconds).
+SLICE = 0.005
+
+
+def _only_endpoints_differ(old: Cluster, new: Cluster) -> bool:
+    """An EDS update: the same cluster but for its localities and overprovisioning factor."""
+    if old.discovery != "EDS" or new.discovery != "EDS":
+        return False
+    lb = dataclasses.replace(old.lb, overprovisioning_factor=new.lb.overprovisioning_factor)
+    return dataclasses.replace(old, localities=new.localities, lb=lb) == new
 
 
 class ClusterManager:
@@ -33,21 +45,36 @@ class ClusterManager:
         return self.clusters.get(name)
 
     async def update(self, clusters: tuple[Cluster, ...], *, initial_dns_timeout: float = 10.0) -> None:
-        """Install a new cluster set; waits (bounded) for the first resolution of new DNS clusters."""
+        """Install a new cluster set; waits (bounded) for the first resolution of new DNS clusters.
+
+        The new set is built aside and installed with one assignment; building yields to the
+        loop every ``SLICE`` seconds, so a thousand clusters do not stall traffic. A cluster
+        whose only change is its endpoints (EDS) keeps its runtime and gets ``set_hosts``.
+        """
         fresh: dict[str, ClusterRuntime] = {}
         waiting: list[asyncio.Future[None]] = []
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         for cfg in clusters:
+            if time.perf_counter() - started > SLICE:
+                await asyncio.sleep(0)
+                started = time.perf_counter()
             old = self.clusters.get(cfg.name)
-            if old is not None and old.config == cfg:
+            if old is not None and (old.config is cfg or old.config == cfg):
+                fresh[cfg.name] = old
+                continue
+            if old is not None and _only_endpoints_differ(old.config, cfg):
+                old.config = cfg
+                old.set_hosts(old.static_hosts())  # hosts keep their state by address
                 fresh[cfg.name] = old
                 continue
             self._stop_dns(cfg.name)
             rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng)
             if old is not None:
-                rt.hosts = old.hosts  # pools and counters carry over by address
-            if cfg.discovery == "STATIC":
+                rt.inherit(old)  # pools, breaker counts, ejections and health carry over
+            if cfg.discovery in ("STATIC", "EDS"):
                 rt.set_hosts(rt.static_hosts())
+                rt.resolved = True
             else:
                 rt.set_hosts(list(rt.hosts))
                 ready: asyncio.Future[None] = loop.create_future()
@@ -57,7 +84,7 @@ class ClusterManager:
         for name, rt in self.clusters.items():
             if name not in fresh:
                 self._stop_dns(name)
-                rt.close_idle()
+                rt.retire()
         self.clusters = fresh
         if waiting:
             done, _ = await asyncio.wait(waiting, timeout=initial_dns_timeout)
@@ -88,7 +115,15 @@ class ClusterManager:
                     continue
                 for ip in dict.fromkeys(str(info[4][0]) for info in infos):
                     hosts.append(
-                        Host(SocketAddress(ip, ep.address.port), ep.weight, ep.health_status, loc.priority)
+                        Host(
+                            SocketAddress(ip, ep.address.port),
+                            ep.weight,
+                            ep.health_status,
+                            loc.priority,
+                            loc.locality,
+                            loc.weight,
+                            ep.hostname,
+                        )
                     )
         return None if failed and not hosts else hosts
 
@@ -120,4 +155,4 @@ class ClusterManager:
             self._sweeper.cancel()
             self._sweeper = None
         for rt in self.clusters.values():
-            rt.close_idle()
+            await rt.aclose()

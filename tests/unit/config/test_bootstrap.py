@@ -86,8 +86,8 @@ def test_unknown_fields_are_ignored_at_every_level(doc: dict[str, Any]) -> None:
     doc["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
     doc["static_resources"]["listeners"][0]["made_up"] = True
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
-    hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"] = {"retry_on": "5xx"}
-    doc["static_resources"]["clusters"][0]["outlier_detection"] = {"consecutive_5xx": 3}
+    hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {"initial_requests": 1}
+    doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {"tcp_keepalive": {}}
     assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
 
 
@@ -122,10 +122,10 @@ def test_unknown_cluster_when_none_are_defined(doc: dict[str, Any]) -> None:
 
 
 def test_a_cluster_that_fails_to_compile_still_counts_as_defined(doc: dict[str, Any]) -> None:
-    doc["static_resources"]["clusters"][2]["lb_policy"] = "MAGLEV"
+    doc["static_resources"]["clusters"][2]["lb_policy"] = "CLUSTER_PROVIDED"
     assert problems_of(doc) == [
-        "static_resources.clusters[2].lb_policy: only ROUND_ROBIN is supported for now; the upstream-policy issue "
-        "brings the others"
+        "static_resources.clusters[2].lb_policy: CLUSTER_PROVIDED is not supported; use ROUND_ROBIN, "
+        "LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV"
     ]
 
 
@@ -155,10 +155,11 @@ def test_node_admin_and_dynamic_resources(doc: dict[str, Any]) -> None:
     doc["admin"]["address"]["socket_address"]["address"] = "localhost"
     doc["admin"]["access_log_path"] = "/tmp/admin.log"
     assert problems_of(doc) == [
-        "dynamic_resources: is not supported yet; list listeners and clusters in static_resources",
         'admin.address.socket_address.address: "localhost" is not an IP address; the admin listener binds to an '
         "IP address",
         "admin: give the admin interface one access log: access_log_path or a single access_log",
+        "dynamic_resources.ads_config.grpc_services: needs exactly one entry (got 0): "
+        "{envoy_grpc: {cluster_name: ...}}",
     ]
 
 
@@ -169,8 +170,8 @@ def test_admin_access_log_path_and_no_admin() -> None:
 
 
 def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
-    doc["static_resources"]["clusters"][0]["lb_policy"] = "LEAST_REQUEST"
-    doc["static_resources"]["clusters"][1]["type"] = "EDS"
+    doc["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
+    doc["static_resources"]["clusters"][1]["type"] = "LOGICAL_DNS"
     doc["static_resources"]["clusters"][2]["lb_policy"] = "LEAST_REQUST"  # a typo protobuf would drop
     hcm(doc)["codec_type"] = "HTTP2"
     hcm(doc)["route_config"]["virtual_hosts"][1]["domains"] = ["reviews"]
@@ -181,9 +182,9 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
     assert problems == [
         'static_resources.clusters[2].lb_policy: unknown value "LEAST_REQUST"; expected one of ROUND_ROBIN, '
         "LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG",
-        "static_resources.clusters[0].lb_policy: only ROUND_ROBIN is supported for now; the upstream-policy issue "
-        "brings the others",
-        "static_resources.clusters[1].type: EDS is not supported; use STATIC or STRICT_DNS",
+        "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not supported; use ROUND_ROBIN, "
+        "LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV",
+        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS",
         f"{HCM_PATH}.codec_type: HTTP2 is not supported yet; use AUTO or HTTP1",
         f"{VHOST_PATH}.routes[3].direct_response.status: 99 is not a valid status; Envoy requires 200..599",
         f'{HCM_PATH}.route_config.virtual_hosts[1].domains[0]: "reviews" is already a domain of virtual_hosts[0]; '
@@ -209,8 +210,8 @@ def test_a_known_envoy_filter_meshproxy_does_not_run_is_a_problem_not_a_parse_er
     }
     assert problems_of(doc) == [
         f'{HCM_PATH}.http_filters[0]: http filter "envoy.filters.http.cors" '
-        "(type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported; only the router is "
-        "(mark a filter is_optional to have it skipped)"
+        "(type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported; meshproxy runs "
+        "envoy.filters.http.local_ratelimit and the router (mark a filter is_optional to have it skipped)"
     ]
 
 

@@ -154,9 +154,9 @@ def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_bootstrap("static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}")
     assert str(raised.value).splitlines() == [
-        "static_resources.clusters[0].type: EDS is not supported; use STATIC or STRICT_DNS",
+        "static_resources.clusters[0].eds_cluster_config: is required for type EDS; give eds_config {ads: {}}",
         "static_resources.clusters[1].name: is required",
-        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC or STRICT_DNS",
+        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS",
     ]
 
 

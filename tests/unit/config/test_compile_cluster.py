@@ -1,4 +1,5 @@
-"""compile_cluster: discovery types, lb_policy, load assignment, upstream HTTP protocol options."""
+"""compile_cluster: discovery types, load assignment, upstream HTTP protocol options (load
+balancing, breakers, outlier detection, health checks, EDS: test_compile_lb, test_compile_policy)."""
 
 # ruff: noqa: E501 (the tables hold whole expected messages; splitting them hides what users read)
 
@@ -15,7 +16,6 @@ from meshproxy.config.model import Cluster, Endpoint, Locality, LocalityLbEndpoi
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use an UpstreamTlsContext or raw_buffer'
-LB = "only ROUND_ROBIN is supported for now; the upstream-policy issue brings the others"
 H2 = "upstream HTTP/2 and HTTP/3 are not supported yet; use http_protocol_options (HTTP/1.1)"
 
 
@@ -56,28 +56,25 @@ EP0 = f"{E0}.lb_endpoints[0]"
         pytest.param(cluster(name=""), ["c.name: is required"], id="name"),
         pytest.param(
             cluster(type="LOGICAL_DNS"),
-            ["c.type: LOGICAL_DNS is not supported; use STATIC or STRICT_DNS"],
+            ["c.type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS"],
             id="logical-dns",
         ),
         pytest.param(
-            cluster(type="EDS"), ["c.type: EDS is not supported; use STATIC or STRICT_DNS"], id="eds"
-        ),
-        pytest.param(
             cluster(type="ORIGINAL_DST"),
-            ["c.type: ORIGINAL_DST is not supported; use STATIC or STRICT_DNS"],
+            ["c.type: ORIGINAL_DST is not supported; use STATIC, STRICT_DNS or EDS"],
             id="original-dst",
         ),
         pytest.param(
             {"name": "c", "cluster_type": {"name": "envoy.clusters.aggregate"}},
-            ["c.cluster_type: custom cluster types are not supported; use type STATIC or STRICT_DNS"],
+            ["c.cluster_type: custom cluster types are not supported; use type STATIC, STRICT_DNS or EDS"],
             id="custom-type",
         ),
-        pytest.param(cluster(lb_policy="LEAST_REQUEST"), [f"c.lb_policy: {LB}"], id="least-request"),
-        pytest.param(cluster(lb_policy="RING_HASH"), [f"c.lb_policy: {LB}"], id="ring-hash"),
         pytest.param(
-            cluster(load_balancing_policy={"policies": []}),
-            [f"c.load_balancing_policy: {LB}"],
-            id="lb-extension",
+            cluster(lb_policy="CLUSTER_PROVIDED"),
+            [
+                "c.lb_policy: CLUSTER_PROVIDED is not supported; use ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV"
+            ],
+            id="cluster-provided",
         ),
         pytest.param(
             cluster(transport_socket={"name": "envoy.transport_sockets.tls"}),

@@ -249,10 +249,10 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
         ),
         pytest.param(
             hcm(route_config=None, rds={"route_config_name": "r"}),
-            [f"{TC}.rds: rds needs dynamic_resources, not supported yet; use route_config"],
-            id="rds",
+            [f"{TC}.rds.config_source: only ads: {{}} is supported (routes over the ADS stream)"],
+            id="rds-not-ads",
         ),
-        pytest.param(hcm(route_config=None), [f"{TC}: needs an inline route_config"], id="no-route-config"),
+        pytest.param(hcm(route_config=None), [f"{TC}: needs an inline route_config or rds"], id="no-route-config"),
         pytest.param(
             hcm(http_filters=[]),
             [f"{TC}.http_filters: needs the router filter (envoy.filters.http.router) as its last entry"],
@@ -276,7 +276,8 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
             hcm(http_filters=[{"name": "envoy.filters.http.cors"}, {"name": "envoy.filters.http.router"}]),
             [
                 f'{TC}.http_filters[0]: http filter "envoy.filters.http.cors" (no typed_config) is not supported; '
-                "only the router is (mark a filter is_optional to have it skipped)"
+                "meshproxy runs envoy.filters.http.local_ratelimit and the router (mark a filter is_optional to "
+                "have it skipped)"
             ],
             id="other-http-filter",
         ),

@@ -1,0 +1,230 @@
+"""An immutable, versioned set of xDS resources for one node group, and its consistency check.
+
+Owns the `Snapshot` (go-control-plane's shape: one version, resources by type URL and name), the
+type URL vocabulary, each resource's version (a hash of its deterministic serialisation, what
+delta xDS compares) and the pre-serialised wire pieces the server concatenates into responses:
+a resource is serialised once per snapshot, never once per stream.
+
+Protobuf allows concatenating serialised messages: ``DiscoveryResponse(resources=[a])`` bytes
+followed by ``DiscoveryResponse(resources=[b])`` bytes parse as one response holding both. The
+server relies on that to build a response from a small header and these pieces.
+
+Must not depend on: asyncio, grpc, the cache or the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+_PREFIX = "type.googleapis.com/"
+LISTENER = _PREFIX + listener_pb2.Listener.DESCRIPTOR.full_name
+ROUTE = _PREFIX + route_pb2.RouteConfiguration.DESCRIPTOR.full_name
+CLUSTER = _PREFIX + cluster_pb2.Cluster.DESCRIPTOR.full_name
+ENDPOINT = _PREFIX + endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name
+SECRET = _PREFIX + secret_pb2.Secret.DESCRIPTOR.full_name
+
+# Envoy's make-before-break order (xDS protocol, "Eventual consistency considerations"): clusters
+# before their endpoints, both before the listeners that use them, listeners before their routes.
+# Secrets follow go-control-plane's order; Envoy warms a listener or cluster until its secret comes.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+# Types whose state-of-the-world response carries every resource the client subscribed to, so a
+# resource is removed by its absence; an empty subscription to them is a wildcard.
+FULL_STATE = frozenset({LISTENER, CLUSTER})
+MESSAGES: dict[str, type[Message]] = {
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    SECRET: secret_pb2.Secret,
+}
+_HCM = http_connection_manager_pb2.HttpConnectionManager
+_TCP = tcp_proxy_pb2.TcpProxy
+
+Resources = dict[str, dict[str, Any]]
+
+
+def resource_name(message: Message) -> str:
+    """The name xDS knows a resource by: ``cluster_name`` for a ClusterLoadAssignment."""
+    if isinstance(message, endpoint_pb2.ClusterLoadAssignment):
+        return message.cluster_name
+    return str(getattr(message, "name", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One type's resources, serialised once: versions, SotW pieces and delta pieces by name."""
+
+    versions: dict[str, str]
+    sotw: dict[str, bytes]  # DiscoveryResponse(resources=[Any]) bytes
+    delta: dict[str, bytes]  # DeltaDiscoveryResponse(resources=[Resource]) bytes
+    all_sotw: bytes  # every piece of ``sotw``, in name order
+    fingerprint: str  # changes whenever any name or version of this type changes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every resource one node group is served, at one version. Build a new one to change it."""
+
+    version: str
+    resources: Resources
+    _encoded: dict[str, Encoded] = field(init=False, repr=False, compare=False)
+    _problems: list[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        encoded: dict[str, Encoded] = {}
+        for type_url, by_name in self.resources.items():
+            if not isinstance(by_name, dict):
+                problems.append(f"resources[{type_url!r}]: must map names to resources")
+                continue
+            encoded[type_url] = _encode(type_url, by_name, problems)
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(self, "_problems", problems)
+
+    def check(self) -> list[str]:
+        """Every consistency problem: wrong types or names, and references to missing resources
+        (a listener's RDS route configuration, a route's cluster, an EDS cluster's endpoints)."""
+        problems = list(self._problems)
+        listeners = self.resources.get(LISTENER, {})
+        routes = self.resources.get(ROUTE, {})
+        clusters = self.resources.get(CLUSTER, {})
+        endpoints = self.resources.get(ENDPOINT, {})
+        for name, listener in _of_type(listeners, listener_pb2.Listener):
+            for where, hcm in _connection_managers(listener):
+                if hcm.HasField("rds") and hcm.rds.route_config_name not in routes:
+                    problems.append(
+                        f"listener {name!r}: {where}: rds route_config_name "
+                        f"{hcm.rds.route_config_name!r} has no RouteConfiguration"
+                    )
+                if hcm.HasField("route_config"):
+                    problems += _missing_clusters(
+                        f"listener {name!r}: {where}.route_config", hcm.route_config, clusters
+                    )
+            for where, tcp in _tcp_proxies(listener):
+                for cluster in [tcp.cluster] + [c.name for c in tcp.weighted_clusters.clusters]:
+                    if cluster and cluster not in clusters:
+                        problems.append(f"listener {name!r}: {where}: cluster {cluster!r} has no Cluster")
+        for name, route in _of_type(routes, route_pb2.RouteConfiguration):
+            problems += _missing_clusters(f"route configuration {name!r}", route, clusters)
+        for name, cluster in _of_type(clusters, cluster_pb2.Cluster):
+            if cluster.type == cluster_pb2.Cluster.EDS:
+                service = cluster.eds_cluster_config.service_name or name
+                if service not in endpoints:
+                    problems.append(f"cluster {name!r}: EDS service {service!r} has no ClusterLoadAssignment")
+        return problems
+
+    def encoded(self, type_url: str) -> Encoded:
+        return self._encoded.get(type_url) or _EMPTY
+
+    def names(self, type_url: str) -> Iterable[str]:
+        return self.encoded(type_url).versions.keys()
+
+    def resource_version(self, type_url: str, name: str) -> str | None:
+        """The resource's own version (a hash of its bytes), or None when it does not exist."""
+        return self.encoded(type_url).versions.get(name)
+
+
+_EMPTY = Encoded({}, {}, {}, b"", "")
+
+
+def _encode(type_url: str, by_name: dict[str, Any], problems: list[str]) -> Encoded:
+    expected = MESSAGES.get(type_url)
+    versions: dict[str, str] = {}
+    sotw: dict[str, bytes] = {}
+    delta: dict[str, bytes] = {}
+    for name in sorted(by_name, key=str):
+        message = by_name[name]
+        where = f"resources[{type_url!r}][{name!r}]"
+        if not isinstance(message, Message):
+            problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
+            continue
+        if _PREFIX + message.DESCRIPTOR.full_name != type_url:
+            problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
+            continue
+        if expected is not None and resource_name(message) != name:
+            problems.append(f"{where}: the resource is named {resource_name(message)!r}")
+            continue
+        value = message.SerializeToString(deterministic=True)
+        version = hashlib.sha256(value).hexdigest()[:16]
+        packed = any_pb2.Any(type_url=type_url, value=value)
+        versions[name] = version
+        sotw[name] = discovery_pb2.DiscoveryResponse(resources=[packed]).SerializeToString()
+        delta[name] = discovery_pb2.DeltaDiscoveryResponse(
+            resources=[discovery_pb2.Resource(name=name, version=version, resource=packed)]
+        ).SerializeToString()
+    digest = hashlib.sha256()
+    for name, version in versions.items():
+        digest.update(f"{name}\0{version}\0".encode())
+    return Encoded(versions, sotw, delta, b"".join(sotw.values()), digest.hexdigest()[:16])
+
+
+def _of_type(by_name: dict[str, Any], cls: type[Message]) -> Iterator[tuple[str, Any]]:
+    if isinstance(by_name, dict):
+        for name, message in by_name.items():
+            if isinstance(message, cls):
+                yield name, message
+
+
+def _connection_managers(listener: Any) -> Iterator[tuple[str, Any]]:
+    if listener.HasField("api_listener"):
+        hcm = _unpack(listener.api_listener.api_listener, _HCM)
+        if hcm is not None:
+            yield "api_listener", hcm
+    for where, typed in _network_filters(listener):
+        hcm = _unpack(typed, _HCM)
+        if hcm is not None:
+            yield where, hcm
+
+
+def _tcp_proxies(listener: Any) -> Iterator[tuple[str, Any]]:
+    for where, typed in _network_filters(listener):
+        tcp = _unpack(typed, _TCP)
+        if tcp is not None:
+            yield where, tcp
+
+
+def _network_filters(listener: Any) -> Iterator[tuple[str, Any]]:
+    chains = [(f"filter_chains[{i}]", c) for i, c in enumerate(listener.filter_chains)]
+    if listener.HasField("default_filter_chain"):
+        chains.append(("default_filter_chain", listener.default_filter_chain))
+    for where, chain in chains:
+        for j, network_filter in enumerate(chain.filters):
+            yield f"{where}.filters[{j}]", network_filter.typed_config
+
+
+def _unpack(typed: any_pb2.Any, cls: type[Message]) -> Any:
+    if not typed.Is(cls.DESCRIPTOR):
+        return None
+    message = cls()
+    return message if typed.Unpack(message) else None
+
+
+def _missing_clusters(where: str, route_config: Any, clusters: dict[str, Any]) -> list[str]:
+    problems = []
+    for vhost in route_config.virtual_hosts:
+        for i, route in enumerate(vhost.routes):
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            names = [action.cluster] + [c.name for c in action.weighted_clusters.clusters]
+            for cluster in names:
+                if cluster and cluster not in clusters:
+                    problems.append(
+                        f"{where}: virtual host {vhost.name!r} routes[{i}]: "
+                        f"cluster {cluster!r} has no Cluster"
+                    )
+    return problems

@@ -1,0 +1,202 @@
+"""The downstream side of an HTTP/2 connection (TLS with ALPN h2, or cleartext prior knowledge).
+
+Owns one accepted connection running the http_connection_manager filter over HTTP/2: the h2
+server state machine, one ``H2Stream`` per request stream, the flood bounds (``guard.py``),
+GOAWAY on drain and on abuse, and the connection's place in the listener (idle, drain).
+Per-request work lives in ``stream.py``; sending with flow control in ``connection.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from h2 import events as ev
+from h2.errors import ErrorCodes
+from h2.exceptions import DenialOfServiceError, ProtocolError
+
+from meshproxy.http2.connection import H2Peer
+from meshproxy.http2.guard import FloodGuard
+from meshproxy.http2.stream import H2Stream
+from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.identity.xfcc import format_element
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from meshproxy.http.downstream import HttpContext
+    from meshproxy.tls.engine import Negotiated
+
+log = logging.getLogger("meshproxy.http2")
+
+
+class H2Downstream(H2Peer):
+    def __init__(self, ctx: HttpContext, preface: bytes = b"") -> None:
+        super().__init__(ctx.config.http2, client=False, max_header_list=ctx.config.max_request_headers_bytes)
+        self.ctx = ctx
+        self.listener = ctx.listener
+        self.streams: dict[int, H2Stream] = {}
+        self.guard = FloodGuard(monotonic())
+        self.preface = preface  # bytes a protocol detector read before handing us the connection
+        self.idle_since = self.loop.time()
+        self.peer_ip = b""
+        self.peer_label = ""
+        self.tls: Negotiated | None = None
+        self.xfcc: bytes | None = None
+        self.goaway_sent = False
+        self.goaway_last = 0
+        self.remote_goaway = False
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0].encode()
+            self.peer_label = f"{peer[0]}:{peer[1]}"
+        tls: Negotiated | None = transport.get_extra_info("tls")
+        self.tls = tls
+        if tls is not None and tls.peer_chain:
+            peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
+            self.xfcc = format_element(
+                self.ctx.local_identity,
+                tls.peer_chain[0].public_bytes(Encoding.DER),
+                SpiffeId.parse(peer_id) if peer_id else None,
+            ).encode()
+        self.listener.connection_opened(self)
+        stats = self.ctx.stats
+        stats.downstream_cx_http2_total += 1
+        stats.downstream_cx_http2_active += 1
+        self.start(transport, self.listener.config.buffer_limit)
+        if self.listener.draining:
+            self.goaway()
+        if self.preface:
+            data, self.preface = self.preface, b""
+            self.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.waiting.clear()
+        self.ctx.stats.downstream_cx_http2_active -= 1
+        self.listener.connection_closed(self)
+        for stream in list(self.streams.values()):
+            stream.downstream_reset(ErrorCodes.CANCEL)
+        self.streams.clear()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; streams end in connection_lost
+
+    # ------------------------------------------------------------------ h2 events
+
+    def handle(self, event: ev.Event) -> None:
+        t = type(event)
+        if t is ev.DataReceived:
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if stream is not None:
+                stream.request_data(event.data, event.flow_controlled_length)  # type: ignore[attr-defined]
+            elif event.flow_controlled_length:  # type: ignore[attr-defined]
+                self.ack(event.stream_id, event.flow_controlled_length)  # type: ignore[attr-defined]
+        elif t is ev.RequestReceived:
+            if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]
+                self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
+                return
+            stream = H2Stream(self, event.stream_id, event.headers, monotonic())  # type: ignore[attr-defined]
+            self.streams[event.stream_id] = stream  # type: ignore[attr-defined]
+            stream.begin()
+        elif t is ev.StreamEnded:
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if stream is not None:
+                stream.request_end()
+        elif t is ev.WindowUpdated:
+            self.window_opened(event.stream_id)  # type: ignore[attr-defined]
+        elif t is ev.TrailersReceived:
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if stream is not None:
+                stream.request_trailers(event.headers)  # type: ignore[attr-defined]
+        elif t is ev.StreamReset:
+            self.ctx.stats.http2_rx_reset += 1
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            if stream is not None:
+                premature = not stream.response_complete
+                stream.downstream_reset(event.error_code)  # type: ignore[attr-defined]
+                if premature and self.guard.reset(monotonic()):
+                    self.calm("rapid reset")
+        elif t is ev.PingReceived or t is ev.RemoteSettingsChanged:
+            if self.guard.control(monotonic()):
+                self.calm("SETTINGS/PING flood")
+        elif t is ev.ConnectionTerminated:
+            self.remote_goaway = True
+            if not self.streams:
+                self.close()
+        self._check_outbound()
+
+    def _check_outbound(self) -> None:
+        """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off."""
+        if self.write_paused and not self.closed:
+            queued = self.transport.get_write_buffer_size()
+            if queued > self.listener.config.buffer_limit + self.options.max_outbound_frames * 9:
+                self.ctx.stats.http2_outbound_flood += 1
+                self.transport.abort()
+
+    def protocol_error(self, exc: ProtocolError) -> None:
+        stats = self.ctx.stats
+        stats.http2_rx_messaging_error += 1
+        stats.http2_goaway_sent += 1
+        if isinstance(exc, DenialOfServiceError):
+            stats.http2_header_overflow += 1
+        log.info("HTTP/2 protocol error from %s: %s", self.peer_label, exc)
+
+    def calm(self, why: str) -> None:
+        """GOAWAY ENHANCE_YOUR_CALM and close: the peer is abusing the connection."""
+        if self.closed:
+            return
+        log.warning("HTTP/2 %s from %s: closing with ENHANCE_YOUR_CALM", why, self.peer_label)
+        stats = self.ctx.stats
+        stats.http2_goaway_sent += 1
+        stats.http2_flood += 1
+        for stream in list(self.streams.values()):
+            stream.downstream_reset(ErrorCodes.CANCEL)
+        self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self.flush()
+        self.closed = True
+        self.transport.close()
+
+    # ------------------------------------------------------------------ streams, drain
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        if self.streams.get(stream.sid) is stream:
+            del self.streams[stream.sid]
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.goaway_sent or self.remote_goaway:
+                self.close()
+
+    def goaway(self) -> None:
+        """Graceful drain: GOAWAY(NO_ERROR) naming the last stream we accepted; close once idle."""
+        if self.goaway_sent or self.closed:
+            return
+        self.goaway_sent = True
+        self.goaway_last = self.h2.highest_inbound_stream_id or 0
+        self.ctx.stats.http2_goaway_sent += 1
+        self.send_goaway(self.goaway_last)
+        if not self.streams:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self.goaway_sent and not self.remote_goaway:
+            self.goaway()
+            return
+        self.flush()
+        self.closed = True
+        self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.transport.abort()
+
+    def is_idle(self) -> bool:
+        return not self.streams

@@ -1,0 +1,71 @@
+"""gRPC vocabulary the relay needs: local-reply status mapping and the grpc-timeout header.
+
+Owns Envoy's HTTP-status → gRPC-status table for local replies (``Grpc::Utility::
+httpToGrpcStatus``), with one departure: a 504 the proxy generates for a timeout becomes
+DEADLINE_EXCEEDED (4), what the caller's deadline logic expects. Parsing of ``grpc-timeout``
+(gRPC over HTTP/2, "Timeout"). Must not import asyncio or h2.
+"""
+
+from __future__ import annotations
+
+OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED = 0, 1, 2, 4
+PERMISSION_DENIED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 7, 12, 13, 14, 16
+
+_FROM_HTTP = {
+    400: INTERNAL,
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
+    404: UNIMPLEMENTED,
+    429: UNAVAILABLE,
+    502: UNAVAILABLE,
+    503: UNAVAILABLE,
+    504: DEADLINE_EXCEEDED,
+}
+
+# grpc-timeout units (the value is at most 8 ASCII digits).
+_UNITS = {
+    ord("H"): 3600.0,
+    ord("M"): 60.0,
+    ord("S"): 1.0,
+    ord("m"): 1e-3,
+    ord("u"): 1e-6,
+    ord("n"): 1e-9,
+}
+
+
+def status_for(http_status: int) -> int:
+    """The grpc-status a local reply with ``http_status`` carries."""
+    return _FROM_HTTP.get(http_status, UNKNOWN)
+
+
+def is_grpc(content_type: bytes | None) -> bool:
+    return content_type is not None and content_type.startswith(b"application/grpc")
+
+
+def parse_timeout(value: bytes) -> float | None:
+    """Seconds of a ``grpc-timeout`` value such as ``100m``; None when malformed."""
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
+        return None
+    unit = _UNITS.get(value[-1])
+    return None if unit is None else int(value[:-1]) * unit
+
+
+def percent_encode(message: bytes) -> bytes:
+    """grpc-message is percent-encoded outside printable ASCII (and '%' itself)."""
+    out = bytearray()
+    for b in message:
+        if 0x20 <= b <= 0x7E and b != 0x25:
+            out.append(b)
+        else:
+            out += b"%%%02X" % b
+    return bytes(out)
+
+
+def local_reply_headers(http_status: int, message: bytes) -> list[tuple[bytes, bytes]]:
+    """A trailers-only gRPC response (HTTP 200, grpc-status/grpc-message in the one HEADERS)."""
+    return [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", str(status_for(http_status)).encode()),
+        (b"grpc-message", percent_encode(message)),
+    ]

@@ -1,0 +1,129 @@
+"""Multiplexed HTTP/2 connection pools, one per upstream host.
+
+Owns, for each (cluster, host), the HTTP/2 connections in use and the streams waiting for a
+slot: a stream goes to the first connection with capacity (the peer's
+``max_concurrent_streams`` minus its open streams); when every connection is saturated or
+going away, a new connection is opened, and waiting streams are dispatched as slots free up
+or the new connection's SETTINGS arrive. Idle connections close after the cluster's
+``idle_timeout``. Connection establishment (TCP, TLS) is ``ClusterRuntime.connect``.
+
+The pools live in a registry keyed by ``Host`` (a host kept across a configuration swap keeps
+its pool) because ``upstream/cluster.py`` has no slot for them yet; see docs/http2.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshproxy.config.model import Http2Options
+    from meshproxy.http2.stream import H2Stream
+    from meshproxy.http2.upstream import H2Upstream
+    from meshproxy.upstream.cluster import ClusterRuntime, Host
+
+# A stream waits at most this many per connection being opened before another is opened
+# (the new connection's real limit is known only once its SETTINGS arrive).
+ASSUMED_STREAMS = 100
+
+
+class H2Pool:
+    def __init__(self, cluster: ClusterRuntime, host: Host) -> None:
+        self.cluster = cluster
+        self.host = host
+        self.conns: list[H2Upstream] = []
+        self.waiters: deque[H2Stream] = deque()
+        self.connecting = 0
+
+    @property
+    def options(self) -> Http2Options:
+        h2 = self.cluster.config.http2
+        assert h2 is not None
+        return h2
+
+    @property
+    def max_streams(self) -> int:
+        return self.options.max_concurrent_streams
+
+    def request(self, stream: H2Stream) -> None:
+        for conn in self.conns:
+            if conn.capacity() > 0:
+                stream.attach(conn)
+                return
+        self.waiters.append(stream)
+        if self.connecting * ASSUMED_STREAMS < len(self.waiters):
+            self._connect()
+
+    def cancel(self, stream: H2Stream) -> None:
+        try:
+            self.waiters.remove(stream)
+        except ValueError:
+            pass
+
+    def _connect(self) -> None:
+        from meshproxy.http2.upstream import H2Upstream
+
+        self.connecting += 1
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.cluster.connect(self.host, lambda: H2Upstream(self)))
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[H2Upstream]) -> None:
+        self.connecting -= 1
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            if not self.connecting:
+                waiters, self.waiters = self.waiters, deque()
+                for stream in waiters:
+                    stream.upstream_failed(reason.encode())
+            return
+        conn = task.result()
+        if not conn.closed:
+            self.conns.append(conn)
+        # Streams are dispatched when the server's SETTINGS arrive (``released``).
+
+    def released(self, conn: H2Upstream) -> None:
+        """A slot may have freed on ``conn`` (stream done, SETTINGS changed): dispatch waiters."""
+        waiters = self.waiters
+        while waiters and conn.capacity() > 0:
+            waiters.popleft().attach(conn)
+        if waiters and not self.connecting:
+            self._connect()
+        if not conn.streams and conn in self.conns:
+            conn.idle_since = conn.loop.time()
+            timeout = self.cluster.config.idle_timeout
+            if timeout > 0:
+                conn.loop.call_later(timeout, self._idle_check, conn)
+
+    def _idle_check(self, conn: H2Upstream) -> None:
+        if (
+            not conn.streams
+            and not conn.closed
+            and conn.loop.time() - conn.idle_since >= self.cluster.config.idle_timeout - 0.01
+        ):
+            self.cluster.stats.upstream_cx_idle_timeout += 1
+            self.lost(conn)
+            conn.close()
+
+    def lost(self, conn: H2Upstream) -> None:
+        """``conn`` takes no new streams (closed or GOAWAY)."""
+        if conn in self.conns:
+            self.conns.remove(conn)
+        if self.waiters and not self.connecting:
+            self._connect()
+
+
+_POOLS: dict[Host, H2Pool] = {}
+
+
+def pool_for(cluster: ClusterRuntime, host: Host) -> H2Pool:
+    pool = _POOLS.get(host)
+    if pool is None:
+        pool = _POOLS[host] = H2Pool(cluster, host)
+    else:
+        pool.cluster = cluster  # the cluster config may have been swapped; the host kept
+    return pool

@@ -1,0 +1,275 @@
+"""The ADS client's I/O shell: one gRPC stream to the control plane, kept up forever.
+
+Owns the channel to the ``ads_config`` cluster, the bidirectional stream (state of the world or
+delta), reconnecting with exponential backoff and full jitter, the time slicing that keeps a big
+update from stalling the event loop, and handing each assembled ``Config`` to
+``Server.apply``. Every protocol decision (what to request, ACK or NACK, warming) is
+``state.XdsState``'s; this module holds no policy beyond timing.
+Must not be imported on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from meshproxy import __version__
+from meshproxy.config.model import Cluster, DynamicResources
+from meshproxy.errors import ConfigError
+from meshproxy.xds.resources import SHORT
+from meshproxy.xds.state import Response, Staged, XdsState
+
+if TYPE_CHECKING:
+    from meshproxy.server import Server
+
+log = logging.getLogger("meshproxy.xds")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+# Longest stretch the client computes without yielding to the event loop (seconds).
+SLICE = 0.005
+TIMER_POLL = 1.0
+
+
+def backoff_delay(
+    attempt: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP
+) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 32))))
+
+
+@dataclass(slots=True)
+class XdsStats:
+    streams: int = 0  # streams opened
+    stream_failures: int = 0
+    responses: int = 0
+    acks: int = 0
+    nacks: int = 0
+    applied: int = 0  # configs swapped in
+    # The longest stretch (seconds) the client ran without yielding while handling a response;
+    # excludes ``Server.apply``, which slices its own work.
+    max_slice: float = 0.0
+
+
+class AdsClient:
+    def __init__(
+        self,
+        server: Server,
+        dynamic: DynamicResources,
+        *,
+        rng: random.Random,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
+    ) -> None:
+        self.server = server
+        self.dynamic = dynamic
+        self.rng = rng
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.state = XdsState(server.config, dynamic, build=__version__)
+        self.stats = XdsStats()
+        self.connected = False
+        self.last_error = ""
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._timers())]
+        self._mark_ready()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    # ------------------------------------------------------------------ the stream
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            got_response = False
+            try:
+                got_response = await self._stream()
+                self.last_error = "the control plane closed the stream"
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+            except Exception as exc:  # a bug here must not end the client: the proxy keeps serving
+                log.exception("ADS stream failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self.connected = False
+            self._call = None
+            self.stats.stream_failures += 1
+            attempt = 0 if got_response else attempt + 1
+            delay = backoff_delay(attempt, self.rng, self.backoff_base, self.backoff_cap)
+            log.warning(
+                "ADS stream to %s ended (%s); reconnecting in %.2fs", self._target(), self.last_error, delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _stream(self) -> bool:
+        """One stream until it ends; True if it delivered at least one response."""
+        if self._channel is None:
+            self._channel = self._open_channel()
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        call = stub.DeltaAggregatedResources() if self.dynamic.delta else stub.StreamAggregatedResources()
+        self.stats.streams += 1
+        async with self._lock:
+            self.state.connected(time.monotonic())
+            await self._flush(call)
+        self._call = call
+        got = False
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                return got
+            got = True
+            self.connected = True
+            self.stats.responses += 1
+            async with self._lock:
+                await self._handle(response)
+                await self._flush(call)
+
+    async def _flush(self, call: Any) -> None:
+        for request in self.state.requests_to_send():
+            await call.write(request)
+
+    async def _handle(self, response: Response) -> None:
+        state = self.state
+        staged = state.stage(response)
+        if staged is None:
+            log.warning("ADS: ignoring a response of unrequested type %s", response.type_url)
+            return
+        started = time.perf_counter()
+        for _ in staged.work():
+            elapsed = time.perf_counter() - started
+            if elapsed > SLICE:
+                self.stats.max_slice = max(self.stats.max_slice, elapsed)
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+        if not staged.problems:
+            state.check(staged)
+        if staged.problems:
+            return self._reject(staged, staged.problems)
+        assembly = state.candidate(staged)
+        self.stats.max_slice = max(self.stats.max_slice, time.perf_counter() - started)
+        try:
+            await self._apply(assembly.config)
+        except ConfigError as exc:
+            return self._reject(staged, exc.problems)
+        state.accept(staged, assembly, time.monotonic())
+        self.stats.acks += 1
+        log.info(
+            "ADS: accepted %s version %s (%d resource(s))%s",
+            SHORT[staged.type_url],
+            staged.version_info or "-",
+            len(staged.compiled),
+            f"; warming: {', '.join(state.warming)}" if state.warming else "",
+        )
+        self._mark_ready()
+
+    def _reject(self, staged: Staged, problems: list[str]) -> None:
+        self.state.reject(staged, problems)
+        self.stats.nacks += 1
+        log.error("ADS: %s", self.state.types[staged.type_url].last_nack)
+
+    async def _apply(self, config: Any) -> None:
+        if config == self.server.config:
+            return
+        await self.server.apply(config)
+        self.stats.applied += 1
+
+    def _mark_ready(self) -> None:
+        if self.state.complete and not self.server.ready:
+            self.server.ready = True
+            log.info("ADS: first complete configuration applied (%s); ready", self.state.version)
+
+    async def _timers(self) -> None:
+        """Initial-fetch timeouts: a warming cluster or listener stops waiting (state Rule 6)."""
+        while True:
+            due = self.state.next_timer()
+            now = time.monotonic()
+            await asyncio.sleep(TIMER_POLL if due is None else min(TIMER_POLL, max(0.0, due - now)))
+            async with self._lock:
+                assembly = self.state.handle_timer(time.monotonic())
+                if assembly is not None:
+                    log.warning("ADS: initial fetch timed out; going on without it (%s)", self.state.version)
+                    try:
+                        await self._apply(assembly.config)
+                    except ConfigError as exc:
+                        log.error("ADS: applying after the initial fetch timeout failed: %s", exc)
+                    self._mark_ready()
+
+    # ------------------------------------------------------------------ the channel
+
+    def _cluster(self) -> Cluster:
+        cluster = self.server.config.cluster(self.dynamic.ads_cluster)
+        assert cluster is not None  # the bootstrap compiler checked it is a static cluster
+        return cluster
+
+    def _target(self) -> str:
+        for locality in self._cluster().localities:
+            for ep in locality.endpoints:
+                host = f"[{ep.address.host}]" if ":" in ep.address.host else ep.address.host
+                return f"{host}:{ep.address.port}"
+        return "(no endpoint)"
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        cluster = self._cluster()
+        target = self._target()
+        # No keepalive pings: servers refuse frequent ones (GOAWAY too_many_pings) by default.
+        # A big mesh's CDS/EDS response exceeds gRPC's 4 MiB default receive limit.
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 0),
+            ("grpc.max_receive_message_length", 1 << 28),
+        ]
+        if cluster.tls is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        tls = cluster.tls
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.trusted_ca,
+            private_key=tls.private_key or None,
+            certificate_chain=tls.certificate_chain or None,
+        )
+        if tls.sni:
+            options.append(("grpc.ssl_target_name_override", tls.sni))
+        return grpc.aio.secure_channel(target, credentials, options=options)
+
+    def status(self) -> dict[str, Any]:
+        """For the admin interface: the stream, each type's versions, warming, the last NACKs."""
+        return {
+            "connected": self.connected,
+            "target": self._target(),
+            "api_type": "DELTA_GRPC" if self.dynamic.delta else "GRPC",
+            "last_error": self.last_error,
+            "complete": self.state.complete,
+            "warming": list(self.state.warming),
+            "stats": {name: getattr(self.stats, name) for name in XdsStats.__slots__},  # type: ignore[attr-defined]
+            "types": {
+                SHORT[url]: {
+                    "version_info": ts.version_info,
+                    "nonce": ts.nonce,
+                    "resources": sorted(ts.resources),
+                    "subscribed": "*" if ts.wildcard else sorted(ts.names),
+                    "nacks": ts.nacks,
+                    "last_nack": ts.last_nack,
+                }
+                for url, ts in self.state.types.items()
+            },
+        }
