@@ -13,6 +13,7 @@ reported with today's arithmetic. matplotlib (Agg) is imported only when plottin
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import statistics
@@ -36,6 +37,25 @@ TITLES = {
     "max_ms": "max ms",
     "proxy_cpu_us_per_req": "proxy CPU µs/req",
     "lag_p99_ms": "generator lag p99 ms",
+    "vcpu_per_krps": "vCPU per 1k req/s",
+    "rss_mb": "RSS MiB",
+    "idle_mb": "fresh idle RSS MiB",
+    "clusters_1k_mb": "fresh +1k clusters RSS MiB",
+    "per_1k_clusters_mb": "MiB per 1k clusters",
+    "streams": "streams",
+    "connect_s": "streams up s",
+    "all_p50_ms": "all received p50 ms",
+    "all_max_ms": "all received max ms",
+    "stream_p50_ms": "per-stream p50 ms",
+    "server_cpu_ms_per_push": "server CPU ms/push",
+    "effect_p50_ms": "push-to-effect p50 ms",
+    "effect_max_ms": "push-to-effect max ms",
+    "polls_p50": "polls p50",
+    "first_config_s": "first config s",
+    "first_max_stall_ms": "first: max loop stall ms",
+    "move_max_stall_ms": "move: max loop stall ms",
+    "first_max_slice_ms": "first: max xDS slice ms",
+    "move_max_slice_ms": "move: max xDS slice ms",
     "errors": "errors",
 }
 
@@ -44,8 +64,10 @@ def fmt(value: float, metric: str) -> str:
     """One figure as the report prints it."""
     if metric == "rps":
         return f"{value:,.0f}"
-    if metric == "errors":
+    if metric in ("errors", "streams"):
         return f"{value:.0f}"
+    if metric.startswith("vcpu"):
+        return f"{value:.3f}"
     if metric.endswith("_ms"):
         digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
         return f"{value:.{digits}f}"
@@ -87,6 +109,17 @@ def _matrix(results: Sequence[dict[str, Any]], kind: str) -> list[str]:
     return _table(["", *columns], body) if body else []
 
 
+def references(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Published figures the scenario's module shows beside its measured rows: its ``REFERENCES``,
+    each ``{path, measurement, metric, value, source}``. Read from the module, not the result, so
+    a reference stays out of the runs and their arithmetic."""
+    try:
+        module = importlib.import_module(f"benchmarks.{result['scenario']}")
+    except ImportError:
+        return []
+    return list(getattr(module, "REFERENCES", ()))
+
+
 def scenario_tables(result: dict[str, Any]) -> str:
     """The Markdown tables of one result: figures per measurement, ratios, differences."""
     summary = summarize(result["runs"])
@@ -106,6 +139,7 @@ def scenario_tables(result: dict[str, Any]) -> str:
         lines += [result["note"], ""]
     for path, reason in result.get("skipped", {}).items():
         lines += [f"**{path} skipped**: {reason.splitlines()[0]}", ""]
+    published = references(result)
     for m in result["measurements"]:
         columns = [
             c for c in result.get("columns", DEFAULT_COLUMNS) if any((p, m["name"], c) in at for p in paths)
@@ -121,12 +155,22 @@ def scenario_tables(result: dict[str, Any]) -> str:
             for p in paths
             if any((p, m["name"], c) in at for c in columns)
         ]
+        refs = [r for r in published if r["measurement"] == m["name"] and r["metric"] in columns]
+        rows += [
+            [f"{r['path']} (published)", *(fmt(r["value"], c) if c == r["metric"] else "-" for c in columns)]
+            for r in refs
+        ]
         if rows:
             lines += [
                 f"### {m['title']}",
                 "",
                 *_table(["path", *(TITLES.get(c, c) for c in columns)], rows),
                 "",
+                *(
+                    f"(published) {path}: {source}, not measured here."
+                    for path, source in dict.fromkeys((r["path"], r["source"]) for r in refs)
+                ),
+                *([""] if refs else []),
             ]
     noisy = [r for r in result["runs"] if any(c["busy_pct"] > NOISY_PCT for c in r.get("background", []))]
     if noisy:

@@ -189,6 +189,7 @@ async def _serve(services: Services, control: ControlPlane, address: str, admin_
     with contextlib.suppress(asyncio.CancelledError):
         await reload
     await services.admin.close()
+    services.ads.close()  # ADS streams never finish on their own: end them, don't wait the grace out
     await server.stop(STOP_GRACE_SECONDS)
     return 0
 

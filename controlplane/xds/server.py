@@ -44,6 +44,16 @@ class AdsServer:
     def __init__(self, cache: SnapshotCache, ledger: Ledger) -> None:
         self.cache = cache
         self.ledger = ledger
+        self._wakes: set[asyncio.Event] = set()  # one per open stream
+        self._closing = False
+
+    def close(self) -> None:
+        """Ends every stream with UNAVAILABLE, and each new one at once: on shutdown, clients
+        reconnect (to a successor) instead of holding a stream that the server's grace period
+        would otherwise keep open until it expires."""
+        self._closing = True
+        for wake in self._wakes:
+            wake.set()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         handlers = {
@@ -92,6 +102,9 @@ class AdsServer:
         entry = self.ledger.connect(node=node, cluster=group, kind=kind, peer=peer)
         core = make_core(self.ledger, entry)
         wake = asyncio.Event()
+        self._wakes.add(wake)
+        if self._closing:
+            wake.set()
         cancel_watch = self.cache.watch(group, wake.set)
         reader = asyncio.create_task(self._read(first, iterator, core, wake))
         reader.add_done_callback(lambda _: wake.set())
@@ -99,6 +112,8 @@ class AdsServer:
             while True:
                 await wake.wait()
                 wake.clear()
+                if self._closing:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the control plane is shutting down")
                 if reader.done():
                     error = None if reader.cancelled() else reader.exception()
                     if isinstance(error, _BadRequest):
@@ -111,6 +126,7 @@ class AdsServer:
                 for response in core.responses(snapshot):
                     await context.write(response)
         finally:
+            self._wakes.discard(wake)
             cancel_watch()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -25,6 +25,7 @@ from meshproxy.stats import Histogram, StatsCollector
 
 if TYPE_CHECKING:
     from meshproxy.server import Server
+    from meshproxy.upstream.cluster import ClusterRuntime
 
 log = logging.getLogger("meshproxy.admin")
 
@@ -152,34 +153,7 @@ class Admin:
         return out
 
     def _clusters_json(self) -> list[dict[str, Any]]:
-        out = []
-        for name, rt in self.server.clusters.clusters.items():
-            s = rt.stats
-            out.append(
-                {
-                    "name": name,
-                    "type": rt.config.discovery,
-                    "lb_policy": rt.config.lb.policy,
-                    "resolved": rt.resolved,
-                    "upstream_rq_total": s.upstream_rq_total,
-                    "upstream_rq_active": s.upstream_rq_active,
-                    "upstream_cx_active": s.upstream_cx_active,
-                    "upstream_cx_connect_fail": s.upstream_cx_connect_fail,
-                    "hosts": [
-                        {
-                            "address": h.label,
-                            "weight": h.weight,
-                            "priority": h.priority,
-                            "health_status": h.health_status,
-                            "rq_total": h.rq_total,
-                            "cx_active": h.cx_active,
-                            "cx_idle": len(h.idle),
-                        }
-                        for h in rt.hosts
-                    ],
-                }
-            )
-        return out
+        return [_cluster_json(name, rt) for name, rt in self.server.clusters.clusters.items()]
 
 
 def _oid_name(oid: Any) -> str:
@@ -250,3 +224,54 @@ class _AdminProtocol(asyncio.Protocol):
         self.url = b""
         if not keep:
             self.transport.close()
+
+
+def _cluster_json(name: str, rt: ClusterRuntime) -> dict[str, Any]:
+    """Envoy's /clusters for one cluster: counters, breakers, priority loads, and per host its
+    availability and why (EDS health, active health checks, outlier ejection)."""
+    s = rt.stats
+    selector = rt.selector
+    checker = rt.health
+    outlier = rt.outlier
+    hosts = []
+    for h in rt.hosts:
+        entry: dict[str, Any] = {
+            "address": h.label,
+            "weight": h.weight,
+            "priority": h.priority,
+            "locality": {
+                "region": h.locality.region,
+                "zone": h.locality.zone,
+                "sub_zone": h.locality.sub_zone,
+            },
+            "health_status": h.health_status,
+            "available": h.available,
+            "rq_total": h.rq_total,
+            "rq_active": h.rq_active,
+            "cx_active": h.cx_active,
+            "cx_idle": len(h.idle),
+        }
+        if checker is not None:
+            entry["active_health_check"] = checker.status(h.label)
+            entry["health_check_results"] = [
+                None if r is None else {"ok": r.ok, "detail": r.detail} for r in checker.last_results(h.label)
+            ]
+        if outlier is not None:
+            entry["ejected"] = h.ejected
+            entry["num_ejections"] = outlier.num_ejections(h.key)
+        hosts.append(entry)
+    return {
+        "name": name,
+        "type": rt.config.discovery,
+        "lb_policy": rt.config.lb.policy,
+        "resolved": rt.resolved,
+        "upstream_rq_total": s.upstream_rq_total,
+        "upstream_rq_active": s.upstream_rq_active,
+        "upstream_cx_active": s.upstream_cx_active,
+        "upstream_cx_connect_fail": s.upstream_cx_connect_fail,
+        "circuit_breakers": rt.breakers.gauges(),
+        "priority_load": list(selector.priority_load) if selector is not None else [],
+        "panic": list(selector.panic) if selector is not None else [],
+        "outlier_detection": dict(outlier.stats.items()) if outlier is not None else None,
+        "hosts": hosts,
+    }

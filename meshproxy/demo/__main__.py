@@ -1,292 +1,299 @@
-"""``make demo``: two sidecars, post-quantum mTLS between them, real traffic, a short report.
+"""``make demo``: the controlplane, two sidecars over post-quantum mTLS, a traffic split changed live.
 
-Owns the local demo: two small upstream services ("hello v1" and "hello v2") on loopback, a
-SPIFFE CA and one SVID per sidecar (keys made by each identity, certificates issued from CSRs),
-the demo's sidecar started from the embedded default bootstrap (``bootstrap.yaml`` beside
-this file) and hello-v1's own sidecar (``inbound.yaml``), which accepts only mutual TLS 1.3
-with the hybrid X25519MLKEM768 group; a burst of keep-alive HTTP/1.1 traffic and a TCP session
-through them, and a report of what happened (requests, the split between upstreams, latency
-percentiles, the TLS evidence, the proxies' own counters). It exits 0 when every request
-succeeded; ``--keep-running`` leaves it all up.
+Owns the demo's story and its report. On the controlplane's embedded default mesh
+(``controlplane/mesh/default.yaml``) it runs, all on loopback:
+
+1. ``controlplane serve`` (the SPIFFE CA, xDS over ADS and the management API on one port);
+2. the applications ``hello v1`` and ``hello v2`` (small HTTP servers, in this process);
+3. two sidecars, ``meshproxy run`` processes: ``web``'s (the caller; ADS state of the world) and
+   ``hello-v1``'s (in front of hello v1; ADS delta). Each gets its SVID from the controlplane's CA
+   through its identity agent (a CSR; the key stays with the sidecar) and every listener, route
+   and cluster over ADS: their bootstraps name nothing but the controlplane;
+
+then sends traffic client → web's sidecar ══ PQ mTLS (X25519MLKEM768) ══▶ hello-v1's sidecar →
+hello v1 (hello v2 has no sidecar in the default mesh: web's sidecar reaches it in plaintext),
+counts the split, runs ``meshctl split hello v1=0 v2=100`` as a real command, waits until web's
+sidecar has applied the new route, counts again, and shows ``meshctl proxies`` and the TLS
+evidence from hello-v1's sidecar. It exits 0 when everything happened as it should, 1 when
+something was off (the report says what), 2 when something did not come up (with the end of its
+log), 130 on Ctrl-C; every process it started is stopped in all cases.
+
+Must not depend on: the proxy's or the controlplane's internals; it drives them as programs,
+over their ports (``layout`` reads the mesh config to know those, and writes the controlplane's
+tokens files).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
+import shutil
 import signal
-import socket
-import string
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
-from importlib import resources
 from pathlib import Path
 
-# ----------------------------------------------------------------------------- upstreams
+from meshproxy.demo import layout
+from meshproxy.demo.apps import Seen, Tally, send, start_app
+from meshproxy.demo.layout import CALLER, OPERATOR, SERVICE, DemoError, Layout
+from meshproxy.demo.processes import Child, Children, fetch_json, run
+from meshproxy.errors import ConfigError
+
+STARTUP_TIMEOUT = 30.0
+SHIFT = "v1=0 v2=100"  # blue-green: every request to v2
 
 
-class _Hello(asyncio.Protocol):
-    """A tiny keep-alive HTTP/1.1 service that says who it is (requests have no body here)."""
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines())
 
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+class Demo:
+    """The running demo: its layout, its child processes and what it learned while starting them."""
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while b"\r\n\r\n" in self.buf:
-            head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-            path = head.split(b" ", 2)[1]
-            body = b"hello from %b, you asked for %b\n" % (self.name, path)
-            assert self.transport is not None
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-by: %b\r\n"
-                b"content-length: %d\r\n\r\n%b" % (self.name, len(body), body)
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.layout: Layout = layout.plan(work, free_ports=args.free_ports)
+        self.children = Children(work)
+        self.apps: list[asyncio.Server] = []
+        self.seen: dict[str, Seen] = {}  # per version: what its application saw
+        self.admins: dict[str, str] = {}  # per sidecar group: its admin URL
+        self.cert_dirs: list[Path] = []
+        self.xds = ""
+        self.meshctl_token = work / "meshctl.token"
+
+    def meshctl(self, *args: str) -> list[str]:
+        """The installed ``meshctl`` entry point beside this interpreter, else its module."""
+        exe = Path(sys.executable).with_name("meshctl")
+        prog = [str(exe)] if exe.exists() else [sys.executable, "-m", "controlplane.meshctl"]
+        return [*prog, "--server", self.xds, "--token-file", str(self.meshctl_token), *args]
+
+    async def start(self) -> None:
+        lay = self.layout
+        if not self.args.free_ports and (taken := layout.busy(lay.fixed_ports())):
+            raise DemoError(
+                "the embedded default mesh needs these addresses, and something already listens there:\n  "
+                + "\n  ".join(taken)
+                + "\nStop it (another demo?), or run `python -m meshproxy.demo --free-ports`."
             )
-            if b"connection: close" in head.lower():
-                self.transport.close()
-                return
+        for app in lay.apps:
+            server, self.seen[app.version] = await start_app(app.version, *app.address)
+            self.apps.append(server)
+        await self._start_controlplane()
+        await self._start_sidecars()
+        for app in lay.apps:
+            via = f"behind {app.sidecar}'s sidecar (PQ mTLS)" if app.sidecar else "no sidecar (plaintext)"
+            print(f"  {SERVICE} {app.version} app      {app.address[0]}:{app.address[1]}, {via}")
 
+    async def _start_controlplane(self) -> None:
+        lay, work = self.layout, self.work
+        (work / "tokens").touch()
+        layout.write_token(work / "management-tokens", OPERATOR, self.meshctl_token)
+        argv = [sys.executable, "-m", "controlplane", "serve", "--ca-dir", str(work / "ca")]
+        argv += ["--tokens", str(work / "tokens"), "--management-tokens", str(work / "management-tokens")]
+        argv += ["--xds-address", lay.xds_address]
+        argv += ["--mesh", str(lay.mesh_file)] if lay.mesh_file else []
+        cp = self.children.start("the controlplane", argv, "controlplane.log")
+        found = await self.children.wait_for_line(cp, r"serving xDS \(ADS\) on (\S+)", STARTUP_TIMEOUT)
+        self.xds = found.group(1)
+        mesh = lay.mesh_file or "the embedded default mesh"
+        print(f"  controlplane      pid {cp.proc.pid:<7d} CA + xDS + management on {self.xds} ({mesh})")
 
-async def _start_upstream(name: bytes, hosts: list[str]) -> tuple[list[asyncio.Server], int]:
-    loop = asyncio.get_running_loop()
-    first = await loop.create_server(lambda: _Hello(name), hosts[0], 0)
-    port = first.sockets[0].getsockname()[1]
-    servers = [first]
-    for host in hosts[1:]:
-        try:
-            servers.append(await loop.create_server(lambda: _Hello(name), host, port))
-        except OSError:
-            pass
-    return servers, port
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _localhost_addresses() -> list[str]:
-    return list(
-        dict.fromkeys(str(ai[4][0]) for ai in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM))
-    )
-
-
-# ----------------------------------------------------------------------------- client
-
-
-async def _client(port: int, paths: list[str], results: list[tuple[float, int, str]]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for path in paths:
-            t0 = time.perf_counter()
-            writer.write(f"GET {path} HTTP/1.1\r\nhost: hello\r\nuser-agent: meshproxy-demo\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-            await reader.readexactly(int(fields.get("content-length", "0")))
-            results.append((time.perf_counter() - t0, status, fields.get("x-served-by", "proxy")))
-    finally:
-        writer.close()
-
-
-async def _tcp_echo_roundtrip(port: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /over-tcp HTTP/1.1\r\nhost: hello\r\nconnection: close\r\n\r\n")
-    data = await reader.read()
-    writer.close()
-    return data.decode("latin-1").rsplit("\r\n", 1)[-1].strip()
-
-
-def _pct(sorted_ms: list[float], q: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
-
-
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return bytes(resp.read())
-
-
-def _write_certs(directory: Path) -> None:
-    """A CA and an SVID for each sidecar, issued the way the control plane's CA does it."""
-    from datetime import UTC, datetime
-
-    from meshproxy.identity import certs
-    from meshproxy.identity.spiffe import SpiffeId
-
-    now = datetime.now(UTC)
-    ca = certs.generate_ca("mesh.local", now=now)
-    directory.mkdir()
-    (directory / "ca.crt").write_bytes(certs.certs_to_pem([ca.cert]))
-    for name in ("demo", "hello-v1"):
-        spiffe_id = SpiffeId.for_service_account("mesh.local", "demo", name)
-        key, csr = certs.generate_csr(spiffe_id)
-        svid = certs.sign_csr(ca, csr, spiffe_id, now=now)
-        (directory / f"{name}.crt").write_bytes(certs.certs_to_pem([svid]))
-        (directory / f"{name}.key").write_bytes(certs.key_to_pem(key))
-
-
-def _start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "meshproxy", "run", "-c", str(config)])
-
-
-async def _wait_ready(admin: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"meshproxy exited with status {proc.returncode} before it was ready")
-        try:
-            if await asyncio.to_thread(_get, f"http://127.0.0.1:{admin}/ready") == b"LIVE\n":
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.05)
-    raise SystemExit("meshproxy did not become ready within 20s")
-
-
-async def _demo(args: argparse.Namespace) -> int:
-    v1, port_a = await _start_upstream(b"hello-v1", ["127.0.0.1"])
-    v2, port_b = await _start_upstream(b"hello-v2", _localhost_addresses())
-    ports = {
-        "listener_port": _free_port(),
-        "tcp_port": _free_port(),
-        "admin_port": _free_port(),
-        "inbound_port": _free_port(),
-        "inbound_admin_port": _free_port(),
-        "upstream_a": port_a,
-        "upstream_b": port_b,
-    }
-    work = Path(tempfile.mkdtemp(prefix="meshproxy-demo-"))
-    _write_certs(work / "certs")
-    access_log, inbound_log = work / "access.log", work / "inbound-access.log"
-    values = {**ports, "access_log": access_log, "inbound_access_log": inbound_log, "certs": work / "certs"}
-    configs = {}
-    for name in ("bootstrap.yaml", "inbound.yaml"):
-        template = string.Template(resources.files("meshproxy.demo").joinpath(name).read_text())
-        configs[name] = work / name
-        configs[name].write_text(template.substitute(values))
-    print(f"meshproxy demo: bootstraps and certificates in {work}")
-    print(
-        f"  upstreams: hello-v1 on 127.0.0.1:{port_a} behind its sidecar on :{ports['inbound_port']} "
-        f"(PQ mTLS), hello-v2 on localhost:{port_b} (STRICT_DNS)"
-    )
-    inbound = _start(configs["inbound.yaml"])
-    proc = _start(configs["bootstrap.yaml"])
-    try:
-        await _wait_ready(ports["inbound_admin_port"], inbound, time.monotonic() + 20)
-        await _wait_ready(ports["admin_port"], proc, time.monotonic() + 20)
-        print(
-            f"  meshproxy pid {proc.pid}: HTTP on :{ports['listener_port']}, TCP on :{ports['tcp_port']}, "
-            f"admin on :{ports['admin_port']}"
-        )
-        results: list[tuple[float, int, str]] = []
-        per_conn = args.requests // args.connections
-        paths = [f"/hello/{i}" for i in range(per_conn)]
-        t0 = time.perf_counter()
+    async def _start_sidecars(self) -> None:
+        started: list[Child] = []
+        for car in self.layout.sidecars:
+            admin_port = layout.free_port()
+            token = layout.write_token(self.work / "tokens", car.identity, self.work / f"{car.group}.token")
+            argv = [sys.executable, "-m", "meshproxy", "run"]
+            argv += ["-c", str(layout.write_bootstrap(self.work, car, admin_port, self.xds))]
+            argv += ["--ca-address", self.xds, "--identity", car.identity]
+            argv += ["--token-file", str(token), "--cert-dir", str(car.cert_dir)]
+            self.cert_dirs.append(car.cert_dir)
+            started.append(self.children.start(f"{car.group}'s sidecar", argv, f"{car.group}.log"))
+            self.admins[car.group] = f"http://127.0.0.1:{admin_port}"
+        cars = list(zip(self.layout.sidecars, started, strict=True))
         await asyncio.gather(
-            *(_client(ports["listener_port"], paths, results) for _ in range(args.connections))
+            *(self.children.wait_ready(child, self.admins[car.group], STARTUP_TIMEOUT) for car, child in cars)
         )
+        for car, child in cars:
+            ads = "state of the world" if car.api_type == "GRPC" else "delta"
+            where = f"inbound {car.inbound[0]}:{car.inbound[1]}" if car.inbound else "outbound only"
+            print(
+                f"  {car.group + ' sidecar':17s} pid {child.proc.pid:<7d} {car.identity} "
+                f"(SVID from the CA), ADS {ads}, {where}, admin {self.admins[car.group]}"
+            )
+
+    async def traffic(self, title: str) -> Tally:
+        host, port = self.layout.entry
+        n, c = self.args.requests, self.args.connections
+        print(f"\n{title}: {n} requests, {c} keep-alive connections, to {CALLER}'s sidecar {host}:{port}")
+        t0 = time.perf_counter()
+        tally = await send(host, port, SERVICE, n, c)
         elapsed = time.perf_counter() - t0
-        extra: list[tuple[float, int, str]] = []
-        await _client(ports["listener_port"], ["/v2/pinned", "/healthz"], extra)
-        tcp_reply = await _tcp_echo_roundtrip(ports["tcp_port"])
-        lat = sorted(r[0] * 1000 for r in results)
-        split = Counter(r[2] for r in results)
-        failed = sum(1 for r in results if r[1] != 200)
-        stats = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{ports['admin_port']}/stats"))
-        inbound_stats = json.loads(
-            await asyncio.to_thread(_get, f"http://127.0.0.1:{ports['inbound_admin_port']}/stats")
+        for app in self.layout.apps:
+            k = tally.versions[app.version]
+            print(f"    {SERVICE} {app.version}  {k:5d}  {100 * k / max(tally.total, 1):5.1f}%")
+        failed = f", first error: {tally.first_error}" if tally.failed else ""
+        print(f"    failed    {tally.failed:5d}{failed}")
+        print(f"    ({elapsed:.2f}s, {tally.total / elapsed:,.0f} req/s)")
+        return tally
+
+    async def shift(self) -> None:
+        """``meshctl split``, then until the caller's sidecar has applied the new route."""
+        caller = self.admins[CALLER]
+        before = await _route_version(caller)
+        print(f"\n$ meshctl split {SERVICE} {SHIFT}")
+        t0 = time.perf_counter()
+        code, out = await run(self.meshctl("split", SERVICE, *SHIFT.split()))
+        print(_indent(out))
+        if code != 0:
+            raise DemoError(f"meshctl split exited with status {code}")
+        deadline = time.monotonic() + 10
+        while (after := await _route_version(caller)) == before:
+            if time.monotonic() > deadline:
+                raise DemoError(f"{CALLER}'s sidecar did not receive the new route within 10s")
+            await asyncio.sleep(0.02)  # polling the sidecar's admin: no event crosses processes
+        print(
+            f"    {CALLER}'s sidecar applied RouteConfiguration version {after} (was {before}) "
+            f"{time.perf_counter() - t0:.2f}s after the command started"
         )
+
+    def stop(self) -> None:
+        codes = self.children.stop_all()
+        for server in self.apps:
+            server.close()
+        for cert_dir in self.cert_dirs:  # the SVIDs and keys of the sidecars it started
+            shutil.rmtree(cert_dir, ignore_errors=True)
+        if codes:
+            print("stopped: " + ", ".join(f"{name} ({code})" for name, code in codes.items()))
+
+
+async def _route_version(admin: str) -> str:
+    dump = await fetch_json(f"{admin}/config_dump")
+    return str(dump["xds"]["types"].get("RouteConfiguration", {}).get("version_info", ""))
+
+
+async def _demo(args: argparse.Namespace, work: Path) -> int:
+    demo = Demo(args, work)
+    lay = demo.layout
+    target = SHIFT.split()[-1].split("=")[0]  # the version that takes everything
+    try:
+        print("meshproxy demo: a controlplane, two sidecars over post-quantum mTLS, a live traffic shift")
+        await demo.start()
+        before = await demo.traffic(f"1. traffic with the mesh's split {lay.split}")
+        await demo.shift()
+        after = await demo.traffic(f"2. traffic after `meshctl split {SERVICE} {SHIFT}`")
+
+        print("\n$ meshctl proxies")
+        code, table = await run(demo.meshctl("proxies"))
+        print(_indent(table))
+        _, proxies_json = await run(demo.meshctl("-o", "json", "proxies"))
+        acked = _all_acked(proxies_json, {car.group for car in lay.sidecars})
+
+        meshed = next(a for a in lay.apps if a.sidecar)
+        stats = await fetch_json(f"{demo.admins[meshed.sidecar or '']}/stats")
+        groups = stats.get("listener.inbound.ssl_handshakes_by_group", {})
+        refused = stats.get("listener.inbound.ssl_connection_error", 0)
+        xfcc = demo.seen[meshed.version].xfcc
+        print(f"\nTLS between the sidecars ({meshed.sidecar}'s sidecar, admin /stats):")
+        print(f"    inbound handshakes by group: {groups}, refused: {refused}")
+        print(f"    {SERVICE} {meshed.version} app saw x-forwarded-client-cert: {xfcc}")
+
+        caller_id = lay.sidecars[0].identity
+        checks = [
+            (before.failed == 0 and after.failed == 0, "every request answered"),
+            (_matches(before, dict(lay.service.routes[-1].split)), f"the counts match the split {lay.split}"),
+            (after.versions[target] == after.total, f"every request went to {target} after the shift"),
+            (code == 0 and acked, "meshctl proxies: both sidecars connected, every version sent ACKed"),
+            (set(groups) == {"X25519MLKEM768"} and refused == 0, "sidecar-to-sidecar TLS is X25519MLKEM768"),
+            (f"URI={caller_id}" in xfcc, f"{meshed.version} saw the caller {caller_id}"),
+        ]
         print()
-        print(
-            f"HTTP/1.1 through the sidecar: {len(results)} requests over {args.connections} keep-alive "
-            f"connections in {elapsed:.2f}s ({len(results) / elapsed:,.0f} req/s), {failed} failed"
-        )
-        for name, n in sorted(split.items()):
-            print(
-                f"  {name:10s} {n:5d}  ({100 * n / len(results):.1f}%; route weight "
-                f"{80 if name == 'hello-v1' else 20}%)"
-            )
-        print(
-            f"  latency ms: p50 {_pct(lat, 0.5):.2f}  p90 {_pct(lat, 0.9):.2f}  p99 {_pct(lat, 0.99):.2f}  "
-            f"max {lat[-1]:.2f}"
-        )
-        print(
-            f"  /v2/pinned -> {extra[0][2]} (prefix_rewrite to /), /healthz -> {extra[1][1]} direct response"
-        )
-        print(f"TCP proxy (through the mTLS hop too): {tcp_reply!r}")
-        groups = inbound_stats["listener.inbound.ssl_handshakes_by_group"]
-        print(
-            f"mTLS hop to hello-v1's sidecar: handshakes by group {groups}, "
-            f"refused {inbound_stats['listener.inbound.ssl_connection_error']}"
-        )
-        print(
-            "proxy counters: "
-            f"downstream_rq_total={stats['http.outbound_http.downstream_rq_total']} "
-            f"2xx={stats['http.outbound_http.downstream_rq_xx'][2]} "
-            f"upstream_cx_total(v1)={stats['cluster.hello_v1.upstream_cx_total']} "
-            f"upstream_cx_total(v2)={stats['cluster.hello_v2.upstream_cx_total']}"
-        )
+        for ok, what in checks:
+            print(f"  [{'ok' if ok else 'FAILED'}] {what}")
         if args.keep_running:
-            print("running; Ctrl-C to stop")
-            stop = asyncio.Event()
-            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-            await stop.wait()
-        ok = (
-            failed == 0
-            and extra[0][2] == "hello-v2"
-            and extra[1][1] == 200
-            and "hello-v1" in tcp_reply
-            and set(groups) == {"X25519MLKEM768"}
-        )
-        return 0 if ok else 1
+            print(f"\nrunning; try `{' '.join(demo.meshctl('status'))}`; Ctrl-C to stop", flush=True)
+            await asyncio.Event().wait()
+        return 0 if all(ok for ok, _ in checks) else 1
     finally:
-        codes = []
-        for p in (proc, inbound):
-            p.send_signal(signal.SIGTERM)
-            try:
-                codes.append(await asyncio.to_thread(p.wait, 10))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(-9)
-        code = codes[0]
-        if inbound_log.exists() and inbound_log.read_text().strip():
-            first = json.loads(inbound_log.read_text().splitlines()[0])
-            print(
-                f"hello-v1's sidecar saw: {first.get('tls_version')} {first.get('tls_group')} "
-                f"{first.get('tls_cipher')}, peer {first.get('peer_identity')}"
-            )
-        print(
-            f"meshproxy drained and exited ({code}); access log: {access_log} "
-            f"({len(access_log.read_text().splitlines()) if access_log.exists() else 0} lines)"
-        )
-        for s in (*v1, *v2):
-            s.close()
+        demo.stop()
+
+
+def _matches(tally: Tally, split: dict[str, int]) -> bool:
+    """Each version's count within four standard deviations of its share (a binomial draw per request)."""
+    n, total = tally.total - tally.failed, sum(split.values())
+    for version in {*split, *tally.versions}:
+        p = split.get(version, 0) / total
+        if abs(tally.versions[version] - n * p) > 4 * math.sqrt(n * p * (1 - p)):
+            return False
+    return n > 0
+
+
+def _all_acked(proxies_json: str, groups: set[str]) -> bool:
+    """Every sidecar group has a proxy connected, none NACKing, each type's last version ACKed."""
+    try:
+        proxies = json.loads(proxies_json)["proxies"]
+    except (ValueError, KeyError):
+        return False
+    acked = all(
+        not p["nacking"] and all(r["version_acked"] == r["version_sent"] for r in p["resources"])
+        for p in proxies
+    )
+    return acked and groups <= {p["group"] for p in proxies}
+
+
+async def _main(args: argparse.Namespace) -> int:
+    # Ctrl-C and SIGTERM cancel the demo, whose `finally` stops every child process.
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    work = Path(tempfile.mkdtemp(prefix="meshproxy-demo-"))
+    try:
+        code = await _demo(args, work)
+    except asyncio.CancelledError:
+        print(f"\ninterrupted: everything the demo started is stopped; logs in {work}")
+        return 130
+    except (DemoError, ConfigError) as exc:
+        why = "\n  ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+        print(f"\nmeshproxy demo: {why}", file=sys.stderr)
+        print(f"logs and bootstraps kept in {work}", file=sys.stderr)
+        return 2
+    if code == 0 and not args.keep_running:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"logs and bootstraps in {work}")
+    return code
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m meshproxy.demo", description=__doc__)
-    p.add_argument("--requests", type=int, default=4000)
-    p.add_argument("--connections", type=int, default=20)
+    p = argparse.ArgumentParser(prog="python -m meshproxy.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=400, help="requests per traffic round (default 400)")
+    p.add_argument("--connections", type=int, default=4, help="keep-alive connections (default 4)")
+    p.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="run a copy of the default mesh on free ports (beside another demo, or in tests)",
+    )
     p.add_argument("--keep-running", action="store_true", help="leave everything up until Ctrl-C")
     args = p.parse_args()
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if args.requests < 1 or not 1 <= args.connections <= args.requests:
+        p.error("--requests must be at least 1, --connections between 1 and --requests")
+    os.environ["PYTHONUNBUFFERED"] = "1"  # the children's logs, line by line
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # the report, as it happens
     from meshproxy.cli import new_event_loop
 
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_demo(args))
+        with contextlib.suppress(KeyboardInterrupt):
+            return loop.run_until_complete(_main(args))
+        return 130
     finally:
         loop.close()
 

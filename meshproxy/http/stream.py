@@ -248,6 +248,10 @@ class Stream:
         if cluster is None:
             stats.no_cluster += 1
             return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
+        if cluster.config.http2 is not None and not cluster.config.use_downstream_protocol:
+            from meshproxy.http2.from_http1 import relay_over_http2  # a cycle at import time
+
+            return relay_over_http2(self, cluster, plan, decision, authority)
         if plan.hash_policy and cluster.hashing:
             self.hash = request_hash(plan.hash_policy, self.headers, authority, self.url, self.conn.peer_ip)
         host = cluster.pick(self.hash)

@@ -152,6 +152,7 @@ class H2Peer(asyncio.Protocol):
                 window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
                 if window <= 0:
                     self.waiting[sid] = half
+                    self.want_flush()  # what went out before the window closed
                     return
                 if window < len(data):
                     h2.send_data(sid, data[:window])

@@ -8,6 +8,7 @@ Per-request work lives in ``stream.py``; sending with flow control in ``connecti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.serialization import Encoding
 from h2 import events as ev
 from h2.errors import ErrorCodes
-from h2.exceptions import DenialOfServiceError, ProtocolError
+from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 
 from meshproxy.http2.connection import H2Peer
 from meshproxy.http2.guard import FloodGuard
@@ -24,8 +25,6 @@ from meshproxy.identity.spiffe import SpiffeId
 from meshproxy.identity.xfcc import format_element
 
 if TYPE_CHECKING:
-    import asyncio
-
     from meshproxy.http.downstream import HttpContext
     from meshproxy.tls.engine import Negotiated
 
@@ -33,6 +32,8 @@ log = logging.getLogger("meshproxy.http2")
 
 
 class H2Downstream(H2Peer):
+    protocol = "HTTP/2"  # the access log's protocol field
+
     def __init__(self, ctx: HttpContext, preface: bytes = b"") -> None:
         super().__init__(ctx.config.http2, client=False, max_header_list=ctx.config.max_request_headers_bytes)
         self.ctx = ctx
@@ -48,6 +49,7 @@ class H2Downstream(H2Peer):
         self.goaway_sent = False
         self.goaway_last = 0
         self.remote_goaway = False
+        self.sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ transport events
 
@@ -70,6 +72,8 @@ class H2Downstream(H2Peer):
         stats.downstream_cx_http2_total += 1
         stats.downstream_cx_http2_active += 1
         self.start(transport, self.listener.config.buffer_limit)
+        if self.ctx.config.stream_idle_timeout > 0:
+            self.sweeper = self.loop.call_later(1.0, self._sweep)
         if self.listener.draining:
             self.goaway()
         if self.preface:
@@ -79,6 +83,9 @@ class H2Downstream(H2Peer):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.waiting.clear()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         self.ctx.stats.downstream_cx_http2_active -= 1
         self.listener.connection_closed(self)
         for stream in list(self.streams.values()):
@@ -164,6 +171,24 @@ class H2Downstream(H2Peer):
         self.transport.close()
 
     # ------------------------------------------------------------------ streams, drain
+
+    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        try:
+            self.h2.send_headers(sid, headers, end_stream=end)
+        except (StreamClosedError, ProtocolError):  # the stream was reset meanwhile
+            return
+        self.want_flush()
+
+    def _sweep(self) -> None:
+        """stream_idle_timeout: once a second, each stream checks its own progress."""
+        self.sweeper = None
+        if self.closed:
+            return
+        limit = self.ctx.config.stream_idle_timeout
+        now = self.loop.time()
+        for stream in list(self.streams.values()):
+            stream.check_idle(now, limit)
+        self.sweeper = self.loop.call_later(1.0, self._sweep)
 
     def stream_finished(self, stream: H2Stream) -> None:
         if self.streams.get(stream.sid) is stream:

@@ -2,8 +2,9 @@
 
 Owns Envoy's HTTP-status → gRPC-status table for local replies (``Grpc::Utility::
 httpToGrpcStatus``), with one departure: a 504 the proxy generates for a timeout becomes
-DEADLINE_EXCEEDED (4), what the caller's deadline logic expects. Parsing of ``grpc-timeout``
-(gRPC over HTTP/2, "Timeout"). Must not import asyncio or h2.
+DEADLINE_EXCEEDED (4), what the caller's deadline logic expects; the reverse table
+(``grpcToHttpStatus``) by which outlier detection counts gRPC responses. Parsing of
+``grpc-timeout`` (gRPC over HTTP/2, "Timeout"). Must not import asyncio or h2.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ _UNITS = {
     ord("u"): 1e-6,
     ord("n"): 1e-9,
 }
+
+
+# Envoy's Grpc::Utility::grpcToHttpStatus: how a gRPC status counts for outlier detection.
+_TO_HTTP = (200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401)
+
+
+def http_status_for(grpc_status: int) -> int:
+    """The HTTP status a gRPC status counts as (500 for codes outside the table)."""
+    return _TO_HTTP[grpc_status] if 0 <= grpc_status < len(_TO_HTTP) else 500
 
 
 def status_for(http_status: int) -> int:

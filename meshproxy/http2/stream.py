@@ -4,7 +4,12 @@ Owns one downstream stream from its HEADERS to its access-log line: routing (the
 ``RouteTable`` as HTTP/1.1), the upstream request headers, DATA relayed both ways through
 ``Half`` queues (flow control: ``connection.py``), trailers both ways (gRPC status lives in
 response trailers), RST_STREAM mapped both ways, local replies (gRPC ones as trailers-only
-responses with grpc-status/grpc-message), the route timeout and ``grpc-timeout``.
+responses with grpc-status/grpc-message). Attempts, retries and timeouts: ``attempts.py``.
+
+The downstream (``conn``) is an ``H2Downstream``, or ``from_http1.Http1Downstream`` for an
+HTTP/1.1 request routed to an HTTP/2 cluster; the upstream (``up``, attached by ``pool``) is
+an ``H2Upstream``, or ``to_http1.Http1Upstream`` for an HTTP/1.1 cluster. Both adapters
+present the interface of the HTTP/2 side they replace, so this relay has one code path.
 
 Rules: (1) response HEADERS go downstream at most once (``response_started``); after that a
 failure can only reset the stream. (2) The stream finishes when both directions have ended,
@@ -25,8 +30,8 @@ from meshproxy.config.model import DirectResponse, Redirect, RouteAction
 from meshproxy.http.logline import access_record
 from meshproxy.http.plan import RoutePlan
 from meshproxy.http2 import grpc
+from meshproxy.http2.attempts import Attempts
 from meshproxy.http2.connection import Half
-from meshproxy.http2.pool import pool_for
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 from meshproxy.router.headers import apply_mutations
 
@@ -59,7 +64,7 @@ _RESPONSE_DROP = frozenset(
 )
 
 
-class H2Stream:
+class H2Stream(Attempts):
     __slots__ = (
         "authority",
         "cluster",
@@ -165,6 +170,7 @@ class H2Stream:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
+        self._init_attempts(now)
 
     # ================================================================== request side
 
@@ -204,26 +210,7 @@ class H2Stream:
         if cluster is None:
             stats.no_cluster += 1
             return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
-        if cluster.config.http2 is None:
-            # HTTP/2 → HTTP/1.1 translation is not built yet: say so rather than misbehave.
-            return self.local_reply(503, b"cluster " + cluster_name.encode() + b" speaks HTTP/1.1", "UPE")
-        host = cluster.pick()
-        if host is None:
-            return self.local_reply(503, b"no healthy upstream", "UH")
-        self.cluster = cluster
-        self.host = host
-        self.up_headers = self._upstream_headers(plan, decision, authority)
-        cluster.stats.upstream_rq_total += 1
-        cluster.stats.upstream_rq_active += 1
-        host.rq_total += 1
-        limit = action.grpc_timeout_header_max
-        if self.grpc and self.grpc_timeout is not None and limit is not None:
-            # gRPC's deadline is end to end: it runs from now, capped by the route's maximum.
-            timeout = self.grpc_timeout if limit <= 0 else min(self.grpc_timeout, limit)
-            self.timer = self.conn.loop.call_later(timeout, self._on_timeout)
-        self.pool = pool_for(cluster, host)
-        self.pool.request(self)
-        return None
+        return self.forward(cluster, plan, decision, authority)
 
     def _upstream_headers(
         self, plan: RoutePlan, decision: RouteDecision, authority: bytes
@@ -257,7 +244,7 @@ class H2Stream:
 
     def attach(self, up: H2Upstream) -> None:
         """The pool found a stream slot on ``up``: send the request headers and what is held."""
-        if self.finished:
+        if self.finished or self.up is not None:
             return
         self.up = up
         half = self.up_half
@@ -275,6 +262,8 @@ class H2Stream:
         if half.done:
             self.conn.ack(self.sid, flow)
             return
+        if self.body_copy is not None:
+            self._keep_body(data)
         half.chunks.append((data, flow))
         if self.up is not None:
             self.up.pump(self.up_sid, half)
@@ -289,9 +278,9 @@ class H2Stream:
         half.end = True
         if self.up is not None:
             self.up.pump(self.up_sid, half)
-        plan = self.plan
-        if self.timer is None and plan is not None and plan.timeout > 0 and not self.finished:
-            self.timer = self.conn.loop.call_later(plan.timeout, self._on_timeout)
+        if self.plan is not None:
+            self._arm_route_timeout()
+            self._arm_try_timer()
         if self.response_complete:
             self._finish()
 
@@ -300,15 +289,6 @@ class H2Stream:
 
     def _request_sent(self) -> None:
         pass
-
-    def _on_timeout(self) -> None:
-        self.timer = None
-        if self.finished:
-            return
-        if self.cluster is not None:
-            self.cluster.stats.upstream_rq_timeout += 1
-        self.ctx.stats.downstream_rq_timeout += 1
-        self.local_reply(504, b"upstream request timeout", "UT")
 
     # ================================================================== response side
 
@@ -322,6 +302,18 @@ class H2Stream:
                 status = int(value)
             elif name not in _RESPONSE_DROP:
                 out.append((name, value))
+        cluster = self.cluster
+        if cluster.observing and (end or not self.grpc or status != 200):
+            # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
+            self._observe(status, next((v for n, v in out if n == b"grpc-status"), None) if end else None)
+        if self.retry is not None:
+            if self._retriable_response(status, out, end):
+                return
+            if self.attempt > 1:
+                cluster.stats.upstream_rq_retry_success += 1
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
         self.status = status
         self.response_started = True
         levels = (
@@ -345,6 +337,8 @@ class H2Stream:
         self.conn.pump(self.sid, down)
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.grpc and self.cluster.observing and self.status == 200:
+            self._observe(200, next((v for n, v in headers if n == b"grpc-status"), None))
         self.down.trailers = [(n, v) for n, v in headers if n not in _RESPONSE_DROP]
         self.response_end()
 
@@ -365,14 +359,8 @@ class H2Stream:
             self._finish(ErrorCodes.NO_ERROR)
 
     def _send_headers(self, headers: list[tuple[bytes, bytes]], *, end: bool) -> None:
-        conn = self.conn
-        if conn.closed:
-            return
-        try:
-            conn.h2.send_headers(self.sid, headers, end_stream=end)
-        except Exception:  # the stream was reset meanwhile (h2 raises StreamClosedError)
-            return
-        conn.want_flush()
+        if not self.conn.closed:
+            self.conn.send_headers(self.sid, headers, end)
 
     # ================================================================== resets, endings
 
@@ -384,7 +372,7 @@ class H2Stream:
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_rx_reset += 1
         if not self.response_started:
-            return self.local_reply(503, reason, "UR")
+            return self._failed("reset", 503, reason, "UR")
         self.flags = "UR"
         # The client sees the upstream's reason; internal errors of a hop are INTERNAL_ERROR.
         self._finish(ErrorCodes.CANCEL if code == ErrorCodes.CANCEL else ErrorCodes.INTERNAL_ERROR)
@@ -394,7 +382,13 @@ class H2Stream:
         self.up = None
         if self.finished:
             return
-        if self.rx_bytes == 0 and self.pool is not None and not self.response_started:
+        if self.response_started:
+            return self.local_reply(503, b"upstream connection going away", "UC")
+        rules = self.retry
+        if rules is not None and rules.failure_retriable("refused-stream") and self._schedule_retry():
+            return
+        if self.rx_bytes == 0 and self.pool is not None and self.attempt == 1:
+            self.attempt = 2  # at most once; a retry policy's attempts are counted the same way
             self.up_half.done = False
             self.pool.request(self)
         else:
@@ -402,7 +396,7 @@ class H2Stream:
 
     def upstream_failed(self, reason: bytes) -> None:
         if not self.finished:
-            self.local_reply(503, b"upstream connect error: " + reason, "UF")
+            self._failed("connect-failure", 503, b"upstream connect error: " + reason, "UF")
 
     def downstream_reset(self, code: int) -> None:
         if self.finished:
@@ -463,6 +457,9 @@ class H2Stream:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
         conn = self.conn
         if down_code is not None and conn.reset(self.sid, down_code):
             self.ctx.stats.http2_tx_reset += 1
@@ -472,6 +469,7 @@ class H2Stream:
         if pending:
             conn.ack(self.sid, pending)
         self._drop_upstream(upstream_code)
+        self._end_attempt()
         ctx = self.ctx
         stats = ctx.stats
         elapsed_ms = (monotonic() - self.start) * 1000.0
@@ -483,6 +481,8 @@ class H2Stream:
         h.sum += elapsed_ms
         cluster = self.cluster
         if cluster is not None:
+            if self.admitted:
+                cluster.request_done(self.retry_held)
             cs = cluster.stats
             cs.upstream_rq_active -= 1
             if self.flags == "-":
@@ -492,6 +492,6 @@ class H2Stream:
                 h.sum += elapsed_ms
         if ctx.access_log is not None:
             record = access_record(self, elapsed_ms)  # type: ignore[arg-type]
-            record["protocol"] = "HTTP/2"
+            record["protocol"] = conn.protocol
             ctx.access_log.log(record)
         conn.stream_finished(self)

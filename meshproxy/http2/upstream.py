@@ -53,7 +53,6 @@ class H2Upstream(H2Peer):
         sid = h2.get_next_available_stream_id()
         h2.send_headers(sid, headers, end_stream=end)
         self.streams[sid] = stream
-        stream.up_half.ack = None
         stream.down.ack = lambda n, sid=sid: self.ack(sid, n)  # type: ignore[misc]
         self.want_flush()
         return sid

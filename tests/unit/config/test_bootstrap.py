@@ -173,7 +173,7 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
     doc["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
     doc["static_resources"]["clusters"][1]["type"] = "LOGICAL_DNS"
     doc["static_resources"]["clusters"][2]["lb_policy"] = "LEAST_REQUST"  # a typo protobuf would drop
-    hcm(doc)["codec_type"] = "HTTP2"
+    hcm(doc)["codec_type"] = "HTTP3"
     hcm(doc)["route_config"]["virtual_hosts"][1]["domains"] = ["reviews"]
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][3]["direct_response"]["status"] = 99
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][4]["route"]["cluster"] = "foo"
@@ -185,7 +185,7 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
         "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not supported; use ROUND_ROBIN, "
         "LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV",
         "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS",
-        f"{HCM_PATH}.codec_type: HTTP2 is not supported yet; use AUTO or HTTP1",
+        f"{HCM_PATH}.codec_type: HTTP3 is not supported; use AUTO, HTTP1 or HTTP2",
         f"{VHOST_PATH}.routes[3].direct_response.status: 99 is not a valid status; Envoy requires 200..599",
         f'{HCM_PATH}.route_config.virtual_hosts[1].domains[0]: "reviews" is already a domain of virtual_hosts[0]; '
         "a domain may appear only once across virtual hosts",

@@ -16,7 +16,7 @@ from meshproxy.config.model import Cluster, Endpoint, Locality, LocalityLbEndpoi
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use an UpstreamTlsContext or raw_buffer'
-H2 = "upstream HTTP/2 and HTTP/3 are not supported yet; use http_protocol_options (HTTP/1.1)"
+H3 = "upstream HTTP/3 and ALPN auto_config are not supported; use HTTP/1.1 or HTTP/2 options"
 
 
 def endpoint(host: str = "10.0.0.1", port: int = 80, **fields: Any) -> dict[str, Any]:
@@ -166,21 +166,18 @@ EP0 = f"{E0}.lb_endpoints[0]"
         pytest.param(
             cluster(
                 typed_extension_protocol_options=http_options(
-                    explicit_http_config={"http2_protocol_options": {}}
+                    explicit_http_config={"http3_protocol_options": {}}
                 )
             ),
             [
-                f'c.typed_extension_protocol_options["{HTTP_OPTIONS}"].explicit_http_config.http2_protocol_options: {H2}'
+                f'c.typed_extension_protocol_options["{HTTP_OPTIONS}"].explicit_http_config.http3_protocol_options: {H3}'
             ],
-            id="explicit-http2",
+            id="explicit-http3",
         ),
         pytest.param(
             cluster(typed_extension_protocol_options=http_options(auto_config={})),
-            [f'c.typed_extension_protocol_options["{HTTP_OPTIONS}"].auto_config: {H2}'],
+            [f'c.typed_extension_protocol_options["{HTTP_OPTIONS}"].auto_config: {H3}'],
             id="auto-config",
-        ),
-        pytest.param(
-            cluster(http2_protocol_options={}), [f"c.http2_protocol_options: {H2}"], id="deprecated-http2"
         ),
         pytest.param(
             cluster(

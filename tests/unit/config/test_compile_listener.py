@@ -238,13 +238,8 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
     [
         pytest.param(hcm(stat_prefix=""), [f"{TC}.stat_prefix: is required"], id="stat-prefix"),
         pytest.param(
-            hcm(codec_type="HTTP2"),
-            [f"{TC}.codec_type: HTTP2 is not supported yet; use AUTO or HTTP1"],
-            id="http2",
-        ),
-        pytest.param(
             hcm(codec_type="HTTP3"),
-            [f"{TC}.codec_type: HTTP3 is not supported yet; use AUTO or HTTP1"],
+            [f"{TC}.codec_type: HTTP3 is not supported; use AUTO, HTTP1 or HTTP2"],
             id="http3",
         ),
         pytest.param(
