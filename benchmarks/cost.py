@@ -302,7 +302,7 @@ SCENARIO = Scenario(
             ("vCPU per 1k req/s at 2k req/s", "rate2k", "vcpu_per_krps"),
         ),
     ),
-    quick=Timing(rounds=1, duration_s=3),
+    quick=Timing(rounds=1, duration_s=2),
     full=Timing(rounds=3, duration_s=10),
     note=(
         "vCPU per 1,000 req/s = the proxy's CPU seconds over the run x 1,000 / requests answered "

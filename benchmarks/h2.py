@@ -448,7 +448,7 @@ SCENARIO = Scenario(
         (("gRPC p50", "grpc", "p50_ms"), ("gRPC p99", "grpc", "p99_ms"), ("gRPC p99.9", "grpc", "p999_ms")),
         kind="diff",
     ),
-    quick=Timing(rounds=2, duration_s=2),
+    quick=Timing(rounds=1, duration_s=2),
     full=Timing(rounds=5, duration_s=10),
     note=(
         "h2c paths: h2load (prior knowledge) → proxy → h2c nginx origin (64 B); meshproxy multiplexes "

@@ -137,7 +137,7 @@ SCENARIO = Scenario(
         [("meshproxy-pair", "haproxy-pair"), ("meshproxy-pair", "meshproxy-pair-x25519")], _RATIO_ROWS[2:]
     )
     + pairwise([(p, "direct") for p in _PAIRS], _ADDED_ROWS, kind="diff"),
-    quick=Timing(rounds=2, duration_s=2),
+    quick=Timing(rounds=1, duration_s=2),
     full=Timing(rounds=5, duration_s=10),
     note=(
         "Proxy CPU is both sidecars of the pair together (they run on the proxy core as children of "

@@ -63,7 +63,7 @@ SCENARIO = Scenario(
     ),
     measurements=_MEASUREMENTS,
     comparisons=_comparisons(),
-    quick=Timing(rounds=2, duration_s=3),
+    quick=Timing(rounds=2, duration_s=2),
     full=Timing(rounds=3, duration_s=10),
     note=(
         f"Expected for a {STALL_MS} ms stall every {STALL_EVERY_MS} ms: p99 ≈ 90 ms, p99.9 ≈ 99 ms. "

@@ -18,7 +18,9 @@ Answer = Callable[[bytes, bytes], bytes | None]  # None: close the connection wi
 
 
 @contextlib.asynccontextmanager
-async def scripted(answer: Answer, hang: bool = False) -> AsyncIterator[tuple[int, list[tuple[bytes, bytes]]]]:
+async def scripted(
+    answer: Answer, hang: bool = False
+) -> AsyncIterator[tuple[int, list[tuple[bytes, bytes]]]]:
     """An upstream recording each request (head, body) and answering with ``answer``."""
     seen: list[tuple[bytes, bytes]] = []
     release = asyncio.Event()
@@ -72,11 +74,14 @@ RETRY_5XX = {"retry_on": "5xx", "num_retries": 2, "retry_back_off": {"base_inter
 
 
 async def test_5xx_is_retried_on_the_other_host() -> None:
-    async with scripted(status(503)) as (bad, bad_seen), scripted(ok) as (good, good_seen):
-        async with running_proxy(doc([bad, good], RETRY_5XX)) as proxy:
-            async with httpx.AsyncClient() as client:
-                codes = [(await client.get(proxy.url("/x"))).status_code for _ in range(10)]
-            stats = proxy.cluster_stats()
+    async with (
+        scripted(status(503)) as (bad, bad_seen),
+        scripted(ok) as (good, good_seen),
+        running_proxy(doc([bad, good], RETRY_5XX)) as proxy,
+    ):
+        async with httpx.AsyncClient() as client:
+            codes = [(await client.get(proxy.url("/x"))).status_code for _ in range(10)]
+        stats = proxy.cluster_stats()
     assert codes == [200] * 10
     # Round robin sends half the first attempts to the failing host; each is retried elsewhere.
     assert len(bad_seen) >= 3
@@ -87,32 +92,31 @@ async def test_5xx_is_retried_on_the_other_host() -> None:
 
 
 async def test_without_a_policy_the_5xx_passes_through() -> None:
-    async with scripted(status(503)) as (bad, seen):
-        async with running_proxy(doc([bad], None)) as proxy:
-            async with httpx.AsyncClient() as client:
-                r = await client.get(proxy.url())
-            assert proxy.cluster_stats().upstream_rq_retry == 0
+    async with scripted(status(503)) as (bad, seen), running_proxy(doc([bad], None)) as proxy:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(proxy.url())
+        assert proxy.cluster_stats().upstream_rq_retry == 0
     assert r.status_code == 503 and r.text == "fail"
     assert len(seen) == 1 and attempt_count(seen[0][0]) is None
 
 
 async def test_retries_stop_at_num_retries_and_return_the_last_response() -> None:
-    async with scripted(status(502)) as (bad, seen):
-        async with running_proxy(doc([bad], RETRY_5XX)) as proxy:
-            async with httpx.AsyncClient() as client:
-                r = await client.get(proxy.url())
-            assert proxy.cluster_stats().upstream_rq_retry == 2
+    async with scripted(status(502)) as (bad, seen), running_proxy(doc([bad], RETRY_5XX)) as proxy:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(proxy.url())
+        assert proxy.cluster_stats().upstream_rq_retry == 2
     assert r.status_code == 502
     assert [attempt_count(h) for h, _ in seen] == [1, 2, 3]
 
 
 async def test_a_post_body_is_replayed_on_retry() -> None:
-    async with scripted(status(503)) as (bad, _), scripted(ok) as (good, good_seen):
-        async with running_proxy(doc([bad, good], RETRY_5XX)) as proxy:
-            async with httpx.AsyncClient() as client:
-                bodies = [
-                    (await client.post(proxy.url(), content=b"payload-%d" % i)).text for i in range(6)
-                ]
+    async with (
+        scripted(status(503)) as (bad, _),
+        scripted(ok) as (good, good_seen),
+        running_proxy(doc([bad, good], RETRY_5XX)) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        bodies = [(await client.post(proxy.url(), content=b"payload-%d" % i)).text for i in range(6)]
     assert bodies == ["ok:payload-%d" % i for i in range(6)]
     assert sorted(b for _, b in good_seen) == sorted(b"payload-%d" % i for i in range(6))
 
@@ -134,11 +138,10 @@ async def test_a_body_over_the_buffer_limit_is_not_retried() -> None:
 async def test_connect_failure_is_retried() -> None:
     closed = free_port()
     policy = {"retry_on": "connect-failure", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s"}}
-    async with scripted(ok) as (good, _):
-        async with running_proxy(doc([closed, good], policy)) as proxy:
-            async with httpx.AsyncClient() as client:
-                codes = [(await client.get(proxy.url())).status_code for _ in range(6)]
-            stats = proxy.cluster_stats()
+    async with scripted(ok) as (good, _), running_proxy(doc([closed, good], policy)) as proxy:
+        async with httpx.AsyncClient() as client:
+            codes = [(await client.get(proxy.url())).status_code for _ in range(6)]
+        stats = proxy.cluster_stats()
     assert codes == [200] * 6
     assert stats.upstream_cx_connect_fail >= 1
     assert stats.upstream_rq_retry == stats.upstream_cx_connect_fail
@@ -146,11 +149,14 @@ async def test_connect_failure_is_retried() -> None:
 
 async def test_reset_before_headers_is_retried() -> None:
     policy = {"retry_on": "reset", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s"}}
-    async with scripted(lambda h, b: None) as (resetting, _), scripted(ok) as (good, _):
-        async with running_proxy(doc([resetting, good], policy)) as proxy:
-            async with httpx.AsyncClient() as client:
-                codes = [(await client.get(proxy.url())).status_code for _ in range(6)]
-            assert proxy.cluster_stats().upstream_rq_retry >= 1
+    async with (
+        scripted(lambda h, b: None) as (resetting, _),
+        scripted(ok) as (good, _),
+        running_proxy(doc([resetting, good], policy)) as proxy,
+    ):
+        async with httpx.AsyncClient() as client:
+            codes = [(await client.get(proxy.url())).status_code for _ in range(6)]
+        assert proxy.cluster_stats().upstream_rq_retry >= 1
     assert codes == [200] * 6
 
 
@@ -161,11 +167,14 @@ async def test_per_try_timeout_moves_a_hung_request_to_another_host() -> None:
         "per_try_timeout": "0.2s",
         "retry_back_off": {"base_interval": "0.001s"},
     }
-    async with scripted(ok, hang=True) as (hung, hung_seen), scripted(ok) as (good, _):
-        async with running_proxy(doc([hung, good], policy)) as proxy:
-            async with httpx.AsyncClient(timeout=5) as client:
-                codes = [(await client.get(proxy.url())).status_code for _ in range(4)]
-            stats = proxy.cluster_stats()
+    async with (
+        scripted(ok, hang=True) as (hung, hung_seen),
+        scripted(ok) as (good, _),
+        running_proxy(doc([hung, good], policy)) as proxy,
+    ):
+        async with httpx.AsyncClient(timeout=5) as client:
+            codes = [(await client.get(proxy.url())).status_code for _ in range(4)]
+        stats = proxy.cluster_stats()
     assert codes == [200] * 4
     assert stats.upstream_rq_per_try_timeout == len(hung_seen) >= 1
 
@@ -177,19 +186,24 @@ async def test_retriable_status_codes() -> None:
         "num_retries": 1,
         "retry_back_off": {"base_interval": "0.001s"},
     }
-    async with scripted(status(418)) as (teapot, _), scripted(ok) as (good, _):
-        async with running_proxy(doc([teapot, good], policy)) as proxy:
-            async with httpx.AsyncClient() as client:
-                codes = [(await client.get(proxy.url())).status_code for _ in range(4)]
+    async with (
+        scripted(status(418)) as (teapot, _),
+        scripted(ok) as (good, _),
+        running_proxy(doc([teapot, good], policy)) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        codes = [(await client.get(proxy.url())).status_code for _ in range(4)]
     assert codes == [200] * 4
 
 
 async def test_the_retry_breaker_caps_retries() -> None:
     breakers = {"thresholds": [{"max_retries": 0}]}
-    async with scripted(status(503)) as (bad, seen):
-        async with running_proxy(doc([bad], RETRY_5XX, circuit_breakers=breakers)) as proxy:
-            async with httpx.AsyncClient() as client:
-                r = await client.get(proxy.url())
-            stats = proxy.cluster_stats()
+    async with (
+        scripted(status(503)) as (bad, seen),
+        running_proxy(doc([bad], RETRY_5XX, circuit_breakers=breakers)) as proxy,
+    ):
+        async with httpx.AsyncClient() as client:
+            r = await client.get(proxy.url())
+        stats = proxy.cluster_stats()
     assert r.status_code == 503 and len(seen) == 1
     assert stats.upstream_rq_retry == 0 and stats.upstream_rq_retry_overflow == 1

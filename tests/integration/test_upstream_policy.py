@@ -56,7 +56,9 @@ async def switchable(b: Behaviour) -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-def one_cluster(ports: list[int], *, routes: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+def one_cluster(
+    ports: list[int], *, routes: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
     return bootstrap([http_listener(routes or [route()])], [cluster("backend", *ports, **extra)])
 
 
@@ -76,18 +78,21 @@ async def test_outlier_detection_ejects_a_failing_host_and_lets_it_back() -> Non
         "base_ejection_time": "0.5s",
         "max_ejection_percent": 100,
     }
-    async with switchable(bad) as p1, switchable(good) as p2:
-        async with running_proxy(one_cluster([p1, p2], outlier_detection=outlier)) as proxy:
-            stats = proxy.cluster_stats()
-            async with httpx.AsyncClient() as client:
-                await served_by(client, proxy.url(), 8)
-                assert stats.outlier_detection_ejections_enforced_total == 1
-                assert stats.outlier_detection_ejections_active == 1
-                # While ejected, every request lands on the good host.
-                assert await served_by(client, proxy.url(), 20) == Counter({"good": 20})
-                bad.status = 200
-                await eventually(lambda: stats.outlier_detection_ejections_active == 0, what="un-ejection")
-                seen = await served_by(client, proxy.url(), 20)
+    async with (
+        switchable(bad) as p1,
+        switchable(good) as p2,
+        running_proxy(one_cluster([p1, p2], outlier_detection=outlier)) as proxy,
+    ):
+        stats = proxy.cluster_stats()
+        async with httpx.AsyncClient() as client:
+            await served_by(client, proxy.url(), 8)
+            assert stats.outlier_detection_ejections_enforced_total == 1
+            assert stats.outlier_detection_ejections_active == 1
+            # While ejected, every request lands on the good host.
+            assert await served_by(client, proxy.url(), 20) == Counter({"good": 20})
+            bad.status = 200
+            await eventually(lambda: stats.outlier_detection_ejections_active == 0, what="un-ejection")
+            seen = await served_by(client, proxy.url(), 20)
     assert seen["bad"] >= 5 and seen["good"] >= 5
     assert stats.outlier_detection_ejections_by_kind == {"consecutive_5xx": 1}
 
@@ -96,17 +101,19 @@ async def test_max_requests_overflow_is_a_fast_503_uo() -> None:
     gate = asyncio.Event()
     slow = Behaviour("slow", gate=gate)
     breakers = {"thresholds": [{"max_requests": 2}]}
-    async with switchable(slow) as port:
-        async with running_proxy(one_cluster([port], circuit_breakers=breakers)) as proxy:
-            stats = proxy.cluster_stats()
-            async with httpx.AsyncClient(timeout=10) as client:
-                tasks = [asyncio.create_task(client.get(proxy.url())) for _ in range(2)]
-                await eventually(lambda: slow.hits == 2, what="two requests at the upstream")
-                assert stats.rq_open == 1 and stats.remaining_rq == 0
-                refused = [await client.get(proxy.url()) for _ in range(5)]
-                gate.set()
-                done = await asyncio.gather(*tasks)
-            assert stats.rq_open == 0
+    async with (
+        switchable(slow) as port,
+        running_proxy(one_cluster([port], circuit_breakers=breakers)) as proxy,
+    ):
+        stats = proxy.cluster_stats()
+        async with httpx.AsyncClient(timeout=10) as client:
+            tasks = [asyncio.create_task(client.get(proxy.url())) for _ in range(2)]
+            await eventually(lambda: slow.hits == 2, what="two requests at the upstream")
+            assert stats.rq_open == 1 and stats.remaining_rq == 0
+            refused = [await client.get(proxy.url()) for _ in range(5)]
+            gate.set()
+            done = await asyncio.gather(*tasks)
+        assert stats.rq_open == 0
     assert [r.status_code for r in refused] == [503] * 5
     assert all(r.headers.get("x-envoy-overloaded") == "true" for r in refused)
     assert [r.status_code for r in done] == [200, 200]
@@ -117,17 +124,19 @@ async def test_max_connections_queues_then_overflows_pending() -> None:
     gate = asyncio.Event()
     slow = Behaviour("slow", gate=gate)
     breakers = {"thresholds": [{"max_connections": 1, "max_pending_requests": 1}]}
-    async with switchable(slow) as port:
-        async with running_proxy(one_cluster([port], circuit_breakers=breakers)) as proxy:
-            stats = proxy.cluster_stats()
-            async with httpx.AsyncClient(timeout=10) as client:
-                first = asyncio.create_task(client.get(proxy.url()))
-                await eventually(lambda: slow.hits == 1, what="first request upstream")
-                second = asyncio.create_task(client.get(proxy.url()))
-                await eventually(lambda: stats.upstream_rq_pending_active == 1, what="one pending")
-                third = await client.get(proxy.url())
-                gate.set()
-                a, b = await asyncio.gather(first, second)
+    async with (
+        switchable(slow) as port,
+        running_proxy(one_cluster([port], circuit_breakers=breakers)) as proxy,
+    ):
+        stats = proxy.cluster_stats()
+        async with httpx.AsyncClient(timeout=10) as client:
+            first = asyncio.create_task(client.get(proxy.url()))
+            await eventually(lambda: slow.hits == 1, what="first request upstream")
+            second = asyncio.create_task(client.get(proxy.url()))
+            await eventually(lambda: stats.upstream_rq_pending_active == 1, what="one pending")
+            third = await client.get(proxy.url())
+            gate.set()
+            a, b = await asyncio.gather(first, second)
     assert third.status_code == 503
     assert (a.status_code, b.status_code) == (200, 200)
     assert stats.upstream_rq_pending_total == 1 and stats.upstream_rq_pending_overflow == 1
@@ -181,12 +190,11 @@ async def test_ring_hash_keeps_a_key_on_one_host() -> None:
     routes = [route(hash_policy=[{"header": {"header_name": "x-user"}}])]
     async with switchable(ups[0]) as a, switchable(ups[1]) as b, switchable(ups[2]) as c:
         doc = one_cluster([a, b, c], routes=routes, lb_policy="RING_HASH")
-        async with running_proxy(doc) as proxy:
-            async with httpx.AsyncClient() as client:
-                per_user = {
-                    user: await served_by(client, proxy.url(), 5, headers={"x-user": user})
-                    for user in (f"user-{i}" for i in range(12))
-                }
+        async with running_proxy(doc) as proxy, httpx.AsyncClient() as client:
+            per_user = {
+                user: await served_by(client, proxy.url(), 5, headers={"x-user": user})
+                for user in (f"user-{i}" for i in range(12))
+            }
     assert all(len(hosts) == 1 for hosts in per_user.values())
     assert len({next(iter(h)) for h in per_user.values()}) >= 2  # keys spread over hosts
 
@@ -195,22 +203,25 @@ async def test_least_request_avoids_the_busy_host() -> None:
     gate = asyncio.Event()
     busy, idle = Behaviour("busy", gate=gate), Behaviour("idle")
     lr = {"lb_policy": "LEAST_REQUEST", "least_request_lb_config": {"choice_count": 5}}
-    async with switchable(busy) as p1, switchable(idle) as p2:
-        async with running_proxy(one_cluster([p1, p2], **lr)) as proxy:
-            async with httpx.AsyncClient(timeout=10) as client:
-                stuck: list[asyncio.Task[httpx.Response]] = []
-                landed: Counter[str] = Counter()
-                for _ in range(40):
-                    before = busy.hits
-                    task = asyncio.create_task(client.get(proxy.url()))
-                    await eventually(lambda t=task, n=before: t.done() or busy.hits > n, what="landed")
-                    if task.done():
-                        landed[task.result().headers["x-served-by"]] += 1
-                    else:
-                        landed["busy"] += 1
-                        stuck.append(task)
-                gate.set()
-                await asyncio.gather(*stuck)
+    async with (
+        switchable(busy) as p1,
+        switchable(idle) as p2,
+        running_proxy(one_cluster([p1, p2], **lr)) as proxy,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        stuck: list[asyncio.Task[httpx.Response]] = []
+        landed: Counter[str] = Counter()
+        for _ in range(40):
+            before = busy.hits
+            task = asyncio.create_task(client.get(proxy.url()))
+            await eventually(lambda t=task, n=before: t.done() or busy.hits > n, what="landed")
+            if task.done():
+                landed[task.result().headers["x-served-by"]] += 1
+            else:
+                landed["busy"] += 1
+                stuck.append(task)
+        gate.set()
+        await asyncio.gather(*stuck)
     # Once one request is stuck on "busy", a pick lands there only when all five choices
     # drew it (1 in 32); round robin would send it half of them.
     assert landed["idle"] >= 32, landed
