@@ -73,7 +73,7 @@ SCENARIO = Scenario(
         _RATIO_ROWS,
     )
     + pairwise([(p, "direct") for p in _PROXIES], _ADDED_ROWS, kind="diff"),
-    quick=Timing(rounds=2, duration_s=2),
+    quick=Timing(rounds=1, duration_s=2),
     full=Timing(rounds=5, duration_s=10),
     note=(
         "Ratios are per-round pairs (paths measured in the same round), so a slow round cancels out. "

@@ -241,7 +241,7 @@ SCENARIO = Scenario(
         [("meshproxy-tls", "haproxy-tls"), ("meshproxy-tls", "nginx-tls"), ("nginx-tls", "haproxy-tls")],
         _RATIO_ROWS,
     ),
-    quick=Timing(rounds=2, duration_s=2),
+    quick=Timing(rounds=1, duration_s=2),
     full=Timing(rounds=5, duration_s=10),
     note=(
         "wrk uses the system OpenSSL 3.0 (no ML-KEM), so every client leg here is X25519: meshproxy's "

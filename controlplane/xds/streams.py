@@ -12,7 +12,11 @@ Rule 1 (nonces). Every response carries a new nonce, counting up per stream. A r
 Rule 2 (ACK/NACK). A request answering the latest nonce is a NACK when it carries
   ``error_detail`` (recorded with its message), else an ACK (SotW: of its ``version_info``; delta:
   of the version that response carried). The version is never used to tell them apart: clients
-  report it differently. A NACKed response is not resent; the next change of its content is.
+  report it differently. A NACKed response is not resent at the same snapshot version; the next
+  version resends that type as the client needs it, changed or not (SotW: the full response;
+  delta: the resources of the NACKed response count as never sent). A NACK may be another
+  type's fault (a route completes a listener that cannot bind): a resource whose content does
+  not change must still reach the client once the fix arrives.
 Rule 3 (SotW subscriptions). A request without a nonce (the first of its type) is always
   answered; so is one whose ``resource_names`` changed. For LDS and CDS an empty list, and for
   any type ``"*"``, is a wildcard: the response carries every resource, and a resource is removed
@@ -49,6 +53,8 @@ class _Sotw:
     nonce: str = ""
     sent: Any = None  # what the last response carried: a fingerprint, see `SotwStream.responses`
     force: bool = True  # answer on the next flush whatever the fingerprint says
+    version: str = ""  # the snapshot version of the last response
+    rejected: str | None = None  # the snapshot version whose response was NACKed (Rule 2)
 
 
 @dataclass(slots=True)
@@ -60,6 +66,9 @@ class _Delta:
     version_sent: str = ""
     force: bool = True
     synced: str = ""  # the type's fingerprint when ``known`` was last made equal to it (wildcard)
+    rejected: str | None = None  # the snapshot version whose response was NACKed (Rule 2)
+    # What the client had, before the last response, of each name that response carried.
+    pending: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +105,10 @@ class SotwStream(_Base):
             if nonce != state.nonce:
                 return  # Rule 1: stale
             self._answer(type_url, nonce, request, request.version_info)
+            if request.HasField("error_detail"):
+                state.rejected, state.sent = state.version, None
+            else:
+                state.rejected = None
         requested = set(request.resource_names)
         wildcard = WILDCARD in requested or (type_url in FULL_STATE and not requested)
         names = tuple(sorted(requested - {WILDCARD}))
@@ -116,8 +129,8 @@ class SotwStream(_Base):
                 fingerprint: Any = encoded.fingerprint
             else:
                 fingerprint = tuple(encoded.versions.get(n) for n in state.names)
-            if not state.force and fingerprint == state.sent:
-                continue  # Rule 4
+            if not state.force and (fingerprint == state.sent or snapshot.version == state.rejected):
+                continue  # Rule 4 (and Rule 2: not the NACKed version again)
             if state.wildcard:
                 body = encoded.all_sotw
             else:
@@ -128,6 +141,7 @@ class SotwStream(_Base):
             ).SerializeToString()
             out.append(head + body)
             state.nonce, state.sent, state.force = nonce, fingerprint, False
+            state.version = snapshot.version
             self.ledger.sent(self.entry, type_url, snapshot.version, nonce)
         return out
 
@@ -149,6 +163,16 @@ class DeltaStream(_Base):
         nonce = request.response_nonce
         if nonce and nonce == state.nonce:  # Rule 1: a stale ACK/NACK is ignored, not its subscriptions
             self._answer(type_url, nonce, request, state.version_sent)
+            if request.HasField("error_detail"):  # Rule 2: the client did not take what was sent
+                for name, version in state.pending.items():
+                    if version is None:
+                        state.known.pop(name, None)
+                    else:
+                        state.known[name] = version
+                state.rejected, state.synced = state.version_sent, ""
+            else:
+                state.rejected = None
+            state.pending = {}
         unsubscribe = set(request.resource_names_unsubscribe)
         if not (first or subscribe or unsubscribe):
             return
@@ -157,7 +181,7 @@ class DeltaStream(_Base):
         if not state.wildcard:  # a name no longer subscribed is forgotten: resubscribing resends it
             for name in [n for n in state.known if n not in state.names]:
                 del state.known[name]
-        state.synced = ""
+        state.synced, state.rejected = "", None
         self.ledger.subscribed(self.entry, type_url, tuple(sorted(state.names)), state.wildcard)
 
     def responses(self, snapshot: Snapshot) -> list[bytes]:
@@ -166,6 +190,8 @@ class DeltaStream(_Base):
             state = self._types[type_url]
             encoded = snapshot.encoded(type_url)
             versions = encoded.versions
+            if not state.force and snapshot.version == state.rejected:
+                continue  # Rule 2: not the NACKed version again
             if not state.force and state.wildcard and state.synced == encoded.fingerprint:
                 continue  # fast path: nothing of this type changed since this stream was last synced
             candidates = (versions.keys() | state.names) if state.wildcard else state.names
@@ -185,6 +211,7 @@ class DeltaStream(_Base):
                 removed_resources=removed,
             ).SerializeToString()
             out.append(head + b"".join(encoded.delta[n] for n in changed))
+            state.pending = {n: state.known.get(n) for n in (*changed, *removed)}
             for name in changed:
                 state.known[name] = versions[name]
             for name in removed:

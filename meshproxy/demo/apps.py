@@ -1,7 +1,8 @@
 """The demo's applications and its client: plain HTTP/1.1 on loopback, in the demo's own loop.
 
-Owns ``HelloApp``, the service each version runs (it answers who it is and remembers the
-``x-forwarded-client-cert`` its sidecar set, i.e. who called it over mutual TLS), and
+Owns ``HelloApp``, the service each version runs (it answers who it is and counts its requests
+by the caller identity in the ``x-forwarded-client-cert`` its sidecar set, i.e. who called it
+over mutual TLS; a request that did not come through the sidecar counts under ``""``), and
 ``send``, the client that drives keep-alive traffic into the caller's sidecar and tallies which
 version answered. Requests carry no body; a failed request is counted, not raised.
 
@@ -17,10 +18,26 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Seen:
-    """What one application saw: requests, and the last caller identity its sidecar vouched for."""
+    """What one application saw: requests per caller identity its sidecar vouched for, the last XFCC."""
 
-    requests: int = 0
+    callers: Counter[str] = field(default_factory=Counter)
     xfcc: str = ""
+
+    @property
+    def requests(self) -> int:
+        return sum(self.callers.values())
+
+
+def caller(xfcc: str) -> str:
+    """The ``URI`` of the last XFCC element: the one the app's own sidecar added (Envoy appends).
+
+    The demo's identities are plain SPIFFE IDs, so no value here is quoted or holds ``,``/``;``.
+    """
+    for pair in xfcc.rpartition(",")[2].split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip().lower() == "uri":
+            return value.strip()
+    return ""
 
 
 class HelloApp(asyncio.Protocol):
@@ -40,11 +57,12 @@ class HelloApp(asyncio.Protocol):
         self.buf += data
         while b"\r\n\r\n" in self.buf:
             head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-            self.seen.requests += 1
+            xfcc = ""
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"x-forwarded-client-cert":
-                    self.seen.xfcc = value.strip().decode("latin-1")
+                    xfcc = self.seen.xfcc = value.strip().decode("latin-1")
+            self.seen.callers[caller(xfcc)] += 1
             body = b"hello from %b\n" % self.version
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-version: %b\r\n"

@@ -1,7 +1,8 @@
 """The demo's layout: what runs where, read from the controlplane's embedded default mesh.
 
 Owns the step from the mesh config to the processes the demo starts: the demo's service (its
-versions, their applications' addresses and the split the mesh declares), the sidecar groups
+versions, each behind its own sidecar, their applications' addresses and the split the mesh
+declares), the sidecar groups
 (group, SPIFFE identity, certificate directory, ADS flavour) and the caller's outbound listener,
 all taken from ``controlplane/mesh/default.yaml`` so that nothing here repeats a port number.
 With ``free_ports`` the default is copied with every port it names replaced by a free one and
@@ -42,7 +43,7 @@ class App:
 
     version: str
     address: Address
-    sidecar: str | None  # the group of the sidecar in front of it, None when callers reach it directly
+    sidecar: str  # the group of the sidecar in front of it: callers reach it over PQ mTLS only
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +94,10 @@ def plan(work: Path, *, free_ports: bool) -> Layout:
     apps = []
     for version in service.versions:
         car = version.sidecar
-        address = car.app if car is not None and car.app else version.endpoints[0].address
-        apps.append(App(version.name, address, car.group if car else None))
+        if car is None or car.app is None:
+            # The demo's story is PQ mTLS all the way, whichever version the split picks.
+            raise DemoError(f"{SERVICE} {version.name} has no sidecar of its own (inbound, app) in the mesh")
+        apps.append(App(version.name, car.app, car.group))
     sidecars = [
         (owner, car) for owner in mesh.services for car in owner.sidecars() if car.group == CALLER
     ] + [(service, car) for car in service.sidecars()]

@@ -493,7 +493,7 @@ class Stream:
                 self.waiting = True
                 return
             return self.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
-        task = self.conn.loop.create_task(cluster.connect(host, lambda: UpstreamConnection(cluster, host)))
+        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
         self.connect_task = task
         task.add_done_callback(self._connected)
 

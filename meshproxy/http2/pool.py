@@ -65,8 +65,8 @@ class H2Pool:
         from meshproxy.http2.upstream import H2Upstream
 
         self.connecting += 1
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self.cluster.connect(self.host, lambda: H2Upstream(self)))
+        asyncio.get_running_loop()
+        task = self.cluster.open_connection(self.host, lambda: H2Upstream(self))
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[H2Upstream]) -> None:

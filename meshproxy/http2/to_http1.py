@@ -98,8 +98,7 @@ class Http1Upstream:
 
     def connect(self) -> None:
         cluster, host = self.cluster, self.host
-        loop = self.h2s.conn.loop  # type: ignore[union-attr]
-        task = loop.create_task(cluster.connect(host, lambda: UpstreamConnection(cluster, host)))
+        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
         self.connect_task = task
         task.add_done_callback(self._connected)
 

@@ -89,6 +89,7 @@ class H2Upstream(H2Peer):
         self.closed = True
         self.waiting.clear()
         self.pool.cluster.stats.upstream_cx_active -= 1
+        self.pool.cluster.connection_closed()  # gives back its max_connections slot
         self.pool.lost(self)
         streams = list(self.streams.values())
         self.streams.clear()

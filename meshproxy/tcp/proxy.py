@@ -88,7 +88,7 @@ class TcpDownstream(asyncio.Protocol):
             return
         self.cluster, self.host = cluster, host
         self.transport.pause_reading()  # nothing to send it to yet
-        task = self.loop.create_task(cluster.connect(host, lambda: TcpUpstream(self)))
+        task = cluster.open_connection(host, lambda: TcpUpstream(self))
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[TcpUpstream]) -> None:

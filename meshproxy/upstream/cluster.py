@@ -430,15 +430,27 @@ class ClusterRuntime:
         except ValueError:
             pass
 
-    async def connect(self, host: Host, factory: Callable[[], P]) -> P:
-        """Open a new connection to ``host`` (TLS when the cluster has an UpstreamTlsContext);
-        raises OSError, TimeoutError or TlsError."""
-        loop = asyncio.get_running_loop()
+    def open_connection(self, host: Host, factory: Callable[[], P]) -> asyncio.Task[P]:
+        """Start opening a connection to ``host`` (TLS when the cluster has an
+        UpstreamTlsContext); the task raises OSError, TimeoutError or TlsError.
+
+        The connection counts against max_connections from this call on (synchronously, so
+        requests arriving in the same loop turn see it); a failed or cancelled attempt gives
+        the slot back here, an established one when its protocol calls ``connection_closed``.
+        """
         self.stats.upstream_cx_total += 1
-        address = host.address
-        # Counted against max_connections from the attempt on; the protocol's connection_lost
-        # (or a failure here) gives it back through connection_closed.
         self.connection_opened()
+        task = asyncio.get_running_loop().create_task(self._connect(host, factory))
+        task.add_done_callback(self._connect_done)
+        return task
+
+    def _connect_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.connection_closed()
+
+    async def _connect(self, host: Host, factory: Callable[[], P]) -> P:
+        loop = asyncio.get_running_loop()
+        address = host.address
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 if self.tls is None:
@@ -446,23 +458,17 @@ class ClusterRuntime:
                 else:
                     _, proto = await connect_tls(loop, address.host, address.port, self.tls, factory)
         except TlsError as exc:
-            self.connection_closed()
             self.stats.upstream_cx_connect_fail += 1
             log.warning(
                 "cluster %s: TLS handshake with %s refused: %s", self.config.name, host.label, exc.reason
             )
             raise
         except TimeoutError:
-            self.connection_closed()
             self.stats.upstream_cx_connect_timeout += 1
             self.stats.upstream_cx_connect_fail += 1
             raise
         except OSError:
-            self.connection_closed()
             self.stats.upstream_cx_connect_fail += 1
-            raise
-        except BaseException:
-            self.connection_closed()
             raise
         return proto
 

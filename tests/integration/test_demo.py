@@ -1,6 +1,7 @@
-"""``make demo`` runs as users run it: a child process that starts the controlplane and two
-sidecars (SVIDs from the controlplane's CA, config over ADS), sends traffic over PQ mTLS, shifts
-the split live with ``meshctl``, reports, and stops everything.
+"""``make demo`` runs as users run it: a child process that starts the controlplane and three
+sidecars (web's, and one in front of each hello version; SVIDs from the controlplane's CA, config
+over ADS), sends traffic over PQ mTLS, shifts the split live with ``meshctl`` (after which every
+request still goes over PQ mTLS, now into hello-v2's sidecar), reports, and stops everything.
 
 The demo runs with ``--free-ports`` (a copy of the embedded default mesh on free ports) so that
 it cannot collide with another test or a demo someone left running.
@@ -69,14 +70,32 @@ def test_demo_shifts_traffic_live_between_sidecars_over_pq_mtls() -> None:
 
     proxies = _section(report, "$ meshctl proxies", "TLS between the sidecars")
     assert re.search(r"web-sidecar\s+web\s+sotw\s+RouteConfiguration\s+2\s+2\s+0", proxies), proxies
-    assert re.search(r"hello-v1-sidecar\s+hello-v1\s+delta\s+Listener\s+1\s+1\s+0", proxies), proxies
+    for group in ("hello-v1", "hello-v2"):
+        assert re.search(rf"{group}-sidecar\s+{group}\s+delta\s+Listener\s+1\s+1\s+0", proxies), proxies
 
-    assert "inbound handshakes by group: {'X25519MLKEM768': " in report
-    assert "refused: 0" in report
-    assert "URI=spiffe://mesh.local/ns/demo/sa/web" in report
+    # Both versions sit behind a sidecar with hello's identity; after the shift, v2's takes it all.
+    hello = "spiffe://mesh.local/ns/demo/sa/hello"
+    assert len(re.findall(rf"hello-v\d sidecar\s+pid \d+\s+{hello} ", report)) == 2, report
+    tls = _section(report, "TLS between the sidecars", "[ok]")
+    for version, after_shift in (("v1", 0), ("v2", 200)):
+        sidecar = re.search(
+            rf"hello-{version}'s sidecar: handshakes by group \{{'X25519MLKEM768': [1-9]\d*\}}, "
+            rf"refused 0; requests (\d+) before the shift, {after_shift} after\n",
+            tls,
+        )
+        assert sidecar and int(sidecar.group(1)) == _count(before, version), tls
+        app = re.search(
+            rf"hello {version} app: (\d+) requests, \1 from spiffe://mesh.local/ns/demo/sa/web, "
+            rf"{after_shift} of them after the shift\n",
+            tls,
+        )
+        assert app and int(app.group(1)) == _count(before, version) + after_shift, tls
+    assert f"By={hello};" in tls and "URI=spiffe://mesh.local/ns/demo/sa/web" in tls
+    assert "[ok] after the shift all 200 requests went over PQ mTLS through hello-v2's sidecar" in report
     assert "FAILED" not in report
-    assert "stopped: hello-v1's sidecar (0), web's sidecar (0), the controlplane (0)" in report
-    assert len(_pids(report)) == 3 and all(_gone(pid) for pid in _pids(report))
+    stopped = "hello-v2's sidecar (0), hello-v1's sidecar (0), web's sidecar (0), the controlplane (0)"
+    assert f"stopped: {stopped}" in report
+    assert len(_pids(report)) == 4 and all(_gone(pid) for pid in _pids(report))
 
 
 def test_ctrl_c_stops_every_process_the_demo_started() -> None:
@@ -98,7 +117,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
                 if sel.select(timeout=1):
                     out += proc.stdout.readline()
         pids = _pids(out)
-        assert len(pids) == 3 and not any(_gone(pid) for pid in pids), out
+        assert len(pids) == 4 and not any(_gone(pid) for pid in pids), out
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:

@@ -98,7 +98,7 @@ async def test_dry_run_and_validate_change_nothing_and_apply_bumps_the_version(r
     ):
         response = await call
         assert response.ok and not response.applied and response.version == "1"
-        assert {g.name for g in response.groups} == {"default", "web", "hello-v1"}
+        assert {g.name for g in response.groups} == {"default", "web", "hello-v1", "hello-v2"}
     assert hello_split(running.cache) == [("hello|v1", 90), ("hello|v2", 10)]
 
     response = await running.stub.Apply(pb.ApplyRequest(mesh_yaml=text), metadata=running.md)

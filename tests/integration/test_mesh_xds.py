@@ -243,39 +243,46 @@ async def test_a_config_the_sidecar_rejects_is_nacked_visibly_and_the_last_good_
                 assert applied["ok"] and applied["applied"] and applied["version"] == "2"
                 reason = f'listener "outbound|extra": cannot bind 127.0.0.1:{busy}: '
 
-                async def nacked() -> dict[str, Any]:
-                    while True:
-                        listed = await cp.meshctl_json("proxies")
-                        (entry,) = listed["proxies"]
-                        if entry["nacking"]:
-                            return dict(entry)
+                async def nacking() -> bool:
+                    entry = await cp.proxy(NODE)
+                    return entry is not None and entry["nacking"]
 
                 async with asyncio.timeout(TIMEOUT):
-                    entry = await nacked()
+                    while not await nacking():
+                        await asyncio.sleep(0.05)
+            # What the operator sees: meshctl proxies, and meshctl status.
+            (entry,) = (await cp.meshctl_json("proxies"))["proxies"]
             assert (entry["node_id"], entry["group"], entry["stream_kind"]) == (NODE, "web", "delta")
             # The sidecar binds a listener once it is warm (its routes arrived), so the NACK
             # lands on the response that completed it; whichever it is, exactly one type NACKs.
             (rejected,) = [r for r in entry["resources"] if r["nacking"]]
-            assert (rejected["nack_count"], rejected["version_sent"], rejected["version_acked"]) == (1, "2", "1")
+            counts = (rejected["nack_count"], rejected["version_sent"], rejected["version_acked"])
+            assert counts == (1, "2", "1")
             assert reason in rejected["last_nack_message"]
-            status = await cp.meshctl_json("status")
-            assert status["nacking"] == [NODE] and status["version"] == "2"
             code, table, _ = await cp.meshctl("status")
+            assert "config version 2 " in table and "NACKing: 1" in table
             kind = rejected["type_url"].rsplit(".", 1)[-1]
             assert code == 0 and f"{NODE} (web) NACKed {kind}: " in table and reason in table
             # The last good listeners keep serving, as they were.
             assert set(server.listeners) == {LISTENER}
             assert await load.more(40, "traffic after the NACK") == {"v1"}
             assert server.xds is not None and server.xds.stats.nacks == 1
-            # The operator moves the new service to a free port: the next version is ACKed.
+            # The operator moves the new service to a free port. Only the listeners change: the
+            # routes the sidecar rejected with them must come again, unchanged, and be ACKed.
             good = tmp_path / "good.yaml"
-            good.write_text(mesh_yaml(hello, v1, v2, "{v1: 0, v2: 100}", extra_service(free_port(), v2)))
+            extra = free_port()
+            good.write_text(mesh_yaml(hello, v1, v2, "{v1: 100}", extra_service(extra, v2)))
             assert (await cp.meshctl_json("apply", "-f", str(good)))["version"] == "3"
             entry = await acked(cp, "3", kind="delta", types=(LDS, RDS))
             (fixed,) = [r for r in entry["resources"] if r["type_url"] == rejected["type_url"]]
             assert (fixed["nacking"], fixed["nack_count"]) == (False, 1)
             assert reason in fixed["last_nack_message"]  # the history stays visible
             assert set(server.listeners) == {LISTENER, "outbound|extra"}
+            async with httpx.AsyncClient() as client:
+                resp = await client.get(f"http://127.0.0.1:{extra}/echo")
+            assert (resp.status_code, resp.headers["x-served-by"]) == (200, "v2")
+            # And the next change reaches the traffic as usual.
+            assert (await cp.meshctl_json("split", "hello", "v2=100"))["version"] == "4"
             await load.only("v2", "all traffic on v2")
         assert load.failures == [], load.failures[:5]
 

@@ -117,12 +117,12 @@ def _rejection(mesh: Path, events: subprocess.Popen[str]) -> dict[str, Any]:
 def test_status_get_and_proxies_as_json_and_as_tables(served: Served) -> None:
     status = served.json("status")
     assert status["source"] == f"file:{served.mesh}" and status["proxies"] == 0 and status["nacking"] == []
-    assert sorted(g["name"] for g in status["groups"]) == ["default", "hello-v1", "web"]
+    assert sorted(g["name"] for g in status["groups"]) == ["default", "hello-v1", "hello-v2", "web"]
     config = served.json("get")
     assert config["version"] == status["version"] and "name: hello" in config["mesh_yaml"]
     assert served.json("proxies") == {"proxies": []}
     table = served.meshctl("status")
-    assert table.returncode == 0 and "GROUP" in table.stdout and "hello-v1" in table.stdout
+    assert table.returncode == 0 and "GROUP" in table.stdout and "hello-v2" in table.stdout
     assert served.meshctl("proxies").stdout == "no proxies connected\n"
 
 

@@ -47,7 +47,8 @@ def test_the_embedded_default_is_valid_and_describes_two_meshed_services() -> No
     mesh, _ = load_mesh(default_mesh_text())
     assert [s.name for s in mesh.services] == ["hello", "web"]
     hello = mesh.service("hello")
-    assert hello is not None and [g.group for g in hello.sidecars()] == ["hello-v1"]
+    assert hello is not None and [g.group for g in hello.sidecars()] == ["hello-v1", "hello-v2"]
+    assert all(hello.meshed(v) for v in hello.versions)  # callers reach every version over PQ mTLS
     assert hello.admits("spiffe://mesh.local/ns/demo/sa/web")
     assert mesh.pq == "required"
 

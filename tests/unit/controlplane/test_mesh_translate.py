@@ -106,7 +106,7 @@ def test_every_sidecar_resource_compiles_in_meshproxy(groups: dict[str, Resource
 def test_the_embedded_default_compiles_once_its_certificates_exist(tmp_path: Path) -> None:
     ca = make_ca()
     text = default_mesh_text().replace("/tmp/meshproxy-demo/certs", str(tmp_path))
-    for group, identity in (("web", "web"), ("hello-v1", "hello")):
+    for group, identity in (("web", "web"), ("hello-v1", "hello"), ("hello-v2", "hello")):
         write_leaf(make_leaf(ca, f"spiffe://mesh.local/ns/demo/sa/{identity}"), tmp_path / group)
     mesh, _ = load_mesh(text)
     for group, resources in translate(mesh).items():
