@@ -1,7 +1,6 @@
 """Scenario 6: xDS: push fan-out to 1,000 ADS streams, push-to-effect in a proxy, config apply.
 
-``python -m benchmarks.xds [--quick]``. Three measurements, each bringing up its own processes
-(the runner's upstream, on the load core, is the endpoint of the routed clusters):
+``python -m benchmarks.xds [--quick]``. Each measurement brings up its own processes:
 
 - ``fanout``: our controlplane (``AdsServer`` over a ``SnapshotCache``) in a process on the proxy
   core; a client process on the load core opens ``STREAMS`` state-of-the-world ADS streams, each
@@ -12,17 +11,15 @@
   CLOCK_MONOTONIC, which Linux shares between processes). Goal (issue 4): under 500 ms.
 - ``effect``: a meshproxy subprocess (proxy core) on ADS to the controlplane (load core); each
   push flips ``blue 100 / green 0`` to ``0 / 100`` (the two clusters add ``x-served-by``), and a
-  poller sends a request every ``POLL_INTERVAL_S`` through the proxy until the new colour
-  answers. The figure is time from ``set_snapshot`` to that response: the whole config path
-  (push, decode, validate, warm, swap) plus at most one poll interval.
+  poller requests through the proxy every ``POLL_INTERVAL_S`` until the new colour answers:
+  the whole config path (push, decode, validate, warm, swap) plus at most one poll.
 - ``apply``: benchmarks/xds_apply.py's measurement (1,000 clusters / 10,000 endpoints applied
   by an in-process proxy, longest event-loop stall; goal 50 ms), its scripted control plane
   pinned to the load core and the proxy to the proxy core.
 
-The internal modes ``--serve`` (the controlplane), ``--clients`` (the stream fan) and
-``--apply-port`` (xds_apply's proxy side) speak one line per command on stdin/stdout.
-Owns no product logic; depends on controlplane.xds and, through subprocesses, on meshproxy. One
-module of about 450 lines because each child mode is the other half of a measurement's protocol.
+Child modes ``--serve`` (controlplane), ``--clients`` (stream fan), ``--apply-port`` (xds_apply's
+proxy side) speak a line per command on stdin/stdout; one module of nearly 500 lines, as each is
+the other half of a measurement. Owns no product logic; depends on controlplane.xds.
 """
 
 from __future__ import annotations
@@ -249,7 +246,10 @@ def _line(proc: subprocess.Popen[str], timeout: float = LINE_TIMEOUT_S) -> str:
     line = proc.stdout.readline() if ready else ""
     if not line:
         proc.kill()
-        err = proc.stderr.read()[-2000:] if proc.stderr else ""
+        err = ""
+        if proc.stderr is not None:  # a file (see _spawn), so a chatty child never blocks on it
+            proc.stderr.seek(0)
+            err = proc.stderr.read()[-2000:]
         raise RuntimeError(f"{proc.args[-4:]} gave no answer within {timeout:.0f} s: {err}")
     return line.strip()
 
@@ -260,29 +260,43 @@ def _say(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
-@contextlib.contextmanager
-def _child(cpu: int, *args: str) -> Iterator[subprocess.Popen[str]]:
-    argv = targets.pinned(cpu, [sys.executable, "-m", "benchmarks.xds", *args])
+def _spawn(argv: list[str]) -> subprocess.Popen[str]:
+    """``argv`` with pipes for its stdin and stdout, and its stderr in a temporary file."""
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115  (lives as long as the child; _stop closes it)
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err,
         text=True,
         bufsize=1,
         cwd=targets.REPO_ROOT,
     )
+    proc.stderr = err
+    return proc
+
+
+@contextlib.contextmanager
+def _child(cpu: int, *args: str) -> Iterator[subprocess.Popen[str]]:
+    proc = _spawn(targets.pinned(cpu, [sys.executable, "-m", "benchmarks.xds", *args]))
     try:
         yield proc
     finally:
-        if proc.stdin:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Closing stdin ends a command loop; a child that does not end soon after is killed."""
+    if proc.stdin:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
 
 
 def fanout(settings: Settings, upstream_port: int) -> dict[str, Any]:
@@ -402,20 +416,14 @@ def apply(settings: Settings, upstream_port: int) -> dict[str, Any]:
     del upstream_port  # the applied endpoints are addresses nobody connects to
     argv = [sys.executable, "-m", "benchmarks.xds_apply", "--serve"]
     argv += [f"--clusters={APPLY_CLUSTERS}", f"--endpoints={APPLY_ENDPOINTS}"]
-    cp = subprocess.Popen(
-        targets.pinned(settings.cpu_load, argv),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=targets.REPO_ROOT,
-    )
+    cp = _spawn(targets.pinned(settings.cpu_load, argv))
     try:
         port = _line(cp)
         with _child(settings.cpu_proxy, "--apply-port", port) as proxy:
             figures = json.loads(_line(proxy))
     finally:
-        cp.terminate()
-        cp.wait(10)
+        cp.terminate()  # xds_apply's control plane serves until stopped
+        _stop(cp)
     return {"clusters": APPLY_CLUSTERS, "endpoints": APPLY_ENDPOINTS, **figures}
 
 
@@ -456,20 +464,15 @@ SCENARIO = Scenario(
     ),
     filter_targets=False,
     columns=(
-        "streams",
-        "connect_s",
-        "all_p50_ms",
-        "all_max_ms",
-        "stream_p50_ms",
-        "server_cpu_ms_per_push",
-        "effect_p50_ms",
-        "effect_max_ms",
-        "polls_p50",
-        "first_config_s",
-        "first_max_stall_ms",
-        "move_max_stall_ms",
-        "first_max_slice_ms",
-        "move_max_slice_ms",
+        *("streams", "connect_s", "all_p50_ms", "all_max_ms", "stream_p50_ms", "server_cpu_ms_per_push"),
+        *("effect_p50_ms", "effect_max_ms", "polls_p50"),
+        *(
+            "first_config_s",
+            "first_max_stall_ms",
+            "move_max_stall_ms",
+            "first_max_slice_ms",
+            "move_max_slice_ms",
+        ),
     ),
 )
 

@@ -7,6 +7,13 @@ proxy never holds more of a stream than the window it advertised to the sender, 
 reader stops its writer through windows alone (RFC 9113 §5.2), with no unbounded buffer.
 Writes of one event batch are coalesced into one ``transport.write``; writes caused by the
 other connection are flushed once per loop iteration (``want_flush``).
+
+h2 validates what it receives; what we send it does not re-check or normalise (7-20 % of the
+CPU per relayed request, docs/http2.md). That is safe because every header block we send is
+built from one h2 already validated on the way in, or from the HTTP/1.1 codec (lower-case
+names, values stripped, hop-by-hop fields dropped), plus pseudo-headers and mutations
+(lower-cased at config compile) of our own. The two things h2's outbound normalisation did
+for us are in ``fields.py``: connection-specific fields dropped, credentials never-indexed.
 Must not know about routing or clusters: subclasses handle the events.
 """
 
@@ -64,7 +71,13 @@ class H2Peer(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.options = options
         self.h2 = H2Connection(
-            H2Configuration(client_side=client, header_encoding=None, validate_inbound_headers=True)
+            H2Configuration(
+                client_side=client,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self.h2.local_settings = Settings(
             client=client,

@@ -84,6 +84,8 @@ class H2Pool:
         conn = task.result()
         if not conn.closed:
             self.conns.append(conn)
+            if not conn.streams:  # its first streams may have ended before this callback ran
+                self._arm_idle(conn)
         # Streams are dispatched when the server's SETTINGS arrive (``released``).
 
     def released(self, conn: H2Upstream) -> None:
@@ -94,20 +96,28 @@ class H2Pool:
         if waiters and not self.connecting:
             self._connect()
         if not conn.streams and conn in self.conns:
-            conn.idle_since = conn.loop.time()
-            timeout = self.cluster.config.idle_timeout
-            if timeout > 0:
-                conn.loop.call_later(timeout, self._idle_check, conn)
+            self._arm_idle(conn)
+
+    def _arm_idle(self, conn: H2Upstream) -> None:
+        conn.idle_since = conn.loop.time()
+        timeout = self.cluster.config.idle_timeout
+        # One timer per connection, not one per request that left it idle (those piled up for
+        # the whole timeout: an hour of serial traffic held millions of them).
+        if timeout > 0 and conn.idle_timer is None:
+            conn.idle_timer = conn.loop.call_later(timeout, self._idle_check, conn)
 
     def _idle_check(self, conn: H2Upstream) -> None:
-        if (
-            not conn.streams
-            and not conn.closed
-            and conn.loop.time() - conn.idle_since >= self.cluster.config.idle_timeout - 0.01
-        ):
+        conn.idle_timer = None
+        if conn.streams or conn.closed:
+            return  # busy: ``released`` arms a new timer when it is idle again
+        timeout = self.cluster.config.idle_timeout
+        idle = conn.loop.time() - conn.idle_since
+        if idle >= timeout - 0.01:
             self.cluster.stats.upstream_cx_idle_timeout += 1
             self.lost(conn)
             conn.close()
+        elif timeout > 0:  # it was busy meanwhile: wait out the rest of the current idle spell
+            conn.idle_timer = conn.loop.call_later(timeout - idle, self._idle_check, conn)
 
     def lost(self, conn: H2Upstream) -> None:
         """``conn`` takes no new streams (closed or GOAWAY)."""

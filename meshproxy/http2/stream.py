@@ -32,6 +32,7 @@ from meshproxy.http.plan import RoutePlan
 from meshproxy.http2 import grpc
 from meshproxy.http2.attempts import Attempts
 from meshproxy.http2.connection import Half
+from meshproxy.http2.fields import REQUEST_DROP, RESPONSE_DROP, SENSITIVE, never_indexed
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 from meshproxy.router.headers import apply_mutations
 
@@ -43,25 +44,6 @@ if TYPE_CHECKING:
     from meshproxy.http2.upstream import H2Upstream
     from meshproxy.router.table import RouteDecision
     from meshproxy.upstream.cluster import ClusterRuntime, Host
-
-# Request headers that never cross a hop (RFC 9113 §8.2.2) or that the stream sets itself.
-_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-client-cert",
-        b"x-request-id",
-    }
-)
-_RESPONSE_DROP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class H2Stream(Attempts):
@@ -121,7 +103,8 @@ class H2Stream(Attempts):
         self.grpc_timeout: float | None = None
         self.http10 = False
         kept: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
+        for header in headers:
+            name, value = header
             if name[0] == 0x3A:  # pseudo-header
                 if name == b":method":
                     self.method = value
@@ -131,7 +114,7 @@ class H2Stream(Attempts):
                     self.authority = value.lower()
                 elif name == b":scheme":
                     self.scheme = value
-            elif name in _DROP:
+            elif name in REQUEST_DROP:
                 if name == b"host" and self.authority is None:
                     self.authority = value.lower()
                 elif name == b"x-forwarded-for":
@@ -145,7 +128,9 @@ class H2Stream(Attempts):
                     self.grpc = grpc.is_grpc(value)
                 elif name == b"grpc-timeout":
                     self.grpc_timeout = grpc.parse_timeout(value)
-                kept.append((name, value))
+                elif name in SENSITIVE:
+                    header = never_indexed(name, value)
+                kept.append(header)
         if conn.xfcc is not None:
             kept.append((b"x-forwarded-client-cert", conn.xfcc))
         self.headers = kept
@@ -297,11 +282,14 @@ class H2Stream(Attempts):
             return
         status = 0
         out: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
+        for header in headers:
+            name, value = header
             if name == b":status":
                 status = int(value)
-            elif name not in _RESPONSE_DROP:
-                out.append((name, value))
+            elif name in SENSITIVE:
+                out.append(never_indexed(name, value))
+            elif name not in RESPONSE_DROP:
+                out.append(header)
         cluster = self.cluster
         if cluster.observing and (end or not self.grpc or status != 200):
             # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
@@ -339,7 +327,7 @@ class H2Stream(Attempts):
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         if self.grpc and self.cluster.observing and self.status == 200:
             self._observe(200, next((v for n, v in headers if n == b"grpc-status"), None))
-        self.down.trailers = [(n, v) for n, v in headers if n not in _RESPONSE_DROP]
+        self.down.trailers = [h for h in headers if h[0] not in RESPONSE_DROP]
         self.response_end()
 
     def response_end(self) -> None:

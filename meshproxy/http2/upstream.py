@@ -37,6 +37,7 @@ class H2Upstream(H2Peer):
         self.ready = False  # the server's SETTINGS arrived: its stream limit is known
         self.goaway = False
         self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None  # armed by the pool while idle
 
     # ------------------------------------------------------------------ pool interface
 
@@ -88,6 +89,9 @@ class H2Upstream(H2Peer):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.waiting.clear()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self.pool.cluster.stats.upstream_cx_active -= 1
         self.pool.cluster.connection_closed()  # gives back its max_connections slot
         self.pool.lost(self)

@@ -160,11 +160,12 @@ async def test_unreachable_upstream_is_unavailable() -> None:
 
 
 async def test_grpc_timeout_is_honoured_by_the_proxy() -> None:
-    # A raw client sends grpc-timeout and never gives up by itself, so the DEADLINE_EXCEEDED
-    # below can only come from the proxy (grpcio would set grpc-timeout from its own deadline).
-    async with through_proxy(max_stream_duration={"grpc_timeout_header_max": "0s"}) as (_s, echo, proxy):
+    # A raw client sends grpc-timeout and never gives up by itself. The route caps the header at
+    # 200 ms (grpc_timeout_header_max) while the server's own deadline is 10 s, so the
+    # DEADLINE_EXCEEDED below can only come from the proxy's timer.
+    async with through_proxy(max_stream_duration={"grpc_timeout_header_max": "0.2s"}) as (_s, echo, proxy):
         client = await RawH2.open(proxy.port("grpc"))
-        extra = [("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "200m")]
+        extra = [("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "10S")]
         sid = client.request("/test.Echo/Slow", end=False, extra=extra)
         client.h2.send_data(sid, b"\x00\x00\x00\x00\x01x", end_stream=True)
         await client.flush()

@@ -61,7 +61,8 @@ async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 def _unhealthy(name: str, port: int) -> dict[str, Any]:
-    c = cluster(name, port)
+    # Panic mode off: with it (Envoy's default 50%), a cluster with no healthy host routes to all.
+    c = cluster(name, port, common_lb_config={"healthy_panic_threshold": {"value": 0}})
     c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["health_status"] = "UNHEALTHY"
     return c
 
