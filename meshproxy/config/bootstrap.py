@@ -86,8 +86,8 @@ def parse_bootstrap(text: str, *, source: str = "<string>") -> Config:
 # --------------------------------------------------------------------------- text
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML keeps the last silently, and a repeated
+class _NoDuplicateKeys:
+    """A loader mixin that refuses duplicate keys: YAML keeps the last silently, and a repeated
     ``clusters:`` would drop a whole section without a word."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -131,8 +131,20 @@ def _load_document(text: str, source: str) -> dict[str, Any]:
     return document
 
 
+class _Loader(_NoDuplicateKeys, yaml.SafeLoader):
+    pass
+
+
+class _FastLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's parser (about 10x faster on large files) with the same safe constructor."""
+
+
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+    try:
+        return yaml.load(text, Loader=_FastLoader)  # safe: a SafeLoader
+    except yaml.YAMLError:
+        # The pure-Python parser words syntax errors better (it names the character).
+        return yaml.load(text, Loader=_Loader)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

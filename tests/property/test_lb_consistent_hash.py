@@ -91,8 +91,9 @@ def test_ring_hash_envoy_sizing_moves_about_one_nth(ring_hash: ModuleType, names
 @given(names=host_keys)
 def test_maglev_disruption_on_removal(maglev: ModuleType, names: list[str]) -> None:
     m, n = 4099, len(names)
-    full = [maglev.Maglev(names, [1] * n, m).pick(s) for s in range(m)]
-    less = [maglev.Maglev(names[1:], [1] * (n - 1), m).pick(s) + 1 for s in range(m)]
+    before, after = maglev.Maglev(names, [1] * n, m), maglev.Maglev(names[1:], [1] * (n - 1), m)
+    full = [before.pick(s) for s in range(m)]
+    less = [after.pick(s) + 1 for s in range(m)]
     removed_share = full.count(0) / m
     changed = sum(a != b for a, b in zip(full, less, strict=True)) / m
     assert all(b != 0 for b in less)
@@ -104,9 +105,11 @@ def test_maglev_disruption_on_removal(maglev: ModuleType, names: list[str]) -> N
 def test_maglev_slots_follow_weights(maglev: ModuleType, names: list[str], weights: st.DataObject) -> None:
     w = weights.draw(st.lists(st.integers(1, 8), min_size=len(names), max_size=len(names)))
     m = 4099
-    table = [maglev.Maglev(names, w, m).pick(s) for s in range(m)]
-    # Every iteration the heaviest hosts claim a slot and a host of weight v claims v/max of one:
-    # shares are exact up to one turn per host (plus the iteration cut off when the table fills).
-    iterations = m / sum(v / max(w) for v in w)
+    picker = maglev.Maglev(names, w, m)
+    table = [picker.pick(s) for s in range(m)]
+    # A host of weight v takes its turns at iterations 1 and ceil(j * max / v): 1 + floor(T * v /
+    # max) slots after T iterations, give or take the last iteration, cut off when the table fills.
+    heaviest = max(w)
+    iterations = (m - len(w)) / sum(v / heaviest for v in w)
     for host, v in enumerate(w):
-        assert abs(table.count(host) - iterations * v / max(w)) <= 2, (host, v)
+        assert abs(table.count(host) - (1 + iterations * v / heaviest)) <= 2, (host, v)
