@@ -75,5 +75,5 @@ def test_errors_name_the_policy() -> None:
 
 
 def test_unknown_policy() -> None:
-    with pytest.raises(ValueError, match="lb.policy is 'CLUSTER_PROVIDED'"):
+    with pytest.raises(ValueError, match=r"lb\.policy is 'CLUSTER_PROVIDED'"):
         build_picker(LbConfig(policy="CLUSTER_PROVIDED"), HOSTS, 0)  # type: ignore[arg-type]

@@ -95,7 +95,9 @@ def test_hash_is_ignored_and_seed_decides(least_request: ModuleType) -> None:
 
 
 def test_seed_spreads_weighted_start(least_request: ModuleType) -> None:
-    firsts = {least_request.LeastRequest([1, 2, 3, 4, 5], hosts(0, 0, 0, 0, 0), seed=s).pick() for s in range(40)}
+    firsts = {
+        least_request.LeastRequest([1, 2, 3, 4, 5], hosts(0, 0, 0, 0, 0), seed=s).pick() for s in range(40)
+    }
     assert len(firsts) >= 3
 
 
@@ -120,7 +122,9 @@ def test_rejects_bad_input(least_request: ModuleType, kwargs: dict[str, object],
 
 
 @pytest.mark.parametrize("weights", [[1, 1], [1, 2]])
-@pytest.mark.parametrize(("load", "error"), [(-3, ValueError), (1.5, TypeError), (None, TypeError), (2**64, OverflowError)])
+@pytest.mark.parametrize(
+    ("load", "error"), [(-3, ValueError), (1.5, TypeError), (None, TypeError), (2**64, OverflowError)]
+)
 def test_bad_load_at_pick_time_raises(
     least_request: ModuleType, weights: list[int], load: object, error: type[Exception]
 ) -> None:

@@ -37,7 +37,9 @@ def test_seed_and_hash(random_lb: ModuleType) -> None:
     a = random_lb.RandomLb([1, 2, 3], seed=-1)
     b = random_lb.RandomLb([1, 2, 3], seed=2**64 - 1)  # the same state: seeds are taken mod 2**64
     assert [a.pick(hash=h) for h in range(100)] == picks(b, 100)
-    assert picks(random_lb.RandomLb([1, 2, 3], seed=0), 100) != picks(random_lb.RandomLb([1, 2, 3], seed=1), 100)
+    assert picks(random_lb.RandomLb([1, 2, 3], seed=0), 100) != picks(
+        random_lb.RandomLb([1, 2, 3], seed=1), 100
+    )
 
 
 def test_len(random_lb: ModuleType) -> None:

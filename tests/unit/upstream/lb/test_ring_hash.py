@@ -45,7 +45,9 @@ def test_xxhash64_takes_bytes_only(ring_hash: ModuleType, data: object) -> None:
 
 
 def reference_ring(keys: list[str], entries: int) -> tuple[list[int], list[int]]:
-    ring = sorted((xxhash64(f"{k}_{i}".encode()), host) for host, k in enumerate(keys) for i in range(entries))
+    ring = sorted(
+        (xxhash64(f"{k}_{i}".encode()), host) for host, k in enumerate(keys) for i in range(entries)
+    )
     return [h for h, _ in ring], [host for _, host in ring]
 
 
