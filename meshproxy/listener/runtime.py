@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from time import monotonic
 from typing import Any, Protocol
@@ -131,6 +131,7 @@ class ListenerRuntime:
         clusters: ClusterManager,
         access_logs: AccessLogs,
         rng: random.Random,
+        route_tables: Sequence[RouteTable] = (),
     ) -> None:
         self.config = config
         self.name = config.name
@@ -151,10 +152,13 @@ class ListenerRuntime:
         # Streams whose route timeout is kept coarsely (see Stream._arm_timer).
         self.deadlines: set[Stream] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self.update(config)
+        self.update(config, route_tables)
 
-    def update(self, config: Listener) -> None:
-        """Install a listener config (same address); existing connections keep their context."""
+    def update(self, config: Listener, route_tables: Sequence[RouteTable] = ()) -> None:
+        """Install a listener config (same address); existing connections keep their context.
+        ``route_tables``: tables already built for route configurations of ``config`` (an xDS
+        update builds a large one in slices, ``RouteTable.build``); the others are built here."""
+        prebuilt = {id(table.config): table for table in route_tables}
         self.config = config
         contexts: dict[int, HttpContext | TcpContext] = {}
         tls_contexts: dict[int, TlsContext] = {}
@@ -162,18 +166,18 @@ class ListenerRuntime:
         if config.default_filter_chain is not None:
             chains.append(config.default_filter_chain)
         for chain in chains:
-            contexts[id(chain)] = self._context(chain)
+            contexts[id(chain)] = self._context(chain, prebuilt)
             if chain.tls is not None:
                 tls_contexts[id(chain)] = TlsContext(chain.tls)
         self.contexts = contexts
         self.tls_contexts = tls_contexts
 
-    def _context(self, chain: FilterChain) -> HttpContext | TcpContext:
+    def _context(self, chain: FilterChain, prebuilt: dict[int, RouteTable]) -> HttpContext | TcpContext:
         f = chain.filter
         if isinstance(f, HttpConnectionManager):
             return HttpContext(
                 f,
-                RouteTable(f.route_config),
+                prebuilt.get(id(f.route_config)) or RouteTable(f.route_config),
                 self._clusters,
                 self._store.http_stats(f.stat_prefix),
                 self,

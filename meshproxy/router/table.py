@@ -1,10 +1,12 @@
 """The route table: one RouteConfiguration compiled for the per-request lookup.
 
 Owns virtual-host selection by authority and first-match route selection. Everything is
-compiled in ``RouteTable.__init__``; ``route()`` only slices bytes, probes dicts and calls
-precompiled closures, and returns a ``RouteDecision`` (``decision.py``) built at
-construction (no allocation per request when no header or query matcher is involved). The one
-thing that changes after construction is a bounded memo of authority -> virtual host.
+compiled in ``RouteTable.__init__`` (or, one route per step, by ``RouteTable.build``, for a
+caller that must not hold its event loop for a whole large table); ``route()`` only slices
+bytes, probes dicts and calls precompiled closures, and returns a ``RouteDecision``
+(``decision.py``) built at construction (no allocation per request when no header or query
+matcher is involved). The one thing that changes after construction is a bounded memo of
+authority -> virtual host.
 Must not import asyncio, sockets or protobuf.
 
 Virtual host selection (Envoy's ``VirtualHost.domains`` search order): exact domain, then
@@ -28,7 +30,7 @@ containing ``?`` never matches here.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 
 from meshproxy.config.model import Route, RouteConfiguration, VirtualHost
 from meshproxy.router.decision import RouteDecision, build_decision
@@ -97,10 +99,15 @@ class CompiledVirtualHost:
 
     __slots__ = ("header_names", "no_route", "routes", "vhost")
 
-    def __init__(self, vhost: VirtualHost, config: RouteConfiguration) -> None:
+    def __init__(
+        self, vhost: VirtualHost, config: RouteConfiguration, routes: tuple[CompiledRoute, ...] | None = None
+    ) -> None:
+        """``routes``: ``vhost.routes`` already compiled (``RouteTable.build``), else compiled here."""
         self.vhost = vhost
         self.no_route = RouteDecision(vhost, None)
-        self.routes = tuple(CompiledRoute(r, build_decision(config, vhost, r)) for r in vhost.routes)
+        if routes is None:
+            routes = tuple(CompiledRoute(r, build_decision(config, vhost, r)) for r in vhost.routes)
+        self.routes = routes
         # Only these headers are indexed for matching, and only when a route needs them.
         self.header_names = frozenset(h.name.encode() for r in vhost.routes for h in r.match.headers)
 
@@ -120,15 +127,19 @@ class RouteTable:
         "config",
     )
 
-    def __init__(self, config: RouteConfiguration) -> None:
+    def __init__(
+        self, config: RouteConfiguration, virtual_hosts: Sequence[CompiledVirtualHost] | None = None
+    ) -> None:
+        """``virtual_hosts``: ``config.virtual_hosts`` already compiled, in order (``build``)."""
         self.config = config
         self._exact: dict[bytes, CompiledVirtualHost] = {}
         self._suffixes: dict[bytes, CompiledVirtualHost] = {}
         self._prefixes: dict[bytes, CompiledVirtualHost] = {}
         self._default: CompiledVirtualHost | None = None
-        for vhost in config.virtual_hosts:
-            compiled = CompiledVirtualHost(vhost, config)
-            for domain in vhost.domains:
+        if virtual_hosts is None:
+            virtual_hosts = [CompiledVirtualHost(vhost, config) for vhost in config.virtual_hosts]
+        for compiled in virtual_hosts:
+            for domain in compiled.vhost.domains:
                 d = domain.lower().encode()
                 # Envoy's classification: "*" alone, a leading "*", a trailing "*", else exact.
                 if d == b"*":
@@ -147,6 +158,19 @@ class RouteTable:
         # so most requests pay one dict probe. The Host header is the client's to choose,
         # hence the bound; past it, selection simply runs every time.
         self._memo: dict[bytes, CompiledVirtualHost | None] = {}
+
+    @classmethod
+    def build(cls, config: RouteConfiguration) -> Generator[None, None, RouteTable]:
+        """``RouteTable(config)`` one route per step: yields after each route (10-20 us each)
+        and returns the table."""
+        hosts = []
+        for vhost in config.virtual_hosts:
+            routes = []
+            for r in vhost.routes:
+                routes.append(CompiledRoute(r, build_decision(config, vhost, r)))
+                yield
+            hosts.append(CompiledVirtualHost(vhost, config, tuple(routes)))
+        return cls(config, hosts)
 
     def _wildcard(self, host: bytes) -> CompiledVirtualHost | None:
         n = len(host)

@@ -5,12 +5,15 @@ arrived, a listener only once every RouteConfiguration its http_connection_manag
 RDS arrived. Until then the version that was serving (if any) keeps serving; a resource that
 never was active stays out. Once a name's initial fetch timed out, it is built without what it
 waits for (no endpoints, no routes), as Envoy does.
-Pure functions of their arguments: no asyncio, no sockets, no protobuf.
+Pure functions of their arguments: no asyncio, no sockets, no protobuf. ``assemble`` is a
+generator that yields after each cluster and listener (binding a thousand clusters to their
+endpoints takes over ten milliseconds), so the shell can let its event loop run between steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from meshproxy.config.model import (
@@ -51,8 +54,9 @@ def assemble(
     expired: set[str],
     cache: BindCache,
     version: str,
-) -> Assembly:
-    """``expired`` holds RDS/EDS resource names whose initial fetch timed out."""
+) -> Generator[None, None, Assembly]:
+    """The Assembly, as a generator's return value; ``expired`` holds RDS/EDS resource names
+    whose initial fetch timed out."""
     warming: list[str] = []
     static_clusters = []
     for cfg in static.clusters:  # a static EDS cluster takes its endpoints over ADS too
@@ -62,6 +66,7 @@ def assemble(
         static_clusters.append(_bind_cluster(cfg, endpoints.get(wanted) if wanted else None, cache))
     live_clusters: dict[str, Cluster] = {}
     for name, cfg in clusters.items():
+        yield
         wanted = eds_name(cfg)
         la = endpoints.get(wanted) if wanted is not None else None
         if wanted is not None and la is None and wanted not in expired:
@@ -72,6 +77,7 @@ def assemble(
         live_clusters[name] = _bind_cluster(cfg, la, cache)
     live_listeners: dict[str, Listener] = {}
     for name, cfg in listeners.items():
+        yield
         needed = rds_names(cfg)
         missing = [n for n in needed if n not in routes and n not in expired]
         if missing:

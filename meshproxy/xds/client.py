@@ -15,8 +15,9 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from meshproxy.server import Server
 
 log = logging.getLogger("meshproxy.xds")
+T = TypeVar("T")
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
@@ -161,19 +163,12 @@ class AdsClient:
         if staged is None:
             log.warning("ADS: ignoring a response of unrequested type %s", response.type_url)
             return
-        started = time.perf_counter()
-        for _ in staged.work():
-            elapsed = time.perf_counter() - started
-            if elapsed > SLICE:
-                self.stats.max_slice = max(self.stats.max_slice, elapsed)
-                await asyncio.sleep(0)
-                started = time.perf_counter()
+        await self._sliced(staged.work())
         if not staged.problems:
             state.check(staged)
         if staged.problems:
             return self._reject(staged, staged.problems)
-        assembly = state.candidate(staged)
-        self.stats.max_slice = max(self.stats.max_slice, time.perf_counter() - started)
+        assembly = await self._sliced(state.candidate_steps(staged))
         try:
             await self._apply(assembly.config)
         except ConfigError as exc:
@@ -188,6 +183,21 @@ class AdsClient:
             f"; warming: {', '.join(state.warming)}" if state.warming else "",
         )
         self._mark_ready()
+
+    async def _sliced(self, steps: Generator[None, None, T]) -> T:
+        """Runs ``steps`` to the end, yielding to the event loop once a slice exceeds ``SLICE``."""
+        started = time.perf_counter()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                self.stats.max_slice = max(self.stats.max_slice, time.perf_counter() - started)
+                return done.value
+            elapsed = time.perf_counter() - started
+            if elapsed > SLICE:
+                self.stats.max_slice = max(self.stats.max_slice, elapsed)
+                await asyncio.sleep(0)
+                started = time.perf_counter()
 
     def _reject(self, staged: Staged, problems: list[str]) -> None:
         self.state.reject(staged, problems)

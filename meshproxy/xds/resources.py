@@ -10,7 +10,7 @@ Must not depend on asyncio or sockets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,9 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import DecodeError, Message
 
-from meshproxy.config.compile import compile_cluster, compile_listener, compile_route_configuration
+from meshproxy.config.compile import compile_cluster, compile_listener
 from meshproxy.config.compile_cluster import compile_load_assignment
+from meshproxy.config.compile_route import compile_route_configuration_steps
 from meshproxy.config.model import (
     Cluster,
     HttpConnectionManager,
@@ -60,10 +61,6 @@ class LoadAssignment:
 Compiled = Listener | Cluster | RouteConfiguration | LoadAssignment
 
 
-def _route(msg: Message, path: str, problems: list[str]) -> RouteConfiguration | None:
-    return compile_route_configuration(msg, path, problems)  # type: ignore[arg-type]
-
-
 def _endpoints(msg: Message, path: str, problems: list[str]) -> LoadAssignment | None:
     mark = len(problems)
     localities, factor = compile_load_assignment(msg, path, problems)  # type: ignore[arg-type]
@@ -75,11 +72,12 @@ class _Kind:
     message: type[Message]
     compile: Callable[[Any, str, list[str]], Any]
     name_field: str
+    stepped: bool = False  # ``compile`` is a generator (returns the result, yields between pieces)
 
 
 KINDS: dict[str, _Kind] = {
     LISTENER: _Kind(listener_pb2.Listener, compile_listener, "name"),
-    ROUTE: _Kind(route_pb2.RouteConfiguration, _route, "name"),
+    ROUTE: _Kind(route_pb2.RouteConfiguration, compile_route_configuration_steps, "name", stepped=True),
     CLUSTER: _Kind(cluster_pb2.Cluster, compile_cluster, "name"),
     ENDPOINT: _Kind(endpoint_pb2.ClusterLoadAssignment, _endpoints, "cluster_name"),
 }
@@ -106,10 +104,17 @@ def decode(type_url: str, packed: AnyProto, problems: list[str], where: str) -> 
 
 def compile_resource(
     type_url: str, name: str, msg: Message, where: str, problems: list[str]
-) -> Compiled | None:
-    """The compiled resource, or None after appending problems named ``<Type> "name" (where): path: msg``."""
+) -> Generator[None, None, Compiled | None]:
+    """The compiled resource, or None after appending problems named ``<Type> "name" (where): path: msg``.
+
+    A generator that returns it: a RouteConfiguration compiles one route per step (a thousand
+    routes take tens of milliseconds); the other types compile without a step of their own."""
     found: list[str] = []
-    compiled = KINDS[type_url].compile(msg, "", found)
+    kind = KINDS[type_url]
+    if kind.stepped:
+        compiled = yield from kind.compile(msg, "", found)
+    else:
+        compiled = kind.compile(msg, "", found)
     prefix = f'{SHORT[type_url]} "{name}" ({where})'
     problems.extend(f"{prefix}: {p}" for p in found)
     return None if found else compiled

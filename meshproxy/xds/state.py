@@ -7,8 +7,9 @@ Rule 1. On every (re)connect, subscribe CDS and LDS as wildcards (clusters first
         (``initial_resource_versions``), state of the world the version it last accepted.
         Nonces belong to a stream and start empty.
 Rule 2. A response is staged, then decoded and compiled resource by resource (``Staged.work``,
-        so the shell can yield between slices), checked as a whole, then either accepted or rejected
-        as a whole: a response with one bad resource changes nothing.
+        so the shell can yield between slices; a RouteConfiguration route by route), checked as
+        a whole, assembled (``candidate_steps``, a cluster per step), then either accepted or
+        rejected as a whole: a response with one bad resource changes nothing.
 Rule 3. ACK: the same type's request carrying the accepted version (state of the world) and the
         response's nonce. NACK: the previously accepted version, the nonce, and an
         ``error_detail`` (INVALID_ARGUMENT) listing every problem with its field path.
@@ -26,9 +27,9 @@ Must not import asyncio or sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2 as dpb
@@ -55,6 +56,7 @@ from meshproxy.xds.resources import (
 
 _ABBREVIATION = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
+T = TypeVar("T")
 Request = dpb.DiscoveryRequest | dpb.DeltaDiscoveryRequest
 Response = dpb.DiscoveryResponse | dpb.DeltaDiscoveryResponse
 
@@ -93,19 +95,22 @@ class Staged:
     items: list[tuple[str, str]] = field(default_factory=list)  # (name, version) of what compiled
     compiled: dict[str, Compiled] = field(default_factory=dict)
 
-    def work(self) -> Iterator[None]:
-        """Decodes and compiles one resource per step (the shell yields to its loop between
-        slices); a full-state response's removals are known once the last step ran."""
+    def work(self) -> Generator[None, None, None]:
+        """Decodes and compiles one resource per step, a RouteConfiguration one route per step
+        (the shell yields to its loop between slices); a full-state response's removals are
+        known once the last step ran."""
         seen: set[str] = set()
         for where, declared, version, any_msg in self.packed:
             got = decode(self.type_url, any_msg, self.problems, where)
             if got is not None:
-                self._one(where, declared, version, *got, seen)
+                yield from self._one(where, declared, version, *got, seen)
             yield
         if self.full_state:
             self.removed = [n for n in self.known if n not in seen]
 
-    def _one(self, where: str, declared: str, version: str, name: str, msg: Message, seen: set[str]) -> None:
+    def _one(
+        self, where: str, declared: str, version: str, name: str, msg: Message, seen: set[str]
+    ) -> Generator[None, None, None]:
         if declared and declared != name:
             self.problems.append(f'{where}.name: "{declared}" but the resource inside is named "{name}"')
         elif name in seen:
@@ -113,7 +118,7 @@ class Staged:
         elif self.subscribed is None or name in self.subscribed:  # others: not asked for, ignored
             seen.add(name)
             self.items.append((name, version))
-            out = compile_resource(self.type_url, name, msg, where, self.problems)
+            out = yield from compile_resource(self.type_url, name, msg, where, self.problems)
             if out is not None:
                 self.compiled[name] = out
 
@@ -217,12 +222,16 @@ class XdsState:
 
     def candidate(self, staged: Staged) -> Assembly:
         """The Config the proxy would run if ``staged`` were accepted (nothing committed yet)."""
+        return finish(self.candidate_steps(staged))
+
+    def candidate_steps(self, staged: Staged) -> Generator[None, None, Assembly]:
+        """``candidate`` one cluster or listener per step (the shell yields between slices)."""
         maps = {url: dict(ts.resources) for url, ts in self.types.items()}
         target = maps[staged.type_url]
         for name in staged.removed:
             target.pop(name, None)
         target.update(staged.compiled)
-        return self._assemble(maps, self.version_label(staged))
+        return (yield from self._assemble(maps, self.version_label(staged)))
 
     def accept(self, staged: Staged, assembly: Assembly, now: float) -> None:
         """Commit: resources, versions, the ACK, and what the update makes wanted (Rules 3-5)."""
@@ -268,7 +277,8 @@ class XdsState:
             if now >= since + self.fetch_timeout:
                 del self.waiting_since[name]
                 self.expired.add(name)
-        assembly = self._assemble({url: ts.resources for url, ts in self.types.items()}, self.version)
+        # Rare (a control plane that never sent a resource), so assembled in one go.
+        assembly = finish(self._assemble({url: ts.resources for url, ts in self.types.items()}, self.version))
         self._commit(assembly)
         return assembly
 
@@ -285,7 +295,7 @@ class XdsState:
                 parts.append(f"{_ABBREVIATION[url]}:{version}")
         return " ".join(parts) or "static"
 
-    def _assemble(self, maps: dict[str, dict[str, Any]], version: str) -> Assembly:
+    def _assemble(self, maps: dict[str, dict[str, Any]], version: str) -> Generator[None, None, Assembly]:
         return assemble(
             self.static,
             maps.get(LISTENER, {}),
@@ -381,6 +391,15 @@ class XdsState:
             resource_names_unsubscribe=unsubscribe or [],
             initial_resource_versions=initial_versions or {},
         )
+
+
+def finish(steps: Generator[None, None, T]) -> T:
+    """Runs a step generator to its end in one go; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def nack_message(staged: Staged, problems: list[str]) -> str:

@@ -1,16 +1,17 @@
 """Hypothesis properties of XXH64, the ring hash and Maglev, for both twins.
 
-The disruption bounds are the algorithms' own: on a ring where every host keeps its entries, a
-new host takes about 1/(n+1) of the keys and every key that moves, moves to it; with Envoy's
-sizing (a fixed minimum ring) the other hosts' entry counts shrink a little too, so movement
-stays within 2/(n+1) plus noise. Maglev moves the removed host's slots plus a few more (the
-paper's "minimal disruption" is approximate): over 300 random key sets at M = 4099, n <= 25, the
-extra was under 2.1 % except one set at 6.9 % (n = 17); asserted: at most one more host's share,
-1/n, plus 2 %.
+The disruption bounds are the algorithms' own. On a ring where every host keeps its entries, a
+new host takes about 1/(n+1) of the keys and every key that moves, moves to it. With Envoy's
+sizing (a fixed minimum ring) the other hosts' entry counts shrink a little too, and keys on the
+dropped entries move as well: 1/(n+1) plus the dropped share plus noise. Maglev moves the removed
+host's slots plus a few more (the paper's "minimal disruption" is approximate): over 300 random
+key sets at M = 4099, n <= 25, the extra was under 2.1 % except one set at 6.9 % (n = 17);
+asserted: at most one more host's share, 1/n, plus 2 %.
 """
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 from hypothesis import given, settings
@@ -80,11 +81,15 @@ def test_ring_hash_adding_a_host_moves_keys_only_to_it(
 def test_ring_hash_envoy_sizing_moves_about_one_nth(ring_hash: ModuleType, names: list[str]) -> None:
     n = len(names) - 1
     before, after = ring_hash.RingHash(names[:n], [1] * n), ring_hash.RingHash(names, [1] * (n + 1))
+    # With the default minimum of 1024, each of the n old hosts goes from ceil(1024 / n) entries to
+    # ceil(1024 / (n + 1)): keys on the dropped entries move too, besides the new host's 1/(n+1).
+    dropped = 1 - math.ceil(1024 / (n + 1)) / math.ceil(1024 / n)
+    bound = 1 / (n + 1) + dropped + 0.03
     moved = sum(before.pick(p) != after.pick(p) for p in PROBES) / len(PROBES)
-    assert moved <= 2 / (n + 1) + 0.03
+    assert moved <= bound
     removed = ring_hash.RingHash(names[1:], [1] * n)  # and removing a host, from the larger ring
     moved = sum(after.pick(p) != removed.pick(p) + 1 for p in PROBES) / len(PROBES)
-    assert moved <= 2 / (n + 1) + 0.03
+    assert moved <= bound
 
 
 @settings(max_examples=40, deadline=None)
