@@ -86,7 +86,9 @@ def test_unknown_fields_are_ignored_at_every_level(doc: dict[str, Any]) -> None:
     doc["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
     doc["static_resources"]["listeners"][0]["made_up"] = True
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
-    hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {"initial_requests": 1}
+    hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
+        "initial_requests": 1
+    }
     doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {"tcp_keepalive": {}}
     assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
 

@@ -247,7 +247,9 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
             [f"{TC}.rds.config_source: only ads: {{}} is supported (routes over the ADS stream)"],
             id="rds-not-ads",
         ),
-        pytest.param(hcm(route_config=None), [f"{TC}: needs an inline route_config or rds"], id="no-route-config"),
+        pytest.param(
+            hcm(route_config=None), [f"{TC}: needs an inline route_config or rds"], id="no-route-config"
+        ),
         pytest.param(
             hcm(http_filters=[]),
             [f"{TC}.http_filters: needs the router filter (envoy.filters.http.router) as its last entry"],
