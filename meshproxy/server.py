@@ -279,4 +279,6 @@ async def _build_route_tables(listeners: Iterable[Listener]) -> list[RouteTable]
                 if time.perf_counter() - started > SLICE:
                     await asyncio.sleep(0)
                     started = time.perf_counter()
+    if tables:
+        await asyncio.sleep(0)  # the clusters' update starts a slice of its own
     return list(tables.values())

@@ -15,10 +15,11 @@ Lifecycle rules (the reason for each flag):
 3. The downstream connection is kept alive only when the request completed, the response
    completed, neither side asked to close, and the listener is not draining.
 
-It is one module of about 650 lines on purpose: the rules above bind every method, and the
+It is one module of about 600 lines on purpose: the rules above bind every method, and the
 request side, the response side and the endings each read and write the same flags; split
-apart, each part would have to restate them. What does not touch those flags lives beside it
-(``plan.py``, ``logline.py``, ``codec.py``).
+apart, each part would have to restate them. What does not touch those flags lives beside it:
+upstream policy (attempts, retries, timeouts, rate limit) in ``attempts.py``, its base class;
+``plan.py``, ``logline.py``, ``codec.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from meshproxy.config.model import DirectResponse, Redirect, RouteAction
 from meshproxy.http import codec
+from meshproxy.http.attempts import Attempts
 from meshproxy.http.logline import access_record
 from meshproxy.http.plan import RoutePlan
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from meshproxy.config.model import WeightedCluster
     from meshproxy.http.downstream import DownstreamConnection, HttpContext
     from meshproxy.http.upstream import UpstreamConnection
-    from meshproxy.router.retry import Failure, RetryRules
+    from meshproxy.router.retry import RetryRules
     from meshproxy.router.table import RouteDecision
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
@@ -55,73 +57,21 @@ PAUSE_PIPELINE = 4
 # Envoy marks local replies caused by a circuit breaker.
 OVERLOADED = (b"x-envoy-overloaded", b"true")
 
-# Route timeouts of at least this many seconds are kept by the listener's deadline tick.
-COARSE_TIMEOUT = 1.0
+
+# Stream's slots, one per field set in __init__ (as words, to keep the class header short).
+_FIELDS = (
+    "attempt attempt_start authority body_copy body_copy_size body_sent chunked cluster conn "
+    "connect_task ctx decision expect finished flags has_body hash headers headers_done host "
+    "in_flight http10 keep_alive method out pending pending_size plan request_complete request_head "
+    "request_id resp_chunk_down resp_close_delimited resp_content_length resp_lines response_complete "
+    "response_started retried retry retry_held retry_timer rx_bytes start started status sweep_mark "
+    "sweep_time timer deadline try_timer tunnel tx_bytes upgrade upstream url waiting wall_start "
+    "weighted xff xfp"
+)
 
 
-class Stream:
-    __slots__ = (
-        "attempt",
-        "attempt_start",
-        "authority",
-        "body_copy",
-        "body_copy_size",
-        "body_sent",
-        "chunked",
-        "cluster",
-        "conn",
-        "connect_task",
-        "ctx",
-        "decision",
-        "expect",
-        "finished",
-        "flags",
-        "has_body",
-        "hash",
-        "headers",
-        "headers_done",
-        "host",
-        "in_flight",
-        "http10",
-        "keep_alive",
-        "method",
-        "out",
-        "pending",
-        "pending_size",
-        "plan",
-        "request_complete",
-        "request_head",
-        "request_id",
-        "resp_chunk_down",
-        "resp_close_delimited",
-        "resp_content_length",
-        "resp_lines",
-        "response_complete",
-        "response_started",
-        "retried",
-        "retry",
-        "retry_held",
-        "retry_timer",
-        "rx_bytes",
-        "start",
-        "started",
-        "status",
-        "sweep_mark",
-        "sweep_time",
-        "timer",
-        "deadline",
-        "try_timer",
-        "tunnel",
-        "tx_bytes",
-        "upgrade",
-        "upstream",
-        "url",
-        "waiting",
-        "wall_start",
-        "weighted",
-        "xff",
-        "xfp",
-    )
+class Stream(Attempts):
+    __slots__ = tuple(_FIELDS.split())
 
     def __init__(self, conn: DownstreamConnection, now: float) -> None:
         # ``now`` is time.monotonic(): uvloop's loop.time() only has millisecond resolution.
@@ -272,37 +222,6 @@ class Stream:
         self._send()
         return None
 
-    def _send(self) -> None:
-        """Start an attempt on ``self.host``: a pooled connection, or a new one."""
-        host = self.host
-        cluster = self.cluster
-        assert host is not None and cluster is not None
-        host.rq_total += 1
-        host.rq_active += 1
-        self.in_flight = True
-        upstream = cluster.acquire(host)
-        if upstream is not None:
-            self.attach(upstream)  # type: ignore[arg-type]
-        else:
-            self.connect()
-
-    def _rate_limited(self) -> bool:
-        """The local rate limit filter: False lets the request on; True means it was answered."""
-        ctx = self.ctx
-        cfg = ctx.config.local_rate_limit
-        assert cfg is not None and ctx.ratelimit is not None
-        if cfg.enabled_percent < 100 and ctx.rng.random() * 100 >= cfg.enabled_percent:
-            return False
-        if ctx.ratelimit.allow(self.start):
-            ctx.stats.local_rate_limit_ok += 1
-            return False
-        ctx.stats.local_rate_limit_rate_limited += 1
-        if cfg.enforced_percent < 100 and ctx.rng.random() * 100 >= cfg.enforced_percent:
-            return False
-        extra = [(n.encode(), v.encode()) for n, v in cfg.response_headers]
-        self.local_reply(cfg.status, b"local_rate_limited", "RL", extra=extra)
-        return True
-
     def _absolute_form(self) -> bool:
         """RFC 9112 §3.2.2: a proxy accepts ``http://host/path``; its host replaces Host."""
         scheme, sep, rest = self.url.partition(b"://")
@@ -403,83 +322,6 @@ class Stream:
         if self.pending_size > self.conn.buffer_limit:
             self.conn.pause(PAUSE_PENDING_FULL)
 
-    def _arm_timer(self) -> None:
-        # Envoy's route timeout starts when the downstream request is complete. A timeout of
-        # a second or more is kept by the listener's deadline tick (to within DEADLINE_TICK),
-        # which costs a set insertion instead of an event-loop timer per request.
-        plan = self.plan
-        if plan is None:
-            return
-        if plan.per_try_timeout > 0 and self.try_timer is None and self.in_flight:
-            self.try_timer = self.conn.loop.call_later(plan.per_try_timeout, self._on_try_timeout)
-        if self.timer is not None or self.deadline:
-            return
-        timeout = plan.timeout
-        if plan.grpc_timeout_max is not None or plan.max_stream_duration:
-            timeout = self._stream_timeout(plan)
-        if timeout <= 0:
-            return
-        if timeout >= COARSE_TIMEOUT:
-            self.deadline = monotonic() + timeout
-            self.conn.listener.deadlines.add(self)
-        else:
-            self.timer = self.conn.loop.call_later(timeout, self._on_timeout)
-
-    def _stream_timeout(self, plan: RoutePlan) -> float:
-        """The route timeout narrowed by ``grpc-timeout`` and ``max_stream_duration``."""
-        timeout = plan.timeout if plan.timeout > 0 else float("inf")
-        if plan.grpc_timeout_max is not None:
-            for name, value in self.headers:
-                if name == b"grpc-timeout":
-                    asked = codec.grpc_timeout(value)
-                    if asked is not None:
-                        cap = plan.grpc_timeout_max or float("inf")
-                        timeout = min(asked, cap)  # grpc-timeout replaces the route timeout
-                    break
-        if plan.max_stream_duration:
-            timeout = min(timeout, plan.max_stream_duration - (monotonic() - self.start))
-            timeout = max(timeout, 0.001)
-        return 0.0 if timeout == float("inf") else timeout
-
-    def _on_try_timeout(self) -> None:
-        self.try_timer = None
-        if self.finished or self.response_started:
-            return
-        assert self.cluster is not None
-        self.cluster.stats.upstream_rq_per_try_timeout += 1
-        self._failed("per-try-timeout", 504, b"upstream request timeout", "UT")
-
-    def deadline_passed(self) -> None:
-        """Called by the listener's deadline tick once ``deadline`` is behind us."""
-        self.deadline = 0.0
-        self._on_timeout()
-
-    def _on_timeout(self) -> None:
-        self.timer = None
-        if self.finished:
-            return
-        if self.cluster is not None:
-            self.cluster.stats.upstream_rq_timeout += 1
-        self.ctx.stats.downstream_rq_timeout += 1
-        self.local_reply(504, b"upstream request timeout", "UT")
-
-    def check_idle(self, now: float, limit: float) -> None:
-        """Called by the listener's sweep: no byte either way for ``limit`` seconds ends the stream.
-
-        Progress is read from the byte counters the relay keeps anyway, so the request path
-        pays nothing for this timeout.
-        """
-        mark = self.rx_bytes + self.tx_bytes + self.status
-        if mark != self.sweep_mark:
-            self.sweep_mark = mark
-            self.sweep_time = now
-        elif now - self.sweep_time > limit and not self.finished and not self.tunnel:
-            self.ctx.stats.downstream_rq_idle_timeout += 1
-            if self.request_complete:
-                self.local_reply(504, b"stream timeout", "SI")
-            else:
-                self.local_reply(408, b"stream timeout", "SI")
-
     # ================================================================== upstream connection
 
     def connect(self) -> None:
@@ -567,85 +409,6 @@ class Stream:
         self.flags = "UC"
         self.conn.abort()
         self._finish()
-
-    def take(self, upstream: UpstreamConnection) -> None:
-        """The cluster hands this waiting stream a connection (perhaps to another host)."""
-        self.waiting = False
-        host = self.host
-        if host is not upstream.host and host is not None:
-            host.rq_active -= 1
-            host = self.host = upstream.host
-            host.rq_active += 1
-        self.attach(upstream)
-
-    # ================================================================== retries
-
-    def _failed(self, kind: Failure, status: int, body: bytes, flags: str) -> None:
-        """An attempt failed before any response byte went downstream: retry it or reply."""
-        cluster, host = self.cluster, self.host
-        if cluster is not None and host is not None:
-            cluster.host_failed(host)
-        rules = self.retry
-        if rules is None or not rules.failure_retriable(kind) or not self._schedule_retry():
-            self.local_reply(status, body, flags)
-
-    def _schedule_retry(self) -> bool:
-        """Retry after the back-off if the policy, the body and the retry breaker allow it."""
-        rules = self.retry
-        cluster = self.cluster
-        assert rules is not None and cluster is not None
-        if (
-            self.finished
-            or self.response_started
-            or self.attempt > rules.policy.num_retries
-            or self.body_copy is None
-            or self.conn.closed
-        ):
-            return False
-        if not self.retry_held:
-            if not cluster.admit_retry():
-                return False
-            self.retry_held = True
-        self._drop_upstream()
-        self._end_attempt()
-        cluster.stats.upstream_rq_retry += 1
-        self.resp_lines.clear()
-        self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
-        self.status = 0
-        delay = rules.backoff(self.attempt - 1, self.ctx.rng)
-        self.retry_timer = self.conn.loop.call_later(delay, self._retry)
-        return True
-
-    def _retry(self) -> None:
-        self.retry_timer = None
-        if self.finished:
-            return
-        rules, cluster = self.retry, self.cluster
-        assert rules is not None and cluster is not None
-        self.attempt += 1
-        self.attempt_start = monotonic()
-        host = cluster.pick(self.hash, self.host if rules.policy.retry_other_hosts else None)
-        if host is None:
-            return self.local_reply(503, b"no healthy upstream", "UH")
-        self.host = host
-        replay = list(self.body_copy or ())
-        if self.chunked and self.request_complete:
-            replay.append(codec.LAST_CHUNK)
-        self.pending = replay or None
-        self.body_sent = False
-        self._send()
-
-    def _end_attempt(self) -> None:
-        timer = self.try_timer
-        if timer is not None:
-            timer.cancel()
-            self.try_timer = None
-        if self.in_flight:
-            self.in_flight = False
-            self.host.rq_active -= 1  # type: ignore[union-attr]
-        if self.waiting:
-            self.waiting = False
-            self.cluster.dequeue(self)  # type: ignore[union-attr]
 
     def upstream_protocol_error(self, reason: str) -> None:
         if self.finished:

@@ -10,6 +10,11 @@ State is keyed by endpoint address and carried across a configuration swap (``in
 The request path only calls synchronous methods (``pick``, ``admit_*``, ``acquire``,
 ``release``); connection establishment, probes and the outlier interval are asynchronous.
 Must not know about HTTP: the caller provides the protocol factory.
+
+It is one module of about 530 lines because availability ties its parts together: membership,
+health results and ejections each rebuild the one selector, and the breakers' pending queue is
+served by the same pool release and connection close paths; the policies themselves live in
+their own sans-I/O modules (``selection``, ``breaker``, ``outlier``, ``health_check``, ``lb``).
 """
 
 from __future__ import annotations

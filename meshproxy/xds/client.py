@@ -185,13 +185,15 @@ class AdsClient:
         self._mark_ready()
 
     async def _sliced(self, steps: Generator[None, None, T]) -> T:
-        """Runs ``steps`` to the end, yielding to the event loop once a slice exceeds ``SLICE``."""
+        """Runs ``steps`` to the end, yielding to the event loop once a slice exceeds ``SLICE``,
+        and once more at the end, so the next phase starts a slice of its own."""
         started = time.perf_counter()
         while True:
             try:
                 next(steps)
             except StopIteration as done:
                 self.stats.max_slice = max(self.stats.max_slice, time.perf_counter() - started)
+                await asyncio.sleep(0)
                 return done.value
             elapsed = time.perf_counter() - started
             if elapsed > SLICE:
