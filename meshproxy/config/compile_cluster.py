@@ -12,6 +12,7 @@ Must not depend on the listener or route compilers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Generator
 from typing import Literal, get_args
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,6 +25,7 @@ from meshproxy.config.compile_common import (
     Ctx,
     duration,
     enum_name,
+    finish,
     reject_fields,
     socket_address,
     type_url,
@@ -65,6 +67,15 @@ def compile_load_assignment(
     """An EDS resource's localities and overprovisioning factor (percent). Each problem is
     appended to ``problems``; the result is meaningful only when none was."""
     return load_assignment(msg, Ctx(path, problems), _EDS_NEEDS_IP)
+
+
+def compile_load_assignment_steps(
+    msg: endpoint_pb2.ClusterLoadAssignment, path: str, problems: list[str]
+) -> Generator[None, None, tuple[tuple[LocalityLbEndpoints, ...], int]]:
+    """``compile_load_assignment`` one endpoint per step: the generator yields after each
+    endpoint (10-30 us each) and returns the result, so the xDS client can let its event loop
+    run inside a cluster of thousands of endpoints."""
+    return load_assignment_steps(msg, Ctx(path, problems), _EDS_NEEDS_IP)
 
 
 def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
@@ -158,17 +169,27 @@ def _eds(msg: cluster_pb2.Cluster, ctx: Ctx) -> str:
 def load_assignment(
     msg: endpoint_pb2.ClusterLoadAssignment, ctx: Ctx, require_ip: str | None
 ) -> tuple[tuple[LocalityLbEndpoints, ...], int]:
-    localities = tuple(_locality_endpoints(e, c, require_ip) for e, c in ctx.each("endpoints", msg.endpoints))
+    return finish(load_assignment_steps(msg, ctx, require_ip))
+
+
+def load_assignment_steps(
+    msg: endpoint_pb2.ClusterLoadAssignment, ctx: Ctx, require_ip: str | None
+) -> Generator[None, None, tuple[tuple[LocalityLbEndpoints, ...], int]]:
+    localities = []
+    for e, c in ctx.each("endpoints", msg.endpoints):
+        localities.append((yield from _locality_endpoints_steps(e, c, require_ip)))
     policy, pctx = msg.policy, ctx.at("policy")
     if policy.drop_overloads:
         pctx.at("drop_overloads").problem("is not supported; meshproxy does not drop requests by category")
     factor = wrapped(policy, "overprovisioning_factor", _OVERPROVISIONING)
     if factor < 1:
         pctx.at("overprovisioning_factor").problem("must be greater than 0")
-    return localities, factor
+    return tuple(localities), factor
 
 
-def _locality_endpoints(msg: ec.LocalityLbEndpoints, ctx: Ctx, require_ip: str | None) -> LocalityLbEndpoints:
+def _locality_endpoints_steps(
+    msg: ec.LocalityLbEndpoints, ctx: Ctx, require_ip: str | None
+) -> Generator[None, None, LocalityLbEndpoints]:
     lb_config = msg.WhichOneof("lb_config")
     if lb_config:
         ctx.at(lb_config).problem("is not supported; list the endpoints in lb_endpoints")
@@ -177,7 +198,10 @@ def _locality_endpoints(msg: ec.LocalityLbEndpoints, ctx: Ctx, require_ip: str |
         ctx.at("load_balancing_weight").problem("must be at least 1")
     if msg.priority > _MAX_PRIORITY:
         ctx.at("priority").problem(f"{msg.priority} is out of range; use 0..{_MAX_PRIORITY}")
-    endpoints = [_lb_endpoint(e, c, require_ip) for e, c in ctx.each("lb_endpoints", msg.lb_endpoints)]
+    endpoints = []
+    for e, c in ctx.each("lb_endpoints", msg.lb_endpoints):
+        endpoints.append(_lb_endpoint(e, c, require_ip))
+        yield
     locality = msg.locality
     return LocalityLbEndpoints(
         Locality(locality.region, locality.zone, locality.sub_zone),

@@ -2,7 +2,9 @@
 
 Owns the field-path context (``Ctx``) that turns each rejection into a "field.path: message"
 problem, and the conversions more than one message needs: durations, wrapped scalars, socket
-addresses, string and regex matchers, header mutations and access logs.
+addresses, string and regex matchers, header mutations and access logs; and ``finish``, which
+runs a compiler's step form (``..._steps``: a generator that yields between small pieces so
+an event loop can run, and returns the result) in one go.
 Must not depend on the listener, route or cluster compilers (they depend on this), nor on asyncio
 or sockets; generated protobuf code is allowed here, as in every ``compile*`` module.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -34,6 +36,15 @@ from meshproxy.config.model import (
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
+
+
+def finish(steps: Generator[None, None, T]) -> T:
+    """Runs a step generator to its end in one go; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from envoy.type.matcher.v3 import regex_pb2
 from meshproxy.config.compile_common import (
     Ctx,
     duration,
+    finish,
     header_mutations,
     port_in_range,
     regex,
@@ -87,12 +88,7 @@ def compile_route_configuration_steps(
 
 
 def route_configuration(msg: route_pb2.RouteConfiguration, ctx: Ctx) -> RouteConfiguration | None:
-    steps = route_configuration_steps(msg, ctx)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return finish(route_configuration_steps(msg, ctx))
 
 
 def route_configuration_steps(

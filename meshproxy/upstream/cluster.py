@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any, Protocol, TypeVar
 
@@ -117,6 +117,16 @@ class Host:
     @property
     def usable(self) -> bool:
         return self.health_status in _USABLE
+
+
+def endpoint_hosts(config: Cluster) -> Iterator[Host]:
+    """A Host per endpoint of a STATIC or EDS cluster, one at a time (a caller building
+    thousands can yield to its event loop in between)."""
+    for loc in config.localities:
+        for ep in loc.endpoints:
+            yield Host(
+                ep.address, ep.weight, ep.health_status, loc.priority, loc.locality, loc.weight, ep.hostname
+            )
 
 
 class ClusterRuntime:
@@ -212,21 +222,6 @@ class ClusterRuntime:
                 self._schedule_outlier()
         if self.config.health_checks:
             self._health_hosts()
-
-    def static_hosts(self) -> list[Host]:
-        return [
-            Host(
-                ep.address,
-                ep.weight,
-                ep.health_status,
-                loc.priority,
-                loc.locality,
-                loc.weight,
-                ep.hostname,
-            )
-            for loc in self.config.localities
-            for ep in loc.endpoints
-        ]
 
     # ------------------------------------------------------------------ health and outliers
 

@@ -16,7 +16,7 @@ import time
 
 from meshproxy.config.model import Cluster, SocketAddress
 from meshproxy.stats import Store
-from meshproxy.upstream.cluster import ClusterRuntime, Host
+from meshproxy.upstream.cluster import ClusterRuntime, Host, endpoint_hosts
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -40,6 +40,7 @@ class ClusterManager:
         self.clusters: dict[str, ClusterRuntime] = {}
         self._dns_tasks: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._slice_started = 0.0  # when ``update`` last yielded to the event loop
 
     def get(self, name: str) -> ClusterRuntime | None:
         return self.clusters.get(name)
@@ -54,26 +55,27 @@ class ClusterManager:
         fresh: dict[str, ClusterRuntime] = {}
         waiting: list[asyncio.Future[None]] = []
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        self._slice_started = time.perf_counter()
         for cfg in clusters:
-            if time.perf_counter() - started > SLICE:
-                await asyncio.sleep(0)
-                started = time.perf_counter()
+            await self._pause_if_due()
             old = self.clusters.get(cfg.name)
             if old is not None and (old.config is cfg or old.config == cfg):
                 fresh[cfg.name] = old
                 continue
             if old is not None and _only_endpoints_differ(old.config, cfg):
+                hosts = await self._endpoint_hosts(cfg)
                 old.config = cfg
-                old.set_hosts(old.static_hosts())  # hosts keep their state by address
+                old.set_hosts(hosts)  # hosts keep their state by address
                 fresh[cfg.name] = old
                 continue
+            # Built before anything changes: the old runtime serves while this yields.
+            hosts = await self._endpoint_hosts(cfg) if cfg.discovery in ("STATIC", "EDS") else None
             self._stop_dns(cfg.name)
             rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng)
             if old is not None:
                 rt.inherit(old)  # pools, breaker counts, ejections and health carry over
-            if cfg.discovery in ("STATIC", "EDS"):
-                rt.set_hosts(rt.static_hosts())
+            if hosts is not None:
+                rt.set_hosts(hosts)
                 rt.resolved = True
             else:
                 rt.set_hosts(list(rt.hosts))
@@ -92,6 +94,21 @@ class ClusterManager:
                 log.warning("DNS: some STRICT_DNS clusters had no answer within %.0fs", initial_dns_timeout)
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
+
+    async def _pause_if_due(self) -> None:
+        """Yields to the event loop once ``update`` has run ``SLICE`` without doing so."""
+        if time.perf_counter() - self._slice_started > SLICE:
+            await asyncio.sleep(0)
+            self._slice_started = time.perf_counter()
+
+    async def _endpoint_hosts(self, cfg: Cluster) -> list[Host]:
+        """The hosts of ``cfg``'s endpoints, built in slices: a cluster may have thousands."""
+        hosts = []
+        for host in endpoint_hosts(cfg):
+            hosts.append(host)
+            if len(hosts) % 256 == 0:
+                await self._pause_if_due()
+        return hosts
 
     def _stop_dns(self, name: str) -> None:
         task = self._dns_tasks.pop(name, None)

@@ -22,7 +22,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import DecodeError, Message
 
 from meshproxy.config.compile import compile_cluster, compile_listener
-from meshproxy.config.compile_cluster import compile_load_assignment
+from meshproxy.config.compile_cluster import compile_load_assignment_steps
 from meshproxy.config.compile_route import compile_route_configuration_steps
 from meshproxy.config.model import (
     Cluster,
@@ -61,9 +61,9 @@ class LoadAssignment:
 Compiled = Listener | Cluster | RouteConfiguration | LoadAssignment
 
 
-def _endpoints(msg: Message, path: str, problems: list[str]) -> LoadAssignment | None:
+def _endpoints(msg: Message, path: str, problems: list[str]) -> Generator[None, None, LoadAssignment | None]:
     mark = len(problems)
-    localities, factor = compile_load_assignment(msg, path, problems)  # type: ignore[arg-type]
+    localities, factor = yield from compile_load_assignment_steps(msg, path, problems)  # type: ignore[arg-type]
     return LoadAssignment(localities, factor) if len(problems) == mark else None
 
 
@@ -79,7 +79,7 @@ KINDS: dict[str, _Kind] = {
     LISTENER: _Kind(listener_pb2.Listener, compile_listener, "name"),
     ROUTE: _Kind(route_pb2.RouteConfiguration, compile_route_configuration_steps, "name", stepped=True),
     CLUSTER: _Kind(cluster_pb2.Cluster, compile_cluster, "name"),
-    ENDPOINT: _Kind(endpoint_pb2.ClusterLoadAssignment, _endpoints, "cluster_name"),
+    ENDPOINT: _Kind(endpoint_pb2.ClusterLoadAssignment, _endpoints, "cluster_name", stepped=True),
 }
 
 
@@ -107,8 +107,9 @@ def compile_resource(
 ) -> Generator[None, None, Compiled | None]:
     """The compiled resource, or None after appending problems named ``<Type> "name" (where): path: msg``.
 
-    A generator that returns it: a RouteConfiguration compiles one route per step (a thousand
-    routes take tens of milliseconds); the other types compile without a step of their own."""
+    A generator that returns it: a RouteConfiguration compiles one route per step and a
+    ClusterLoadAssignment one endpoint per step (a thousand routes or endpoints take tens of
+    milliseconds); listeners and clusters compile without a step of their own."""
     found: list[str] = []
     kind = KINDS[type_url]
     if kind.stepped:

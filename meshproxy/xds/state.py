@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2 as dpb
@@ -37,6 +37,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
+from meshproxy.config.compile_common import finish
 from meshproxy.config.model import Cluster, Config, DynamicResources, Listener
 from meshproxy.xds.assemble import Assembly, BindCache, assemble
 from meshproxy.xds.resources import (
@@ -56,7 +57,6 @@ from meshproxy.xds.resources import (
 
 _ABBREVIATION = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
-T = TypeVar("T")
 Request = dpb.DiscoveryRequest | dpb.DeltaDiscoveryRequest
 Response = dpb.DiscoveryResponse | dpb.DeltaDiscoveryResponse
 
@@ -391,15 +391,6 @@ class XdsState:
             resource_names_unsubscribe=unsubscribe or [],
             initial_resource_versions=initial_versions or {},
         )
-
-
-def finish(steps: Generator[None, None, T]) -> T:
-    """Runs a step generator to its end in one go; its return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def nack_message(staged: Staged, problems: list[str]) -> str:

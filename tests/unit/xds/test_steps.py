@@ -1,6 +1,7 @@
 """The ADS state machine works in steps the shell can yield between: a RouteConfiguration
-compiles a route per step inside ``Staged.work``, and ``candidate_steps`` assembles a cluster
-per step; run to the end, the steps give what the one-call forms give."""
+compiles a route per step and a ClusterLoadAssignment an endpoint per step inside
+``Staged.work``, and ``candidate_steps`` assembles a cluster per step; run to the end, the
+steps give what the one-call forms give."""
 
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ def test_a_bad_route_among_many_is_still_a_nack_naming_it() -> None:
     ts = state.types[ROUTE]
     assert ts.nacks == 1 and ts.resources == {}
     assert 'RouteConfiguration "big" (resources[0]): virtual_hosts[0].routes[42]: ' in ts.last_nack
+
+
+def test_a_load_assignment_compiles_one_endpoint_per_step() -> None:
+    state = new_state()
+    drive(state, sotw(CLUSTER, "1", "c1", eds_cluster("big")))
+    staged = state.stage(sotw(ENDPOINT, "1", "e1", endpoints("big", *range(9000, 9200))))
+    assert staged is not None
+    count, _ = run_steps(staged.work())
+    assert count > 200
+    assert staged.problems == []
+    assembly = state.candidate(staged)
+    assert len(assembly.clusters["big"].localities[0].endpoints) == 200
 
 
 def test_candidate_steps_bind_a_cluster_per_step_and_equal_candidate() -> None:
