@@ -151,7 +151,7 @@ def test_exclude_only_repeats_when_it_must(
     sel = build(hosts, lb, seed)
     exclude = {hosts[i] for i in tried if i < len(hosts)}
     candidates = [h for h in hosts if h.available or sel.panic[0]]
-    # One smooth round-robin cycle (the sum of the weights) visits every host of the pool.
+    # One round-robin period (the sum of the weights) visits every host of the pool.
     host = sel.select(exclude=exclude, reselect_attempts=sum(h.weight for h in hosts))
     if any(h not in exclude for h in candidates):
         assert host is not None and host not in exclude

@@ -1,4 +1,4 @@
-"""Types for the compiled smooth weighted round robin; behaviour is ``_round_robin_py``'s."""
+"""Types for the compiled EDF weighted round robin; behaviour is ``_round_robin_py``'s."""
 
 from __future__ import annotations
 

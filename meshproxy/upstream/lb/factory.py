@@ -40,7 +40,7 @@ class Picker(Protocol):
 
 
 class RoundRobinPicker:
-    """Smooth weighted round robin behind the :class:`Picker` interface (``hash`` is ignored)."""
+    """Weighted round robin (EDF schedule) behind the :class:`Picker` interface (``hash`` is ignored)."""
 
     __slots__ = ("_rr",)
 

@@ -62,6 +62,19 @@ def test_pick_is_first_entry_at_or_after_the_hash(ring_hash: ModuleType) -> None
         assert ring.pick(probe) == owners[i % len(owners)], probe
 
 
+@pytest.mark.parametrize("entries", [1, 2, 3, 50, 1000])
+def test_pick_at_every_entry_and_bucket_edge(ring_hash: ModuleType, entries: int) -> None:
+    # The C twin narrows the search by the top bits of the hash (a table of 2**bits buckets,
+    # 2**bits <= ring size): probe each entry, its neighbours, and the edges of every bucket size.
+    ring = ring_hash.RingHash(KEYS, [1] * 5, 5 * entries, 5 * entries)
+    hashes, owners = reference_ring(KEYS, entries)
+    edges = [b << (64 - bits) for bits in range(1, 24) for b in (1, 2, (1 << bits) - 1)]
+    probes = [0, 2**64 - 1, *hashes, *edges, *(h + d for h in hashes + edges for d in (-1, 1))]
+    for probe in [p for p in probes if 0 <= p < 2**64]:
+        i = bisect.bisect_left(hashes, probe)
+        assert ring.pick(probe) == owners[i % len(owners)], probe
+
+
 def test_ring_size_follows_envoy(ring_hash: ModuleType) -> None:
     # Envoy: scale = ceil(min_weight_share * minimum) / min_weight_share, capped at the maximum.
     assert ring_hash.RingHash(KEYS[:3], [1, 1, 1]).ring_size == 1026  # 342 entries each
