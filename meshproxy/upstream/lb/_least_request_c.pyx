@@ -58,6 +58,30 @@ cdef int64_t _active(tuple hosts, Py_ssize_t i) except -1:
     return a
 
 
+cdef void _replace_top(Entry* heap, Py_ssize_t n) noexcept nogil:
+    """Re-seat heap[0] after its deadline grew: Floyd's bottom-up sift (as heapq's): walk the
+    smaller children up to a leaf, then sift the item up from there. The item usually belongs
+    near the bottom, so this takes about half the comparisons of a top-down sift; with a
+    total order (seq is unique) the heap pops the same sequence either way."""
+    cdef Entry item = heap[0]
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t child = 1
+    cdef Py_ssize_t parent
+    while child < n:
+        if child + 1 < n and not _before(&heap[child], &heap[child + 1]):
+            child += 1
+        heap[pos] = heap[child]
+        pos = child
+        child = 2 * pos + 1
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if not _before(&item, &heap[parent]):
+            break
+        heap[pos] = heap[parent]
+        pos = parent
+    heap[pos] = item
+
+
 @cython.final
 cdef class LeastRequest:
     cdef Py_ssize_t _n
@@ -133,7 +157,7 @@ cdef class LeastRequest:
             top.deadline = top.deadline + 1.0 / self._effective_weight(best)
             top.seq = self._seq
             self._seq += 1
-            _sift_down(self._heap, n, 0)
+            _replace_top(self._heap, n)
             return best
         state = self._state  # stored only when the pick succeeds, as in the twin
         best = <Py_ssize_t>(splitmix64(&state) % <uint64_t>n)
