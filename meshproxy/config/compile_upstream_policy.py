@@ -117,6 +117,7 @@ def outlier_detection(msg: od.OutlierDetection, ctx: Ctx) -> OutlierDetection:
     if maximum < base:
         ctx.at("max_ejection_time").problem(f"{maximum:g}s is less than base_ejection_time ({base:g}s)")
     fields["split_external_local_origin_errors"] = msg.split_external_local_origin_errors
+    fields["always_eject_one_host"] = msg.always_eject_one_host.value  # a BoolValue: unset is false
     latency = None
     for entry, c in ctx.each("monitors", msg.monitors):
         latency = _monitor(entry.typed_config, entry.name, c.at("typed_config"))

@@ -27,8 +27,7 @@ Envoy semantics followed (``source/common/upstream/outlier_detection_impl.cc``):
 - The cap (current Envoy): an ejection is allowed while ``100 * (active + 1) / hosts <=
   max_ejection_percent``, or when nothing is ejected and ``always_eject_one_host`` is set; a
   refused ejection counts ``ejections_overflow``. With the default 10 % a cluster needs 10 hosts
-  before anything is ejected. ``always_eject_one_host`` is read from the config when the field
-  exists (it is not in ``OutlierDetection`` yet; default false as in Envoy).
+  before anything is ejected, unless ``always_eject_one_host`` (default false, as in Envoy).
 
 Latency ejection (our ``LatencyEjection`` extension; Envoy's request for it, envoyproxy/envoy
 #2932, is open): at each tick, every host not ejected with at least ``request_volume`` successful
@@ -331,7 +330,7 @@ class OutlierDetector:
         stats = self.stats
         stats.detected[kind] += 1
         active = stats.ejections_active
-        always_one = bool(getattr(self.config, "always_eject_one_host", False))
+        always_one = self.config.always_eject_one_host
         if 100 * (active + 1) > self.config.max_ejection_percent * len(self._hosts) and not (
             always_one and active == 0
         ):

@@ -253,6 +253,14 @@ def test_default_ten_percent_ejects_nothing_below_ten_hosts() -> None:
     assert d.stats.ejections_overflow == 1
 
 
+def test_always_eject_one_host_lifts_the_cap_for_the_first_ejection_only() -> None:
+    d = detector(3, always_eject_one_host=True)
+    times(d, KEYS[0], 500, 5)
+    times(d, KEYS[1], 500, 5)
+    assert d.ejected_keys() == {KEYS[0]}
+    assert d.stats.ejections_overflow == 1
+
+
 # ---------------------------------------------------------------------- latency
 
 
