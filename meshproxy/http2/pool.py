@@ -4,8 +4,10 @@ Owns, for each (cluster, host), the HTTP/2 connections in use and the streams wa
 slot: a stream goes to the first connection with capacity (the peer's
 ``max_concurrent_streams`` minus its open streams); when every connection is saturated or
 going away, a new connection is opened, and waiting streams are dispatched as slots free up
-or the new connection's SETTINGS arrive. Idle connections close after the cluster's
-``idle_timeout``. Connection establishment (TCP, TLS) is ``ClusterRuntime.connect``.
+or the new connection's SETTINGS arrive. A waiting stream counts as a pending request
+(``max_pending_requests``: beyond it, 503 ``UO``), and a new connection is opened only within
+``max_connections``. Idle connections close after the cluster's ``idle_timeout``. Connection
+establishment (TCP, TLS) is ``ClusterRuntime.open_connection``.
 
 The pools live in a registry keyed by ``Host`` (a host kept across a configuration swap keeps
 its pool) because ``upstream/cluster.py`` has no slot for them yet; see docs/http2.md.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
+
+from meshproxy.http.stream import OVERLOADED
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Http2Options
@@ -51,6 +55,10 @@ class H2Pool:
             if conn.capacity() > 0:
                 stream.attach(conn)
                 return
+        # No free stream slot: the stream waits as a pending request (max_pending_requests).
+        if not self.cluster.pend():
+            stream.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+            return
         self.waiters.append(stream)
         if self.connecting * ASSUMED_STREAMS < len(self.waiters):
             self._connect()
@@ -59,13 +67,22 @@ class H2Pool:
         try:
             self.waiters.remove(stream)
         except ValueError:
-            pass
+            return
+        self.cluster.unpend()
+
+    def _take_waiter(self) -> H2Stream:
+        self.cluster.unpend()
+        return self.waiters.popleft()
 
     def _connect(self) -> None:
         from meshproxy.http2.upstream import H2Upstream
 
+        if not self.cluster.can_connect():
+            # max_connections reached: the waiters wait for a slot on an open connection.
+            if not self.conns and not self.connecting:
+                self._fail_waiters("upstream overflow: max_connections")
+            return
         self.connecting += 1
-        asyncio.get_running_loop()
         task = self.cluster.open_connection(self.host, lambda: H2Upstream(self))
         task.add_done_callback(self._connected)
 
@@ -77,9 +94,7 @@ class H2Pool:
         if exc is not None:
             reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
             if not self.connecting:
-                waiters, self.waiters = self.waiters, deque()
-                for stream in waiters:
-                    stream.upstream_failed(reason.encode())
+                self._fail_waiters(reason)
             return
         conn = task.result()
         if not conn.closed:
@@ -88,11 +103,17 @@ class H2Pool:
                 self._arm_idle(conn)
         # Streams are dispatched when the server's SETTINGS arrive (``released``).
 
+    def _fail_waiters(self, reason: str) -> None:
+        waiters, self.waiters = self.waiters, deque()
+        for stream in waiters:
+            self.cluster.unpend()
+            stream.upstream_failed(reason.encode())
+
     def released(self, conn: H2Upstream) -> None:
         """A slot may have freed on ``conn`` (stream done, SETTINGS changed): dispatch waiters."""
         waiters = self.waiters
         while waiters and conn.capacity() > 0:
-            waiters.popleft().attach(conn)
+            self._take_waiter().attach(conn)
         if waiters and not self.connecting:
             self._connect()
         if not conn.streams and conn in self.conns:

@@ -355,12 +355,19 @@ class ClusterRuntime:
 
     def enqueue(self, waiter: Waiter) -> bool:
         """Queue a request until a connection frees up (max_pending_requests bounds the queue)."""
+        if not self.pend():
+            return False
+        self.waiters.append(waiter)
+        return True
+
+    def pend(self) -> bool:
+        """Count a request that waits for a connection (or, on HTTP/2, a stream slot); False
+        when max_pending_requests is reached. Each True is paired with one ``unpend``."""
         pending = self._pending
         if not pending.can_create():
             self.stats.upstream_rq_pending_overflow += 1
             return False
         pending.inc()
-        self.waiters.append(waiter)
         st = self.stats
         st.upstream_rq_pending_total += 1
         st.upstream_rq_pending_active = pending.count
@@ -372,9 +379,9 @@ class ClusterRuntime:
             self.waiters.remove(waiter)
         except ValueError:
             return
-        self._unpend()
+        self.unpend()
 
-    def _unpend(self) -> None:
+    def unpend(self) -> None:
         pending = self._pending
         pending.dec()
         self.stats.upstream_rq_pending_active = pending.count
@@ -391,7 +398,7 @@ class ClusterRuntime:
         waiters = self.waiters
         while waiters and self._cx.can_create():
             waiter = waiters.popleft()
-            self._unpend()
+            self.unpend()
             waiter.connect()
 
     def _gauges(self) -> None:
@@ -413,7 +420,7 @@ class ClusterRuntime:
         if waiters:
             # A request waits for a connection (max_connections reached): it takes this one.
             waiter = waiters.popleft()
-            self._unpend()
+            self.unpend()
             waiter.take(conn)
             return
         host = conn.host

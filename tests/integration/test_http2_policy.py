@@ -204,3 +204,29 @@ async def test_max_stream_duration_ends_a_long_stream() -> None:
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert proxy.http_stats("grpc").downstream_rq_timeout == 1
             await asyncio.wait_for(echo.cancelled.wait(), 5)
+
+
+async def test_streams_waiting_for_a_slot_are_pending_requests() -> None:
+    # One connection (max_connections) with one stream (max_concurrent_streams): a second call
+    # waits as a pending request; a third overflows max_pending_requests with 503 UO.
+    extra = {
+        "http2_protocol_options": {"max_concurrent_streams": 1},
+        "circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 1}]},
+    }
+    async with grpc_server() as (port, _echo):
+        d = bootstrap([http_listener([route("/", "grpc")], name="grpc")], [cluster("grpc", port, **extra)])
+        async with running_proxy(d) as proxy, stubs(proxy.port("grpc")) as s:
+            stats = proxy.cluster_stats("grpc")
+            first = asyncio.ensure_future(s.slow(b"1"))
+            await eventually(lambda: stats.upstream_rq_active == 1, what="the first call upstream")
+            second = asyncio.ensure_future(s.unary(b"2"))
+            await eventually(lambda: stats.upstream_rq_pending_active == 1, what="the second call pending")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.unary(b"3")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert ("x-envoy-overloaded", "true") in tuple(info.value.trailing_metadata())
+            first.cancel()
+            assert await second == b"2"  # it took the freed slot
+            # The first call also waited (for the new connection's SETTINGS), as in Envoy.
+            assert stats.upstream_rq_pending_active == 0 and stats.upstream_rq_pending_total == 2
+            assert stats.upstream_cx_total == 1 and stats.upstream_rq_pending_overflow == 1
