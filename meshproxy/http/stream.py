@@ -1,8 +1,8 @@
 """One HTTP/1.1 request/response exchange through the proxy (Envoy's "stream").
 
-Owns the life of a request from its parsed head to its access-log line: routing, the
-upstream request head, body relay in both directions with flow control, response framing,
-local replies with response flags, the route timeout, and the WebSocket/Upgrade tunnel.
+Owns the life of a request from its parsed head to its access-log line: routing, body relay
+in both directions with flow control, response framing, local replies with response flags, and
+the WebSocket/Upgrade tunnel.
 The downstream connection feeds it parsed request events; the upstream connection feeds it
 parsed response events. It is driven only by callbacks: no coroutine per request, and one
 transport write per response head (head and first body bytes are coalesced per read).
@@ -16,10 +16,10 @@ Lifecycle rules (the reason for each flag):
    completed, neither side asked to close, and the listener is not draining.
 
 It is one module of about 600 lines on purpose: the rules above bind every method, and the
-request side, the response side and the endings each read and write the same flags; split
-apart, each part would have to restate them. What does not touch those flags lives beside it:
-upstream policy (attempts, retries, timeouts, rate limit) in ``attempts.py``, its base class;
-``plan.py``, ``logline.py``, ``codec.py``.
+request side, the response side and the endings each read and write the same flags. What does
+not touch them lives beside it: upstream policy (attempts, retries, timeouts, rate limit) in
+``attempts.py``, its base class; the upstream request head in ``head.py``; ``plan.py``,
+``logline.py``, ``codec.py``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING
 from meshproxy.config.model import DirectResponse, Redirect, RouteAction
 from meshproxy.http import codec
 from meshproxy.http.attempts import Attempts
+from meshproxy.http.head import absolute_form, request_head
 from meshproxy.http.logline import access_record
 from meshproxy.http.plan import RoutePlan
-from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.action import pick_cluster, redirect_location
 from meshproxy.router.hashing import request_hash
 from meshproxy.router.headers import apply_mutations
 from meshproxy.router.retry import grpc_status_of
@@ -56,7 +57,6 @@ PAUSE_PIPELINE = 4
 
 # Envoy marks local replies caused by a circuit breaker.
 OVERLOADED = (b"x-envoy-overloaded", b"true")
-
 
 # Stream's slots, one per field set in __init__ (as words, to keep the class header short).
 _FIELDS = (
@@ -88,21 +88,11 @@ class Stream(Attempts):
         self.xff: bytes | None = None
         self.xfp: bytes | None = None
         self.request_id: bytes | None = None
-        self.expect = False
-        self.chunked = False
         self.upgrade: bytes | None = None
-        self.http10 = False
         self.keep_alive = True
-        self.headers_done = False
-        self.has_body = False
-        self.started = False
-        self.request_complete = False
-        self.response_started = False
-        self.response_complete = False
-        self.finished = False
-        self.tunnel = False
-        self.retried = False
-        self.body_sent = False
+        self.expect = self.chunked = self.http10 = self.headers_done = self.has_body = False
+        self.started = self.request_complete = self.response_started = self.response_complete = False
+        self.finished = self.tunnel = self.retried = self.body_sent = False
         self.decision: RouteDecision | None = None
         self.cluster: ClusterRuntime | None = None
         self.host: Host | None = None
@@ -111,9 +101,7 @@ class Stream(Attempts):
         self.request_head = b""
         self.pending: list[bytes] | None = None
         self.pending_size = 0
-        self.resp_content_length = False
-        self.resp_chunk_down = False
-        self.resp_close_delimited = False
+        self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
         self.status = 0
         self.flags = "-"
         self.rx_bytes = 0
@@ -156,10 +144,13 @@ class Stream(Attempts):
             # llhttp now treats the connection as a tunnel: nothing more can be parsed on it.
             self.keep_alive = False
             return self.local_reply(405, b"CONNECT is not supported", "-")
-        if self.url[0] != 0x2F and self.url != b"*" and not self._absolute_form():
-            stats.downstream_cx_protocol_error += 1
-            self.keep_alive = False
-            return self.local_reply(400, b"invalid request target", "DPE")
+        if self.url[0] != 0x2F and self.url != b"*":
+            absolute = absolute_form(self.url)
+            if absolute is None:
+                stats.downstream_cx_protocol_error += 1
+                self.keep_alive = False
+                return self.local_reply(400, b"invalid request target", "DPE")
+            self.authority, self.url = absolute
         authority = self.authority
         if authority is None:
             if not self.http10:
@@ -211,7 +202,7 @@ class Stream(Attempts):
             return self.local_reply(503, b"upstream overflow: max_requests", "UO", extra=[OVERLOADED])
         self.cluster = cluster
         self.host = host
-        self.request_head = self._request_head(plan, decision, authority)
+        self.request_head = request_head(self, plan, decision, authority)
         cluster.stats.upstream_rq_total += 1
         cluster.stats.upstream_rq_active += 1
         if plan.retry is not None and self.upgrade is None:
@@ -221,52 +212,6 @@ class Stream(Attempts):
             self._write_down(codec.CONTINUE_100)
         self._send()
         return None
-
-    def _absolute_form(self) -> bool:
-        """RFC 9112 §3.2.2: a proxy accepts ``http://host/path``; its host replaces Host."""
-        scheme, sep, rest = self.url.partition(b"://")
-        if not sep or scheme.lower() not in (b"http", b"https"):
-            return False
-        cut = len(rest)
-        for delim in (b"/", b"?"):
-            i = rest.find(delim)
-            if 0 <= i < cut:
-                cut = i
-        authority, tail = rest[:cut], rest[cut:]
-        if not authority or b"@" in authority:
-            return False
-        self.authority = authority.lower()
-        self.url = tail if tail.startswith(b"/") else b"/" + tail
-        return True
-
-    def _request_head(self, plan: RoutePlan, decision: RouteDecision, authority: bytes) -> bytes:
-        ctx = self.ctx
-        headers = self.headers
-        weighted = self.weighted
-        levels = plan.request_levels if weighted is None else decision.request_mutations_for(weighted)
-        if levels:
-            apply_mutations(headers, *levels)
-        target = rewrite_target(decision.route, self.url) if plan.rewrites else self.url  # type: ignore[arg-type]
-        parts = [self.method, b" ", target, b" HTTP/1.1\r\nhost: ", plan.host or authority, b"\r\n"]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
-        # use_remote_address this hop is the edge and states the scheme itself.
-        peer = self.conn.peer_ip
-        parts += (b"x-forwarded-for: ", self.xff + b", " + peer if self.xff else peer, b"\r\n")
-        xfp = ctx.scheme if ctx.config.use_remote_address or self.xfp is None else self.xfp
-        parts += (b"x-forwarded-proto: ", xfp, b"\r\n")
-        rid = self.request_id
-        if rid is None and ctx.config.generate_request_id:
-            rid = self.request_id = ctx.request_ids.next()
-        if rid is not None:
-            parts += (b"x-request-id: ", rid, b"\r\n")
-        if self.upgrade is not None:
-            parts += (b"connection: upgrade\r\nupgrade: ", self.upgrade, b"\r\n")
-        elif self.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
 
     def request_body(self, data: bytes) -> None:
         self.rx_bytes += len(data)
