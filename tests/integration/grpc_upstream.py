@@ -36,7 +36,7 @@ class Echo:
 
     async def slow(self, request: bytes, context: aio.ServicerContext) -> bytes:
         try:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # hangs until the call is cancelled
         except asyncio.CancelledError:
             self.cancelled.set()
             raise

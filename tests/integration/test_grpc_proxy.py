@@ -114,7 +114,6 @@ async def test_deadline_exceeded_cancels_the_upstream_call() -> None:
 async def test_client_cancellation_reaches_the_server() -> None:
     async with through_proxy() as (s, echo, proxy):
         call = s.slow(b"x")
-        await asyncio.sleep(0)  # let the call start; cancellation is awaited on the server below
         await _until_started(proxy)
         call.cancel()
         await asyncio.wait_for(echo.cancelled.wait(), 5)

@@ -37,7 +37,7 @@ class Flaky:
         self.attempts.append(dict(context.invocation_metadata() or ()).get("x-envoy-attempt-count"))
         if len(self.attempts) <= self.failures:
             if self.hang:
-                await asyncio.sleep(30)
+                await asyncio.Event().wait()  # hangs until the attempt is cancelled
             await context.abort(grpc.StatusCode[self.code], "failed on purpose")
         return request
 
