@@ -8,6 +8,8 @@ Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.clu
 
 from __future__ import annotations
 
+from typing import cast, get_args
+
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -38,10 +40,13 @@ from meshproxy.config.compile_ratelimit import (
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.model import (
+    NO_PATH_POLICY,
+    EscapedSlashes,
     FilterChain,
     FilterChainMatch,
     HttpConnectionManager,
     Listener,
+    PathPolicy,
     RouteConfiguration,
     TcpProxy,
     WeightedCluster,
@@ -238,6 +243,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     stream_idle_timeout = duration(msg, "stream_idle_timeout", ctx, 300.0)
     request_timeout = duration(msg, "request_timeout", ctx, 0.0)
     drain_timeout = duration(msg, "drain_timeout", ctx, 5.0)
+    path = _path_policy(msg, ctx)
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -257,7 +263,27 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         codec_type=codec or "AUTO",  # type: ignore[arg-type]
         http2=h2,
         rds=msg.rds.route_config_name if route_kind == "rds" else "",
+        path=path,
     )
+
+
+def _path_policy(msg: hcm.HttpConnectionManager, ctx: Ctx) -> PathPolicy:
+    """normalize_path, merge_slashes and path_with_escaped_slashes_action (router/path.py).
+    Envoy's IMPLEMENTATION_SPECIFIC_DEFAULT is KEEP_UNCHANGED there, and here."""
+    action = enum_name(msg, "path_with_escaped_slashes_action")
+    if action == "IMPLEMENTATION_SPECIFIC_DEFAULT":
+        action = "KEEP_UNCHANGED"
+    if action not in get_args(EscapedSlashes):
+        ctx.at("path_with_escaped_slashes_action").problem(f"{action} is not a known action")
+        action = "KEEP_UNCHANGED"
+    if msg.HasField("path_normalization_options"):
+        ctx.at("path_normalization_options").problem("is not supported; use normalize_path and merge_slashes")
+    policy = PathPolicy(
+        normalize=wrapped(msg, "normalize_path", False),
+        merge_slashes=msg.merge_slashes,
+        escaped_slashes=cast(EscapedSlashes, action),
+    )
+    return policy if policy.active else NO_PATH_POLICY
 
 
 def _rds(msg: hcm.Rds, ctx: Ctx) -> RouteConfiguration | None:

@@ -232,6 +232,25 @@ DEFAULT_HTTP2 = Http2Options()
 # --------------------------------------------------------------------------- listeners
 
 
+EscapedSlashes = Literal["KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD"]
+
+
+@dataclass(frozen=True, slots=True)
+class PathPolicy:
+    """The HCM's path options (``router/path.py`` applies them); all off is Envoy's default."""
+
+    normalize: bool = False  # normalize_path
+    merge_slashes: bool = False
+    escaped_slashes: EscapedSlashes = "KEEP_UNCHANGED"  # path_with_escaped_slashes_action
+
+    @property
+    def active(self) -> bool:
+        return self.normalize or self.merge_slashes or self.escaped_slashes != "KEEP_UNCHANGED"
+
+
+NO_PATH_POLICY = PathPolicy()
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConnectionManager:
     stat_prefix: str
@@ -260,6 +279,8 @@ class HttpConnectionManager:
     # rds.route_config_name when routes come over RDS (ADS): route_config is an empty placeholder
     # named after it until the xDS client binds the RouteConfiguration that arrived.
     rds: str = ""
+    # Path normalisation before routing (normalize_path, merge_slashes, escaped slashes).
+    path: PathPolicy = NO_PATH_POLICY
 
 
 @dataclass(frozen=True, slots=True)
