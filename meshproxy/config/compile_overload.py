@@ -116,7 +116,7 @@ def _monitor(msg: ov.ResourceMonitor, ctx: Ctx) -> Monitor | None:
         ).max_active_downstream_connections
         _positive(maximum, tctx.at("max_active_downstream_connections"))
     elif name in (FILE_DESCRIPTORS, EVENT_LOOP_LAG) and _struct_type(config) == _MONITOR_CONFIGS[name]:
-        maximum = _struct_maximum(name, unpack(config, typed_struct_pb2.TypedStruct).value, tctx.at("value"))
+        maximum = _struct_maximum(name, _typed_struct(config).value, tctx.at("value"))
     else:
         got = _struct_type(config) or config.type_url
         hint = (
@@ -134,11 +134,17 @@ def _positive(value: float, ctx: Ctx) -> None:
         ctx.problem("must be greater than 0")
 
 
+def _typed_struct(config: AnyProto) -> typed_struct_pb2.TypedStruct:
+    """``config`` read as a TypedStruct: udpa.type.v1's and xds.type.v3's are the same message
+    under two names, so the bytes are parsed (``Any.Unpack`` would refuse the other name)."""
+    return typed_struct_pb2.TypedStruct.FromString(config.value)
+
+
 def _struct_type(config: AnyProto) -> str:
     """The message a TypedStruct says it holds, or "" when ``config`` is no TypedStruct."""
     if config.type_url not in _TYPED_STRUCTS:
         return ""
-    return unpack(config, typed_struct_pb2.TypedStruct).type_url.rsplit("/", 1)[-1]
+    return _typed_struct(config).type_url.rsplit("/", 1)[-1]
 
 
 def _struct_maximum(name: str, value: Message, ctx: Ctx) -> float | None:
@@ -153,8 +159,10 @@ def _struct_maximum(name: str, value: Message, ctx: Ctx) -> float | None:
         return None
     item, kctx = items[key], ctx.at(key)
     if name == EVENT_LOOP_LAG:
+        mark = kctx.mark()
         seconds = _seconds(item, kctx)
-        _positive(seconds, kctx)
+        if kctx.clean_since(mark):
+            _positive(seconds, kctx)
         return seconds
     if not isinstance(item, (int, float)) or isinstance(item, bool) or item != int(item) or item < 1:
         kctx.problem(f"{item!r} must be a positive integer")
