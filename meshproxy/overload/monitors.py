@@ -18,7 +18,6 @@ import resource
 from meshproxy.overload.config import EVENT_LOOP_LAG, FILE_DESCRIPTORS, FIXED_HEAP, Monitor
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_NR_OPEN = "/proc/sys/fs/nr_open"
 
 
 def rss_bytes() -> int:
@@ -56,21 +55,14 @@ def read_pressure(monitor: Monitor, *, loop_lag: float, connections: int) -> flo
 
 def raise_nofile_limit() -> tuple[int, int]:
     """Raises the soft RLIMIT_NOFILE to the hard limit (finding 6: a proxy holds two
-    descriptors per proxied connection, and 1024 is a common default soft limit). An
-    unlimited hard limit means the kernel's fs.nr_open. Returns (old, new) soft limits for the
-    startup log; they are equal when there was nothing to raise or the kernel refused."""
+    descriptors per proxied connection, and 1024 is a common default soft limit; Linux keeps
+    the hard limit at or below fs.nr_open). Returns (old, new) soft limits for the startup log;
+    they are equal when there was nothing to raise or the kernel refused."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard
-    if hard == resource.RLIM_INFINITY:
-        try:
-            with open(_NR_OPEN, "rb") as nr_open:
-                target = int(nr_open.read())
-        except (OSError, ValueError):
-            return soft, soft
-    if soft != resource.RLIM_INFINITY and soft >= target:
+    if soft == hard:
         return soft, soft
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
         return soft, soft
-    return soft, target
+    return soft, hard
