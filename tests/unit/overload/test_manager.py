@@ -49,9 +49,7 @@ def test_threshold_trigger_fires_at_its_value_and_recovers() -> None:
 
 
 def test_scaled_trigger_ramps_and_actions_take_the_largest_trigger() -> None:
-    m = manager(
-        Action(DISABLE_HTTP_KEEPALIVE, (Trigger(FIXED_HEAP, 0.5, 0.9), Trigger(EVENT_LOOP_LAG, 1.0)))
-    )
+    m = manager(Action(DISABLE_HTTP_KEEPALIVE, (Trigger(FIXED_HEAP, 0.5, 0.9), Trigger(EVENT_LOOP_LAG, 1.0))))
     assert m.update({FIXED_HEAP: 0.5, EVENT_LOOP_LAG: 0.0}, now=0.0).keepalive_close_fraction == 0.0
     state = m.update({FIXED_HEAP: 0.7, EVENT_LOOP_LAG: 0.0}, now=1.0)
     assert math.isclose(state.keepalive_close_fraction, 0.5)

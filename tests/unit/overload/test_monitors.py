@@ -39,7 +39,9 @@ def test_pressures_divide_by_the_maximum_or_the_soft_limit() -> None:
         with pytest.raises(ValueError, match="max_open_fds"):
             read_pressure(Monitor(FILE_DESCRIPTORS, None), loop_lag=0.0, connections=0)
     else:
-        assert read_pressure(Monitor(FILE_DESCRIPTORS, None), loop_lag=0.0, connections=0) == open_fds() / soft
+        assert (
+            read_pressure(Monitor(FILE_DESCRIPTORS, None), loop_lag=0.0, connections=0) == open_fds() / soft
+        )
     assert read_pressure(Monitor(EVENT_LOOP_LAG, 0.5), loop_lag=0.25, connections=0) == 0.5
     assert read_pressure(Monitor(DOWNSTREAM_CONNECTIONS, 10), loop_lag=0.0, connections=15) == 1.5
 
