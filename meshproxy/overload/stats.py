@@ -1,0 +1,98 @@
+"""The overload manager's statistics and their Prometheus exposition.
+
+Owns Envoy's ``overload.<action>.{active,scale_percent}`` and ``overload.<resource>.{pressure,
+failed_updates}`` (plus meshproxy's ``activations``: how often an action became saturated),
+as one table of slotted objects, and the collector and flat names ``/stats`` serves. Updated
+once per refresh by ``manager.py``; nothing here is touched per request. The per-connection
+and per-request counters of the actions (``downstream_rq_overload_close`` and friends) belong
+to the listener and HTTP stats, as in Envoy.
+Must not import asyncio or the data plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class ActionStats:
+    __slots__ = ("active", "scale_percent", "activations")
+
+    def __init__(self) -> None:
+        self.active = 0  # gauge: 1 while saturated
+        self.scale_percent = 0  # gauge: the action's value in percent (floor)
+        self.activations = 0  # counter: transitions into saturation
+
+
+class ResourceStats:
+    __slots__ = ("pressure", "failed_updates")
+
+    def __init__(self) -> None:
+        self.pressure = 0  # gauge: the last pressure read, in percent
+        self.failed_updates = 0  # counter: readings that failed (the last pressure stays)
+
+
+# The one table: attribute -> (is a counter, help). Everything else derives from it.
+_FIELDS: dict[type, dict[str, tuple[bool, str]]] = {
+    ActionStats: {
+        "active": (False, "1 while the overload action is saturated"),
+        "scale_percent": (False, "the overload action's value in percent"),
+        "activations": (True, "times the overload action became saturated"),
+    },
+    ResourceStats: {
+        "pressure": (False, "the resource's pressure in percent"),
+        "failed_updates": (True, "failed readings of the resource monitor"),
+    },
+}
+
+
+class OverloadStats:
+    """Stat objects by action and resource name; created when the manager is built, so every
+    configured name is exported from the start, at zero."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, ActionStats] = {}
+        self.resources: dict[str, ResourceStats] = {}
+
+    def action(self, name: str) -> ActionStats:
+        return self.actions.setdefault(name, ActionStats())
+
+    def resource(self, name: str) -> ResourceStats:
+        return self.resources.setdefault(name, ResourceStats())
+
+    def scopes(self) -> Iterator[tuple[str, type, dict[str, ActionStats] | dict[str, ResourceStats]]]:
+        """(label, stat class, entries by name) per scope."""
+        yield "action", ActionStats, self.actions
+        yield "resource", ResourceStats, self.resources
+
+    def flat(self) -> dict[str, int]:
+        """Envoy's names, for the ``/stats`` JSON: ``overload.<name>.<stat>``."""
+        out: dict[str, int] = {}
+        for _, _, entries in self.scopes():
+            for name, obj in entries.items():
+                for attr in type(obj).__slots__:
+                    out[f"overload.{name}.{attr}"] = getattr(obj, attr)
+        return out
+
+
+class OverloadCollector(Collector):
+    """``meshproxy_overload_action_<stat>{action=...}`` and
+    ``meshproxy_overload_resource_<stat>{resource=...}`` for ``/stats/prometheus``."""
+
+    def __init__(self, stats: OverloadStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for label, kind, entries in self.stats.scopes():
+            for attr, (counter, text) in _FIELDS[kind].items():
+                name = f"meshproxy_overload_{label}_{attr}"
+                family = (
+                    CounterMetricFamily(name, text, labels=[label])
+                    if counter
+                    else GaugeMetricFamily(name, text, labels=[label])
+                )
+                for key, obj in entries.items():
+                    family.add_metric([key], getattr(obj, attr))
+                yield family
