@@ -18,6 +18,7 @@ from meshproxy.config.compile_cluster import cluster, compile_cluster
 from meshproxy.config.compile_common import Ctx, access_logs, bind_address
 from meshproxy.config.compile_dynamic import dynamic_resources
 from meshproxy.config.compile_listener import compile_listener, listener
+from meshproxy.config.compile_overload import compile_overload_manager
 from meshproxy.config.compile_route import compile_route_configuration
 from meshproxy.config.model import Admin, Config, HttpConnectionManager, Node
 from meshproxy.errors import ConfigError
@@ -62,6 +63,10 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     if dynamic is None or not dynamic.cds:  # with CDS, the clusters named may still arrive
         _check_cluster_refs(ctx, sorted({c.name for c in resources.clusters if c.name}))
 
+    overload = None
+    if msg.HasField("overload_manager"):
+        overload = compile_overload_manager(msg.overload_manager, ctx.at("overload_manager"))
+
     if ctx.problems:
         raise ConfigError(ctx.problems)
     return Config(
@@ -70,6 +75,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         listeners=tuple(ln for ln in listeners if ln is not None),
         clusters=tuple(c for c in clusters if c is not None),
         dynamic=dynamic,
+        overload=overload,
     )
 
 

@@ -25,6 +25,7 @@ from meshproxy.config.policy import (
 )
 
 if TYPE_CHECKING:
+    from meshproxy.overload.config import OverloadConfig
     from meshproxy.tls.config import TlsConfig
 
 # --------------------------------------------------------------------------- common
@@ -427,6 +428,8 @@ class Config:
     clusters: tuple[Cluster, ...] = ()
     version: str = "static"
     dynamic: DynamicResources | None = None
+    # The bootstrap's overload_manager (docs/overload.md); None: no monitor, no action.
+    overload: OverloadConfig | None = None
 
     def cluster(self, name: str) -> Cluster | None:
         for c in self.clusters:

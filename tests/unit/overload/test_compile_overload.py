@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.overload.v3 import overload_pb2
 from google.protobuf import json_format
 
+from meshproxy.config.compile import compile_bootstrap
 from meshproxy.config.compile_common import Ctx
 from meshproxy.config.compile_overload import compile_overload_manager
 from meshproxy.overload.config import (
@@ -535,3 +537,17 @@ HEAP_TYPE = T + "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfi
 )
 def test_refusals_name_their_field(doc: dict[str, Any], problems: list[str]) -> None:
     assert compiled(doc)[1] == problems
+
+
+def test_a_bootstrap_carries_its_overload_manager_into_the_config() -> None:
+    doc = {
+        "overload_manager": {
+            "refresh_interval": "0.25s",
+            "resource_monitors": [HEAP],
+            "actions": [{"name": STOP_ACCEPTING_REQUESTS, "triggers": [threshold(FIXED_HEAP, 0.9)]}],
+        }
+    }
+    config = compile_bootstrap(json_format.ParseDict(doc, bootstrap_pb2.Bootstrap()))
+    assert config.overload is not None
+    assert [m.name for m in config.overload.monitors] == [FIXED_HEAP]
+    assert compile_bootstrap(bootstrap_pb2.Bootstrap()).overload is None
