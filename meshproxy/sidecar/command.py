@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from meshproxy.sidecar.errors import CaptureError
 from meshproxy.sidecar.iptables import (
@@ -91,14 +92,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def spec_from_args(args: argparse.Namespace) -> CaptureSpec:
     """The capture the flags describe; CaptureError names the flag that is wrong."""
-    ports = {}
+    fields: dict[str, Any] = {}
     for flag, field in (("--outbound-port", "outbound_port"), ("--inbound-port", "inbound_port")):
         value = getattr(args, field)
         if not 1 <= value <= 65535:
             raise CaptureError(f"{flag}: {value} is not a TCP port (1-65535)")
-        ports[field] = value
-    lists = {field: parse(long, getattr(args, field)) for _, long, field, parse, _ in _LISTS}
-    return CaptureSpec(**ports, **lists)
+        fields[field] = value
+    for _, long, field, parse, _ in _LISTS:
+        fields[field] = parse(long, getattr(args, field))
+    return CaptureSpec(**fields)
 
 
 def run(args: argparse.Namespace) -> int:
