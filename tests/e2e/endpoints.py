@@ -1,9 +1,10 @@
 """The two ends of a pod test connection, run as processes inside pods.
 
-``serve LABEL PORT...`` listens on every PORT over IPv4 and IPv6 and answers each connection
+``serve LABEL LOOP PORT...`` listens on every PORT over IPv4 and IPv6 and answers each connection
 with one line: the label, the local address the connection arrived on, and its original
 destination as ``meshproxy.listener.original_dst`` recovers it (``none`` when not redirected),
-read from the socket an asyncio transport exposes, as the proxy will. It prints ``ready`` once
+read from the socket a transport exposes (LOOP: ``uvloop`` or ``asyncio``), as the proxy
+will. It prints ``ready`` once
 every port is bound. ``dial HOST PORT`` connects, prints the line it got, and exits.
 Depends only on the standard library and ``original_dst``.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+
+import uvloop
 
 from meshproxy.listener.original_dst import original_dst
 
@@ -52,6 +55,8 @@ def dial(host: str, port: int) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        asyncio.run(serve(sys.argv[2], [int(p) for p in sys.argv[3:]]))
+        loop_factory = uvloop.new_event_loop if sys.argv[3] == "uvloop" else asyncio.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(sys.argv[2], [int(p) for p in sys.argv[4:]]))
     else:
         print(dial(sys.argv[2], int(sys.argv[3])))

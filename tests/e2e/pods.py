@@ -57,7 +57,9 @@ class Pod:
         as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
         return ["ip", "netns", "exec", self.netns, *as_user, *argv]
 
-    def run(self, *argv: str, user: int | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, user: int | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(list(argv), user),
             capture_output=True,
@@ -78,10 +80,10 @@ class Pod:
             env={**_environment(), **(env or {})},
         )
 
-    def serve(self, label: str, *ports: int, user: int | None = None) -> None:
+    def serve(self, label: str, *ports: int, loop: str = "asyncio", user: int | None = None) -> None:
         """Start an ``endpoints.py serve`` reporter on ``ports`` and wait until it is bound."""
         proc = subprocess.Popen(
-            self.argv([sys.executable, str(ENDPOINTS), "serve", label, *map(str, ports)], user),
+            self.argv([sys.executable, str(ENDPOINTS), "serve", label, loop, *map(str, ports)], user),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -159,7 +161,9 @@ class Pods:
         for pod in self.pods.values():
             pod.stop()
         for netns in [p.netns for p in self.pods.values()] + [self.hub]:
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+            subprocess.run(
+                ["ip", "netns", "del", netns], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
+            )
             shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
         self.pods.clear()
         try:

@@ -56,7 +56,16 @@ def pod(pods: Pods) -> Pod:
 
 
 def test_dry_run_prints_exactly_what_is_installed(pod: Pod) -> None:
-    flags = ["-o", "9090", "-x", "10.9.0.0/16,fd00:9::/32", "-b", "8080,8443", "--exclude-inbound-cidrs", "10.7.0.0/16"]
+    flags = [
+        "-o",
+        "9090",
+        "-x",
+        "10.9.0.0/16,fd00:9::/32",
+        "-b",
+        "8080,8443",
+        "--exclude-inbound-cidrs",
+        "10.7.0.0/16",
+    ]
     dry = pod.meshproxy("iptables", "--dry-run", *flags)
     assert dry.returncode == 0, dry.stderr
     assert all(not ours(listing) for listing in saved(pod, "-t", "nat").values()), "dry run installed rules"
@@ -115,7 +124,9 @@ def test_cleanup_in_a_fresh_pod_leaves_the_nat_table_as_it_was(pod: Pod) -> None
 def test_a_refused_ipv6_cleanup_puts_the_ipv4_rules_back(pod: Pod) -> None:
     assert pod.meshproxy("iptables").returncode == 0
     # Someone else's untagged rule jumps into our IPv6 chain: the kernel refuses to delete it.
-    pod.run("ip6tables", "-t", "nat", "-A", "OUTPUT", "-d", "2001:db8::2", "-p", "tcp", "-j", "MESHPROXY_REDIRECT")
+    pod.run(
+        "ip6tables", "-t", "nat", "-A", "OUTPUT", "-d", "2001:db8::2", "-p", "tcp", "-j", "MESHPROXY_REDIRECT"
+    )
     before = saved(pod)
     cleanup = pod.meshproxy("iptables", "--cleanup")
     assert cleanup.returncode == 3
@@ -131,7 +142,9 @@ def test_a_failing_ipv6_install_puts_the_previous_ipv4_rules_back(pod: Pod, tmp_
     broken = tmp_path / "ip6tables-restore"
     broken.write_text("#!/bin/sh\necho 'forced failure' >&2\nexit 2\n")
     broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
-    failed = pod.meshproxy("iptables", "-o", "7070", env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    failed = pod.meshproxy(
+        "iptables", "-o", "7070", env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    )
     assert failed.returncode == 3
     assert "forced failure" in failed.stderr and "iptables rules rolled back" in failed.stderr
     assert saved(pod) == before
