@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
-DEBS   := curl haproxy nginx-light wrk nghttp2-client
+DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables
 
 .PHONY: demo test lint bench bench-quick debs proto clean
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 # Debian packages: curl for the tests' independent client, the comparison proxies and load
 # generators for the benchmarks. Skipped when already present.
 $(APT_STAMP):
-	@missing=""; for c in curl haproxy nginx wrk h2load; do \
+	@missing=""; for c in curl haproxy nginx wrk h2load iptables-restore; do \
 	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshproxy.errors import ConfigError, MeshproxyError
+from meshproxy.sidecar import command as iptables_command
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Config
@@ -58,11 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--ca", help="trusted CA bundle (PEM); without it the peer is not verified")
     probe.add_argument("--sni", default="", help="server name to send")
     probe.add_argument("--pq", default="preferred", choices=["preferred", "required", "off"])
+    iptables_command.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "iptables":
+        return iptables_command.run(args)
     if args.command == "tls-probe":
         from meshproxy.tls_probe import probe
 
