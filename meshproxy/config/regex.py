@@ -22,6 +22,7 @@ program-size limit: ``RegexMatcher.google_re2.max_program_size`` when set, else 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ DEFAULT_MAX_PROGRAM_SIZE = 100
 _BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
 _UNANCHORED = _re2.RE2.Anchor.UNANCHORED
 _NO_SPAN = (-1, -1)
+# How long the bounds of RE2::PossibleMatchRange may be: longer is tighter, and costs only
+# a longer comparison on the request path.
+_RANGE_LENGTH = 32
 _DIGITS = frozenset("0123456789")
 
 
@@ -61,14 +65,10 @@ class Regex:
     source: str
     groups: int = field(compare=False)
     program_size: int = field(compare=False)
-    # Two RE2 programs: one with capture groups (rewrites need them) and one without, which
-    # lets RE2 answer a full match with its DFA alone (a third faster per match).
+    # RE2::FullMatch: whether the pattern matches all of the bytes given (``_full_matcher``).
+    fullmatch: Callable[[bytes], bool] = field(compare=False, repr=False)
+    # The program with capture groups, which rewrites need.
     _capturing: Any = field(compare=False, repr=False)
-    _match_only: Any = field(compare=False, repr=False)
-
-    def fullmatch(self, value: bytes) -> bool:
-        """RE2::FullMatch: whether the pattern matches all of ``value``."""
-        return self._match_only.Match(_BOTH, value, 0, len(value))[0] != _NO_SPAN
 
     def replace(self, rewrite: Rewrite, text: bytes) -> bytes:
         """RE2::GlobalReplace: every non-overlapping match in ``text`` replaced by ``rewrite``.
@@ -121,7 +121,22 @@ def compile_regex(source: str, max_program_size: int = DEFAULT_MAX_PROGRAM_SIZE)
         )
     groups = capturing.NumberOfCapturingGroups()
     match_only = _re2.RE2(encoded, _MATCH_ONLY) if groups else capturing
-    return Regex(source, groups, size, capturing, match_only)
+    return Regex(source, groups, size, _full_matcher(match_only), capturing)
+
+
+def _full_matcher(program: Any) -> Callable[[bytes], bool]:
+    """RE2::FullMatch over bytes, behind RE2::PossibleMatchRange's bounds when RE2 can give them.
+
+    Every full match lies between the bounds, so most paths a regex route does not match (all
+    those the routes after it serve) cost two comparisons instead of a call into RE2 (about
+    80 ns against 600 ns here). ``program`` has no capture groups: RE2 then answers with its
+    DFA alone, a third faster.
+    """
+    match = program.Match
+    bounded, low, high = program.PossibleMatchRange(_RANGE_LENGTH)
+    if not bounded:
+        return lambda value: match(_BOTH, value, 0, len(value))[0] != _NO_SPAN
+    return lambda value: low <= value <= high and match(_BOTH, value, 0, len(value))[0] != _NO_SPAN
 
 
 def parse_rewrite(substitution: str, groups: int) -> Rewrite:
