@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +50,6 @@ def _jsonable(obj: Any) -> Any:
         return [_jsonable(x) for x in obj]
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
-    if isinstance(obj, re.Pattern):
-        return obj.pattern
     return obj
 
 

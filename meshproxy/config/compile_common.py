@@ -33,6 +33,7 @@ from meshproxy.config.model import (
     SocketAddress,
     StringMatch,
 )
+from meshproxy.config.regex import DEFAULT_MAX_PROGRAM_SIZE, Regex, RegexError, compile_regex
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -218,7 +219,7 @@ def string_match(msg: Message, oneof: str, ctx: Ctx, *, ignore_case: bool = Fals
         return None
     if kind == "regex":
         pattern = regex(getattr(msg, which), ctx)
-        return None if pattern is None else StringMatch("regex", pattern.pattern, ignore_case, pattern)
+        return None if pattern is None else StringMatch("regex", pattern.source, ignore_case, pattern)
     value: str = getattr(msg, which)
     if not value and kind != "exact":
         ctx.problem(f"an empty {kind} matches everything; it must not be empty")
@@ -226,16 +227,19 @@ def string_match(msg: Message, oneof: str, ctx: Ctx, *, ignore_case: bool = Fals
     return StringMatch(kind, value, ignore_case)
 
 
-def regex(matcher: regex_pb2.RegexMatcher, ctx: Ctx) -> re.Pattern[str] | None:
-    """Compiles an RE2 pattern with Python's ``re`` (the common syntax agrees; matching is
-    whole-string, as RE2::FullMatch, which the router does with ``fullmatch``)."""
+def regex(matcher: regex_pb2.RegexMatcher, ctx: Ctx) -> Regex | None:
+    """A RegexMatcher compiled with RE2 (``regex.py``), within its program-size limit:
+    ``google_re2.max_program_size`` (deprecated in Envoy, still honoured) or Envoy's default."""
     if not matcher.regex:
         ctx.at("regex").problem("is required")
         return None
+    limit = DEFAULT_MAX_PROGRAM_SIZE
+    if matcher.google_re2.HasField("max_program_size"):
+        limit = matcher.google_re2.max_program_size.value
     try:
-        return re.compile(matcher.regex)
-    except re.error as err:
-        ctx.at("regex").problem(f'"{matcher.regex}" does not compile: {err}')
+        return compile_regex(matcher.regex, limit)
+    except RegexError as err:
+        ctx.at("regex").problem(str(err))
         return None
 
 

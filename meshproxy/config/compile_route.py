@@ -11,7 +11,6 @@ Must not depend on the listener or cluster compilers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator
 from typing import Literal
 
@@ -45,6 +44,7 @@ from meshproxy.config.model import (
     WeightedCluster,
 )
 from meshproxy.config.policy import RetryPolicy
+from meshproxy.config.regex import RegexError, parse_rewrite
 
 # Match conditions meshproxy does not evaluate. Ignoring one would make the route match more
 # requests than configured, so each is rejected rather than dropped.
@@ -66,9 +66,6 @@ _REDIRECT_CODES = {
     rc.RedirectAction.TEMPORARY_REDIRECT: 307,
     rc.RedirectAction.PERMANENT_REDIRECT: 308,
 }
-
-# RE2 rewrite syntax: \0..\9 name a group, \\ is a backslash; nothing else may follow "\".
-_RE2_REWRITE_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
 
 
 def compile_route_configuration(
@@ -223,7 +220,7 @@ def route_match(msg: rc.RouteMatch, ctx: Ctx) -> RouteMatch | None:
         return None
     return RouteMatch(
         _PATH_KINDS[kind],
-        pattern.pattern if pattern else getattr(msg, kind),
+        pattern.source if pattern else getattr(msg, kind),
         wrapped(msg, "case_sensitive", True),
         pattern,
         tuple(h for h in headers if h),
@@ -374,25 +371,16 @@ def check_weights(clusters: list[WeightedCluster], ctx: Ctx, *, declared_total: 
 
 
 def _regex_rewrite(msg: regex_pb2.RegexMatchAndSubstitute, ctx: Ctx) -> RegexRewrite | None:
-    """Envoy's regex_rewrite with the substitution converted from RE2 to a Python ``re`` template:
-    RE2's \\0 (the whole match) is Python's \\g<0>, and \\12 in RE2 is group 1 then "2"."""
-    mark = ctx.mark()
+    """Envoy's regex_rewrite: an RE2 pattern and a substitution in RE2's rewrite syntax
+    (``\\0`` the whole match, ``\\1``..``\\9`` a group, ``\\\\`` a backslash)."""
     pattern = regex(msg.pattern, ctx.at("pattern"))
-    escapes = [m[1] for m in _RE2_REWRITE_ESCAPE.finditer(msg.substitution)]
-    invalid = [e for e in escapes if not re.fullmatch(r"[0-9\\]", e)]
-    if invalid:
-        ctx.at("substitution").problem(
-            f'"\\{invalid[0]}" is not valid; only \\0 to \\9 and \\\\ may follow a backslash'
-        )
-    groups = [int(e) for e in escapes if e.isdigit()]
-    if pattern is not None and groups and max(groups) > pattern.groups:
-        ctx.at("substitution").problem(
-            f"\\{max(groups)} names a group the pattern does not have (it has {pattern.groups})"
-        )
-    if pattern is None or not ctx.clean_since(mark):
+    if pattern is None:
         return None
-    template = _RE2_REWRITE_ESCAPE.sub(lambda m: "\\\\" if m[1] == "\\" else f"\\g<{m[1]}>", msg.substitution)
-    return RegexRewrite(pattern, template)
+    try:
+        return RegexRewrite(pattern, msg.substitution, parse_rewrite(msg.substitution, pattern.groups))
+    except RegexError as err:
+        ctx.at("substitution").problem(str(err))
+        return None
 
 
 def redirect(msg: rc.RedirectAction, ctx: Ctx) -> Redirect | None:

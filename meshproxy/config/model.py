@@ -8,7 +8,6 @@ Must not import asyncio, sockets or generated protobuf code.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +22,7 @@ from meshproxy.config.policy import (
     RetryPolicy,
     Thresholds,
 )
+from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
     from meshproxy.overload.config import OverloadConfig
@@ -44,8 +44,8 @@ class StringMatch:
     kind: Literal["exact", "prefix", "suffix", "contains", "regex"]
     value: str
     ignore_case: bool = False
-    # Compiled once for kind == "regex" (RE2 syntax is accepted where Python's re agrees).
-    pattern: re.Pattern[str] | None = None
+    # Compiled once, with RE2, for kind == "regex".
+    pattern: Regex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ class RouteMatch:
     path_kind: Literal["prefix", "path", "regex", "separated_prefix"]
     path: str  # the prefix / exact path / separated prefix; the regex source for "regex"
     case_sensitive: bool = True
-    pattern: re.Pattern[str] | None = None  # for "regex"
+    pattern: Regex | None = None  # for "regex"
     headers: tuple[HeaderMatcher, ...] = ()
     query_parameters: tuple[QueryParameterMatcher, ...] = ()
 
@@ -134,8 +134,9 @@ class WeightedCluster:
 
 @dataclass(frozen=True, slots=True)
 class RegexRewrite:
-    pattern: re.Pattern[str]
-    substitution: str
+    pattern: Regex
+    substitution: str  # as configured, in RE2's rewrite syntax
+    rewrite: Rewrite = field(compare=False)  # ``substitution`` parsed
 
 
 @dataclass(frozen=True, slots=True)

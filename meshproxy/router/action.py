@@ -123,6 +123,4 @@ def _rewrite_path(match: RouteMatch, target: bytes, prefix: str | None, regex: R
         matched = len(path) if match.path_kind == "regex" else len(match.path.encode())
         return prefix.encode() + target[matched:]
     assert regex is not None
-    text = path.decode("utf-8", "surrogateescape")
-    rewritten = regex.pattern.sub(regex.substitution, text).encode("utf-8", "surrogateescape")
-    return rewritten + target[len(path) :]
+    return regex.pattern.replace(regex.rewrite, path) + target[len(path) :]

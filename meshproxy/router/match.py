@@ -7,10 +7,9 @@ branch applies) is decided here at construction; a compiled matcher does one com
 request. Must not import asyncio, sockets or protobuf, and must not compile a regex on the
 request path (patterns arrive compiled in the model).
 
-Text encoding: configuration strings are encoded as UTF-8; request bytes are compared raw.
-A regex (compiled by the model over ``str``) is applied to the request bytes decoded as UTF-8
-with ``surrogateescape``, so any byte sequence round-trips and ASCII, the common case, costs
-one decode. ``ignore_case`` is ASCII-only (``bytes.lower``), as Envoy's absl comparisons are.
+Text encoding: configuration strings are encoded as UTF-8; request bytes are compared raw,
+regexes included (RE2 matches bytes as UTF-8, as in Envoy). ``ignore_case`` is ASCII-only
+(``bytes.lower``), as Envoy's absl comparisons are.
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ def compile_string_match(sm: StringMatch) -> BytesPredicate:
     """
     if sm.kind == "regex":
         assert sm.pattern is not None, "the compiler compiles every regex StringMatch"
-        fullmatch = sm.pattern.fullmatch
-        return lambda v: fullmatch(v.decode("utf-8", "surrogateescape")) is not None
+        return sm.pattern.fullmatch
     want = sm.value.encode()
     kind = sm.kind
     if sm.ignore_case:

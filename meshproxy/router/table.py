@@ -29,7 +29,6 @@ containing ``?`` never matches here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator, Sequence
 
 from meshproxy.config.model import Route, RouteConfiguration, VirtualHost
@@ -50,7 +49,6 @@ __all__ = ["CompiledVirtualHost", "RouteDecision", "RouteTable"]
 _PREFIX, _ANY, _EXACT, _SEPARATED, _PREFIX_NOCASE, _EXACT_NOCASE, _SEPARATED_NOCASE, _REGEX = range(8)
 _SLASH = 0x2F
 _MEMO_LIMIT = 1024
-_NEVER = re.compile(r"(?!)")  # stands in for the pattern of a route that is not a regex one
 
 
 class CompiledRoute:
@@ -75,7 +73,7 @@ class CompiledRoute:
         self.kind = kind
         self.value = value if m.case_sensitive else value.lower()
         self.size = len(value)
-        self.pattern = m.pattern or _NEVER
+        self.pattern = m.pattern
         self.headers = _all([compile_header_matcher(h) for h in m.headers])
         self.queries = _all([compile_query_matcher(q) for q in m.query_parameters])
         self.decision = decision
@@ -227,7 +225,6 @@ class RouteTable:
         if 0x23 in path:
             path = path.partition(b"#")[0]
         lower: bytes | None = None
-        text: str | None = None
         index: dict[bytes, bytes] | None = None
         params: dict[bytes, bytes] | None = None
         for r in vhost.routes:
@@ -245,9 +242,7 @@ class RouteTable:
                 if not path.startswith(r.value) or (len(path) != r.size and path[r.size] != _SLASH):
                     continue
             elif kind == _REGEX:
-                if text is None:
-                    text = path.decode("utf-8", "surrogateescape")
-                if r.pattern.fullmatch(text) is None:
+                if r.pattern is None or not r.pattern.fullmatch(path):
                     continue
             else:
                 if lower is None:

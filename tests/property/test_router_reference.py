@@ -23,6 +23,7 @@ from meshproxy.config.model import (
     StringMatch,
     VirtualHost,
 )
+from meshproxy.config.regex import compile_regex
 from meshproxy.router.table import RouteTable
 
 # --------------------------------------------------------------------------- the reference
@@ -166,7 +167,7 @@ def string_matches(draw: st.DrawFn) -> StringMatch:
     kind = draw(st.sampled_from(["exact", "prefix", "suffix", "contains", "regex"]))
     if kind == "regex":
         source = draw(st.sampled_from(VALUE_REGEXES))
-        return StringMatch("regex", source, pattern=re.compile(source))
+        return StringMatch("regex", source, pattern=compile_regex(source))
     value = draw(st.text(alphabet="aB,", max_size=2))
     return StringMatch(kind, value, ignore_case=draw(st.booleans()))
 
@@ -196,7 +197,7 @@ def routes(draw: st.DrawFn) -> Route:
     kind = draw(st.sampled_from(["prefix", "path", "regex", "separated_prefix"]))
     if kind == "regex":
         path = draw(st.sampled_from(REGEXES))
-        pattern = re.compile(path)
+        pattern = compile_regex(path)
     else:
         path = draw(st.sampled_from(["", "/", "/a", "/A", "/a/b", "/ab", "/b"]))
         pattern = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import pytest
@@ -16,6 +15,7 @@ from meshproxy.config.model import (
     RouteMatch,
     WeightedCluster,
 )
+from meshproxy.config.regex import compile_regex, parse_rewrite
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 
 
@@ -49,9 +49,14 @@ def test_weighted_pick_walks_cumulative_ranges_in_order() -> None:
 
 
 def forward(kind: str, path: str, case_sensitive: bool = True, **action: object) -> Route:
-    pattern = re.compile(path) if kind == "regex" else None
+    pattern = compile_regex(path) if kind == "regex" else None
     match = RouteMatch(kind, path, case_sensitive=case_sensitive, pattern=pattern)  # type: ignore[arg-type]
     return Route(match, RouteAction(cluster="c", **action))  # type: ignore[arg-type]
+
+
+def regex_rewrite(pattern: str, substitution: str) -> RegexRewrite:
+    regex = compile_regex(pattern)
+    return RegexRewrite(regex, substitution, parse_rewrite(substitution, regex.groups))
 
 
 def test_no_rewrite_returns_the_same_object() -> None:
@@ -78,12 +83,12 @@ def test_prefix_rewrite_replaces_what_the_route_matched(route: Route, target: by
 
 
 def test_regex_rewrite_substitutes_every_match_and_keeps_the_query() -> None:
-    rewrite = RegexRewrite(re.compile(r"^/service/([^/]+)(/.*)$"), r"\2/instance/\1")
+    rewrite = regex_rewrite(r"^/service/([^/]+)(/.*)$", r"\2/instance/\1")
     route = forward("prefix", "/service", regex_rewrite=rewrite)
     assert (
         rewrite_target(route, b"/service/foo/v1/api?x=/service/a/b") == b"/v1/api/instance/foo?x=/service/a/b"
     )
-    dashes = forward("prefix", "/", regex_rewrite=RegexRewrite(re.compile("o"), "0"))
+    dashes = forward("prefix", "/", regex_rewrite=regex_rewrite("o", "0"))
     assert rewrite_target(dashes, b"/foo/boo#o") == b"/f00/b00#o"
 
 
@@ -149,7 +154,7 @@ def test_redirect_prefix_rewrite_replaces_the_matched_prefix() -> None:
 
 
 def test_redirect_regex_rewrite() -> None:
-    redirect = Redirect(regex_rewrite=RegexRewrite(re.compile("^/a/(.*)$"), r"/moved/\1"))
+    redirect = Redirect(regex_rewrite=regex_rewrite("^/a/(.*)$", r"/moved/\1"))
     assert location(redirect) == b"http://example.com/moved/b?q=1"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from meshproxy.config.model import (
@@ -20,6 +18,7 @@ from meshproxy.config.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshproxy.config.regex import compile_regex
 from meshproxy.router.table import RouteTable
 
 
@@ -28,7 +27,7 @@ def table(*routes: Route) -> RouteTable:
 
 
 def route(kind: str, path: str, name: str = "r", **match: object) -> Route:
-    pattern = re.compile(path) if kind == "regex" else None
+    pattern = compile_regex(path) if kind == "regex" else None
     return Route(RouteMatch(kind, path, pattern=pattern, **match), RouteAction(cluster="c"), name=name)  # type: ignore[arg-type]
 
 
@@ -282,7 +281,7 @@ def test_query_present_match(target: bytes, present: bool, hit: bool) -> None:
 
 def test_query_regex_and_ignore_case() -> None:
     t = query_route(
-        QueryParameterMatcher("a", StringMatch("regex", "[0-9]+", pattern=re.compile("[0-9]+"))),
+        QueryParameterMatcher("a", StringMatch("regex", "[0-9]+", pattern=compile_regex("[0-9]+"))),
         QueryParameterMatcher("b", StringMatch("suffix", "XY", ignore_case=True)),
     )
     assert matched(t, b"/?a=12&b=wxy") == "r"
