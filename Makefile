@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client
 
-.PHONY: demo test lint bench bench-quick debs proto clean
+.PHONY: demo test lint bench bench-quick debs proto stats-doc clean
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: $(STAMP) $(APT_STAMP)
 
 bench-quick: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks --quick
+
+# Regenerate docs/stats.md from the stat tables in meshproxy/stats.py (a unit test checks it).
+stats-doc: $(STAMP)
+	$(PY) -m meshproxy.stats > docs/stats.md
 
 # Regenerate controlplane/_gen from proto/ (the generated code is committed; see proto/README.md).
 proto: $(STAMP)
