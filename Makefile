@@ -46,6 +46,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -180,10 +180,11 @@ class _AdminProtocol(asyncio.Protocol):
         self.admin = admin
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        # Set by connection_made before any other callback; not Optional, so no check per use.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_server's
 
     def data_received(self, data: bytes) -> None:
         try:
