@@ -64,6 +64,12 @@ bench: $(STAMP) $(APT_STAMP)
 bench-quick: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks --quick
 
+# Runs write to benchmarks/results/runs/<timestamp>/ (ignored by git); this puts one of them into
+# the committed benchmarks/results/ and rebuilds its REPORT.md and plots.
+bench-publish: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make bench-publish RUN=benchmarks/results/runs/<timestamp>"; exit 2; }
+	$(PY) -m benchmarks publish $(RUN)
+
 # Regenerate docs/stats.md from the stat tables in meshproxy/stats.py (a unit test checks it).
 stats-doc: $(STAMP)
 	$(PY) -m meshproxy.stats > docs/stats.md
