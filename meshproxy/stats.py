@@ -8,7 +8,8 @@ exports them (name, type and help) through prometheus-client, ``/stats`` lists t
 the committed file). Per DESIGN decision 7 the request path only does attribute increments on
 these slotted objects (no properties, no locks, no label lookups); labels are attached once, at
 scrape time. Stat objects are keyed by name (stat prefix, cluster, listener) in a ``Store`` so
-they survive a configuration swap.
+they survive a configuration swap. One module though long: most of it is the tables themselves,
+and splitting them from their readers would bring back the declarations in several places.
 Must not import asyncio or the data plane.
 """
 
