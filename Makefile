@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables
 
-.PHONY: demo test lint bench bench-quick debs proto clean
+.PHONY: demo test test-twins lint bench bench-quick bench-publish debs proto stats-doc clean
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,13 @@ demo: $(STAMP)
 
 test: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+# The suite once more with every dispatcher on its pure-Python twin (DESIGN decision 5); CI runs
+# it after `make test`. The twin suites still import both twins directly.
+test-twins: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
+	MESHPROXY_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
@@ -57,6 +63,16 @@ bench: $(STAMP) $(APT_STAMP)
 
 bench-quick: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks --quick
+
+# Runs write to benchmarks/results/runs/<timestamp>/ (ignored by git); this puts one of them into
+# the committed benchmarks/results/ and rebuilds its REPORT.md and plots.
+bench-publish: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make bench-publish RUN=benchmarks/results/runs/<timestamp>"; exit 2; }
+	$(PY) -m benchmarks publish $(RUN)
+
+# Regenerate docs/stats.md from the stat tables in meshproxy/stats.py (a unit test checks it).
+stats-doc: $(STAMP)
+	$(PY) -m meshproxy.stats > docs/stats.md
 
 # Regenerate controlplane/_gen from proto/ (the generated code is committed; see proto/README.md).
 proto: $(STAMP)

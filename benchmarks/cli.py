@@ -2,8 +2,9 @@
 
 Owns the flags, pinning the orchestrating process itself to the load core (so nothing but the
 proxy runs on the proxy's core), running the chosen scenarios one after another, writing their
-result files and regenerating the report. Scenario modules are imported by name, so registering a
-scenario is one entry in ``benchmarks.__main__.SCENARIOS``.
+result files and the run's report into a fresh folder under ``results/runs/`` (ignored by git),
+and ``publish RUN``, the explicit step that makes a run the committed report. Scenario modules are
+imported by name, so registering a scenario is one entry in ``benchmarks.__main__.SCENARIOS``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from benchmarks import report, runner, targets
 
@@ -37,7 +40,7 @@ def _parser(scenarios: Sequence[str], several: bool) -> argparse.ArgumentParser:
         action="store_true",
         help="SCHED_IDLE busy loops on both cores so idle vCPUs never halt (see system.KeepAwake)",
     )
-    parser.add_argument("--no-report", action="store_true", help="do not regenerate results/REPORT.md")
+    parser.add_argument("--no-report", action="store_true", help="do not write the run's REPORT.md")
     if several:
         parser.add_argument("--only", help=f"comma list from {','.join(scenarios)}")
     return parser
@@ -45,6 +48,8 @@ def _parser(scenarios: Sequence[str], several: bool) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None, scenarios: Sequence[str]) -> int:
     several = len(scenarios) > 1
+    if several and argv and argv[0] == "publish":
+        return _publish(argv[1:])
     args = _parser(scenarios, several).parse_args(argv)
     chosen = list(scenarios)
     if several and args.only:
@@ -59,6 +64,7 @@ def main(argv: Sequence[str] | None, scenarios: Sequence[str]) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu_load})
     started = time.monotonic()
+    run_dir = runner.new_run_dir(datetime.now(UTC))
     for name in chosen:
         scenario: runner.Scenario = importlib.import_module(f"benchmarks.{name}").SCENARIO
         timing = scenario.quick if args.quick else scenario.full
@@ -73,10 +79,24 @@ def main(argv: Sequence[str] | None, scenarios: Sequence[str]) -> int:
             keep_awake=args.keep_awake,
         )
         result = runner.run_scenario(scenario, settings)
-        path = runner.write_result(result)
+        path = runner.write_result(result, run_dir)
         print(f"[{name}] wrote {path}")
         print(report.scenario_tables(result))
     if not args.no_report:
-        print(f"report: {report.regenerate()}")
-    print(f"done in {time.monotonic() - started:.0f} s")
+        print(f"report: {report.regenerate(run_dir)}")
+    print(f"done in {time.monotonic() - started:.0f} s; publish with: make bench-publish RUN={run_dir}")
+    return 0
+
+
+def _publish(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks publish",
+        description="Copy a run's result files into benchmarks/results/ and rebuild REPORT.md there.",
+    )
+    parser.add_argument("run", type=Path, help="a run folder, benchmarks/results/runs/<timestamp>")
+    run = parser.parse_args(argv).run
+    try:
+        print(f"report: {report.publish(run)}")
+    except ValueError as exc:
+        sys.exit(str(exc))
     return 0

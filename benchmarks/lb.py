@@ -201,9 +201,9 @@ def goals_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     """The shared benchmark CLI for this scenario, then :func:`goals_table` of each result it wrote."""
-    before = set(runner.RESULTS_DIR.glob("*-lb.json"))
+    before = set(runner.RUNS_DIR.glob("*/*-lb.json"))
     code = cli.main(argv, ["lb"])
-    for written in sorted(set(runner.RESULTS_DIR.glob("*-lb.json")) - before):
+    for written in sorted(set(runner.RUNS_DIR.glob("*/*-lb.json")) - before):
         print(goals_table(json.loads(written.read_text())))
     return code
 

@@ -7,7 +7,10 @@ bars with min-max error bars, and the machine facts and per-run /proc/stat busy 
 numbers come from runner.summarize and runner.compare over the stored runs, so an old file is
 reported with today's arithmetic. matplotlib (Agg) is imported only when plotting.
 
-``python -m benchmarks.report [--results DIR]`` regenerates from the latest files.
+``python -m benchmarks.report [--results DIR]`` regenerates from the latest files. A run writes
+its files and its own report into its folder under ``results/runs/`` (ignored by git);
+:func:`publish` (``python -m benchmarks publish RUN``, ``make bench-publish RUN=…``) is the one step
+that puts a run into the committed ``results/`` and rebuilds ``results/REPORT.md``.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import argparse
 import importlib
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.histogram import PERCENTILES, percentile_key
-from benchmarks.runner import DEFAULT_COLUMNS, RESULTS_DIR, compare, invalid_reason, summarize
+from benchmarks.runner import DEFAULT_COLUMNS, RESULTS_DIR, RUNS_DIR, compare, invalid_reason, summarize
 
 DASH = "\u2013"  # the en dash of "median [min\u2013max]"
 
@@ -344,6 +348,18 @@ def regenerate(results_dir: Path = RESULTS_DIR) -> Path:
     out = results_dir / "REPORT.md"
     out.write_text(build(latest(results_dir), results_dir))
     return out
+
+
+def publish(run_dir: Path, results_dir: Path = RESULTS_DIR) -> Path:
+    """Copy a run's result files into ``results_dir`` and rebuild the report there."""
+    files = sorted(run_dir.glob("*.json")) if run_dir.is_dir() else []
+    if not files:
+        raise ValueError(
+            f"{run_dir}: not a benchmark run folder (no result files); runs are under {RUNS_DIR}"
+        )
+    for path in files:
+        shutil.copy2(path, results_dir / path.name)
+    return regenerate(results_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,7 +12,9 @@ differences) of two runs made in the same round, so a round that was slow for ev
 out. Each run records per-core busy and steal from /proc/stat, the same for 0.3 s just before it
 while our processes are idle (anyone else's load: noisy neighbours, a concurrent test run), and
 the CPU time of the proxy.
-Results: one JSON file per scenario run, ``results/<UTC timestamp>-<scenario>.json``.
+Results: one JSON file per scenario run, ``<UTC timestamp>-<scenario>.json``, in the folder of
+the invocation, ``results/runs/<UTC timestamp>/`` (ignored by git: a run never touches the
+committed report). Publishing a run copies its files into ``results/`` (see report.publish).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any, TypeVar
 
 from benchmarks import system, targets, wrk
 
-RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
+RESULTS_DIR = FsPath(__file__).resolve().parent / "results"  # published results, REPORT.md
+RUNS_DIR = RESULTS_DIR / "runs"  # one folder per invocation; in .gitignore
 SCHEMA = 1
 MAX_ERROR_SHARE = 0.01
 BACKGROUND_SAMPLE_S = 0.3
@@ -223,7 +226,21 @@ def run_scenario(
     return result
 
 
-def write_result(result: dict[str, Any], results_dir: FsPath = RESULTS_DIR) -> FsPath:
+def new_run_dir(now: datetime, runs_dir: FsPath = RUNS_DIR) -> FsPath:
+    """A fresh folder for one invocation's results, ``<runs_dir>/<UTC stamp of now>[-n]``."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        candidate = runs_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue  # two invocations within one second
+        return candidate
+    raise FileExistsError(f"{runs_dir}: no free run folder for {stamp}")
+
+
+def write_result(result: dict[str, Any], results_dir: FsPath) -> FsPath:
     """Write atomically as ``<UTC start>-<scenario>.json``; returns the path."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromisoformat(result["started_at"]).strftime("%Y%m%dT%H%M%SZ")

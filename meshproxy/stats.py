@@ -1,16 +1,26 @@
-"""Counters, gauges and histograms owned by the proxy, and their Prometheus exposition.
+"""Counters, gauges and histograms owned by the proxy, declared once, and their exposition.
 
-Owns every statistic the data plane keeps. Per DESIGN decision 7 the request path only does
-attribute increments on small slotted objects (no locks, no label lookups); labels are attached
-once, at scrape time, by ``StatsCollector``. Stat objects are keyed by name (stat prefix,
-cluster, listener) in a ``Store`` so they survive a configuration swap.
+Owns every statistic the data plane keeps. Each stat object's class body *is* its table: one
+line per stat, ``name: type = counter(help) | gauge(help) | histogram(help)``. The
+``StatTable`` metaclass turns those lines into ``__slots__`` and initial values, the collector
+exports them (name, type and help) through prometheus-client, ``/stats`` lists them as JSON, and
+``python -m meshproxy.stats`` renders ``docs/stats.md`` from the same table (a unit test checks
+the committed file). Per DESIGN decision 7 the request path only does attribute increments on
+these slotted objects (no properties, no locks, no label lookups); labels are attached once, at
+scrape time. Stat objects are keyed by name (stat prefix, cluster, listener) in a ``Store`` so
+they survive a configuration swap. One module though long: most of it is the tables themselves,
+and splitting them from their readers would bring back the declarations in several places.
 Must not import asyncio or the data plane.
 """
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -19,6 +29,12 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
 )  # fmt: skip
+
+# The label of the response-code-class counters, kept as a list indexed by ``status // 100``.
+CODE_CLASS = "code_class"
+
+Kind = Literal["counter", "gauge", "histogram"]
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
 class Histogram:
@@ -50,252 +66,277 @@ class Histogram:
         return out
 
 
-class HttpStats:
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """One line of a stat table. ``by`` names a second label: the value is then a dict from
+    that label's value to a count (or, for ``CODE_CLASS``, a list indexed by status class)."""
+
+    kind: Kind
+    help: str
+    by: str | None = None
+
+    def initial(self) -> int | list[int] | dict[str, int] | Histogram:
+        if self.kind == "histogram":
+            return Histogram()
+        if self.by == CODE_CLASS:
+            return [0, 0, 0, 0, 0, 0]
+        if self.by is not None:
+            return {}
+        return 0
+
+    def family_name(self, scope: str, name: str) -> str:
+        """The name prometheus-client is given (it appends ``_total`` to counters)."""
+        full = f"meshproxy_{scope}_{name}"
+        if self.kind == "histogram":
+            return full + "_ms"
+        return full.removesuffix("_total") if self.kind == "counter" else full
+
+    def exported_name(self, scope: str, name: str) -> str:
+        """The name as it appears on the wire (and in docs/stats.md)."""
+        family = self.family_name(scope, name)
+        return family + "_total" if self.kind == "counter" else family
+
+
+# The field specifiers of a stat table. Typed ``Any`` for the reason ``dataclasses.field`` is:
+# the line ``x: int = counter(...)`` declares an ``int`` attribute; the metaclass takes the
+# ``Stat`` away before the class exists, so no instance ever sees it.
+def counter(help: str, *, by: str | None = None) -> Any:
+    return Stat("counter", help, by)
+
+
+def gauge(help: str) -> Any:
+    return Stat("gauge", help)
+
+
+def histogram(help: str) -> Any:
+    return Stat("histogram", help)
+
+
+class StatTable(type):
+    """Metaclass of the stat objects: every ``Stat`` in the class body becomes a slot (so an
+    increment is a plain slot store) and an entry of the class's ``STATS``, in body order."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> StatTable:
+        stats = {key: value for key, value in ns.items() if isinstance(value, Stat)}
+        for key in stats:
+            del ns[key]  # a class attribute of a slot's name would shadow the slot
+        ns["__slots__"] = tuple(stats)
+        ns["STATS"] = MappingProxyType(stats)
+        return super().__new__(mcs, name, bases, ns)
+
+
+class StatSet(metaclass=StatTable):
+    """Base of the stat objects: starts every stat of the table at its initial value."""
+
+    STATS: ClassVar[Mapping[str, Stat]]
+
+    def __init__(self) -> None:
+        for name, stat in self.STATS.items():
+            setattr(self, name, stat.initial())
+
+
+class HttpStats(StatSet):
     """Per http_connection_manager stat prefix (Envoy's ``http.<stat_prefix>.*``)."""
 
-    __slots__ = (
-        "downstream_rq_431",
-        "local_rate_limit_ok",
-        "local_rate_limit_rate_limited",
-        "downstream_rq_active",
-        "downstream_rq_completed",
-        "downstream_rq_idle_timeout",
-        "downstream_rq_rx_reset",
-        "downstream_rq_time",
-        "downstream_rq_timeout",
-        "downstream_rq_too_large",
-        "downstream_rq_total",
-        "downstream_rq_xx",
-        "no_cluster",
-        "no_route",
-        "rq_direct_response",
-        "rq_redirect",
-        "downstream_cx_protocol_error",
-        "downstream_cx_http2_total",
-        "downstream_cx_http2_active",
-        "http2_rx_reset",
-        "http2_tx_reset",
-        "http2_goaway_sent",
-        "http2_header_overflow",
-        "http2_rx_messaging_error",
-        "http2_outbound_flood",
-        "http2_flood",
+    downstream_rq_total: int = counter(
+        "Requests whose head was parsed (or that were refused while parsing it)."
     )
+    downstream_rq_xx: list[int] = counter(
+        "Finished requests by the class of the status sent downstream.", by=CODE_CLASS
+    )
+    downstream_rq_active: int = gauge("Requests in progress now.")
+    downstream_rq_completed: int = counter(
+        "Requests finished, whatever the outcome (answered, timed out, reset)."
+    )
+    downstream_rq_time: Histogram = histogram(
+        "Time from the request's first byte to the end of its response."
+    )
+    downstream_rq_431: int = counter("Requests refused with 431: header block over `max_request_headers_kb`.")
+    local_rate_limit_ok: int = counter("Requests the local rate limit let through.")
+    local_rate_limit_rate_limited: int = counter("Requests refused by the local rate limit (429 by default).")
+    downstream_cx_protocol_error: int = counter(
+        "Requests refused with 400 as malformed HTTP/1.1 (smuggling defences); the connection is closed."
+    )
+    # HTTP/2 (Envoy's http2.* names, kept per connection manager).
+    downstream_cx_http2_total: int = counter(
+        "Downstream connections that spoke HTTP/2 (ALPN h2 or prior-knowledge h2c)."
+    )
+    downstream_cx_http2_active: int = gauge("Downstream HTTP/2 connections open now.")
+    http2_rx_reset: int = counter("RST_STREAM frames received from downstream clients.")
+    http2_tx_reset: int = counter("RST_STREAM frames sent to downstream clients.")
+    http2_goaway_sent: int = counter("GOAWAY frames sent downstream (drain, protocol errors, floods).")
+    http2_header_overflow: int = counter(
+        "Connections closed because a header block exceeded `max_request_headers_kb` (ENHANCE_YOUR_CALM)."
+    )
+    http2_rx_messaging_error: int = counter("Connections closed for an HTTP/2 protocol error by the client.")
+    http2_outbound_flood: int = counter(
+        "Connections aborted because the client did not read what it made the proxy queue"
+        " (`max_outbound_frames`)."
+    )
+    http2_flood: int = counter(
+        "Connections closed with ENHANCE_YOUR_CALM for rapid reset (CVE-2023-44487) or a SETTINGS/PING flood."
+    )
+    downstream_rq_rx_reset: int = counter("Requests whose client went away before the response was complete.")
+    downstream_rq_timeout: int = counter("Requests answered 504 because the route timeout fired.")
+    downstream_rq_idle_timeout: int = counter(
+        "Requests ended by `stream_idle_timeout` (no byte either way for that long)."
+    )
+    no_route: int = counter("Requests no route matched (404, flag NR).")
+    no_cluster: int = counter("Requests routed to a cluster that does not exist (503, flag NC).")
+    rq_direct_response: int = counter("Requests answered by a `direct_response` route.")
+    rq_redirect: int = counter("Requests answered by a `redirect` route.")
 
-    def __init__(self) -> None:
-        self.downstream_rq_total = 0
-        self.downstream_rq_active = 0
-        self.downstream_rq_completed = 0
-        self.downstream_rq_xx = [0, 0, 0, 0, 0, 0]  # index = status // 100
-        self.downstream_rq_time = Histogram()
-        self.downstream_rq_rx_reset = 0
-        self.downstream_rq_timeout = 0
-        self.downstream_rq_idle_timeout = 0
-        self.downstream_rq_too_large = 0
-        self.downstream_rq_431 = 0
-        self.local_rate_limit_ok = 0
-        self.local_rate_limit_rate_limited = 0
-        self.downstream_cx_protocol_error = 0
-        self.no_route = 0
-        self.no_cluster = 0
-        self.rq_direct_response = 0
-        self.rq_redirect = 0
-        # HTTP/2 (Envoy's http2.* names, kept per connection manager).
-        self.downstream_cx_http2_total = 0
-        self.downstream_cx_http2_active = 0
-        self.http2_rx_reset = 0
-        self.http2_tx_reset = 0
-        self.http2_goaway_sent = 0
-        self.http2_header_overflow = 0
-        self.http2_rx_messaging_error = 0
-        self.http2_outbound_flood = 0
-        self.http2_flood = 0
 
-
-class ClusterStats:
+class ClusterStats(StatSet):
     """Per cluster (Envoy's ``cluster.<name>.*``)."""
 
-    __slots__ = (
-        "membership_healthy",
-        "membership_total",
-        "upstream_cx_active",
-        "upstream_cx_close_notify",
-        "upstream_cx_connect_fail",
-        "upstream_cx_connect_timeout",
-        "upstream_cx_destroy_remote",
-        "upstream_cx_idle_timeout",
-        "upstream_cx_rx_bytes_total",
-        "upstream_cx_total",
-        "upstream_cx_tx_bytes_total",
-        "upstream_rq_active",
-        "upstream_rq_timeout",
-        "upstream_rq_total",
-        "upstream_rq_time",
-        "upstream_rq_xx",
-        "upstream_cx_none_healthy",
-        "upstream_rq_retry_reused",
-        "upstream_cx_http2_total",
-        "upstream_cx_protocol_error",
-        "upstream_rq_rx_reset",
-        "upstream_rq_tx_reset",
-        "upstream_rq_retry",
-        "upstream_rq_retry_success",
-        "upstream_rq_retry_overflow",
-        "upstream_rq_per_try_timeout",
-        "upstream_rq_pending_total",
-        "upstream_rq_pending_active",
-        "upstream_rq_pending_overflow",
-        "upstream_cx_overflow",
-        "cx_open",
-        "rq_pending_open",
-        "rq_open",
-        "rq_retry_open",
-        "remaining_cx",
-        "remaining_pending",
-        "remaining_rq",
-        "remaining_retries",
-        "outlier_detection_ejections_active",
-        "outlier_detection_ejections_enforced_total",
-        "outlier_detection_ejections_overflow",
-        "outlier_detection_ejections_by_kind",
-        "health_check_attempt",
-        "health_check_success",
-        "health_check_failure",
-        "health_check_network_failure",
-        "health_check_healthy",
-        "update_success",
-        "update_failure",
+    upstream_rq_total: int = counter("Requests sent (or being sent) to the cluster.")
+    upstream_rq_xx: list[int] = counter(
+        "Upstream responses by status class (requests without an upstream response are not counted).",
+        by=CODE_CLASS,
     )
+    upstream_rq_active: int = gauge("Requests to the cluster in progress now.")
+    upstream_rq_time: Histogram = histogram("Duration of requests that got an upstream response.")
+    upstream_rq_timeout: int = counter("Requests that hit the route timeout while waiting on the cluster.")
+    upstream_rq_retry_reused: int = counter(
+        "Requests resent on a new connection because the pooled one closed before it was used."
+    )
+    upstream_cx_http2_total: int = counter("HTTP/2 connections opened to the cluster's hosts.")
+    upstream_cx_protocol_error: int = counter(
+        "Upstream HTTP/2 connections closed for a protocol error by the host."
+    )
+    upstream_rq_rx_reset: int = counter(
+        "Upstream HTTP/2 streams reset by the host (or lost with their connection)."
+    )
+    upstream_rq_tx_reset: int = counter(
+        "Upstream HTTP/2 streams the proxy reset (client cancelled, timeout)."
+    )
+    upstream_rq_retry: int = counter("Retries sent (each retry attempt after the first try).")
+    upstream_rq_retry_success: int = counter("Requests that succeeded after at least one retry.")
+    upstream_rq_retry_overflow: int = counter(
+        "Retries not sent because the retry circuit breaker (max_retries or retry_budget) was full."
+    )
+    upstream_rq_per_try_timeout: int = counter("Attempts that hit the route's per_try_timeout.")
+    upstream_rq_pending_total: int = counter(
+        "Requests that waited for a connection (max_connections reached)."
+    )
+    upstream_rq_pending_active: int = gauge("Requests waiting for a connection now.")
+    upstream_rq_pending_overflow: int = counter(
+        "Requests refused with 503 UO by the max_requests or max_pending_requests circuit breaker."
+    )
+    upstream_cx_overflow: int = counter(
+        "Times the max_connections circuit breaker was full when a connection was wanted."
+    )
+    cx_open: int = gauge("1 while the max_connections circuit breaker is full (DEFAULT priority).")
+    rq_pending_open: int = gauge("1 while the max_pending_requests circuit breaker is full.")
+    rq_open: int = gauge("1 while the max_requests circuit breaker is full.")
+    rq_retry_open: int = gauge("1 while the retry circuit breaker is full.")
+    remaining_cx: int = gauge("Connections left before max_connections.")
+    remaining_pending: int = gauge("Pending requests left before max_pending_requests.")
+    remaining_rq: int = gauge("Requests left before max_requests.")
+    remaining_retries: int = gauge("Retries left before max_retries (or the retry budget).")
+    outlier_detection_ejections_active: int = gauge("Hosts ejected by outlier detection now.")
+    outlier_detection_ejections_enforced_total: int = counter("Ejections enforced, of any kind.")
+    outlier_detection_ejections_overflow: int = counter(
+        "Ejections skipped because max_ejection_percent was reached."
+    )
+    outlier_detection_ejections_by_kind: dict[str, int] = counter(
+        "Ejections enforced, by kind (`kind`: consecutive_5xx, consecutive_gateway_failure,"
+        " consecutive_local_origin_failure, success_rate, failure_percentage, latency).",
+        by="kind",
+    )
+    health_check_attempt: int = counter("Active health checks started.")
+    health_check_success: int = counter("Active health checks that passed.")
+    health_check_failure: int = counter("Active health checks that failed (including network failures).")
+    health_check_network_failure: int = counter("Active health checks that failed to connect or timed out.")
+    health_check_healthy: int = gauge("Hosts passing active health checks.")
+    upstream_cx_total: int = counter(
+        "Connections attempted to the cluster's endpoints (HTTP pool and TCP proxy)."
+    )
+    upstream_cx_active: int = gauge("HTTP upstream connections open now (in use or idle in the pool).")
+    upstream_cx_connect_fail: int = counter(
+        "Connection attempts that failed (refused, unreachable, timed out)."
+    )
+    upstream_cx_connect_timeout: int = counter("Connection attempts that ran past `connect_timeout`.")
+    upstream_cx_destroy_remote: int = counter("HTTP upstream connections the upstream closed.")
+    upstream_cx_idle_timeout: int = counter(
+        "Pooled connections closed for being idle past the cluster's idle timeout."
+    )
+    upstream_cx_none_healthy: int = counter("Picks that found no usable host (503, flag UH).")
+    upstream_cx_close_notify: int = counter(
+        "Upstream HTTP/2 connections the host announced it would close (GOAWAY)."
+    )
+    membership_total: int = gauge("Hosts in the cluster.")
+    membership_healthy: int = gauge("Hosts in the cluster that may be picked.")
+    update_success: int = counter("STRICT_DNS re-resolutions that produced a host set.")
+    update_failure: int = counter("STRICT_DNS re-resolutions that failed (the last good host set is kept).")
 
-    def __init__(self) -> None:
-        self.upstream_cx_total = 0
-        self.upstream_cx_active = 0
-        self.upstream_cx_connect_fail = 0
-        self.upstream_cx_connect_timeout = 0
-        self.upstream_cx_destroy_remote = 0
-        self.upstream_cx_idle_timeout = 0
-        self.upstream_cx_close_notify = 0
-        self.upstream_cx_rx_bytes_total = 0
-        self.upstream_cx_tx_bytes_total = 0
-        self.upstream_cx_none_healthy = 0
-        self.upstream_rq_total = 0
-        self.upstream_rq_active = 0
-        self.upstream_rq_timeout = 0
-        self.upstream_rq_retry_reused = 0
-        self.upstream_cx_http2_total = 0
-        self.upstream_cx_protocol_error = 0
-        self.upstream_rq_rx_reset = 0
-        self.upstream_rq_tx_reset = 0
-        self.upstream_rq_retry = 0
-        self.upstream_rq_retry_success = 0
-        self.upstream_rq_retry_overflow = 0
-        self.upstream_rq_per_try_timeout = 0
-        self.upstream_rq_pending_total = 0
-        self.upstream_rq_pending_active = 0
-        self.upstream_rq_pending_overflow = 0
-        self.upstream_cx_overflow = 0
-        self.cx_open = 0
-        self.rq_pending_open = 0
-        self.rq_open = 0
-        self.rq_retry_open = 0
-        self.remaining_cx = 0
-        self.remaining_pending = 0
-        self.remaining_rq = 0
-        self.remaining_retries = 0
-        self.outlier_detection_ejections_active = 0
-        self.outlier_detection_ejections_enforced_total = 0
-        self.outlier_detection_ejections_overflow = 0
-        self.outlier_detection_ejections_by_kind: dict[str, int] = {}
-        self.health_check_attempt = 0
-        self.health_check_success = 0
-        self.health_check_failure = 0
-        self.health_check_network_failure = 0
-        self.health_check_healthy = 0
-        self.upstream_rq_xx = [0, 0, 0, 0, 0, 0]
-        self.upstream_rq_time = Histogram()
-        self.membership_total = 0
-        self.membership_healthy = 0
-        self.update_success = 0
-        self.update_failure = 0
 
-
-class ListenerStats:
+class ListenerStats(StatSet):
     """Per listener (Envoy's ``listener.<address>.*``)."""
 
-    __slots__ = (
-        "ssl_connection_error",
-        "ssl_errors_by_reason",
-        "ssl_handshake",
-        "ssl_handshakes_by_group",
-        "downstream_cx_active",
-        "downstream_cx_destroy",
-        "downstream_cx_total",
-        "no_filter_chain_match",
-        "downstream_listener_filter_timeout",
-        "downstream_cx_rx_bytes_total",
-        "downstream_cx_tx_bytes_total",
+    downstream_cx_total: int = counter("Connections accepted and handed to a filter chain.")
+    downstream_cx_active: int = gauge("Connections open now.")
+    downstream_cx_destroy: int = counter("Connections closed.")
+    no_filter_chain_match: int = counter("Connections closed because no filter chain matched.")
+    downstream_listener_filter_timeout: int = counter(
+        "Connections closed because tls_inspector/http_inspector saw too little within"
+        " `listener_filters_timeout`."
+    )
+    ssl_handshake: int = counter("TLS handshakes completed on a filter chain with a DownstreamTlsContext.")
+    ssl_connection_error: int = counter("TLS handshakes refused (either side); the log line says why.")
+    ssl_handshakes_by_group: dict[str, int] = counter(
+        "Completed handshakes by negotiated key-exchange group (`X25519MLKEM768`, `X25519`, …).",
+        by="group",
+    )
+    ssl_errors_by_reason: dict[str, int] = counter(
+        "Refused handshakes by code (`no_pq_group`, `identity_not_allowed`, `expired_certificate`, …:"
+        " a fixed vocabulary; the log line gives the full reason).",
+        by="reason",
     )
 
-    def __init__(self) -> None:
-        self.downstream_cx_total = 0
-        self.downstream_cx_active = 0
-        self.downstream_cx_destroy = 0
-        self.no_filter_chain_match = 0
-        self.downstream_listener_filter_timeout = 0
-        self.downstream_cx_rx_bytes_total = 0
-        self.downstream_cx_tx_bytes_total = 0
-        self.ssl_handshake = 0
-        self.ssl_connection_error = 0
-        # Labelled counters: negotiated group -> handshakes; refusal code (TlsError.code) -> count.
-        self.ssl_handshakes_by_group: dict[str, int] = {}
-        self.ssl_errors_by_reason: dict[str, int] = {}
 
-
-class TcpStats:
+class TcpStats(StatSet):
     """Per tcp_proxy stat prefix (Envoy's ``tcp.<stat_prefix>.*``)."""
 
-    __slots__ = (
-        "downstream_cx_rx_bytes_total",
-        "downstream_cx_total",
-        "downstream_cx_tx_bytes_total",
-        "idle_timeout",
-        "upstream_flush_active",
-        "downstream_cx_no_route",
+    downstream_cx_total: int = counter("Client connections the filter took.")
+    downstream_cx_rx_bytes_total: int = counter("Bytes received from clients, counted when a session ends.")
+    downstream_cx_tx_bytes_total: int = counter("Bytes sent to clients, counted when a session ends.")
+    downstream_cx_no_route: int = counter(
+        "Sessions closed at once: the cluster is unknown or has no usable host."
     )
-
-    def __init__(self) -> None:
-        self.downstream_cx_total = 0
-        self.downstream_cx_rx_bytes_total = 0
-        self.downstream_cx_tx_bytes_total = 0
-        self.idle_timeout = 0
-        self.upstream_flush_active = 0
-        self.downstream_cx_no_route = 0
+    idle_timeout: int = counter("Sessions closed by `idle_timeout` (no byte either way for that long).")
 
 
-# Everything else that is an int is a monotonically increasing counter.
-GAUGES = frozenset(
+# The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
+SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
-        "downstream_rq_active",
-        "downstream_cx_active",
-        "downstream_cx_http2_active",
-        "upstream_cx_active",
-        "upstream_rq_active",
-        "membership_total",
-        "membership_healthy",
-        "upstream_rq_pending_active",
-        "cx_open",
-        "rq_pending_open",
-        "rq_open",
-        "rq_retry_open",
-        "remaining_cx",
-        "remaining_pending",
-        "remaining_rq",
-        "remaining_retries",
-        "outlier_detection_ejections_active",
-        "health_check_healthy",
-        "upstream_flush_active",
+        "live": gauge("1 while the proxy serves traffic, 0 once it shuts down."),
+        "draining": gauge("1 once a drain began (SIGTERM, `/drain_listeners`, `/quitquitquit`)."),
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a family of stats is kept for: its name (``meshproxy_<name>_*``, the ``/stats``
+    key), the label naming an instance, its table, and how docs/stats.md introduces it."""
+
+    name: str
+    label: str | None
+    stats: Mapping[str, Stat]
+    title: str
+    kept_per: str
+
+
+SCOPES: tuple[Scope, ...] = (
+    Scope("http", "stat_prefix", HttpStats.STATS, "HTTP connection manager",
+          "`http_connection_manager` stat prefix"),
+    Scope("cluster", "cluster_name", ClusterStats.STATS, "Clusters", "cluster"),
+    Scope("listener", "listener", ListenerStats.STATS, "Listeners", "listener (by name)"),
+    Scope("tcp", "stat_prefix", TcpStats.STATS, "TCP proxy", "`tcp_proxy` stat prefix"),
+    Scope("server", None, SERVER_STATS, "Process", "the process"),
+)  # fmt: skip
 
 
 class Store:
@@ -306,7 +347,7 @@ class Store:
         self.cluster: dict[str, ClusterStats] = {}
         self.listener: dict[str, ListenerStats] = {}
         self.tcp: dict[str, TcpStats] = {}
-        self.server: dict[str, float] = {"live": 0, "draining": 0, "uptime_start": 0.0}
+        self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
         s = self.http.get(prefix)
@@ -332,6 +373,15 @@ class Store:
             s = self.tcp[prefix] = TcpStats()
         return s
 
+    def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
+        """Each labelled scope with a snapshot of its entries (by instance name)."""
+        entries: dict[str, dict[str, Any]] = {
+            "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
+        }  # fmt: skip
+        for scope in SCOPES:
+            if scope.label is not None:
+                yield scope, dict(entries[scope.name])
+
 
 class StatsCollector(Collector):
     """Exposes a ``Store`` through prometheus-client; labels are built here, at scrape time."""
@@ -339,63 +389,112 @@ class StatsCollector(Collector):
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        scopes: list[tuple[str, str, dict[str, object]]] = [
-            ("http", "stat_prefix", dict(self.store.http)),
-            ("cluster", "cluster_name", dict(self.store.cluster)),
-            ("listener", "listener", dict(self.store.listener)),
-            ("tcp", "stat_prefix", dict(self.store.tcp)),
-        ]
-        for scope, label, entries in scopes:
-            if not entries:
-                continue
-            sample = next(iter(entries.values()))
-            for attr in type(sample).__slots__:  # type: ignore[attr-defined]
-                yield from self._family(scope, label, attr, entries)
-        yield GaugeMetricFamily(
-            "meshproxy_server_live", "1 when serving traffic", value=self.store.server["live"]
-        )
-        yield GaugeMetricFamily(
-            "meshproxy_server_draining", "1 while listeners drain", value=self.store.server["draining"]
-        )
-
-    def _family(
-        self, scope: str, label: str, attr: str, entries: dict[str, object]
-    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        name = f"meshproxy_{scope}_{attr}"
-        first = getattr(next(iter(entries.values())), attr)
-        if isinstance(first, Histogram):
-            fam = HistogramMetricFamily(name + "_ms", f"{scope} {attr} in milliseconds", labels=[label])
-            for key, obj in entries.items():
-                h: Histogram = getattr(obj, attr)
-                fam.add_metric([key], h.cumulative(), sum_value=h.sum)
-            yield fam
-        elif isinstance(first, dict):
-            # "<name>_by_<label>": one sample per key, the key as that label.
-            label2 = attr.rsplit("_by_", 1)[1]
-            fam_d = CounterMetricFamily(name, f"{scope} {attr.replace('_', ' ')}", labels=[label, label2])
-            for key, obj in entries.items():
-                for k, n in getattr(obj, attr).items():
-                    fam_d.add_metric([key, k], n)
-            yield fam_d
-        elif isinstance(first, list):
-            # Kept as "<name>_xx": stripping it would collide with the "<name>_total" family.
-            base = name
-            fam_c = CounterMetricFamily(
-                base, f"{scope} {attr} by response code class", labels=[label, "code_class"]
+    def collect(self) -> Iterator[Family]:
+        for scope, entries in self.store.labelled():
+            if entries:  # a scope appears once something of its kind is configured
+                for name, stat in scope.stats.items():
+                    yield _family(scope, name, stat, entries)
+        for name, stat in SERVER_STATS.items():
+            yield GaugeMetricFamily(
+                stat.family_name("server", name), stat.help, value=self.store.server[name]
             )
-            for key, obj in entries.items():
-                for cls, n in enumerate(getattr(obj, attr)):
-                    if cls:
-                        fam_c.add_metric([key, f"{cls}xx"], n)
-            yield fam_c
-        elif attr not in GAUGES:
-            fam_c = CounterMetricFamily(name.removesuffix("_total"), f"{scope} {attr}", labels=[label])
-            for key, obj in entries.items():
-                fam_c.add_metric([key], getattr(obj, attr))
-            yield fam_c
+
+
+def _family(scope: Scope, name: str, stat: Stat, entries: dict[str, StatSet]) -> Family:
+    assert scope.label is not None
+    family = stat.family_name(scope.name, name)
+    if stat.kind == "histogram":
+        fam_h = HistogramMetricFamily(family, stat.help, labels=[scope.label])
+        for key, obj in entries.items():
+            h: Histogram = getattr(obj, name)
+            fam_h.add_metric([key], h.cumulative(), sum_value=h.sum)
+        return fam_h
+    if stat.kind == "gauge":
+        fam_g = GaugeMetricFamily(family, stat.help, labels=[scope.label])
+        for key, obj in entries.items():
+            fam_g.add_metric([key], getattr(obj, name))
+        return fam_g
+    labels = [scope.label] if stat.by is None else [scope.label, stat.by]
+    fam_c = CounterMetricFamily(family, stat.help, labels=labels)
+    for key, obj in entries.items():
+        value = getattr(obj, name)
+        if stat.by is None:
+            fam_c.add_metric([key], value)
+        elif stat.by == CODE_CLASS:
+            for cls, n in enumerate(value):
+                if cls:
+                    fam_c.add_metric([key, f"{cls}xx"], n)
         else:
-            fam_g = GaugeMetricFamily(name, f"{scope} {attr}", labels=[label])
-            for key, obj in entries.items():
-                fam_g.add_metric([key], getattr(obj, attr))
-            yield fam_g
+            for k, n in value.items():
+                fam_c.add_metric([key, k], n)
+    return fam_c
+
+
+def stats_json(store: Store) -> dict[str, Any]:
+    """``GET /stats``: ``<scope>.<instance>.<stat>``, histograms as ``{count, sum, buckets}``."""
+    out: dict[str, Any] = {}
+    for scope, entries in store.labelled():
+        for key, obj in entries.items():
+            for name in scope.stats:
+                value = getattr(obj, name)
+                if isinstance(value, Histogram):
+                    value = {"count": value.count, "sum": value.sum, "buckets": value.cumulative()}
+                out[f"{scope.name}.{key}.{name}"] = value
+    return out
+
+
+_DOC_HEAD = """\
+# Statistics
+
+<!-- Generated from the stat tables in meshproxy/stats.py by `make stats-doc`
+     (`python -m meshproxy.stats > docs/stats.md`); do not edit by hand. -->
+
+Every statistic the proxy keeps, as `GET /stats/prometheus` on the admin address exports it.
+`GET /stats` returns the same values as JSON, keyed `<scope>.<name>.<stat>` (for example
+`http.ingress.downstream_rq_total`), with histograms as `{{count, sum, buckets}}`.
+
+## Naming
+
+- Names are `meshproxy_<scope>_<stat>`. The scope says what the stat is kept for, and which
+  label names the instance:
+
+  | Scope | Kept per | Label |
+  |---|---|---|
+{scopes}
+
+- Counters only grow and end in `_total` on the wire. Gauges go up and down.
+- The response-code-class counters (`downstream_rq_xx`, `upstream_rq_xx` inside the proxy)
+  are families of their own, `…_rq_xx_total`, with a `code_class` label (`1xx` … `5xx`); they
+  cannot share the `…_rq_total` name, which the plain request counters already use.
+- Latency histograms end in `_ms` (milliseconds) and come as `_bucket` (label `le`, Envoy's
+  default bounds 0.5 ms … 300 s), `_sum` and `_count`.
+- A scope appears once something of that kind is configured (a cluster, a listener, a filter).
+- The meaning column is also each metric's `# HELP` line in the exposition.
+
+`tests/unit/test_stats.py` checks that this file is what the tables render, and
+`tests/integration/test_admin.py` checks it against a live scrape in both directions.
+"""
+
+
+def _labels_cell(labels: list[str]) -> str:
+    return ", ".join(f"`{label}`" for label in labels) or "—"
+
+
+def render_docs() -> str:
+    """docs/stats.md, rendered from ``SCOPES``."""
+    scope_rows = "\n".join(
+        f"  | `{s.name}` | {s.kept_per} | {f'`{s.label}`' if s.label else 'none'} |" for s in SCOPES
+    )
+    parts = [_DOC_HEAD.format(scopes=scope_rows)]
+    for s in SCOPES:
+        where = f"label `{s.label}`" if s.label else "no labels"
+        parts.append(f"\n## {s.title} (`meshproxy_{s.name}_*`, {where})\n")
+        parts.append("| Metric | Type | Labels | Meaning |\n|---|---|---|---|")
+        for name, stat in s.stats.items():
+            labels = _labels_cell([label for label in (s.label, stat.by) if label])
+            parts.append(f"| `{stat.exported_name(s.name, name)}` | {stat.kind} | {labels} | {stat.help} |")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_docs())

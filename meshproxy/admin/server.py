@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.http import codec
-from meshproxy.stats import Histogram, StatsCollector
+from meshproxy.stats import StatsCollector, stats_json
 
 if TYPE_CHECKING:
     from meshproxy.server import Server
@@ -85,7 +85,7 @@ class Admin:
         if path == "/stats/prometheus":
             return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
         if path == "/stats":
-            return self._json(self._stats_json())
+            return self._json(stats_json(self.server.store))
         if path == "/config_dump":
             dump = {"version": srv.config.version, "config": _jsonable(srv.config)}
             if srv.xds is not None:
@@ -118,23 +118,6 @@ class Admin:
     @staticmethod
     def _json(obj: Any) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
-
-    def _stats_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        store = self.server.store
-        for scope, entries in (
-            ("http", store.http),
-            ("cluster", store.cluster),
-            ("listener", store.listener),
-            ("tcp", store.tcp),
-        ):
-            for key, obj in entries.items():
-                for attr in type(obj).__slots__:
-                    value = getattr(obj, attr)
-                    if isinstance(value, Histogram):
-                        value = {"count": value.count, "sum": value.sum, "buckets": value.cumulative()}
-                    out[f"{scope}.{key}.{attr}"] = value
-        return out
 
     def _certs_json(self) -> list[dict[str, Any]]:
         """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""
@@ -194,10 +177,11 @@ class _AdminProtocol(asyncio.Protocol):
         self.admin = admin
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        # Set by connection_made before any other callback; not Optional, so no check per use.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_server's
 
     def data_received(self, data: bytes) -> None:
         try:

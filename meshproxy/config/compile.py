@@ -10,7 +10,8 @@ Must not depend on file formats (``bootstrap.py`` reads files), asyncio or socke
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
+from typing import TypeVar
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 
@@ -22,6 +23,8 @@ from meshproxy.config.compile_overload import compile_overload_manager
 from meshproxy.config.compile_route import compile_route_configuration
 from meshproxy.config.model import Admin, Config, HttpConnectionManager, Node
 from meshproxy.errors import ConfigError
+
+_K = TypeVar("_K", bound=Hashable)
 
 __all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_route_configuration"]
 
@@ -36,7 +39,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     listeners = [listener(ln, lctx) for ln, lctx in static.each("listeners", resources.listeners)]
     dynamic = None
     if msg.HasField("dynamic_resources"):
-        kinds = {c.name: c.discovery for c in clusters if c is not None}
+        kinds: dict[str, str] = {c.name: c.discovery for c in clusters if c is not None}
         dynamic = dynamic_resources(msg.dynamic_resources, ctx.at("dynamic_resources"), kinds)
     for index, ln in enumerate(listeners):
         for chain in ln.filter_chains if ln is not None else ():
@@ -50,13 +53,12 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         ("clusters", [c.name for c in resources.clusters]),
         ("listeners", [ln.name for ln in resources.listeners]),
     ):
-        for index, first in _repeats([name or None for name in names]):
+        for index, first, dup in _repeats([name or None for name in names]):
             static.at(field, index).at("name").problem(
-                f'"{names[index]}" is also the name of {field}[{first}]; names must be unique'
+                f'"{dup}" is also the name of {field}[{first}]; names must be unique'
             )
     addresses = [(ln.address.host, ln.address.port) if ln and ln.address.port else None for ln in listeners]
-    for index, first in _repeats(addresses):
-        host, port = addresses[index]  # type: ignore[misc]
+    for index, first, (host, port) in _repeats(addresses):
         static.at("listeners", index).at("address").problem(
             f"{host}:{port} is also the address of listeners[{first}]; each listener needs its own"
         )
@@ -100,9 +102,10 @@ def _check_cluster_refs(ctx: Ctx, defined: list[str]) -> None:
             ctx.problems.append(f'{path}: unknown cluster "{name}" ({listing})')
 
 
-def _repeats(keys: list[Hashable | None]) -> Iterator[tuple[int, int]]:
-    """(index, index of its first occurrence) for each key seen before; None keys never repeat."""
-    first: dict[Hashable, int] = {}
+def _repeats(keys: Sequence[_K | None]) -> Iterator[tuple[int, int, _K]]:
+    """(index, index of its first occurrence, key) for each key seen before; None keys never
+    repeat."""
+    first: dict[_K, int] = {}
     for index, key in enumerate(keys):
         if key is not None and first.setdefault(key, index) != index:
-            yield index, first[key]
+            yield index, first[key], key

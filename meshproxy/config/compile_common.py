@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from meshproxy.config.model import (
     NO_MUTATIONS,
     AccessLog,
+    AppendAction,
     HeaderMutations,
     HeaderValueOption,
     SocketAddress,
@@ -246,7 +247,7 @@ def regex(matcher: regex_pb2.RegexMatcher, ctx: Ctx) -> Regex | None:
 # --------------------------------------------------------------------------- headers
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
-_APPEND_ACTIONS: dict[int, Any] = {
+_APPEND_ACTIONS: dict[int, AppendAction] = {
     base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD: "append_if_exists_or_add",
     base_pb2.HeaderValueOption.ADD_IF_ABSENT: "add_if_absent",
     base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD: "overwrite_if_exists_or_add",
@@ -279,6 +280,7 @@ def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> Header
     if any(c in value for c in "\r\n\0"):
         ctx.at("header").at("value").problem("must not contain CR, LF or NUL")
         return None
+    action: AppendAction
     if option.HasField("append"):
         if option.append_action != base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD:
             ctx.at("append").problem(

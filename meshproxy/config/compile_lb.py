@@ -87,12 +87,12 @@ def percent(value: float, ctx: Ctx) -> float:
 def _least_request(msg: Message, ctx: Ctx) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if msg.HasField("choice_count"):
-        choice_count = msg.choice_count.value  # type: ignore[attr-defined]
+        choice_count = msg.choice_count.value
         if choice_count < 2:
             ctx.at("choice_count").problem(f"{choice_count} is too small; use at least 2")
         fields["choice_count"] = choice_count
     if msg.HasField("active_request_bias"):
-        bias = msg.active_request_bias.default_value  # type: ignore[attr-defined]
+        bias = msg.active_request_bias.default_value
         if bias < 0:
             ctx.at("active_request_bias").at("default_value").problem(f"{bias:g} must not be negative")
         fields["active_request_bias"] = bias
@@ -141,7 +141,7 @@ def _locality_weighted(msg: Message) -> dict[str, Any]:
     """RoundRobin/LeastRequest/Random carry locality_lb_config (a oneof), RingHash/Maglev
     carry locality_weighted_lb_config directly."""
     if msg.DESCRIPTOR.fields_by_name.get("locality_lb_config") is not None:
-        config = msg.locality_lb_config  # type: ignore[attr-defined]
+        config = msg.locality_lb_config
         if config.WhichOneof("locality_config_specifier") == "locality_weighted_lb_config":
             return {"locality_weighted": True}
     elif msg.HasField("locality_weighted_lb_config"):

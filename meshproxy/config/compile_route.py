@@ -301,7 +301,7 @@ def route_action(
         ctx.at(kind).problem("is not supported; name the cluster, or use weighted_clusters")
     host_kind = msg.WhichOneof("host_rewrite_specifier")
     if host_kind not in (None, "host_rewrite_literal"):
-        ctx.at(host_kind).problem("is not supported; use host_rewrite_literal")  # type: ignore[arg-type]
+        ctx.at(host_kind).problem("is not supported; use host_rewrite_literal")
     rewrite = (
         _regex_rewrite(msg.regex_rewrite, ctx.at("regex_rewrite")) if msg.HasField("regex_rewrite") else None
     )

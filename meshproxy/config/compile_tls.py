@@ -19,7 +19,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from meshproxy.config.compile_common import Ctx, reject_fields, type_url, unpack, wrapped
 from meshproxy.config.model import TlsFiles
 from meshproxy.errors import ConfigError
-from meshproxy.tls.config import TlsConfig, TlsVersion
+from meshproxy.tls.config import SanKind, TlsConfig, TlsVersion
 from meshproxy.tls.policy import from_ecdh_curves
 
 _DOWNSTREAM = type_url(tls_pb2.DownstreamTlsContext)
@@ -70,7 +70,7 @@ def transport_tls(
     if url != want:
         kind = "a DownstreamTlsContext" if server_side else "an UpstreamTlsContext"
         ctx.at("typed_config").problem(f'"{url or msg.name}" is not supported here; use {kind} or raw_buffer')
-        return False, None
+        return None, None
     tctx = ctx.at("typed_config")
     mark = tctx.mark()
     if server_side:
@@ -127,7 +127,7 @@ def _common(
         chain = _data(cert.certificate_chain, cctx.at("certificate_chain"))
         key = _data(cert.private_key, cctx.at("private_key"))
     trusted: bytes | None = None
-    sans: list[tuple[str, str]] = []
+    sans: list[tuple[SanKind, str]] = []
     validation: tuple[common_pb2.CertificateValidationContext, Ctx] | None = None
     if msg.HasField("validation_context"):
         validation = msg.validation_context, ctx.at("validation_context")
@@ -156,7 +156,7 @@ def _common(
             certificate_chain=chain,
             private_key=key,
             trusted_ca=trusted,
-            match_san_uris=tuple(sans),  # type: ignore[arg-type]
+            match_san_uris=tuple(sans),
             require_client_certificate=require_client,
             min_version=min_v,
             max_version=max_v,

@@ -221,7 +221,7 @@ def health_check(msg: hc.HealthCheck, ctx: Ctx) -> HealthCheck | None:
     if kind is None or kind == "custom_health_check" or not ctx.clean_since(mark):
         return None
     return HealthCheck(
-        kind.removesuffix("_health_check"),  # type: ignore[arg-type]
+        kind.removesuffix("_health_check"),
         times["timeout"],
         times["interval"],
         counts["unhealthy_threshold"],

@@ -48,16 +48,19 @@ class StringMatch:
     pattern: Regex | None = None
 
 
+# envoy.config.core.v3.HeaderValueOption.HeaderAppendAction, lower-cased.
+AppendAction = Literal[
+    "append_if_exists_or_add", "add_if_absent", "overwrite_if_exists_or_add", "overwrite_if_exists"
+]
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderValueOption:
     """A header to add; names are lower-case."""
 
     name: str
     value: str
-    # envoy.config.core.v3.HeaderValueOption.HeaderAppendAction, lower-cased.
-    action: Literal[
-        "append_if_exists_or_add", "add_if_absent", "overwrite_if_exists_or_add", "overwrite_if_exists"
-    ] = "append_if_exists_or_add"
+    action: AppendAction = "append_if_exists_or_add"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,9 +54,9 @@ def _elf_functions(path: str, names: tuple[str, ...]) -> dict[str, int]:
     for st_name, st_info, _other, st_shndx, st_value, _size in struct.iter_unpack(
         "<IBBHQQ", data[symtab[4] : symtab[4] + symtab[5]]
     ):
-        name = wanted.get(st_name)
-        if name is not None and st_info & 0xF == 2 and st_shndx != 0:  # STT_FUNC, defined
-            found.setdefault(name, []).append(st_value)
+        symbol = wanted.get(st_name)
+        if symbol is not None and st_info & 0xF == 2 and st_shndx != 0:  # STT_FUNC, defined
+            found.setdefault(symbol, []).append(st_value)
     return {name: values[0] for name, values in found.items() if len(values) == 1}
 
 

@@ -21,7 +21,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from meshproxy.tls.context import TlsContext
 from meshproxy.tls.engine import Negotiated, TlsEngine
@@ -274,7 +274,7 @@ class TlsTransport(asyncio.Transport):
         self._owner.inner = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._owner.inner  # type: ignore[no-any-return]
+        return self._owner.inner
 
 
 def accept_tls(
@@ -297,16 +297,19 @@ def accept_tls(
     return proto
 
 
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
 async def connect_tls(
     loop: asyncio.AbstractEventLoop,
     host: str,
     port: int,
     tls: TlsContext,
-    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    protocol_factory: Callable[[], _P],
     server_hostname: str | None = None,
     *,
     handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
-) -> tuple[TlsTransport, asyncio.BaseProtocol]:
+) -> tuple[TlsTransport, _P]:
     """Connect, handshake (resuming a cached session to the same upstream), return like
     ``create_connection``. SNI: ``server_hostname``, else the config's ``sni``, else ``host``
     unless it is an IP address. Raises TlsError (handshake) or OSError (connect)."""

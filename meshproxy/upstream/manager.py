@@ -63,9 +63,9 @@ class ClusterManager:
                 fresh[cfg.name] = old
                 continue
             if old is not None and _only_endpoints_differ(old.config, cfg):
-                hosts = await self._endpoint_hosts(cfg)
+                endpoints = await self._endpoint_hosts(cfg)
                 old.config = cfg
-                old.set_hosts(hosts)  # hosts keep their state by address
+                old.set_hosts(endpoints)  # hosts keep their state by address
                 fresh[cfg.name] = old
                 continue
             # Built before anything changes: the old runtime serves while this yields.

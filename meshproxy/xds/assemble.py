@@ -76,16 +76,16 @@ def assemble(
             continue
         live_clusters[name] = _bind_cluster(cfg, la, cache)
     live_listeners: dict[str, Listener] = {}
-    for name, cfg in listeners.items():
+    for name, listener in listeners.items():
         yield
-        needed = rds_names(cfg)
+        needed = rds_names(listener)
         missing = [n for n in needed if n not in routes and n not in expired]
         if missing:
             warming.append(f"listener {name}")
             if name in active[0]:
                 live_listeners[name] = active[0][name]
             continue
-        live_listeners[name] = _bind_listener(cfg, routes, cache) if needed else cfg
+        live_listeners[name] = _bind_listener(listener, routes, cache) if needed else listener
     for stale in [n for n in cache.clusters if n not in clusters and static.cluster(n) is None]:
         del cache.clusters[stale]
     for stale in [n for n in cache.listeners if n not in listeners]:

@@ -277,7 +277,7 @@ class AdsClient:
             "last_error": self.last_error,
             "complete": self.state.complete,
             "warming": list(self.state.warming),
-            "stats": {name: getattr(self.stats, name) for name in XdsStats.__slots__},  # type: ignore[attr-defined]
+            "stats": {name: getattr(self.stats, name) for name in XdsStats.__slots__},
             "types": {
                 SHORT[url]: {
                     "version_info": ts.version_info,

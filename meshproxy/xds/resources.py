@@ -63,7 +63,7 @@ Compiled = Listener | Cluster | RouteConfiguration | LoadAssignment
 
 def _endpoints(msg: Message, path: str, problems: list[str]) -> Generator[None, None, LoadAssignment | None]:
     mark = len(problems)
-    localities, factor = yield from compile_load_assignment_steps(msg, path, problems)  # type: ignore[arg-type]
+    localities, factor = yield from compile_load_assignment_steps(msg, path, problems)
     return LoadAssignment(localities, factor) if len(problems) == mark else None
 
 

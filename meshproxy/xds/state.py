@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2 as dpb
@@ -57,8 +57,8 @@ from meshproxy.xds.resources import (
 
 _ABBREVIATION = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
-Request = dpb.DiscoveryRequest | dpb.DeltaDiscoveryRequest
-Response = dpb.DiscoveryResponse | dpb.DeltaDiscoveryResponse
+Request: TypeAlias = "dpb.DiscoveryRequest | dpb.DeltaDiscoveryRequest"
+Response: TypeAlias = "dpb.DiscoveryResponse | dpb.DeltaDiscoveryResponse"
 
 
 @dataclass(slots=True)
@@ -212,7 +212,9 @@ class XdsState:
             clash = {ln.name for ln in static.listeners} & set(staged.compiled)
             staged.problems.extend(f'Listener "{n}": a static listener has this name' for n in sorted(clash))
             owner: dict[tuple[str, int], str] = {}
-            for ln in (*static.listeners, *listeners.values()):
+            # A TypeState holds only what its type URL compiles to: the isinstance narrows, not filters.
+            dynamic = [ln for ln in listeners.values() if isinstance(ln, Listener)]
+            for ln in (*static.listeners, *dynamic):
                 key = (ln.address.host, ln.address.port)
                 if ln.address.port and owner.setdefault(key, ln.name) != ln.name:
                     staged.problems.append(
@@ -248,10 +250,12 @@ class XdsState:
         ts.accepted_once = True
         self._ack(ts, None)
         if staged.type_url == CLUSTER and ENDPOINT in self.types:
-            wanted = self.static_eds | {n for c in ts.resources.values() if (n := eds_name(c)) is not None}
+            clusters = [c for c in ts.resources.values() if isinstance(c, Cluster)]  # narrows, as above
+            wanted = self.static_eds | {n for c in clusters if (n := eds_name(c)) is not None}
             self._want(self.types[ENDPOINT], wanted, now)
         elif staged.type_url == LISTENER and ROUTE in self.types:
-            self._want(self.types[ROUTE], {n for ln in ts.resources.values() for n in rds_names(ln)}, now)
+            listeners = [ln for ln in ts.resources.values() if isinstance(ln, Listener)]
+            self._want(self.types[ROUTE], {n for ln in listeners for n in rds_names(ln)}, now)
         self._commit(assembly)
 
     def reject(self, staged: Staged, problems: list[str]) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,16 @@ def test_no_extensions_selects_the_twins() -> None:
     assert _ext.NO_EXTENSIONS
     assert not any(_ext.extensions_status().values())
     assert round_robin.RoundRobin is _round_robin_py.RoundRobin
+
+
+def test_no_extensions_env_selects_every_twin_even_where_extensions_are_required() -> None:
+    """CI's second run (``make test-twins``) in miniature, in every run: both switches set, a
+    fresh interpreter must put every dispatcher on its twin and report nothing loaded."""
+    probe = (
+        "from meshproxy import _ext; from meshproxy.upstream.lb import round_robin; "
+        "print(_ext.NO_EXTENSIONS, any(_ext.extensions_status().values()), round_robin.RoundRobin.__module__)"
+    )
+    env = {**os.environ, "MESHPROXY_NO_EXTENSIONS": "1", "MESHPROXY_REQUIRE_EXTENSIONS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT.parent), env.get("PYTHONPATH"))))
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "meshproxy.upstream.lb._round_robin_py"]
