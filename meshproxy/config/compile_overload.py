@@ -126,7 +126,7 @@ def _monitor(msg: ov.ResourceMonitor, ctx: Ctx) -> Monitor | None:
         )
         tctx.problem(f'"{got}" does not configure {name}; use {hint}{_MONITOR_CONFIGS[name]}')
         return None
-    return Monitor(name, maximum)  # type: ignore[arg-type]
+    return Monitor(name, maximum)
 
 
 def _positive(value: float, ctx: Ctx) -> None:
@@ -219,7 +219,7 @@ def _trigger(msg: ov.Trigger, monitors: set[str], ctx: Ctx) -> Trigger | None:
         return None
     if kind == "threshold":
         _unit(msg.threshold.value, ctx.at("threshold").at("value"))
-        trigger = Trigger(msg.name, msg.threshold.value)  # type: ignore[arg-type]
+        trigger = Trigger(msg.name, msg.threshold.value)
     else:
         sctx = ctx.at("scaled")
         low, high = msg.scaled.scaling_threshold, msg.scaled.saturation_threshold
@@ -227,7 +227,7 @@ def _trigger(msg: ov.Trigger, monitors: set[str], ctx: Ctx) -> Trigger | None:
         _unit(high, sctx.at("saturation_threshold"))
         if low >= high:
             sctx.problem(f"scaling_threshold ({low:g}) must be less than saturation_threshold ({high:g})")
-        trigger = Trigger(msg.name, low, high)  # type: ignore[arg-type]
+        trigger = Trigger(msg.name, low, high)
     return trigger if ctx.clean_since(mark) else None
 
 
@@ -255,12 +255,12 @@ def _scale_timers(msg: ov.OverloadAction, ctx: Ctx) -> tuple[TimerMinimum, ...]:
             continue
         adjust = entry.WhichOneof("overload_adjust")
         if adjust == "min_timeout":
-            minimums[timer] = TimerMinimum(timer, min_timeout=duration(entry, "min_timeout", c, 0.0))  # type: ignore[arg-type]
+            minimums[timer] = TimerMinimum(timer, min_timeout=duration(entry, "min_timeout", c, 0.0))
         elif adjust == "min_scale":
             value = entry.min_scale.value
             if not 0.0 <= value <= 100.0:
                 c.at("min_scale").at("value").problem(f"{value:g} is out of range; use 0..100")
-            minimums[timer] = TimerMinimum(timer, min_scale=value / 100.0)  # type: ignore[arg-type]
+            minimums[timer] = TimerMinimum(timer, min_scale=value / 100.0)
         else:
             c.problem("a timer needs min_timeout or min_scale")
     return tuple(minimums.values())
