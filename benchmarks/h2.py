@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -163,13 +164,15 @@ def _grpc_origin() -> tuple[list[str], int]:
     return ["taskset", "-c", str(_load_core()), *_py("grpc-origin", "--port", str(port))], port
 
 
-def _meshproxy_h2c(_upstream_port: int, workdir: FsPath) -> tuple[list[list[str]], int, Any]:
+def _meshproxy_h2c(
+    _upstream_port: int, workdir: FsPath, baseline: bool = False
+) -> tuple[list[list[str]], int, Any]:
     origin, origin_port = _h2c_origin(workdir)
     port, admin = targets.free_port(), targets.free_port()
     conf = workdir / "bootstrap.yaml"
     conf.write_text(meshproxy_h2c_bootstrap(port, origin_port, admin))
     _JOB[port] = "h2c"
-    argv = [sys.executable, "-m", "meshproxy", "run", "-c", str(conf)]
+    argv = targets.meshproxy_argv("run", "-c", str(conf), baseline=baseline)
 
     def ready() -> bool:
         return targets.port_open(origin_port) and targets.http_ok(admin, "/ready") and targets.port_open(port)
@@ -214,6 +217,7 @@ def _grpc_mesh_pair(_upstream_port: int, workdir: FsPath) -> tuple[list[list[str
 
 
 targets.register("meshproxy-h2c", _meshproxy_h2c)
+targets.register("meshproxy-h2c-base", functools.partial(_meshproxy_h2c, baseline=True))
 targets.register("nginx-h2c", _nginx_h2c)
 targets.register("grpc-direct", _grpc_direct)
 targets.register("grpc-mesh-pair", _grpc_mesh_pair)
@@ -407,7 +411,7 @@ def _grpc(rate: int) -> RunFn:
 
 # -- the scenario --------------------------------------------------------------------------------
 
-_H2C = ("meshproxy-h2c", "nginx-h2c")
+_H2C = ("meshproxy-h2c", "nginx-h2c") + (("meshproxy-h2c-base",) if targets.BASELINE else ())
 _GRPC = ("grpc-direct", "grpc-mesh-pair")
 
 SCENARIO = Scenario(
@@ -430,7 +434,10 @@ SCENARIO = Scenario(
         ),
     ),
     comparisons=pairwise(
-        [("meshproxy-h2c", "nginx-h2c")],
+        [
+            ("meshproxy-h2c", "nginx-h2c"),
+            *([("meshproxy-h2c", "meshproxy-h2c-base")] if targets.BASELINE else []),
+        ],
         (
             ("saturating req/s", "saturate", "rps"),
             ("saturating p50", "saturate", "p50_ms"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks import cli, openloop
+from benchmarks import cli, openloop, targets
 from benchmarks.runner import (
     Measurement,
     Path,
@@ -32,7 +32,7 @@ def _open(rate: int) -> RunFn:
     return run
 
 
-_PROXIES = ("meshproxy", "haproxy", "nginx")
+_PROXIES = ("meshproxy", "haproxy", "nginx") + (("meshproxy-base",) if targets.BASELINE else ())
 _RATIO_ROWS = (
     ("saturating req/s", "saturate", "rps"),
     ("serial p50", "serial", "p50_ms"),
@@ -69,6 +69,7 @@ SCENARIO = Scenario(
             ("haproxy", "direct"),
             ("nginx", "direct"),
             ("nginx", "haproxy"),
+            *([("meshproxy", "meshproxy-base")] if targets.BASELINE else []),
         ],
         _RATIO_ROWS,
     )

@@ -13,6 +13,7 @@ upstream (haproxy ``http-reuse always``; nginx ``keepalive 64`` with HTTP/1.1 an
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -29,7 +30,21 @@ from pathlib import Path
 
 import yaml
 
-TARGETS = ("direct", "meshproxy", "haproxy", "nginx")
+BASELINE = os.environ.get("MESHPROXY_BENCH_BASELINE", "")
+"""A source tree of another meshproxy revision (e.g. a ``git worktree`` of the previous main, with
+its extensions built in place): when set, scenarios 1 and 4 also run it as ``meshproxy-base`` /
+``meshproxy-h2c-base``, so a change is measured against its parent side by side in one run."""
+
+TARGETS = ("direct", "meshproxy", "haproxy", "nginx") + (("meshproxy-base",) if BASELINE else ())
+
+
+def meshproxy_argv(*args: str, baseline: bool = False) -> list[str]:
+    """``python -m meshproxy ARGS`` from this checkout, or from the ``BASELINE`` tree (``env``
+    execs, so the measured process is still the proxy itself)."""
+    argv = [sys.executable, "-m", "meshproxy", *args]
+    return ["env", f"PYTHONPATH={BASELINE}", *argv] if baseline else argv
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
@@ -271,11 +286,11 @@ def _proxy_command(
         conf.write_text(nginx_config(port, upstream_port, workdir))
         argv = ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
         return [*argv, "-g", "daemon off;"], port, lambda: _port_open(port)
-    if target == "meshproxy":
+    if target in ("meshproxy", "meshproxy-base"):
         admin_port = free_port()
         conf = workdir / "bootstrap.yaml"
         conf.write_text(meshproxy_bootstrap(port, upstream_port, admin_port))
-        argv = [sys.executable, "-m", "meshproxy", "run", "-c", str(conf)]
+        argv = meshproxy_argv("run", "-c", str(conf), baseline=target == "meshproxy-base")
         return argv, port, lambda: _http_ok(admin_port, "/ready") and _port_open(port)
     raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
 
