@@ -63,18 +63,22 @@ def parse_bootstrap(text: str, *, source: str | None = None, allow_unknown_field
     try:
         limits.check_size(len(text))
         document = _load_document(text, source or "")
-        problems = check_message(
+        checked = check_message(
             document, bootstrap_pb2.Bootstrap.DESCRIPTOR, allow_unknown_fields=allow_unknown_fields
         )
-        if problems:
-            raise ConfigError(problems)
         msg = bootstrap_pb2.Bootstrap()
-        try:
-            json_format.ParseDict(document, msg, ignore_unknown_fields=allow_unknown_fields)
+        try:  # unknown fields were reported, or are allowed
+            json_format.ParseDict(document, msg, ignore_unknown_fields=True)
         except (json_format.ParseError, AttributeError, TypeError, ValueError) as err:
             # schema.check_message should have caught it first; say what protobuf said, once.
-            raise ConfigError([f"not a valid Bootstrap: {err}"]) from err
-        return compile_bootstrap(msg)
+            raise ConfigError([*checked.problems, f"not a valid Bootstrap: {err}"]) from err
+        try:
+            config = compile_bootstrap(msg)
+        except ConfigError as err:
+            raise ConfigError(checked.problems + [p for p in err.problems if not checked.covers(p)]) from None
+        if checked.problems:
+            raise ConfigError(checked.problems)
+        return config
     except ConfigError as err:
         raise ConfigError(err.problems, source=source) from None
 

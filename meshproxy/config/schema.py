@@ -7,7 +7,9 @@ durations and timestamps that do not parse, and every ``typed_config``'s ``@type
 importing xds-protos' generated module, so a filter meshproxy does not run still parses and the
 compiler can name it). protobuf's own ``json_format.ParseDict`` stops at its first error and words
 it in Python's terms (``invalid literal for int() with base 10``); a document this module passes
-is one ParseDict accepts, so it only ever sees clean input.
+is one ParseDict accepts, so it only ever sees clean input. A field with a problem is removed
+from the document (``Checked.pruned`` names it), so the rest can still be parsed and compiled and
+its problems reported alongside.
 
 The walk follows ``json_format``'s mapping of JSON onto protobuf (proto3 JSON): a field is named
 by its ``json_name`` or its proto name; ``null`` leaves a field unset; integers may be written as
@@ -26,12 +28,13 @@ import importlib
 import math
 import pkgutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import descriptor_pool, duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-__all__ = ["check_message", "find_message"]
+__all__ = ["Checked", "check_message", "find_message"]
 
 _POOL = descriptor_pool.Default()
 # Packages whose generated modules may be imported to resolve a typed_config's @type.
@@ -57,12 +60,27 @@ _WRAPPERS = {
 }
 
 
-def check_message(document: Any, descriptor: Descriptor, *, allow_unknown_fields: bool = False) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Checked:
+    problems: list[str]
+    pruned: list[str]
+    """The paths of the fields removed because of a problem in them."""
+
+    def covers(self, problem: str) -> bool:
+        """Whether ``problem`` (found later, e.g. by the compiler) is about a removed field, and so
+        an echo of a problem already reported."""
+        return any(problem.startswith((f"{path}:", f"{path}.", f"{path}[")) for path in self.pruned)
+
+
+def check_message(document: dict[str, Any], descriptor: Descriptor, *, allow_unknown_fields: bool = False) -> Checked:
     """Every problem ``json_format.ParseDict(document, <descriptor's message>)`` would meet (and
-    the unknown fields and enum names it would drop), as "field.path: message"."""
+    the unknown fields and enum names it would drop), as "field.path: message". Each field with
+    a problem is removed from ``document``; unknown fields are left for ParseDict to ignore."""
     checker = _Checker(allow_unknown_fields)
     checker.message(document, descriptor, "")
-    return checker.problems
+    for owner, key, _ in checker.prune:
+        owner.pop(key, None)  # an alias may share the owner, pruned once already
+    return Checked(checker.problems, [path for _, _, path in checker.prune])
 
 
 def find_message(type_url: str) -> Descriptor | None:
@@ -116,6 +134,9 @@ class _Checker:
     def __init__(self, allow_unknown_fields: bool) -> None:
         self.allow_unknown_fields = allow_unknown_fields
         self.problems: list[str] = []
+        # (mapping, key, path) of each field to remove, and of the field being checked now.
+        self.prune: list[tuple[dict[Any, Any], Any, str]] = []
+        self._current: tuple[dict[Any, Any], Any, str] | None = None
         self._special: dict[str, Callable[[Any, Descriptor, str], None]] = {
             "google.protobuf.Any": self._any,
             "google.protobuf.Duration": self._duration,
@@ -128,6 +149,8 @@ class _Checker:
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
+        if self._current is not None and (not self.prune or self.prune[-1] != self._current):
+            self.prune.append(self._current)
 
     # ------------------------------------------------------------------ messages
 
@@ -149,25 +172,32 @@ class _Checker:
                     self._unknown(str(key), descriptor, _join(path, str(key)))
                 continue
             here = _join(path, field.name)
-            if field.name in spelled:
-                self.problem(here, f'is given twice, as "{spelled[field.name]}" and as "{key}"; keep one')
-                continue
-            spelled[field.name] = key
-            if item is None:  # null leaves the field unset (protobuf's JSON rule)
-                continue
-            oneof = field.containing_oneof
-            if oneof is not None and not _synthetic(oneof):
-                if oneof.name in oneofs:
-                    self.problem(here, f"give only one of {oneofs[oneof.name]} and {field.name} (one of {oneof.name})")
-                    continue
-                oneofs[oneof.name] = field.name
-            self.field(item, field, here)
+            outer, self._current = self._current, (value, key, here)
+            self._field_pair(key, item, field, here, spelled, oneofs)
+            self._current = outer
+
+    def _field_pair(
+        self, key: str, item: Any, field: FieldDescriptor, here: str, spelled: dict[str, str], oneofs: dict[str, str]
+    ) -> None:
+        if field.name in spelled:
+            self.problem(here, f'is given twice, as "{spelled[field.name]}" and as "{key}"; keep one')
+            return
+        spelled[field.name] = key
+        if item is None:  # null leaves the field unset (protobuf's JSON rule)
+            return
+        oneof = field.containing_oneof
+        if oneof is not None and not _synthetic(oneof):
+            if oneof.name in oneofs:
+                self.problem(here, f"give only one of {oneofs[oneof.name]} and {field.name} (one of {oneof.name})")
+                return
+            oneofs[oneof.name] = field.name
+        self.field(item, field, here)
 
     def _unknown(self, key: str, descriptor: Descriptor, path: str) -> None:
         names = [f.name for f in descriptor.fields]
         close = difflib.get_close_matches(key, names, n=1)
         hint = f'; did you mean "{close[0]}"?' if close else ""
-        self.problem(path, f"unknown field: {descriptor.name} has no field "{key}"{hint}")
+        self.problems.append(f'{path}: unknown field: {descriptor.name} has no field "{key}"{hint}')
 
     def field(self, value: Any, field: FieldDescriptor, path: str) -> None:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -258,7 +288,7 @@ class _Checker:
             shown = f'"{value}"' if isinstance(value, str) else str(value)
             self.problem(path, f"{shown} is not a {'whole ' if isinstance(value, float) else ''}number")
         elif not low <= number <= high:
-            self.problem(path, f"{number} is out of range for {field.name} ({kind}: {low}..{high})")
+            self.problem(path, f"{number} is out of range ({kind}: {low}..{high})")
 
     def _float(self, value: Any, field: FieldDescriptor, path: str) -> None:
         if isinstance(value, str):
@@ -285,7 +315,7 @@ class _Checker:
         if not value:  # protobuf's JSON: {} is an empty Any
             return
         url = value.get("@type")
-        if url is None:
+        if "@type" not in value:
             self.problem(path, '"@type" is missing; give the type URL of the message (type.googleapis.com/…)')
             return
         if not isinstance(url, str):
