@@ -93,6 +93,8 @@ class _NoDuplicateKeys:
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *defaults" is no key of its own
+                continue
             key = self.construct_object(key_node, deep=deep)
             with contextlib.suppress(TypeError):  # unhashable keys fail below, as usual
                 if key in seen:
