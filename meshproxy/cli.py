@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--allow-unknown-static-fields",
             action="store_true",
-            help="ignore fields the Envoy API does not define, instead of refusing the bootstrap (as Envoy's flag)",
+            help="ignore fields the Envoy API does not define, rather than refuse them (Envoy's flag)",
         )
     probe = sub.add_parser("tls-probe", help="handshake with a TLS endpoint and print what was negotiated")
     probe.add_argument("address", help="HOST:PORT")

@@ -86,7 +86,7 @@ def parse_bootstrap(text: str, *, source: str | None = None, allow_unknown_field
 # --------------------------------------------------------------------------- text
 
 
-class _NoDuplicateKeys:
+class _NoDuplicateKeys(yaml.constructor.SafeConstructor):
     """A loader mixin that refuses duplicate keys: YAML keeps the last silently, and a repeated
     ``clusters:`` would drop a whole section without a word."""
 

@@ -72,7 +72,9 @@ class Checked:
         return any(problem.startswith((f"{path}:", f"{path}.", f"{path}[")) for path in self.pruned)
 
 
-def check_message(document: dict[str, Any], descriptor: Descriptor, *, allow_unknown_fields: bool = False) -> Checked:
+def check_message(
+    document: dict[str, Any], descriptor: Descriptor, *, allow_unknown_fields: bool = False
+) -> Checked:
     """Every problem ``json_format.ParseDict(document, <descriptor's message>)`` would meet (and
     the unknown fields and enum names it would drop), as "field.path: message". Each field with
     a problem is removed from ``document``; unknown fields are left for ParseDict to ignore."""
@@ -177,7 +179,13 @@ class _Checker:
             self._current = outer
 
     def _field_pair(
-        self, key: str, item: Any, field: FieldDescriptor, here: str, spelled: dict[str, str], oneofs: dict[str, str]
+        self,
+        key: str,
+        item: Any,
+        field: FieldDescriptor,
+        here: str,
+        spelled: dict[str, str],
+        oneofs: dict[str, str],
     ) -> None:
         if field.name in spelled:
             self.problem(here, f'is given twice, as "{spelled[field.name]}" and as "{key}"; keep one')
@@ -188,7 +196,9 @@ class _Checker:
         oneof = field.containing_oneof
         if oneof is not None and not _synthetic(oneof):
             if oneof.name in oneofs:
-                self.problem(here, f"give only one of {oneofs[oneof.name]} and {field.name} (one of {oneof.name})")
+                self.problem(
+                    here, f"give only one of {oneofs[oneof.name]} and {field.name} (one of {oneof.name})"
+                )
                 return
             oneofs[oneof.name] = field.name
         self.field(item, field, here)
@@ -329,13 +339,17 @@ class _Checker:
             )
         elif inner.full_name in self._special:  # a well-known type sits under "value"
             for key in value.keys() - {"@type", "value"}:
-                self.problem(_join(path, str(key)), f'unknown field: {inner.name} in an Any takes only "value"')
+                self.problem(
+                    _join(path, str(key)), f'unknown field: {inner.name} in an Any takes only "value"'
+                )
             self.message(value.get("value"), inner, _join(path, "value"))
         else:
             self.message(value, inner, path, skip="@type")
 
     def _duration(self, value: Any, descriptor: Descriptor, path: str) -> None:
-        self._text_form(value, duration_pb2.Duration(), path, 'a duration in seconds with an "s": "300s", "0.25s"')
+        self._text_form(
+            value, duration_pb2.Duration(), path, 'a duration in seconds with an "s": "300s", "0.25s"'
+        )
 
     def _timestamp(self, value: Any, descriptor: Descriptor, path: str) -> None:
         self._text_form(value, timestamp_pb2.Timestamp(), path, 'an RFC 3339 time: "2026-01-31T12:00:00Z"')
@@ -351,7 +365,7 @@ class _Checker:
 
     def _field_mask(self, value: Any, descriptor: Descriptor, path: str) -> None:
         if not isinstance(value, str):
-            self.problem(path, f'must be a comma-separated string of field paths, not {_describe(value)}')
+            self.problem(path, f"must be a comma-separated string of field paths, not {_describe(value)}")
 
     def _wrapper(self, value: Any, descriptor: Descriptor, path: str) -> None:
         self.single(value, descriptor.fields_by_name["value"], path)

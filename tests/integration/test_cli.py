@@ -109,7 +109,8 @@ def test_validate_reports_every_parse_level_problem_naming_the_file_once(
     assert problems == [
         'static_resources.clusters[0].conect_timeout: unknown field: Cluster has no field "conect_timeout"; '
         'did you mean "connect_timeout"?',
-        'static_resources.clusters[0].connect_timeout: "5m" is not a duration in seconds with an "s": "300s", "0.25s"',
+        'static_resources.clusters[0].connect_timeout: "5m" is not a duration in seconds with an "s": '
+        '"300s", "0.25s"',
         'static_resources.clusters[0].lb_policy: unknown value "ROUND_ROBN"; expected one of ROUND_ROBIN, '
         "LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG",
         'static_resources.listeners[0].address.socket_address.port_value: "abc" is not a number',

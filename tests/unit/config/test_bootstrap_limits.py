@@ -52,7 +52,11 @@ def test_alias_bomb_is_refused() -> None:
         pytest.param("a: " + "{a: " * DEEP + "1" + "}" * DEEP + "\n", "boot.yaml", id="yaml-flow-map"),
         pytest.param("a:\n" + "- " * DEEP + "1\n", "boot.yaml", id="yaml-block-list"),
         # Block mappings indent each level: 1,000 levels are half a megabyte already.
-        pytest.param("".join(f"{' ' * i}k:\n" for i in range(1000)) + " " * 1000 + "k: 1\n", "boot.yaml", id="yaml-block-map"),
+        pytest.param(
+            "".join(f"{' ' * i}k:\n" for i in range(1000)) + " " * 1000 + "k: 1\n",
+            "boot.yaml",
+            id="yaml-block-map",
+        ),
         pytest.param('{"a": ' + "[" * DEEP + "]" * DEEP + "}", "boot.json", id="json-list"),
         pytest.param('{"a": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}", "boot.json", id="json-map"),
     ],
@@ -65,7 +69,8 @@ def test_deep_nesting_is_refused_with_a_message(text: str, source: str) -> None:
 
 def test_deep_nesting_through_an_alias_is_refused() -> None:
     inner = "[" * 40 + "1" + "]" * 40
-    problem = refusal(f"a: &a {inner}\nb: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n")
+    outer = "[" * 10 + "*a" + "]" * 10
+    problem = refusal(f"a: &a {inner}\nb: {outer}\n")
     assert "alias *a" in problem and f"deeper than {limits.MAX_DEPTH} levels" in problem
 
 

@@ -17,11 +17,11 @@ LISTENER = "static_resources.listeners[0]"
 CLUSTER = "static_resources.clusters[0]"
 HCM = f"{LISTENER}.filter_chains[0].filters[0].typed_config"
 
-SEVERAL = f"""
+SEVERAL = """
 static_resources:
   listeners:
   - name: web
-    address: {{socket_address: {{address: 127.0.0.1, port_value: abc}}}}
+    address: {socket_address: {address: 127.0.0.1, port_value: abc}}
     per_connection_buffer_limit_bytes: 1.5
     filter_chains:
     - filters:
@@ -31,28 +31,28 @@ static_resources:
           stat_prefix: web
           generate_request_id: "yes"
           stream_idle_timeout: 5m
-          http_filters: {{name: envoy.filters.http.router}}
+          http_filters: {name: envoy.filters.http.router}
           route_config:
             virtual_hosts:
             - name: v
               domains: ["*"]
               routes:
-              - match: {{prefix: /}}
-                route: {{cluster: backend, timeout: 2}}
+              - match: {prefix: /}
+                route: {cluster: backend, timeout: 2}
   clusters:
   - name: backend
     connect_timeout: 1s
     lb_policy: ROUND_ROBN
     type: STATIC
-    cluster_type: {{name: x}}
-    circuit_breakers: {{thresholds: [{{max_connections: -1}}]}}
+    cluster_type: {name: x}
+    circuit_breakers: {thresholds: [{max_connections: -1}]}
     conect_timeout: 2s
     load_assignment:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}}}
-          load_balancing_weight: {{value: 2}}
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}
+          load_balancing_weight: {value: 2}
 """
 
 EXPECTED = [
@@ -83,7 +83,14 @@ def test_every_parse_level_problem_is_reported_with_its_path() -> None:
 
 def test_no_problem_leaks_python_or_protobuf_wording() -> None:
     for problem in problems_of(SEVERAL):
-        for internal in ("invalid literal", "base 10", "Failed to parse", "Message type", "got '", "Traceback"):
+        for internal in (
+            "invalid literal",
+            "base 10",
+            "Failed to parse",
+            "Message type",
+            "got '",
+            "Traceback",
+        ):
             assert internal not in problem
         assert "boot.yaml" not in problem, "the file is named once, by the error's source"
 
@@ -120,11 +127,19 @@ def test_compile_problems_are_reported_with_parse_problems_but_not_echoed() -> N
         ("name", "[1]", "must be a string, not a list"),
         ("name", "2026-01-31", "must be a string, not the date 2026-01-31 (quote it to make it a string)"),
         ("type", "7", "unknown value 7; expected one of STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST"),
-        ("type", "true", "unknown value true; expected one of STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST"),
+        (
+            "type",
+            "true",
+            "unknown value true; expected one of STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST",
+        ),
         ("per_connection_buffer_limit_bytes", '" 12"', '" 12" is not a number'),
         ("per_connection_buffer_limit_bytes", "true", "must be a whole number, not true"),
-        ("dns_refresh_rate", "-400000000000s", '"-400000000000s" is not a duration in seconds with an "s": "300s", "0.25s"'),
-        ("metadata", "{filter_metadata: {a: [1]}}", 'must be a mapping, not a list'),
+        (
+            "dns_refresh_rate",
+            "-400000000000s",
+            '"-400000000000s" is not a duration in seconds with an "s": "300s", "0.25s"',
+        ),
+        ("metadata", "{filter_metadata: {a: [1]}}", "must be a mapping, not a list"),
         (
             "least_request_lb_config",
             "{active_request_bias: {default_value: .inf}}",
@@ -132,8 +147,16 @@ def test_compile_problems_are_reported_with_parse_problems_but_not_echoed() -> N
         ),
         ("typed_extension_protocol_options", "[]", "must be a mapping (key: value), not a list"),
         ("typed_extension_protocol_options", "{x: {}}", None),
-        ("typed_extension_protocol_options", "{x: {a: 1}}", '"@type" is missing; give the type URL of the message (type.googleapis.com/…)'),
-        ("typed_extension_protocol_options", "{x: null}", "has no value (null); give one or remove the entry"),
+        (
+            "typed_extension_protocol_options",
+            "{x: {a: 1}}",
+            '"@type" is missing; give the type URL of the message (type.googleapis.com/…)',
+        ),
+        (
+            "typed_extension_protocol_options",
+            "{x: null}",
+            "has no value (null); give one or remove the entry",
+        ),
         ("health_checks", "[null]", "is null; remove it or give a value"),
     ],
 )
