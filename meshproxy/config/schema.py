@@ -151,7 +151,7 @@ class _Checker:
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
-        if self._current is not None and (not self.prune or self.prune[-1] != self._current):
+        if self._current is not None and (not self.prune or self.prune[-1] is not self._current):
             self.prune.append(self._current)
 
     # ------------------------------------------------------------------ messages
