@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     ident.add_argument("--cert-dir", help="where the SVID, its key and the trust bundle are kept")
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
+    for command in (run, val):
+        command.add_argument(
+            "--allow-unknown-static-fields",
+            action="store_true",
+            help="ignore fields the Envoy API does not define, rather than refuse them (Envoy's flag)",
+        )
     probe = sub.add_parser("tls-probe", help="handshake with a TLS endpoint and print what was negotiated")
     probe.add_argument("address", help="HOST:PORT")
     probe.add_argument("--cert", help="client certificate chain (PEM) for mutual TLS")
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             loop.close()
     if args.command == "validate":
-        config = _load(args.config, "invalid")
+        config = _load(args.config, "invalid", args.allow_unknown_static_fields)
         if config is None:
             return 1
         print(f"{args.config}: OK ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
@@ -96,25 +102,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_run(args.config, identity if all(identity) else None))
+        return loop.run_until_complete(_run(args, identity if all(identity) else None))
     finally:
         loop.close()
 
 
-def _load(path: str, verdict: str) -> Config | None:
-    """The compiled bootstrap, or None after printing every problem with its field path."""
+def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
+    """The compiled bootstrap, or None after printing every problem with its field path: the
+    file named once, then one problem a line (a single problem shares the file's line)."""
     from meshproxy.config.bootstrap import load_bootstrap
 
     try:
-        return load_bootstrap(path)
+        return load_bootstrap(path, allow_unknown_fields=allow_unknown_fields)
     except ConfigError as exc:
-        print(f"{path}: {verdict} ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) == 1:
+            print(f"{path}: {verdict}: {exc.problems[0]}", file=sys.stderr)
+        else:
+            print(f"{path}: {verdict} ({len(exc.problems)} problems):", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
         return None
 
 
-async def _run(path: str, identity: tuple[str, str, str, str] | None) -> int:
+async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | None) -> int:
     from meshproxy.server import Server
 
     rotator = None
@@ -129,7 +139,7 @@ async def _run(path: str, identity: tuple[str, str, str, str] | None) -> int:
         except (SvidError, MeshproxyError, OSError) as exc:
             logging.getLogger("meshproxy").error("cannot obtain the workload identity: %s", exc)
             return 3
-    config = _load(path, "invalid configuration, not starting")
+    config = _load(args.config, "invalid configuration, not starting", args.allow_unknown_static_fields)
     if config is None:
         return 1
     server = Server(config)

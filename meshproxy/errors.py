@@ -13,11 +13,17 @@ class MeshproxyError(Exception):
 
 
 class ConfigError(MeshproxyError):
-    """A configuration was rejected; ``problems`` lists each one as "field.path: message"."""
+    """A configuration was rejected; ``problems`` lists each one as "field.path: message".
 
-    def __init__(self, problems: list[str]) -> None:
+    ``source`` names the file (or other text) every problem is in, when there is one; it is said
+    once, above the problems, rather than repeated in each.
+    """
+
+    def __init__(self, problems: list[str], *, source: str | None = None) -> None:
         self.problems = list(problems)
-        super().__init__("\n".join(self.problems) if self.problems else "invalid configuration")
+        self.source = source
+        lines = self.problems or ["invalid configuration"]
+        super().__init__("\n".join([f"{source}:", *lines] if source else lines))
 
 
 class IdentityError(MeshproxyError):

@@ -24,7 +24,8 @@ from controlplane.xds.snapshot import MESSAGES, Resources, resource_name
 
 # The text readers and @type resolution are the proxy's bootstrap loader's: one behaviour for
 # every Envoy-shaped file (duplicate keys refused, extension types imported on demand).
-from meshproxy.config.bootstrap import _fields, _json_object, _load_yaml, _resolve_type
+from meshproxy.config.bootstrap import _json_object, _load_yaml
+from meshproxy.config.schema import check_message
 from meshproxy.errors import ConfigError
 
 _BY_NAME = {url.rsplit("/", 1)[-1]: url for url in MESSAGES}
@@ -111,9 +112,9 @@ def _parse_entry(entry: Any, where: str, problems: list[str]) -> tuple[str, Any]
         problems.append(f"{where}: @type: {type_url!r} is not one of {sorted(MESSAGES)}")
         return None
     body = {k: v for k, v in entry.items() if k != "@type"}
-    for _, names, value in _fields(body, "", []):
-        if names[-1] == "@type" and isinstance(value, str):
-            _resolve_type(value)
+    if schema_problems := check_message(body, cls.DESCRIPTOR).problems:
+        problems.extend(f"{where} ({_short(type_url)}): {problem}" for problem in schema_problems)
+        return None
     message = cls()
     try:
         json_format.ParseDict(body, message)

@@ -82,11 +82,67 @@ def test_validate_good_file(meshproxy: list[str], tmp_path: pathlib.Path) -> Non
 def test_validate_bad_file_lists_every_problem(meshproxy: list[str], tmp_path: pathlib.Path) -> None:
     result = run(meshproxy, "validate", "-c", write(tmp_path, bad_bootstrap(0)))
     assert result.returncode == 1
-    assert "invalid (3 problem(s))" in result.stderr
+    assert "invalid (3 problems)" in result.stderr
     problems = [line.strip() for line in result.stderr.splitlines()[1:]]
     assert len(problems) == 3, result.stderr
     for path in BAD_PATHS:
         assert any(path in p for p in problems), f"no problem names {path}:\n{result.stderr}"
+
+
+def test_validate_reports_every_parse_level_problem_naming_the_file_once(
+    meshproxy: list[str], tmp_path: pathlib.Path
+) -> None:
+    """Issue 11, defect 11: the first parse error only, in Python's words, the file named twice."""
+    doc = fixed_port_bootstrap(0, 0)
+    listener, backend = doc["static_resources"]["listeners"][0], doc["static_resources"]["clusters"][0]
+    listener["address"]["socket_address"]["port_value"] = "abc"
+    backend["connect_timeout"] = "5m"
+    backend["lb_policy"] = "ROUND_ROBN"
+    backend["conect_timeout"] = "1s"
+    path = write(tmp_path, doc)
+    result = run(meshproxy, "validate", "-c", path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{path}: invalid (4 problems):"
+    assert result.stderr.count(path) == 1
+    problems = sorted(line.strip() for line in lines[1:])
+    assert problems == [
+        'static_resources.clusters[0].conect_timeout: unknown field: Cluster has no field "conect_timeout"; '
+        'did you mean "connect_timeout"?',
+        'static_resources.clusters[0].connect_timeout: "5m" is not a duration in seconds with an "s": '
+        '"300s", "0.25s"',
+        'static_resources.clusters[0].lb_policy: unknown value "ROUND_ROBN"; expected one of ROUND_ROBIN, '
+        "LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG",
+        'static_resources.listeners[0].address.socket_address.port_value: "abc" is not a number',
+    ]
+    allowed = run(meshproxy, "validate", "--allow-unknown-static-fields", "-c", path)
+    assert "invalid (3 problems)" in allowed.stderr and "conect_timeout" not in allowed.stderr
+
+
+HOSTILE = {
+    "alias-bomb.yaml": "\n".join(
+        ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+        + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    ),
+    "deep.json": '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}",
+    "deep.yaml": "a:\n" + "- " * 10_000 + "1\n",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_files_are_refused_in_one_line(
+    meshproxy: list[str], tmp_path: pathlib.Path, command: str, name: str
+) -> None:
+    """Issue 12, finding 8: an alias bomb spun for minutes; deep nesting ended in a traceback."""
+    path = tmp_path / name
+    path.write_text(HOSTILE[name])
+    result = run(meshproxy, command, "-c", str(path))
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"{path}: invalid")
+    assert "nested deeper" in result.stderr or "expands to more than" in result.stderr
 
 
 def test_validate_unreadable_file(meshproxy: list[str], tmp_path: pathlib.Path) -> None:

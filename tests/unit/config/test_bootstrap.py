@@ -80,17 +80,28 @@ def test_full_example_compiles_every_part() -> None:
     assert config.version == "static"
 
 
-def test_unknown_fields_are_ignored_at_every_level(doc: dict[str, Any]) -> None:
+def test_fields_meshproxy_does_not_run_are_ignored_and_unknown_fields_refused_unless_allowed(
+    doc: dict[str, Any],
+) -> None:
     doc["stats_flush_interval"] = "5s"
-    doc["not_an_envoy_field"] = {"anything": [1, 2]}
     doc["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
-    doc["static_resources"]["listeners"][0]["made_up"] = True
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
         "initial_requests": 1
     }
     doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {"tcp_keepalive": {}}
     assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
+
+    doc["not_an_envoy_field"] = {"anything": [1, 2]}
+    doc["static_resources"]["listeners"][0]["made_up"] = True
+    hcm(doc)["stat_prefx"] = "typo"
+    assert sorted(problems_of(doc)) == [
+        'not_an_envoy_field: unknown field: Bootstrap has no field "not_an_envoy_field"',
+        f'{HCM_PATH}.stat_prefx: unknown field: HttpConnectionManager has no field "stat_prefx"; '
+        'did you mean "stat_prefix"?',
+        'static_resources.listeners[0].made_up: unknown field: Listener has no field "made_up"',
+    ]
+    assert parse_bootstrap(json.dumps(doc), allow_unknown_fields=True) == load_bootstrap(FULL_YAML)
 
 
 def test_minimal_bootstraps() -> None:

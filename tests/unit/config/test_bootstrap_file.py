@@ -31,95 +31,96 @@ def problems_of(text: str, source: str = "boot.yaml") -> list[str]:
     [
         pytest.param(
             "node:\n  id: a\nstatic_resources: [1, 2\nadmin: {}\n",
-            "boot.yaml:4:6: YAML error: expected ',' or ']', but got ':' (while parsing a flow sequence)",
+            "line 4, column 6: YAML error: expected ',' or ']', but got ':' (while parsing a flow sequence)",
             id="yaml-syntax",
         ),
         pytest.param(
             "node:\n\tid: a\n",
-            "boot.yaml:2:1: YAML error: found character '\\t' that cannot start any token "
+            "line 2, column 1: YAML error: found character '\\t' that cannot start any token "
             "(while scanning for the next token)",
             id="yaml-tab",
         ),
         pytest.param(
             "node: {id: a}\nadmin: {}\nnode: {id: b}\n",
-            "boot.yaml:3:1: YAML error: duplicate key 'node' (first on line 1)",
+            "line 3, column 1: YAML error: duplicate key 'node' (first on line 1)",
             id="yaml-duplicate-key",
         ),
         pytest.param(
             '{\n  "node": {"id": "a",}\n}',
-            "boot.yaml:2:22: JSON syntax error: Expecting property name enclosed in double quotes",
+            "line 2, column 22: JSON syntax error: Expecting property name enclosed in double quotes",
             id="json-syntax",
         ),
         pytest.param(
             '{"node": {}, "node": {}}',
-            'boot.yaml: JSON syntax error: duplicate key "node"',
+            'JSON syntax error: duplicate key "node"',
             id="json-duplicate-key",
         ),
-        pytest.param("", "boot.yaml: the bootstrap is empty", id="empty"),
-        pytest.param("  \n\n", "boot.yaml: the bootstrap is empty", id="blank"),
-        pytest.param(
-            "# just a comment\n", "boot.yaml: the bootstrap is empty (only comments?)", id="comments"
-        ),
-        pytest.param(
-            "- node\n", "boot.yaml: the bootstrap must be a mapping (Bootstrap fields), not a list", id="list"
-        ),
+        pytest.param("", "the bootstrap is empty", id="empty"),
+        pytest.param("  \n\n", "the bootstrap is empty", id="blank"),
+        pytest.param("# just a comment\n", "the bootstrap is empty (only comments?)", id="comments"),
+        pytest.param("- node\n", "the bootstrap must be a mapping (Bootstrap fields), not a list", id="list"),
         pytest.param(
             "just text",
-            "boot.yaml: the bootstrap must be a mapping (Bootstrap fields), not a str",
+            "the bootstrap must be a mapping (Bootstrap fields), not a str",
             id="scalar",
         ),
         pytest.param(
             "static_resources:\n  clusters:\n  - name: a\n    connect_timeout: 5m\n",
-            'boot.yaml: static_resources.clusters[0].connect_timeout: Duration must end with letter "s": 5m',
+            'static_resources.clusters[0].connect_timeout: "5m" is not a duration in seconds with an "s": "300s", "0.25s"',
             id="duration",
         ),
         pytest.param(
             "static_resources:\n  listeners:\n  - name: a\n  - name: 7\n",
-            "boot.yaml: static_resources.listeners[1].name: expected string or bytes-like object, got 'int'",
-            id="wrong-type-located-by-value",
+            'static_resources.listeners[1].name: must be a string, not 7 (quote it: "7")',
+            id="wrong-type",
         ),
         pytest.param(
             "static_resources:\n  listeners:\n  - filter_chains:\n    - filters:\n"
             "      - typed_config: {'@type': type.googleapis.com/acme.Filter}\n",
-            "boot.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config: "
-            "Can not find message descriptor by type_url: type.googleapis.com/acme.Filter",
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.@type: "
+            '"type.googleapis.com/acme.Filter" names no message of the Envoy, xDS or UDPA APIs meshproxy knows',
             id="unknown-type-url",
         ),
         pytest.param(
             "static_resources: {clusters: [{name: a, type: STATIC, cluster_type: {name: x}}]}",
-            'boot.yaml: static_resources.clusters[0]: Message type "envoy.config.cluster.v3.Cluster" should not have '
-            'multiple "cluster_discovery_type" oneof fields',
+            "static_resources.clusters[0].cluster_type: give only one of type and cluster_type (one of "
+            "cluster_discovery_type)",
             id="two-oneof-members",
         ),
         pytest.param(
             "admin: {access_log: [{typed_config: {'@type': null}}]}",
-            "boot.yaml: admin.access_log[0].typed_config.@type: must be a type URL string",
+            "admin.access_log[0].typed_config.@type: must be a type URL string",
             id="type-url-not-a-string",
         ),
         pytest.param(
             "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 99999999999}}}",
-            "boot.yaml: admin.address.socket_address.port_value: Value out of range: 99999999999",
+            "admin.address.socket_address.port_value: 99999999999 is out of range (uint32: 0..4294967295)",
             id="uint32-range",
         ),
         pytest.param(
             "static_resources:\n  listeners:\n  - filter_chains:\n    - filters:\n      - typed_config:\n"
             "          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
             "          route_config: {virtual_hosts: [{domains: x}]}\n",
-            "boot.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config."
-            "virtual_hosts[0].domains: repeated field domains must be in [] which is x",
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config."
+            'virtual_hosts[0].domains: must be a list ([...]), not the string "x"',
             id="scalar-for-list",
         ),
     ],
 )
 def test_text_problems(text: str, expected: str) -> None:
-    assert problems_of(text) == [expected]
+    """Problems with the text stop there; a problem in a field comes first, with whatever the
+    compiler then finds in the rest of the (incomplete) documents here."""
+    problems = problems_of(text)
+    assert problems[0] == expected
+    assert len(problems) == 1 or expected.startswith("static_resources") or expected.startswith("admin")
 
 
 def test_json_is_recognised_by_content_and_by_extension() -> None:
     assert parse_bootstrap('{\n\t"node": {\n\t\t"id": "tabs"\n\t}\n}').node.id == "tabs"
     with pytest.raises(ConfigError) as raised:
         parse_bootstrap("node: {id: yaml}", source="boot.json")
-    assert raised.value.problems[0].startswith("boot.json:1:1: JSON syntax error")
+    assert raised.value.source == "boot.json"
+    assert raised.value.problems[0].startswith("line 1, column 1: JSON syntax error")
 
 
 def test_load_bootstrap_reads_a_path(tmp_path: Path) -> None:
@@ -133,21 +134,21 @@ def test_load_bootstrap_names_the_file_in_read_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError) as raised:
         load_bootstrap(missing)
-    assert raised.value.problems == [f"{missing}: cannot read the bootstrap: No such file or directory"]
+    assert raised.value.source == str(missing)
+    assert raised.value.problems == ["cannot read the bootstrap: No such file or directory"]
 
     binary = tmp_path / "boot.yaml"
     binary.write_bytes(b"node: {id: \xff}\n")
     with pytest.raises(ConfigError) as raised:
         load_bootstrap(binary)
-    assert raised.value.problems == [
-        f"{binary}: cannot read the bootstrap: not UTF-8 text (invalid start byte)"
-    ]
+    assert raised.value.problems == ["cannot read the bootstrap: not UTF-8 text (invalid start byte)"]
 
     syntax = tmp_path / "bad.yaml"
     syntax.write_text("node:\n  id: [\n")
     with pytest.raises(ConfigError) as raised:
         load_bootstrap(syntax)
-    assert raised.value.problems[0].startswith(f"{syntax}:3:1: YAML error:")
+    assert raised.value.source == str(syntax)
+    assert raised.value.problems[0].startswith("line 3, column 1: YAML error:")
 
 
 def test_config_error_message_lists_every_problem() -> None:
