@@ -9,6 +9,7 @@ aggregated discovery service to the same server. Modules:
 - `ca_service`: the gRPC servicer over the core;
 - `cli`: ``controlplane serve`` and ``controlplane token create``.
 
-Generated protobuf code lives in `controlplane._gen` (see ``proto/README.md``) and is imported
-only by the gRPC edge (`ca_service`).
+Generated protobuf code lives in `meshproxy._gen` (shared with the proxy's identity agent; see
+``proto/README.md``) and is imported only by the gRPC edges (`ca_service`, `management`,
+`meshctl`).
 """

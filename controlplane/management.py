@@ -19,11 +19,11 @@ from datetime import datetime
 
 import grpc
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
 from controlplane.app import ConfigEvent, ControlPlane, Outcome
 from controlplane.tokens import Grant, TokensFile
 from controlplane.xds import Event, Ledger, Resources
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

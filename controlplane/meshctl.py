@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:15010"
 TIMEOUT = 10.0

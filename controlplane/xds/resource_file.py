@@ -24,7 +24,7 @@ from controlplane.xds.snapshot import MESSAGES, Resources, resource_name
 
 # The text readers and @type resolution are the proxy's bootstrap loader's: one behaviour for
 # every Envoy-shaped file (duplicate keys refused, extension types imported on demand).
-from meshproxy.config.bootstrap import _fields, _json_object, _load_yaml, _resolve_type
+from meshproxy.config import iter_fields, json_object, load_yaml, resolve_type
 from meshproxy.errors import ConfigError
 
 _BY_NAME = {url.rsplit("/", 1)[-1]: url for url in MESSAGES}
@@ -68,7 +68,7 @@ def parse_resources(text: str, *, source: str = "<string>") -> Resources:
 def _load(text: str, source: str) -> Any:
     looks_json = source.endswith(".json") or text.lstrip()[:1] in ("{", "[")
     try:
-        return json.loads(text, object_pairs_hook=_json_object) if looks_json else _load_yaml(text)
+        return json.loads(text, object_pairs_hook=json_object) if looks_json else load_yaml(text)
     except json.JSONDecodeError as err:
         raise ConfigError([f"{source}:{err.lineno}:{err.colno}: JSON syntax error: {err.msg}"]) from err
     except yaml.MarkedYAMLError as err:
@@ -111,9 +111,9 @@ def _parse_entry(entry: Any, where: str, problems: list[str]) -> tuple[str, Any]
         problems.append(f"{where}: @type: {type_url!r} is not one of {sorted(MESSAGES)}")
         return None
     body = {k: v for k, v in entry.items() if k != "@type"}
-    for _, names, value in _fields(body, "", []):
+    for _, names, value in iter_fields(body, "", []):
         if names[-1] == "@type" and isinstance(value, str):
-            _resolve_type(value)
+            resolve_type(value)
     message = cls()
     try:
         json_format.ParseDict(body, message)

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controlplane._gen.meshproxy.ca.v1 import ca_pb2, ca_pb2_grpc
+from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.ca import Issuer
 from controlplane.ca_service import CertificateAuthorityService, add_to_server
 from controlplane.ca_store import load_or_create

@@ -14,8 +14,8 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 from controlplane.app import ControlPlane
 from controlplane.management import ManagementService, add_to_server
 from controlplane.mesh import default_mesh_text
