@@ -96,10 +96,25 @@ class _Doc:
         return read(self.child(key))
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false`` (any case
+    PyYAML's resolver knows: ``true``, ``True``, ``TRUE``). YAML 1.1 also reads ``on``, ``off``,
+    ``yes`` and ``no`` as booleans, which turned ``pq: off`` into ``False`` and a ``retries``
+    ``on:`` key into ``True``; here they stay the words the user wrote."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load_mesh(text: str, *, source: str = "mesh") -> tuple[Mesh, dict[str, Any]]:
     """The validated mesh and the parsed document, or `ConfigError` naming ``source``."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # safe: a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     return validate_mesh(doc, source=source), doc
@@ -393,8 +408,6 @@ def _headers(d: _Doc) -> tuple[tuple[str, str], ...]:
 
 
 def _retries(d: _Doc) -> Retries | None:
-    if isinstance(d.value, dict) and True in d.value:  # YAML 1.1 reads a bare `on:` key as true
-        d.value = {("on" if k is True else k): v for k, v in d.value.items()}
     if not d.mapping(("attempts", "on", "per_try_timeout"), ("attempts",)):
         return None
     on: tuple[str, ...] = ("5xx", "reset", "connect-failure")
