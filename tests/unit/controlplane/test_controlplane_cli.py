@@ -43,9 +43,12 @@ def test_serve_with_an_invalid_tokens_file_exits_1_naming_the_line(
         str(tmp_path / "ca"),
         "--tokens",
         str(tokens),
+        "--state-dir",
+        str(tmp_path / "state"),
         "--xds-address",
         "127.0.0.1:0",
     ]
     assert main(argv) == 1
     assert f"{tokens}:1: token is 5 characters" in capsys.readouterr().err
     assert not (tmp_path / "ca").exists()  # checked before the CA is created
+    assert not (tmp_path / "state").exists()
