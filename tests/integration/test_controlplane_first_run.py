@@ -201,7 +201,17 @@ async def test_the_readme_order_serve_then_token_create_issues_an_svid(tmp_path:
         assert svid.chain[0].not_valid_after_utc == svid.not_after
 
 
-async def test_xds_resources_alone_are_served_and_their_changes_reach_a_client_promptly(
+async def test_serve_with_only_xds_resources_and_an_address_serves_them(tmp_path: Path) -> None:
+    resources = tmp_path / "resources.json"
+    resources.write_text(resources_json("raw-a", "raw-b"))
+    async with (
+        serve(tmp_path, "--xds-resources", str(resources), notes=2) as served,
+        grpc.aio.insecure_channel(served.address) as channel,
+    ):
+        assert {"raw-a", "raw-b"} <= set(clusters(await Ads(channel).response()))
+
+
+async def test_file_source_changes_reach_a_connected_client_promptly(
     tmp_path: Path,
 ) -> None:
     resources = tmp_path / "resources.json"
