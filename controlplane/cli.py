@@ -6,7 +6,10 @@ Owns argument parsing, logging setup, the assembly of the grpc.aio server on ``-
 default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
-address (port 0 picks a free port, and the line says which); the CA's line comes first.
+address (port 0 picks a free port, and the line says which); the CA's line comes first. Every
+file flag has a default in the state directory (`controlplane.state_dir`), so ``serve`` alone
+starts; the first start that creates the local meshctl's management token prints it, and
+where it is, after the gRPC lines.
 
 Must not depend on: the generated protobuf code (the servicers touch it).
 """
@@ -220,12 +223,16 @@ async def _serve(
         port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind to address ...")
         print(f"controlplane: cannot listen on {address}: {exc}", file=sys.stderr)
+        if notes:  # a token made for meshctl is announced, once, whatever happens next
+            print(*notes, sep="\n", file=sys.stderr)
         return 3
     await server.start()
     host = address.rsplit(":", 1)[0]
     print(f"controlplane: serving the CA on {host}:{port}", flush=True)
     print(f"controlplane: serving xDS (ADS) on {host}:{port}", flush=True)
     print(f"controlplane: serving the management API on {host}:{port}", flush=True)
+    if notes:
+        print(*notes, sep="\n", flush=True)
     if admin_address:
         admin_host, admin_port = admin_address.rsplit(":", 1)
         try:
@@ -235,8 +242,6 @@ async def _serve(
             await server.stop(None)
             return 3
         print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound}", flush=True)
-    for note in notes:
-        print(note, flush=True)
     reload = asyncio.create_task(control.watch_files())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
