@@ -49,6 +49,7 @@ async def watch(paths: Sequence[Path], *, poll_interval: float) -> AsyncIterator
     if not paths:
         return
     files = {Path(os.path.abspath(p)): p for p in paths}
+    reason = "the notifications ended"
     try:
         async for wake in _notifications(files):
             yield wake
