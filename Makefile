@@ -42,7 +42,7 @@ $(NODE_STAMP):
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m meshproxy.demo
+	$(PY) -m controlplane.demo
 
 test: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
@@ -74,7 +74,7 @@ bench-publish: $(STAMP)
 stats-doc: $(STAMP)
 	$(PY) -m meshproxy.stats > docs/stats.md
 
-# Regenerate controlplane/_gen from proto/ (the generated code is committed; see proto/README.md).
+# Regenerate meshproxy/_gen from proto/ (the generated code is committed; see proto/README.md).
 proto: $(STAMP)
 	$(PIP) install -q grpcio-tools==1.85.1
 	$(PY) proto/generate.py

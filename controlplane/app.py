@@ -2,13 +2,16 @@
 
 Owns the one serving config (`MeshState`: the mesh document, its model, where it came from, its
 version) and every way it changes: `apply` (the management API and file reloads), `shift`
-(traffic weights), `poll_files` (hot reload of ``--mesh`` and ``--xds-resources``: a file whose
-inode, size or mtime changed is read again; a bad reload logs its problems, emits a
-``rejected`` event and keeps the last good snapshots). Publishing translates the mesh, merges
-the raw resources into the ``default`` group (a raw resource wins over a mesh resource of the
-same name), checks every group's snapshot first and only then sets them, all with one new
-version, so a refused config changes no group. Groups that disappear are removed from the cache
-(their nodes fall back to ``default``).
+(traffic weights), `reload_files` (hot reload of ``--mesh`` and ``--xds-resources``, woken by
+`file_watch`: a file a notification names is read again, or, when polling, a file whose inode,
+size or mtime changed; content equal to what is served changes nothing; a bad reload, such as a
+file caught half-written, logs its problems, emits a ``rejected`` event and keeps the last good
+snapshots, and the write that completes the file wakes the next reload).
+
+Publishing translates the mesh, merges the raw resources into the ``default`` group (a raw
+resource wins over a mesh resource of the same name), checks every group's snapshot first and
+only then sets them, all with one new version, so a refused config changes no group. Groups that
+disappear are removed from the cache (their nodes fall back to ``default``).
 
 The last writer wins: a mesh file edited after an API apply or shift replaces what the API set.
 
@@ -17,10 +20,9 @@ Must not depend on: grpc (the servicers and the CLI hold the server), generated 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +30,14 @@ from typing import Any
 
 import yaml
 
+from controlplane.file_watch import watch
 from controlplane.mesh import DEFAULT_GROUP, Mesh, default_mesh_text, load_mesh, translate, validate_mesh
 from controlplane.xds import Resources, Snapshot, SnapshotCache, load_resource_file
 from meshproxy.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-RELOAD_INTERVAL = 1.0
+POLL_INTERVAL = 1.0  # only when filesystem notifications are not available
 
 
 def utc_now() -> datetime:
@@ -77,7 +80,7 @@ class Outcome:
 
 
 class _Watched:
-    """A file whose changes are noticed by (inode, size, mtime)."""
+    """A source file, and its (inode, size, mtime) when last looked at."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -90,12 +93,12 @@ class _Watched:
             return (0, 0, 0)
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def changed(self) -> bool:
+    def changed(self, *, notified: bool) -> bool:
+        """Whether to read the file again: after a notification always (two writes within one
+        tick of the filesystem's clock leave the stamp as it was), when polling if it moved."""
         stamp = self.stat()
-        if stamp == self.stamp:
-            return False
-        self.stamp = stamp
-        return True
+        moved, self.stamp = stamp != self.stamp, stamp
+        return notified or moved
 
 
 class ControlPlane:
@@ -171,35 +174,36 @@ class ControlPlane:
         text = yaml.safe_dump(doc, sort_keys=False)
         return self._publish(text, doc, mesh, "shift", dry_run)
 
-    def poll_files(self) -> None:
-        """Reload whichever source file changed since the last look."""
-        resources_changed = self._resources_file is not None and self._resources_file.changed()
-        if resources_changed:
-            assert self._resources_file is not None
+    def reload_files(self, paths: Collection[Path], *, notified: bool) -> None:
+        """Reload whichever of the source files among ``paths`` changed (see `_Watched.changed`)."""
+        resources = self._resources_file
+        if resources is not None and resources.path in paths and resources.changed(notified=notified):
             try:
-                raw = load_resource_file(self._resources_file.path)
-            except (ConfigError, OSError) as exc:
-                self._reject(f"{self._resources_file.path}", getattr(exc, "problems", [str(exc)]))
-            else:
-                previous, self._raw = self._raw, raw
-                outcome = self._republish(f"file:{self._resources_file.path}")
-                if not outcome.ok:
-                    self._raw = previous
-        if self._mesh_file is not None and self._mesh_file.changed():
-            path = self._mesh_file.path
-            try:
-                text = _read(path)
+                raw = load_resource_file(resources.path)
             except ConfigError as exc:
-                self._reject(str(path), exc.problems)
-                return
-            self.apply(text, source=f"file:{path}")
-
-    async def watch_files(self, interval: float = RELOAD_INTERVAL) -> None:
-        """Poll the source files until cancelled."""
-        while True:
-            await asyncio.sleep(interval)
+                self._reject(str(resources.path), exc.problems)
+            else:
+                if raw != self._raw:
+                    previous, self._raw = self._raw, raw
+                    if not self._republish(f"file:{resources.path}").ok:
+                        self._raw = previous
+        mesh = self._mesh_file
+        if mesh is not None and mesh.path in paths and mesh.changed(notified=notified):
+            source = f"file:{mesh.path}"
             try:
-                self.poll_files()
+                text = _read(mesh.path)
+            except ConfigError as exc:
+                self._reject(str(mesh.path), exc.problems)
+                return
+            if self.state is None or (self.state.text, self.state.source) != (text, source):
+                self.apply(text, source=source)
+
+    async def watch_files(self, poll_interval: float = POLL_INTERVAL) -> None:
+        """Reload the source files as they change, until cancelled."""
+        paths = [w.path for w in (self._resources_file, self._mesh_file) if w is not None]
+        async for wake in watch(paths, poll_interval=poll_interval):
+            try:
+                self.reload_files(wake.paths, notified=wake.notified)
             except Exception:  # a reload bug must not stop the next reload
                 log.exception("reloading the config sources failed")
 

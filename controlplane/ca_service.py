@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 
 import grpc
 
-from controlplane._gen.meshproxy.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.ca import Issuer
 from controlplane.errors import SignRefused
 from controlplane.tokens import TokensFile
+from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,10 @@ Owns argument parsing, logging setup, the assembly of the grpc.aio server on ``-
 default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
-address (port 0 picks a free port, and the line says which); the CA's line comes first.
+address (port 0 picks a free port, and the line says which); the CA's line comes first. Every
+file flag has a default in the state directory (`controlplane.state_dir`), so ``serve`` alone
+starts; the first start that creates the local meshctl's management token prints it, and
+where it is, after the gRPC lines.
 
 Must not depend on: the generated protobuf code (the servicers touch it).
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from controlplane import ca_service, management
+from controlplane import ca_service, management, state_dir
 from controlplane.admin import AdminServer
 from controlplane.app import ControlPlane
 from controlplane.ca import Issuer
@@ -36,6 +39,8 @@ from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.certs import Algorithm
+
+log = logging.getLogger(__name__)
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_TRUST_DOMAIN = "mesh.local"
@@ -48,11 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve xDS, the CA and the management API over gRPC")
+    _state_dir_argument(serve)
     serve.add_argument(
-        "--ca-dir", required=True, type=Path, help="CA state directory (created at first start)"
+        "--ca-dir", type=Path, help="CA directory, created at first start (default: STATE_DIR/ca)"
     )
     serve.add_argument(
-        "--tokens", required=True, type=Path, help="bootstrap tokens file (re-read when it changes)"
+        "--tokens",
+        type=Path,
+        help="bootstrap tokens file, created empty when missing, re-read when it changes "
+        "(default: STATE_DIR/tokens)",
     )
     serve.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="HOST:PORT to listen on")
     serve.add_argument(
@@ -66,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--management-tokens",
         type=Path,
-        help="tokens file for the management API (meshctl); without it every management call is refused",
+        help="tokens file for the management API (meshctl), created empty when missing (default: "
+        "STATE_DIR/management-tokens, created at first start with a token for the local meshctl)",
     )
     serve.add_argument("--admin-address", help="HOST:PORT for /metrics and /ready (off when omitted)")
     serve.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="SPIFFE trust domain of the CA")
@@ -80,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage bootstrap tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="print a new token and append it to the tokens file")
+    _state_dir_argument(create)
     create.add_argument(
-        "--tokens", required=True, type=Path, help="bootstrap tokens file (created if missing)"
+        "--tokens", type=Path, help="bootstrap tokens file, created if missing (default: STATE_DIR/tokens)"
     )
     create.add_argument(
         "--identity",
@@ -91,29 +102,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _state_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"where the defaults below live (default: ${state_dir.ENV}, else $XDG_STATE_HOME/meshproxy, "
+        "else ~/.local/state/meshproxy)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    state = args.state_dir or state_dir.default_location()
     if args.command == "token":
-        return _token_create(args.tokens, args.identity)
+        return _token_create(args.tokens or state / state_dir.TOKENS, args.identity)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
     for flag, address in (("--xds-address", args.xds_address), ("--admin-address", args.admin_address)):
         if address is not None and not _valid_address(address):
             print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
             return 2
     cache = SnapshotCache()
     control = ControlPlane(cache, mesh_path=args.mesh, resources_path=args.xds_resources)
+    notes: list[str] = []
     try:
-        tokens = TokensFile(args.tokens, trust_domain=args.trust_domain)
-        admins = None
-        if args.management_tokens is not None:
-            admins = TokensFile(args.management_tokens, trust_domain=args.trust_domain)
+        bootstrap_tokens = _tokens_file(args.tokens or state / state_dir.TOKENS)
+        tokens = TokensFile(bootstrap_tokens, trust_domain=args.trust_domain)
+        admins = TokensFile(
+            _management_tokens_file(args.management_tokens, state, args.trust_domain, notes),
+            trust_domain=args.trust_domain,
+        )
         control.start()
         ca = load_or_create(
-            args.ca_dir, trust_domain=args.trust_domain, now=utc_now(), algorithm=Algorithm(args.ca_algorithm)
+            args.ca_dir or state / state_dir.CA_DIR,
+            trust_domain=args.trust_domain,
+            now=utc_now(),
+            algorithm=Algorithm(args.ca_algorithm),
         )
     except ConfigError as exc:
         print(
@@ -132,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_serve(services, control, args.xds_address, args.admin_address))
+        return loop.run_until_complete(_serve(services, control, args.xds_address, args.admin_address, notes))
     finally:
         loop.close()
 
@@ -147,12 +175,44 @@ class Services:
     admin: AdminServer
 
 
+def _tokens_file(path: Path) -> Path:
+    """``path``, created empty when missing (so ``serve`` may come before ``token create``)."""
+    try:
+        created = state_dir.ensure_tokens_file(path)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot create the tokens file ({exc})"]) from None
+    if created:
+        log.info("created the empty tokens file %s (add tokens with 'controlplane token create')", path)
+    return path
+
+
+def _management_tokens_file(explicit: Path | None, state: Path, trust_domain: str, notes: list[str]) -> Path:
+    """The management tokens file: ``explicit``, or the state directory's, which is created at
+    first use with a token for the local meshctl (announced in ``notes``, this once)."""
+    if explicit is not None:
+        return _tokens_file(explicit)
+    try:
+        created = state_dir.ensure_local_operator(state, trust_domain=trust_domain)
+    except OSError as exc:
+        raise ConfigError([f"{state}: cannot create the state directory ({exc})"]) from None
+    except IdentityError as exc:
+        raise ConfigError([f"--trust-domain: {exc}"]) from None
+    if created is not None:
+        notes.append(
+            f"controlplane: created a management token for {created.identity}: {created.token}\n"
+            f"controlplane: it is in {created.token_file}, where meshctl on this machine finds it"
+        )
+    return state / state_dir.MANAGEMENT_TOKENS
+
+
 def _valid_address(address: str) -> bool:
     host, sep, port = address.rpartition(":")
     return bool(sep and host and port.isdigit() and int(port) < 65536)
 
 
-async def _serve(services: Services, control: ControlPlane, address: str, admin_address: str | None) -> int:
+async def _serve(
+    services: Services, control: ControlPlane, address: str, admin_address: str | None, notes: list[str]
+) -> int:
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -163,12 +223,16 @@ async def _serve(services: Services, control: ControlPlane, address: str, admin_
         port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind to address ...")
         print(f"controlplane: cannot listen on {address}: {exc}", file=sys.stderr)
+        if notes:  # a token made for meshctl is announced, once, whatever happens next
+            print(*notes, sep="\n", file=sys.stderr)
         return 3
     await server.start()
     host = address.rsplit(":", 1)[0]
     print(f"controlplane: serving the CA on {host}:{port}", flush=True)
     print(f"controlplane: serving xDS (ADS) on {host}:{port}", flush=True)
     print(f"controlplane: serving the management API on {host}:{port}", flush=True)
+    if notes:
+        print(*notes, sep="\n", flush=True)
     if admin_address:
         admin_host, admin_port = admin_address.rsplit(":", 1)
         try:

@@ -19,11 +19,11 @@ from datetime import datetime
 
 import grpc
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
 from controlplane.app import ConfigEvent, ControlPlane, Outcome
 from controlplane.tokens import Grant, TokensFile
 from controlplane.xds import Event, Ledger, Resources
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _BEARER = "bearer "
 
 
 class ManagementService(pb_grpc.MeshManagementServicer):
-    def __init__(self, control: ControlPlane, ledger: Ledger, tokens: TokensFile | None) -> None:
+    def __init__(self, control: ControlPlane, ledger: Ledger, tokens: TokensFile) -> None:
         self._control = control
         self._ledger = ledger
         self._tokens = tokens
@@ -42,17 +42,12 @@ class ManagementService(pb_grpc.MeshManagementServicer):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
-        if self._tokens is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "this controlplane accepts no management tokens: start it with --management-tokens FILE",
-            )
         if not header.lower().startswith(_BEARER):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "missing 'authorization: Bearer <token>' metadata (meshctl --token-file)",
+                "missing 'authorization: Bearer <token>' metadata (meshctl: --token-file, $MESHCTL_TOKEN, "
+                "or the state directory's meshctl.token on the controlplane's machine)",
             )
-        assert self._tokens is not None
         grant = self._tokens.table().lookup(header[len(_BEARER) :].strip())
         if grant is None:
             log.warning("refused %s from %s: unknown management token", what, context.peer())

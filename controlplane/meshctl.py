@@ -1,13 +1,15 @@
 """``meshctl``: the command line over the controlplane's management API.
 
 Owns the commands (``status``, ``get``, ``apply -f FILE [--dry-run]``, ``validate -f FILE``,
-``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``), the token (``--token-file``
-or ``$MESHCTL_TOKEN``, sent as ``authorization: Bearer``), and the two renderings of every answer:
+``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``), the token (``--token-file``,
+else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token`` in its state directory;
+sent as ``authorization: Bearer``), and the two renderings of every answer:
 readable tables by default, ``-o json`` (one JSON document; ``events`` writes one JSON object per
 line) for scripts. Exit codes: 0 success, 1 a refused config or shift (its problems are printed),
 2 usage error, 3 the controlplane is unreachable or refused the call (status and message printed).
 
-Must not depend on: the controlplane's internals; it is a plain gRPC client of the proto.
+Must not depend on: the controlplane's internals (the state directory's location is a convention
+it shares, `controlplane.state_dir`); it is a plain gRPC client of the proto.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
+from controlplane import state_dir
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:15010"
 TIMEOUT = 10.0
@@ -41,7 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--server", default=DEFAULT_SERVER, help=f"controlplane HOST:PORT (default {DEFAULT_SERVER})"
     )
-    p.add_argument("--token-file", type=Path, help="file holding the management token (or $MESHCTL_TOKEN)")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the management token (default: $MESHCTL_TOKEN, else STATE_DIR/meshctl.token)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"the local controlplane's state directory (default: ${state_dir.ENV}, else "
+        "$XDG_STATE_HOME/meshproxy, else ~/.local/state/meshproxy)",
+    )
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="config version, groups and proxies at a glance")
@@ -63,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        metadata = _metadata(args.token_file)
+        metadata = _metadata(args.token_file, args.state_dir or state_dir.default_location())
         with grpc.insecure_channel(args.server) as channel:
             return _run(args, pb_grpc.MeshManagementStub(channel), metadata)
     except UsageError as exc:
@@ -77,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _metadata(token_file: Path | None) -> list[tuple[str, str]]:
+def _metadata(token_file: Path | None, state: Path) -> list[tuple[str, str]]:
     token = os.environ.get("MESHCTL_TOKEN", "")
+    if token_file is None and not token and (state / state_dir.MESHCTL_TOKEN).exists():
+        token_file = state / state_dir.MESHCTL_TOKEN
     if token_file is not None:
         try:
             words = token_file.read_text(encoding="utf-8").split()

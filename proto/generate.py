@@ -2,10 +2,12 @@
 
 Owns the one way generated code is produced: ``grpc_tools.protoc`` (from the ``grpcio-tools``
 package, a developer tool, not a runtime dependency) writes ``*_pb2.py``, ``*_pb2.pyi`` and
-``*_pb2_grpc.py`` into ``controlplane/_gen/``, keeping each proto's package as a sub-package
-(``meshproxy.ca.v1`` becomes ``controlplane._gen.meshproxy.ca.v1``). protoc emits absolute
-imports named after the proto package, which here would collide with the ``meshproxy``
-distribution, so they are rewritten to the ``controlplane._gen`` prefix. The package's
+``*_pb2_grpc.py`` into ``meshproxy/_gen/``, the package both programs import (the proxy's
+identity agent is a client of the CA; the controlplane serves it): each proto package under
+``meshproxy.`` becomes a sub-package of it (``meshproxy.ca.v1`` becomes ``meshproxy._gen.ca.v1``).
+protoc emits absolute imports named after the proto package, which here would land in the
+``meshproxy`` distribution's own package, so they are rewritten to the ``meshproxy._gen`` prefix.
+The package's
 ``__init__.py`` records the SHA-256 of every proto it was generated from; a unit test compares
 it with the protos in the tree, so an edited proto without regenerated code fails CI even on a
 machine without grpcio-tools.
@@ -28,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-OUT_PACKAGE = "controlplane._gen"
-OUT_DIR = ROOT / "controlplane" / "_gen"
+OUT_PACKAGE = "meshproxy._gen"
+OUT_DIR = ROOT / "meshproxy" / "_gen"
 IMPORT = re.compile(r"^(from|import) meshproxy\.", re.MULTILINE)
 
 INIT_DOC = '''"""Generated protobuf and gRPC code for the protos under ``proto/``; do not edit.
@@ -45,24 +47,28 @@ def protos() -> list[Path]:
 
 
 def generate(out: Path) -> None:
-    """Write the generated tree for every proto into ``out`` (an empty or missing directory)."""
+    """Write the generated tree for every proto into ``out`` (a missing directory)."""
     from grpc_tools import protoc
 
-    out.mkdir(parents=True, exist_ok=True)
+    # protoc writes each file under its proto package's path (meshproxy/ca/v1/...); the
+    # ``meshproxy`` level of that path is ``out`` itself.
+    protoc_out = out.parent / "protoc"
+    protoc_out.mkdir(parents=True)
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
     args = [
         "protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
+        f"--python_out={protoc_out}",
+        f"--pyi_out={protoc_out}",
+        f"--grpc_python_out={protoc_out}",
         *(str(p) for p in protos()),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed (its message is above)")
+    shutil.move(protoc_out / "meshproxy", out)
     for path in sorted(out.rglob("*.py*")):
-        path.write_text(IMPORT.sub(rf"\1 {OUT_PACKAGE}.meshproxy.", path.read_text()))
+        path.write_text(IMPORT.sub(rf"\1 {OUT_PACKAGE}.", path.read_text()))
     for directory in sorted({p.parent for p in out.rglob("*_pb2.py")} | {out}):
         while directory != out.parent:
             init = directory / "__init__.py"
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = differences(fresh, OUT_DIR)
             for name in stale:
-                print(f"stale generated file: controlplane/_gen/{name}", file=sys.stderr)
+                print(f"stale generated file: {OUT_DIR.relative_to(ROOT)}/{name}", file=sys.stderr)
             return 1 if stale else 0
         shutil.rmtree(OUT_DIR, ignore_errors=True)
         shutil.copytree(fresh, OUT_DIR)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
@@ -154,7 +155,7 @@ def eds_cluster(
     return cluster
 
 
-def _fields(obj: object) -> dict[str, object]:
+def _fields(obj: object) -> dict[str, Any]:  # int and float fields of a frozen config object
     return {k: getattr(obj, k) for k in obj.__slots__ if getattr(obj, k) is not None}  # type: ignore[attr-defined]
 
 

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar, get_args
 
 import yaml
@@ -45,6 +46,8 @@ from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import SpiffeId
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
+Unresolved = tuple["_Doc", str]  # a service name in `allow`, resolved once every service is known
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -96,10 +99,25 @@ class _Doc:
         return read(self.child(key))
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false`` (any case
+    PyYAML's resolver knows: ``true``, ``True``, ``TRUE``). YAML 1.1 also reads ``on``, ``off``,
+    ``yes`` and ``no`` as booleans, which turned ``pq: off`` into ``False`` and a ``retries``
+    ``on:`` key into ``True``; here they stay the words the user wrote."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load_mesh(text: str, *, source: str = "mesh") -> tuple[Mesh, dict[str, Any]]:
     """The validated mesh and the parsed document, or `ConfigError` naming ``source``."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # safe: a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     return validate_mesh(doc, source=source), doc
@@ -158,11 +176,11 @@ def _duration(d: _Doc) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _choice(d: _Doc, choices: tuple[str, ...]) -> str:
+def _choice(d: _Doc, choices: tuple[S, ...]) -> S:
     if d.value not in choices:
         d.problem(f"{d.value!r} is not one of: {', '.join(choices)}")
         return choices[0]
-    return str(d.value)
+    return choices[choices.index(d.value)]
 
 
 def _address(d: _Doc, *, ip_only: bool) -> Address | None:
@@ -193,10 +211,11 @@ def _mesh(d: _Doc) -> Mesh | None:
     if not d.mapping(("mesh", "sidecars", "services"), ("mesh", "services")):
         return None
     m = d.child("mesh")
-    trust_domain, pq, namespace = "mesh.local", "required", "default"
+    trust_domain, namespace = "mesh.local", "default"
+    pq: PqMode = "required"
     if m.mapping(("trust_domain", "pq", "namespace")):
         trust_domain = m.get("trust_domain", _str, trust_domain)
-        pq = m.get("pq", lambda x: _choice(x, get_args(PqMode)), pq)
+        pq = m.get("pq", partial(_choice, choices=get_args(PqMode)), pq)
         namespace = m.get("namespace", _name, namespace)
         try:
             SpiffeId.parse(f"spiffe://{trust_domain}")
@@ -209,7 +228,7 @@ def _mesh(d: _Doc) -> Mesh | None:
     _check_unique(d.child("services"), [s.port for s in services], "port (outbound listeners bind it)")
     groups = [g.group for s in services for g in s.sidecars()]
     _check_unique(d.child("services"), groups, "sidecar group")
-    return Mesh(trust_domain, pq, services, sidecars, namespace)  # type: ignore[arg-type]
+    return Mesh(trust_domain, pq, services, sidecars, namespace)
 
 
 def _check_unique(d: _Doc, values: list[Any], what: str) -> None:
@@ -230,7 +249,8 @@ def _sidecars(d: _Doc) -> Sidecars:
     )
 
 
-def _service(d: _Doc, trust_domain: str, namespace: str) -> Service:
+def _service(d: _Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[Allow | Unresolved, ...]]:
+    """The service (``allow`` empty) and its ``allow`` entries, names not yet resolved."""
     allowed = ("name", "port", "protocol", "identity", "versions", "endpoints", "routes", "policy")
     d.mapping((*allowed, "allow", "sidecar"), ("name", "port"))
     name = d.get("name", _name, "")
@@ -249,17 +269,19 @@ def _service(d: _Doc, trust_domain: str, namespace: str) -> Service:
     names = [v.name for v in versions]
     default = _default_routes(names)
     routes = d.get("routes", lambda x: _routes(x, names), default) or default
-    return Service(
+    everyone: tuple[Allow | Unresolved, ...] = (Allow(f"spiffe://{trust_domain}/", True),)
+    allow = d.get("allow", partial(_allow, trust_domain=trust_domain), everyone)
+    service = Service(
         name=name,
         port=d.get("port", _port, 0),
-        protocol=d.get("protocol", lambda x: _choice(x, get_args(Protocol)), "http"),  # type: ignore[arg-type]
+        protocol=d.get("protocol", partial(_choice, choices=get_args(Protocol)), "http"),
         identity=identity,
         versions=versions,
         routes=routes,
         policy=d.get("policy", _policy, Policy()),
-        allow=d.get("allow", lambda x: _allow(x, trust_domain), (Allow(f"spiffe://{trust_domain}/", True),)),  # type: ignore[arg-type]
         sidecar=service_sidecar,
     )
+    return service, allow
 
 
 def _identity(d: _Doc, identity: str, trust_domain: str) -> None:
@@ -282,7 +304,7 @@ def _versions(d: _Doc, service: str) -> tuple[Version, ...]:
         version = _name(_Doc(key, v.path, d.problems))
         if v.value is None or not v.mapping(("endpoints", "sidecar")):
             continue
-        sidecar = v.get("sidecar", lambda x, k=version: _sidecar(x, f"{service}-{k}"), None)
+        sidecar = v.get("sidecar", partial(_sidecar, default_group=f"{service}-{version}"), None)
         versions.append(Version(version, v.get("endpoints", _endpoints, ()), sidecar))
     return tuple(versions)
 
@@ -381,7 +403,7 @@ def _match(d: _Doc) -> Match:
         value = d.value.get(key)
         if isinstance(value, str) and value and not value.startswith("/"):
             d.child(key).problem(f"{value!r} must start with '/'")
-    headers = d.get("headers", _headers, ())
+    headers: tuple[tuple[str, str], ...] = d.get("headers", _headers, ())
     return Match(prefix, path, headers)
 
 
@@ -393,8 +415,6 @@ def _headers(d: _Doc) -> tuple[tuple[str, str], ...]:
 
 
 def _retries(d: _Doc) -> Retries | None:
-    if isinstance(d.value, dict) and True in d.value:  # YAML 1.1 reads a bare `on:` key as true
-        d.value = {("on" if k is True else k): v for k, v in d.value.items()}
     if not d.mapping(("attempts", "on", "per_try_timeout"), ("attempts",)):
         return None
     on: tuple[str, ...] = ("5xx", "reset", "connect-failure")
@@ -408,7 +428,7 @@ def _policy(d: _Doc) -> Policy:
     if not d.mapping(("lb", "connect_timeout", "circuit_breakers", "outlier_detection")):
         return Policy()
     return Policy(
-        d.get("lb", lambda x: _choice(x, get_args(LbPolicy)), "round_robin"),  # type: ignore[arg-type]
+        d.get("lb", partial(_choice, choices=get_args(LbPolicy)), "round_robin"),
         d.get("connect_timeout", _duration, 1.0),
         d.get("circuit_breakers", _circuit_breakers, None),
         d.get("outlier_detection", _outlier, None),
@@ -433,10 +453,10 @@ def _outlier(d: _Doc) -> OutlierDetection | None:
     return OutlierDetection(**values)
 
 
-def _allow(d: _Doc, trust_domain: str) -> tuple[Allow | tuple[_Doc, str], ...]:
+def _allow(d: _Doc, trust_domain: str) -> tuple[Allow | Unresolved, ...]:
     """SPIFFE IDs (``spiffe://td/path``), prefixes ending in ``/``, or names of services (resolved
     to their identities once every service is known)."""
-    allow: list[Allow | tuple[_Doc, str]] = []
+    allow: list[Allow | Unresolved] = []
     for x in d.items():
         text = _str(x)
         if not text.startswith("spiffe://"):
@@ -456,12 +476,12 @@ def _allow(d: _Doc, trust_domain: str) -> tuple[Allow | tuple[_Doc, str], ...]:
     return tuple(allow)
 
 
-def _resolve_allow(services: list[Service]) -> list[Service]:
-    identities = {s.name: s.identity for s in services}
+def _resolve_allow(parsed: list[tuple[Service, tuple[Allow | Unresolved, ...]]]) -> list[Service]:
+    identities = {s.name: s.identity for s, _ in parsed}
     resolved = []
-    for service in services:
+    for service, entries in parsed:
         allow = []
-        for entry in service.allow:
+        for entry in entries:
             if isinstance(entry, Allow):
                 allow.append(entry)
             elif entry[1] in identities:

@@ -24,8 +24,7 @@ from controlplane.xds.snapshot import MESSAGES, Resources, resource_name
 
 # The text readers and @type resolution are the proxy's bootstrap loader's: one behaviour for
 # every Envoy-shaped file (duplicate keys refused, extension types imported on demand).
-from meshproxy.config.bootstrap import _json_object, _load_yaml
-from meshproxy.config.schema import check_message
+from meshproxy.config import check_message, json_object, load_yaml
 from meshproxy.errors import ConfigError
 
 _BY_NAME = {url.rsplit("/", 1)[-1]: url for url in MESSAGES}
@@ -69,7 +68,7 @@ def parse_resources(text: str, *, source: str = "<string>") -> Resources:
 def _load(text: str, source: str) -> Any:
     looks_json = source.endswith(".json") or text.lstrip()[:1] in ("{", "[")
     try:
-        return json.loads(text, object_pairs_hook=_json_object) if looks_json else _load_yaml(text)
+        return json.loads(text, object_pairs_hook=json_object) if looks_json else load_yaml(text)
     except json.JSONDecodeError as err:
         raise ConfigError([f"{source}:{err.lineno}:{err.colno}: JSON syntax error: {err.msg}"]) from err
     except yaml.MarkedYAMLError as err:

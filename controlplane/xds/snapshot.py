@@ -1,9 +1,9 @@
 """An immutable, versioned set of xDS resources for one node group, and its consistency check.
 
 Owns the `Snapshot` (go-control-plane's shape: one version, resources by type URL and name), the
-type URL vocabulary, each resource's version (a hash of its deterministic serialisation, what
-delta xDS compares) and the pre-serialised wire pieces the server concatenates into responses:
-a resource is serialised once per snapshot, never once per stream.
+types it serves (the proxy's four type URLs, plus Secret), each resource's version (a hash of its
+deterministic serialisation, what delta xDS compares) and the pre-serialised wire pieces the server
+concatenates into responses: a resource is serialised once per snapshot, never once per stream.
 
 Protobuf allows concatenating serialised messages: ``DiscoveryResponse(resources=[a])`` bytes
 followed by ``DiscoveryResponse(resources=[b])`` bytes parse as one response holding both. The
@@ -30,20 +30,17 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-_PREFIX = "type.googleapis.com/"
-LISTENER = _PREFIX + listener_pb2.Listener.DESCRIPTOR.full_name
-ROUTE = _PREFIX + route_pb2.RouteConfiguration.DESCRIPTOR.full_name
-CLUSTER = _PREFIX + cluster_pb2.Cluster.DESCRIPTOR.full_name
-ENDPOINT = _PREFIX + endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.full_name
-SECRET = _PREFIX + secret_pb2.Secret.DESCRIPTOR.full_name
+from meshproxy.config.compile_common import type_url as type_url_of
+from meshproxy.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+# The four types the proxy consumes are the proxy's (one definition of the vocabulary, and of
+# which types are state-of-the-world full sets); Secrets only the controlplane serves.
+SECRET = type_url_of(secret_pb2.Secret)
 
 # Envoy's make-before-break order (xDS protocol, "Eventual consistency considerations"): clusters
 # before their endpoints, both before the listeners that use them, listeners before their routes.
 # Secrets follow go-control-plane's order; Envoy warms a listener or cluster until its secret comes.
 PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-# Types whose state-of-the-world response carries every resource the client subscribed to, so a
-# resource is removed by its absence; an empty subscription to them is a wildcard.
-FULL_STATE = frozenset({LISTENER, CLUSTER})
 MESSAGES: dict[str, type[Message]] = {
     LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration,
@@ -152,7 +149,7 @@ def _encode(type_url: str, by_name: dict[str, Any], problems: list[str]) -> Enco
         if not isinstance(message, Message):
             problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
             continue
-        if _PREFIX + message.DESCRIPTOR.full_name != type_url:
+        if type_url_of(type(message)) != type_url:
             problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
             continue
         if expected is not None and resource_name(message) != name:

@@ -41,7 +41,8 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.xds.ledger import Ledger, NodeEntry
-from controlplane.xds.snapshot import FULL_STATE, PUSH_ORDER, Snapshot
+from controlplane.xds.snapshot import PUSH_ORDER, Snapshot
+from meshproxy.xds.resources import FULL_STATE
 
 WILDCARD = "*"
 

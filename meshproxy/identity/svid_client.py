@@ -17,8 +17,8 @@ Owns two things:
   TLS layer takes its certificate from files or from the CA alike.
 
 Time and randomness are injected (`Clock`, ``rng``), never slept on or read directly.
-Must not depend on: the controlplane's modules other than its generated stubs (imported here,
-at the wire's edge), the TLS engine (which subscribes).
+Must not depend on: the controlplane (the CA's generated stubs are `meshproxy._gen`'s, imported
+here at the wire's edge), the TLS engine (which subscribes).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Protocol
 
 import grpc
 
-from controlplane._gen.meshproxy.ca.v1 import ca_pb2, ca_pb2_grpc
+from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from meshproxy.errors import IdentityError
 from meshproxy.identity import certs
 from meshproxy.identity.source import CertMaterial, load_material

@@ -28,9 +28,9 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
 from controlplane.tokens import Grant, append_token, new_token
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = "spiffe://mesh.local/ns/ops/sa/tester"

@@ -21,12 +21,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controlplane._gen.meshproxy.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.ca import Issuer
 from controlplane.ca_service import CertificateAuthorityService, add_to_server
 from controlplane.ca_store import load_or_create
 from controlplane.cli import main as controlplane_main
 from controlplane.tokens import Grant, TokensFile, append_token
+from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from meshproxy.identity import certs
 from meshproxy.identity.source import CertMaterial
 from meshproxy.identity.spiffe import SpiffeId
@@ -248,7 +248,7 @@ async def test_controlplane_serve_issues_over_its_command_line(tmp_path: Path) -
     token = tokens.read_text().split()[0]
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "controlplane", "serve", "--ca-dir", str(tmp_path / "ca")],
-        *["--tokens", str(tokens), "--xds-address", "127.0.0.1:0"],
+        *["--tokens", str(tokens), "--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0"],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

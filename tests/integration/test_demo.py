@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 
-DEMO = [sys.executable, "-m", "meshproxy.demo"]
+DEMO = [sys.executable, "-m", "controlplane.demo"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 

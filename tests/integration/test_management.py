@@ -14,13 +14,13 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as pb
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2_grpc as pb_grpc
 from controlplane.app import ControlPlane
 from controlplane.management import ManagementService, add_to_server
 from controlplane.mesh import default_mesh_text
 from controlplane.tokens import Grant, TokensFile, append_token, new_token
 from controlplane.xds import LISTENER, ROUTE, AdsServer, Ledger, SnapshotCache
+from meshproxy._gen.mesh.v1 import management_pb2 as pb
+from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
 ADMIN = "spiffe://mesh.local/ns/ops/sa/admin"
 

@@ -5,6 +5,7 @@ mesh file seen through meshctl."""
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -31,8 +32,12 @@ class Served:
         self, *args: str, token: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         auth = ["--token-file", str(self.token_file)] if token else []
+        # An empty state directory: no local controlplane's token to fall back on.
+        env = {k: v for k, v in os.environ.items() if k != "MESHCTL_TOKEN"}
+        env["MESHPROXY_STATE_DIR"] = str(self.token_file.parent / "no-state")
         return subprocess.run(
             [sys.executable, "-m", "controlplane.meshctl", "--server", self.address, *auth, *args],
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from controlplane import _gen
+from meshproxy import _gen
 
 PROTO_DIR = Path(__file__).resolve().parents[3] / "proto"
 
@@ -19,7 +19,7 @@ def test_generated_code_is_from_the_protos_in_the_tree() -> None:
 
 
 def test_the_generated_service_keeps_its_wire_name() -> None:
-    from controlplane._gen.meshproxy.ca.v1 import ca_pb2
+    from meshproxy._gen.ca.v1 import ca_pb2
 
     service = ca_pb2.DESCRIPTOR.services_by_name["CertificateAuthority"]
     assert service.full_name == "meshproxy.ca.v1.CertificateAuthority"

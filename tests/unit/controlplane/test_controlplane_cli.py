@@ -43,9 +43,22 @@ def test_serve_with_an_invalid_tokens_file_exits_1_naming_the_line(
         str(tmp_path / "ca"),
         "--tokens",
         str(tokens),
+        "--state-dir",
+        str(tmp_path / "state"),
         "--xds-address",
         "127.0.0.1:0",
     ]
     assert main(argv) == 1
     assert f"{tokens}:1: token is 5 characters" in capsys.readouterr().err
     assert not (tmp_path / "ca").exists()  # checked before the CA is created
+    assert not (tmp_path / "state").exists()
+
+
+def test_token_create_without_tokens_appends_to_the_state_directorys_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    identity = "spiffe://mesh.local/ns/default/sa/web"
+    assert main(["token", "create", "--state-dir", str(tmp_path), "--identity", identity]) == 0
+    token = capsys.readouterr().out.strip()
+    table = TokenTable.parse((tmp_path / "tokens").read_text(), source="tokens", trust_domain="mesh.local")
+    assert str(table.lookup(token)) == identity

@@ -157,3 +157,34 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_malformed_documents_are_refused_with_a_reason(text: str, expected: str) -> None:
     found = problems(text)
     assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize("mode", ["off", "preferred", "required"])
+def test_pq_takes_every_mode_as_written_off_included(mode: str) -> None:
+    # YAML 1.1 reads a bare `off` as false; the mesh format reads YAML 1.2's booleans only.
+    mesh, doc = load_mesh(f"mesh: {{pq: {mode}}}\nservices: []")
+    assert mesh.pq == mode and doc["mesh"]["pq"] == mode
+
+
+@pytest.mark.parametrize("on_key", ["on", "'on'", "On"])
+def test_yaml_1_1_boolean_words_stay_the_words_written(on_key: str) -> None:
+    text = BASE.replace('{x-canary: "yes"}', "{x-canary: yes, x-debug: on, x-trace: no}")
+    text = text.replace("retries: {attempts: 2, on:", f"retries: {{attempts: 2, {on_key}:")
+    if on_key == "On":
+        assert problems(text) == [
+            "m.yaml: services[0].routes[1].retries: unknown key 'On'; expected one of: attempts, on, "
+            "per_try_timeout"
+        ]
+        return
+    greeter = load_mesh(text)[0].service("greeter")
+    assert greeter is not None
+    assert greeter.routes[0].match.headers == (("x-canary", "yes"), ("x-debug", "on"), ("x-trace", "no"))
+    assert greeter.routes[1].retries == Retries(2, ("5xx", "reset"), 0.25)
+
+
+def test_true_and_false_are_still_booleans() -> None:
+    assert problems("mesh: {pq: false}\nservices: []") == [
+        "m.yaml: mesh.pq: False is not one of: required, preferred, off"
+    ]
+    mesh, _ = load_mesh("mesh: {}\nservices: [{name: a, port: 1, endpoints: [], sidecar: true}]")
+    assert mesh.services[0].sidecar is not None

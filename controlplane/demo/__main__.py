@@ -38,11 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshproxy.demo import layout
-from meshproxy.demo.apps import Seen, Tally, send, start_app
-from meshproxy.demo.evidence import PQ_GROUP, Inbound, all_acked, matches
-from meshproxy.demo.layout import CALLER, OPERATOR, SERVICE, DemoError, Layout
-from meshproxy.demo.processes import Child, Children, fetch_json, run
+from controlplane.demo import layout
+from controlplane.demo.apps import Seen, Tally, send, start_app
+from controlplane.demo.evidence import PQ_GROUP, Inbound, all_acked, matches
+from controlplane.demo.layout import CALLER, OPERATOR, SERVICE, DemoError, Layout
+from controlplane.demo.processes import Child, Children, fetch_json, run
 from meshproxy.errors import ConfigError
 
 STARTUP_TIMEOUT = 30.0
@@ -80,7 +80,7 @@ class Demo:
             raise DemoError(
                 "the embedded default mesh needs these addresses, and something already listens there:\n  "
                 + "\n  ".join(taken)
-                + "\nStop it (another demo?), or run `python -m meshproxy.demo --free-ports`."
+                + "\nStop it (another demo?), or run `python -m controlplane.demo --free-ports`."
             )
         for app in lay.apps:
             server, self.seen[app.version] = await start_app(app.version, *app.address)
@@ -291,7 +291,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m meshproxy.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m controlplane.demo", description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=400, help="requests per traffic round (default 400)")
     p.add_argument("--connections", type=int, default=4, help="keep-alive connections (default 4)")
     p.add_argument(

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from controlplane._gen.meshproxy.ca.v1 import ca_pb2 as meshproxy_dot_ca_dot_v1_dot_ca__pb2
+from meshproxy._gen.ca.v1 import ca_pb2 as meshproxy_dot_ca_dot_v1_dot_ca__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meshproxy.demo.apps import Seen, Tally
+from controlplane.demo.apps import Seen, Tally
 
 PQ_GROUP = "X25519MLKEM768"
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from controlplane._gen.meshproxy.mesh.v1 import management_pb2 as meshproxy_dot_mesh_dot_v1_dot_management__pb2
+from meshproxy._gen.mesh.v1 import management_pb2 as meshproxy_dot_mesh_dot_v1_dot_management__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,6 +1,6 @@
 """The demo's child processes: started, waited for, and all stopped whatever happens.
 
-Owns the controlplane and sidecar processes of ``python -m meshproxy.demo``: each writes its
+Owns the controlplane and sidecar processes of ``python -m controlplane.demo``: each writes its
 output to its own log file in the work directory, runs in its own session (so a Ctrl-C in the
 terminal reaches the demo alone, which then stops them in order: sidecars, then the
 controlplane) and, on Linux, is killed by the kernel if the demo itself dies without cleaning
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshproxy.demo.layout import DemoError
+from controlplane.demo.layout import DemoError
 
 STOP_TIMEOUT = 8.0  # per process: a sidecar drains, the controlplane closes its streams
 POLL = 0.05
