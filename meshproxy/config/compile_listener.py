@@ -8,7 +8,7 @@ Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.clu
 
 from __future__ import annotations
 
-from typing import cast, get_args
+from typing import Literal, cast, get_args
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -244,6 +244,19 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     request_timeout = duration(msg, "request_timeout", ctx, 0.0)
     drain_timeout = duration(msg, "drain_timeout", ctx, 5.0)
     path = _path_policy(msg, ctx)
+    common = ctx.at("common_http_protocol_options")
+    headers_timeout = duration(msg, "request_headers_timeout", ctx, 0.0)
+    connection_duration = duration(protocol, "max_connection_duration", common, 0.0)
+    max_headers = wrapped(protocol, "max_headers_count", 100)
+    if not 1 <= max_headers <= _MAX_HEADERS_COUNT:
+        common.at("max_headers_count").problem(f"{max_headers} is out of range; use 1..{_MAX_HEADERS_COUNT}")
+    underscores = enum_name(protocol, "headers_with_underscores_action")
+    if protocol.HasField("max_stream_duration"):
+        common.at("max_stream_duration").problem(
+            "is not supported; use the route's max_stream_duration.max_stream_duration"
+        )
+    if protocol.HasField("max_requests_per_connection"):
+        common.at("max_requests_per_connection").problem("is not supported")
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -264,7 +277,16 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         http2=h2,
         rds=msg.rds.route_config_name if route_kind == "rds" else "",
         path=path,
+        request_headers_timeout=headers_timeout,
+        max_connection_duration=connection_duration,
+        max_headers_count=max_headers,
+        headers_with_underscores=cast(Underscores, underscores),
     )
+
+
+# Envoy caps max_headers_count at the uint32 range; beyond a few thousand a head is an attack.
+_MAX_HEADERS_COUNT = 10_000
+Underscores = Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"]
 
 
 def _path_policy(msg: hcm.HttpConnectionManager, ctx: Ctx) -> PathPolicy:

@@ -286,6 +286,17 @@ class HttpConnectionManager:
     rds: str = ""
     # Path normalisation before routing (normalize_path, merge_slashes, escaped slashes).
     path: PathPolicy = NO_PATH_POLICY
+    # request_headers_timeout: the request head must complete within this long from the first
+    # byte; 0 disables (Envoy's default; the mesh config sets 10 s).
+    request_headers_timeout: float = 0.0
+    # common_http_protocol_options.max_connection_duration: a downstream connection is drained
+    # (Connection: close / GOAWAY) after this long; 0 disables (Envoy's default).
+    max_connection_duration: float = 0.0
+    # common_http_protocol_options.max_headers_count: headers per request, response or trailer
+    # block (Envoy's default 100).
+    max_headers_count: int = 100
+    # common_http_protocol_options.headers_with_underscores_action.
+    headers_with_underscores: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
 
 
 @dataclass(frozen=True, slots=True)
