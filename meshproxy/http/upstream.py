@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from meshproxy.http import codec
-from meshproxy.http.codec import HOP_BY_HOP
-from meshproxy.http.stream import PAUSE_UPSTREAM_FULL
+from meshproxy.http.codec import HOP_BY_HOP, PAUSE_UPSTREAM_FULL
 
 _SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 

@@ -13,19 +13,17 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from h2 import events as ev
 from h2.errors import ErrorCodes
 from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 
+from meshproxy.hcm.identity import client_xfcc
 from meshproxy.http2.connection import H2Peer
 from meshproxy.http2.guard import FloodGuard
 from meshproxy.http2.stream import H2Stream
-from meshproxy.identity.spiffe import SpiffeId
-from meshproxy.identity.xfcc import format_element
 
 if TYPE_CHECKING:
-    from meshproxy.http.downstream import HttpContext
+    from meshproxy.hcm.context import HttpContext
     from meshproxy.tls.engine import Negotiated
 
 log = logging.getLogger("meshproxy.http2")
@@ -60,13 +58,7 @@ class H2Downstream(H2Peer):
             self.peer_label = f"{peer[0]}:{peer[1]}"
         tls: Negotiated | None = transport.get_extra_info("tls")
         self.tls = tls
-        if tls is not None and tls.peer_chain:
-            peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
-            self.xfcc = format_element(
-                self.ctx.local_identity,
-                tls.peer_chain[0].public_bytes(Encoding.DER),
-                SpiffeId.parse(peer_id) if peer_id else None,
-            ).encode()
+        self.xfcc = client_xfcc(self.ctx, tls)
         self.listener.connection_opened(self)
         stats = self.ctx.stats
         stats.downstream_cx_http2_total += 1
@@ -109,7 +101,8 @@ class H2Downstream(H2Peer):
             if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]
                 self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
                 return
-            stream = H2Stream(self, event.stream_id, event.headers, monotonic())  # type: ignore[attr-defined]
+            ended = event.stream_ended is not None  # type: ignore[attr-defined]
+            stream = H2Stream(self, event.stream_id, event.headers, monotonic(), ended)  # type: ignore[attr-defined]
             self.streams[event.stream_id] = stream  # type: ignore[attr-defined]
             stream.begin()
         elif t is ev.StreamEnded:
@@ -185,7 +178,7 @@ class H2Downstream(H2Peer):
         if self.closed:
             return
         limit = self.ctx.config.stream_idle_timeout
-        now = self.loop.time()
+        now = monotonic()
         for stream in list(self.streams.values()):
             stream.check_idle(now, limit)
         self.sweeper = self.loop.call_later(1.0, self._sweep)

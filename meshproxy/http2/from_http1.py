@@ -24,28 +24,28 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from meshproxy.hcm.context import LocalReply
 from meshproxy.http import codec
-from meshproxy.http.stream import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
+from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http2.stream import H2Stream
 
 if TYPE_CHECKING:
-    from meshproxy.http.plan import RoutePlan
     from meshproxy.http.stream import Stream
     from meshproxy.http2.connection import Half
-    from meshproxy.router.table import RouteDecision
     from meshproxy.upstream.cluster import ClusterRuntime
 
+_UPGRADE_REFUSED = LocalReply(501, b"Upgrade to an HTTP/2 cluster is not supported", "-")
 
-def relay_over_http2(
-    stream: Stream, cluster: ClusterRuntime, plan: RoutePlan, decision: RouteDecision, authority: bytes
-) -> None:
-    """Carry on ``stream`` (its head parsed, routed to ``cluster``) as an HTTP/2 exchange."""
+
+def relay_over_http2(stream: Stream, cluster: ClusterRuntime, authority: bytes) -> None:
+    """Carry on ``stream`` (its head parsed, routed to ``cluster``) as an HTTP/2 exchange;
+    the request keeps the exchange (policy, stats) it began with."""
     if stream.upgrade is not None:
-        return stream.local_reply(501, b"Upgrade to an HTTP/2 cluster is not supported", "-")
+        return stream.local_reply(_UPGRADE_REFUSED)
     front = Http1Downstream(stream)
     conn = stream.conn
     if conn.parsing is stream:
-        conn.parsing = front  # type: ignore[assignment]
+        conn.parsing = front  # type: ignore[assignment]  # it stands in for the Stream
     if conn.active is stream:
         conn.active = front  # type: ignore[assignment]
     headers = [
@@ -61,16 +61,16 @@ def relay_over_http2(
         headers.append((b"x-forwarded-proto", stream.xfp))
     if stream.request_id is not None:
         headers.append((b"x-request-id", stream.request_id))
-    h2s = front.h2s = H2Stream(front, 1, headers, stream.start)  # type: ignore[arg-type]
-    h2s.wall_start = stream.wall_start
-    h2s.weighted = stream.weighted
+    held = [piece for piece in stream.pending or () if piece and piece is not codec.LAST_CHUNK]
+    # A request complete with nothing held ends with its HEADERS (H2Stream's rule 4).
+    end = stream.request_complete and not held
+    h2s = front.h2s = H2Stream(front, 1, headers, stream.start, end, stream.x)
     if stream.expect and not stream.request_complete and not stream.http10:  # RFC 9110 §10.1.1
         front.write(codec.CONTINUE_100)
-    h2s.forward(cluster, plan, decision, authority)
+    h2s.forward(cluster, authority)
     # Body bytes parsed before routing (a pipelined request) go first.
-    for piece in stream.pending or ():
-        if piece and piece is not codec.LAST_CHUNK:
-            front.request_body(piece)
+    for piece in held:
+        front.request_body(piece)
     if stream.pending_size:
         conn.resume(PAUSE_PENDING_FULL)
     if stream.request_complete:
@@ -160,8 +160,8 @@ class Http1Downstream:
     def downstream_lost(self) -> None:
         self.h2s.downstream_reset(ErrorCodes.CANCEL)
 
-    def local_reply(self, status: int, body: bytes, flags: str) -> None:
-        self.h2s.local_reply(status, body, flags)
+    def local_reply(self, reply: LocalReply) -> None:
+        self.h2s.local_reply(reply)
 
     def check_idle(self, now: float, limit: float) -> None:
         self.h2s.check_idle(now, limit)

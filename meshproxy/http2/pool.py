@@ -19,12 +19,12 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from meshproxy.http.stream import OVERLOADED
+from meshproxy.hcm.context import OVERFLOW_PENDING
+from meshproxy.http2.upstream import H2Upstream
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Http2Options
     from meshproxy.http2.stream import H2Stream
-    from meshproxy.http2.upstream import H2Upstream
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 # A stream waits at most this many per connection being opened before another is opened
@@ -57,7 +57,7 @@ class H2Pool:
                 return
         # No free stream slot: the stream waits as a pending request (max_pending_requests).
         if not self.cluster.pend():
-            stream.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+            stream.local_reply(OVERFLOW_PENDING)
             return
         self.waiters.append(stream)
         if self.connecting * ASSUMED_STREAMS < len(self.waiters):
@@ -75,7 +75,6 @@ class H2Pool:
         return self.waiters.popleft()
 
     def _connect(self) -> None:
-        from meshproxy.http2.upstream import H2Upstream
 
         if not self.cluster.can_connect():
             # max_connections reached: the waiters wait for a slot on an open connection.

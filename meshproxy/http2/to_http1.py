@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from meshproxy.hcm.context import OVERFLOW_PENDING, LocalReply
 from meshproxy.http import codec
-from meshproxy.http.stream import OVERLOADED
 from meshproxy.http.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Http1Upstream:
             return self.take(upstream)
         if not cluster.can_connect():
             if not cluster.enqueue(self):
-                h2s.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+                h2s.local_reply(OVERFLOW_PENDING)
             return None
         return self.connect()
 
@@ -278,7 +278,7 @@ class Http1Upstream:
 
     def upstream_protocol_error(self, reason: str) -> None:
         if self.h2s is not None:
-            self.h2s.local_reply(502, b"upstream protocol error: " + reason.encode(), "UPE")
+            self.h2s.local_reply(LocalReply(502, b"upstream protocol error: " + reason.encode(), "UPE"))
 
     def start_tunnel(self, early: bytes) -> None:
         self.upstream_protocol_error("101 Switching Protocols to an HTTP/2 request")

@@ -33,7 +33,7 @@ from meshproxy.stats import ClusterStats
 from meshproxy.tls.context import TlsContext
 from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
-from meshproxy.upstream.breaker import Breakers
+from meshproxy.upstream.breaker import Breakers, ResourceManager
 from meshproxy.upstream.health_check import HealthChecker
 from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
@@ -317,33 +317,39 @@ class ClusterRuntime:
 
     # ------------------------------------------------------------------ admission (breakers)
 
-    def admit_request(self) -> bool:
-        """The max_requests breaker (DEFAULT priority): admit and count, or refuse."""
-        rq = self._rq
+    def admit_request(self, rm: ResourceManager) -> bool:
+        """The max_requests breaker of a routing priority (``rm``): admit and count, or refuse."""
+        rq = rm.requests
         if rq.count >= rq._max:
             self.stats.upstream_rq_pending_overflow += 1
             return False
         rq.count += 1
-        if rq.count >= rq._max:
+        if rq is self._rq and rq.count >= rq._max:
             self.stats.rq_open = 1
         return True
 
-    def request_done(self, retried: bool) -> None:
-        self._rq.dec()
-        self.stats.rq_open = int(self._rq.open)
+    def request_done(self, rm: ResourceManager | None, retried: bool) -> None:
+        """A request admitted by ``admit_request(rm)`` ended (``retried``: it held a retry)."""
+        if rm is None:
+            return
+        rm.requests.dec()
         if retried:
-            self._retries.dec()
+            rm.retries.dec()
+        if rm.requests is self._rq:
+            self.stats.rq_open = int(self._rq.open)
             self.stats.rq_retry_open = int(self._retries.open)
-        if self.breakers.default.thresholds.track_remaining:
-            self._gauges()
+            if rm.thresholds.track_remaining:
+                self._gauges()
 
-    def admit_retry(self) -> bool:
-        retries = self._retries
+    def admit_retry(self, rm: ResourceManager | None) -> bool:
+        """The retry breaker (max_retries or the retry budget) of a routing priority."""
+        retries = rm.retries if rm is not None else self._retries
         if not retries.can_create():
             self.stats.upstream_rq_retry_overflow += 1
             return False
         retries.inc()
-        self.stats.rq_retry_open = int(retries.open)
+        if retries is self._retries:
+            self.stats.rq_retry_open = int(retries.open)
         return True
 
     def can_connect(self) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 
-from meshproxy.http2 import grpc
-from meshproxy.http2.detect import PREFACE, classify
+from meshproxy.hcm import grpc
+from meshproxy.listener.detect import PREFACE, classify
 from meshproxy.http2.guard import FloodGuard
 
 

@@ -12,11 +12,11 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from meshproxy.http.downstream import DownstreamConnection
-from meshproxy.http2.detect import PREFACE
 from meshproxy.http2.downstream import H2Downstream
+from meshproxy.listener.detect import PREFACE
 
 if TYPE_CHECKING:
-    from meshproxy.http.downstream import HttpContext
+    from meshproxy.hcm.context import HttpContext
 
 
 class CodecSelector(asyncio.Protocol):
