@@ -86,6 +86,26 @@ class RequestView(Protocol):
     tx_bytes: int
 
 
+class Carrier(Protocol):
+    """What an exchange tells the stream that holds it (each codec's stream is one)."""
+
+    finished: bool
+    response_started: bool
+    request_complete: bool
+    status: int
+    rx_bytes: int
+    tx_bytes: int
+
+    @property
+    def client_gone(self) -> bool: ...
+
+    def local_reply(self, reply: LocalReply) -> None: ...
+
+    def retry_after(self, delay: float) -> None: ...
+
+    def resend(self) -> None: ...
+
+
 class Exchange:
     __slots__ = (
         "admitted",
@@ -292,7 +312,7 @@ class Exchange:
         weighted = self.weighted
         if weighted is None:
             return self.plan.response_levels  # type: ignore[union-attr]  # only called once routed
-        return self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]
+        return self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]  # only called once routed
 
     def reply_headers(self, reply: LocalReply) -> list[tuple[bytes, bytes]] | None:
         """The extra headers of a local reply; once a route was chosen, with its response
@@ -350,15 +370,15 @@ class Exchange:
 
     def response(
         self,
+        carrier: Carrier,
         status: int,
         grpc_status: bytes | None,
         now: float,
-        retry_possible: bool,
         observe: bool = True,
-    ) -> float | None:
+    ) -> bool:
         """Response headers of an attempt: outlier feedback (rule 7; ``observe`` False when the
-        outcome comes later, in gRPC trailers), then rule 5 for its status; the back-off when
-        it is retried, None when it is relayed."""
+        outcome comes later, in gRPC trailers), then rule 5 for its status. True when the
+        carrier was told to retry instead of relaying them."""
         cluster = self.cluster
         assert cluster is not None
         if observe and cluster.observing:
@@ -366,13 +386,14 @@ class Exchange:
         rules = self.retry
         if rules is not None:
             code = grpc_status_of(grpc_status) if grpc_status is not None and rules.grpc_statuses else None
-            if retry_possible and rules.status_retriable(status, code):
+            if not carrier.client_gone and rules.status_retriable(status, code):
                 delay = self._retry_delay(rules)
                 if delay is not None:
-                    return delay
+                    carrier.retry_after(delay)
+                    return True
             if self.attempt > 1:
                 cluster.stats.upstream_rq_retry_success += 1
-        return None
+        return False
 
     def observe(self, status: int, grpc_status: bytes | None, now: float) -> None:
         """Rule 7: a gRPC status counts as Envoy's router maps it to HTTP."""
@@ -380,7 +401,7 @@ class Exchange:
             code = grpc_status_of(grpc_status)
             if code is not None:
                 status = grpc.http_status_for(code)
-        self.cluster.observe(self.host, status, now - self.attempt_start)  # type: ignore[union-attr]
+        self.cluster.observe(self.host, status, now - self.attempt_start)  # type: ignore[union-attr]  # only called once forwarded
 
     def _retry_delay(self, rules: RetryRules) -> float | None:
         cluster = self.cluster
@@ -413,6 +434,47 @@ class Exchange:
                 old.rq_active -= 1
                 host.rq_active += 1
             self.host = host
+
+    # ------------------------------------------------------------------ decisions carried out
+
+    def upstream_failed(self, carrier: Carrier, kind: Failure, reply: LocalReply) -> None:
+        """An attempt failed before the response began: the carrier retries it or replies."""
+        delay = self.failed(kind, not carrier.response_started and not carrier.client_gone)
+        if delay is None:
+            carrier.local_reply(reply)
+        else:
+            carrier.retry_after(delay)
+
+    def retry_due(self, carrier: Carrier) -> None:
+        """The back-off passed: the next attempt goes out, or ``UH`` when no host is left."""
+        if carrier.finished:
+            return
+        if self.next_attempt() is None:
+            carrier.local_reply(NO_HEALTHY_UPSTREAM)
+        else:
+            carrier.resend()
+
+    def try_timer_fired(self, carrier: Carrier) -> None:
+        if carrier.finished or carrier.response_started:
+            return
+        delay = self.try_timed_out(not carrier.client_gone)
+        if delay is None:
+            carrier.local_reply(UPSTREAM_TIMEOUT)
+        else:
+            carrier.retry_after(delay)
+
+    def deadline_fired(self, carrier: Carrier) -> None:
+        if not carrier.finished:
+            carrier.local_reply(self.timed_out())
+
+    def sweep(self, carrier: Carrier, now: float, limit: float) -> None:
+        """Rule 6, stream_idle_timeout: progress is read from the carrier's byte counters."""
+        if carrier.finished:
+            return
+        progress = carrier.rx_bytes + carrier.tx_bytes + carrier.status
+        reply = self.idle(now, limit, progress, carrier.request_complete)
+        if reply is not None:
+            carrier.local_reply(reply)
 
     # ------------------------------------------------------------------ timeouts
 

@@ -38,6 +38,13 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def connection_header(keep_alive: bool, http10: bool) -> bytes:
+    """The Connection field a response head states (HTTP/1.0 keeps alive only when told)."""
+    if not keep_alive:
+        return b"connection: close\r\n"
+    return b"connection: keep-alive\r\n" if http10 else b""
+
+
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (RFC 9112 §7.1)."""
     return b"%x\r\n%b\r\n" % (len(data), data)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from meshproxy.hcm.context import LocalReply
-from meshproxy.hcm.identity import client_xfcc
+from meshproxy.hcm.identity import downstream_peer
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PIPELINE
 from meshproxy.http.stream import Stream
@@ -64,7 +64,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.ctx = ctx
         self.listener = ctx.listener
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.parser = httptools.HttpRequestParser(self)
         self.limit = ctx.config.max_request_headers_bytes
         self.buffer_limit = ctx.listener.config.buffer_limit
@@ -87,15 +87,9 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=self.buffer_limit)  # type: ignore[attr-defined]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer_ip = peer[0].encode()
-            self.peer_label = f"{peer[0]}:{peer[1]}"
-        tls: Negotiated | None = transport.get_extra_info("tls")
-        self.tls = tls
-        self.xfcc = client_xfcc(self.ctx, tls)
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
+        transport.set_write_buffer_limits(high=self.buffer_limit)  # type: ignore[attr-defined]  # a Transport method; connection_made is typed with BaseTransport
+        self.peer_ip, self.peer_label, self.tls, self.xfcc = downstream_peer(self.ctx, transport)
         self.listener.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:

@@ -30,25 +30,23 @@ from typing import TYPE_CHECKING
 
 from meshproxy.hcm.context import (
     CONNECT_REFUSED,
-    NO_HEALTHY_UPSTREAM,
     OVERFLOW_PENDING,
     UPSTREAM_RESET,
-    UPSTREAM_TIMEOUT,
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL
 from meshproxy.http.head import absolute_form, request_head
-from meshproxy.http.upstream import UpstreamConnection
+from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
 from meshproxy.router.headers import apply_mutations
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
 
     from meshproxy.hcm.context import HttpContext
     from meshproxy.http.downstream import DownstreamConnection
-    from meshproxy.router.retry import Failure
     from meshproxy.upstream.cluster import ClusterRuntime
 
 # Route timeouts of at least this many seconds are kept by the listener's deadline tick.
@@ -247,22 +245,16 @@ class Stream:
 
     def _connected(self, task: Task[UpstreamConnection]) -> None:
         self.connect_task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
+        result = connect_result(task)
+        if isinstance(result, BaseException):
             if not self.finished:
-                reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-                self._failed(
-                    "connect-failure", LocalReply(503, b"upstream connect error: " + reason.encode(), "UF")
-                )
-            return
-        upstream = task.result()
-        if self.finished:
+                reply = LocalReply(503, b"upstream connect error: " + connect_failure(result).encode(), "UF")
+                self.x.upstream_failed(self, "connect-failure", reply)
+        elif result is not None and self.finished:
             # The request went away while connecting: the fresh connection is still useful.
-            upstream.cluster.release(upstream, self.conn.loop.time())
-            return
-        self.attach(upstream)
+            result.cluster.release(result, self.conn.loop.time())
+        elif result is not None:
+            self.attach(result)
 
     def attach(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
@@ -291,28 +283,22 @@ class Stream:
         if self.request_complete:
             self._arm_timers()
 
-    def _failed(self, kind: Failure, reply: LocalReply) -> None:
-        """An attempt failed before any response byte went downstream: retry it or reply."""
-        delay = self.x.failed(kind, not self.response_started and not self.conn.closed)
-        if delay is None:
-            self.local_reply(reply)
-        else:
-            self._retry_after(delay)
+    @property
+    def client_gone(self) -> bool:
+        return self.conn.closed
 
-    def _retry_after(self, delay: float) -> None:
+    def retry_after(self, delay: float) -> None:
+        """The exchange retries after ``delay``: this attempt's upstream is dropped now."""
         self._drop_upstream()
         self._end_attempt()
         self.resp_lines.clear()
         self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
         self.status = 0
-        self.retry_timer = self.conn.loop.call_later(delay, self._retry)
+        self.retry_timer = self.conn.loop.call_later(delay, self.x.retry_due, self)
 
-    def _retry(self) -> None:
+    def resend(self) -> None:
+        """The exchange's next attempt: the request again, its body from the copy."""
         self.retry_timer = None
-        if self.finished:
-            return
-        if self.x.next_attempt() is None:
-            return self.local_reply(NO_HEALTHY_UPSTREAM)
         replay = list(self.x.body_copy or ())
         if self.chunked and self.request_complete:
             replay.append(codec.LAST_CHUNK)
@@ -363,13 +349,7 @@ class Stream:
 
     def _on_try_timeout(self) -> None:
         self.try_timer = None
-        if self.finished or self.response_started:
-            return
-        delay = self.x.try_timed_out(not self.conn.closed)
-        if delay is None:
-            self.local_reply(UPSTREAM_TIMEOUT)
-        else:
-            self._retry_after(delay)
+        self.x.try_timer_fired(self)
 
     def deadline_passed(self) -> None:
         """Called by the listener's deadline tick once ``deadline`` is behind us."""
@@ -378,17 +358,12 @@ class Stream:
 
     def _on_timeout(self) -> None:
         self.timer = None
-        if not self.finished:
-            self.local_reply(self.x.timed_out())
+        self.x.deadline_fired(self)
 
     def check_idle(self, now: float, limit: float) -> None:
         """Called by the listener's sweep: no byte either way for ``limit`` seconds ends the stream."""
-        x = self.x
-        if x is None or self.finished or self.tunnel:
-            return
-        reply = x.idle(now, limit, self.rx_bytes + self.tx_bytes + self.status, self.request_complete)
-        if reply is not None:
-            self.local_reply(reply)
+        if self.x is not None and not self.tunnel:
+            self.x.sweep(self, now, limit)
 
     # ================================================================== upstream connection
 
@@ -408,7 +383,7 @@ class Stream:
                 self.retried = True
                 self.x.cluster.stats.upstream_rq_retry_reused += 1  # type: ignore[union-attr]  # attached
                 return self.connect()
-            return self._failed("reset", UPSTREAM_RESET)
+            return self.x.upstream_failed(self, "reset", UPSTREAM_RESET)
         if self.resp_close_delimited:
             return self.response_end()
         self.flags = "UC"
@@ -433,9 +408,8 @@ class Stream:
             for name, value in codec.header_lines(b"".join(self.resp_lines)):
                 if name == b"grpc-status":
                     grpc_status = value
-        delay = x.response(status, grpc_status, monotonic(), not self.conn.closed)
-        if delay is not None:
-            return self._retry_after(delay)
+        if x.response(self, status, grpc_status, monotonic()):
+            return
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
@@ -464,10 +438,7 @@ class Stream:
                     parts.append(b"transfer-encoding: chunked\r\n")
             if self._body_unread() or self.conn.listener.draining or self.upgrade is not None:
                 self.keep_alive = False
-            if not self.keep_alive:
-                parts.append(b"connection: close\r\n")
-            elif self.http10:
-                parts.append(b"connection: keep-alive\r\n")
+            parts.append(codec.connection_header(self.keep_alive, self.http10))
         parts.append(b"\r\n")
         self.out.append(b"".join(parts))
 
@@ -567,7 +538,7 @@ class Stream:
         if task is not None:
             self.connect_task = None
             task.remove_done_callback(self._connected)
-            task.add_done_callback(_release_orphan)
+            task.add_done_callback(close_orphan)
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -606,9 +577,3 @@ class Stream:
             self._end_attempt()
             self.x.finish(monotonic(), self, "HTTP/1.0" if self.http10 else "HTTP/1.1", conn)
         conn.stream_finished(self)
-
-
-def _release_orphan(task: Task[UpstreamConnection]) -> None:
-    """A connect finished after its request was gone: close what it opened."""
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()

@@ -47,7 +47,7 @@ def relay_over_http2(stream: Stream, cluster: ClusterRuntime, authority: bytes) 
     if conn.parsing is stream:
         conn.parsing = front  # type: ignore[assignment]  # it stands in for the Stream
     if conn.active is stream:
-        conn.active = front  # type: ignore[assignment]
+        conn.active = front  # type: ignore[assignment]  # Http1Downstream stands in for the Stream
     headers = [
         (b":method", stream.method),
         (b":scheme", front.ctx.scheme),
@@ -120,7 +120,7 @@ class Http1Downstream:
         self.head_only = stream.method == b"HEAD"
         self.keep_alive = stream.keep_alive
         self.has_body = stream.has_body
-        self.h2s: H2Stream = None  # type: ignore[assignment]
+        self.h2s: H2Stream = None  # type: ignore[assignment]  # set by relay_over_http2 right after construction
         self.upstream = self  # DownstreamConnection.pause_writing calls upstream.pause_reading
         self.request_complete = False
         self.response_started = False
@@ -196,11 +196,7 @@ class Http1Downstream:
                 parts.append(b"transfer-encoding: chunked\r\n")
         if (self.has_body and not self.request_complete) or self.conn.listener.draining:
             self.keep_alive = False  # the rest of the body would have to be read first
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        elif self.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
+        parts += (codec.connection_header(self.keep_alive, self.http10), b"\r\n")
         self.response_started = True
         self.write(b"".join(parts))
 
@@ -248,4 +244,4 @@ class Http1Downstream:
         if not self.response_complete and self.response_started:
             self.keep_alive = False
             self.conn.abort()
-        self.conn.stream_finished(self)  # type: ignore[arg-type]
+        self.conn.stream_finished(self)  # type: ignore[arg-type]  # Http1Downstream stands in for the Stream

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from meshproxy.hcm.context import OVERFLOW_PENDING
 from meshproxy.http2.upstream import H2Upstream
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Http2Options
@@ -91,7 +92,7 @@ class H2Pool:
             return
         exc = task.exception()
         if exc is not None:
-            reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            reason = connect_failure(exc)
             if not self.connecting:
                 self._fail_waiters(reason)
             return

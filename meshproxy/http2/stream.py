@@ -30,9 +30,7 @@ from h2.errors import ErrorCodes
 from meshproxy.hcm import grpc
 from meshproxy.hcm.context import (
     CONNECT_REFUSED,
-    NO_HEALTHY_UPSTREAM,
     UPSTREAM_GOING_AWAY,
-    UPSTREAM_TIMEOUT,
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
@@ -46,7 +44,6 @@ if TYPE_CHECKING:
 
     from meshproxy.hcm.context import HttpContext
     from meshproxy.http2.upstream import H2Upstream
-    from meshproxy.router.retry import Failure
     from meshproxy.upstream.cluster import ClusterRuntime
 
 ATTEMPT_COUNT = b"x-envoy-attempt-count"
@@ -285,13 +282,7 @@ class H2Stream:
 
     def _on_try_timeout(self) -> None:
         self.try_timer = None
-        if self.finished or self.response_started:
-            return
-        delay = self.x.try_timed_out(not self.conn.closed)
-        if delay is None:
-            self.local_reply(UPSTREAM_TIMEOUT)
-        else:
-            self._retry_after(delay)
+        self.x.try_timer_fired(self)
 
     def _end_attempt(self) -> None:
         if self.try_timer is not None:
@@ -299,28 +290,22 @@ class H2Stream:
             self.try_timer = None
         self.x.end_attempt()
 
-    def _failed(self, kind: Failure, reply: LocalReply) -> None:
-        """An attempt failed before the response began: retry it or answer locally."""
-        delay = self.x.failed(kind, not self.response_started and not self.conn.closed)
-        if delay is None:
-            self.local_reply(reply)
-        else:
-            self._retry_after(delay)
+    @property
+    def client_gone(self) -> bool:
+        return bool(self.conn.closed)
 
-    def _retry_after(self, delay: float) -> None:
+    def retry_after(self, delay: float) -> None:
+        """The exchange retries after ``delay``: this attempt's upstream stream is dropped now."""
         self._drop_upstream(ErrorCodes.CANCEL)
         self.up = None
         self._end_attempt()
         self.status = 0
-        self.retry_timer = self.conn.loop.call_later(delay, self._retry)
+        self.retry_timer = self.conn.loop.call_later(delay, self.x.retry_due, self)
 
-    def _retry(self) -> None:
+    def resend(self) -> None:
+        """The exchange's next attempt: a fresh request half, the body again from the copy."""
         self.retry_timer = None
-        if self.finished:
-            return
         x = self.x
-        if x.next_attempt() is None:
-            return self.local_reply(NO_HEALTHY_UPSTREAM)
         self.up_headers[-1] = (ATTEMPT_COUNT, b"%d" % x.attempt)
         # A fresh request half: the whole body again from the copy. Bytes still queued from the
         # last attempt are in the copy too, so their window goes back to the client now.
@@ -356,16 +341,11 @@ class H2Stream:
 
     def _on_timeout(self) -> None:
         self.timer = None
-        if not self.finished:
-            self.local_reply(self.x.timed_out())
+        self.x.deadline_fired(self)
 
     def check_idle(self, now: float, limit: float) -> None:
         """stream_idle_timeout, from the byte counters (called about once a second)."""
-        if self.finished:
-            return
-        reply = self.x.idle(now, limit, self.rx_bytes + self.tx_bytes + self.status, self.request_complete)
-        if reply is not None:
-            self.local_reply(reply)
+        self.x.sweep(self, now, limit)
 
     # ================================================================== response side
 
@@ -388,14 +368,13 @@ class H2Stream:
         x = self.x
         # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
         observe = end or not self.grpc or status != 200
-        delay = x.response(status, grpc_status if end else None, monotonic(), not self.conn.closed, observe)
-        if delay is not None:
-            return self._retry_after(delay)
+        if x.response(self, status, grpc_status if end else None, monotonic(), observe):
+            return
+        self.response_started = True
+        self.status = status
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        self.status = status
-        self.response_started = True
         levels = x.response_levels()
         if levels:
             apply_mutations(out, *levels)
@@ -453,7 +432,7 @@ class H2Stream:
         if cluster is not None:
             cluster.stats.upstream_rq_rx_reset += 1
         if not self.response_started:
-            return self._failed("reset", LocalReply(503, reason, "UR"))
+            return self.x.upstream_failed(self, "reset", LocalReply(503, reason, "UR"))
         self.flags = "UR"
         # The client sees the upstream's reason; internal errors of a hop are INTERNAL_ERROR.
         self._finish(ErrorCodes.CANCEL if code == ErrorCodes.CANCEL else ErrorCodes.INTERNAL_ERROR)
@@ -467,9 +446,9 @@ class H2Stream:
             return self.local_reply(UPSTREAM_GOING_AWAY)
         x = self.x
         if x.retry is not None:
-            delay = x.failed("refused-stream", not self.conn.closed)
+            delay = x.failed("refused-stream", not self.client_gone)
             if delay is not None:
-                return self._retry_after(delay)
+                return self.retry_after(delay)
         if self.rx_bytes == 0 and self.pool is not None and x.attempt == 1:
             x.attempt = 2  # at most once; a retry policy's attempts are counted the same way
             self.up_half.done = False
@@ -479,7 +458,9 @@ class H2Stream:
 
     def upstream_failed(self, reason: bytes) -> None:
         if not self.finished:
-            self._failed("connect-failure", LocalReply(503, b"upstream connect error: " + reason, "UF"))
+            self.x.upstream_failed(
+                self, "connect-failure", LocalReply(503, b"upstream connect error: " + reason, "UF")
+            )
 
     def downstream_reset(self, code: int) -> None:
         if self.finished:
@@ -536,12 +517,10 @@ class H2Stream:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.retry_timer is not None:
-            self.retry_timer.cancel()
-            self.retry_timer = None
+        for timer in (self.timer, self.retry_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.retry_timer = None
         conn = self.conn
         if down_code is not None and conn.reset(self.sid, down_code):
             self.ctx.stats.http2_tx_reset += 1

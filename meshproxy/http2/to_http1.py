@@ -24,7 +24,8 @@ from h2.errors import ErrorCodes
 
 from meshproxy.hcm.context import OVERFLOW_PENDING, LocalReply
 from meshproxy.http import codec
-from meshproxy.http.upstream import UpstreamConnection
+from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from asyncio import Task
@@ -89,7 +90,7 @@ class Http1Upstream:
         cluster = self.cluster
         upstream = cluster.acquire(self.host)
         if upstream is not None:
-            return self.take(upstream)
+            return self.take(upstream)  # type: ignore[arg-type]  # HTTP/1.1 clusters pool UpstreamConnections
         if not cluster.can_connect():
             if not cluster.enqueue(self):
                 h2s.local_reply(OVERFLOW_PENDING)
@@ -104,25 +105,21 @@ class Http1Upstream:
 
     def _connected(self, task: Task[UpstreamConnection]) -> None:
         self.connect_task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-            if self.h2s is not None:
-                self.h2s.upstream_failed(reason.encode())
-            return
-        upstream = task.result()
-        if self.h2s is None:
-            upstream.close()
-            return
-        self.take(upstream)
+        result = connect_result(task)
+        h2s = self.h2s
+        if isinstance(result, BaseException):
+            if h2s is not None:
+                h2s.upstream_failed(connect_failure(result).encode())
+        elif result is not None and h2s is None:
+            result.close()
+        elif result is not None:
+            self.take(result)
 
     def take(self, upstream: UpstreamConnection) -> None:
         """A connection for this exchange (from the pool, a connect, or a freed one)."""
         self.upstream = upstream
-        upstream.bind(self)  # type: ignore[arg-type]
-        self.h2s.attach(self)  # type: ignore[union-attr, arg-type]
+        upstream.bind(self)  # type: ignore[arg-type]  # Http1Upstream stands in for the Stream the connection feeds
+        self.h2s.attach(self)  # type: ignore[union-attr, arg-type]  # Http1Upstream stands in for an H2Upstream; h2s set by request()
 
     def cancel(self, h2s: H2Stream) -> None:
         self.h2s = None
@@ -131,7 +128,7 @@ class Http1Upstream:
         if task is not None:
             self.connect_task = None
             task.remove_done_callback(self._connected)
-            task.add_done_callback(_close_orphan)
+            task.add_done_callback(close_orphan)
 
     # ================================================================== upstream, to H2Stream
 
@@ -162,7 +159,7 @@ class Http1Upstream:
             parts.append(b"content-length: 0\r\n")
         self.request_complete = end
         head = b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *parts, b"\r\n"))
-        self.upstream.transport.write(head)  # type: ignore[union-attr]
+        self.upstream.transport.write(head)  # type: ignore[union-attr]  # open_stream follows take(): the connection is bound
         return 1
 
     def pump(self, sid: int, half: Half) -> None:
@@ -285,8 +282,3 @@ class Http1Upstream:
 
     def _write_down(self, data: bytes) -> None:
         pass  # tunnel bytes: there is no tunnel over HTTP/2 here
-
-
-def _close_orphan(task: Task[UpstreamConnection]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()

@@ -377,7 +377,7 @@ class _ChainSelector(asyncio.Protocol):
         self.port = sockname[1] if sockname else 0
         config = self.listener.config
         if config.tls_inspector or config.http_inspector:
-            self.transport = transport  # type: ignore[assignment]
+            self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
             if config.listener_filters_timeout > 0:
                 loop = asyncio.get_running_loop()
                 self.timer = loop.call_later(config.listener_filters_timeout, self._timed_out)
@@ -443,6 +443,6 @@ class _ChainSelector(asyncio.Protocol):
         else:
             # The inner protocol meets the connection only once the handshake has succeeded.
             peer = transport.get_extra_info("peername")
-            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]
+            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]  # the codec protocols are typed as asyncio.Protocol
             if replay:
                 tls_proto.data_received(replay)

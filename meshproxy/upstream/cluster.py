@@ -129,6 +129,11 @@ def endpoint_hosts(config: Cluster) -> Iterator[Host]:
             )
 
 
+def connect_failure(exc: BaseException) -> str:
+    """What a failed connect says in a local reply (``upstream connect error: …``)."""
+    return "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+
+
 class ClusterRuntime:
     """A cluster as traffic sees it: pick a host, take or return a pooled connection."""
 
@@ -278,7 +283,7 @@ class ClusterRuntime:
         self._schedule_outlier()
 
     def _outlier_stats(self) -> None:
-        o = self.outlier.stats  # type: ignore[union-attr]
+        o = self.outlier.stats  # type: ignore[union-attr]  # only called with outlier detection configured
         st = self.stats
         st.outlier_detection_ejections_active = o.ejections_active
         st.outlier_detection_ejections_enforced_total = o.ejections_enforced_total
@@ -466,6 +471,7 @@ class ClusterRuntime:
         address = host.address
         try:
             async with asyncio.timeout(self.config.connect_timeout):
+                proto: asyncio.BaseProtocol
                 if self.tls is None:
                     _, proto = await loop.create_connection(factory, address.host, address.port)
                 else:
@@ -483,7 +489,7 @@ class ClusterRuntime:
         except OSError:
             self.stats.upstream_cx_connect_fail += 1
             raise
-        return proto
+        return proto  # type: ignore[return-value]  # the protocol factory() made (connect_tls is untyped in P)
 
     def rotate(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
         """New client certificate material: new connections use it, pooled ones carry on."""
