@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from meshproxy.hcm.context import HttpContext
     from meshproxy.http.downstream import DownstreamConnection
+    from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime
 
 # Route timeouts of at least this many seconds are kept by the listener's deadline tick.
@@ -236,6 +237,11 @@ class Stream:
         task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
         self.connect_task = task
         task.add_done_callback(self._connected)
+
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of this request's routing priority (the cluster's pending queue asks)."""
+        return self.x.resources
 
     def take(self, upstream: UpstreamConnection) -> None:
         """The cluster hands this waiting stream a connection (perhaps to another host)."""

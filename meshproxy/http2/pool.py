@@ -57,7 +57,7 @@ class H2Pool:
                 stream.attach(conn)
                 return
         # No free stream slot: the stream waits as a pending request (max_pending_requests).
-        if not self.cluster.pend():
+        if not self.cluster.pend(stream.x.resources):
             stream.local_reply(OVERFLOW_PENDING)
             return
         self.waiters.append(stream)
@@ -69,11 +69,12 @@ class H2Pool:
             self.waiters.remove(stream)
         except ValueError:
             return
-        self.cluster.unpend()
+        self.cluster.unpend(stream.x.resources)
 
     def _take_waiter(self) -> H2Stream:
-        self.cluster.unpend()
-        return self.waiters.popleft()
+        stream = self.waiters.popleft()
+        self.cluster.unpend(stream.x.resources)
+        return stream
 
     def _connect(self) -> None:
 
@@ -106,7 +107,7 @@ class H2Pool:
     def _fail_waiters(self, reason: str) -> None:
         waiters, self.waiters = self.waiters, deque()
         for stream in waiters:
-            self.cluster.unpend()
+            self.cluster.unpend(stream.x.resources)
             stream.upstream_failed(reason.encode())
 
     def released(self, conn: H2Upstream) -> None:

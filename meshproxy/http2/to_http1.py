@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from meshproxy.http2.connection import Half
     from meshproxy.http2.stream import H2Stream
+    from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 # Request fields HTTP/1.1 must not carry from HTTP/2 (RFC 9113 §8.2.2), or that we frame.
@@ -115,6 +116,11 @@ class Http1Upstream:
         elif result is not None:
             self.take(result)
 
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of the stream's routing priority (the cluster's pending queue asks)."""
+        return self.h2s.x.resources if self.h2s is not None else None
+
     def take(self, upstream: UpstreamConnection) -> None:
         """A connection for this exchange (from the pool, a connect, or a freed one)."""
         self.upstream = upstream
@@ -122,8 +128,8 @@ class Http1Upstream:
         self.h2s.attach(self)  # type: ignore[union-attr, arg-type]  # Http1Upstream stands in for an H2Upstream; h2s set by request()
 
     def cancel(self, h2s: H2Stream) -> None:
+        self.cluster.dequeue(self)  # while h2s still names the queue entry's priority
         self.h2s = None
-        self.cluster.dequeue(self)
         task = self.connect_task
         if task is not None:
             self.connect_task = None

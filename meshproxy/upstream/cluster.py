@@ -59,6 +59,10 @@ class PooledConnection(Protocol):
 class Waiter(Protocol):
     """A request waiting for a connection (circuit breakers' pending requests)."""
 
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of the request's routing priority (None: DEFAULT)."""
+
     def take(self, upstream: Any) -> None: ...
 
     def connect(self) -> None: ...
@@ -365,24 +369,26 @@ class ClusterRuntime:
         return False
 
     def enqueue(self, waiter: Waiter) -> bool:
-        """Queue a request until a connection frees up (max_pending_requests bounds the queue)."""
-        if not self.pend():
+        """Queue a request until a connection frees up (max_pending_requests of its routing
+        priority bounds the queue)."""
+        if not self.pend(waiter.resources):
             return False
         self.waiters.append(waiter)
         return True
 
-    def pend(self) -> bool:
-        """Count a request that waits for a connection (or, on HTTP/2, a stream slot); False
-        when max_pending_requests is reached. Each True is paired with one ``unpend``."""
-        pending = self._pending
+    def pend(self, rm: ResourceManager | None = None) -> bool:
+        """Count a request that waits for a connection (or, on HTTP/2, a stream slot) against
+        max_pending_requests of its routing priority (``rm``; None: DEFAULT); False when that
+        is reached. Each True is paired with one ``unpend`` of the same ``rm``."""
+        pending = self._pending if rm is None else rm.pending_requests
         if not pending.can_create():
             self.stats.upstream_rq_pending_overflow += 1
             return False
         pending.inc()
         st = self.stats
         st.upstream_rq_pending_total += 1
-        st.upstream_rq_pending_active = pending.count
-        st.rq_pending_open = int(pending.open)
+        st.upstream_rq_pending_active += 1  # cluster-wide, every priority
+        st.rq_pending_open = int(self._pending.open)
         return True
 
     def dequeue(self, waiter: Waiter) -> None:
@@ -390,13 +396,13 @@ class ClusterRuntime:
             self.waiters.remove(waiter)
         except ValueError:
             return
-        self.unpend()
+        self.unpend(waiter.resources)
 
-    def unpend(self) -> None:
-        pending = self._pending
-        pending.dec()
-        self.stats.upstream_rq_pending_active = pending.count
-        self.stats.rq_pending_open = int(pending.open)
+    def unpend(self, rm: ResourceManager | None = None) -> None:
+        (self._pending if rm is None else rm.pending_requests).dec()
+        st = self.stats
+        st.upstream_rq_pending_active -= 1
+        st.rq_pending_open = int(self._pending.open)
 
     def connection_opened(self) -> None:
         self._cx.inc()
@@ -409,7 +415,7 @@ class ClusterRuntime:
         waiters = self.waiters
         while waiters and self._cx.can_create():
             waiter = waiters.popleft()
-            self.unpend()
+            self.unpend(waiter.resources)
             waiter.connect()
 
     def _gauges(self) -> None:
@@ -431,7 +437,7 @@ class ClusterRuntime:
         if waiters:
             # A request waits for a connection (max_connections reached): it takes this one.
             waiter = waiters.popleft()
-            self.unpend()
+            self.unpend(waiter.resources)
             waiter.take(conn)
             return
         host = conn.host

@@ -321,3 +321,28 @@ async def test_a_retry_uses_the_configuration_the_request_started_with(codec: st
             assert len(old.heads) == 2 and new.heads == []
             assert await status_of(codec, proxy.port(), "/later") == 200  # a new request: new config
         assert len(new.heads) == 1
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_high_priority_requests_queue_within_the_high_pending_limit(codec: str) -> None:
+    breakers = {
+        "circuit_breakers": {
+            "thresholds": [
+                {"priority": "DEFAULT", "max_connections": 1, "max_pending_requests": 100},
+                {"priority": "HIGH", "max_pending_requests": 0},
+            ]
+        }
+    }
+    async with gated(OK) as (up, port):
+        up.gate.clear()
+        routes = [route("/high", priority="HIGH"), route("/")]
+        doc = bootstrap([http_listener(routes)], [cluster("backend", port, **breakers)])
+        async with running_proxy(doc) as proxy, client(codec) as c:
+            first = asyncio.create_task(c.get(proxy.url("/default/1")))
+            await up.arrived.wait()  # the only connection is busy
+            high = await c.get(proxy.url("/high"))
+            queued = asyncio.create_task(c.get(proxy.url("/default/2")))
+            await eventually(lambda: proxy.cluster_stats().upstream_rq_pending_active == 1)
+            up.gate.set()
+            assert (await first).status_code == 200 and (await queued).status_code == 200
+    assert high.status_code == 503 and high.headers.get("x-envoy-overloaded") == "true"
