@@ -5,8 +5,8 @@ from __future__ import annotations
 from OpenSSL import SSL
 
 from meshproxy.hcm import grpc
-from meshproxy.listener.detect import PREFACE, classify
 from meshproxy.http2.guard import FloodGuard
+from meshproxy.listener.detect import PREFACE, classify
 
 
 def _client_hello(sni: bytes, alpn: list[bytes]) -> bytes:
