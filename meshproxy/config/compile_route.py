@@ -21,6 +21,7 @@ from envoy.type.matcher.v3 import regex_pb2
 from meshproxy.config.compile_common import (
     Ctx,
     duration,
+    enum_name,
     finish,
     header_mutations,
     port_in_range,
@@ -334,6 +335,7 @@ def route_action(
         max_stream_duration=stream_limit,
         grpc_timeout_header_max=grpc_max,
         retry_buffer_limit=buffer_limit,
+        priority=enum_name(msg, "priority"),
     )
 
 

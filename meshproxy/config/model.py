@@ -163,6 +163,8 @@ class RouteAction:
     grpc_timeout_header_max: float | None = None
     # Route.per_request_buffer_limit_bytes: the most of a request body kept for a retry.
     retry_buffer_limit: int = 64 * 1024
+    # RoutingPriority: which of the cluster's circuit-breaker thresholds the request uses.
+    priority: str = "DEFAULT"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """HTTP/1.1 wire vocabulary shared by the downstream and upstream halves.
 
 Owns what a head looks like on the wire: status lines, the hop-by-hop header set
-(RFC 9110 §7.6.1), chunk framing and local-reply bodies. Everything is precomputed bytes so
-the request path only joins. Must not import asyncio.
+(RFC 9110 §7.6.1), chunk framing, local-reply bodies, and the reasons a connection's reading
+pauses. Everything is precomputed bytes so the request path only joins. Must not import asyncio.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
+# Reasons a downstream connection's reading is paused (a bit each; reading resumes at 0).
+PAUSE_UPSTREAM_FULL = 1
+PAUSE_PENDING_FULL = 2
+PAUSE_PIPELINE = 4
+
 STATUS_LINES: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
@@ -31,6 +36,13 @@ def status_line(status: int) -> bytes:
     if line is None:
         line = f"HTTP/1.1 {status} Unknown\r\n".encode()
     return line
+
+
+def connection_header(keep_alive: bool, http10: bool) -> bytes:
+    """The Connection field a response head states (HTTP/1.0 keeps alive only when told)."""
+    if not keep_alive:
+        return b"connection: close\r\n"
+    return b"connection: keep-alive\r\n" if http10 else b""
 
 
 def chunk(data: bytes) -> bytes:
@@ -85,22 +97,3 @@ def join_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     return b"".join(parts)
-
-
-_GRPC_TIMEOUT_UNITS = {
-    ord("H"): 3600.0,
-    ord("M"): 60.0,
-    ord("S"): 1.0,
-    ord("m"): 1e-3,
-    ord("u"): 1e-6,
-    ord("n"): 1e-9,
-}
-
-
-def grpc_timeout(value: bytes) -> float | None:
-    """Seconds in a ``grpc-timeout`` header (at most 8 digits and a unit), None if malformed."""
-    value = value.strip()
-    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
-        return None
-    unit = _GRPC_TIMEOUT_UNITS.get(value[-1])
-    return None if unit is None else int(value[:-1]) * unit

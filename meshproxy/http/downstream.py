@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING
 
 import httptools
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshproxy.config.model import HttpConnectionManager
-from meshproxy.errors import MeshproxyError
+from meshproxy.hcm.context import LocalReply
+from meshproxy.hcm.identity import downstream_peer
 from meshproxy.http import codec
-from meshproxy.http.plan import RequestIds
-from meshproxy.http.stream import PAUSE_PIPELINE, Stream
-from meshproxy.identity.spiffe import SpiffeId
-from meshproxy.identity.xfcc import format_element
-from meshproxy.router.ratelimit import TokenBucket
-from meshproxy.stats import HttpStats
+from meshproxy.http.codec import PAUSE_PIPELINE
+from meshproxy.http.stream import Stream
 
 if TYPE_CHECKING:
-    from meshproxy.access_log import AccessLogger
-    from meshproxy.http.plan import RoutePlan
-    from meshproxy.listener.runtime import ListenerRuntime
-    from meshproxy.router.table import RouteDecision, RouteTable
+    from meshproxy.hcm.context import HttpContext
     from meshproxy.tls.engine import Negotiated
-    from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.http")
 
@@ -61,53 +51,6 @@ _SPECIAL = {
 }
 
 
-class HttpContext:
-    """What every connection of one http_connection_manager filter chain shares (per snapshot)."""
-
-    __slots__ = (
-        "access_log",
-        "clusters",
-        "config",
-        "listener",
-        "plans",
-        "ratelimit",
-        "request_ids",
-        "rng",
-        "routes",
-        "scheme",
-        "stats",
-        "local_identity",
-    )
-
-    def __init__(
-        self,
-        config: HttpConnectionManager,
-        routes: RouteTable,
-        clusters: ClusterManager,
-        stats: HttpStats,
-        listener: ListenerRuntime,
-        access_log: AccessLogger | None,
-        rng: random.Random,
-        scheme: bytes = b"http",
-        local_identity: SpiffeId | None = None,
-    ) -> None:
-        self.config = config
-        self.routes = routes
-        self.clusters = clusters
-        self.stats = stats
-        self.listener = listener
-        self.access_log = access_log
-        self.rng = rng
-        self.scheme = scheme
-        # RoutePlan per route decision, built on first use; bounded by the routes configured.
-        self.plans: dict[RouteDecision, RoutePlan] = {}
-        self.request_ids = RequestIds(rng)
-        self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
-        rl = config.local_rate_limit
-        # One bucket per filter chain and configuration (Envoy's local rate limit is per filter).
-        self.ratelimit = TokenBucket(rl, monotonic()) if rl is not None and rl.enabled_percent > 0 else None
-
-
 class _HeaderTooLarge(Exception):
     pass
 
@@ -121,7 +64,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.ctx = ctx
         self.listener = ctx.listener
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.parser = httptools.HttpRequestParser(self)
         self.limit = ctx.config.max_request_headers_bytes
         self.buffer_limit = ctx.listener.config.buffer_limit
@@ -144,22 +87,9 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=self.buffer_limit)  # type: ignore[attr-defined]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer_ip = peer[0].encode()
-            self.peer_label = f"{peer[0]}:{peer[1]}"
-        tls: Negotiated | None = transport.get_extra_info("tls")
-        self.tls = tls
-        if tls is not None and tls.peer_chain:
-            # Envoy's SANITIZE_SET: the verified client certificate, computed once per connection.
-            peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
-            self.xfcc = format_element(
-                self.ctx.local_identity,
-                tls.peer_chain[0].public_bytes(Encoding.DER),
-                SpiffeId.parse(peer_id) if peer_id else None,
-            ).encode()
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
+        transport.set_write_buffer_limits(high=self.buffer_limit)  # type: ignore[attr-defined]  # a Transport method; connection_made is typed with BaseTransport
+        self.peer_ip, self.peer_label, self.tls, self.xfcc = downstream_peer(self.ctx, transport)
         self.listener.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -367,10 +297,8 @@ class DownstreamConnection(asyncio.Protocol):
         if stream is not None and stream is self.active and not stream.response_started:
             stream.keep_alive = False
             if not stream.started:
-                stream.started = True
-                self.ctx.stats.downstream_rq_total += 1
-                self.ctx.stats.downstream_rq_active += 1
-            stream.local_reply(status, body, "DPE")
+                stream.open()
+            stream.local_reply(LocalReply(status, body, "DPE"))
             self.close()
         elif self.active is None:
             self.transport.write(codec.local_reply(status, body, close=True))
@@ -404,14 +332,3 @@ class DownstreamConnection(asyncio.Protocol):
 
     def is_idle(self) -> bool:
         return self.active is None and self.parsing is None
-
-
-def local_identity(chain_pem: bytes) -> SpiffeId | None:
-    """The SPIFFE ID of the first certificate in ``chain_pem`` (our SVID), if it has one."""
-    from cryptography import x509
-
-    try:
-        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-        return SpiffeId.from_certificate(leaf)
-    except (ValueError, IndexError, MeshproxyError):
-        return None

@@ -1,22 +1,18 @@
 """The HTTP/1.1 request head a stream sends upstream, and the absolute-form request target.
 
 Owns the bytes of the upstream request head: the rewritten target, ``host``, the request's
-headers after the route's mutations, ``x-forwarded-for`` / ``-proto``, ``x-request-id`` and the
-framing headers, built in one ``join``. Split from ``stream.py`` because it only reads the
-stream's parsed request and never its lifecycle flags. Must not write to a connection.
+headers after the route's mutations, ``x-forwarded-for`` / ``-proto``, ``x-request-id`` (their
+values are the exchange's: ``Exchange.upstream_request``) and the framing headers, in one
+``join``. Split from ``stream.py`` because it only reads the stream's parsed request and never
+its lifecycle flags. Must not write to a connection.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from meshproxy.router.action import rewrite_target
-from meshproxy.router.headers import apply_mutations
-
 if TYPE_CHECKING:
-    from meshproxy.http.plan import RoutePlan
     from meshproxy.http.stream import Stream
-    from meshproxy.router.table import RouteDecision
 
 
 def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
@@ -36,29 +32,17 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
     return authority.lower(), tail if tail.startswith(b"/") else b"/" + tail
 
 
-def request_head(stream: Stream, plan: RoutePlan, decision: RouteDecision, authority: bytes) -> bytes:
+def request_head(stream: Stream, authority: bytes) -> bytes:
     """The upstream request head (ending in the blank line) for ``stream``'s request."""
-    ctx = stream.ctx
     headers = stream.headers
-    weighted = stream.weighted
-    levels = plan.request_levels if weighted is None else decision.request_mutations_for(weighted)
-    if levels:
-        apply_mutations(headers, *levels)
-    url = stream.url
-    target = rewrite_target(decision.route, url) if plan.rewrites else url  # type: ignore[arg-type]
-    parts = [stream.method, b" ", target, b" HTTP/1.1\r\nhost: ", plan.host or authority, b"\r\n"]
+    host, target, xff, xfp, rid = stream.x.upstream_request(
+        authority, stream.url, headers, stream.xff, stream.xfp, stream.conn.peer_ip, stream.request_id
+    )
+    stream.request_id = rid
+    parts = [stream.method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
-    # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
-    # use_remote_address this hop is the edge and states the scheme itself.
-    peer = stream.conn.peer_ip
-    xff = stream.xff
-    parts += (b"x-forwarded-for: ", xff + b", " + peer if xff else peer, b"\r\n")
-    xfp = ctx.scheme if ctx.config.use_remote_address or stream.xfp is None else stream.xfp
-    parts += (b"x-forwarded-proto: ", xfp, b"\r\n")
-    rid = stream.request_id
-    if rid is None and ctx.config.generate_request_id:
-        rid = stream.request_id = ctx.request_ids.next()
+    parts += (b"x-forwarded-for: ", xff, b"\r\nx-forwarded-proto: ", xfp, b"\r\n")
     if rid is not None:
         parts += (b"x-request-id: ", rid, b"\r\n")
     if stream.upgrade is not None:

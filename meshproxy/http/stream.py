@@ -1,8 +1,10 @@
-"""One HTTP/1.1 request/response exchange through the proxy (Envoy's "stream").
+"""One HTTP/1.1 request/response exchange through the proxy (Envoy's "stream"): the wire side.
 
-Owns the life of a request from its parsed head to its access-log line: routing, body relay
-in both directions with flow control, response framing, local replies with response flags, and
-the WebSocket/Upgrade tunnel.
+Owns the HTTP/1.1 side of a request from its parsed head to its end: body relay in both
+directions with flow control, the upstream connection of each attempt, response framing,
+local replies written as HTTP/1.1, timers, and the WebSocket/Upgrade tunnel. Every policy
+decision (rate limit, route, breaker, retry, timeout, stats, access record) is the
+``hcm.exchange.Exchange`` the stream holds (``x``); this module carries its decisions out.
 The downstream connection feeds it parsed request events; the upstream connection feeds it
 parsed response events. It is driven only by callbacks: no coroutine per request, and one
 transport write per response head (head and first body bytes are coalesced per read).
@@ -16,72 +18,64 @@ Lifecycle rules (the reason for each flag):
    completed, neither side asked to close, and the listener is not draining.
 
 It is one module of about 600 lines on purpose: the rules above bind every method, and the
-request side, the response side and the endings each read and write the same flags. What does
-not touch them lives beside it: upstream policy (attempts, retries, timeouts, rate limit) in
-``attempts.py``, its base class; the upstream request head in ``head.py``; ``plan.py``,
-``logline.py``, ``codec.py``.
+request side, the response side and the endings each read and write the same flags. The
+upstream request head is ``head.py``; wire vocabulary ``codec.py``. Must not import ``http2``:
+a request routed to an HTTP/2 cluster goes on through ``ctx.to_http2`` (set by the listener).
 """
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from meshproxy.config.model import DirectResponse, Redirect, RouteAction
+from meshproxy.hcm.context import (
+    CONNECT_REFUSED,
+    OVERFLOW_PENDING,
+    UPSTREAM_RESET,
+    LocalReply,
+)
+from meshproxy.hcm.exchange import Exchange
 from meshproxy.http import codec
-from meshproxy.http.attempts import Attempts
+from meshproxy.http.codec import PAUSE_PENDING_FULL
 from meshproxy.http.head import absolute_form, request_head
-from meshproxy.http.logline import access_record
-from meshproxy.http.plan import RoutePlan
-from meshproxy.router.action import pick_cluster, redirect_location
-from meshproxy.router.hashing import request_hash
+from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
 from meshproxy.router.headers import apply_mutations
-from meshproxy.router.retry import grpc_status_of
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
 
-    from meshproxy.config.model import WeightedCluster
-    from meshproxy.http.downstream import DownstreamConnection, HttpContext
-    from meshproxy.http.upstream import UpstreamConnection
-    from meshproxy.router.retry import RetryRules
-    from meshproxy.router.table import RouteDecision
-    from meshproxy.upstream.cluster import ClusterRuntime, Host
+    from meshproxy.hcm.context import HttpContext
+    from meshproxy.http.downstream import DownstreamConnection
+    from meshproxy.upstream.breaker import ResourceManager
+    from meshproxy.upstream.cluster import ClusterRuntime
 
-# Reasons the downstream connection's reading is paused (a bit each; reading resumes at 0).
-PAUSE_UPSTREAM_FULL = 1
-PAUSE_PENDING_FULL = 2
-PAUSE_PIPELINE = 4
-
-# Envoy marks local replies caused by a circuit breaker.
-OVERLOADED = (b"x-envoy-overloaded", b"true")
+# Route timeouts of at least this many seconds are kept by the listener's deadline tick.
+COARSE_TIMEOUT = 1.0
 
 # Stream's slots, one per field set in __init__ (as words, to keep the class header short).
 _FIELDS = (
-    "attempt attempt_start authority body_copy body_copy_size body_sent chunked cluster conn "
-    "connect_task ctx decision expect finished flags has_body hash headers headers_done host "
-    "in_flight http10 keep_alive method out pending pending_size plan request_complete request_head "
-    "request_id resp_chunk_down resp_close_delimited resp_content_length resp_lines response_complete "
-    "response_started retried retry retry_held retry_timer rx_bytes start started status sweep_mark "
-    "sweep_time timer deadline try_timer tunnel tx_bytes upgrade upstream url waiting wall_start "
-    "weighted xff xfp"
+    "authority body_sent chunked conn connect_task ctx deadline expect finished flags has_body "
+    "headers headers_done http10 keep_alive method out pending pending_size request_complete "
+    "request_head request_id resp_chunk_down resp_close_delimited resp_content_length resp_lines "
+    "response_complete response_started retried retry_timer rx_bytes start started status timer "
+    "try_timer tunnel tx_bytes upgrade upstream url waiting x xff xfp"
 )
 
 
-class Stream(Attempts):
+class Stream:
     __slots__ = tuple(_FIELDS.split())
 
     def __init__(self, conn: DownstreamConnection, now: float) -> None:
-        # ``now`` is time.monotonic(): uvloop's loop.time() only has millisecond resolution.
+        # ``now`` is time.monotonic(), the request path's one clock (uvloop's loop.time() only
+        # has millisecond resolution).
         self.conn = conn
         self.ctx: HttpContext = conn.ctx
         self.start = now
+        self.x: Exchange = None  # type: ignore[assignment]  # set by open(), before any policy use
         self.headers: list[tuple[bytes, bytes]] = []
         self.out: list[bytes] = []
         self.resp_lines: list[bytes] = []  # response header lines, CRLF-terminated
-        self.wall_start = 0.0
         self.url = b""
         self.method = b""
         self.authority: bytes | None = None
@@ -93,9 +87,6 @@ class Stream(Attempts):
         self.expect = self.chunked = self.http10 = self.headers_done = self.has_body = False
         self.started = self.request_complete = self.response_started = self.response_complete = False
         self.finished = self.tunnel = self.retried = self.body_sent = False
-        self.decision: RouteDecision | None = None
-        self.cluster: ClusterRuntime | None = None
-        self.host: Host | None = None
         self.upstream: UpstreamConnection | None = None
         self.connect_task: Task[UpstreamConnection] | None = None
         self.request_head = b""
@@ -108,108 +99,66 @@ class Stream(Attempts):
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
         self.deadline = 0.0  # monotonic time of a coarse route timeout; 0: none armed
-        self.weighted: WeightedCluster | None = None
-        self.sweep_mark = -1
-        self.sweep_time = 0.0
-        self.plan: RoutePlan | None = None
-        # Upstream policy: the attempt number (x-envoy-attempt-count), the retry rules and the
-        # request body kept for a replay (None once it outgrew retry_buffer_limit).
-        self.attempt = 1
-        self.attempt_start = now
-        self.retry: RetryRules | None = None
-        self.retry_held = False
         self.retry_timer: TimerHandle | None = None
         self.try_timer: TimerHandle | None = None
-        self.body_copy: list[bytes] | None = None
-        self.body_copy_size = 0
-        self.hash: int | None = None
-        self.in_flight = False  # counted in host.rq_active (least-request load)
         self.waiting = False  # queued in the cluster for a connection (pending request)
 
     # ================================================================== request side
 
+    def open(self) -> Exchange:
+        """This stream's request is answered from now on: it starts its exchange."""
+        self.started = True
+        x = self.x = Exchange(self.ctx, self.start)
+        return x
+
     def begin(self) -> None:
         """The request head is complete and this stream is the connection's active one."""
-        self.started = True
+        x = self.open()
         ctx = self.ctx
         stats = ctx.stats
-        stats.downstream_rq_total += 1
-        stats.downstream_rq_active += 1
-        if ctx.access_log is not None:
-            self.wall_start = time.time()
         conn = self.conn
         if not self.keep_alive or conn.listener.draining:
             self.keep_alive = False
         if self.method == b"CONNECT":
             # llhttp now treats the connection as a tunnel: nothing more can be parsed on it.
             self.keep_alive = False
-            return self.local_reply(405, b"CONNECT is not supported", "-")
+            return self.local_reply(CONNECT_REFUSED)
         if self.url[0] != 0x2F and self.url != b"*":
             absolute = absolute_form(self.url)
             if absolute is None:
                 stats.downstream_cx_protocol_error += 1
                 self.keep_alive = False
-                return self.local_reply(400, b"invalid request target", "DPE")
+                return self.local_reply(LocalReply(400, b"invalid request target", "DPE"))
             self.authority, self.url = absolute
         authority = self.authority
         if authority is None:
             if not self.http10:
                 stats.downstream_cx_protocol_error += 1
                 self.keep_alive = False
-                return self.local_reply(400, b"missing host header", "DPE")
+                return self.local_reply(LocalReply(400, b"missing host header", "DPE"))
             authority = b""
-        if ctx.ratelimit is not None and self._rate_limited():
-            return None
-        decision = ctx.routes.route(authority, self.url, self.headers)
-        if decision is None or decision.route is None:
-            stats.no_route += 1
-            return self.local_reply(404, b"", "NR")
-        self.decision = decision
-        route = decision.route
-        action = route.action
-        if type(action) is RouteAction:
-            plan = ctx.plans.get(decision)
-            if plan is None:
-                plan = ctx.plans[decision] = RoutePlan(decision)
-            self.plan = plan
-            cluster_name = plan.cluster
-            if cluster_name is None:
-                cluster_name, self.weighted = pick_cluster(action, ctx.rng.getrandbits(32))
-        elif type(action) is DirectResponse:
-            stats.rq_direct_response += 1
-            return self.local_reply(action.status, action.body, "-", mutate=True)
-        else:
-            assert type(action) is Redirect
-            stats.rq_redirect += 1
-            location = redirect_location(action, route.match, ctx.scheme, authority, self.url)
-            return self.local_reply(
-                action.response_code, b"", "-", extra=[(b"location", location)], mutate=True
-            )
-        cluster = ctx.clusters.get(cluster_name)
-        if cluster is None:
-            stats.no_cluster += 1
-            return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
+        if ctx.ratelimit is not None:
+            refused = x.rate_limited(self.start)
+            if refused is not None:
+                return self.local_reply(refused)
+        routed = x.route(authority, self.url, self.headers)
+        if type(routed) is LocalReply:
+            return self.local_reply(routed)
+        cluster: ClusterRuntime = routed  # type: ignore[assignment]  # not a LocalReply: a cluster
         if cluster.config.http2 is not None and not cluster.config.use_downstream_protocol:
-            from meshproxy.http2.from_http1 import relay_over_http2  # a cycle at import time
-
-            return relay_over_http2(self, cluster, plan, decision, authority)
-        if plan.hash_policy and cluster.hashing:
-            self.hash = request_hash(plan.hash_policy, self.headers, authority, self.url, self.conn.peer_ip)
-        host = cluster.pick(self.hash)
-        if host is None:
-            return self.local_reply(503, b"no healthy upstream", "UH")
-        if not cluster.admit_request():
-            return self.local_reply(503, b"upstream overflow: max_requests", "UO", extra=[OVERLOADED])
-        self.cluster = cluster
-        self.host = host
-        self.request_head = request_head(self, plan, decision, authority)
-        cluster.stats.upstream_rq_total += 1
-        cluster.stats.upstream_rq_active += 1
-        if plan.retry is not None and self.upgrade is None:
-            self.retry = plan.retry
-            self.body_copy = []
+            return ctx.to_http2(self, cluster, authority)
+        refused = x.forward(cluster, authority, self.url, self.headers, conn.peer_ip, self.upgrade is None)
+        if refused is not None:
+            return self.local_reply(refused)
+        if x.body_copy is not None and self.pending:
+            for piece in self.pending:  # body bytes that arrived before this request's turn
+                if piece and piece is not codec.LAST_CHUNK:
+                    x.keep_body(piece)
+        self.request_head = request_head(self, authority)
         if self.expect and not self.request_complete and not self.http10:  # RFC 9110 §10.1.1
             self._write_down(codec.CONTINUE_100)
+        if self.x.stream_deadline:
+            self._arm_deadline(self.x.stream_deadline, monotonic())
         self._send()
         return None
 
@@ -217,13 +166,9 @@ class Stream(Attempts):
         self.rx_bytes += len(data)
         if self.upgrade is not None and not self.tunnel:
             return  # no body on an upgrade request; tunnel bytes arrive through tunnel_data
-        copy = self.body_copy
-        if copy is not None:
-            self.body_copy_size += len(data)
-            if self.body_copy_size > self.plan.retry_buffer_limit:  # type: ignore[union-attr]
-                self.body_copy = None  # too large to replay: this request is not retried
-            else:
-                copy.append(data)
+        x = self.x
+        if x is not None and x.body_copy is not None:
+            x.keep_body(data)
         up = self.upstream
         if up is not None and self.started:
             self.body_sent = True
@@ -242,7 +187,7 @@ class Stream(Attempts):
         if self.response_complete:
             self._maybe_finish()
         elif self.started and not self.finished:
-            self._arm_timer()
+            self._arm_timers()
 
     def request_body_marker_end(self) -> None:
         if self.pending is None:
@@ -267,47 +212,62 @@ class Stream(Attempts):
         if self.pending_size > self.conn.buffer_limit:
             self.conn.pause(PAUSE_PENDING_FULL)
 
-    # ================================================================== upstream connection
+    # ================================================================== attempts
+
+    def _send(self) -> None:
+        """Start an attempt on the exchange's host: a pooled connection, or a new one."""
+        x = self.x
+        x.attempt_started(monotonic())
+        upstream = x.cluster.acquire(x.host)  # type: ignore[union-attr, arg-type]  # forwarded
+        if upstream is not None:
+            self.attach(upstream)  # type: ignore[arg-type]  # the cluster pools UpstreamConnections
+        else:
+            self.connect()
 
     def connect(self) -> None:
-        from meshproxy.http.upstream import UpstreamConnection
-
-        cluster, host = self.cluster, self.host
+        x = self.x
+        cluster, host = x.cluster, x.host
         assert cluster is not None and host is not None
         if not cluster.can_connect():
             # max_connections reached: wait as a pending request for a connection to free up.
             if cluster.enqueue(self):
                 self.waiting = True
                 return
-            return self.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+            return self.local_reply(OVERFLOW_PENDING)
         task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
         self.connect_task = task
         task.add_done_callback(self._connected)
 
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of this request's routing priority (the cluster's pending queue asks)."""
+        return self.x.resources
+
+    def take(self, upstream: UpstreamConnection) -> None:
+        """The cluster hands this waiting stream a connection (perhaps to another host)."""
+        self.waiting = False
+        self.x.moved_to(upstream.host)
+        self.attach(upstream)
+
     def _connected(self, task: Task[UpstreamConnection]) -> None:
         self.connect_task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
+        result = connect_result(task)
+        if isinstance(result, BaseException):
             if not self.finished:
-                reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-                self._failed("connect-failure", 503, b"upstream connect error: " + reason.encode(), "UF")
-            return
-        upstream = task.result()
-        if self.finished:
+                reply = LocalReply(503, b"upstream connect error: " + connect_failure(result).encode(), "UF")
+                self.x.upstream_failed(self, "connect-failure", reply)
+        elif result is not None and self.finished:
             # The request went away while connecting: the fresh connection is still useful.
-            assert self.cluster is not None
-            self.cluster.release(upstream, self.conn.loop.time())
-            return
-        self.attach(upstream)
+            result.cluster.release(result, self.conn.loop.time())
+        elif result is not None:
+            self.attach(result)
 
     def attach(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
         upstream.bind(self)
         head = self.request_head
-        if self.retry is not None:
-            head = b"%bx-envoy-attempt-count: %d\r\n\r\n" % (head[:-2], self.attempt)
+        if self.x.retry is not None:
+            head = b"%bx-envoy-attempt-count: %d\r\n\r\n" % (head[:-2], self.x.attempt)
         pending = self.pending
         if pending:
             self.body_sent = True
@@ -327,7 +287,91 @@ class Stream(Attempts):
         else:
             upstream.transport.write(head)
         if self.request_complete:
-            self._arm_timer()
+            self._arm_timers()
+
+    @property
+    def client_gone(self) -> bool:
+        return self.conn.closed
+
+    def retry_after(self, delay: float) -> None:
+        """The exchange retries after ``delay``: this attempt's upstream is dropped now."""
+        self._drop_upstream()
+        self._end_attempt()
+        self.resp_lines.clear()
+        self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
+        self.status = 0
+        self.retry_timer = self.conn.loop.call_later(delay, self.x.retry_due, self)
+
+    def resend(self) -> None:
+        """The exchange's next attempt: the request again, its body from the copy."""
+        self.retry_timer = None
+        replay = list(self.x.body_copy or ())
+        if self.chunked and self.request_complete:
+            replay.append(codec.LAST_CHUNK)
+        self.pending = replay or None
+        self.body_sent = False
+        self._send()
+
+    def _end_attempt(self) -> None:
+        timer = self.try_timer
+        if timer is not None:
+            timer.cancel()
+            self.try_timer = None
+        self.x.end_attempt()
+        if self.waiting:
+            self.waiting = False
+            self.x.cluster.dequeue(self)  # type: ignore[union-attr]  # waiting implies a cluster
+
+    # ================================================================== timeouts
+
+    def _arm_timers(self) -> None:
+        """The request is complete: the per-try timeout and the route deadline (rule 6)."""
+        x = self.x
+        plan = x.plan
+        if plan is None:
+            return
+        if plan.per_try_timeout > 0 and self.try_timer is None and x.in_flight:
+            self.try_timer = self.conn.loop.call_later(plan.per_try_timeout, self._on_try_timeout)
+        if self.timer is None and not self.deadline:
+            now = monotonic()
+            deadline = x.route_deadline(now)
+            if deadline:
+                self._arm_deadline(deadline, now)
+
+    def _arm_deadline(self, deadline: float, now: float) -> None:
+        # A timeout of a second or more is kept by the listener's deadline tick (to within
+        # DEADLINE_TICK), which costs a set insertion instead of an event-loop timer.
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.deadline:
+            self.conn.listener.deadlines.discard(self)
+        if deadline - now >= COARSE_TIMEOUT:
+            self.deadline = deadline
+            self.conn.listener.deadlines.add(self)
+        else:
+            self.deadline = 0.0
+            self.timer = self.conn.loop.call_later(max(deadline - now, 0.0), self._on_timeout)
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        self.x.try_timer_fired(self)
+
+    def deadline_passed(self) -> None:
+        """Called by the listener's deadline tick once ``deadline`` is behind us."""
+        self.deadline = 0.0
+        self._on_timeout()
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        self.x.deadline_fired(self)
+
+    def check_idle(self, now: float, limit: float) -> None:
+        """Called by the listener's sweep: no byte either way for ``limit`` seconds ends the stream."""
+        if self.x is not None and not self.tunnel:
+            self.x.sweep(self, now, limit)
+
+    # ================================================================== upstream connection
 
     def upstream_lost(self, reused: bool, exc: Exception | None) -> None:
         """The upstream connection closed while bound to this stream."""
@@ -343,12 +387,9 @@ class Stream(Attempts):
                 # A pooled connection the upstream closed just as we reused it: the request
                 # never reached the application, so it is safe to send it on a new one.
                 self.retried = True
-                assert self.cluster is not None
-                self.cluster.stats.upstream_rq_retry_reused += 1
+                self.x.cluster.stats.upstream_rq_retry_reused += 1  # type: ignore[union-attr]  # attached
                 return self.connect()
-            return self._failed(
-                "reset", 503, b"upstream connect error or disconnect/reset before headers", "UC"
-            )
+            return self.x.upstream_failed(self, "reset", UPSTREAM_RESET)
         if self.resp_close_delimited:
             return self.response_end()
         self.flags = "UC"
@@ -362,34 +403,26 @@ class Stream(Attempts):
             self.flags = "UPE"
             self.conn.abort()
             return self._finish()
-        self.local_reply(502, b"upstream protocol error: " + reason.encode(), "UPE")
+        self.local_reply(LocalReply(502, b"upstream protocol error: " + reason.encode(), "UPE"))
 
     # ================================================================== response side
 
     def response_headers(self, status: int, upstream_keep_alive: bool) -> None:
-        cluster = self.cluster
-        if cluster.observing:  # type: ignore[union-attr]
-            cluster.observe(self.host, status, monotonic() - self.attempt_start)  # type: ignore[union-attr]
-        rules = self.retry
-        if rules is not None:
-            grpc = None
-            if rules.grpc_statuses:
-                for name, value in codec.header_lines(b"".join(self.resp_lines)):
-                    if name == b"grpc-status":
-                        grpc = grpc_status_of(value)
-            if rules.status_retriable(status, grpc) and self._schedule_retry():
-                return
-            if self.try_timer is not None:
-                self.try_timer.cancel()
-                self.try_timer = None
+        x = self.x
+        grpc_status = None
+        if x.grpc or (x.retry is not None and x.retry.grpc_statuses):
+            for name, value in codec.header_lines(b"".join(self.resp_lines)):
+                if name == b"grpc-status":
+                    grpc_status = value
+        if x.response(self, status, grpc_status, monotonic()):
+            return
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
         self.status = status
         self.response_started = True
         lines = self.resp_lines
-        weighted = self.weighted
-        if weighted is None:
-            levels = self.plan.response_levels  # type: ignore[union-attr]
-        else:
-            levels = self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]
+        levels = x.response_levels()
         if levels:
             headers = codec.header_lines(b"".join(lines))
             apply_mutations(headers, *levels)
@@ -411,10 +444,7 @@ class Stream(Attempts):
                     parts.append(b"transfer-encoding: chunked\r\n")
             if self._body_unread() or self.conn.listener.draining or self.upgrade is not None:
                 self.keep_alive = False
-            if not self.keep_alive:
-                parts.append(b"connection: close\r\n")
-            elif self.http10:
-                parts.append(b"connection: keep-alive\r\n")
+            parts.append(codec.connection_header(self.keep_alive, self.http10))
         parts.append(b"\r\n")
         self.out.append(b"".join(parts))
 
@@ -424,6 +454,7 @@ class Stream(Attempts):
 
     def response_end(self) -> None:
         self.response_complete = True
+        self.x.upstream_done(monotonic())
         if self.resp_chunk_down:
             self.out.append(codec.LAST_CHUNK)
         self.flush()
@@ -467,35 +498,27 @@ class Stream(Attempts):
 
     # ================================================================== endings
 
-    def local_reply(
-        self,
-        status: int,
-        body: bytes,
-        flags: str,
-        *,
-        extra: list[tuple[bytes, bytes]] | None = None,
-        mutate: bool = False,
-    ) -> None:
+    def local_reply(self, reply: LocalReply) -> None:
         """A response generated by the proxy; aborts the connection if a response already began."""
         if self.finished:
             return
-        self.flags = flags
+        self.flags = reply.flags
         self._drop_upstream()
         if self.response_started:
             self.conn.abort()
             return self._finish()
         if self._body_unread() or self.conn.listener.draining:
             self.keep_alive = False
-        if mutate and self.decision is not None:
-            levels = self.decision.response_mutations_for(None)
-            if levels:
-                extra = list(extra or [])
-                apply_mutations(extra, *levels)
+        status, body = reply.status, reply.body
         self.status = status
         self.response_started = True
         self.response_complete = True
         data = codec.local_reply(
-            status, body, close=not self.keep_alive, extra=extra, head_only=self.method == b"HEAD"
+            status,
+            body,
+            close=not self.keep_alive,
+            extra=self.x.reply_headers(reply),
+            head_only=self.method == b"HEAD",
         )
         self.tx_bytes += len(body)
         self.out.clear()
@@ -521,7 +544,7 @@ class Stream(Attempts):
         if task is not None:
             self.connect_task = None
             task.remove_done_callback(self._connected)
-            task.add_done_callback(_release_orphan)
+            task.add_done_callback(close_orphan)
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -534,8 +557,8 @@ class Stream(Attempts):
             if up is not None:
                 self.upstream = None
                 up.unbind()
-                if up.reusable_after_response and self.cluster is not None:
-                    self.cluster.release(up, self.conn.loop.time())
+                if up.reusable_after_response:
+                    up.cluster.release(up, self.conn.loop.time())
                 else:
                     up.close()
             self._finish()
@@ -550,42 +573,13 @@ class Stream(Attempts):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.in_flight or self.try_timer is not None or self.waiting:
-            self._end_attempt()
         if self.retry_timer is not None:
             self.retry_timer.cancel()
             self.retry_timer = None
         if self.deadline:
             self.conn.listener.deadlines.discard(self)
-        ctx = self.ctx
-        stats = ctx.stats
-        elapsed_ms = (monotonic() - self.start) * 1000.0
+        conn = self.conn
         if self.started:
-            stats.downstream_rq_active -= 1
-            stats.downstream_rq_completed += 1
-            stats.downstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-            h = stats.downstream_rq_time  # Histogram.observe, inlined: this runs per request
-            h.counts[bisect_left(h.bounds, elapsed_ms)] += 1
-            h.sum += elapsed_ms
-        cluster = self.cluster
-        if cluster is not None:
-            cluster.request_done(self.retry_held)
-            cs = cluster.stats
-            cs.upstream_rq_active -= 1
-            if self.flags == "-" or self.flags == "DC":
-                cs.upstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-                h = cs.upstream_rq_time
-                h.counts[bisect_left(h.bounds, elapsed_ms)] += 1
-                h.sum += elapsed_ms
-        if ctx.access_log is not None:
-            self._log(elapsed_ms)
-        self.conn.stream_finished(self)
-
-    def _log(self, elapsed_ms: float) -> None:
-        self.ctx.access_log.log(access_record(self, elapsed_ms))  # type: ignore[union-attr]
-
-
-def _release_orphan(task: Task[UpstreamConnection]) -> None:
-    """A connect finished after its request was gone: close what it opened."""
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()
+            self._end_attempt()
+            self.x.finish(monotonic(), self, "HTTP/1.0" if self.http10 else "HTTP/1.1", conn)
+        conn.stream_finished(self)

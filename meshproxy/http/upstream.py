@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from meshproxy.http import codec
-from meshproxy.http.codec import HOP_BY_HOP
-from meshproxy.http.stream import PAUSE_UPSTREAM_FULL
+from meshproxy.http.codec import HOP_BY_HOP, PAUSE_UPSTREAM_FULL
 
 _SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 
@@ -29,7 +28,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, cluster: ClusterRuntime, host: Host) -> None:
         self.cluster = cluster
         self.host = host
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.parser = httptools.HttpResponseParser(self)
         self.stream: Stream | None = None
         self.idle_since = 0.0
@@ -78,8 +77,8 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=self.cluster.config.buffer_limit)  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
+        transport.set_write_buffer_limits(high=self.cluster.config.buffer_limit)  # type: ignore[attr-defined]  # a Transport method; connection_made is typed with BaseTransport
         self.host.cx_active += 1
         self.cluster.stats.upstream_cx_active += 1
 
@@ -203,3 +202,17 @@ class UpstreamConnection(asyncio.Protocol):
             )
         )
         stream.response_end()
+
+
+def connect_result(task: asyncio.Task[UpstreamConnection]) -> UpstreamConnection | BaseException | None:
+    """A connect task's outcome: the connection, the error, or None when it was cancelled."""
+    if task.cancelled():
+        return None
+    return task.exception() or task.result()
+
+
+def close_orphan(task: asyncio.Task[UpstreamConnection]) -> None:
+    """A connect finished after its request was gone: close what it opened."""
+    result = connect_result(task)
+    if isinstance(result, UpstreamConnection):
+        result.close()

@@ -52,7 +52,7 @@ class Half:
         return sum(len(c) for c, _ in self.chunks)
 
 
-def local_settings(options: Http2Options, *, client: bool, max_header_list: int) -> dict[int, int]:
+def local_settings(options: Http2Options, *, client: bool, max_header_list: int) -> dict[SettingCodes, int]:
     settings = {
         SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
         SettingCodes.INITIAL_WINDOW_SIZE: options.initial_stream_window_size,
@@ -84,15 +84,15 @@ class H2Peer(asyncio.Protocol):
             initial_values=local_settings(options, client=client, max_header_list=max_header_list),
         )
         self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.write_paused = False
         self.closed = False
         self.waiting: dict[int, Half] = {}  # streams with DATA held for a window or the transport
         self._flush_soon = False
 
     def start(self, transport: asyncio.BaseTransport, buffer_limit: int) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=buffer_limit)  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
+        transport.set_write_buffer_limits(high=buffer_limit)  # type: ignore[attr-defined]  # a Transport method; connection_made is typed with BaseTransport
         h2 = self.h2
         h2.initiate_connection()
         extra = self.options.initial_connection_window_size - h2.inbound_flow_control_window
@@ -194,9 +194,9 @@ class H2Peer(asyncio.Protocol):
             for s, half in list(self.waiting.items()):
                 self.pump(s, half)
         else:
-            half = self.waiting.get(sid)
-            if half is not None:
-                self.pump(sid, half)
+            waiting = self.waiting.get(sid)
+            if waiting is not None:
+                self.pump(sid, waiting)
 
     def ack(self, sid: int, size: int) -> None:
         """Return ``size`` bytes of window to the peer: the proxy has passed them on."""

@@ -13,19 +13,17 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from h2 import events as ev
 from h2.errors import ErrorCodes
 from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 
+from meshproxy.hcm.identity import downstream_peer
 from meshproxy.http2.connection import H2Peer
 from meshproxy.http2.guard import FloodGuard
 from meshproxy.http2.stream import H2Stream
-from meshproxy.identity.spiffe import SpiffeId
-from meshproxy.identity.xfcc import format_element
 
 if TYPE_CHECKING:
-    from meshproxy.http.downstream import HttpContext
+    from meshproxy.hcm.context import HttpContext
     from meshproxy.tls.engine import Negotiated
 
 log = logging.getLogger("meshproxy.http2")
@@ -54,19 +52,7 @@ class H2Downstream(H2Peer):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer_ip = peer[0].encode()
-            self.peer_label = f"{peer[0]}:{peer[1]}"
-        tls: Negotiated | None = transport.get_extra_info("tls")
-        self.tls = tls
-        if tls is not None and tls.peer_chain:
-            peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
-            self.xfcc = format_element(
-                self.ctx.local_identity,
-                tls.peer_chain[0].public_bytes(Encoding.DER),
-                SpiffeId.parse(peer_id) if peer_id else None,
-            ).encode()
+        self.peer_ip, self.peer_label, self.tls, self.xfcc = downstream_peer(self.ctx, transport)
         self.listener.connection_opened(self)
         stats = self.ctx.stats
         stats.downstream_cx_http2_total += 1
@@ -100,34 +86,35 @@ class H2Downstream(H2Peer):
     def handle(self, event: ev.Event) -> None:
         t = type(event)
         if t is ev.DataReceived:
-            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
-                stream.request_data(event.data, event.flow_controlled_length)  # type: ignore[attr-defined]
-            elif event.flow_controlled_length:  # type: ignore[attr-defined]
-                self.ack(event.stream_id, event.flow_controlled_length)  # type: ignore[attr-defined]
+                stream.request_data(event.data, event.flow_controlled_length)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            elif event.flow_controlled_length:  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+                self.ack(event.stream_id, event.flow_controlled_length)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
         elif t is ev.RequestReceived:
-            if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]
-                self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
+            if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+                self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 return
-            stream = H2Stream(self, event.stream_id, event.headers, monotonic())  # type: ignore[attr-defined]
-            self.streams[event.stream_id] = stream  # type: ignore[attr-defined]
+            ended = event.stream_ended is not None  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            stream = H2Stream(self, event.stream_id, event.headers, monotonic(), ended)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            self.streams[event.stream_id] = stream  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             stream.begin()
         elif t is ev.StreamEnded:
-            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
                 stream.request_end()
         elif t is ev.WindowUpdated:
-            self.window_opened(event.stream_id)  # type: ignore[attr-defined]
+            self.window_opened(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
         elif t is ev.TrailersReceived:
-            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
-                stream.request_trailers(event.headers)  # type: ignore[attr-defined]
+                stream.request_trailers(event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
         elif t is ev.StreamReset:
             self.ctx.stats.http2_rx_reset += 1
-            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
                 premature = not stream.response_complete
-                stream.downstream_reset(event.error_code)  # type: ignore[attr-defined]
+                stream.downstream_reset(event.error_code)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 if premature and self.guard.reset(monotonic()):
                     self.calm("rapid reset")
         elif t is ev.PingReceived or t is ev.RemoteSettingsChanged:
@@ -185,7 +172,7 @@ class H2Downstream(H2Peer):
         if self.closed:
             return
         limit = self.ctx.config.stream_idle_timeout
-        now = self.loop.time()
+        now = monotonic()
         for stream in list(self.streams.values()):
             stream.check_idle(now, limit)
         self.sweeper = self.loop.call_later(1.0, self._sweep)

@@ -24,30 +24,30 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from meshproxy.hcm.context import LocalReply
 from meshproxy.http import codec
-from meshproxy.http.stream import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
+from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http2.stream import H2Stream
 
 if TYPE_CHECKING:
-    from meshproxy.http.plan import RoutePlan
     from meshproxy.http.stream import Stream
     from meshproxy.http2.connection import Half
-    from meshproxy.router.table import RouteDecision
     from meshproxy.upstream.cluster import ClusterRuntime
 
+_UPGRADE_REFUSED = LocalReply(501, b"Upgrade to an HTTP/2 cluster is not supported", "-")
 
-def relay_over_http2(
-    stream: Stream, cluster: ClusterRuntime, plan: RoutePlan, decision: RouteDecision, authority: bytes
-) -> None:
-    """Carry on ``stream`` (its head parsed, routed to ``cluster``) as an HTTP/2 exchange."""
+
+def relay_over_http2(stream: Stream, cluster: ClusterRuntime, authority: bytes) -> None:
+    """Carry on ``stream`` (its head parsed, routed to ``cluster``) as an HTTP/2 exchange;
+    the request keeps the exchange (policy, stats) it began with."""
     if stream.upgrade is not None:
-        return stream.local_reply(501, b"Upgrade to an HTTP/2 cluster is not supported", "-")
+        return stream.local_reply(_UPGRADE_REFUSED)
     front = Http1Downstream(stream)
     conn = stream.conn
     if conn.parsing is stream:
-        conn.parsing = front  # type: ignore[assignment]
+        conn.parsing = front  # type: ignore[assignment]  # it stands in for the Stream
     if conn.active is stream:
-        conn.active = front  # type: ignore[assignment]
+        conn.active = front  # type: ignore[assignment]  # Http1Downstream stands in for the Stream
     headers = [
         (b":method", stream.method),
         (b":scheme", front.ctx.scheme),
@@ -61,16 +61,16 @@ def relay_over_http2(
         headers.append((b"x-forwarded-proto", stream.xfp))
     if stream.request_id is not None:
         headers.append((b"x-request-id", stream.request_id))
-    h2s = front.h2s = H2Stream(front, 1, headers, stream.start)  # type: ignore[arg-type]
-    h2s.wall_start = stream.wall_start
-    h2s.weighted = stream.weighted
+    held = [piece for piece in stream.pending or () if piece and piece is not codec.LAST_CHUNK]
+    # A request complete with nothing held ends with its HEADERS (H2Stream's rule 4).
+    end = stream.request_complete and not held
+    h2s = front.h2s = H2Stream(front, 1, headers, stream.start, end, stream.x)
     if stream.expect and not stream.request_complete and not stream.http10:  # RFC 9110 §10.1.1
         front.write(codec.CONTINUE_100)
-    h2s.forward(cluster, plan, decision, authority)
+    h2s.forward(cluster, authority)
     # Body bytes parsed before routing (a pipelined request) go first.
-    for piece in stream.pending or ():
-        if piece and piece is not codec.LAST_CHUNK:
-            front.request_body(piece)
+    for piece in held:
+        front.request_body(piece)
     if stream.pending_size:
         conn.resume(PAUSE_PENDING_FULL)
     if stream.request_complete:
@@ -120,7 +120,7 @@ class Http1Downstream:
         self.head_only = stream.method == b"HEAD"
         self.keep_alive = stream.keep_alive
         self.has_body = stream.has_body
-        self.h2s: H2Stream = None  # type: ignore[assignment]
+        self.h2s: H2Stream = None  # type: ignore[assignment]  # set by relay_over_http2 right after construction
         self.upstream = self  # DownstreamConnection.pause_writing calls upstream.pause_reading
         self.request_complete = False
         self.response_started = False
@@ -160,8 +160,8 @@ class Http1Downstream:
     def downstream_lost(self) -> None:
         self.h2s.downstream_reset(ErrorCodes.CANCEL)
 
-    def local_reply(self, status: int, body: bytes, flags: str) -> None:
-        self.h2s.local_reply(status, body, flags)
+    def local_reply(self, reply: LocalReply) -> None:
+        self.h2s.local_reply(reply)
 
     def check_idle(self, now: float, limit: float) -> None:
         self.h2s.check_idle(now, limit)
@@ -196,11 +196,7 @@ class Http1Downstream:
                 parts.append(b"transfer-encoding: chunked\r\n")
         if (self.has_body and not self.request_complete) or self.conn.listener.draining:
             self.keep_alive = False  # the rest of the body would have to be read first
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        elif self.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
+        parts += (codec.connection_header(self.keep_alive, self.http10), b"\r\n")
         self.response_started = True
         self.write(b"".join(parts))
 
@@ -248,4 +244,4 @@ class Http1Downstream:
         if not self.response_complete and self.response_started:
             self.keep_alive = False
             self.conn.abort()
-        self.conn.stream_finished(self)  # type: ignore[arg-type]
+        self.conn.stream_finished(self)  # type: ignore[arg-type]  # Http1Downstream stands in for the Stream

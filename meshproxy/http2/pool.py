@@ -19,12 +19,13 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from meshproxy.http.stream import OVERLOADED
+from meshproxy.hcm.context import OVERFLOW_PENDING
+from meshproxy.http2.upstream import H2Upstream
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Http2Options
     from meshproxy.http2.stream import H2Stream
-    from meshproxy.http2.upstream import H2Upstream
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 # A stream waits at most this many per connection being opened before another is opened
@@ -56,8 +57,8 @@ class H2Pool:
                 stream.attach(conn)
                 return
         # No free stream slot: the stream waits as a pending request (max_pending_requests).
-        if not self.cluster.pend():
-            stream.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+        if not self.cluster.pend(stream.x.resources):
+            stream.local_reply(OVERFLOW_PENDING)
             return
         self.waiters.append(stream)
         if self.connecting * ASSUMED_STREAMS < len(self.waiters):
@@ -68,14 +69,14 @@ class H2Pool:
             self.waiters.remove(stream)
         except ValueError:
             return
-        self.cluster.unpend()
+        self.cluster.unpend(stream.x.resources)
 
     def _take_waiter(self) -> H2Stream:
-        self.cluster.unpend()
-        return self.waiters.popleft()
+        stream = self.waiters.popleft()
+        self.cluster.unpend(stream.x.resources)
+        return stream
 
     def _connect(self) -> None:
-        from meshproxy.http2.upstream import H2Upstream
 
         if not self.cluster.can_connect():
             # max_connections reached: the waiters wait for a slot on an open connection.
@@ -92,7 +93,7 @@ class H2Pool:
             return
         exc = task.exception()
         if exc is not None:
-            reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            reason = connect_failure(exc)
             if not self.connecting:
                 self._fail_waiters(reason)
             return
@@ -106,7 +107,7 @@ class H2Pool:
     def _fail_waiters(self, reason: str) -> None:
         waiters, self.waiters = self.waiters, deque()
         for stream in waiters:
-            self.cluster.unpend()
+            self.cluster.unpend(stream.x.resources)
             stream.upstream_failed(reason.encode())
 
     def released(self, conn: H2Upstream) -> None:

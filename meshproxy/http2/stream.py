@@ -1,97 +1,105 @@
-"""One HTTP/2 request stream relayed through the proxy (Envoy's "stream" over HTTP/2).
+"""One HTTP/2 request stream relayed through the proxy (Envoy's "stream" over HTTP/2): the wire side.
 
-Owns one downstream stream from its HEADERS to its access-log line: routing (the same
-``RouteTable`` as HTTP/1.1), the upstream request headers, DATA relayed both ways through
-``Half`` queues (flow control: ``connection.py``), trailers both ways (gRPC status lives in
-response trailers), RST_STREAM mapped both ways, local replies (gRPC ones as trailers-only
-responses with grpc-status/grpc-message). Attempts, retries and timeouts: ``attempts.py``.
+Owns one downstream stream from its HEADERS to its end: the upstream request headers, DATA
+relayed both ways through ``Half`` queues (flow control: ``connection.py``), trailers both
+ways (gRPC status lives in response trailers), RST_STREAM mapped both ways, local replies
+(gRPC ones as trailers-only responses with grpc-status/grpc-message), the attempt's upstream
+and the timers. Every policy decision (rate limit, route, breaker, retry, timeout, stats,
+access record) is the ``hcm.exchange.Exchange`` the stream holds (``x``).
 
 The downstream (``conn``) is an ``H2Downstream``, or ``from_http1.Http1Downstream`` for an
 HTTP/1.1 request routed to an HTTP/2 cluster; the upstream (``up``, attached by ``pool``) is
-an ``H2Upstream``, or ``to_http1.Http1Upstream`` for an HTTP/1.1 cluster. Both adapters
-present the interface of the HTTP/2 side they replace, so this relay has one code path.
+an ``H2Upstream``, or ``to_http1.Http1Upstream`` for an HTTP/1.1 cluster (made by
+``ctx.to_http1``). Both adapters present the interface of the HTTP/2 side they replace, so
+this relay has one code path.
 
 Rules: (1) response HEADERS go downstream at most once (``response_started``); after that a
 failure can only reset the stream. (2) The stream finishes when both directions have ended,
 or on a reset either way; finishing resets whichever side is still open. (3) Upstream stream
-slots are returned to the pool on finish, never before.
+slots are returned to the pool on finish, never before. (4) A request whose HEADERS ended the
+stream is complete before anything goes upstream: it carries no body and no framing upstream.
 """
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
 
-from meshproxy.config.model import DirectResponse, Redirect, RouteAction
-from meshproxy.http.logline import access_record
-from meshproxy.http.plan import RoutePlan
-from meshproxy.http2 import grpc
-from meshproxy.http2.attempts import Attempts
+from meshproxy.hcm import grpc
+from meshproxy.hcm.context import (
+    CONNECT_REFUSED,
+    UPSTREAM_GOING_AWAY,
+    LocalReply,
+)
+from meshproxy.hcm.exchange import Exchange
 from meshproxy.http2.connection import Half
 from meshproxy.http2.fields import REQUEST_DROP, RESPONSE_DROP, SENSITIVE, never_indexed
-from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.http2.pool import pool_for
 from meshproxy.router.headers import apply_mutations
 
 if TYPE_CHECKING:
     from asyncio import TimerHandle
 
-    from meshproxy.config.model import WeightedCluster
-    from meshproxy.http2.downstream import H2Downstream
+    from meshproxy.hcm.context import HttpContext
     from meshproxy.http2.upstream import H2Upstream
-    from meshproxy.router.table import RouteDecision
-    from meshproxy.upstream.cluster import ClusterRuntime, Host
+    from meshproxy.upstream.cluster import ClusterRuntime
+
+ATTEMPT_COUNT = b"x-envoy-attempt-count"
 
 
-class H2Stream(Attempts):
+class H2Stream:
     __slots__ = (
         "authority",
-        "cluster",
         "conn",
         "ctx",
-        "decision",
         "down",
         "finished",
         "flags",
         "grpc",
         "headers",
-        "host",
-        "http10",
         "method",
-        "plan",
         "pool",
         "request_complete",
         "request_id",
         "response_complete",
         "response_started",
+        "retry_timer",
         "rx_bytes",
         "scheme",
         "sid",
-        "start",
         "status",
         "timer",
+        "timer_at",
+        "try_timer",
         "tx_bytes",
         "up",
         "up_half",
+        "up_headers",
         "up_sid",
         "url",
-        "wall_start",
-        "weighted",
+        "x",
         "xff",
         "xfp",
-        "grpc_timeout",
-        "up_headers",
     )
 
-    def __init__(self, conn: H2Downstream, sid: int, headers: list[tuple[bytes, bytes]], now: float) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        sid: int,
+        headers: list[tuple[bytes, bytes]],
+        now: float,
+        end: bool = False,
+        x: Exchange | None = None,
+    ) -> None:
+        """``conn``: an ``H2Downstream`` or ``from_http1.Http1Downstream``; ``end``: the
+        HEADERS frame ended the stream (rule 4); ``x``: the exchange of a request that another
+        codec began (HTTP/1.1 routed to an HTTP/2 cluster)."""
         self.conn = conn
-        self.ctx = conn.ctx
+        ctx: HttpContext = conn.ctx
+        self.ctx = ctx
         self.sid = sid
-        self.start = now
-        self.wall_start = 0.0
         self.method = b""
         self.url = b""
         self.authority: bytes | None = None
@@ -100,8 +108,6 @@ class H2Stream(Attempts):
         self.xfp: bytes | None = None
         self.request_id: bytes | None = None
         self.grpc = False
-        self.grpc_timeout: float | None = None
-        self.http10 = False
         kept: list[tuple[bytes, bytes]] = []
         for header in headers:
             name, value = header
@@ -126,8 +132,6 @@ class H2Stream(Attempts):
             else:
                 if name == b"content-type":
                     self.grpc = grpc.is_grpc(value)
-                elif name == b"grpc-timeout":
-                    self.grpc_timeout = grpc.parse_timeout(value)
                 elif name in SENSITIVE:
                     header = never_indexed(name, value)
                 kept.append(header)
@@ -135,18 +139,14 @@ class H2Stream(Attempts):
             kept.append((b"x-forwarded-client-cert", conn.xfcc))
         self.headers = kept
         self.up_headers: list[tuple[bytes, bytes]] = []
-        self.decision: RouteDecision | None = None
-        self.plan: RoutePlan | None = None
-        self.weighted: WeightedCluster | None = None
-        self.cluster: ClusterRuntime | None = None
-        self.host: Host | None = None
-        self.pool = None
+        self.pool: Any = None
         self.up: H2Upstream | None = None
         self.up_sid = 0
         self.up_half = Half(self._request_sent)
         self.up_half.ack = self._ack_down
+        self.up_half.end = end
         self.down = Half(self._response_sent)
-        self.request_complete = False
+        self.request_complete = end
         self.response_started = False
         self.response_complete = False
         self.finished = False
@@ -155,77 +155,72 @@ class H2Stream(Attempts):
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
-        self._init_attempts(now)
+        self.timer_at = 0.0  # the monotonic time ``timer`` fires at
+        self.try_timer: TimerHandle | None = None
+        self.retry_timer: TimerHandle | None = None
+        self.x = x if x is not None else Exchange(ctx, now)
 
     # ================================================================== request side
 
     def begin(self) -> None:
-        ctx = self.ctx
-        stats = ctx.stats
-        stats.downstream_rq_total += 1
-        stats.downstream_rq_active += 1
-        if ctx.access_log is not None:
-            self.wall_start = time.time()
+        x = self.x
         if self.method == b"CONNECT":
-            return self.local_reply(405, b"CONNECT is not supported", "-")
+            return self.local_reply(CONNECT_REFUSED)
+        if self.ctx.ratelimit is not None:
+            refused = x.rate_limited(x.start)
+            if refused is not None:
+                return self.local_reply(refused)
         authority = self.authority or b""
-        decision = ctx.routes.route(authority, self.url, self.headers)
-        if decision is None or decision.route is None:
-            stats.no_route += 1
-            return self.local_reply(404, b"", "NR")
-        self.decision = decision
-        route = decision.route
-        action = route.action
-        if type(action) is DirectResponse:
-            stats.rq_direct_response += 1
-            return self.local_reply(action.status, action.body, "-")
-        if type(action) is Redirect:
-            stats.rq_redirect += 1
-            location = redirect_location(action, route.match, ctx.scheme, authority, self.url)
-            return self.local_reply(action.response_code, b"", "-", extra=[(b"location", location)])
-        assert type(action) is RouteAction
-        plan = ctx.plans.get(decision)
-        if plan is None:
-            plan = ctx.plans[decision] = RoutePlan(decision)
-        self.plan = plan
-        cluster_name = plan.cluster
-        if cluster_name is None:
-            cluster_name, self.weighted = pick_cluster(action, ctx.rng.getrandbits(32))
-        cluster = ctx.clusters.get(cluster_name)
-        if cluster is None:
-            stats.no_cluster += 1
-            return self.local_reply(503, b"no cluster " + cluster_name.encode(), "NC")
-        return self.forward(cluster, plan, decision, authority)
+        routed = x.route(authority, self.url, self.headers)
+        if type(routed) is LocalReply:
+            return self.local_reply(routed)
+        return self.forward(routed, authority)  # type: ignore[arg-type]  # not a LocalReply: a cluster
 
-    def _upstream_headers(
-        self, plan: RoutePlan, decision: RouteDecision, authority: bytes
-    ) -> list[tuple[bytes, bytes]]:
-        ctx = self.ctx
-        headers = self.headers
-        levels = (
-            plan.request_levels if self.weighted is None else decision.request_mutations_for(self.weighted)
+    def forward(self, cluster: ClusterRuntime, authority: bytes) -> None:
+        """Routed to ``cluster``: the exchange picks a host and admits; the first attempt starts."""
+        x = self.x
+        refused = x.forward(cluster, authority, self.url, self.headers, self.conn.peer_ip)
+        if refused is not None:
+            return self.local_reply(refused)
+        host, target, xff, xfp, rid = x.upstream_request(
+            authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
         )
-        if levels:
-            apply_mutations(headers, *levels)
-        target = rewrite_target(decision.route, self.url) if plan.rewrites else self.url  # type: ignore[arg-type]
-        tls = self.cluster is not None and self.cluster.tls is not None
+        self.request_id = rid
         out = [
             (b":method", self.method),
-            (b":scheme", b"https" if tls else b"http"),
-            (b":authority", plan.host or authority),
+            (b":scheme", b"https" if cluster.tls is not None else b"http"),
+            (b":authority", host),
             (b":path", target),
         ]
-        out += headers
-        peer = self.conn.peer_ip
-        out.append((b"x-forwarded-for", self.xff + b", " + peer if self.xff else peer))
-        xfp = ctx.scheme if ctx.config.use_remote_address or self.xfp is None else self.xfp
+        out += self.headers
+        out.append((b"x-forwarded-for", xff))
         out.append((b"x-forwarded-proto", xfp))
-        rid = self.request_id
-        if rid is None and ctx.config.generate_request_id:
-            rid = self.request_id = ctx.request_ids.next()
         if rid is not None:
             out.append((b"x-request-id", rid))
-        return out
+        if x.retry is not None:
+            out.append((ATTEMPT_COUNT, b"1"))  # kept last: a retry rewrites it
+        self.up_headers = out
+        now = monotonic()
+        if x.stream_deadline:
+            self._arm_at(x.stream_deadline, now)
+        if self.request_complete:
+            self._arm_route_timeout(now)
+        self._send(now)
+        return None
+
+    def _send(self, now: float) -> None:
+        """Start an attempt on the exchange's host: an HTTP/2 pool slot or an HTTP/1.1 connection."""
+        x = self.x
+        x.attempt_started(now)
+        cluster, host = x.cluster, x.host
+        assert cluster is not None and host is not None
+        if cluster.config.http2 is not None:
+            self.pool = pool_for(cluster, host)
+        else:
+            self.pool = self.ctx.to_http1(cluster, host)
+        if self.request_complete:
+            self._arm_try_timer()
+        self.pool.request(self)
 
     def attach(self, up: H2Upstream) -> None:
         """The pool found a stream slot on ``up``: send the request headers and what is held."""
@@ -247,8 +242,9 @@ class H2Stream(Attempts):
         if half.done:
             self.conn.ack(self.sid, flow)
             return
-        if self.body_copy is not None:
-            self._keep_body(data)
+        x = self.x
+        if x.body_copy is not None:
+            x.keep_body(data)
         half.chunks.append((data, flow))
         if self.up is not None:
             self.up.pump(self.up_sid, half)
@@ -258,13 +254,15 @@ class H2Stream(Attempts):
         self.request_end()
 
     def request_end(self) -> None:
+        if self.request_complete and self.up_half.end:
+            return  # rule 4: the HEADERS already ended it
         self.request_complete = True
         half = self.up_half
         half.end = True
         if self.up is not None:
             self.up.pump(self.up_sid, half)
-        if self.plan is not None:
-            self._arm_route_timeout()
+        if self.x.plan is not None and not self.finished:
+            self._arm_route_timeout(monotonic())
             self._arm_try_timer()
         if self.response_complete:
             self._finish()
@@ -275,6 +273,80 @@ class H2Stream(Attempts):
     def _request_sent(self) -> None:
         pass
 
+    # ================================================================== attempts
+
+    def _arm_try_timer(self) -> None:
+        plan = self.x.plan
+        if plan is not None and plan.per_try_timeout > 0 and self.try_timer is None and self.x.in_flight:
+            self.try_timer = self.conn.loop.call_later(plan.per_try_timeout, self._on_try_timeout)
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        self.x.try_timer_fired(self)
+
+    def _end_attempt(self) -> None:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.x.end_attempt()
+
+    @property
+    def client_gone(self) -> bool:
+        return bool(self.conn.closed)
+
+    def retry_after(self, delay: float) -> None:
+        """The exchange retries after ``delay``: this attempt's upstream stream is dropped now."""
+        self._drop_upstream(ErrorCodes.CANCEL)
+        self.up = None
+        self._end_attempt()
+        self.status = 0
+        self.retry_timer = self.conn.loop.call_later(delay, self.x.retry_due, self)
+
+    def resend(self) -> None:
+        """The exchange's next attempt: a fresh request half, the body again from the copy."""
+        self.retry_timer = None
+        x = self.x
+        self.up_headers[-1] = (ATTEMPT_COUNT, b"%d" % x.attempt)
+        # A fresh request half: the whole body again from the copy. Bytes still queued from the
+        # last attempt are in the copy too, so their window goes back to the client now.
+        old = self.up_half
+        pending = sum(flow for _, flow in old.chunks)
+        old.chunks.clear()
+        old.done = True
+        if pending:
+            self._ack_down(pending)
+        half = self.up_half = Half(self._request_sent)
+        half.ack = self._ack_down
+        half.chunks.extend((data, 0) for data in x.body_copy or ())
+        half.end = old.end
+        half.trailers = old.trailers
+        self._send(monotonic())
+
+    # ================================================================== timeouts
+
+    def _arm_at(self, deadline: float, now: float) -> None:
+        """Run ``_on_timeout`` at monotonic ``deadline`` unless an earlier one is armed."""
+        if self.timer is not None:
+            if self.timer_at <= deadline:
+                return
+            self.timer.cancel()
+        self.timer_at = deadline
+        self.timer = self.conn.loop.call_later(max(deadline - now, 0.0), self._on_timeout)
+
+    def _arm_route_timeout(self, now: float) -> None:
+        """The request is complete: the route deadline (rule 6 of the exchange)."""
+        deadline = self.x.route_deadline(now)
+        if deadline:
+            self._arm_at(deadline, now)
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        self.x.deadline_fired(self)
+
+    def check_idle(self, now: float, limit: float) -> None:
+        """stream_idle_timeout, from the byte counters (called about once a second)."""
+        self.x.sweep(self, now, limit)
+
     # ================================================================== response side
 
     def response_headers(self, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
@@ -282,6 +354,7 @@ class H2Stream(Attempts):
             return
         status = 0
         out: list[tuple[bytes, bytes]] = []
+        grpc_status = None
         for header in headers:
             name, value = header
             if name == b":status":
@@ -289,32 +362,27 @@ class H2Stream(Attempts):
             elif name in SENSITIVE:
                 out.append(never_indexed(name, value))
             elif name not in RESPONSE_DROP:
+                if name == b"grpc-status":
+                    grpc_status = value  # in the headers of a trailers-only response
                 out.append(header)
-        cluster = self.cluster
-        if cluster.observing and (end or not self.grpc or status != 200):
-            # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
-            self._observe(status, next((v for n, v in out if n == b"grpc-status"), None) if end else None)
-        if self.retry is not None:
-            if self._retriable_response(status, out, end):
-                return
-            if self.attempt > 1:
-                cluster.stats.upstream_rq_retry_success += 1
+        x = self.x
+        # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
+        observe = end or not self.grpc or status != 200
+        if x.response(self, status, grpc_status if end else None, monotonic(), observe):
+            return
+        self.response_started = True
+        self.status = status
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        self.status = status
-        self.response_started = True
-        levels = (
-            self.plan.response_levels  # type: ignore[union-attr]
-            if self.weighted is None
-            else self.decision.response_mutations_for(self.weighted)  # type: ignore[union-attr]
-        )
+        levels = x.response_levels()
         if levels:
             apply_mutations(out, *levels)
         out.insert(0, (b":status", b"%d" % status))
         # A trailers-only response (gRPC errors) stays one HEADERS frame with END_STREAM.
         self._send_headers(out, end=end)
         if end:
+            x.upstream_done(monotonic())
             self.down.done = True
             self._response_sent()
 
@@ -325,8 +393,9 @@ class H2Stream(Attempts):
         self.conn.pump(self.sid, down)
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        if self.grpc and self.cluster.observing and self.status == 200:
-            self._observe(200, next((v for n, v in headers if n == b"grpc-status"), None))
+        x = self.x
+        if self.grpc and self.status == 200 and x.cluster is not None and x.cluster.observing:
+            x.observe(200, next((v for n, v in headers if n == b"grpc-status"), None), monotonic())
         self.down.trailers = [h for h in headers if h[0] not in RESPONSE_DROP]
         self.response_end()
 
@@ -334,6 +403,8 @@ class H2Stream(Attempts):
         down = self.down
         if down.done:
             return
+        if self.response_started:
+            self.x.upstream_done(monotonic())
         down.end = True
         self.conn.pump(self.sid, down)
 
@@ -357,10 +428,11 @@ class H2Stream(Attempts):
         self.up = None
         if self.finished:
             return
-        if self.cluster is not None:
-            self.cluster.stats.upstream_rq_rx_reset += 1
+        cluster = self.x.cluster
+        if cluster is not None:
+            cluster.stats.upstream_rq_rx_reset += 1
         if not self.response_started:
-            return self._failed("reset", 503, reason, "UR")
+            return self.x.upstream_failed(self, "reset", LocalReply(503, reason, "UR"))
         self.flags = "UR"
         # The client sees the upstream's reason; internal errors of a hop are INTERNAL_ERROR.
         self._finish(ErrorCodes.CANCEL if code == ErrorCodes.CANCEL else ErrorCodes.INTERNAL_ERROR)
@@ -371,20 +443,24 @@ class H2Stream(Attempts):
         if self.finished:
             return
         if self.response_started:
-            return self.local_reply(503, b"upstream connection going away", "UC")
-        rules = self.retry
-        if rules is not None and rules.failure_retriable("refused-stream") and self._schedule_retry():
-            return
-        if self.rx_bytes == 0 and self.pool is not None and self.attempt == 1:
-            self.attempt = 2  # at most once; a retry policy's attempts are counted the same way
+            return self.local_reply(UPSTREAM_GOING_AWAY)
+        x = self.x
+        if x.retry is not None:
+            delay = x.failed("refused-stream", not self.client_gone)
+            if delay is not None:
+                return self.retry_after(delay)
+        if self.rx_bytes == 0 and self.pool is not None and x.attempt == 1:
+            x.attempt = 2  # at most once; a retry policy's attempts are counted the same way
             self.up_half.done = False
             self.pool.request(self)
         else:
-            self.local_reply(503, b"upstream connection going away", "UC")
+            self.local_reply(UPSTREAM_GOING_AWAY)
 
     def upstream_failed(self, reason: bytes) -> None:
         if not self.finished:
-            self._failed("connect-failure", 503, b"upstream connect error: " + reason, "UF")
+            self.x.upstream_failed(
+                self, "connect-failure", LocalReply(503, b"upstream connect error: " + reason, "UF")
+            )
 
     def downstream_reset(self, code: int) -> None:
         if self.finished:
@@ -394,15 +470,14 @@ class H2Stream(Attempts):
             self.ctx.stats.downstream_rq_rx_reset += 1
         self._finish(None, upstream_code=ErrorCodes.CANCEL)
 
-    def local_reply(
-        self, status: int, body: bytes, flags: str, *, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
+    def local_reply(self, reply: LocalReply) -> None:
         if self.finished:
             return
-        self.flags = flags
+        self.flags = reply.flags
         self._drop_upstream(ErrorCodes.CANCEL)
         if self.response_started:
             return self._finish(ErrorCodes.INTERNAL_ERROR)
+        status, body = reply.status, reply.body
         self.status = status
         self.response_started = True
         if self.grpc:
@@ -413,18 +488,17 @@ class H2Stream(Attempts):
             if body:
                 headers.append((b"content-type", b"text/plain"))
             headers.append((b"content-length", b"%d" % len(body)))
+        extra = self.x.reply_headers(reply)
         if extra:
             headers += extra
-        if self.decision is not None:
-            levels = self.decision.response_mutations_for(None)
-            if levels:
-                apply_mutations(headers, *levels)
         self.tx_bytes += len(body)
         self.down.chunks.clear()
         self._send_headers(headers, end=not body)
         if body:
             self.response_data(body, 0)
-            self.response_end()
+            down = self.down
+            down.end = True
+            self.conn.pump(self.sid, down)
         else:
             self.down.done = True
             self._response_sent()
@@ -433,8 +507,9 @@ class H2Stream(Attempts):
         up = self.up
         if up is not None:
             self.up = None
-            if up.stream_closed(self.up_sid, code) and self.cluster is not None:
-                self.cluster.stats.upstream_rq_tx_reset += 1
+            cluster = self.x.cluster
+            if up.stream_closed(self.up_sid, code) and cluster is not None:
+                cluster.stats.upstream_rq_tx_reset += 1
         elif self.pool is not None:
             self.pool.cancel(self)
 
@@ -442,12 +517,10 @@ class H2Stream(Attempts):
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.retry_timer is not None:
-            self.retry_timer.cancel()
-            self.retry_timer = None
+        for timer in (self.timer, self.retry_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.retry_timer = None
         conn = self.conn
         if down_code is not None and conn.reset(self.sid, down_code):
             self.ctx.stats.http2_tx_reset += 1
@@ -458,28 +531,5 @@ class H2Stream(Attempts):
             conn.ack(self.sid, pending)
         self._drop_upstream(upstream_code)
         self._end_attempt()
-        ctx = self.ctx
-        stats = ctx.stats
-        elapsed_ms = (monotonic() - self.start) * 1000.0
-        stats.downstream_rq_active -= 1
-        stats.downstream_rq_completed += 1
-        stats.downstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-        h = stats.downstream_rq_time
-        h.counts[bisect_left(h.bounds, elapsed_ms)] += 1
-        h.sum += elapsed_ms
-        cluster = self.cluster
-        if cluster is not None:
-            if self.admitted:
-                cluster.request_done(self.retry_held)
-            cs = cluster.stats
-            cs.upstream_rq_active -= 1
-            if self.flags == "-":
-                cs.upstream_rq_xx[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-                h = cs.upstream_rq_time
-                h.counts[bisect_left(h.bounds, elapsed_ms)] += 1
-                h.sum += elapsed_ms
-        if ctx.access_log is not None:
-            record = access_record(self, elapsed_ms)  # type: ignore[arg-type]
-            record["protocol"] = conn.protocol
-            ctx.access_log.log(record)
+        self.x.finish(monotonic(), self, conn.protocol, conn)
         conn.stream_finished(self)

@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from meshproxy.hcm.context import OVERFLOW_PENDING, LocalReply
 from meshproxy.http import codec
-from meshproxy.http.stream import OVERLOADED
-from meshproxy.http.upstream import UpstreamConnection
+from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
+from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
     from asyncio import Task
 
     from meshproxy.http2.connection import Half
     from meshproxy.http2.stream import H2Stream
+    from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 # Request fields HTTP/1.1 must not carry from HTTP/2 (RFC 9113 §8.2.2), or that we frame.
@@ -89,10 +91,10 @@ class Http1Upstream:
         cluster = self.cluster
         upstream = cluster.acquire(self.host)
         if upstream is not None:
-            return self.take(upstream)
+            return self.take(upstream)  # type: ignore[arg-type]  # HTTP/1.1 clusters pool UpstreamConnections
         if not cluster.can_connect():
             if not cluster.enqueue(self):
-                h2s.local_reply(503, b"upstream overflow: max_pending_requests", "UO", extra=[OVERLOADED])
+                h2s.local_reply(OVERFLOW_PENDING)
             return None
         return self.connect()
 
@@ -104,34 +106,35 @@ class Http1Upstream:
 
     def _connected(self, task: Task[UpstreamConnection]) -> None:
         self.connect_task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            reason = "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-            if self.h2s is not None:
-                self.h2s.upstream_failed(reason.encode())
-            return
-        upstream = task.result()
-        if self.h2s is None:
-            upstream.close()
-            return
-        self.take(upstream)
+        result = connect_result(task)
+        h2s = self.h2s
+        if isinstance(result, BaseException):
+            if h2s is not None:
+                h2s.upstream_failed(connect_failure(result).encode())
+        elif result is not None and h2s is None:
+            result.close()
+        elif result is not None:
+            self.take(result)
+
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of the stream's routing priority (the cluster's pending queue asks)."""
+        return self.h2s.x.resources if self.h2s is not None else None
 
     def take(self, upstream: UpstreamConnection) -> None:
         """A connection for this exchange (from the pool, a connect, or a freed one)."""
         self.upstream = upstream
-        upstream.bind(self)  # type: ignore[arg-type]
-        self.h2s.attach(self)  # type: ignore[union-attr, arg-type]
+        upstream.bind(self)  # type: ignore[arg-type]  # Http1Upstream stands in for the Stream the connection feeds
+        self.h2s.attach(self)  # type: ignore[union-attr, arg-type]  # Http1Upstream stands in for an H2Upstream; h2s set by request()
 
     def cancel(self, h2s: H2Stream) -> None:
+        self.cluster.dequeue(self)  # while h2s still names the queue entry's priority
         self.h2s = None
-        self.cluster.dequeue(self)
         task = self.connect_task
         if task is not None:
             self.connect_task = None
             task.remove_done_callback(self._connected)
-            task.add_done_callback(_close_orphan)
+            task.add_done_callback(close_orphan)
 
     # ================================================================== upstream, to H2Stream
 
@@ -162,7 +165,7 @@ class Http1Upstream:
             parts.append(b"content-length: 0\r\n")
         self.request_complete = end
         head = b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *parts, b"\r\n"))
-        self.upstream.transport.write(head)  # type: ignore[union-attr]
+        self.upstream.transport.write(head)  # type: ignore[union-attr]  # open_stream follows take(): the connection is bound
         return 1
 
     def pump(self, sid: int, half: Half) -> None:
@@ -278,15 +281,10 @@ class Http1Upstream:
 
     def upstream_protocol_error(self, reason: str) -> None:
         if self.h2s is not None:
-            self.h2s.local_reply(502, b"upstream protocol error: " + reason.encode(), "UPE")
+            self.h2s.local_reply(LocalReply(502, b"upstream protocol error: " + reason.encode(), "UPE"))
 
     def start_tunnel(self, early: bytes) -> None:
         self.upstream_protocol_error("101 Switching Protocols to an HTTP/2 request")
 
     def _write_down(self, data: bytes) -> None:
         pass  # tunnel bytes: there is no tunnel over HTTP/2 here
-
-
-def _close_orphan(task: Task[UpstreamConnection]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()

@@ -22,11 +22,15 @@ from typing import Any, Protocol
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, SocketAddress, TcpProxy
-from meshproxy.http.downstream import DownstreamConnection, HttpContext, local_identity
+from meshproxy.hcm.context import HttpContext
+from meshproxy.hcm.identity import local_identity
+from meshproxy.http.downstream import DownstreamConnection
 from meshproxy.http.stream import Stream
-from meshproxy.http2.auto import CodecSelector
-from meshproxy.http2.detect import MAX_PEEK, Detected, classify
 from meshproxy.http2.downstream import H2Downstream
+from meshproxy.http2.from_http1 import relay_over_http2
+from meshproxy.http2.to_http1 import Http1Upstream
+from meshproxy.listener.codec_choice import CodecSelector
+from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
@@ -70,14 +74,14 @@ def select_chain(
         chains = [c for c in chains if c.match.destination_port == destination_port]
     chains = _narrow(chains, lambda c: _server_name_rank(c.match.server_names, server_name))
     chains = _narrow(chains, lambda c: _rank_in(c.match.transport_protocol, transport_protocol))
-    chains = _narrow(
-        chains,
-        lambda c: (
-            1
-            if not c.match.application_protocols
-            else (2 if set(c.match.application_protocols) & set(application_protocols) else None)
-        ),
-    )
+    # Envoy (findFilterChainForApplicationProtocols) walks the client's protocols in the
+    # client's order of preference: the first one some chain names wins; then a chain that
+    # names none. The order of the chains in the listener does not matter.
+    for protocol in application_protocols:
+        named = [c for c in chains if protocol in c.match.application_protocols]
+        if named:
+            return named[0]
+    chains = [c for c in chains if not c.match.application_protocols]
     return chains[0] if chains else listener.default_filter_chain
 
 
@@ -175,7 +179,7 @@ class ListenerRuntime:
     def _context(self, chain: FilterChain, prebuilt: dict[int, RouteTable]) -> HttpContext | TcpContext:
         f = chain.filter
         if isinstance(f, HttpConnectionManager):
-            return HttpContext(
+            ctx = HttpContext(
                 f,
                 prebuilt.get(id(f.route_config)) or RouteTable(f.route_config),
                 self._clusters,
@@ -183,9 +187,13 @@ class ListenerRuntime:
                 self,
                 self._access_logs.logger(f.access_logs),
                 self._rng,
+                monotonic(),
                 scheme=b"https" if chain.tls is not None else b"http",
                 local_identity=local_identity(chain.tls.certificate_chain) if chain.tls is not None else None,
             )
+            ctx.to_http2 = relay_over_http2
+            ctx.to_http1 = Http1Upstream
+            return ctx
         assert isinstance(f, TcpProxy)
         return TcpContext(
             f,
@@ -258,14 +266,16 @@ class ListenerRuntime:
             self._drained.set()
 
     def sweep(self, now: float) -> None:
-        """Enforce the idle timeouts: keep-alive, stream and TCP (called about once a second)."""
+        """Enforce the idle timeouts: keep-alive, stream and TCP (called about once a second).
+        ``now`` is loop time (connections' idle clocks); streams read the request path's clock."""
+        request_now = monotonic()
         for conn in list(self.connections):
             if isinstance(conn, DownstreamConnection):
                 cfg = conn.ctx.config
                 stream = conn.active
                 if stream is not None:
                     if cfg.stream_idle_timeout > 0:
-                        stream.check_idle(now, cfg.stream_idle_timeout)
+                        stream.check_idle(request_now, cfg.stream_idle_timeout)
                 elif cfg.idle_timeout > 0 and conn.is_idle() and now - conn.idle_since > cfg.idle_timeout:
                     conn.close()
             elif isinstance(conn, TcpDownstream):
@@ -367,7 +377,7 @@ class _ChainSelector(asyncio.Protocol):
         self.port = sockname[1] if sockname else 0
         config = self.listener.config
         if config.tls_inspector or config.http_inspector:
-            self.transport = transport  # type: ignore[assignment]
+            self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
             if config.listener_filters_timeout > 0:
                 loop = asyncio.get_running_loop()
                 self.timer = loop.call_later(config.listener_filters_timeout, self._timed_out)
@@ -433,6 +443,6 @@ class _ChainSelector(asyncio.Protocol):
         else:
             # The inner protocol meets the connection only once the handshake has succeeded.
             peer = transport.get_extra_info("peername")
-            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]
+            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]  # the codec protocols are typed as asyncio.Protocol
             if replay:
                 tls_proto.data_received(replay)

@@ -33,7 +33,7 @@ from meshproxy.stats import ClusterStats
 from meshproxy.tls.context import TlsContext
 from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
-from meshproxy.upstream.breaker import Breakers
+from meshproxy.upstream.breaker import Breakers, ResourceManager
 from meshproxy.upstream.health_check import HealthChecker
 from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
@@ -58,6 +58,10 @@ class PooledConnection(Protocol):
 
 class Waiter(Protocol):
     """A request waiting for a connection (circuit breakers' pending requests)."""
+
+    @property
+    def resources(self) -> ResourceManager | None:
+        """The breakers of the request's routing priority (None: DEFAULT)."""
 
     def take(self, upstream: Any) -> None: ...
 
@@ -127,6 +131,11 @@ def endpoint_hosts(config: Cluster) -> Iterator[Host]:
             yield Host(
                 ep.address, ep.weight, ep.health_status, loc.priority, loc.locality, loc.weight, ep.hostname
             )
+
+
+def connect_failure(exc: BaseException) -> str:
+    """What a failed connect says in a local reply (``upstream connect error: …``)."""
+    return "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
 
 
 class ClusterRuntime:
@@ -278,7 +287,7 @@ class ClusterRuntime:
         self._schedule_outlier()
 
     def _outlier_stats(self) -> None:
-        o = self.outlier.stats  # type: ignore[union-attr]
+        o = self.outlier.stats  # type: ignore[union-attr]  # only called with outlier detection configured
         st = self.stats
         st.outlier_detection_ejections_active = o.ejections_active
         st.outlier_detection_ejections_enforced_total = o.ejections_enforced_total
@@ -317,33 +326,39 @@ class ClusterRuntime:
 
     # ------------------------------------------------------------------ admission (breakers)
 
-    def admit_request(self) -> bool:
-        """The max_requests breaker (DEFAULT priority): admit and count, or refuse."""
-        rq = self._rq
+    def admit_request(self, rm: ResourceManager) -> bool:
+        """The max_requests breaker of a routing priority (``rm``): admit and count, or refuse."""
+        rq = rm.requests
         if rq.count >= rq._max:
             self.stats.upstream_rq_pending_overflow += 1
             return False
         rq.count += 1
-        if rq.count >= rq._max:
+        if rq is self._rq and rq.count >= rq._max:
             self.stats.rq_open = 1
         return True
 
-    def request_done(self, retried: bool) -> None:
-        self._rq.dec()
-        self.stats.rq_open = int(self._rq.open)
+    def request_done(self, rm: ResourceManager | None, retried: bool) -> None:
+        """A request admitted by ``admit_request(rm)`` ended (``retried``: it held a retry)."""
+        if rm is None:
+            return
+        rm.requests.dec()
         if retried:
-            self._retries.dec()
+            rm.retries.dec()
+        if rm.requests is self._rq:
+            self.stats.rq_open = int(self._rq.open)
             self.stats.rq_retry_open = int(self._retries.open)
-        if self.breakers.default.thresholds.track_remaining:
-            self._gauges()
+            if rm.thresholds.track_remaining:
+                self._gauges()
 
-    def admit_retry(self) -> bool:
-        retries = self._retries
+    def admit_retry(self, rm: ResourceManager | None) -> bool:
+        """The retry breaker (max_retries or the retry budget) of a routing priority."""
+        retries = rm.retries if rm is not None else self._retries
         if not retries.can_create():
             self.stats.upstream_rq_retry_overflow += 1
             return False
         retries.inc()
-        self.stats.rq_retry_open = int(retries.open)
+        if retries is self._retries:
+            self.stats.rq_retry_open = int(retries.open)
         return True
 
     def can_connect(self) -> bool:
@@ -354,24 +369,26 @@ class ClusterRuntime:
         return False
 
     def enqueue(self, waiter: Waiter) -> bool:
-        """Queue a request until a connection frees up (max_pending_requests bounds the queue)."""
-        if not self.pend():
+        """Queue a request until a connection frees up (max_pending_requests of its routing
+        priority bounds the queue)."""
+        if not self.pend(waiter.resources):
             return False
         self.waiters.append(waiter)
         return True
 
-    def pend(self) -> bool:
-        """Count a request that waits for a connection (or, on HTTP/2, a stream slot); False
-        when max_pending_requests is reached. Each True is paired with one ``unpend``."""
-        pending = self._pending
+    def pend(self, rm: ResourceManager | None = None) -> bool:
+        """Count a request that waits for a connection (or, on HTTP/2, a stream slot) against
+        max_pending_requests of its routing priority (``rm``; None: DEFAULT); False when that
+        is reached. Each True is paired with one ``unpend`` of the same ``rm``."""
+        pending = self._pending if rm is None else rm.pending_requests
         if not pending.can_create():
             self.stats.upstream_rq_pending_overflow += 1
             return False
         pending.inc()
         st = self.stats
         st.upstream_rq_pending_total += 1
-        st.upstream_rq_pending_active = pending.count
-        st.rq_pending_open = int(pending.open)
+        st.upstream_rq_pending_active += 1  # cluster-wide, every priority
+        st.rq_pending_open = int(self._pending.open)
         return True
 
     def dequeue(self, waiter: Waiter) -> None:
@@ -379,13 +396,13 @@ class ClusterRuntime:
             self.waiters.remove(waiter)
         except ValueError:
             return
-        self.unpend()
+        self.unpend(waiter.resources)
 
-    def unpend(self) -> None:
-        pending = self._pending
-        pending.dec()
-        self.stats.upstream_rq_pending_active = pending.count
-        self.stats.rq_pending_open = int(pending.open)
+    def unpend(self, rm: ResourceManager | None = None) -> None:
+        (self._pending if rm is None else rm.pending_requests).dec()
+        st = self.stats
+        st.upstream_rq_pending_active -= 1
+        st.rq_pending_open = int(self._pending.open)
 
     def connection_opened(self) -> None:
         self._cx.inc()
@@ -398,7 +415,7 @@ class ClusterRuntime:
         waiters = self.waiters
         while waiters and self._cx.can_create():
             waiter = waiters.popleft()
-            self.unpend()
+            self.unpend(waiter.resources)
             waiter.connect()
 
     def _gauges(self) -> None:
@@ -420,7 +437,7 @@ class ClusterRuntime:
         if waiters:
             # A request waits for a connection (max_connections reached): it takes this one.
             waiter = waiters.popleft()
-            self.unpend()
+            self.unpend(waiter.resources)
             waiter.take(conn)
             return
         host = conn.host
@@ -460,6 +477,7 @@ class ClusterRuntime:
         address = host.address
         try:
             async with asyncio.timeout(self.config.connect_timeout):
+                proto: asyncio.BaseProtocol
                 if self.tls is None:
                     _, proto = await loop.create_connection(factory, address.host, address.port)
                 else:
@@ -477,7 +495,7 @@ class ClusterRuntime:
         except OSError:
             self.stats.upstream_cx_connect_fail += 1
             raise
-        return proto
+        return proto  # type: ignore[return-value]  # the protocol factory() made (connect_tls is untyped in P)
 
     def rotate(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
         """New client certificate material: new connections use it, pooled ones carry on."""

@@ -22,6 +22,7 @@ SERVICE = "test.Echo"
 class Echo:
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
+        self.slow_started = asyncio.Event()  # a Slow call reached the server
         self.calls = 0
 
     async def unary(self, request: bytes, context: aio.ServicerContext) -> bytes:
@@ -35,6 +36,7 @@ class Echo:
         return request
 
     async def slow(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        self.slow_started.set()
         try:
             await asyncio.Event().wait()  # hangs until the call is cancelled
         except asyncio.CancelledError:

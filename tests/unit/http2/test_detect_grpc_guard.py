@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 
-from meshproxy.http2 import grpc
-from meshproxy.http2.detect import PREFACE, classify
+from meshproxy.hcm import grpc
 from meshproxy.http2.guard import FloodGuard
+from meshproxy.listener.detect import PREFACE, classify
 
 
 def _client_hello(sni: bytes, alpn: list[bytes]) -> bytes:

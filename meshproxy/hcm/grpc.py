@@ -1,10 +1,10 @@
-"""gRPC vocabulary the relay needs: local-reply status mapping and the grpc-timeout header.
+"""gRPC vocabulary both codecs need: local-reply status mapping and the grpc-timeout header.
 
 Owns Envoy's HTTP-status → gRPC-status table for local replies (``Grpc::Utility::
 httpToGrpcStatus``), with one departure: a 504 the proxy generates for a timeout becomes
 DEADLINE_EXCEEDED (4), what the caller's deadline logic expects; the reverse table
-(``grpcToHttpStatus``) by which outlier detection counts gRPC responses. Parsing of
-``grpc-timeout`` (gRPC over HTTP/2, "Timeout"). Must not import asyncio or h2.
+(``grpcToHttpStatus``) by which outlier detection counts gRPC responses. Parsing and writing
+``grpc-timeout`` (gRPC over HTTP/2, "Timeout"). Must not import asyncio or either codec.
 """
 
 from __future__ import annotations
@@ -54,10 +54,19 @@ def is_grpc(content_type: bytes | None) -> bool:
 
 def parse_timeout(value: bytes) -> float | None:
     """Seconds of a ``grpc-timeout`` value such as ``100m``; None when malformed."""
+    value = value.strip()
     if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
         return None
     unit = _UNITS.get(value[-1])
     return None if unit is None else int(value[:-1]) * unit
+
+
+def format_timeout(seconds: float) -> bytes:
+    """A ``grpc-timeout`` value for ``seconds``: milliseconds, rounded up, within 8 digits."""
+    ms = -int(-seconds * 1000 // 1)
+    if ms <= 99_999_999:
+        return b"%dm" % max(ms, 1)
+    return b"%dS" % min(-int(-seconds // 1), 99_999_999)
 
 
 def percent_encode(message: bytes) -> bytes:

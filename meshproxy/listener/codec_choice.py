@@ -12,11 +12,11 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from meshproxy.http.downstream import DownstreamConnection
-from meshproxy.http2.detect import PREFACE
 from meshproxy.http2.downstream import H2Downstream
+from meshproxy.listener.detect import PREFACE
 
 if TYPE_CHECKING:
-    from meshproxy.http.downstream import HttpContext
+    from meshproxy.hcm.context import HttpContext
 
 
 class CodecSelector(asyncio.Protocol):
@@ -35,7 +35,7 @@ class CodecSelector(asyncio.Protocol):
             return self._hand(transport, H2Downstream(self.ctx))
         if codec == "HTTP1" or alpn is not None:
             return self._hand(transport, DownstreamConnection(self.ctx))
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
         if self.timeout > 0:
             self.timer = asyncio.get_running_loop().call_later(self.timeout, transport.close)
         return None
@@ -46,10 +46,10 @@ class CodecSelector(asyncio.Protocol):
         if buf[:n] == PREFACE[:n]:
             if n < len(PREFACE):
                 return
-            self._hand(self.transport, H2Downstream(self.ctx, preface=buf))  # type: ignore[arg-type]
+            self._hand(self.transport, H2Downstream(self.ctx, preface=buf))  # type: ignore[arg-type]  # set in connection_made, before any data
             return
         proto = DownstreamConnection(self.ctx)
-        self._hand(self.transport, proto)  # type: ignore[arg-type]
+        self._hand(self.transport, proto)  # type: ignore[arg-type]  # set in connection_made, before any data
         proto.data_received(buf)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,7 +1,7 @@
-"""The JSON access-log record of one HTTP exchange.
+"""The JSON access-log record of one HTTP exchange, for either codec.
 
-Owns the mapping from a finished stream to the fields operators expect (Envoy's default
-format, as JSON); runs only when an access log is configured.
+Owns the mapping from a finished request to the fields operators expect (Envoy's default
+format, as JSON); runs only when an access log is configured. Must not import a codec.
 """
 
 from __future__ import annotations
@@ -10,30 +10,33 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from meshproxy.http.stream import Stream
+    from meshproxy.hcm.exchange import Exchange, RequestView
     from meshproxy.tls.engine import Negotiated
 
 
-def access_record(stream: Stream, elapsed_ms: float) -> dict[str, Any]:
-    route = stream.decision.route if stream.decision is not None else None
-    started = stream.wall_start or time.time()
-    tls = stream.conn.tls
+def access_record(
+    x: Exchange, stream: RequestView, protocol: str, peer: Any, elapsed_ms: float
+) -> dict[str, Any]:
+    """``peer``: the downstream connection (its ``peer_label`` and ``tls``)."""
+    route = x.decision.route if x.decision is not None else None
+    started = x.wall_start or time.time()
+    tls = peer.tls
     record = {
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
         + f".{int((started % 1) * 1000):03d}Z",
         "method": stream.method.decode("latin-1"),
         "path": stream.url.decode("latin-1"),
-        "protocol": "HTTP/1.0" if stream.http10 else "HTTP/1.1",
+        "protocol": protocol,
         "authority": (stream.authority or b"").decode("latin-1"),
         "response_code": stream.status,
         "response_flags": stream.flags,
         "bytes_received": stream.rx_bytes,
         "bytes_sent": stream.tx_bytes,
         "duration_ms": round(elapsed_ms, 3),
-        "upstream_host": stream.host.label if stream.host is not None else None,
-        "upstream_cluster": stream.cluster.config.name if stream.cluster is not None else None,
+        "upstream_host": x.host.label if x.host is not None else None,
+        "upstream_cluster": x.cluster.config.name if x.cluster is not None else None,
         "request_id": stream.request_id.decode("latin-1") if stream.request_id else None,
-        "downstream_remote_address": stream.conn.peer_label,
+        "downstream_remote_address": peer.peer_label,
         "user_agent": next((v.decode("latin-1") for n, v in stream.headers if n == b"user-agent"), None),
         "route_name": route.name if route is not None and route.name else None,
     }

@@ -1,0 +1,547 @@
+"""One request's policy through the HTTP connection manager (Envoy's HCM and router), sans-I/O.
+
+Owns every per-request decision that is not wire format, for both codecs: the local rate
+limit, route selection (direct responses, redirects, weighted clusters, cluster lookup, hash
+policy), the breaker admission of the route's priority, each attempt's accounting, retries,
+timeouts, ``grpc-timeout``, outlier feedback and the request's stats. It takes ``now``
+(``time.monotonic()`` seconds: the one clock of the request path) and draws randomness from
+the context's ``rng``; it returns decisions (a ``LocalReply`` to send, a back-off delay to
+wait, a deadline to arm) and never touches a socket, a timer or a codec. The HTTP/1.1 and
+HTTP/2 streams each hold one ``Exchange`` and carry its decisions out (``Carrier``).
+
+It is one module of about 550 lines on purpose: the rules below share one request's state
+(attempt count, retry hold, body copy, deadlines), and splitting them would split that state.
+
+Rules (the numbers are cited in the code):
+1. One snapshot: a request reads the filter chain's ``HttpContext`` (routes) it started on and
+   the ``ClusterRuntime`` it was routed to at its start; retries never look a cluster up again.
+2. The local rate limit runs first, for every request of every codec.
+3. Routing: no route → 404 ``NR``; a direct response or redirect is a local reply; an unknown
+   cluster → 503 ``NC``. Every local reply after a route was chosen carries the route's
+   response-header mutations, on both codecs.
+4. Forwarding: a host pick (hash policy) or 503 ``UH``; then the max_requests breaker of the
+   route's priority (DEFAULT or HIGH) or 503 ``UO`` with ``x-envoy-overloaded``.
+5. A retry happens only before the response began, within ``num_retries``, while the body copy
+   is whole (``retry_buffer_limit``), when the retry breaker of the route's priority admits
+   it (held once per request, released at the end); the wait is jittered exponential back-off.
+   A response after a retry counts ``upstream_rq_retry_success``.
+6. Timeouts: the route timeout runs from the end of the request; ``max_stream_duration`` from
+   the start of the stream. For a gRPC request with ``grpc_timeout_header_max`` set, a valid
+   ``grpc-timeout`` (capped by it, 0 meaning no cap) replaces both, from the stream start, and
+   the upstream request carries the effective value (Envoy's new-style timeouts); with no
+   effective limit the header is removed. The per-try timeout runs per attempt once the request
+   is complete. ``stream_idle_timeout`` reads the byte counters the relay keeps anyway.
+7. Outlier detection hears each response's status (a gRPC status mapped to HTTP by Envoy's
+   table) and each local-origin failure (connect failure, reset, timeout).
+8. Stats, once, at the end: ``upstream_rq_<xx>`` when an attempt was started and a status is
+   known (the upstream's, or the router's answer to an upstream failure: Envoy's
+   ``chargeUpstreamCode``); ``upstream_rq_time`` from the first attempt's start to the last
+   upstream response byte, only when the upstream response completed.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any, Protocol
+
+from meshproxy.config.model import DirectResponse, Redirect, RouteAction
+from meshproxy.hcm import grpc
+from meshproxy.hcm.context import (
+    NO_HEALTHY_UPSTREAM,
+    NO_ROUTE,
+    OVERFLOW_REQUESTS,
+    STREAM_IDLE_REQUEST,
+    STREAM_IDLE_RESPONSE,
+    UPSTREAM_TIMEOUT,
+    HttpContext,
+    LocalReply,
+    RoutePlan,
+)
+from meshproxy.hcm.record import access_record
+from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.hashing import request_hash
+from meshproxy.router.headers import apply_mutations
+from meshproxy.router.retry import grpc_status_of
+
+if TYPE_CHECKING:
+    from meshproxy.config.model import WeightedCluster
+    from meshproxy.router.retry import Failure, RetryRules
+    from meshproxy.router.table import RouteDecision
+    from meshproxy.upstream.breaker import ResourceManager
+    from meshproxy.upstream.cluster import ClusterRuntime, Host
+
+GRPC_TIMEOUT = b"grpc-timeout"
+_CONTENT_TYPE = b"content-type"
+
+
+class RequestView(Protocol):
+    """What the access record reads of a finished stream (both codecs' streams have it)."""
+
+    method: bytes
+    url: bytes
+    authority: bytes | None
+    headers: list[tuple[bytes, bytes]]
+    request_id: bytes | None
+    status: int
+    flags: str
+    rx_bytes: int
+    tx_bytes: int
+
+
+class Carrier(Protocol):
+    """What an exchange tells the stream that holds it (each codec's stream is one)."""
+
+    finished: bool
+    response_started: bool
+    request_complete: bool
+    status: int
+    rx_bytes: int
+    tx_bytes: int
+
+    @property
+    def client_gone(self) -> bool: ...
+
+    def local_reply(self, reply: LocalReply) -> None: ...
+
+    def retry_after(self, delay: float) -> None: ...
+
+    def resend(self) -> None: ...
+
+
+class Exchange:
+    __slots__ = (
+        "admitted",
+        "attempt",
+        "attempt_start",
+        "body_copy",
+        "body_copy_size",
+        "cluster",
+        "ctx",
+        "decision",
+        "grpc",
+        "hash",
+        "host",
+        "in_flight",
+        "plan",
+        "resources",
+        "retry",
+        "retry_held",
+        "start",
+        "stream_deadline",
+        "sweep_mark",
+        "sweep_time",
+        "upstream_end",
+        "upstream_start",
+        "wall_start",
+        "weighted",
+    )
+
+    def __init__(self, ctx: HttpContext, now: float) -> None:
+        self.ctx = ctx
+        self.start = now
+        self.wall_start = time.time() if ctx.access_log is not None else 0.0
+        self.decision: RouteDecision | None = None
+        self.plan: RoutePlan | None = None
+        self.weighted: WeightedCluster | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.host: Host | None = None
+        self.resources: ResourceManager | None = None  # the breakers of the route's priority
+        self.hash: int | None = None
+        self.retry: RetryRules | None = None
+        self.attempt = 1  # x-envoy-attempt-count
+        self.attempt_start = now
+        self.upstream_start = 0.0
+        self.upstream_end = 0.0
+        self.body_copy: list[bytes] | None = None  # None once it outgrew retry_buffer_limit
+        self.body_copy_size = 0
+        self.retry_held = False
+        self.admitted = False
+        self.in_flight = False  # counted in host.rq_active (least-request load)
+        self.grpc = False
+        self.stream_deadline = 0.0  # rule 6: max_stream_duration or grpc-timeout; 0: none
+        self.sweep_mark = -1
+        self.sweep_time = 0.0
+        ctx.stats.downstream_rq_total += 1
+        ctx.stats.downstream_rq_active += 1
+
+    # ------------------------------------------------------------------ admission and routing
+
+    def rate_limited(self, now: float) -> LocalReply | None:
+        """Rule 2: the local rate limit filter; a reply when this request is refused."""
+        ctx = self.ctx
+        bucket = ctx.ratelimit
+        if bucket is None:
+            return None
+        cfg = ctx.config.local_rate_limit
+        assert cfg is not None
+        if cfg.enabled_percent < 100 and ctx.rng.random() * 100 >= cfg.enabled_percent:
+            return None
+        if bucket.allow(now):
+            ctx.stats.local_rate_limit_ok += 1
+            return None
+        ctx.stats.local_rate_limit_rate_limited += 1
+        if cfg.enforced_percent < 100 and ctx.rng.random() * 100 >= cfg.enforced_percent:
+            return None
+        extra = tuple((n.encode(), v.encode()) for n, v in cfg.response_headers)
+        return LocalReply(cfg.status, b"local_rate_limited", "RL", extra)
+
+    def route(
+        self, authority: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> LocalReply | ClusterRuntime:
+        """Rule 3: the route's cluster (rule 1: looked up once, here), or a local reply."""
+        ctx = self.ctx
+        stats = ctx.stats
+        decision = ctx.routes.route(authority, url, headers)
+        if decision is None or decision.route is None:
+            stats.no_route += 1
+            return NO_ROUTE
+        self.decision = decision
+        route = decision.route
+        action = route.action
+        if type(action) is RouteAction:
+            plan = ctx.plans.get(decision)
+            if plan is None:
+                plan = ctx.plans[decision] = RoutePlan(decision)
+            self.plan = plan
+            name = plan.cluster
+            if name is None:
+                name, self.weighted = pick_cluster(action, ctx.rng.getrandbits(32))
+            cluster = ctx.clusters.get(name)
+            if cluster is None:
+                stats.no_cluster += 1
+                return LocalReply(503, b"no cluster " + name.encode(), "NC")
+            return cluster
+        if type(action) is DirectResponse:
+            stats.rq_direct_response += 1
+            return LocalReply(action.status, action.body, "-")
+        assert type(action) is Redirect
+        stats.rq_redirect += 1
+        location = redirect_location(action, route.match, ctx.scheme, authority, url)
+        return LocalReply(action.response_code, b"", "-", ((b"location", location),))
+
+    def forward(
+        self,
+        cluster: ClusterRuntime,
+        authority: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer_ip: bytes,
+        replayable: bool = True,
+    ) -> LocalReply | None:
+        """Rule 4: pick a host and pass the breaker; then this request has an upstream."""
+        plan = self.plan
+        assert plan is not None
+        if plan.hash_policy and cluster.hashing:
+            self.hash = request_hash(plan.hash_policy, headers, authority, url, peer_ip)
+        host = cluster.pick(self.hash)
+        if host is None:
+            return NO_HEALTHY_UPSTREAM
+        resources = cluster.breakers.high if plan.high_priority else cluster.breakers.default
+        if not cluster.admit_request(resources):
+            return OVERFLOW_REQUESTS
+        self.admitted = True
+        self.resources = resources
+        self.cluster = cluster
+        self.host = host
+        stats = cluster.stats
+        stats.upstream_rq_total += 1
+        stats.upstream_rq_active += 1
+        if plan.retry is not None and replayable:
+            self.retry = plan.retry
+            self.body_copy = []
+        if plan.grpc_timeout_max is not None or plan.max_stream_duration > 0:
+            self._stream_limit(plan, headers)
+        return None
+
+    def _stream_limit(self, plan: RoutePlan, headers: list[tuple[bytes, bytes]]) -> None:
+        """Rule 6: max_stream_duration, or grpc-timeout in its place; rewrites the header."""
+        limit = plan.max_stream_duration
+        at = -1
+        if plan.grpc_timeout_max is not None:
+            asked = None
+            for i, (name, value) in enumerate(headers):
+                if name == _CONTENT_TYPE:
+                    self.grpc = grpc.is_grpc(value)
+                elif name == GRPC_TIMEOUT:
+                    at = i
+                    asked = grpc.parse_timeout(value)
+            if self.grpc and asked is not None:
+                cap = plan.grpc_timeout_max
+                limit = asked if cap <= 0 else min(asked, cap)
+        if limit > 0:
+            self.stream_deadline = self.start + limit
+        if self.grpc and plan.grpc_timeout_max is not None:
+            if limit > 0:
+                value = grpc.format_timeout(limit)
+                if at >= 0:
+                    headers[at] = (GRPC_TIMEOUT, value)
+                else:
+                    headers.append((GRPC_TIMEOUT, value))
+            elif at >= 0:
+                del headers[at]
+
+    def upstream_request(
+        self,
+        authority: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        xff: bytes | None,
+        xfp: bytes | None,
+        peer_ip: bytes,
+        request_id: bytes | None,
+    ) -> tuple[bytes, bytes, bytes, bytes, bytes | None]:
+        """What the upstream request says, whatever its codec: applies the route's request
+        mutations to ``headers`` and returns (authority, target, x-forwarded-for,
+        x-forwarded-proto, x-request-id or None)."""
+        ctx = self.ctx
+        plan = self.plan
+        decision = self.decision
+        assert plan is not None and decision is not None
+        weighted = self.weighted
+        levels = plan.request_levels if weighted is None else decision.request_mutations_for(weighted)
+        if levels:
+            apply_mutations(headers, *levels)
+        target = rewrite_target(decision.route, url) if plan.rewrites else url  # type: ignore[arg-type]  # routed
+        # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
+        # use_remote_address this hop is the edge and states the scheme itself.
+        xff = xff + b", " + peer_ip if xff else peer_ip
+        xfp = ctx.scheme if ctx.config.use_remote_address or xfp is None else xfp
+        if request_id is None and ctx.config.generate_request_id:
+            request_id = ctx.request_ids.next()
+        return plan.host or authority, target, xff, xfp, request_id
+
+    def response_levels(self) -> tuple[Any, ...]:
+        weighted = self.weighted
+        if weighted is None:
+            return self.plan.response_levels  # type: ignore[union-attr]  # only called once routed
+        return self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]  # only called once routed
+
+    def reply_headers(self, reply: LocalReply) -> list[tuple[bytes, bytes]] | None:
+        """The extra headers of a local reply; once a route was chosen, with its response
+        mutations (Envoy's router finalizes the response headers of its local replies too)."""
+        extra = list(reply.extra) if reply.extra else None
+        decision = self.decision
+        if decision is not None:
+            levels = decision.response_mutations_for(self.weighted)
+            if levels:
+                extra = extra or []
+                apply_mutations(extra, *levels)
+        return extra
+
+    # ------------------------------------------------------------------ attempts
+
+    def attempt_started(self, now: float) -> None:
+        """An attempt goes to ``self.host`` now."""
+        host = self.host
+        assert host is not None
+        host.rq_total += 1
+        host.rq_active += 1
+        self.in_flight = True
+        self.attempt_start = now
+        if not self.upstream_start:
+            self.upstream_start = now
+
+    def keep_body(self, data: bytes) -> None:
+        """Keep request bytes for a replay; past the bound the request is no longer retried."""
+        size = self.body_copy_size = self.body_copy_size + len(data)
+        if size > self.plan.retry_buffer_limit:  # type: ignore[union-attr]  # a copy implies a plan
+            self.body_copy = None
+        else:
+            self.body_copy.append(data)  # type: ignore[union-attr]  # callers check it is kept
+
+    def end_attempt(self) -> None:
+        if self.in_flight:
+            self.in_flight = False
+            self.host.rq_active -= 1  # type: ignore[union-attr]  # in flight implies a host
+
+    def failed(self, kind: Failure, retry_possible: bool) -> float | None:
+        """Rule 7, then rule 5 for a local-origin failure: the back-off to wait, or None
+        when the caller answers locally. ``retry_possible``: no response byte went
+        downstream and the client is still there."""
+        cluster, host = self.cluster, self.host
+        if cluster is not None and host is not None:
+            cluster.host_failed(host)
+        rules = self.retry
+        if rules is None or not retry_possible or not rules.failure_retriable(kind):
+            return None
+        return self._retry_delay(rules)
+
+    def try_timed_out(self, retry_possible: bool) -> float | None:
+        self.cluster.stats.upstream_rq_per_try_timeout += 1  # type: ignore[union-attr]  # attempts imply a cluster
+        return self.failed("per-try-timeout", retry_possible)
+
+    def response(
+        self,
+        carrier: Carrier,
+        status: int,
+        grpc_status: bytes | None,
+        now: float,
+        observe: bool = True,
+    ) -> bool:
+        """Response headers of an attempt: outlier feedback (rule 7; ``observe`` False when the
+        outcome comes later, in gRPC trailers), then rule 5 for its status. True when the
+        carrier was told to retry instead of relaying them."""
+        cluster = self.cluster
+        assert cluster is not None
+        if observe and cluster.observing:
+            self.observe(status, grpc_status, now)
+        rules = self.retry
+        if rules is not None:
+            code = grpc_status_of(grpc_status) if grpc_status is not None and rules.grpc_statuses else None
+            if not carrier.client_gone and rules.status_retriable(status, code):
+                delay = self._retry_delay(rules)
+                if delay is not None:
+                    carrier.retry_after(delay)
+                    return True
+            if self.attempt > 1:
+                cluster.stats.upstream_rq_retry_success += 1
+        return False
+
+    def observe(self, status: int, grpc_status: bytes | None, now: float) -> None:
+        """Rule 7: a gRPC status counts as Envoy's router maps it to HTTP."""
+        if grpc_status is not None:
+            code = grpc_status_of(grpc_status)
+            if code is not None:
+                status = grpc.http_status_for(code)
+        self.cluster.observe(self.host, status, now - self.attempt_start)  # type: ignore[union-attr]  # only called once forwarded
+
+    def _retry_delay(self, rules: RetryRules) -> float | None:
+        cluster = self.cluster
+        assert cluster is not None
+        if self.attempt > rules.policy.num_retries or self.body_copy is None:
+            return None
+        if not self.retry_held:
+            if not cluster.admit_retry(self.resources):
+                return None
+            self.retry_held = True
+        self.end_attempt()
+        cluster.stats.upstream_rq_retry += 1
+        return rules.backoff(self.attempt - 1, self.ctx.rng)
+
+    def next_attempt(self) -> Host | None:
+        """After the back-off: the host of the next attempt (None: answer ``UH``)."""
+        rules, cluster = self.retry, self.cluster
+        assert rules is not None and cluster is not None
+        self.attempt += 1
+        host = cluster.pick(self.hash, self.host if rules.policy.retry_other_hosts else None)
+        if host is not None:
+            self.host = host
+        return host
+
+    def moved_to(self, host: Host) -> None:
+        """The cluster handed this waiting request a connection to another host."""
+        old = self.host
+        if old is not host:
+            if self.in_flight and old is not None:
+                old.rq_active -= 1
+                host.rq_active += 1
+            self.host = host
+
+    # ------------------------------------------------------------------ decisions carried out
+
+    def upstream_failed(self, carrier: Carrier, kind: Failure, reply: LocalReply) -> None:
+        """An attempt failed before the response began: the carrier retries it or replies."""
+        delay = self.failed(kind, not carrier.response_started and not carrier.client_gone)
+        if delay is None:
+            carrier.local_reply(reply)
+        else:
+            carrier.retry_after(delay)
+
+    def retry_due(self, carrier: Carrier) -> None:
+        """The back-off passed: the next attempt goes out, or ``UH`` when no host is left."""
+        if carrier.finished:
+            return
+        if self.next_attempt() is None:
+            carrier.local_reply(NO_HEALTHY_UPSTREAM)
+        else:
+            carrier.resend()
+
+    def try_timer_fired(self, carrier: Carrier) -> None:
+        if carrier.finished or carrier.response_started:
+            return
+        delay = self.try_timed_out(not carrier.client_gone)
+        if delay is None:
+            carrier.local_reply(UPSTREAM_TIMEOUT)
+        else:
+            carrier.retry_after(delay)
+
+    def deadline_fired(self, carrier: Carrier) -> None:
+        if not carrier.finished:
+            carrier.local_reply(self.timed_out())
+
+    def sweep(self, carrier: Carrier, now: float, limit: float) -> None:
+        """Rule 6, stream_idle_timeout: progress is read from the carrier's byte counters."""
+        if carrier.finished:
+            return
+        progress = carrier.rx_bytes + carrier.tx_bytes + carrier.status
+        reply = self.idle(now, limit, progress, carrier.request_complete)
+        if reply is not None:
+            carrier.local_reply(reply)
+
+    # ------------------------------------------------------------------ timeouts
+
+    def route_deadline(self, now: float) -> float:
+        """Rule 6, at the end of the request: when the request times out (0: never)."""
+        plan = self.plan
+        if plan is None:
+            return 0.0
+        deadline = self.stream_deadline
+        if plan.timeout > 0 and not (self.grpc and plan.grpc_timeout_max is not None and deadline):
+            at = now + plan.timeout
+            if not deadline or at < deadline:
+                deadline = at
+        return deadline
+
+    def timed_out(self) -> LocalReply:
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_timeout += 1
+        self.ctx.stats.downstream_rq_timeout += 1
+        return UPSTREAM_TIMEOUT
+
+    def idle(self, now: float, limit: float, progress: int, request_complete: bool) -> LocalReply | None:
+        """Rule 6, stream_idle_timeout: ``progress`` is any number that moves with each byte."""
+        if progress != self.sweep_mark:
+            self.sweep_mark = progress
+            self.sweep_time = now
+            return None
+        if now - self.sweep_time <= limit:
+            return None
+        self.ctx.stats.downstream_rq_idle_timeout += 1
+        return STREAM_IDLE_RESPONSE if request_complete else STREAM_IDLE_REQUEST
+
+    # ------------------------------------------------------------------ the end
+
+    def upstream_done(self, now: float) -> None:
+        """The last byte of the upstream response arrived."""
+        self.upstream_end = now
+
+    def finish(self, now: float, stream: RequestView, protocol: str, peer: Any) -> None:
+        """Rule 8: the request is over (``peer``: the downstream connection, for the log)."""
+        self.end_attempt()
+        ctx = self.ctx
+        stats = ctx.stats
+        status = stream.status
+        xx = status // 100 if 100 <= status < 600 else 0
+        elapsed_ms = (now - self.start) * 1000.0
+        stats.downstream_rq_active -= 1
+        stats.downstream_rq_completed += 1
+        stats.downstream_rq_xx[xx] += 1
+        h = stats.downstream_rq_time  # Histogram.observe, inlined: this runs per request
+        h.counts[bisect_left(h.bounds, elapsed_ms)] += 1
+        h.sum += elapsed_ms
+        cluster = self.cluster
+        if cluster is not None:
+            if self.admitted:
+                cluster.request_done(self.resources, self.retry_held)
+            cs = cluster.stats
+            cs.upstream_rq_active -= 1
+            if self.upstream_start and status:
+                cs.upstream_rq_xx[xx] += 1
+            if self.upstream_end:
+                upstream_ms = (self.upstream_end - self.upstream_start) * 1000.0
+                h = cs.upstream_rq_time
+                h.counts[bisect_left(h.bounds, upstream_ms)] += 1
+                h.sum += upstream_ms
+        if ctx.access_log is not None:
+            ctx.access_log.log(access_record(self, stream, protocol, peer, elapsed_ms))
