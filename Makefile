@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables
 
-.PHONY: demo test test-twins lint bench bench-quick bench-publish debs proto stats-doc clean
+.PHONY: demo test test-twins lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ $(NODE_STAMP):
 demo: $(STAMP)
 	$(PY) -m controlplane.demo
 
-test: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
+test: $(STAMP) $(APT_STAMP) $(NODE_STAMP) image-debs
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
@@ -63,6 +63,24 @@ bench: $(STAMP) $(APT_STAMP)
 
 bench-quick: $(STAMP) $(APT_STAMP)
 	$(PY) -m benchmarks --quick
+
+# The container image (deploy/Containerfile, docs/image.md) with podman, buildah or docker:
+# `make image` on the official Python slim base, `make image-base image BASE=localhost/meshproxy-base`
+# on a Debian base made here with mmdebstrap (no image registry needed).
+IMAGE ?= localhost/meshproxy
+BASE ?=
+
+image:
+	BASE=$(BASE) deploy/image.sh build $(IMAGE)
+
+image-base: image-debs
+	deploy/image.sh base localhost/meshproxy-base
+
+# podman and mmdebstrap for the image tests (tests/e2e/test_image.py), which run only as root:
+# only root installs them, and only when missing, so `make test` costs nothing more otherwise.
+image-debs:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v podman && command -v mmdebstrap; } >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman mmdebstrap; fi
 
 # Runs write to benchmarks/results/runs/<timestamp>/ (ignored by git); this puts one of them into
 # the committed benchmarks/results/ and rebuilds its REPORT.md and plots.
