@@ -118,7 +118,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         else None
     )
     checks = [health_check(h, c) for h, c in ctx.each("health_checks", msg.health_checks)]
-    idle_timeout, max_requests = _http_protocol_options(msg, ctx)
+    idle_timeout, max_requests, max_response_headers_kb, max_headers = _http_protocol_options(msg, ctx)
     http2, use_downstream = upstream_protocol(msg, ctx)
     if discovery is None or not ctx.clean_since(mark):
         return None
@@ -133,6 +133,8 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         dns_refresh_rate=dns_refresh_rate,
         idle_timeout=idle_timeout,
         max_requests_per_connection=max_requests,
+        max_response_headers_bytes=max_response_headers_kb * 1024,
+        max_headers_count=max_headers,
         # The DEFAULT max_connections also bounds the idle connections pooled per endpoint.
         max_idle_connections=max(1, breakers[0].max_connections),
         tls=tls,
@@ -228,9 +230,10 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
     return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]
 
 
-def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, int]:
-    """(idle_timeout, max_requests_per_connection) from common_http_protocol_options, found on
-    the cluster (deprecated) or in the typed HttpProtocolOptions extension (both is an error)."""
+def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, int, int, int]:
+    """(idle_timeout, max_requests_per_connection, max_response_headers_kb, max_headers_count)
+    from common_http_protocol_options, found on the cluster (deprecated) or in the typed
+    HttpProtocolOptions extension (both is an error)."""
     reject_fields(msg, _UPSTREAM_H2_FIELDS, ctx, _UPSTREAM_H2_REASON)
     common: protocol_pb2.HttpProtocolOptions = msg.common_http_protocol_options
     common_ctx = ctx.at("common_http_protocol_options")
@@ -239,7 +242,7 @@ def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, i
         packed = msg.typed_extension_protocol_options[_HTTP_OPTIONS_KEY]
         if packed.type_url != type_url(hpo.HttpProtocolOptions):
             octx.problem(f'"{packed.type_url}" is not an {_HTTP_OPTIONS_KEY}')
-            return 3600.0, 0
+            return 3600.0, 0, _MAX_RESPONSE_HEADERS_KB, _MAX_HEADERS_COUNT
         options = unpack(packed, hpo.HttpProtocolOptions)
         reject_fields(options, _UPSTREAM_H2_FIELDS, octx, _UPSTREAM_H2_REASON)
         reject_fields(
@@ -258,4 +261,15 @@ def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, i
     max_requests = wrapped(
         common, "max_requests_per_connection", wrapped(msg, "max_requests_per_connection", 0)
     )
-    return idle_timeout, max_requests
+    headers_kb = wrapped(common, "max_response_headers_kb", _MAX_RESPONSE_HEADERS_KB)
+    if not 1 <= headers_kb <= 8192:  # Envoy's proto bounds
+        common_ctx.at("max_response_headers_kb").problem(f"{headers_kb} is out of range; use 1..8192")
+    max_headers = wrapped(common, "max_headers_count", _MAX_HEADERS_COUNT)
+    if max_headers < 1:
+        common_ctx.at("max_headers_count").problem("must be at least 1")
+    return idle_timeout, max_requests, headers_kb, max_headers
+
+
+# Envoy's defaults for a response head: 60 KiB and 100 headers (also per trailer block).
+_MAX_RESPONSE_HEADERS_KB = 60
+_MAX_HEADERS_COUNT = 100

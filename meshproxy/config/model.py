@@ -388,6 +388,10 @@ class Cluster:
     idle_timeout: float = 3600.0
     # common_http_protocol_options.max_requests_per_connection; 0 = unlimited.
     max_requests_per_connection: int = 0
+    # common_http_protocol_options.max_response_headers_kb (Envoy's default 60 KiB) and
+    # max_headers_count (default 100): bounds of a response head and of its trailers.
+    max_response_headers_bytes: int = 60 * 1024
+    max_headers_count: int = 100
     # Bound on idle pooled connections kept per endpoint: circuit_breakers' DEFAULT
     # max_connections (Envoy's default 1024).
     max_idle_connections: int = 1024

@@ -121,6 +121,8 @@ class DownstreamConnection(asyncio.Protocol):
         # §9.6); a request cut off by the EOF will never complete, so the connection closes.
         self.eof = True
         stream = self.active
+        if stream is not None and stream.tunnel:
+            return stream.tunnel_eof(upstream=False)
         if stream is not None and stream.request_complete and self.parsing is None:
             return True
         return None

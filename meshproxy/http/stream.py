@@ -16,6 +16,16 @@ Lifecycle rules (the reason for each flag):
    completed cleanly; anything else closes it (it may hold half a message).
 3. The downstream connection is kept alive only when the request completed, the response
    completed, neither side asked to close, and the listener is not draining.
+4. A request goes to the upstream once. Resending it is the exchange's retry policy; the
+   stream never resends on its own (a reused connection that resets may have delivered it:
+   the pool hands out no connection whose host is known to have closed it, ``upstream.py``).
+5. A tunnel relays a FIN each way (``tunnel_eof``) and ends when both sides have sent one,
+   or when either connection closes, or after ``stream_idle_timeout`` without a byte (the
+   listener's sweep, as for any stream; Envoy applies the same timeout to upgraded streams).
+   Its breaker slot is released when it ends, like any request's.
+6. Reading the upstream pauses while the client's transport holds more than the listener's
+   buffer limit, including when the stream starts with a backlog left by the previous one;
+   reading the client pauses while the upstream's holds more than the cluster's.
 
 It is one module of about 600 lines on purpose: the rules above bind every method, and the
 request side, the response side and the endings each read and write the same flags. The
@@ -36,7 +46,7 @@ from meshproxy.hcm.context import (
 )
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.http import codec
-from meshproxy.http.codec import PAUSE_PENDING_FULL
+from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http.head import absolute_form, request_head
 from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
 from meshproxy.router.headers import apply_mutations
@@ -53,13 +63,17 @@ if TYPE_CHECKING:
 # Route timeouts of at least this many seconds are kept by the listener's deadline tick.
 COARSE_TIMEOUT = 1.0
 
+# Rule 5: the sides of a tunnel that sent a FIN.
+_DOWN_EOF = 1
+_UP_EOF = 2
+
 # Stream's slots, one per field set in __init__ (as words, to keep the class header short).
 _FIELDS = (
     "authority body_sent chunked conn connect_task ctx deadline expect finished flags has_body "
     "headers headers_done http10 keep_alive method out pending pending_size request_complete "
     "request_head request_id resp_chunk_down resp_close_delimited resp_content_length resp_lines "
-    "response_complete response_started retried retry_timer rx_bytes start started status timer "
-    "try_timer tunnel tx_bytes upgrade upstream url waiting x xff xfp"
+    "response_complete response_started retry_timer rx_bytes start started status timer "
+    "try_timer tunnel tunnel_eofs tx_bytes upgrade upstream url waiting x xff xfp"
 )
 
 
@@ -86,7 +100,8 @@ class Stream:
         self.keep_alive = True
         self.expect = self.chunked = self.http10 = self.headers_done = self.has_body = False
         self.started = self.request_complete = self.response_started = self.response_complete = False
-        self.finished = self.tunnel = self.retried = self.body_sent = False
+        self.finished = self.tunnel = self.body_sent = False
+        self.tunnel_eofs = 0  # rule 5: _DOWN_EOF | _UP_EOF, the tunnel's sides that sent a FIN
         self.upstream: UpstreamConnection | None = None
         self.connect_task: Task[UpstreamConnection] | None = None
         self.request_head = b""
@@ -265,6 +280,9 @@ class Stream:
     def attach(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
         upstream.bind(self)
+        transport = self.conn.transport
+        if transport is not None and transport.get_write_buffer_size() > self.conn.buffer_limit:
+            upstream.pause_reading()  # rule 6: the client has not taken the last response yet
         head = self.request_head
         if self.x.retry is not None:
             head = b"%bx-envoy-attempt-count: %d\r\n\r\n" % (head[:-2], self.x.attempt)
@@ -368,12 +386,12 @@ class Stream:
 
     def check_idle(self, now: float, limit: float) -> None:
         """Called by the listener's sweep: no byte either way for ``limit`` seconds ends the stream."""
-        if self.x is not None and not self.tunnel:
+        if self.x is not None:
             self.x.sweep(self, now, limit)
 
     # ================================================================== upstream connection
 
-    def upstream_lost(self, reused: bool, exc: Exception | None) -> None:
+    def upstream_lost(self, exc: Exception | None) -> None:
         """The upstream connection closed while bound to this stream."""
         self.upstream = None
         if self.finished:
@@ -383,12 +401,8 @@ class Stream:
             self.conn.transport.close()
             return self._finish()
         if not self.response_started:
-            if reused and not self.retried and not self.body_sent:
-                # A pooled connection the upstream closed just as we reused it: the request
-                # never reached the application, so it is safe to send it on a new one.
-                self.retried = True
-                self.x.cluster.stats.upstream_rq_retry_reused += 1  # type: ignore[union-attr]  # attached
-                return self.connect()
+            # Rule 4: the host may have read the request before it reset; only the exchange's
+            # retry policy may send it again.
             return self.x.upstream_failed(self, "reset", UPSTREAM_RESET)
         if self.resp_close_delimited:
             return self.response_end()
@@ -483,6 +497,25 @@ class Stream:
             self.pending = None
             self.pending_size = 0
             self.conn.resume(PAUSE_PENDING_FULL)
+        if self.conn.eof:
+            self.tunnel_eof(upstream=False)  # the client finished sending before the 101
+
+    def tunnel_eof(self, *, upstream: bool) -> bool:
+        """Rule 5: one side of the tunnel sent a FIN. It is relayed to the other side; once both
+        have sent one the tunnel ends. Returns whether the side's transport stays open (what
+        asyncio's ``eof_received`` returns)."""
+        if self.finished:
+            return False
+        self.tunnel_eofs |= _UP_EOF if upstream else _DOWN_EOF
+        up = self.upstream
+        target = self.conn.transport if upstream else (up.transport if up is not None else None)
+        if self.tunnel_eofs == _UP_EOF | _DOWN_EOF or target is None or target.is_closing():
+            self.conn.close()  # both directions are done (or the other side is gone)
+            self._drop_upstream()
+            self._finish()
+            return False
+        target.write_eof()
+        return True
 
     def flush(self) -> None:
         out = self.out
@@ -545,18 +578,23 @@ class Stream:
             self.connect_task = None
             task.remove_done_callback(self._connected)
             task.add_done_callback(close_orphan)
+        up = self._unbind()
+        if up is not None:
+            up.close()
+
+    def _unbind(self) -> UpstreamConnection | None:
+        """Let go of the upstream connection; the client's reading no longer waits on it."""
         up = self.upstream
         if up is not None:
             self.upstream = None
             up.unbind()
-            up.close()
+            self.conn.resume(PAUSE_UPSTREAM_FULL)
+        return up
 
     def _maybe_finish(self) -> None:
         if self.request_complete and self.response_complete and not self.finished:
-            up = self.upstream
+            up = self._unbind()
             if up is not None:
-                self.upstream = None
-                up.unbind()
                 if up.reusable_after_response:
                     up.cluster.release(up, self.conn.loop.time())
                 else:

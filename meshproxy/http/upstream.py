@@ -5,11 +5,25 @@ that it hands to the bound stream, flow control back towards the downstream, 1xx
 the no-body cases llhttp cannot know by itself (responses to HEAD), the switch to a raw
 tunnel after ``101 Switching Protocols``, and telling the pool when it is gone so a closed
 connection is never handed to another request.
+
+An upstream is not trusted to follow the protocol (issue 12, findings 1, 11, 15). Each rule
+below closes the connection and answers 502 ``UPE`` (or cuts a response already begun):
+1. A head (interim ones included) or a trailer block is bounded by the cluster's
+   ``max_response_headers_kb`` in bytes, counted as they arrive (httptools buffers a header
+   line whole before calling back, so the count is of bytes fed, not of callbacks: at most one
+   read past the limit is ever buffered), and by ``max_headers_count`` in fields.
+2. A status outside 100-599 is refused; interim responses other than 101 are dropped.
+3. ``101`` is accepted only for a request that asked to upgrade.
+4. A byte after the complete response is unsolicited: the response still reaches its client,
+   the connection never serves another request. The pool gets the connection back only after
+   the whole read was parsed (``message_done``), so no other request is bound to it meanwhile.
+5. ``Connection`` cannot make framing (``Content-Length``, ``Transfer-Encoding``) hop-by-hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import TYPE_CHECKING
 
 import httptools
@@ -18,10 +32,18 @@ from meshproxy.http import codec
 from meshproxy.http.codec import HOP_BY_HOP, PAUSE_UPSTREAM_FULL
 
 _SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
+# Connection tokens that never name a field to remove (rule 5; RFC 9110 §7.6.1 allows a proxy
+# to ignore a token naming framing, which this hop recomputes anyway).
+_NOT_NAMED = frozenset({b"", b"close", b"keep-alive", b"content-length", b"transfer-encoding"})
+_POLL_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
     from meshproxy.upstream.cluster import ClusterRuntime, Host
+
+
+class _BadResponse(Exception):
+    """Raised inside a parser callback: the response broke a rule (the message says which)."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -40,16 +62,35 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable_after_response = False
         self.held: list[bytes] | None = None  # tunnel bytes waiting for the 101
         self.connection_named: list[bytes] = []
+        self.head_limit = cluster.config.max_response_headers_bytes
+        self.max_headers = cluster.config.max_headers_count
+        self.unparsed = 0  # bytes fed since the last body progress: head, trailers, chunk sizes
+        self.header_count = 0  # fields in the current head or trailer block
+        self.message_done = False  # the response completed inside the read being parsed
 
     # ------------------------------------------------------------------ pool interface
 
     def is_reusable(self) -> bool:
-        return not self.closed and not self.transport.is_closing()
+        """May the pool hand this idle connection out? A host that closed it (or sent stray
+        bytes) a moment ago may not have been heard yet: a zero-timeout poll of the socket sees
+        a FIN already in the kernel, so no request goes out on a connection known to be dead,
+        the one case where a request provably was not sent (issue 12, finding 14)."""
+        if self.closed or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            poller = select.poll()
+            poller.register(sock.fileno(), _POLL_READABLE)
+            if poller.poll(0):
+                self.cluster.stats.upstream_rq_retry_reused += 1
+                return False
+        return True
 
     def bind(self, stream: Stream) -> None:
         self.stream = stream
         self.requests += 1
         self.reusable_after_response = False
+        self.unparsed = 0
         if self.fresh_parser_needed:
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser_needed = False
@@ -93,25 +134,46 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection are a protocol violation: never reuse it.
             self.close()
             return
+        self.unparsed += len(data)
         try:
             self.parser.feed_data(data)
+            if self.unparsed > self.head_limit:
+                raise _BadResponse(f"response head or trailers over {self.head_limit} bytes")
         except httptools.HttpParserUpgrade as exc:
             self.tunnel = True
             stream.start_tunnel(data[exc.args[0] :])
             return
         except httptools.HttpParserError as exc:
-            self.close()
-            stream.upstream_protocol_error(str(exc) or "malformed response")
-            return
-        stream = self.stream
-        if stream is not None:
+            cause = exc.__context__
+            return self._refuse(stream, str(cause if isinstance(cause, _BadResponse) else exc))
+        except _BadResponse as exc:
+            return self._refuse(stream, str(exc))
+        if self.message_done:
+            self.message_done = False
+            stream.response_end()  # only now may the connection go back to the pool (rule 4)
+        elif self.stream is stream:
             stream.flush()
 
+    def _refuse(self, stream: Stream, reason: str) -> None:
+        """The host broke the protocol: this connection can never be trusted again."""
+        self.close()
+        self.cluster.stats.upstream_cx_protocol_error += 1
+        if self.stream is not stream:
+            return  # the stream let go of this connection (a retry): nothing to answer
+        if self.message_done:
+            # Stray bytes after a complete response: the response itself stands (rule 4).
+            self.message_done = False
+            self.reusable_after_response = False
+            return stream.response_end()
+        stream.upstream_protocol_error(reason or "malformed response")
+
     def eof_received(self) -> bool | None:
+        stream = self.stream
+        if self.tunnel and stream is not None:
+            return stream.tunnel_eof(upstream=True)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reused = self.requests > 1
         self.closed = True
         self.host.cx_active -= 1
         stats = self.cluster.stats
@@ -123,7 +185,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.cluster.forget(self)
             return
         self.stream = None
-        stream.upstream_lost(reused, exc)
+        stream.upstream_lost(exc)
 
     def pause_writing(self) -> None:
         stream = self.stream
@@ -137,7 +199,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ parser callbacks
 
+    def on_message_begin(self) -> None:
+        if self.message_done:
+            raise _BadResponse("bytes after the complete response")
+        self.header_count = 0
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > self.max_headers:
+            raise _BadResponse(f"more than {self.max_headers} response header or trailer fields")
         stream = self.stream
         if stream is None or stream.response_started:
             return  # trailers of a chunked response: not relayed over HTTP/1.1
@@ -150,7 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
                     stream.resp_chunk_down = True
                 elif lname == b"connection":
                     named = [t.strip().lower() for t in value.split(b",")]
-                    self.connection_named.extend(t for t in named if t not in (b"close", b"keep-alive", b""))
+                    self.connection_named.extend(t for t in named if t not in _NOT_NAMED)
                 return
             if lname == b"content-length":
                 stream.resp_content_length = True
@@ -161,6 +231,10 @@ class UpstreamConnection(asyncio.Protocol):
         if stream is None:
             return
         status = self.parser.get_status_code()
+        if not 100 <= status <= 599:
+            raise _BadResponse(f"status {status} is outside 100-599")
+        if status == 101 and stream.upgrade is None:
+            raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
         if self.connection_named:
             # RFC 9110 §7.6.1: the fields a Connection header names are hop-by-hop too.
             named = self.connection_named
@@ -173,6 +247,8 @@ class UpstreamConnection(asyncio.Protocol):
             stream.resp_content_length = False
             stream.resp_chunk_down = False
             return
+        self.unparsed = 0  # the head is parsed: from here on the count covers trailers
+        self.header_count = 0
         stream.response_headers(status, self.parser.should_keep_alive())
         if self.stream is not stream:
             return  # the stream let go of this connection (a retry): the rest is discarded
@@ -180,12 +256,18 @@ class UpstreamConnection(asyncio.Protocol):
             # llhttp cannot know a HEAD response has no body: end it here, parse afresh next time.
             self.fresh_parser_needed = True
             self.reusable_after_response = self.parser.should_keep_alive()
-            stream.response_end()
+            self.message_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self.message_done:
+            raise _BadResponse("a body after the response to HEAD")
+        self.unparsed -= len(body)
         stream = self.stream
         if stream is not None:
             stream.response_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.unparsed = 0  # a chunk's size line: what follows is its data, or the trailers
 
     def on_message_complete(self) -> None:
         stream = self.stream
@@ -201,7 +283,7 @@ class UpstreamConnection(asyncio.Protocol):
                 or self.requests < self.cluster.config.max_requests_per_connection
             )
         )
-        stream.response_end()
+        self.message_done = True
 
 
 def connect_result(task: asyncio.Task[UpstreamConnection]) -> UpstreamConnection | BaseException | None:

@@ -62,6 +62,8 @@ class Http1Upstream:
         "upstream",
         "waiting",
     )
+    # An HTTP/2 request never asks to upgrade: UpstreamConnection refuses a 101 with 502 UPE.
+    upgrade = None
 
     def __init__(self, cluster: ClusterRuntime, host: Host) -> None:
         self.cluster = cluster
@@ -264,17 +266,12 @@ class Http1Upstream:
     def flush(self) -> None:
         pass  # H2Stream's downstream coalesces its own writes
 
-    def upstream_lost(self, reused: bool, exc: Exception | None) -> None:
+    def upstream_lost(self, exc: Exception | None) -> None:
         h2s, self.upstream = self.h2s, None
         if h2s is None or self.response_complete:
             return
         if self.response_started and self.resp_close_delimited:
             return self.response_end()
-        if reused and not self.response_started and h2s.rx_bytes == 0:
-            # A pooled connection the upstream closed as we reused it: the request never
-            # reached the application (the same case as a refused HTTP/2 stream).
-            self.cluster.stats.upstream_rq_retry_reused += 1
-            return h2s.upstream_refused()
         h2s.upstream_reset(
             ErrorCodes.INTERNAL_ERROR, b"upstream connect error or disconnect/reset before headers"
         )
@@ -282,9 +279,3 @@ class Http1Upstream:
     def upstream_protocol_error(self, reason: str) -> None:
         if self.h2s is not None:
             self.h2s.local_reply(LocalReply(502, b"upstream protocol error: " + reason.encode(), "UPE"))
-
-    def start_tunnel(self, early: bytes) -> None:
-        self.upstream_protocol_error("101 Switching Protocols to an HTTP/2 request")
-
-    def _write_down(self, data: bytes) -> None:
-        pass  # tunnel bytes: there is no tunnel over HTTP/2 here
