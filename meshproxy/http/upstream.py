@@ -9,9 +9,10 @@ connection is never handed to another request.
 An upstream is not trusted to follow the protocol (issue 12, findings 1, 11, 15). Each rule
 below closes the connection and answers 502 ``UPE`` (or cuts a response already begun):
 1. A head (interim ones included) or a trailer block is bounded by the cluster's
-   ``max_response_headers_kb`` in bytes, counted as they arrive (httptools buffers a header
-   line whole before calling back, so the count is of bytes fed, not of callbacks: at most one
-   read past the limit is ever buffered), and by ``max_headers_count`` in fields.
+   ``max_response_headers_kb`` in bytes and by ``max_headers_count`` in fields. Bytes are
+   counted twice: per field as the parser hands it over (``head_bytes``, exact), and per read
+   while a line is unfinished (``unparsed``: httptools buffers a header line whole before
+   calling back, so at most one read past the limit is ever buffered).
 2. A status outside 100-599 is refused; interim responses other than 101 are dropped.
 3. ``101`` is accepted only for a request that asked to upgrade.
 4. A byte after the complete response is unsolicited: the response still reaches its client,
@@ -35,6 +36,7 @@ _SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 # Connection tokens that never name a field to remove (rule 5; RFC 9110 §7.6.1 allows a proxy
 # to ignore a token naming framing, which this hop recomputes anyway).
 _NOT_NAMED = frozenset({b"", b"close", b"keep-alive", b"content-length", b"transfer-encoding"})
+_MIN_HEAD = len(b"HTTP/1.1 200\r\n\r\n")
 _POLL_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_limit = cluster.config.max_response_headers_bytes
         self.max_headers = cluster.config.max_headers_count
         self.unparsed = 0  # bytes fed since the last body progress: head, trailers, chunk sizes
+        self.head_bytes = 0  # bytes of the heads (interim ones too) or of the trailer block
         self.header_count = 0  # fields in the current head or trailer block
         self.message_done = False  # the response completed inside the read being parsed
 
@@ -90,7 +93,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.stream = stream
         self.requests += 1
         self.reusable_after_response = False
-        self.unparsed = 0
+        self.unparsed = self.head_bytes = 0
         if self.fresh_parser_needed:
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser_needed = False
@@ -203,11 +206,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.message_done:
             raise _BadResponse("bytes after the complete response")
         self.header_count = 0
+        self.head_bytes += _MIN_HEAD  # what an empty head costs: a flood of them is bounded too
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
+        self.head_bytes += len(name) + len(value) + 4
         if self.header_count > self.max_headers:
             raise _BadResponse(f"more than {self.max_headers} response header or trailer fields")
+        if self.head_bytes > self.head_limit:
+            raise _BadResponse(f"response head or trailers over {self.head_limit} bytes")
         stream = self.stream
         if stream is None or stream.response_started:
             return  # trailers of a chunked response: not relayed over HTTP/1.1
@@ -247,7 +254,7 @@ class UpstreamConnection(asyncio.Protocol):
             stream.resp_content_length = False
             stream.resp_chunk_down = False
             return
-        self.unparsed = 0  # the head is parsed: from here on the count covers trailers
+        self.unparsed = self.head_bytes = 0  # the head is parsed: the counts cover trailers now
         self.header_count = 0
         stream.response_headers(status, self.parser.should_keep_alive())
         if self.stream is not stream:

@@ -308,12 +308,7 @@ async def raw_upstream(response: bytes) -> AsyncIterator[int]:
 
 @pytest.mark.parametrize(
     "connection",
-    [
-        pytest.param("content-length", marks=_OPEN),
-        pytest.param("close, content-length", marks=_OPEN),
-        pytest.param("Content-Length", marks=_OPEN),
-        "transfer-encoding",
-    ],
+    ["content-length", "close, content-length", "Content-Length", "transfer-encoding"],
 )
 async def test_response_framing_is_not_removable_through_connection(connection: str) -> None:
     # An upstream response that names its own framing header in Connection must still reach the
