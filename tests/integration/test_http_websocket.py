@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import aiohttp
 
 from . import wire
 from .harness import bootstrap, cluster, eventually, http_listener, proxy_to, route, running_proxy
-from .upstreams import aiohttp_upstream, raw_responder, raw_upstream
+from .test_bad_input import open_raw, read_until_close
+from .upstreams import Handler, aiohttp_upstream, raw_responder, raw_upstream
 
 
 async def test_websocket_echo_and_close() -> None:
@@ -94,3 +96,101 @@ async def test_upgrade_declined_by_upstream_is_an_ordinary_response() -> None:
         # The connection cannot go back to HTTP after an upgrade request: it closes.
         assert await wire.read_eof(reader) == b""
     assert (resp.status, resp.body, resp.get("connection")) == (200, b"no thank", "close")
+
+
+# ------------------------------------------------------------------ issue 12, finding 4
+
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+def _echo_tunnel(*, close_on_eof: bool = True, farewell: bytes = b"") -> Handler:
+    """Upgrade requests get a 101 and an echo until the client's FIN (then ``farewell`` and a
+    close, or, without ``close_on_eof``, silence and an open socket); others get ``200 ok``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"upgrade: websocket" not in head.lower():
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                await writer.drain()
+                return writer.close()
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            )
+            while data := await reader.read(1 << 16):  # bounded by the client's FIN
+                writer.write(data)
+            if not close_on_eof:
+                await asyncio.sleep(60)  # a host that ignores the FIN; the proxy's timeout ends it
+            writer.write(farewell)
+            await writer.drain()
+        writer.close()
+
+    return handler
+
+
+async def _open_tunnel(port: int) -> socket.socket:
+    sock = await open_raw(port)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        assert data, head
+        head += data
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+async def test_a_half_close_is_relayed_both_ways_through_the_tunnel() -> None:
+    async with raw_upstream(_echo_tunnel(farewell=b"farewell")) as up, proxy_to(up) as proxy:
+        sock = await _open_tunnel(proxy.port())
+        try:
+            await asyncio.get_running_loop().sock_sendall(sock, b"ping")
+            sock.shutdown(socket.SHUT_WR)
+            received, how = await read_until_close(sock, quiet=5)
+        finally:
+            sock.close()
+        assert (received, how) == (b"pingfarewell", "eof")
+        await eventually(lambda: proxy.cluster_stats().upstream_cx_active == 0, what="upstream closed")
+
+
+async def test_tunnels_whose_clients_left_are_reaped_and_free_the_breaker() -> None:
+    tunnels = 200
+    breakers = {"circuit_breakers": {"thresholds": [{"max_requests": tunnels}]}}
+    async with raw_upstream(_echo_tunnel()) as up, proxy_to(up, cluster_extra=breakers) as proxy:
+        socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
+        stats, listener = proxy.cluster_stats(), proxy.listener_stats()
+        assert stats.upstream_rq_active == tunnels
+        for sock in socks:
+            sock.close()
+        await eventually(
+            lambda: (
+                (stats.upstream_rq_active, stats.upstream_cx_active, listener.downstream_cx_active)
+                == (0, 0, 0)
+            ),
+            timeout=10,
+            what="every abandoned tunnel reaped",
+        )
+        [after] = await wire.exchange(proxy.port(), wire.request("GET", "/after"))
+        assert (after.status, after.body) == (200, b"ok")
+
+
+async def test_silent_tunnels_end_after_the_stream_idle_timeout() -> None:
+    tunnels = 20
+    async with (
+        raw_upstream(_echo_tunnel(close_on_eof=False)) as up,
+        proxy_to(up, stream_idle_timeout="1s") as proxy,
+    ):
+        socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
+        try:
+            ends = await asyncio.gather(*(read_until_close(s, quiet=8) for s in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        assert {how for _, how in ends} <= {"eof", "reset"}
+        http = proxy.http_stats()
+        assert http.downstream_rq_idle_timeout == tunnels
+        await eventually(lambda: proxy.cluster_stats().upstream_rq_active == 0, what="breaker released")
