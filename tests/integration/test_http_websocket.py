@@ -100,15 +100,16 @@ async def test_upgrade_declined_by_upstream_is_an_ordinary_response() -> None:
 
 # ------------------------------------------------------------------ issue 12, finding 4
 
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 )
 
 
-def _echo_tunnel(*, close_on_eof: bool = True, farewell: bytes = b"") -> Handler:
-    """Upgrade requests get a 101 and an echo until the client's FIN (then ``farewell`` and a
-    close, or, without ``close_on_eof``, silence and an open socket); others get ``200 ok``."""
+def _echo_tunnel(farewell: bytes = b"") -> Handler:
+    """Upgrade requests get a 101 and an echo until the FIN, then ``farewell`` and a close;
+    other requests get ``200 ok``."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -117,13 +118,9 @@ def _echo_tunnel(*, close_on_eof: bool = True, farewell: bytes = b"") -> Handler
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                 await writer.drain()
                 return writer.close()
-            writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-            )
+            writer.write(SWITCHING)
             while data := await reader.read(1 << 16):  # bounded by the client's FIN
                 writer.write(data)
-            if not close_on_eof:
-                await asyncio.sleep(60)  # a host that ignores the FIN; the proxy's timeout ends it
             writer.write(farewell)
             await writer.drain()
         writer.close()
@@ -181,7 +178,7 @@ async def test_tunnels_whose_clients_left_are_reaped_and_free_the_breaker() -> N
 async def test_silent_tunnels_end_after_the_stream_idle_timeout() -> None:
     tunnels = 20
     async with (
-        raw_upstream(_echo_tunnel(close_on_eof=False)) as up,
+        raw_upstream(_echo_tunnel()) as up,
         proxy_to(up, stream_idle_timeout="1s") as proxy,
     ):
         socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
