@@ -199,11 +199,11 @@ class ClusterStats(StatSet):
     upstream_rq_time: Histogram = histogram("Duration of requests that got an upstream response.")
     upstream_rq_timeout: int = counter("Requests that hit the route timeout while waiting on the cluster.")
     upstream_rq_retry_reused: int = counter(
-        "Requests resent on a new connection because the pooled one closed before it was used."
+        "Pooled connections passed over because the host had closed them before a request went out."
     )
     upstream_cx_http2_total: int = counter("HTTP/2 connections opened to the cluster's hosts.")
     upstream_cx_protocol_error: int = counter(
-        "Upstream HTTP/2 connections closed for a protocol error by the host."
+        "Upstream connections closed for a protocol error by the host (HTTP/1.1 or HTTP/2)."
     )
     upstream_rq_rx_reset: int = counter(
         "Upstream HTTP/2 streams reset by the host (or lost with their connection)."

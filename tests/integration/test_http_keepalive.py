@@ -143,31 +143,6 @@ async def test_upstream_connection_close_header_prevents_pooling() -> None:
         assert proxy.listener_stats().downstream_cx_total == 1
 
 
-def _drops_second_request() -> Handler:
-    """Answers the first request on each connection, then closes on the second unanswered:
-    the race of an upstream timing out an idle connection just as the proxy reuses it."""
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()
-            await read_request(reader)
-        writer.close()
-
-    return handler
-
-
-async def test_request_lost_on_a_reused_connection_is_sent_again() -> None:
-    # Nothing of the request reached the application, so a bodiless GET is safe to resend.
-    async with raw_upstream(_drops_second_request()) as up, proxy_to(up) as proxy:
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1)) as client:
-            statuses = [(await client.get(proxy.url(f"/{i}"))).status_code for i in range(6)]
-        stats = proxy.cluster_stats()
-        assert statuses == [200] * 6
-        assert stats.upstream_rq_retry_reused >= 1
-
-
 async def test_curl_reuses_its_connection_through_the_proxy() -> None:
     urls = 5
     async with aiohttp_upstream() as up, proxy_to(up) as proxy:
