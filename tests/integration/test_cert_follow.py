@@ -31,7 +31,7 @@ import os
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -275,8 +275,7 @@ class _Audit(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a TlsTransport
         self.serials.append(int(transport.get_extra_info("tls").peer_chain[0].serial_number))
 
     def data_received(self, data: bytes) -> None:
@@ -292,8 +291,8 @@ class _Accept(asyncio.Protocol):
         self.serials = serials
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        accept_tls(transport, self.tls, _Audit(self.serials))
+        # uvloop's transports are not asyncio.Transport subclasses, but they are transports.
+        accept_tls(cast(asyncio.Transport, transport), self.tls, _Audit(self.serials))
 
 
 @contextlib.asynccontextmanager
