@@ -167,9 +167,16 @@ async def test_xds_added_listener_and_replaced_cluster_rotate_and_removed_ones_u
                         client_second
                     )
 
-                async with asyncio.timeout(TIMEOUT):
-                    while not await rotated():
-                        await asyncio.sleep(PACE / 5)  # pacing handshakes until the tick has run
+                try:
+                    async with asyncio.timeout(TIMEOUT):
+                        while not await rotated():
+                            await asyncio.sleep(PACE / 5)  # pacing handshakes until the tick has run
+                except TimeoutError:
+                    raise AssertionError(
+                        f"after {TIMEOUT}s new handshakes present: listener serial {served[-1]:x} "
+                        f"(the new one is {server_second.cert.serial_number:x}), client certificate "
+                        f"hash {seen[-1]} (the new one is {_cert_hash(client_second)})"
+                    ) from None
                 # Every handshake since presented the first set or the second, never a gap.
                 assert set(served) <= {server_first.cert.serial_number, server_second.cert.serial_number}
                 assert set(seen) <= {_cert_hash(client_first), _cert_hash(client_second)}
@@ -221,9 +228,14 @@ async def test_static_sds_secrets_that_name_files_follow_them(tmp_path: pathlib.
             port = b.port("inbound")
             assert await _presented_serial(port, probe) == first.cert.serial_number
             _swap(second, (cert, key, bundle))
-            async with asyncio.timeout(TIMEOUT):
-                while await _presented_serial(port, probe) != second.cert.serial_number:
-                    await asyncio.sleep(PACE / 5)  # pacing handshakes until the tick has run
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    while await _presented_serial(port, probe) != second.cert.serial_number:
+                        await asyncio.sleep(PACE / 5)  # pacing handshakes until the tick has run
+            except TimeoutError:
+                raise AssertionError(
+                    f"new handshakes still present the first serial after {TIMEOUT}s"
+                ) from None
 
 
 # ----------------------------------------------------------------------------- slow: the mesh
