@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Hashable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from certs import IssuedLeaf, make_ca, make_leaf
 
 from meshproxy.errors import IdentityError
 from meshproxy.identity.certs import Algorithm
-from meshproxy.identity.source import CertMaterial, CertSources, FileCertSource
+from meshproxy.identity.source import CertMaterial, CertSources, FileCertSource, Paths, Pem, Rotate
 
 NAMES = ("cert.pem", "key.pem", "ca.pem")
 
@@ -270,7 +271,7 @@ def test_files_that_do_not_load_are_not_followed_until_they_do(
     volume.publish({**files_of(leaf), "ca.pem": other_ca.ca.cert_pem})  # a bundle from another CA
     sources = CertSources()
     owner = Follower(leaf)
-    wanted = {"owner": (volume.paths, owner.serving, owner.rotate)}
+    wanted: dict[Hashable, tuple[Paths, Pem, Rotate]] = {"owner": (volume.paths, owner.serving, owner.rotate)}
     with caplog.at_level(logging.ERROR, logger="meshproxy.identity"):
         sources.follow_only(wanted)
     assert len(sources) == 0 and sources.sources == {}
