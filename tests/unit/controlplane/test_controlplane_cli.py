@@ -49,3 +49,21 @@ def test_serve_with_an_invalid_tokens_file_exits_1_naming_the_line(
     assert main(argv) == 1
     assert f"{tokens}:1: token is 5 characters" in capsys.readouterr().err
     assert not (tmp_path / "ca").exists()  # checked before the CA is created
+
+
+@pytest.mark.parametrize("ttl", ["5", "0", "-30", "90000"])
+def test_serve_refuses_an_svid_lifetime_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    argv = [
+        "serve",
+        "--ca-dir",
+        str(tmp_path / "ca"),
+        "--tokens",
+        str(tmp_path / "tokens"),
+        "--svid-ttl",
+        ttl,
+    ]
+    assert main(argv) == 2
+    assert f"--svid-ttl: {float(ttl):g} is not between 10 and 86400 seconds" in capsys.readouterr().err
+    assert not (tmp_path / "ca").exists()
