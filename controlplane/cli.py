@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -31,7 +32,7 @@ import grpc
 from controlplane import ca_service, management, state_dir
 from controlplane.admin import AdminServer
 from controlplane.app import ControlPlane
-from controlplane.ca import Issuer
+from controlplane.ca import CAPolicy, Issuer
 from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
 from controlplane.tokens import Grant, TokensFile, append_token, new_token
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
 DEFAULT_TRUST_DOMAIN = "mesh.local"
 STOP_GRACE_SECONDS = 5.0
+# --svid-ttl bounds: below 10 s the renewal at half-life would race the one-second file poll;
+# above the CA policy's 24 h cap the flag would be clamped anyway.
+MIN_SVID_TTL = 10.0
+DEFAULT_CA_POLICY = CAPolicy()
+MAX_SVID_TTL = DEFAULT_CA_POLICY.max_ttl.total_seconds()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=[a.value for a in Algorithm],
         help="key algorithm of a newly created CA (an existing CA keeps its own)",
     )
+    serve.add_argument(
+        "--svid-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="lifetime of the SVIDs the CA issues when a CSR asks for none (default 24 h); short "
+        "lifetimes (down to 10 s) exercise rotation in tests and demos",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     token = sub.add_parser("token", help="manage bootstrap tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -122,6 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
+    if args.svid_ttl is not None and not MIN_SVID_TTL <= args.svid_ttl <= MAX_SVID_TTL:
+        print(
+            f"controlplane: --svid-ttl: {args.svid_ttl:g} is not between "
+            f"{MIN_SVID_TTL:g} and {MAX_SVID_TTL:g} seconds",
+            file=sys.stderr,
+        )
+        return 2
     for flag, address in (("--xds-address", args.xds_address), ("--admin-address", args.admin_address)):
         if address is not None and not _valid_address(address):
             print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
@@ -153,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     ledger = Ledger()
     services = Services(
-        ca=CertificateAuthorityService(Issuer(ca), tokens),
+        ca=CertificateAuthorityService(Issuer(ca, _ca_policy(args.svid_ttl)), tokens),
         ads=AdsServer(cache, ledger),
         management=management.ManagementService(control, ledger, admins),
         admin=AdminServer(ledger.registry, lambda: control.state is not None),
@@ -163,6 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loop.run_until_complete(_serve(services, control, args.xds_address, args.admin_address, notes))
     finally:
         loop.close()
+
+
+def _ca_policy(svid_ttl: float | None) -> CAPolicy:
+    """The default policy, or one whose default lifetime is ``svid_ttl`` seconds (its floor
+    lowered to match: a CSR asking for a lifetime gets at least that much)."""
+    if svid_ttl is None:
+        return DEFAULT_CA_POLICY
+    ttl = timedelta(seconds=svid_ttl)
+    return CAPolicy(default_ttl=ttl, min_ttl=min(ttl, DEFAULT_CA_POLICY.min_ttl))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,17 +16,20 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Hashable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from meshproxy.access_log import AccessLogs
 from meshproxy.admin.server import Admin
-from meshproxy.config.model import Config, HttpConnectionManager, Listener, TlsFiles
+from meshproxy.config.model import Config, FilterChain, HttpConnectionManager, Listener, TlsFiles
 from meshproxy.errors import ConfigError
-from meshproxy.identity.source import CertMaterial, FileCertSource
+from meshproxy.identity.source import CertMaterial, CertSources, Paths, Pem, Rotate
 from meshproxy.listener.runtime import ListenerRuntime, bind_socket
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import Store
+from meshproxy.tls.context import TlsContext
+from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
@@ -55,7 +58,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self.cert_sources: dict[TlsFiles, FileCertSource] = {}
+        self.certs = CertSources()
         # Listeners replaced or removed by an xDS update, draining their in-flight requests.
         self.retired: set[ListenerRuntime] = set()
         self.xds: AdsClient | None = None
@@ -74,7 +77,7 @@ class Server:
         except OSError:
             await self.close()
             raise
-        self._watch_certificates()
+        self._follow_certificates()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self.store.server["live"] = 1
         if self.config.dynamic is None:
@@ -143,6 +146,7 @@ class Server:
         self.config = config
         if leaving:
             await self.clusters.update(config.clusters)
+        self._follow_certificates()
 
     def _retire(self, lr: ListenerRuntime) -> None:
         lr.draining = True
@@ -159,30 +163,32 @@ class Server:
             lr.close()
             self.retired.discard(lr)
 
-    def _watch_certificates(self) -> None:
-        """Certificate files (the way cert-manager or SPIRE mount them) are polled on the
-        housekeeping tick; a change rotates every TLS context built from them."""
+    def _follow_certificates(self) -> None:
+        """Every TLS context built from certificate files follows them (DESIGN decision 10):
+        each live listener's filter chains and each cluster runtime, whether from the bootstrap
+        or from xDS. Called after start and after every swap; a listener or cluster runtime the
+        swap replaced or removed stops following (``CertSources.follow_only``). The files are
+        polled on the housekeeping tick; a change rotates each follower's context: new
+        handshakes use the new material, open connections keep theirs."""
+        wanted: dict[Hashable, tuple[Paths, Pem, Rotate]] = {}
         for lr in self.listeners.values():
-            for chain in lr.config.filter_chains:
-                if chain.tls_files is not None:
-                    self._source(chain.tls_files).subscribe(
-                        lambda m, lr=lr, chain=chain: lr.rotate(chain, m.chain_pem, m.key_pem, m.bundle_pem)
+            chains = lr.config.filter_chains
+            if lr.config.default_filter_chain is not None:
+                chains += (lr.config.default_filter_chain,)
+            for chain in chains:
+                live = lr.tls_contexts.get(id(chain))
+                if chain.tls_files is not None and live is not None:
+                    # The callback holds ``chain``, so its id is not reused while followed.
+                    wanted[lr, id(chain)] = (
+                        _paths(chain.tls_files),
+                        _pem(live),
+                        partial(_rotate_chain, lr, chain),
                     )
-        for cfg in self.config.clusters:
-            if cfg.tls_files is not None:
-                self._source(cfg.tls_files).subscribe(lambda m, name=cfg.name: self._rotate_cluster(name, m))
-
-    def _source(self, files: TlsFiles) -> FileCertSource:
-        source = self.cert_sources.get(files)
-        if source is None:
-            source = FileCertSource(files.certificate_chain, files.private_key, files.trusted_ca)
-            self.cert_sources[files] = source
-        return source
-
-    def _rotate_cluster(self, name: str, material: CertMaterial) -> None:
-        rt = self.clusters.get(name)
-        if rt is not None:
-            rt.rotate(material.chain_pem, material.key_pem, material.bundle_pem)
+        for rt in self.clusters.clusters.values():
+            files = rt.config.tls_files
+            if files is not None and rt.tls is not None:
+                wanted[rt] = (_paths(files), _pem(rt.tls), partial(_rotate_cluster, rt))
+        self.certs.follow_only(wanted)
 
     def listener_address(self, name: str) -> tuple[str, int]:
         return self.listeners[name].bound_address()
@@ -200,8 +206,7 @@ class Server:
             for lr in self.listeners.values():
                 lr.sweep(now)
             self.access_logs.flush()
-            for source in self.cert_sources.values():
-                source.poll(time.monotonic())
+            self.certs.poll(now)
 
     async def drain(self, timeout: float | None = None) -> int:
         """Drain every listener; returns the number of connections cut at the deadline."""
@@ -256,6 +261,22 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
         await self.stopped.wait()
+
+
+def _paths(files: TlsFiles) -> Paths:
+    return files.certificate_chain, files.private_key, files.trusted_ca
+
+
+def _pem(tls: TlsContext) -> Pem:
+    return tls.cfg.certificate_chain, tls.cfg.private_key, tls.cfg.trusted_ca
+
+
+def _rotate_chain(lr: ListenerRuntime, chain: FilterChain, material: CertMaterial) -> None:
+    lr.rotate(chain, material.chain_pem, material.key_pem, material.bundle_pem)
+
+
+def _rotate_cluster(rt: ClusterRuntime, material: CertMaterial) -> None:
+    rt.rotate(material.chain_pem, material.key_pem, material.bundle_pem)
 
 
 async def _build_route_tables(listeners: Iterable[Listener]) -> list[RouteTable]:

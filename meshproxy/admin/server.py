@@ -123,7 +123,8 @@ class Admin:
         """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""
         out = []
         for name, lr in self.server.listeners.items():
-            for chain in lr.config.filter_chains:
+            default = lr.config.default_filter_chain
+            for chain in lr.config.filter_chains + ((default,) if default is not None else ()):
                 live = lr.tls_contexts.get(id(chain))  # after a rotation, the rotated material
                 if live is not None:
                     out.append({"listener": name, "filter_chain": chain.name, **_describe(live.cfg)})

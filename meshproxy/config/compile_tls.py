@@ -80,17 +80,20 @@ def transport_tls(
     else:
         up = unpack(msg.typed_config, tls_pb2.UpstreamTlsContext)
         common, require_client, sni = up.common_tls_context, False, up.sni
-    cfg = _common(common, tctx.at("common_tls_context"), server_side, require_client, sni)
-    if cfg is None or not tctx.clean_since(mark):
+    compiled = _common(common, tctx.at("common_tls_context"), server_side, require_client, sni)
+    if compiled is None or not tctx.clean_since(mark):
         return None, None
-    return cfg, _files(common)
+    return compiled
 
 
-def _files(common: tls_pb2.CommonTlsContext) -> TlsFiles | None:
-    if len(common.tls_certificates) != 1 or not common.HasField("validation_context"):
+def _files(
+    cert: common_pb2.TlsCertificate, validation: common_pb2.CertificateValidationContext | None
+) -> TlsFiles | None:
+    """The files the chain, key and trusted CA were read from, when all three are files (given
+    inline in the context or in the ``static_resources.secrets`` entries it names)."""
+    if validation is None:
         return None
-    cert = common.tls_certificates[0]
-    sources = (cert.certificate_chain, cert.private_key, common.validation_context.trusted_ca)
+    sources = (cert.certificate_chain, cert.private_key, validation.trusted_ca)
     if not all(s.WhichOneof("specifier") == "filename" for s in sources):
         return None
     return TlsFiles(*(s.filename for s in sources))
@@ -98,7 +101,7 @@ def _files(common: tls_pb2.CommonTlsContext) -> TlsFiles | None:
 
 def _common(
     msg: tls_pb2.CommonTlsContext, ctx: Ctx, server_side: bool, require_client: bool, sni: str
-) -> TlsConfig | None:
+) -> tuple[TlsConfig, TlsFiles | None] | None:
     reject_fields(msg, _UNSUPPORTED_COMMON, ctx, "is not supported")
     params = msg.tls_params
     pctx = ctx.at("tls_params")
@@ -117,7 +120,9 @@ def _common(
             certificates.append((secret.tls_certificate, rctx.at("(secret)").at("tls_certificate")))
     if len(certificates) > 1:
         ctx.at("tls_certificates").problem("one certificate is supported (RSA/ECDSA selection is not)")
+    chosen: common_pb2.TlsCertificate | None = None
     for cert, cctx in certificates[:1]:
+        chosen = cert
         reject_fields(
             cert,
             ("pkcs12", "watched_directory", "private_key_provider", "password"),
@@ -151,7 +156,7 @@ def _common(
                 continue
             sans.append((kind, getattr(san.matcher, kind)))
     try:
-        return TlsConfig(
+        cfg = TlsConfig(
             server_side=server_side,
             certificate_chain=chain,
             private_key=key,
@@ -170,6 +175,8 @@ def _common(
         owner = ctx.path.rsplit(".common_tls_context", 1)[0]  # TlsConfig names fields from there
         ctx.problems.extend(f"{owner}.{p}" for p in exc.problems)
         return None
+    files = _files(chosen, validation[0] if validation else None) if chosen is not None else None
+    return cfg, files
 
 
 def _static_secret(ref: Any, ctx: Ctx, kind: str) -> Any:

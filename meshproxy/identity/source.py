@@ -9,7 +9,15 @@ a symlink to it atomically (Kubernetes' ``..data`` link). So a change shows as a
 size, mtime, ctime) of the file the path resolves to: `poll` stats the three paths, following
 links, at most once per ``interval`` of the ``now`` it is given (the server's housekeeping tick
 passes its loop time). Cost: three ``stat`` calls per interval; files are read only on a change.
-No inotify: it misses nothing a poll sees, needs no dependency, and works on every filesystem.
+No inotify: it misses nothing a poll sees, needs no dependency, and works on every filesystem;
+a one-second poll is far inside the half-life renewal of even a 30 s SVID.
+
+`CertSources` is what the proxy holds (DESIGN decision 10, certificates follow the
+configuration): one `FileCertSource` per set of paths, shared by every TLS context built from
+those files and kept only while one follows it. Each follower is an owner's key (a listener's
+filter chain, a cluster runtime); the server re-declares the whole set after every
+configuration change (`CertSources.follow_only`), so a listener or cluster an xDS update removed
+or replaced stops following and a source nobody follows stops being polled.
 
 A change is loaded and checked before it is used: the chain, key and bundle parse; the key is the
 leaf's key (catches a writer that swapped one file and not the other); each certificate is signed
@@ -28,7 +36,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +47,9 @@ from meshproxy.errors import IdentityError
 from meshproxy.identity.certs import PrivateKey, key_matches, load_bundle, load_certs_pem, load_key_pem
 from meshproxy.identity.spiffe import SpiffeId, describe_certificate
 
+Paths = tuple[str, str, str]  # certificate chain, private key, trust bundle
+Rotate = Callable[["CertMaterial"], None]
+Pem = tuple[bytes, bytes, bytes | None]  # what a TLS context holds: chain, key, trusted CA
 log = logging.getLogger("meshproxy.identity")
 
 _FileVersion = tuple[int, int, int, int, int] | None
@@ -64,6 +75,10 @@ class CertMaterial:
     @property
     def not_after(self) -> datetime:
         return self.chain[0].not_valid_after_utc
+
+    @property
+    def pem(self) -> tuple[bytes, bytes, bytes]:
+        return self.chain_pem, self.key_pem, self.bundle_pem
 
 
 def load_material(
@@ -99,11 +114,11 @@ class FileCertSource:
     """The current `CertMaterial` from three files, reloaded by `poll` when they change."""
 
     def __init__(self, chain_path: str, key_path: str, bundle_path: str, *, interval: float = 1.0) -> None:
-        self.paths = (chain_path, key_path, bundle_path)
+        self.paths: Paths = (chain_path, key_path, bundle_path)
         self.interval = interval
         self.last_error: str | None = None
         self._next_check: float | None = None
-        self._subscribers: list[Callable[[CertMaterial], None]] = []
+        self._subscribers: list[Rotate] = []
         self._version = self._stat()
         self._current = self._load()  # no older material to fall back on: an error propagates
 
@@ -111,19 +126,24 @@ class FileCertSource:
     def current(self) -> CertMaterial:
         return self._current
 
-    def subscribe(self, callback: Callable[[CertMaterial], None]) -> Callable[[], None]:
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self, callback: Rotate) -> Callable[[], None]:
         """Call ``callback(new)`` after each successful reload; returns the unsubscribe function."""
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
 
     def poll(self, now: float) -> bool:
-        """Reload if at least ``interval`` has passed since the last look and the files changed.
-
-        Returns whether new material was installed.
-        """
+        """`check` if at least ``interval`` has passed since the last look; whether it reloaded."""
         if self._next_check is not None and now < self._next_check:
             return False
         self._next_check = now + self.interval
+        return self.check()
+
+    def check(self) -> bool:
+        """Reload now if the files changed; returns whether new material was installed."""
         version = self._stat()
         if version == self._version:
             return False
@@ -154,11 +174,69 @@ class FileCertSource:
         return tuple(_file_version(path) for path in self.paths)
 
     def _load(self) -> CertMaterial:
-        contents = []
-        for path in self.paths:
-            with open(path, "rb") as f:
-                contents.append(f.read())
-        return load_material(*contents, origins=self.paths)
+        chain, key, bundle = (_read(path) for path in self.paths)
+        return load_material(chain, key, bundle, origins=self.paths)
+
+
+class CertSources:
+    """The `FileCertSource`s in use, one per set of paths, each kept while someone follows it."""
+
+    def __init__(self, *, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.sources: dict[Paths, FileCertSource] = {}
+        self._followers: dict[Hashable, tuple[FileCertSource, Callable[[], None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._followers)
+
+    def follow_only(self, wanted: Mapping[Hashable, tuple[Paths, Pem, Rotate]]) -> None:
+        """Make ``wanted`` the followers: ``key -> (paths, installed PEM, rotate)``.
+
+        A key not followed yet subscribes ``rotate`` to its paths' source (created and loaded if
+        new, checked for a change if shared) and gets ``rotate(current)`` at once when its
+        ``installed`` chain, key and bundle are not the source's current ones: an xDS update
+        compiled before the files last changed must not serve the older set until the next
+        change. A followed key not in ``wanted`` unsubscribes; a source left without followers
+        is dropped. Files that do not load as one consistent set (`load_material`) are logged
+        and not followed (the owner keeps the material it was built with); the next call tries
+        again.
+        """
+        for key in [k for k in self._followers if k not in wanted]:
+            left, unsubscribe = self._followers.pop(key)
+            unsubscribe()
+            if not left.subscribers:
+                del self.sources[left.paths]
+        for key, (paths, installed, rotate) in wanted.items():
+            if key in self._followers:
+                continue
+            source = self._source(paths)
+            if source is None:
+                continue
+            self._followers[key] = (source, source.subscribe(rotate))
+            if source.current.pem != installed:
+                rotate(source.current)
+
+    def _source(self, paths: Paths) -> FileCertSource | None:
+        """The shared source of ``paths``, checked for a change; a new one, loaded; or None."""
+        source = self.sources.get(paths)
+        if source is not None:
+            source.check()
+            return source
+        try:
+            source = self.sources[paths] = FileCertSource(*paths, interval=self.interval)
+        except (IdentityError, OSError) as exc:
+            log.error("certificate files %s are not followed for rotation: %s", ", ".join(paths), exc)
+            return None
+        return source
+
+    def poll(self, now: float) -> None:
+        for source in self.sources.values():
+            source.poll(now)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _file_version(path: str) -> _FileVersion:

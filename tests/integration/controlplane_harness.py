@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,13 @@ def write_atomically(path: Path, text: str) -> None:
 class ControlPlaneProcess:
     """One controlplane process at a time over a fixed work directory (CA, tokens, log)."""
 
-    def __init__(self, workdir: Path, mesh: Path, resources: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, mesh: Path, resources: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.mesh = mesh
         self.resources = resources
+        self.args = tuple(args)  # more ``serve`` flags (e.g. ``--svid-ttl``)
         self.port = 0  # 0 until the first start has bound one; later starts reuse it
         self.proc: asyncio.subprocess.Process | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -80,6 +83,7 @@ class ControlPlaneProcess:
         ]
         if self.resources is not None:
             argv += ["--xds-resources", str(self.resources)]
+        argv += self.args
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=log
@@ -161,17 +165,18 @@ class ControlPlaneProcess:
 
 @contextlib.asynccontextmanager
 async def controlplane(
-    workdir: Path, mesh_text: str, resources_text: str | None = None
+    workdir: Path, mesh_text: str, resources_text: str | None = None, args: Sequence[str] = ()
 ) -> AsyncIterator[ControlPlaneProcess]:
     """A running controlplane on the mesh ``mesh_text`` (written to ``workdir/mesh.yaml``) and,
-    when given, the raw xDS resources ``resources_text`` (``workdir/resources.yaml``)."""
+    when given, the raw xDS resources ``resources_text`` (``workdir/resources.yaml``); ``args``
+    are more ``serve`` flags."""
     mesh = workdir / "mesh.yaml"
     write_atomically(mesh, mesh_text)
     resources = None
     if resources_text is not None:
         resources = workdir / "resources.yaml"
         write_atomically(resources, resources_text)
-    cp = ControlPlaneProcess(workdir, mesh, resources)
+    cp = ControlPlaneProcess(workdir, mesh, resources, args)
     await cp.start()
     try:
         yield cp

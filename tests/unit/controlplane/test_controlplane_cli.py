@@ -62,3 +62,21 @@ def test_token_create_without_tokens_appends_to_the_state_directorys_file(
     token = capsys.readouterr().out.strip()
     table = TokenTable.parse((tmp_path / "tokens").read_text(), source="tokens", trust_domain="mesh.local")
     assert str(table.lookup(token)) == identity
+
+
+@pytest.mark.parametrize("ttl", ["5", "0", "-30", "90000"])
+def test_serve_refuses_an_svid_lifetime_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    argv = [
+        "serve",
+        "--ca-dir",
+        str(tmp_path / "ca"),
+        "--tokens",
+        str(tmp_path / "tokens"),
+        "--svid-ttl",
+        ttl,
+    ]
+    assert main(argv) == 2
+    assert f"--svid-ttl: {float(ttl):g} is not between 10 and 86400 seconds" in capsys.readouterr().err
+    assert not (tmp_path / "ca").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Hashable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from certs import IssuedLeaf, make_ca, make_leaf
 
 from meshproxy.errors import IdentityError
 from meshproxy.identity.certs import Algorithm
-from meshproxy.identity.source import CertMaterial, FileCertSource
+from meshproxy.identity.source import CertMaterial, CertSources, FileCertSource, Paths, Pem, Rotate
 
 NAMES = ("cert.pem", "key.pem", "ca.pem")
 
@@ -206,3 +207,75 @@ def test_subscribers(volume: SecretVolume, caplog: pytest.LogCaptureFixture) -> 
     volume.publish_leaf(make_leaf())
     assert source.poll(1.0) is True
     assert calls == ["broken", "second", "broken"]
+
+
+# ----------------------------------------------------------------------------- CertSources
+
+
+class Follower:
+    """An owner of a TLS context: what it serves, and the material each rotation brought."""
+
+    def __init__(self, leaf: IssuedLeaf) -> None:
+        self.serving = (leaf.cert_pem, leaf.key_pem, leaf.ca.cert_pem)
+        self.rotations: list[CertMaterial] = []
+
+    def rotate(self, material: CertMaterial) -> None:
+        self.rotations.append(material)
+        self.serving = material.pem
+
+
+def test_followers_of_the_same_files_share_one_source_until_the_last_leaves(volume: SecretVolume) -> None:
+    first, second = make_leaf(), make_leaf()
+    volume.publish_leaf(first)
+    sources = CertSources()
+    a, b = Follower(first), Follower(first)
+    sources.follow_only({"a": (volume.paths, a.serving, a.rotate), "b": (volume.paths, b.serving, b.rotate)})
+    assert len(sources) == 2 and list(sources.sources) == [volume.paths]
+    assert a.rotations == b.rotations == []  # they serve what the files hold: nothing to do
+    volume.publish_leaf(second)
+    sources.poll(0.0)
+    assert a.serving[0] == b.serving[0] == second.cert_pem
+    sources.follow_only({"b": (volume.paths, b.serving, b.rotate)})  # a's listener went away
+    volume.publish_leaf(first)
+    sources.poll(1.0)
+    assert [m.chain_pem for m in a.rotations] == [second.cert_pem]  # a no longer follows
+    assert [m.chain_pem for m in b.rotations] == [second.cert_pem, first.cert_pem]
+    assert list(sources.sources) == [volume.paths]
+    sources.follow_only({})
+    assert len(sources) == 0 and sources.sources == {}  # nobody follows: nothing is polled
+
+
+def test_a_new_follower_built_from_older_material_rotates_at_once(volume: SecretVolume) -> None:
+    """An xDS update compiled before the files changed must not serve the older set."""
+    first, second = make_leaf(), make_leaf()
+    volume.publish_leaf(first)
+    sources = CertSources()
+    old = Follower(first)
+    sources.follow_only({"old": (volume.paths, old.serving, old.rotate)})
+    volume.publish_leaf(second)  # not polled yet: the shared source still holds ``first``
+    stale = Follower(first)
+    sources.follow_only(
+        {"old": (volume.paths, old.serving, old.rotate), "new": (volume.paths, stale.serving, stale.rotate)}
+    )
+    assert [m.chain_pem for m in stale.rotations] == [second.cert_pem]
+    assert [m.chain_pem for m in old.rotations] == [second.cert_pem]  # the check reached it too
+    sources.poll(0.0)
+    assert len(stale.rotations) == len(old.rotations) == 1  # nothing changed since
+
+
+def test_files_that_do_not_load_are_not_followed_until_they_do(
+    volume: SecretVolume, caplog: pytest.LogCaptureFixture
+) -> None:
+    leaf = make_leaf()
+    other_ca = make_leaf(make_ca(tag="other"))
+    volume.publish({**files_of(leaf), "ca.pem": other_ca.ca.cert_pem})  # a bundle from another CA
+    sources = CertSources()
+    owner = Follower(leaf)
+    wanted: dict[Hashable, tuple[Paths, Pem, Rotate]] = {"owner": (volume.paths, owner.serving, owner.rotate)}
+    with caplog.at_level(logging.ERROR, logger="meshproxy.identity"):
+        sources.follow_only(wanted)
+    assert len(sources) == 0 and sources.sources == {}
+    assert "not followed for rotation" in caplog.text and volume.paths[2] in caplog.text
+    volume.publish_leaf(leaf)
+    sources.follow_only(wanted)  # the next configuration change tries again
+    assert len(sources) == 1 and owner.rotations == []
