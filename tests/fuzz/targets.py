@@ -70,7 +70,7 @@ KNOWN_OPEN: dict[str, Known] = {
     # Finding 16: request-line and Host leniency, fragments forwarded.
     "request-line-lenient": Known(
         "http1_request", ("framing-mismatch", "invalid-upstream-bytes"),
-        re.compile(rb"(?m)^[!-~]+ {2,}|^[!-~]+ [!-~]+ HTTP/(?!1\.[01]\r\n)|^[!-~]+ [!-~]* +[!-~]*\r\n"),
+        re.compile(rb"(?m)^[!-~]+ {2,}|^[!-~]+ [!-~]+ HTTP/(?!1\.[01]\r\n)"),
     ),
     "fragment-forwarded": Known("http1_request", ("invalid-upstream-bytes",), re.compile(rb"(?m)^[!-~]+ [^ \r\n]*#")),
     "host-invalid": Known(
