@@ -11,7 +11,8 @@ it and the model did not" always means the proxy chose leniency:
   for CONNECT) or asterisk-form (only for OPTIONS) (§3.2).
 - field-line = field-name ":" OWS field-value OWS (§5): a token name, no whitespace before the
   colon (§5.1), no obs-fold (§5.2), no CTL but HTAB in a value (RFC 9110 §5.5).
-- Exactly one valid ``Host`` in an HTTP/1.1 request (§3.2); uri-host [":" port] characters only.
+- Exactly one valid ``Host`` in an HTTP/1.1 request (§3.2; none needed with an absolute-form target,
+  whose authority a proxy uses instead, §3.2.2); uri-host [":" port] characters only.
 - Framing (§6.1-6.3): Transfer-Encoding (every line, as one list) with ``chunked`` exactly once and
   last and no other coding; with Content-Length too, or in HTTP/1.0, refused. Otherwise exactly one
   Content-Length line holding one 1*DIGIT; otherwise no body (a request) or, for a response,
@@ -225,7 +226,10 @@ def parse_requests(data: bytes, *, declined_upgrades: bool = False) -> Framing:
             _head(r, msg, request=True)
             _check_request_target(msg)
             hosts = msg.values(b"host")
-            if msg.version == b"HTTP/1.1" and len(hosts) != 1:
+            absolute = not msg.target.startswith(b"/") and b"://" in msg.target
+            # §3.2.2: a proxy replaces Host with an absolute-form target's authority, so there the
+            # model (like every proxy) does not insist on the Host line §3.2 requires.
+            if len(hosts) > 1 or (msg.version == b"HTTP/1.1" and not hosts and not absolute):
                 raise Refused("not exactly one Host")
             if any(not _HOST.fullmatch(h) for h in hosts):
                 raise Refused("invalid Host")

@@ -72,6 +72,9 @@ KNOWN_OPEN: dict[str, Known] = {
         "http1_request", ("framing-mismatch", "invalid-upstream-bytes"),
         re.compile(rb"(?m)^[!-~]+ {2,}|^[!-~]+ [!-~]+ HTTP/(?!1\.[01]\r\n)"),
     ),
+    # Found by the fuzzer: a request-line without a version (HTTP/0.9 shape) with an absolute-form
+    # target is forwarded as an HTTP/1.1 request (the authority stands in for the missing Host).
+    "http09-request-line": Known("http1_request", ("framing-mismatch",), re.compile(rb"(?m)^[A-Z]+ [!-~]+\r\n")),
     "fragment-forwarded": Known("http1_request", ("invalid-upstream-bytes",), re.compile(rb"(?m)^[!-~]+ [^ \r\n]*#")),
     "host-invalid": Known(
         "http1_request", ("invalid-upstream-bytes",), re.compile(rb"(?im)^host:[ \t]*[^\r\n]*[^\x21-\x7e\r\n \t]|^host:[^\r\n]*[/@ ][^\r\n]*\S")

@@ -1,0 +1,94 @@
+"""What the fuzzers found: each finding as a regression test on its minimised input.
+
+Findings in the codecs (``meshproxy/http/``, ``meshproxy/http2/``, being hardened in parallel) are
+strict xfails: each runs its reproducer from the corpus through its fuzz target and expects the
+oracle's ``Finding``; the fix that makes one pass must delete its entry here and in
+``targets.KNOWN_OPEN`` (the consistency test below keeps the two in step). Findings outside the
+codecs were fixed with the tests at the bottom, which fail on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from controlplane.mesh import load_mesh
+from meshproxy.errors import ConfigError
+from tests.fuzz.targets import KNOWN_OPEN, TARGETS, Finding, known
+
+CORPUS = pathlib.Path(__file__).parent / "corpus"
+
+# Known open finding -> the corpus inputs that reproduce it (target/file).
+REPRODUCERS: dict[str, tuple[str, ...]] = {
+    "connection-names-framing": (
+        "http1_request/seed-smuggling-connection-content-length",
+        "http1_request/seed-smuggling-connection-te-trailers-cl",
+    ),
+    "response-connection-names-framing": ("http1_response/seed-connection-content-length",),
+    "request-line-lenient": (
+        "http1_request/seed-smuggling-double-space-request-line",
+        "http1_request/seed-smuggling-http2-version-line",
+    ),
+    "http09-request-line": ("http1_request/finding-http09-absolute-form",),
+    "fragment-forwarded": ("http1_request/seed-smuggling-fragment-in-target",),
+    "host-invalid": (
+        "http1_request/seed-smuggling-host-with-space",
+        "http1_request/seed-smuggling-host-with-slash-at",
+    ),
+    "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
+    "unsolicited-101": ("http1_response/seed-unsolicited-101",),
+    "bytes-after-response": ("http1_response/seed-extra-bytes-after",),
+    "h2-fields-into-http1": ("http2_frames/seed-name-with-parens", "http2_frames/seed-path-with-space"),
+}
+
+_CASES = [pytest.param(name, path, id=f"{name}:{path.split('/')[1]}") for name, paths in REPRODUCERS.items()
+          for path in paths]
+
+
+@pytest.mark.xfail(strict=True, raises=Finding, reason="issue 12: open in the codecs (see targets.KNOWN_OPEN)")
+@pytest.mark.parametrize(("name", "path"), _CASES)
+def test_known_open_finding(name: str, path: str) -> None:
+    target, _ = path.split("/")
+    data = (CORPUS / path).read_bytes()
+    try:
+        TARGETS[target].run(data)
+    except Finding as finding:
+        assert known(target, finding.kind, data) == name, f"{path} now shows as another finding: {finding}"
+        raise
+
+
+def test_every_known_open_finding_has_a_reproducer() -> None:
+    assert set(REPRODUCERS) == set(KNOWN_OPEN)
+    for paths in REPRODUCERS.values():
+        for path in paths:
+            assert (CORPUS / path).is_file(), path
+
+
+# ------------------------------------------------------------------ fixed (outside the codecs)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("services: " + "[" * 10_000 + "]" * 10_000 + "\n", id="deep-flow-lists"),
+        pytest.param("services:\n" + "".join(" " * i + "- \n" for i in range(1, 2_000)), id="deep-block-lists"),
+    ],
+)
+def test_mesh_config_nested_too_deep_is_one_clear_refusal(text: str) -> None:
+    """The mesh config read 10,000 nested lists into a RecursionError (a traceback, not a message)."""
+    with pytest.raises(ConfigError) as raised:
+        load_mesh(text, source="mesh.yaml")
+    (problem,) = raised.value.problems
+    assert problem.startswith("mesh.yaml: line ") and "nested deeper than" in problem
+
+
+@pytest.mark.timeout(20)
+def test_mesh_config_alias_bomb_is_refused_before_expansion() -> None:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    with pytest.raises(ConfigError) as raised:
+        load_mesh("\n".join(lines) + "\n", source="mesh.yaml")
+    (problem,) = raised.value.problems
+    assert "expands to more than" in problem and problem.startswith("mesh.yaml: ")
