@@ -3,9 +3,9 @@
 Owns the atheris entry point: the project's modules (and the pure-Python parsers below them: h2,
 hpack, PyYAML) are imported under ``atheris.instrument_imports`` so libFuzzer sees their branch
 coverage, then the target named on the command line runs under ``atheris.Fuzz``. A ``Finding``
-of a known open class (``targets.KNOWN_OPEN``, matched by kind and input signature) is counted, not raised (it is tracked by a strict xfail
-in ``test_findings.py``), so a long run goes on looking for new ones; the counts are printed at
-exit. Anything else that escapes a target is a crash: libFuzzer writes the input to
+of a known open class (``targets.KNOWN_OPEN``, matched by kind and input signature) is counted,
+not raised (a strict xfail in ``test_findings.py`` tracks it), so a long run goes on looking for
+new ones; the counts are printed at exit. Anything else that escapes a target is a crash: libFuzzer writes the input to
 ``crash-<sha1>`` (or ``timeout-<sha1>`` past ``-timeout``) and exits non-zero.
 """
 
@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import io
 import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["meshproxy", "controlplane", "h2", "hpack", "yaml", "tests.fuzz"]):
+# atheris names every module it instruments on stderr: hundreds of lines nobody reads.
+with (
+    contextlib.redirect_stderr(io.StringIO()),
+    atheris.instrument_imports(include=["meshproxy", "controlplane", "h2", "hpack", "yaml", "tests.fuzz"]),
+):
     from tests.fuzz.targets import TARGETS, Finding, known
 
 _known: collections.Counter[str] = collections.Counter()
@@ -38,7 +44,9 @@ def main() -> None:
                 raise
             _known[which] += 1
 
-    atexit.register(lambda: _known and print(f"known open findings hit ({name}): {dict(_known)}", file=sys.stderr))
+    atexit.register(
+        lambda: _known and print(f"known open findings hit ({name}): {dict(_known)}", file=sys.stderr)
+    )
     argv = [sys.argv[0], f"-max_len={target.max_len}", *sys.argv[1:]]
     atheris.Setup(argv, one)
     atheris.Fuzz()

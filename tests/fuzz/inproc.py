@@ -22,12 +22,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from meshproxy.access_log import AccessLogs
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.hcm.context import HttpContext
 from meshproxy.http.downstream import DownstreamConnection
 from meshproxy.http2.downstream import H2Downstream
 from meshproxy.listener.runtime import ListenerRuntime
-from meshproxy.access_log import AccessLogs
 from meshproxy.stats import Store
 from meshproxy.upstream.manager import ClusterManager
 from tests.fuzz import rfc9112
@@ -247,8 +247,9 @@ class InProcessProxy:
         """``data`` after the client preface on one cleartext HTTP/2 connection."""
         return self.loop.run_until_complete(self._one(H2Downstream, H2_PREFACE + data, [], False))
 
-    async def _one(self, kind: Callable[[HttpContext], asyncio.Protocol], data: bytes,
-                   responses: list[bytes], eof: bool) -> Run:
+    async def _one(
+        self, kind: Callable[[HttpContext], asyncio.Protocol], data: bytes, responses: list[bytes], eof: bool
+    ) -> Run:
         run = self.run = Run(self.loop, responses)
         proto = kind(self.ctx)
         transport = run.transport = MemoryTransport(self.loop, run.wrote_down)

@@ -34,10 +34,12 @@ TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _TARGET = re.compile(rb"[\x21-\x22\x24-\x7e]+")  # VCHAR without '#'
 _VERSION = re.compile(rb"HTTP/1\.[01]")
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_CHUNK_EXT = re.compile(rb'(?:;[!#$%&\'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&\'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*')
+_CHUNK_EXT = re.compile(
+    rb'(?:;[!#$%&\'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&\'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*'
+)
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9]{2}) [\t\x20-\x7e\x80-\xff]*")
 MAX_LINE = 64 * 1024
 
@@ -159,7 +161,7 @@ def _check_request_target(msg: Message) -> None:
             raise Refused("asterisk-form outside OPTIONS")
         return
     if method == b"CONNECT":
-        if not _HOST.fullmatch(target) or b":" not in target:
+        if not HOST.fullmatch(target) or b":" not in target:
             raise Refused("invalid authority-form")
         return
     lower = target.lower()
@@ -167,7 +169,7 @@ def _check_request_target(msg: Message) -> None:
         raise Refused("invalid request-target")
     rest = target.split(b"://", 1)[1]
     authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
-    if b"@" in authority or not authority or not _HOST.fullmatch(authority):
+    if b"@" in authority or not authority or not HOST.fullmatch(authority):
         raise Refused("invalid authority in absolute-form")
 
 
@@ -231,7 +233,7 @@ def parse_requests(data: bytes, *, declined_upgrades: bool = False) -> Framing:
             # model (like every proxy) does not insist on the Host line §3.2 requires.
             if len(hosts) > 1 or (msg.version == b"HTTP/1.1" and not hosts and not absolute):
                 raise Refused("not exactly one Host")
-            if any(not _HOST.fullmatch(h) for h in hosts):
+            if any(not HOST.fullmatch(h) for h in hosts):
                 raise Refused("invalid Host")
             length = _length(msg, request=True)
             if length is None:

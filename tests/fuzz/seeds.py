@@ -10,7 +10,6 @@ SHA-1 names. Deterministic: running it twice writes the same files.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import h2.config
@@ -39,14 +38,27 @@ def http1_request() -> dict[str, bytes]:
     seeds["redos-path"] = _req("GET /redos/" + "a" * 27 + "! HTTP/1.1", host)
     seeds["slowloris-partial-head"] = b"GET / HTTP/1.1\r\nHost: a\r\nX-a: b"
     seeds["header-count-101"] = _req("GET / HTTP/1.1", host, *[f"x-h{i}: v" for i in range(101)])
-    seeds["trailer-large"] = _req("POST / HTTP/1.1", host, "Transfer-Encoding: chunked",
-                                  body=b"1\r\nx\r\n0\r\nx-t: " + b"t" * 2000 + b"\r\n\r\n")
+    seeds["trailer-large"] = _req(
+        "POST / HTTP/1.1",
+        host,
+        "Transfer-Encoding: chunked",
+        body=b"1\r\nx\r\n0\r\nx-t: " + b"t" * 2000 + b"\r\n\r\n",
+    )
     seeds["underscore-header"] = _req("GET / HTTP/1.1", host, "x_forwarded_for: 1.2.3.4")
     seeds["slow-post"] = _req("POST / HTTP/1.1", host, "Content-Length: 1000", body=b"x")
-    seeds["websocket-upgrade"] = _req("GET /ws HTTP/1.1", host, "Upgrade: websocket", "Connection: Upgrade",
-                                      "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
-    seeds["pipeline-three"] = (_req("GET /1 HTTP/1.1", host) + _req("POST /2 HTTP/1.1", host, "Content-Length: 2",
-                                                                    body=b"ab") + _req("GET /3 HTTP/1.0"))
+    seeds["websocket-upgrade"] = _req(
+        "GET /ws HTTP/1.1",
+        host,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    )
+    seeds["pipeline-three"] = (
+        _req("GET /1 HTTP/1.1", host)
+        + _req("POST /2 HTTP/1.1", host, "Content-Length: 2", body=b"ab")
+        + _req("GET /3 HTTP/1.0")
+    )
     seeds["expect-continue-get"] = _req("GET / HTTP/1.1", host, "Expect: 100-continue")
     return seeds
 
@@ -62,15 +74,25 @@ def http1_response() -> dict[str, bytes]:
         "chunked": _resp(ok, "Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n"),
         "close-delimited": _resp(ok, "Connection: close", body=b"hello"),
         "no-content": _resp("HTTP/1.1 204 No Content"),
-        "interim-then-final": _resp("HTTP/1.1 100 Continue") + _resp("HTTP/1.1 103 Early Hints", "Link: </a>")
+        "interim-then-final": _resp("HTTP/1.1 100 Continue")
+        + _resp("HTTP/1.1 103 Early Hints", "Link: </a>")
         + _resp(ok, "Content-Length: 2", body=b"ok"),
-        "connection-content-length": _resp(ok, "Content-Length: 5", "Connection: content-length",
-                                           body=b"helloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"),
-        "unsolicited-101": _resp("HTTP/1.1 101 Switching Protocols", "Upgrade: x", "Connection: upgrade",
-                                 body=b"RAW"),
+        "connection-content-length": _resp(
+            ok,
+            "Content-Length: 5",
+            "Connection: content-length",
+            body=b"helloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON",
+        ),
+        "unsolicited-101": _resp(
+            "HTTP/1.1 101 Switching Protocols", "Upgrade: x", "Connection: upgrade", body=b"RAW"
+        ),
         "status-999": _resp("HTTP/1.1 999 Weird", "Content-Length: 0"),
-        "extra-bytes-after": _resp(ok, "Content-Length: 2", body=b"okHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"),
-        "cl-and-te": _resp(ok, "Content-Length: 3", "Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n\r\n"),
+        "extra-bytes-after": _resp(
+            ok, "Content-Length: 2", body=b"okHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"
+        ),
+        "cl-and-te": _resp(
+            ok, "Content-Length: 3", "Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n\r\n"
+        ),
         "two-content-lengths": _resp(ok, "Content-Length: 2", "Content-Length: 5", body=b"hello"),
         "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
         "long-header": _resp(ok, "x-big: " + "b" * 3000, "Content-Length: 0"),
@@ -81,8 +103,12 @@ def http1_response() -> dict[str, bytes]:
 
 
 def _h2(build: object) -> bytes:
-    config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                       normalize_outbound_headers=False, header_encoding=None)
+    config = h2.config.H2Configuration(
+        client_side=True,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        header_encoding=None,
+    )
     conn = h2.connection.H2Connection(config)
     conn.initiate_connection()
     build(conn)  # type: ignore[operator]
@@ -127,9 +153,17 @@ def http2_frames() -> dict[str, bytes]:
         conn.send_data(1, b"x")
         conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
 
-    builds = {"get": get, "post": post, "rapid-reset": rapid_reset, "hpack-amplification": hpack_amplification,
-              "method-with-request-line": bad_method, "path-with-space": bad_path, "name-with-parens": bad_name,
-              "extended-connect": extended_connect, "trailers": trailers}
+    builds = {
+        "get": get,
+        "post": post,
+        "rapid-reset": rapid_reset,
+        "hpack-amplification": hpack_amplification,
+        "method-with-request-line": bad_method,
+        "path-with-space": bad_path,
+        "name-with-parens": bad_name,
+        "extended-connect": extended_connect,
+        "trailers": trailers,
+    }
     seeds = {name: _h2(build) for name, build in builds.items()}
     # CONTINUATION and SETTINGS floods, by hand: type 9 with no END_HEADERS, then 4 (SETTINGS).
     continuation = b"\x00\x00\x00\x09\x00\x00\x00\x00\x01"
@@ -186,9 +220,15 @@ def xds() -> dict[str, bytes]:
 
 
 def main() -> None:
-    for target, make in (("http1_request", http1_request), ("http1_response", http1_response),
-                         ("http2_frames", http2_frames), ("xfcc", xfcc), ("bootstrap", bootstrap),
-                         ("mesh", mesh), ("xds", xds)):
+    for target, make in (
+        ("http1_request", http1_request),
+        ("http1_response", http1_response),
+        ("http2_frames", http2_frames),
+        ("xfcc", xfcc),
+        ("bootstrap", bootstrap),
+        ("mesh", mesh),
+        ("xds", xds),
+    ):
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("seed-*"):

@@ -37,16 +37,22 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
         "http1_request/seed-smuggling-host-with-slash-at",
     ),
     "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
+    "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
     "unsolicited-101": ("http1_response/seed-unsolicited-101",),
     "bytes-after-response": ("http1_response/seed-extra-bytes-after",),
     "h2-fields-into-http1": ("http2_frames/seed-name-with-parens", "http2_frames/seed-path-with-space"),
 }
 
-_CASES = [pytest.param(name, path, id=f"{name}:{path.split('/')[1]}") for name, paths in REPRODUCERS.items()
-          for path in paths]
+_CASES = [
+    pytest.param(name, path, id=f"{name}:{path.split('/')[1]}")
+    for name, paths in REPRODUCERS.items()
+    for path in paths
+]
 
 
-@pytest.mark.xfail(strict=True, raises=Finding, reason="issue 12: open in the codecs (see targets.KNOWN_OPEN)")
+@pytest.mark.xfail(
+    strict=True, raises=Finding, reason="issue 12: open in the codecs (see targets.KNOWN_OPEN)"
+)
 @pytest.mark.parametrize(("name", "path"), _CASES)
 def test_known_open_finding(name: str, path: str) -> None:
     target, _ = path.split("/")
@@ -73,7 +79,9 @@ def test_every_known_open_finding_has_a_reproducer() -> None:
     "text",
     [
         pytest.param("services: " + "[" * 10_000 + "]" * 10_000 + "\n", id="deep-flow-lists"),
-        pytest.param("services:\n" + "".join(" " * i + "- \n" for i in range(1, 2_000)), id="deep-block-lists"),
+        pytest.param(
+            "services:\n" + "".join(" " * i + "- \n" for i in range(1, 2_000)), id="deep-block-lists"
+        ),
     ],
 )
 def test_mesh_config_nested_too_deep_is_one_clear_refusal(text: str) -> None:
