@@ -5,8 +5,9 @@ hpack, PyYAML) are imported under ``atheris.instrument_imports`` so libFuzzer se
 coverage, then the target named on the command line runs under ``atheris.Fuzz``. A ``Finding``
 of a known open class (``targets.KNOWN_OPEN``, matched by kind and input signature) is counted,
 not raised (a strict xfail in ``test_findings.py`` tracks it), so a long run goes on looking for
-new ones; the counts are printed at exit. Anything else that escapes a target is a crash: libFuzzer writes the input to
-``crash-<sha1>`` (or ``timeout-<sha1>`` past ``-timeout``) and exits non-zero.
+new ones; the counts are printed at exit. Anything else that escapes a target is a crash:
+libFuzzer writes the input to ``crash-<sha1>`` (``timeout-<sha1>`` past ``-timeout``) and exits
+non-zero.
 """
 
 from __future__ import annotations
