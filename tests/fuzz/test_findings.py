@@ -12,9 +12,11 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+from cryptography import x509
 
 from controlplane.mesh import load_mesh
-from meshproxy.errors import ConfigError
+from meshproxy.errors import ConfigError, IdentityError
+from meshproxy.identity.spiffe import SpiffeId
 from tests.fuzz.targets import KNOWN_OPEN, TARGETS, Finding, known
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
@@ -100,3 +102,11 @@ def test_mesh_config_alias_bomb_is_refused_before_expansion() -> None:
         load_mesh("\n".join(lines) + "\n", source="mesh.yaml")
     (problem,) = raised.value.problems
     assert "expands to more than" in problem and problem.startswith("mesh.yaml: ")
+
+
+def test_certificate_with_a_duplicate_extension_is_an_identity_error() -> None:
+    """Found by the xfcc fuzzer: x509.DuplicateExtension (not a ValueError) escaped
+    SpiffeId.from_certificate, so its callers' ``except (ValueError, MeshproxyError)`` missed it."""
+    cert = x509.load_der_x509_certificate((CORPUS / "xfcc/finding-duplicate-extension").read_bytes())
+    with pytest.raises(IdentityError, match=r"extension 2\.5\.29\.37 appears twice"):
+        SpiffeId.from_certificate(cert)
