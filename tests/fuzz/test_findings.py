@@ -13,10 +13,12 @@ import pathlib
 
 import pytest
 from cryptography import x509
+from google.protobuf.any_pb2 import Any as AnyProto
 
 from controlplane.mesh import load_mesh
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.xds import resources
 from tests.fuzz.targets import KNOWN_OPEN, TARGETS, Finding, known
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
@@ -110,3 +112,20 @@ def test_certificate_with_a_duplicate_extension_is_an_identity_error() -> None:
     cert = x509.load_der_x509_certificate((CORPUS / "xfcc/finding-duplicate-extension").read_bytes())
     with pytest.raises(IdentityError, match=r"extension 2\.5\.29\.37 appears twice"):
         SpiffeId.from_certificate(cert)
+
+
+def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
+    """Found by the xds fuzzer: a Listener whose filter chain's DownstreamTlsContext holds bad
+    UTF-8 raised DecodeError out of compile_resource instead of reporting a problem (a NACK)."""
+    data = (CORPUS / "xds/finding-nested-any-bad-utf8").read_bytes()
+    problems: list[str] = []
+    decoded = resources.decode(
+        resources.LISTENER, AnyProto(type_url=resources.LISTENER, value=data[1:]), problems, "fuzz"
+    )
+    assert decoded is not None and data[0] % 4 == 0
+    steps = resources.compile_resource(resources.LISTENER, *decoded, "fuzz", problems)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(steps)
+    assert done.value.value is None
+    assert any("does not decode" in p and "DownstreamTlsContext" in p for p in problems), problems
