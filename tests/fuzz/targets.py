@@ -76,7 +76,7 @@ def _host_invalid(data: bytes) -> bool:
 KNOWN_OPEN: dict[str, Known] = {
     # Finding 1: framing headers removable through Connection, both directions.
     "connection-names-framing": Known(
-        "http1_request", ("framing-mismatch",), _CONNECTION_NAMES_FRAMING.search
+        "http1_request", ("framing-mismatch", "invalid-upstream-bytes"), _CONNECTION_NAMES_FRAMING.search
     ),
     "response-connection-names-framing": Known(
         "http1_response",
@@ -111,7 +111,11 @@ KNOWN_OPEN: dict[str, Known] = {
     ),
     # Finding 15: upstream protocol abuse relayed.
     "unsolicited-101": Known("http1_response", ("client-framing-tunnel:",), _search(rb"^HTTP/1\.[01] 101")),
-    "bytes-after-response": Known("http1_response", ("response-poisoning",), _search(rb"HTTP/1\.[01] ")),
+    "bytes-after-response": Known(
+        "http1_response",
+        ("response-poisoning", "client-framing-refused:malformed status-line"),
+        _search(rb"HTTP/1\.[01] "),
+    ),
     # Finding 16: HTTP/2 pseudo-headers and field names relayed into HTTP/1.1 heads unchecked.
     "h2-fields-into-http1": Known(
         "http2_frames",
