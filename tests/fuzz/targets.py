@@ -354,7 +354,7 @@ def xfcc(data: bytes) -> None:
     der = data
     try:
         cert = x509.load_der_x509_certificate(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # not a certificate: the bytes are a URI SAN
         uri = data.decode("utf-8", "replace")
         try:
             peer: SpiffeId | None = SpiffeId.parse(uri)

@@ -129,3 +129,19 @@ def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
             next(steps)
     assert done.value.value is None
     assert any("does not decode" in p and "DownstreamTlsContext" in p for p in problems), problems
+
+
+def test_xds_tls_filename_with_a_nul_byte_is_a_problem() -> None:
+    """Found by the xds fuzzer: a DataSource filename holding NUL raised ValueError out of the
+    TLS compiler (open() refuses such names) instead of reporting a problem."""
+    data = (CORPUS / "xds/finding-filename-nul").read_bytes()
+    problems: list[str] = []
+    decoded = resources.decode(
+        resources.LISTENER, AnyProto(type_url=resources.LISTENER, value=data[1:]), problems, "fuzz"
+    )
+    assert decoded is not None
+    steps = resources.compile_resource(resources.LISTENER, *decoded, "fuzz", problems)
+    with pytest.raises(StopIteration):
+        while True:
+            next(steps)
+    assert any("holds a NUL byte" in p for p in problems), problems
