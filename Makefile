@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables
 
-.PHONY: demo test test-twins lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
+.PHONY: demo test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,19 @@ test: $(STAMP) $(APT_STAMP) $(NODE_STAMP) image-debs
 # it after `make test`. The twin suites still import both twins directly.
 test-twins: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	MESHPROXY_NO_EXTENSIONS=1 $(PY) -m pytest -q
+
+# Coverage-guided fuzzing (docs/fuzzing.md): each target in turn for FUZZ_SECONDS, one process at a
+# time; new inputs go to .fuzz/<target>/ (minimise the interesting ones into tests/fuzz/corpus/),
+# crashes to .fuzz/crash-<target>-*. `make test` runs the short, seeded version (tests/fuzz).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= http1_request http1_response http2_frames xfcc bootstrap mesh xds
+
+fuzz: $(STAMP)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .fuzz/$$t; \
+	  $(PY) -m tests.fuzz $$t .fuzz/$$t tests/fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -print_final_stats=1 -artifact_prefix=.fuzz/crash-$$t- || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks

@@ -42,6 +42,7 @@ from controlplane.mesh.model import (
     Version,
 )
 from controlplane.tokens import Grant
+from meshproxy.config import limits
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import SpiffeId
 
@@ -117,9 +118,15 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False
 def load_mesh(text: str, *, source: str = "mesh") -> tuple[Mesh, dict[str, Any]]:
     """The validated mesh and the parsed document, or `ConfigError` naming ``source``."""
     try:
+        # The bootstrap's bounds on hostile files (size, nesting, alias expansion), checked on the
+        # event stream before any object is built: deep nesting ended in a RecursionError here.
+        limits.check_size(len(text))
+        limits.check_yaml_events(yaml.parse(text, Loader=_Loader))
         doc = yaml.load(text, Loader=_Loader)  # safe: a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    except ConfigError as exc:
+        raise ConfigError([f"{source}: {p}" for p in exc.problems]) from None
     return validate_mesh(doc, source=source), doc
 
 

@@ -214,6 +214,9 @@ def _data(msg: base_pb2.DataSource, ctx: Ctx) -> bytes:
         except OSError as exc:
             ctx.at("filename").problem(f"cannot read {msg.filename}: {exc.strerror}")
             return b""
+        except ValueError:  # found by the xds fuzzer: a NUL in the name escaped as an exception
+            ctx.at("filename").problem(f"cannot read {msg.filename!r}: the name holds a NUL byte")
+            return b""
     if kind == "inline_bytes":
         return bytes(msg.inline_bytes)
     if kind == "inline_string":

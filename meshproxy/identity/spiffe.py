@@ -106,6 +106,8 @@ class SpiffeId:
             raise IdentityError(
                 f"{what}: no subjectAltName extension; an X.509-SVID carries its SPIFFE ID as one URI SAN"
             ) from None
+        except x509.DuplicateExtension as exc:  # found by fuzzing: not a ValueError, was a traceback
+            raise IdentityError(f"{what}: extension {exc.oid.dotted_string} appears twice") from None
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
         if not uris:
             raise IdentityError(f"{what}: no URI SAN; an X.509-SVID carries its SPIFFE ID as one URI SAN")

@@ -1,0 +1,147 @@
+"""What the fuzzers found: each finding as a regression test on its minimised input.
+
+Findings in the codecs (``meshproxy/http/``, ``meshproxy/http2/``, being hardened in parallel) are
+strict xfails: each runs its reproducer from the corpus through its fuzz target and expects the
+oracle's ``Finding``; the fix that makes one pass must delete its entry here and in
+``targets.KNOWN_OPEN`` (the consistency test below keeps the two in step). Findings outside the
+codecs were fixed with the tests at the bottom, which fail on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from cryptography import x509
+from google.protobuf.any_pb2 import Any as AnyProto
+
+from controlplane.mesh import load_mesh
+from meshproxy.errors import ConfigError, IdentityError
+from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.xds import resources
+from tests.fuzz.targets import KNOWN_OPEN, TARGETS, Finding, known
+
+CORPUS = pathlib.Path(__file__).parent / "corpus"
+
+# Known open finding -> the corpus inputs that reproduce it (target/file).
+REPRODUCERS: dict[str, tuple[str, ...]] = {
+    "connection-names-framing": (
+        "http1_request/seed-smuggling-connection-content-length",
+        "http1_request/seed-smuggling-connection-te-trailers-cl",
+    ),
+    "response-connection-names-framing": ("http1_response/seed-connection-content-length",),
+    "request-line-lenient": (
+        "http1_request/seed-smuggling-double-space-request-line",
+        "http1_request/seed-smuggling-http2-version-line",
+    ),
+    "http09-request-line": ("http1_request/finding-http09-absolute-form",),
+    "fragment-forwarded": ("http1_request/seed-smuggling-fragment-in-target",),
+    "host-invalid": (
+        "http1_request/seed-smuggling-host-with-space",
+        "http1_request/seed-smuggling-host-with-slash-at",
+    ),
+    "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
+    "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
+    "unsolicited-101": ("http1_response/seed-unsolicited-101",),
+    "bytes-after-response": ("http1_response/seed-extra-bytes-after",),
+    "h2-fields-into-http1": ("http2_frames/seed-name-with-parens", "http2_frames/seed-path-with-space"),
+}
+
+_CASES = [
+    pytest.param(name, path, id=f"{name}:{path.split('/')[1]}")
+    for name, paths in REPRODUCERS.items()
+    for path in paths
+]
+
+
+@pytest.mark.xfail(
+    strict=True, raises=Finding, reason="issue 12: open in the codecs (see targets.KNOWN_OPEN)"
+)
+@pytest.mark.parametrize(("name", "path"), _CASES)
+def test_known_open_finding(name: str, path: str) -> None:
+    target, _ = path.split("/")
+    data = (CORPUS / path).read_bytes()
+    try:
+        TARGETS[target].run(data)
+    except Finding as finding:
+        assert known(target, finding.kind, data) == name, f"{path} now shows as another finding: {finding}"
+        raise
+
+
+def test_every_known_open_finding_has_a_reproducer() -> None:
+    assert set(REPRODUCERS) == set(KNOWN_OPEN)
+    for paths in REPRODUCERS.values():
+        for path in paths:
+            assert (CORPUS / path).is_file(), path
+
+
+# ------------------------------------------------------------------ fixed (outside the codecs)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("services: " + "[" * 10_000 + "]" * 10_000 + "\n", id="deep-flow-lists"),
+        pytest.param(
+            "services:\n" + "".join(" " * i + "- \n" for i in range(1, 2_000)), id="deep-block-lists"
+        ),
+    ],
+)
+def test_mesh_config_nested_too_deep_is_one_clear_refusal(text: str) -> None:
+    """The mesh config read 10,000 nested lists into a RecursionError (a traceback, not a message)."""
+    with pytest.raises(ConfigError) as raised:
+        load_mesh(text, source="mesh.yaml")
+    (problem,) = raised.value.problems
+    assert problem.startswith("mesh.yaml: line ") and "nested deeper than" in problem
+
+
+@pytest.mark.timeout(20)
+def test_mesh_config_alias_bomb_is_refused_before_expansion() -> None:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    with pytest.raises(ConfigError) as raised:
+        load_mesh("\n".join(lines) + "\n", source="mesh.yaml")
+    (problem,) = raised.value.problems
+    assert "expands to more than" in problem and problem.startswith("mesh.yaml: ")
+
+
+def test_certificate_with_a_duplicate_extension_is_an_identity_error() -> None:
+    """Found by the xfcc fuzzer: x509.DuplicateExtension (not a ValueError) escaped
+    SpiffeId.from_certificate, so its callers' ``except (ValueError, MeshproxyError)`` missed it."""
+    cert = x509.load_der_x509_certificate((CORPUS / "xfcc/finding-duplicate-extension").read_bytes())
+    with pytest.raises(IdentityError, match=r"extension 2\.5\.29\.37 appears twice"):
+        SpiffeId.from_certificate(cert)
+
+
+def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
+    """Found by the xds fuzzer: a Listener whose filter chain's DownstreamTlsContext holds bad
+    UTF-8 raised DecodeError out of compile_resource instead of reporting a problem (a NACK)."""
+    data = (CORPUS / "xds/finding-nested-any-bad-utf8").read_bytes()
+    problems: list[str] = []
+    decoded = resources.decode(
+        resources.LISTENER, AnyProto(type_url=resources.LISTENER, value=data[1:]), problems, "fuzz"
+    )
+    assert decoded is not None and data[0] % 4 == 0
+    steps = resources.compile_resource(resources.LISTENER, *decoded, "fuzz", problems)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(steps)
+    assert done.value.value is None
+    assert any("does not decode" in p and "DownstreamTlsContext" in p for p in problems), problems
+
+
+def test_xds_tls_filename_with_a_nul_byte_is_a_problem() -> None:
+    """Found by the xds fuzzer: a DataSource filename holding NUL raised ValueError out of the
+    TLS compiler (open() refuses such names) instead of reporting a problem."""
+    data = (CORPUS / "xds/finding-filename-nul").read_bytes()
+    problems: list[str] = []
+    decoded = resources.decode(
+        resources.LISTENER, AnyProto(type_url=resources.LISTENER, value=data[1:]), problems, "fuzz"
+    )
+    assert decoded is not None
+    steps = resources.compile_resource(resources.LISTENER, *decoded, "fuzz", problems)
+    with pytest.raises(StopIteration):
+        while True:
+            next(steps)
+    assert any("holds a NUL byte" in p for p in problems), problems
