@@ -78,11 +78,6 @@ KNOWN_OPEN: dict[str, Known] = {
     "connection-names-framing": Known(
         "http1_request", ("framing-mismatch", "invalid-upstream-bytes"), _CONNECTION_NAMES_FRAMING.search
     ),
-    "response-connection-names-framing": Known(
-        "http1_response",
-        ("response-framing-mismatch", "response-poisoning"),
-        _CONNECTION_NAMES_FRAMING.search,
-    ),
     # Finding 16: request-line and Host leniency, fragments forwarded.
     "request-line-lenient": Known(
         "http1_request",
@@ -108,13 +103,6 @@ KNOWN_OPEN: dict[str, Known] = {
     # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (finding 16's family).
     "te-in-http10": Known(
         "http1_request", ("accepted-refused:Transfer-Encoding in HTTP/1.0",), _search(rb"HTTP/1\.0\r\n")
-    ),
-    # Finding 15: upstream protocol abuse relayed.
-    "unsolicited-101": Known("http1_response", ("client-framing-tunnel:",), _search(rb"^HTTP/1\.[01] 101")),
-    "bytes-after-response": Known(
-        "http1_response",
-        ("response-poisoning", "client-framing-refused:malformed status-line"),
-        _search(rb"HTTP/1\.[01] "),
     ),
     # Finding 16: HTTP/2 pseudo-headers and field names relayed into HTTP/1.1 heads unchecked.
     "h2-fields-into-http1": Known(

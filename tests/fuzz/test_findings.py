@@ -29,7 +29,6 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
         "http1_request/seed-smuggling-connection-content-length",
         "http1_request/seed-smuggling-connection-te-trailers-cl",
     ),
-    "response-connection-names-framing": ("http1_response/seed-connection-content-length",),
     "request-line-lenient": (
         "http1_request/seed-smuggling-double-space-request-line",
         "http1_request/seed-smuggling-http2-version-line",
@@ -42,8 +41,6 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
     ),
     "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
     "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
-    "unsolicited-101": ("http1_response/seed-unsolicited-101",),
-    "bytes-after-response": ("http1_response/seed-extra-bytes-after",),
     "h2-fields-into-http1": ("http2_frames/seed-name-with-parens", "http2_frames/seed-path-with-space"),
 }
 
