@@ -192,7 +192,7 @@ def test_sidecar_connection_managers_normalise_paths_and_bound_request_heads(
                 assert manager.path.escaped_slashes == "KEEP_UNCHANGED"
                 assert manager.request_headers_timeout == 10.0
                 seen += 1
-    assert seen == 3  # greeter-v1 inbound; client's outbound|greeter (db is tcp); ...
+    assert seen == 2  # greeter-v1's inbound and client's outbound|greeter (db is tcp)
     for listener in groups[DEFAULT_GROUP][LISTENER].values():
         manager = hcm.HttpConnectionManager()
         listener.api_listener.api_listener.Unpack(manager)
