@@ -89,6 +89,7 @@ def context(
     cluster: dict[str, Any] | None = None,
     filters: list[dict[str, Any]] | None = None,
     routes: list[dict[str, Any]] | None = None,
+    manager: dict[str, Any] | None = None,
 ) -> HttpContext:
     route = {"match": {"prefix": "/"}, "route": {"cluster": "backend", **(action or {})}}
     hcm = {
@@ -99,6 +100,7 @@ def context(
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes or [route]}],
         },
         "http_filters": [*(filters or []), {"name": "router", "typed_config": {"@type": ROUTER}}],
+        **(manager or {}),
     }
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
