@@ -19,11 +19,14 @@ Fair share (a meshproxy rule, not Envoy's): ``FairShare`` keeps the max_requests
 request source (the downstream peer's IP) so that one source cannot hold the whole breaker and
 deny everyone else (issue 12, finding 4). It bites only under contention: while the breaker is
 less than half full every request is admitted as in Envoy; from half full on, a source already
-holding ``max(1, max_requests // active sources)`` requests (itself counted as a source) is
-refused. A lone source can therefore fill the breaker; with two or more, none can take more
-than its share of it once it matters. Pending requests need no share of their own: a request
-queues for a connection only after this admission, so a source's pending count is bounded by
-its admitted one.
+holding ``max(1, (max_requests - max_requests // 4) // n)`` requests, ``n`` the sources holding
+some (itself included), is refused. So a quarter of the breaker is kept for sources that hold
+none of it: a newcomer finds room even when one source came first and asked for everything,
+a lone source can use three quarters of it (all of a breaker under 4), and two or more share
+the rest equally once it matters. Sources admitted before a newcomer shrank their share keep
+what they hold and are refused until they are back under it (nothing is pre-empted). Pending
+requests need no share of their own: a request queues for a connection only after this
+admission, so a source's pending count is bounded by its admitted one.
 
 Outlier ejection is not here (it is per host and lives with outlier detection). Must not import
 asyncio, sockets or configuration compilers.
@@ -122,7 +125,7 @@ class FairShare:
             return True  # no contention: Envoy's behaviour
         held = self.held.get(source, 0)
         sources = len(self.held) + (held == 0)
-        return held < max(1, maximum // sources)
+        return held < max(1, (maximum - maximum // 4) // sources)
 
     def inc(self, source: bytes) -> None:
         held = self.held

@@ -168,30 +168,37 @@ def admit(ctx: Any, source: bytes) -> tuple[Exchange, LocalReply | None]:
     return x, x.forward(cluster, b"svc", b"/", [], source)
 
 
-def test_a_lone_source_can_fill_the_breaker() -> None:
+def test_a_lone_source_keeps_a_quarter_of_the_breaker_free_for_others() -> None:
     ctx = context(cluster={"circuit_breakers": {"thresholds": [{"max_requests": 8}]}})
-    results = [admit(ctx, b"10.0.0.1")[1] for _ in range(9)]
-    assert results[:8] == [None] * 8
-    assert results[8] is not None and results[8].body == b"upstream overflow: max_requests"
+    results = [admit(ctx, b"10.0.0.1")[1] for _ in range(7)]
+    assert results[:6] == [None] * 6  # 8 - 8 // 4
+    assert results[6] is not None and results[6].body == b"upstream overflow: fair share of max_requests"
+    assert [admit(ctx, b"10.0.0.2")[1] for _ in range(2)] == [None, None]  # the kept quarter
+    _, full = admit(ctx, b"10.0.0.3")
+    assert full is not None and full.body == b"upstream overflow: max_requests"
+
+
+def test_a_small_breaker_is_envoys_for_a_lone_source() -> None:
+    ctx = context(cluster={"circuit_breakers": {"thresholds": [{"max_requests": 3}]}})
+    assert [admit(ctx, b"10.0.0.1")[1] for _ in range(3)] == [None] * 3
 
 
 def test_a_source_over_its_share_of_a_contended_breaker_is_refused_and_others_are_not() -> None:
-    ctx = context(cluster={"circuit_breakers": {"thresholds": [{"max_requests": 8}]}})
-    hog = [admit(ctx, b"10.0.0.1") for _ in range(4)]  # half full: contention starts
+    ctx = context(cluster={"circuit_breakers": {"thresholds": [{"max_requests": 16}]}})
+    hog = [admit(ctx, b"10.0.0.1") for _ in range(8)]  # half full: contention starts
     assert all(reply is None for _, reply in hog)
-    _, refused = admit(ctx, b"10.0.0.1")  # two sources now (itself and... only itself): share 8
-    assert refused is None  # a lone source is never limited
     _, first = admit(ctx, b"10.0.0.2")
-    assert first is None  # the newcomer's share is 8 // 2 = 4
-    _, over = admit(ctx, b"10.0.0.1")  # the hog holds 5 >= 4
+    assert first is None  # the newcomer's share is (16 - 4) // 2 = 6
+    _, over = admit(ctx, b"10.0.0.1")  # the hog holds 8 >= 6
     assert over is not None and (over.status, over.flags) == (503, "UO") and OVERLOADED in over.extra
     assert over.body == b"upstream overflow: fair share of max_requests"
     cluster = ctx.clusters.clusters["backend"]
     assert cluster.stats.upstream_rq_fair_share_overflow == 1
-    assert [admit(ctx, b"10.0.0.2")[1] for _ in range(2)] == [None, None]  # 3 of its 4, breaker full
-    for x, _ in hog:
+    assert [admit(ctx, b"10.0.0.2")[1] for _ in range(6)] == [None] * 5 + [over]  # 6 of 6
+    for x, _ in hog[:3]:
         x.finish(T0 + 1, Request(), "HTTP/1.1", None)
-    assert cluster.breakers.default.share.held == {b"10.0.0.1": 1, b"10.0.0.2": 3}
+    assert cluster.breakers.default.share.held == {b"10.0.0.1": 5, b"10.0.0.2": 6}
+    assert admit(ctx, b"10.0.0.1")[1] is None  # back under its share
 
 
 def test_a_refused_request_holds_nothing() -> None:
