@@ -1,12 +1,12 @@
 """What every request of one http_connection_manager filter chain shares, and what it precomputes.
 
 Owns ``HttpContext`` (one per filter chain and configuration snapshot: the route table, the
-clusters, the stats, the local rate limit's bucket, the request-id source), ``RoutePlan`` (a
-routed request's needs from its route, built once per route decision and cached in the
-context), ``RequestIds`` (cheap UUID4-shaped request ids) and ``LocalReply`` (a response the
-proxy makes itself, as a value). The context also holds the overload manager's current
-``OverloadState`` (``overload``; ``NORMAL`` unless the server installs another). Shared by both codecs; must not import asyncio, sockets, or
-either codec package.
+clusters, the stats, the local rate limit's bucket, the request-id source, and the overload
+manager's current ``OverloadState`` in ``overload``, ``NORMAL`` unless the server installs
+another), ``RoutePlan`` (a routed request's needs from its route, built once per route
+decision and cached in the context), ``RequestIds`` (cheap UUID4-shaped request ids) and
+``LocalReply`` (a response the proxy makes itself, as a value). Shared by both codecs; must
+not import asyncio, sockets, or either codec package.
 """
 
 from __future__ import annotations

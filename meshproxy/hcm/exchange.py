@@ -36,16 +36,17 @@ Rules (the numbers are cited in the code):
    ``upstream_rq_retry_success``.
 6. Timeouts: ``request_timeout`` runs from the start of the stream until the request is
    complete (408, ``downstream_rq_timeout``; the HTTP/1.1 reply closes the connection since
-   the body is unread); as in Envoy a response that began first (an upgrade's 101) disarms it,
-   and with it a later ``max_stream_duration`` of that stream. The route timeout runs from the end of the request;
-   ``max_stream_duration`` from the start of the stream. ``stream_deadline`` is the deadline
-   to arm when the request is forwarded, ``route_deadline(now)`` the one that replaces it when
-   the request is complete. For a gRPC request with ``grpc_timeout_header_max`` set, a valid
-   ``grpc-timeout`` (capped by it, 0 meaning no cap) replaces both, from the stream start, and
-   the upstream request carries the effective value (Envoy's new-style timeouts); with no
-   effective limit the header is removed. The per-try timeout runs per attempt once the request
-   is complete. ``stream_idle_timeout`` reads the byte counters the relay keeps anyway, scaled by
-   the overload manager's reduce_timeouts (``HTTP_DOWNSTREAM_STREAM_IDLE``).
+   the body is unread); as in Envoy a response that began first (an upgrade's 101) disarms
+   it, and with it a later ``max_stream_duration`` of that stream. The route timeout runs
+   from the end of the request; ``max_stream_duration`` from the start of the stream.
+   ``stream_deadline`` is the deadline to arm when the request is forwarded,
+   ``route_deadline(now)`` the one that replaces it when the request is complete. For a gRPC
+   request with ``grpc_timeout_header_max`` set, a valid ``grpc-timeout`` (capped by it, 0
+   meaning no cap) replaces both, from the stream start, and the upstream request carries the
+   effective value (Envoy's new-style timeouts); with no effective limit the header is
+   removed. The per-try timeout runs per attempt once the request is complete.
+   ``stream_idle_timeout`` reads the byte counters the relay keeps anyway, scaled by the
+   overload manager's reduce_timeouts (``HTTP_DOWNSTREAM_STREAM_IDLE``).
 7. Outlier detection hears each response's status (a gRPC status mapped to HTTP by Envoy's
    table) and each local-origin failure (connect failure, reset, timeout).
 8. Stats, once, at the end: ``upstream_rq_<xx>`` when an attempt was started and a status is
@@ -540,8 +541,10 @@ class Exchange:
         """The deadline last armed (``stream_deadline``, then ``route_deadline``) passed."""
         if carrier.finished:
             return
-        if carrier.request_complete or not self.request_deadline or (
-            self.stream_end and self.stream_end < self.request_deadline
+        if (
+            carrier.request_complete
+            or not self.request_deadline
+            or (self.stream_end and self.stream_end < self.request_deadline)
         ):
             carrier.local_reply(self.timed_out())
         elif not carrier.response_started:  # a response (an upgrade's 101) disarms it, as in Envoy

@@ -117,8 +117,10 @@ class Stream:
         ctx = self.ctx
         stats = ctx.stats
         conn = self.conn
-        if not self.keep_alive or conn.listener.draining or (
-            ctx.overload.keepalive_close_fraction and x.keepalive_closes()
+        if (
+            not self.keep_alive
+            or conn.listener.draining
+            or (ctx.overload.keepalive_close_fraction and x.keepalive_closes())
         ):
             self.keep_alive = False
         if self.method == b"CONNECT":
