@@ -9,7 +9,7 @@ the context's ``rng``; it returns decisions (a ``LocalReply`` to send, a back-of
 wait, a deadline to arm) and never touches a socket, a timer or a codec. The HTTP/1.1 and
 HTTP/2 streams each hold one ``Exchange`` and carry its decisions out (``Carrier``).
 
-It is one module of about 550 lines on purpose: the rules below share one request's state
+It is one module of about 640 lines on purpose: the rules below share one request's state
 (attempt count, retry hold, body copy, deadlines), and splitting them would split that state.
 
 Rules (the numbers are cited in the code):
