@@ -177,7 +177,23 @@ class HttpStats(StatSet):
         "Connections closed with ENHANCE_YOUR_CALM for rapid reset (CVE-2023-44487) or a SETTINGS/PING flood."
     )
     downstream_rq_rx_reset: int = counter("Requests whose client went away before the response was complete.")
-    downstream_rq_timeout: int = counter("Requests answered 504 because the route timeout fired.")
+    downstream_rq_timeout: int = counter(
+        "Requests answered 504 because the route timeout fired, or 408 because the whole request"
+        " did not arrive within `request_timeout`."
+    )
+    downstream_rq_overload_close: int = counter(
+        "Requests shed with 503 (flag OL) by the overload manager's stop_accepting_requests action."
+    )
+    downstream_cx_overload_disable_keepalive: int = counter(
+        "Responses that closed their connection because of the disable_http_keepalive overload action."
+    )
+    downstream_rq_failed_path_normalization: int = counter(
+        "Requests refused with 400 because their path could not be normalised (or held an escaped slash"
+        " with `path_with_escaped_slashes_action: REJECT_REQUEST`)."
+    )
+    downstream_rq_redirected_with_normalized_path: int = counter(
+        "Requests redirected (307) to their normalised path (`UNESCAPE_AND_REDIRECT`)."
+    )
     downstream_rq_idle_timeout: int = counter(
         "Requests ended by `stream_idle_timeout` (no byte either way for that long)."
     )
@@ -223,6 +239,10 @@ class ClusterStats(StatSet):
     upstream_rq_pending_active: int = gauge("Requests waiting for a connection now.")
     upstream_rq_pending_overflow: int = counter(
         "Requests refused with 503 UO by the max_requests or max_pending_requests circuit breaker."
+    )
+    upstream_rq_fair_share_overflow: int = counter(
+        "Requests refused with 503 UO because their source held its fair share of a max_requests"
+        " circuit breaker that was at least half full."
     )
     upstream_cx_overflow: int = counter(
         "Times the max_connections circuit breaker was full when a connection was wanted."

@@ -17,6 +17,14 @@ Owns which resources each group is served:
   ``<service>:<port>`` (an ``xds:///`` target names one of them), HCM with RDS over ADS, the
   RouteConfiguration, plaintext EDS clusters and their endpoints.
 
+Every sidecar HTTP connection manager (inbound and outbound) hardens the request path as
+Istio's sidecars do by default: ``normalize_path: true`` (Istio's default path normalisation,
+``BASE``: RFC 3986 dot segments and unreserved percent-encodings, so ``/x/../admin`` and
+``/%61dmin`` match routes as ``/admin``; ``merge_slashes`` and escaped-slash handling stay off,
+as in Istio's ``BASE``, because they change what the application receives), and
+``request_headers_timeout: 10s`` (a request head must complete within 10 s: slowloris). The
+proxyless api_listeners carry neither (gRPC clients have no downstream to protect).
+
 Certificates: a sidecar reads ``cert.pem``, ``key.pem`` and ``ca.pem`` (the identity agent's
 layout, ``meshproxy run --cert-dir``) from ``sidecars.cert_dir`` with ``{group}`` and
 ``{service}`` replaced. Must not depend on: grpc, asyncio, the YAML loader.
@@ -53,6 +61,7 @@ DEFAULT_GROUP = "default"
 _HCM_NAME = "envoy.filters.network.http_connection_manager"
 _TCP_NAME = "envoy.filters.network.tcp_proxy"
 _ROUTER_NAME = "envoy.filters.http.router"
+SIDECAR_REQUEST_HEADERS_TIMEOUT = 10  # seconds: Envoy's recommended edge value, Istio's too
 
 
 def translate(mesh: Mesh) -> dict[str, Resources]:
@@ -87,7 +96,7 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="inbound", cluster=LOCAL_APP)
             chain.filters.append(lc.Filter(name=_TCP_NAME, typed_config=packed(proxy)))
         else:
-            manager = _http_manager("inbound")
+            manager = _sidecar_http_manager("inbound")
             manager.route_config.CopyFrom(inbound_route_configuration())
             chain.filters.append(_hcm_filter(manager))
         _add(out, LISTENER, listener.name, listener)
@@ -102,7 +111,7 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
         if callee.protocol == "tcp":
             listener.filter_chains.add().filters.append(_tcp_filter(name, callee))
         else:
-            manager = _http_manager(name)
+            manager = _sidecar_http_manager(name)
             manager.rds.config_source.CopyFrom(ads())
             manager.rds.route_config_name = callee.name
             listener.filter_chains.add().filters.append(_hcm_filter(manager))
@@ -146,6 +155,13 @@ def _http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
             hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
         ],
     )
+
+
+def _sidecar_http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
+    manager = _http_manager(stat_prefix)
+    manager.normalize_path.value = True
+    manager.request_headers_timeout.FromSeconds(SIDECAR_REQUEST_HEADERS_TIMEOUT)
+    return manager
 
 
 def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:

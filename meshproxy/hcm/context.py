@@ -1,11 +1,12 @@
 """What every request of one http_connection_manager filter chain shares, and what it precomputes.
 
 Owns ``HttpContext`` (one per filter chain and configuration snapshot: the route table, the
-clusters, the stats, the local rate limit's bucket, the request-id source), ``RoutePlan`` (a
-routed request's needs from its route, built once per route decision and cached in the
-context), ``RequestIds`` (cheap UUID4-shaped request ids) and ``LocalReply`` (a response the
-proxy makes itself, as a value). Shared by both codecs; must not import asyncio, sockets, or
-either codec package.
+clusters, the stats, the local rate limit's bucket, the request-id source, and the overload
+manager's current ``OverloadState`` in ``overload``, ``NORMAL`` unless the server installs
+another), ``RoutePlan`` (a routed request's needs from its route, built once per route
+decision and cached in the context), ``RequestIds`` (cheap UUID4-shaped request ids) and
+``LocalReply`` (a response the proxy makes itself, as a value). Shared by both codecs; must
+not import asyncio, sockets, or either codec package.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy.config.model import HttpConnectionManager, RouteAction
+from meshproxy.overload.state import NORMAL, OverloadState
 from meshproxy.router.ratelimit import TokenBucket
 from meshproxy.router.retry import RetryRules
 
@@ -67,6 +69,10 @@ NO_ROUTE = LocalReply(404, b"", "NR")
 NO_HEALTHY_UPSTREAM = LocalReply(503, b"no healthy upstream", "UH")
 OVERFLOW_REQUESTS = LocalReply(503, b"upstream overflow: max_requests", "UO", (OVERLOADED,))
 OVERFLOW_PENDING = LocalReply(503, b"upstream overflow: max_pending_requests", "UO", (OVERLOADED,))
+OVERFLOW_FAIR_SHARE = LocalReply(503, b"upstream overflow: fair share of max_requests", "UO", (OVERLOADED,))
+OVERLOAD_SHED = LocalReply(503, b"envoy overloaded", "OL", (OVERLOADED,))
+REQUEST_TIMEOUT = LocalReply(408, b"request timeout", "-")
+PATH_REJECTED = LocalReply(400, b"invalid path", "-")
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", "UT")
 STREAM_IDLE_RESPONSE = LocalReply(504, b"stream timeout", "SI")
 STREAM_IDLE_REQUEST = LocalReply(408, b"stream timeout", "SI")
@@ -152,6 +158,7 @@ class HttpContext:
         "config",
         "listener",
         "local_identity",
+        "overload",
         "plans",
         "ratelimit",
         "request_ids",
@@ -188,6 +195,8 @@ class HttpContext:
         self.plans: dict[RouteDecision, RoutePlan] = {}
         self.request_ids = RequestIds(rng)
         self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
+        # The overload manager's state, read once per decision; the server swaps it whole.
+        self.overload: OverloadState = NORMAL
         rl = config.local_rate_limit
         # One bucket per filter chain and configuration (Envoy's local rate limit is per filter).
         self.ratelimit = TokenBucket(rl, now) if rl is not None and rl.enabled_percent > 0 else None

@@ -9,28 +9,44 @@ the context's ``rng``; it returns decisions (a ``LocalReply`` to send, a back-of
 wait, a deadline to arm) and never touches a socket, a timer or a codec. The HTTP/1.1 and
 HTTP/2 streams each hold one ``Exchange`` and carry its decisions out (``Carrier``).
 
-It is one module of about 550 lines on purpose: the rules below share one request's state
+It is one module of about 640 lines on purpose: the rules below share one request's state
 (attempt count, retry hold, body copy, deadlines), and splitting them would split that state.
 
 Rules (the numbers are cited in the code):
 1. One snapshot: a request reads the filter chain's ``HttpContext`` (routes) it started on and
    the ``ClusterRuntime`` it was routed to at its start; retries never look a cluster up again.
 2. The local rate limit runs first, for every request of every codec.
-3. Routing: no route → 404 ``NR``; a direct response or redirect is a local reply; an unknown
-   cluster → 503 ``NC``. Every local reply after a route was chosen carries the route's
-   response-header mutations, on both codecs.
+3. Routing: the overload manager's stop_accepting_requests sheds first (503 ``OL`` with
+   ``x-envoy-overloaded``); then the path policy (``router/path.py``, only when one is
+   configured): a path it cannot normalise → 400, ``UNESCAPE_AND_REDIRECT`` → 307 to the
+   normalised path (400 for gRPC, which cannot follow redirects), otherwise the normalised
+   target is what routes match and what the upstream receives (``target``). No route → 404
+   ``NR``; a direct response or redirect is a local reply; an unknown cluster → 503 ``NC``.
+   Every local reply after a route was chosen carries the route's response-header mutations,
+   on both codecs.
 4. Forwarding: a host pick (hash policy) or 503 ``UH``; then the max_requests breaker of the
-   route's priority (DEFAULT or HIGH) or 503 ``UO`` with ``x-envoy-overloaded``.
-5. A retry happens only before the response began, within ``num_retries``, while the body copy
-   is whole (``retry_buffer_limit``), when the retry breaker of the route's priority admits
-   it (held once per request, released at the end); the wait is jittered exponential back-off.
-   A response after a retry counts ``upstream_rq_retry_success``.
-6. Timeouts: the route timeout runs from the end of the request; ``max_stream_duration`` from
-   the start of the stream. For a gRPC request with ``grpc_timeout_header_max`` set, a valid
-   ``grpc-timeout`` (capped by it, 0 meaning no cap) replaces both, from the stream start, and
-   the upstream request carries the effective value (Envoy's new-style timeouts); with no
-   effective limit the header is removed. The per-try timeout runs per attempt once the request
-   is complete. ``stream_idle_timeout`` reads the byte counters the relay keeps anyway.
+   route's priority (DEFAULT or HIGH) and its fair share for the downstream peer
+   (``upstream/breaker.py``), or 503 ``UO`` with ``x-envoy-overloaded``.
+5. A retry happens only when the route has a retry policy whose ``retry_on`` covers the
+   outcome (nothing is replayed without one: a request that may have reached the application
+   is never sent twice on the proxy's own initiative), only before the response began, within
+   ``num_retries``, while the body copy is whole (``retry_buffer_limit``), when the retry
+   breaker of the route's priority admits it (held once per request, released at the end);
+   the wait is jittered exponential back-off. A response after a retry counts
+   ``upstream_rq_retry_success``.
+6. Timeouts: ``request_timeout`` runs from the start of the stream until the request is
+   complete (408, ``downstream_rq_timeout``; the HTTP/1.1 reply closes the connection since
+   the body is unread); as in Envoy a response that began first (an upgrade's 101) disarms
+   it, and with it a later ``max_stream_duration`` of that stream. The route timeout runs
+   from the end of the request; ``max_stream_duration`` from the start of the stream.
+   ``stream_deadline`` is the deadline to arm when the request is forwarded,
+   ``route_deadline(now)`` the one that replaces it when the request is complete. For a gRPC
+   request with ``grpc_timeout_header_max`` set, a valid ``grpc-timeout`` (capped by it, 0
+   meaning no cap) replaces both, from the stream start, and the upstream request carries the
+   effective value (Envoy's new-style timeouts); with no effective limit the header is
+   removed. The per-try timeout runs per attempt once the request is complete.
+   ``stream_idle_timeout`` reads the byte counters the relay keeps anyway, scaled by the
+   overload manager's reduce_timeouts (``HTTP_DOWNSTREAM_STREAM_IDLE``).
 7. Outlier detection hears each response's status (a gRPC status mapped to HTTP by Envoy's
    table) and each local-origin failure (connect failure, reset, timeout).
 8. Stats, once, at the end: ``upstream_rq_<xx>`` when an attempt was started and a status is
@@ -50,7 +66,11 @@ from meshproxy.hcm import grpc
 from meshproxy.hcm.context import (
     NO_HEALTHY_UPSTREAM,
     NO_ROUTE,
+    OVERFLOW_FAIR_SHARE,
     OVERFLOW_REQUESTS,
+    OVERLOAD_SHED,
+    PATH_REJECTED,
+    REQUEST_TIMEOUT,
     STREAM_IDLE_REQUEST,
     STREAM_IDLE_RESPONSE,
     UPSTREAM_TIMEOUT,
@@ -62,6 +82,7 @@ from meshproxy.hcm.record import access_record
 from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
 from meshproxy.router.hashing import request_hash
 from meshproxy.router.headers import apply_mutations
+from meshproxy.router.path import Outcome, normalize
 from meshproxy.router.retry import grpc_status_of
 
 if TYPE_CHECKING:
@@ -124,13 +145,18 @@ class Exchange:
         "host",
         "in_flight",
         "plan",
+        "request_deadline",
         "resources",
         "retry",
         "retry_held",
+        "route_end",
+        "source",
         "start",
         "stream_deadline",
+        "stream_end",
         "sweep_mark",
         "sweep_time",
+        "target",
         "upstream_end",
         "upstream_start",
         "wall_start",
@@ -159,7 +185,15 @@ class Exchange:
         self.admitted = False
         self.in_flight = False  # counted in host.rq_active (least-request load)
         self.grpc = False
-        self.stream_deadline = 0.0  # rule 6: max_stream_duration or grpc-timeout; 0: none
+        self.target = b""  # rule 3: the request target routed and forwarded
+        self.source = b""  # the downstream peer's IP: its fair share of the breaker (rule 4)
+        # Rule 6 (0: none): the stream limit (max_stream_duration or grpc-timeout), the
+        # request_timeout, the earlier of both (armed when forwarded) and, from the request's
+        # end, the earlier of the stream limit and the route timeout (-1: not yet computed).
+        self.stream_end = 0.0
+        self.request_deadline = 0.0
+        self.stream_deadline = 0.0
+        self.route_end = -1.0
         self.sweep_mark = -1
         self.sweep_time = 0.0
         ctx.stats.downstream_rq_total += 1
@@ -189,9 +223,20 @@ class Exchange:
     def route(
         self, authority: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
     ) -> LocalReply | ClusterRuntime:
-        """Rule 3: the route's cluster (rule 1: looked up once, here), or a local reply."""
+        """Rule 3: the route's cluster (rule 1: looked up once, here), or a local reply. The
+        caller forwards ``self.target``: ``url`` after the path policy."""
         ctx = self.ctx
         stats = ctx.stats
+        overload = ctx.overload
+        if overload.shed_fraction and overload.shed_request(ctx.rng):
+            stats.downstream_rq_overload_close += 1
+            return OVERLOAD_SHED
+        policy = ctx.config.path
+        if policy.active:
+            outcome, url = normalize(url, policy)
+            if outcome is not Outcome.FORWARD:
+                return self._path_refused(outcome, url, headers)
+        self.target = url
         decision = ctx.routes.route(authority, url, headers)
         if decision is None or decision.route is None:
             stats.no_route += 1
@@ -220,6 +265,17 @@ class Exchange:
         location = redirect_location(action, route.match, ctx.scheme, authority, url)
         return LocalReply(action.response_code, b"", "-", ((b"location", location),))
 
+    def _path_refused(self, outcome: Outcome, url: bytes, headers: list[tuple[bytes, bytes]]) -> LocalReply:
+        """Rule 3: a path the policy refuses, or redirects (gRPC clients get the refusal)."""
+        stats = self.ctx.stats
+        if outcome is Outcome.REDIRECT and not any(
+            n == _CONTENT_TYPE and grpc.is_grpc(v) for n, v in headers
+        ):
+            stats.downstream_rq_redirected_with_normalized_path += 1
+            return LocalReply(307, b"", "-", ((b"location", url),))
+        stats.downstream_rq_failed_path_normalization += 1
+        return PATH_REJECTED
+
     def forward(
         self,
         cluster: ClusterRuntime,
@@ -238,8 +294,10 @@ class Exchange:
         if host is None:
             return NO_HEALTHY_UPSTREAM
         resources = cluster.breakers.high if plan.high_priority else cluster.breakers.default
-        if not cluster.admit_request(resources):
-            return OVERFLOW_REQUESTS
+        admitted = cluster.admit_request(resources, peer_ip)
+        if not admitted:
+            return OVERFLOW_REQUESTS if admitted is False else OVERFLOW_FAIR_SHARE
+        self.source = peer_ip
         self.admitted = True
         self.resources = resources
         self.cluster = cluster
@@ -252,6 +310,10 @@ class Exchange:
             self.body_copy = []
         if plan.grpc_timeout_max is not None or plan.max_stream_duration > 0:
             self._stream_limit(plan, headers)
+        limit = self.ctx.config.request_timeout
+        if limit > 0:
+            self.request_deadline = self.start + limit
+        self.stream_deadline = _earliest(self.stream_end, self.request_deadline)
         return None
 
     def _stream_limit(self, plan: RoutePlan, headers: list[tuple[bytes, bytes]]) -> None:
@@ -270,7 +332,7 @@ class Exchange:
                 cap = plan.grpc_timeout_max
                 limit = asked if cap <= 0 else min(asked, cap)
         if limit > 0:
-            self.stream_deadline = self.start + limit
+            self.stream_end = self.start + limit
         if self.grpc and plan.grpc_timeout_max is not None:
             if limit > 0:
                 value = grpc.format_timeout(limit)
@@ -328,6 +390,15 @@ class Exchange:
                 extra = extra or []
                 apply_mutations(extra, *levels)
         return extra
+
+    def keepalive_closes(self) -> bool:
+        """The overload manager's disable_http_keepalive for this response: True when it closes
+        its connection (HTTP/1.1 ``connection: close``, HTTP/2 GOAWAY); counted."""
+        ctx = self.ctx
+        if ctx.overload.close_keepalive(ctx.rng):
+            ctx.stats.downstream_cx_overload_disable_keepalive += 1
+            return True
+        return False
 
     # ------------------------------------------------------------------ attempts
 
@@ -467,14 +538,27 @@ class Exchange:
             carrier.retry_after(delay)
 
     def deadline_fired(self, carrier: Carrier) -> None:
-        if not carrier.finished:
+        """The deadline last armed (``stream_deadline``, then ``route_deadline``) passed."""
+        if carrier.finished:
+            return
+        if (
+            carrier.request_complete
+            or not self.request_deadline
+            or (self.stream_end and self.stream_end < self.request_deadline)
+        ):
             carrier.local_reply(self.timed_out())
+        elif not carrier.response_started:  # a response (an upgrade's 101) disarms it, as in Envoy
+            self.ctx.stats.downstream_rq_timeout += 1
+            carrier.local_reply(REQUEST_TIMEOUT)
 
     def sweep(self, carrier: Carrier, now: float, limit: float) -> None:
         """Rule 6, stream_idle_timeout: progress is read from the carrier's byte counters."""
         if carrier.finished:
             return
         progress = carrier.rx_bytes + carrier.tx_bytes + carrier.status
+        overload = self.ctx.overload
+        if overload.timer_scale:
+            limit = overload.scale_timeout("HTTP_DOWNSTREAM_STREAM_IDLE", limit)
         reply = self.idle(now, limit, progress, carrier.request_complete)
         if reply is not None:
             carrier.local_reply(reply)
@@ -482,15 +566,18 @@ class Exchange:
     # ------------------------------------------------------------------ timeouts
 
     def route_deadline(self, now: float) -> float:
-        """Rule 6, at the end of the request: when the request times out (0: never)."""
+        """Rule 6, once the request is complete: when it times out from now on (0: never). It
+        replaces ``stream_deadline`` (request_timeout no longer applies); computed at the first
+        call, so later attempts do not move it."""
+        if self.route_end >= 0:
+            return self.route_end
         plan = self.plan
         if plan is None:
             return 0.0
-        deadline = self.stream_deadline
+        deadline = self.stream_end
         if plan.timeout > 0 and not (self.grpc and plan.grpc_timeout_max is not None and deadline):
-            at = now + plan.timeout
-            if not deadline or at < deadline:
-                deadline = at
+            deadline = _earliest(deadline, now + plan.timeout)
+        self.route_end = deadline
         return deadline
 
     def timed_out(self) -> LocalReply:
@@ -533,7 +620,7 @@ class Exchange:
         cluster = self.cluster
         if cluster is not None:
             if self.admitted:
-                cluster.request_done(self.resources, self.retry_held)
+                cluster.request_done(self.resources, self.retry_held, self.source)
             cs = cluster.stats
             cs.upstream_rq_active -= 1
             if self.upstream_start and status:
@@ -545,3 +632,8 @@ class Exchange:
                 h.sum += upstream_ms
         if ctx.access_log is not None:
             ctx.access_log.log(access_record(self, stream, protocol, peer, elapsed_ms))
+
+
+def _earliest(a: float, b: float) -> float:
+    """The earlier of two deadlines where 0 means none."""
+    return a if not b or (a and a < b) else b

@@ -132,7 +132,11 @@ class Stream:
         ctx = self.ctx
         stats = ctx.stats
         conn = self.conn
-        if not self.keep_alive or conn.listener.draining:
+        if (
+            not self.keep_alive
+            or conn.listener.draining
+            or (ctx.overload.keepalive_close_fraction and x.keepalive_closes())
+        ):
             self.keep_alive = False
         if self.method == b"CONNECT":
             # llhttp now treats the connection as a tunnel: nothing more can be parsed on it.
@@ -160,6 +164,7 @@ class Stream:
         if type(routed) is LocalReply:
             return self.local_reply(routed)
         cluster: ClusterRuntime = routed  # type: ignore[assignment]  # not a LocalReply: a cluster
+        self.url = x.target  # the path policy's result (rule 3)
         if cluster.config.http2 is not None and not cluster.config.use_downstream_protocol:
             return ctx.to_http2(self, cluster, authority)
         refused = x.forward(cluster, authority, self.url, self.headers, conn.peer_ip, self.upgrade is None)
@@ -350,11 +355,8 @@ class Stream:
             return
         if plan.per_try_timeout > 0 and self.try_timer is None and x.in_flight:
             self.try_timer = self.conn.loop.call_later(plan.per_try_timeout, self._on_try_timeout)
-        if self.timer is None and not self.deadline:
-            now = monotonic()
-            deadline = x.route_deadline(now)
-            if deadline:
-                self._arm_deadline(deadline, now)
+        now = monotonic()
+        self._arm_deadline(x.route_deadline(now), now)  # replaces request_timeout's (0: none)
 
     def _arm_deadline(self, deadline: float, now: float) -> None:
         # A timeout of a second or more is kept by the listener's deadline tick (to within
@@ -364,7 +366,9 @@ class Stream:
             self.timer = None
         if self.deadline:
             self.conn.listener.deadlines.discard(self)
-        if deadline - now >= COARSE_TIMEOUT:
+        if not deadline:
+            self.deadline = 0.0
+        elif deadline - now >= COARSE_TIMEOUT:
             self.deadline = deadline
             self.conn.listener.deadlines.add(self)
         else:

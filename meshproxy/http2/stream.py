@@ -71,7 +71,6 @@ class H2Stream:
         "sid",
         "status",
         "timer",
-        "timer_at",
         "try_timer",
         "tx_bytes",
         "up",
@@ -155,7 +154,6 @@ class H2Stream:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.timer: TimerHandle | None = None
-        self.timer_at = 0.0  # the monotonic time ``timer`` fires at
         self.try_timer: TimerHandle | None = None
         self.retry_timer: TimerHandle | None = None
         self.x = x if x is not None else Exchange(ctx, now)
@@ -174,6 +172,7 @@ class H2Stream:
         routed = x.route(authority, self.url, self.headers)
         if type(routed) is LocalReply:
             return self.local_reply(routed)
+        self.url = x.target  # the path policy's result (rule 3)
         return self.forward(routed, authority)  # type: ignore[arg-type]  # not a LocalReply: a cluster
 
     def forward(self, cluster: ClusterRuntime, authority: bytes) -> None:
@@ -325,19 +324,17 @@ class H2Stream:
     # ================================================================== timeouts
 
     def _arm_at(self, deadline: float, now: float) -> None:
-        """Run ``_on_timeout`` at monotonic ``deadline`` unless an earlier one is armed."""
+        """Run ``_on_timeout`` at monotonic ``deadline`` instead of any armed one (0: none)."""
         if self.timer is not None:
-            if self.timer_at <= deadline:
-                return
             self.timer.cancel()
-        self.timer_at = deadline
+            self.timer = None
+        if not deadline:
+            return
         self.timer = self.conn.loop.call_later(max(deadline - now, 0.0), self._on_timeout)
 
     def _arm_route_timeout(self, now: float) -> None:
         """The request is complete: the route deadline (rule 6 of the exchange)."""
-        deadline = self.x.route_deadline(now)
-        if deadline:
-            self._arm_at(deadline, now)
+        self._arm_at(self.x.route_deadline(now), now)  # replaces request_timeout's
 
     def _on_timeout(self) -> None:
         self.timer = None

@@ -15,6 +15,19 @@ negative and is counted in ``underflows`` instead of raising on the request path
 Departure: with a retry budget Envoy zeroes ``remaining_retries`` (its gauge cannot follow the
 request counts); here gauges are computed when read, so it reports the budget's true headroom.
 
+Fair share (a meshproxy rule, not Envoy's): ``FairShare`` keeps the max_requests count of each
+request source (the downstream peer's IP) so that one source cannot hold the whole breaker and
+deny everyone else (issue 12, finding 4). It bites only under contention: while the breaker is
+less than half full every request is admitted as in Envoy; from half full on, a source already
+holding ``max(1, (max_requests - max_requests // 4) // n)`` requests, ``n`` the sources holding
+some (itself included), is refused. So a quarter of the breaker is kept for sources that hold
+none of it: a newcomer finds room even when one source came first and asked for everything,
+a lone source can use three quarters of it (all of a breaker under 4), and two or more share
+the rest equally once it matters. Sources admitted before a newcomer shrank their share keep
+what they hold and are refused until they are back under it (nothing is pre-empted). Pending
+requests need no share of their own: a request queues for a connection only after this
+admission, so a source's pending count is bounded by its admitted one.
+
 Outlier ejection is not here (it is per host and lives with outlier detection). Must not import
 asyncio, sockets or configuration compilers.
 """
@@ -25,7 +38,7 @@ from collections.abc import Sequence
 
 from meshproxy.config.policy import DEFAULT_THRESHOLDS, RetryBudget, Thresholds
 
-__all__ = ("ROUTING_PRIORITIES", "Breakers", "Resource", "ResourceManager", "RetryResource")
+__all__ = ("ROUTING_PRIORITIES", "Breakers", "FairShare", "Resource", "ResourceManager", "RetryResource")
 
 ROUTING_PRIORITIES: tuple[str, ...] = ("DEFAULT", "HIGH")  # Envoy's RoutingPriority
 
@@ -94,10 +107,44 @@ class RetryResource(Resource):
         return self.count < self.max
 
 
-class ResourceManager:
-    """The four admission counters of one routing priority of one cluster."""
+class FairShare:
+    """The live request count of each source of one ``Resource`` (see the module docstring).
 
-    __slots__ = ("connections", "pending_requests", "requests", "retries", "thresholds")
+    Cost: one dict lookup per admission and per release; the dict holds only the sources with a
+    request in progress, so it is bounded by the resource's count.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: dict[bytes, int] = {}
+
+    def admits(self, source: bytes, count: int, maximum: int) -> bool:
+        """May ``source`` take one more of a resource now at ``count`` of ``maximum``?"""
+        if count * 2 < maximum:
+            return True  # no contention: Envoy's behaviour
+        held = self.held.get(source, 0)
+        sources = len(self.held) + (held == 0)
+        return held < max(1, (maximum - maximum // 4) // sources)
+
+    def inc(self, source: bytes) -> None:
+        held = self.held
+        held[source] = held.get(source, 0) + 1
+
+    def dec(self, source: bytes) -> None:
+        held = self.held
+        left = held.get(source, 0) - 1
+        if left > 0:
+            held[source] = left
+        else:
+            held.pop(source, None)
+
+
+class ResourceManager:
+    """The four admission counters of one routing priority of one cluster, and the requests'
+    fair share by source."""
+
+    __slots__ = ("connections", "pending_requests", "requests", "retries", "share", "thresholds")
 
     def __init__(self, thresholds: Thresholds) -> None:
         _check(thresholds, "circuit_breakers.thresholds")
@@ -108,6 +155,7 @@ class ResourceManager:
         self.retries = RetryResource(
             thresholds.max_retries, thresholds.retry_budget, self.requests, self.pending_requests
         )
+        self.share = FairShare()
 
     def update(self, thresholds: Thresholds) -> None:
         """New limits; every count stays as it is."""

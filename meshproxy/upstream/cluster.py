@@ -326,22 +326,30 @@ class ClusterRuntime:
 
     # ------------------------------------------------------------------ admission (breakers)
 
-    def admit_request(self, rm: ResourceManager) -> bool:
-        """The max_requests breaker of a routing priority (``rm``): admit and count, or refuse."""
+    def admit_request(self, rm: ResourceManager, source: bytes) -> bool | None:
+        """The max_requests breaker of a routing priority (``rm``) and its fair share for
+        ``source`` (the downstream peer): True when admitted and counted, False when the
+        breaker is full, None when ``source`` is over its fair share."""
         rq = rm.requests
         if rq.count >= rq._max:
             self.stats.upstream_rq_pending_overflow += 1
             return False
+        if not rm.share.admits(source, rq.count, rq._max):
+            self.stats.upstream_rq_fair_share_overflow += 1
+            return None
         rq.count += 1
+        rm.share.inc(source)
         if rq is self._rq and rq.count >= rq._max:
             self.stats.rq_open = 1
         return True
 
-    def request_done(self, rm: ResourceManager | None, retried: bool) -> None:
-        """A request admitted by ``admit_request(rm)`` ended (``retried``: it held a retry)."""
+    def request_done(self, rm: ResourceManager | None, retried: bool, source: bytes) -> None:
+        """A request of ``source`` admitted by ``admit_request(rm)`` ended (``retried``: it
+        held a retry)."""
         if rm is None:
             return
         rm.requests.dec()
+        rm.share.dec(source)
         if retried:
             rm.retries.dec()
         if rm.requests is self._rq:

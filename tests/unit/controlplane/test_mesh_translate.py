@@ -172,3 +172,28 @@ def test_proxyless_clients_get_api_listeners_with_rds_over_ads(groups: dict[str,
     assert manager.http_filters[-1].name == "envoy.filters.http.router"
     assert not default[CLUSTER]["greeter|v1"].HasField("transport_socket")
     assert "db" not in default[LISTENER]  # TCP: nothing a gRPC client can use
+
+
+def test_sidecar_connection_managers_normalise_paths_and_bound_request_heads(
+    groups: dict[str, Resources],
+) -> None:
+    """Istio's default path normalisation (BASE) and a 10 s request_headers_timeout on every
+    sidecar HCM, as meshproxy compiles them; the proxyless api_listeners get neither."""
+    seen = 0
+    for group in ("greeter-v1", "client"):
+        for name, listener in groups[group][LISTENER].items():
+            compiled = compile_listener(listener, name, [])
+            assert compiled is not None
+            for chain in compiled.filter_chains:
+                manager = chain.filter
+                if not hasattr(manager, "path"):
+                    continue  # tcp_proxy
+                assert (manager.path.normalize, manager.path.merge_slashes) == (True, False), name
+                assert manager.path.escaped_slashes == "KEEP_UNCHANGED"
+                assert manager.request_headers_timeout == 10.0
+                seen += 1
+    assert seen == 2  # greeter-v1's inbound and client's outbound|greeter (db is tcp)
+    for listener in groups[DEFAULT_GROUP][LISTENER].values():
+        manager = hcm.HttpConnectionManager()
+        listener.api_listener.api_listener.Unpack(manager)
+        assert not manager.HasField("normalize_path") and not manager.HasField("request_headers_timeout")

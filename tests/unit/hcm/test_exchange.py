@@ -89,6 +89,7 @@ def context(
     cluster: dict[str, Any] | None = None,
     filters: list[dict[str, Any]] | None = None,
     routes: list[dict[str, Any]] | None = None,
+    manager: dict[str, Any] | None = None,
 ) -> HttpContext:
     route = {"match": {"prefix": "/"}, "route": {"cluster": "backend", **(action or {})}}
     hcm = {
@@ -99,6 +100,7 @@ def context(
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes or [route]}],
         },
         "http_filters": [*(filters or []), {"name": "router", "typed_config": {"@type": ROUTER}}],
+        **(manager or {}),
     }
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
@@ -310,7 +312,8 @@ def test_route_timeout_runs_from_the_request_end_and_max_stream_duration_from_th
     x = forwarded(ctx)
     assert x.stream_deadline == T0 + 3
     assert x.route_deadline(T0 + 0.5) == T0 + 2.5
-    assert x.route_deadline(T0 + 1.5) == T0 + 3  # the stream limit comes first
+    assert x.route_deadline(T0 + 0.9) == T0 + 2.5  # fixed when first asked: a retry keeps it
+    assert forwarded(ctx).route_deadline(T0 + 1.5) == T0 + 3  # the stream limit comes first
     reply = x.timed_out()
     assert (reply.status, reply.flags) == (504, "UT")
     assert ctx.stats.downstream_rq_timeout == 1 and x.cluster.stats.upstream_rq_timeout == 1  # type: ignore[union-attr]
