@@ -84,7 +84,9 @@ def test_ring_hash_envoy_sizing_moves_about_one_nth(ring_hash: ModuleType, names
     # With the default minimum of 1024, each of the n old hosts goes from ceil(1024 / n) entries to
     # ceil(1024 / (n + 1)): keys on the dropped entries move too, besides the new host's 1/(n+1).
     dropped = 1 - math.ceil(1024 / (n + 1)) / math.ceil(1024 / n)
-    bound = 1 / (n + 1) + dropped + 0.03
+    # The slack covers the ring's sampling noise: with about 1024 entries the new host's share
+    # varies by a few percent with the names hashed (hypothesis found 0.5 points over 0.03).
+    bound = 1 / (n + 1) + dropped + 0.06
     moved = sum(before.pick(p) != after.pick(p) for p in PROBES) / len(PROBES)
     assert moved <= bound
     removed = ring_hash.RingHash(names[1:], [1] * n)  # and removing a host, from the larger ring
