@@ -164,7 +164,7 @@ class Http1Downstream:
         self.h2s.local_reply(reply)
 
     def check_idle(self, now: float, limit: float) -> None:
-        self.h2s.check_idle(now, limit)
+        self.h2s.check_timeouts(now, limit, 0.0)  # request_timeout: the HTTP/1.1 side's
 
     def pause_reading(self) -> None:
         self.write_paused = True

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from meshproxy.upstream.cluster import ClusterRuntime
 
 ATTEMPT_COUNT = b"x-envoy-attempt-count"
+# request_timeout: the whole request did not arrive in time (Envoy: 408, downstream_rq_timeout).
+REQUEST_TIMEOUT = LocalReply(408, b"request timeout", "-")
+UPSTREAM_PROTOCOL_ERROR = LocalReply(502, b"upstream protocol error: invalid response status", "UPE")
 
 
 class H2Stream:
@@ -182,6 +185,9 @@ class H2Stream:
         refused = x.forward(cluster, authority, self.url, self.headers, self.conn.peer_ip)
         if refused is not None:
             return self.local_reply(refused)
+        if x.body_copy is not None:
+            for data, _ in self.up_half.chunks:  # DATA of the read that opened the stream
+                x.keep_body(data)
         host, target, xff, xfp, rid = x.upstream_request(
             authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
         )
@@ -343,9 +349,20 @@ class H2Stream:
         self.timer = None
         self.x.deadline_fired(self)
 
-    def check_idle(self, now: float, limit: float) -> None:
-        """stream_idle_timeout, from the byte counters (called about once a second)."""
-        self.x.sweep(self, now, limit)
+    def check_timeouts(self, now: float, idle: float, request: float) -> None:
+        """``request_timeout`` from the stream's start, then ``stream_idle_timeout`` from the byte
+        counters (0: off); called about once a second."""
+        if request > 0 and not self.request_complete and not self.finished and now - self.x.start >= request:
+            self.ctx.stats.downstream_rq_timeout += 1
+            return self.local_reply(REQUEST_TIMEOUT)
+        if idle > 0:
+            self.x.sweep(self, now, idle)
+        return None
+
+    def protocol_error(self) -> None:
+        """The client sent what ``fields.checked`` refuses (trailers): the stream was reset."""
+        self.flags = "DPE"
+        self._finish()
 
     # ================================================================== response side
 
@@ -358,13 +375,21 @@ class H2Stream:
         for header in headers:
             name, value = header
             if name == b":status":
-                status = int(value)
+                status = int(value) if len(value) == 3 and value.isdigit() else 0
             elif name in SENSITIVE:
                 out.append(never_indexed(name, value))
             elif name not in RESPONSE_DROP:
                 if name == b"grpc-status":
                     grpc_status = value  # in the headers of a trailers-only response
                 out.append(header)
+        if not 200 <= status <= 599:
+            # Interim responses never get here; a 101 (an HTTP/1.1 upgrade the client did not ask
+            # for, and which HTTP/2 cannot carry, RFC 9113 §8.6) or a status outside the range is
+            # the upstream's protocol error.
+            cluster = self.x.cluster
+            if cluster is not None:
+                cluster.stats.upstream_cx_protocol_error += 1
+            return self.local_reply(UPSTREAM_PROTOCOL_ERROR)
         x = self.x
         # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
         observe = end or not self.grpc or status != 200

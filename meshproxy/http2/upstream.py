@@ -25,13 +25,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshproxy.http2")
 
-# The largest response header block accepted from an upstream (Envoy's default 60 KiB).
+# The largest response header block accepted from an upstream, in bytes and in fields (Envoy's
+# defaults for a cluster's max_response_headers_kb and max_headers_count, which are not compiled).
 MAX_RESPONSE_HEADERS = 60 * 1024
+MAX_RESPONSE_HEADERS_COUNT = 100
 
 
 class H2Upstream(H2Peer):
     def __init__(self, pool: H2Pool) -> None:
-        super().__init__(pool.options, client=True, max_header_list=MAX_RESPONSE_HEADERS)
+        super().__init__(
+            pool.options,
+            client=True,
+            max_header_list=MAX_RESPONSE_HEADERS,
+            max_headers=MAX_RESPONSE_HEADERS_COUNT,
+        )
         self.pool = pool
         self.streams: dict[int, H2Stream] = {}
         self.ready = False  # the server's SETTINGS arrived: its stream limit is known
