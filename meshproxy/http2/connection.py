@@ -52,6 +52,16 @@ class Half:
     def pending(self) -> int:
         return sum(len(c) for c, _ in self.chunks)
 
+    def discard(self) -> None:
+        """Nothing more goes out: drop what is held, and give its window back at its source
+        (a reset stream's bytes still count against the connection window, RFC 9113 §6.9)."""
+        self.done = True
+        if self.chunks:
+            flow = sum(f for _, f in self.chunks)
+            self.chunks.clear()
+            if flow and self.ack is not None:
+                self.ack(flow)
+
 
 def local_settings(options: Http2Options, *, client: bool, max_header_list: int) -> dict[SettingCodes, int]:
     settings = {

@@ -236,6 +236,7 @@ class H2Downstream(H2Peer):
 
     def stream_finished(self, stream: H2Stream) -> None:
         self.guard.stream_closed()
+        self.waiting.pop(stream.sid, None)
         if self.streams.get(stream.sid) is stream:
             del self.streams[stream.sid]
         if not self.streams:

@@ -316,11 +316,7 @@ class H2Stream:
         # A fresh request half: the whole body again from the copy. Bytes still queued from the
         # last attempt are in the copy too, so their window goes back to the client now.
         old = self.up_half
-        pending = sum(flow for _, flow in old.chunks)
-        old.chunks.clear()
-        old.done = True
-        if pending:
-            self._ack_down(pending)
+        old.discard()
         half = self.up_half = Half(self._request_sent)
         half.ack = self._ack_down
         half.chunks.extend((data, 0) for data in x.body_copy or ())
@@ -549,12 +545,11 @@ class H2Stream:
         conn = self.conn
         if down_code is not None and conn.reset(self.sid, down_code):
             self.ctx.stats.http2_tx_reset += 1
-        # Request bytes still queued were never sent: return their window to the client.
-        pending = sum(flow for _, flow in self.up_half.chunks)
-        self.up_half.chunks.clear()
-        if pending:
-            conn.ack(self.sid, pending)
+        # Bytes still queued either way will never be sent: released now, their windows given
+        # back (not held until the connection ends, nor until a WINDOW_UPDATE wakes the queue).
+        self.up_half.discard()
         self._drop_upstream(upstream_code)
+        self.down.discard()
         self._end_attempt()
         self.x.finish(monotonic(), self, conn.protocol, conn)
         conn.stream_finished(self)

@@ -18,10 +18,13 @@ from typing import Any
 import pytest
 from h2 import events as ev
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from meshproxy.http2.downstream import H2Downstream
 
 from .h2_client import RawH2
-from .harness import bootstrap, cluster, http_listener, route, running_proxy
-from .upstreams import counting_upstream, raw_responder, raw_upstream
+from .harness import bootstrap, cluster, eventually, http_listener, route, running_proxy
+from .upstreams import aiohttp_upstream, counting_upstream, raw_responder, raw_upstream
 
 SLOW = "/slow"
 
@@ -363,4 +366,34 @@ async def test_headers_with_underscores_are_allowed_by_default() -> None:
         client = await RawH2.open(proxy.port())
         assert (await get(client, extra=[("x_user", "a")]))[b":status"] == b"200"
         assert b"x_user: a" in heads[0]
+        await client.close()
+
+
+# ---------------------------------------------------------------------- buffers (finding 7)
+
+
+async def test_a_reset_streams_queued_response_is_released_at_once() -> None:
+    size, streams = 256 * 1024, 8
+    async with (
+        aiohttp_upstream() as port,
+        running_proxy(bootstrap([http_listener([route("/")])], [cluster("backend", port)])) as proxy,
+    ):
+        client = await RawH2.open(proxy.port())
+        client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})  # a client that never reads
+        sids = [client.request(f"/bytes/{size}") for _ in range(streams)]
+        await client.flush()
+        await client.read_until(lambda _: all(client.headers_of(s) for s in sids))
+        conn = next(c for c in proxy.server.listeners["http"].connections if isinstance(c, H2Downstream))
+        await eventually(
+            lambda: sum(s.down.pending() for s in conn.streams.values()) == size * streams,
+            what="the responses queued in the proxy",
+        )
+        for sid in sids:
+            client.h2.reset_stream(sid, ErrorCodes.CANCEL)
+        client.h2.ping(b"released")
+        await client.flush()
+        await client.read_until(lambda events: any(isinstance(e, ev.PingAckReceived) for e in events))
+        assert not conn.streams
+        # Nothing of theirs is held for a WINDOW_UPDATE that may never come.
+        assert sum(h.pending() for h in conn.waiting.values()) == 0 and not conn.waiting
         await client.close()
