@@ -31,7 +31,7 @@ class BoundedDecoder(Decoder):
         super().__init__(max_header_list_size)
         self.max_headers = max_headers
 
-    def decode(self, data: bytes, raw: bool = True) -> list[HeaderTuple]:  # type: ignore[override]  # raw bytes only: h2 never asks for text
+    def decode(self, data: bytes, raw: bool = True) -> list[HeaderTuple]:  # h2 asks for bytes only
         view = memoryview(data)
         headers: list[HeaderTuple] = []
         size = 0

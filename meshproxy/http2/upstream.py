@@ -61,7 +61,7 @@ class H2Upstream(H2Peer):
         sid = h2.get_next_available_stream_id()
         h2.send_headers(sid, headers, end_stream=end)
         self.streams[sid] = stream
-        stream.down.ack = lambda n, sid=sid: self.ack(sid, n)  # type: ignore[misc]  # sid bound per stream through the default argument
+        stream.down.ack = lambda n, sid=sid: self.ack(sid, n)  # sid bound per stream by the default
         self.want_flush()
         return sid
 
