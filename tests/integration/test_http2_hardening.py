@@ -373,7 +373,7 @@ async def test_headers_with_underscores_are_allowed_by_default() -> None:
 
 
 async def test_a_reset_streams_queued_response_is_released_at_once() -> None:
-    size, streams = 256 * 1024, 8
+    size, streams = 256 * 1024, 3  # 768 KiB: within the listener's 1 MiB buffer limit
     async with (
         aiohttp_upstream() as port,
         running_proxy(bootstrap([http_listener([route("/")])], [cluster("backend", port)])) as proxy,
@@ -396,4 +396,32 @@ async def test_a_reset_streams_queued_response_is_released_at_once() -> None:
         assert not conn.streams
         # Nothing of theirs is held for a WINDOW_UPDATE that may never come.
         assert sum(h.pending() for h in conn.waiting.values()) == 0 and not conn.waiting
+        await client.close()
+
+
+async def test_http1_upstreams_of_one_connection_share_its_buffer_limit() -> None:
+    limit, streams, size = 256 * 1024, 32, 2 * 1024 * 1024
+    listener = http_listener([route("/")])
+    listener["per_connection_buffer_limit_bytes"] = limit
+    async with (
+        aiohttp_upstream() as port,
+        running_proxy(bootstrap([listener], [cluster("backend", port)])) as proxy,
+    ):
+        client = await RawH2.open(proxy.port())
+        client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})  # a client that never reads
+        sids = [client.request(f"/bytes/{size}") for _ in range(streams)]
+        await client.flush()
+        await client.read_until(lambda _: all(client.headers_of(s) for s in sids))
+        conn = next(c for c in proxy.server.listeners["http"].connections if isinstance(c, H2Downstream))
+
+        def paused() -> bool:  # every upstream stopped reading: nothing more can arrive
+            ups = [s.up.upstream for s in conn.streams.values() if s.up is not None]
+            return len(ups) == streams and all(u is not None and u.reading_paused for u in ups)
+
+        await eventually(paused, timeout=10, what="every upstream paused")
+        held = sum(s.down.pending() for s in conn.streams.values())
+        print(f"held by one connection: {held / 2**20:.2f} MiB, {streams} streams, limit {limit >> 10} KiB")
+        # Each stream: its share (here the 64 KiB floor) plus at most one socket read (256 KiB).
+        assert held <= streams * (64 + 256) * 1024
+        assert held < streams * 1024 * 1024  # what each stream held at the cluster's limit
         await client.close()
