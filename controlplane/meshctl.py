@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meshctl: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as exc:
-        code = exc.code().name if exc.code() else "UNKNOWN"  # type: ignore[attr-defined]
-        print(f"meshctl: {args.server}: {code}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        code = exc.code().name if exc.code() else "UNKNOWN"
+        print(f"meshctl: {args.server}: {code}: {exc.details()}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 0

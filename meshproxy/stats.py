@@ -166,9 +166,13 @@ class HttpStats(StatSet):
     http2_tx_reset: int = counter("RST_STREAM frames sent to downstream clients.")
     http2_goaway_sent: int = counter("GOAWAY frames sent downstream (drain, protocol errors, floods).")
     http2_header_overflow: int = counter(
-        "Connections closed because a header block exceeded `max_request_headers_kb` (ENHANCE_YOUR_CALM)."
+        "Connections closed because a header block exceeded `max_request_headers_kb` or"
+        " `max_headers_count` (ENHANCE_YOUR_CALM)."
     )
-    http2_rx_messaging_error: int = counter("Connections closed for an HTTP/2 protocol error by the client.")
+    http2_rx_messaging_error: int = counter(
+        "Connections closed, or streams reset, for an HTTP/2 protocol error by the client"
+        " (malformed frames or header blocks)."
+    )
     http2_outbound_flood: int = counter(
         "Connections aborted because the client did not read what it made the proxy queue"
         " (`max_outbound_frames`)."
@@ -193,6 +197,21 @@ class HttpStats(StatSet):
     )
     downstream_rq_redirected_with_normalized_path: int = counter(
         "Requests redirected (307) to their normalised path (`UNESCAPE_AND_REDIRECT`)."
+    )
+    downstream_rq_too_many_premature_resets: int = counter(
+        "HTTP/2 connections closed (ENHANCE_YOUR_CALM) because the client reset too many streams early:"
+        " half of the first 500, or of all closed after that (rapid reset)."
+    )
+    requests_rejected_with_underscores_in_headers: int = counter(
+        "Requests refused for an underscore in a header name"
+        " (`headers_with_underscores_action: REJECT_REQUEST`)."
+    )
+    dropped_headers_with_underscores: int = counter(
+        "Request headers dropped for an underscore in the name"
+        " (`headers_with_underscores_action: DROP_HEADER`)."
+    )
+    downstream_cx_max_duration_reached: int = counter(
+        "Connections drained because they reached `max_connection_duration`."
     )
     downstream_rq_idle_timeout: int = counter(
         "Requests ended by `stream_idle_timeout` (no byte either way for that long)."

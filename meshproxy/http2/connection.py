@@ -33,6 +33,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from meshproxy.config.model import Http2Options
+from meshproxy.http2.decoder import BoundedDecoder
 
 
 class Half:
@@ -51,6 +52,16 @@ class Half:
     def pending(self) -> int:
         return sum(len(c) for c, _ in self.chunks)
 
+    def discard(self) -> None:
+        """Nothing more goes out: drop what is held, and give its window back at its source
+        (a reset stream's bytes still count against the connection window, RFC 9113 §6.9)."""
+        self.done = True
+        if self.chunks:
+            flow = sum(f for _, f in self.chunks)
+            self.chunks.clear()
+            if flow and self.ack is not None:
+                self.ack(flow)
+
 
 def local_settings(options: Http2Options, *, client: bool, max_header_list: int) -> dict[SettingCodes, int]:
     settings = {
@@ -67,7 +78,12 @@ def local_settings(options: Http2Options, *, client: bool, max_header_list: int)
 class H2Peer(asyncio.Protocol):
     """h2 under a transport; subclasses implement ``handle`` for each event."""
 
-    def __init__(self, options: Http2Options, *, client: bool, max_header_list: int) -> None:
+    def __init__(
+        self, options: Http2Options, *, client: bool, max_header_list: int, max_headers: int
+    ) -> None:
+        """``max_header_list`` (bytes, RFC 7541 §4.1) and ``max_headers`` (fields) bound each
+        header block the peer sends: advertised in SETTINGS_MAX_HEADER_LIST_SIZE and enforced
+        from the first block, before the peer acknowledged our SETTINGS (``decoder.py``)."""
         self.loop = asyncio.get_running_loop()
         self.options = options
         self.h2 = H2Connection(
@@ -84,6 +100,7 @@ class H2Peer(asyncio.Protocol):
             initial_values=local_settings(options, client=client, max_header_list=max_header_list),
         )
         self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
+        self.h2.decoder = BoundedDecoder(max_header_list, max_headers)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.write_paused = False
         self.closed = False
@@ -116,6 +133,9 @@ class H2Peer(asyncio.Protocol):
         handle = self.handle
         for event in events:
             handle(event)
+            if self.closed:
+                return  # ended for abuse: the rest of the read is not acted on
+        self.batch_done()
         self.flush()
 
     def send_goaway(self, last_stream_id: int, code: int = ErrorCodes.NO_ERROR) -> None:
@@ -144,6 +164,9 @@ class H2Peer(asyncio.Protocol):
 
     def handle(self, event: Event) -> None:  # pragma: no cover - subclasses
         raise NotImplementedError
+
+    def batch_done(self) -> None:
+        """Every event of one read was handled (the downstream starts its new streams here)."""
 
     def protocol_error(self, exc: ProtocolError) -> None:  # pragma: no cover - subclasses
         raise NotImplementedError

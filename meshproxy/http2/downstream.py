@@ -2,7 +2,13 @@
 
 Owns one accepted connection running the http_connection_manager filter over HTTP/2: the h2
 server state machine, one ``H2Stream`` per request stream, the flood bounds (``guard.py``),
-GOAWAY on drain and on abuse, and the connection's place in the listener (idle, drain).
+what a request's header block must be (``fields.checked``), GOAWAY on drain, on abuse and at
+``max_connection_duration``, the once-a-second sweep of its streams' timeouts, and the
+connection's place in the listener (idle, drain).
+
+A new stream starts its work (routing, an upstream) only once every event of the read that
+opened it was handled: a stream the client reset in that same read never costs an upstream
+connection, and the read's premature resets are counted before any of its streams starts.
 Per-request work lives in ``stream.py``; sending with flow control in ``connection.py``.
 """
 
@@ -19,6 +25,7 @@ from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 
 from meshproxy.hcm.identity import downstream_peer
 from meshproxy.http2.connection import H2Peer
+from meshproxy.http2.fields import Malformed, Underscored, checked
 from meshproxy.http2.guard import FloodGuard
 from meshproxy.http2.stream import H2Stream
 
@@ -33,11 +40,19 @@ class H2Downstream(H2Peer):
     protocol = "HTTP/2"  # the access log's protocol field
 
     def __init__(self, ctx: HttpContext, preface: bytes = b"") -> None:
-        super().__init__(ctx.config.http2, client=False, max_header_list=ctx.config.max_request_headers_bytes)
+        config = ctx.config
+        super().__init__(
+            config.http2,
+            client=False,
+            max_header_list=config.max_request_headers_bytes,
+            max_headers=config.max_headers_count,
+        )
         self.ctx = ctx
         self.listener = ctx.listener
         self.streams: dict[int, H2Stream] = {}
-        self.guard = FloodGuard(monotonic())
+        self.starting: list[H2Stream] = []  # opened by the read being handled; begun after it
+        self.opened = monotonic()
+        self.guard = FloodGuard(self.opened)
         self.preface = preface  # bytes a protocol detector read before handing us the connection
         self.idle_since = self.loop.time()
         self.peer_ip = b""
@@ -58,7 +73,8 @@ class H2Downstream(H2Peer):
         stats.downstream_cx_http2_total += 1
         stats.downstream_cx_http2_active += 1
         self.start(transport, self.listener.config.buffer_limit)
-        if self.ctx.config.stream_idle_timeout > 0:
+        config = self.ctx.config
+        if config.stream_idle_timeout > 0 or config.max_connection_duration > 0:
             self.sweeper = self.loop.call_later(1.0, self._sweep)
         if self.listener.draining:
             self.goaway()
@@ -95,10 +111,13 @@ class H2Downstream(H2Peer):
             if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 return
+            headers = self._checked(event.stream_id, event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            if headers is None:
+                return
             ended = event.stream_ended is not None  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            stream = H2Stream(self, event.stream_id, event.headers, monotonic(), ended)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            stream = H2Stream(self, event.stream_id, headers, monotonic(), ended)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             self.streams[event.stream_id] = stream  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            stream.begin()
+            self.starting.append(stream)
         elif t is ev.StreamEnded:
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
@@ -108,15 +127,20 @@ class H2Downstream(H2Peer):
         elif t is ev.TrailersReceived:
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
-                stream.request_trailers(event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+                trailers = self._checked(event.stream_id, event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+                if trailers is None:
+                    stream.protocol_error()
+                else:
+                    stream.request_trailers(trailers)
         elif t is ev.StreamReset:
             self.ctx.stats.http2_rx_reset += 1
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
-                premature = not stream.response_complete
+                premature = self.guard.reset(stream.x.start, stream.response_started, monotonic())
                 stream.downstream_reset(event.error_code)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-                if premature and self.guard.reset(monotonic()):
-                    self.calm("rapid reset")
+                if premature:
+                    self.ctx.stats.downstream_rq_too_many_premature_resets += 1
+                    self.calm("rapid reset (too many premature resets)")
         elif t is ev.PingReceived or t is ev.RemoteSettingsChanged:
             if self.guard.control(monotonic()):
                 self.calm("SETTINGS/PING flood")
@@ -125,6 +149,33 @@ class H2Downstream(H2Peer):
             if not self.streams:
                 self.close()
         self._check_outbound()
+
+    def batch_done(self) -> None:
+        """The read is handled: its streams that are still open start their work."""
+        starting = self.starting
+        if starting:
+            self.starting = []
+            for stream in starting:
+                if not stream.finished:
+                    stream.begin()
+
+    def _checked(self, sid: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
+        """``headers`` as they may cross (``fields.checked``), or None: the stream was reset."""
+        stats = self.ctx.stats
+        try:
+            headers, dropped = checked(headers, self.ctx.config.headers_with_underscores)
+        except Malformed as exc:
+            if isinstance(exc, Underscored):
+                stats.requests_rejected_with_underscores_in_headers += 1
+            else:
+                stats.http2_rx_messaging_error += 1
+            log.info("HTTP/2 stream %d from %s refused: %s", sid, self.peer_label, exc)
+            if self.reset(sid, ErrorCodes.PROTOCOL_ERROR):
+                stats.http2_tx_reset += 1
+            return None
+        if dropped:
+            stats.dropped_headers_with_underscores += dropped
+        return headers
 
     def _check_outbound(self) -> None:
         """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off."""
@@ -167,17 +218,25 @@ class H2Downstream(H2Peer):
         self.want_flush()
 
     def _sweep(self) -> None:
-        """stream_idle_timeout: once a second, each stream checks its own progress."""
+        """Once a second: each stream checks its timeouts; the connection its max duration."""
         self.sweeper = None
         if self.closed:
             return
-        limit = self.ctx.config.stream_idle_timeout
+        config = self.ctx.config
         now = monotonic()
         for stream in list(self.streams.values()):
-            stream.check_idle(now, limit)
-        self.sweeper = self.loop.call_later(1.0, self._sweep)
+            stream.check_idle(now, config.stream_idle_timeout)
+        duration = config.max_connection_duration
+        if duration > 0 and not self.goaway_sent and now - self.opened >= duration:
+            # Envoy's max_connection_duration: drain (GOAWAY), close once the streams are done.
+            self.ctx.stats.downstream_cx_max_duration_reached += 1
+            self.goaway()
+        if not self.closed:
+            self.sweeper = self.loop.call_later(1.0, self._sweep)
 
     def stream_finished(self, stream: H2Stream) -> None:
+        self.guard.stream_closed()
+        self.waiting.pop(stream.sid, None)
         if self.streams.get(stream.sid) is stream:
             del self.streams[stream.sid]
         if not self.streams:

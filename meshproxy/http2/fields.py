@@ -1,13 +1,24 @@
-"""Which header fields cross an HTTP/2 hop, and how they are encoded on the far side.
+"""Which header fields cross an HTTP/2 hop, how they are encoded there, and which are refused.
 
 Owns the per-field rules ``stream.py`` applies while it copies a header block from one side
 to the other: fields that never cross (connection-specific ones, RFC 9113 §8.2.2, and those
 the proxy sets itself) and credentials kept out of HPACK's dynamic tables (RFC 7541 §7.1).
 h2's outbound normalisation, which applied the second rule, is off (``connection.py``).
+
+Also what a client's header block must be before anything of it crosses (``checked``), on top of
+what h2's inbound validation already refuses (upper case, CTLs, space, DEL and non-ASCII in
+names; NUL, CR, LF and surrounding whitespace in values; connection-specific fields; pseudo-header
+rules): a name must be an RFC 9110 §5.6.2 token (``x(y)`` is not), ``:method`` a token, ``:path``
+origin-form or ``*`` of visible ASCII without a fragment, ``:authority`` an RFC 3986 authority
+without userinfo (RFC 9113 §8.3.1). Each would otherwise reach an HTTP/1.1 upstream inside its
+request line or head (issue 12, finding 16). One regular-expression match per field: the cost is
+proportional to the bytes of the block, which h2 has just walked anyway.
 Must not depend on connections, streams or configuration.
 """
 
 from __future__ import annotations
+
+import re
 
 from hpack import NeverIndexedHeaderTuple
 
@@ -39,3 +50,41 @@ def never_indexed(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     if name != b"cookie" or len(value) < 20:
         return NeverIndexedHeaderTuple(name, value)
     return (name, value)
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PATH = re.compile(rb"/[!-\"$-~]*|\*")  # visible ASCII but '#'
+_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=\[\]:]*")
+_PSEUDO = {b":method": _TOKEN, b":path": _PATH, b":authority": _AUTHORITY}
+
+
+class Malformed(ValueError):
+    """A header block refused (RFC 9113 §8.1.1: the stream is reset with PROTOCOL_ERROR)."""
+
+
+class Underscored(Malformed):
+    """A header name with an underscore under ``headers_with_underscores: REJECT_REQUEST``."""
+
+
+def checked(headers: list[tuple[bytes, bytes]], underscores: str) -> tuple[list[tuple[bytes, bytes]], int]:
+    """``headers`` as they may cross, and how many underscored names were dropped.
+
+    ``underscores`` is ``headers_with_underscores``: ALLOW, REJECT_REQUEST (raises
+    ``Underscored``) or DROP_HEADER. Raises ``Malformed`` naming the field otherwise refused.
+    """
+    strict = underscores != "ALLOW"
+    dropped = 0
+    for name, value in headers:
+        if name[0] == 0x3A:
+            pattern = _PSEUDO.get(name)
+            if pattern is not None and pattern.fullmatch(value) is None:
+                raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
+        elif _TOKEN.fullmatch(name) is None:
+            raise Malformed(f"invalid header name {name[:64]!r}")
+        elif strict and b"_" in name:
+            if underscores == "REJECT_REQUEST":
+                raise Underscored(f"header name with an underscore {name[:64]!r}")
+            dropped += 1
+    if dropped:
+        headers = [h for h in headers if h[0][0] == 0x3A or b"_" not in h[0]]
+    return headers, dropped

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from meshproxy.upstream.cluster import ClusterRuntime
 
 ATTEMPT_COUNT = b"x-envoy-attempt-count"
+UPSTREAM_PROTOCOL_ERROR = LocalReply(502, b"upstream protocol error: invalid response status", "UPE")
 
 
 class H2Stream:
@@ -181,6 +182,9 @@ class H2Stream:
         refused = x.forward(cluster, authority, self.url, self.headers, self.conn.peer_ip)
         if refused is not None:
             return self.local_reply(refused)
+        if x.body_copy is not None:
+            for data, _ in self.up_half.chunks:  # DATA of the read that opened the stream
+                x.keep_body(data)
         host, target, xff, xfp, rid = x.upstream_request(
             authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
         )
@@ -309,11 +313,7 @@ class H2Stream:
         # A fresh request half: the whole body again from the copy. Bytes still queued from the
         # last attempt are in the copy too, so their window goes back to the client now.
         old = self.up_half
-        pending = sum(flow for _, flow in old.chunks)
-        old.chunks.clear()
-        old.done = True
-        if pending:
-            self._ack_down(pending)
+        old.discard()
         half = self.up_half = Half(self._request_sent)
         half.ack = self._ack_down
         half.chunks.extend((data, 0) for data in x.body_copy or ())
@@ -340,9 +340,16 @@ class H2Stream:
         self.timer = None
         self.x.deadline_fired(self)
 
-    def check_idle(self, now: float, limit: float) -> None:
-        """stream_idle_timeout, from the byte counters (called about once a second)."""
-        self.x.sweep(self, now, limit)
+    def check_idle(self, now: float, idle: float) -> None:
+        """``stream_idle_timeout`` from the byte counters (0: off); called about once a second.
+        (``request_timeout`` is the exchange's deadline, armed with the others.)"""
+        if idle > 0:
+            self.x.sweep(self, now, idle)
+
+    def protocol_error(self) -> None:
+        """The client sent what ``fields.checked`` refuses (trailers): the stream was reset."""
+        self.flags = "DPE"
+        self._finish()
 
     # ================================================================== response side
 
@@ -355,13 +362,21 @@ class H2Stream:
         for header in headers:
             name, value = header
             if name == b":status":
-                status = int(value)
+                status = int(value) if len(value) == 3 and value.isdigit() else 0
             elif name in SENSITIVE:
                 out.append(never_indexed(name, value))
             elif name not in RESPONSE_DROP:
                 if name == b"grpc-status":
                     grpc_status = value  # in the headers of a trailers-only response
                 out.append(header)
+        if not 200 <= status <= 599:
+            # Interim responses never get here; a 101 (an HTTP/1.1 upgrade the client did not ask
+            # for, and which HTTP/2 cannot carry, RFC 9113 §8.6) or a status outside the range is
+            # the upstream's protocol error.
+            cluster = self.x.cluster
+            if cluster is not None:
+                cluster.stats.upstream_cx_protocol_error += 1
+            return self.local_reply(UPSTREAM_PROTOCOL_ERROR)
         x = self.x
         # gRPC's outcome is its grpc-status: in these headers (trailers-only) or the trailers.
         observe = end or not self.grpc or status != 200
@@ -521,12 +536,11 @@ class H2Stream:
         conn = self.conn
         if down_code is not None and conn.reset(self.sid, down_code):
             self.ctx.stats.http2_tx_reset += 1
-        # Request bytes still queued were never sent: return their window to the client.
-        pending = sum(flow for _, flow in self.up_half.chunks)
-        self.up_half.chunks.clear()
-        if pending:
-            conn.ack(self.sid, pending)
+        # Bytes still queued either way will never be sent: released now, their windows given
+        # back (not held until the connection ends, nor until a WINDOW_UPDATE wakes the queue).
+        self.up_half.discard()
         self._drop_upstream(upstream_code)
+        self.down.discard()
         self._end_attempt()
         self.x.finish(monotonic(), self, conn.protocol, conn)
         conn.stream_finished(self)

@@ -12,8 +12,13 @@ response status and headers become one HEADERS frame, its body DATA, chunked tra
 
 Flow control: request DATA is acknowledged to the client as it is written to the upstream
 socket, and stops while that socket's buffer is full (``pause``); response bytes pause the
-upstream socket's reading while more than the cluster's buffer limit waits unacknowledged
-downstream. Must not know about routing or retries: ``H2Stream`` decides those.
+upstream socket's reading while more than the stream's share of buffer waits unacknowledged
+downstream: the cluster's buffer limit, but no more than an equal share of the listener's
+``per_connection_buffer_limit_bytes`` among the downstream connection's streams (never under
+``MIN_SHARE``). One client that does not read could otherwise make the proxy hold
+``max_concurrent_streams`` times the cluster's limit; a budget shared across the streams instead
+would let one stalled stream stop all the others (head-of-line blocking), which a share does not.
+Must not know about routing or retries: ``H2Stream`` decides those.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ if TYPE_CHECKING:
 # Request fields HTTP/1.1 must not carry from HTTP/2 (RFC 9113 §8.2.2), or that we frame.
 _REQUEST_DROP = frozenset({b"te", b"content-length", b"transfer-encoding", b"connection"})
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# The least response buffer a stream's share may come to (about one socket read; h2's default
+# stream window is 64 KiB too).
+MIN_SHARE = 64 * 1024
 
 
 class Http1Upstream:
@@ -218,14 +226,20 @@ class Http1Upstream:
         upstream.close()
         return not self.response_complete
 
+    def _share(self) -> int:
+        """How much of the response may wait unacknowledged downstream (O(1))."""
+        h2s = self.h2s
+        limit = self.cluster.config.buffer_limit
+        if h2s is None:
+            return limit
+        conn = h2s.conn
+        share = conn.listener.config.buffer_limit // max(1, len(conn.streams))
+        return min(limit, max(share, MIN_SHARE))
+
     def _acked(self, size: int) -> None:
         self.unacked -= size
         upstream = self.upstream
-        if (
-            upstream is not None
-            and upstream.reading_paused
-            and self.unacked <= self.cluster.config.buffer_limit
-        ):
+        if upstream is not None and upstream.reading_paused and self.unacked <= self._share():
             upstream.resume_reading()
 
     # ================================================================== the Stream, to UpstreamConnection
@@ -255,7 +269,7 @@ class Http1Upstream:
         self.unacked += len(data)
         h2s.response_data(data, len(data))
         upstream = self.upstream
-        if upstream is not None and self.unacked > self.cluster.config.buffer_limit:
+        if upstream is not None and self.unacked > self._share():
             upstream.pause_reading()
 
     def response_end(self) -> None:

@@ -25,13 +25,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshproxy.http2")
 
-# The largest response header block accepted from an upstream (Envoy's default 60 KiB).
+# The largest response header block accepted from an upstream, in bytes and in fields (Envoy's
+# defaults for a cluster's max_response_headers_kb and max_headers_count, which are not compiled).
 MAX_RESPONSE_HEADERS = 60 * 1024
+MAX_RESPONSE_HEADERS_COUNT = 100
 
 
 class H2Upstream(H2Peer):
     def __init__(self, pool: H2Pool) -> None:
-        super().__init__(pool.options, client=True, max_header_list=MAX_RESPONSE_HEADERS)
+        super().__init__(
+            pool.options,
+            client=True,
+            max_header_list=MAX_RESPONSE_HEADERS,
+            max_headers=MAX_RESPONSE_HEADERS_COUNT,
+        )
         self.pool = pool
         self.streams: dict[int, H2Stream] = {}
         self.ready = False  # the server's SETTINGS arrived: its stream limit is known
@@ -54,7 +61,7 @@ class H2Upstream(H2Peer):
         sid = h2.get_next_available_stream_id()
         h2.send_headers(sid, headers, end_stream=end)
         self.streams[sid] = stream
-        stream.down.ack = lambda n, sid=sid: self.ack(sid, n)  # type: ignore[misc]  # sid bound per stream through the default argument
+        stream.down.ack = lambda n, sid=sid: self.ack(sid, n)  # sid bound per stream by the default
         self.want_flush()
         return sid
 

@@ -104,12 +104,6 @@ KNOWN_OPEN: dict[str, Known] = {
     "te-in-http10": Known(
         "http1_request", ("accepted-refused:Transfer-Encoding in HTTP/1.0",), _search(rb"HTTP/1\.0\r\n")
     ),
-    # Finding 16: HTTP/2 pseudo-headers and field names relayed into HTTP/1.1 heads unchecked.
-    "h2-fields-into-http1": Known(
-        "http2_frames",
-        ("h2-to-h1-invalid:invalid field name", "h2-to-h1-invalid:malformed request-line"),
-        lambda data: True,  # any frames: the kinds say it is a translated field
-    ),
 }
 
 

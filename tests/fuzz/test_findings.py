@@ -41,7 +41,6 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
     ),
     "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
     "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
-    "h2-fields-into-http1": ("http2_frames/seed-name-with-parens", "http2_frames/seed-path-with-space"),
 }
 
 _CASES = [

@@ -47,8 +47,42 @@ def test_grpc_status_table_and_timeout() -> None:
     assert grpc.percent_encode("é %".encode()) == b"%C3%A9 %25"
 
 
-def test_flood_guard_counts_per_interval() -> None:
-    guard = FloodGuard(0.0, max_resets=2, max_control=1)
-    assert not guard.reset(0.1) and not guard.reset(0.2) and guard.reset(0.3)
-    assert not guard.reset(1.5)  # a new interval
-    assert not guard.control(1.6) and guard.control(1.7)
+def test_flood_guard_counts_control_frames_per_interval() -> None:
+    guard = FloodGuard(0.0, max_control=1)
+    assert not guard.control(0.1) and guard.control(0.2)
+    assert not guard.control(1.5)  # a new interval
+
+
+def test_premature_resets_trip_at_half_of_the_first_500_streams() -> None:
+    guard = FloodGuard(0.0)
+    for _ in range(249):
+        assert not guard.reset(started=5.0, responded=False, now=5.5)
+        guard.stream_closed()
+    assert guard.reset(started=5.0, responded=False, now=5.5)  # the 250th
+
+
+def test_late_or_answered_resets_are_not_premature() -> None:
+    guard = FloodGuard(0.0)
+    for _ in range(1000):
+        assert not guard.reset(started=0.0, responded=False, now=1.5)  # lived over a second
+        assert not guard.reset(started=0.0, responded=True, now=0.1)  # a response had begun
+        guard.stream_closed()
+
+
+def test_past_500_streams_the_ratio_is_of_all_closed_streams() -> None:
+    guard = FloodGuard(0.0)
+    for _ in range(600):
+        guard.stream_closed()  # good streams
+    for i in range(299):
+        assert not guard.reset(started=0.0, responded=False, now=0.5), i
+        guard.stream_closed()
+    # 300 premature of 900 closed is a third: still fine; pacing buys nothing past half.
+    assert not guard.reset(started=0.0, responded=False, now=0.5)
+    guard.stream_closed()
+    tripped = False
+    for _ in range(700):
+        tripped = guard.reset(started=0.0, responded=False, now=0.5)
+        guard.stream_closed()
+        if tripped:
+            break
+    assert tripped
