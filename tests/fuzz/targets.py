@@ -85,8 +85,9 @@ KNOWN_OPEN: dict[str, Known] = {
         _search(rb"(?m)^[!-~]+ {2,}|^[!-~]+ [!-~]+ HTTP/(?!1\.[01]\r\n)"),
     ),
     # Found by the fuzzer: a request-line without a version (HTTP/0.9 shape) with an absolute-form
-    # target is forwarded as an HTTP/1.1 request (the authority stands in for the missing Host).
-    "http09-request-line": Known("http1_request", ("framing-mismatch",), _search(rb"(?m)^[A-Z]+ [!-~]+\r\n")),
+    # target is forwarded as an HTTP/1.1 request (the authority stands in for the missing Host); also
+    # pipelined right after a body, so the line need not start the input.
+    "http09-request-line": Known("http1_request", ("framing-mismatch",), _search(rb"[A-Z]+ [!-~]+\r\n")),
     "fragment-forwarded": Known(
         "http1_request", ("invalid-upstream-bytes",), _search(rb"(?m)^[!-~]+ [^ \r\n]*#")
     ),
