@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy.config.model import HttpConnectionManager, RouteAction
+from meshproxy.overload.state import NORMAL, OverloadState
 from meshproxy.router.ratelimit import TokenBucket
 from meshproxy.router.retry import RetryRules
 
@@ -152,6 +153,7 @@ class HttpContext:
         "config",
         "listener",
         "local_identity",
+        "overload",
         "plans",
         "ratelimit",
         "request_ids",
@@ -181,6 +183,8 @@ class HttpContext:
         self.clusters = clusters
         self.stats = stats
         self.listener = listener
+        # The overload manager's state, kept current by the listener (``set_overload``).
+        self.overload: OverloadState = NORMAL
         self.access_log = access_log
         self.rng = rng
         self.scheme = scheme
