@@ -65,7 +65,6 @@ class Server:
         self.clusters = ClusterManager(self.store, self.rng)
         self.access_logs = AccessLogs()
         self.listeners: dict[str, ListenerRuntime] = {}
-        self.admin = Admin(self)
         self.ready = False
         self.draining = False
         self.stopped = asyncio.Event()
@@ -83,6 +82,7 @@ class Server:
         )
         self._loop_logs = LogLimiter(log)
         self._default_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
+        self.admin = Admin(self)
 
     async def start(self) -> None:
         """Bring the configuration up; raises OSError if an address cannot be bound."""

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from meshproxy.overload.stats import doc_rows as overload_doc_rows
+
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
@@ -522,6 +524,11 @@ def render_docs() -> str:
         for name, stat in s.stats.items():
             labels = _labels_cell([label for label in (s.label, stat.by) if label])
             parts.append(f"| `{stat.exported_name(s.name, name)}` | {stat.kind} | {labels} | {stat.help} |")
+    parts.append("\n## Overload manager (`meshproxy_overload_*`, label `action` or `resource`)\n")
+    parts.append("| Metric | Type | Labels | Meaning |\n|---|---|---|---|")
+    for family, kind, label, text in overload_doc_rows():
+        name = family + "_total" if kind == "counter" else family
+        parts.append(f"| `{name}` | {kind} | `{label}` | {text.capitalize()}; see docs/overload.md. |")
     return "\n".join(parts) + "\n"
 
 
