@@ -62,7 +62,7 @@ class FdReserve:
         self.line = None if limit is None else limit - self.reserve
         self._count = count_open
         self._interval = recount_interval
-        self._counted = 0
+        self._counted = 0 if limit is None else count_open()
         self._counted_at = float("-inf")
         self._admitted = 0
 
