@@ -36,7 +36,7 @@ from meshproxy.identity.source import CertMaterial, CertSources, Paths, Pem, Rot
 from meshproxy.listener.admission import Admission, FdReserve
 from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.listener.runtime import ListenerRuntime, bind_socket
-from meshproxy.overload.monitors import nofile_soft_limit, open_fds
+from meshproxy.overload.monitors import nofile_soft_limit, open_fds, return_free_memory
 from meshproxy.overload.runtime import OverloadRuntime
 from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy")
 
 TICK = 1.0
+# Connections abandoned before a codec (a handshake flood) after which freed memory is returned.
+TRIM_AFTER = 256
 # Longest stretch ``apply`` builds route tables without yielding to the event loop (seconds).
 SLICE = 0.005
 
@@ -81,6 +83,7 @@ class Server:
             self.overload, FdReserve(None if limit == resource.RLIM_INFINITY else limit, open_fds), self.rng
         )
         self._loop_logs = LogLimiter(log)
+        self._trimmed_at = 0  # abandoned pre-connections at the last return_free_memory
         self._default_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
         self.admin = Admin(self)
 
@@ -262,6 +265,15 @@ class Server:
                 lr.sweep(now)
             self.access_logs.flush()
             self.certs.poll(now)
+            self._return_memory_after_floods()
+
+    def _return_memory_after_floods(self) -> None:
+        """After ``TRIM_AFTER`` connections were abandoned before a codec (failed or timed-out
+        handshakes: a flood), hand the allocator's free pages back (``return_free_memory``)."""
+        abandoned = sum(lr.stats.downstream_pre_cx_abandoned for lr in self.listeners.values())
+        if abandoned - self._trimmed_at >= TRIM_AFTER:
+            self._trimmed_at = abandoned
+            return_free_memory()
 
     async def drain(self, timeout: float | None = None) -> int:
         """Drain every listener; returns the number of connections cut at the deadline."""
