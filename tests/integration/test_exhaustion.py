@@ -179,13 +179,13 @@ def tls_listener(name: str, connect_timeout: str) -> dict[str, Any]:
 def test_abandoned_handshakes_are_capped_reaped_and_their_memory_returned(tmp_path: pathlib.Path) -> None:
     """Finding 9: 1,100 ClientHellos whose clients never answer. At most 1,024 handshakes
     are pending on a listener (the rest are closed at accept and counted), the handshake
-    timeout (``transport_socket_connect_timeout``, 1 s here) reaps them, each failure is
+    timeout (``transport_socket_connect_timeout``, 3 s here) reaps them, each failure is
     counted by reason with at most one log line a second, and resident memory comes back
     near where it was (the OpenSSL state is freed when the socket closes, not at the next
     full collection)."""
     hello = client_hello()
     with threaded_upstream() as up:
-        doc = bootstrap([http_listener([route()]), tls_listener("tls", "1s")], [cluster("backend", up)])
+        doc = bootstrap([http_listener([route()]), tls_listener("tls", "3s")], [cluster("backend", up)])
         with proxy_process(doc, tmp_path) as proxy:
             tls_port = proxy.port("tls")
             baseline = proxy.rss_bytes()
