@@ -125,6 +125,7 @@ def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
 
 
 async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | None) -> int:
+    from meshproxy.overload.monitors import raise_nofile_limit
     from meshproxy.server import Server
 
     rotator = None
@@ -142,6 +143,9 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     config = _load(args.config, "invalid configuration, not starting", args.allow_unknown_static_fields)
     if config is None:
         return 1
+    old, new = raise_nofile_limit()  # before the server sizes its descriptor reserve
+    if new > old:
+        logging.getLogger("meshproxy").info("file descriptor limit raised from %d to %d", old, new)
     server = Server(config)
     try:
         await server.start()

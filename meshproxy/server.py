@@ -7,16 +7,24 @@ without dropping in-flight requests), and shutdown: drain on SIGTERM (stop accep
 in-flight requests finish within the drain timeout, ``Connection: close`` on keep-alive
 responses meanwhile), then exit. With ``dynamic_resources`` the ADS client (``meshproxy.xds``)
 runs beside it, and ``/ready`` waits for the first complete configuration.
+
+Also owns the process-wide defences every listener shares (``Admission``): the overload
+manager's runtime (built from the bootstrap's ``overload_manager``, started and stopped here;
+each new state reaches every live listener, which passes it to its HTTP contexts), the global
+downstream connection count and the file-descriptor reserve, and the loop's report of failed
+``accept`` calls (counted per listener, logged at most once a second).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import resource
 import signal
 import time
-from collections.abc import Coroutine, Hashable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +33,12 @@ from meshproxy.admin.server import Admin
 from meshproxy.config.model import Config, FilterChain, HttpConnectionManager, Listener, TlsFiles
 from meshproxy.errors import ConfigError
 from meshproxy.identity.source import CertMaterial, CertSources, Paths, Pem, Rotate
+from meshproxy.listener.admission import Admission, FdReserve
+from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.listener.runtime import ListenerRuntime, bind_socket
+from meshproxy.overload.monitors import nofile_soft_limit, open_fds, return_free_memory
+from meshproxy.overload.runtime import OverloadRuntime
+from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import Store
 from meshproxy.tls.context import TlsContext
@@ -40,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy")
 
 TICK = 1.0
+# Connections abandoned before a codec (a handshake flood) after which freed memory is returned.
+TRIM_AFTER = 256
 # Longest stretch ``apply`` builds route tables without yielding to the event loop (seconds).
 SLICE = 0.005
 
@@ -52,7 +67,6 @@ class Server:
         self.clusters = ClusterManager(self.store, self.rng)
         self.access_logs = AccessLogs()
         self.listeners: dict[str, ListenerRuntime] = {}
-        self.admin = Admin(self)
         self.ready = False
         self.draining = False
         self.stopped = asyncio.Event()
@@ -62,9 +76,22 @@ class Server:
         # Listeners replaced or removed by an xDS update, draining their in-flight requests.
         self.retired: set[ListenerRuntime] = set()
         self.xds: AdsClient | None = None
+        self.overload = OverloadRuntime(config.overload)
+        self.overload.subscribe(self._overload_changed)
+        limit = nofile_soft_limit()
+        self.admission = Admission(
+            self.overload, FdReserve(None if limit == resource.RLIM_INFINITY else limit, open_fds), self.rng
+        )
+        self._loop_logs = LogLimiter(log)
+        self._trimmed_at = 0  # abandoned pre-connections at the last return_free_memory
+        self._default_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
+        self.admin = Admin(self)
 
     async def start(self) -> None:
         """Bring the configuration up; raises OSError if an address cannot be bound."""
+        loop = asyncio.get_running_loop()
+        self._default_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         await self.clusters.update(self.config.clusters)
         try:
             for lc in self.config.listeners:
@@ -78,7 +105,8 @@ class Server:
             await self.close()
             raise
         self._follow_certificates()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._ticker = loop.create_task(self._tick())
+        self.overload.start()
         self.store.server["live"] = 1
         if self.config.dynamic is None:
             self.ready = True
@@ -96,8 +124,38 @@ class Server:
             self.clusters,
             self.access_logs,
             self.rng,
+            self.admission,
             route_tables,
         )
+
+    def _overload_changed(self, state: OverloadState) -> None:
+        for lr in (*self.listeners.values(), *self.retired):
+            lr.set_overload(state)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio reports a failed ``accept`` (EMFILE, ENFILE, ENOBUFS, ENOMEM: it then pauses
+        that listener for a second) through the loop's exception handler, once per failure:
+        count it on its listener and log at most one line a second. Everything else goes to
+        the handler that was there before."""
+        exc = context.get("exception")
+        sock = context.get("socket")
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS and sock is not None:
+            for lr in (*self.listeners.values(), *self.retired):
+                if lr.server is not None and any(s.fileno() == sock.fileno() for s in lr.server.sockets):
+                    lr.stats.downstream_cx_accept_error += 1
+            self._loop_logs.log(
+                logging.ERROR,
+                errno.errorcode.get(exc.errno or 0, "accept"),
+                loop.time(),
+                "accept() on %s failed: %s; retrying in 1s",
+                sock.getsockname(),
+                exc.strerror,
+            )
+            return
+        if self._default_handler is not None:
+            self._default_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     async def apply(self, config: Config) -> None:
         """Swap to ``config`` (an xDS update; raises ConfigError, changing nothing, when a new
@@ -207,6 +265,15 @@ class Server:
                 lr.sweep(now)
             self.access_logs.flush()
             self.certs.poll(now)
+            self._return_memory_after_floods()
+
+    def _return_memory_after_floods(self) -> None:
+        """After ``TRIM_AFTER`` connections were abandoned before a codec (failed or timed-out
+        handshakes: a flood), hand the allocator's free pages back (``return_free_memory``)."""
+        abandoned = sum(lr.stats.downstream_pre_cx_abandoned for lr in self.listeners.values())
+        if abandoned - self._trimmed_at >= TRIM_AFTER:
+            self._trimmed_at = abandoned
+            return_free_memory()
 
     async def drain(self, timeout: float | None = None) -> int:
         """Drain every listener; returns the number of connections cut at the deadline."""
@@ -244,6 +311,8 @@ class Server:
         self.store.server["live"] = 0
         if self.xds is not None:
             await self.xds.close()
+        await self.overload.close()
+        asyncio.get_running_loop().set_exception_handler(self._default_handler)
         for lr in (*self.listeners.values(), *self.retired):
             lr.close()
             for conn in list(lr.connections):
@@ -261,6 +330,9 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
         await self.stopped.wait()
+
+
+_ACCEPT_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 def _paths(files: TlsFiles) -> Paths:

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from meshproxy.overload.stats import doc_rows as overload_doc_rows
+
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
@@ -322,6 +324,35 @@ class ListenerStats(StatSet):
         "Connections closed because tls_inspector/http_inspector saw too little within"
         " `listener_filters_timeout`."
     )
+    downstream_pre_cx_total: int = counter(
+        "Connections accepted past the admission limits (before listener filters, TLS and the codec choice)."
+    )
+    downstream_pre_cx_active: int = gauge(
+        "Accepted connections not yet handed to a codec: listener filters waiting, TLS handshake in"
+        " progress, codec choice."
+    )
+    downstream_pre_cx_abandoned: int = counter(
+        "Accepted connections that closed before reaching a codec (handshake failed or timed out,"
+        " no filter chain, inspector or codec-choice timeout, peer gone)."
+    )
+    downstream_pre_cx_overflow: int = counter(
+        "Connections closed at accept: the listener already had its maximum of connections pending"
+        " (1024: TLS handshakes in progress, listener filters waiting)."
+    )
+    downstream_global_cx_overflow: int = counter(
+        "Connections closed at accept: `global_downstream_max_connections` reached (overload manager)."
+    )
+    downstream_cx_overload_reject: int = counter(
+        "Connections closed at accept by the overload action `reject_incoming_connections`."
+    )
+    downstream_cx_fd_reserve_reject: int = counter(
+        "Connections closed at accept: fewer than a tenth of the file-descriptor limit would stay free"
+        " (the reserve kept for upstream connections and the admin port)."
+    )
+    downstream_cx_accept_error: int = counter(
+        "`accept()` failures for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM; asyncio"
+        " loop: retried after 1 s; uvloop's libuv closes such connections itself, uncounted)."
+    )
     ssl_handshake: int = counter("TLS handshakes completed on a filter chain with a DownstreamTlsContext.")
     ssl_connection_error: int = counter("TLS handshakes refused (either side); the log line says why.")
     ssl_handshakes_by_group: dict[str, int] = counter(
@@ -532,6 +563,11 @@ def render_docs() -> str:
         for name, stat in s.stats.items():
             labels = _labels_cell([label for label in (s.label, stat.by) if label])
             parts.append(f"| `{stat.exported_name(s.name, name)}` | {stat.kind} | {labels} | {stat.help} |")
+    parts.append("\n## Overload manager (`meshproxy_overload_*`, label `action` or `resource`)\n")
+    parts.append("| Metric | Type | Labels | Meaning |\n|---|---|---|---|")
+    for family, kind, label, text in overload_doc_rows():
+        name = family + "_total" if kind == "counter" else family
+        parts.append(f"| `{name}` | {kind} | `{label}` | {text.capitalize()}; see docs/overload.md. |")
     return "\n".join(parts) + "\n"
 
 

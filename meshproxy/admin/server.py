@@ -1,9 +1,9 @@
 """The admin HTTP endpoint (Envoy's admin interface, default 127.0.0.1:15000).
 
 Owns the operator's view of a running proxy: readiness, Prometheus stats, the config dump,
-cluster membership with per-host counters, draining and quitting. It is a small HTTP/1.1
-server of its own (httptools, one request per connection turn) so it keeps answering while
-the data plane drains. Must never sit on the request path.
+cluster membership with per-host counters, the overload manager's stats, draining and
+quitting. It is a small HTTP/1.1 server of its own (httptools, one request per connection
+turn) so it keeps answering while the data plane drains or is overloaded. Must never sit on the request path.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.http import codec
+from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Admin:
         self.server = server
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(server.store))
+        self.registry.register(OverloadCollector(server.overload.stats))
         self._srv: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -85,7 +87,7 @@ class Admin:
         if path == "/stats/prometheus":
             return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
         if path == "/stats":
-            return self._json(stats_json(self.server.store))
+            return self._json({**stats_json(self.server.store), **srv.overload.stats.flat()})
         if path == "/config_dump":
             dump = {"version": srv.config.version, "config": _jsonable(srv.config)}
             if srv.xds is not None:

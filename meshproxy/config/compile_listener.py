@@ -183,9 +183,10 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
     if not msg.filters:
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
+    connect_timeout = duration(msg, "transport_socket_connect_timeout", ctx, 10.0)
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls, tls_files)
+    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout)
 
 
 def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:

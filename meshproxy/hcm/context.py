@@ -188,6 +188,8 @@ class HttpContext:
         self.clusters = clusters
         self.stats = stats
         self.listener = listener
+        # The overload manager's state, kept current by the listener (``set_overload``).
+        self.overload: OverloadState = NORMAL
         self.access_log = access_log
         self.rng = rng
         self.scheme = scheme

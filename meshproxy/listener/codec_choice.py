@@ -3,12 +3,14 @@
 Owns the choice between the HTTP/1.1 and HTTP/2 downstream protocols: ``HTTP1``/``HTTP2``
 as configured; ``AUTO`` by the ALPN the TLS handshake settled, else by the first bytes (the
 HTTP/2 preface means prior-knowledge h2c, anything else HTTP/1.x), like Envoy's AUTO codec.
-Waiting for those bytes is bounded by the listener's ``listener_filters_timeout``.
+Waiting for those bytes is bounded by the listener's ``listener_filters_timeout``; a
+connection that ends before the choice tells the listener (``on_abandoned``: its slot goes back).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from meshproxy.http.downstream import DownstreamConnection
@@ -20,9 +22,10 @@ if TYPE_CHECKING:
 
 
 class CodecSelector(asyncio.Protocol):
-    def __init__(self, ctx: HttpContext, timeout: float) -> None:
+    def __init__(self, ctx: HttpContext, timeout: float, on_abandoned: Callable[[], None]) -> None:
         self.ctx = ctx
         self.timeout = timeout
+        self.on_abandoned: Callable[[], None] | None = on_abandoned
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.timer: asyncio.TimerHandle | None = None
@@ -55,8 +58,12 @@ class CodecSelector(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.on_abandoned is not None:
+            self.on_abandoned()
+            self.on_abandoned = None
 
     def _hand(self, transport: asyncio.BaseTransport, proto: asyncio.Protocol) -> None:
+        self.on_abandoned = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

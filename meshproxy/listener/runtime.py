@@ -5,6 +5,15 @@ precedence (destination port, then server name, transport protocol, application 
 the hand-off of each connection to the chosen filter's protocol, the idle sweep (keep-alive
 idle timeout, stream idle timeout, TCP idle timeout) and graceful drain. The per-snapshot
 filter contexts are swapped as a whole; connections keep the context they started with.
+
+Also owns the life of each accepted socket before a codec has it (a *pre-connection*: listener
+filters, TLS handshake, codec choice): its admission (``admission.py``, refused sockets closed
+at once and counted by reason), the count of those in progress, and the release of its global
+connection slot exactly once (when it is abandoned, or when the codec's connection closes).
+The overload state reaches this listener's HTTP contexts here (``set_overload``), and its
+``stop_accepting_connections`` parks the listening socket (the kernel's backlog holds what
+arrives) until the state allows accepting again. Log lines an attacker can provoke go through
+a ``LogLimiter``; the counters count every event.
 """
 
 from __future__ import annotations
@@ -29,8 +38,11 @@ from meshproxy.http.stream import Stream
 from meshproxy.http2.downstream import H2Downstream
 from meshproxy.http2.from_http1 import relay_over_http2
 from meshproxy.http2.to_http1 import Http1Upstream
+from meshproxy.listener.admission import Admission, Refusal
 from meshproxy.listener.codec_choice import CodecSelector
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
+from meshproxy.listener.log_limit import LogLimiter
+from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
@@ -135,6 +147,7 @@ class ListenerRuntime:
         clusters: ClusterManager,
         access_logs: AccessLogs,
         rng: random.Random,
+        admission: Admission,
         route_tables: Sequence[RouteTable] = (),
     ) -> None:
         self.config = config
@@ -156,6 +169,13 @@ class ListenerRuntime:
         # Streams whose route timeout is kept coarsely (see Stream._arm_timer).
         self.deadlines: set[Stream] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.admission = admission
+        # Pre-connections: accepted, admitted, not yet handed to a codec's connection.
+        self.pending = 0
+        # The listening socket while stop_accepting_connections holds (its backlog keeps filling).
+        self._parked: socket.socket | None = None
+        self._resuming: asyncio.Task[None] | None = None
+        self._logs = LogLimiter(log)
         self.update(config, route_tables)
 
     def update(self, config: Listener, route_tables: Sequence[RouteTable] = ()) -> None:
@@ -175,6 +195,7 @@ class ListenerRuntime:
                 tls_contexts[id(chain)] = TlsContext(chain.tls)
         self.contexts = contexts
         self.tls_contexts = tls_contexts
+        self._publish(self.admission.overload.state)
 
     def _context(self, chain: FilterChain, prebuilt: dict[int, RouteTable]) -> HttpContext | TcpContext:
         f = chain.filter
@@ -218,6 +239,37 @@ class ListenerRuntime:
         log.info("listener %s on %s:%d", self.name, *self.bound_address())
         self._ticker = loop.create_task(self._deadline_tick())
 
+    def set_overload(self, state: OverloadState) -> None:
+        """A new overload state (the server subscribes every live listener): the HTTP contexts
+        read it per request; accepting stops while ``state.accepting`` is False."""
+        self._publish(state)
+        if not state.accepting:
+            if self.server is not None and self._parked is None and not self.draining:
+                self._parked = self.handover_socket()
+                self.server.close()
+                log.warning("listener %s: not accepting connections (overload)", self.name)
+        elif self._parked is not None and self._resuming is None:
+            self._resuming = asyncio.get_running_loop().create_task(self._resume())
+
+    def _publish(self, state: OverloadState) -> None:
+        for ctx in self.contexts.values():
+            if isinstance(ctx, HttpContext):
+                ctx.overload = state
+
+    async def _resume(self) -> None:
+        try:
+            sock, self._parked = self._parked, None
+            if sock is None:
+                return
+            if self.draining:
+                sock.close()
+                return
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
+            log.warning("listener %s: accepting connections again", self.name)
+        finally:
+            self._resuming = None
+
     async def _deadline_tick(self) -> None:
         while True:
             await asyncio.sleep(DEADLINE_TICK)
@@ -237,6 +289,8 @@ class ListenerRuntime:
     def handover_socket(self) -> socket.socket:
         """A duplicate of the listening socket, for the runtime that replaces this one: the
         same accept queue, so no connection waiting in it is lost in the swap."""
+        if self._parked is not None:
+            return socket.socket(fileno=os.dup(self._parked.fileno()))
         assert self.server is not None
         return socket.socket(fileno=os.dup(self.server.sockets[0].fileno()))
 
@@ -253,15 +307,58 @@ class ListenerRuntime:
 
     # ------------------------------------------------------------------ connection tracking
 
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Admission of a socket just accepted (``admission.py``); a refused one is closed."""
+        now = asyncio.get_running_loop().time()
+        refusal = self.admission.admit(self.pending, now)
+        stats = self.stats
+        if refusal is None:
+            self.pending += 1
+            stats.downstream_pre_cx_total += 1
+            stats.downstream_pre_cx_active += 1
+            return True
+        if refusal is Refusal.PENDING:
+            stats.downstream_pre_cx_overflow += 1
+        elif refusal is Refusal.OVERLOAD:
+            stats.downstream_cx_overload_reject += 1
+        elif refusal is Refusal.FD_RESERVE:
+            stats.downstream_cx_fd_reserve_reject += 1
+        else:
+            stats.downstream_global_cx_overflow += 1
+        transport.abort()  # type: ignore[attr-defined]  # a stream transport: create_server's
+        self._logs.log(
+            logging.WARNING, refusal, now, "listener %s: connection refused: %s", self.name, refusal
+        )
+        return False
+
+    def adopt(self, other: ListenerRuntime) -> None:
+        """A pre-connection ``other`` admitted goes on with this (its successor's) config."""
+        other.pending -= 1
+        other.stats.downstream_pre_cx_active -= 1
+        self.pending += 1
+        self.stats.downstream_pre_cx_active += 1
+
+    def pre_closed(self) -> None:
+        """A pre-connection ended before a codec had it: its slot goes back."""
+        self.pending -= 1
+        self.stats.downstream_pre_cx_active -= 1
+        self.stats.downstream_pre_cx_abandoned += 1
+        self.admission.release()
+
     def connection_opened(self, conn: Tracked) -> None:
+        """A codec's connection began; it was this listener's pre-connection until now."""
+        self.pending -= 1
         self.connections.add(conn)
-        self.stats.downstream_cx_total += 1
-        self.stats.downstream_cx_active += 1
+        stats = self.stats
+        stats.downstream_pre_cx_active -= 1
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_active += 1
 
     def connection_closed(self, conn: Tracked) -> None:
         self.connections.discard(conn)
         self.stats.downstream_cx_active -= 1
         self.stats.downstream_cx_destroy += 1
+        self.admission.release()
         if self._drained is not None and not self.connections:
             self._drained.set()
 
@@ -269,20 +366,32 @@ class ListenerRuntime:
         """Enforce the idle timeouts: keep-alive, stream and TCP (called about once a second).
         ``now`` is loop time (connections' idle clocks); streams read the request path's clock."""
         request_now = monotonic()
+        # reduce_timeouts shrinks the idle timers while the overload manager says so.
+        scale = self.admission.overload.state.scale_timeout
         for conn in list(self.connections):
             if isinstance(conn, DownstreamConnection):
                 cfg = conn.ctx.config
                 stream = conn.active
                 if stream is not None:
                     if cfg.stream_idle_timeout > 0:
-                        stream.check_idle(request_now, cfg.stream_idle_timeout)
-                elif cfg.idle_timeout > 0 and conn.is_idle() and now - conn.idle_since > cfg.idle_timeout:
+                        stream.check_idle(
+                            request_now, scale("HTTP_DOWNSTREAM_STREAM_IDLE", cfg.stream_idle_timeout)
+                        )
+                elif (
+                    cfg.idle_timeout > 0
+                    and conn.is_idle()
+                    and now - conn.idle_since > scale("HTTP_DOWNSTREAM_CONNECTION_IDLE", cfg.idle_timeout)
+                ):
                     conn.close()
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
             elif isinstance(conn, H2Downstream):
                 limit = conn.ctx.config.idle_timeout
-                if limit > 0 and conn.is_idle() and now - conn.idle_since > limit:
+                if (
+                    limit > 0
+                    and conn.is_idle()
+                    and now - conn.idle_since > scale("HTTP_DOWNSTREAM_CONNECTION_IDLE", limit)
+                ):
                     conn.close()
 
     def rotate(self, chain: FilterChain, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
@@ -303,7 +412,8 @@ class ListenerRuntime:
         log.info("listener %s: certificate rotated", self.name)
 
     def handshake_done(self, peer: Any, negotiated: Negotiated | None, error: TlsError | None) -> None:
-        """Count every handshake by its group, every refusal by its reason, and say why."""
+        """Count every handshake by its group, every refusal by its reason, and say why (one
+        line per reason per second: a handshake flood must not become a log flood)."""
         stats = self.stats
         if error is None:
             assert negotiated is not None
@@ -312,18 +422,31 @@ class ListenerRuntime:
                 stats.ssl_handshakes_by_group.get(negotiated.group, 0) + 1
             )
             return
+        self.pre_closed()
         stats.ssl_connection_error += 1
         # Counted by code (a fixed vocabulary, so the label set stays bounded); the log says why.
         reasons = stats.ssl_errors_by_reason
         reasons[error.code] = reasons.get(error.code, 0) + 1
         where = f"{peer[0]}:{peer[1]}" if peer else "?"
-        log.warning("listener %s: TLS handshake with %s refused: %s", self.name, where, error.reason)
+        now = asyncio.get_running_loop().time()
+        self._logs.log(
+            logging.WARNING,
+            error.code,
+            now,
+            "listener %s: TLS handshake with %s refused: %s",
+            self.name,
+            where,
+            error.reason,
+        )
 
     # ------------------------------------------------------------------ drain
 
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self._parked is not None:
+            self._parked.close()
+            self._parked = None
 
     async def drain(self, timeout: float, *, close_idle: bool = True) -> int:
         """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut.
@@ -371,8 +494,14 @@ class _ChainSelector(asyncio.Protocol):
         self.port = 0
         self.buf = b""
         self.timer: asyncio.TimerHandle | None = None
+        # True from admission until the connection is handed on (or closed): this protocol
+        # then owns the pre-connection and gives its slot back if the socket closes.
+        self.selecting = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.listener.admit(transport):
+            return
+        self.selecting = True
         sockname: Any = transport.get_extra_info("sockname")
         self.port = sockname[1] if sockname else 0
         config = self.listener.config
@@ -404,6 +533,9 @@ class _ChainSelector(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.selecting:
+            self.selecting = False
+            self.listener.pre_closed()
 
     def _timed_out(self) -> None:
         # Envoy: on timeout the connection goes on without what the inspectors would have found
@@ -426,11 +558,14 @@ class _ChainSelector(asyncio.Protocol):
         )
         if chain is None or listener.draining:
             listener.stats.no_filter_chain_match += int(chain is None)
-            transport.close()
+            transport.close()  # connection_lost gives the slot back
             return
+        if listener is not self.listener:
+            listener.adopt(self.listener)
+        self.selecting = False
         ctx = listener.contexts[id(chain)]
         proto: asyncio.Protocol = (
-            CodecSelector(ctx, listener.config.listener_filters_timeout)
+            CodecSelector(ctx, listener.config.listener_filters_timeout, listener.pre_closed)
             if isinstance(ctx, HttpContext)
             else TcpDownstream(ctx)
         )
@@ -443,6 +578,15 @@ class _ChainSelector(asyncio.Protocol):
         else:
             # The inner protocol meets the connection only once the handshake has succeeded.
             peer = transport.get_extra_info("peername")
-            tls_proto = accept_tls(transport, tls, proto, on_handshake=partial(listener.handshake_done, peer))  # type: ignore[arg-type]  # the codec protocols are typed as asyncio.Protocol
+            timeout = listener.admission.overload.state.scale_timeout(
+                "TRANSPORT_SOCKET_CONNECT", chain.transport_socket_connect_timeout
+            )
+            tls_proto = accept_tls(
+                transport,  # type: ignore[arg-type]  # a stream transport: create_server's
+                tls,
+                proto,
+                on_handshake=partial(listener.handshake_done, peer),
+                handshake_timeout=timeout or None,
+            )
             if replay:
                 tls_proto.data_received(replay)

@@ -12,6 +12,8 @@ Must not hold policy (``manager.py``) or import asyncio.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import resource
 
@@ -51,6 +53,27 @@ def read_pressure(monitor: Monitor, *, loop_lag: float, connections: int) -> flo
         if maximum == resource.RLIM_INFINITY:
             raise ValueError("RLIMIT_NOFILE is unlimited; give max_open_fds")
     return value / maximum
+
+
+def _malloc_trim() -> ctypes._NamedFuncPointer | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc: musl, say
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def return_free_memory() -> None:
+    """Hands the C allocator's free pages back to the kernel (glibc ``malloc_trim(0)``; a no-op
+    elsewhere). OpenSSL allocates each handshake's state (tens of KiB: key shares, ML-KEM
+    keys, buffers) with malloc; once a flood of them is freed, glibc keeps the pages in its
+    arenas and the resident set stays at the flood's peak (finding 9). Costs a walk of the
+    arenas (milliseconds): the caller decides when it is worth it."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def raise_nofile_limit() -> tuple[int, int]:

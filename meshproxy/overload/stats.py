@@ -77,6 +77,14 @@ class OverloadStats:
         return out
 
 
+def doc_rows() -> Iterator[tuple[str, str, str, str]]:
+    """(exported name, type, label, help) per family, for docs/stats.md (``meshproxy.stats``)."""
+    for label, kind in (("action", ActionStats), ("resource", ResourceStats)):
+        for attr, (counter, text) in _FIELDS[kind].items():
+            name = f"meshproxy_overload_{label}_{attr}"
+            yield name, ("counter" if counter else "gauge"), label, text
+
+
 class OverloadCollector(Collector):
     """``meshproxy_overload_action_<stat>{action=...}`` and
     ``meshproxy_overload_resource_<stat>{resource=...}`` for ``/stats/prometheus``."""

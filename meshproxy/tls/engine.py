@@ -140,6 +140,8 @@ class TlsEngine:
 
     def receive_eof(self) -> None:
         """The peer's transport closed; what is buffered can still be read, then ``peer_closed``."""
+        if self._bio_in is None:  # released
+            return
         _openssl.set_eof(self._bio_in)
         if self.handshake_complete or self._failed is not None:
             return
@@ -184,7 +186,19 @@ class TlsEngine:
 
     def data_to_send(self) -> bytearray:
         """Everything to put on the wire now, in one buffer the caller owns ("" if nothing)."""
+        if self._bio_out is None:  # released
+            return bytearray()
         return _openssl.drain(self._bio_out)
+
+    def release(self) -> None:
+        """Free this connection's OpenSSL state (the SSL object and its BIOs, tens of KiB
+        outside Python's heap) now, not whenever the cyclic collector gets to it: the owner
+        calls it once the socket is gone. Afterwards the engine only answers as failed."""
+        if self._failed is None:
+            self._failed = TlsError("the connection is closed", code="not_open")
+        # Every later use of these is behind a ``_failed`` or None check.
+        self._conn = None  # type: ignore[assignment]
+        self._ssl = self._bio_in = self._bio_out = None
 
     def close(self) -> None:
         """Queue close_notify; no more writes. Reading goes on until the peer's own close."""

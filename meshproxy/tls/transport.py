@@ -13,6 +13,10 @@ handshake is callbacks too (``connect_tls`` awaits it for its caller).
 
 Policy (which config, what to count or log) belongs to the owners: ``on_handshake`` tells
 them how each handshake ended.
+
+Memory: once the socket is gone the engine's OpenSSL state is freed at once (``release``), and
+a stored ``TlsError`` keeps no traceback: its frames would hold this protocol in a reference
+cycle, keeping each failed handshake's SSL object alive until a full collection (finding 9).
 """
 
 from __future__ import annotations
@@ -99,7 +103,9 @@ class TlsProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self.closing = True  # the inner protocol's later writes have nowhere to go
         self._cancel_timer()
+        self.engine.release()
         if self.connected:
             self.inner.connection_lost(self.error or exc)
         elif self.error is None:
@@ -155,7 +161,7 @@ class TlsProtocol(asyncio.Protocol):
         """Send the alert OpenSSL queued, then close; the owners learn why."""
         if self.error is not None:
             return
-        self.error = exc
+        self.error = exc.with_traceback(None)  # see the module docstring: no cycle through frames
         self._cancel_timer()
         if not self.connected:
             self._tell(None, exc)

@@ -206,10 +206,32 @@ def read_access_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 class ProxyProcess:
     """A meshproxy started as ``python -m meshproxy run`` (for measuring the process itself)."""
 
-    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int], admin_port: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], ports: dict[str, int], admin_port: int, log: list[str]
+    ) -> None:
         self.proc = proc
         self.ports = ports
         self.admin_port = admin_port
+        self.log = log  # stderr lines so far (the first LOG_LINES)
+
+    def admin(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET ``path`` on the admin port: (status, body)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def stats(self) -> dict[str, Any]:
+        import json
+
+        status, body = self.admin("/stats")
+        assert status == 200, body
+        result: dict[str, Any] = json.loads(body)
+        return result
 
     @property
     def pid(self) -> int:
@@ -229,16 +251,19 @@ class ProxyProcess:
 
 _LISTENER_LINE = re.compile(r"listener (\S+) ready on [^ ]+:(\d+)")
 _ADMIN_LINE = re.compile(r"admin on http://[^ ]+:(\d+)")
+LOG_LINES = 10_000
 
 
 @contextlib.contextmanager
 def proxy_process(
-    doc: dict[str, Any], workdir: pathlib.Path, timeout: float = 20.0
+    doc: dict[str, Any], workdir: pathlib.Path, timeout: float = 20.0, *, nofile: int | None = None
 ) -> Iterator[ProxyProcess]:
     """Run the proxy in a child process on ``doc``; yields once ``/ready`` answers 200.
 
     Listener and admin ports are bound as 0 and read back from the startup log lines; stderr
-    keeps being drained by a thread so the child can never block on a full pipe.
+    keeps being drained by a thread so the child can never block on a full pipe (its first
+    ``LOG_LINES`` lines are kept). ``nofile``: the child's RLIMIT_NOFILE, soft and hard (the
+    test runner's own limit is left alone).
     """
     import json
     import sys
@@ -247,19 +272,30 @@ def proxy_process(
 
     path = workdir / "bootstrap.json"
     path.write_text(json.dumps(doc))
+
+    def limit_descriptors() -> None:
+        import resource
+
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshproxy", "run", "-c", str(path)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        preexec_fn=limit_descriptors,
     )
     ports: dict[str, int] = {}
     admin: list[int] = []
+    lines: list[str] = []
     started = threading.Event()
 
     def drain_stderr() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
+            if len(lines) < LOG_LINES:
+                lines.append(line)
             if m := _LISTENER_LINE.search(line):
                 ports[m.group(1)] = int(m.group(2))
             elif m := _ADMIN_LINE.search(line):
@@ -283,7 +319,7 @@ def proxy_process(
             if time.monotonic() > deadline:
                 raise AssertionError("meshproxy /ready never answered 200")
             time.sleep(0.05)
-        yield ProxyProcess(proc, ports, admin[0])
+        yield ProxyProcess(proc, ports, admin[0], lines)
     finally:
         proc.terminate()
         try:

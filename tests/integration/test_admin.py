@@ -184,7 +184,8 @@ def exported(text: str) -> set[tuple[str, str, frozenset[str]]]:
         if not family.samples:
             # A labelled counter with no sample yet (e.g. TLS handshakes by group on a proxy
             # without TLS): its name is exported, its labels cannot be seen.
-            out.add((family.name + "_total", family.type, EMPTY))
+            suffix = "_total" if family.type == "counter" else ""
+            out.add((family.name + suffix, family.type, EMPTY))
         for s in family.samples:
             if family.type == "histogram":
                 name = family.name
