@@ -188,7 +188,8 @@ class HttpContext:
         self.clusters = clusters
         self.stats = stats
         self.listener = listener
-        # The overload manager's state, kept current by the listener (``set_overload``).
+        # The overload manager's state, read once per decision; the listener swaps it whole
+        # (``set_overload``) when the server's overload runtime changes it.
         self.overload: OverloadState = NORMAL
         self.access_log = access_log
         self.rng = rng
@@ -197,8 +198,6 @@ class HttpContext:
         self.plans: dict[RouteDecision, RoutePlan] = {}
         self.request_ids = RequestIds(rng)
         self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
-        # The overload manager's state, read once per decision; the server swaps it whole.
-        self.overload: OverloadState = NORMAL
         rl = config.local_rate_limit
         # One bucket per filter chain and configuration (Envoy's local rate limit is per filter).
         self.ratelimit = TokenBucket(rl, now) if rl is not None and rl.enabled_percent > 0 else None

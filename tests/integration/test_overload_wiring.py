@@ -18,7 +18,10 @@ from meshproxy.overload.config import DOWNSTREAM_CONNECTIONS, STOP_ACCEPTING_CON
 from .harness import Proxy, bootstrap, cluster, eventually, http_listener, route, running_proxy
 from .upstreams import aiohttp_upstream
 
-CONNECTIONS_TYPE = "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+CONNECTIONS_TYPE = (
+    "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+    "DownstreamConnectionsConfig"
+)
 STOP_REQUESTS = "envoy.overload_actions.stop_accepting_requests"
 BOUND = 10.0
 
