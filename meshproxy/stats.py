@@ -151,7 +151,22 @@ class HttpStats(StatSet):
     downstream_rq_time: Histogram = histogram(
         "Time from the request's first byte to the end of its response."
     )
-    downstream_rq_431: int = counter("Requests refused with 431: header block over `max_request_headers_kb`.")
+    downstream_rq_431: int = counter(
+        "Requests refused with 431: a header block or trailer section over `max_request_headers_kb`"
+        " or `max_headers_count`."
+    )
+    downstream_rq_header_timeout: int = counter(
+        "Requests answered 408 and closed because their head did not arrive within `request_headers_timeout`."
+    )
+    downstream_cx_max_duration_reached: int = counter(
+        "Connections closed (HTTP/1.1: after the response in progress) by `max_connection_duration`."
+    )
+    requests_rejected_with_underscores_in_headers: int = counter(
+        "Requests refused with 400 for a header name with `_` (`headers_with_underscores_action: REJECT_REQUEST`)."
+    )
+    dropped_headers_with_underscores: int = counter(
+        "Request headers dropped for a name with `_` (`headers_with_underscores_action: DROP_HEADER`)."
+    )
     local_rate_limit_ok: int = counter("Requests the local rate limit let through.")
     local_rate_limit_rate_limited: int = counter("Requests refused by the local rate limit (429 by default).")
     downstream_cx_protocol_error: int = counter(
