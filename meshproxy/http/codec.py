@@ -31,9 +31,7 @@ NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"content-length", b"transfer-en
 
 # RFC 3986 §3.2 authority without userinfo (RFC 9110 §4.2.4: userinfo is not sent in http(s)
 # URIs): reg-name / IP-literal characters and ``:port``. Checked with one ``translate``.
-AUTHORITY_CHARS = (
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
-)
+AUTHORITY_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
 
 
 def authority_ok(value: bytes) -> bool:

@@ -99,7 +99,9 @@ class DownstreamConnection(asyncio.Protocol):
         config = ctx.config
         self.limit = config.max_request_headers_bytes
         self.max_fields = config.max_headers_count
-        self.underscores = None if config.headers_with_underscores == "ALLOW" else config.headers_with_underscores
+        self.underscores = (
+            None if config.headers_with_underscores == "ALLOW" else config.headers_with_underscores
+        )
         self.buffer_limit = ctx.listener.config.buffer_limit
         self.parsing: Stream | None = None  # the stream whose request is being parsed
         self.active: Stream | None = None  # the stream being answered
@@ -471,7 +473,11 @@ class DownstreamConnection(asyncio.Protocol):
         """The listener's sweep (about once a second) keeps this connection's timeouts: ``now``
         is loop time (the idle clocks), ``request_now`` the request path's clock."""
         cfg = self.ctx.config
-        if cfg.max_connection_duration > 0 and not self.expired and now - self.born > cfg.max_connection_duration:
+        if (
+            cfg.max_connection_duration > 0
+            and not self.expired
+            and now - self.born > cfg.max_connection_duration
+        ):
             # Envoy: HTTP/1.1 has no GOAWAY; the next response says "connection: close".
             self.expired = True
             self.ctx.stats.downstream_cx_max_duration_reached += 1
