@@ -162,7 +162,8 @@ class HttpStats(StatSet):
         "Connections closed (HTTP/1.1: after the response in progress) by `max_connection_duration`."
     )
     requests_rejected_with_underscores_in_headers: int = counter(
-        "Requests refused with 400 for a header name with `_` (`headers_with_underscores_action: REJECT_REQUEST`)."
+        "Requests refused with 400 for a header name with `_`"
+        " (`headers_with_underscores_action: REJECT_REQUEST`)."
     )
     dropped_headers_with_underscores: int = counter(
         "Request headers dropped for a name with `_` (`headers_with_underscores_action: DROP_HEADER`)."
