@@ -43,6 +43,7 @@ def authority_ok(value: bytes) -> bool:
 PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_FULL = 2
 PAUSE_PIPELINE = 4
+PAUSE_WRITE_FULL = 8  # the client does not read its responses: no new requests from it
 
 STATUS_LINES: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 

@@ -40,7 +40,7 @@ import httptools
 from meshproxy.hcm.context import LocalReply
 from meshproxy.hcm.identity import downstream_peer
 from meshproxy.http import codec
-from meshproxy.http.codec import PAUSE_PIPELINE
+from meshproxy.http.codec import PAUSE_PIPELINE, PAUSE_WRITE_FULL
 from meshproxy.http.stream import Stream
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from meshproxy.tls.engine import Negotiated
 
 log = logging.getLogger("meshproxy.http")
+
+# Bytes handed to llhttp at a time: bounds how many pipelined requests one read can queue.
+FEED_SLICE = 8 * 1024
 
 # Request headers the stream handles itself instead of relaying as they are.
 _HOST, _CONNECTION, _HOP, _TE, _UPGRADE, _EXPECT, _XRID, _XFF, _XFP, _CL = range(10)
@@ -113,6 +116,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.codings: list[bytes] = []  # this request's Transfer-Encoding lines
         self.upgrading = False  # the request being parsed is an upgrade this hop tunnels
         self.tail_body = 0  # body bytes of a refused upgrade still to take from the tail
+        self.backlog: bytes | None = None  # read but not parsed while requests are queued
         self.line: bytes | None = b""  # the start of a request line, while it is checked
         self.expired = False  # max_connection_duration passed: no further keep-alive
         self.paused = 0
@@ -141,12 +145,36 @@ class DownstreamConnection(asyncio.Protocol):
             if stream is not None:
                 stream.tunnel_data(data)
             return
+        if self.backlog is not None:  # a read that was in flight when reading paused
+            self.backlog += data
+            return
         if self.tail_body:
             data = self._body_from_tail(data)
             if not data:
                 return
         if self.line is not None and not self._request_line_ok(data):
             return self._reject(400, b"bad request: malformed request line")
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed ``data`` to the parser a slice at a time: once a request waits behind another
+        (pipelining), the rest of the read is kept unparsed until the queue drains, so one read
+        of small pipelined requests never becomes thousands of streams at once."""
+        for start in range(0, len(data), FEED_SLICE):
+            if self.queue:
+                self.backlog = data[start:]
+                return
+            end = start + FEED_SLICE
+            if not self._feed(data[start:end]):
+                rest = data[end:]
+                stream = self.active
+                if rest and self.upgrading and stream is not None:
+                    stream.tunnel_data(rest)  # an upgrade: the rest of the read is the tunnel's
+                return
+
+    def _feed(self, data: bytes) -> bool:
+        """One slice through llhttp; False once this connection parses no more (refused, or
+        switched to a tunnel: then the tunnel got the slice's tail)."""
         stream = self.parsing
         if stream is not None:
             # Counted before the parser runs: its callbacks reset the counters as parts end.
@@ -166,13 +194,14 @@ class DownstreamConnection(asyncio.Protocol):
                     stream = self.active
                     if data and stream is not None:
                         stream.tunnel_data(data)
-                    return
+                    return False
                 if self.tail_body:  # an upgrade this hop refused (rule 5): HTTP goes on
                     data = self._body_from_tail(data)
                 if not data:
                     break
             except httptools.HttpParserError as exc:
-                return self._bad_request(exc)
+                self._bad_request(exc)
+                return False
         stream = self.parsing
         if stream is None:
             if self.line is None and not self.upgraded:
@@ -182,6 +211,14 @@ class DownstreamConnection(asyncio.Protocol):
                 self._reject(431, b"request header block too large")
         elif self.framing > self.limit:
             self._reject(431, b"request trailers or chunk extensions too large")
+        return not self.upgraded
+
+    def _parse_backlog(self) -> None:
+        data, self.backlog = self.backlog, None
+        if data is not None and not self.closed and not self.upgraded:
+            self._parse(data)
+        if not self.queue and self.backlog is None:
+            self.resume(PAUSE_PIPELINE)
 
     def _request_line_ok(self, data: bytes) -> bool:
         """Rule 4: is the request line that starts this read ``method SP target SP version``?
@@ -230,13 +267,20 @@ class DownstreamConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
+        # Over per_connection_buffer_limit_bytes: read neither the upstream (its response waits
+        # in the kernel) nor the client (pipelined requests would queue responses here).
+        self.pause(PAUSE_WRITE_FULL)
         stream = self.active
         if stream is not None and stream.upstream is not None:
             stream.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.resume(PAUSE_WRITE_FULL)
         stream = self.active
-        if stream is not None and stream.upstream is not None:
+        if stream is None:
+            if self.queue:  # a pipelined request held back while the client was not reading
+                self._next()
+        elif stream.upstream is not None:
             stream.upstream.resume_reading()
 
     # ------------------------------------------------------------------ parser callbacks
@@ -397,13 +441,20 @@ class DownstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.idle_since = self.loop.time()
-        if self.queue:
-            nxt = self.queue.popleft()
-            self.active = nxt
-            if not self.queue:
+        if self.queue and not self.paused & PAUSE_WRITE_FULL:  # else resume_writing starts it
+            self._next()
+
+    def _next(self) -> None:
+        """The first pipelined request is answered now; once none waits, parsing goes on."""
+        nxt = self.queue.popleft()
+        self.active = nxt
+        if not self.queue:
+            if self.backlog is not None:
+                self.loop.call_soon(self._parse_backlog)  # not from inside a parser callback
+            else:
                 self.resume(PAUSE_PIPELINE)
-            if nxt.headers_done:
-                nxt.begin()
+        if nxt.headers_done:
+            nxt.begin()
 
     # ------------------------------------------------------------------ errors, flow, close
 
@@ -465,7 +516,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def is_idle(self) -> bool:
-        return self.active is None and self.parsing is None
+        return self.active is None and self.parsing is None and not self.queue
 
     # ------------------------------------------------------------------ timeouts
 
@@ -486,7 +537,7 @@ class DownstreamConnection(asyncio.Protocol):
                     stream.keep_alive = False
         stream = self.active
         if stream is None:
-            if self.expired or (cfg.idle_timeout > 0 and now - self.idle_since > cfg.idle_timeout):
+            if self.is_idle() and (self.expired or 0 < cfg.idle_timeout < now - self.idle_since):
                 self.close()
         elif not stream.headers_done:
             self._head_timeouts(stream, request_now, cfg.request_headers_timeout, cfg.request_timeout)
