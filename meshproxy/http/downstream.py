@@ -286,6 +286,8 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.line == b"":
+            self.line = None  # a request that starts inside a read (rule 4)
         stream = Stream(self, monotonic())
         self.parsing = stream
         self.head_size = self.raw_head = self.fields = 0

@@ -22,7 +22,7 @@ import pytest
 from meshproxy.stats import HttpStats
 
 from . import wire
-from .harness import proxy_to
+from .harness import eventually, proxy_to
 from .test_bad_input import (
     HEADERS_TOO_LARGE,
     PROTOCOL_ERROR,
@@ -362,3 +362,22 @@ async def test_connection_cannot_remove_content_length() -> None:
         [(request, body)] = seen
         assert body == b"hello"
         assert b"content-length: 5" in request.lower() and b"x-hop" not in request.lower()
+
+
+async def test_pipelined_read_does_not_count_against_the_next_head() -> None:
+    """Many complete small requests and the start of one more in a single read: the head
+    limit applies to that last head's own bytes, not to the whole read (a false 431)."""
+    pipelined = wire.request("GET", "/p") * 3000  # about 100 KiB, over the 60 KiB head limit
+    async with counting_upstream() as (up, heads), proxy_to(up) as proxy:
+        loop = asyncio.get_running_loop()
+        sock = await open_raw(proxy.port())
+        try:
+            await loop.sock_sendall(sock, pipelined + b"GET /last HTTP/1.1\r\nHost: test\r\n")
+            await eventually(lambda: len(heads) == 3000, what="the complete requests answered")
+            await loop.sock_sendall(sock, b"Connection: close\r\n\r\n")
+            data, ending = await read_until_close(sock)
+        finally:
+            sock.close()
+        statuses = [r.status for r in await parse_responses(data, limit=4000)]
+        assert statuses == [200] * 3001, statuses[-3:]
+        assert ending == "eof" and heads[-1].startswith(b"GET /last ")
