@@ -148,10 +148,6 @@ class DownstreamConnection(asyncio.Protocol):
         if self.backlog is not None:  # a read that was in flight when reading paused
             self.backlog += data
             return
-        if self.tail_body:
-            data = self._body_from_tail(data)
-            if not data:
-                return
         if self.line is not None and not self._request_line_ok(data):
             return self._reject(400, b"bad request: malformed request line")
         self._parse(data)
@@ -165,7 +161,10 @@ class DownstreamConnection(asyncio.Protocol):
                 self.backlog = data[start:]
                 return
             end = start + FEED_SLICE
-            if not self._feed(data[start:end]):
+            piece = data[start:end]
+            if self.tail_body:  # the body of a refused upgrade (rule 5) is not llhttp's
+                piece = self._body_from_tail(piece)
+            if piece and not self._feed(piece):
                 rest = data[end:]
                 stream = self.active
                 if rest and self.upgrading and stream is not None:

@@ -125,10 +125,11 @@ async def test_h2c_upgrade_is_forwarded_as_plain_http1(connection: str) -> None:
         assert after.status == 200 and not up.h2_paths
 
 
-async def test_refused_upgrade_with_a_body_keeps_its_framing_and_the_connection() -> None:
+@pytest.mark.parametrize("filler", [0, 40_000], ids=["small-body", "body-over-several-reads"])
+async def test_refused_upgrade_with_a_body_keeps_its_framing_and_the_connection(filler: int) -> None:
     """A POST whose body llhttp would hand over as upgrade bytes: the body goes upstream under
     its Content-Length, and a request pipelined after it is parsed as HTTP again."""
-    body = b"GET /SMUGGLED HTTP/1.1\r\nHost: a\r\n\r\n"
+    body = b"x" * filler + b"GET /SMUGGLED HTTP/1.1\r\nHost: a\r\n\r\n"
     raw = head(
         POST, HOST, f"Content-Length: {len(body)}", "Upgrade: websocket", "Connection: Upgrade", body=body
     )
