@@ -153,7 +153,24 @@ class HttpStats(StatSet):
     downstream_rq_time: Histogram = histogram(
         "Time from the request's first byte to the end of its response."
     )
-    downstream_rq_431: int = counter("Requests refused with 431: header block over `max_request_headers_kb`.")
+    downstream_rq_431: int = counter(
+        "Requests refused with 431: a header block or trailer section over `max_request_headers_kb`"
+        " or `max_headers_count`."
+    )
+    downstream_rq_header_timeout: int = counter(
+        "Requests answered 408 and closed because their head did not arrive within `request_headers_timeout`."
+    )
+    downstream_cx_max_duration_reached: int = counter(
+        "Connections drained by `max_connection_duration` (HTTP/1.1: `connection: close` on the response"
+        " in progress; HTTP/2: GOAWAY, closed once its streams are done)."
+    )
+    requests_rejected_with_underscores_in_headers: int = counter(
+        "Requests refused for a header name with `_` (`headers_with_underscores_action: REJECT_REQUEST`;"
+        " HTTP/1.1: 400, HTTP/2: stream reset)."
+    )
+    dropped_headers_with_underscores: int = counter(
+        "Request headers dropped for a name with `_` (`headers_with_underscores_action: DROP_HEADER`)."
+    )
     local_rate_limit_ok: int = counter("Requests the local rate limit let through.")
     local_rate_limit_rate_limited: int = counter("Requests refused by the local rate limit (429 by default).")
     downstream_cx_protocol_error: int = counter(
@@ -185,7 +202,7 @@ class HttpStats(StatSet):
     downstream_rq_rx_reset: int = counter("Requests whose client went away before the response was complete.")
     downstream_rq_timeout: int = counter(
         "Requests answered 504 because the route timeout fired, or 408 because the whole request"
-        " did not arrive within `request_timeout`."
+        " (on HTTP/1.1 also: its head) did not arrive within `request_timeout`."
     )
     downstream_rq_overload_close: int = counter(
         "Requests shed with 503 (flag OL) by the overload manager's stop_accepting_requests action."
@@ -203,17 +220,6 @@ class HttpStats(StatSet):
     downstream_rq_too_many_premature_resets: int = counter(
         "HTTP/2 connections closed (ENHANCE_YOUR_CALM) because the client reset too many streams early:"
         " half of the first 500, or of all closed after that (rapid reset)."
-    )
-    requests_rejected_with_underscores_in_headers: int = counter(
-        "Requests refused for an underscore in a header name"
-        " (`headers_with_underscores_action: REJECT_REQUEST`)."
-    )
-    dropped_headers_with_underscores: int = counter(
-        "Request headers dropped for an underscore in the name"
-        " (`headers_with_underscores_action: DROP_HEADER`)."
-    )
-    downstream_cx_max_duration_reached: int = counter(
-        "Connections drained because they reached `max_connection_duration`."
     )
     downstream_rq_idle_timeout: int = counter(
         "Requests ended by `stream_idle_timeout` (no byte either way for that long)."

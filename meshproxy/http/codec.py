@@ -23,10 +23,27 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
+# Headers a Connection header may never remove (RFC 9110 §7.6.1: a sender must not list fields
+# meant for every recipient): the proxy framed the message by them already, so dropping one would
+# let the next hop frame it differently (issue 12 finding 1). Their tokens are ignored, as nginx
+# and HAProxy do.
+NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"content-length", b"transfer-encoding", b"host", b"upgrade"})
+
+# RFC 3986 §3.2 authority without userinfo (RFC 9110 §4.2.4: userinfo is not sent in http(s)
+# URIs): reg-name / IP-literal characters and ``:port``. Checked with one ``translate``.
+AUTHORITY_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
+
+
+def authority_ok(value: bytes) -> bool:
+    """Is ``value`` a syntactically valid Host / absolute-form authority?"""
+    return not value.translate(None, AUTHORITY_CHARS)
+
+
 # Reasons a downstream connection's reading is paused (a bit each; reading resumes at 0).
 PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_FULL = 2
 PAUSE_PIPELINE = 4
+PAUSE_WRITE_FULL = 8  # the client does not read its responses: no new requests from it
 
 STATUS_LINES: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from meshproxy.http.codec import authority_ok
+
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
 
 
 def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
     """RFC 9112 §3.2.2: a proxy accepts ``http://host/path``; returns (its lower-cased
-    authority, which replaces Host, and the origin-form target), or None when malformed."""
+    authority, which replaces Host, and the origin-form target), or None when malformed
+    (RFC 3986 authority syntax; userinfo refused)."""
     scheme, sep, rest = url.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
         return None
@@ -27,7 +30,7 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
         if 0 <= i < cut:
             cut = i
     authority, tail = rest[:cut], rest[cut:]
-    if not authority or b"@" in authority:
+    if not authority or not authority_ok(authority):
         return None
     return authority.lower(), tail if tail.startswith(b"/") else b"/" + tail
 

@@ -363,26 +363,15 @@ class ListenerRuntime:
             self._drained.set()
 
     def sweep(self, now: float) -> None:
-        """Enforce the idle timeouts: keep-alive, stream and TCP (called about once a second).
+        """Enforce the idle timeouts: keep-alive, stream and TCP, and HTTP/1.1's request head and
+        connection duration timeouts (called about once a second).
         ``now`` is loop time (connections' idle clocks); streams read the request path's clock."""
         request_now = monotonic()
         # reduce_timeouts shrinks the idle timers while the overload manager says so.
         scale = self.admission.overload.state.scale_timeout
         for conn in list(self.connections):
             if isinstance(conn, DownstreamConnection):
-                cfg = conn.ctx.config
-                stream = conn.active
-                if stream is not None:
-                    if cfg.stream_idle_timeout > 0:
-                        stream.check_idle(
-                            request_now, scale("HTTP_DOWNSTREAM_STREAM_IDLE", cfg.stream_idle_timeout)
-                        )
-                elif (
-                    cfg.idle_timeout > 0
-                    and conn.is_idle()
-                    and now - conn.idle_since > scale("HTTP_DOWNSTREAM_CONNECTION_IDLE", cfg.idle_timeout)
-                ):
-                    conn.close()
+                conn.sweep(now, request_now, scale)
             elif isinstance(conn, TcpDownstream):
                 conn.check_idle(now)
             elif isinstance(conn, H2Downstream):

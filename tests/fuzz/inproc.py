@@ -27,7 +27,9 @@ from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.hcm.context import HttpContext
 from meshproxy.http.downstream import DownstreamConnection
 from meshproxy.http2.downstream import H2Downstream
+from meshproxy.listener.admission import Admission, FdReserve
 from meshproxy.listener.runtime import ListenerRuntime
+from meshproxy.overload.runtime import OverloadRuntime
 from meshproxy.stats import Store
 from meshproxy.upstream.manager import ClusterManager
 from tests.fuzz import rfc9112
@@ -215,8 +217,10 @@ class InProcessProxy:
         self.clusters = ClusterManager(store, rng)
         await self.clusters.update(config.clusters)
         (lc,) = config.listeners
+        # Admission without limits: no overload manager, no descriptor reserve.
+        admission = Admission(OverloadRuntime(None), FdReserve(None, lambda: 0), rng)
         self.listener = ListenerRuntime(
-            lc, store.listener_stats(lc.name), store, self.clusters, AccessLogs(), rng
+            lc, store.listener_stats(lc.name), store, self.clusters, AccessLogs(), rng, admission
         )
         (ctx,) = self.listener.contexts.values()
         assert isinstance(ctx, HttpContext)

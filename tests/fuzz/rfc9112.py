@@ -248,7 +248,10 @@ def parse_requests(data: bytes, *, declined_upgrades: bool = False) -> Framing:
             return Framing(done, msg if msg.headers else None, "refused", str(err))
         msg.complete = True
         done.append(msg)
-        upgrade = bool(msg.values(b"upgrade")) and b"upgrade" in msg.tokens(b"connection")
+        # An upgrade to h2c alone is not performed by a proxy (Envoy, and meshproxy, drop it and
+        # carry on in HTTP/1.1), so framing goes on after it.
+        protocols = {p.strip().lower() for v in msg.values(b"upgrade") for p in v.split(b",")} - {b""}
+        upgrade = bool(protocols - {b"h2c"}) and b"upgrade" in msg.tokens(b"connection")
         if msg.method == b"CONNECT" or (upgrade and not declined_upgrades):
             return Framing(done, None, "tunnel")
 

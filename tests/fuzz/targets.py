@@ -74,26 +74,6 @@ def _host_invalid(data: bytes) -> bool:
 
 
 KNOWN_OPEN: dict[str, Known] = {
-    # Finding 1: framing headers removable through Connection, both directions.
-    "connection-names-framing": Known(
-        "http1_request", ("framing-mismatch", "invalid-upstream-bytes"), _CONNECTION_NAMES_FRAMING.search
-    ),
-    # Finding 16: request-line and Host leniency, fragments forwarded.
-    "request-line-lenient": Known(
-        "http1_request",
-        ("framing-mismatch", "invalid-upstream-bytes"),
-        _search(rb"(?m)^[!-~]+ {2,}|^[!-~]+ [!-~]+ HTTP/(?!1\.[01]\r\n)"),
-    ),
-    # Found by the fuzzer: a request-line without a version (HTTP/0.9 shape) with an absolute-form
-    # target is forwarded as an HTTP/1.1 request (the authority stands in for the missing Host); also
-    # pipelined right after a body, so the line need not start the input.
-    "http09-request-line": Known("http1_request", ("framing-mismatch",), _search(rb"[A-Z]+ [!-~]+\r\n")),
-    "fragment-forwarded": Known(
-        "http1_request", ("invalid-upstream-bytes",), _search(rb"(?m)^[!-~]+ [^ \r\n]*#")
-    ),
-    "host-invalid": Known(
-        "http1_request", ("invalid-upstream-bytes", "accepted-refused:invalid Host"), _host_invalid
-    ),
     # Found by the fuzzer: a control byte (NUL) in a status line's reason phrase is accepted (the
     # proxy writes its own status line, so it is strictness, not framing).
     "reason-phrase-ctl": Known(

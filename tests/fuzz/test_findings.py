@@ -25,20 +25,6 @@ CORPUS = pathlib.Path(__file__).parent / "corpus"
 
 # Known open finding -> the corpus inputs that reproduce it (target/file).
 REPRODUCERS: dict[str, tuple[str, ...]] = {
-    "connection-names-framing": (
-        "http1_request/seed-smuggling-connection-content-length",
-        "http1_request/seed-smuggling-connection-te-trailers-cl",
-    ),
-    "request-line-lenient": (
-        "http1_request/seed-smuggling-double-space-request-line",
-        "http1_request/seed-smuggling-http2-version-line",
-    ),
-    "http09-request-line": ("http1_request/finding-http09-absolute-form",),
-    "fragment-forwarded": ("http1_request/seed-smuggling-fragment-in-target",),
-    "host-invalid": (
-        "http1_request/seed-smuggling-host-with-space",
-        "http1_request/seed-smuggling-host-with-slash-at",
-    ),
     "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
     "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
 }

@@ -77,13 +77,13 @@ async def send_raw(port: int, data: bytes) -> tuple[bytes, str]:
         sock.close()
 
 
-async def parse_responses(data: bytes) -> list[wire.Response]:
-    """Split received bytes into responses with the independent parser in ``wire``."""
+async def parse_responses(data: bytes, limit: int = 10) -> list[wire.Response]:
+    """Split received bytes into (at most ``limit``) responses with the independent parser in ``wire``."""
     reader = asyncio.StreamReader()
     reader.feed_data(data)
     reader.feed_eof()
     responses = []
-    for _ in range(10):
+    for _ in range(limit):
         if reader.at_eof():
             break
         responses.append(await wire.read_response(reader))

@@ -241,15 +241,7 @@ SHAPES: list[tuple[str, bytes]] = [
 
 # Shapes main still fails (issue 12): strict, so the fix that makes one pass must unmark it.
 _OPEN = pytest.mark.xfail(strict=True, reason="issue 12: framing removable through Connection")
-_KNOWN_OPEN = {
-    "connection-content-length",
-    "connection-close-content-length",
-    "connection-CONTENT-LENGTH",
-    "connection-keepalive-cl",
-    "connection-two-headers",
-    "connection-te-trailers-cl",
-    "upgrade-with-cl-body",
-}
+_KNOWN_OPEN: set[str] = set()
 
 
 @pytest.mark.parametrize(
