@@ -155,12 +155,17 @@ async def test_a_half_close_is_relayed_both_ways_through_the_tunnel() -> None:
 
 
 async def test_tunnels_whose_clients_left_are_reaped_and_free_the_breaker() -> None:
-    tunnels = 200
-    breakers = {"circuit_breakers": {"thresholds": [{"max_requests": tunnels}]}}
+    # One client may hold three quarters of max_requests (the fair share, breaker.FairShare): its
+    # tunnels take all of that, so its next request is refused until they are reaped.
+    limit = 200
+    tunnels = limit - limit // 4
+    breakers = {"circuit_breakers": {"thresholds": [{"max_requests": limit}]}}
     async with raw_upstream(_echo_tunnel()) as up, proxy_to(up, cluster_extra=breakers) as proxy:
         socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
         stats, listener = proxy.cluster_stats(), proxy.listener_stats()
         assert stats.upstream_rq_active == tunnels
+        [refused] = await wire.exchange(proxy.port(), wire.request("GET", "/while-held"))
+        assert refused.status == 503 and refused.get("x-envoy-overloaded") == "true"
         for sock in socks:
             sock.close()
         await eventually(
