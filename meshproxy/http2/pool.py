@@ -104,7 +104,12 @@ class H2Pool:
         conn = task.result()
         if not conn.closed:
             self.conns.append(conn)
-            if not conn.streams:  # its first streams may have ended before this callback ran
+            if conn.ready:
+                # The server's SETTINGS came before this callback: ``released`` ran while this
+                # connection still counted as connecting, so it opened no other one for the
+                # streams its limit left waiting; dispatch (and connect) now.
+                self.released(conn)
+            elif not conn.streams:  # its first streams may have ended before this callback ran
                 self._arm_idle(conn)
         # Streams are dispatched when the server's SETTINGS arrive (``released``).
 
