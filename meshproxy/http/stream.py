@@ -238,7 +238,7 @@ class Stream:
         """Start an attempt on the exchange's host: a pooled connection, or a new one."""
         x = self.x
         x.attempt_started(monotonic())
-        upstream = x.cluster.acquire(x.host)  # type: ignore[union-attr, arg-type]  # forwarded
+        upstream = x.cluster.acquire(x.host, x.resources)  # type: ignore[union-attr, arg-type]  # forwarded
         if upstream is not None:
             self.attach(upstream)  # type: ignore[arg-type]  # the cluster pools UpstreamConnections
         else:
@@ -248,13 +248,15 @@ class Stream:
         x = self.x
         cluster, host = x.cluster, x.host
         assert cluster is not None and host is not None
-        if not cluster.can_connect():
-            # max_connections reached: wait as a pending request for a connection to free up.
+        rm = x.resources or cluster.breakers.default
+        if not cluster.can_connect(rm):
+            # max_connections of the route's priority reached: wait as a pending request for a
+            # connection of that priority to free up.
             if cluster.enqueue(self):
                 self.waiting = True
                 return
             return self.local_reply(OVERFLOW_PENDING)
-        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
+        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host, rm), rm)
         self.connect_task = task
         task.add_done_callback(self._connected)
 

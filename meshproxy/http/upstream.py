@@ -41,6 +41,7 @@ _POLL_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
+    from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 
@@ -49,9 +50,10 @@ class _BadResponse(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, cluster: ClusterRuntime, host: Host) -> None:
+    def __init__(self, cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> None:
         self.cluster = cluster
         self.host = host
+        self.resources = resources  # the routing priority that opened it: its slot and its pool
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.parser = httptools.HttpResponseParser(self)
         self.stream: Stream | None = None
@@ -181,7 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.host.cx_active -= 1
         stats = self.cluster.stats
         stats.upstream_cx_active -= 1
-        self.cluster.connection_closed()
+        self.cluster.connection_closed(self.resources)
         stream = self.stream
         if stream is None:
             stats.upstream_cx_destroy_remote += 1

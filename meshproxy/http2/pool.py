@@ -1,16 +1,19 @@
-"""Multiplexed HTTP/2 connection pools, one per upstream host.
+"""Multiplexed HTTP/2 connection pools, one per upstream host and routing priority.
 
-Owns, for each (cluster, host), the HTTP/2 connections in use and the streams waiting for a
-slot: a stream goes to the first connection with capacity (the peer's
+Owns, for each (cluster, host, routing priority), the HTTP/2 connections in use and the streams
+waiting for a slot: a stream goes to the first connection with capacity (the peer's
 ``max_concurrent_streams`` minus its open streams); when every connection is saturated or
 going away, a new connection is opened, and waiting streams are dispatched as slots free up
 or the new connection's SETTINGS arrive. A waiting stream counts as a pending request
 (``max_pending_requests``: beyond it, 503 ``UO``), and a new connection is opened only within
 ``max_connections``. Idle connections close after the cluster's ``idle_timeout``. Connection
-establishment (TCP, TLS) is ``ClusterRuntime.open_connection``.
+establishment (TCP, TLS) is ``ClusterRuntime.open_connection``. As in Envoy, each routing
+priority has its own pool: its connections count against that priority's ``max_connections``
+and carry only its streams (see ``upstream/cluster.py`` for why).
 
-The pools live in a registry keyed by ``Host`` (a host kept across a configuration swap keeps
-its pool) because ``upstream/cluster.py`` has no slot for them yet; see docs/http2.md.
+The pools live in a registry keyed by ``Host`` and the priority's ``ResourceManager`` (a host
+kept across a configuration swap keeps its pools, and the managers are carried with it) because
+``upstream/cluster.py`` has no slot for them yet; see docs/http2.md.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from meshproxy.upstream.cluster import connect_failure
 if TYPE_CHECKING:
     from meshproxy.config.model import Http2Options
     from meshproxy.http2.stream import H2Stream
+    from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
 # A stream waits at most this many per connection being opened before another is opened
@@ -34,9 +38,10 @@ ASSUMED_STREAMS = 100
 
 
 class H2Pool:
-    def __init__(self, cluster: ClusterRuntime, host: Host) -> None:
+    def __init__(self, cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> None:
         self.cluster = cluster
         self.host = host
+        self.resources = resources  # the routing priority of its streams and connections
         self.conns: list[H2Upstream] = []
         self.waiters: deque[H2Stream] = deque()
         self.connecting = 0
@@ -77,14 +82,13 @@ class H2Pool:
         return stream
 
     def _connect(self) -> None:
-
-        if not self.cluster.can_connect():
+        if not self.cluster.can_connect(self.resources):
             # max_connections reached: the waiters wait for a slot on an open connection.
             if not self.conns and not self.connecting:
                 self._fail_waiters("upstream overflow: max_connections")
             return
         self.connecting += 1
-        task = self.cluster.open_connection(self.host, lambda: H2Upstream(self))
+        task = self.cluster.open_connection(self.host, lambda: H2Upstream(self), self.resources)
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[H2Upstream]) -> None:
@@ -100,7 +104,12 @@ class H2Pool:
         conn = task.result()
         if not conn.closed:
             self.conns.append(conn)
-            if not conn.streams:  # its first streams may have ended before this callback ran
+            if conn.ready:
+                # The server's SETTINGS came before this callback: ``released`` ran while this
+                # connection still counted as connecting, so it opened no other one for the
+                # streams its limit left waiting; dispatch (and connect) now.
+                self.released(conn)
+            elif not conn.streams:  # its first streams may have ended before this callback ran
                 self._arm_idle(conn)
         # Streams are dispatched when the server's SETTINGS arrive (``released``).
 
@@ -149,13 +158,15 @@ class H2Pool:
             self._connect()
 
 
-_POOLS: dict[Host, H2Pool] = {}
+_POOLS: dict[tuple[Host, ResourceManager], H2Pool] = {}
 
 
-def pool_for(cluster: ClusterRuntime, host: Host) -> H2Pool:
-    pool = _POOLS.get(host)
+def pool_for(cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> H2Pool:
+    """The pool of ``host`` for the routing priority whose breakers are ``resources``."""
+    key = (host, resources)
+    pool = _POOLS.get(key)
     if pool is None:
-        pool = _POOLS[host] = H2Pool(cluster, host)
+        pool = _POOLS[key] = H2Pool(cluster, host, resources)
     else:
         pool.cluster = cluster  # the cluster config may have been swapped; the host kept
     return pool

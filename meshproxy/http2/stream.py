@@ -218,7 +218,7 @@ class H2Stream:
         cluster, host = x.cluster, x.host
         assert cluster is not None and host is not None
         if cluster.config.http2 is not None:
-            self.pool = pool_for(cluster, host)
+            self.pool = pool_for(cluster, host, x.resources or cluster.breakers.default)
         else:
             self.pool = self.ctx.to_http1(cluster, host)
         if self.request_complete:

@@ -99,10 +99,11 @@ class Http1Upstream:
     def request(self, h2s: H2Stream) -> None:
         self.h2s = h2s
         cluster = self.cluster
-        upstream = cluster.acquire(self.host)
+        rm = h2s.x.resources
+        upstream = cluster.acquire(self.host, rm)
         if upstream is not None:
             return self.take(upstream)  # type: ignore[arg-type]  # HTTP/1.1 clusters pool UpstreamConnections
-        if not cluster.can_connect():
+        if not cluster.can_connect(rm):
             if not cluster.enqueue(self):
                 h2s.local_reply(OVERFLOW_PENDING)
             return None
@@ -110,7 +111,8 @@ class Http1Upstream:
 
     def connect(self) -> None:
         cluster, host = self.cluster, self.host
-        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host))
+        rm = self.resources or cluster.breakers.default
+        task = cluster.open_connection(host, lambda: UpstreamConnection(cluster, host, rm), rm)
         self.connect_task = task
         task.add_done_callback(self._connected)
 

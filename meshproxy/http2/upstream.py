@@ -100,7 +100,7 @@ class H2Upstream(H2Peer):
             self.idle_timer.cancel()
             self.idle_timer = None
         self.pool.cluster.stats.upstream_cx_active -= 1
-        self.pool.cluster.connection_closed()  # gives back its max_connections slot
+        self.pool.cluster.connection_closed(self.pool.resources)  # gives back its max_connections slot
         self.pool.lost(self)
         streams = list(self.streams.values())
         self.streams.clear()

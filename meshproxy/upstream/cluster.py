@@ -11,7 +11,18 @@ The request path only calls synchronous methods (``pick``, ``admit_*``, ``acquir
 ``release``); connection establishment, probes and the outlier interval are asynchronous.
 Must not know about HTTP: the caller provides the protocol factory.
 
-It is one module of about 530 lines because availability ties its parts together: membership,
+Connections belong to a routing priority (Envoy keeps one connection pool per priority): a
+connection counts against the ``max_connections`` of the priority of the request that opened
+it (``can_connect(rm)``, ``open_connection(host, factory, rm)``; None is DEFAULT, as for the
+TCP proxy, which has no route priority), its protocol object remembers that manager as
+``resources`` and gives the slot back to it (``connection_closed(rm)``). An idle connection is
+reused only by a request of its own priority (``acquire(host, rm)``, ``release``), as in Envoy:
+reusing opens nothing, so it could not exceed a limit, but a DEFAULT request holding a
+connection HIGH opened would hold one of HIGH's slots, and DEFAULT load could then starve the
+HIGH traffic the separate thresholds exist to protect. For the same reason each priority has
+its own queue of waiting requests, woken only by a slot or a connection of that priority.
+
+It is one module of about 610 lines because availability ties its parts together: membership,
 health results and ejections each rebuild the one selector, and the breakers' pending queue is
 served by the same pool release and connection close paths; the policies themselves live in
 their own sans-I/O modules (``selection``, ``breaker``, ``outlier``, ``health_check``, ``lb``).
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 from collections import deque
@@ -50,6 +62,7 @@ class PooledConnection(Protocol):
 
     host: Host
     idle_since: float
+    resources: ResourceManager  # the priority whose max_connections slot it holds (its pool)
 
     def is_reusable(self) -> bool: ...
 
@@ -157,7 +170,8 @@ class ClusterRuntime:
             rm.connections,
             rm.retries,
         )
-        self.waiters: deque[Waiter] = deque()
+        # Requests waiting for a connection, per routing priority (by its ResourceManager).
+        self.waiters: dict[ResourceManager, deque[Waiter]] = {}
         od = config.outlier_detection
         self.outlier = OutlierDetector(od, rng) if od is not None else None
         self.observing = self.outlier is not None
@@ -169,7 +183,7 @@ class ClusterRuntime:
 
     def inherit(self, old: ClusterRuntime) -> None:
         """Carry runtime state across a config swap: hosts and pools, breaker counts and the
-        waiting queue, outlier state (an ejected host stays ejected), health results."""
+        waiting queues, outlier state (an ejected host stays ejected), health results."""
         self.hosts = old.hosts
         old.breakers.update(self.config.thresholds)
         self.breakers = old.breakers
@@ -369,19 +383,21 @@ class ClusterRuntime:
             self.stats.rq_retry_open = int(retries.open)
         return True
 
-    def can_connect(self) -> bool:
-        """The max_connections breaker; a refusal means the caller waits as a pending request."""
-        if self._cx.can_create():
+    def can_connect(self, rm: ResourceManager | None = None) -> bool:
+        """The max_connections breaker of a routing priority (``rm``; None: DEFAULT); a
+        refusal means the caller waits as a pending request."""
+        if (rm or self.breakers.default).connections.can_create():
             return True
         self.stats.upstream_cx_overflow += 1
         return False
 
     def enqueue(self, waiter: Waiter) -> bool:
-        """Queue a request until a connection frees up (max_pending_requests of its routing
-        priority bounds the queue)."""
-        if not self.pend(waiter.resources):
+        """Queue a request until a connection of its routing priority frees up
+        (max_pending_requests of that priority bounds the queue)."""
+        rm = waiter.resources or self.breakers.default
+        if not self.pend(rm):
             return False
-        self.waiters.append(waiter)
+        self.waiters.setdefault(rm, deque()).append(waiter)
         return True
 
     def pend(self, rm: ResourceManager | None = None) -> bool:
@@ -400,11 +416,12 @@ class ClusterRuntime:
         return True
 
     def dequeue(self, waiter: Waiter) -> None:
+        rm = waiter.resources or self.breakers.default
         try:
-            self.waiters.remove(waiter)
-        except ValueError:
+            self.waiters[rm].remove(waiter)
+        except (KeyError, ValueError):
             return
-        self.unpend(waiter.resources)
+        self.unpend(rm)
 
     def unpend(self, rm: ResourceManager | None = None) -> None:
         (self._pending if rm is None else rm.pending_requests).dec()
@@ -412,18 +429,33 @@ class ClusterRuntime:
         st.upstream_rq_pending_active -= 1
         st.rq_pending_open = int(self._pending.open)
 
-    def connection_opened(self) -> None:
-        self._cx.inc()
-        self.stats.cx_open = int(self._cx.open)
+    def _next_waiter(self, rm: ResourceManager) -> Waiter | None:
+        """The oldest request waiting for a connection of ``rm``'s priority, taken off its
+        queue and uncounted as pending; None when none waits."""
+        waiters = self.waiters.get(rm)
+        if not waiters:
+            return None
+        waiter = waiters.popleft()
+        self.unpend(rm)
+        return waiter
 
-    def connection_closed(self) -> None:
-        """A connection this cluster opened is gone: a waiting request may open one now."""
-        self._cx.dec()
-        self.stats.cx_open = int(self._cx.open)
-        waiters = self.waiters
-        while waiters and self._cx.can_create():
-            waiter = waiters.popleft()
-            self.unpend(waiter.resources)
+    def connection_opened(self, rm: ResourceManager | None = None) -> None:
+        """A connection for priority ``rm`` (None: DEFAULT) takes one of its max_connections
+        slots."""
+        cx = (rm or self.breakers.default).connections
+        cx.inc()
+        if cx is self._cx:
+            self.stats.cx_open = int(cx.open)
+
+    def connection_closed(self, rm: ResourceManager | None = None) -> None:
+        """A connection this cluster opened for priority ``rm`` (None: DEFAULT) is gone: a
+        request of that priority waiting for a connection may open one now."""
+        rm = rm or self.breakers.default
+        cx = rm.connections
+        cx.dec()
+        if cx is self._cx:
+            self.stats.cx_open = int(cx.open)
+        while cx.can_create() and (waiter := self._next_waiter(rm)) is not None:
             waiter.connect()
 
     def _gauges(self) -> None:
@@ -431,29 +463,38 @@ class ClusterRuntime:
         for name, value in self.breakers.default.gauges().items():
             setattr(st, name, value)
 
-    def acquire(self, host: Host) -> PooledConnection | None:
+    def acquire(self, host: Host, rm: ResourceManager | None = None) -> PooledConnection | None:
+        """The warmest idle connection to ``host`` of priority ``rm``'s pool (None: DEFAULT).
+        Cost: O(idle connections of the host); other priorities' are passed over."""
+        rm = rm or self.breakers.default
         idle = host.idle
-        while idle:
-            conn = idle.pop()
+        i = len(idle)
+        while i:
+            i -= 1
+            conn = idle[i]
+            if conn.resources is not rm:
+                continue
+            del idle[i]
             if conn.is_reusable():
                 return conn
             conn.close()
         return None
 
     def release(self, conn: PooledConnection, now: float) -> None:
-        waiters = self.waiters
-        if waiters:
-            # A request waits for a connection (max_connections reached): it takes this one.
-            waiter = waiters.popleft()
-            self.unpend(waiter.resources)
+        rm = conn.resources
+        waiter = self._next_waiter(rm)
+        if waiter is not None:
+            # A request of this priority waits for a connection (max_connections reached).
             waiter.take(conn)
             return
         host = conn.host
-        if len(host.idle) >= self.config.max_idle_connections or not host.usable:
+        idle = host.idle
+        cap = self.config.max_idle_connections  # per priority pool; counted only when it may bind
+        if not host.usable or (len(idle) >= cap and sum(c.resources is rm for c in idle) >= cap):
             conn.close()
             return
         conn.idle_since = now
-        host.idle.append(conn)
+        idle.append(conn)
 
     def forget(self, conn: PooledConnection) -> None:
         """The connection closed: it must never be handed out again."""
@@ -462,23 +503,28 @@ class ClusterRuntime:
         except ValueError:
             pass
 
-    def open_connection(self, host: Host, factory: Callable[[], P]) -> asyncio.Task[P]:
-        """Start opening a connection to ``host`` (TLS when the cluster has an
-        UpstreamTlsContext); the task raises OSError, TimeoutError or TlsError.
+    def open_connection(
+        self, host: Host, factory: Callable[[], P], rm: ResourceManager | None = None
+    ) -> asyncio.Task[P]:
+        """Start opening a connection to ``host`` for routing priority ``rm`` (None: DEFAULT;
+        TLS when the cluster has an UpstreamTlsContext); the task raises OSError,
+        TimeoutError or TlsError.
 
-        The connection counts against max_connections from this call on (synchronously, so
-        requests arriving in the same loop turn see it); a failed or cancelled attempt gives
-        the slot back here, an established one when its protocol calls ``connection_closed``.
+        The connection counts against that priority's max_connections from this call on
+        (synchronously, so requests arriving in the same loop turn see it); a failed or
+        cancelled attempt gives the slot back here, an established one when its protocol calls
+        ``connection_closed`` with the same ``rm``.
         """
+        rm = rm or self.breakers.default
         self.stats.upstream_cx_total += 1
-        self.connection_opened()
+        self.connection_opened(rm)
         task = asyncio.get_running_loop().create_task(self._connect(host, factory))
-        task.add_done_callback(self._connect_done)
+        task.add_done_callback(functools.partial(self._connect_done, rm))
         return task
 
-    def _connect_done(self, task: asyncio.Task[Any]) -> None:
+    def _connect_done(self, rm: ResourceManager, task: asyncio.Task[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
-            self.connection_closed()
+            self.connection_closed(rm)
 
     async def _connect(self, host: Host, factory: Callable[[], P]) -> P:
         loop = asyncio.get_running_loop()

@@ -230,11 +230,13 @@ class InProcessProxy:
         self.backend = backend
         backend.open_connection = self._open_connection  # type: ignore[method-assign]
 
-    def _open_connection(self, host: Any, factory: Callable[[], asyncio.Protocol]) -> asyncio.Future[Any]:
+    def _open_connection(
+        self, host: Any, factory: Callable[[], asyncio.Protocol], rm: Any = None
+    ) -> asyncio.Future[Any]:
         run = self.run
         assert run is not None
         self.backend.stats.upstream_cx_total += 1
-        self.backend.connection_opened()
+        self.backend.connection_opened(rm)
         proto = factory()
         upstream = Upstream(run, proto)
         run.upstreams.append(upstream)

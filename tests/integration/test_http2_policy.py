@@ -230,3 +230,29 @@ async def test_streams_waiting_for_a_slot_are_pending_requests() -> None:
             # The first call also waited (for the new connection's SETTINGS), as in Envoy.
             assert stats.upstream_rq_pending_active == 0 and stats.upstream_rq_pending_total == 2
             assert stats.upstream_cx_total == 1 and stats.upstream_rq_pending_overflow == 1
+
+
+async def test_high_priority_streams_open_connections_within_the_high_limit() -> None:
+    # One stream per connection: two hanging HIGH calls open HIGH's two connections and a third
+    # waits, while a DEFAULT call gets DEFAULT's own connection at once (not HIGH's, not queued).
+    extra = {
+        "http2_protocol_options": {"max_concurrent_streams": 1},
+        "circuit_breakers": {
+            "thresholds": [
+                {"priority": "DEFAULT", "max_connections": 1},
+                {"priority": "HIGH", "max_connections": 2},
+            ]
+        },
+    }
+    routes = [route("/test.Echo/Slow", "grpc", priority="HIGH"), route("/", "grpc")]
+    async with grpc_server() as (port, _echo):
+        d = bootstrap([http_listener(routes, name="grpc")], [cluster("grpc", port, **extra)])
+        async with running_proxy(d) as proxy, stubs(proxy.port("grpc")) as s:
+            stats = proxy.cluster_stats("grpc")
+            slow = [asyncio.ensure_future(s.slow(b"%d" % i)) for i in range(3)]
+            await eventually(lambda: stats.upstream_cx_http2_total == 2, what="two HIGH connections")
+            await eventually(lambda: stats.upstream_rq_pending_active == 1, what="the third pending")
+            assert await s.unary(b"default") == b"default"
+            assert stats.upstream_cx_total == 3 and stats.upstream_cx_http2_total == 3
+            for call in slow:
+                call.cancel()

@@ -59,11 +59,13 @@ class Gated:
     def __init__(self, *replies: bytes | None) -> None:
         self.replies = list(replies)
         self.heads: list[bytes] = []
+        self.connections = 0  # connections the proxy opened to it
         self.arrived = asyncio.Event()
         self.gate = asyncio.Event()
         self.gate.set()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head, _ = await read_request(reader)
@@ -296,6 +298,40 @@ async def test_high_priority_routes_use_the_high_thresholds(codec: str) -> None:
     assert second.status_code == 503 and second.headers.get("x-envoy-overloaded") == "true"
 
 
+@pytest.mark.parametrize("wide", ["HIGH", "DEFAULT"])
+@pytest.mark.parametrize("codec", CODECS)
+async def test_each_priority_has_its_own_max_connections(codec: str, wide: str) -> None:
+    """The ``wide`` priority may open three connections, the other one: three slow requests of
+    the wide priority reach the upstream on three connections at once, while two of the other
+    priority get one connection and a place in the queue (each counts against its own)."""
+    narrow = "DEFAULT" if wide == "HIGH" else "HIGH"
+    limits = {wide: 3, narrow: 1}
+    breakers = {
+        "circuit_breakers": {"thresholds": [{"priority": p, "max_connections": n} for p, n in limits.items()]}
+    }
+    async with gated(OK) as (up, port):
+        up.gate.clear()
+        routes = [route("/high", priority="HIGH"), route("/")]
+        doc = bootstrap([http_listener(routes)], [cluster("backend", port, **breakers)])
+        path = {"HIGH": "/high", "DEFAULT": "/default"}
+        async with running_proxy(doc) as proxy, client(codec, timeout=10) as c:
+            stats = proxy.cluster_stats()
+            wides = [asyncio.create_task(c.get(proxy.url(f"{path[wide]}/{i}"))) for i in range(3)]
+            await eventually(lambda: len(up.heads) == 3, what=f"three {wide} requests upstream")
+            assert up.connections == 3
+            narrows = [asyncio.create_task(c.get(proxy.url(f"{path[narrow]}/{i}"))) for i in range(2)]
+            await eventually(lambda: stats.upstream_rq_pending_active == 1, what=f"one {narrow} pending")
+            assert len(up.heads) == 4 and up.connections == 4
+            gauges = proxy.server.clusters.get("backend").breakers.gauges()  # type: ignore[union-attr]
+            assert gauges[f"circuit_breakers.{wide.lower()}.cx_open"] == 1
+            assert gauges[f"circuit_breakers.{narrow.lower()}.cx_open"] == 1
+            up.gate.set()
+            done = await asyncio.gather(*wides, *narrows)
+            assert [r.status_code for r in done] == [200] * 5
+            assert len(up.heads) == 5 and up.connections == 4  # the queued one took the freed one
+            assert stats.upstream_cx_overflow >= 1 and stats.upstream_rq_pending_active == 0
+
+
 # ---------------------------------------------------------------------------- one snapshot
 
 
@@ -329,7 +365,7 @@ async def test_high_priority_requests_queue_within_the_high_pending_limit(codec:
         "circuit_breakers": {
             "thresholds": [
                 {"priority": "DEFAULT", "max_connections": 1, "max_pending_requests": 100},
-                {"priority": "HIGH", "max_pending_requests": 0},
+                {"priority": "HIGH", "max_connections": 1, "max_pending_requests": 0},
             ]
         }
     }
@@ -339,10 +375,14 @@ async def test_high_priority_requests_queue_within_the_high_pending_limit(codec:
         doc = bootstrap([http_listener(routes)], [cluster("backend", port, **breakers)])
         async with running_proxy(doc) as proxy, client(codec) as c:
             first = asyncio.create_task(c.get(proxy.url("/default/1")))
-            await up.arrived.wait()  # the only connection is busy
-            high = await c.get(proxy.url("/high"))
+            await up.arrived.wait()
+            busy = asyncio.create_task(c.get(proxy.url("/high/1")))
+            await eventually(lambda: len(up.heads) == 2)  # each priority's only connection is busy
+            async with client(codec) as other:  # httpx stalls a third HTTP/2 stream behind two
+                high = await other.get(proxy.url("/high/2"))
             queued = asyncio.create_task(c.get(proxy.url("/default/2")))
             await eventually(lambda: proxy.cluster_stats().upstream_rq_pending_active == 1)
             up.gate.set()
-            assert (await first).status_code == 200 and (await queued).status_code == 200
+            done = await asyncio.gather(first, busy, queued)
+            assert [r.status_code for r in done] == [200, 200, 200]
     assert high.status_code == 503 and high.headers.get("x-envoy-overloaded") == "true"
