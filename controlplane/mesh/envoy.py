@@ -156,7 +156,7 @@ def eds_cluster(
 
 
 def _fields(obj: object) -> dict[str, Any]:  # int and float fields of a frozen config object
-    return {k: getattr(obj, k) for k in obj.__slots__ if getattr(obj, k) is not None}  # type: ignore[attr-defined]
+    return {k: getattr(obj, k) for k in obj.__slots__ if getattr(obj, k) is not None}  # type: ignore[attr-defined]  # slotted dataclasses
 
 
 def load_assignment(name: str, endpoints: Sequence[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:

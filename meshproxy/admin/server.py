@@ -181,7 +181,7 @@ class _AdminProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         # Set by connection_made before any other callback; not Optional, so no check per use.
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # see the comment above
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport: create_server's

@@ -227,7 +227,7 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
         return None
     if address is None:
         return None
-    return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]
+    return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]  # health: a proto enum name
 
 
 def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, int, int, int]:

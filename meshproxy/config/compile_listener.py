@@ -274,7 +274,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         server_name=msg.server_name or "meshproxy",
         drain_timeout=drain_timeout,
         local_rate_limit=rate_limit,
-        codec_type=codec or "AUTO",  # type: ignore[arg-type]
+        codec_type=codec or "AUTO",  # type: ignore[arg-type]  # _CODECS maps onto the Literal
         http2=h2,
         rds=msg.rds.route_config_name if route_kind == "rds" else "",
         path=path,

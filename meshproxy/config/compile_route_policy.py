@@ -111,7 +111,7 @@ def _named(kind: str, name: str, field: str, msg: rc.RouteAction.HashPolicy, ctx
     if not name:
         ctx.at(kind).at(field).problem("is required")
         return None
-    return HashPolicy(kind, name, msg.terminal)  # type: ignore[arg-type]
+    return HashPolicy(kind, name, msg.terminal)  # type: ignore[arg-type]  # kind checked against the Literal above
 
 
 def max_stream_duration(msg: rc.RouteAction.MaxStreamDuration, ctx: Ctx) -> tuple[float, float | None]:

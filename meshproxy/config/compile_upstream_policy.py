@@ -65,7 +65,7 @@ def _threshold(msg: cb.CircuitBreakers.Thresholds, priority: str, ctx: Ctx) -> T
             wrapped(msg.retry_budget, "min_retry_concurrency", 3),
         )
     return Thresholds(
-        priority,  # type: ignore[arg-type]
+        priority,  # type: ignore[arg-type]  # a RoutingPriority enum name, DEFAULT or HIGH
         wrapped(msg, "max_connections", 1024),
         wrapped(msg, "max_pending_requests", 1024),
         wrapped(msg, "max_requests", 1024),

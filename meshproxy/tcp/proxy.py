@@ -58,7 +58,7 @@ class TcpDownstream(asyncio.Protocol):
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, first
         self.upstream: TcpUpstream | None = None
         self.pending: list[bytes] = []
         self.cluster: ClusterRuntime | None = None
@@ -73,7 +73,7 @@ class TcpDownstream(asyncio.Protocol):
         self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (create_server/connection)
         self.ctx.listener.connection_opened(self)
         self.ctx.stats.downstream_cx_total += 1
         peer = transport.get_extra_info("peername")
@@ -183,11 +183,11 @@ class TcpDownstream(asyncio.Protocol):
 class TcpUpstream(asyncio.Protocol):
     def __init__(self, down: TcpDownstream) -> None:
         self.down = down
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, first
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (create_server/connection)
 
     def data_received(self, data: bytes) -> None:
         down = self.down

@@ -195,6 +195,6 @@ def _alpn_selector(ours: tuple[str, ...]) -> Callable[[SSL.Connection, list[byte
         for proto in preference:
             if proto in offered:
                 return proto
-        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]  # pyOpenSSL's sentinel for "no ALPN"
 
     return select

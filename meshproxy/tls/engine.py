@@ -197,7 +197,7 @@ class TlsEngine:
         if self._failed is None:
             self._failed = TlsError("the connection is closed", code="not_open")
         # Every later use of these is behind a ``_failed`` or None check.
-        self._conn = None  # type: ignore[assignment]
+        self._conn = None  # type: ignore[assignment]  # released; see the comment above
         self._ssl = self._bio_in = self._bio_out = None
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ class TlsProtocol(asyncio.Protocol):
         self.engine = engine
         self.inner: Any = inner
         self.transport = TlsTransport(self)
-        self.sock: asyncio.Transport = None  # type: ignore[assignment]
+        self.sock: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, first
         self.connected = False  # handshake done, inner protocol told
         self.closing = False
         self.write_closed = False  # close_notify sent by write_eof()
@@ -67,7 +67,7 @@ class TlsProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ socket events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.sock = transport  # type: ignore[assignment]
+        self.sock = transport  # type: ignore[assignment]  # a stream transport
         if self._timeout is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._timeout, self._timed_out)

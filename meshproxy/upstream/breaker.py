@@ -236,7 +236,7 @@ def _by_priority(thresholds: Sequence[Thresholds]) -> dict[str, Thresholds]:
         _check(t, path)
         chosen[t.priority] = t
     for p in ROUTING_PRIORITIES:
-        chosen.setdefault(p, Thresholds(priority=p))  # type: ignore[arg-type]
+        chosen.setdefault(p, Thresholds(priority=p))  # type: ignore[arg-type]  # p is one of the Literal priorities
     return chosen
 
 
