@@ -376,6 +376,9 @@ class DownstreamConnection(asyncio.Protocol):
         if b"#" in stream.url:
             raise _Refused(400, b"bad request: request target with a fragment")
         if self.codings:
+            if parser.get_http_version() == "1.0":
+                # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+                raise _Refused(400, b"bad request: Transfer-Encoding in an HTTP/1.0 request")
             codings = _codings(self.codings)
             if codings != _CHUNKED:
                 if codings[-1:] == _CHUNKED:  # RFC 9112 §6.1: 501 for a coding we cannot apply

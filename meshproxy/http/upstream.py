@@ -38,6 +38,8 @@ _SPECIAL_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 _NOT_NAMED = frozenset({b"", b"close", b"keep-alive", b"content-length", b"transfer-encoding"})
 _MIN_HEAD = len(b"HTTP/1.1 200\r\n\r\n")
 _POLL_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
+# Bytes a reason phrase may hold (HTAB, SP, VCHAR, obs-text): deleting them leaves the rest.
+_REASON_OK = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
@@ -234,6 +236,13 @@ class UpstreamConnection(asyncio.Protocol):
             if lname == b"content-length":
                 stream.resp_content_length = True
         stream.resp_lines.append(name + b": " + value + b"\r\n")
+
+    def on_status(self, reason: bytes) -> None:
+        # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ); llhttp lets other
+        # control bytes (NUL among them) through. The proxy writes its own status line, so this
+        # is strictness towards a broken upstream, not framing: 502 UPE like any malformed head.
+        if reason.translate(None, _REASON_OK):
+            raise _BadResponse("a control byte in the status line's reason phrase")
 
     def on_headers_complete(self) -> None:
         stream = self.stream

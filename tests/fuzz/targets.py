@@ -73,19 +73,7 @@ def _host_invalid(data: bytes) -> bool:
     return any(not rfc9112.HOST.fullmatch(h.strip(b" \t")) for h in hosts)
 
 
-KNOWN_OPEN: dict[str, Known] = {
-    # Found by the fuzzer: a control byte (NUL) in a status line's reason phrase is accepted (the
-    # proxy writes its own status line, so it is strictness, not framing).
-    "reason-phrase-ctl": Known(
-        "http1_response",
-        ("accepted-refused-response:malformed status-line",),
-        _search(rb"(?m)^HTTP/1\.[01] [0-9]{3} [^\r\n]*[\x00-\x08\x0a-\x1f\x7f]"),
-    ),
-    # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (finding 16's family).
-    "te-in-http10": Known(
-        "http1_request", ("accepted-refused:Transfer-Encoding in HTTP/1.0",), _search(rb"HTTP/1\.0\r\n")
-    ),
-}
+KNOWN_OPEN: dict[str, Known] = {}
 
 
 def known(target: str, kind: str, data: bytes) -> str | None:

@@ -1,10 +1,11 @@
 """What the fuzzers found: each finding as a regression test on its minimised input.
 
-Findings in the codecs (``meshproxy/http/``, ``meshproxy/http2/``, being hardened in parallel) are
-strict xfails: each runs its reproducer from the corpus through its fuzz target and expects the
-oracle's ``Finding``; the fix that makes one pass must delete its entry here and in
-``targets.KNOWN_OPEN`` (the consistency test below keeps the two in step). Findings outside the
-codecs were fixed with the tests at the bottom, which fail on the code before the fix.
+Every finding in the codecs is fixed: its minimised reproducer stays in the corpus, which
+``test_fuzz.test_corpus_replays`` runs through its target on every test run (a finding there
+fails), and the codec's own integration tests name it. A finding that cannot be fixed at once
+goes into ``targets.KNOWN_OPEN`` with its reproducers listed here (the consistency test keeps the
+two in step), so fuzz runs tolerate it and nothing else. Findings outside the codecs were fixed
+with the tests below, which fail on the code before the fix.
 """
 
 from __future__ import annotations
@@ -19,36 +20,12 @@ from controlplane.mesh import load_mesh
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import SpiffeId
 from meshproxy.xds import resources
-from tests.fuzz.targets import KNOWN_OPEN, TARGETS, Finding, known
+from tests.fuzz.targets import KNOWN_OPEN
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
 
 # Known open finding -> the corpus inputs that reproduce it (target/file).
-REPRODUCERS: dict[str, tuple[str, ...]] = {
-    "te-in-http10": ("http1_request/seed-smuggling-te-http10",),
-    "reason-phrase-ctl": ("http1_response/finding-nul-in-reason-phrase",),
-}
-
-_CASES = [
-    pytest.param(name, path, id=f"{name}:{path.split('/')[1]}")
-    for name, paths in REPRODUCERS.items()
-    for path in paths
-]
-
-
-@pytest.mark.xfail(
-    strict=True, raises=Finding, reason="issue 12: open in the codecs (see targets.KNOWN_OPEN)"
-)
-@pytest.mark.parametrize(("name", "path"), _CASES)
-def test_known_open_finding(name: str, path: str) -> None:
-    target, _ = path.split("/")
-    data = (CORPUS / path).read_bytes()
-    try:
-        TARGETS[target].run(data)
-    except Finding as finding:
-        assert known(target, finding.kind, data) == name, f"{path} now shows as another finding: {finding}"
-        raise
-
+REPRODUCERS: dict[str, tuple[str, ...]] = {}
 
 def test_every_known_open_finding_has_a_reproducer() -> None:
     assert set(REPRODUCERS) == set(KNOWN_OPEN)

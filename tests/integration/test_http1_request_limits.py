@@ -173,6 +173,12 @@ BAD_TARGETS = [
         server_errors,
         id="identity-then-chunked-lines",
     ),
+    pytest.param(
+        head("POST / HTTP/1.0", HOST, "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+        400,
+        PROTOCOL_ERROR,
+        id="te-in-http10",  # RFC 9112 §6.1: faulty framing (found by the fuzzer)
+    ),
 ]
 
 

@@ -74,6 +74,8 @@ async def get(proxy: Proxy, target: str) -> wire.Response:
         ),
         pytest.param(b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\nok", id="999"),
         pytest.param(b"HTTP/1.1 600 Beyond\r\ncontent-length: 2\r\n\r\nok", id="600"),
+        # Found by the fuzzer: a NUL in the reason phrase (RFC 9112 §4 allows HTAB, SP, VCHAR).
+        pytest.param(b"HTTP/1.1 200 O\x00K\r\ncontent-length: 2\r\n\r\nok", id="nul-in-reason"),
     ],
 )
 async def test_unsolicited_101_or_bad_status_is_502_and_the_connection_is_dropped(bad: bytes) -> None:
