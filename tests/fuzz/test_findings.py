@@ -27,6 +27,7 @@ CORPUS = pathlib.Path(__file__).parent / "corpus"
 # Known open finding -> the corpus inputs that reproduce it (target/file).
 REPRODUCERS: dict[str, tuple[str, ...]] = {}
 
+
 def test_every_known_open_finding_has_a_reproducer() -> None:
     assert set(REPRODUCERS) == set(KNOWN_OPEN)
     for paths in REPRODUCERS.values():
