@@ -528,6 +528,8 @@ class _ChainSelector(asyncio.Protocol):
         # True from admission until the connection is handed on (or closed): this protocol
         # then owns the pre-connection and gives its slot back if the socket closes.
         self.selecting = False
+        # Over the chain's connection_limit, waiting out its delay: what arrives is dropped.
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.listener.admit(transport):
@@ -545,6 +547,8 @@ class _ChainSelector(asyncio.Protocol):
         self._select(transport, Detected("raw_buffer"), b"")
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # uvloop may deliver a read already under way when reading was paused
         self.buf += data
         found = classify(self.buf)
         if found is None:
@@ -580,6 +584,7 @@ class _ChainSelector(asyncio.Protocol):
         """Over the chain's connection_limit: nothing more is read, the socket is closed after
         ``delay`` (Envoy's ``delay``: a client that retries at once is slowed down), and
         ``connection_lost`` gives the pre-connection slot back."""
+        self.refused = True
         if delay <= 0:
             transport.close()
             return
