@@ -2,7 +2,8 @@
 
 Covers an HTTP/1.1 chain (keep-alive connections held; one over the limit closed unanswered and
 counted; a place freed by a close is taken by the next connection), connections that never
-send a request (their codec choice abandoned), the refusal ``delay``, and a tcp_proxy chain;
+send a request (their codec choice abandoned), the refusal ``delay``, a TLS chain whose
+handshakes fail after selection, and a tcp_proxy chain;
 each time the active count returns to 0 once the clients are gone.
 """
 
@@ -13,7 +14,17 @@ import contextlib
 from typing import Any
 
 from . import wire
-from .harness import Proxy, bootstrap, cluster, eventually, http_listener, running_proxy, tcp_listener
+from .harness import (
+    Proxy,
+    bootstrap,
+    cluster,
+    eventually,
+    free_port,
+    http_listener,
+    running_proxy,
+    tcp_listener,
+)
+from .test_exhaustion import client_hello, tls_listener
 from .upstreams import tcp_echo_upstream
 
 CONNECTION_LIMIT = "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
@@ -123,3 +134,26 @@ async def test_tcp_proxy_chain() -> None:
                 await echoed(*conn)
             await held.aclose()
             await eventually(lambda: stats(proxy).active_connections == 0, what="count back to 0")
+
+
+async def test_tls_chain_places_come_back_when_handshakes_fail() -> None:
+    listener = limited(tls_listener("tls", "10s"))
+    async with running_proxy(bootstrap([listener], [cluster("backend", free_port())])) as proxy:
+        port = proxy.port("tls")
+        hello = client_hello()
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(LIMIT):  # handshakes begun, never finished
+                _, writer = await held.enter_async_context(wire.connect(port))
+                writer.write(hello)
+            await eventually(lambda: stats(proxy).active_connections == LIMIT, what="all admitted")
+            await refused(port)
+            assert stats(proxy).limited_connections == 1
+        await eventually(lambda: stats(proxy).active_connections == 0, what="abandoned handshakes released")
+        async with wire.connect(port) as (reader, writer):  # not TLS: the handshake fails
+            writer.write(wire.request())
+            await wire.read_eof(reader)
+        await eventually(lambda: stats(proxy).active_connections == 0, what="failed handshake released")
+        assert stats(proxy).limited_connections == 1
+        listener_stats = proxy.listener_stats("tls")
+        assert listener_stats.ssl_connection_error >= LIMIT + 1
+        assert listener_stats.downstream_pre_cx_active == 0
