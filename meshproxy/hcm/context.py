@@ -23,8 +23,8 @@ from meshproxy.router.retry import RetryRules
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
     from meshproxy.config.model import Listener
+    from meshproxy.connection_limit import ChainLimit
     from meshproxy.identity.spiffe import SpiffeId
-    from meshproxy.listener.connection_limit import ChainLimit
     from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.stats import HttpStats
     from meshproxy.upstream.cluster import ClusterRuntime, Host

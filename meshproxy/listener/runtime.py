@@ -11,7 +11,7 @@ filters, TLS handshake, codec choice): its admission (``admission.py``, refused 
 at once and counted by reason), the count of those in progress, and the release of its global
 connection slot exactly once (when it is abandoned, or when the codec's connection closes).
 A chain with a connection_limit filter admits each connection it is handed
-(``connection_limit.py``): over the limit, the connection is closed unread (after the filter's
+(``meshproxy/connection_limit.py``): over the limit, the connection is closed unread (after the filter's
 ``delay``); an admitted one gives its place back exactly once, with its pre-connection slot
 (``pre_closed``) or its codec connection (``connection_closed``).
 The overload state reaches this listener's HTTP contexts here (``set_overload``), and its
@@ -43,6 +43,7 @@ from meshproxy.config.model import (
     SocketAddress,
     TcpProxy,
 )
+from meshproxy.connection_limit import ChainLimit
 from meshproxy.hcm.context import HttpContext
 from meshproxy.hcm.identity import local_identity
 from meshproxy.http.downstream import DownstreamConnection
@@ -52,7 +53,6 @@ from meshproxy.http2.from_http1 import relay_over_http2
 from meshproxy.http2.to_http1 import Http1Upstream
 from meshproxy.listener.admission import Admission, Refusal
 from meshproxy.listener.codec_choice import CodecSelector
-from meshproxy.listener.connection_limit import ChainLimit
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.overload.state import OverloadState

@@ -17,7 +17,7 @@ from meshproxy.config.model import TcpProxy
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
-    from meshproxy.listener.connection_limit import ChainLimit
+    from meshproxy.connection_limit import ChainLimit
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.stats import TcpStats
     from meshproxy.upstream.cluster import ClusterRuntime, Host

@@ -1,13 +1,15 @@
 """The runtime side of envoy.filters.network.connection_limit: one admission counter per chain.
 
 Owns the count of connections one filter chain holds and the stats of its stat prefix. The
-listener (``runtime.py``) asks ``admit`` when it hands a connection to the chain, and calls
+listener (``listener/runtime.py``) asks ``admit`` when it hands a connection to the chain, and calls
 ``release`` exactly once for each admitted connection when it ends, whichever way it ends
 (codec connection closed, codec choice abandoned, TLS handshake refused). As in Envoy the count
 is per filter chain config, across every connection that chain serves; a ``ChainLimit`` is
 carried across a listener update while the chain's name and limit stay the same.
 
 Must not depend on asyncio or sockets: refusing (closing after ``delay``) is the listener's job.
+It sits below ``listener/``, ``hcm/`` and ``tcp/`` because their per-chain contexts carry it and
+the HCM must not import the listener package.
 """
 
 from __future__ import annotations
