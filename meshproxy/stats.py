@@ -384,6 +384,13 @@ class TcpStats(StatSet):
     idle_timeout: int = counter("Sessions closed by `idle_timeout` (no byte either way for that long).")
 
 
+class ConnectionLimitStats(StatSet):
+    """Per connection_limit stat prefix (Envoy's ``connection_limit.<stat_prefix>.*``)."""
+
+    active_connections: int = gauge("Connections the filter chain holds now (admitted, not yet closed).")
+    limited_connections: int = counter("Connections refused over `max_connections` (closed after `delay`).")
+
+
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
 SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
@@ -411,6 +418,8 @@ SCOPES: tuple[Scope, ...] = (
     Scope("cluster", "cluster_name", ClusterStats.STATS, "Clusters", "cluster"),
     Scope("listener", "listener", ListenerStats.STATS, "Listeners", "listener (by name)"),
     Scope("tcp", "stat_prefix", TcpStats.STATS, "TCP proxy", "`tcp_proxy` stat prefix"),
+    Scope("connection_limit", "stat_prefix", ConnectionLimitStats.STATS, "Connection limit",
+          "`connection_limit` stat prefix"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -423,6 +432,7 @@ class Store:
         self.cluster: dict[str, ClusterStats] = {}
         self.listener: dict[str, ListenerStats] = {}
         self.tcp: dict[str, TcpStats] = {}
+        self.connection_limit: dict[str, ConnectionLimitStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
@@ -449,10 +459,17 @@ class Store:
             s = self.tcp[prefix] = TcpStats()
         return s
 
+    def connection_limit_stats(self, prefix: str) -> ConnectionLimitStats:
+        s = self.connection_limit.get(prefix)
+        if s is None:
+            s = self.connection_limit[prefix] = ConnectionLimitStats()
+        return s
+
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
+            "connection_limit": self.connection_limit,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:

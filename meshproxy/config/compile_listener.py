@@ -2,7 +2,8 @@
 
 Owns listener addresses, filter chain matching (and Envoy's rule that no two chains of a listener
 share a match), listener filters, and the two terminal network filters meshproxy runs:
-http_connection_manager (whose inline route_config goes to ``compile_route``) and tcp_proxy.
+http_connection_manager (whose inline route_config goes to ``compile_route``) and tcp_proxy,
+and the connection_limit network filter that may stand before either.
 Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.cluster_refs``.
 """
 
@@ -16,6 +17,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -41,6 +43,7 @@ from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.model import (
     NO_PATH_POLICY,
+    ConnectionLimit,
     EscapedSlashes,
     FilterChain,
     FilterChainMatch,
@@ -55,6 +58,7 @@ from meshproxy.config.policy import LocalRateLimit
 
 _HCM = type_url(hcm.HttpConnectionManager)
 _TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
+_CONNECTION_LIMIT = type_url(connection_limit_pb2.ConnectionLimit)
 _ROUTER = type_url(router_pb2.Router)
 _ROUTER_NAME = "envoy.filters.http.router"
 _TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
@@ -168,9 +172,20 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
         tls, tls_files = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=True)
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
+    limit: ConnectionLimit | None = None
+    limits = 0
     for entry, c in ctx.each("filters", msg.filters):
         url = entry.typed_config.type_url
-        if url not in (_HCM, _TCP_PROXY):
+        if url == _CONNECTION_LIMIT:
+            if terminals:
+                c.problem("connection_limit must come before the terminal filter")
+            elif (limits := limits + 1) > 1:
+                c.problem("a filter chain takes at most one connection_limit, and this is a second one")
+            else:
+                limit = connection_limit(
+                    unpack(entry.typed_config, connection_limit_pb2.ConnectionLimit), c.at("typed_config")
+                )
+        elif url not in (_HCM, _TCP_PROXY):
             what = f'"{entry.name}" ({url})' if url else f'"{entry.name}" without a typed_config'
             c.problem(f"network filter {what} is not supported; meshproxy runs {_TERMINALS}")
         elif (terminals := terminals + 1) > 1:
@@ -181,12 +196,32 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             )
         else:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
-    if not msg.filters:
+    if not terminals and all(f.typed_config.type_url == _CONNECTION_LIMIT for f in msg.filters):
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
     connect_timeout = duration(msg, "transport_socket_connect_timeout", ctx, 10.0)
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout)
+    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit)
+
+
+def connection_limit(msg: connection_limit_pb2.ConnectionLimit, ctx: Ctx) -> ConnectionLimit | None:
+    """envoy.filters.network.connection_limit; ``runtime_enabled`` is refused: there is no
+    runtime layer to read it from, and ignoring it could leave on a limit meant to be off."""
+    mark = ctx.mark()
+    if not msg.stat_prefix:
+        ctx.at("stat_prefix").problem("is required")
+    if not msg.HasField("max_connections"):
+        ctx.at("max_connections").problem("is required")
+    elif msg.max_connections.value < 1:
+        ctx.at("max_connections").problem("must be at least 1")
+    if msg.HasField("runtime_enabled"):
+        ctx.at("runtime_enabled").problem(
+            "is not supported (meshproxy has no runtime layer); leave it out: the limit is always on"
+        )
+    delay = duration(msg, "delay", ctx, 0.0)
+    if not ctx.clean_since(mark):
+        return None
+    return ConnectionLimit(msg.stat_prefix, msg.max_connections.value, delay)
 
 
 def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:

@@ -320,6 +320,17 @@ class FilterChainMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionLimit:
+    """envoy.filters.network.connection_limit: at most ``max_connections`` connections at once
+    on one filter chain (counted across every connection that chain serves)."""
+
+    stat_prefix: str
+    max_connections: int  # >= 1
+    # Seconds a refused connection is held, unread, before it is closed (0: closed at once).
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class FilterChain:
     name: str
     match: FilterChainMatch
@@ -330,6 +341,8 @@ class FilterChain:
     # transport_socket_connect_timeout: the bound on the TLS handshake (s; 0: none). Envoy has
     # no default; meshproxy bounds every downstream handshake, 10 s unless configured.
     transport_socket_connect_timeout: float = 10.0
+    # A connection_limit network filter before the terminal one; None: no per-chain limit.
+    connection_limit: ConnectionLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from meshproxy.router.retry import RetryRules
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
     from meshproxy.config.model import Listener
+    from meshproxy.connection_limit import ChainLimit
     from meshproxy.identity.spiffe import SpiffeId
     from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.stats import HttpStats
@@ -156,6 +157,7 @@ class HttpContext:
         "access_log",
         "clusters",
         "config",
+        "connection_limit",
         "listener",
         "local_identity",
         "overload",
@@ -207,6 +209,9 @@ class HttpContext:
         # the upstream of an HTTP/2 stream routed to an HTTP/1.1 cluster.
         self.to_http2: Callable[[Any, ClusterRuntime, bytes], None] = _no_translator
         self.to_http1: Callable[[ClusterRuntime, Host], Any] = _no_translator
+        # The chain's connection_limit counter, installed by the listener (it admits and
+        # releases; carried across snapshots); None: no limit on this chain.
+        self.connection_limit: ChainLimit | None = None
 
 
 def _no_translator(*args: Any) -> Any:

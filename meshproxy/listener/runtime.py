@@ -10,6 +10,10 @@ Also owns the life of each accepted socket before a codec has it (a *pre-connect
 filters, TLS handshake, codec choice): its admission (``admission.py``, refused sockets closed
 at once and counted by reason), the count of those in progress, and the release of its global
 connection slot exactly once (when it is abandoned, or when the codec's connection closes).
+A chain with a connection_limit filter admits each connection it is handed
+(``meshproxy/connection_limit.py``): over the limit, the connection is closed unread (after the filter's
+``delay``); an admitted one gives its place back exactly once, with its pre-connection slot
+(``pre_closed``) or its codec connection (``connection_closed``).
 The overload state reaches this listener's HTTP contexts here (``set_overload``), and its
 ``stop_accepting_connections`` parks the listening socket (the kernel's backlog holds what
 arrives) until the state allows accepting again. Log lines an attacker can provoke go through
@@ -30,7 +34,16 @@ from time import monotonic
 from typing import Any, Protocol
 
 from meshproxy.access_log import AccessLogs
-from meshproxy.config.model import FilterChain, HttpConnectionManager, Listener, SocketAddress, TcpProxy
+from meshproxy.config.model import (
+    ConnectionLimit,
+    FilterChain,
+    FilterChainMatch,
+    HttpConnectionManager,
+    Listener,
+    SocketAddress,
+    TcpProxy,
+)
+from meshproxy.connection_limit import ChainLimit
 from meshproxy.hcm.context import HttpContext
 from meshproxy.hcm.identity import local_identity
 from meshproxy.http.downstream import DownstreamConnection
@@ -61,10 +74,19 @@ DEADLINE_TICK = 0.1
 DRAIN_IDLE_GRACE = 0.2
 
 
+class ChainContext(Protocol):
+    """What the listener reads of a connection's filter-chain context."""
+
+    connection_limit: ChainLimit | None
+
+
 class Tracked(Protocol):
     """What the listener needs of every connection it tracks."""
 
     idle_since: float
+
+    @property
+    def ctx(self) -> ChainContext: ...
 
     def is_idle(self) -> bool: ...
 
@@ -176,6 +198,9 @@ class ListenerRuntime:
         self._parked: socket.socket | None = None
         self._resuming: asyncio.Task[None] | None = None
         self._logs = LogLimiter(log)
+        # connection_limit counters by (default chain?, match, limit): the same chain keeps its
+        # count across updates; no two chains of a listener share a match.
+        self._limits: dict[tuple[bool, FilterChainMatch, ConnectionLimit], ChainLimit] = {}
         self.update(config, route_tables)
 
     def update(self, config: Listener, route_tables: Sequence[RouteTable] = ()) -> None:
@@ -186,15 +211,24 @@ class ListenerRuntime:
         self.config = config
         contexts: dict[int, HttpContext | TcpContext] = {}
         tls_contexts: dict[int, TlsContext] = {}
-        chains = list(config.filter_chains)
+        limits: dict[tuple[bool, FilterChainMatch, ConnectionLimit], ChainLimit] = {}
+        chains = [(False, c) for c in config.filter_chains]
         if config.default_filter_chain is not None:
-            chains.append(config.default_filter_chain)
-        for chain in chains:
-            contexts[id(chain)] = self._context(chain, prebuilt)
+            chains.append((True, config.default_filter_chain))
+        for default, chain in chains:
+            ctx = contexts[id(chain)] = self._context(chain, prebuilt)
             if chain.tls is not None:
                 tls_contexts[id(chain)] = TlsContext(chain.tls)
+            if chain.connection_limit is not None:
+                key = (default, chain.match, chain.connection_limit)
+                limit = self._limits.get(key) or ChainLimit(
+                    chain.connection_limit,
+                    self._store.connection_limit_stats(chain.connection_limit.stat_prefix),
+                )
+                ctx.connection_limit = limits[key] = limit
         self.contexts = contexts
         self.tls_contexts = tls_contexts
+        self._limits = limits
         self._publish(self.admission.overload.state)
 
     def _context(self, chain: FilterChain, prebuilt: dict[int, RouteTable]) -> HttpContext | TcpContext:
@@ -338,8 +372,11 @@ class ListenerRuntime:
         self.pending += 1
         self.stats.downstream_pre_cx_active += 1
 
-    def pre_closed(self) -> None:
-        """A pre-connection ended before a codec had it: its slot goes back."""
+    def pre_closed(self, limit: ChainLimit | None = None) -> None:
+        """A pre-connection ended before a codec had it: its slot goes back, and its place in
+        its chain's connection_limit (``limit``) once a chain admitted it."""
+        if limit is not None:
+            limit.release()
         self.pending -= 1
         self.stats.downstream_pre_cx_active -= 1
         self.stats.downstream_pre_cx_abandoned += 1
@@ -355,6 +392,8 @@ class ListenerRuntime:
         stats.downstream_cx_active += 1
 
     def connection_closed(self, conn: Tracked) -> None:
+        if (limit := conn.ctx.connection_limit) is not None:
+            limit.release()
         self.connections.discard(conn)
         self.stats.downstream_cx_active -= 1
         self.stats.downstream_cx_destroy += 1
@@ -400,9 +439,12 @@ class ListenerRuntime:
             return
         log.info("listener %s: certificate rotated", self.name)
 
-    def handshake_done(self, peer: Any, negotiated: Negotiated | None, error: TlsError | None) -> None:
+    def handshake_done(
+        self, peer: Any, limit: ChainLimit | None, negotiated: Negotiated | None, error: TlsError | None
+    ) -> None:
         """Count every handshake by its group, every refusal by its reason, and say why (one
-        line per reason per second: a handshake flood must not become a log flood)."""
+        line per reason per second: a handshake flood must not become a log flood). A refused
+        handshake gives back its slot and its place in the chain's connection_limit ``limit``."""
         stats = self.stats
         if error is None:
             assert negotiated is not None
@@ -411,7 +453,7 @@ class ListenerRuntime:
                 stats.ssl_handshakes_by_group.get(negotiated.group, 0) + 1
             )
             return
-        self.pre_closed()
+        self.pre_closed(limit)
         stats.ssl_connection_error += 1
         # Counted by code (a fixed vocabulary, so the label set stays bounded); the log says why.
         reasons = stats.ssl_errors_by_reason
@@ -486,6 +528,8 @@ class _ChainSelector(asyncio.Protocol):
         # True from admission until the connection is handed on (or closed): this protocol
         # then owns the pre-connection and gives its slot back if the socket closes.
         self.selecting = False
+        # Over the chain's connection_limit, waiting out its delay: what arrives is dropped.
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.listener.admit(transport):
@@ -503,6 +547,8 @@ class _ChainSelector(asyncio.Protocol):
         self._select(transport, Detected("raw_buffer"), b"")
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # uvloop may deliver a read already under way when reading was paused
         self.buf += data
         found = classify(self.buf)
         if found is None:
@@ -534,6 +580,17 @@ class _ChainSelector(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _refuse(self, transport: asyncio.BaseTransport, delay: float) -> None:
+        """Over the chain's connection_limit: nothing more is read, the socket is closed after
+        ``delay`` (Envoy's ``delay``: a client that retries at once is slowed down), and
+        ``connection_lost`` gives the pre-connection slot back."""
+        self.refused = True
+        if delay <= 0:
+            transport.close()
+            return
+        transport.pause_reading()  # type: ignore[attr-defined]  # a stream transport: create_server's
+        self.timer = asyncio.get_running_loop().call_later(delay, transport.close)
+
     def _select(self, transport: asyncio.BaseTransport, found: Detected, replay: bytes) -> None:
         listener = self.listener
         while listener.successor is not None:  # accepted before an xDS swap: the new config serves it
@@ -549,12 +606,16 @@ class _ChainSelector(asyncio.Protocol):
             listener.stats.no_filter_chain_match += int(chain is None)
             transport.close()  # connection_lost gives the slot back
             return
+        ctx = listener.contexts[id(chain)]
+        limit = ctx.connection_limit
+        if limit is not None and not limit.admit():
+            self._refuse(transport, limit.config.delay)
+            return
         if listener is not self.listener:
             listener.adopt(self.listener)
         self.selecting = False
-        ctx = listener.contexts[id(chain)]
         proto: asyncio.Protocol = (
-            CodecSelector(ctx, listener.config.listener_filters_timeout, listener.pre_closed)
+            CodecSelector(ctx, listener.config.listener_filters_timeout, partial(listener.pre_closed, limit))
             if isinstance(ctx, HttpContext)
             else TcpDownstream(ctx)
         )
@@ -574,7 +635,7 @@ class _ChainSelector(asyncio.Protocol):
                 transport,  # type: ignore[arg-type]  # a stream transport: create_server's
                 tls,
                 proto,
-                on_handshake=partial(listener.handshake_done, peer),
+                on_handshake=partial(listener.handshake_done, peer, limit),
                 handshake_timeout=timeout or None,
             )
             if replay:

@@ -17,6 +17,7 @@ from meshproxy.config.model import TcpProxy
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
+    from meshproxy.connection_limit import ChainLimit
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.stats import TcpStats
     from meshproxy.upstream.cluster import ClusterRuntime, Host
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class TcpContext:
-    __slots__ = ("access_log", "clusters", "config", "listener", "rng", "stats")
+    __slots__ = ("access_log", "clusters", "config", "connection_limit", "listener", "rng", "stats")
 
     def __init__(
         self,
@@ -41,6 +42,8 @@ class TcpContext:
         self.listener = listener
         self.access_log = access_log
         self.rng = rng
+        # The chain's connection_limit counter, installed by the listener; None: no limit.
+        self.connection_limit: ChainLimit | None = None
 
     def cluster_name(self) -> str:
         cfg = self.config

@@ -33,16 +33,24 @@ STATS_DOC = pathlib.Path(__file__).parents[2] / "docs" / "stats.md"
 REQUESTS = 5
 
 Sample = tuple[str, frozenset[tuple[str, str]]]  # name, labels
+CONNECTION_LIMIT_FILTER = {
+    "name": "envoy.filters.network.connection_limit",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        "stat_prefix": "cl",
+        "max_connections": 100,
+    },
+}
 
 
 @contextlib.asynccontextmanager
 async def admin_of_busy_proxy() -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
-    """A proxy with every stat scope present (http, tcp, cluster, listener) after a little
-    traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no route)."""
+    """A proxy with every stat scope present (http, tcp, cluster, listener, connection_limit)
+    after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no route)."""
+    tcp = tcp_listener("backend")
+    tcp["filter_chains"][0]["filters"].insert(0, CONNECTION_LIMIT_FILTER)
     async with aiohttp_upstream() as up:
-        doc = bootstrap(
-            [http_listener([route("/status/")]), tcp_listener("backend")], [cluster("backend", up)]
-        )
+        doc = bootstrap([http_listener([route("/status/")]), tcp], [cluster("backend", up)])
         async with running_proxy(doc) as proxy, httpx.AsyncClient(base_url=proxy.admin_url) as admin:
             async with httpx.AsyncClient() as client:
                 for _ in range(REQUESTS):

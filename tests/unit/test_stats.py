@@ -22,6 +22,7 @@ from meshproxy.stats import (
     CODE_CLASS,
     SCOPES,
     ClusterStats,
+    ConnectionLimitStats,
     Histogram,
     HttpStats,
     ListenerStats,
@@ -96,6 +97,7 @@ def _busy_store() -> Store:
     cluster.upstream_cx_http2_total += 1
     store.listener_stats("l0").ssl_handshakes_by_group["X25519MLKEM768"] = 2
     store.tcp_stats("tcp").downstream_cx_rx_bytes_total += 10
+    store.connection_limit_stats("cl").limited_connections += 1
     store.server["live"] = 1
     return store
 
@@ -172,6 +174,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("cluster", "backend", ClusterStats),
             ("listener", "l0", ListenerStats),
             ("tcp", "tcp", TcpStats),
+            ("connection_limit", "cl", ConnectionLimitStats),
         )
         for name in table.STATS
     }
@@ -179,6 +182,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
     assert out["http.ingress.downstream_rq_total"] == 3
     assert out["http.ingress.downstream_rq_time"]["count"] == 1
     assert out["listener.l0.ssl_handshakes_by_group"] == {"X25519MLKEM768": 2}
+    assert out["connection_limit.cl.limited_connections"] == 1
 
 
 def _data_plane_source() -> str:

@@ -12,7 +12,7 @@ from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
 from meshproxy.config.compile import compile_listener
-from meshproxy.config.model import HttpConnectionManager, Listener, TcpProxy
+from meshproxy.config.model import ConnectionLimit, HttpConnectionManager, Listener, TcpProxy
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -453,3 +453,80 @@ def test_tcp_proxy_weighted_clusters() -> None:
     assert proxy.cluster is None
     assert [(w.name, w.weight) for w in proxy.weighted_clusters] == [("a", 1), ("b", 3)]
     assert proxy.total_weight == 4
+
+
+CONNECTION_LIMIT = "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
+
+
+def connection_limit(**fields: Any) -> dict[str, Any]:
+    config = {"@type": CONNECTION_LIMIT, "stat_prefix": "cl", "max_connections": 3} | fields
+    return {"name": "envoy.filters.network.connection_limit", "typed_config": _without_none(config)}
+
+
+@pytest.mark.parametrize("chain_terminal", [hcm, tcp])
+def test_connection_limit_before_the_terminal(chain_terminal: Any) -> None:
+    doc = listener(filter_chains=[{"filters": [connection_limit(delay="0.25s"), chain_terminal()]}])
+    result, problems = compiled(doc)
+    assert not problems and result is not None
+    chain = result.filter_chains[0]
+    assert chain.connection_limit == ConnectionLimit("cl", 3, 0.25)
+    assert isinstance(chain.filter, HttpConnectionManager if chain_terminal is hcm else TcpProxy)
+
+
+def test_no_connection_limit_by_default() -> None:
+    result, _ = compiled(listener())
+    assert result is not None and result.filter_chains[0].connection_limit is None
+
+
+CL = f"{FC0}.filters[0].typed_config"
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        pytest.param(
+            [connection_limit(max_connections=None), hcm()],
+            [f"{CL}.max_connections: is required"],
+            id="no-max",
+        ),
+        pytest.param(
+            [connection_limit(max_connections=0), hcm()],
+            [f"{CL}.max_connections: must be at least 1"],
+            id="zero-max",
+        ),
+        pytest.param(
+            [connection_limit(stat_prefix=None), hcm()], [f"{CL}.stat_prefix: is required"], id="no-prefix"
+        ),
+        pytest.param(
+            [connection_limit(runtime_enabled={"default_value": True, "runtime_key": "k"}), hcm()],
+            [
+                f"{CL}.runtime_enabled: is not supported (meshproxy has no runtime layer); leave it out: the limit is always on"
+            ],
+            id="runtime-enabled",
+        ),
+        pytest.param(
+            [connection_limit(delay="-1s"), hcm()],
+            [f"{CL}.delay: must not be negative (got -1s)"],
+            id="negative-delay",
+        ),
+        pytest.param(
+            [hcm(), connection_limit()],
+            [f"{FC0}.filters[1]: connection_limit must come before the terminal filter"],
+            id="after-terminal",
+        ),
+        pytest.param(
+            [connection_limit(), connection_limit(), tcp()],
+            [
+                f"{FC0}.filters[1]: a filter chain takes at most one connection_limit, and this is a second one"
+            ],
+            id="twice",
+        ),
+        pytest.param(
+            [connection_limit()],
+            [f"{FC0}.filters: needs one terminal filter: {TERMINALS}"],
+            id="no-terminal",
+        ),
+    ],
+)
+def test_connection_limit_problems(filters: list[dict[str, Any]], expected: list[str]) -> None:
+    assert problems_of(listener(filter_chains=[{"filters": filters}])) == expected
