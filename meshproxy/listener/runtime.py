@@ -1,9 +1,9 @@
 """A bound listener: accepting connections, choosing a filter chain, draining.
 
-Owns one listening socket and the connections it accepted: filter-chain selection with Envoy's
-precedence (destination port, then server name, transport protocol, application protocols),
-the hand-off of each connection to the chosen filter's protocol, the idle sweep (keep-alive
-idle timeout, stream idle timeout, TCP idle timeout) and graceful drain. The per-snapshot
+Owns one listening socket and the connections it accepted: filter-chain selection
+(``chain_match.py``, Envoy's precedence), the hand-off of each connection to the chosen
+filter's protocol, the idle sweep (keep-alive idle timeout, stream idle timeout, TCP idle
+timeout) and graceful drain. The per-snapshot
 filter contexts are swapped as a whole; connections keep the context they started with.
 
 Also owns the life of each accepted socket before a codec has it (a *pre-connection*: listener
@@ -28,7 +28,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from time import monotonic
 from typing import Any, Protocol
@@ -52,6 +52,7 @@ from meshproxy.http2.downstream import H2Downstream
 from meshproxy.http2.from_http1 import relay_over_http2
 from meshproxy.http2.to_http1 import Http1Upstream
 from meshproxy.listener.admission import Admission, Refusal
+from meshproxy.listener.chain_match import select_chain
 from meshproxy.listener.codec_choice import CodecSelector
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.log_limit import LogLimiter
@@ -93,55 +94,6 @@ class Tracked(Protocol):
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
-
-
-def select_chain(
-    listener: Listener,
-    destination_port: int,
-    server_name: str = "",
-    transport_protocol: str = "raw_buffer",
-    application_protocols: tuple[str, ...] = (),
-) -> FilterChain | None:
-    """Envoy's filter-chain match order: each criterion narrows the candidates, most specific first."""
-    chains = [c for c in listener.filter_chains if c.match.destination_port in (destination_port, None)]
-    if any(c.match.destination_port == destination_port for c in chains):
-        chains = [c for c in chains if c.match.destination_port == destination_port]
-    chains = _narrow(chains, lambda c: _server_name_rank(c.match.server_names, server_name))
-    chains = _narrow(chains, lambda c: _rank_in(c.match.transport_protocol, transport_protocol))
-    # Envoy (findFilterChainForApplicationProtocols) walks the client's protocols in the
-    # client's order of preference: the first one some chain names wins; then a chain that
-    # names none. The order of the chains in the listener does not matter.
-    for protocol in application_protocols:
-        named = [c for c in chains if protocol in c.match.application_protocols]
-        if named:
-            return named[0]
-    chains = [c for c in chains if not c.match.application_protocols]
-    return chains[0] if chains else listener.default_filter_chain
-
-
-def _narrow(chains: list[FilterChain], rank: Callable[[FilterChain], int | None]) -> list[FilterChain]:
-    ranked = [(r, c) for c in chains if (r := rank(c)) is not None]
-    if not ranked:
-        return []
-    best = max(r for r, _ in ranked)
-    return [c for r, c in ranked if r == best]
-
-
-def _rank_in(configured: str, actual: str) -> int | None:
-    if not configured:
-        return 1
-    return 2 if configured == actual else None
-
-
-def _server_name_rank(names: tuple[str, ...], server_name: str) -> int | None:
-    if not names:
-        return 1
-    if server_name in names:
-        return 1000
-    for name in names:
-        if name.startswith("*.") and server_name.endswith(name[1:]):
-            return 100 + len(name)
-    return None
 
 
 def bind_socket(address: SocketAddress) -> socket.socket:

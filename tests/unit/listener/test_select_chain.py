@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from meshproxy.config.model import FilterChain, FilterChainMatch, Listener, SocketAddress, TcpProxy
-from meshproxy.listener.runtime import select_chain
+from meshproxy.listener.chain_match import select_chain
 
 
 def chain(name: str, *alpn: str, transport: str = "tls") -> FilterChain:
