@@ -4,7 +4,7 @@ Owns the atheris entry point: the project's modules (and the pure-Python parsers
 hpack, PyYAML) are imported under ``atheris.instrument_imports`` so libFuzzer sees their branch
 coverage, then the target named on the command line runs under ``atheris.Fuzz``. A ``Finding``
 of a known open class (``targets.KNOWN_OPEN``, matched by kind and input signature) is counted,
-not raised (a strict xfail in ``test_findings.py`` tracks it), so a long run goes on looking for
+not raised (``test_findings.REPRODUCERS`` lists its inputs), so a long run goes on looking for
 new ones; the counts are printed at exit. Anything else that escapes a target is a crash:
 libFuzzer writes the input to ``crash-<sha1>`` (``timeout-<sha1>`` past ``-timeout``) and exits
 non-zero.

@@ -5,7 +5,7 @@ parser, and returns normally when the outcome is allowed. It raises:
 
 - ``Finding`` when the oracle disagrees (a framing disagreement with ``rfc9112``, bytes a strict
   upstream refuses, a response poisoning the next one, an XFCC element that does not read back);
-  ``Finding.kind`` names the class, so that a class already known and tracked by a strict xfail
+  ``Finding.kind`` names the class, so that a class already known and listed with its reproducers
   in ``test_findings.py`` can be told from a new one (``KNOWN_OPEN``);
 - anything else (an exception type the parser must not raise, ``inproc.Hang``) is a crash.
 
@@ -49,9 +49,9 @@ class Finding(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """A finding already reported (issue 12) whose fix belongs to the codecs, tracked by a strict
-    xfail in test_findings.py: the target, the finding kinds it shows as, and a signature of the
-    input (a regex), so that only inputs of that shape are tolerated, not the whole kind."""
+    """A finding already reported whose fix is still to come, its inputs listed in
+    ``test_findings.REPRODUCERS``: the target, the finding kinds it shows as, and a signature of
+    the input (a regex), so that only inputs of that shape are tolerated, not the whole kind."""
 
     target: str
     kinds: tuple[str, ...]

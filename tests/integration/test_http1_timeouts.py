@@ -75,7 +75,7 @@ async def test_head_timeout_does_not_touch_a_complete_request_or_an_idle_connect
             assert (await asyncio.wait_for(wire.read_response(reader), 5)).status == 200
             # An idle keep-alive connection longer than the limit, then another request on it.
             # Time itself is the input here: idle across at least one sweep past the limit.
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # waiting for nothing to happen: time is the only signal
             writer.write(wire.request("GET", "/echo"))
             assert (await asyncio.wait_for(wire.read_response(reader), 5)).status == 200
         assert stats.downstream_rq_header_timeout == 0

@@ -239,15 +239,7 @@ SHAPES: list[tuple[str, bytes]] = [
 ]  # fmt: skip
 
 
-# Shapes main still fails (issue 12): strict, so the fix that makes one pass must unmark it.
-_OPEN = pytest.mark.xfail(strict=True, reason="issue 12: framing removable through Connection")
-_KNOWN_OPEN: set[str] = set()
-
-
-@pytest.mark.parametrize(
-    ("raw",),
-    [pytest.param(raw, id=name, marks=[_OPEN] if name in _KNOWN_OPEN else []) for name, raw in SHAPES],
-)
+@pytest.mark.parametrize(("raw",), [pytest.param(raw, id=name) for name, raw in SHAPES])
 async def test_no_request_the_proxy_did_not_account_for(raw: bytes) -> None:
     async with lenient_upstream() as up, shared_pool(up) as proxy:
         sock = await open_raw(proxy.port())
