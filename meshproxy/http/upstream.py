@@ -70,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.connection_named: list[bytes] = []
         self.head_limit = cluster.config.max_response_headers_bytes
         self.max_headers = cluster.config.max_headers_count
+        self.poller: select.poll | None = None  # this socket, registered once (is_reusable)
         self.unparsed = 0  # bytes fed since the last body progress: head, trailers, chunk sizes
         self.head_bytes = 0  # bytes of the heads (interim ones too) or of the trailer block
         self.header_count = 0  # fields in the current head or trailer block
@@ -84,13 +85,10 @@ class UpstreamConnection(asyncio.Protocol):
         the one case where a request provably was not sent (issue 12, finding 14)."""
         if self.closed or self.transport.is_closing():
             return False
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            poller = select.poll()
-            poller.register(sock.fileno(), _POLL_READABLE)
-            if poller.poll(0):
-                self.cluster.stats.upstream_rq_retry_reused += 1
-                return False
+        poller = self.poller
+        if poller is not None and poller.poll(0):
+            self.cluster.stats.upstream_rq_retry_reused += 1
+            return False
         return True
 
     def bind(self, stream: Stream) -> None:
@@ -127,6 +125,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
         transport.set_write_buffer_limits(high=self.cluster.config.buffer_limit)  # type: ignore[attr-defined]  # a Transport method; connection_made is typed with BaseTransport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.poller = select.poll()
+            self.poller.register(sock.fileno(), _POLL_READABLE)
         self.host.cx_active += 1
         self.cluster.stats.upstream_cx_active += 1
 
