@@ -450,7 +450,10 @@ async def _three_lifetimes(ports: dict[str, int], probe: TlsConfig) -> tuple[lis
             if resp.status_code != 200:
                 failures.append(f"audit: {resp.status_code}: {resp.text[:120]}")
 
-        async with Load(f"http://127.0.0.1:{ports['hello']}/echo", workers=2).running() as load:
+        # Three lifetimes of unpaced traffic: about 600 requests a second here, so the budget
+        # is sized to the duration (the default 50,000 ran out before the end on a fast machine).
+        url = f"http://127.0.0.1:{ports['hello']}/echo"
+        async with Load(url, workers=2, limit=int(3 * LIFETIME * 5_000)).running() as load:
             assert await load.more(20, "traffic through web's and hello's sidecars") == {"v1"}
             until = asyncio.get_running_loop().time() + 3 * LIFETIME
             await asyncio.gather(_every(PACE, until, probe_hello), _every(PACE, until, call_audit))

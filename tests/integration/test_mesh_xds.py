@@ -139,9 +139,17 @@ class Load:
     async def more(self, n: int, what: str) -> set[str]:
         """Waits for ``n`` more responses; the versions that served them."""
         mark = len(self.served)
-        await eventually(lambda: len(self.served) >= mark + n or bool(self.failures), TIMEOUT, what)
+        await eventually(
+            lambda: len(self.served) >= mark + n or bool(self.failures) or self.spent, TIMEOUT, what
+        )
         assert self.failures == [], self.failures[:5]
+        assert len(self.served) >= mark + n, f"{what}: the load's budget of {self.limit} requests ran out"
         return set(self.served[mark:])
+
+    @property
+    def spent(self) -> bool:
+        """The workers have sent their ``limit`` requests and stopped."""
+        return len(self.served) + len(self.failures) >= self.limit
 
     async def only(self, version: str, what: str) -> None:
         """Every response from now on comes from ``version`` (after the in-flight ones finish:
