@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
-DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables
+DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump
 
 .PHONY: demo test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 
@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	$(PIP) install -q --no-build-isolation -e '.[test,bench]'
 	touch $@
 
-# Debian packages: curl for the tests' independent client, the comparison proxies and load
-# generators for the benchmarks. Skipped when already present.
+# Debian packages: curl for the tests' independent client, tcpdump for the pod tests' wire
+# evidence, the comparison proxies and load generators for the benchmarks. Skipped when already present.
 $(APT_STAMP):
-	@missing=""; for c in curl haproxy nginx wrk h2load iptables-restore; do \
+	@missing=""; for c in curl haproxy nginx wrk h2load iptables-restore tcpdump; do \
 	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
