@@ -16,7 +16,15 @@ import pytest
 from .pods import Pods
 
 ROOT_REASON = "pod tests need root (network namespaces, iptables); CI runs them as root"
-TOOLS = ("ip", "setpriv", "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore", "tcpdump")
+TOOLS = (
+    "ip",
+    "setpriv",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables-save",
+    "ip6tables-restore",
+    "tcpdump",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,7 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _mesh() -> Iterator[Pods]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}: install iproute2, iptables and tcpdump (make debs)", pytrace=False)
+        pytest.fail(
+            f"missing {', '.join(missing)}: install iproute2, iptables and tcpdump (make debs)", pytrace=False
+        )
     mesh = Pods()
     try:
         yield mesh
