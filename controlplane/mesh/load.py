@@ -12,6 +12,7 @@ Must not depend on: protobuf, grpc, asyncio, the translator.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from functools import partial
 from typing import Any, get_args
@@ -38,6 +39,8 @@ from controlplane.mesh.model import (
     Locality,
     Match,
     Mesh,
+    MtlsMode,
+    OutboundPolicy,
     OutlierDetection,
     Policy,
     PqMode,
@@ -45,7 +48,9 @@ from controlplane.mesh.model import (
     Retries,
     Route,
     Service,
+    ServicePort,
     Sidecar,
+    SidecarMode,
     Sidecars,
     Version,
 )
@@ -99,10 +104,12 @@ def _mesh(d: Doc) -> Mesh | None:
     m = d.child("mesh")
     trust_domain, namespace = "mesh.local", "default"
     pq: PqMode = "required"
-    if m.mapping(("trust_domain", "pq", "namespace")):
+    policy: OutboundPolicy = "ALLOW_ANY"
+    if m.mapping(("trust_domain", "pq", "namespace", "outbound_traffic_policy")):
         trust_domain = m.get("trust_domain", string, trust_domain)
         pq = m.get("pq", partial(choice, choices=get_args(PqMode)), pq)
         namespace = m.get("namespace", dns_name, namespace)
+        policy = m.get("outbound_traffic_policy", _outbound_policy, policy)
         try:
             SpiffeId.parse(f"spiffe://{trust_domain}")
         except IdentityError as exc:
@@ -114,7 +121,8 @@ def _mesh(d: Doc) -> Mesh | None:
     _check_unique(d.child("services"), [s.port for s in services], "port (outbound listeners bind it)")
     groups = [g.group for s in services for g in s.sidecars()]
     _check_unique(d.child("services"), groups, "sidecar group")
-    return Mesh(trust_domain, pq, services, sidecars, namespace)
+    _check_unique(d.child("services"), [s.vip for s in services if s.vip], "vip")
+    return Mesh(trust_domain, pq, services, sidecars, namespace, policy)
 
 
 def _check_unique(d: Doc, values: list[Any], what: str) -> None:
@@ -126,19 +134,23 @@ def _check_unique(d: Doc, values: list[Any], what: str) -> None:
 
 
 def _sidecars(d: Doc) -> Sidecars:
-    if not d.mapping(("cert_dir", "outbound_address")):
+    if not d.mapping(("cert_dir", "outbound_address", "virtual_outbound", "virtual_inbound")):
         return Sidecars()
     default = Sidecars()
+    bind = partial(host_port, ip_only=True)
     return Sidecars(
         d.get("cert_dir", string, default.cert_dir),
         d.get("outbound_address", string, default.outbound_address),
+        d.get("virtual_outbound", bind, None) or default.virtual_outbound,
+        d.get("virtual_inbound", bind, None) or default.virtual_inbound,
     )
 
 
 def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[Allow | Unresolved, ...]]:
     """The service (``allow`` empty) and its ``allow`` entries, names not yet resolved."""
-    allowed = ("name", "port", "protocol", "identity", "versions", "endpoints", "routes", "policy")
-    d.mapping((*allowed, "allow", "sidecar"), ("name", "port"))
+    allowed = ("name", "port", "protocol", "ports", "vip", "identity", "versions", "endpoints", "routes")
+    d.mapping((*allowed, "policy", "allow", "sidecar"), ("name",))
+    ports = _service_ports(d)
     name = d.get("name", dns_name, "")
     identity = d.get("identity", string, f"spiffe://{trust_domain}/ns/{namespace}/sa/{name}")
     _identity(d.child("identity") if "identity" in (d.value or {}) else d, identity, trust_domain)
@@ -159,15 +171,65 @@ def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[
     allow = d.get("allow", partial(_allow, trust_domain=trust_domain), everyone)
     service = Service(
         name=name,
-        port=d.get("port", port_number, 0),
-        protocol=d.get("protocol", partial(choice, choices=get_args(Protocol)), "http"),
+        port=ports[0].port if ports else 0,
+        protocol=(ports[0].protocol if ports else None) or "http",
         identity=identity,
         versions=versions,
         routes=routes,
         policy=d.get("policy", _policy, Policy()),
         sidecar=service_sidecar,
+        vip=d.get("vip", _vip, None),
+        ports=ports,
     )
     return service, allow
+
+
+def _service_ports(d: Doc) -> tuple[ServicePort, ...]:
+    """``port`` (and ``protocol``) or ``ports``: a list of ports, each a number (protocol
+    detected) or ``{port, protocol}``; the first is the service's ``port``."""
+    if not isinstance(d.value, dict):
+        return ()
+    if "ports" in d.value and ("port" in d.value or "protocol" in d.value):
+        d.problem("give either 'port' (and 'protocol') or 'ports', not both")
+    if "ports" not in d.value:
+        if "port" not in d.value:
+            d.problem("'port' (or 'ports') is required")
+            return ()
+        return (ServicePort(port_number(d.child("port")), d.get("protocol", _protocol, None)),)
+    ports = []
+    for p in d.child("ports").items():
+        if not isinstance(p.value, dict):
+            ports.append(ServicePort(port_number(p)))
+        elif p.mapping(("port", "protocol"), ("port",)):
+            ports.append(ServicePort(p.get("port", port_number, 0), p.get("protocol", _protocol, None)))
+    if not ports and isinstance(d.value["ports"], list):
+        d.child("ports").problem("must name at least one port")
+    _check_unique(d.child("ports"), [p.port for p in ports], "port")
+    return tuple(ports)
+
+
+def _protocol(d: Doc) -> Protocol:
+    return choice(d, get_args(Protocol))
+
+
+def _outbound_policy(d: Doc) -> OutboundPolicy:
+    return choice(d, get_args(OutboundPolicy))
+
+
+def _vip(d: Doc) -> str | None:
+    """An IPv4 or IPv6 unicast address, like a Kubernetes ClusterIP (written canonically, so
+    ``fd00::0a`` and ``fd00::a`` are the same VIP)."""
+    value = string(d)
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        if value:
+            d.problem(f"{value!r} is not an IPv4 or IPv6 address")
+        return None
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
+        d.problem(f"{value} cannot be a virtual IP (it is unspecified, multicast or loopback)")
+        return None
+    return str(ip)
 
 
 def _identity(d: Doc, identity: str, trust_domain: str) -> None:
@@ -221,13 +283,27 @@ def _locality(d: Doc) -> Locality:
 def _sidecar(d: Doc, default_group: str) -> Sidecar:
     if d.value == {} or d.value is True:
         return Sidecar(default_group)
-    if not d.mapping(("group", "inbound", "app")):
+    if not d.mapping(("group", "inbound", "app", "mode", "mtls", "outbound_traffic_policy")):
         return Sidecar(default_group)
     inbound = d.get("inbound", lambda x: host_port(x, ip_only=False), None)
     app = d.get("app", lambda x: host_port(x, ip_only=False), None)
-    if (inbound is None) != (app is None):
+    mode: SidecarMode = d.get("mode", partial(choice, choices=get_args(SidecarMode)), "explicit")
+    if mode == "transparent":
+        if inbound is not None or app is not None:
+            d.problem("a transparent sidecar takes neither 'inbound' nor 'app': its traffic is captured")
+    elif (inbound is None) != (app is None):
         d.problem("'inbound' and 'app' go together: the sidecar takes mTLS on inbound, forwards to app")
-    return Sidecar(d.get("group", string, default_group), inbound, app)
+    for key in ("mtls", "outbound_traffic_policy"):
+        if mode != "transparent" and key in d.value:
+            d.child(key).problem("applies to 'mode: transparent' sidecars only")
+    return Sidecar(
+        d.get("group", string, default_group),
+        inbound,
+        app,
+        mode,
+        d.get("mtls", partial(choice, choices=get_args(MtlsMode)), "STRICT"),
+        d.get("outbound_traffic_policy", _outbound_policy, None),
+    )
 
 
 def _default_routes(versions: list[str]) -> tuple[Route, ...]:
