@@ -131,7 +131,9 @@ def choice(d: Doc, choices: tuple[S, ...]) -> S:
     return choices[choices.index(d.value)]
 
 
-def host_port(d: Doc, *, ip_only: bool) -> Address | None:
+def host_port(
+    d: Doc, *, ip_only: bool, why: str = "EDS endpoints are not resolved by name"
+) -> Address | None:
     """``HOST:PORT`` (IPv6 as ``[::1]:PORT``)."""
     text = string(d)
     host, sep, port_text = text.rpartition(":")
@@ -144,6 +146,6 @@ def host_port(d: Doc, *, ip_only: bool) -> Address | None:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            d.problem(f"{host!r} is not an IP address (EDS endpoints are not resolved by name)")
+            d.problem(f"{host!r} is not an IP address ({why})")
             return None
     return host, int(port_text)

@@ -137,7 +137,7 @@ def _sidecars(d: Doc) -> Sidecars:
     if not d.mapping(("cert_dir", "outbound_address", "virtual_outbound", "virtual_inbound")):
         return Sidecars()
     default = Sidecars()
-    bind = partial(host_port, ip_only=True)
+    bind = partial(host_port, ip_only=True, why="a listener binds an IP address")
     return Sidecars(
         d.get("cert_dir", string, default.cert_dir),
         d.get("outbound_address", string, default.outbound_address),

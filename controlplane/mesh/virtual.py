@@ -41,6 +41,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
 from controlplane.mesh.envoy import (
@@ -82,7 +83,7 @@ def virtual_outbound(
     listener = listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
         address=socket_address(address),
-        use_original_dst=True,
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
         traffic_direction=base_pb2.OUTBOUND,
         listener_filters=[_listener_filter("original_dst", original_dst_pb2.OriginalDst())],
     )
@@ -90,7 +91,11 @@ def virtual_outbound(
         assert service.vip is not None  # the translator passes only services with a VIP
         vip = ipaddress.ip_address(service.vip)
         match = lc.FilterChainMatch(
-            prefix_ranges=[CidrRange(address_prefix=str(vip), prefix_len=vip.max_prefixlen)]
+            prefix_ranges=[
+                CidrRange(
+                    address_prefix=str(vip), prefix_len=wrappers_pb2.UInt32Value(value=vip.max_prefixlen)
+                )
+            ]
         )
         match.destination_port.value = port.port
         stat_prefix = f"outbound|{port.port}||{service.name}"
@@ -104,7 +109,8 @@ def virtual_outbound(
                 http.filter_chain_match.transport_protocol = "raw_buffer"
                 http.filter_chain_match.application_protocols.extend(DETECTED_HTTP)
         if port.protocol in ("tcp", None):
-            opaque = listener.filter_chains.add(name=f"{stat_prefix}|tcp", filter_chain_match=match)
+            name = f"{stat_prefix}|tcp" if port.protocol is None else stat_prefix
+            opaque = listener.filter_chains.add(name=name, filter_chain_match=match)
             opaque.filters.append(tcp_filter(stat_prefix, service, port.port))
     if any(port.protocol is None for _, port in targets):
         listener.listener_filters.append(_listener_filter("tls_inspector", tls_inspector_pb2.TlsInspector()))
