@@ -19,15 +19,29 @@ from typing import Any
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
-from controlplane.mesh.model import Address, Allow, Endpoint, Mesh, Route, Service, Version
+from controlplane.mesh.model import (
+    Address,
+    Allow,
+    Endpoint,
+    Mesh,
+    Protocol,
+    Route,
+    Service,
+    ServicePort,
+    Version,
+)
 from meshproxy.tls.policy import named
 
 _LB = {
@@ -40,11 +54,22 @@ _LB = {
 _TLS = "envoy.transport_sockets.tls"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 LOCAL_APP = "local_app"  # not a valid service name, so it cannot collide with one
+HCM_NAME = "envoy.filters.network.http_connection_manager"
+TCP_NAME = "envoy.filters.network.tcp_proxy"
+SIDECAR_REQUEST_HEADERS_TIMEOUT = 10  # seconds: Envoy's recommended edge value, Istio's too
 
 
-def cluster_name(service: Service, version: Version) -> str:
-    """``greeter`` for an unversioned service, ``greeter|v1`` for a version ('|' is not in names)."""
+def cluster_name(service: Service, version: Version, port: int | None = None) -> str:
+    """``greeter`` for an unversioned service, ``greeter|v1`` for a version ('|' is not in names);
+    for a VIP port other than the service's first, Istio's ``outbound|PORT|SUBSET|SERVICE``."""
+    if port is not None and port != service.port:
+        return f"outbound|{port}|{version.name}|{service.name}"
     return f"{service.name}|{version.name}" if version.name else service.name
+
+
+def route_name(service: Service, port: int | None = None) -> str:
+    """The service's RouteConfiguration: ``greeter``, or ``greeter:PORT`` for a further VIP port."""
+    return f"{service.name}:{port}" if port is not None and port != service.port else service.name
 
 
 def packed(message: Message) -> any_pb2.Any:
@@ -122,12 +147,16 @@ def downstream_tls(mesh: Mesh, cert_dir: str, service: Service) -> base_pb2.Tran
 
 
 def eds_cluster(
-    service: Service, version: Version, tls: base_pb2.TransportSocket | None
+    service: Service,
+    version: Version,
+    tls: base_pb2.TransportSocket | None,
+    port: ServicePort | None = None,
 ) -> cluster_pb2.Cluster:
-    """The EDS cluster of one version (its endpoints come as a ClusterLoadAssignment over ADS)."""
+    """The EDS cluster of one version (its endpoints come as a ClusterLoadAssignment over ADS);
+    with a VIP ``port``, the one that port's traffic takes, speaking that port's protocol."""
     policy = service.policy
     cluster = cluster_pb2.Cluster(
-        name=cluster_name(service, version),
+        name=cluster_name(service, version, port.port if port else None),
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads()),
         connect_timeout=seconds(policy.connect_timeout),
@@ -135,10 +164,7 @@ def eds_cluster(
     )
     if tls is not None:
         cluster.transport_socket.CopyFrom(tls)
-    if service.protocol == "grpc":
-        options = hpo.HttpProtocolOptions()
-        options.explicit_http_config.http2_protocol_options.SetInParent()
-        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(packed(options))
+    _protocol_options(cluster, port.protocol if port else service.protocol)
     if policy.circuit_breakers is not None:
         threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds()
         for key, value in _fields(policy.circuit_breakers).items():
@@ -181,38 +207,53 @@ def load_assignment(name: str, endpoints: Sequence[Endpoint]) -> endpoint_pb2.Cl
     return cla
 
 
-def local_app_cluster(app: Address, service: Service) -> cluster_pb2.Cluster:
-    """The sidecar's own application: STATIC for an IP, STRICT_DNS for a name."""
+def _protocol_options(cluster: cluster_pb2.Cluster, protocol: Protocol | None) -> None:
+    """gRPC goes upstream as HTTP/2; a detected protocol as the downstream spoke it."""
+    if protocol not in ("grpc", None):
+        return
+    options = hpo.HttpProtocolOptions()
+    if protocol == "grpc":
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        options.use_downstream_protocol_config.SetInParent()
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(packed(options))
+
+
+def local_app_cluster(
+    app: Address, service: Service, name: str = LOCAL_APP, protocol: Protocol | None = "http"
+) -> cluster_pb2.Cluster:
+    """The sidecar's own application: STATIC for an IP, STRICT_DNS for a name. A transparent
+    sidecar has one per application port, ``inbound|PORT||``, speaking that port's protocol
+    (``None``: detected, relayed by tcp_proxy, so no HTTP options)."""
     try:
         ipaddress.ip_address(app[0])
         kind = cluster_pb2.Cluster.STATIC
     except ValueError:
         kind = cluster_pb2.Cluster.STRICT_DNS
     cluster = cluster_pb2.Cluster(
-        name=LOCAL_APP, type=kind, connect_timeout=seconds(service.policy.connect_timeout)
+        name=name, type=kind, connect_timeout=seconds(service.policy.connect_timeout)
     )
-    cluster.load_assignment.cluster_name = LOCAL_APP
+    cluster.load_assignment.cluster_name = name
     cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(socket_address(app))
-    if service.protocol == "grpc":
-        options = hpo.HttpProtocolOptions()
-        options.explicit_http_config.http2_protocol_options.SetInParent()
-        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(packed(options))
+    if protocol == "grpc":
+        _protocol_options(cluster, protocol)
     return cluster
 
 
 # ----------------------------------------------------------------------------- routes
 
 
-def route_configuration(service: Service) -> route_pb2.RouteConfiguration:
+def route_configuration(service: Service, port: int | None = None) -> route_pb2.RouteConfiguration:
     """The service's routes under one virtual host matching any authority: each sidecar listener
-    and each proxyless api_listener that names this configuration is dedicated to the service."""
+    (or VIP filter chain) and each proxyless api_listener that names this configuration is
+    dedicated to the service; a further VIP ``port`` routes to that port's clusters."""
     vhost = rc.VirtualHost(name=service.name, domains=["*"])
     for route in service.routes:
-        vhost.routes.append(_route(service, route))
-    return route_pb2.RouteConfiguration(name=service.name, virtual_hosts=[vhost])
+        vhost.routes.append(_route(service, route, port))
+    return route_pb2.RouteConfiguration(name=route_name(service, port), virtual_hosts=[vhost])
 
 
-def _route(service: Service, route: Route) -> rc.Route:
+def _route(service: Service, route: Route, port: int | None) -> rc.Route:
     match = rc.RouteMatch()
     if route.match.path is not None:
         match.path = route.match.path
@@ -223,11 +264,12 @@ def _route(service: Service, route: Route) -> rc.Route:
     action = rc.RouteAction()
     versions = {v.name: v for v in service.versions}
     if len(route.split) == 1:
-        action.cluster = cluster_name(service, versions[route.split[0][0]])
+        action.cluster = cluster_name(service, versions[route.split[0][0]], port)
     else:
         for version, weight in route.split:
             action.weighted_clusters.clusters.add(
-                name=cluster_name(service, versions[version]), weight=wrappers_pb2.UInt32Value(value=weight)
+                name=cluster_name(service, versions[version], port),
+                weight=wrappers_pb2.UInt32Value(value=weight),
             )
     if route.timeout is not None:
         action.timeout.CopyFrom(seconds(route.timeout))
@@ -240,8 +282,54 @@ def _route(service: Service, route: Route) -> rc.Route:
     return rc.Route(match=match, route=action)
 
 
-def inbound_route_configuration() -> route_pb2.RouteConfiguration:
+def inbound_route_configuration(
+    cluster: str = LOCAL_APP, name: str = "inbound"
+) -> route_pb2.RouteConfiguration:
     """Everything an authorised caller sends goes to the local application."""
-    vhost = rc.VirtualHost(name="local_app", domains=["*"])
-    vhost.routes.add(match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(cluster=LOCAL_APP))
-    return route_pb2.RouteConfiguration(name="inbound", virtual_hosts=[vhost])
+    vhost = rc.VirtualHost(name=cluster, domains=["*"])
+    vhost.routes.add(match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(cluster=cluster))
+    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
+
+
+# ----------------------------------------------------------------------------- network filters
+
+
+def http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
+    return hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        http_filters=[
+            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
+        ],
+    )
+
+
+def sidecar_http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
+    manager = http_manager(stat_prefix)
+    manager.normalize_path.value = True
+    manager.request_headers_timeout.FromSeconds(SIDECAR_REQUEST_HEADERS_TIMEOUT)
+    return manager
+
+
+def hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
+    return lc.Filter(name=HCM_NAME, typed_config=packed(manager))
+
+
+def tcp_filter(stat_prefix: str, service: Service, port: int | None = None) -> lc.Filter:
+    """A TCP service follows its first route's split (TCP has no requests to match); a further
+    VIP ``port`` to that port's clusters."""
+    versions = {v.name: v for v in service.versions}
+    split = service.routes[0].split
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if len(split) == 1:
+        proxy.cluster = cluster_name(service, versions[split[0][0]], port)
+    for version, weight in split if len(split) > 1 else ():
+        proxy.weighted_clusters.clusters.add(
+            name=cluster_name(service, versions[version], port), weight=weight
+        )
+    return lc.Filter(name=TCP_NAME, typed_config=packed(proxy))
+
+
+def tcp_proxy_filter(stat_prefix: str, cluster: str) -> lc.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    return lc.Filter(name=TCP_NAME, typed_config=packed(proxy))

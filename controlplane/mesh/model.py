@@ -16,6 +16,9 @@ PqMode = Literal["required", "preferred", "off"]
 Protocol = Literal["http", "grpc", "tcp"]
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 Address = tuple[str, int]
+SidecarMode = Literal["explicit", "transparent"]
+MtlsMode = Literal["STRICT", "PERMISSIVE"]
+OutboundPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +44,26 @@ class Sidecar:
 
     ``inbound`` is where the sidecar terminates PQ mTLS for callers, ``app`` the local
     application it forwards to; a sidecar without ``inbound`` only makes outbound calls.
+    A ``transparent`` sidecar has neither: the application's traffic is captured (``meshproxy
+    iptables``) into Istio's ``virtualOutbound`` / ``virtualInbound`` listeners, ``mtls`` says
+    whether its inbound also takes plaintext (``PERMISSIVE``), and ``outbound_traffic_policy``
+    overrides the mesh's for destinations outside the mesh.
     """
 
     group: str
     inbound: Address | None = None
     app: Address | None = None
+    mode: SidecarMode = "explicit"
+    mtls: MtlsMode = "STRICT"
+    outbound_traffic_policy: OutboundPolicy | None = None  # None: the mesh's
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """A port of a service's virtual IP; ``protocol`` None means detected per connection."""
+
+    port: int
+    protocol: Protocol | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +142,9 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """``port`` and ``protocol`` are what explicit mode uses (the outbound listener's port, and
+    HTTP unless written otherwise); ``ports`` are the VIP's ports, the first being ``port``."""
+
     name: str
     port: int
     protocol: Protocol
@@ -133,6 +154,8 @@ class Service:
     policy: Policy = Policy()
     allow: tuple[Allow, ...] = ()
     sidecar: Sidecar | None = None
+    vip: str | None = None  # the virtual IP callers address (a ClusterIP); transparent mode only
+    ports: tuple[ServicePort, ...] = ()  # the VIP's ports, ``port`` first
 
     def admits(self, identity: str) -> bool:
         return any(a.admits(identity) for a in self.allow)
@@ -152,10 +175,13 @@ class Service:
 class Sidecars:
     """Where the sidecars find their certificates: ``cert_dir`` with ``{group}`` / ``{service}``
     placeholders, holding the identity agent's ``cert.pem``, ``key.pem`` and ``ca.pem``; and the
-    address their outbound listeners bind."""
+    address their outbound listeners bind; transparent sidecars bind ``virtual_outbound`` and
+    ``virtual_inbound`` (Istio's 15001 and 15006), where ``meshproxy iptables`` redirects."""
 
     cert_dir: str = "/var/run/meshproxy/certs"
     outbound_address: str = "127.0.0.1"
+    virtual_outbound: Address = ("0.0.0.0", 15001)
+    virtual_inbound: Address = ("0.0.0.0", 15006)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +191,7 @@ class Mesh:
     services: tuple[Service, ...]
     sidecars: Sidecars = Sidecars()
     namespace: str = "default"
+    outbound_traffic_policy: OutboundPolicy = "ALLOW_ANY"  # Istio's default
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

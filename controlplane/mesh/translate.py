@@ -32,12 +32,10 @@ layout, ``meshproxy run --cert-dir``) from ``sidecars.cert_dir`` with ``{group}`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from envoy.config.core.v3.base_pb2 import TransportSocket
-from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
 from controlplane.mesh.envoy import (
@@ -46,22 +44,33 @@ from controlplane.mesh.envoy import (
     cluster_name,
     downstream_tls,
     eds_cluster,
+    hcm_filter,
+    http_manager,
     inbound_route_configuration,
     load_assignment,
     local_app_cluster,
     packed,
     route_configuration,
+    route_name,
+    sidecar_http_manager,
     socket_address,
+    tcp_filter,
+    tcp_proxy_filter,
     upstream_tls,
 )
-from controlplane.mesh.model import Mesh, Service, Sidecar, Version
+from controlplane.mesh.model import Mesh, Service, ServicePort, Sidecar, Version
+from controlplane.mesh.virtual import (
+    FALLBACK,
+    VIRTUAL_INBOUND,
+    VIRTUAL_OUTBOUND,
+    fallback_cluster,
+    inbound_cluster_name,
+    virtual_inbound,
+    virtual_outbound,
+)
 from controlplane.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
 
 DEFAULT_GROUP = "default"
-_HCM_NAME = "envoy.filters.network.http_connection_manager"
-_TCP_NAME = "envoy.filters.network.tcp_proxy"
-_ROUTER_NAME = "envoy.filters.http.router"
-SIDECAR_REQUEST_HEADERS_TIMEOUT = 10  # seconds: Envoy's recommended edge value, Istio's too
 
 
 def translate(mesh: Mesh) -> dict[str, Resources]:
@@ -86,6 +95,8 @@ def _add(resources: Resources, type_url: str, name: str, message: Message) -> No
 
 
 def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
+    if sidecar.mode == "transparent":
+        return _transparent_group(mesh, service, sidecar)
     out = _empty()
     certs = cert_dir(mesh, service, sidecar)
     if sidecar.inbound is not None and sidecar.app is not None and service.allow:
@@ -93,12 +104,11 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
         chain = listener.filter_chains.add()
         chain.transport_socket.CopyFrom(downstream_tls(mesh, certs, service))
         if service.protocol == "tcp":
-            proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="inbound", cluster=LOCAL_APP)
-            chain.filters.append(lc.Filter(name=_TCP_NAME, typed_config=packed(proxy)))
+            chain.filters.append(tcp_proxy_filter("inbound", LOCAL_APP))
         else:
-            manager = _sidecar_http_manager("inbound")
+            manager = sidecar_http_manager("inbound")
             manager.route_config.CopyFrom(inbound_route_configuration())
-            chain.filters.append(_hcm_filter(manager))
+            chain.filters.append(hcm_filter(manager))
         _add(out, LISTENER, listener.name, listener)
         _add(out, CLUSTER, LOCAL_APP, local_app_cluster(sidecar.app, service))
     for callee in mesh.services:
@@ -109,12 +119,12 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             name=name, address=socket_address((mesh.sidecars.outbound_address, callee.port))
         )
         if callee.protocol == "tcp":
-            listener.filter_chains.add().filters.append(_tcp_filter(name, callee))
+            listener.filter_chains.add().filters.append(tcp_filter(name, callee))
         else:
-            manager = _sidecar_http_manager(name)
+            manager = sidecar_http_manager(name)
             manager.rds.config_source.CopyFrom(ads())
             manager.rds.route_config_name = callee.name
-            listener.filter_chains.add().filters.append(_hcm_filter(manager))
+            listener.filter_chains.add().filters.append(hcm_filter(manager))
             _add(out, ROUTE, callee.name, route_configuration(callee))
         _add(out, LISTENER, name, listener)
         for version in callee.versions:
@@ -129,7 +139,7 @@ def _default_group(mesh: Mesh) -> Resources:
         if service.protocol == "tcp" or not service.allow:
             continue  # gRPC clients speak HTTP/2 only; nobody may call a service without allow
         for name in (service.name, f"{service.name}:{service.port}"):
-            manager = _http_manager(service.name)
+            manager = http_manager(service.name)
             manager.rds.config_source.CopyFrom(ads())
             manager.rds.route_config_name = service.name
             listener = listener_pb2.Listener(name=name)
@@ -141,40 +151,71 @@ def _default_group(mesh: Mesh) -> Resources:
     return out
 
 
-def _add_version(out: Resources, service: Service, version: Version, tls: TransportSocket | None) -> None:
-    name = cluster_name(service, version)
-    _add(out, CLUSTER, name, eds_cluster(service, version, tls))
-    _add(out, ENDPOINT, name, load_assignment(name, version.endpoints))
+def _transparent_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
+    """``virtualOutbound`` with a chain per VIP port of every service that admits this one,
+    those ports' routes and clusters (PQ mTLS to meshed versions, as in explicit mode) and the
+    fallback cluster; ``virtualInbound`` for the application's ports when anyone may call."""
+    out = _empty()
+    certs = cert_dir(mesh, service, sidecar)
+    targets = [
+        (callee, port)
+        for callee in mesh.services
+        if callee.vip is not None and callee.admits(service.identity)
+        for port in callee.ports
+    ]
+    for callee, port in targets:
+        if port.protocol != "tcp":
+            _add(out, ROUTE, route_name(callee, port.port), route_configuration(callee, port.port))
+        for version in callee.versions:
+            tls = upstream_tls(mesh, certs, callee) if callee.meshed(version) else None
+            _add_version(out, callee, version, tls, port)
+    policy = sidecar.outbound_traffic_policy or mesh.outbound_traffic_policy
+    _add(out, LISTENER, VIRTUAL_OUTBOUND, virtual_outbound(mesh.sidecars.virtual_outbound, targets, policy))
+    _add(out, CLUSTER, FALLBACK[policy], fallback_cluster(policy))
+    if service.allow:
+        ports = _application_ports(service, sidecar)
+        tls = downstream_tls(mesh, certs, service)
+        _add(
+            out,
+            LISTENER,
+            VIRTUAL_INBOUND,
+            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, sidecar.mtls),
+        )
+        for port in ports:
+            name = inbound_cluster_name(port.port)
+            _add(
+                out, CLUSTER, name, local_app_cluster(("127.0.0.1", port.port), service, name, port.protocol)
+            )
+    return out
 
 
-def _http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
-    return hcm.HttpConnectionManager(
-        stat_prefix=stat_prefix,
-        codec_type=hcm.HttpConnectionManager.AUTO,
-        http_filters=[
-            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
-        ],
+def _application_ports(service: Service, sidecar: Sidecar) -> tuple[ServicePort, ...]:
+    """The ports callers address on this sidecar's instances: its endpoints' ports (the
+    service's first port, as a Service's ``targetPort``), else that port itself; then the
+    service's further ports, which callers reach at the endpoint's IP."""
+    versions = (
+        service.versions
+        if service.sidecar is sidecar
+        else [v for v in service.versions if v.sidecar is sidecar]
     )
+    first = service.ports[0]
+    targets = sorted({e.address[1] for v in versions for e in v.endpoints}) or [first.port]
+    ports = [ServicePort(p, first.protocol) for p in targets]
+    return (*ports, *(p for p in service.ports[1:] if p.port not in targets))
 
 
-def _sidecar_http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
-    manager = _http_manager(stat_prefix)
-    manager.normalize_path.value = True
-    manager.request_headers_timeout.FromSeconds(SIDECAR_REQUEST_HEADERS_TIMEOUT)
-    return manager
-
-
-def _hcm_filter(manager: hcm.HttpConnectionManager) -> lc.Filter:
-    return lc.Filter(name=_HCM_NAME, typed_config=packed(manager))
-
-
-def _tcp_filter(stat_prefix: str, service: Service) -> lc.Filter:
-    """A TCP service follows its first route's split (TCP has no requests to match)."""
-    versions = {v.name: v for v in service.versions}
-    split = service.routes[0].split
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
-    if len(split) == 1:
-        proxy.cluster = cluster_name(service, versions[split[0][0]])
-    for version, weight in split if len(split) > 1 else ():
-        proxy.weighted_clusters.clusters.add(name=cluster_name(service, versions[version]), weight=weight)
-    return lc.Filter(name=_TCP_NAME, typed_config=packed(proxy))
+def _add_version(
+    out: Resources,
+    service: Service,
+    version: Version,
+    tls: TransportSocket | None,
+    port: ServicePort | None = None,
+) -> None:
+    """The version's cluster and endpoints; for a VIP ``port`` other than the service's first,
+    the endpoints' IPs at that port."""
+    name = cluster_name(service, version, port.port if port else None)
+    endpoints = version.endpoints
+    if port is not None and port.port != service.port:
+        endpoints = tuple(replace(e, address=(e.address[0], port.port)) for e in endpoints)
+    _add(out, CLUSTER, name, eds_cluster(service, version, tls, port))
+    _add(out, ENDPOINT, name, load_assignment(name, endpoints))
