@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .pods import Pods
+from controlplane.demo.pods import Pods
 
 ROOT_REASON = "pod tests need root (network namespaces, iptables); CI runs them as root"
 TOOLS = (

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from .pods import COMMAND_TIMEOUT, REPO, SIDECAR_UID, Pod, Pods
+from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, SIDECAR_UID, Pod, Pods
 
 IMAGE = "localhost/meshproxy:e2e"
 BASE = "localhost/meshproxy-base"

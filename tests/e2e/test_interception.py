@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from .pods import SIDECAR_UID, Pod, Pods
+from controlplane.demo.pods import SIDECAR_UID, Pod, Pods
 
 OUTBOUND, INBOUND = 15001, 15006
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .pods import Pod, Pods
+from controlplane.demo.pods import Pod, Pods
 
 FAMILIES = {"ipv4": "iptables", "ipv6": "ip6tables"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .pods import NETNS_ETC, SIDECAR_UID, Pods
+from controlplane.demo.pods import NETNS_ETC, SIDECAR_UID, Pods
 
 
 def test_pods_reach_each_other_by_name_over_both_families(pods: Pods) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from certs import make_leaf, write_leaf
 
-from .pods import READY_TIMEOUT, Pods
+from controlplane.demo.pods import READY_TIMEOUT, Pods
+
 from .wire import X25519, _first_handshake_message, _hello, capture, hellos
 
 _TLS_SERVER = """

@@ -2,7 +2,7 @@
 
 Owns building and tearing down "pods": a hub namespace holding a bridge, one namespace per
 pod with ``eth0`` (a veth to the bridge) carrying one IPv4 address in 10.213.0.0/24 and one
-IPv6 ULA in fd00:213::/64, ``lo`` up, and ``/etc/netns/<namespace>/hosts`` (which
+IPv6 ULA in fd00:213::/64 and the default routes, ``lo`` up, and ``/etc/netns/<namespace>/hosts`` (which
 ``ip netns exec`` binds over ``/etc/hosts``) resolving service names to their addresses.
 Processes run inside a pod through ``ip netns exec``, as uid/gid 1337 (the sidecar's) when
 asked, via ``setpriv``. Names carry the pid and a counter, so parallel sessions and successive
@@ -149,6 +149,10 @@ class Pods:
         _ip("-n", netns, "addr", "add", f"{pod.ipv4}/24", "dev", "eth0")
         _ip("-n", netns, "addr", "add", f"{pod.ipv6}/64", "dev", "eth0", "nodad")
         _ip("-n", netns, "link", "set", "eth0", "up")
+        # A default route, as a pod has: a service VIP is not on the pod network, and the kernel
+        # routes a connection before the nat OUTPUT rules redirect it to the sidecar.
+        _ip("-n", netns, "route", "add", "default", "dev", "eth0")
+        _ip("-n", netns, "-6", "route", "add", "default", "dev", "eth0")
         if hosts:
             etc = NETNS_ETC / netns
             etc.mkdir(parents=True, exist_ok=True)
