@@ -39,9 +39,9 @@ H2, H1, ANY = chain("h2", "h2"), chain("h1", "http/1.1"), chain("any")
 )
 def test_application_protocols_follow_the_clients_preference(offered: tuple[str, ...], expected: str) -> None:
     for chains in ((H2, H1, ANY), (ANY, H1, H2)):
-        found = select_chain(listener(*chains), 443, "", "tls", offered)
+        found = select_chain(listener(*chains), ("127.0.0.1", 443), ("127.0.0.1", 1), "", "tls", offered)
         assert found is not None and found.name == expected
 
 
 def test_without_a_fallback_an_unnamed_protocol_matches_nothing() -> None:
-    assert select_chain(listener(H2, H1), 443, "", "tls", ("spdy/3",)) is None
+    assert select_chain(listener(H2, H1), ("127.0.0.1", 443), ("127.0.0.1", 1), "", "tls", ("spdy/3",)) is None
