@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .pods import SIDECAR_UID, Pod, Pods
+from controlplane.demo.pods import SIDECAR_UID, Pod, Pods
 
 VIP4, VIP6 = "10.213.0.200", "fd00:213::c8"
 ADMIN = 15000
