@@ -334,6 +334,12 @@ async def _serve(
             return 3
         bound.append(f"{address.rsplit(':', 1)[0]}:{port}")
     await server.start()
+    # Before the first "serving" line: a SIGTERM sent as soon as one is read stops in order.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stop.set)
     plain, tls = bound[0], bound[1:]
     host, port = plain.rsplit(":", 1)
     print(f"controlplane: serving the CA on {host}:{port}", flush=True)
@@ -356,11 +362,6 @@ async def _serve(
             flush=True,
         )
     reload = asyncio.create_task(control.watch_files())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
-            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     reload.cancel()
     with contextlib.suppress(asyncio.CancelledError):
