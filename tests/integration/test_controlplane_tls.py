@@ -22,8 +22,10 @@ import pytest
 from controlplane.tokens import Grant, append_token, new_token
 from meshproxy.identity import certs
 from meshproxy.identity.source import load_material
-from tests.integration.controlplane_harness import REPO, ControlPlaneProcess
-from tests.integration.tls_relay import X25519MLKEM768, GroupRelay
+
+from .controlplane_harness import REPO, ControlPlaneProcess
+from .controlplane_harness import controlplane as running_controlplane
+from .tls_relay import X25519MLKEM768, GroupRelay
 
 WEB = "spiffe://mesh.local/ns/default/sa/web"
 UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -40,25 +42,17 @@ FROM_CP = {
 }
 
 
-@contextlib.asynccontextmanager
-async def controlplane(tmp_path: Path) -> AsyncIterator[ControlPlaneProcess]:
-    mesh = tmp_path / "mesh.yaml"
-    mesh.write_text("mesh: {trust_domain: mesh.local}\nservices: []\n")
-    resources = tmp_path / "resources.json"
-    resources.write_text(json.dumps({"resources": [FROM_CP]}))
-    cp = ControlPlaneProcess(tmp_path, mesh, resources)
-    await cp.start()
-    try:
-        yield cp
-    finally:
-        await cp.stop()
+def controlplane(tmp_path: Path) -> contextlib.AbstractAsyncContextManager[ControlPlaneProcess]:
+    """A mesh with no services: the default group serves `FROM_CP` alone."""
+    mesh = "mesh: {trust_domain: mesh.local}\nservices: []\n"
+    return running_controlplane(tmp_path, mesh, json.dumps({"resources": [FROM_CP]}))
 
 
-def bootstrap(path: Path, port: int, trusted_ca: Path) -> Path:
+def bootstrap(path: Path, port: int, trusted_ca: Path, sni: str = "localhost") -> Path:
     endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
     tls = {
         "@type": UPSTREAM,
-        "sni": "localhost",
+        "sni": sni,
         "common_tls_context": {"validation_context": {"trusted_ca": {"filename": str(trusted_ca)}}},
     }
     xds = {
@@ -131,16 +125,22 @@ class Sidecar:
 
 @contextlib.asynccontextmanager
 async def sidecar(
-    tmp_path: Path, cp: ControlPlaneProcess, port: int, trust: Path, identity: bool = True
+    tmp_path: Path,
+    cp: ControlPlaneProcess,
+    port: int,
+    trust: Path,
+    identity: bool = True,
+    sni: str = "localhost",
 ) -> AsyncIterator[Sidecar]:
-    """The sidecar, its ADS (and with ``identity`` its CA client) on ``port``, trusting ``trust``."""
+    """The sidecar, its ADS (and with ``identity`` its CA client) on ``port``, trusting ``trust``,
+    sending ``sni`` to ADS."""
     argv = [
         sys.executable,
         "-m",
         "meshproxy",
         "run",
         "-c",
-        str(bootstrap(tmp_path / "boot.json", port, trust)),
+        str(bootstrap(tmp_path / "boot.json", port, trust, sni)),
     ]
     if identity:
         token = new_token()
@@ -199,6 +199,16 @@ async def test_a_sidecar_with_another_trust_bundle_is_refused_says_why_and_retri
             assert reason + bundle.format(other=other) in line
             assert "CERTIFICATE_VERIFY_FAILED" in line
         assert not [line for line in car.lines if "ADS: accepted" in line or "issued by" in line]
+
+
+async def test_a_certificate_that_does_not_name_the_server_name_sent_is_refused(tmp_path: Path) -> None:
+    async with controlplane(tmp_path) as cp:
+        trust = cp.workdir / "ca" / "ca.crt"
+        async with sidecar(tmp_path, cp, cp.tls_port, trust, identity=False, sni="elsewhere.example") as car:
+            refusals = await car.wait_for("ADS stream to ", count=2)
+        for line in refusals:
+            assert "the controlplane's certificate does not name the host dialled (or the SNI sent)" in line
+            assert "--xds-tls-san" in line
 
 
 async def test_the_plaintext_port_refuses_a_non_loopback_address_unless_allowed(tmp_path: Path) -> None:
