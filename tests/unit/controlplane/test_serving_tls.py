@@ -110,3 +110,27 @@ async def test_grpc_serves_the_renewed_certificate_to_new_handshakes_without_a_r
         assert await _served_serial(port) == renewed  # not renewed again until it is due
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize("algorithm", list(certs.Algorithm), ids=lambda a: a.value)
+async def test_a_grpc_client_verifies_the_chain_whatever_the_cas_algorithm(
+    algorithm: certs.Algorithm,
+) -> None:
+    ca = make_ca(algorithm, trust_domain="mesh.local")
+    serving = ServingCertificate(ca.ca, parse_sans(["cp.mesh"]), ttl=TTL, now=datetime.now(UTC))
+    server = grpc.aio.server()
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(serving, lambda: datetime.now(UTC)))
+    await server.start()
+    try:
+        cases = [("cp.mesh", grpc.StatusCode.UNIMPLEMENTED), ("other.mesh", grpc.StatusCode.UNAVAILABLE)]
+        for name, expected in cases:
+            options = [("grpc.ssl_target_name_override", name), ("grpc.use_local_subchannel_pool", 1)]
+            credentials = grpc.ssl_channel_credentials(ca.cert_pem)
+            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
+                call = channel.unary_unary("/no.Such/Method")
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await call(b"", timeout=10)
+            # UNIMPLEMENTED: the handshake succeeded and the server answered; UNAVAILABLE: refused.
+            assert failed.value.code() == expected, failed.value.details()
+    finally:
+        await server.stop(None)
