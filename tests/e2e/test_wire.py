@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from certs import make_leaf, write_leaf
+from tls_hello import X25519, first_handshake_message, parse_hello
 
 from controlplane.demo.pods import READY_TIMEOUT, Pods
 
-from .wire import X25519, _first_handshake_message, _hello, capture, hellos
+from .wire import capture, hellos
 
 _TLS_SERVER = """
 import socket, ssl, sys
@@ -43,8 +44,10 @@ def test_a_client_hello_made_by_another_stack_parses() -> None:
         tls.do_handshake()
     except ssl.SSLWantReadError:
         pass  # the ClientHello is written; the server's answer would come next
-    hello = _hello(("a", 1, "b", 2), _first_handshake_message(outgoing.read()))
-    assert hello is not None and hello.kind == "client"
+    message = first_handshake_message(outgoing.read())
+    assert message is not None
+    hello = parse_hello(message)
+    assert hello.kind == "client"
     assert hello.sni == "hello.mesh"
     assert X25519 in hello.groups and hello.key_shares and set(hello.key_shares) <= set(hello.groups)
 

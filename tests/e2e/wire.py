@@ -2,10 +2,10 @@
 
 Owns running ``tcpdump`` on a pod's ``eth0`` (the veth), reading the pcap file it writes
 (Ethernet, IPv4 and IPv6, TCP), putting each flow's first bytes back in order, and parsing the
-cleartext part of TLS 1.3 handshakes from them: the ClientHello's SNI, supported groups and key
-shares, and the ServerHello's (or HelloRetryRequest's) selected group and cipher suite. It is
+cleartext part of TLS 1.3 handshakes from them (``tests/tls_hello.py``): the ClientHello's SNI,
+supported groups and key shares, and the ServerHello's selected group and cipher suite. It is
 what an observer on the wire sees, independent of what either proxy reports about itself.
-Depends only on the standard library and the tcpdump binary.
+Depends only on the standard library, ``tls_hello`` and the tcpdump binary.
 """
 
 from __future__ import annotations
@@ -17,42 +17,20 @@ import signal
 import struct
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-X25519MLKEM768 = 0x11EC
-X25519 = 0x001D
-GROUP_NAMES = {X25519MLKEM768: "X25519MLKEM768", X25519: "x25519", 0x0017: "secp256r1", 0x0018: "secp384r1"}
-_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+from tls_hello import Flow, Hello, first_handshake_message, parse_hello
+
 _FLOW_BYTES = 64 * 1024  # a handshake's cleartext part fits well within this
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
-
-Flow = tuple[str, int, str, int]  # source address, source port, destination address, destination port
 
 
 class _InPod(Protocol):
     netns: str
 
     def argv(self, argv: list[str], user: int | None = None) -> list[str]: ...
-
-
-@dataclass
-class Hello:
-    """One hello seen on the wire: ``client`` (ClientHello) or ``server`` (ServerHello)."""
-
-    flow: Flow
-    kind: str
-    sni: str = ""
-    groups: list[int] = field(default_factory=list)  # client: supported_groups
-    key_shares: list[int] = field(default_factory=list)  # client: the groups it sent shares for
-    selected: int | None = None  # server: the key_share group it chose
-    cipher: int | None = None  # server: the cipher suite it chose
-    retry: bool = False  # server: a HelloRetryRequest
-
-    def names(self, groups: list[int]) -> list[str]:
-        return [GROUP_NAMES.get(g, hex(g)) for g in groups]
 
 
 @contextlib.contextmanager
@@ -86,9 +64,12 @@ def hellos(pcap: bytes) -> list[Hello]:
     """Every TLS ClientHello and ServerHello at the start of a TCP flow in the capture."""
     found: list[Hello] = []
     for flow, stream in _streams(pcap).items():
-        hello = _hello(flow, _first_handshake_message(stream))
-        if hello is not None:
-            found.append(hello)
+        if stream[:1] != b"\x16":
+            continue  # not TLS (or not from its start)
+        message = first_handshake_message(stream)
+        if message is None:
+            raise ValueError(f"{flow}: the capture holds an incomplete TLS handshake message")
+        found.append(parse_hello(message, flow))
     return found
 
 
@@ -170,78 +151,3 @@ def _in_order(parts: list[tuple[int, bytes]]) -> bytes:
         if len(out) >= _FLOW_BYTES:
             break
     return bytes(out)
-
-
-# --- TLS: the first handshake message of a flow ---------------------------------------------
-
-
-def _first_handshake_message(stream: bytes) -> bytes:
-    """The first handshake message carried by the flow's leading TLS records, or b""."""
-    body = bytearray()
-    offset = 0
-    while offset + 5 <= len(stream) and stream[offset] == 22:  # handshake records
-        length = int.from_bytes(stream[offset + 3 : offset + 5], "big")
-        body += stream[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-        if len(body) >= 4 and len(body) >= 4 + int.from_bytes(body[1:4], "big"):
-            return bytes(body[: 4 + int.from_bytes(body[1:4], "big")])
-    return b""
-
-
-def _hello(flow: Flow, message: bytes) -> Hello | None:
-    if len(message) < 38 or message[0] not in (1, 2):
-        return None
-    reader = _Reader(message[4:])
-    reader.take(2)  # legacy_version
-    random = reader.take(32)
-    reader.vector(1)  # legacy_session_id
-    if message[0] == 1:
-        reader.vector(2)  # cipher_suites
-        reader.vector(1)  # legacy_compression_methods
-        hello = Hello(flow, "client")
-    else:
-        hello = Hello(flow, "server", cipher=reader.u16(), retry=random == _HRR_RANDOM)
-        reader.take(1)  # legacy_compression_method
-    extensions = _Reader(reader.vector(2))
-    while extensions.left():
-        kind, data = extensions.u16(), _Reader(extensions.vector(2))
-        if kind == 0 and hello.kind == "client":  # server_name
-            names = _Reader(data.vector(2))
-            while names.left():
-                name_type, name = names.take(1)[0], names.vector(2)
-                if name_type == 0:
-                    hello.sni = name.decode("ascii", "replace")
-        elif kind == 10 and hello.kind == "client":  # supported_groups
-            groups = _Reader(data.vector(2))
-            hello.groups = [groups.u16() for _ in range(groups.left() // 2)]
-        elif kind == 51:  # key_share
-            if hello.kind == "client":
-                shares = _Reader(data.vector(2))
-                while shares.left():
-                    hello.key_shares.append(shares.u16())
-                    shares.vector(2)
-            else:
-                hello.selected = data.u16()
-    return hello
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def left(self) -> int:
-        return len(self.data) - self.at
-
-    def take(self, n: int) -> bytes:
-        if n > self.left():
-            raise ValueError("truncated TLS hello")
-        chunk = self.data[self.at : self.at + n]
-        self.at += n
-        return chunk
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def vector(self, size: int) -> bytes:
-        return self.take(int.from_bytes(self.take(size), "big"))

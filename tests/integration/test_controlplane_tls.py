@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tls_hello import X25519MLKEM768
 
 from controlplane.tokens import Grant, append_token, new_token
 from meshproxy.identity import certs
@@ -25,7 +26,7 @@ from meshproxy.identity.source import load_material
 
 from .controlplane_harness import REPO, ControlPlaneProcess
 from .controlplane_harness import controlplane as running_controlplane
-from .tls_relay import X25519MLKEM768, GroupRelay
+from .tls_relay import GroupRelay
 
 WEB = "spiffe://mesh.local/ns/default/sa/web"
 UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -175,7 +176,7 @@ async def test_a_sidecar_gets_its_svid_and_config_over_tls_with_x25519mlkem768(t
             assert material.bundle_pem == trust.read_bytes()
         # One connection for the CSR, at least one for ADS: every ServerHello chose the hybrid.
         assert len(relay.chosen) >= 2, relay.chosen
-        assert {(c.group, c.retry) for c in relay.chosen} == {(X25519MLKEM768, False)}, relay.chosen
+        assert {(c.selected, c.retry) for c in relay.chosen} == {(X25519MLKEM768, False)}, relay.chosen
 
 
 @pytest.mark.parametrize(
