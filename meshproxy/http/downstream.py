@@ -537,7 +537,7 @@ class DownstreamConnection(asyncio.Protocol):
         if (
             cfg.max_connection_duration > 0
             and not self.expired
-            and now - self.born > cfg.max_connection_duration
+            and now - self.born > scale("HTTP_DOWNSTREAM_CONNECTION_MAX", cfg.max_connection_duration)
         ):
             # Envoy: HTTP/1.1 has no GOAWAY; the next response says "connection: close".
             self.expired = True
@@ -553,7 +553,7 @@ class DownstreamConnection(asyncio.Protocol):
         elif not stream.headers_done:
             self._head_timeouts(stream, request_now, cfg.request_headers_timeout, cfg.request_timeout)
         elif cfg.stream_idle_timeout > 0:
-            stream.check_idle(request_now, scale("HTTP_DOWNSTREAM_STREAM_IDLE", cfg.stream_idle_timeout))
+            stream.check_idle(request_now, cfg.stream_idle_timeout)  # the exchange scales it
 
     def _head_timeouts(self, stream: Stream, now: float, head_limit: float, request_limit: float) -> None:
         """request_headers_timeout and request_timeout from the request's first byte, while its
