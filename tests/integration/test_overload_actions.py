@@ -400,16 +400,16 @@ async def test_connection_pressure_scales_idle_timeout_and_recovers() -> None:
 
 
 async def test_reduce_timeouts_shortens_max_connection_duration_on_both_codecs() -> None:
-    """reduce_timeouts on HTTP_DOWNSTREAM_CONNECTION_MAX (min_timeout 0.5 s), saturated by two
-    of four connections: the HCM's 60 s ``max_connection_duration`` becomes 0.5 s, so the
-    HTTP/1.1 connection is closed and the HTTP/2 one drained with a GOAWAY, each counted as
-    ``downstream_cx_max_duration_reached``."""
+    """reduce_timeouts on HTTP_DOWNSTREAM_CONNECTION_MAX (min_timeout 1 s), saturated by any
+    one of four connections (so the pressure stays while either is open): the HCM's 60 s
+    ``max_connection_duration`` becomes 1 s, so the HTTP/1.1 connection is closed and the
+    HTTP/2 one drained with a GOAWAY, each counted as ``downstream_cx_max_duration_reached``."""
     async with aiohttp_upstream() as up:
         action = {
-            **threshold(REDUCE_TIMEOUTS, DOWNSTREAM_CONNECTIONS, 0.5),
+            **threshold(REDUCE_TIMEOUTS, DOWNSTREAM_CONNECTIONS, 0.25),
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
-                "timer_scale_factors": [{"timer": "HTTP_DOWNSTREAM_CONNECTION_MAX", "min_timeout": "0.5s"}],
+                "timer_scale_factors": [{"timer": "HTTP_DOWNSTREAM_CONNECTION_MAX", "min_timeout": "1s"}],
             },
         }
         options = {"max_connection_duration": "60s"}
