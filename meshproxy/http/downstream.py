@@ -23,6 +23,8 @@ Transfer-Encoding, bad chunk sizes, obs-fold, bare CR/LF), each with its reason:
    (one that starts inside a read is re-serialised with single spaces anyway).
 5. Upgrades: ``h2c`` is never tunnelled (as Envoy, its headers are removed and the request goes
    on as plain HTTP/1.1), nor is a request with a body; parsing goes on after such a request.
+   Any other upgrade is tunnelled only when ``upgrade_configs`` enable it (``hcm/upgrade.py``,
+   asked by the stream once routed): else 403 and the connection closes.
    ``100 Continue`` is sent only for a request that has a body.
 6. ``headers_with_underscores_action``: ALLOW, REJECT_REQUEST (400 and close), DROP_HEADER.
 """
