@@ -204,6 +204,9 @@ class HttpStats(StatSet):
         "Requests answered 504 because the route timeout fired, or 408 because the whole request"
         " (on HTTP/1.1 also: its head) did not arrive within `request_timeout`."
     )
+    downstream_rq_ws_on_non_ws_route: int = counter(
+        "Upgrade requests refused 403 because `upgrade_configs` does not enable their type (hcm/upgrade.py)."
+    )
     downstream_rq_overload_close: int = counter(
         "Requests shed with 503 (flag OL) by the overload manager's stop_accepting_requests action."
     )

@@ -301,6 +301,8 @@ def http_manager(stat_prefix: str) -> hcm.HttpConnectionManager:
         http_filters=[
             hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
         ],
+        # As Istio: WebSocket upgrades pass (meshproxy refuses an upgrade not listed, with 403).
+        upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
 
 

@@ -31,6 +31,7 @@ from meshproxy.config.compile_common import (
     wrapped,
 )
 from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
+from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.model import (
     DirectResponse,
     HeaderMatcher,
@@ -320,6 +321,7 @@ def route_action(
         if msg.HasField("max_stream_duration")
         else (0.0, None)
     )
+    upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=True)
     if not ctx.clean_since(mark):
         return None
     return RouteAction(
@@ -336,6 +338,7 @@ def route_action(
         grpc_timeout_header_max=grpc_max,
         retry_buffer_limit=buffer_limit,
         priority=enum_name(msg, "priority"),
+        upgrades=upgrades,
     )
 
 

@@ -166,6 +166,8 @@ class RouteAction:
     retry_buffer_limit: int = 64 * 1024
     # RoutingPriority: which of the cluster's circuit-breaker thresholds the request uses.
     priority: str = "DEFAULT"
+    # upgrade_configs: (lower-case upgrade type, enabled) overriding the HCM's (hcm/upgrade.py).
+    upgrades: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,8 @@ class HttpConnectionManager:
     max_headers_count: int = 100
     # common_http_protocol_options.headers_with_underscores_action.
     headers_with_underscores: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
+    # upgrade_configs: (lower-case upgrade type, enabled); an upgrade not listed is refused 403.
+    upgrades: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ Transfer-Encoding, bad chunk sizes, obs-fold, bare CR/LF), each with its reason:
    (one that starts inside a read is re-serialised with single spaces anyway).
 5. Upgrades: ``h2c`` is never tunnelled (as Envoy, its headers are removed and the request goes
    on as plain HTTP/1.1), nor is a request with a body; parsing goes on after such a request.
+   Any other upgrade is tunnelled only when ``upgrade_configs`` enable it (``hcm/upgrade.py``,
+   asked by the stream once routed): else 403 and the connection closes.
    ``100 Continue`` is sent only for a request that has a body.
 6. ``headers_with_underscores_action``: ALLOW, REJECT_REQUEST (400 and close), DROP_HEADER.
 """
@@ -538,7 +540,7 @@ class DownstreamConnection(asyncio.Protocol):
         if (
             cfg.max_connection_duration > 0
             and not self.expired
-            and now - self.born > cfg.max_connection_duration
+            and now - self.born > scale("HTTP_DOWNSTREAM_CONNECTION_MAX", cfg.max_connection_duration)
         ):
             # Envoy: HTTP/1.1 has no GOAWAY; the next response says "connection: close".
             self.expired = True
@@ -554,7 +556,7 @@ class DownstreamConnection(asyncio.Protocol):
         elif not stream.headers_done:
             self._head_timeouts(stream, request_now, cfg.request_headers_timeout, cfg.request_timeout)
         elif cfg.stream_idle_timeout > 0:
-            stream.check_idle(request_now, scale("HTTP_DOWNSTREAM_STREAM_IDLE", cfg.stream_idle_timeout))
+            stream.check_idle(request_now, cfg.stream_idle_timeout)  # the exchange scales it
 
     def _head_timeouts(self, stream: Stream, now: float, head_limit: float, request_limit: float) -> None:
         """request_headers_timeout and request_timeout from the request's first byte, while its

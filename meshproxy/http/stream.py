@@ -45,6 +45,7 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.upgrade import upgrade_refusal
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http.head import absolute_form, request_head
@@ -161,6 +162,11 @@ class Stream:
             if refused is not None:
                 return self.local_reply(refused)
         routed = x.route(authority, self.url, self.headers)
+        if self.upgrade is not None and x.decision is not None:
+            refused_upgrade = upgrade_refusal(ctx, x.decision.route, self.upgrade)
+            if refused_upgrade is not None:
+                self.keep_alive = False
+                return self.local_reply(refused_upgrade)
         if type(routed) is LocalReply:
             return self.local_reply(routed)
         cluster: ClusterRuntime = routed  # type: ignore[assignment]  # not a LocalReply: a cluster

@@ -229,7 +229,9 @@ class H2Downstream(H2Peer):
         now = monotonic()
         for stream in list(self.streams.values()):
             stream.check_idle(now, config.stream_idle_timeout)
-        duration = config.max_connection_duration
+        duration = self.ctx.overload.scale_timeout(
+            "HTTP_DOWNSTREAM_CONNECTION_MAX", config.max_connection_duration
+        )
         if duration > 0 and not self.goaway_sent and now - self.opened >= duration:
             # Envoy's max_connection_duration: drain (GOAWAY), close once the streams are done.
             self.ctx.stats.downstream_cx_max_duration_reached += 1

@@ -4,6 +4,9 @@ Covers the upgrade handshake with an independent client (aiohttp), text and bina
 (including frames larger than one socket read), a clean close handshake, and that both
 connections of the tunnel are released afterwards (neither pooled nor left open), and that
 the route timeout does not cut a tunnel that outlives it; an upgrade the upstream declines.
+Upgrades follow Envoy's ``upgrade_configs`` (HCM and per route, hcm/upgrade.py): the tunnel
+tests enable ``websocket`` on the HCM; a type not enabled is refused 403 and the connection
+closed, on HTTP/1.1; HTTP/2 extended CONNECT is not offered, and refused.
 """
 
 from __future__ import annotations
@@ -11,18 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from typing import Any
 
 import aiohttp
+import pytest
+from h2 import events as ev
+from h2.settings import SettingCodes
 
 from . import wire
+from .h2_client import RawH2
 from .harness import bootstrap, cluster, eventually, http_listener, proxy_to, route, running_proxy
 from .test_bad_input import open_raw, read_until_close
 from .upstreams import Handler, aiohttp_upstream, raw_responder, raw_upstream
 
+# Envoy's HCM upgrade_configs enabling WebSocket (without it an upgrade is refused 403).
+WEBSOCKET = {"upgrade_configs": [{"upgrade_type": "websocket"}]}
+
 
 async def test_websocket_echo_and_close() -> None:
     big = bytes(range(256)) * 1024  # 256 KiB: spans many reads in both directions
-    async with aiohttp_upstream("ws-up") as up, proxy_to(up) as proxy:
+    async with aiohttp_upstream("ws-up") as up, proxy_to(up, **WEBSOCKET) as proxy:
         async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url("/ws")) as ws:
             await ws.send_str("hello")
             assert await ws.receive_str(timeout=5) == "ws-up:hello"
@@ -45,7 +56,11 @@ async def test_websocket_echo_and_close() -> None:
 
 
 async def test_websocket_beside_plain_requests() -> None:
-    async with aiohttp_upstream() as up, proxy_to(up) as proxy, aiohttp.ClientSession() as session:
+    async with (
+        aiohttp_upstream() as up,
+        proxy_to(up, **WEBSOCKET) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
         async with session.get(proxy.url("/echo/before")) as resp:
             assert resp.status == 200
         async with session.ws_connect(proxy.url("/ws")) as ws:
@@ -63,7 +78,7 @@ async def test_websocket_outlives_the_route_timeout() -> None:
     routes = [route("/", "backend", timeout="0.3s")]
     async with (
         aiohttp_upstream() as up,
-        running_proxy(bootstrap([http_listener(routes)], [cluster("backend", up)])) as proxy,
+        running_proxy(bootstrap([http_listener(routes, **WEBSOCKET)], [cluster("backend", up)])) as proxy,
     ):
         ticks = 0
         async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url("/ws")) as ws:
@@ -86,7 +101,7 @@ async def test_upgrade_declined_by_upstream_is_an_ordinary_response() -> None:
     upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
     async with (
         raw_upstream(raw_responder(_declines_upgrade)) as up,
-        proxy_to(up) as proxy,
+        proxy_to(up, **WEBSOCKET) as proxy,
         wire.connect(proxy.port()) as (reader, writer),
     ):
         writer.write(
@@ -142,7 +157,7 @@ async def _open_tunnel(port: int) -> socket.socket:
 
 
 async def test_a_half_close_is_relayed_both_ways_through_the_tunnel() -> None:
-    async with raw_upstream(_echo_tunnel(farewell=b"farewell")) as up, proxy_to(up) as proxy:
+    async with raw_upstream(_echo_tunnel(farewell=b"farewell")) as up, proxy_to(up, **WEBSOCKET) as proxy:
         sock = await _open_tunnel(proxy.port())
         try:
             await asyncio.get_running_loop().sock_sendall(sock, b"ping")
@@ -160,7 +175,7 @@ async def test_tunnels_whose_clients_left_are_reaped_and_free_the_breaker() -> N
     limit = 200
     tunnels = limit - limit // 4
     breakers = {"circuit_breakers": {"thresholds": [{"max_requests": limit}]}}
-    async with raw_upstream(_echo_tunnel()) as up, proxy_to(up, cluster_extra=breakers) as proxy:
+    async with raw_upstream(_echo_tunnel()) as up, proxy_to(up, cluster_extra=breakers, **WEBSOCKET) as proxy:
         socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
         stats, listener = proxy.cluster_stats(), proxy.listener_stats()
         assert stats.upstream_rq_active == tunnels
@@ -184,7 +199,7 @@ async def test_silent_tunnels_end_after_the_stream_idle_timeout() -> None:
     tunnels = 20
     async with (
         raw_upstream(_echo_tunnel()) as up,
-        proxy_to(up, stream_idle_timeout="1s") as proxy,
+        proxy_to(up, stream_idle_timeout="1s", **WEBSOCKET) as proxy,
     ):
         socks = [await _open_tunnel(proxy.port()) for _ in range(tunnels)]
         try:
@@ -196,3 +211,121 @@ async def test_silent_tunnels_end_after_the_stream_idle_timeout() -> None:
         http = proxy.http_stats()
         assert http.downstream_rq_idle_timeout == tunnels
         await eventually(lambda: proxy.cluster_stats().upstream_rq_active == 0, what="breaker released")
+
+
+# ------------------------------------------------------------------ upgrade_configs
+
+
+async def test_an_upgrade_not_enabled_is_refused_403_and_the_connection_closed() -> None:
+    """Without ``upgrade_configs`` no upgrade is enabled (Envoy): 403 with an empty body,
+    ``downstream_rq_ws_on_non_ws_route``, nothing upstream, and the connection closed, so
+    bytes after the head (here a second request) are never parsed as HTTP."""
+    async with raw_upstream(_echo_tunnel()) as up, proxy_to(up) as proxy:
+        sock = await open_raw(proxy.port())
+        try:
+            await asyncio.get_running_loop().sock_sendall(
+                sock, UPGRADE + b"GET /hidden HTTP/1.1\r\nHost: a\r\n\r\n"
+            )
+            received, how = await read_until_close(sock, quiet=5)
+        finally:
+            sock.close()
+        assert how == "eof"
+        assert received.startswith(b"HTTP/1.1 403 "), received
+        assert received.count(b"HTTP/1.1") == 1 and received.endswith(b"\r\n\r\n"), received
+        assert b"content-length: 0" in received.lower()
+        assert proxy.http_stats().downstream_rq_ws_on_non_ws_route == 1
+        assert proxy.cluster_stats().upstream_rq_total == 0
+
+
+def _ws_route(prefix: str, upgrades: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return route(prefix, "backend", **({"upgrade_configs": upgrades} if upgrades is not None else {}))
+
+
+@pytest.mark.parametrize(
+    ("hcm_upgrades", "route_upgrades", "kind", "status"),
+    [
+        pytest.param([{"upgrade_type": "WebSocket"}], None, "websocket", 101, id="hcm-enables-any-case"),
+        pytest.param([{"upgrade_type": "websocket"}], None, "WEBSOCKET", 101, id="request-type-any-case"),
+        pytest.param([{"upgrade_type": "websocket"}], None, "foo", 403, id="other-type"),
+        pytest.param(
+            [{"upgrade_type": "websocket"}],
+            [{"upgrade_type": "websocket", "enabled": False}],
+            "websocket",
+            403,
+            id="route-disables",
+        ),
+        pytest.param(
+            [{"upgrade_type": "websocket", "enabled": False}],
+            [{"upgrade_type": "websocket"}],
+            "websocket",
+            101,
+            id="route-enables-hcm-disabled",
+        ),
+        pytest.param(
+            [{"upgrade_type": "websocket", "enabled": False}], None, "websocket", 403, id="hcm-disabled"
+        ),
+        pytest.param(None, [{"upgrade_type": "websocket"}], "websocket", 403, id="route-alone-cannot"),
+    ],
+)
+async def test_upgrade_configs_follow_envoy(
+    hcm_upgrades: list[dict[str, Any]] | None,
+    route_upgrades: list[dict[str, Any]] | None,
+    kind: str,
+    status: int,
+) -> None:
+    """Envoy's table (HCM enabled x route enabled), the type compared case-insensitively;
+    ``/plain`` (no route-level entry) shows the HCM's own setting beside the route's."""
+    hcm = {"upgrade_configs": hcm_upgrades} if hcm_upgrades is not None else {}
+    routes = [_ws_route("/ws", route_upgrades), route("/")]
+    request = UPGRADE.replace(b"Upgrade: websocket", f"Upgrade: {kind}".encode())
+    async with (
+        raw_upstream(_echo_tunnel()) as up,
+        running_proxy(bootstrap([http_listener(routes, **hcm)], [cluster("backend", up)])) as proxy,
+    ):
+        sock = await open_raw(proxy.port())
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(sock, request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+                assert data, head
+                head += data
+        finally:
+            sock.close()
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        refused = proxy.http_stats().downstream_rq_ws_on_non_ws_route
+        assert refused == (status == 403)
+        assert proxy.cluster_stats().upstream_rq_total == (status != 403)
+
+
+async def test_http2_does_not_offer_extended_connect_and_refuses_it() -> None:
+    """RFC 8441: the proxy's SETTINGS do not enable CONNECT with ``:protocol``; a client that
+    sends one anyway is refused (never forwarded), whatever ``upgrade_configs`` says."""
+    async with raw_upstream(_echo_tunnel()) as up, proxy_to(up, **WEBSOCKET) as proxy:
+        client = await RawH2.open(proxy.port())
+        try:
+            await client.read_until(
+                lambda events: any(isinstance(e, ev.RemoteSettingsChanged) for e in events)
+            )
+            settings = next(e for e in client.events if isinstance(e, ev.RemoteSettingsChanged))
+            enable_connect = settings.changed_settings.get(SettingCodes.ENABLE_CONNECT_PROTOCOL)
+            assert enable_connect is None or enable_connect.new_value == 0
+            client.h2.config.validate_outbound_headers = False  # h2 would not send it either
+            sid = client.h2.get_next_available_stream_id()
+            headers = [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"http"),
+                (b":authority", b"a"),
+                (b":path", b"/ws"),
+                (b"sec-websocket-version", b"13"),
+            ]
+            client.h2.send_headers(sid, headers, end_stream=False)
+            await client.flush()
+            await client.read_until(lambda events: client.ended(sid) or client.goaway() is not None)
+        finally:
+            await client.close()
+        status = client.headers_of(sid).get(b":status")
+        assert status is None or status.startswith(b"4"), client.events  # a reset, or a 4xx
+        assert proxy.cluster_stats().upstream_rq_total == 0
