@@ -52,6 +52,7 @@ from meshproxy.config.model import (
     PathPolicy,
     RouteConfiguration,
     TcpProxy,
+    TrafficDirection,
     WeightedCluster,
 )
 from meshproxy.config.policy import LocalRateLimit
@@ -116,6 +117,9 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
             "a listener needs at least one filter chain or a default_filter_chain"
         )
     _check_distinct_matches(chains, ctx)
+    direction = enum_name(msg, "traffic_direction")
+    if direction not in get_args(TrafficDirection):
+        ctx.at("traffic_direction").problem(f"{direction} is not a TrafficDirection")
     if address is None or not ctx.clean_since(mark):
         return None
     return Listener(
@@ -127,6 +131,7 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         tls_inspector="envoy.filters.listener.tls_inspector" in inspectors,
         http_inspector="envoy.filters.listener.http_inspector" in inspectors,
         listener_filters_timeout=filters_timeout,
+        traffic_direction=cast(TrafficDirection, direction),
     )
 
 

@@ -345,6 +345,9 @@ class FilterChain:
     connection_limit: ConnectionLimit | None = None
 
 
+TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     name: str
@@ -358,6 +361,9 @@ class Listener:
     tls_inspector: bool = False
     http_inspector: bool = False
     listener_filters_timeout: float = 15.0
+    # traffic_direction: at shutdown, INBOUND (and UNSPECIFIED) listeners drain first while
+    # OUTBOUND ones keep serving the application until it has exited (docs/sidecar.md).
+    traffic_direction: TrafficDirection = "UNSPECIFIED"
 
 
 # --------------------------------------------------------------------------- clusters

@@ -530,3 +530,15 @@ CL = f"{FC0}.filters[0].typed_config"
 )
 def test_connection_limit_problems(filters: list[dict[str, Any]], expected: list[str]) -> None:
     assert problems_of(listener(filter_chains=[{"filters": filters}])) == expected
+
+
+@pytest.mark.parametrize("direction", ["INBOUND", "OUTBOUND", None])
+def test_traffic_direction_is_kept_unspecified_unless_given(direction: str | None) -> None:
+    doc = listener() if direction is None else listener(traffic_direction=direction)
+    result, problems = compiled(doc)
+    assert not problems and result is not None
+    assert result.traffic_direction == (direction or "UNSPECIFIED")
+
+
+def test_a_traffic_direction_the_proto_does_not_define_is_a_problem() -> None:
+    assert problems_of(listener(traffic_direction=7)) == ["l.traffic_direction: 7 is not a TrafficDirection"]
