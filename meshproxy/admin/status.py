@@ -51,11 +51,19 @@ class StatusPorts:
     """The readiness port and the Prometheus port (either may be None: not served)."""
 
     def __init__(self, admin: Admin, ready_port: int | None, prometheus_port: int | None) -> None:
-        self.routes: dict[int, dict[str, Answer]] = {}
-        if ready_port is not None:
-            self.routes.setdefault(ready_port, {})[READY_PATH] = admin.readiness
-        if prometheus_port is not None:
-            self.routes.setdefault(prometheus_port, {})[PROMETHEUS_PATH] = admin.prometheus
+        # (port, paths it serves): one port number given twice is one port; 0 is a fresh one each time.
+        self.routes: list[tuple[int, dict[str, Answer]]] = []
+        for port, path, answer in (
+            (ready_port, READY_PATH, admin.readiness),
+            (prometheus_port, PROMETHEUS_PATH, admin.prometheus),
+        ):
+            if port is None:
+                continue
+            shared = next((paths for p, paths in self.routes if p == port and port != 0), None)
+            if shared is None:
+                self.routes.append((port, {path: answer}))
+            else:
+                shared[path] = answer
         self.servers: dict[str, asyncio.Server] = {}  # by path
 
     async def start(self) -> None:
@@ -63,7 +71,7 @@ class StatusPorts:
         loop = asyncio.get_running_loop()
         sockets: list[tuple[socket.socket, dict[str, Answer]]] = []
         try:
-            for port, paths in self.routes.items():
+            for port, paths in self.routes:
                 sockets.append((all_interfaces(port), paths))
         except OSError:
             for sock, _ in sockets:
