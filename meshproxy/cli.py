@@ -165,6 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.close()
 
 
+def status_ports(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """The readiness and Prometheus ports ``run`` serves (None: not served)."""
+    if not args.sidecar:
+        return args.ready_port, args.prometheus_port
+    return (
+        SIDECAR_READY_PORT if args.ready_port is None else args.ready_port,
+        SIDECAR_PROMETHEUS_PORT if args.prometheus_port is None else args.prometheus_port,
+    )
+
+
 def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
     """The compiled bootstrap, or None after printing every problem with its field path: the
     file named once, then one problem a line (a single problem shares the file's line)."""
@@ -206,11 +216,7 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     if new > old:
         logging.getLogger("meshproxy").info("file descriptor limit raised from %d to %d", old, new)
     server = Server(config, termination=Termination(args.outbound_quiet, args.termination_drain_duration))
-    ready_port, prometheus_port = args.ready_port, args.prometheus_port
-    if args.sidecar:
-        ready_port = SIDECAR_READY_PORT if ready_port is None else ready_port
-        prometheus_port = SIDECAR_PROMETHEUS_PORT if prometheus_port is None else prometheus_port
-    status = StatusPorts(server.admin, ready_port, prometheus_port)
+    status = StatusPorts(server.admin, *status_ports(args))
     try:
         await server.start()
         await status.start()
