@@ -343,13 +343,16 @@ class Server:
     async def shutdown(self) -> None:
         """Readiness turns 503; inbound listeners drain while outbound ones keep serving until
         the application has exited (``OutboundHold``), then those drain too; then the end."""
-        if self._begin_drain():
-            inbound, outbound = self._by_direction()
-            inbound_drained = asyncio.ensure_future(self._drain(inbound, "inbound "))
-            if outbound:
-                await self._hold_outbound(outbound)
-                await self._drain(outbound, "outbound ")
-            await inbound_drained
+        self._begin_drain()
+        # Listeners a /drain_listeners already drains are left to it (and cut at close);
+        # after ``/drain_listeners?inboundonly`` (Istio's agent sends it first) the outbound
+        # ones still get their hold.
+        inbound, outbound = ([lr for lr in group if not lr.draining] for group in self._by_direction())
+        inbound_drained = asyncio.ensure_future(self._drain(inbound, "inbound "))
+        if outbound:
+            await self._hold_outbound(outbound)
+            await self._drain(outbound, "outbound ")
+        await inbound_drained
         await self.close()
 
     async def _hold_outbound(self, outbound: list[ListenerRuntime]) -> None:

@@ -190,3 +190,27 @@ async def test_admin_drain_listeners_inboundonly_leaves_outbound_listeners_servi
                 e["name"]: e["draining"] for e in (await admin.get(proxy.admin_url + "/listeners")).json()
             }
             assert drained == {"in": True, "unspecified": True, "out": False}
+
+
+async def test_shutdown_after_an_inboundonly_drain_still_holds_the_outbound_listener() -> None:
+    """Istio's agent posts ``/drain_listeners?inboundonly`` before it signals the proxy: the
+    shutdown that follows must still let the outbound listener serve until it goes quiet."""
+    async with aiohttp_upstream() as up:
+        listeners = [http_listener([route()], name=name) for name in ("in", "out")]
+        listeners[1]["traffic_direction"] = "OUTBOUND"
+        async with (
+            running_proxy(bootstrap(listeners, [cluster("backend", up)])) as proxy,
+            httpx.AsyncClient() as admin,
+        ):
+            server = proxy.server
+            assert (await admin.post(proxy.admin_url + "/drain_listeners?inboundonly")).status_code == 200
+            await eventually(lambda: refuses(proxy.port("in")), what="inbound drained")
+            async with wire.connect(proxy.port("out")) as (reader, writer):  # the app, still busy
+                server.terminate()
+                for n in range(3):
+                    writer.write(wire.request("GET", f"/echo/{n}"))
+                    resp = await wire.read_response(reader)
+                    assert resp.status == 200 and resp.get("connection") != "close"
+                assert not server.stopped.is_set()
+            # The application's connection closed: quiet for 1 s (the default), then the end.
+            await asyncio.wait_for(server.stopped.wait(), 10)
