@@ -72,7 +72,12 @@ class StatusPorts:
         sockets: list[tuple[socket.socket, dict[str, Answer]]] = []
         try:
             for port, paths in self.routes:
-                sockets.append((all_interfaces(port), paths))
+                try:
+                    sockets.append((all_interfaces(port), paths))
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"status port {port} ({', '.join(paths)}): {exc.strerror}"
+                    ) from exc
         except OSError:
             for sock, _ in sockets:
                 sock.close()
