@@ -4,7 +4,8 @@ For an entrypoint wrapper (``meshproxy wait-ready && exec app``: the application
 sidecar has a complete configuration and certificate) and for a startup probe. It polls a
 readiness URL (default ``http://127.0.0.1:15021/healthz/ready``) every ``--interval`` seconds:
 200 exits 0; at ``--timeout`` it exits 1, saying what it saw last (a status and the first line
-of its body, or the connection error); a bad URL or flag exits 2.
+of its body, or the connection error; an attempt the deadline cut short does not hide what the
+attempt before it saw); a bad URL or flag exits 2.
 
 It never hangs: each attempt is a one-shot HTTP/1.0 GET on a plain socket whose connect and
 every read are bounded by what is left of the attempt (at most ``ATTEMPT`` seconds, never past
@@ -48,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
         print("meshproxy wait-ready: --timeout must be >= 0 and --interval > 0", file=sys.stderr)
         return 2
     deadline = time.monotonic() + args.timeout
+    last = ""
     while True:
-        ready, last = _attempt(target, min(deadline, time.monotonic() + ATTEMPT))
+        ready, seen, cut_short = _attempt(target, min(deadline, time.monotonic() + ATTEMPT))
         if ready:
             return 0
+        if not (cut_short and last):  # an attempt the deadline cut short says less than the one before
+            last = seen
         left = deadline - time.monotonic()
         if left <= 0:
             print(
@@ -76,12 +80,14 @@ def _target(url: str) -> tuple[str, int, str]:
     return parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def _attempt(target: tuple[str, int, str], until: float) -> tuple[bool, str]:
-    """One GET: (ready, what was seen). The answer is read until the server closes, until
-    ``MAX_ANSWER`` bytes, or until ``until``, whichever comes first, and judged on what came."""
+def _attempt(target: tuple[str, int, str], until: float) -> tuple[bool, str, bool]:
+    """One GET: (ready, what was seen, whether ``until`` cut it short). The answer is read until
+    the server closes, until ``MAX_ANSWER`` bytes, or until ``until``, whichever comes first,
+    and judged on what came."""
     host, port, path = target
     request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("latin-1")
     answer = b""
+    cut_short = False
     try:
         with socket.create_connection((host, port), timeout=max(0.001, until - time.monotonic())) as sock:
             sock.sendall(request)
@@ -90,20 +96,21 @@ def _attempt(target: tuple[str, int, str], until: float) -> tuple[bool, str]:
                 try:
                     chunk = sock.recv(MAX_ANSWER - len(answer))
                 except TimeoutError:
+                    cut_short = True
                     break
                 if not chunk:
                     break
                 answer += chunk
     except TimeoutError:
-        return False, "connect timed out"
+        return False, "connect timed out", True
     except OSError as exc:
-        return False, exc.strerror or str(exc)
+        return False, exc.strerror or str(exc), False
     if not answer:
-        return False, "no answer"
+        return False, "no answer", cut_short
     status_line, _, rest = answer.partition(b"\r\n")
     fields = status_line.split(b" ", 2)
     if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
-        return False, f"not an HTTP answer: {status_line[:80]!r}"
+        return False, f"not an HTTP answer: {status_line[:80]!r}", cut_short
     body = rest.partition(b"\r\n\r\n")[2].split(b"\n", 1)[0].strip()
     seen = f"{fields[1].decode()} {body[:100].decode('latin-1')}".strip()
-    return fields[1] == b"200", seen
+    return fields[1] == b"200", seen, cut_short

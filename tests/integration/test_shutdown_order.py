@@ -125,7 +125,10 @@ async def test_sigterm_drains_inbound_while_outbound_serves_the_app_until_it_goe
     for c in clients:
         *before, last = c.exchanges
         assert all(status == 200 for _, _, status, _ in c.exchanges)
-        assert last[0] < term_at < last[1] and last[3], "the drained response must say connection: close"
+        # The request in flight at the signal finished (sent just before it, 0.2 s long); the
+        # drain's connection: close came on it or, if the child took the signal late, the next.
+        assert any(sent < term_at < done for sent, done, _, _ in c.exchanges)
+        assert last[3] and last[1] > term_at, "the drained response must say connection: close"
         assert not any(close for *_, close in before)
     log = "".join(proc.log)
     assert "outbound hold ended after" in log
