@@ -126,6 +126,7 @@ class Server:
             self.rng,
             self.admission,
             route_tables,
+            peers=self.listeners,
         )
 
     def _overload_changed(self, state: OverloadState) -> None:

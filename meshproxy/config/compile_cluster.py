@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Generator
+from ipaddress import ip_address
 from typing import Literal, get_args
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -26,6 +27,7 @@ from meshproxy.config.compile_common import (
     duration,
     enum_name,
     finish,
+    port_in_range,
     reject_fields,
     socket_address,
     type_url,
@@ -36,14 +38,25 @@ from meshproxy.config.compile_http2 import upstream_protocol
 from meshproxy.config.compile_lb import lb_config
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upstream_policy import health_check, outlier_detection, thresholds
-from meshproxy.config.model import Cluster, Endpoint, HealthStatus, Locality, LocalityLbEndpoints
+from meshproxy.config.model import (
+    Cluster,
+    Endpoint,
+    HealthStatus,
+    Locality,
+    LocalityLbEndpoints,
+    OriginalDstConfig,
+    SocketAddress,
+)
+from meshproxy.config.policy import DEFAULT_LB
 
-_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "EDS"]] = {
+_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]] = {
     cluster_pb2.Cluster.STATIC: "STATIC",
     cluster_pb2.Cluster.STRICT_DNS: "STRICT_DNS",
     cluster_pb2.Cluster.EDS: "EDS",
+    cluster_pb2.Cluster.ORIGINAL_DST: "ORIGINAL_DST",
 }
-_DISCOVERY_NAMES = "STATIC, STRICT_DNS or EDS"
+_DISCOVERY_NAMES = "STATIC, STRICT_DNS, EDS or ORIGINAL_DST"
+_BIND_FIELDS = ("freebind", "socket_options", "extra_source_addresses", "additional_source_addresses")
 _STATIC_NEEDS_IP = "STATIC cluster endpoints must be IP addresses; use type STRICT_DNS for host names"
 _EDS_NEEDS_IP = "EDS endpoints must be IP addresses"
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -88,7 +101,14 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         discovery = None
     elif discovery is None:
         ctx.at("type").problem(f"{enum_name(msg, 'type')} is not supported; use {_DISCOVERY_NAMES}")
-    lb = lb_config(msg, ctx)
+    original_dst = None
+    if discovery == "ORIGINAL_DST":
+        lb, original_dst = DEFAULT_LB, _original_dst(msg, ctx)
+    else:
+        lb = lb_config(msg, ctx)
+        if msg.HasField("original_dst_lb_config"):
+            ctx.at("original_dst_lb_config").problem("is only for a cluster of type ORIGINAL_DST")
+    source_address = _bind(msg, ctx) if msg.HasField("upstream_bind_config") else None
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
     tls = tls_files = None
     if msg.HasField("transport_socket"):
@@ -104,6 +124,11 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     eds_service_name = ""
     if discovery == "EDS":
         eds_service_name = _eds(msg, ctx)
+    elif discovery == "ORIGINAL_DST":
+        if msg.HasField("load_assignment"):
+            ctx.at("load_assignment").problem(
+                "an ORIGINAL_DST cluster has no load assignment: its hosts are the connections' destinations"
+            )
     else:
         # Only a STATIC cluster needs IP literals; STRICT_DNS resolves names (and an unsupported
         # type has been reported already).
@@ -146,7 +171,49 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         eds_service_name=eds_service_name,
         http2=http2,
         use_downstream_protocol=use_downstream,
+        original_dst=original_dst,
+        source_address=source_address,
     )
+
+
+def _original_dst(msg: cluster_pb2.Cluster, ctx: Ctx) -> OriginalDstConfig:
+    """An ORIGINAL_DST cluster's lb_policy (Envoy allows only CLUSTER_PROVIDED, its own load
+    balancer), original_dst_lb_config and cleanup_interval."""
+    if msg.lb_policy != cluster_pb2.Cluster.CLUSTER_PROVIDED or msg.HasField("load_balancing_policy"):
+        where = "load_balancing_policy" if msg.HasField("load_balancing_policy") else "lb_policy"
+        ctx.at(where).problem(
+            f"{enum_name(msg, 'lb_policy') if where == 'lb_policy' else 'a load_balancing_policy'} is not "
+            "valid for a cluster of type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed"
+        )
+    config = msg.original_dst_lb_config
+    octx = ctx.at("original_dst_lb_config")
+    if config.http_header_name not in ("", "x-envoy-original-dst-host"):
+        octx.at("http_header_name").problem("is not supported; the header is x-envoy-original-dst-host")
+    reject_fields(config, ("metadata_key",), octx, "is not supported; meshproxy reads no endpoint metadata")
+    port = wrapped(config, "upstream_port_override", None)
+    if port is not None:
+        port_in_range(port, octx.at("upstream_port_override"))
+    cleanup = duration(msg, "cleanup_interval", ctx, 5.0)
+    if cleanup <= 0:
+        ctx.at("cleanup_interval").problem("must be greater than 0")
+    return OriginalDstConfig(config.use_http_header, port, cleanup)
+
+
+def _bind(msg: cluster_pb2.Cluster, ctx: Ctx) -> SocketAddress | None:
+    """upstream_bind_config.source_address: the address upstream sockets bind (port 0: any)."""
+    bctx = ctx.at("upstream_bind_config")
+    reject_fields(msg.upstream_bind_config, _BIND_FIELDS, bctx, "is not supported; give source_address")
+    source, sctx = msg.upstream_bind_config.source_address, bctx.at("source_address")
+    try:
+        host = str(ip_address(source.address))
+    except ValueError:
+        sctx.at("address").problem(f'"{source.address}" is not an IP address')
+        return None
+    if source.WhichOneof("port_specifier") == "named_port":
+        sctx.at("named_port").problem("named ports are not supported; use port_value")
+    if not port_in_range(source.port_value, sctx.at("port_value"), allow_zero=True):
+        return None
+    return SocketAddress(host, source.port_value)
 
 
 def _eds(msg: cluster_pb2.Cluster, ctx: Ctx) -> str:

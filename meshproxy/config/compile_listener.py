@@ -9,8 +9,11 @@ Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.clu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal, cast, get_args
 
+from envoy.config.core.v3.address_pb2 import CidrRange
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -51,6 +54,7 @@ from meshproxy.config.model import (
     Listener,
     PathPolicy,
     RouteConfiguration,
+    SourceType,
     TcpProxy,
     WeightedCluster,
 )
@@ -63,23 +67,19 @@ _ROUTER = type_url(router_pb2.Router)
 _ROUTER_NAME = "envoy.filters.http.router"
 _TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
 
-# Listener filters accepted, by name and by typed_config type URL; none changes what meshproxy
-# does yet (it always inspects TLS/HTTP and honours the original destination where it can).
+# Listener filters accepted, by name and by typed_config type URL.
 _LISTENER_FILTERS = {
     "envoy.filters.listener.tls_inspector": type_url(tls_inspector_pb2.TlsInspector),
     "envoy.filters.listener.http_inspector": type_url(http_inspector_pb2.HttpInspector),
     "envoy.filters.listener.original_dst": type_url(original_dst_pb2.OriginalDst),
 }
 
-_UNSUPPORTED_CHAIN_MATCH_FIELDS = (
-    "prefix_ranges",
-    "address_suffix",
-    "suffix_len",
-    "direct_source_prefix_ranges",
-    "source_type",
-    "source_prefix_ranges",
-    "source_ports",
-)
+_UNSUPPORTED_CHAIN_MATCH_FIELDS = ("address_suffix", "suffix_len", "direct_source_prefix_ranges")
+_SOURCE_TYPES: dict[int, SourceType] = {
+    lc.FilterChainMatch.ANY: "ANY",
+    lc.FilterChainMatch.SAME_IP_OR_LOOPBACK: "SAME_IP_OR_LOOPBACK",
+    lc.FilterChainMatch.EXTERNAL: "EXTERNAL",
+}
 _TRANSPORT_PROTOCOLS = ("", "raw_buffer", "tls")
 _CODECS = {
     hcm.HttpConnectionManager.AUTO: "AUTO",
@@ -127,6 +127,8 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         tls_inspector="envoy.filters.listener.tls_inspector" in inspectors,
         http_inspector="envoy.filters.listener.http_inspector" in inspectors,
         listener_filters_timeout=filters_timeout,
+        original_dst="envoy.filters.listener.original_dst" in inspectors,
+        use_original_dst=wrapped(msg, "use_original_dst", False),
     )
 
 
@@ -142,16 +144,20 @@ def _listener_filter(msg: lc.ListenerFilter, ctx: Ctx) -> str:
 
 def _check_distinct_matches(chains: list[FilterChain | None], ctx: Ctx) -> None:
     """Envoy refuses a listener where two filter chains match the same connection: it expands
-    each match into (port, server name, transport protocol, ALPN) leaves and rejects a repeat."""
-    owner: dict[tuple[int | None, str, str, str], int] = {}
+    each match into (port, destination range, server name, transport protocol, ALPN, source
+    type, source range, source port) leaves and rejects a repeat."""
+    owner: dict[tuple[object, ...], int] = {}
     for index, chain in enumerate(chains):
         if chain is None:
             continue
         m = chain.match
         leaves = [
-            (m.destination_port, name, m.transport_protocol, alpn)
+            (m.destination_port, prefix, name, m.transport_protocol, alpn, m.source_type, source, port)
+            for prefix in m.prefix_ranges or (None,)
             for name in m.server_names or ("",)
             for alpn in m.application_protocols or ("",)
+            for source in m.source_prefix_ranges or (None,)
+            for port in m.source_ports or (None,)
         ]
         clashes = sorted({first for leaf in leaves if (first := owner.setdefault(leaf, index)) != index})
         if clashes:
@@ -236,12 +242,30 @@ def _filter_chain_match(msg: lc.FilterChainMatch, ctx: Ctx) -> FilterChainMatch:
         ctx.at("transport_protocol").problem(
             f'"{msg.transport_protocol}" is not supported; use "raw_buffer" or "tls"'
         )
+    for source_port, c in ctx.each("source_ports", msg.source_ports):
+        port_in_range(source_port, c)
     return FilterChainMatch(
         port,
         tuple(n.lower() for n in msg.server_names),
         msg.transport_protocol,
         tuple(msg.application_protocols),
+        _cidrs(ctx, "prefix_ranges", msg.prefix_ranges),
+        _SOURCE_TYPES[msg.source_type],
+        _cidrs(ctx, "source_prefix_ranges", msg.source_prefix_ranges),
+        tuple(msg.source_ports),
     )
+
+
+def _cidrs(ctx: Ctx, name: str, ranges: Iterable[CidrRange]) -> tuple[IPv4Network | IPv6Network, ...]:
+    """CidrRanges as networks; host bits are cleared, as Envoy's ``CidrRange`` does."""
+    networks = []
+    for cidr, c in ctx.each(name, ranges):
+        length = wrapped(cidr, "prefix_len", 0)
+        try:
+            networks.append(ip_network(f"{cidr.address_prefix}/{length}", strict=False))
+        except ValueError:
+            c.problem(f'"{cidr.address_prefix}/{length}" is not an IP network')
+    return tuple(networks)
 
 
 # --------------------------------------------------------------------------- terminal filters

@@ -9,6 +9,7 @@ Must not import asyncio, sockets or generated protobuf code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Literal
 
 from meshproxy.config.policy import (
@@ -317,6 +318,15 @@ class FilterChainMatch:
     server_names: tuple[str, ...] = ()  # lower-case; "*.example.com" wildcards allowed
     transport_protocol: str = ""  # "", "raw_buffer" or "tls"
     application_protocols: tuple[str, ...] = ()
+    # Destination IP networks (the connection's local address, restored by original_dst).
+    prefix_ranges: tuple[IPv4Network | IPv6Network, ...] = ()
+    source_type: SourceType = "ANY"
+    source_prefix_ranges: tuple[IPv4Network | IPv6Network, ...] = ()
+    source_ports: tuple[int, ...] = ()
+
+
+# FilterChainMatch.ConnectionSourceType: SAME_IP_OR_LOOPBACK is Envoy's LOCAL.
+SourceType = Literal["ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +368,12 @@ class Listener:
     tls_inspector: bool = False
     http_inspector: bool = False
     listener_filters_timeout: float = 15.0
+    # envoy.filters.listener.original_dst: the connection's local address is the one the client
+    # dialled before a REDIRECT (filter-chain match, ORIGINAL_DST clusters, the access log).
+    original_dst: bool = False
+    # use_original_dst: a connection whose restored destination another listener is bound to
+    # is handed to that listener (exact address first, then the wildcard one on that port).
+    use_original_dst: bool = False
 
 
 # --------------------------------------------------------------------------- clusters
@@ -394,7 +410,7 @@ class LocalityLbEndpoints:
 @dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
-    discovery: Literal["STATIC", "STRICT_DNS", "EDS"]
+    discovery: Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]
     localities: tuple[LocalityLbEndpoints, ...]
     connect_timeout: float = 5.0  # seconds (Envoy's default)
     lb: LbConfig = DEFAULT_LB
@@ -425,6 +441,19 @@ class Cluster:
     # explicit_http_config); None: HTTP/1.1. use_downstream_protocol: the downstream's protocol.
     http2: Http2Options | None = None
     use_downstream_protocol: bool = False
+    # type ORIGINAL_DST: hosts are made on demand from each connection's original destination.
+    original_dst: OriginalDstConfig | None = None
+    # upstream_bind_config.source_address: the local address upstream sockets bind (port 0: any).
+    source_address: SocketAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalDstConfig:
+    """An ORIGINAL_DST cluster's original_dst_lb_config and cleanup_interval."""
+
+    use_http_header: bool = False  # the host comes from x-envoy-original-dst-host when present
+    upstream_port_override: int | None = None
+    cleanup_interval: float = 5.0  # seconds a host may stay unused before it is removed
 
 
 # --------------------------------------------------------------------------- bootstrap

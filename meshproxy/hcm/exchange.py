@@ -284,13 +284,16 @@ class Exchange:
         headers: list[tuple[bytes, bytes]],
         peer_ip: bytes,
         replayable: bool = True,
+        original_dst: tuple[str, int] | None = None,
     ) -> LocalReply | None:
-        """Rule 4: pick a host and pass the breaker; then this request has an upstream."""
+        """Rule 4: pick a host and pass the breaker; then this request has an upstream.
+        ``original_dst``: the connection's restored destination (an ORIGINAL_DST cluster's host)."""
         plan = self.plan
         assert plan is not None
         if plan.hash_policy and cluster.hashing:
             self.hash = request_hash(plan.hash_policy, headers, authority, url, peer_ip)
-        host = cluster.pick(self.hash)
+        hosts = cluster.original_dst  # type ORIGINAL_DST: the host is where the client was going
+        host = cluster.pick(self.hash) if hosts is None else hosts.host_for(original_dst, headers)
         if host is None:
             return NO_HEALTHY_UPSTREAM
         resources = cluster.breakers.high if plan.high_priority else cluster.breakers.default
@@ -495,6 +498,8 @@ class Exchange:
         rules, cluster = self.retry, self.cluster
         assert rules is not None and cluster is not None
         self.attempt += 1
+        if cluster.original_dst is not None:
+            return self.host  # an ORIGINAL_DST cluster has one host per request
         host = cluster.pick(self.hash, self.host if rules.policy.retry_other_hosts else None)
         if host is not None:
             self.host = host

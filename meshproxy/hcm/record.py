@@ -37,12 +37,19 @@ def access_record(
         "upstream_cluster": x.cluster.config.name if x.cluster is not None else None,
         "request_id": stream.request_id.decode("latin-1") if stream.request_id else None,
         "downstream_remote_address": peer.peer_label,
+        "downstream_local_address": _local_label(peer),
         "user_agent": next((v.decode("latin-1") for n, v in stream.headers if n == b"user-agent"), None),
         "route_name": route.name if route is not None and route.name else None,
     }
     if tls is not None:
         record.update(tls_fields(tls))
     return record
+
+
+def _local_label(peer: Any) -> str:
+    """%DOWNSTREAM_LOCAL_ADDRESS%: the original destination when the listener restored it."""
+    local = peer.original_dst or peer.transport.get_extra_info("sockname")
+    return f"{local[0]}:{local[1]}" if local else ""
 
 
 def tls_fields(tls: Negotiated) -> dict[str, Any]:

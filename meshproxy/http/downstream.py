@@ -96,7 +96,7 @@ def _codings(lines: list[bytes]) -> list[bytes]:
 
 
 class DownstreamConnection(asyncio.Protocol):
-    def __init__(self, ctx: HttpContext) -> None:
+    def __init__(self, ctx: HttpContext, original_dst: tuple[str, int] | None = None) -> None:
         self.ctx = ctx
         self.listener = ctx.listener
         self.loop = asyncio.get_running_loop()
@@ -127,6 +127,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.upgraded = False
         self.idle_since = self.born = self.loop.time()
         self.peer_ip = b""
+        self.original_dst = original_dst  # restored by the listener's original_dst filter
         self.peer_label = ""
         self.error: tuple[int, bytes] | None = None
         self.conn_named: list[bytes] = []  # header names listed in a Connection header

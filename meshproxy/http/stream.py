@@ -167,7 +167,9 @@ class Stream:
         self.url = x.target  # the path policy's result (rule 3)
         if cluster.config.http2 is not None and not cluster.config.use_downstream_protocol:
             return ctx.to_http2(self, cluster, authority)
-        refused = x.forward(cluster, authority, self.url, self.headers, conn.peer_ip, self.upgrade is None)
+        refused = x.forward(
+            cluster, authority, self.url, self.headers, conn.peer_ip, self.upgrade is None, conn.original_dst
+        )
         if refused is not None:
             return self.local_reply(refused)
         if x.body_copy is not None and self.pending:

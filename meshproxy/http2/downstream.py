@@ -39,7 +39,9 @@ log = logging.getLogger("meshproxy.http2")
 class H2Downstream(H2Peer):
     protocol = "HTTP/2"  # the access log's protocol field
 
-    def __init__(self, ctx: HttpContext, preface: bytes = b"") -> None:
+    def __init__(
+        self, ctx: HttpContext, preface: bytes = b"", original_dst: tuple[str, int] | None = None
+    ) -> None:
         config = ctx.config
         super().__init__(
             config.http2,
@@ -56,6 +58,7 @@ class H2Downstream(H2Peer):
         self.preface = preface  # bytes a protocol detector read before handing us the connection
         self.idle_since = self.loop.time()
         self.peer_ip = b""
+        self.original_dst = original_dst  # restored by the listener's original_dst filter
         self.peer_label = ""
         self.tls: Negotiated | None = None
         self.xfcc: bytes | None = None

@@ -20,6 +20,7 @@ that. Must not know about routing or retries.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
@@ -90,6 +91,7 @@ class Http1Downstream:
         "http10",
         "keep_alive",
         "loop",
+        "original_dst",
         "peer_ip",
         "peer_label",
         "protocol",
@@ -107,12 +109,18 @@ class Http1Downstream:
     headers_done = True
     started = True
 
+    @property
+    def transport(self) -> asyncio.BaseTransport:
+        """The HTTP/1.1 connection's (what the access log reads the local address from)."""
+        return self.conn.transport
+
     def __init__(self, stream: Stream) -> None:
         conn = stream.conn
         self.conn = conn
         self.ctx = stream.ctx
         self.loop = conn.loop
         self.peer_ip = conn.peer_ip
+        self.original_dst = conn.original_dst
         self.peer_label = conn.peer_label
         self.tls = conn.tls
         self.http10 = stream.http10

@@ -179,7 +179,8 @@ class H2Stream:
     def forward(self, cluster: ClusterRuntime, authority: bytes) -> None:
         """Routed to ``cluster``: the exchange picks a host and admits; the first attempt starts."""
         x = self.x
-        refused = x.forward(cluster, authority, self.url, self.headers, self.conn.peer_ip)
+        conn = self.conn
+        refused = x.forward(cluster, authority, self.url, self.headers, conn.peer_ip, True, conn.original_dst)
         if refused is not None:
             return self.local_reply(refused)
         if x.body_copy is not None:

@@ -22,8 +22,15 @@ if TYPE_CHECKING:
 
 
 class CodecSelector(asyncio.Protocol):
-    def __init__(self, ctx: HttpContext, timeout: float, on_abandoned: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ctx: HttpContext,
+        timeout: float,
+        on_abandoned: Callable[[], None],
+        original_dst: tuple[str, int] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.original_dst = original_dst  # handed to the connection (ORIGINAL_DST clusters)
         self.timeout = timeout
         self.on_abandoned: Callable[[], None] | None = on_abandoned
         self.transport: asyncio.Transport | None = None
@@ -35,9 +42,9 @@ class CodecSelector(asyncio.Protocol):
         tls = transport.get_extra_info("tls")
         alpn = tls.alpn if tls is not None else None
         if codec == "HTTP2" or (codec == "AUTO" and alpn == "h2"):
-            return self._hand(transport, H2Downstream(self.ctx))
+            return self._hand(transport, H2Downstream(self.ctx, original_dst=self.original_dst))
         if codec == "HTTP1" or alpn is not None:
-            return self._hand(transport, DownstreamConnection(self.ctx))
+            return self._hand(transport, DownstreamConnection(self.ctx, self.original_dst))
         self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
         if self.timeout > 0:
             self.timer = asyncio.get_running_loop().call_later(self.timeout, transport.close)
@@ -49,9 +56,9 @@ class CodecSelector(asyncio.Protocol):
         if buf[:n] == PREFACE[:n]:
             if n < len(PREFACE):
                 return
-            self._hand(self.transport, H2Downstream(self.ctx, preface=buf))  # type: ignore[arg-type]  # set in connection_made, before any data
+            self._hand(self.transport, H2Downstream(self.ctx, buf, self.original_dst))  # type: ignore[arg-type]  # set in connection_made, before any data
             return
-        proto = DownstreamConnection(self.ctx)
+        proto = DownstreamConnection(self.ctx, self.original_dst)
         self._hand(self.transport, proto)  # type: ignore[arg-type]  # set in connection_made, before any data
         proto.data_received(buf)
 

@@ -37,7 +37,7 @@ class AcceptedSocket(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
 
 
-def _unmapped(host: str) -> str:
+def unmapped(host: str) -> str:
     """``::ffff:10.0.0.1`` → ``10.0.0.1``: a v4 client accepted on a dual-stack socket."""
     address = ipaddress.ip_address(host.split("%", 1)[0])
     mapped = getattr(address, "ipv4_mapped", None)
@@ -52,7 +52,7 @@ def original_dst(sock: AcceptedSocket) -> tuple[str, int] | None:
     option (its conntrack entry is IPv4) and reported without the ``::ffff:`` prefix.
     """
     local_host, local_port = sock.getsockname()[:2]
-    local = (_unmapped(local_host), local_port)
+    local = (unmapped(local_host), local_port)
     ipv4 = sock.family == socket.AF_INET or ipaddress.ip_address(local[0]).version == 4
     try:
         if ipv4:

@@ -1,10 +1,10 @@
 """A bound listener: accepting connections, choosing a filter chain, draining.
 
-Owns one listening socket and the connections it accepted: filter-chain selection
-(``chain_match.py``, Envoy's precedence), the hand-off of each connection to the chosen
-filter's protocol, the idle sweep (keep-alive idle timeout, stream idle timeout, TCP idle
-timeout) and graceful drain. The per-snapshot
-filter contexts are swapped as a whole; connections keep the context they started with.
+Owns one listening socket and the connections it accepted (``accept.py`` takes each from
+accept to its filter chain's protocol: original destination, hand-off, chain choice), the
+idle sweep (keep-alive idle timeout, stream idle timeout, TCP idle timeout) and graceful
+drain. The per-snapshot filter contexts are swapped as a whole; connections keep the context
+they started with.
 
 Also owns the life of each accepted socket before a codec has it (a *pre-connection*: listener
 filters, TLS handshake, codec choice): its admission (``admission.py``, refused sockets closed
@@ -28,8 +28,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from time import monotonic
 from typing import Any, Protocol
 
@@ -51,10 +50,8 @@ from meshproxy.http.stream import Stream
 from meshproxy.http2.downstream import H2Downstream
 from meshproxy.http2.from_http1 import relay_over_http2
 from meshproxy.http2.to_http1 import Http1Upstream
+from meshproxy.listener.accept import ChainSelector
 from meshproxy.listener.admission import Admission, Refusal
-from meshproxy.listener.chain_match import select_chain
-from meshproxy.listener.codec_choice import CodecSelector
-from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
@@ -63,7 +60,6 @@ from meshproxy.tcp.proxy import TcpContext, TcpDownstream
 from meshproxy.tls.context import TlsContext
 from meshproxy.tls.engine import Negotiated
 from meshproxy.tls.errors import TlsError
-from meshproxy.tls.transport import accept_tls
 from meshproxy.upstream.manager import ClusterManager
 
 log = logging.getLogger("meshproxy.listener")
@@ -123,6 +119,7 @@ class ListenerRuntime:
         rng: random.Random,
         admission: Admission,
         route_tables: Sequence[RouteTable] = (),
+        peers: Mapping[str, ListenerRuntime] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -153,6 +150,9 @@ class ListenerRuntime:
         # connection_limit counters by (default chain?, match, limit): the same chain keeps its
         # count across updates; no two chains of a listener share a match.
         self._limits: dict[tuple[bool, FilterChainMatch, ConnectionLimit], ChainLimit] = {}
+        # Every live listener of the process by name (the server's table): use_original_dst
+        # hands a connection to the one bound to its original destination.
+        self.peers: Mapping[str, ListenerRuntime] = peers if peers is not None else {}
         self.update(config, route_tables)
 
     def update(self, config: Listener, route_tables: Sequence[RouteTable] = ()) -> None:
@@ -289,7 +289,7 @@ class ListenerRuntime:
         return self._bound
 
     def _accept(self) -> asyncio.Protocol:
-        return _ChainSelector(self)
+        return ChainSelector(self)
 
     # ------------------------------------------------------------------ connection tracking
 
@@ -461,134 +461,3 @@ class ListenerRuntime:
         for conn in list(self.connections):
             conn.abort()
         return cut
-
-
-class _ChainSelector(asyncio.Protocol):
-    """Chooses the filter chain for a fresh connection and hands the transport to its protocol.
-
-    With tls_inspector or http_inspector configured, the choice waits for the first bytes
-    (a ClientHello's SNI and ALPN, the HTTP/2 preface, an HTTP/1.x request line), bounded by
-    ``listener_filters_timeout``; those bytes are then replayed into the chosen protocol.
-    """
-
-    def __init__(self, listener: ListenerRuntime) -> None:
-        self.listener = listener
-        self.transport: asyncio.Transport | None = None
-        self.port = 0
-        self.buf = b""
-        self.timer: asyncio.TimerHandle | None = None
-        # True from admission until the connection is handed on (or closed): this protocol
-        # then owns the pre-connection and gives its slot back if the socket closes.
-        self.selecting = False
-        # Over the chain's connection_limit, waiting out its delay: what arrives is dropped.
-        self.refused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self.listener.admit(transport):
-            return
-        self.selecting = True
-        sockname: Any = transport.get_extra_info("sockname")
-        self.port = sockname[1] if sockname else 0
-        config = self.listener.config
-        if config.tls_inspector or config.http_inspector:
-            self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; stream transports are Transports
-            if config.listener_filters_timeout > 0:
-                loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(config.listener_filters_timeout, self._timed_out)
-            return
-        self._select(transport, Detected("raw_buffer"), b"")
-
-    def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return  # uvloop may deliver a read already under way when reading was paused
-        self.buf += data
-        found = classify(self.buf)
-        if found is None:
-            if len(self.buf) < MAX_PEEK:
-                return
-            found = Detected("raw_buffer")
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        config = self.listener.config
-        tls = found.transport_protocol == "tls"
-        if not (config.tls_inspector if tls else config.http_inspector):
-            found = Detected("raw_buffer")  # only what a configured inspector would have seen
-        assert self.transport is not None
-        self._select(self.transport, found, self.buf)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.selecting:
-            self.selecting = False
-            self.listener.pre_closed()
-
-    def _timed_out(self) -> None:
-        # Envoy: on timeout the connection goes on without what the inspectors would have found
-        # (continue_on_listener_filters_timeout: false closes it; that is Envoy's default).
-        self.timer = None
-        self.listener.stats.downstream_listener_filter_timeout += 1
-        if self.transport is not None:
-            self.transport.close()
-
-    def _refuse(self, transport: asyncio.BaseTransport, delay: float) -> None:
-        """Over the chain's connection_limit: nothing more is read, the socket is closed after
-        ``delay`` (Envoy's ``delay``: a client that retries at once is slowed down), and
-        ``connection_lost`` gives the pre-connection slot back."""
-        self.refused = True
-        if delay <= 0:
-            transport.close()
-            return
-        transport.pause_reading()  # type: ignore[attr-defined]  # a stream transport: create_server's
-        self.timer = asyncio.get_running_loop().call_later(delay, transport.close)
-
-    def _select(self, transport: asyncio.BaseTransport, found: Detected, replay: bytes) -> None:
-        listener = self.listener
-        while listener.successor is not None:  # accepted before an xDS swap: the new config serves it
-            listener = listener.successor
-        chain = select_chain(
-            listener.config,
-            self.port,
-            found.server_name,
-            found.transport_protocol,
-            found.application_protocols,
-        )
-        if chain is None or listener.draining:
-            listener.stats.no_filter_chain_match += int(chain is None)
-            transport.close()  # connection_lost gives the slot back
-            return
-        ctx = listener.contexts[id(chain)]
-        limit = ctx.connection_limit
-        if limit is not None and not limit.admit():
-            self._refuse(transport, limit.config.delay)
-            return
-        if listener is not self.listener:
-            listener.adopt(self.listener)
-        self.selecting = False
-        proto: asyncio.Protocol = (
-            CodecSelector(ctx, listener.config.listener_filters_timeout, partial(listener.pre_closed, limit))
-            if isinstance(ctx, HttpContext)
-            else TcpDownstream(ctx)
-        )
-        tls = listener.tls_contexts.get(id(chain))
-        if tls is None:
-            transport.set_protocol(proto)
-            proto.connection_made(transport)
-            if replay:
-                proto.data_received(replay)
-        else:
-            # The inner protocol meets the connection only once the handshake has succeeded.
-            peer = transport.get_extra_info("peername")
-            timeout = listener.admission.overload.state.scale_timeout(
-                "TRANSPORT_SOCKET_CONNECT", chain.transport_socket_connect_timeout
-            )
-            tls_proto = accept_tls(
-                transport,  # type: ignore[arg-type]  # a stream transport: create_server's
-                tls,
-                proto,
-                on_handshake=partial(listener.handshake_done, peer, limit),
-                handshake_timeout=timeout or None,
-            )
-            if replay:
-                tls_proto.data_received(replay)

@@ -1,7 +1,8 @@
 """The tcp_proxy network filter: an opaque byte relay between a client and an upstream host.
 
 Owns one downstream connection and its upstream twin: cluster choice (single or weighted),
-connecting with the cluster's timeout, relaying bytes both ways with flow control (each side's
+the host (picked, or the original destination for an ORIGINAL_DST cluster), connecting with
+the cluster's timeout, relaying bytes both ways with flow control (each side's
 write buffer pauses the other side's reads), half-close propagation, the idle timeout, and a
 session access-log line. Must not know about HTTP.
 """
@@ -58,8 +59,12 @@ class TcpContext:
 
 
 class TcpDownstream(asyncio.Protocol):
-    def __init__(self, ctx: TcpContext) -> None:
+    """``original_dst``: the destination the listener's original_dst filter restored (None:
+    not restored); an ORIGINAL_DST cluster connects there."""
+
+    def __init__(self, ctx: TcpContext, original_dst: tuple[str, int] | None = None) -> None:
         self.ctx = ctx
+        self.original_dst = original_dst
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, first
         self.upstream: TcpUpstream | None = None
@@ -83,7 +88,10 @@ class TcpDownstream(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
         name = self.ctx.cluster_name()
         cluster = self.ctx.clusters.get(name)
-        host = cluster.pick() if cluster is not None else None
+        host = None
+        if cluster is not None:
+            hosts = cluster.original_dst
+            host = cluster.pick() if hosts is None else hosts.host_for(self.original_dst)
         if cluster is None or host is None:
             self.ctx.stats.downstream_cx_no_route += 1
             self.flags = "NC" if cluster is None else "UH"
@@ -142,6 +150,7 @@ class TcpDownstream(asyncio.Protocol):
         if self.upstream is not None:
             self.upstream.transport.close()
         if ctx.access_log is not None:
+            local = self.original_dst or self.transport.get_extra_info("sockname")
             ctx.access_log.log(
                 {
                     "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.start)),
@@ -153,6 +162,7 @@ class TcpDownstream(asyncio.Protocol):
                     "upstream_host": self.host.label if self.host is not None else None,
                     "upstream_cluster": self.cluster.config.name if self.cluster is not None else None,
                     "downstream_remote_address": self.peer,
+                    "downstream_local_address": f"{local[0]}:{local[1]}" if local else "",
                 }
             )
 

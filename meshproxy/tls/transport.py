@@ -315,10 +315,12 @@ async def connect_tls(
     server_hostname: str | None = None,
     *,
     handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
+    local_addr: tuple[str, int] | None = None,
 ) -> tuple[TlsTransport, _P]:
     """Connect, handshake (resuming a cached session to the same upstream), return like
     ``create_connection``. SNI: ``server_hostname``, else the config's ``sni``, else ``host``
-    unless it is an IP address. Raises TlsError (handshake) or OSError (connect)."""
+    unless it is an IP address; ``local_addr``: the source address to bind. Raises TlsError
+    (handshake) or OSError (connect)."""
     if server_hostname is None:
         server_hostname = tls.cfg.sni or ("" if _is_ip(host) else host)
     engine = tls.engine(server_hostname, session_key=(host, port, server_hostname))
@@ -330,7 +332,7 @@ async def connect_tls(
 
     inner = protocol_factory()
     proto = TlsProtocol(engine, inner, on_handshake=on_handshake, handshake_timeout=handshake_timeout)
-    sock, _ = await loop.create_connection(lambda: proto, host, port)
+    sock, _ = await loop.create_connection(lambda: proto, host, port, local_addr=local_addr)
     try:
         await done
     except BaseException:

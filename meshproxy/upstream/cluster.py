@@ -38,7 +38,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterator
 from time import monotonic
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meshproxy.config.model import Cluster, Locality, SocketAddress
 from meshproxy.stats import ClusterStats
@@ -49,6 +49,9 @@ from meshproxy.upstream.breaker import Breakers, ResourceManager
 from meshproxy.upstream.health_check import HealthChecker
 from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
+
+if TYPE_CHECKING:
+    from meshproxy.upstream.original_dst import OriginalDstHosts
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -179,6 +182,7 @@ class ClusterRuntime:
         self.health: HealthChecker | None = None
         # Built once per cluster config; holds the client session cache for resumption.
         self.tls = TlsContext(config.tls) if config.tls is not None else None
+        self.original_dst: OriginalDstHosts | None = None  # type ORIGINAL_DST (the manager sets it)
         self._gauges()
 
     def inherit(self, old: ClusterRuntime) -> None:
@@ -528,14 +532,19 @@ class ClusterRuntime:
 
     async def _connect(self, host: Host, factory: Callable[[], P]) -> P:
         loop = asyncio.get_running_loop()
-        address = host.address
+        address, bind = host.address, self.config.source_address
+        local = (bind.host, bind.port) if bind is not None else None
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 proto: asyncio.BaseProtocol
                 if self.tls is None:
-                    _, proto = await loop.create_connection(factory, address.host, address.port)
+                    _, proto = await loop.create_connection(
+                        factory, address.host, address.port, local_addr=local
+                    )
                 else:
-                    _, proto = await connect_tls(loop, address.host, address.port, self.tls, factory)
+                    _, proto = await connect_tls(
+                        loop, address.host, address.port, self.tls, factory, local_addr=local
+                    )
         except TlsError as exc:
             self.stats.upstream_cx_connect_fail += 1
             log.warning(
@@ -573,6 +582,8 @@ class ClusterRuntime:
 
     def sweep_idle(self, now: float) -> None:
         """Close pooled connections idle for longer than the cluster's idle timeout."""
+        if self.original_dst is not None:
+            self.original_dst.sweep(now)
         limit = self.config.idle_timeout
         if limit <= 0:
             return

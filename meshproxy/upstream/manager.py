@@ -2,7 +2,8 @@
 
 Owns cluster lifecycle: creating runtimes for new clusters, updating changed ones while keeping
 their hosts' pools and counters (state carries over by cluster name and endpoint address),
-resolving STRICT_DNS clusters periodically, and sweeping idle pooled connections.
+resolving STRICT_DNS clusters periodically, giving ORIGINAL_DST clusters their on-demand host
+table (``original_dst.py``), and sweeping idle pooled connections.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from meshproxy.config.model import Cluster, SocketAddress
 from meshproxy.stats import Store
 from meshproxy.upstream.cluster import ClusterRuntime, Host, endpoint_hosts
+from meshproxy.upstream.original_dst import OriginalDstHosts
 
 log = logging.getLogger("meshproxy.upstream")
 
@@ -74,7 +76,10 @@ class ClusterManager:
             rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng)
             if old is not None:
                 rt.inherit(old)  # pools, breaker counts, ejections and health carry over
-            if hosts is not None:
+            if cfg.original_dst is not None:  # hosts come from connections (original_dst.py)
+                rt.original_dst = OriginalDstHosts(rt, cfg.original_dst)
+                rt.resolved = True
+            elif hosts is not None:
                 rt.set_hosts(hosts)
                 rt.resolved = True
             else:

@@ -157,7 +157,7 @@ def test_config_error_message_lists_every_problem() -> None:
     assert str(raised.value).splitlines() == [
         "static_resources.clusters[0].eds_cluster_config: is required for type EDS; give eds_config {ads: {}}",
         "static_resources.clusters[1].name: is required",
-        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS",
+        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST",
     ]
 
 

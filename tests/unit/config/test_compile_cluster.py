@@ -12,7 +12,14 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import json_format
 
 from meshproxy.config.compile import compile_cluster
-from meshproxy.config.model import Cluster, Endpoint, Locality, LocalityLbEndpoints, SocketAddress
+from meshproxy.config.model import (
+    Cluster,
+    Endpoint,
+    Locality,
+    LocalityLbEndpoints,
+    OriginalDstConfig,
+    SocketAddress,
+)
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use an UpstreamTlsContext or raw_buffer'
@@ -56,17 +63,51 @@ EP0 = f"{E0}.lb_endpoints[0]"
         pytest.param(cluster(name=""), ["c.name: is required"], id="name"),
         pytest.param(
             cluster(type="LOGICAL_DNS"),
-            ["c.type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS or EDS"],
+            ["c.type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST"],
             id="logical-dns",
         ),
         pytest.param(
             cluster(type="ORIGINAL_DST"),
-            ["c.type: ORIGINAL_DST is not supported; use STATIC, STRICT_DNS or EDS"],
-            id="original-dst",
+            [
+                "c.lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST; "
+                "only CLUSTER_PROVIDED is allowed",
+                "c.load_assignment: an ORIGINAL_DST cluster has no load assignment: "
+                "its hosts are the connections' destinations",
+            ],
+            id="original-dst-needs-cluster-provided-and-no-endpoints",
+        ),
+        pytest.param(
+            {
+                "name": "c",
+                "type": "ORIGINAL_DST",
+                "lb_policy": "CLUSTER_PROVIDED",
+                "original_dst_lb_config": {
+                    "http_header_name": "x-dst",
+                    "metadata_key": {"key": "k", "path": [{"key": "p"}]},
+                    "upstream_port_override": 70000,
+                },
+                "cleanup_interval": "0s",
+                "upstream_bind_config": {"source_address": {"address": "localhost", "port_value": 0}},
+            },
+            [
+                "c.original_dst_lb_config.http_header_name: is not supported; the header is x-envoy-original-dst-host",
+                "c.original_dst_lb_config.metadata_key: is not supported; meshproxy reads no endpoint metadata",
+                "c.original_dst_lb_config.upstream_port_override: port 70000 is out of range; use 1..65535",
+                "c.cleanup_interval: must be greater than 0",
+                'c.upstream_bind_config.source_address.address: "localhost" is not an IP address',
+            ],
+            id="original-dst-config",
+        ),
+        pytest.param(
+            cluster(original_dst_lb_config={"use_http_header": True}),
+            ["c.original_dst_lb_config: is only for a cluster of type ORIGINAL_DST"],
+            id="original-dst-config-elsewhere",
         ),
         pytest.param(
             {"name": "c", "cluster_type": {"name": "envoy.clusters.aggregate"}},
-            ["c.cluster_type: custom cluster types are not supported; use type STATIC, STRICT_DNS or EDS"],
+            [
+                "c.cluster_type: custom cluster types are not supported; use type STATIC, STRICT_DNS, EDS or ORIGINAL_DST"
+            ],
             id="custom-type",
         ),
         pytest.param(
@@ -297,3 +338,24 @@ def test_strict_dns_accepts_host_names() -> None:
 def test_http_protocol_options(fields: dict[str, Any], expected: tuple[float, int]) -> None:
     result = valid(cluster(**fields))
     assert (result.idle_timeout, result.max_requests_per_connection) == expected
+
+
+def test_original_dst_cluster_as_istio_writes_its_passthrough() -> None:
+    c = valid(
+        {
+            "name": "InboundPassthroughCluster",
+            "type": "ORIGINAL_DST",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "10s",
+            "cleanup_interval": "60s",
+            "original_dst_lb_config": {"use_http_header": True, "upstream_port_override": 8080},
+            "upstream_bind_config": {"source_address": {"address": "127.0.0.6", "port_value": 0}},
+        }
+    )
+    assert c.discovery == "ORIGINAL_DST" and c.localities == ()
+    assert c.original_dst == OriginalDstConfig(
+        use_http_header=True, upstream_port_override=8080, cleanup_interval=60.0
+    )
+    assert c.source_address == SocketAddress("127.0.0.6", 0)
+    plain = valid({"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"})
+    assert plain.original_dst == OriginalDstConfig() and plain.source_address is None

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -167,18 +168,20 @@ TC = f"{FC0}.filters[0].typed_config"
                 filter_chains=[
                     {
                         "filter_chain_match": {
-                            "prefix_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}],
-                            "source_ports": [1234],
-                            "source_type": "EXTERNAL",
+                            "address_suffix": "0.0.0.1",
+                            "direct_source_prefix_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}],
+                            "prefix_ranges": [{"address_prefix": "10.0.0.300", "prefix_len": 8}],
+                            "source_ports": [0],
                         },
                         "filters": [hcm()],
                     }
                 ]
             ),
             [
-                f"{FC0}.filter_chain_match.prefix_ranges: is not supported in a filter_chain_match",
-                f"{FC0}.filter_chain_match.source_type: is not supported in a filter_chain_match",
-                f"{FC0}.filter_chain_match.source_ports: is not supported in a filter_chain_match",
+                f"{FC0}.filter_chain_match.address_suffix: is not supported in a filter_chain_match",
+                f"{FC0}.filter_chain_match.direct_source_prefix_ranges: is not supported in a filter_chain_match",
+                f"{FC0}.filter_chain_match.source_ports[0]: port 0 is out of range; use 1..65535",
+                f'{FC0}.filter_chain_match.prefix_ranges[0]: "10.0.0.300/8" is not an IP network',
             ],
             id="unsupported-chain-match",
         ),
@@ -530,3 +533,61 @@ CL = f"{FC0}.filters[0].typed_config"
 )
 def test_connection_limit_problems(filters: list[dict[str, Any]], expected: list[str]) -> None:
     assert problems_of(listener(filter_chains=[{"filters": filters}])) == expected
+
+
+def test_interception_fields_compile() -> None:
+    """What an Istio virtualOutbound listener carries: original_dst, use_original_dst, ranges."""
+    doc = listener(
+        use_original_dst=True,
+        listener_filters=[
+            {
+                "name": "envoy.filters.listener.original_dst",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+                },
+            }
+        ],
+        filter_chains=[
+            {
+                "filter_chain_match": {
+                    "destination_port": 8080,
+                    "prefix_ranges": [
+                        {"address_prefix": "10.96.0.17", "prefix_len": 32},
+                        {"address_prefix": "fd00::1:2"},
+                    ],
+                    "source_type": "SAME_IP_OR_LOOPBACK",
+                    "source_prefix_ranges": [{"address_prefix": "10.1.2.3", "prefix_len": 16}],
+                    "source_ports": [4000],
+                },
+                "filters": [tcp()],
+            },
+            {"filter_chain_match": {"destination_port": 8080}, "filters": [tcp()]},
+        ],
+    )
+    result, problems = compiled(doc)
+    assert problems == [] and result is not None
+    assert result.original_dst and result.use_original_dst
+    m = result.filter_chains[0].match
+    assert m.prefix_ranges == (
+        ip_network("10.96.0.17/32"),
+        ip_network("fd00::1:2/128").supernet(new_prefix=0),
+    )
+    assert m.source_type == "SAME_IP_OR_LOOPBACK"
+    assert m.source_prefix_ranges == (ip_network("10.1.0.0/16"),)  # host bits cleared, as Envoy does
+    assert m.source_ports == (4000,)
+    plain, _ = compiled(listener())
+    assert plain is not None and not plain.original_dst and not plain.use_original_dst
+
+
+def test_chains_differing_only_by_range_are_distinct_and_equal_ranges_clash() -> None:
+    def chain(prefix: str) -> dict[str, Any]:
+        return {
+            "filter_chain_match": {"prefix_ranges": [{"address_prefix": prefix, "prefix_len": 32}]},
+            "filters": [tcp()],
+        }
+
+    assert problems_of(listener(filter_chains=[chain("10.0.0.1"), chain("10.0.0.2")])) == []
+    assert problems_of(listener(filter_chains=[chain("10.0.0.1"), chain("10.0.0.1")])) == [
+        "l.filter_chains[1].filter_chain_match: matches the same connections as filter_chains[0]; "
+        "Envoy rejects filter chains with identical matching rules"
+    ]
