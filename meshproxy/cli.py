@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     ident.add_argument("--identity", help="this workload's SPIFFE ID")
     ident.add_argument("--token-file", help="the bootstrap token that authenticates the CSR")
     ident.add_argument("--cert-dir", help="where the SVID, its key and the trust bundle are kept")
+    ident.add_argument("--ca-trust", help="CA trust bundle (PEM): reach --ca-address over TLS, verified")
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
     for command in (run, val):
@@ -97,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
         return 2
     identity = (args.ca_address, args.identity, args.token_file, args.cert_dir)
-    if any(identity) and not all(identity):
-        print("meshproxy: --ca-address, --identity, --token-file and --cert-dir go together", file=sys.stderr)
+    if (any(identity) or args.ca_trust) and not all(identity):
+        print(
+            "meshproxy: --ca-address, --identity, --token-file and --cert-dir go together "
+            "(--ca-trust needs them)",
+            file=sys.stderr,
+        )
         return 2
     loop = new_event_loop()
     try:
@@ -136,7 +141,8 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
 
         ca_address, spiffe_id, token_file, cert_dir = identity
         try:
-            rotator = await start_agent(ca_address, spiffe_id, Path(token_file), Path(cert_dir))
+            trust = Path(args.ca_trust) if args.ca_trust else None
+            rotator = await start_agent(ca_address, spiffe_id, Path(token_file), Path(cert_dir), trust)
         except (SvidError, MeshproxyError, OSError) as exc:
             logging.getLogger("meshproxy").error("cannot obtain the workload identity: %s", exc)
             return 3
