@@ -163,11 +163,12 @@ class Workload:
         return self.pod.run("curl", "-sf", "--max-time", "5", url).stdout
 
     def stat(self, name: str, **labels: str) -> float:
-        """``meshproxy_<name>{labels}``, 0 when the series does not exist (yet)."""
-        wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        """``meshproxy_<name>`` with exactly ``labels`` (in any order), 0 when there is no such series."""
         for line in self.prometheus().splitlines():
             series, _, value = line.rpartition(" ")
-            if series == f"meshproxy_{name}{wanted}":
+            found, _, rest = series.partition("{")
+            pairs = (p.partition("=") for p in rest.rstrip("}").split(",") if p)
+            if found == f"meshproxy_{name}" and {k: v.strip('"') for k, _, v in pairs} == labels:
                 return float(value)
         return 0.0
 
