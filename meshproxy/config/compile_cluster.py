@@ -56,6 +56,7 @@ _DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]] = 
     cluster_pb2.Cluster.ORIGINAL_DST: "ORIGINAL_DST",
 }
 _DISCOVERY_NAMES = "STATIC, STRICT_DNS, EDS or ORIGINAL_DST"
+_ONLY_CLUSTER_PROVIDED = "is not valid for a cluster of type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed"
 _BIND_FIELDS = ("freebind", "socket_options", "extra_source_addresses", "additional_source_addresses")
 _STATIC_NEEDS_IP = "STATIC cluster endpoints must be IP addresses; use type STRICT_DNS for host names"
 _EDS_NEEDS_IP = "EDS endpoints must be IP addresses"
@@ -181,10 +182,8 @@ def _original_dst(msg: cluster_pb2.Cluster, ctx: Ctx) -> OriginalDstConfig:
     balancer), original_dst_lb_config and cleanup_interval."""
     if msg.lb_policy != cluster_pb2.Cluster.CLUSTER_PROVIDED or msg.HasField("load_balancing_policy"):
         where = "load_balancing_policy" if msg.HasField("load_balancing_policy") else "lb_policy"
-        ctx.at(where).problem(
-            f"{enum_name(msg, 'lb_policy') if where == 'lb_policy' else 'a load_balancing_policy'} is not "
-            "valid for a cluster of type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed"
-        )
+        what = enum_name(msg, "lb_policy") if where == "lb_policy" else "a load_balancing_policy"
+        ctx.at(where).problem(f"{what} {_ONLY_CLUSTER_PROVIDED}")
     config = msg.original_dst_lb_config
     octx = ctx.at("original_dst_lb_config")
     if config.http_header_name not in ("", "x-envoy-original-dst-host"):

@@ -22,7 +22,7 @@ connection HIGH opened would hold one of HIGH's slots, and DEFAULT load could th
 HIGH traffic the separate thresholds exist to protect. For the same reason each priority has
 its own queue of waiting requests, woken only by a slot or a connection of that priority.
 
-It is one module of about 610 lines because availability ties its parts together: membership,
+It is one module of about 620 lines because availability ties its parts together: membership,
 health results and ejections each rebuild the one selector, and the breakers' pending queue is
 served by the same pool release and connection close paths; the policies themselves live in
 their own sans-I/O modules (``selection``, ``breaker``, ``outlier``, ``health_check``, ``lb``).

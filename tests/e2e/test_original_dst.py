@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,7 @@ class Sidecar:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
                 _, err = self.proc.communicate(timeout=10)
+                shutil.rmtree(self.dir)
                 raise RuntimeError(f"meshproxy in pod {pod.name} did not become ready: {err[-2000:]}")
             time.sleep(0.1)  # polling a process in another namespace: there is no event to await
 
@@ -164,9 +166,7 @@ class Sidecar:
         self.proc.kill()
         self.proc.communicate(timeout=10)
         self.pod.processes.remove(self.proc)
-        for leftover in Path(self.dir).iterdir():
-            leftover.unlink()
-        os.rmdir(self.dir)
+        shutil.rmtree(self.dir)
 
 
 @pytest.fixture(scope="module")
