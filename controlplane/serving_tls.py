@@ -5,8 +5,9 @@ Owns two things:
 - `ServingCertificate` (sans-I/O, ``now`` is a parameter): the serving SVID of the controlplane,
   ``spiffe://<trust domain>/controlplane`` with DNS and IP SANs (`certs.issue_svid`'s serving
   profile) so that a gRPC client checking the host name it dialled (or the SNI it sends)
-  accepts it; a fresh ECDSA P-256 key each time (grpcio's BoringSSL does not verify ML-DSA
-  leaf keys; the CA signs with whatever key it has); the CA policy's default lifetime, clamped
+  accepts it; a fresh ECDSA P-256 key each time (what any gRPC client handshakes with; the CA
+  signs with whatever key it has, and grpcio's BoringSSL verifies an ML-DSA-65 CA above it:
+  tests/unit/controlplane/test_serving_tls.py); the CA policy's default lifetime, clamped
   to the CA's own expiry; renewed once half of its lifetime has passed.
 - `server_credentials`: grpc's dynamic server credentials over it. gRPC calls the fetcher before
   every handshake; it answers "no change" until the certificate is due, then hands over the

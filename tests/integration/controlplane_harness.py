@@ -2,8 +2,9 @@
 and ``meshctl`` run against it, both driven without blocking the test's event loop.
 
 Owns `ControlPlaneProcess` (start on ``127.0.0.1:0``, plaintext and TLS, and read the bound
-ports back from the ``serving`` lines; stop with SIGTERM or SIGKILL; start again on the same port with the same CA,
-mesh file and tokens, as a restarted process would), the management token it accepts, and
+ports back from the ``serving`` lines; stop with SIGTERM or SIGKILL; start again on the same
+ports with the same CA, mesh file and tokens, as a restarted process would), the management
+token it accepts, and
 `meshctl` / `meshctl_json` (the real CLI as a subprocess, ``-o json``). The in-process proxy a
 test runs shares the event loop, so nothing here may block it: every child is awaited through
 asyncio. The controlplane's log goes to ``controlplane.log`` in the work directory (shown when

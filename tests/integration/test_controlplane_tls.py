@@ -239,3 +239,30 @@ async def test_the_plaintext_port_refuses_a_non_loopback_address_unless_allowed(
         await asyncio.wait_for(allowed.communicate(), WAIT)
         log.close()
     assert allowed.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "cannot read the CA trust bundle"), ("not a certificate\n", "CA trust bundle")],
+    ids=["missing", "not-pem"],
+)
+async def test_an_unusable_ca_trust_bundle_stops_the_first_start_naming_it(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    trust = tmp_path / "root-cert.pem"
+    if content is not None:
+        trust.write_text(content)
+    token_file = tmp_path / "token"
+    token_file.write_text("some-token-0123456789\n")
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "meshproxy", "run", "-c", str(tmp_path / "unused.yaml")),
+        *("--ca-address", "127.0.0.1:9", "--identity", WEB, "--token-file", str(token_file)),
+        *("--cert-dir", str(tmp_path / "certs"), "--ca-trust", str(trust)),
+        cwd=REPO,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 3, err
+    assert b"cannot obtain the workload identity: TRUST_FILE: " in err
+    assert problem.encode() in err and str(trust).encode() in err
+    assert b"Traceback" not in err
