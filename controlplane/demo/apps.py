@@ -3,8 +3,9 @@
 Owns ``HelloApp``, the service each version runs (it answers who it is and counts its requests
 by the caller identity in the ``x-forwarded-client-cert`` its sidecar set, i.e. who called it
 over mutual TLS; a request that did not come through the sidecar counts under ``""``), and
-``send``, the client that drives keep-alive traffic into the caller's sidecar and tallies which
-version answered. Requests carry no body; a failed request is counted, not raised.
+``send`` (a number of requests) and ``send_until`` (until an event is set), the client that
+drives keep-alive traffic into the caller's sidecar and tallies which version answered.
+Requests carry no body; a failed request is counted, not raised.
 
 Must not depend on: the proxy or the controlplane (the client talks to them over sockets).
 """

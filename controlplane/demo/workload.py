@@ -19,7 +19,8 @@ application does in a terminating pod: it keeps answering until no HTTP request 
 Clients: ``grpc HOST PORT MESSAGE`` and ``tcp HOST PORT MESSAGE`` print the answer; ``load HOST
 PORT CONNECTIONS`` sends GETs over keep-alive connections (``apps.send_until``), prints
 ``started`` after its first answer and, once a line arrives on stdin (or after ``GRACE``), its
-tally as JSON. Must not depend on: the proxy or the controlplane (it is the application).
+tally as JSON. Must not depend on: the proxy, the controlplane's servers or its mesh model (it is
+the application; only the demo's HTTP client is shared).
 """
 
 from __future__ import annotations
