@@ -1,12 +1,15 @@
 """The ``controlplane`` command line: ``serve`` the mesh, ``token create`` a bootstrap token.
 
-Owns argument parsing, logging setup, the assembly of the grpc.aio server on ``--xds-address``
-(ADS, the CA and the management API on one port), the admin endpoint (``--admin-address``:
+Owns argument parsing, logging setup, the assembly of the grpc.aio server (ADS, the CA and the
+management API, served alike on two ports: plaintext ``--xds-address``, loopback only unless
+``--allow-plaintext-remote``, and TLS ``--xds-tls-address`` with the certificate of
+`controlplane.serving_tls`), the admin endpoint (``--admin-address``:
 ``/metrics``, ``/ready``), the hot-reload task of the config sources (``--mesh``, the embedded
 default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
-address (port 0 picks a free port, and the line says which); the CA's line comes first. Every
+address (port 0 picks a free port, and the line says which); the CA's line comes first, the TLS
+port's line last. Every
 file flag has a default in the state directory (`controlplane.state_dir`), so ``serve`` alone
 starts; the first start that creates the local meshctl's management token prints it, and
 where it is, after the gRPC lines.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import grpc
 
-from controlplane import ca_service, management, state_dir
+from controlplane import ca_service, management, serving_tls, state_dir
 from controlplane.admin import AdminServer
 from controlplane.app import ControlPlane
 from controlplane.ca import CAPolicy, Issuer
@@ -44,6 +48,7 @@ from meshproxy.identity.certs import Algorithm
 log = logging.getLogger(__name__)
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:15010"
+DEFAULT_XDS_TLS_ADDRESS = "0.0.0.0:15012"  # istiod's port, on every interface: the remote path
 DEFAULT_TRUST_DOMAIN = "mesh.local"
 STOP_GRACE_SECONDS = 5.0
 # --svid-ttl bounds: below 10 s the renewal at half-life would race the one-second file poll;
@@ -69,7 +74,31 @@ def _parser() -> argparse.ArgumentParser:
         help="bootstrap tokens file, created empty when missing, re-read when it changes "
         "(default: STATE_DIR/tokens)",
     )
-    serve.add_argument("--xds-address", default=DEFAULT_XDS_ADDRESS, help="HOST:PORT to listen on")
+    serve.add_argument(
+        "--xds-address",
+        default=DEFAULT_XDS_ADDRESS,
+        help="HOST:PORT for plaintext gRPC (xDS, the CA, the management API); a loopback address "
+        "unless --allow-plaintext-remote",
+    )
+    serve.add_argument(
+        "--allow-plaintext-remote",
+        action="store_true",
+        help="let --xds-address bind a non-loopback address (bootstrap tokens and xDS would cross "
+        "the network in the clear)",
+    )
+    serve.add_argument(
+        "--xds-tls-address",
+        default=DEFAULT_XDS_TLS_ADDRESS,
+        help="HOST:PORT for the same gRPC over TLS, with a certificate from the CA renewed at "
+        f"half-life, or 'off' (default {DEFAULT_XDS_TLS_ADDRESS})",
+    )
+    serve.add_argument(
+        "--xds-tls-san",
+        action="append",
+        metavar="NAME",
+        help="a DNS name (or IP address) sidecars dial the TLS port by; repeat for more (default: "
+        "this host's name and localhost; the IP 127.0.0.1 is always in the certificate)",
+    )
     serve.add_argument(
         "--mesh",
         type=Path,
@@ -142,10 +171,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    for flag, address in (("--xds-address", args.xds_address), ("--admin-address", args.admin_address)):
+    tls_address = None if args.xds_tls_address == "off" else args.xds_tls_address
+    for flag, address in (
+        ("--xds-address", args.xds_address),
+        ("--xds-tls-address", tls_address),
+        ("--admin-address", args.admin_address),
+    ):
         if address is not None and not _valid_address(address):
             print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
             return 2
+    if not args.allow_plaintext_remote and not _loopback(args.xds_address):
+        print(
+            f"controlplane: --xds-address: {args.xds_address} is not a loopback address; plaintext gRPC "
+            "would carry bootstrap tokens and configuration across the network in the clear. Serve "
+            "remote sidecars on --xds-tls-address (TLS, port 15012), or pass --allow-plaintext-remote",
+            file=sys.stderr,
+        )
+        return 2
     cache = SnapshotCache()
     control = ControlPlane(cache, mesh_path=args.mesh, resources_path=args.xds_resources)
     notes: list[str] = []
@@ -163,6 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             now=utc_now(),
             algorithm=Algorithm(args.ca_algorithm),
         )
+        issuer = Issuer(ca, _ca_policy(args.svid_ttl))
+        serving = (
+            serving_tls.ServingCertificate(
+                ca,
+                serving_tls.parse_sans(args.xds_tls_san or serving_tls.default_sans()),
+                ttl=issuer.policy.default_ttl,
+                now=utc_now(),
+            )
+            if tls_address is not None
+            else None
+        )
     except ConfigError as exc:
         print(
             f"controlplane: invalid configuration, not starting ({len(exc.problems)} problem(s)):",
@@ -173,14 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     ledger = Ledger()
     services = Services(
-        ca=CertificateAuthorityService(Issuer(ca, _ca_policy(args.svid_ttl)), tokens),
+        ca=CertificateAuthorityService(issuer, tokens),
         ads=AdsServer(cache, ledger),
         management=management.ManagementService(control, ledger, admins),
         admin=AdminServer(ledger.registry, lambda: control.state is not None),
     )
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_serve(services, control, args.xds_address, args.admin_address, notes))
+        ports = [(args.xds_address, None)]
+        if serving is not None and tls_address is not None:
+            ports.append((tls_address, serving_tls.server_credentials(serving, utc_now)))
+        return loop.run_until_complete(_serve(services, control, ports, args.admin_address, notes))
     finally:
         loop.close()
 
@@ -239,24 +295,53 @@ def _valid_address(address: str) -> bool:
     return bool(sep and host and port.isdigit() and int(port) < 65536)
 
 
+def _loopback(address: str) -> bool:
+    """Whether HOST of HOST:PORT is ``localhost`` or a loopback IP literal (127/8, ::1)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name: it may resolve anywhere
+        return False
+
+
 async def _serve(
-    services: Services, control: ControlPlane, address: str, admin_address: str | None, notes: list[str]
+    services: Services,
+    control: ControlPlane,
+    ports: list[tuple[str, grpc.ServerCredentials | None]],
+    admin_address: str | None,
+    notes: list[str],
 ) -> int:
+    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials)."""
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     ca_service.add_to_server(services.ca, server)
     services.ads.add_to_server(server)
     management.add_to_server(services.management, server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind to address ...")
-        print(f"controlplane: cannot listen on {address}: {exc}", file=sys.stderr)
-        if notes:  # a token made for meshctl is announced, once, whatever happens next
-            print(*notes, sep="\n", file=sys.stderr)
-        return 3
+    bound: list[str] = []
+    for address, credentials in ports:
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind to address ...")
+            print(f"controlplane: cannot listen on {address}: {exc}", file=sys.stderr)
+            if notes:  # a token made for meshctl is announced, once, whatever happens next
+                print(*notes, sep="\n", file=sys.stderr)
+            return 3
+        bound.append(f"{address.rsplit(':', 1)[0]}:{port}")
     await server.start()
-    host = address.rsplit(":", 1)[0]
+    # Before the first "serving" line: a SIGTERM sent as soon as one is read stops in order.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stop.set)
+    plain, tls = bound[0], bound[1:]
+    host, port = plain.rsplit(":", 1)
     print(f"controlplane: serving the CA on {host}:{port}", flush=True)
     print(f"controlplane: serving xDS (ADS) on {host}:{port}", flush=True)
     print(f"controlplane: serving the management API on {host}:{port}", flush=True)
@@ -265,18 +350,18 @@ async def _serve(
     if admin_address:
         admin_host, admin_port = admin_address.rsplit(":", 1)
         try:
-            bound = await services.admin.start(admin_host.strip("[]"), int(admin_port))
+            bound_admin = await services.admin.start(admin_host.strip("[]"), int(admin_port))
         except OSError as exc:
             print(f"controlplane: cannot listen on {admin_address}: {exc}", file=sys.stderr)
             await server.stop(None)
             return 3
-        print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound}", flush=True)
+        print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound_admin}", flush=True)
+    for address in tls:
+        print(
+            f"controlplane: serving xDS (ADS), the CA and the management API over TLS on {address}",
+            flush=True,
+        )
     reload = asyncio.create_task(control.watch_files())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
-            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     reload.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -1,7 +1,10 @@
-"""The ``meshproxy`` command line: ``run`` a bootstrap, ``validate`` one.
+"""The ``meshproxy`` command line: ``run`` a bootstrap, ``validate`` one, ``wait-ready``,
+``iptables``, ``tls-probe``.
 
-Owns argument parsing, logging setup and the choice of event loop (uvloop when installed,
-plain asyncio otherwise). Exit codes: 0 success, 1 invalid configuration, 2 usage error,
+Owns argument parsing, logging setup, the choice of event loop (uvloop when installed,
+plain asyncio otherwise) and what ``run`` starts beside the server: the workload identity agent
+before it, the status ports (readiness, Prometheus; ``--sidecar``) after it. Exit codes:
+0 success, 1 invalid configuration (``wait-ready``: not ready in time), 2 usage error,
 3 cannot bind or start.
 """
 
@@ -18,11 +21,16 @@ from typing import TYPE_CHECKING
 
 from meshproxy.errors import ConfigError, MeshproxyError
 from meshproxy.sidecar import command as iptables_command
+from meshproxy.sidecar import wait_ready
+from meshproxy.sidecar.lifecycle import Termination
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Config
 
 GC_GEN0_THRESHOLD = 10_000
+# Istio's sidecar ports, served by ``run --sidecar`` unless given.
+SIDECAR_READY_PORT = 15021
+SIDECAR_PROMETHEUS_PORT = 15090
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -50,6 +58,36 @@ def _parser() -> argparse.ArgumentParser:
     ident.add_argument("--identity", help="this workload's SPIFFE ID")
     ident.add_argument("--token-file", help="the bootstrap token that authenticates the CSR")
     ident.add_argument("--cert-dir", help="where the SVID, its key and the trust bundle are kept")
+    ident.add_argument("--ca-trust", help="CA trust bundle (PEM): reach --ca-address over TLS, verified")
+    side = run.add_argument_group(
+        "sidecar ports and lifecycle",
+        "status ports answer on every interface (the admin stays where the bootstrap puts it); "
+        "at SIGTERM inbound listeners drain while OUTBOUND ones serve until the application has "
+        "gone: no outbound connection for --outbound-quiet, or --termination-drain-duration, or "
+        "a second SIGTERM/SIGINT, whichever comes first",
+    )
+    side.add_argument(
+        "--sidecar",
+        action="store_true",
+        help=f"serve Istio's status ports: --ready-port {SIDECAR_READY_PORT} "
+        f"--prometheus-port {SIDECAR_PROMETHEUS_PORT} unless given",
+    )
+    side.add_argument("--ready-port", type=_port, help="serve GET /healthz/ready here (0: any free port)")
+    side.add_argument(
+        "--prometheus-port", type=_port, help="serve GET /stats/prometheus here (0: any free port)"
+    )
+    side.add_argument(
+        "--termination-drain-duration",
+        type=_seconds,
+        default=5.0,
+        help="longest time outbound listeners serve after SIGTERM (default 5s)",
+    )
+    side.add_argument(
+        "--outbound-quiet",
+        type=_seconds,
+        default=1.0,
+        help="outbound listeners drain once no connection was open for this long (default 1s)",
+    )
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
     for command in (run, val):
@@ -66,13 +104,34 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--sni", default="", help="server name to send")
     probe.add_argument("--pq", default="preferred", choices=["preferred", "required", "off"])
     iptables_command.add_parser(sub)
+    wait_ready.add_parser(sub)
     return p
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """Seconds as ``5``, ``5s``, ``0.5s`` or ``500ms`` (Istio writes durations as ``5s``)."""
+    number, scale = (text[:-2], 0.001) if text.endswith("ms") else (text.removesuffix("s"), 1.0)
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (seconds, e.g. 5, 5s, 500ms)")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "iptables":
         return iptables_command.run(args)
+    if args.command == "wait-ready":
+        return wait_ready.run(args)
     if args.command == "tls-probe":
         from meshproxy.tls_probe import probe
 
@@ -97,14 +156,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
         return 2
     identity = (args.ca_address, args.identity, args.token_file, args.cert_dir)
-    if any(identity) and not all(identity):
-        print("meshproxy: --ca-address, --identity, --token-file and --cert-dir go together", file=sys.stderr)
+    if (any(identity) or args.ca_trust) and not all(identity):
+        print(
+            "meshproxy: --ca-address, --identity, --token-file and --cert-dir go together "
+            "(--ca-trust needs them)",
+            file=sys.stderr,
+        )
         return 2
     loop = new_event_loop()
     try:
         return loop.run_until_complete(_run(args, identity if all(identity) else None))
     finally:
         loop.close()
+
+
+def status_ports(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """The readiness and Prometheus ports ``run`` serves (None: not served)."""
+    if not args.sidecar:
+        return args.ready_port, args.prometheus_port
+    return (
+        SIDECAR_READY_PORT if args.ready_port is None else args.ready_port,
+        SIDECAR_PROMETHEUS_PORT if args.prometheus_port is None else args.prometheus_port,
+    )
 
 
 def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
@@ -125,6 +198,7 @@ def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
 
 
 async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | None) -> int:
+    from meshproxy.admin.status import StatusPorts
     from meshproxy.overload.monitors import raise_nofile_limit
     from meshproxy.server import Server
 
@@ -136,7 +210,8 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
 
         ca_address, spiffe_id, token_file, cert_dir = identity
         try:
-            rotator = await start_agent(ca_address, spiffe_id, Path(token_file), Path(cert_dir))
+            trust = Path(args.ca_trust) if args.ca_trust else None
+            rotator = await start_agent(ca_address, spiffe_id, Path(token_file), Path(cert_dir), trust)
         except (SvidError, MeshproxyError, OSError) as exc:
             logging.getLogger("meshproxy").error("cannot obtain the workload identity: %s", exc)
             return 3
@@ -146,11 +221,14 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     old, new = raise_nofile_limit()  # before the server sizes its descriptor reserve
     if new > old:
         logging.getLogger("meshproxy").info("file descriptor limit raised from %d to %d", old, new)
-    server = Server(config)
+    server = Server(config, termination=Termination(args.outbound_quiet, args.termination_drain_duration))
+    status = StatusPorts(server.admin, *status_ports(args))
     try:
         await server.start()
+        await status.start()
     except OSError as exc:
         logging.getLogger("meshproxy").error("cannot start: %s", exc)
+        await server.close()
         return 3
     # Everything allocated so far (protobuf descriptors, the compiled config) lives as long as
     # the process: keep it out of the collector's way, and collect young objects less often,
@@ -162,9 +240,12 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     for name, lr in server.listeners.items():
         log.info("listener %s ready on %s:%d", name, *lr.bound_address())
     admin = server.admin.address()
+    for path in status.servers:
+        log.info("status %s on port %d (every interface)", path, status.port(path))
     if admin:
         log.info("admin on http://%s:%d", *admin)
     await server.serve_forever()
+    status.close()
     if rotator is not None:
         await rotator.close()
     return 0

@@ -3,10 +3,13 @@
 Owns startup order (clusters first so listeners never route to nothing, then listeners, then
 admin and readiness), the periodic housekeeping tick (idle sweeps, access-log flushes), the
 swap to a new ``Config`` an xDS update brings (``apply``: listeners added, replaced and removed
-without dropping in-flight requests), and shutdown: drain on SIGTERM (stop accepting, let
-in-flight requests finish within the drain timeout, ``Connection: close`` on keep-alive
-responses meanwhile), then exit. With ``dynamic_resources`` the ADS client (``meshproxy.xds``)
-runs beside it, and ``/ready`` waits for the first complete configuration.
+without dropping in-flight requests), and shutdown: on SIGTERM readiness turns 503 and the
+inbound listeners drain (stop accepting, let in-flight requests finish within the drain timeout,
+``Connection: close`` / GOAWAY on keep-alive connections meanwhile) while the outbound ones
+(``traffic_direction: OUTBOUND``) keep serving the application until it has exited
+(``sidecar/lifecycle.py`` decides when), then drain the same way; then exit. With
+``dynamic_resources`` the ADS client (``meshproxy.xds``) runs beside it, and ``/ready`` waits
+for the first complete configuration.
 
 Also owns the process-wide defences every listener shares (``Admission``): the overload
 manager's runtime (built from the bootstrap's ``overload_manager``, started and stopped here;
@@ -18,6 +21,7 @@ downstream connection count and the file-descriptor reserve, and the loop's repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import random
@@ -40,6 +44,7 @@ from meshproxy.overload.monitors import nofile_soft_limit, open_fds, return_free
 from meshproxy.overload.runtime import OverloadRuntime
 from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
+from meshproxy.sidecar.lifecycle import OutboundHold, Termination
 from meshproxy.stats import Store
 from meshproxy.tls.context import TlsContext
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -60,8 +65,13 @@ SLICE = 0.005
 
 
 class Server:
-    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: Config, *, rng: random.Random | None = None, termination: Termination | None = None
+    ) -> None:
         self.config = config
+        self.termination = termination or Termination()
+        self._shutdown: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # a second termination signal
         self.rng = rng or random.Random()
         self.store = Store()
         self.clusters = ClusterManager(self.store, self.rng)
@@ -276,18 +286,38 @@ class Server:
             self._trimmed_at = abandoned
             return_free_memory()
 
-    async def drain(self, timeout: float | None = None) -> int:
-        """Drain every listener; returns the number of connections cut at the deadline."""
+    def _begin_drain(self) -> bool:
+        """Mark the process draining (readiness answers 503 from here on); False if it was."""
         if self.draining:
-            return 0
+            return False
         self.draining = True
         self.store.server["draining"] = 1
+        return True
+
+    async def drain(self, timeout: float | None = None, *, inbound_only: bool = False) -> int:
+        """Drain every listener (``inbound_only``: only the inbound ones, as Envoy's
+        ``/drain_listeners?inboundonly``); returns the number of connections cut at the deadline."""
+        if not self._begin_drain():
+            return 0
+        inbound, outbound = self._by_direction()
+        return await self._drain(inbound if inbound_only else inbound + outbound, "", timeout)
+
+    def _by_direction(self) -> tuple[list[ListenerRuntime], list[ListenerRuntime]]:
+        """The live listeners, inbound (``traffic_direction`` INBOUND or unspecified) and outbound."""
+        inbound: list[ListenerRuntime] = []
+        outbound: list[ListenerRuntime] = []
+        for lr in self.listeners.values():
+            (outbound if lr.config.traffic_direction == "OUTBOUND" else inbound).append(lr)
+        return inbound, outbound
+
+    async def _drain(self, listeners: list[ListenerRuntime], which: str, timeout: float | None = None) -> int:
+        if not listeners:
+            return 0
         if timeout is None:
-            timeout = self._drain_timeout(self.listeners.values())
-        log.info("draining listeners (up to %.1fs)", timeout)
-        results = await asyncio.gather(*(lr.drain(timeout) for lr in self.listeners.values()))
-        cut = sum(results)
-        log.info("drained; %d connection(s) cut at the deadline", cut)
+            timeout = self._drain_timeout(listeners)
+        log.info("draining %slisteners (up to %.1fs)", which, timeout)
+        cut = sum(await asyncio.gather(*(lr.drain(timeout) for lr in listeners)))
+        log.info("%slisteners drained; %d connection(s) cut at the deadline", which, cut)
         return cut
 
     @staticmethod
@@ -303,9 +333,56 @@ class Server:
             default=5.0,
         )
 
+    def terminate(self) -> None:
+        """SIGTERM, SIGINT or ``/quitquitquit``: the first starts the shutdown, a later one
+        ends the outbound hold at once (``sidecar/lifecycle.py`` rule 5)."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_task(self.shutdown())
+        else:
+            self._hurry.set()
+
     async def shutdown(self) -> None:
-        await self.drain()
+        """Readiness turns 503; inbound listeners drain while outbound ones keep serving until
+        the application has exited (``OutboundHold``), then those drain too; then the end."""
+        self._begin_drain()
+        # Listeners a /drain_listeners already drains are left to it (and cut at close);
+        # after ``/drain_listeners?inboundonly`` (Istio's agent sends it first) the outbound
+        # ones still get their hold.
+        inbound, outbound = ([lr for lr in group if not lr.draining] for group in self._by_direction())
+        inbound_drained = asyncio.ensure_future(self._drain(inbound, "inbound "))
+        if outbound:
+            await self._hold_outbound(outbound)
+            await self._drain(outbound, "outbound ")
+        await inbound_drained
         await self.close()
+
+    async def _hold_outbound(self, outbound: list[ListenerRuntime]) -> None:
+        """Keep ``outbound`` accepting and serving until the hold ends (``OutboundHold``)."""
+        loop = asyncio.get_running_loop()
+
+        def observed() -> tuple[int, int]:
+            return (
+                sum(len(lr.connections) + lr.pending for lr in outbound),
+                sum(lr.stats.downstream_pre_cx_total for lr in outbound),
+            )
+
+        began = loop.time()
+        hold = OutboundHold(self.termination, began, observed()[1])
+        log.info(
+            "outbound listeners serve on until no connection for %.1fs, %.1fs at most, or a second signal",
+            self.termination.outbound_quiet,
+            self.termination.drain_duration,
+        )
+        while True:
+            if self._hurry.is_set():
+                hold.hurry()
+            at = hold.observe(loop.time(), *observed())
+            if at is None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), max(0.0, at - loop.time()))
+        assert hold.ended is not None
+        log.info("outbound hold ended after %.2fs: %s", loop.time() - began, hold.ended.value)
 
     async def close(self) -> None:
         self.ready = False
@@ -326,10 +403,10 @@ class Server:
         self.stopped.set()
 
     async def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT (drain, then exit) or /quitquitquit."""
+        """Run until SIGTERM/SIGINT (``terminate``) or /quitquitquit has shut the proxy down."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
+            loop.add_signal_handler(sig, self.terminate)
         await self.stopped.wait()
 
 

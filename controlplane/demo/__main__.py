@@ -97,7 +97,7 @@ class Demo:
         layout.write_token(work / "management-tokens", OPERATOR, self.meshctl_token)
         argv = [sys.executable, "-m", "controlplane", "serve", "--ca-dir", str(work / "ca")]
         argv += ["--tokens", str(work / "tokens"), "--management-tokens", str(work / "management-tokens")]
-        argv += ["--xds-address", lay.xds_address]
+        argv += ["--xds-address", lay.xds_address, "--xds-tls-address", "off"]  # a loopback demo
         argv += ["--mesh", str(lay.mesh_file)] if lay.mesh_file else []
         cp = self.children.start("the controlplane", argv, "controlplane.log")
         found = await self.children.wait_for_line(cp, r"serving xDS \(ADS\) on (\S+)", STARTUP_TIMEOUT)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -98,14 +99,23 @@ async def send(host: str, port: int, authority: str, requests: int, connections:
     """``requests`` GETs over ``connections`` keep-alive connections (reopened after an error)."""
     tally = Tally()
     share = [requests // connections + (i < requests % connections) for i in range(connections)]
-    await asyncio.gather(*(_connection(host, port, authority, n, tally) for n in share))
+    await asyncio.gather(*(_connection(host, port, authority, iter(range(n)), tally) for n in share))
     return tally
 
 
-async def _connection(host: str, port: int, authority: str, n: int, tally: Tally) -> None:
+async def send_until(host: str, port: int, authority: str, connections: int, stop: asyncio.Event) -> Tally:
+    """GETs over ``connections`` keep-alive connections, each sending the next once it has its
+    answer, until ``stop`` is set (the request in flight then completes and is counted)."""
+    tally = Tally()
+    more = iter(lambda: stop.is_set(), True)  # yields False until stop is set
+    await asyncio.gather(*(_connection(host, port, authority, more, tally) for _ in range(connections)))
+    return tally
+
+
+async def _connection(host: str, port: int, authority: str, turns: Iterator[object], tally: Tally) -> None:
     request = f"GET / HTTP/1.1\r\nhost: {authority}\r\nuser-agent: meshproxy-demo\r\n\r\n".encode()
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    for _ in range(n):
+    for _ in turns:
         try:
             if conn is None:
                 conn = await asyncio.wait_for(asyncio.open_connection(host, port), 5)

@@ -3,7 +3,8 @@
 Owns building and tearing down "pods": a hub namespace holding a bridge, one namespace per
 pod with ``eth0`` (a veth to the bridge) carrying one IPv4 address in 10.213.0.0/24 and one
 IPv6 ULA in fd00:213::/64 and the default routes, ``lo`` up, and ``/etc/netns/<namespace>/hosts`` (which
-``ip netns exec`` binds over ``/etc/hosts``) resolving service names to their addresses.
+``ip netns exec`` binds over ``/etc/hosts``) resolving service names to their addresses, with a
+``resolv.conf`` naming no reachable nameserver (pods have no DNS).
 Processes run inside a pod through ``ip netns exec``, as uid/gid 1337 (the sidecar's) when
 asked, via ``setpriv``. Names carry the pid and a counter, so parallel sessions and successive
 test meshes never collide; nothing is created in the root namespace except the namespace
@@ -69,13 +70,15 @@ class Pod:
             env=_environment(),
         )
 
-    def meshproxy(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def meshproxy(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """``meshproxy ARGS`` inside this pod (as root: installing rules needs it)."""
         return subprocess.run(
             self.argv([sys.executable, "-m", "meshproxy", *args]),
             capture_output=True,
             text=True,
-            timeout=COMMAND_TIMEOUT,
+            timeout=timeout,
             check=False,
             env={**_environment(), **(env or {})},
         )
@@ -158,6 +161,10 @@ class Pods:
             etc.mkdir(parents=True, exist_ok=True)
             lines = ["127.0.0.1 localhost", "::1 localhost", *(f"{a} {n}" for n, a in hosts.items())]
             (etc / "hosts").write_text("\n".join(lines) + "\n")
+            # No DNS server serves pods here: a resolver that asks one anyway (gRPC's c-ares
+            # looks up SRV and TXT records even for a name the hosts file has) must be refused
+            # at once, not time out on the host's nameserver, unreachable from the pod network.
+            (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions attempts:1\n")
         return pod
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 
 Owns the operator's view of a running proxy: readiness, Prometheus stats, the config dump,
 cluster membership with per-host counters, the overload manager's stats, draining and
-quitting. It is a small HTTP/1.1 server of its own (httptools, one request per connection
-turn) so it keeps answering while the data plane drains or is overloaded. Must never sit on the request path.
+quitting. It is a small HTTP/1.1 server of its own (``endpoint.py``: bounded, one request per
+connection turn) so it keeps answering while the data plane drains or is overloaded. Its
+readiness and Prometheus answers are the ones the status ports give (``status.py``). Must never
+sit on the request path.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httptools
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from meshproxy.http import codec
+from meshproxy.admin.endpoint import Endpoint
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
 
 if TYPE_CHECKING:
     from meshproxy.server import Server
     from meshproxy.upstream.cluster import ClusterRuntime
-
-log = logging.getLogger("meshproxy.admin")
 
 _HELP = """meshproxy admin
   GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
@@ -37,8 +35,10 @@ _HELP = """meshproxy admin
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
-  POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up)
-  POST /quitquitquit       drain and exit
+  POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
+                           ?inboundonly: only listeners whose traffic_direction is not OUTBOUND
+  POST /quitquitquit       shut down as on SIGTERM (inbound drains, outbound serves until the
+                           application has gone, then drains), then exit
 """
 
 
@@ -64,7 +64,7 @@ class Admin:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._srv = await loop.create_server(lambda: _AdminProtocol(self), host, port, reuse_address=True)
+        self._srv = await loop.create_server(lambda: Endpoint(self.handle), host, port, reuse_address=True)
 
     def address(self) -> tuple[str, int] | None:
         if self._srv is None:
@@ -79,13 +79,12 @@ class Admin:
     # ------------------------------------------------------------------ handlers
 
     def handle(self, method: bytes, path: str) -> tuple[int, bytes, bytes]:
-        path, _, _query = path.partition("?")
+        path, _, query = path.partition("?")
         srv = self.server
         if path == "/ready":
-            ok = srv.ready and not srv.draining
-            return (200 if ok else 503), (b"LIVE\n" if ok else b"NOT READY\n"), b"text/plain"
+            return self.readiness()
         if path == "/stats/prometheus":
-            return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+            return self.prometheus()
         if path == "/stats":
             return self._json({**stats_json(self.server.store), **srv.overload.stats.flat()})
         if path == "/config_dump":
@@ -109,13 +108,24 @@ class Admin:
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
             if path == "/drain_listeners":
-                srv.spawn(srv.drain())
+                srv.spawn(srv.drain(inbound_only="inboundonly" in query.split("&")))
                 return 200, b"OK\n", b"text/plain"
-            srv.spawn(srv.shutdown())
+            srv.terminate()
             return 200, b"OK\n", b"text/plain"
         if path in ("/", "/help"):
             return 200, _HELP.encode(), b"text/plain"
         return 404, b"unknown admin path; see /help\n", b"text/plain"
+
+    def readiness(self) -> tuple[int, bytes, bytes]:
+        """200 once the first complete configuration is applied (its certificates were obtained
+        before it compiled) and until a drain begins (SIGTERM: the kubelet stops sending); else 503."""
+        srv = self.server
+        if srv.ready and not srv.draining:
+            return 200, b"LIVE\n", b"text/plain"
+        return 503, b"DRAINING\n" if srv.draining else b"NOT READY\n", b"text/plain"
+
+    def prometheus(self) -> tuple[int, bytes, bytes]:
+        return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
 
     @staticmethod
     def _json(obj: Any) -> tuple[int, bytes, bytes]:
@@ -173,41 +183,6 @@ def _describe(tls: Any) -> dict[str, Any]:
         "cert_chain": certs(tls.certificate_chain),
         "ca_cert": certs(tls.trusted_ca),
     }
-
-
-class _AdminProtocol(asyncio.Protocol):
-    def __init__(self, admin: Admin) -> None:
-        self.admin = admin
-        self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        # Set by connection_made before any other callback; not Optional, so no check per use.
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # see the comment above
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_server's
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.transport.write(codec.local_reply(400, b"bad request\n", close=True))
-            self.transport.close()
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_message_complete(self) -> None:
-        method = self.parser.get_method()
-        try:
-            status, body, ctype = self.admin.handle(method, self.url.decode("latin-1"))
-        except Exception:  # an admin bug must not take the proxy down
-            log.exception("admin handler failed for %s", self.url)
-            status, body, ctype = 500, b"internal error\n", b"text/plain"
-        keep = self.parser.should_keep_alive()
-        self.transport.write(codec.local_reply(status, body, close=not keep, content_type=ctype))
-        self.url = b""
-        if not keep:
-            self.transport.close()
 
 
 def _cluster_json(name: str, rt: ClusterRuntime) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from meshproxy.config.model import (
     RouteConfiguration,
     SourceType,
     TcpProxy,
+    TrafficDirection,
     WeightedCluster,
 )
 from meshproxy.config.policy import LocalRateLimit
@@ -116,6 +117,9 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
             "a listener needs at least one filter chain or a default_filter_chain"
         )
     _check_distinct_matches(chains, ctx)
+    direction = enum_name(msg, "traffic_direction")
+    if direction not in get_args(TrafficDirection):
+        ctx.at("traffic_direction").problem(f"{direction} is not a TrafficDirection")
     if address is None or not ctx.clean_since(mark):
         return None
     return Listener(
@@ -129,6 +133,7 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         listener_filters_timeout=filters_timeout,
         original_dst="envoy.filters.listener.original_dst" in inspectors,
         use_original_dst=wrapped(msg, "use_original_dst", False),
+        traffic_direction=cast(TrafficDirection, direction),
     )
 
 

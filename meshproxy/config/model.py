@@ -355,6 +355,9 @@ class FilterChain:
     connection_limit: ConnectionLimit | None = None
 
 
+TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     name: str
@@ -374,6 +377,9 @@ class Listener:
     # use_original_dst: a connection whose restored destination another listener is bound to
     # is handed to that listener (exact address first, then the wildcard one on that port).
     use_original_dst: bool = False
+    # traffic_direction: at shutdown, INBOUND (and UNSPECIFIED) listeners drain first while
+    # OUTBOUND ones keep serving the application until it has exited (docs/sidecar.md).
+    traffic_direction: TrafficDirection = "UNSPECIFIED"
 
 
 # --------------------------------------------------------------------------- clusters

@@ -6,8 +6,11 @@ into a directory, each by atomic rename; the rotator renews at half of the lifet
 files are rewritten. Listeners and clusters name these files in Envoy's usual ``filename``
 data sources, and the file watcher the proxy already runs (``identity/source.py``) moves new
 handshakes onto the new certificate while open connections carry on. The key never leaves the
-machine: only CSRs travel. This is the shape of SPIRE's spiffe-helper and istio-agent's file
-mode, chosen so that one rotation path serves cert-manager, SPIRE and our own CA alike.
+machine: only CSRs travel. With a trust bundle (``meshproxy run --ca-trust``) the CA is dialled
+over TLS (the controlplane's port 15012) and its certificate verified against that bundle, read
+again for every CSR; the first CSR cannot use a bundle the CA has not sent yet, so the bundle is
+provisioned beside the token (docs/identity.md). This is the shape of SPIRE's spiffe-helper
+and istio-agent's file mode, chosen so that one rotation path serves cert-manager, SPIRE and our own CA alike.
 """
 
 from __future__ import annotations
@@ -40,9 +43,13 @@ def write_material(directory: Path, material: CertMaterial) -> None:
         os.replace(tmp, directory / name)
 
 
-async def start_agent(ca_address: str, identity: str, token_file: Path, directory: Path) -> SvidRotator:
-    """Obtain the first SVID (raises SvidError if the CA refuses), write it, keep renewing it."""
-    rotator = SvidRotator(SvidClient(ca_address, SpiffeId.parse(identity), token_file))
+async def start_agent(
+    ca_address: str, identity: str, token_file: Path, directory: Path, trust_file: Path | None = None
+) -> SvidRotator:
+    """Obtain the first SVID (raises SvidError if the CA refuses), write it, keep renewing it.
+    With ``trust_file`` the CA is reached over TLS and must verify against that bundle."""
+    client = SvidClient(ca_address, SpiffeId.parse(identity), token_file, trust_file=trust_file)
+    rotator = SvidRotator(client)
     first = await rotator.start()
     write_material(directory, first)
 

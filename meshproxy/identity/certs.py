@@ -12,6 +12,9 @@ Owns the certificate profiles of the mesh, in one place:
   CA's own expiry, backdated by `BACKDATE` for clock skew between proxies (an SVID from a CA
   younger than that starts before its CA does: path validation at those instants fails on the
   CA either way, so verify a fresh SVID at its middle, not at its start).
+- **Serving SVID** (the controlplane's TLS certificate): the SVID profile plus DNS and IP SANs
+  (X.509-SVID 2 allows other SAN types beside the one URI SAN), so a gRPC client that checks
+  the host name it dialled accepts it.
 
 Keys are ECDSA P-256 (the default, interoperable) or ML-DSA-65 (FIPS 204, through the OpenSSL
 that the ``cryptography`` wheel bundles; the high-level builders accept it, with ``None`` as the
@@ -198,8 +201,10 @@ def issue_svid(
     *,
     not_before: datetime,
     not_after: datetime,
+    hosts: Sequence[x509.DNSName | x509.IPAddress] = (),
 ) -> x509.Certificate:
-    """The leaf SVID profile (module docstring), with an explicit validity window."""
+    """The leaf SVID profile (module docstring), with an explicit validity window; ``hosts``
+    adds DNS and IP SANs (the serving profile)."""
     algorithm_of(public_key)
     if not spiffe_id.path:
         raise IdentityError(f"{spiffe_id}: a leaf SVID's SPIFFE ID must have a path (X.509-SVID 3.1)")
@@ -218,7 +223,7 @@ def issue_svid(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
-        .add_extension(_spiffe_san(spiffe_id), critical=True)
+        .add_extension(_spiffe_san(spiffe_id, hosts), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca.key, _hash_for(ca.key))
@@ -319,8 +324,10 @@ def load_csr_pem(data: bytes) -> x509.CertificateSigningRequest:
         raise IdentityError(f"CSR: not a PEM certificate signing request ({exc})") from None
 
 
-def _spiffe_san(spiffe_id: SpiffeId) -> x509.SubjectAlternativeName:
-    return x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))])
+def _spiffe_san(
+    spiffe_id: SpiffeId, hosts: Sequence[x509.DNSName | x509.IPAddress] = ()
+) -> x509.SubjectAlternativeName:
+    return x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id)), *hosts])
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

@@ -6,8 +6,11 @@ Owns two things:
   `meshproxy.identity.certs`; the key never leaves this process), the bootstrap token read from
   its file on every call (a projected Kubernetes token rotates under us), the ``Sign`` call on a
   channel opened for that call (renewals are hours apart; a fresh channel carries no reconnect
-  backoff over from an outage), and a check of the answer as `source.load_material` checks
-  files (our key, a chain signed up to the bundle, one SPIFFE ID), which must be our ID.
+  backoff over from an outage): over TLS when a ``trust_file`` is given (the CA's bundle, read on
+  every call like the token; the CA's certificate must verify against it and name the host of
+  ``target``), plaintext otherwise (the loopback port 15010); and a check of the answer as
+  `source.load_material` checks files (our key, a chain signed up to the bundle, one SPIFFE
+  ID), which must be our ID.
 - `SvidRotator`: the first SVID at start, then a renewal at half of each SVID's lifetime (minus
   a bounded jitter, so a fleet started together does not renew in lockstep); while the CA is
   unreachable it retries with capped exponential backoff and jitter and keeps serving the last
@@ -39,20 +42,23 @@ import grpc
 from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from meshproxy.errors import IdentityError
 from meshproxy.identity import certs
+from meshproxy.identity.grpc_tls import describe_rpc_error
 from meshproxy.identity.source import CertMaterial, load_material
 from meshproxy.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
 
 # Refusals that a retry with the same configuration cannot change (a bad token, a denied ID).
-PERMANENT_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "TOKEN_FILE"})
+PERMANENT_CODES = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "TOKEN_FILE", "TRUST_FILE"}
+)
 # gRPC shares subchannels between channels to one target by default, and with them the reconnect
 # backoff of a failed connection: a channel of our own must really dial a CA that came back.
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 
 
 class SvidError(IdentityError):
-    """No SVID this time; ``code`` is the gRPC status name, or TOKEN_FILE / BAD_RESPONSE."""
+    """No SVID this time; ``code`` is the gRPC status name, or TOKEN_FILE / TRUST_FILE / BAD_RESPONSE."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
@@ -110,7 +116,7 @@ class SvidClient:
         algorithm: certs.Algorithm = certs.Algorithm.ECDSA_P256,
         node_id: str = "",
         ttl: timedelta | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        trust_file: Path | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.target = target
@@ -119,7 +125,7 @@ class SvidClient:
         self.algorithm = algorithm
         self.node_id = node_id
         self.ttl = ttl
-        self.credentials = credentials
+        self.trust_file = trust_file
         self.timeout = timeout
 
     async def fetch(self) -> CertMaterial:
@@ -128,10 +134,11 @@ class SvidClient:
         request = ca_pb2.SignRequest(csr_pem=certs.csr_to_pem(csr).decode(), node_id=self.node_id)
         if self.ttl is not None:
             request.requested_ttl.FromTimedelta(self.ttl)
-        if self.credentials is None:
+        if self.trust_file is None:
             channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         else:
-            channel = grpc.aio.secure_channel(self.target, self.credentials, options=CHANNEL_OPTIONS)
+            credentials = grpc.ssl_channel_credentials(root_certificates=self._read_trust(self.trust_file))
+            channel = grpc.aio.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
         async with channel:
             stub = ca_pb2_grpc.CertificateAuthorityStub(channel)
             try:
@@ -139,8 +146,20 @@ class SvidClient:
                     request, metadata=(("authorization", f"Bearer {token}"),), timeout=self.timeout
                 )
             except grpc.aio.AioRpcError as exc:
-                raise SvidError(exc.code().name, f"CA at {self.target}: {exc.details()}") from None
+                details = describe_rpc_error(exc, self.trust_file)
+                raise SvidError(exc.code().name, f"CA at {self.target}: {details}") from None
         return self._material(key, response)
+
+    @staticmethod
+    def _read_trust(path: Path) -> bytes:
+        try:
+            bundle = path.read_bytes()
+            certs.load_bundle(bundle, f"CA trust bundle {path}")
+        except OSError as exc:
+            raise SvidError("TRUST_FILE", f"cannot read the CA trust bundle ({exc})") from None
+        except IdentityError as exc:
+            raise SvidError("TRUST_FILE", str(exc)) from None
+        return bundle
 
     def _read_token(self) -> str:
         try:

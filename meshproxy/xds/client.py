@@ -1,6 +1,9 @@
 """The ADS client's I/O shell: one gRPC stream to the control plane, kept up forever.
 
-Owns the channel to the ``ads_config`` cluster, the bidirectional stream (state of the world or
+Owns the channel to the ``ads_config`` cluster (over TLS when the static cluster has an
+``UpstreamTlsContext``: the controlplane's certificate verified against its ``trusted_ca`` and
+its ``sni`` or the endpoint's host; a failed verification is logged with its cause and retried
+with the stream's backoff), the bidirectional stream (state of the world or
 delta), reconnecting with exponential backoff and full jitter, the time slicing that keeps a big
 update from stalling the event loop, and handing each assembled ``Config`` to
 ``Server.apply``. Every protocol decision (what to request, ACK or NACK, warming) is
@@ -25,6 +28,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from meshproxy import __version__
 from meshproxy.config.model import Cluster, DynamicResources
 from meshproxy.errors import ConfigError
+from meshproxy.identity.grpc_tls import describe_rpc_error
 from meshproxy.xds.resources import SHORT
 from meshproxy.xds.state import Response, Staged, XdsState
 
@@ -111,7 +115,7 @@ class AdsClient:
                 got_response = await self._stream()
                 self.last_error = "the control plane closed the stream"
             except grpc.aio.AioRpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+                self.last_error = f"{exc.code().name}: {describe_rpc_error(exc, self._trust())}"
             except Exception as exc:  # a bug here must not end the client: the proxy keeps serving
                 log.exception("ADS stream failed")
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -246,6 +250,13 @@ class AdsClient:
                 host = f"[{ep.address.host}]" if ":" in ep.address.host else ep.address.host
                 return f"{host}:{ep.address.port}"
         return "(no endpoint)"
+
+    def _trust(self) -> str:
+        """The trust bundle the controlplane's certificate is verified against, for log lines."""
+        cluster = self._cluster()
+        if cluster.tls_files is not None and cluster.tls_files.trusted_ca:
+            return cluster.tls_files.trusted_ca
+        return f"(trusted_ca of cluster {cluster.name})"
 
     def _open_channel(self) -> grpc.aio.Channel:
         cluster = self._cluster()

@@ -318,6 +318,7 @@ def mesh(image: Image, module_pods: Pods, tmp_path_factory: pytest.TempPathFacto
             *("serve", "--ca-dir", "/var/lib/meshproxy/ca", "--tokens", "/etc/meshproxy/tokens"),
             *("--mesh", "/etc/meshproxy/mesh.yaml"),
             *("--xds-address", f"0.0.0.0:{XDS_PORT}", "--xds-resources", "/etc/meshproxy/resources.json"),
+            *("--allow-plaintext-remote", "--xds-tls-address", "off"),  # plaintext across pods
             entrypoint=["controlplane"],
         )
         processes.append(server)

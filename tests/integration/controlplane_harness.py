@@ -1,9 +1,10 @@
 """The real controlplane for integration tests: ``python -m controlplane serve`` as a child process,
 and ``meshctl`` run against it, both driven without blocking the test's event loop.
 
-Owns `ControlPlaneProcess` (start on ``127.0.0.1:0`` and read the bound port back from the
-``serving`` lines; stop with SIGTERM or SIGKILL; start again on the same port with the same CA,
-mesh file and tokens, as a restarted process would), the management token it accepts, and
+Owns `ControlPlaneProcess` (start on ``127.0.0.1:0``, plaintext and TLS, and read the bound
+ports back from the ``serving`` lines; stop with SIGTERM or SIGKILL; start again on the same
+ports with the same CA, mesh file and tokens, as a restarted process would), the management
+token it accepts, and
 `meshctl` / `meshctl_json` (the real CLI as a subprocess, ``-o json``). The in-process proxy a
 test runs shares the event loop, so nothing here may block it: every child is awaited through
 asyncio. The controlplane's log goes to ``controlplane.log`` in the work directory (shown when
@@ -57,6 +58,7 @@ class ControlPlaneProcess:
         self.resources = resources
         self.args = tuple(args)  # more ``serve`` flags (e.g. ``--svid-ttl``)
         self.port = 0  # 0 until the first start has bound one; later starts reuse it
+        self.tls_port = 0  # the same, for --xds-tls-address
         self.proc: asyncio.subprocess.Process | None = None
         self._channel: grpc.aio.Channel | None = None
         self.log = workdir / "controlplane.log"
@@ -80,6 +82,7 @@ class ControlPlaneProcess:
             *("--tokens", str(self.workdir / "bootstrap-tokens")),
             *("--management-tokens", str(self.workdir / "management-tokens")),
             *("--mesh", str(self.mesh), "--xds-address", self.address),
+            *("--xds-tls-address", f"127.0.0.1:{self.tls_port}"),
         ]
         if self.resources is not None:
             argv += ["--xds-resources", str(self.resources)]
@@ -99,6 +102,8 @@ class ControlPlaneProcess:
                         )
                     if "serving xDS (ADS) on " in line:
                         self.port = int(line.rsplit(":", 1)[1])
+                    elif " over TLS on " in line:  # the last line
+                        self.tls_port = int(line.rsplit(":", 1)[1])
                         return
         except BaseException:
             await self.stop(kill=True)

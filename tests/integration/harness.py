@@ -207,10 +207,16 @@ class ProxyProcess:
     """A meshproxy started as ``python -m meshproxy run`` (for measuring the process itself)."""
 
     def __init__(
-        self, proc: subprocess.Popen[str], ports: dict[str, int], admin_port: int, log: list[str]
+        self,
+        proc: subprocess.Popen[str],
+        ports: dict[str, int],
+        admin_port: int,
+        log: list[str],
+        status: dict[str, int],
     ) -> None:
         self.proc = proc
         self.ports = ports
+        self.status = status  # status port by path (/healthz/ready, /stats/prometheus)
         self.admin_port = admin_port
         self.log = log  # stderr lines so far (the first LOG_LINES)
 
@@ -251,14 +257,22 @@ class ProxyProcess:
 
 _LISTENER_LINE = re.compile(r"listener (\S+) ready on [^ ]+:(\d+)")
 _ADMIN_LINE = re.compile(r"admin on http://[^ ]+:(\d+)")
+_STATUS_LINE = re.compile(r"status (\S+) on port (\d+)")
 LOG_LINES = 10_000
 
 
 @contextlib.contextmanager
 def proxy_process(
-    doc: dict[str, Any], workdir: pathlib.Path, timeout: float = 20.0, *, nofile: int | None = None
+    doc: dict[str, Any],
+    workdir: pathlib.Path,
+    timeout: float = 20.0,
+    *,
+    nofile: int | None = None,
+    args: tuple[str, ...] = (),
+    ready: bool = True,
 ) -> Iterator[ProxyProcess]:
-    """Run the proxy in a child process on ``doc``; yields once ``/ready`` answers 200.
+    """Run the proxy in a child process on ``doc`` (``args``: more ``run`` flags); yields once
+    ``/ready`` answers 200 (``ready=False``: once the admin port is up, ready or not).
 
     Listener and admin ports are bound as 0 and read back from the startup log lines; stderr
     keeps being drained by a thread so the child can never block on a full pipe (its first
@@ -280,13 +294,14 @@ def proxy_process(
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meshproxy", "run", "-c", str(path)],
+        [sys.executable, "-m", "meshproxy", "run", "-c", str(path), *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
         preexec_fn=limit_descriptors,
     )
     ports: dict[str, int] = {}
+    status: dict[str, int] = {}
     admin: list[int] = []
     lines: list[str] = []
     started = threading.Event()
@@ -298,6 +313,8 @@ def proxy_process(
                 lines.append(line)
             if m := _LISTENER_LINE.search(line):
                 ports[m.group(1)] = int(m.group(2))
+            elif m := _STATUS_LINE.search(line):
+                status[m.group(1)] = int(m.group(2))
             elif m := _ADMIN_LINE.search(line):
                 admin.append(int(m.group(1)))
                 started.set()
@@ -309,7 +326,7 @@ def proxy_process(
         if not started.wait(timeout) or not admin:
             raise AssertionError(f"meshproxy did not start (exit code {proc.poll()})")
         deadline = time.monotonic() + timeout
-        while True:
+        while ready:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin[0]}/ready", timeout=2) as resp:
                     if resp.status == 200:
@@ -319,7 +336,7 @@ def proxy_process(
             if time.monotonic() > deadline:
                 raise AssertionError("meshproxy /ready never answered 200")
             time.sleep(0.05)
-        yield ProxyProcess(proc, ports, admin[0], lines)
+        yield ProxyProcess(proc, ports, admin[0], lines, status)
     finally:
         proc.terminate()
         try:

@@ -249,6 +249,7 @@ async def test_controlplane_serve_issues_over_its_command_line(tmp_path: Path) -
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "controlplane", "serve", "--ca-dir", str(tmp_path / "ca")],
         *["--tokens", str(tokens), "--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0"],
+        *["--xds-tls-address", "off"],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

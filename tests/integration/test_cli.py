@@ -173,6 +173,21 @@ def test_run_on_occupied_port_exits_3(meshproxy: list[str], tmp_path: pathlib.Pa
     assert is_free(admin_port), "the admin port must not stay bound after a failed start"
 
 
+def test_run_on_an_occupied_status_port_exits_3_and_releases_the_rest(
+    meshproxy: list[str], tmp_path: pathlib.Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listener_port, admin_port = free_port(), free_port()
+        doc = write(tmp_path, fixed_port_bootstrap(listener_port, admin_port))
+        result = run(meshproxy, "run", "-c", doc, "--prometheus-port", "0", "--ready-port", str(port))
+    assert result.returncode == 3, result.stderr
+    assert f"cannot start: [Errno 98] status port {port} (/healthz/ready): " in result.stderr
+    assert is_free(listener_port) and is_free(admin_port)
+
+
 def test_run_concurrency_other_than_one_is_a_usage_error(
     meshproxy: list[str], tmp_path: pathlib.Path
 ) -> None:

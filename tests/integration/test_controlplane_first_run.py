@@ -68,6 +68,7 @@ async def serve(home: Path, *args: str, notes: int = 0) -> AsyncIterator[Served]
     """The controlplane, once it listens; ``notes``: how many lines it prints after that."""
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "controlplane", "serve", "--xds-address", "127.0.0.1:0", *args),
+        *("--xds-tls-address", "127.0.0.1:0"),
         cwd=REPO,
         env=newcomer_env(home),
         stdout=asyncio.subprocess.PIPE,

@@ -20,7 +20,16 @@ import httpx
 import pytest
 
 from . import wire
-from .harness import bootstrap, cluster, eventually, http_listener, proxy_process, proxy_to, route
+from .harness import (
+    bootstrap,
+    cluster,
+    eventually,
+    http_listener,
+    proxy_process,
+    proxy_to,
+    route,
+    running_proxy,
+)
 from .upstreams import aiohttp_upstream
 
 DRAIN_TIMEOUT = 5.0
@@ -156,3 +165,52 @@ async def test_request_already_sent_on_an_idle_connection_survives_drain() -> No
             await drain
         assert resp.status == 200
         assert resp.get("connection") == "close"
+
+
+async def test_admin_drain_listeners_inboundonly_leaves_outbound_listeners_serving() -> None:
+    """Envoy's ``/drain_listeners?inboundonly``: listeners whose traffic_direction is not
+    OUTBOUND (unspecified counts as inbound) drain; the OUTBOUND one keeps accepting."""
+    async with aiohttp_upstream() as up:
+        listeners = [http_listener([route()], name=name) for name in ("in", "unspecified", "out")]
+        listeners[0]["traffic_direction"] = "INBOUND"
+        listeners[2]["traffic_direction"] = "OUTBOUND"
+        async with (
+            running_proxy(bootstrap(listeners, [cluster("backend", up)])) as proxy,
+            httpx.AsyncClient() as admin,
+        ):
+            posted = await admin.post(proxy.admin_url + "/drain_listeners?inboundonly")
+            assert posted.status_code == 200
+            await eventually(
+                lambda: refuses(proxy.port("in")) and refuses(proxy.port("unspecified")), what="inbound"
+            )
+            resp = await wire.exchange(proxy.port("out"), wire.request("GET", "/echo/1"))
+            assert resp[0].status == 200 and resp[0].get("connection") != "close"
+            assert (await admin.get(proxy.admin_url + "/ready")).status_code == 503
+            drained = {
+                e["name"]: e["draining"] for e in (await admin.get(proxy.admin_url + "/listeners")).json()
+            }
+            assert drained == {"in": True, "unspecified": True, "out": False}
+
+
+async def test_shutdown_after_an_inboundonly_drain_still_holds_the_outbound_listener() -> None:
+    """Istio's agent posts ``/drain_listeners?inboundonly`` before it signals the proxy: the
+    shutdown that follows must still let the outbound listener serve until it goes quiet."""
+    async with aiohttp_upstream() as up:
+        listeners = [http_listener([route()], name=name) for name in ("in", "out")]
+        listeners[1]["traffic_direction"] = "OUTBOUND"
+        async with (
+            running_proxy(bootstrap(listeners, [cluster("backend", up)])) as proxy,
+            httpx.AsyncClient() as admin,
+        ):
+            server = proxy.server
+            assert (await admin.post(proxy.admin_url + "/drain_listeners?inboundonly")).status_code == 200
+            await eventually(lambda: refuses(proxy.port("in")), what="inbound drained")
+            async with wire.connect(proxy.port("out")) as (reader, writer):  # the app, still busy
+                server.terminate()
+                for n in range(3):
+                    writer.write(wire.request("GET", f"/echo/{n}"))
+                    resp = await wire.read_response(reader)
+                    assert resp.status == 200 and resp.get("connection") != "close"
+                assert not server.stopped.is_set()
+            # The application's connection closed: quiet for 1 s (the default), then the end.
+            await asyncio.wait_for(server.stopped.wait(), 10)

@@ -86,6 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             *(*run, "serve", "--ca-dir", str(tmp / "ca"), "--tokens", str(tmp / "tokens")),
             *("--management-tokens", str(admin_tokens), "--mesh", str(mesh)),
             *("--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"),
+            *("--xds-tls-address", "off"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -84,7 +84,6 @@ def test_fields_meshproxy_does_not_run_are_ignored_and_unknown_fields_refused_un
     doc: dict[str, Any],
 ) -> None:
     doc["stats_flush_interval"] = "5s"
-    doc["static_resources"]["listeners"][0]["traffic_direction"] = "OUTBOUND"
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
         "initial_requests": 1

@@ -591,3 +591,15 @@ def test_chains_differing_only_by_range_are_distinct_and_equal_ranges_clash() ->
         "l.filter_chains[1].filter_chain_match: matches the same connections as filter_chains[0]; "
         "Envoy rejects filter chains with identical matching rules"
     ]
+
+
+@pytest.mark.parametrize("direction", ["INBOUND", "OUTBOUND", None])
+def test_traffic_direction_is_kept_unspecified_unless_given(direction: str | None) -> None:
+    doc = listener() if direction is None else listener(traffic_direction=direction)
+    result, problems = compiled(doc)
+    assert not problems and result is not None
+    assert result.traffic_direction == (direction or "UNSPECIFIED")
+
+
+def test_a_traffic_direction_the_proto_does_not_define_is_a_problem() -> None:
+    assert problems_of(listener(traffic_direction=7)) == ["l.traffic_direction: 7 is not a TrafficDirection"]
