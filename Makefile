@@ -10,7 +10,7 @@ APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
 DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump
 
-.PHONY: demo test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
+.PHONY: demo demo-pods test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ $(NODE_STAMP):
 
 demo: $(STAMP)
 	$(PY) -m controlplane.demo
+
+# The same story in network-namespace pods with transparent sidecars (needs root; iproute2, iptables).
+demo-pods: $(STAMP) $(APT_STAMP)
+	$(PY) -m controlplane.demo --pods
 
 test: $(STAMP) $(APT_STAMP) $(NODE_STAMP) image-debs
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks

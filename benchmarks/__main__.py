@@ -10,7 +10,17 @@ import sys
 
 from benchmarks import cli
 
-SCENARIOS = ("http1", "openloop_validation", "tls_hop", "mesh_path", "h2", "xds", "cost", "lb")
+SCENARIOS = (
+    "http1",
+    "openloop_validation",
+    "tls_hop",
+    "mesh_path",
+    "h2",
+    "xds",
+    "cost",
+    "lb",
+    "interception",
+)
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:], SCENARIOS))

@@ -19,10 +19,12 @@ committed report). Publishing a run copies its files into ``results/`` (see repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
@@ -106,6 +108,22 @@ class Timing:
     duration_s: int
 
 
+Start = Callable[[Path, Settings], AbstractContextManager[targets.Running]]
+"""Brings a path up, warmed up, for one round's measurements, and down after them; raises
+targets.TargetStartError (with the reason) when it cannot, which skips the path for the run."""
+
+
+@contextlib.contextmanager
+def on_loopback(path: Path, settings: Settings) -> Iterator[targets.Running]:
+    """The usual start: ``targets.running`` on 127.0.0.1, then a wrk warm-up over 50 connections."""
+    with targets.running(
+        path.target, settings.cpu_proxy, settings.cpu_load, path.stall_ms, path.stall_every_ms
+    ) as live:
+        if settings.warmup_s:
+            wrk.run(live.port, 50, settings.warmup_s, settings.cpu_load)
+        yield live
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
@@ -118,6 +136,7 @@ class Scenario:
     note: str = ""
     filter_targets: bool = True  # --targets selects among the paths
     columns: tuple[str, ...] = ()  # metrics in the report's tables; () means DEFAULT_COLUMNS
+    start: Start = on_loopback  # how each path is brought up (pods: benchmarks/interception.py)
 
 
 def rotate(items: Sequence[T], by: int) -> list[T]:
@@ -178,11 +197,7 @@ def _round(
             continue
         log(f"[{scenario.name}] round {rnd + 1}/{settings.rounds}: {path.label}")
         try:
-            with targets.running(
-                path.target, settings.cpu_proxy, settings.cpu_load, path.stall_ms, path.stall_every_ms
-            ) as live:
-                if settings.warmup_s:
-                    wrk.run(live.port, 50, settings.warmup_s, settings.cpu_load)
+            with scenario.start(path, settings) as live:
                 for measurement in rotate(scenario.measurements, rnd):
                     run = _measure(measurement, settings, live, rnd, path.label, awake)
                     if "error" in run:

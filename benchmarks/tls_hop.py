@@ -183,14 +183,20 @@ def wrk_argv(
 
 
 def wrk_url(
-    url: str, connections: int, duration_s: float, cpu: int, headers: tuple[str, ...] = ()
+    url: str,
+    connections: int,
+    duration_s: float,
+    cpu: int,
+    headers: tuple[str, ...] = (),
+    within: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """wrk.run for a URL of any scheme (wrk speaks HTTPS with the system OpenSSL)."""
+    """wrk.run for a URL of any scheme (wrk speaks HTTPS with the system OpenSSL), run under the
+    command prefix ``within`` when given (``ip netns exec POD``: wrk in a pod)."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = FsPath(tmp) / "report.lua"
         lua_list = ", ".join(percentile_key(q) for q in PERCENTILES)
         script.write_text(wrk._LUA % {"percentiles": lua_list, "mark": wrk._MARK})
-        argv = wrk_argv(url, connections, duration_s, cpu, script, headers)
+        argv = [*within, *wrk_argv(url, connections, duration_s, cpu, script, headers)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout[-2000:]}")

@@ -22,7 +22,7 @@ should, 1 when something was off (the report says what), 2 when something did no
 
 Must not depend on: the proxy's or the controlplane's internals; it drives them as programs,
 over their ports (``layout`` reads the mesh config to know those, and writes the controlplane's
-tokens files).
+tokens files). ``--pods`` runs the mesh in pods instead (``pods_demo``; needs root).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controlplane.demo import layout
+from controlplane.demo import layout, pods_demo
 from controlplane.demo.apps import Seen, Tally, send, start_app
 from controlplane.demo.evidence import PQ_GROUP, Inbound, all_acked, matches
 from controlplane.demo.layout import CALLER, OPERATOR, SERVICE, DemoError, Layout
@@ -300,9 +300,18 @@ def main() -> int:
         help="run a copy of the default mesh on free ports (beside another demo, or in tests)",
     )
     p.add_argument("--keep-running", action="store_true", help="leave everything up until Ctrl-C")
+    p.add_argument(
+        "--pods",
+        action="store_true",
+        help="the mesh in network-namespace pods with transparent sidecars (needs root; "
+        "uses --requests only)",
+    )
     args = p.parse_args()
     if args.requests < 1 or not 1 <= args.connections <= args.requests:
         p.error("--requests must be at least 1, --connections between 1 and --requests")
+    if args.pods:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        return pods_demo.run(args.requests)
     os.environ["PYTHONUNBUFFERED"] = "1"  # the children's logs, line by line
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # the report, as it happens
     from meshproxy.cli import new_event_loop
