@@ -267,11 +267,13 @@ class Server:
             self._return_memory_after_bursts(now)
 
     def _return_memory_after_bursts(self, now: float) -> None:
-        """When a burst of connections or a handshake flood has ended (``overload/trim.py``
+        """When a burst of connections or streams, or a handshake flood, has ended (``overload/trim.py``
         decides), hand the allocator's free pages back, and log what that returned and cost."""
         connections = self.overload.connections
+        requests = sum(stats.downstream_rq_active for stats in self.store.http.values())
         abandoned = sum(lr.stats.downstream_pre_cx_abandoned for lr in self.listeners.values())
-        if not self._trim.due(now, connections.active, connections.take_high_water(), abandoned):
+        holders, high_water = connections.active + requests, connections.take_high_water() + requests
+        if not self._trim.due(now, holders, high_water, abandoned):
             return
         returned = return_free_memory()
         if returned is not None:
