@@ -93,7 +93,8 @@ class Prober:
 
     def requests_made(self, n: int) -> None:
         """Until ``n`` requests were answered or failed (bounded): an attack held that long."""
-        wait_for(lambda: len(self.latencies) + len(self.errors) >= n, f"{n} {self.protocol} prober requests")
+        what = f"{n} {self.protocol} prober requests"
+        wait_for(lambda: len(self.latencies) + len(self.errors) >= n, what, timeout=60.0)
 
     def summary(self) -> dict[str, Any]:
         ms = sorted(t * 1000 for t in self.latencies)

@@ -216,7 +216,7 @@ def test_fd_flood_under_a_low_descriptor_limit(tmp_path: pathlib.Path) -> None:
                 assert proxy.admin("/ready")[0] == 200
                 assert stat(proxy, "listener.http.downstream_cx_fd_reserve_reject") > 0
                 assert fresh_get(port) in ("ok", "refused")
-                prober.requests_made(100)
+                prober.requests_made(50)
             # Afterwards everyone is served again.
             wait_for(lambda: fresh_get(port) == "ok", "a request served after the flood")
             assert proxy.proc.poll() is None
@@ -335,7 +335,7 @@ def test_slow_readers_cost_bounded_memory_which_is_returned_after(tmp_path: path
                 readers.callback(stalled_reader(proxy.port(), body).close)
             wait_for(lambda: stat(proxy, "http.http.downstream_rq_active") >= n, "every reader admitted")
             plateau(proxy)
-            prober.requests_made(100)
+            prober.requests_made(50)
             assert proxy.admin("/ready")[0] == 200
     held, kept = row["rss_peak_mib"] - row["rss_before_mib"], row["rss_after_mib"] - row["rss_before_mib"]
     assert held < 100, f"{n} slow readers held {held:.0f} MiB"
