@@ -63,24 +63,36 @@ class Prober:
         self.period = period
         self.latencies: list[float] = []
         self.errors: list[str] = []
+        self._conn: Any | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with contextlib.closing(self._connect()) as conn:
+        conn = self._conn
+        try:
             while not self._stop.wait(self.period):
-                started = time.monotonic()
-                try:
-                    status = self._get(conn)
-                except (OSError, http.client.HTTPException, ProtocolError) as err:
-                    self.errors.append(f"{type(err).__name__}: {err}")
-                    conn.close()
-                    conn = self._connect()
-                    continue
-                if status == 200:
-                    self.latencies.append(time.monotonic() - started)
-                else:
-                    self.errors.append(f"status {status}")
+                conn = self._request(conn)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _request(self, conn: Any | None) -> Any | None:
+        """One GET, recorded; the connection for the next (None after a failure: a new one)."""
+        started = time.monotonic()
+        try:
+            if conn is None:
+                conn = self._connect()
+            status = self._get(conn)
+        except (OSError, http.client.HTTPException, ProtocolError) as err:
+            self.errors.append(f"{type(err).__name__}: {err}")
+            if conn is not None:
+                conn.close()
+            return None
+        if status == 200:
+            self.latencies.append(time.monotonic() - started)
+        else:
+            self.errors.append(f"status {status}")
+        return conn
 
     def _connect(self) -> Any:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
@@ -109,6 +121,8 @@ class Prober:
         }
 
     def __enter__(self) -> Prober:
+        # The first request before the attack starts: the connection exists before any flood.
+        self._conn = self._request(None)
         self._thread.start()
         return self
 
