@@ -253,14 +253,14 @@ def report() -> None:
     if not ROWS:
         return
     lines = [
-        f"{'attack':<62} {'prober':<9} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'attack':<66} {'prober':<9} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'RSS MiB before/peak/after':>26}"
     ]
     for row in ROWS:
         rss = f"{row['rss_before_mib']:.0f}/{row['rss_peak_mib']:.0f}/{row['rss_after_mib']:.0f}"
         for i, p in enumerate(row["probers"]):
             lines.append(
-                f"{row['attack'] if i == 0 else '':<62} {p['protocol']:<9} {p['requests']:>8}"
+                f"{row['attack'] if i == 0 else '':<66} {p['protocol']:<9} {p['requests']:>8}"
                 f" {p['errors']:>6} {p['p50_ms']:>7.1f} {p['p99_ms']:>7.1f} {rss if i == 0 else '':>26}"
             )
     print("\n" + "\n".join(lines))
