@@ -43,6 +43,7 @@ from meshproxy.listener.runtime import ListenerRuntime, bind_socket
 from meshproxy.overload.monitors import nofile_soft_limit, open_fds, return_free_memory
 from meshproxy.overload.runtime import OverloadRuntime
 from meshproxy.overload.state import OverloadState
+from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
 from meshproxy.sidecar.lifecycle import OutboundHold, Termination
 from meshproxy.stats import Store
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy")
 
 TICK = 1.0
-# Connections abandoned before a codec (a handshake flood) after which freed memory is returned.
-TRIM_AFTER = 256
 # Longest stretch ``apply`` builds route tables without yielding to the event loop (seconds).
 SLICE = 0.005
 
@@ -93,7 +92,7 @@ class Server:
             self.overload, FdReserve(None if limit == resource.RLIM_INFINITY else limit, open_fds), self.rng
         )
         self._loop_logs = LogLimiter(log)
-        self._trimmed_at = 0  # abandoned pre-connections at the last return_free_memory
+        self._trim = MemoryTrim()
         self._default_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
         self.admin = Admin(self)
 
@@ -276,15 +275,26 @@ class Server:
                 lr.sweep(now)
             self.access_logs.flush()
             self.certs.poll(now)
-            self._return_memory_after_floods()
+            self._return_memory_after_bursts(now)
 
-    def _return_memory_after_floods(self) -> None:
-        """After ``TRIM_AFTER`` connections were abandoned before a codec (failed or timed-out
-        handshakes: a flood), hand the allocator's free pages back (``return_free_memory``)."""
+    def _return_memory_after_bursts(self, now: float) -> None:
+        """When a burst of connections or streams, or a handshake flood, has ended (``overload/trim.py``
+        decides), hand the allocator's free pages back, and log what that returned and cost."""
+        connections = self.overload.connections
+        requests = sum(stats.downstream_rq_active for stats in self.store.http.values())
         abandoned = sum(lr.stats.downstream_pre_cx_abandoned for lr in self.listeners.values())
-        if abandoned - self._trimmed_at >= TRIM_AFTER:
-            self._trimmed_at = abandoned
-            return_free_memory()
+        holders, high_water = connections.active + requests, connections.take_high_water() + requests
+        if not self._trim.due(now, holders, high_water, abandoned):
+            return
+        returned = return_free_memory()
+        if returned is not None:
+            before, after, took = returned
+            log.info(
+                "returned free memory after a burst: RSS %.1f -> %.1f MiB in %.1f ms",
+                before / 2**20,
+                after / 2**20,
+                took * 1000,
+            )
 
     def _begin_drain(self) -> bool:
         """Mark the process draining (readiness answers 503 from here on); False if it was."""

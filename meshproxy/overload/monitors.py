@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import resource
+import time
 
 from meshproxy.overload.config import EVENT_LOOP_LAG, FILE_DESCRIPTORS, FIXED_HEAP, Monitor
 
@@ -66,14 +67,28 @@ def _malloc_trim() -> ctypes._NamedFuncPointer | None:
 _MALLOC_TRIM = _malloc_trim()
 
 
-def return_free_memory() -> None:
-    """Hands the C allocator's free pages back to the kernel (glibc ``malloc_trim(0)``; a no-op
-    elsewhere). OpenSSL allocates each handshake's state (tens of KiB: key shares, ML-KEM
-    keys, buffers) with malloc; once a flood of them is freed, glibc keeps the pages in its
-    arenas and the resident set stays at the flood's peak (finding 9). Costs a walk of the
-    arenas (milliseconds): the caller decides when it is worth it."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+def return_free_memory() -> tuple[int, int, float] | None:
+    """Hands the C allocator's free pages back to the kernel (glibc ``malloc_trim(0)``; None
+    elsewhere, where there is nothing to call). OpenSSL allocates each handshake's state (tens
+    of KiB: key shares, ML-KEM keys, buffers) and the codecs their buffers with malloc; once a
+    burst of them is freed, glibc keeps the pages in its arenas and the resident set stays at
+    the burst's peak (findings 7 and 9). Returns the RSS before and after (0 where /proc is not
+    mounted) and the seconds the trim took: a walk of the arenas, milliseconds; the caller
+    (``trim.py``'s policy) decides when it is worth it."""
+    if _MALLOC_TRIM is None:
+        return None
+    before = _rss_or_zero()
+    started = time.perf_counter()
+    _MALLOC_TRIM(0)
+    took = time.perf_counter() - started
+    return before, _rss_or_zero(), took
+
+
+def _rss_or_zero() -> int:
+    try:
+        return rss_bytes()
+    except OSError:
+        return 0
 
 
 def raise_nofile_limit() -> tuple[int, int]:

@@ -5,7 +5,7 @@ header-count bounds on request headers, trailers and upstream responses (finding
 an out-of-range status relayed into HTTP/2 (finding 15); request blocks that would corrupt an
 HTTP/1.1 head (finding 16); request_timeout, max_connection_duration and
 headers_with_underscores (finding 12). The HPACK amplification attack against a child-process
-proxy is in ``test_http2_hpack_bomb.py``.
+proxy is in ``test_exhaustion_http2.py``.
 """
 
 from __future__ import annotations
