@@ -62,15 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     side = run.add_argument_group(
         "sidecar ports and lifecycle",
         "status ports answer on every interface (the admin stays where the bootstrap puts it); "
-        "at SIGTERM inbound listeners drain while OUTBOUND ones serve until the application has "
-        "gone: no outbound connection for --outbound-quiet, or --termination-drain-duration, or "
-        "a second SIGTERM/SIGINT, whichever comes first",
+        "at SIGTERM inbound listeners drain (gracefully with --sidecar: accepting in drain mode "
+        "until callers have gone) while OUTBOUND ones serve until the application has gone: no "
+        "traffic for --drain-quiet, or --termination-drain-duration, or a second "
+        "SIGTERM/SIGINT, whichever comes first",
     )
     side.add_argument(
         "--sidecar",
         action="store_true",
-        help=f"serve Istio's status ports: --ready-port {SIDECAR_READY_PORT} "
-        f"--prometheus-port {SIDECAR_PROMETHEUS_PORT} unless given",
+        help=f"serve Istio's status ports (--ready-port {SIDECAR_READY_PORT} "
+        f"--prometheus-port {SIDECAR_PROMETHEUS_PORT} unless given) and drain inbound gracefully",
+    )
+    side.add_argument(
+        "--graceful-inbound-drain",
+        action="store_true",
+        help="at SIGTERM inbound listeners keep accepting in drain mode until callers have gone "
+        "(Envoy's graceful drain; implied by --sidecar)",
     )
     side.add_argument("--ready-port", type=_port, help="serve GET /healthz/ready here (0: any free port)")
     side.add_argument(
@@ -80,13 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         "--termination-drain-duration",
         type=_seconds,
         default=5.0,
-        help="longest time outbound listeners serve after SIGTERM (default 5s)",
+        help="longest time listeners keep accepting after SIGTERM (default 5s)",
     )
     side.add_argument(
-        "--outbound-quiet",
+        "--drain-quiet",
         type=_seconds,
         default=1.0,
-        help="outbound listeners drain once no connection was open for this long (default 1s)",
+        help="after SIGTERM, listeners still accepting drain once they had no traffic for this "
+        "long (default 1s)",
     )
     val = sub.add_parser("validate", help="check a bootstrap and report every problem with its field path")
     val.add_argument("-c", "--config", required=True, help="bootstrap file")
@@ -221,7 +229,10 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     old, new = raise_nofile_limit()  # before the server sizes its descriptor reserve
     if new > old:
         logging.getLogger("meshproxy").info("file descriptor limit raised from %d to %d", old, new)
-    server = Server(config, termination=Termination(args.outbound_quiet, args.termination_drain_duration))
+    termination = Termination(
+        args.drain_quiet, args.termination_drain_duration, args.sidecar or args.graceful_inbound_drain
+    )
+    server = Server(config, termination=termination)
     status = StatusPorts(server.admin, *status_ports(args))
     try:
         await server.start()

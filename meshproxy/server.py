@@ -36,6 +36,7 @@ from meshproxy.access_log import AccessLogs
 from meshproxy.admin.server import Admin
 from meshproxy.config.model import Config, FilterChain, HttpConnectionManager, Listener, TlsFiles
 from meshproxy.errors import ConfigError
+from meshproxy.hcm.context import HttpContext
 from meshproxy.identity.source import CertMaterial, CertSources, Paths, Pem, Rotate
 from meshproxy.listener.admission import Admission, FdReserve
 from meshproxy.listener.log_limit import LogLimiter
@@ -45,7 +46,7 @@ from meshproxy.overload.runtime import OverloadRuntime
 from meshproxy.overload.state import OverloadState
 from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
-from meshproxy.sidecar.lifecycle import OutboundHold, Termination
+from meshproxy.sidecar.lifecycle import DrainHold, Termination
 from meshproxy.stats import Store
 from meshproxy.tls.context import TlsContext
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -304,13 +305,19 @@ class Server:
         self.store.server["draining"] = 1
         return True
 
-    async def drain(self, timeout: float | None = None, *, inbound_only: bool = False) -> int:
-        """Drain every listener (``inbound_only``: only the inbound ones, as Envoy's
-        ``/drain_listeners?inboundonly``); returns the number of connections cut at the deadline."""
+    async def drain(
+        self, timeout: float | None = None, *, inbound_only: bool = False, graceful: bool = False
+    ) -> int:
+        """Drain every listener (``inbound_only``: only the inbound ones; ``graceful``: after
+        accepting in drain mode until traffic stops, as Envoy's ``/drain_listeners`` parameters);
+        returns the number of connections cut at the deadline."""
         if not self._begin_drain():
             return 0
         inbound, outbound = self._by_direction()
-        return await self._drain(inbound if inbound_only else inbound + outbound, "", timeout)
+        targets = inbound if inbound_only else inbound + outbound
+        if graceful:
+            return await self._graceful_drain(targets, "")
+        return await self._drain(targets, "", timeout)
 
     def _by_direction(self) -> tuple[list[ListenerRuntime], list[ListenerRuntime]]:
         """The live listeners, inbound (``traffic_direction`` INBOUND or unspecified) and outbound."""
@@ -345,54 +352,67 @@ class Server:
 
     def terminate(self) -> None:
         """SIGTERM, SIGINT or ``/quitquitquit``: the first starts the shutdown, a later one
-        ends the outbound hold at once (``sidecar/lifecycle.py`` rule 5)."""
+        ends the holds at once (``sidecar/lifecycle.py`` rule 5)."""
         if self._shutdown is None:
             self._shutdown = asyncio.get_running_loop().create_task(self.shutdown())
         else:
             self._hurry.set()
 
     async def shutdown(self) -> None:
-        """Readiness turns 503; inbound listeners drain while outbound ones keep serving until
-        the application has exited (``OutboundHold``), then those drain too; then the end."""
+        """Readiness turns 503; inbound listeners drain (in sidecar mode after a graceful hold
+        while callers move away) while outbound ones keep serving until the application has
+        exited, then those drain too; then the end (``DrainHold``)."""
         self._begin_drain()
         # Listeners a /drain_listeners already drains are left to it (and cut at close);
         # after ``/drain_listeners?inboundonly`` (Istio's agent sends it first) the outbound
         # ones still get their hold.
         inbound, outbound = ([lr for lr in group if not lr.draining] for group in self._by_direction())
-        inbound_drained = asyncio.ensure_future(self._drain(inbound, "inbound "))
+        if self.termination.graceful_inbound:
+            inbound_drained = asyncio.ensure_future(self._graceful_drain(inbound, "inbound"))
+        else:
+            inbound_drained = asyncio.ensure_future(self._drain(inbound, "inbound "))
         if outbound:
-            await self._hold_outbound(outbound)
+            await self._hold(outbound, "outbound", _outbound_activity)
             await self._drain(outbound, "outbound ")
         await inbound_drained
         await self.close()
 
-    async def _hold_outbound(self, outbound: list[ListenerRuntime]) -> None:
-        """Keep ``outbound`` accepting and serving until the hold ends (``OutboundHold``)."""
+    async def _graceful_drain(self, listeners: list[ListenerRuntime], which: str) -> int:
+        """Envoy's graceful drain: ``listeners`` keep accepting in drain mode (every response
+        closes its connection, HTTP/2 gets GOAWAY after one) until the hold ends, then drain."""
+        if not listeners:
+            return 0
+        for lr in listeners:
+            lr.begin_graceful_drain()
+        await self._hold(listeners, which or "draining", _inbound_activity)
+        return await self._drain(listeners, which + " " if which else "")
+
+    async def _hold(
+        self,
+        listeners: list[ListenerRuntime],
+        which: str,
+        activity: Callable[[list[ListenerRuntime]], tuple[int, int]],
+    ) -> None:
+        """Keep ``listeners`` accepting until their ``DrainHold`` ends."""
         loop = asyncio.get_running_loop()
-
-        def observed() -> tuple[int, int]:
-            return (
-                sum(len(lr.connections) + lr.pending for lr in outbound),
-                sum(lr.stats.downstream_pre_cx_total for lr in outbound),
-            )
-
         began = loop.time()
-        hold = OutboundHold(self.termination, began, observed()[1])
+        hold = DrainHold(self.termination, began, activity(listeners)[1])
         log.info(
-            "outbound listeners serve on until no connection for %.1fs, %.1fs at most, or a second signal",
-            self.termination.outbound_quiet,
+            "%s listeners accept on until no traffic for %.1fs, %.1fs at most, or a second signal",
+            which,
+            self.termination.quiet,
             self.termination.drain_duration,
         )
         while True:
             if self._hurry.is_set():
                 hold.hurry()
-            at = hold.observe(loop.time(), *observed())
+            at = hold.observe(loop.time(), *activity(listeners))
             if at is None:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), max(0.0, at - loop.time()))
         assert hold.ended is not None
-        log.info("outbound hold ended after %.2fs: %s", loop.time() - began, hold.ended.value)
+        log.info("%s hold ended after %.2fs: %s", which, loop.time() - began, hold.ended.value)
 
     async def close(self) -> None:
         self.ready = False
@@ -463,3 +483,25 @@ async def _build_route_tables(listeners: Iterable[Listener]) -> list[RouteTable]
     if tables:
         await asyncio.sleep(0)  # the clusters' update starts a slice of its own
     return list(tables.values())
+
+
+def _outbound_activity(listeners: list[ListenerRuntime]) -> tuple[int, int]:
+    """Rule 2 outbound: connections open (or pending a codec) now; connections accepted so far."""
+    return (
+        sum(len(lr.connections) + lr.pending for lr in listeners),
+        sum(lr.stats.downstream_pre_cx_total for lr in listeners),
+    )
+
+
+def _inbound_activity(listeners: list[ListenerRuntime]) -> tuple[int, int]:
+    """Rule 2 inbound: exchanges in progress now (a request, a TCP relay, a handshake); requests
+    started so far. An idle keep-alive connection, or one that never sends, is not traffic."""
+    return (
+        sum(lr.pending + sum(not conn.is_idle() for conn in lr.connections) for lr in listeners),
+        sum(
+            ctx.stats.downstream_rq_total
+            for lr in listeners
+            for ctx in lr.contexts.values()
+            if isinstance(ctx, HttpContext)
+        ),
+    )

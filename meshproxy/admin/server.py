@@ -36,7 +36,8 @@ _HELP = """meshproxy admin
   GET  /listeners          listeners and their bound addresses
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
-                           ?inboundonly: only listeners whose traffic_direction is not OUTBOUND
+                           ?inboundonly: only listeners whose traffic_direction is not OUTBOUND;
+                           ?graceful: first keep accepting in drain mode until traffic stops
   POST /quitquitquit       shut down as on SIGTERM (inbound drains, outbound serves until the
                            application has gone, then drains), then exit
 """
@@ -108,7 +109,8 @@ class Admin:
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
             if path == "/drain_listeners":
-                srv.spawn(srv.drain(inbound_only="inboundonly" in query.split("&")))
+                params = query.split("&")
+                srv.spawn(srv.drain(inbound_only="inboundonly" in params, graceful="graceful" in params))
                 return 200, b"OK\n", b"text/plain"
             srv.terminate()
             return 200, b"OK\n", b"text/plain"

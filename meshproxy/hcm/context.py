@@ -38,7 +38,8 @@ class ListenerView(Protocol):
     """What the codecs need of the listener that accepted their connection."""
 
     config: Listener
-    draining: bool
+    draining: bool  # exchanges end their connection (connection: close, GOAWAY)
+    graceful: bool  # ... while it still accepts (a graceful drain's first phase)
     deadlines: set[Any]  # streams whose coarse route deadline the listener's tick keeps
 
     def connection_opened(self, conn: Any) -> None: ...

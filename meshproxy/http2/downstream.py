@@ -79,8 +79,8 @@ class H2Downstream(H2Peer):
         config = self.ctx.config
         if config.stream_idle_timeout > 0 or config.max_connection_duration > 0:
             self.sweeper = self.loop.call_later(1.0, self._sweep)
-        if self.listener.draining:
-            self.goaway()
+        if self.listener.draining and not self.listener.graceful:
+            self.goaway()  # (in a graceful drain, after its first response: stream.py)
         if self.preface:
             data, self.preface = self.preface, b""
             self.data_received(data)

@@ -144,7 +144,7 @@ class ChainSelector(asyncio.Protocol):
             found.transport_protocol,
             found.application_protocols,
         )
-        if chain is None or listener.draining:
+        if chain is None or (listener.draining and not listener.graceful):
             listener.stats.no_filter_chain_match += int(chain is None)
             transport.close()  # connection_lost gives the slot back
             return

@@ -125,6 +125,8 @@ class ListenerRuntime:
         self.name = config.name
         self.stats = stats
         self.draining = False
+        # A graceful drain's first phase: still accepting, every exchange in drain mode.
+        self.graceful = False
         # The runtime that replaced this one: connections this one accepted late go there.
         self.successor: ListenerRuntime | None = None
         self.connections: set[Tracked] = set()
@@ -431,6 +433,16 @@ class ListenerRuntime:
             self._parked.close()
             self._parked = None
 
+    def begin_graceful_drain(self) -> None:
+        """Envoy's graceful drain: keep accepting, but in drain mode (each HTTP/1.1 response says
+        ``connection: close``; HTTP/2 connections get GOAWAY, new ones after their first
+        response) until ``drain`` stops accepting."""
+        self.draining = True
+        self.graceful = True
+        for conn in list(self.connections):
+            if isinstance(conn, H2Downstream):
+                conn.goaway()
+
     async def drain(self, timeout: float, *, close_idle: bool = True) -> int:
         """Stop accepting, finish in-flight requests (bounded), close the rest; returns how many were cut.
 
@@ -439,6 +451,7 @@ class ListenerRuntime:
         deadline: closing them early races a request the client may be sending on them.
         """
         self.draining = True
+        self.graceful = False
         self.stop_accepting()
         for conn in list(self.connections):
             if isinstance(conn, H2Downstream):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_hello import X25519MLKEM768, Hello
 
 from controlplane.demo.pods import COMMAND_TIMEOUT, Pods
 from controlplane.demo.pods_mesh import (
@@ -42,7 +43,7 @@ from controlplane.demo.pods_mesh import (
 )
 from controlplane.demo.workload import GRPC_PORT, HTTP_PORT, TCP_PORT
 
-from .wire import X25519MLKEM768, Hello, capture, hellos
+from .wire import capture, hellos
 
 PQ = "X25519MLKEM768"
 LOAD_CONNECTIONS = 4
@@ -260,13 +261,6 @@ def test_sigterm_to_a_pod_with_native_sidecar_order_under_load_loses_no_request(
     assert tally["failed"] == 0, tally
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="meshproxy's inbound drain stops accepting at SIGTERM (docs/sidecar.md, step 2); callers "
-    "still routed to the pod until the endpoint update lands get connection refused (503). "
-    "Envoy's graceful drain (Istio: drain_listeners?inboundonly&graceful) keeps accepting "
-    "during the drain period, answering with connection: close",
-)
 def test_sigterm_to_a_pod_and_its_sidecar_at_once_under_load_loses_no_request(mesh: PodMesh) -> None:
     mesh.restart("v2")
     shifted = mesh.meshctl("split", "hello", "v1=0", "v2=100")

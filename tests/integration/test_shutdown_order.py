@@ -1,6 +1,7 @@
 """The sidecar's shutdown order over real sockets, with the real command (``python -m meshproxy
 run``): at SIGTERM readiness turns 503 and the inbound listener drains (in-flight requests
-finish with ``connection: close``, new connections are refused) while the outbound listener
+finish with ``connection: close``, new connections are refused; with a graceful inbound drain
+they are first served in drain mode until callers leave) while the outbound listener
 (``traffic_direction: OUTBOUND``) keeps accepting and serving the application; once the
 application has gone quiet (or the termination drain duration ends, or a second signal comes)
 the outbound listener drains too and the process exits 0. Every request is counted: none is
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from . import wire
+from .h2_client import RawH2
 from .harness import ProxyProcess, bootstrap, cluster, eventually, http_listener, proxy_process, route
 from .test_drain import KeepAliveClient, refuses
 from .upstreams import aiohttp_upstream
@@ -86,7 +88,7 @@ async def test_sigterm_drains_inbound_while_outbound_serves_the_app_until_it_goe
     tmp_path: pathlib.Path,
 ) -> None:
     loop = asyncio.get_running_loop()
-    args = ("--ready-port", "0", "--outbound-quiet", "0.5", "--termination-drain-duration", "30")
+    args = ("--ready-port", "0", "--drain-quiet", "0.5", "--termination-drain-duration", "30")
     async with aiohttp_upstream() as up:
         with proxy_process(two_way_doc(up), tmp_path, args=args) as proc:
             inbound, outbound = proc.port("inbound"), proc.port("outbound")
@@ -132,7 +134,7 @@ async def test_sigterm_drains_inbound_while_outbound_serves_the_app_until_it_goe
         assert not any(close for *_, close in before)
     log = "".join(proc.log)
     assert "outbound hold ended after" in log
-    assert "no outbound connection for the quiet period" in log
+    assert "no traffic for the quiet period" in log
 
 
 async def test_a_busy_outbound_listener_drains_when_the_termination_drain_duration_ends(
@@ -140,7 +142,7 @@ async def test_a_busy_outbound_listener_drains_when_the_termination_drain_durati
 ) -> None:
     """The application keeps a keep-alive connection open (it never goes quiet): the hold ends at
     the termination drain duration, and the request in flight then finishes with close."""
-    args = ("--ready-port", "0", "--outbound-quiet", "0.2", "--termination-drain-duration", "1")
+    args = ("--ready-port", "0", "--drain-quiet", "0.2", "--termination-drain-duration", "1")
     async with aiohttp_upstream() as up:
         with proxy_process(two_way_doc(up), tmp_path, args=args) as proc:
             async with wire.connect(proc.port("outbound")) as (reader, writer):
@@ -172,3 +174,62 @@ async def test_a_second_signal_ends_the_outbound_hold(tmp_path: pathlib.Path) ->
             assert proc.proc.returncode == 0
     assert "outbound hold ended after" in "".join(proc.log)
     assert "a second signal" in "".join(proc.log)
+
+
+@dataclass
+class Callers:
+    """Callers of the inbound listener still routed to this pod: a new connection for every
+    request (each drain-mode response closes its connection), until ``stop``."""
+
+    port: int
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+    ok: int = 0
+    closed_by_drain: int = 0
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            async with wire.connect(self.port) as (reader, writer):
+                self.sent += 1
+                writer.write(wire.request("GET", "/delay/0.01"))
+                resp = await wire.read_response(reader)
+                assert resp.status == 200, resp.head
+                self.ok += 1
+                self.closed_by_drain += resp.get("connection") == "close"
+
+
+async def test_a_graceful_inbound_drain_serves_new_callers_in_drain_mode_until_they_leave(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``--graceful-inbound-drain`` (implied by ``--sidecar``), Envoy's graceful drain under Istio:
+    after SIGTERM callers not yet routed elsewhere still connect and are served, every response
+    closing its connection (HTTP/2: GOAWAY after the response); once they have gone for the quiet
+    period the listener stops accepting and the process exits 0. No request is lost."""
+    args = ("--ready-port", "0", "--graceful-inbound-drain", "--drain-quiet", "0.5")
+    args += ("--termination-drain-duration", "30")
+    async with aiohttp_upstream() as up:
+        with proxy_process(two_way_doc(up), tmp_path, args=args) as proc:
+            inbound = proc.port("inbound")
+            callers = Callers(inbound)
+            tasks = [asyncio.create_task(callers.run()) for _ in range(2)]
+            await eventually(lambda: callers.ok >= 10, BOUND, "callers served")
+            proc.proc.send_signal(signal.SIGTERM)
+            await eventually(lambda: callers.closed_by_drain >= 20, BOUND, "new callers served after SIGTERM")
+            assert not refuses(inbound)
+            assert await asyncio.to_thread(readiness, proc) == 503
+            h2 = await RawH2.open(inbound)  # a new HTTP/2 caller: served, then told to go
+            sid = h2.request("/delay/0.01")
+            await h2.flush()
+            events = await h2.read_until(lambda evs: h2.ended(sid) and h2.goaway() is not None)
+            assert h2.headers_of(sid).get(b":status") == b"200", events
+            goaway = h2.goaway()
+            assert goaway is not None and goaway.last_stream_id == sid
+            await h2.close()
+            callers.stop.set()  # the callers' routes have moved
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            assert [d for d in done if d is not None] == [], "a caller saw a failure"
+            await eventually(lambda: refuses(inbound), BOUND, "the inbound listener closed once quiet")
+            await eventually(lambda: proc.proc.poll() is not None, BOUND, "exit")
+            assert proc.proc.returncode == 0
+    assert callers.sent == callers.ok, f"{callers.sent - callers.ok} inbound request(s) lost"
+    assert "inbound hold ended after" in "".join(proc.log)

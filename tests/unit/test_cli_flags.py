@@ -33,9 +33,9 @@ def test_sidecar_presets_istios_ports_unless_given(
 )
 def test_durations_in_seconds_or_istios_form(text: str, seconds: float) -> None:
     args = _parser().parse_args(
-        ["run", "-c", "b", "--termination-drain-duration", text, "--outbound-quiet", text]
+        ["run", "-c", "b", "--termination-drain-duration", text, "--drain-quiet", text]
     )
-    assert args.termination_drain_duration == args.outbound_quiet == seconds
+    assert args.termination_drain_duration == args.drain_quiet == seconds
 
 
 @pytest.mark.parametrize(
@@ -43,8 +43,8 @@ def test_durations_in_seconds_or_istios_form(text: str, seconds: float) -> None:
     [
         ("--termination-drain-duration", "-1"),
         ("--termination-drain-duration", "5m"),
-        ("--outbound-quiet", "nan"),
-        ("--outbound-quiet", "inf"),
+        ("--drain-quiet", "nan"),
+        ("--drain-quiet", "inf"),
         ("--ready-port", "65536"),
         ("--prometheus-port", "-1"),
     ],

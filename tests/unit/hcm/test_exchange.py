@@ -33,6 +33,7 @@ class Listener:
 
     config: Any = None
     draining = False
+    graceful = False
     deadlines: set[Any] = set()
 
     def connection_opened(self, conn: Any) -> None: ...

@@ -1,21 +1,21 @@
-"""OutboundHold, the shutdown order's policy, without a clock or sockets: each rule of
+"""DrainHold, the shutdown order's policy, without a clock or sockets: each rule of
 ``meshproxy/sidecar/lifecycle.py`` driven by the ``now`` and counts a test passes in."""
 
 from __future__ import annotations
 
 import pytest
 
-from meshproxy.sidecar.lifecycle import POLL, HoldEnd, OutboundHold, Termination
+from meshproxy.sidecar.lifecycle import POLL, DrainHold, HoldEnd, Termination
 
-POLICY = Termination(outbound_quiet=1.0, drain_duration=5.0)
+POLICY = Termination(quiet=1.0, drain_duration=5.0)
 
 
-def run(hold: OutboundHold, looks: list[tuple[float, int, int]]) -> list[float | None]:
+def run(hold: DrainHold, looks: list[tuple[float, int, int]]) -> list[float | None]:
     return [hold.observe(now, open_, accepted) for now, open_, accepted in looks]
 
 
 def test_quiet_from_the_start_ends_after_the_quiet_period() -> None:
-    hold = OutboundHold(POLICY, now=100.0, accepted=7)
+    hold = DrainHold(POLICY, now=100.0, accepted=7)
     assert run(hold, [(100.0, 0, 7), (100.5, 0, 7)]) == [100.0 + POLL, 100.5 + POLL]
     assert hold.ended is None
     assert hold.observe(101.0, 0, 7) is None
@@ -23,7 +23,7 @@ def test_quiet_from_the_start_ends_after_the_quiet_period() -> None:
 
 
 def test_an_open_connection_restarts_the_quiet_period() -> None:
-    hold = OutboundHold(POLICY, now=0.0, accepted=0)
+    hold = DrainHold(POLICY, now=0.0, accepted=0)
     run(hold, [(0.0, 0, 0), (0.9, 2, 0), (1.5, 0, 0), (2.4, 0, 0)])
     assert hold.ended is None  # quiet since 1.5 only
     assert hold.observe(2.5, 0, 0) is None
@@ -31,7 +31,7 @@ def test_an_open_connection_restarts_the_quiet_period() -> None:
 
 
 def test_a_connection_that_came_and_went_between_looks_counts_as_activity() -> None:
-    hold = OutboundHold(POLICY, now=0.0, accepted=3)
+    hold = DrainHold(POLICY, now=0.0, accepted=3)
     run(hold, [(0.0, 0, 3), (0.9, 0, 4)])  # one accepted and closed in between
     assert hold.observe(1.5, 0, 4) is not None  # quiet since 1.5, not since 0.0
     assert hold.observe(2.4, 0, 4) is not None
@@ -40,7 +40,7 @@ def test_a_connection_that_came_and_went_between_looks_counts_as_activity() -> N
 
 
 def test_busy_outbound_ends_at_the_drain_duration() -> None:
-    hold = OutboundHold(POLICY, now=10.0, accepted=0)
+    hold = DrainHold(POLICY, now=10.0, accepted=0)
     nexts = run(hold, [(10.0 + t / 10, 1, 0) for t in range(50)])
     assert None not in nexts
     assert max(n for n in nexts if n is not None) <= 15.0  # never sleeps past the deadline
@@ -49,7 +49,7 @@ def test_busy_outbound_ends_at_the_drain_duration() -> None:
 
 
 def test_a_second_signal_ends_the_hold_at_the_next_look() -> None:
-    hold = OutboundHold(POLICY, now=0.0, accepted=0)
+    hold = DrainHold(POLICY, now=0.0, accepted=0)
     assert hold.observe(0.0, 3, 0) is not None
     hold.hurry()
     assert hold.observe(0.01, 3, 0) is None
@@ -62,6 +62,6 @@ def test_a_second_signal_ends_the_hold_at_the_next_look() -> None:
     ("quiet", "duration", "ended"), [(0.0, 5.0, HoldEnd.QUIET), (1.0, 0.0, HoldEnd.DURATION)]
 )
 def test_zero_settings_end_at_the_first_look(quiet: float, duration: float, ended: HoldEnd) -> None:
-    hold = OutboundHold(Termination(quiet, duration), now=0.0, accepted=0)
+    hold = DrainHold(Termination(quiet, duration), now=0.0, accepted=0)
     assert hold.observe(0.0, 0, 0) is None
     assert hold.ended is ended
