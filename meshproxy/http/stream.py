@@ -456,6 +456,10 @@ class Stream:
             apply_mutations(headers, *levels)
             lines = [codec.join_lines(headers)]
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
+        if no_body:
+            # RFC 9112 §6.3 rule 1: no body whatever the head says; a Transfer-Encoding the
+            # upstream sent on a 204/304/HEAD response must not make us write a last chunk.
+            self.resp_chunk_down = False
         framed = self.resp_content_length or no_body
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
             self.resp_close_delimited = True
