@@ -198,8 +198,7 @@ cdef int _on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, vo
 
 
 cdef int _on_invalid_frame(nghttp2_session* session, const nghttp2_frame* frame, int lib_error, void* user_data) noexcept:
-    cdef Connection conn = <Connection>user_data
-    conn.invalid = lib_error
+    (<Connection>user_data).invalid = lib_error  # the reason, should it end the connection
     return 0
 
 
@@ -276,6 +275,7 @@ cdef class Connection:
     cdef int invalid
     cdef bint goaway_received
     cdef int32_t goaway_last
+    cdef int32_t highest_inbound  # the last stream the peer opened (h2's highest_inbound_stream_id)
     cdef readonly RemoteSettings remote_settings
 
     def __cinit__(self, bint client, object settings, Py_ssize_t max_header_list, Py_ssize_t max_headers):
@@ -333,15 +333,15 @@ cdef class Connection:
             elif not isinstance(error, ProtocolError):
                 raise error  # a defect of ours (MemoryError, ...), not the peer's
             code = NGHTTP2_ENHANCE_YOUR_CALM if isinstance(error, DenialOfServiceError) else NGHTTP2_PROTOCOL_ERROR
-            nghttp2_session_terminate_session(self.session, code)
+            nghttp2_session_terminate_session2(self.session, self.highest_inbound, code)
             raise error
-        if self.invalid:
-            # nghttp2 answered an invalid frame: RST_STREAM (reported as StreamReset), or GOAWAY
-            # for a connection error, which h2 raises; send now to learn which it was.
-            lib_error, self.invalid = self.invalid, 0
+        if not self.goaway_error_sent:
+            # A connection error nghttp2 found answers with GOAWAY (h2 raises instead): frame
+            # what is queued now, which data_to_send returns next, to learn whether it did.
             self._drain()
             if self.goaway_error_sent:
-                raise ProtocolError(f"nghttp2: {nghttp2_strerror(lib_error).decode()}")
+                reason = nghttp2_strerror(self.invalid).decode() if self.invalid else "connection error"
+                raise ProtocolError(f"nghttp2: {reason}")
         return events
 
     cdef frame_received(self, const nghttp2_frame* frame):
@@ -369,6 +369,7 @@ cdef class Connection:
             headers, st.headers = st.headers, None
             cat = frame.headers.cat
             if cat == NGHTTP2_HCAT_REQUEST:
+                self.highest_inbound = sid
                 event = ev.RequestReceived(stream_id=sid, headers=headers)
             elif self.client and not st.final_seen:  # a response, or the final one after 1xx
                 status = headers[0][1] if headers and headers[0][0] == b":status" else b""
@@ -557,9 +558,10 @@ cdef class Connection:
         self._check(nghttp2_submit_window_update(self.session, NGHTTP2_FLAG_NONE, stream_id or 0, increment))
 
     def close_connection(self, error_code=0, additional_data=None, last_stream_id=None):
-        """GOAWAY with ``error_code``, naming the last stream nghttp2 processed; nothing is
-        read after it is sent."""
-        self._check(nghttp2_session_terminate_session(self.session, int(error_code)))
+        """GOAWAY with ``error_code``, naming ``last_stream_id`` or the last stream the peer
+        opened; nothing is read after it is sent."""
+        last = self.highest_inbound if last_stream_id is None else last_stream_id
+        self._check(nghttp2_session_terminate_session2(self.session, last, int(error_code)))
 
     def ping(self, opaque_data):
         cdef bytes b = opaque_data
@@ -594,7 +596,7 @@ cdef class Connection:
 
     @property
     def highest_inbound_stream_id(self):
-        return nghttp2_session_get_last_proc_stream_id(self.session)
+        return self.highest_inbound
 
     @property
     def highest_outbound_stream_id(self):

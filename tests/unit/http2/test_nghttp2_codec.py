@@ -245,3 +245,235 @@ def test_server_events_and_answers_match_h2(codec_c: ModuleType, seed: int) -> N
     assert any(e[0] == "RequestReceived" for e in events[0])
     assert closed == any(e[0] == "ConnectionTerminated" for e in events[0])
     assert answers[:1] == answers[1:]
+
+
+# ---------------------------------------------------------------------------- the client side
+
+
+def server_script(seed: int, requests: bytes) -> bytes:
+    """An h2 server's answer to ``requests``: responses with bodies, trailers, a 103 before the
+    final response, a refused stream, a stream left open, window updates, SETTINGS, PING and,
+    for some seeds, GOAWAY."""
+    rng = random.Random(seed)
+    peer = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    peer.local_settings.max_concurrent_streams = 50
+    peer.initiate_connection()
+    streams = [e.stream_id for e in peer.receive_data(requests) if type(e).__name__ == "RequestReceived"]
+    for sid in streams:
+        shape = rng.choice(("body", "trailers", "early", "refused", "open"))
+        if shape == "refused":
+            peer.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            continue
+        if shape == "early":
+            peer.send_headers(sid, [(b":status", b"103"), (b"link", b"</a>; rel=preload")])
+        peer.send_headers(sid, [(b":status", b"200"), (b"x-sid", b"%d" % sid)])
+        body = rng.randbytes(rng.randint(0, 9000))
+        while body:
+            take = rng.randint(1, 8000)
+            peer.send_data(sid, body[:take], pad_length=rng.choice((None, 3)))
+            body = body[take:]
+        if shape == "trailers":
+            peer.send_headers(sid, [(b"grpc-status", b"0"), (b"grpc-message", b"ok")], end_stream=True)
+        elif shape != "open":
+            peer.end_stream(sid)
+    peer.increment_flow_control_window(rng.randint(1, 1 << 20))
+    peer.ping(rng.randbytes(8))
+    if rng.random() < 0.4:
+        peer.close_connection(ErrorCodes.NO_ERROR, last_stream_id=streams[0] if streams else 0)
+    return peer.data_to_send()
+
+
+def send_requests(conn: Any, seed: int) -> bytes:
+    """Requests through the codec API (the same calls for either codec): bodies sent as windows
+    allow, ended by trailers or by an empty DATA frame."""
+    rng = random.Random(seed)
+    for _ in range(rng.randint(2, 6)):
+        sid = conn.get_next_available_stream_id()
+        body = rng.randbytes(rng.choice((0, rng.randint(1, 9000))))
+        conn.send_headers(sid, _request(rng, sid, b"POST" if body else b"GET"), end_stream=not body)
+        if not body:
+            continue
+        while body:
+            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            conn.send_data(sid, body[:window])
+            body = body[window:]
+        if rng.random() < 0.5:
+            conn.send_headers(sid, [(b"x-trailer", b"%d" % sid)], end_stream=True)
+        else:
+            conn.end_stream(sid)
+    return conn.data_to_send()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_client_events_and_requests_match_h2(codec_c: ModuleType, seed: int) -> None:
+    clients = [_client(codec) for codec in (codec_c, _codec_py)]
+    sent = [send_requests(client, seed) for client in clients]
+    requests = []
+    for data in sent:  # what each codec wrote, as an independent h2 server reads it
+        reader = _h2_peer(client=False)
+        requests.append(by_stream(normalise(_feed(reader, data, random.Random(seed)), {1, 2, 3, 4})))
+    assert requests[0] == requests[1]
+    assert any(e[0] == "RequestReceived" for seq in requests[0].values() for e in seq)
+    answer = server_script(seed, sent[1])
+    events = [normalise(_feed(client, answer, random.Random(seed + 1))) for client in clients]
+    assert events[0] == events[1]
+    assert any(e[0] == "ResponseReceived" for e in events[0])
+
+
+# ---------------------------------------------------------------------------- bounds and errors
+
+
+def _preface() -> bytes:
+    return _h2_peer(client=True).data_to_send()
+
+
+def _headers_frame(block: list[tuple[bytes, bytes]], encoder: Encoder | None = None, sid: int = 1) -> bytes:
+    frame = HeadersFrame(sid)
+    frame.data = (encoder or Encoder()).encode(block)
+    frame.flags = {"END_HEADERS", "END_STREAM"}
+    return frame.serialize()
+
+
+def _refusal(conn: Any, data: bytes) -> tuple[type[Exception], list[Any]]:
+    """What ``conn`` raised for ``data``, and what it wrote, as an h2 client reads it."""
+    with pytest.raises(ProtocolError) as raised:
+        conn.receive_data(data)
+    reader = _h2_peer(client=True)
+    return type(raised.value), normalise(reader.receive_data(conn.data_to_send()), set())
+
+
+GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+
+
+@pytest.mark.parametrize(
+    ("block", "accepted"),
+    [
+        (GET + [(b"x", b"")] * (MAX_HEADERS - len(GET)), True),  # exactly the field count
+        (GET + [(b"x", b"")] * (MAX_HEADERS - len(GET) + 1), False),  # one field over it
+        (GET + [(b"x-big", b"v" * 16000)], True),  # under the byte bound
+        (GET + [(b"x-big", b"v" * 16300)], False),  # over it, counted as RFC 7541 §4.1 counts
+    ],
+)
+def test_header_bounds_match_the_twin(codec_c: ModuleType, block: list[tuple[bytes, bytes]], accepted: bool) -> None:
+    """Over either bound, both codecs refuse the connection: DenialOfServiceError, and GOAWAY
+    ENHANCE_YOUR_CALM on the wire (decoder.py's contract); at the bound, the block is delivered."""
+    data = _preface() + _headers_frame(block)
+    outcomes = []
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        server.data_to_send()
+        if accepted:
+            outcomes.append(normalise(server.receive_data(data)))
+        else:
+            error, written = _refusal(server, data)
+            assert error is DenialOfServiceError
+            # (h2 acknowledges the client's SETTINGS first; nghttp2 sends only the GOAWAY)
+            outcomes.append([e for e in written if e[0] == "ConnectionTerminated"])
+            assert outcomes[-1] == [("ConnectionTerminated", 0, ErrorCodes.ENHANCE_YOUR_CALM, 0, b"")]
+    assert outcomes[0] == outcomes[1]
+    if accepted:
+        assert outcomes[0][1][:2] == ("RequestReceived", 1)
+
+
+def test_an_hpack_bomb_is_refused_while_decoding(codec_c: ModuleType) -> None:
+    """One 4 KB dynamic-table entry, then one-byte references to it: ~1 KB on the wire decoding to
+    megabytes. The block is refused at the byte bound, not decoded to the end."""
+    encoder = Encoder()
+    seed = _headers_frame(GET + [(b"x-bomb", b"b" * 4000)], encoder)
+    bomb = _headers_frame(GET + [(b"x-bomb", b"b" * 4000)] * 1000, encoder, sid=3)
+    assert len(bomb) < 2000
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        assert normalise(server.receive_data(_preface() + seed))[1][0] == "RequestReceived"
+        with pytest.raises(DenialOfServiceError):
+            server.receive_data(bomb)
+
+
+def test_a_continuation_flood_ends_the_connection(codec_c: ModuleType) -> None:
+    """CVE-2024-27316's shape: a HEADERS frame followed by endless empty CONTINUATION frames."""
+    frame = HeadersFrame(1)
+    frame.data = Encoder().encode(GET)[:3]
+    flood = frame.serialize() + b"".join(ContinuationFrame(1).serialize() for _ in range(2000))
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        server.data_to_send()
+        error, written = _refusal(server, _preface() + flood)
+        assert issubclass(error, ProtocolError)
+        assert any(e[0] == "ConnectionTerminated" and e[2] != 0 for e in written)
+
+
+def test_a_connection_error_raises_and_sends_goaway(codec_c: ModuleType) -> None:
+    """DATA on stream 0 (RFC 9113 §6.1): a connection error, GOAWAY PROTOCOL_ERROR on both."""
+    bad = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        server.data_to_send()
+        error, written = _refusal(server, _preface() + bad)
+        assert issubclass(error, ProtocolError)
+        assert [e[:3] for e in written if e[0] == "ConnectionTerminated"] == [
+            ("ConnectionTerminated", 0, ErrorCodes.PROTOCOL_ERROR)
+        ]
+
+
+def test_streams_we_closed_refuse_further_calls(codec_c: ModuleType) -> None:
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        server.receive_data(_preface() + _headers_frame(GET))
+        server.send_headers(1, [(b":status", b"204")], end_stream=True)
+        server.data_to_send()
+        with pytest.raises(StreamClosedError):
+            server.send_data(1, b"late")
+        with pytest.raises(StreamClosedError):
+            server.reset_stream(1)
+
+
+# ---------------------------------------------------------------------------- flow control
+
+
+def test_windows_reopen_only_when_the_proxy_acknowledges(codec_c: ModuleType) -> None:
+    """Manual flow control both ways: a 300 KB upload stops at the window until the server codec
+    acknowledges what it passed on; a 300 KB download goes out only as the reader's window allows,
+    and every byte arrives in order."""
+    upload = random.Random(7).randbytes(300_000)
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        client = _h2_peer(client=True)
+        client.receive_data(server.data_to_send())
+        client.send_headers(1, [(b":method", b"POST"), *GET[1:]])
+        received = bytearray()
+        unacked = 0
+        while len(received) < len(upload):
+            window = min(client.local_flow_control_window(1), client.max_outbound_frame_size)
+            sent = len(received)
+            if window > 0 and sent < len(upload):
+                client.send_data(1, upload[sent : sent + window])
+                events = server.receive_data(client.data_to_send())
+                for event in events:
+                    if type(event).__name__ == "DataReceived":
+                        unacked += event.flow_controlled_length
+                        received += event.data
+                continue
+            # The window is shut: nothing reopens it until the server acknowledges.
+            early = client.receive_data(server.data_to_send())
+            assert not any(type(e).__name__ == "WindowUpdated" for e in early)
+            server.acknowledge_received_data(unacked, 1)
+            unacked = 0
+            assert any(type(e).__name__ == "WindowUpdated" for e in client.receive_data(server.data_to_send()))
+        assert bytes(received) == upload
+
+        server.send_headers(1, [(b":status", b"200")])
+        expected, rest, got = upload[::-1], upload[::-1], bytearray()
+        for _ in range(1000):
+            if len(got) == len(expected):
+                break
+            window = min(server.local_flow_control_window(1), server.max_outbound_frame_size)
+            assert window >= 0
+            if window and rest:
+                server.send_data(1, rest[:window])
+                rest = rest[window:]
+            for event in client.receive_data(server.data_to_send()):
+                if type(event).__name__ == "DataReceived":
+                    got += event.data
+                    client.acknowledge_received_data(event.flow_controlled_length, 1)
+            server.receive_data(client.data_to_send())
+        assert bytes(got) == upload[::-1]
