@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.settings import Settings
+from h2.settings import SettingCodes, Settings
 
 from meshproxy.http2.decoder import BoundedDecoder
 
@@ -22,7 +22,7 @@ CODEC = "h2"
 
 
 def new_connection(
-    *, client: bool, settings: Mapping[int, int], max_header_list: int, max_headers: int
+    *, client: bool, settings: Mapping[SettingCodes, int], max_header_list: int, max_headers: int
 ) -> H2Connection:
     """A client or server connection advertising ``settings`` (SETTINGS code → value), refusing a
     header block of more than ``max_header_list`` bytes (RFC 7541 §4.1) or ``max_headers`` fields."""

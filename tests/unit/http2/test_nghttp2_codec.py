@@ -12,12 +12,13 @@ tested the same way against a scripted h2 server. Without the compiled module th
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import import_twin
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -26,7 +27,6 @@ from h2.settings import SettingCodes
 from hpack import Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-from conftest import import_twin
 from meshproxy.http2 import _codec_py
 
 SETTINGS = {
@@ -39,16 +39,10 @@ MAX_HEADER_LIST = 16384
 MAX_HEADERS = 100
 SEEDS = range(24)
 
-Codec = Callable[..., Any]
-
 
 @pytest.fixture(scope="module")
 def codec_c() -> ModuleType:
     return import_twin("meshproxy.http2._codec", "c")
-
-
-def _codecs(codec_c: ModuleType) -> tuple[ModuleType, ModuleType]:
-    return codec_c, _codec_py
 
 
 def _server(codec: ModuleType) -> Any:
@@ -79,9 +73,13 @@ def _h2_peer(client: bool) -> H2Connection:
 
 def _split(data: bytes, rng: random.Random) -> list[bytes]:
     """``data`` cut at a few random points (sometimes inside a frame header)."""
-    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 12)))) if len(data) > 1 else []
+    cuts = (
+        sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 12))))
+        if len(data) > 1
+        else []
+    )
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _feed(conn: Any, data: bytes, rng: random.Random) -> list[Any]:
@@ -89,6 +87,9 @@ def _feed(conn: Any, data: bytes, rng: random.Random) -> list[Any]:
     for piece in _split(data, rng):
         events.extend(conn.receive_data(piece))
     return events
+
+
+HEADER_EVENTS = ("RequestReceived", "ResponseReceived", "TrailersReceived", "InformationalResponseReceived")
 
 
 def normalise(events: list[Any], settings_keys: set[int] | None = None) -> list[tuple[Any, ...]]:
@@ -100,8 +101,8 @@ def normalise(events: list[Any], settings_keys: set[int] | None = None) -> list[
         sid = getattr(event, "stream_id", 0)
         if name == "DataReceived":
             out.append((name, sid, event.data, event.flow_controlled_length))
-        elif name in ("RequestReceived", "ResponseReceived", "TrailersReceived", "InformationalResponseReceived"):
-            headers = [(n, v, isinstance(field, NeverIndexedHeaderTuple)) for field in event.headers for n, v in [field]]
+        elif name in HEADER_EVENTS:
+            headers = [(f[0], f[1], isinstance(f, NeverIndexedHeaderTuple)) for f in event.headers]
             out.append((name, sid, headers, getattr(event, "stream_ended", None) is not None))
         elif name == "StreamReset":
             out.append((name, sid, int(event.error_code)))
@@ -135,7 +136,9 @@ def merge_data(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def by_stream(events: list[tuple[Any, ...]], drop: tuple[str, ...] = ("WindowUpdated",)) -> dict[int, list[Any]]:
+def by_stream(
+    events: list[tuple[Any, ...]], drop: tuple[str, ...] = ("WindowUpdated",)
+) -> dict[int, list[Any]]:
     """Normalised events per stream, 0 for the connection: each codec may interleave streams
     its own way, and sends WINDOW_UPDATE at its own thresholds (``drop``)."""
     streams: dict[int, list[tuple[Any, ...]]] = {}
@@ -158,7 +161,9 @@ def _request(rng: random.Random, sid: int, method: bytes) -> list[tuple[bytes, b
     for i in range(rng.randint(0, 6)):
         value = bytes(rng.choice(b"abcdefghij0123456789") for _ in range(rng.randint(0, 40)))
         name = b"x-field-%d" % rng.randrange(8)
-        headers.append(NeverIndexedHeaderTuple(name, value) if i == 0 and rng.random() < 0.5 else (name, value))
+        headers.append(
+            NeverIndexedHeaderTuple(name, value) if i == 0 and rng.random() < 0.5 else (name, value)
+        )
     if rng.random() < 0.3:
         headers.append(NeverIndexedHeaderTuple(b"authorization", b"Bearer %d" % sid))
     return headers
@@ -350,11 +355,13 @@ GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":p
     [
         (GET + [(b"x", b"")] * (MAX_HEADERS - len(GET)), True),  # exactly the field count
         (GET + [(b"x", b"")] * (MAX_HEADERS - len(GET) + 1), False),  # one field over it
-        (GET + [(b"x-big", b"v" * 16000)], True),  # under the byte bound
-        (GET + [(b"x-big", b"v" * 16300)], False),  # over it, counted as RFC 7541 §4.1 counts
+        ([*GET, (b"x-big", b"v" * 16000)], True),  # under the byte bound
+        ([*GET, (b"x-big", b"v" * 16300)], False),  # over it, counted as RFC 7541 §4.1 counts
     ],
 )
-def test_header_bounds_match_the_twin(codec_c: ModuleType, block: list[tuple[bytes, bytes]], accepted: bool) -> None:
+def test_header_bounds_match_the_twin(
+    codec_c: ModuleType, block: list[tuple[bytes, bytes]], accepted: bool
+) -> None:
     """Over either bound, both codecs refuse the connection: DenialOfServiceError, and GOAWAY
     ENHANCE_YOUR_CALM on the wire (decoder.py's contract); at the bound, the block is delivered."""
     data = _preface() + _headers_frame(block)
@@ -379,7 +386,7 @@ def test_an_hpack_bomb_is_refused_while_decoding(codec_c: ModuleType) -> None:
     """One 4 KB dynamic-table entry, then one-byte references to it: ~1 KB on the wire decoding to
     megabytes. The block is refused at the byte bound, not decoded to the end."""
     encoder = Encoder()
-    seed = _headers_frame(GET + [(b"x-bomb", b"b" * 4000)], encoder)
+    seed = _headers_frame([*GET, (b"x-bomb", b"b" * 4000)], encoder)
     bomb = _headers_frame(GET + [(b"x-bomb", b"b" * 4000)] * 1000, encoder, sid=3)
     assert len(bomb) < 2000
     for codec in (codec_c, _codec_py):
@@ -458,7 +465,9 @@ def test_windows_reopen_only_when_the_proxy_acknowledges(codec_c: ModuleType) ->
             assert not any(type(e).__name__ == "WindowUpdated" for e in early)
             server.acknowledge_received_data(unacked, 1)
             unacked = 0
-            assert any(type(e).__name__ == "WindowUpdated" for e in client.receive_data(server.data_to_send()))
+            assert any(
+                type(e).__name__ == "WindowUpdated" for e in client.receive_data(server.data_to_send())
+            )
         assert bytes(received) == upload
 
         server.send_headers(1, [(b":status", b"200")])
