@@ -71,6 +71,9 @@ cdef class _Stream:
     cdef bint headers_sent  # our final header block went out
     cdef bint final_seen  # the peer's final response header block arrived (client)
     cdef bint reset  # reset by us (reset_stream) or by the peer (RST_STREAM)
+    cdef bint provider  # our headers went out with a data provider (not with END_STREAM)
+    cdef bint eof  # the data provider has framed its last DATA
+    cdef uint32_t reset_code  # RST_STREAM to send once what was queued before it is framed
     cdef object trailers
     cdef list headers  # the header block being received
     cdef Py_ssize_t header_size
@@ -198,7 +201,12 @@ cdef int _on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, vo
 
 
 cdef int _on_invalid_frame(nghttp2_session* session, const nghttp2_frame* frame, int lib_error, void* user_data) noexcept:
-    (<Connection>user_data).invalid = lib_error  # the reason, should it end the connection
+    cdef Connection conn = <Connection>user_data
+    if lib_error == NGHTTP2_ERR_HTTP_HEADER or lib_error == NGHTTP2_ERR_HTTP_MESSAGING:
+        # A header block or message HTTP/2 forbids: h2's inbound validation makes that a
+        # connection error, and the handlers (and their stats) expect it as one.
+        return _fail(conn, ProtocolError(f"nghttp2: {nghttp2_strerror(lib_error).decode()}"))
+    conn.invalid = lib_error  # the reason, should nghttp2 end the connection for it
     return 0
 
 
@@ -245,10 +253,13 @@ cdef ssize_t _read_data(
         st.pending -= n
         conn.pending_total -= n
         if not out and st.ended:
+            st.eof = True
             data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
             if st.trailers is not None:
                 data_flags[0] |= NGHTTP2_DATA_FLAG_NO_END_STREAM
                 conn.submit_trailer(stream_id, st.trailers)
+            if st.reset:
+                conn._check(nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, st.reset_code))
             return n
         if n == 0:
             return NGHTTP2_ERR_DEFERRED
@@ -511,6 +522,7 @@ cdef class Connection:
             free(nva)
         self._check(rv)
         st.headers_sent = True
+        st.provider = not end_stream
         st.ended = end_stream
         if self.client:
             self.streams[sid] = st
@@ -542,12 +554,18 @@ cdef class Connection:
         nghttp2_session_resume_data(self.session, stream_id)
 
     def reset_stream(self, stream_id, error_code=0):
+        """RST_STREAM, after what was queued on the stream before it (h2 frames each call at
+        once, so a reply's DATA and end go out before the reset that follows them)."""
         cdef _Stream st = self._open(stream_id)
         st.reset = True
+        st.reset_code = int(error_code)
+        if st.provider and not st.eof and (st.out or st.ended):
+            nghttp2_session_resume_data(self.session, stream_id)  # the provider sends it at EOF
+            return
         self.pending_total -= st.pending
         st.pending = 0
         st.out.clear()
-        self._check(nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, int(error_code)))
+        self._check(nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, st.reset_code))
 
     def acknowledge_received_data(self, acknowledged_size, stream_id):
         """The proxy passed ``acknowledged_size`` bytes on: their window may reopen (a closed

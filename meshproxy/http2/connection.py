@@ -39,7 +39,8 @@ from meshproxy.http2 import _codec_py
 
 # The HTTP/2 codec every connection uses; h2 stays the default until the nghttp2 one is measured
 # in the proxy (issue 14).
-CODEC = load_twin("meshproxy.http2._codec") if os.environ.get("MESHPROXY_H2_CODEC") == "nghttp2" else _codec_py
+NGHTTP2 = os.environ.get("MESHPROXY_H2_CODEC") == "nghttp2"
+CODEC = load_twin("meshproxy.http2._codec") if NGHTTP2 else _codec_py
 
 
 class Half:
