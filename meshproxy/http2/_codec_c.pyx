@@ -95,10 +95,6 @@ cdef class RemoteSettings:
     def max_concurrent_streams(self):
         return nghttp2_session_get_remote_settings(self.conn.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
 
-    @property
-    def max_frame_size(self):
-        return nghttp2_session_get_remote_settings(self.conn.session, NGHTTP2_SETTINGS_MAX_FRAME_SIZE)
-
 
 cdef nghttp2_nv* _nva(list headers) except NULL:
     """``headers`` as an nghttp2_nv array pointing into the list's bytes (nghttp2 copies them)."""
@@ -272,7 +268,7 @@ cdef class Connection:
     """One HTTP/2 connection (client or server) on an nghttp2 session: h2's API subset."""
 
     cdef nghttp2_session* session
-    cdef readonly bint client
+    cdef bint client
     cdef dict streams  # stream id -> _Stream, from its first header block until nghttp2 closes it
     cdef list events  # what the read being handled produced so far
     cdef object error  # raised out of receive_data once nghttp2 returns (callbacks cannot raise)
@@ -448,8 +444,8 @@ cdef class Connection:
                 return
             self.out += (<const char*>chunk)[:n]
 
-    def data_to_send(self, amount=None):
-        """Every byte the session has to send now (``amount`` is h2's; it is not used)."""
+    def data_to_send(self):
+        """Every byte the session has to send now."""
         self._drain()
         if not self.out:
             return b""
@@ -480,8 +476,7 @@ cdef class Connection:
             raise StreamClosedError(stream_id)
         return st
 
-    def send_headers(self, stream_id, headers, end_stream=False, priority_weight=None,
-                     priority_depends_on=None, priority_exclusive=None):
+    def send_headers(self, stream_id, headers, end_stream=False):
         """Request headers (client, on ``get_next_available_stream_id()``), response headers
         (server; 1xx ones stay non-final), or trailers once those went out (``end_stream``)."""
         cdef int32_t sid = stream_id
@@ -581,12 +576,6 @@ cdef class Connection:
         last = self.highest_inbound if last_stream_id is None else last_stream_id
         self._check(nghttp2_session_terminate_session2(self.session, last, int(error_code)))
 
-    def ping(self, opaque_data):
-        cdef bytes b = opaque_data
-        if len(b) != 8:
-            raise ValueError("PING data must be 8 bytes")
-        self._check(nghttp2_submit_ping(self.session, NGHTTP2_FLAG_NONE, <const uint8_t*>PyBytes_AS_STRING(b)))
-
     def local_flow_control_window(self, stream_id):
         """How much DATA may be queued on the stream now: the smaller of the peer's stream and
         connection windows, less what is buffered and not yet framed."""
@@ -599,10 +588,6 @@ cdef class Connection:
 
     def get_next_available_stream_id(self):
         return nghttp2_session_get_next_stream_id(self.session)
-
-    def stream_is_closed(self, stream_id):
-        """True once nghttp2 closed the stream (both sides ended, or reset)."""
-        return stream_id not in self.streams
 
     @property
     def max_outbound_frame_size(self):

@@ -160,6 +160,5 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_submit_trailer(nghttp2_session*, int32_t stream_id, const nghttp2_nv* nva, size_t nvlen)
     int nghttp2_submit_rst_stream(nghttp2_session*, uint8_t flags, int32_t stream_id, uint32_t error_code)
     int nghttp2_submit_window_update(nghttp2_session*, uint8_t flags, int32_t stream_id, int32_t window_size_increment)
-    int nghttp2_submit_ping(nghttp2_session*, uint8_t flags, const uint8_t* opaque_data)
 
     const char* nghttp2_strerror(int lib_error_code)

@@ -486,3 +486,40 @@ def test_windows_reopen_only_when_the_proxy_acknowledges(codec_c: ModuleType) ->
                     client.acknowledge_received_data(event.flow_controlled_length, 1)
             server.receive_data(client.data_to_send())
         assert bytes(got) == upload[::-1]
+
+
+# ---------------------------------------------------------------------------- hostile bytes
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with a few bytes flipped, a span dropped or repeated (past the 24-byte preface)."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(24, len(out))
+        kind = rng.randrange(3)
+        if kind == 0:
+            out[at] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            del out[at : at + rng.randint(1, 16)]
+        else:
+            out[at:at] = out[at : at + rng.randint(1, 64)]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_mutated_connections_end_in_events_or_a_protocol_error(codec_c: ModuleType, seed: int) -> None:
+    """A bounded fuzz corpus for the compiled parser: the scripted connections, damaged. The codec
+    returns events or raises h2's ProtocolError (never another exception, never a crash), and
+    once it raised, what it writes ends with a GOAWAY an h2 client can read."""
+    data = _mutate(client_script(seed % len(SEEDS))[0], random.Random(seed))
+    server = _server(codec_c)
+    server.data_to_send()
+    try:
+        for piece in _split(data, random.Random(seed)):
+            server.receive_data(piece)
+    except ProtocolError:
+        written = normalise(_h2_peer(client=True).receive_data(server.data_to_send()), set())
+        assert written[-1][0] == "ConnectionTerminated"
+        assert written[-1][2] != ErrorCodes.NO_ERROR
+    else:
+        server.data_to_send()
