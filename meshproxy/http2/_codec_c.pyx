@@ -14,13 +14,17 @@ How the two models meet:
   with GOAWAY ENHANCE_YOUR_CALM and ``DenialOfServiceError``. DATA chunks are joined per frame, so
   ``DataReceived`` carries a frame's payload and its ``flow_controlled_length`` (padding
   included), as h2's does. A stream nghttp2 resets for the peer's error gives ``StreamReset``
-  (``remote_reset=False``); a connection error it answers with GOAWAY raises ``ProtocolError``.
+  (``remote_reset=False``); a connection error it answers with GOAWAY raises ``ProtocolError``,
+  and so does a header block or message HTTP/2 forbids (nghttp2's HTTP messaging checks, which
+  would reset only the stream, as Envoy does): h2's inbound validation ends the connection there,
+  and the handlers and their tests expect that of both codecs.
 - Flow control is manual (``NGHTTP2_OPT_NO_AUTO_WINDOW_UPDATE``): ``acknowledge_received_data``
   is ``nghttp2_session_consume``, called when the proxy has passed the bytes on.
 - Sending: ``send_data`` appends to the stream's buffer; a data provider hands it to nghttp2 as
   windows allow and defers (``NGHTTP2_ERR_DEFERRED``) when it is empty, resumed by the next
   ``send_data``/``end_stream``. ``local_flow_control_window`` subtracts what is buffered and not
-  yet framed, so the caller's pump never queues more than the peer's window.
+  yet framed, so the caller's pump never queues more than the peer's window. ``reset_stream``
+  after a reply's DATA and end waits for them to be framed (h2 frames every call at once).
 - Client streams: ``get_next_available_stream_id`` is the id ``nghttp2_submit_request`` assigns
   next; ``send_headers`` on it submits the request.
 Exceptions are h2's (``ProtocolError``, ``DenialOfServiceError``, ``StreamClosedError``), so the
