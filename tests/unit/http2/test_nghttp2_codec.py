@@ -523,3 +523,36 @@ def test_mutated_connections_end_in_events_or_a_protocol_error(codec_c: ModuleTy
         assert written[-1][2] != ErrorCodes.NO_ERROR
     else:
         server.data_to_send()
+
+
+def test_a_reset_after_a_reply_follows_its_data(codec_c: ModuleType) -> None:
+    """A local reply to a request whose body is still coming, then RST_STREAM(NO_ERROR) (RFC 9113
+    §8.1): the client sees the whole reply before the reset, on both codecs."""
+    seen = []
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        preface = server.data_to_send()
+        client = _h2_peer(client=True)
+        client.receive_data(preface)
+        client.send_headers(1, [(b":method", b"POST"), *GET[1:]])  # the body never comes
+        server.receive_data(client.data_to_send())
+        server.send_headers(1, [(b":status", b"408")])
+        server.send_data(1, b"request timeout")
+        server.end_stream(1)
+        server.reset_stream(1, ErrorCodes.NO_ERROR)
+        events = normalise(client.receive_data(server.data_to_send()))
+        seen.append([e for e in events if e[1] == 1])
+    assert seen[0] == seen[1]
+    assert [e[0] for e in seen[0]] == ["ResponseReceived", "DataReceived", "StreamEnded", "StreamReset"]
+
+
+@pytest.mark.parametrize("value", [b"a\r\nx-injected: 1", b"a\x00b", b" padded"])
+def test_a_field_h2_refuses_ends_the_connection_on_both(codec_c: ModuleType, value: bytes) -> None:
+    data = _preface() + _headers_frame([*GET, (b"x-v", value)])
+    for codec in (codec_c, _codec_py):
+        server = _server(codec)
+        server.data_to_send()
+        _, written = _refusal(server, data)
+        assert [e[:3] for e in written if e[0] == "ConnectionTerminated"] == [
+            ("ConnectionTerminated", 0, ErrorCodes.PROTOCOL_ERROR)
+        ]
