@@ -8,21 +8,28 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
-DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump
+DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump libnghttp2-dev
 
 .PHONY: demo demo-pods test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 
+# libnghttp2's headers go in before the build (they are in DEBS too); without them the HTTP/2
+# codec's pure-Python twin runs.
 $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@[ -f /usr/include/nghttp2/nghttp2.h ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libnghttp2-dev; } || \
+	  echo "libnghttp2-dev is not installed: HTTP/2 will run on its pure-Python codec"
 	$(PIP) install -q --upgrade pip setuptools wheel Cython
 	$(PIP) install -q --no-build-isolation -e '.[test,bench]'
 	touch $@
 
 # Debian packages: curl for the tests' independent client, tcpdump for the pod tests' wire
-# evidence, the comparison proxies and load generators for the benchmarks. Skipped when already present.
+# evidence, the comparison proxies and load generators for the benchmarks, libnghttp2's headers
+# for the compiled HTTP/2 codec. Skipped when already present.
 $(APT_STAMP):
 	@missing=""; for c in curl haproxy nginx wrk h2load iptables-restore tcpdump; do \
 	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	[ -f /usr/include/nghttp2/nghttp2.h ] || missing="$$missing nghttp2.h"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -27,7 +27,12 @@ CYTHON_MODULES = [
     "meshproxy.upstream.lb._random_lb_c",
     "meshproxy.upstream.lb._ring_hash_c",
     "meshproxy.upstream.lb._maglev_c",
+    "meshproxy.http2._codec_c",
 ]
+
+# C libraries a module links, and the Debian package whose headers it needs. Without the headers
+# its compile fails and OptionalBuildExt drops it, as for any failed module (its twin is used).
+LIBRARIES = {"meshproxy.http2._codec_c": ("nghttp2", "libnghttp2-dev")}
 
 HERE = Path(__file__).resolve().parent
 NO_EXTENSIONS = bool(os.environ.get("MESHPROXY_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
@@ -49,10 +54,11 @@ def extensions() -> list[Extension]:
     modules = []
     for name in CYTHON_MODULES:
         stem = name.replace(".", "/")
+        libraries = [LIBRARIES[name][0]] if name in LIBRARIES else []
         if cythonize is not None:
-            modules.append(Extension(name, [stem + ".pyx"]))
+            modules.append(Extension(name, [stem + ".pyx"], libraries=libraries))
         elif (HERE / (stem + ".c")).exists():
-            modules.append(Extension(name, [stem + ".c"]))
+            modules.append(Extension(name, [stem + ".c"], libraries=libraries))
         else:
             _warn(f"Cython is not installed and {stem}.c is missing: {name} will not be compiled.")
     if cythonize is None or not modules:
@@ -84,14 +90,15 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
         except (CCompilerError, ExecError, PlatformError, ValueError) as exc:
             self._failed.add(ext.name)
-            self._warn_fallback(ext.name, exc)
+            self._warn_fallback(ext.name, exc, LIBRARIES.get(ext.name, ("", ""))[1])
 
     @staticmethod
-    def _warn_fallback(what: str, exc: Exception) -> None:
+    def _warn_fallback(what: str, exc: Exception, package: str = "") -> None:
+        needs = f"gcc, python3-dev and {package}" if package else "gcc and python3-dev"
         _warn(
             f"could not compile {what} ({type(exc).__name__}: {exc}).\n"
             "meshproxy will use its pure-Python implementation, which is correct but slower.\n"
-            "Install a C compiler and the Python headers (e.g. gcc and python3-dev) and\n"
+            f"Install a C compiler, the Python headers and the libraries (e.g. {needs}) and\n"
             "reinstall to get the compiled fast paths."
         )
 

@@ -27,6 +27,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "meshproxy.upstream.lb._random_lb_c",
     "meshproxy.upstream.lb._ring_hash_c",
     "meshproxy.upstream.lb._maglev_c",
+    "meshproxy.http2._codec_c",
 )
 
 

@@ -14,26 +14,33 @@ built from one h2 already validated on the way in, or from the HTTP/1.1 codec (l
 names, values stripped, hop-by-hop fields dropped), plus pseudo-headers and mutations
 (lower-cased at config compile) of our own. The two things h2's outbound normalisation did
 for us are in ``fields.py``: connection-specific fields dropped, credentials never-indexed.
+The codec is h2 (``_codec_py``) unless ``MESHPROXY_H2_CODEC=nghttp2`` asks for the libnghttp2
+binding (``_codec_c``, when it was built and extensions are on): the same API and events.
 Must not know about routing or clusters: subclasses handle the events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import Event
 from h2.exceptions import ProtocolError, StreamClosedError
-from h2.settings import SettingCodes, Settings
+from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
+from meshproxy._ext import load_twin
 from meshproxy.config.model import Http2Options
-from meshproxy.http2.decoder import BoundedDecoder
+from meshproxy.http2 import _codec_py
+
+# The HTTP/2 codec every connection uses; h2 stays the default until the nghttp2 one is measured
+# in the proxy (issue 14).
+NGHTTP2 = os.environ.get("MESHPROXY_H2_CODEC") == "nghttp2"
+CODEC = load_twin("meshproxy.http2._codec") if NGHTTP2 else _codec_py
 
 
 class Half:
@@ -86,21 +93,12 @@ class H2Peer(asyncio.Protocol):
         from the first block, before the peer acknowledged our SETTINGS (``decoder.py``)."""
         self.loop = asyncio.get_running_loop()
         self.options = options
-        self.h2 = H2Connection(
-            H2Configuration(
-                client_side=client,
-                header_encoding=None,
-                validate_inbound_headers=True,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        self.h2.local_settings = Settings(
+        self.h2 = CODEC.new_connection(
             client=client,
-            initial_values=local_settings(options, client=client, max_header_list=max_header_list),
+            settings=local_settings(options, client=client, max_header_list=max_header_list),
+            max_header_list=max_header_list,
+            max_headers=max_headers,
         )
-        self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
-        self.h2.decoder = BoundedDecoder(max_header_list, max_headers)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made, before any use
         self.write_paused = False
         self.closed = False
