@@ -171,14 +171,16 @@ async def test_a_bodiless_status_with_transfer_encoding_gets_no_chunk_framing(st
     bytes after) reached the client followed by a last chunk, ``0\r\n\r\n``, which a
     keep-alive client reads as the start of its next response."""
     bad = b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    async with shared_pool(first_then_good(lambda _: bad, [])) as proxy:
-        async with wire.connect(proxy.port()) as (reader, writer):
-            writer.write(wire.request("GET", "/first"))
-            first = await asyncio.wait_for(wire.read_response(reader), 10)
-            assert first.status == int(status[:3]) and first.body == b""
-            writer.write(wire.request("GET", "/second"))
-            second = await asyncio.wait_for(wire.read_response(reader), 10)
-            assert (second.status, second.body) == (200, b"/second")
+    async with (
+        shared_pool(first_then_good(lambda _: bad, [])) as proxy,
+        wire.connect(proxy.port()) as (reader, writer),
+    ):
+        writer.write(wire.request("GET", "/first"))
+        first = await asyncio.wait_for(wire.read_response(reader), 10)
+        assert first.status == int(status[:3]) and first.body == b""
+        writer.write(wire.request("GET", "/second"))
+        second = await asyncio.wait_for(wire.read_response(reader), 10)
+        assert (second.status, second.body) == (200, b"/second")
 
 
 # ------------------------------------------------------------------ finding 11
