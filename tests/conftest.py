@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import os
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import pytest
+from twins import import_twin
 
 
 def pytest_asyncio_loop_factories(
@@ -22,24 +21,6 @@ def pytest_asyncio_loop_factories(
         return factories
     factories["uvloop"] = uvloop.new_event_loop
     return factories
-
-
-def import_twin(base: str, kind: str) -> ModuleType:
-    """Import ``base + "_c"`` or ``base + "_py"`` directly, bypassing the dispatcher.
-
-    A missing compiled module skips, unless MESHPROXY_REQUIRE_EXTENSIONS is set (CI), where it
-    fails so that an extension that silently did not build cannot pass as green.
-    """
-    name = f"{base}_{kind}"
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if kind != "c":
-            raise
-        message = f"{name} was not built ({exc})"
-        if os.environ.get("MESHPROXY_REQUIRE_EXTENSIONS"):
-            pytest.fail(message + " and MESHPROXY_REQUIRE_EXTENSIONS is set", pytrace=False)
-        pytest.skip(message)
 
 
 @pytest.fixture(params=["c", "py"], scope="module")

@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import import_twin
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -26,6 +25,7 @@ from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 from hpack import Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import ContinuationFrame, HeadersFrame
+from twins import import_twin
 
 from meshproxy.http2 import _codec_py
 
