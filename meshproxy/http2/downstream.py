@@ -249,6 +249,13 @@ class H2Downstream(H2Peer):
             if self.goaway_sent or self.remote_goaway:
                 self.close()
 
+    def response_sent(self, keepalive_closes: bool) -> None:
+        """A response is out. Under ``disable_http_keepalive`` (``keepalive_closes``) or while
+        the listener drains (gracefully: still accepting), drain (GOAWAY) now, as Envoy does at
+        a response's end; streams already open still complete."""
+        if keepalive_closes or self.listener.draining:
+            self.goaway()
+
     def goaway(self) -> None:
         """Graceful drain: GOAWAY(NO_ERROR) naming the last stream we accepted; close once idle."""
         if self.goaway_sent or self.closed:

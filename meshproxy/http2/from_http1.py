@@ -171,6 +171,10 @@ class Http1Downstream:
     def local_reply(self, reply: LocalReply) -> None:
         self.h2s.local_reply(reply)
 
+    def response_sent(self, keepalive_closes: bool) -> None:
+        """Nothing to do: the HTTP/1.1 head written in ``send_headers`` already said whether
+        the connection stays open (draining, and the HTTP/1.1 stream's own keep-alive rules)."""
+
     def check_idle(self, now: float, limit: float) -> None:
         self.h2s.check_idle(now, limit)
 

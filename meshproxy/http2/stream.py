@@ -423,13 +423,9 @@ class H2Stream:
 
     def _response_sent(self) -> None:
         self.response_complete = True
-        if self.conn.listener.draining or (
-            self.ctx.overload.keepalive_close_fraction and self.x.keepalive_closes()
-        ):
-            # disable_http_keepalive, or a listener draining (gracefully: still accepting): drain
-            # (GOAWAY) once this response is out, as Envoy does at the response's end; streams
-            # already open still complete.
-            self.conn.goaway()
+        self.conn.response_sent(
+            bool(self.ctx.overload.keepalive_close_fraction and self.x.keepalive_closes())
+        )
         if self.request_complete or self.up_half.done:
             self._finish()
         elif not self.finished:

@@ -167,7 +167,12 @@ def test_idle_tunnels_are_reaped(tmp_path: pathlib.Path) -> None:
     with threaded_upstream() as up:
         listeners = [
             http_listener([route()]),
-            http_listener([route()], name="ws", stream_idle_timeout="3s"),
+            http_listener(
+                [route()],
+                name="ws",
+                stream_idle_timeout="3s",
+                upgrade_configs=[{"upgrade_type": "websocket"}],
+            ),
             tcp_listener("backend", name="tunnel", idle_timeout="3s"),
         ]
         with proxy_process(bootstrap(listeners, [cluster("backend", up)]), tmp_path) as proxy:
