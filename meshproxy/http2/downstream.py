@@ -249,6 +249,9 @@ class H2Downstream(H2Peer):
             if self.goaway_sent or self.remote_goaway:
                 self.close()
 
+    def stream_share(self) -> int:
+        return self.listener.config.buffer_limit // max(1, len(self.streams))
+
     def response_sent(self, keepalive_closes: bool) -> None:
         """A response is out. Under ``disable_http_keepalive`` (``keepalive_closes``) or while
         the listener drains (gracefully: still accepting), drain (GOAWAY) now, as Envoy does at

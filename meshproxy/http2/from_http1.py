@@ -171,6 +171,9 @@ class Http1Downstream:
     def local_reply(self, reply: LocalReply) -> None:
         self.h2s.local_reply(reply)
 
+    def stream_share(self) -> int:
+        return self.conn.buffer_limit  # one stream: all of it
+
     def response_sent(self, keepalive_closes: bool) -> None:
         """Nothing to do: the HTTP/1.1 head written in ``send_headers`` already said whether
         the connection stays open (draining, and the HTTP/1.1 stream's own keep-alive rules)."""

@@ -23,7 +23,7 @@ stream is complete before anything goes upstream: it carries no body and no fram
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from h2.errors import ErrorCodes
 
@@ -40,11 +40,42 @@ from meshproxy.http2.pool import pool_for
 from meshproxy.router.headers import apply_mutations
 
 if TYPE_CHECKING:
-    from asyncio import TimerHandle
+    from asyncio import AbstractEventLoop, TimerHandle
 
     from meshproxy.hcm.context import HttpContext
     from meshproxy.http2.upstream import H2Upstream
     from meshproxy.upstream.cluster import ClusterRuntime
+
+
+class StreamOwner(Protocol):
+    """What an ``H2Stream`` needs of the connection its client is on: an ``H2Downstream``, or
+    ``from_http1.Http1Downstream`` (an HTTP/1.1 client relayed to an HTTP/2 upstream)."""
+
+    @property
+    def ctx(self) -> HttpContext: ...
+    @property
+    def loop(self) -> AbstractEventLoop: ...
+    @property
+    def peer_ip(self) -> bytes: ...
+    @property
+    def original_dst(self) -> tuple[str, int] | None: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def xfcc(self) -> bytes | None: ...
+    @property
+    def closed(self) -> bool: ...
+
+    def ack(self, sid: int, size: int) -> None: ...
+    def pump(self, sid: int, half: Half) -> None: ...
+    def reset(self, sid: int, code: int) -> bool: ...
+    def response_sent(self, keepalive_closes: bool) -> None: ...
+    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+    def stream_finished(self, stream: H2Stream) -> None: ...
+    def stream_share(self) -> int:
+        """One stream's share of the connection's buffer limit (bytes)."""
+        ...
+
 
 ATTEMPT_COUNT = b"x-envoy-attempt-count"
 UPSTREAM_PROTOCOL_ERROR = LocalReply(502, b"upstream protocol error: invalid response status", "UPE")
@@ -86,7 +117,7 @@ class H2Stream:
 
     def __init__(
         self,
-        conn: Any,
+        conn: StreamOwner,
         sid: int,
         headers: list[tuple[bytes, bytes]],
         now: float,

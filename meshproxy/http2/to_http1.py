@@ -234,9 +234,7 @@ class Http1Upstream:
         limit = self.cluster.config.buffer_limit
         if h2s is None:
             return limit
-        conn = h2s.conn
-        share = conn.listener.config.buffer_limit // max(1, len(conn.streams))
-        return min(limit, max(share, MIN_SHARE))
+        return min(limit, max(h2s.conn.stream_share(), MIN_SHARE))
 
     def _acked(self, size: int) -> None:
         self.unacked -= size
