@@ -48,13 +48,13 @@ from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
 from meshproxy.sidecar.lifecycle import DrainHold, Termination
 from meshproxy.stats import Store
-from meshproxy.tls.context import TlsContext
 from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
     import socket
 
+    from meshproxy.tls.context import TlsContext
     from meshproxy.xds.client import AdsClient
 
 log = logging.getLogger("meshproxy")

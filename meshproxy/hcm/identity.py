@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from meshproxy.errors import MeshproxyError
-from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.identity.spiffe import SpiffeId, leaf_spiffe_id
 from meshproxy.identity.xfcc import format_element
 
 if TYPE_CHECKING:
@@ -32,7 +28,7 @@ def downstream_peer(ctx: HttpContext, transport: Any) -> tuple[bytes, str, Negot
     peer_id = next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
     xfcc = format_element(
         ctx.local_identity,
-        tls.peer_chain[0].public_bytes(Encoding.DER),
+        tls.peer_leaf_der(),
         SpiffeId.parse(peer_id) if peer_id else None,
     ).encode()
     return ip, label, tls, xfcc
@@ -40,8 +36,4 @@ def downstream_peer(ctx: HttpContext, transport: Any) -> tuple[bytes, str, Negot
 
 def local_identity(chain_pem: bytes) -> SpiffeId | None:
     """The SPIFFE ID of the first certificate in ``chain_pem`` (our SVID), if it has one."""
-    try:
-        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-        return SpiffeId.from_certificate(leaf)
-    except (ValueError, IndexError, MeshproxyError):
-        return None
+    return leaf_spiffe_id(chain_pem)

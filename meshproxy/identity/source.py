@@ -39,13 +39,15 @@ import os
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from typing import TYPE_CHECKING
 
 from meshproxy.errors import IdentityError
-from meshproxy.identity.certs import PrivateKey, key_matches, load_bundle, load_certs_pem, load_key_pem
-from meshproxy.identity.spiffe import SpiffeId, describe_certificate
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from meshproxy.identity.certs import PrivateKey
+    from meshproxy.identity.spiffe import SpiffeId
 
 Paths = tuple[str, str, str]  # certificate chain, private key, trust bundle
 Rotate = Callable[["CertMaterial"], None]
@@ -88,6 +90,10 @@ def load_material(
 
     ``origins`` (file names) go into the messages about each part.
     """
+    # cryptography loads with the first certificate files, not with every proxy (docs/memory.md).
+    from meshproxy.identity.certs import key_matches, load_bundle, load_certs_pem, load_key_pem
+    from meshproxy.identity.spiffe import SpiffeId, describe_certificate
+
     chain_from, key_from, bundle_from = (f" {origin}" if origin else "" for origin in origins)
     chain = tuple(load_certs_pem(chain_pem, f"certificate chain{chain_from}"))
     key = load_key_pem(key_pem, f"private key{key_from}")
@@ -248,6 +254,8 @@ def _file_version(path: str) -> _FileVersion:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    from cryptography.exceptions import InvalidSignature  # loaded by load_material's caller already
+
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):

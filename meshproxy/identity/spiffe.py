@@ -15,18 +15,21 @@ Rules, each with its own error message:
 - the whole ID is at most 2048 bytes.
 
 Must not depend on: asyncio, sockets, files, the TLS engine. Pure functions over strings and
-`cryptography` certificate objects.
+`cryptography` certificate objects; cryptography itself is imported by the three functions that
+read a certificate, so that a proxy which only parses SPIFFE IDs (XFCC, RBAC, routes) never
+loads it (docs/memory.md).
 """
 
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Protocol
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Protocol
 
 from meshproxy.errors import IdentityError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 SCHEME_PREFIX = "spiffe://"
 MAX_ID_LENGTH = 2048
@@ -99,6 +102,8 @@ class SpiffeId:
 
         A leaf (not a CA) must have a path; a CA certificate must not (X.509-SVID 3.1, 3.2).
         """
+        from cryptography import x509
+
         what = describe_certificate(cert)
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -199,12 +204,25 @@ def describe_certificate(cert: x509.Certificate) -> str:
     return f"certificate serial {cert.serial_number:x} ({subject})"
 
 
+def leaf_spiffe_id(chain_pem: bytes) -> SpiffeId | None:
+    """The SPIFFE ID of the first certificate in ``chain_pem``, if it has one (a listener's own
+    SVID, read when its TLS filter chain is compiled)."""
+    from cryptography import x509
+
+    try:
+        return SpiffeId.from_certificate(x509.load_pem_x509_certificates(chain_pem)[0])
+    except (ValueError, IndexError, IdentityError):
+        return None
+
+
 def _is_service_account_form(segments: tuple[str, ...]) -> bool:
     return len(segments) == 4 and segments[0] == "ns" and segments[2] == "sa"
 
 
 def is_ca(cert: x509.Certificate) -> bool:
     """Whether basicConstraints says CA:true (absent means a leaf)."""
+    from cryptography import x509
+
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

@@ -30,8 +30,9 @@ import random
 import socket
 from collections.abc import Mapping, Sequence
 from time import monotonic
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
 from meshproxy.access_log import AccessLogs
 from meshproxy.config.model import (
     ConnectionLimit,
@@ -57,10 +58,12 @@ from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
-from meshproxy.tls.context import TlsContext
-from meshproxy.tls.engine import Negotiated
 from meshproxy.tls.errors import TlsError
 from meshproxy.upstream.manager import ClusterManager
+
+if TYPE_CHECKING:
+    from meshproxy.tls.context import TlsContext
+    from meshproxy.tls.engine import Negotiated
 
 log = logging.getLogger("meshproxy.listener")
 
@@ -172,7 +175,7 @@ class ListenerRuntime:
         for default, chain in chains:
             ctx = contexts[id(chain)] = self._context(chain, prebuilt)
             if chain.tls is not None:
-                tls_contexts[id(chain)] = TlsContext(chain.tls)
+                tls_contexts[id(chain)] = _tls.TlsContext(chain.tls)
             if chain.connection_limit is not None:
                 key = (default, chain.match, chain.connection_limit)
                 limit = self._limits.get(key) or ChainLimit(
@@ -385,7 +388,7 @@ class ListenerRuntime:
             old.cfg, certificate_chain=chain_pem, private_key=key_pem, trusted_ca=bundle_pem
         )
         try:
-            self.tls_contexts[id(chain)] = TlsContext(cfg)
+            self.tls_contexts[id(chain)] = _tls.TlsContext(cfg)
         except Exception as exc:  # a bad set must not take the listener down: keep the old one
             log.error(
                 "listener %s: rotated certificate rejected, keeping the previous one: %s", self.name, exc

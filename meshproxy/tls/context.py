@@ -15,7 +15,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from functools import partial
 
-from meshproxy.tls.config import TlsConfig, build_context
+from meshproxy.tls.build import build_context
+from meshproxy.tls.config import TlsConfig
 from meshproxy.tls.engine import TlsEngine
 
 

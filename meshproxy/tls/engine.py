@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from meshproxy.tls import _openssl, _unexported
@@ -46,6 +47,10 @@ class Negotiated:
     peer_uris: tuple[str, ...]  # the leaf's URI SANs (SPIFFE IDs)
     server_name: str  # SNI: sent (client) or received (server)
     resumed: bool
+
+    def peer_leaf_der(self) -> bytes:
+        """The peer's leaf certificate in DER (XFCC's ``Hash=``); there must be one."""
+        return self.peer_chain[0].public_bytes(Encoding.DER)
 
 
 def uri_sans(cert: x509.Certificate) -> tuple[str, ...]:

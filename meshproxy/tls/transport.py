@@ -25,17 +25,19 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from meshproxy.tls.context import TlsContext
-from meshproxy.tls.engine import Negotiated, TlsEngine
 from meshproxy.tls.errors import TlsError
+
+if TYPE_CHECKING:  # the engine (pyOpenSSL) loads with the first TlsContext, at config time
+    from meshproxy.tls.context import TlsContext
+    from meshproxy.tls.engine import Negotiated, TlsEngine
 
 log = logging.getLogger("meshproxy.tls")
 
 HANDSHAKE_TIMEOUT = 10.0
 
-HandshakeObserver = Callable[[Negotiated | None, TlsError | None], None]
+HandshakeObserver = Callable[["Negotiated | None", "TlsError | None"], None]
 
 
 class TlsProtocol(asyncio.Protocol):

@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
 from meshproxy.config.model import Cluster, Locality, SocketAddress
 from meshproxy.stats import ClusterStats
-from meshproxy.tls.context import TlsContext
 from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
 from meshproxy.upstream.breaker import Breakers, ResourceManager
@@ -181,7 +181,7 @@ class ClusterRuntime:
         self._outlier_timer: asyncio.TimerHandle | None = None
         self.health: HealthChecker | None = None
         # Built once per cluster config; holds the client session cache for resumption.
-        self.tls = TlsContext(config.tls) if config.tls is not None else None
+        self.tls = _tls.TlsContext(config.tls) if config.tls is not None else None
         self.original_dst: OriginalDstHosts | None = None  # type ORIGINAL_DST (the manager sets it)
         self._gauges()
 
@@ -568,7 +568,7 @@ class ClusterRuntime:
             self.tls.cfg, certificate_chain=chain_pem, private_key=key_pem, trusted_ca=bundle_pem
         )
         try:
-            self.tls = TlsContext(cfg)
+            self.tls = _tls.TlsContext(cfg)
         except Exception as exc:  # keep the previous material rather than lose the cluster
             log.error(
                 "cluster %s: rotated certificate rejected, keeping the previous one: %s",
