@@ -92,13 +92,17 @@ class Tracked(Protocol):
     def abort(self) -> None: ...
 
 
-def bind_socket(address: SocketAddress) -> socket.socket:
+def bind_socket(address: SocketAddress, ipv4_compat: bool = False) -> socket.socket:
     """A listening socket on ``address`` (raises OSError), for a runtime to ``start`` on later:
-    an update binds every new listener before it changes anything."""
+    an update binds every new listener before it changes anything. An IPv6 socket is IPv6 only
+    unless ``ipv4_compat`` (Envoy's ``v6only = !ipv4_compat``), whatever the kernel's
+    ``net.ipv6.bindv6only`` default; with it, one socket takes both families."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not ipv4_compat))
         sock.bind((address.host, address.port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -217,13 +221,9 @@ class ListenerRuntime:
         """Serve on ``sock`` (bound and listening, see ``bind_socket``/``handover_socket``), or
         bind the configured address."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
-        else:
-            addr = self.config.address
-            self.server = await loop.create_server(
-                self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
-            )
+        if sock is None:
+            sock = bind_socket(self.config.address, self.config.ipv4_compat)
+        self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
         log.info("listener %s on %s:%d", self.name, *self.bound_address())
         self._ticker = loop.create_task(self._deadline_tick())
 
