@@ -154,7 +154,9 @@ class Service:
     policy: Policy = Policy()
     allow: tuple[Allow, ...] = ()
     sidecar: Sidecar | None = None
-    vip: str | None = None  # the virtual IP callers address (a ClusterIP); transparent mode only
+    # The virtual IPs callers address (Kubernetes' clusterIPs: one, or one per family for a
+    # dual-stack service); transparent mode only.
+    vips: tuple[str, ...] = ()
     ports: tuple[ServicePort, ...] = ()  # the VIP's ports, ``port`` first
 
     def admits(self, identity: str) -> bool:

@@ -5,8 +5,9 @@ Owns the shape of the capture listeners (Istio's names and ports, 15001 and 1500
 
 - ``virtualOutbound`` takes every connection the application opens (``meshproxy iptables``
   redirects them), recovers the original destination (``envoy.filters.listener.original_dst``,
-  ``use_original_dst: true``) and picks a filter chain by it: one per service VIP and port
-  (``prefix_ranges`` VIP/32 or /128, ``destination_port``). An ``http``/``grpc`` port runs the
+  ``use_original_dst: true``) and picks a filter chain by it: one per service and port
+  (``prefix_ranges`` VIP/32 or /128, both VIPs of a dual-stack service, ``destination_port``).
+  An ``http``/``grpc`` port runs the
   sidecar HCM with the service's routes (RDS over ADS); a ``tcp`` port runs tcp_proxy; a port
   without a protocol is detected as Istio does: ``http_inspector`` sets ``http/1.1`` or ``h2c``
   and a plaintext chain with those ``application_protocols`` takes HTTP, a second chain takes the
@@ -102,13 +103,13 @@ def virtual_outbound(
         listener_filters=[_listener_filter("original_dst", original_dst_pb2.OriginalDst())],
     )
     for service, port in targets:
-        assert service.vip is not None  # the translator passes only services with a VIP
-        vip = ipaddress.ip_address(service.vip)
+        vips = [ipaddress.ip_address(vip) for vip in service.vips]  # only services with a VIP
         match = lc.FilterChainMatch(
             prefix_ranges=[
                 CidrRange(
                     address_prefix=str(vip), prefix_len=wrappers_pb2.UInt32Value(value=vip.max_prefixlen)
                 )
+                for vip in vips
             ]
         )
         match.destination_port.value = port.port
