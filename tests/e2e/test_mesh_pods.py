@@ -34,6 +34,7 @@ from tls_hello import X25519MLKEM768, Hello
 
 from controlplane.demo.pods import COMMAND_TIMEOUT, Pods
 from controlplane.demo.pods_mesh import (
+    HELLO_VIP6,
     OUTSIDE_PORT,
     WORKLOAD,
     PodMesh,
@@ -110,6 +111,23 @@ def test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintex
     captured = pcap.read_bytes()
     assert_pq_on_the_wire(hellos(captured), a.ipv4, b.ipv4, HTTP_PORT)
     assert marker.encode() not in captured and b"GET /by-name" not in captured
+
+
+def test_curl_reaches_hello_by_its_ipv6_vip_through_the_dual_stack_capture_listeners(mesh: PodMesh) -> None:
+    """``hello6`` is hello's IPv6 VIP: the capture redirects the IPv6 connection to web's
+    ``[::]:15001`` (one dual-stack socket, which the IPv4 tests use too), the original
+    destination is read the IPv6 way and matches the VIP's chain, and the request crosses to
+    hello v1 over mutual TLS like the IPv4 one."""
+    before = mesh.web.stat("cluster_upstream_rq_total", cluster_name="hello|v1")
+    done = curl(mesh, "-w", "\n%{remote_ip}", f"http://hello6:{HTTP_PORT}/by-ipv6")
+    assert done.returncode == 0, done.stderr
+    body, _, remote = done.stdout.rpartition("\n")
+    assert remote == HELLO_VIP6  # the client spoke IPv6, to the VIP
+    seen: dict[str, Any] = json.loads(body)
+    assert (seen["version"], seen["path"], seen["tls_connections"]) == ("v1", "/by-ipv6", 0)
+    xfcc = dict(pair.split("=", 1) for pair in seen["headers"]["x-forwarded-client-cert"].split(";"))
+    assert xfcc["URI"] == mesh.web.identity and xfcc["By"] == mesh.hello["v1"].identity
+    assert mesh.web.stat("cluster_upstream_rq_total", cluster_name="hello|v1") == before + 1
 
 
 def test_a_grpc_client_calls_the_grpc_port_by_name(mesh: PodMesh) -> None:
