@@ -58,6 +58,7 @@ from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
 from meshproxy.tls.context import TlsContext
+from meshproxy.tls.counts import count_handshake
 from meshproxy.tls.engine import Negotiated
 from meshproxy.tls.errors import TlsError
 from meshproxy.upstream.manager import ClusterManager
@@ -402,10 +403,7 @@ class ListenerRuntime:
         stats = self.stats
         if error is None:
             assert negotiated is not None
-            stats.ssl_handshake += 1
-            stats.ssl_handshakes_by_group[negotiated.group] = (
-                stats.ssl_handshakes_by_group.get(negotiated.group, 0) + 1
-            )
+            count_handshake(stats, negotiated)
             return
         self.pre_closed(limit)
         stats.ssl_connection_error += 1
