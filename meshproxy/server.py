@@ -188,10 +188,14 @@ class Server:
         for ln in changed:
             old = self.listeners.get(ln.name)
             try:
-                if old is not None and old.config.address == ln.address and old.server is not None:
+                if (
+                    old is not None
+                    and (old.config.address, old.config.ipv4_compat) == (ln.address, ln.ipv4_compat)
+                    and old.server is not None
+                ):
                     sockets[ln.name] = old.handover_socket()
                 else:
-                    sockets[ln.name] = bind_socket(ln.address)
+                    sockets[ln.name] = bind_socket(ln.address, ln.ipv4_compat)
             except OSError as exc:
                 for sock in sockets.values():
                     sock.close()

@@ -318,6 +318,16 @@ class ClusterStats(StatSet):
     )
     membership_total: int = gauge("Hosts in the cluster.")
     membership_healthy: int = gauge("Hosts in the cluster that may be picked.")
+    ssl_handshake: int = counter("TLS handshakes completed with the cluster's hosts (an UpstreamTlsContext).")
+    ssl_handshakes_by_group: dict[str, int] = counter(
+        "Completed upstream handshakes by negotiated key-exchange group (`X25519MLKEM768`, `X25519`, …).",
+        by="group",
+    )
+    ssl_handshakes_by_sigalg: dict[str, int] = counter(
+        "Completed upstream handshakes by the signature algorithm the host signed with"
+        " (`ecdsa_secp256r1_sha256`, `mldsa65`, …; a resumed session has none and is not counted here).",
+        by="sigalg",
+    )
     update_success: int = counter("STRICT_DNS re-resolutions that produced a host set.")
     update_failure: int = counter("STRICT_DNS re-resolutions that failed (the last good host set is kept).")
 
@@ -367,6 +377,11 @@ class ListenerStats(StatSet):
     ssl_handshakes_by_group: dict[str, int] = counter(
         "Completed handshakes by negotiated key-exchange group (`X25519MLKEM768`, `X25519`, …).",
         by="group",
+    )
+    ssl_handshakes_by_sigalg: dict[str, int] = counter(
+        "Completed handshakes by the signature algorithm of the client's certificate verify"
+        " (`ecdsa_secp256r1_sha256`, `mldsa65`, …; none without a client certificate or on resumption).",
+        by="sigalg",
     )
     ssl_errors_by_reason: dict[str, int] = counter(
         "Refused handshakes by code (`no_pq_group`, `identity_not_allowed`, `expired_certificate`, …:"

@@ -8,10 +8,10 @@ on one bridge):
   gRPC (xDS and the CA) over TLS on 15012 for the other pods, the plaintext 15010 on its own
   loopback only (``meshctl`` runs inside this pod);
 - pod ``a``: the caller, service ``web`` (transparent sidecar, nobody may call it);
-- pods ``b`` and ``c``: service ``hello`` versions ``v1`` and ``v2``, VIP ``10.96.0.10`` with
-  ports 8080 (http), 9090 (grpc), 7000 (tcp), each pod running ``workload.py serve`` (HTTP
-  echo, gRPC, TCP echo) behind its own transparent sidecar; the declared split sends every
-  request to ``v1`` until ``meshctl split`` says otherwise;
+- pods ``b`` and ``c``: service ``hello`` versions ``v1`` and ``v2``, VIPs ``10.96.0.10`` and
+  ``fd00:96::10`` (named ``hello6``) with ports 8080 (http), 9090 (grpc), 7000 (tcp), each pod
+  running ``workload.py serve`` (HTTP echo, gRPC, TCP echo) behind its own transparent sidecar;
+  the declared split sends every request to ``v1`` until ``meshctl split`` says otherwise;
 - pod ``outside``: no sidecar, no capture: an ``endpoints.py`` reporter on ``OUTSIDE_PORT``,
   a destination outside the mesh (and a client from outside it).
 
@@ -50,6 +50,7 @@ from controlplane.mesh import load_mesh
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 HELLO_VIP = "10.96.0.10"
+HELLO_VIP6 = "fd00:96::10"  # hello is dual-stack; the hosts files name this one hello6
 WEB_VIP = "10.96.0.20"
 HELLO_VERSIONS = {"v1": "b", "v2": "c"}  # version -> the pod it runs in
 OUTSIDE_PORT = 8000
@@ -75,7 +76,7 @@ sidecars:
   cert_dir: "{cert_dir}/{{group}}"
 services:
   - name: hello
-    vip: {HELLO_VIP}
+    vip: [{HELLO_VIP}, "{HELLO_VIP6}"]
     ports:
       - {{port: {HTTP_PORT}, protocol: http}}
       - {{port: {GRPC_PORT}, protocol: grpc}}
@@ -252,7 +253,7 @@ def pod_mesh(policy: str = "ALLOW_ANY") -> Iterator[PodMesh]:
 
 
 def _build(pods: Pods, work: Path, children: Children, policy: str) -> PodMesh:
-    hosts = {"hello": HELLO_VIP, "web": WEB_VIP}
+    hosts = {"hello": HELLO_VIP, "hello6": HELLO_VIP6, "web": WEB_VIP}
     # Pod addresses are given in add order; the controlplane's must be in every hosts file.
     cp_ip = f"10.213.0.{10 + len(pods.pods)}"
     hosts[CONTROLPLANE_NAME] = cp_ip

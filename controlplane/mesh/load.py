@@ -121,7 +121,7 @@ def _mesh(d: Doc) -> Mesh | None:
     _check_unique(d.child("services"), [s.port for s in services], "port (outbound listeners bind it)")
     groups = [g.group for s in services for g in s.sidecars()]
     _check_unique(d.child("services"), groups, "sidecar group")
-    _check_unique(d.child("services"), [s.vip for s in services if s.vip], "vip")
+    _check_unique(d.child("services"), [v for s in services for v in s.vips], "vip")
     return Mesh(trust_domain, pq, services, sidecars, namespace, policy)
 
 
@@ -178,7 +178,7 @@ def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[
         routes=routes,
         policy=d.get("policy", _policy, Policy()),
         sidecar=service_sidecar,
-        vip=d.get("vip", _vip, None),
+        vips=d.get("vip", _vips, ()),
         ports=ports,
     )
     return service, allow
@@ -214,6 +214,18 @@ def _protocol(d: Doc) -> Protocol:
 
 def _outbound_policy(d: Doc) -> OutboundPolicy:
     return choice(d, get_args(OutboundPolicy))
+
+
+def _vips(d: Doc) -> tuple[str, ...]:
+    """One VIP, or a list of one per family (a dual-stack service, Kubernetes' clusterIPs)."""
+    if not isinstance(d.value, list):
+        vip = _vip(d)
+        return () if vip is None else (vip,)
+    found = [vip for item in d.items() if (vip := _vip(item)) is not None]
+    families = [ipaddress.ip_address(v).version for v in found]
+    if not d.value or len(d.value) > 2 or len(set(families)) < len(families):
+        d.problem("a list of VIPs holds one IPv4 and/or one IPv6 address")
+    return tuple(found)
 
 
 def _vip(d: Doc) -> str | None:

@@ -154,7 +154,9 @@ class Service:
     policy: Policy = Policy()
     allow: tuple[Allow, ...] = ()
     sidecar: Sidecar | None = None
-    vip: str | None = None  # the virtual IP callers address (a ClusterIP); transparent mode only
+    # The virtual IPs callers address (Kubernetes' clusterIPs: one, or one per family for a
+    # dual-stack service); transparent mode only.
+    vips: tuple[str, ...] = ()
     ports: tuple[ServicePort, ...] = ()  # the VIP's ports, ``port`` first
 
     def admits(self, identity: str) -> bool:
@@ -176,12 +178,14 @@ class Sidecars:
     """Where the sidecars find their certificates: ``cert_dir`` with ``{group}`` / ``{service}``
     placeholders, holding the identity agent's ``cert.pem``, ``key.pem`` and ``ca.pem``; and the
     address their outbound listeners bind; transparent sidecars bind ``virtual_outbound`` and
-    ``virtual_inbound`` (Istio's 15001 and 15006), where ``meshproxy iptables`` redirects."""
+    ``virtual_inbound`` (Istio's 15001 and 15006), where ``meshproxy iptables`` redirects (IPv4
+    and IPv6): ``::`` is one dual-stack socket (``ipv4_compat``), ``0.0.0.0`` IPv4 only (a pod
+    whose kernel has no IPv6)."""
 
     cert_dir: str = "/var/run/meshproxy/certs"
     outbound_address: str = "127.0.0.1"
-    virtual_outbound: Address = ("0.0.0.0", 15001)
-    virtual_inbound: Address = ("0.0.0.0", 15006)
+    virtual_outbound: Address = ("::", 15001)
+    virtual_inbound: Address = ("::", 15006)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,7 @@ def _transparent_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resour
     targets = [
         (callee, port)
         for callee in mesh.services
-        if callee.vip is not None and callee.admits(service.identity)
+        if callee.vips and callee.admits(service.identity)
         for port in callee.ports
     ]
     for callee, port in targets:

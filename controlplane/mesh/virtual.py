@@ -5,8 +5,9 @@ Owns the shape of the capture listeners (Istio's names and ports, 15001 and 1500
 
 - ``virtualOutbound`` takes every connection the application opens (``meshproxy iptables``
   redirects them), recovers the original destination (``envoy.filters.listener.original_dst``,
-  ``use_original_dst: true``) and picks a filter chain by it: one per service VIP and port
-  (``prefix_ranges`` VIP/32 or /128, ``destination_port``). An ``http``/``grpc`` port runs the
+  ``use_original_dst: true``) and picks a filter chain by it: one per service and port
+  (``prefix_ranges`` VIP/32 or /128, both VIPs of a dual-stack service, ``destination_port``).
+  An ``http``/``grpc`` port runs the
   sidecar HCM with the service's routes (RDS over ADS); a ``tcp`` port runs tcp_proxy; a port
   without a protocol is detected as Istio does: ``http_inspector`` sets ``http/1.1`` or ``h2c``
   and a plaintext chain with those ``application_protocols`` takes HTTP, a second chain takes the
@@ -24,6 +25,11 @@ Owns the shape of the capture listeners (Istio's names and ports, 15001 and 1500
   for ``transport_protocol: raw_buffer``; under ``STRICT`` plaintext matches no chain: the proxy
   closes it and counts ``meshproxy_listener_no_filter_chain_match_total{listener="virtualInbound"}``.
 
+Both listeners bind ``::`` by default with ``ipv4_compat`` (one dual-stack socket, Envoy's
+field; Istio's dual-stack mode uses ``additional_addresses`` for a second socket instead, which
+meshproxy refuses): ``meshproxy iptables`` redirects IPv6 to the same ports, and a VIP of either
+family matches its chain (an IPv4 original destination is read as IPv4 on the IPv6 socket).
+
 Which services a group reaches, and which clusters back a chain, is ``translate.py``'s business.
 Must not depend on: grpc, asyncio, the YAML loader.
 """
@@ -34,7 +40,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.core.v3.address_pb2 import CidrRange
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -75,6 +81,15 @@ def _listener_filter(name: str, config: Message) -> lc.ListenerFilter:
     return lc.ListenerFilter(name=f"envoy.filters.listener.{name}", typed_config=packed(config))
 
 
+def capture_address(address: Address) -> address_pb2.Address:
+    """Where a capture listener binds: ``::`` takes IPv4 too (Envoy's ``ipv4_compat``: one
+    dual-stack socket, IPv4 clients arriving as ``::ffff:a.b.c.d``), since ``meshproxy
+    iptables`` redirects both families to the same port."""
+    bound = socket_address(address)
+    bound.socket_address.ipv4_compat = address[0] == "::"
+    return bound
+
+
 def virtual_outbound(
     address: Address, targets: Sequence[tuple[Service, ServicePort]], policy: OutboundPolicy
 ) -> listener_pb2.Listener:
@@ -82,19 +97,19 @@ def virtual_outbound(
     (service with a VIP, port) pairs this sidecar may call."""
     listener = listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
-        address=socket_address(address),
+        address=capture_address(address),
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         traffic_direction=base_pb2.OUTBOUND,
         listener_filters=[_listener_filter("original_dst", original_dst_pb2.OriginalDst())],
     )
     for service, port in targets:
-        assert service.vip is not None  # the translator passes only services with a VIP
-        vip = ipaddress.ip_address(service.vip)
+        vips = [ipaddress.ip_address(vip) for vip in service.vips]  # only services with a VIP
         match = lc.FilterChainMatch(
             prefix_ranges=[
                 CidrRange(
                     address_prefix=str(vip), prefix_len=wrappers_pb2.UInt32Value(value=vip.max_prefixlen)
                 )
+                for vip in vips
             ]
         )
         match.destination_port.value = port.port
@@ -141,7 +156,7 @@ def virtual_inbound(
     always; plaintext too under ``PERMISSIVE``."""
     listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
-        address=socket_address(address),
+        address=capture_address(address),
         traffic_direction=base_pb2.INBOUND,
         listener_filters=[
             _listener_filter("original_dst", original_dst_pb2.OriginalDst()),

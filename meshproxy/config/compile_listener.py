@@ -118,6 +118,10 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
             "a listener needs at least one filter chain or a default_filter_chain"
         )
     _check_distinct_matches(chains, ctx)
+    if msg.additional_addresses:
+        ctx.at("additional_addresses").problem(
+            'is not supported; for dual-stack bind "::" with socket_address.ipv4_compat: true'
+        )
     direction = enum_name(msg, "traffic_direction")
     if direction not in get_args(TrafficDirection):
         ctx.at("traffic_direction").problem(f"{direction} is not a TrafficDirection")
@@ -135,6 +139,7 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         original_dst="envoy.filters.listener.original_dst" in inspectors,
         use_original_dst=wrapped(msg, "use_original_dst", False),
         traffic_direction=cast(TrafficDirection, direction),
+        ipv4_compat=msg.address.socket_address.ipv4_compat and ":" in address.host,
     )
 
 

@@ -384,6 +384,9 @@ class Listener:
     # traffic_direction: at shutdown, INBOUND (and UNSPECIFIED) listeners drain first while
     # OUTBOUND ones keep serving the application until it has exited (docs/sidecar.md).
     traffic_direction: TrafficDirection = "UNSPECIFIED"
+    # address.socket_address.ipv4_compat on an IPv6 address: one dual-stack socket (IPv4
+    # clients arrive as ::ffff:a.b.c.d); otherwise an IPv6 listener is IPv6 only (Envoy's).
+    ipv4_compat: bool = False
 
 
 # --------------------------------------------------------------------------- clusters

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshproxy.identity.spiffe import SpiffeId, leaf_spiffe_id
 from meshproxy.identity.xfcc import format_element
+from meshproxy.listener.original_dst import address_of
 
 if TYPE_CHECKING:
     from meshproxy.hcm.context import HttpContext
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 def downstream_peer(ctx: HttpContext, transport: Any) -> tuple[bytes, str, Negotiated | None, bytes | None]:
     """(peer address, "address:port", the TLS evidence, the XFCC element) of a connection."""
-    peer = transport.get_extra_info("peername")
-    ip, label = (peer[0].encode(), f"{peer[0]}:{peer[1]}") if peer else (b"", "")
+    host, port = address_of(transport.get_extra_info("peername"))
+    ip, label = (host.encode(), f"{host}:{port}") if host else (b"", "")
     tls: Negotiated | None = transport.get_extra_info("tls")
     if tls is None or not tls.peer_chain:
         return ip, label, tls, None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from meshproxy.listener.original_dst import address_of
+
 if TYPE_CHECKING:
     from meshproxy.hcm.exchange import Exchange, RequestView
     from meshproxy.tls.engine import Negotiated
@@ -48,8 +50,8 @@ def access_record(
 
 def _local_label(peer: Any) -> str:
     """%DOWNSTREAM_LOCAL_ADDRESS%: the original destination when the listener restored it."""
-    local = peer.original_dst or peer.transport.get_extra_info("sockname")
-    return f"{local[0]}:{local[1]}" if local else ""
+    local = peer.original_dst or address_of(peer.transport.get_extra_info("sockname"))
+    return f"{local[0]}:{local[1]}" if local[0] else ""
 
 
 def tls_fields(tls: Negotiated) -> dict[str, Any]:

@@ -15,27 +15,19 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from meshproxy.hcm.context import HttpContext
 from meshproxy.listener.chain_match import Address, select_chain
 from meshproxy.listener.codec_choice import CodecSelector
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.handoff import handoff_target
-from meshproxy.listener.original_dst import original_dst, unmapped
+from meshproxy.listener.original_dst import address_of, original_dst
 from meshproxy.tcp.proxy import TcpDownstream
 from meshproxy.tls.transport import accept_tls
 
 if TYPE_CHECKING:
     from meshproxy.listener.runtime import ListenerRuntime
-
-
-def _address(info: Any) -> Address:
-    """(host, port) of a sockname/peername; an IPv4 peer of a dual-stack socket without ``::ffff:``."""
-    if not info:
-        return ("", 0)
-    host = info[0]
-    return (unmapped(host) if host.startswith("::ffff:") else host, info[1])
 
 
 class ChainSelector(asyncio.Protocol):
@@ -67,8 +59,8 @@ class ChainSelector(asyncio.Protocol):
         if not listener.admit(transport):
             return
         self.selecting = True
-        self.local = _address(transport.get_extra_info("sockname"))
-        self.peer = _address(transport.get_extra_info("peername"))
+        self.local = address_of(transport.get_extra_info("sockname"))
+        self.peer = address_of(transport.get_extra_info("peername"))
         if listener.config.original_dst:
             restored = original_dst(transport.get_extra_info("socket"))
             if restored is not None:

@@ -2,10 +2,11 @@
 
 Owns Envoy's lookup (``ConnectionHandlerImpl::getBalancedHandlerByAddress``): the listener whose
 address is exactly the restored destination (IP and port); else the one bound to the wildcard
-address of the destination's family (``0.0.0.0`` / ``::``) on that port; else the accepting
-listener itself. Pure over the listeners' configs (anything with a ``config.address``); must
-not import asyncio or sockets. Cost: O(listeners) per redirected connection, only on a listener
-with ``use_original_dst``.
+address of the destination's family (``0.0.0.0`` / ``::``) on that port; for an IPv4
+destination, then a dual-stack ``::`` listener on that port (``ipv4_compat``, which takes IPv4
+too); else the accepting listener itself. Pure over the listeners' configs (anything with a
+``config``); must not import asyncio or sockets. Cost: O(listeners) per redirected
+connection, only on a listener with ``use_original_dst``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,20 @@ T = TypeVar("T", bound=HasConfig)
 def handoff_target(accepting: T, listeners: Iterable[T], destination: tuple[str, int]) -> T:
     """The listener that serves ``destination`` (host, port), ``accepting`` when none does."""
     host, port = destination
-    wildcard = "::" if ":" in host else "0.0.0.0"
-    fallback = None
+    ipv4 = ":" not in host
+    wildcard = "0.0.0.0" if ipv4 else "::"
+    fallback = dual_stack = None
     for candidate in listeners:
-        address = candidate.config.address
-        if address.port != port:
+        config = candidate.config
+        if config.address.port != port:
             continue
-        if address.host == host:
+        if config.address.host == host:
             return candidate
-        if address.host == wildcard and fallback is None:
+        if config.address.host == wildcard and fallback is None:
             fallback = candidate
-    return fallback if fallback is not None else accepting
+        elif ipv4 and config.address.host == "::" and config.ipv4_compat and dual_stack is None:
+            dual_stack = candidate
+    for found in (fallback, dual_stack):
+        if found is not None:
+            return found
+    return accepting

@@ -14,7 +14,7 @@ import errno
 import ipaddress
 import socket
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
@@ -42,6 +42,15 @@ def unmapped(host: str) -> str:
     address = ipaddress.ip_address(host.split("%", 1)[0])
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped) if mapped is not None else str(address)
+
+
+def address_of(info: Any) -> tuple[str, int]:
+    """(host, port) of a sockname/peername (``("", 0)`` for none); an IPv4 peer of a
+    dual-stack socket without ``::ffff:``, as Envoy reports it (and as XFF must carry it)."""
+    if not info:
+        return ("", 0)
+    host = info[0]
+    return (unmapped(host) if host.startswith("::ffff:") else host, info[1])
 
 
 def original_dst(sock: AcceptedSocket) -> tuple[str, int] | None:

@@ -58,6 +58,7 @@ from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
+from meshproxy.tls.counts import count_handshake
 from meshproxy.tls.errors import TlsError
 from meshproxy.upstream.manager import ClusterManager
 
@@ -95,13 +96,17 @@ class Tracked(Protocol):
     def abort(self) -> None: ...
 
 
-def bind_socket(address: SocketAddress) -> socket.socket:
+def bind_socket(address: SocketAddress, ipv4_compat: bool = False) -> socket.socket:
     """A listening socket on ``address`` (raises OSError), for a runtime to ``start`` on later:
-    an update binds every new listener before it changes anything."""
+    an update binds every new listener before it changes anything. An IPv6 socket is IPv6 only
+    unless ``ipv4_compat`` (Envoy's ``v6only = !ipv4_compat``), whatever the kernel's
+    ``net.ipv6.bindv6only`` default; with it, one socket takes both families."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not ipv4_compat))
         sock.bind((address.host, address.port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -220,13 +225,9 @@ class ListenerRuntime:
         """Serve on ``sock`` (bound and listening, see ``bind_socket``/``handover_socket``), or
         bind the configured address."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
-        else:
-            addr = self.config.address
-            self.server = await loop.create_server(
-                self._accept, addr.host, addr.port, backlog=1024, reuse_address=True
-            )
+        if sock is None:
+            sock = bind_socket(self.config.address, self.config.ipv4_compat)
+        self.server = await loop.create_server(self._accept, sock=sock, backlog=1024)
         log.info("listener %s on %s:%d", self.name, *self.bound_address())
         self._ticker = loop.create_task(self._deadline_tick())
 
@@ -405,10 +406,7 @@ class ListenerRuntime:
         stats = self.stats
         if error is None:
             assert negotiated is not None
-            stats.ssl_handshake += 1
-            stats.ssl_handshakes_by_group[negotiated.group] = (
-                stats.ssl_handshakes_by_group.get(negotiated.group, 0) + 1
-            )
+            count_handshake(stats, negotiated)
             return
         self.pre_closed(limit)
         stats.ssl_connection_error += 1

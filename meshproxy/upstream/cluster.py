@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
 from meshproxy.config.model import Cluster, Locality, SocketAddress
 from meshproxy.stats import ClusterStats
+from meshproxy.tls.counts import count_handshake
 from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
 from meshproxy.upstream.breaker import Breakers, ResourceManager
@@ -542,9 +543,10 @@ class ClusterRuntime:
                         factory, address.host, address.port, local_addr=local
                     )
                 else:
-                    _, proto = await connect_tls(
+                    tls, proto = await connect_tls(
                         loop, address.host, address.port, self.tls, factory, local_addr=local
                     )
+                    count_handshake(self.stats, tls.get_extra_info("tls"))
         except TlsError as exc:
             self.stats.upstream_cx_connect_fail += 1
             log.warning(

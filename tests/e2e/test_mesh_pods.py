@@ -9,10 +9,10 @@ pod's hosts file gives the VIP; ``meshproxy iptables`` sends the connection to t
 The tests run in file order on that one mesh, and two depend on it: the first HTTP call is the
 first connection web's sidecar makes to hello v1, so its handshake is on the wire while the
 capture runs; the last test terminates pod ``c``. Evidence of X25519MLKEM768: hello's sidecar
-counts its inbound handshakes by group (``listener_ssl_handshakes_by_group_total``); web's
-sidecar has no per-group count for its upstream (cluster) handshakes, so on its side the
-evidence is its configuration (the cluster's ``ecdh_curves``) and the ClientHello it sent, seen
-on its pod's veth (``wire.py``), with hello's ServerHello choosing the group.
+counts its inbound handshakes by group (``listener_ssl_handshakes_by_group_total``), web's
+sidecar its upstream ones (``cluster_ssl_handshakes_by_group_total`` of ``hello|v1``), and the
+ClientHello web's sidecar sent is seen on its pod's veth (``wire.py``), with hello's
+ServerHello choosing the group.
 
 ``meshproxy iptables --cleanup`` restoring ``iptables-save`` exactly, and ``--dry-run`` matching
 what is installed, are tests/e2e/test_iptables_netns.py's (not repeated here).
@@ -34,6 +34,7 @@ from tls_hello import X25519MLKEM768, Hello
 
 from controlplane.demo.pods import COMMAND_TIMEOUT, Pods
 from controlplane.demo.pods_mesh import (
+    HELLO_VIP6,
     OUTSIDE_PORT,
     WORKLOAD,
     PodMesh,
@@ -62,6 +63,10 @@ def handshakes(workload: Workload) -> float:
     return workload.stat("listener_ssl_handshakes_by_group_total", group=PQ, listener="virtualInbound")
 
 
+def upstream_handshakes(workload: Workload) -> float:
+    return workload.stat("cluster_ssl_handshakes_by_group_total", group=PQ, cluster_name="hello|v1")
+
+
 def curl(mesh: PodMesh, *args: str) -> subprocess.CompletedProcess[str]:
     return mesh.web.pod.run("curl", "-s", "--max-time", "10", *args, check=False)
 
@@ -87,6 +92,7 @@ def test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintex
     a, b = mesh.web.pod, mesh.hello["v1"].pod
     marker = "probe-4f1c9a"  # in the request's header and echoed in the response body
     before = handshakes(mesh.hello["v1"])
+    upstream_before = upstream_handshakes(mesh.web)
     pcap = tmp_path / "a.pcap"
     with capture(a, pcap):
         done = curl(mesh, "-H", f"x-probe: {marker}", f"http://hello:{HTTP_PORT}/by-name?x=1")
@@ -101,15 +107,33 @@ def test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintex
     # hello's sidecar: the handshake was X25519MLKEM768, and the request went to the app port.
     assert handshakes(mesh.hello["v1"]) == before + 1
     assert mesh.hello["v1"].stat("cluster_upstream_rq_total", cluster_name="inbound|8080||") >= 1
-    # web's sidecar: the request went to hello v1's cluster, configured with the hybrid group only.
+    # web's sidecar: the request went to hello v1's cluster over a handshake that negotiated
+    # X25519MLKEM768 (the same one hello's sidecar counted).
     assert mesh.web.stat("cluster_upstream_rq_total", cluster_name="hello|v1") >= 1
     assert mesh.web.stat("listener_downstream_cx_total", listener="virtualOutbound") >= 1
-    assert '"X25519MLKEM768"' in mesh.web.admin("/config_dump")
+    assert upstream_handshakes(mesh.web) == upstream_before + 1
     # The wire: web's sidecar offered only X25519MLKEM768 to B's pod address, B chose it, and
     # neither the request nor the response crossed in the clear.
     captured = pcap.read_bytes()
     assert_pq_on_the_wire(hellos(captured), a.ipv4, b.ipv4, HTTP_PORT)
     assert marker.encode() not in captured and b"GET /by-name" not in captured
+
+
+def test_curl_reaches_hello_by_its_ipv6_vip_through_the_dual_stack_capture_listeners(mesh: PodMesh) -> None:
+    """``hello6`` is hello's IPv6 VIP: the capture redirects the IPv6 connection to web's
+    ``[::]:15001`` (one dual-stack socket, which the IPv4 tests use too), the original
+    destination is read the IPv6 way and matches the VIP's chain, and the request crosses to
+    hello v1 over mutual TLS like the IPv4 one."""
+    before = mesh.web.stat("cluster_upstream_rq_total", cluster_name="hello|v1")
+    done = curl(mesh, "-w", "\n%{remote_ip}", f"http://hello6:{HTTP_PORT}/by-ipv6")
+    assert done.returncode == 0, done.stderr
+    body, _, remote = done.stdout.rpartition("\n")
+    assert remote == HELLO_VIP6  # the client spoke IPv6, to the VIP
+    seen: dict[str, Any] = json.loads(body)
+    assert (seen["version"], seen["path"], seen["tls_connections"]) == ("v1", "/by-ipv6", 0)
+    xfcc = dict(pair.split("=", 1) for pair in seen["headers"]["x-forwarded-client-cert"].split(";"))
+    assert xfcc["URI"] == mesh.web.identity and xfcc["By"] == mesh.hello["v1"].identity
+    assert mesh.web.stat("cluster_upstream_rq_total", cluster_name="hello|v1") == before + 1
 
 
 def test_a_grpc_client_calls_the_grpc_port_by_name(mesh: PodMesh) -> None:

@@ -115,6 +115,14 @@ async def test_request_crosses_the_mesh_over_x25519mlkem768(tmp_path: pathlib.Pa
         groups = b.server.store.listener_stats("inbound").ssl_handshakes_by_group
         assert groups == {"X25519MLKEM768": 1}, "three requests, one pooled mTLS connection"
         assert a.cluster_stats("mesh").upstream_cx_total == 1
+        # A's side of the same handshake: its cluster counts the group and B's signature.
+        upstream = a.cluster_stats("mesh")
+        assert upstream.ssl_handshake == 1
+        assert upstream.ssl_handshakes_by_group == {"X25519MLKEM768": 1}
+        assert upstream.ssl_handshakes_by_sigalg == {"ecdsa_secp256r1_sha256": 1}
+        assert b.server.store.listener_stats("inbound").ssl_handshakes_by_sigalg == {
+            "ecdsa_secp256r1_sha256": 1
+        }
     (record, *_) = read_access_log(log)
     assert record["response_code"] == 200
 
@@ -230,6 +238,9 @@ async def test_ml_dsa_65_certificates_end_to_end(tmp_path: pathlib.Path) -> None
         assert b.server.store.listener_stats("inbound").ssl_handshakes_by_group == {"X25519MLKEM768": 1}
         xfcc = dict(body_json(resp.content)["headers"])["x-forwarded-client-cert"]  # type: ignore[arg-type]
         assert f"URI={CLIENT_ID}" in xfcc
+        # Each side counts the other's ML-DSA-65 signature.
+        assert a.cluster_stats("mesh").ssl_handshakes_by_sigalg == {"mldsa65": 1}
+        assert b.server.store.listener_stats("inbound").ssl_handshakes_by_sigalg == {"mldsa65": 1}
 
 
 async def _probe(port: int, files: tuple[pathlib.Path, ...], pq: str) -> tuple[int, str]:

@@ -23,13 +23,14 @@ from meshproxy.config.compile_cluster import compile_cluster, compile_load_assig
 from meshproxy.config.compile_listener import compile_listener
 from meshproxy.config.compile_route import compile_route_configuration
 from meshproxy.errors import ConfigError
+from meshproxy.listener.chain_match import select_chain
 
 MESH = """
 mesh: {trust_domain: mesh.local, pq: required}
 sidecars: {cert_dir: "CERTS/{group}"}
 services:
   - name: hello
-    vip: 10.96.0.10
+    vip: [10.96.0.10, "fd00:96::a"]
     ports: [{port: 8080, protocol: http}, {port: 9090, protocol: grpc}, 7000]
     versions:
       v1: {endpoints: ["10.1.0.2:8080"]}
@@ -62,13 +63,17 @@ def problems(text: str) -> list[str]:
     return info.value.problems
 
 
-@pytest.fixture
-def groups(tmp_path: Path) -> dict[str, Resources]:
+def translated(tmp_path: Path, text: str = MESH) -> dict[str, Resources]:
     ca = make_ca()
     for group in ("hello", "db", "web"):
         write_leaf(make_leaf(ca, f"spiffe://mesh.local/ns/default/sa/{group}"), tmp_path / group)
-    mesh, _ = load_mesh(textwrap.dedent(MESH).replace("CERTS", str(tmp_path)))
+    mesh, _ = load_mesh(textwrap.dedent(text).replace("CERTS", str(tmp_path)))
     return translate(mesh)
+
+
+@pytest.fixture
+def groups(tmp_path: Path) -> dict[str, Resources]:
+    return translated(tmp_path)
 
 
 def chain_filter(chain: object, cls: type) -> object:
@@ -83,17 +88,17 @@ def chain_filter(chain: object, cls: type) -> object:
 def test_vips_ports_modes_and_the_policy_are_read() -> None:
     mesh, _ = load_mesh(textwrap.dedent(MESH))
     hello, db, web, legacy = mesh.services
-    assert hello.vip == "10.96.0.10" and hello.port == 8080 and hello.protocol == "http"
+    assert hello.vips == ("10.96.0.10", "fd00:96::a") and hello.port == 8080 and hello.protocol == "http"
     assert hello.ports == (ServicePort(8080, "http"), ServicePort(9090, "grpc"), ServicePort(7000, None))
-    assert db.vip == "fd00::5" and db.ports == (ServicePort(5432, "tcp"),)
+    assert db.vips == ("fd00::5",) and db.ports == (ServicePort(5432, "tcp"),)
     assert web.ports == (ServicePort(8000, None),) and web.protocol == "http"  # explicit mode: as before
     assert hello.sidecar == Sidecar("hello", mode="transparent")
     assert db.sidecar is not None and db.sidecar.mtls == "PERMISSIVE"
     assert web.sidecar is not None and web.sidecar.outbound_traffic_policy == "REGISTRY_ONLY"
-    assert legacy.vip is None and legacy.sidecar is None
+    assert legacy.vips == () and legacy.sidecar is None
     assert mesh.outbound_traffic_policy == "ALLOW_ANY"
-    assert mesh.sidecars.virtual_outbound == ("0.0.0.0", 15001)
-    assert mesh.sidecars.virtual_inbound == ("0.0.0.0", 15006)
+    assert mesh.sidecars.virtual_outbound == ("::", 15001)  # dual-stack by default
+    assert mesh.sidecars.virtual_inbound == ("::", 15006)
 
 
 def test_every_transparent_mistake_is_named_by_path() -> None:
@@ -110,6 +115,9 @@ def test_every_transparent_mistake_is_named_by_path() -> None:
           - {name: d, vip: 0.0.0.0, port: 85, sidecar: {mtls: PERMISSIVE, outbound_traffic_policy: ALLOW_ANY}}
           - {name: e, ports: [], sidecar: {mode: sideways}}
           - {name: f}
+          - {name: g, vip: [10.96.0.7, 10.96.0.8], port: 86}
+          - {name: h, vip: [], port: 87}
+          - {name: i, vip: ["fd00::7", 10.96.0.7], port: 88}
     """)
     assert found == [
         "mesh: mesh.outbound_traffic_policy: 'DENY' is not one of: ALLOW_ANY, REGISTRY_ONLY",
@@ -126,7 +134,10 @@ def test_every_transparent_mistake_is_named_by_path() -> None:
         "mesh: services[4].ports: must name at least one port",
         "mesh: services[4].sidecar.mode: 'sideways' is not one of: explicit, transparent",
         "mesh: services[5]: 'port' (or 'ports') is required",
+        "mesh: services[6].vip: a list of VIPs holds one IPv4 and/or one IPv6 address",
+        "mesh: services[7].vip: a list of VIPs holds one IPv4 and/or one IPv6 address",
         "mesh: services: vip '10.96.0.1' appears more than once",
+        "mesh: services: vip '10.96.0.7' appears more than once",
     ]
 
 
@@ -169,7 +180,8 @@ def test_virtual_outbound_matches_each_vip_port_and_recovers_the_original_destin
 ) -> None:
     listener = groups["web"][LISTENER]["virtualOutbound"]
     assert listener.use_original_dst.value and listener.traffic_direction == base_pb2.OUTBOUND
-    assert listener.address.socket_address.address == "0.0.0.0"
+    assert listener.address.socket_address.address == "::"
+    assert listener.address.socket_address.ipv4_compat
     assert listener.address.socket_address.port_value == 15001
     assert [f.name for f in listener.listener_filters] == [
         "envoy.filters.listener.original_dst",
@@ -187,18 +199,12 @@ def test_virtual_outbound_matches_each_vip_port_and_recovers_the_original_destin
         )
         for c in listener.filter_chains
     ]
+    hello = [("10.96.0.10", 32), ("fd00:96::a", 128)]  # a dual-stack service: both VIPs
     assert matches == [
-        ("outbound|8080||hello", [("10.96.0.10", 32)], 8080, "", [], "http_connection_manager"),
-        ("outbound|9090||hello", [("10.96.0.10", 32)], 9090, "", [], "http_connection_manager"),
-        (
-            "outbound|7000||hello",
-            [("10.96.0.10", 32)],
-            7000,
-            "raw_buffer",
-            ["http/1.1", "h2c"],
-            "http_connection_manager",
-        ),
-        ("outbound|7000||hello|tcp", [("10.96.0.10", 32)], 7000, "", [], "tcp_proxy"),
+        ("outbound|8080||hello", hello, 8080, "", [], "http_connection_manager"),
+        ("outbound|9090||hello", hello, 9090, "", [], "http_connection_manager"),
+        ("outbound|7000||hello", hello, 7000, "raw_buffer", ["http/1.1", "h2c"], "http_connection_manager"),
+        ("outbound|7000||hello|tcp", hello, 7000, "", [], "tcp_proxy"),
         ("outbound|5432||db", [("fd00::5", 128)], 5432, "", [], "tcp_proxy"),
     ]
 
@@ -364,3 +370,31 @@ def test_what_meshproxy_compiles_today_and_what_waits_for_the_original_dst_work(
     for name, cla in hello[ENDPOINT].items():
         compile_load_assignment(cla, f"endpoints {name}", problems)
     assert problems == []
+
+
+def test_the_virtual_listeners_are_dual_stack_and_match_vips_of_both_families(
+    groups: dict[str, Resources],
+) -> None:
+    """meshproxy compiles the generated ``[::]`` listeners with ``ipv4_compat``; an IPv4
+    connection on that socket (``::ffff:…``) still takes its IPv4 VIP's chain."""
+    problems: list[str] = []
+    outbound = compile_listener(groups["web"][LISTENER]["virtualOutbound"], "virtualOutbound", problems)
+    inbound = compile_listener(groups["hello"][LISTENER]["virtualInbound"], "virtualInbound", problems)
+    assert problems == [] and outbound is not None and inbound is not None
+    assert outbound.ipv4_compat and inbound.ipv4_compat
+    assert (outbound.address.host, inbound.address.host) == ("::", "::")
+    for destination, expected in [
+        (("::ffff:10.96.0.10", 8080), "outbound|8080||hello"),
+        (("10.96.0.10", 8080), "outbound|8080||hello"),
+        (("fd00:96::a", 8080), "outbound|8080||hello"),
+        (("fd00::5", 5432), "outbound|5432||db"),
+        (("::ffff:10.96.0.11", 8080), "BlackHoleCluster"),
+    ]:
+        found = select_chain(outbound, destination)
+        assert found is not None and found.name == expected, destination
+
+
+def test_an_ipv4_capture_address_stays_ipv4_only(tmp_path: Path) -> None:
+    text = MESH.replace("sidecars: {", 'sidecars: {virtual_outbound: "0.0.0.0:15001", ')
+    bound = translated(tmp_path, text)["web"][LISTENER]["virtualOutbound"].address.socket_address
+    assert (bound.address, bound.ipv4_compat) == ("0.0.0.0", False)
