@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from meshproxy.addresses import address_of
 from meshproxy.identity.spiffe import SpiffeId, leaf_spiffe_id
 from meshproxy.identity.xfcc import format_element
-from meshproxy.listener.original_dst import address_of
 
 if TYPE_CHECKING:
     from meshproxy.hcm.context import HttpContext

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.listener.original_dst import address_of
+from meshproxy.addresses import address_of
 
 if TYPE_CHECKING:
     from meshproxy.hcm.exchange import Exchange, RequestView

@@ -17,12 +17,13 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 
+from meshproxy.addresses import address_of
 from meshproxy.hcm.context import HttpContext
 from meshproxy.listener.chain_match import Address, select_chain
 from meshproxy.listener.codec_choice import CodecSelector
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.handoff import handoff_target
-from meshproxy.listener.original_dst import address_of, original_dst
+from meshproxy.listener.original_dst import original_dst
 from meshproxy.tcp.proxy import TcpDownstream
 from meshproxy.tls.transport import accept_tls
 

@@ -14,7 +14,9 @@ import errno
 import ipaddress
 import socket
 import struct
-from typing import Any, Protocol
+from typing import Protocol
+
+from meshproxy.addresses import unmapped
 
 SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
@@ -35,22 +37,6 @@ class AcceptedSocket(Protocol):
     def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]: ...
 
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
-
-
-def unmapped(host: str) -> str:
-    """``::ffff:10.0.0.1`` → ``10.0.0.1``: a v4 client accepted on a dual-stack socket."""
-    address = ipaddress.ip_address(host.split("%", 1)[0])
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped) if mapped is not None else str(address)
-
-
-def address_of(info: Any) -> tuple[str, int]:
-    """(host, port) of a sockname/peername (``("", 0)`` for none); an IPv4 peer of a
-    dual-stack socket without ``::ffff:``, as Envoy reports it (and as XFF must carry it)."""
-    if not info:
-        return ("", 0)
-    host = info[0]
-    return (unmapped(host) if host.startswith("::ffff:") else host, info[1])
 
 
 def original_dst(sock: AcceptedSocket) -> tuple[str, int] | None:

@@ -11,7 +11,8 @@ import socket
 
 import pytest
 
-from meshproxy.listener.original_dst import address_of, original_dst
+from meshproxy.addresses import address_of
+from meshproxy.listener.original_dst import original_dst
 
 
 @pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
