@@ -41,8 +41,10 @@ TARGETS = ("direct", "meshproxy", "haproxy", "nginx") + (("meshproxy-base",) if 
 def meshproxy_argv(*args: str, baseline: bool = False) -> list[str]:
     """``python -m meshproxy ARGS`` from this checkout, or from the ``BASELINE`` tree (``env``
     execs, so the measured process is still the proxy itself)."""
-    argv = [sys.executable, "-m", "meshproxy", *args]
-    return ["env", f"PYTHONPATH={BASELINE}", *argv] if baseline else argv
+    if not baseline:
+        return [sys.executable, "-m", "meshproxy", *args]
+    # -P: targets start in REPO_ROOT, and "-m" would put that first on sys.path, ahead of BASELINE
+    return ["env", f"PYTHONPATH={BASELINE}", sys.executable, "-P", "-m", "meshproxy", *args]
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """The ``meshproxy`` command line: ``run`` a bootstrap, ``validate`` one, ``wait-ready``,
-``iptables``, ``tls-probe``.
+``iptables``, ``tls-probe``, ``version``.
 
 Owns argument parsing, logging setup, the choice of event loop (uvloop when installed,
 plain asyncio otherwise) and what ``run`` starts beside the server: the workload identity agent
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -113,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--pq", default="preferred", choices=["preferred", "required", "off"])
     iptables_command.add_parser(sub)
     wait_ready.add_parser(sub)
+    version = sub.add_parser(
+        "version", help="print the version, Python, event loop, OpenSSL, HTTP/2 codec and extensions in use"
+    )
+    version.add_argument("--json", action="store_true", help="as JSON (the admin /server_info's fields)")
     return p
 
 
@@ -140,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return iptables_command.run(args)
     if args.command == "wait-ready":
         return wait_ready.run(args)
+    if args.command == "version":
+        from meshproxy import build_info
+
+        info = build_info.describe()
+        print(json.dumps(info, indent=2) if args.json else build_info.text(info).rstrip("\n"))
+        return 0
     if args.command == "tls-probe":
         from meshproxy.tls_probe import probe
 

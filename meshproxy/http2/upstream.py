@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from h2 import events as ev
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import ProtocolError
 
 from meshproxy.http2.connection import H2Peer
 
@@ -166,9 +166,3 @@ class H2Upstream(H2Peer):
             stream.upstream_refused()
         if not self.streams:
             self.close()
-
-    def ended(self, sid: int) -> bool:
-        try:
-            return self.h2._get_stream_by_id(sid).closed
-        except StreamClosedError:
-            return True

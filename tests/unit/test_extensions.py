@@ -78,3 +78,24 @@ def test_no_extensions_env_selects_every_twin_even_where_extensions_are_required
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT.parent), env.get("PYTHONPATH"))))
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False", "meshproxy.upstream.lb._round_robin_py"]
+
+
+def test_h2_codec_dispatcher_agrees_with_status() -> None:
+    """The HTTP/2 codec is the compiled one wherever status says it is in use, and only there."""
+    from meshproxy.http2 import connection
+
+    loaded = _ext.extensions_status()["meshproxy.http2._codec_c"]
+    expected = "meshproxy.http2._codec_c" if loaded else "meshproxy.http2._codec_py"
+    assert connection.CODEC.__name__ == expected
+
+
+def test_h2_codec_override_selects_the_twin_and_status_says_so() -> None:
+    """``MESHPROXY_H2_CODEC=h2`` runs h2 and the status no longer counts libnghttp2 as in use."""
+    probe = (
+        "from meshproxy import _ext; from meshproxy.http2 import connection; "
+        "print(_ext.extensions_status()['meshproxy.http2._codec_c'], connection.CODEC.__name__)"
+    )
+    env = {**os.environ, "MESHPROXY_H2_CODEC": "h2"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT.parent), env.get("PYTHONPATH"))))
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "meshproxy.http2._codec_py"]
