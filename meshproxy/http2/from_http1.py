@@ -31,7 +31,6 @@ from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http2.stream import H2Stream
 
 if TYPE_CHECKING:
-    from meshproxy.hcm.context import ListenerView
     from meshproxy.http.stream import Stream
     from meshproxy.http2.connection import Half
     from meshproxy.upstream.cluster import ClusterRuntime
@@ -143,15 +142,6 @@ class Http1Downstream:
     @property
     def closed(self) -> bool:
         return self.conn.closed
-
-    @property
-    def listener(self) -> ListenerView:
-        return self.conn.listener
-
-    def goaway(self) -> None:
-        """``H2Stream`` drains its connection after this response (listener draining, overload's
-        disable_http_keepalive): over HTTP/1.1 that is closing after it."""
-        self.keep_alive = False
 
     def write(self, data: bytes) -> None:
         if not self.conn.closed:
