@@ -66,9 +66,16 @@ SLICE = 0.005
 
 class Server:
     def __init__(
-        self, config: Config, *, rng: random.Random | None = None, termination: Termination | None = None
+        self,
+        config: Config,
+        *,
+        rng: random.Random | None = None,
+        termination: Termination | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        # A worker process (``meshproxy/workers/``) binds its listeners with SO_REUSEPORT.
+        self.reuse_port = reuse_port
         self.termination = termination or Termination()
         self._shutdown: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # a second termination signal
@@ -106,7 +113,7 @@ class Server:
         try:
             for lc in self.config.listeners:
                 lr = self._listener(lc)
-                await lr.start()
+                await lr.start(bind_socket(lc.address, reuse_port=True) if self.reuse_port else None)
                 self.listeners[lc.name] = lr
             admin = self.config.admin.address
             if admin is not None:
@@ -191,7 +198,7 @@ class Server:
                 if old is not None and old.config.address == ln.address and old.server is not None:
                     sockets[ln.name] = old.handover_socket()
                 else:
-                    sockets[ln.name] = bind_socket(ln.address)
+                    sockets[ln.name] = bind_socket(ln.address, reuse_port=self.reuse_port)
             except OSError as exc:
                 for sock in sockets.values():
                     sock.close()
@@ -261,6 +268,9 @@ class Server:
 
     def listener_address(self, name: str) -> tuple[str, int]:
         return self.listeners[name].bound_address()
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]:
+        return {name: lr.bound_address() for name, lr in self.listeners.items()}
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -92,13 +92,17 @@ class Tracked(Protocol):
     def abort(self) -> None: ...
 
 
-def bind_socket(address: SocketAddress) -> socket.socket:
+def bind_socket(address: SocketAddress, *, reuse_port: bool = False) -> socket.socket:
     """A listening socket on ``address`` (raises OSError), for a runtime to ``start`` on later:
-    an update binds every new listener before it changes anything."""
+    an update binds every new listener before it changes anything. ``reuse_port``: with
+    SO_REUSEPORT, one socket per worker process (``meshproxy/workers/``) on the same address,
+    the kernel spreading new connections over them."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
         sock.listen(1024)
         sock.setblocking(False)
