@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -112,6 +113,9 @@ def main(argv: list[str]) -> int:
     try:
         return loop.run_until_complete(serve(sock))
     finally:
+        # A signal the supervisor forwards while this ends (a second SIGTERM) must not turn a
+        # clean exit into death by signal once the loop's handlers are gone.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         loop.close()
 
 

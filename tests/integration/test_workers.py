@@ -1,0 +1,251 @@
+"""``meshproxy run --concurrency 2``: two worker processes behind one supervisor, real sockets.
+
+The proxy runs as a child process (``harness.proxy_process``) with real upstreams, and a fake
+control plane (``test_xds_client.FakeAds``) where xDS is tested. Which worker takes a connection
+is the kernel's choice (SO_REUSEPORT hashes each connection's addresses): every test sends
+enough connections, each a fresh one, that both workers get some unless the spreading is broken
+(the chance that 40 connections all land on one of two workers is 2**-39).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import pathlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshproxy.xds.resources import LISTENER, ROUTE
+
+from .harness import ProxyProcess, bootstrap, cluster, free_port, http_listener, proxy_process, route
+from .test_xds_client import _sotw_initial, fake_ads, rds_listener, routes, xds_bootstrap
+from .upstreams import aiohttp_upstream, threaded_upstream
+
+WORKERS = ("--concurrency", "2")
+CONNECTIONS = 40
+TIMEOUT = 20.0
+
+
+def fresh_get(port: int, path: str = "/echo") -> tuple[int, dict[str, str]]:
+    """One request on a connection of its own: (status, response headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def admin_json(proc: ProxyProcess, path: str) -> Any:
+    status, body = proc.admin(path)
+    assert status == 200, (path, body)
+    return json.loads(body)
+
+
+def worker_stat(proc: ProxyProcess, index: int, name: str) -> int:
+    value: int = admin_json(proc, f"/stats?worker={index}")[name]
+    return value
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` (admin state of a child process) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s")
+        time.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_two_workers_share_the_listener_and_the_admin_sums_them(tmp_path: pathlib.Path) -> None:
+    with threaded_upstream("a") as upstream:
+        doc = bootstrap([http_listener([route()])], [cluster("backend", upstream)])
+        with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+            workers = admin_json(proc, "/workers")
+            assert [w["serving"] for w in workers] == [True, True]
+            assert proc.pid not in {w["pid"] for w in workers} and len({w["pid"] for w in workers}) == 2
+
+            statuses = [fresh_get(proc.port())[0] for _ in range(CONNECTIONS)]
+            assert statuses == [200] * CONNECTIONS
+
+            per_worker = [worker_stat(proc, i, "listener.http.downstream_cx_total") for i in (0, 1)]
+            assert all(n > 0 for n in per_worker), f"both workers accept connections: {per_worker}"
+            assert sum(per_worker) == CONNECTIONS
+            stats = proc.stats()
+            assert stats["listener.http.downstream_cx_total"] == CONNECTIONS
+            assert stats["http.http.downstream_rq_total"] == CONNECTIONS
+            assert stats["http.http.downstream_rq_xx"][2] == CONNECTIONS
+            assert stats["cluster.backend.upstream_rq_total"] == CONNECTIONS
+            assert stats["http.http.downstream_rq_time"]["count"] == CONNECTIONS
+            # One cluster seen by both workers: its membership is one host, not two.
+            assert stats["cluster.backend.membership_total"] == 1
+            assert stats["server.worker_restarts"] == 0
+
+            status, body = proc.admin("/stats/prometheus")
+            assert status == 200
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body.decode())
+                for s in family.samples
+            }
+            assert samples[("meshproxy_http_downstream_rq_total", (("stat_prefix", "http"),))] == CONNECTIONS
+            assert samples[("meshproxy_server_worker_restarts_total", ())] == 0
+            assert samples[("meshproxy_server_live", ())] == 1
+
+            [backend] = admin_json(proc, "/clusters")
+            assert backend["upstream_rq_total"] == CONNECTIONS
+            assert sum(h["rq_total"] for h in backend["hosts"]) == CONNECTIONS
+            dump = admin_json(proc, "/config_dump")
+            assert [ln["name"] for ln in dump["config"]["listeners"]] == ["http"]
+            assert dump["config"]["listeners"][0]["address"]["port"] == proc.port()
+            assert [w["version"] for w in dump["workers"]] == ["static", "static"]
+            assert admin_json(proc, "/listeners") == [
+                {"name": "http", "address": f"127.0.0.1:{proc.port()}", "draining": False}
+            ]
+
+
+def test_a_killed_worker_is_restarted_counted_and_traffic_continues(tmp_path: pathlib.Path) -> None:
+    with threaded_upstream("a") as upstream:
+        doc = bootstrap([http_listener([route()])], [cluster("backend", upstream)])
+        with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+            before = admin_json(proc, "/workers")
+            victim = before[1]["pid"]
+            os.kill(victim, signal.SIGKILL)
+
+            def replaced() -> bool:
+                w = admin_json(proc, "/workers")[1]
+                return bool(w["serving"] and w["pid"] not in (None, victim))
+
+            until(replaced, "worker 1 replaced")
+            until(lambda: proc.admin("/ready")[0] == 200, "ready with the new worker")
+            assert not pid_alive(victim)
+            after = admin_json(proc, "/workers")
+            assert after[0]["pid"] == before[0]["pid"], "the other worker is left alone"
+            assert [w["restarts"] for w in after] == [0, 1]
+            assert proc.stats()["server.worker_restarts"] == 1
+
+            statuses = [fresh_get(proc.port())[0] for _ in range(CONNECTIONS)]
+            assert statuses == [200] * CONNECTIONS, "no request fails after the replacement"
+            assert worker_stat(proc, 1, "http.http.downstream_rq_total") > 0, "the new worker serves"
+            assert worker_stat(proc, 0, "http.http.downstream_rq_total") > 0
+            assert any("worker 1" in line and "restarting" in line for line in proc.log)
+
+
+def test_sigterm_drains_every_worker_and_exits_0(tmp_path: pathlib.Path) -> None:
+    """In-flight requests on both workers finish after SIGTERM; then every process ends, 0."""
+    with threaded_upstream("a") as upstream:
+        doc = bootstrap([http_listener([route()])], [cluster("backend", upstream)])
+        with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+            pids = [w["pid"] for w in admin_json(proc, "/workers")]
+            results: list[int] = []
+            threads = [
+                threading.Thread(target=lambda: results.append(fresh_get(proc.port(), "/delay/1")[0]))
+                for _ in range(16)
+            ]
+            for t in threads:
+                t.start()
+            until(lambda: proc.stats()["http.http.downstream_rq_active"] == 16, "16 requests in flight")
+            active = [worker_stat(proc, i, "http.http.downstream_rq_active") for i in (0, 1)]
+            assert all(n > 0 for n in active), f"both workers hold requests: {active}"
+
+            proc.proc.send_signal(signal.SIGTERM)
+            assert proc.proc.wait(timeout=TIMEOUT) == 0
+            for t in threads:
+                t.join(timeout=TIMEOUT)
+            assert results == [200] * 16
+            assert not any(pid_alive(pid) for pid in pids)
+            for index in (0, 1):
+                assert any(f"[worker {index}]: inbound listeners drained" in line for line in proc.log)
+                assert any(f"worker {index} (pid" in line and "exit code 0" in line for line in proc.log)
+
+
+async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with (
+        aiohttp_upstream("a") as upstream,
+        fake_ads() as (ads, _, ads_port),
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        with contextlib.ExitStack() as stack:
+            proc = await asyncio.to_thread(
+                stack.enter_context,
+                proxy_process(xds_bootstrap(ads_port), tmp_path, args=WORKERS, ready=False),
+            )
+            admin = f"http://127.0.0.1:{proc.admin_port}"
+
+            async def get(path: str) -> Any:
+                return (await client.get(admin + path)).json()
+
+            port = free_port()
+            await _sotw_initial(ads, port, upstream)
+            await _until(lambda: client.get(admin + "/ready"), 200)
+
+            ads.send_sotw(ROUTE, "r2", [routes("main", "backend", header="v2")])
+            assert (await ads.request(ROUTE)).version_info == "r2"
+            version = (await get("/config_dump"))["version"]
+            assert "r2" in version
+            workers = await get("/workers")
+            assert [(w["version"], w["current"]) for w in workers] == [(version, True)] * 2
+            before = [(await get(f"/stats?worker={i}"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            configs = [
+                (await asyncio.to_thread(fresh_get, port))[1].get("x-config") for _ in range(CONNECTIONS)
+            ]
+            assert configs == ["v2"] * CONNECTIONS, "every worker routes with the update"
+            after = [(await get(f"/stats?worker={i}"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+
+            # A listener on an address someone else holds: the supervisor refuses it, once.
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                busy = taken.getsockname()[1]
+                nonce = ads.send_sotw(
+                    LISTENER, "l2", [rds_listener("http", "main", port), rds_listener("x", "main", busy)]
+                )
+                nack = await ads.request(LISTENER, lambda r: r.response_nonce == nonce)
+            assert nack.version_info == "l1"
+            assert f'listener "x": cannot bind 127.0.0.1:{busy}' in nack.error_detail.message
+            dump = await get("/config_dump")
+            assert dump["xds"]["types"]["Listener"]["nacks"] == 1
+            assert dump["version"] == version
+            assert [(w["version"], w["current"]) for w in dump["workers"]] == [(version, True)] * 2
+
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.proc.wait, TIMEOUT) == 0
+
+
+async def _until(request: Callable[[], Any], status: int, timeout: float = TIMEOUT) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await request()).status_code != status:
+        if loop.time() > deadline:
+            raise AssertionError(f"admin never answered {status} within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def test_the_admin_help_names_the_worker_paths(tmp_path: pathlib.Path) -> None:
+    doc = bootstrap([http_listener([route()])], [cluster("backend", free_port())])
+    with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+        status, text = proc.admin("/help")
+        assert status == 200 and b"/workers" in text and b"/stats?worker=I" in text
+        assert proc.admin("/stats?worker=2")[0] == 400
