@@ -46,6 +46,7 @@ class Endpoint(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.writing_paused = False
         self.later: asyncio.Task[None] | None = None  # an answer being awaited
+        self.close_after = False  # a request came pipelined behind it
         # Set by connection_made before any other callback; not Optional, so no check per use.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # see the comment above
 
@@ -94,7 +95,10 @@ class Endpoint(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.transport.is_closing():
             return
-        if self.writing_paused or self.later is not None:  # pipelined requests
+        if self.later is not None:  # pipelined behind an answer still to come
+            self.close_after = True
+            return
+        if self.writing_paused:  # pipelined requests from a client that does not read
             self.transport.close()
             return
         method = self.parser.get_method()
@@ -119,7 +123,7 @@ class Endpoint(asyncio.Protocol):
         self.later = None
         if self.transport.is_closing():
             return
-        self._answer(result, method, keep)
+        self._answer(result, method, keep and not self.close_after)
         if not self.writing_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
