@@ -1,10 +1,11 @@
 """``meshproxy run --concurrency 2``: two worker processes behind one supervisor, real sockets.
 
-The proxy runs as a child process (``harness.proxy_process``) with real upstreams, and a fake
-control plane (``test_xds_client.FakeAds``) where xDS is tested. Which worker takes a connection
-is the kernel's choice (SO_REUSEPORT hashes each connection's addresses): every test sends
-enough connections, each a fresh one, that both workers get some unless the spreading is broken
-(the chance that 40 connections all land on one of two workers is 2**-39).
+The proxy runs as a child process (``harness.proxy_process``) with real upstreams, a fake
+control plane (``test_xds_client.FakeAds``) where xDS is tested, and real mTLS with
+certificate files renewed in place (``test_cert_follow``'s helpers) for rotation. Which worker
+takes a connection is the kernel's choice (SO_REUSEPORT hashes each connection's addresses):
+every test sends enough connections, each a fresh one, that both workers get some unless the
+spreading is broken (the chance that 40 connections all land on one of two workers is 2**-39).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from certs import make_ca, make_leaf, write_leaf
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshproxy.xds.resources import LISTENER, ROUTE
 
 from .harness import ProxyProcess, bootstrap, cluster, free_port, http_listener, proxy_process, route
+from .test_cert_follow import _client, _presented_serial, _swap, _use_files
+from .test_mesh_mtls import CLIENT_ID, SERVER_ID, inbound
 from .test_xds_client import _sotw_initial, fake_ads, rds_listener, routes, xds_bootstrap
 from .upstreams import aiohttp_upstream, threaded_upstream
 
@@ -249,3 +253,38 @@ def test_the_admin_help_names_the_worker_paths(tmp_path: pathlib.Path) -> None:
         status, text = proc.admin("/help")
         assert status == 200 and b"/workers" in text and b"/stats?worker=I" in text
         assert proc.admin("/stats?worker=2")[0] == 400
+
+
+async def test_a_certificate_rotation_reaches_every_worker(tmp_path: pathlib.Path) -> None:
+    """Each worker follows the certificate files itself: after a renewal lands, a batch of
+    fresh handshakes spread over both workers presents only the new certificate."""
+    ca = make_ca()
+    first, second = make_leaf(ca, SERVER_ID), make_leaf(ca, SERVER_ID)
+    client = make_leaf(ca, CLIENT_ID)
+    files = write_leaf(first, tmp_path / "svid")
+    probe = _client(client.cert_pem, client.key_pem, ca.cert_pem, SERVER_ID)
+    async with aiohttp_upstream("app") as app:
+        doc = inbound(app, first)
+        tls = doc["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]
+        _use_files(tls["common_tls_context"], files)
+        with contextlib.ExitStack() as stack:
+            proc = await asyncio.to_thread(stack.enter_context, proxy_process(doc, tmp_path, args=WORKERS))
+            port = proc.port("inbound")
+
+            async def batch() -> tuple[set[int], list[int]]:
+                """Serials presented by CONNECTIONS fresh handshakes, and each worker's share."""
+                stat = "listener.inbound.downstream_pre_cx_total"
+                before = [await asyncio.to_thread(worker_stat, proc, i, stat) for i in (0, 1)]
+                serials = {await _presented_serial(port, probe) for _ in range(CONNECTIONS)}
+                after = [await asyncio.to_thread(worker_stat, proc, i, stat) for i in (0, 1)]
+                return serials, [a - b for a, b in zip(after, before, strict=True)]
+
+            serials, shares = await batch()
+            assert serials == {first.cert.serial_number} and all(shares), shares
+            _swap(second, files)
+            async with asyncio.timeout(TIMEOUT):
+                while (await batch())[0] != {second.cert.serial_number}:
+                    pass  # each batch takes its handshakes' time; the workers poll once a second
+            serials, shares = await batch()
+            assert serials == {second.cert.serial_number}
+            assert all(shares), f"both workers handshook with the new certificate: {shares}"
