@@ -229,7 +229,6 @@ def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
 async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | None) -> int:
     from meshproxy.admin.status import StatusPorts
     from meshproxy.overload.monitors import raise_nofile_limit
-    from meshproxy.server import Server
 
     rotator = None
     if identity is not None:
@@ -259,6 +258,8 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
 
         server = Supervisor(config, args.concurrency, termination=termination, log_level=args.log_level)
     else:
+        from meshproxy.server import Server
+
         server = Server(config, termination=termination)
     status = StatusPorts(server.admin, *status_ports(args))
     try:

@@ -4,20 +4,35 @@ Owns the framing (a 4-byte big-endian length, then a pickle) and its bound: a fr
 ``MAX_FRAME`` is refused on both ends, so a confused peer cannot make the other allocate
 without limit. Both ends are this program (the supervisor spawned the worker and handed it one
 end of the pair), which is why pickle is acceptable here and nowhere else. One request, then
-its reply: the supervisor serialises requests per worker (``Channel.ask``).
-Must not depend on the data plane.
+its reply: the supervisor serialises requests per worker (``Channel.ask``). The messages are
+``Start`` and those ``worker.py`` lists. Must not depend on the data plane (the supervisor
+imports this, and need not load the request path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 import struct
 from typing import Any
 
+from meshproxy.config.model import Config
+from meshproxy.sidecar.lifecycle import Termination
+
 # The largest message: a whole compiled configuration of a big mesh fits with room to spare.
 MAX_FRAME = 256 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Start:
+    """A worker's first message: who it is, what it runs, how it ends, how much it logs."""
+
+    index: int
+    config: Config
+    termination: Termination
+    log_level: str
 
 
 class ChannelError(Exception):

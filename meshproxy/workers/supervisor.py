@@ -34,9 +34,8 @@ from meshproxy.sidecar.lifecycle import Termination
 from meshproxy.stats import Store
 from meshproxy.workers.addresses import Reservations
 from meshproxy.workers.admin import WorkersAdmin
-from meshproxy.workers.channel import Channel, ChannelError
+from meshproxy.workers.channel import Channel, ChannelError, Start
 from meshproxy.workers.restart import Backoff
-from meshproxy.workers.worker import Start
 
 if TYPE_CHECKING:
     from meshproxy.xds.client import AdsClient

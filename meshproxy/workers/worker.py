@@ -34,16 +34,7 @@ from meshproxy.cli import new_event_loop, settle_heap
 from meshproxy.config.model import Config
 from meshproxy.errors import ConfigError
 from meshproxy.server import Server
-from meshproxy.sidecar.lifecycle import Termination
 from meshproxy.workers import channel
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Start:
-    index: int
-    config: Config
-    termination: Termination
-    log_level: str
 
 
 def interned(running: Config, new: Config) -> Config:
@@ -81,7 +72,7 @@ async def _requests(server: Server, reader: asyncio.StreamReader, writer: asynci
 
 async def serve(sock: socket.socket) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    start: Start = await channel.receive(reader)
+    start: channel.Start = await channel.receive(reader)
     logging.basicConfig(
         level=getattr(logging, start.log_level.upper()),
         format=f"%(asctime)s %(levelname)s %(name)s[worker {start.index}]: %(message)s",

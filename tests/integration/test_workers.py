@@ -18,6 +18,8 @@ import os
 import pathlib
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -247,12 +249,37 @@ async def _until(request: Callable[[], Any], status: int, timeout: float = TIMEO
         await asyncio.sleep(0.05)
 
 
-def test_the_admin_help_names_the_worker_paths(tmp_path: pathlib.Path) -> None:
+def test_the_status_ports_and_the_help_answer_for_the_workers(tmp_path: pathlib.Path) -> None:
     doc = bootstrap([http_listener([route()])], [cluster("backend", free_port())])
-    with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+    ports = ("--ready-port", "0", "--prometheus-port", "0")
+    with proxy_process(doc, tmp_path, args=(*WORKERS, *ports)) as proc:
         status, text = proc.admin("/help")
         assert status == 200 and b"/workers" in text and b"/stats?worker=I" in text
         assert proc.admin("/stats?worker=2")[0] == 400
+        ready = f"http://127.0.0.1:{proc.status['/healthz/ready']}/healthz/ready"
+        assert httpx.get(ready).status_code == 200
+        scrape = f"http://127.0.0.1:{proc.status['/stats/prometheus']}/stats/prometheus"
+        assert "meshproxy_server_worker_restarts_total 0.0" in httpx.get(scrape).text
+
+
+def test_an_address_taken_stops_the_start_naming_the_listener(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        listener = http_listener([route()])
+        listener["address"]["socket_address"]["port_value"] = busy
+        path = tmp_path / "bootstrap.json"
+        path.write_text(json.dumps(bootstrap([listener], [cluster("backend", free_port())])))
+        result = subprocess.run(
+            [sys.executable, "-m", "meshproxy", "run", "-c", str(path), *WORKERS],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 3, result.stderr
+    assert f'cannot start: [Errno 98] listener "http": cannot bind 127.0.0.1:{busy}: ' in result.stderr
+    assert "worker 0 serving" not in result.stderr, "no worker starts"
 
 
 async def test_a_certificate_rotation_reaches_every_worker(tmp_path: pathlib.Path) -> None:
