@@ -237,7 +237,7 @@ class Supervisor:
         self, request: tuple[Any, ...], timeout: float, workers: Sequence[Worker] | None = None
     ) -> list[tuple[Worker, Any]]:
         """Each serving worker's (of ``workers``, default all) answer to ``request``; those
-        that fail to answer are left out."""
+        that fail to answer within ``timeout`` are left out, and restarted."""
         serving = [w for w in workers or self.workers if w.serving and w.channel is not None]
 
         async def one(w: Worker) -> Any:
@@ -248,7 +248,10 @@ class Supervisor:
         out: list[tuple[Worker, Any]] = []
         for w, reply in zip(serving, replies, strict=True):
             if isinstance(reply, BaseException):
-                log.warning("worker %d did not answer %s: %s", w.index, request[0], reply)
+                # Its channel is broken (a late answer would answer the next request): a worker
+                # that cannot answer within the bound is treated as hung, and restarted.
+                log.error("worker %d did not answer %s (%s); restarting it", w.index, request[0], reply)
+                self._signal(w, signal.SIGKILL)
             elif reply[0] == "ok":
                 out.append((w, reply[1]))
         return out

@@ -220,6 +220,21 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
             after = [(await get(f"/stats?worker={i}"))["http.http.downstream_rq_total"] for i in (0, 1)]
             assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
+            # A worker restarted after an update starts on the accepted configuration.
+            victim = workers[0]["pid"]
+            os.kill(victim, signal.SIGKILL)
+            async with asyncio.timeout(TIMEOUT):
+                while (await get("/workers"))[0]["pid"] in (victim, None):
+                    await asyncio.sleep(0.05)
+            await _until(lambda: client.get(admin + "/ready"), 200)
+            workers = await get("/workers")
+            assert workers[0]["pid"] != victim and workers[0]["restarts"] == 1
+            assert [(w["version"], w["current"]) for w in workers] == [(version, True)] * 2
+            configs = [
+                (await asyncio.to_thread(fresh_get, port))[1].get("x-config") for _ in range(CONNECTIONS)
+            ]
+            assert configs == ["v2"] * CONNECTIONS
+
             # A listener on an address someone else holds: the supervisor refuses it, once.
             with socket.socket() as taken:
                 taken.bind(("127.0.0.1", 0))
