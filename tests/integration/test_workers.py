@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -206,8 +206,15 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
             await _sotw_initial(ads, port, upstream)
             await _until(lambda: client.get(admin + "/ready"), 200)
 
-            ads.send_sotw(ROUTE, "r2", [routes("main", "backend", header="v2")])
-            assert (await ads.request(ROUTE)).version_info == "r2"
+            # The update replaces the listener in each worker (its socket handed over) while
+            # fresh connections keep arriving: none fails.
+            async with steady_load(port) as load:
+                await _until_served(load, 10)
+                ads.send_sotw(ROUTE, "r2", [routes("main", "backend", header="v2")])
+                assert (await ads.request(ROUTE)).version_info == "r2"
+                mark = len(load.served)
+                await _until_served(load, mark + 10)
+            assert load.failures == [] and len(load.served) > mark
             version = (await get("/config_dump"))["version"]
             assert "r2" in version
             workers = await get("/workers")
@@ -253,6 +260,47 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
 
             proc.proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.proc.wait, TIMEOUT) == 0
+
+
+class SteadyLoad:
+    """Requests, each on a fresh connection, from a thread until stopped; every outcome recorded."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.served: list[str | None] = []  # x-config of each 200
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, headers = fresh_get(self.port)
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status == 200:
+                self.served.append(headers.get("x-config"))
+            else:
+                self.failures.append(str(status))
+
+
+@contextlib.asynccontextmanager
+async def steady_load(port: int) -> AsyncIterator[SteadyLoad]:
+    """The upstream runs on the test's loop: the thread is joined without blocking it."""
+    load = SteadyLoad(port)
+    thread = threading.Thread(target=load.run)
+    thread.start()
+    try:
+        yield load
+    finally:
+        load.stop.set()
+        await asyncio.to_thread(thread.join, TIMEOUT)
+
+
+async def _until_served(load: SteadyLoad, n: int) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while len(load.served) + len(load.failures) < n:
+            await asyncio.sleep(0.02)
 
 
 async def _until(request: Callable[[], Any], status: int, timeout: float = TIMEOUT) -> None:
