@@ -184,6 +184,16 @@ def test_sigterm_drains_every_worker_and_exits_0(tmp_path: pathlib.Path) -> None
                 assert any(f"worker {index} (pid" in line and "exit code 0" in line for line in proc.log)
 
 
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: pathlib.Path) -> None:
+    doc = bootstrap([http_listener([route()])], [cluster("backend", free_port())])
+    with proxy_process(doc, tmp_path, args=WORKERS) as proc:
+        pids = [w["pid"] for w in admin_json(proc, "/workers")]
+        proc.proc.kill()
+        proc.proc.wait(timeout=TIMEOUT)
+        until(lambda: not any(pid_alive(pid) for pid in pids), "both workers ended")
+        assert sum("supervisor gone; shutting down" in line for line in proc.log) == 2
+
+
 async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack(
     tmp_path: pathlib.Path,
 ) -> None:
