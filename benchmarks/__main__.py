@@ -20,6 +20,7 @@ SCENARIOS = (
     "cost",
     "lb",
     "interception",
+    "workers",
 )
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 
 Owns argument parsing, logging setup, the choice of event loop (uvloop when installed,
 plain asyncio otherwise) and what ``run`` starts beside the server: the workload identity agent
-before it, the status ports (readiness, Prometheus; ``--sidecar``) after it. Exit codes:
+before it, the status ports (readiness, Prometheus; ``--sidecar``) after it. With
+``--concurrency N`` above 1 the server is the worker supervisor (``meshproxy/workers/``). Exit codes:
 0 success, 1 invalid configuration (``wait-ready``: not ready in time), 2 usage error,
 3 cannot bind or start.
 """
@@ -27,6 +28,8 @@ from meshproxy.sidecar.lifecycle import Termination
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Config
+    from meshproxy.server import Server
+    from meshproxy.workers.supervisor import Supervisor
 
 GC_GEN0_THRESHOLD = 10_000
 # Istio's sidecar ports, served by ``run --sidecar`` unless given.
@@ -49,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy from an Envoy v3 bootstrap (YAML or JSON)")
     run.add_argument("-c", "--config", required=True, help="bootstrap file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--concurrency", type=int, default=1, help="reserved: worker count (only 1 today)")
+    run.add_argument(
+        "--concurrency",
+        type=_workers,
+        default=1,
+        help="worker processes sharing the listeners (SO_REUSEPORT) under one admin port and one "
+        "ADS stream (default 1: a single process; see docs/workers.md)",
+    )
     ident = run.add_argument_group(
         "workload identity",
         "obtain this proxy's SVID from the control plane's CA and keep it in --cert-dir (cert.pem, "
@@ -127,6 +136,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (1..1024)")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     """Seconds as ``5``, ``5s``, ``0.5s`` or ``500ms`` (Istio writes durations as ``5s``)."""
     number, scale = (text[:-2], 0.001) if text.endswith("ms") else (text.removesuffix("s"), 1.0)
@@ -171,9 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.concurrency != 1:
-        print("meshproxy: --concurrency other than 1 is reserved and not supported yet", file=sys.stderr)
-        return 2
     identity = (args.ca_address, args.identity, args.token_file, args.cert_dir)
     if (any(identity) or args.ca_trust) and not all(identity):
         print(
@@ -187,6 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loop.run_until_complete(_run(args, identity if all(identity) else None))
     finally:
         loop.close()
+
+
+def settle_heap() -> None:
+    """Everything allocated so far (protobuf descriptors, the compiled config) lives as long as
+    the process: keep it out of the collector's way, and collect young objects less often,
+    since the request path allocates short-lived containers at a high rate."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
 
 
 def status_ports(args: argparse.Namespace) -> tuple[int | None, int | None]:
@@ -219,7 +240,6 @@ def _load(path: str, verdict: str, allow_unknown_fields: bool) -> Config | None:
 async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | None) -> int:
     from meshproxy.admin.status import StatusPorts
     from meshproxy.overload.monitors import raise_nofile_limit
-    from meshproxy.server import Server
 
     rotator = None
     if identity is not None:
@@ -243,7 +263,15 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
     termination = Termination(
         args.drain_quiet, args.termination_drain_duration, args.sidecar or args.graceful_inbound_drain
     )
-    server = Server(config, termination=termination)
+    server: Server | Supervisor
+    if args.concurrency > 1:
+        from meshproxy.workers.supervisor import Supervisor
+
+        server = Supervisor(config, args.concurrency, termination=termination, log_level=args.log_level)
+    else:
+        from meshproxy.server import Server
+
+        server = Server(config, termination=termination)
     status = StatusPorts(server.admin, *status_ports(args))
     try:
         await server.start()
@@ -252,15 +280,10 @@ async def _run(args: argparse.Namespace, identity: tuple[str, str, str, str] | N
         logging.getLogger("meshproxy").error("cannot start: %s", exc)
         await server.close()
         return 3
-    # Everything allocated so far (protobuf descriptors, the compiled config) lives as long as
-    # the process: keep it out of the collector's way, and collect young objects less often,
-    # since the request path allocates short-lived containers at a high rate.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    settle_heap()
     log = logging.getLogger("meshproxy")
-    for name, lr in server.listeners.items():
-        log.info("listener %s ready on %s:%d", name, *lr.bound_address())
+    for name, address in server.listener_addresses().items():
+        log.info("listener %s ready on %s:%d", name, *address)
     admin = server.admin.address()
     for path in status.servers:
         log.info("status %s on port %d (every interface)", path, status.port(path))

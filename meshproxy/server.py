@@ -66,9 +66,16 @@ SLICE = 0.005
 
 class Server:
     def __init__(
-        self, config: Config, *, rng: random.Random | None = None, termination: Termination | None = None
+        self,
+        config: Config,
+        *,
+        rng: random.Random | None = None,
+        termination: Termination | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        # A worker process (``meshproxy/workers/``) binds its listeners with SO_REUSEPORT.
+        self.reuse_port = reuse_port
         self.termination = termination or Termination()
         self._shutdown: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # a second termination signal
@@ -106,7 +113,9 @@ class Server:
         try:
             for lc in self.config.listeners:
                 lr = self._listener(lc)
-                await lr.start()
+                await lr.start(
+                    bind_socket(lc.address, lc.ipv4_compat, reuse_port=True) if self.reuse_port else None
+                )
                 self.listeners[lc.name] = lr
             admin = self.config.admin.address
             if admin is not None:
@@ -195,7 +204,7 @@ class Server:
                 ):
                     sockets[ln.name] = old.handover_socket()
                 else:
-                    sockets[ln.name] = bind_socket(ln.address, ln.ipv4_compat)
+                    sockets[ln.name] = bind_socket(ln.address, ln.ipv4_compat, reuse_port=self.reuse_port)
             except OSError as exc:
                 for sock in sockets.values():
                     sock.close()
@@ -265,6 +274,9 @@ class Server:
 
     def listener_address(self, name: str) -> tuple[str, int]:
         return self.listeners[name].bound_address()
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]:
+        return {name: lr.bound_address() for name, lr in self.listeners.items()}
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -71,11 +71,14 @@ class Histogram:
 @dataclass(frozen=True, slots=True)
 class Stat:
     """One line of a stat table. ``by`` names a second label: the value is then a dict from
-    that label's value to a count (or, for ``CODE_CLASS``, a list indexed by status class)."""
+    that label's value to a count (or, for ``CODE_CLASS``, a list indexed by status class).
+    ``across_workers``: how ``--concurrency`` sums a gauge over the workers (``max`` where each
+    worker holds its own copy of one thing, such as a cluster's membership)."""
 
     kind: Kind
     help: str
     by: str | None = None
+    across_workers: Literal["sum", "max"] = "sum"
 
     def initial(self) -> int | list[int] | dict[str, int] | Histogram:
         if self.kind == "histogram":
@@ -106,8 +109,8 @@ def counter(help: str, *, by: str | None = None) -> Any:
     return Stat("counter", help, by)
 
 
-def gauge(help: str) -> Any:
-    return Stat("gauge", help)
+def gauge(help: str, *, across_workers: Literal["sum", "max"] = "sum") -> Any:
+    return Stat("gauge", help, across_workers=across_workers)
 
 
 def histogram(help: str) -> Any:
@@ -277,15 +280,21 @@ class ClusterStats(StatSet):
     upstream_cx_overflow: int = counter(
         "Times the max_connections circuit breaker was full when a connection was wanted."
     )
-    cx_open: int = gauge("1 while the max_connections circuit breaker is full (DEFAULT priority).")
-    rq_pending_open: int = gauge("1 while the max_pending_requests circuit breaker is full.")
-    rq_open: int = gauge("1 while the max_requests circuit breaker is full.")
-    rq_retry_open: int = gauge("1 while the retry circuit breaker is full.")
+    cx_open: int = gauge(
+        "1 while the max_connections circuit breaker is full (DEFAULT priority).", across_workers="max"
+    )
+    rq_pending_open: int = gauge(
+        "1 while the max_pending_requests circuit breaker is full.", across_workers="max"
+    )
+    rq_open: int = gauge("1 while the max_requests circuit breaker is full.", across_workers="max")
+    rq_retry_open: int = gauge("1 while the retry circuit breaker is full.", across_workers="max")
     remaining_cx: int = gauge("Connections left before max_connections.")
     remaining_pending: int = gauge("Pending requests left before max_pending_requests.")
     remaining_rq: int = gauge("Requests left before max_requests.")
     remaining_retries: int = gauge("Retries left before max_retries (or the retry budget).")
-    outlier_detection_ejections_active: int = gauge("Hosts ejected by outlier detection now.")
+    outlier_detection_ejections_active: int = gauge(
+        "Hosts ejected by outlier detection now.", across_workers="max"
+    )
     outlier_detection_ejections_enforced_total: int = counter("Ejections enforced, of any kind.")
     outlier_detection_ejections_overflow: int = counter(
         "Ejections skipped because max_ejection_percent was reached."
@@ -299,7 +308,7 @@ class ClusterStats(StatSet):
     health_check_success: int = counter("Active health checks that passed.")
     health_check_failure: int = counter("Active health checks that failed (including network failures).")
     health_check_network_failure: int = counter("Active health checks that failed to connect or timed out.")
-    health_check_healthy: int = gauge("Hosts passing active health checks.")
+    health_check_healthy: int = gauge("Hosts passing active health checks.", across_workers="max")
     upstream_cx_total: int = counter(
         "Connections attempted to the cluster's endpoints (HTTP pool and TCP proxy)."
     )
@@ -316,8 +325,8 @@ class ClusterStats(StatSet):
     upstream_cx_close_notify: int = counter(
         "Upstream HTTP/2 connections the host announced it would close (GOAWAY)."
     )
-    membership_total: int = gauge("Hosts in the cluster.")
-    membership_healthy: int = gauge("Hosts in the cluster that may be picked.")
+    membership_total: int = gauge("Hosts in the cluster.", across_workers="max")
+    membership_healthy: int = gauge("Hosts in the cluster that may be picked.", across_workers="max")
     ssl_handshake: int = counter("TLS handshakes completed with the cluster's hosts (an UpstreamTlsContext).")
     ssl_handshakes_by_group: dict[str, int] = counter(
         "Completed upstream handshakes by negotiated key-exchange group (`X25519MLKEM768`, `X25519`, …).",
@@ -414,6 +423,7 @@ SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
         "live": gauge("1 while the proxy serves traffic, 0 once it shuts down."),
         "draining": gauge("1 once a drain began (SIGTERM, `/drain_listeners`, `/quitquitquit`)."),
+        "worker_restarts": counter("Worker processes restarted after they ended unasked (`--concurrency`)."),
     }
 )
 
@@ -506,9 +516,8 @@ class StatsCollector(Collector):
                 for name, stat in scope.stats.items():
                     yield _family(scope, name, stat, entries)
         for name, stat in SERVER_STATS.items():
-            yield GaugeMetricFamily(
-                stat.family_name("server", name), stat.help, value=self.store.server[name]
-            )
+            kind = CounterMetricFamily if stat.kind == "counter" else GaugeMetricFamily
+            yield kind(stat.family_name("server", name), stat.help, value=self.store.server[name])
 
 
 def _family(scope: Scope, name: str, stat: Stat, entries: dict[str, StatSet]) -> Family:

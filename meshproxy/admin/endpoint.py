@@ -8,15 +8,18 @@ bytes is answered 431 and the connection closed, and a connection that has not d
 complete request within ``REQUEST_TIMEOUT`` seconds (of connecting, or of its previous answer)
 is closed. A client that stops reading its answers is cut off: once the transport's write buffer
 passes its high-water mark, reading pauses, and a further complete request closes the
-connection (so the buffer holds at most one answer more). Must not depend on the data plane
+connection (so the buffer holds at most one answer more). A handler may answer later (an
+awaitable: the worker supervisor's admin asks its workers first); reading pauses meanwhile, and
+a request pipelined behind it closes the connection after that answer. Must not depend on the data plane
 (listeners, HCM, overload admission): these connections bypass all of it on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httptools
 
@@ -29,8 +32,9 @@ MAX_REQUEST = 16 * 1024
 # Seconds a connection is given to deliver each complete request.
 REQUEST_TIMEOUT = 10.0
 
-# (method, target) → (status, body, content type)
-Handler = Callable[[bytes, str], tuple[int, bytes, bytes]]
+# (method, target) → (status, body, content type), now or later
+Answer = tuple[int, bytes, bytes]
+Handler = Callable[[bytes, str], Answer | Awaitable[Answer]]
 
 
 class Endpoint(asyncio.Protocol):
@@ -41,6 +45,8 @@ class Endpoint(asyncio.Protocol):
         self.received = 0  # bytes of the request being read
         self.timer: asyncio.TimerHandle | None = None
         self.writing_paused = False
+        self.later: asyncio.Task[None] | None = None  # an answer being awaited
+        self.close_after = False  # a request came pipelined behind it
         # Set by connection_made before any other callback; not Optional, so no check per use.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # see the comment above
 
@@ -89,16 +95,40 @@ class Endpoint(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.transport.is_closing():
             return
+        if self.later is not None:  # pipelined behind an answer still to come
+            self.close_after = True
+            return
         if self.writing_paused:  # pipelined requests from a client that does not read
             self.transport.close()
             return
         method = self.parser.get_method()
+        keep = self.parser.should_keep_alive()
         try:
-            status, body, ctype = self.handle(method, self.url.decode("latin-1"))
+            answer = self.handle(method, self.url.decode("latin-1"))
         except Exception:  # a handler bug must not take the proxy down
             log.exception("handler failed for %s", self.url)
-            status, body, ctype = 500, b"internal error\n", b"text/plain"
-        keep = self.parser.should_keep_alive()
+            answer = 500, b"internal error\n", b"text/plain"
+        if inspect.isawaitable(answer):
+            self.transport.pause_reading()
+            self.later = asyncio.get_running_loop().create_task(self._answer_later(answer, method, keep))
+            return
+        self._answer(answer, method, keep)
+
+    async def _answer_later(self, answer: Awaitable[Answer], method: bytes, keep: bool) -> None:
+        try:
+            result = await answer
+        except Exception:
+            log.exception("handler failed for %s", self.url)
+            result = 500, b"internal error\n", b"text/plain"
+        self.later = None
+        if self.transport.is_closing():
+            return
+        self._answer(result, method, keep and not self.close_after)
+        if not self.writing_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _answer(self, answer: Answer, method: bytes, keep: bool) -> None:
+        status, body, ctype = answer
         self.transport.write(
             codec.local_reply(status, body, close=not keep, content_type=ctype, head_only=method == b"HEAD")
         )

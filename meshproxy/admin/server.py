@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from meshproxy.server import Server
     from meshproxy.upstream.cluster import ClusterRuntime
 
-_HELP = """meshproxy admin
+HELP = """meshproxy admin
   GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
   GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
   GET  /stats              the same, as JSON
@@ -47,13 +47,13 @@ _HELP = """meshproxy admin
 """
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"
+            f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"
         }
     if isinstance(obj, (tuple, list)):
-        return [_jsonable(x) for x in obj]
+        return [jsonable(x) for x in obj]
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
     return obj
@@ -92,16 +92,16 @@ class Admin:
         if path == "/stats/prometheus":
             return self.prometheus()
         if path == "/stats":
-            return self._json({**stats_json(self.server.store), **srv.overload.stats.flat()})
+            return json_answer({**stats_json(self.server.store), **srv.overload.stats.flat()})
         if path == "/config_dump":
-            dump = {"version": srv.config.version, "config": _jsonable(srv.config)}
+            dump = {"version": srv.config.version, "config": jsonable(srv.config)}
             if srv.xds is not None:
                 dump["xds"] = srv.xds.status()
-            return self._json(dump)
+            return json_answer(dump)
         if path == "/clusters":
-            return self._json(self._clusters_json())
+            return json_answer(self._clusters_json())
         if path == "/listeners":
-            return self._json(
+            return json_answer(
                 [
                     {"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
                     for name, lr in srv.listeners.items()
@@ -109,9 +109,9 @@ class Admin:
                 ]
             )
         if path == "/certs":
-            return self._json(self._certs_json())
+            return json_answer(self._certs_json())
         if path == "/server_info":
-            return self._json(self._server_info())
+            return json_answer(self._server_info())
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
@@ -122,7 +122,7 @@ class Admin:
             srv.terminate()
             return 200, b"OK\n", b"text/plain"
         if path in ("/", "/help"):
-            return 200, _HELP.encode(), b"text/plain"
+            return 200, HELP.encode(), b"text/plain"
         return 404, b"unknown admin path; see /help\n", b"text/plain"
 
     def readiness(self) -> tuple[int, bytes, bytes]:
@@ -135,10 +135,6 @@ class Admin:
 
     def prometheus(self) -> tuple[int, bytes, bytes]:
         return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
-
-    @staticmethod
-    def _json(obj: Any) -> tuple[int, bytes, bytes]:
-        return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
 
     def _server_info(self) -> dict[str, Any]:
         """Envoy's /server_info subset (version, state, uptime) and ``build_info.describe()``."""
@@ -163,6 +159,10 @@ class Admin:
 
     def _clusters_json(self) -> list[dict[str, Any]]:
         return [_cluster_json(name, rt) for name, rt in self.server.clusters.clusters.items()]
+
+
+def json_answer(obj: Any) -> tuple[int, bytes, bytes]:
+    return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
 
 
 def _oid_name(oid: Any) -> str:

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Protocol
 
-from meshproxy.admin.endpoint import Endpoint
-from meshproxy.admin.server import Admin
+from meshproxy.admin.endpoint import Answer, Endpoint, Handler
 
 READY_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
 
-Answer = Callable[[], tuple[int, bytes, bytes]]
+Answerer = Callable[[], Answer | Awaitable[Answer]]
+
+
+class StatusSource(Protocol):
+    """What the status ports answer from: the admin (``admin/server.py``), or with workers the
+    supervisor's admin (``workers/admin.py``), whose answers come later (awaitables)."""
+
+    def readiness(self) -> Answer | Awaitable[Answer]: ...
+
+    def prometheus(self) -> Answer | Awaitable[Answer]: ...
 
 
 def all_interfaces(port: int) -> socket.socket:
@@ -50,9 +59,9 @@ def all_interfaces(port: int) -> socket.socket:
 class StatusPorts:
     """The readiness port and the Prometheus port (either may be None: not served)."""
 
-    def __init__(self, admin: Admin, ready_port: int | None, prometheus_port: int | None) -> None:
+    def __init__(self, admin: StatusSource, ready_port: int | None, prometheus_port: int | None) -> None:
         # (port, paths it serves): one port number given twice is one port; 0 is a fresh one each time.
-        self.routes: list[tuple[int, dict[str, Answer]]] = []
+        self.routes: list[tuple[int, dict[str, Answerer]]] = []
         for port, path, answer in (
             (ready_port, READY_PATH, admin.readiness),
             (prometheus_port, PROMETHEUS_PATH, admin.prometheus),
@@ -69,7 +78,7 @@ class StatusPorts:
     async def start(self) -> None:
         """Bind every port (raises OSError, binding none, when one cannot be bound)."""
         loop = asyncio.get_running_loop()
-        sockets: list[tuple[socket.socket, dict[str, Answer]]] = []
+        sockets: list[tuple[socket.socket, dict[str, Answerer]]] = []
         try:
             for port, paths in self.routes:
                 try:
@@ -96,8 +105,8 @@ class StatusPorts:
             srv.close()
 
 
-def _handler(paths: dict[str, Answer]) -> Callable[[bytes, str], tuple[int, bytes, bytes]]:
-    def handle(method: bytes, target: str) -> tuple[int, bytes, bytes]:
+def _handler(paths: dict[str, Answerer]) -> Handler:
+    def handle(method: bytes, target: str) -> Answer | Awaitable[Answer]:
         answer = paths.get(target.partition("?")[0])
         if answer is None:
             return 404, b"not found; this port serves " + " ".join(paths).encode() + b"\n", b"text/plain"

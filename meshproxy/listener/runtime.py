@@ -96,17 +96,23 @@ class Tracked(Protocol):
     def abort(self) -> None: ...
 
 
-def bind_socket(address: SocketAddress, ipv4_compat: bool = False) -> socket.socket:
+def bind_socket(
+    address: SocketAddress, ipv4_compat: bool = False, *, reuse_port: bool = False
+) -> socket.socket:
     """A listening socket on ``address`` (raises OSError), for a runtime to ``start`` on later:
     an update binds every new listener before it changes anything. An IPv6 socket is IPv6 only
     unless ``ipv4_compat`` (Envoy's ``v6only = !ipv4_compat``), whatever the kernel's
-    ``net.ipv6.bindv6only`` default; with it, one socket takes both families."""
+    ``net.ipv6.bindv6only`` default; with it, one socket takes both families. ``reuse_port``:
+    with SO_REUSEPORT, one socket per worker process (``meshproxy/workers/``) on the same
+    address, the kernel spreading new connections over them."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not ipv4_compat))
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
         sock.listen(1024)
         sock.setblocking(False)

@@ -67,6 +67,16 @@ class OverloadStats:
         yield "action", ActionStats, self.actions
         yield "resource", ResourceStats, self.resources
 
+    def add(self, other: OverloadStats) -> None:
+        """Fold in another worker's stats (``--concurrency``): counters summed, gauges the
+        highest (each worker watches the same resources and acts on its own)."""
+        for (_, kind, mine), (_, _, theirs) in zip(self.scopes(), other.scopes(), strict=True):
+            for name, obj in theirs.items():
+                have = mine.setdefault(name, kind())
+                for attr, (counter, _) in _FIELDS[kind].items():
+                    a, b = getattr(have, attr), getattr(obj, attr)
+                    setattr(have, attr, a + b if counter else max(a, b))
+
     def flat(self) -> dict[str, int]:
         """Envoy's names, for the ``/stats`` JSON: ``overload.<name>.<stat>``."""
         out: dict[str, int] = {}

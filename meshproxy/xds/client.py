@@ -20,20 +20,17 @@ import random
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from meshproxy import __version__
-from meshproxy.config.model import Cluster, DynamicResources
+from meshproxy.config.model import Cluster, Config, DynamicResources
 from meshproxy.errors import ConfigError
 from meshproxy.identity.grpc_tls import describe_rpc_error
 from meshproxy.xds.resources import SHORT
 from meshproxy.xds.state import Response, Staged, XdsState
-
-if TYPE_CHECKING:
-    from meshproxy.server import Server
 
 log = logging.getLogger("meshproxy.xds")
 T = TypeVar("T")
@@ -52,6 +49,16 @@ def backoff_delay(
     return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 32))))
 
 
+class Target(Protocol):
+    """What the client hands configurations to: the ``Server``, or with ``--concurrency`` the
+    worker supervisor (``meshproxy/workers/``), which forwards them to every worker."""
+
+    config: Config
+    ready: bool
+
+    async def apply(self, config: Config) -> None: ...
+
+
 @dataclass(slots=True)
 class XdsStats:
     streams: int = 0  # streams opened
@@ -68,7 +75,7 @@ class XdsStats:
 class AdsClient:
     def __init__(
         self,
-        server: Server,
+        server: Target,
         dynamic: DynamicResources,
         *,
         rng: random.Random,

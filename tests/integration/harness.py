@@ -298,7 +298,9 @@ def proxy_process(
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        preexec_fn=limit_descriptors,
+        # Only when needed: Python code between fork and exec can abort the child when the test
+        # process runs gRPC threads (a fake control plane); without it the child is spawned.
+        preexec_fn=limit_descriptors if nofile is not None else None,
     )
     ports: dict[str, int] = {}
     status: dict[str, int] = {}

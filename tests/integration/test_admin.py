@@ -6,15 +6,19 @@ checked against a live scrape in both directions so the documentation cannot dri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
 import re
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from meshproxy.admin.endpoint import Answer, Endpoint
 
 from .harness import (
     Proxy,
@@ -213,3 +217,59 @@ async def test_stats_doc_matches_the_scrape() -> None:
     docs = {(n, t, EMPTY if n in unseen else labels) for n, t, labels in docs}
     assert sorted(live - docs) == [], "exported but not documented in docs/stats.md"
     assert sorted(docs - live) == [], "documented in docs/stats.md but not exported"
+
+
+# ------------------------------------------------------------------ answers that come later
+
+
+async def test_an_answer_that_comes_later_keeps_order_and_the_connection() -> None:
+    """A handler may return an awaitable (the worker supervisor's admin asks its workers):
+    reading pauses until it is answered; a request pipelined behind it closes the connection
+    after that answer, so answers can never come out of order."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def later(path: str) -> Answer:
+        await release.wait()
+        return 200, f"later {path}\n".encode(), b"text/plain"
+
+    def handle(method: bytes, path: str) -> Coroutine[Any, Any, Answer]:
+        seen.append(path)
+        return later(path)
+
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: Endpoint(handle), "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        await _until_seen(seen, 1)
+        release.set()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(len(b"later /a\n")) == b"later /a\n"
+        # keep-alive: the next request is read and answered on the same connection
+        writer.write(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        assert await reader.readexactly(len(b"later /b\n")) == b"later /b\n"
+        writer.close()
+
+        release.clear()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /c HTTP/1.1\r\nhost: x\r\n\r\nGET /d HTTP/1.1\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        await _until_seen(seen, 3)
+        release.set()
+        rest = await reader.read()  # the answer to /c, then the close
+        assert b"later /c" in rest and b"/d" not in rest
+        assert seen == ["/a", "/b", "/c"]
+        writer.close()
+    finally:
+        srv.close()
+
+
+async def _until_seen(seen: list[str], n: int) -> None:
+    async with asyncio.timeout(5):
+        while len(seen) < n:
+            await asyncio.sleep(0.01)

@@ -188,12 +188,13 @@ def test_run_on_an_occupied_status_port_exits_3_and_releases_the_rest(
     assert is_free(listener_port) and is_free(admin_port)
 
 
-def test_run_concurrency_other_than_one_is_a_usage_error(
-    meshproxy: list[str], tmp_path: pathlib.Path
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1025"])
+def test_run_concurrency_must_be_a_worker_count(
+    meshproxy: list[str], tmp_path: pathlib.Path, value: str
 ) -> None:
-    result = run(meshproxy, "run", "--concurrency", "2", "-c", write(tmp_path, fixed_port_bootstrap(0, 0)))
+    result = run(meshproxy, "run", "--concurrency", value, "-c", write(tmp_path, fixed_port_bootstrap(0, 0)))
     assert result.returncode == 2
-    assert "--concurrency" in result.stderr
+    assert f"argument --concurrency: '{value}' is not a worker count (1..1024)" in result.stderr
 
 
 def test_usage_errors_exit_2(meshproxy: list[str]) -> None:

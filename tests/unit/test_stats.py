@@ -162,7 +162,11 @@ def test_exposition_values_and_labels() -> None:
 
 
 def test_scopes_without_entries_are_not_exported() -> None:
-    assert sorted(_scrape(Store())) == ["meshproxy_server_draining", "meshproxy_server_live"]
+    assert sorted(_scrape(Store())) == [
+        "meshproxy_server_draining",
+        "meshproxy_server_live",
+        "meshproxy_server_worker_restarts",
+    ]
 
 
 def test_stats_json_lists_every_stat_of_every_entry() -> None:

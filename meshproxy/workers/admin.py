@@ -1,0 +1,153 @@
+"""The admin port of ``--concurrency N``: one endpoint answering for all the workers.
+
+Owns turning the workers' answers into one proxy's: ``/stats`` and ``/stats/prometheus`` fold
+every worker's stats (``aggregate.py``: counters summed, gauges summed or the highest where each
+worker holds a copy of one fact) with the supervisor's process scope (``server.live``,
+``server.draining``, ``server.worker_restarts``); ``/stats?worker=I`` is worker I's own;
+``/clusters`` is folded the same way; ``/config_dump`` is the one configuration the supervisor
+accepted, with the ADS client's state; ``/ready`` is 200 when the supervisor is ready and every
+worker serves what it accepted last; ``/workers`` lists the workers. ``/certs`` is the first
+worker's (all follow the same files); ``/drain_listeners`` reaches every worker. Answers come
+once the workers have (the endpoint awaits them, each worker bounded by ``ASK_TIMEOUT``).
+Must not sit on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from meshproxy.admin.endpoint import Answer, Endpoint
+from meshproxy.admin.server import HELP, json_answer, jsonable
+from meshproxy.overload.stats import OverloadCollector, OverloadStats
+from meshproxy.stats import StatsCollector, Store, stats_json
+from meshproxy.workers.aggregate import merge_clusters, merge_stores
+
+if TYPE_CHECKING:
+    from meshproxy.workers.supervisor import Supervisor
+
+ASK_TIMEOUT = 5.0
+
+_HELP = (
+    HELP
+    + """  GET  /stats?worker=I      worker I's own stats (0-based), as JSON
+  GET  /workers            the worker processes: pid, serving, restarts, configuration version
+"""
+)
+
+
+class WorkersAdmin:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._srv: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._srv = await loop.create_server(lambda: Endpoint(self.handle), host, port, reuse_address=True)
+
+    def address(self) -> tuple[str, int] | None:
+        if self._srv is None:
+            return None
+        name = self._srv.sockets[0].getsockname()
+        return name[0], name[1]
+
+    def close(self) -> None:
+        if self._srv is not None:
+            self._srv.close()
+
+    async def handle(self, method: bytes, target: str) -> Answer:
+        path, _, query = target.partition("?")
+        sup = self.supervisor
+        if path == "/ready":
+            return self.readiness()
+        if path == "/stats/prometheus":
+            return await self.prometheus()
+        if path == "/stats":
+            if query.startswith("worker="):
+                return await self._one_worker(query.removeprefix("worker="), method, "/stats")
+            store, overload = await self._stats()
+            server = {f"server.{name}": value for name, value in store.server.items()}
+            return json_answer({**stats_json(store), **overload.flat(), **server})
+        if path == "/config_dump":
+            dump: dict[str, Any] = {"version": sup.config.version, "config": jsonable(sup.config)}
+            if sup.xds is not None:
+                dump["xds"] = sup.xds.status()
+            dump["workers"] = self._workers()
+            return json_answer(dump)
+        if path == "/clusters":
+            answers = await sup.ask(("admin", b"GET", "/clusters"), ASK_TIMEOUT)
+            return json_answer(merge_clusters([json.loads(body) for _, (_, body, _) in answers]))
+        if path == "/listeners":
+            return json_answer(
+                [
+                    {"name": name, "address": "%s:%d" % address, "draining": sup.draining}
+                    for name, address in sup.listener_addresses().items()
+                ]
+            )
+        if path == "/workers":
+            return json_answer(self._workers())
+        if path == "/certs":
+            return await self._one_worker("0", method, path)
+        if path in ("/drain_listeners", "/quitquitquit"):
+            if method != b"POST":
+                return 405, b"use POST\n", b"text/plain"
+            if path == "/drain_listeners":
+                sup.draining = True
+                sup.store.server["draining"] = 1
+                await sup.ask(("admin", b"POST", target), ASK_TIMEOUT)
+                return 200, b"OK\n", b"text/plain"
+            sup.terminate()
+            return 200, b"OK\n", b"text/plain"
+        if path in ("/", "/help"):
+            return 200, _HELP.encode(), b"text/plain"
+        return 404, b"unknown admin path; see /help\n", b"text/plain"
+
+    def readiness(self) -> Answer:
+        sup = self.supervisor
+        if sup.ready and not sup.draining and sup.all_serving():
+            return 200, b"LIVE\n", b"text/plain"
+        return 503, b"DRAINING\n" if sup.draining else b"NOT READY\n", b"text/plain"
+
+    async def prometheus(self) -> Answer:
+        store, overload = await self._stats()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StatsCollector(store))
+        registry.register(OverloadCollector(overload))
+        return 200, generate_latest(registry), CONTENT_TYPE_LATEST.encode()
+
+    async def _stats(self) -> tuple[Store, OverloadStats]:
+        answers = await self.supervisor.ask(("stats",), ASK_TIMEOUT)
+        store = merge_stores([s for _, (s, _) in answers], self.supervisor.store.server)
+        overload = OverloadStats()
+        for _, (_, theirs) in answers:
+            overload.add(theirs)
+        return store, overload
+
+    async def _one_worker(self, index: str, method: bytes, path: str) -> Answer:
+        workers = self.supervisor.workers
+        if not index.isdigit() or int(index) >= len(workers):
+            return 400, f"no worker {index!r}: 0..{len(workers) - 1}\n".encode(), b"text/plain"
+        for _, answer in await self.supervisor.ask(
+            ("admin", method, path), ASK_TIMEOUT, [workers[int(index)]]
+        ):
+            status, body, ctype = answer
+            return status, body, ctype
+        return 503, f"worker {index} is not serving\n".encode(), b"text/plain"
+
+    def _workers(self) -> list[dict[str, Any]]:
+        sup = self.supervisor
+        return [
+            {
+                "index": w.index,
+                "pid": w.pid,
+                "serving": w.serving,
+                "restarts": w.restarts,
+                "version": None if w.applied is None else w.applied.version,
+                "current": w.applied is sup.forwarded,
+            }
+            for w in sup.workers
+        ]
