@@ -10,9 +10,12 @@ what h2's inbound validation already refuses (upper case, CTLs, space, DEL and n
 names; NUL, CR, LF and surrounding whitespace in values; connection-specific fields; pseudo-header
 rules): a name must be an RFC 9110 §5.6.2 token (``x(y)`` is not), ``:method`` a token, ``:path``
 origin-form or ``*`` of visible ASCII without a fragment, ``:authority`` an RFC 3986 authority
-without userinfo (RFC 9113 §8.3.1). Each would otherwise reach an HTTP/1.1 upstream inside its
-request line or head (issue 12, finding 16). One regular-expression match per field: the cost is
-proportional to the bytes of the block, which h2 has just walked anyway.
+without userinfo (RFC 9113 §8.3.1), any other value free of the control characters RFC 9110 §5.5
+keeps out of a field value (HTAB aside; RFC 9113 §8.2.1 only forbids NUL, CR and LF, nghttp2
+refuses the rest too). Each would otherwise reach an HTTP/1.1 upstream inside its request line or
+head (issue 12, finding 16; the CTLs in values found by the http2_frames fuzzer). At most two
+regular-expression matches per field: the cost is proportional to the bytes of the block, which h2
+has just walked anyway.
 Must not depend on connections, streams or configuration.
 """
 
@@ -56,6 +59,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH = re.compile(rb"/[!-\"$-~]*|\*")  # visible ASCII but '#'
 _AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=\[\]:]*")
 _PSEUDO = {b":method": _TOKEN, b":path": _PATH, b":authority": _AUTHORITY}
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 §5.5: no CTL in a value but HTAB
 
 
 class Malformed(ValueError):
@@ -81,6 +85,8 @@ def checked(headers: list[tuple[bytes, bytes]], underscores: str) -> tuple[list[
                 raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
         elif _TOKEN.fullmatch(name) is None:
             raise Malformed(f"invalid header name {name[:64]!r}")
+        if _CTL.search(value) is not None:
+            raise Malformed(f"control character in the value of {name[:64]!r}")
         elif strict and b"_" in name:
             if underscores == "REJECT_REQUEST":
                 raise Underscored(f"header name with an underscore {name[:64]!r}")

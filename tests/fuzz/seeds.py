@@ -153,6 +153,14 @@ def http2_frames() -> dict[str, bytes]:
         conn.send_data(1, b"x")
         conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
 
+    def ctl_in_value(conn: h2.connection.H2Connection) -> None:  # found by the fuzzer
+        conn.send_headers(1, [*_GET, (b"x-a", b"a\x1db")], end_stream=True)
+
+    def ctl_in_trailer(conn: h2.connection.H2Connection) -> None:
+        conn.send_headers(1, [(b":method", b"POST"), *_GET[1:]])
+        conn.send_data(1, b"x")
+        conn.send_headers(1, [(b"x-t", b"\x7f")], end_stream=True)
+
     builds = {
         "get": get,
         "post": post,
@@ -163,6 +171,8 @@ def http2_frames() -> dict[str, bytes]:
         "name-with-parens": bad_name,
         "extended-connect": extended_connect,
         "trailers": trailers,
+        "ctl-in-value": ctl_in_value,
+        "ctl-in-trailer": ctl_in_trailer,
     }
     seeds = {name: _h2(build) for name, build in builds.items()}
     # CONTINUATION and SETTINGS floods, by hand: type 9 with no END_HEADERS, then 4 (SETTINGS).
