@@ -100,7 +100,7 @@ class _Doc:
         return read(self.child(key))
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(limits.FlowDepthSafeLoader):
     """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false`` (any case
     PyYAML's resolver knows: ``true``, ``True``, ``TRUE``). YAML 1.1 also reads ``on``, ``off``,
     ``yes`` and ``no`` as booleans, which turned ``pq: off`` into ``False`` and a ``retries``

@@ -11,12 +11,16 @@ with the tests below, which fail on the code before the fix.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 
 import pytest
+import yaml.scanner
 from cryptography import x509
 from google.protobuf.any_pb2 import Any as AnyProto
 
 from controlplane.mesh import load_mesh
+from meshproxy.config import limits
+from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import SpiffeId
 from meshproxy.xds import resources
@@ -64,6 +68,31 @@ def test_mesh_config_alias_bomb_is_refused_before_expansion() -> None:
         load_mesh("\n".join(lines) + "\n", source="mesh.yaml")
     (problem,) = raised.value.problems
     assert "expands to more than" in problem and problem.startswith("mesh.yaml: ")
+
+
+@pytest.mark.parametrize("load", [parse_bootstrap, load_mesh], ids=["bootstrap", "mesh"])
+@pytest.mark.parametrize("text", ["a: " + "[" * 10_000, "a: " + "[" * 10_000 + "]" * 10_000])
+def test_deep_flow_nesting_is_refused_before_the_scanner_looks_far_ahead(
+    load: Callable[..., object], text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the bootstrap and mesh fuzzers (most of their time went there): PyYAML's
+    pure-Python scanner looks up to 1,024 characters ahead for a simple key, re-checking every
+    open flow level at each token, so ``[[[[…`` cost levels x characters before the nesting
+    bound was checked on the events. The scanner now stops at the bound: the tokens it fetched
+    are counted (the real scanner, wrapped), about one a level, not a thousand."""
+    fetch = yaml.scanner.Scanner.fetch_more_tokens
+    fetched = 0
+
+    def counting(scanner: yaml.scanner.Scanner) -> None:
+        nonlocal fetched
+        fetched += 1
+        fetch(scanner)
+
+    monkeypatch.setattr(yaml.scanner.Scanner, "fetch_more_tokens", counting)
+    with pytest.raises(ConfigError) as raised:
+        load(text, source="deep.yaml")
+    assert f"nested deeper than {limits.MAX_DEPTH} levels" in str(raised.value)
+    assert 0 < fetched <= 2 * limits.MAX_DEPTH
 
 
 def test_certificate_with_a_duplicate_extension_is_an_identity_error() -> None:
