@@ -61,7 +61,7 @@ test-twins: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 # `make test` runs the short, seeded version (tests/fuzz).
 FUZZ_SECONDS ?= 600
 FUZZ_NICE ?= 19
-FUZZ_TARGETS ?= http1_request http1_response http2_frames xfcc bootstrap mesh xds
+FUZZ_TARGETS ?= http1_request http1_response http2_frames xfcc bootstrap bootstrap_proto mesh mesh_doc xds
 
 fuzz: $(STAMP)
 	@status=0; for t in $(FUZZ_TARGETS); do \

@@ -262,6 +262,10 @@ class UpstreamConnection(asyncio.Protocol):
             stream.resp_lines = [codec.join_lines(kept)]
             self.connection_named = []
         if 100 <= status < 200 and status != 101:
+            if stream.resp_content_length or stream.resp_chunk_down:
+                # RFC 9110 §8.6, RFC 9112 §6.1: never on a 1xx, which ends at its empty line; llhttp
+                # read a body for it, relayed headless to the client (found by the fuzzer).
+                raise _BadResponse(f"interim {status} response with Content-Length or Transfer-Encoding")
             # An interim response (100, 103): dropped; the final one follows.
             stream.resp_lines.clear()
             stream.resp_content_length = False

@@ -22,9 +22,9 @@ from controlplane.mesh import load_mesh
 from meshproxy.config import limits
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.errors import ConfigError, IdentityError
-from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.identity.spiffe import SpiffeId, describe_certificate
 from meshproxy.xds import resources
-from tests.fuzz.targets import KNOWN_OPEN
+from tests.fuzz.targets import _TWO_GETS, KNOWN_OPEN, _the_proxy
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
 
@@ -101,6 +101,30 @@ def test_certificate_with_a_duplicate_extension_is_an_identity_error() -> None:
     cert = x509.load_der_x509_certificate((CORPUS / "xfcc/finding-duplicate-extension").read_bytes())
     with pytest.raises(IdentityError, match=r"extension 2\.5\.29\.37 appears twice"):
         SpiffeId.from_certificate(cert)
+
+
+def test_certificate_with_an_unreadable_subject_still_names_its_spiffe_id() -> None:
+    """Found by the xfcc fuzzer: a subject attribute typed BitString under another OID makes
+    ``cert.subject`` raise TypeError, which escaped ``SpiffeId.from_certificate`` (it names the
+    certificate in its messages) as a traceback."""
+    cert = x509.load_der_x509_certificate((CORPUS / "xfcc/finding-subject-bitstring-type").read_bytes())
+    with pytest.raises(TypeError):
+        _ = cert.subject
+    assert "<unreadable subject>" in describe_certificate(cert)
+    assert str(SpiffeId.from_certificate(cert)) == "spiffe://cluster.local"
+
+
+def test_an_interim_response_with_a_body_is_a_502_not_relayed_headless() -> None:
+    """Found by the http1_response fuzzer: a 1xx response with Transfer-Encoding (RFC 9110 §8.6,
+    RFC 9112 §6.1: never on a 1xx) had llhttp read a body for it, which the proxy relayed to the
+    client with no status line: the client read the upstream's bytes as the next response."""
+    data = (CORPUS / "http1_response/finding-interim-response-with-chunked-body").read_bytes()
+    assert data.startswith(b"HTTP/1.1 199 OK\r\nTransfer-Encoding:")
+    run = _the_proxy().http1(_TWO_GETS, [data])
+    first, _, rest = run.downstream.partition(b"\r\n")
+    assert first == b"HTTP/1.1 502 Bad Gateway", run.downstream[:200]
+    assert b"interim 199 response with Content-Length or Transfer-Encoding" in rest
+    assert rest.endswith(b"\r\n\r\nok"), "the pipelined second request still gets its own answer"
 
 
 def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
