@@ -449,6 +449,8 @@ class Stream:
             lines = [codec.join_lines(headers)]
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         framed = self.resp_content_length or no_body
+        if no_body:  # it ends at its head, chunked upstream or not (found by the fuzzer: a last chunk)
+            self.resp_chunk_down = False
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
             self.resp_close_delimited = True
         parts = [codec.STATUS_LINES.get(status) or codec.status_line(status), *lines]

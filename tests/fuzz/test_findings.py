@@ -127,6 +127,31 @@ def test_an_interim_response_with_a_body_is_a_502_not_relayed_headless() -> None
     assert rest.endswith(b"\r\n\r\nok"), "the pipelined second request still gets its own answer"
 
 
+def test_a_204_response_chunked_upstream_ends_at_its_head() -> None:
+    """Found by the http1_response fuzzer: a 204 whose upstream said ``Transfer-Encoding:
+    chunked`` reached the client followed by a last chunk, ``0\\r\\n\\r\\n``, which the client
+    read as the start of the next response."""
+    run = _the_proxy().http1(_TWO_GETS, [(CORPUS / "http1_response/finding-204-chunked").read_bytes()])
+    first, _, rest = run.downstream.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204 No Content"), run.downstream[:200]
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b"\r\n\r\nok"), rest[:200]
+
+
+@pytest.mark.parametrize("host", [b"[", b"a]", b"[::1", b"a:b:c", b"a:8x", b"[v1.x]"])
+def test_a_host_that_is_no_authority_is_refused_not_forwarded(host: bytes) -> None:
+    """Found by the http1_request fuzzer: the Host check was a character set only, so ``[``,
+    ``a:b:c`` and ``a:8x`` reached the upstream (RFC 9112 §3.2: a 400 for an invalid Host)."""
+    run = _the_proxy().http1(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert run.downstream.startswith(b"HTTP/1.1 400 "), run.downstream[:100]
+    assert not run.upstreams
+
+
+def test_an_ip_literal_host_with_a_port_is_forwarded() -> None:
+    run = _the_proxy().http1(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+    assert run.downstream.startswith(b"HTTP/1.1 200 OK")
+    assert b"\r\nhost: [::1]:8080\r\n" in run.upstreams[0].received
+
+
 def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
     """Found by the xds fuzzer: a Listener whose filter chain's DownstreamTlsContext holds bad
     UTF-8 raised DecodeError out of compile_resource instead of reporting a problem (a NACK)."""
