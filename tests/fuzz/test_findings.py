@@ -146,6 +146,17 @@ def test_a_host_that_is_no_authority_is_refused_not_forwarded(host: bytes) -> No
     assert not run.upstreams
 
 
+def test_a_content_length_over_18_digits_is_refused_not_forwarded() -> None:
+    """Found by the http1_request fuzzer: ``Content-Length: 00000015908979783594147838`` (past
+    2^63, under llhttp's 2^64) was forwarded as it came, for a next hop that may hold it signed."""
+    data = (CORPUS / "http1_request/finding-content-length-26-digits").read_bytes()
+    run = _the_proxy().http1(data)
+    assert run.downstream.startswith(b"HTTP/1.1 400 "), run.downstream[:100]
+    assert not run.upstreams
+    ok = _the_proxy().http1(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000000000000000002\r\n\r\nhi")
+    assert ok.upstream_requests[0].body == b"hi"
+
+
 def test_an_ip_literal_host_with_a_port_is_forwarded() -> None:
     run = _the_proxy().http1(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
     assert run.downstream.startswith(b"HTTP/1.1 200 OK")
