@@ -230,6 +230,10 @@ class UpstreamConnection(asyncio.Protocol):
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"transfer-encoding":
+                    # RFC 9112 §6.1: chunked, once and last, is all the proxy decodes; another
+                    # coding would reach the client still applied, undeclared (found by the fuzzer).
+                    if stream.resp_chunk_down or value.strip(b" \t").lower() != b"chunked":
+                        raise _BadResponse("a transfer coding other than chunked, or chunked twice")
                     stream.resp_chunk_down = True
                 elif lname == b"connection":
                     named = [t.strip().lower() for t in value.split(b",")]
