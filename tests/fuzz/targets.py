@@ -92,6 +92,13 @@ KNOWN_OPEN: dict[str, Known] = {
         ("framing-mismatch", "invalid-upstream-bytes"),
         _search(rb"(?is)\r\n\r\n.*\r\nupgrade:"),
     ),
+    # ``GET  / HTTP/1.1`` (two spaces) is refused as a connection's first request-line only; a
+    # pipelined one is accepted (issue 12 finding 16). Found by the http1_request fuzzer.
+    "pipelined-double-space-request-line": Known(
+        "http1_request",
+        ("framing-mismatch", "accepted-refused:malformed request-line"),
+        _search(rb"\n[A-Z]+  "),
+    ),
 }
 
 

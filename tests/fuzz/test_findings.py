@@ -34,7 +34,18 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
         "http1_request/finding-pipelined-upgrade-early-data",
         "http1_request/finding-pipelined-upgrade-early-data-fuzzed",
     ),
+    "pipelined-double-space-request-line": (
+        "http1_request/finding-pipelined-double-space-request-line",
+        "http1_request/finding-pipelined-double-space-request-line-fuzzed",
+    ),
 }
+
+
+@pytest.mark.xfail(strict=True, reason="open: pipelined-double-space-request-line (meshproxy/http)")
+def test_a_pipelined_request_line_with_two_spaces_is_refused_like_the_first() -> None:
+    data = (CORPUS / "http1_request/finding-pipelined-double-space-request-line").read_bytes()
+    run = _the_proxy().http1(data)
+    assert [m.target for m in run.upstream_requests] == [b"/1"]
 
 
 @pytest.mark.xfail(strict=True, reason="open: pipelined-upgrade-early-data (meshproxy/http upgrade path)")
