@@ -66,17 +66,21 @@ test-twins: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
 	MESHPROXY_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 # Coverage-guided fuzzing (docs/fuzzing.md): each target in turn for FUZZ_SECONDS, one process at a
-# time; new inputs go to .fuzz/<target>/ (minimise the interesting ones into tests/fuzz/corpus/),
-# crashes to .fuzz/crash-<target>-*. `make test` runs the short, seeded version (tests/fuzz).
+# time, at FUZZ_NICE; new inputs go to .fuzz/<target>/ (minimise the interesting ones into
+# tests/fuzz/corpus/), crashes to .fuzz/crash-<target>-*. Every run is appended to the ledger
+# (tests/fuzz/ledger.jsonl) and the totals in docs/fuzzing.md are regenerated: commit both.
+# `make test` runs the short, seeded version (tests/fuzz).
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= http1_request http1_response http2_frames xfcc bootstrap mesh xds
+FUZZ_NICE ?= 19
+FUZZ_TARGETS ?= http1_request http1_response http2_frames xfcc bootstrap bootstrap_proto mesh mesh_doc xds
 
 fuzz: $(STAMP)
-	@for t in $(FUZZ_TARGETS); do \
+	@status=0; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p .fuzz/$$t; \
-	  $(PY) -m tests.fuzz $$t .fuzz/$$t tests/fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
-	    -timeout=10 -print_final_stats=1 -artifact_prefix=.fuzz/crash-$$t- || exit 1; \
-	done
+	  nice -n $(FUZZ_NICE) $(PY) -m tests.fuzz $$t .fuzz/$$t tests/fuzz/corpus/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=.fuzz/crash-$$t- || { status=1; break; }; \
+	done; \
+	$(PY) -m tests.fuzz.ledger --write-doc; $(PY) -m tests.fuzz.ledger; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from controlplane.mesh.model import Address
+from meshproxy.config import limits
 
 T = TypeVar("T")
 S = TypeVar("S", bound=str)
@@ -64,7 +65,7 @@ class Doc:
         return read(self.child(key))
 
 
-class Loader(yaml.SafeLoader):
+class Loader(limits.FlowDepthSafeLoader):
     """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false`` (any case
     PyYAML's resolver knows: ``true``, ``True``, ``TRUE``). YAML 1.1 also reads ``on``, ``off``,
     ``yes`` and ``no`` as booleans, which turned ``pq: off`` into ``False`` and a ``retries``

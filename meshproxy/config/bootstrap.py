@@ -140,7 +140,7 @@ def _load_json(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_json_object)
 
 
-class _Loader(_NoDuplicateKeys, yaml.SafeLoader):
+class _Loader(_NoDuplicateKeys, limits.FlowDepthSafeLoader):
     pass
 
 

@@ -461,6 +461,8 @@ class Stream:
             # upstream sent on a 204/304/HEAD response must not make us write a last chunk.
             self.resp_chunk_down = False
         framed = self.resp_content_length or no_body
+        if no_body:  # it ends at its head, chunked upstream or not (found by the fuzzer: a last chunk)
+            self.resp_chunk_down = False
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
             self.resp_close_delimited = True
         parts = [codec.STATUS_LINES.get(status) or codec.status_line(status), *lines]

@@ -230,6 +230,10 @@ class UpstreamConnection(asyncio.Protocol):
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == b"transfer-encoding":
+                    # RFC 9112 §6.1: chunked, once and last, is all the proxy decodes; another
+                    # coding would reach the client still applied, undeclared (found by the fuzzer).
+                    if stream.resp_chunk_down or value.strip(b" \t").lower() != b"chunked":
+                        raise _BadResponse("a transfer coding other than chunked, or chunked twice")
                     stream.resp_chunk_down = True
                 elif lname == b"connection":
                     named = [t.strip().lower() for t in value.split(b",")]
@@ -262,6 +266,10 @@ class UpstreamConnection(asyncio.Protocol):
             stream.resp_lines = [codec.join_lines(kept)]
             self.connection_named = []
         if 100 <= status < 200 and status != 101:
+            if stream.resp_content_length or stream.resp_chunk_down:
+                # RFC 9110 §8.6, RFC 9112 §6.1: never on a 1xx, which ends at its empty line; llhttp
+                # read a body for it, relayed headless to the client (found by the fuzzer).
+                raise _BadResponse(f"interim {status} response with Content-Length or Transfer-Encoding")
             # An interim response (100, 103): dropped; the final one follows.
             stream.resp_lines.clear()
             stream.resp_content_length = False

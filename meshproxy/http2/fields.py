@@ -10,8 +10,11 @@ what h2's inbound validation already refuses (upper case, CTLs, space, DEL and n
 names; NUL, CR, LF and surrounding whitespace in values; connection-specific fields; pseudo-header
 rules): a name must be an RFC 9110 §5.6.2 token (``x(y)`` is not), ``:method`` a token, ``:path``
 origin-form or ``*`` of visible ASCII without a fragment, ``:authority`` an RFC 3986 authority
-without userinfo (RFC 9113 §8.3.1). Each would otherwise reach an HTTP/1.1 upstream inside its
-request line or head (issue 12, finding 16). One table lookup per byte of the block, in C.
+without userinfo (RFC 9113 §8.3.1), any other value free of the control characters RFC 9110 §5.5
+keeps out of a field value (HTAB aside; RFC 9113 §8.2.1 only forbids NUL, CR and LF, nghttp2
+refuses the rest too). Each would otherwise reach an HTTP/1.1 upstream inside its request line or
+head (issue 12, finding 16; the CTLs in values found by the http2_frames fuzzer). One table
+lookup per byte of the block, in C.
 Must not depend on connections, streams or configuration.
 """
 
@@ -59,6 +62,7 @@ def _table(allowed: bytes) -> bytes:
 _TCHAR = _table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _PATH = _table(bytes(c for c in range(0x21, 0x7F) if c != 0x23))  # visible ASCII but '#'
 _AUTHORITY = _table(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=[]:")
+_VALUE = _table(bytes(c for c in range(256) if c == 0x09 or (c >= 0x20 and c != 0x7F)))  # no CTL but HTAB
 
 
 def _valid_pseudo(name: bytes, value: bytes) -> bool:
@@ -93,6 +97,8 @@ def checked(headers: list[tuple[bytes, bytes]], underscores: str) -> tuple[list[
                 raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
         elif 0 in name.translate(_TCHAR):
             raise Malformed(f"invalid header name {name[:64]!r}")
+        if 0 in value.translate(_VALUE):
+            raise Malformed(f"control character in the value of {name[:64]!r}")
         elif strict and b"_" in name:
             if underscores == "REJECT_REQUEST":
                 raise Underscored(f"header name with an underscore {name[:64]!r}")

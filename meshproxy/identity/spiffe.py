@@ -200,7 +200,10 @@ class TrustDomainMatch:
 
 def describe_certificate(cert: x509.Certificate) -> str:
     """How error messages name a certificate: serial and subject (SVID subjects are often empty)."""
-    subject = cert.subject.rfc4514_string() or "<empty subject>"
+    try:
+        subject = cert.subject.rfc4514_string() or "<empty subject>"
+    except (ValueError, TypeError):  # found by fuzzing: a malformed Name raises when read
+        subject = "<unreadable subject>"
     return f"certificate serial {cert.serial_number:x} ({subject})"
 
 

@@ -1,57 +1,60 @@
-"""``python -m tests.fuzz TARGET [libFuzzer options] [corpus dirs]``: one coverage-guided fuzzer.
+"""``python -m tests.fuzz TARGET [--no-ledger | --ledger=PATH] [libFuzzer options] [corpus dirs]``.
 
-Owns the atheris entry point: the project's modules (and the pure-Python parsers below them: h2,
-hpack, PyYAML) are imported under ``atheris.instrument_imports`` so libFuzzer sees their branch
-coverage, then the target named on the command line runs under ``atheris.Fuzz``. A ``Finding``
-of a known open class (``targets.KNOWN_OPEN``, matched by kind and input signature) is counted,
-not raised (``test_findings.REPRODUCERS`` lists its inputs), so a long run goes on looking for
-new ones; the counts are printed at exit. Anything else that escapes a target is a crash:
-libFuzzer writes the input to ``crash-<sha1>`` (``timeout-<sha1>`` past ``-timeout``) and exits
-non-zero.
+Owns one fuzz run as the ledger sees it: starts the coverage-guided fuzzer (``tests.fuzz.fuzzer``,
+atheris) in a child process, passes its output through, reads libFuzzer's final figures from it
+(``-print_final_stats=1`` is added), and appends the run to the ledger (``tests/fuzz/ledger.jsonl``
+unless told otherwise) whatever the outcome: a run that ends on a crash still ran its inputs.
+The child, not this process, imports the instrumented code, so nothing here slows the fuzzer.
+Exits with the fuzzer's status.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
-import contextlib
-import io
+import pathlib
+import subprocess
 import sys
+import time
 
-import atheris
+from tests.fuzz import ledger
 
-# atheris names every module it instruments on stderr: hundreds of lines nobody reads.
-with (
-    contextlib.redirect_stderr(io.StringIO()),
-    atheris.instrument_imports(include=["meshproxy", "controlplane", "h2", "hpack", "yaml", "tests.fuzz"]),
-):
-    from tests.fuzz.targets import TARGETS, Finding, known
-
-_known: collections.Counter[str] = collections.Counter()
+# Output lines kept for the final figures: the status lines near the end, and the final stats.
+_KEPT_LINES = 200
+_USAGE = "usage: python -m tests.fuzz TARGET [--no-ledger | --ledger=PATH] [libFuzzer options] [dir...]"
 
 
-def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
-        sys.exit(f"usage: python -m tests.fuzz {{{','.join(TARGETS)}}} [libFuzzer options] [corpus dirs]")
-    name = sys.argv.pop(1)
-    target = TARGETS[name]
-
-    def one(data: bytes) -> None:
-        try:
-            target.run(data)
-        except Finding as finding:
-            which = known(name, finding.kind, data)
-            if which is None:
-                raise
-            _known[which] += 1
-
-    atexit.register(
-        lambda: _known and print(f"known open findings hit ({name}): {dict(_known)}", file=sys.stderr)
-    )
-    argv = [sys.argv[0], f"-max_len={target.max_len}", *sys.argv[1:]]
-    atheris.Setup(argv, one)
-    atheris.Fuzz()
+def main(argv: list[str]) -> int:
+    if not argv:
+        sys.exit(_USAGE)
+    target, rest = argv[0], argv[1:]
+    path: pathlib.Path | None = ledger.LEDGER
+    if "--no-ledger" in rest:
+        rest.remove("--no-ledger")
+        path = None
+    for arg in [a for a in rest if a.startswith("--ledger=")]:
+        rest.remove(arg)
+        path = pathlib.Path(arg.removeprefix("--ledger="))
+    if not any(a.startswith("-print_final_stats") for a in rest):
+        rest.append("-print_final_stats=1")
+    kept: collections.deque[str] = collections.deque(maxlen=_KEPT_LINES)
+    start = time.monotonic()
+    command = [sys.executable, "-m", "tests.fuzz.fuzzer", target, *rest]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert child.stderr is not None
+    try:
+        for line in child.stderr:
+            sys.stderr.write(line)
+            if line.startswith(("#", "stat::", "Done ")):
+                kept.append(line)
+    except KeyboardInterrupt:  # the child got the same SIGINT: libFuzzer prints its stats and exits
+        kept.extend(line for line in child.stderr if line.startswith(("#", "stat::", "Done ")))
+    status = child.wait()
+    figures = ledger.parse_output(kept)
+    if path is not None and figures is not None and figures.inputs > 0:
+        entry = ledger.record(target, figures, time.monotonic() - start, status, path)
+        print(f"ledger: {entry}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

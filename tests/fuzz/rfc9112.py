@@ -5,7 +5,8 @@ frame out of them, and where and why it stopped. It is written from the RFC, not
 and it is deliberately stricter than the RFC allows a recipient to be, so that "the proxy framed
 it and the model did not" always means the proxy chose leniency:
 
-- Lines end in CRLF only (§2.2: a bare CR is an error; a bare LF is only *allowed*, so refused).
+- Lines end in CRLF only (§2.2: a bare CR is an error; a bare LF is only *allowed*, so refused),
+  but for the empty lines before a start-line: CR and LF bytes there are skipped, as llhttp does.
 - request-line = method SP request-target SP HTTP-version (§3), single spaces, version 1.0/1.1;
   the target is visible ASCII without ``#`` (RFC 9110 §7.1), origin-, absolute-, authority- (only
   for CONNECT) or asterisk-form (only for OPTIONS) (§3.2).
@@ -132,10 +133,13 @@ def _field_lines(r: _Reader, msg: Message | None) -> list[tuple[bytes, bytes]]:
 
 
 def _head(r: _Reader, msg: Message, request: bool) -> None:
+    # §2.2: empty lines before a request-line are ignored; bare LFs and CRs there too, and before
+    # a status-line, as llhttp and http-parser (Envoy, nginx) skip them: no boundary depends on
+    # them (the last message has ended) and the proxy writes its own start-line.
+    while r.data[r.pos : r.pos + 1] in (b"\r", b"\n"):
+        r.pos += 1
     first = r.line()
     if request:
-        while not first:  # §2.2: empty lines before a request-line are ignored
-            first = r.line()
         parts = first.split(b" ")
         if len(parts) != 3:
             raise Refused("malformed request-line")

@@ -5,16 +5,24 @@ request shapes, path-normalisation bypasses, the h2c upgrade, the ReDoS path, he
 response-side abuses, rapid reset and HPACK amplification frames, the YAML alias bomb and deep
 nesting), plus one ordinary input per feature so the fuzzer starts from real coverage. Seed files
 are named ``seed-<name>``; inputs the fuzzers found and minimised are kept beside them under their
-SHA-1 names. Deterministic: running it twice writes the same files.
+SHA-1 names. ``python -m tests.fuzz.seeds [target...]`` rewrites the named targets' seeds only.
+Deterministic but for the certificates (``xfcc``, and the TLS contexts of ``xds``): fresh keys.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
+import string
+import sys
+from importlib import resources
 
 import h2.config
 import h2.connection
+import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from google.protobuf import json_format
 
 from controlplane.mesh import default_mesh_text, load_mesh, translate
 from tests.certs import make_ca, make_leaf
@@ -153,6 +161,14 @@ def http2_frames() -> dict[str, bytes]:
         conn.send_data(1, b"x")
         conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
 
+    def ctl_in_value(conn: h2.connection.H2Connection) -> None:  # found by the fuzzer
+        conn.send_headers(1, [*_GET, (b"x-a", b"a\x1db")], end_stream=True)
+
+    def ctl_in_trailer(conn: h2.connection.H2Connection) -> None:
+        conn.send_headers(1, [(b":method", b"POST"), *_GET[1:]])
+        conn.send_data(1, b"x")
+        conn.send_headers(1, [(b"x-t", b"\x7f")], end_stream=True)
+
     builds = {
         "get": get,
         "post": post,
@@ -163,6 +179,8 @@ def http2_frames() -> dict[str, bytes]:
         "name-with-parens": bad_name,
         "extended-connect": extended_connect,
         "trailers": trailers,
+        "ctl-in-value": ctl_in_value,
+        "ctl-in-trailer": ctl_in_trailer,
     }
     seeds = {name: _h2(build) for name, build in builds.items()}
     # CONTINUATION and SETTINGS floods, by hand: type 9 with no END_HEADERS, then 4 (SETTINGS).
@@ -193,10 +211,32 @@ def _yaml_deep(depth: int) -> str:
 def bootstrap() -> dict[str, bytes]:
     return {
         "fuzz-bootstrap-json": _bootstrap().encode(),
+        "sidecar": _sidecar_bootstrap().encode(),
         "alias-bomb": billion_laughs().encode(),
         "deep-list": _yaml_deep(60).encode(),
         "deep-json": ('{"node": ' + '{"a":' * 60 + "1" + "}" * 61).encode(),
     }
+
+
+def _sidecar_bootstrap() -> str:
+    """The demo's sidecar bootstrap (ADS over gRPC, an admin port), its placeholders filled."""
+    template = string.Template(resources.files("controlplane.demo").joinpath("sidecar.yaml").read_text())
+    values = {"node_id": "web-sidecar", "group": "web", "admin_port": 15000, "api_type": "GRPC"}
+    return template.substitute(values, xds_host="127.0.0.1", xds_port=15010)
+
+
+def bootstrap_proto() -> dict[str, bytes]:
+    seeds = {}
+    for name, text in (("fuzz-bootstrap", _bootstrap()), ("sidecar", _sidecar_bootstrap())):
+        msg = bootstrap_pb2.Bootstrap()
+        json_format.ParseDict(yaml.safe_load(text), msg)
+        seeds[name] = msg.SerializeToString(deterministic=True)
+    return seeds
+
+
+def mesh_doc() -> dict[str, bytes]:
+    _, doc = load_mesh(default_mesh_text())
+    return {"default": json.dumps(doc).encode(), "deep-json": ('{"a": ' + "[" * 60 + "]" * 60 + "}").encode()}
 
 
 def mesh() -> dict[str, bytes]:
@@ -219,16 +259,21 @@ def xds() -> dict[str, bytes]:
     return seeds
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Writes every target's seeds, or those of the targets named in ``only``."""
     for target, make in (
         ("http1_request", http1_request),
         ("http1_response", http1_response),
         ("http2_frames", http2_frames),
         ("xfcc", xfcc),
         ("bootstrap", bootstrap),
+        ("bootstrap_proto", bootstrap_proto),
         ("mesh", mesh),
+        ("mesh_doc", mesh_doc),
         ("xds", xds),
     ):
+        if only and target not in only:
+            continue
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("seed-*"):
@@ -240,4 +285,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -5,7 +5,8 @@ runs every checked-in input through its target in-process and fails on a crash, 
 per-input budget, or a finding that is not a known open one (tracked in test_findings.py);
 ``test_short_fuzz_run`` starts ``python -m tests.fuzz`` (atheris, coverage-guided) for a fixed
 number of new inputs with a fixed seed, writing new inputs to a temporary directory so the
-checked-in corpus is never touched, and fails on any crash, timeout or new finding it reports.
+checked-in corpus is never touched, and fails on any crash, timeout or new finding it reports; its
+ledger entry goes to a temporary ledger and must carry the run's real count.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 import pytest
 
+from tests.fuzz import ledger
 from tests.fuzz.targets import TARGETS, Finding, known
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -50,6 +52,7 @@ def test_corpus_replays(target: str) -> None:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_short_fuzz_run(target: str, tmp_path: pathlib.Path) -> None:
+    (tmp_path / "new").mkdir()
     runs = len(list((CORPUS / target).iterdir())) + NEW_INPUTS
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
@@ -58,7 +61,8 @@ def test_short_fuzz_run(target: str, tmp_path: pathlib.Path) -> None:
             "-m",
             "tests.fuzz",
             target,
-            str(tmp_path),
+            f"--ledger={tmp_path / 'ledger.jsonl'}",
+            str(tmp_path / "new"),
             str(CORPUS / target),
             f"-runs={runs}",
             "-seed=1",
@@ -74,3 +78,5 @@ def test_short_fuzz_run(target: str, tmp_path: pathlib.Path) -> None:
     tail = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))
     assert done.returncode == 0, tail[-4000:]
     assert f"Done {runs} runs" in tail, tail[-2000:]
+    (entry,) = ledger.read(tmp_path / "ledger.jsonl")
+    assert (entry["target"], entry["inputs"], entry["exit"]) == (target, runs, 0)

@@ -47,7 +47,7 @@ def _request(**extra: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def test_a_well_formed_block_crosses_unchanged() -> None:
-    block = [*_request(), (b"x-ok", b"1"), (b"te", b"trailers")]
+    block = [*_request(), (b"x-ok", b"1"), (b"te", b"trailers"), (b"x-tab", b"a\tb"), (b"x-obs", b"\xe9")]
     assert checked(block, "ALLOW") == (block, 0)
     assert checked([(b":method", b"OPTIONS"), (b":path", b"*")], "ALLOW")[1] == 0
 
@@ -65,6 +65,10 @@ def test_a_well_formed_block_crosses_unchanged() -> None:
         (b":authority", b"h/p"),
         (b"x(y)", b"1"),
         (b"a,b", b"1"),
+        (b"x-big", b"a\x1db"),
+        (b"x-big", b"\x01"),
+        (b"x-big", b"a\x7f"),
+        (b":scheme", b"ht\x0btp"),
     ],
 )
 def test_a_malformed_field_is_refused(field: tuple[bytes, bytes]) -> None:
