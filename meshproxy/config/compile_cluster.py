@@ -38,6 +38,7 @@ from meshproxy.config.compile_http2 import upstream_protocol
 from meshproxy.config.compile_lb import lb_config
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upstream_policy import health_check, outlier_detection, thresholds
+from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     Cluster,
     Endpoint,
@@ -94,6 +95,7 @@ def compile_load_assignment_steps(
 
 def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     mark = ctx.mark()
+    refuse_unsupported(msg, ctx)
     if not msg.name:
         ctx.at("name").problem("is required")
     discovery = _DISCOVERY.get(msg.type)
