@@ -50,14 +50,19 @@ class Field:
     reason: str = ""
     by_compiler: bool = False  # REFUSED by the compile_* module itself, in its own words
     allowed: tuple[str | int | bool, ...] = ()  # REFUSED values that are meshproxy's behaviour
+    # A REFUSED map of Any (typed_per_filter_config): only entries of these types are refused;
+    # the others configure filters meshproxy does not run (refused, or skipped as optional).
+    only_types: tuple[str, ...] = ()
 
 
 IMPLEMENTED = Field(Support.IMPLEMENTED)
 BY_COMPILER = Field(Support.REFUSED, "refused by the compiler with its own message", by_compiler=True)
 
 
-def refused(reason: str, *, allowed: tuple[str | int | bool, ...] = ()) -> Field:
-    return Field(Support.REFUSED, reason, allowed=allowed)
+def refused(
+    reason: str, *, allowed: tuple[str | int | bool, ...] = (), only_types: tuple[str, ...] = ()
+) -> Field:
+    return Field(Support.REFUSED, reason, allowed=allowed, only_types=only_types)
 
 
 def accepted(reason: str) -> Field:
@@ -79,7 +84,12 @@ _NO_TRACING = "meshproxy does not trace requests"
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
-_PER_FILTER = "per-route filter configuration is not supported"
+# Per-route configuration of a filter meshproxy runs would change what it does; of any other
+# filter it cannot (that filter is refused in http_filters, or skipped there as optional).
+_PER_FILTER = refused(
+    "per-route configuration of local_ratelimit is not supported; configure it on the connection manager",
+    only_types=("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",),
+)
 _NO_MIRROR = "request mirroring is not supported"
 _NO_CORS = "CORS is not supported"
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
@@ -285,7 +295,7 @@ TABLE: dict[str, dict[str, Field]] = {
         ignore_port_in_host_matching=refused("the port takes part in host matching"),
         vhost_header=refused("virtual hosts are chosen by the host header"),
         ignore_path_parameters_in_path_matching=refused("path parameters take part in path matching"),
-        typed_per_filter_config=refused(_PER_FILTER),
+        typed_per_filter_config=_PER_FILTER,
         metadata=_METADATA,
     ),
     "envoy.config.route.v3.VirtualHost": _message(
@@ -296,7 +306,7 @@ TABLE: dict[str, dict[str, Field]] = {
         virtual_clusters=accepted("names request stats only"),
         rate_limits=refused(_NO_GLOBAL_RATE_LIMIT),
         cors=refused(_NO_CORS),
-        typed_per_filter_config=refused(_PER_FILTER),
+        typed_per_filter_config=_PER_FILTER,
         include_request_attempt_count=refused("x-envoy-attempt-count is not added"),
         include_attempt_count_in_response=refused("x-envoy-attempt-count is not added"),
         retry_policy_typed_config=refused("use retry_policy"),
@@ -312,7 +322,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "filter_action non_forwarding_action",
         metadata=_METADATA,
         decorator=accepted(f"names a tracing span; {_NO_TRACING}"),
-        typed_per_filter_config=refused(_PER_FILTER),
+        typed_per_filter_config=_PER_FILTER,
         tracing=accepted(f"tracing sampling; {_NO_TRACING} (the connection manager's tracing is refused)"),
         stat_prefix=_STAT_NAME,
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
@@ -562,7 +572,11 @@ def _walk(msg: Message, ctx: Ctx, *, root: bool = False) -> None:
             continue
         here = ctx.at(field.name)
         if entry.support is Support.REFUSED:
-            if not entry.by_compiler and _meaningful(field, value, entry.allowed):
+            if entry.only_types:
+                for key, item in value.items():
+                    if item.type_url.rsplit("/", 1)[-1] in entry.only_types:
+                        ctx.at(field.name, str(key)).problem(f"is not supported: {entry.reason}")
+            elif not entry.by_compiler and _meaningful(field, value, entry.allowed):
                 here.problem(f"is not supported: {entry.reason}")
         elif entry.support is Support.IMPLEMENTED and field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
