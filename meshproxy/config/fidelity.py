@@ -436,6 +436,13 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.config.cluster.v3.CircuitBreakers": _message(
         "thresholds", per_host_thresholds=refused("per-host circuit breakers are not supported")
     ),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds": _message(
+        "priority max_connections max_pending_requests max_requests max_retries retry_budget track_remaining",
+        max_connection_pools=refused("the number of connection pools is not bounded"),
+    ),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": _message(
+        "budget_percent min_retry_concurrency"
+    ),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": _message(
         "common_tls_context require_client_certificate",
         require_sni=refused("a handshake without SNI is accepted"),
@@ -476,7 +483,6 @@ TABLE: dict[str, dict[str, Field]] = {
 UNCLASSIFIED: frozenset[str] = frozenset(
     {
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
-        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
         "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
@@ -529,6 +535,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.type.matcher.v3.RegexMatchAndSubstitute",
         "envoy.type.matcher.v3.RegexMatcher",
         "envoy.type.v3.Int64Range",
+        "envoy.type.v3.Percent",
         "udpa.type.v1.TypedStruct",
         "xds.type.v3.TypedStruct",
     }
@@ -614,3 +621,42 @@ def _unpacked(packed: Any) -> Message | None:
 
 def _descriptor(name: str) -> Descriptor:
     return descriptor_pool.Default().FindMessageTypeByName(name)
+
+
+def markdown() -> str:
+    """docs/configuration.md's section listing, per message, each field meshproxy refuses or
+    accepts without effect (tests/unit/config/test_configuration_doc.py keeps the two equal):
+    ``python -m meshproxy.config.fidelity`` prints it."""
+    lines = []
+    for name, row in TABLE.items():
+        entries = [(field, entry) for field, entry in row.items() if entry.support is not Support.IMPLEMENTED]
+        if not entries:
+            continue
+        lines += ["", f"**{name.rsplit('.', 1)[-1]}** (`{name}`)", "", "| Field | |", "|---|---|"]
+        for field, entry in entries:
+            lines.append(f"| `{field}` | {_describe(entry)} |")
+    unclassified = ", ".join(f"`{name}`" for name in sorted(UNCLASSIFIED))
+    lines += [
+        "",
+        "Not classified field by field yet (their compilers refuse what they cannot run, as the "
+        f"sections above describe): {unclassified}.",
+    ]
+    return "\n".join(lines[1:]) + "\n"
+
+
+def _describe(entry: Field) -> str:
+    if entry.support is Support.ACCEPTED:
+        return f"accepted: {entry.reason}"
+    if entry.by_compiler:
+        return "refused (see the table above)"
+    if entry.only_types:
+        kinds = ", ".join(f"`{t.rsplit('.', 1)[-1]}`" for t in entry.only_types)
+        return f"refused for {kinds} entries: {entry.reason}; accepted for other filters"
+    if entry.allowed:
+        values = ", ".join(f"`{str(v).lower() if isinstance(v, bool) else v}`" for v in entry.allowed)
+        return f"refused unless {values}: {entry.reason}"
+    return f"refused: {entry.reason}"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -257,6 +257,14 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.HealthCheck.HttpHealthCheck": (*CLUSTER, "health_checks", 0, "http_health_check"),
     "envoy.config.core.v3.HealthCheck.TcpHealthCheck": (*CLUSTER, "health_checks", 1, "tcp_health_check"),
     "envoy.config.cluster.v3.CircuitBreakers": (*CLUSTER, "circuit_breakers"),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds": (*CLUSTER, "circuit_breakers", "thresholds", 0),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": (
+        *CLUSTER,
+        "circuit_breakers",
+        "thresholds",
+        0,
+        "retry_budget",
+    ),
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": (
         *CLUSTER,
         "transport_socket",
