@@ -400,6 +400,19 @@ TABLE: dict[str, dict[str, Field]] = {
         preconnect_policy=accepted("speculative connections save latency; requests behave the same"),
         connection_pool_per_downstream_connection=refused("connection pools are shared"),
     ),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _message(
+        "common_http_protocol_options explicit_http_config use_downstream_protocol_config",
+        "auto_config",
+        upstream_http_protocol_options=refused("auto SNI and SAN validation are not supported; set sni"),
+        http_filters=refused("upstream HTTP filters are not supported"),
+        header_validation_config=refused("header validator extensions are not supported"),
+        outlier_detection=refused(
+            "outlier error matchers are not supported; use the cluster's outlier_detection"
+        ),
+        request_mirror_policies=refused(_NO_MIRROR),
+        hash_policy=refused("use the route's hash_policy"),
+        retry_policy=refused("use the route's retry_policy"),
+    ),
     "envoy.config.core.v3.HealthCheck": _message(
         "timeout interval interval_jitter interval_jitter_percent unhealthy_threshold healthy_threshold "
         "http_health_check tcp_health_check grpc_health_check no_traffic_interval",
@@ -499,6 +512,8 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.core.v3.HealthCheck.Payload",
         "envoy.config.core.v3.Http2ProtocolOptions",
         "envoy.config.core.v3.HttpProtocolOptions",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
         "envoy.config.core.v3.Node",
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
         "envoy.config.listener.v3.AdditionalAddress",

@@ -11,10 +11,13 @@ Three guarantees, each derived from the protobuf descriptors rather than listed 
 
 from __future__ import annotations
 
+import ast
 import importlib
+import inspect
 import json
 import pkgutil
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -37,6 +40,7 @@ HCM = PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.Http
 TCP_PROXY = PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
 LOGS = PREFIX + "envoy.extensions.access_loggers."
+UPSTREAM_HTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _compiled_any_types() -> set[str]:
@@ -53,11 +57,26 @@ def _compiled_any_types() -> set[str]:
             for item in value:
                 collect(item)
 
-    for module in pkgutil.iter_modules(meshproxy.config.__path__):
-        if module.name.startswith("compile"):
-            for value in vars(importlib.import_module(f"meshproxy.config.{module.name}")).values():
+    for info in pkgutil.iter_modules(meshproxy.config.__path__):
+        if info.name.startswith("compile"):
+            module = importlib.import_module(f"meshproxy.config.{info.name}")
+            for value in vars(module).values():
                 collect(value)
+            found |= _named_in_calls(module)
     return found
+
+
+def _named_in_calls(module: ModuleType) -> set[str]:
+    """The message classes passed to ``type_url(...)`` or ``unpack(..., Class)`` in a module."""
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("type_url", "unpack"):
+            target: Any = module
+            for part in ast.unparse(node.args[-1]).split("."):
+                target = getattr(target, part, None)
+            if target is not None and hasattr(target, "DESCRIPTOR"):
+                names.add(target.DESCRIPTOR.full_name)
+    return names
 
 
 COMPILED_ANY = _compiled_any_types()
@@ -175,6 +194,7 @@ def _base() -> dict[str, Any]:
             "name": "tls",
             "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": "c"},
         },
+        "typed_extension_protocol_options": {UPSTREAM_HTTP: {"@type": PREFIX + UPSTREAM_HTTP}},
     }
     return {
         "admin": {"address": address},
@@ -206,6 +226,12 @@ def _base() -> dict[str, Any]:
             "clusters": [cluster],
         },
     }
+
+
+class MapKey(str):
+    """A key of a protobuf map, shown as ["key"] in a field path."""
+
+    __slots__ = ()
 
 
 LISTENER: tuple[str | int, ...] = ("static_resources", "listeners", 0)
@@ -257,6 +283,7 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.HealthCheck.HttpHealthCheck": (*CLUSTER, "health_checks", 0, "http_health_check"),
     "envoy.config.core.v3.HealthCheck.TcpHealthCheck": (*CLUSTER, "health_checks", 1, "tcp_health_check"),
     "envoy.config.cluster.v3.CircuitBreakers": (*CLUSTER, "circuit_breakers"),
+    UPSTREAM_HTTP: (*CLUSTER, "typed_extension_protocol_options", MapKey(UPSTREAM_HTTP)),
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds": (*CLUSTER, "circuit_breakers", "thresholds", 0),
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": (
         *CLUSTER,
@@ -322,7 +349,10 @@ def _message(descriptor: Descriptor, depth: int) -> dict[str, Any]:
 def _path(keys: tuple[str | int, ...]) -> str:
     text = ""
     for key in keys:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+        if isinstance(key, MapKey):
+            text += f'["{key}"]'
+        else:
+            text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
     return text
 
 
