@@ -96,6 +96,10 @@ _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supp
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
 _SESSION = "TLS session resumption settings are not supported"
+_LB = "envoy.extensions.load_balancing_policies"
+_NO_SLOW_START = "slow start is not supported: a new host gets its full share at once"
+_CONSISTENT_HASHING = "hashing on host names and bounded loads are not supported"
+_ZONE_AWARE = accepted("zone-aware routing needs cluster_manager.local_cluster_name, which is refused")
 
 
 TABLE: dict[str, dict[str, Field]] = {
@@ -413,6 +417,52 @@ TABLE: dict[str, dict[str, Field]] = {
         hash_policy=refused("use the route's hash_policy"),
         retry_policy=refused("use the route's retry_policy"),
     ),
+    "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": _message(
+        "choice_count active_request_bias", slow_start_config=refused(_NO_SLOW_START)
+    ),
+    "envoy.config.cluster.v3.Cluster.RingHashLbConfig": _message(
+        "minimum_ring_size hash_function maximum_ring_size"
+    ),
+    "envoy.config.cluster.v3.Cluster.MaglevLbConfig": _message("table_size"),
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig": _message(
+        "healthy_panic_threshold locality_weighted_lb_config",
+        zone_aware_lb_config=_ZONE_AWARE,
+        update_merge_window=accepted("batches host-set updates; meshproxy applies each one at once"),
+        ignore_new_hosts_until_first_hc=refused("a new host takes traffic before its first health check"),
+        close_connections_on_host_set_change=refused("connections stay open when the host set changes"),
+        consistent_hashing_lb_config=refused(_CONSISTENT_HASHING),
+        override_host_status=refused("host overrides are not supported"),
+    ),
+    "envoy.config.cluster.v3.LoadBalancingPolicy": _message("policies"),
+    "envoy.config.cluster.v3.LoadBalancingPolicy.Policy": _message("typed_extension_config"),
+    "envoy.config.core.v3.TypedExtensionConfig": _message(
+        "typed_config", name=accepted("the extension is chosen by its typed_config type")
+    ),
+    f"{_LB}.round_robin.v3.RoundRobin": _message(
+        "locality_lb_config", slow_start_config=refused(_NO_SLOW_START)
+    ),
+    f"{_LB}.least_request.v3.LeastRequest": _message(
+        "choice_count active_request_bias locality_lb_config",
+        slow_start_config=refused(_NO_SLOW_START),
+        enable_full_scan=refused("least request always samples choice_count hosts"),
+        selection_method=refused("least request always samples choice_count hosts", allowed=("N_CHOICES",)),
+    ),
+    f"{_LB}.random.v3.Random": _message("locality_lb_config"),
+    f"{_LB}.ring_hash.v3.RingHash": _message(
+        "hash_function minimum_ring_size maximum_ring_size locality_weighted_lb_config",
+        use_hostname_for_hashing=refused(_CONSISTENT_HASHING),
+        hash_balance_factor=refused(_CONSISTENT_HASHING),
+        consistent_hashing_lb_config=refused(_CONSISTENT_HASHING),
+    ),
+    f"{_LB}.maglev.v3.Maglev": _message(
+        "table_size locality_weighted_lb_config", consistent_hashing_lb_config=refused(_CONSISTENT_HASHING)
+    ),
+    f"{_LB}.common.v3.LocalityLbConfig": _message(
+        "locality_weighted_lb_config", zone_aware_lb_config=_ZONE_AWARE
+    ),
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": _message(),
+    f"{_LB}.common.v3.LocalityLbConfig.LocalityWeightedLbConfig": _message(),
+    "envoy.config.core.v3.RuntimeDouble": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
     "envoy.config.core.v3.HealthCheck": _message(
         "timeout interval interval_jitter interval_jitter_percent unhealthy_threshold healthy_threshold "
         "http_health_check tcp_health_check grpc_health_check no_traffic_interval",
@@ -496,13 +546,8 @@ TABLE: dict[str, dict[str, Field]] = {
 UNCLASSIFIED: frozenset[str] = frozenset(
     {
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
-        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
-        "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
-        "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
         "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
-        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
-        "envoy.config.cluster.v3.LoadBalancingPolicy",
         "envoy.config.cluster.v3.OutlierDetection",
         "envoy.config.core.v3.Address",
         "envoy.config.core.v3.BindConfig",
@@ -536,11 +581,6 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
-        "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
-        "envoy.extensions.load_balancing_policies.maglev.v3.Maglev",
-        "envoy.extensions.load_balancing_policies.random.v3.Random",
-        "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash",
-        "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
         "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
         "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
         "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
