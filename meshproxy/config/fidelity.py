@@ -97,6 +97,7 @@ _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loo
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
 _SESSION = "TLS session resumption settings are not supported"
 _LB = "envoy.extensions.load_balancing_policies"
+_TLS = "envoy.extensions.transport_sockets.tls.v3"
 _NO_SLOW_START = "slow start is not supported: a new host gets its full share at once"
 _CONSISTENT_HASHING = "hashing on host names and bounded loads are not supported"
 _ZONE_AWARE = accepted("zone-aware routing needs cluster_manager.local_cluster_name, which is refused")
@@ -506,6 +507,39 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": _message(
         "budget_percent min_retry_concurrency"
     ),
+    f"{_TLS}.CommonTlsContext": _message(
+        "tls_params tls_certificates tls_certificate_sds_secret_configs validation_context "
+        "validation_context_sds_secret_config alpn_protocols",
+        "tls_certificate_provider_instance custom_tls_certificate_selector "
+        "tls_certificate_certificate_provider tls_certificate_certificate_provider_instance "
+        "combined_validation_context validation_context_certificate_provider "
+        "validation_context_certificate_provider_instance custom_handshaker",
+        key_log=refused("TLS key logging is not supported"),
+    ),
+    f"{_TLS}.TlsParameters": _message(
+        "tls_minimum_protocol_version tls_maximum_protocol_version cipher_suites ecdh_curves "
+        "signature_algorithms",
+        compliance_policies=refused("compliance policies are not supported; list the algorithms"),
+    ),
+    f"{_TLS}.TlsCertificate": _message(
+        "certificate_chain private_key",
+        "pkcs12 watched_directory private_key_provider password",
+        ocsp_staple=refused("OCSP stapling is not supported"),
+        signed_certificate_timestamp=refused("certificate transparency timestamps are not sent"),
+    ),
+    f"{_TLS}.CertificateValidationContext": _message(
+        "trusted_ca match_typed_subject_alt_names",
+        "ca_certificate_provider_instance system_root_certs watched_directory verify_certificate_spki "
+        "verify_certificate_hash match_subject_alt_names crl custom_validator_config",
+        require_signed_certificate_timestamp=refused("certificate transparency is not checked"),
+        allow_expired_certificate=refused("an expired certificate is refused"),
+        trust_chain_verification=refused("the chain is always verified", allowed=("VERIFY_TRUST_CHAIN",)),
+        only_verify_leaf_cert_crl=accepted("only with crl, which is refused"),
+        max_verify_depth=refused("the verification depth is OpenSSL's default"),
+    ),
+    f"{_TLS}.SubjectAltNameMatcher": _message(
+        "san_type matcher", oid=accepted("only with san_type OTHER_NAME, which is refused")
+    ),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": _message(
         "common_tls_context require_client_certificate",
         require_sni=refused("a handshake without SNI is accepted"),
@@ -552,6 +586,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.core.v3.Address",
         "envoy.config.core.v3.BindConfig",
         "envoy.config.core.v3.CidrRange",
+        "envoy.config.core.v3.DataSource",
         "envoy.config.core.v3.HeaderValueOption",
         "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
         "envoy.config.core.v3.HealthCheck.Payload",
@@ -585,10 +620,11 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
         "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
         "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
-        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig",
         "envoy.extensions.transport_sockets.tls.v3.Secret",
         "envoy.type.matcher.v3.RegexMatchAndSubstitute",
         "envoy.type.matcher.v3.RegexMatcher",
+        "envoy.type.matcher.v3.StringMatcher",
         "envoy.type.v3.Int64Range",
         "envoy.type.v3.Percent",
         "udpa.type.v1.TypedStruct",

@@ -251,6 +251,9 @@ MANAGER = (*CHAIN, "filters", 0, "typed_config")
 ROUTE = (*MANAGER, "route_config", "virtual_hosts", 0, "routes", 0)
 TCP = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 0, "typed_config")
 CLUSTER: tuple[str | int, ...] = ("static_resources", "clusters", 0)
+TLS_PACKAGE = "envoy.extensions.transport_sockets.tls.v3"
+DOWN_TLS = (*CHAIN, "transport_socket", "typed_config", "common_tls_context")
+UP_TLS = (*CLUSTER, "transport_socket", "typed_config", "common_tls_context")
 TYPED_LB = ("static_resources", "clusters", 1, "load_balancing_policy", "policies")
 NAMESPACES = {
     "bootstrap": "envoy.config.bootstrap.v3.",
@@ -281,6 +284,10 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.route.v3.RouteAction": (*ROUTE, "route"),
     "envoy.config.route.v3.RetryPolicy": (*ROUTE, "route", "retry_policy"),
     "envoy.config.core.v3.TransportSocket": (*CHAIN, "transport_socket"),
+    f"{TLS_PACKAGE}.CommonTlsContext": DOWN_TLS,
+    f"{TLS_PACKAGE}.TlsParameters": (*DOWN_TLS, "tls_params"),
+    f"{TLS_PACKAGE}.TlsCertificate": (*DOWN_TLS, "tls_certificates", 0),
+    f"{TLS_PACKAGE}.CertificateValidationContext": (*UP_TLS, "validation_context"),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": (
         *CHAIN,
         "transport_socket",
@@ -345,7 +352,8 @@ def _single(field: FieldDescriptor, avoid: tuple[Any, ...], depth: int) -> Any:
             return _single(field.message_type.fields_by_name["value"], avoid, depth)
         return _message(field.message_type, depth + 1)
     if field.enum_type is not None:
-        return next(v.name for v in field.enum_type.values if v.number != 0 and v.name not in avoid)
+        default = -1 if field.is_repeated else 0  # any element of a list says something
+        return next(v.name for v in field.enum_type.values if v.number != default and v.name not in avoid)
     if field.type == FieldDescriptor.TYPE_BOOL:
         return True not in avoid
     if field.type == FieldDescriptor.TYPE_STRING:
