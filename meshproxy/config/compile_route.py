@@ -171,6 +171,7 @@ def route(
 ) -> Route | None:
     """``vhost_retry`` and ``vhost_buffer_limit`` are the virtual host's retry_policy and
     per_request_buffer_limit_bytes: a route's own replace them (Envoy's precedence)."""
+    refuse_unsupported(msg, ctx)
     if not msg.HasField("match"):
         ctx.at("match").problem("is required")
         match = None

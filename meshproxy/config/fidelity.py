@@ -14,8 +14,8 @@ message in ``TABLE`` is one of:
 
 ``refuse_unsupported`` is called once per resource (bootstrap, listener, cluster, route
 configuration) and walks the message tree through implemented fields, unpacking an ``Any`` whose
-type the table classifies; it stops at the resources compiled on their own, so nothing is said
-twice. The same rule holds over xDS: a refused field NACKs the resource, naming its path.
+type the table classifies; it stops at the units compiled on their own (``UNITS``), so nothing
+is said twice. The same rule holds over xDS: a refused field NACKs the resource, naming its path.
 
 Messages reached through an implemented field but not yet classified field by field are listed
 in ``UNCLASSIFIED`` (their compilers refuse what they cannot run); tests/unit/config/test_fidelity.py
@@ -28,10 +28,12 @@ Must not depend on the per-resource compilers (they call it), on asyncio or on s
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -361,6 +363,23 @@ TABLE: dict[str, dict[str, Field]] = {
         max_internal_redirects=refused("internal redirects are not followed"),
         hedge_policy=refused("request hedging is not supported"),
     ),
+    "envoy.config.route.v3.RouteAction.HashPolicy": _message(
+        "header cookie connection_properties query_parameter terminal", "filter_state"
+    ),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Header": _message("header_name", "regex_rewrite"),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": _message(
+        "name",
+        ttl=refused("the cookie is not generated: a request without it is hashed without it"),
+        path=accepted("only for a generated cookie (ttl), which is refused"),
+        attributes=accepted("only for a generated cookie (ttl), which is refused"),
+    ),
+    "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties": _message("source_ip"),
+    "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter": _message("name"),
+    "envoy.config.core.v3.HeaderValueOption": _message(
+        "header append append_action",
+        keep_empty_value=refused("a header with an empty value is not added", allowed=(False,)),
+    ),
+    "envoy.config.core.v3.HeaderValue": _message("key value raw_value"),
     "envoy.config.route.v3.RetryPolicy": _message(
         "retry_on num_retries per_try_timeout per_try_idle_timeout retry_host_predicate "
         "host_selection_retry_max_attempts retriable_status_codes retry_back_off",
@@ -405,6 +424,27 @@ TABLE: dict[str, dict[str, Field]] = {
         preconnect_policy=accepted("speculative connections save latency; requests behave the same"),
         connection_pool_per_downstream_connection=refused("connection pools are shared"),
     ),
+    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": _message(
+        "stat_prefix status token_bucket filter_enabled filter_enforced response_headers_to_add",
+        "descriptors local_rate_limit_per_downstream_connection local_cluster_rate_limit rate_limits",
+        request_headers_to_add_when_not_enforced=refused(
+            "no header is added to a request that is not limited"
+        ),
+        stage=accepted("orders descriptors, which are refused"),
+        enable_x_ratelimit_headers=refused("x-ratelimit-* headers are not added"),
+        vh_rate_limits=accepted("chooses route rate_limits, which are refused"),
+        always_consume_default_token_bucket=accepted("only with descriptors, which are refused"),
+        rate_limited_as_resource_exhausted=refused(
+            "a limited gRPC request gets UNAVAILABLE (Envoy's default)"
+        ),
+        max_dynamic_descriptors=accepted("only with descriptors, which are refused"),
+    ),
+    "envoy.type.v3.HttpStatus": _message("code"),
+    "envoy.type.v3.TokenBucket": _message("max_tokens tokens_per_fill fill_interval"),
+    "envoy.config.core.v3.RuntimeFractionalPercent": _message(
+        "default_value", runtime_key=accepted(_NO_RUNTIME)
+    ),
+    "envoy.type.v3.FractionalPercent": _message("numerator denominator"),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _message(
         "common_http_protocol_options explicit_http_config use_downstream_protocol_config",
         "auto_config",
@@ -464,6 +504,48 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": _message(),
     f"{_LB}.common.v3.LocalityLbConfig.LocalityWeightedLbConfig": _message(),
     "envoy.config.core.v3.RuntimeDouble": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
+    "envoy.config.endpoint.v3.ClusterLoadAssignment": _message(
+        "endpoints policy",
+        cluster_name=accepted(
+            "the cluster's own name is used (an EDS resource is matched by its resource name)"
+        ),
+        named_endpoints=refused("named endpoints are not supported; list them in lb_endpoints"),
+    ),
+    "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": _message(
+        "overprovisioning_factor",
+        "drop_overloads",
+        endpoint_stale_after=refused("assignments do not expire"),
+        weighted_priority_health=refused("priority health counts hosts, not weights"),
+    ),
+    "envoy.config.endpoint.v3.LocalityLbEndpoints": _message(
+        "locality lb_endpoints load_balancing_weight priority",
+        "load_balancer_endpoints leds_cluster_locality_config",
+        metadata=_METADATA,
+        proximity=refused("locality proximity is not supported"),
+    ),
+    "envoy.config.endpoint.v3.LbEndpoint": _message(
+        "endpoint health_status load_balancing_weight", "endpoint_name", metadata=_METADATA
+    ),
+    "envoy.config.endpoint.v3.Endpoint": _message(
+        "address hostname",
+        health_check_config=refused("health checks probe the endpoint's own address"),
+        additional_addresses=refused("an endpoint has one address"),
+    ),
+    "envoy.config.core.v3.Locality": _message("region zone sub_zone"),
+    "envoy.config.cluster.v3.OutlierDetection": _message(
+        "consecutive_5xx interval base_ejection_time max_ejection_percent enforcing_consecutive_5xx "
+        "enforcing_success_rate success_rate_minimum_hosts success_rate_request_volume "
+        "success_rate_stdev_factor consecutive_gateway_failure enforcing_consecutive_gateway_failure "
+        "split_external_local_origin_errors consecutive_local_origin_failure "
+        "enforcing_consecutive_local_origin_failure enforcing_local_origin_success_rate "
+        "failure_percentage_threshold enforcing_failure_percentage enforcing_failure_percentage_local_origin "
+        "failure_percentage_minimum_hosts failure_percentage_request_volume max_ejection_time monitors "
+        "always_eject_one_host",
+        max_ejection_time_jitter=accepted("spreads the end of ejections in time"),
+        successful_active_health_check_uneject_host=refused(
+            "a passing health check does not end an ejection", allowed=(False,)
+        ),
+    ),
     "envoy.config.core.v3.HealthCheck": _message(
         "timeout interval interval_jitter interval_jitter_percent unhealthy_threshold healthy_threshold "
         "http_health_check tcp_health_check grpc_health_check no_traffic_interval",
@@ -582,12 +664,10 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
         "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
-        "envoy.config.cluster.v3.OutlierDetection",
         "envoy.config.core.v3.Address",
         "envoy.config.core.v3.BindConfig",
         "envoy.config.core.v3.CidrRange",
         "envoy.config.core.v3.DataSource",
-        "envoy.config.core.v3.HeaderValueOption",
         "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
         "envoy.config.core.v3.HealthCheck.Payload",
         "envoy.config.core.v3.Http2ProtocolOptions",
@@ -595,7 +675,6 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
         "envoy.config.core.v3.Node",
-        "envoy.config.endpoint.v3.ClusterLoadAssignment",
         "envoy.config.listener.v3.AdditionalAddress",
         "envoy.config.overload.v3.OverloadManager",
         "envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
@@ -605,11 +684,9 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.route.v3.RedirectAction",
         "envoy.config.route.v3.RetryPolicy.RetryBackOff",
         "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
-        "envoy.config.route.v3.RouteAction.HashPolicy",
         "envoy.config.route.v3.RouteAction.MaxStreamDuration",
         "envoy.config.route.v3.RouteAction.UpgradeConfig",
         "envoy.config.route.v3.WeightedCluster",
-        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
@@ -632,12 +709,17 @@ UNCLASSIFIED: frozenset[str] = frozenset(
     }
 )
 
-# Resources compiled on their own (each calls refuse_unsupported): a walk from a parent stops here.
-RESOURCES = frozenset(
+# What the compilers walk as they compile it (each calls refuse_unsupported): resources, which
+# also arrive alone over xDS, and a route or endpoint, so that the compilers' steps (one per
+# route, one per endpoint) stay short inside a table of thousands. A walk from a parent stops here.
+UNITS = frozenset(
     {
         "envoy.config.listener.v3.Listener",
         "envoy.config.cluster.v3.Cluster",
         "envoy.config.route.v3.RouteConfiguration",
+        "envoy.config.route.v3.Route",
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "envoy.config.endpoint.v3.LbEndpoint",
     }
 )
 
@@ -651,41 +733,81 @@ _WRAPPERS = frozenset(
 def refuse_unsupported(msg: Message, ctx: Ctx) -> None:
     """One problem per field the table refuses that ``msg``, or a message below it, sets to
     something other than its default or an allowed value."""
-    _walk(msg, ctx, root=True)
+    _walk(msg, ctx, (), root=True)
 
 
-def _walk(msg: Message, ctx: Ctx, *, root: bool = False) -> None:
-    descriptor = msg.DESCRIPTOR
-    if descriptor.full_name == _ANY:
+# The path below the walk's root, built into a Ctx only when there is a problem to report.
+_Trail = tuple[tuple[str, int | str | None], ...]
+# What the walk does with a set field: report it, or walk into one message, each of a list, or
+# each value of a map. Fields with nothing to check below them are left out of a plan.
+_REFUSE, _ONE, _EACH, _MAP = range(4)
+_Plan = dict[str, tuple[int, Field]]
+
+
+def _walk(msg: Message, ctx: Ctx, trail: _Trail, *, root: bool = False) -> None:
+    if type(msg) is AnyProto:
         inner = _unpacked(msg)
         if inner is not None:
-            _walk(inner, ctx)
+            _walk(inner, ctx, trail)
         return
-    row = TABLE.get(descriptor.full_name)
-    if row is None or (not root and descriptor.full_name in RESOURCES):
+    plan = _plan(msg.DESCRIPTOR.full_name, root)
+    if not plan:
         return
     for field, value in msg.ListFields():
+        step = plan.get(field.name)
+        if step is None:
+            continue
+        kind, entry = step
+        if kind == _REFUSE:
+            for key in _refused_keys(field, value, entry):
+                here = ctx
+                for name, index in (*trail, (field.name, key)):
+                    here = here.at(name, index)
+                here.problem(f"is not supported: {entry.reason}")
+        elif kind == _ONE:
+            _walk(value, ctx, (*trail, (field.name, None)))
+        elif kind == _EACH:
+            for index, item in enumerate(value):
+                _walk(item, ctx, (*trail, (field.name, index)))
+        else:
+            for key, item in value.items():
+                _walk(item, ctx, (*trail, (field.name, str(key))))
+
+
+@functools.cache
+def _plan(name: str, root: bool) -> _Plan:
+    """The walk's plan for one message type; empty for a type the table does not classify, and
+    for a unit below the root (it is walked when it is compiled)."""
+    row = TABLE.get(name)
+    if row is None or (not root and name in UNITS):
+        return {}
+    plan: _Plan = {}
+    for field in _descriptor(name).fields:
         entry = row.get(field.name)
         if entry is None:  # a field this protobuf has and the table lacks: the unit test says so
             continue
-        here = ctx.at(field.name)
         if entry.support is Support.REFUSED:
-            if entry.only_types:
-                for key, item in value.items():
-                    if item.type_url.rsplit("/", 1)[-1] in entry.only_types:
-                        ctx.at(field.name, str(key)).problem(f"is not supported: {entry.reason}")
-            elif not entry.by_compiler and _meaningful(field, value, entry.allowed):
-                here.problem(f"is not supported: {entry.reason}")
+            plan[field.name] = (_REFUSE, entry)
         elif entry.support is Support.IMPLEMENTED and field.message_type is not None:
-            if field.message_type.GetOptions().map_entry:
-                for key, item in value.items():
-                    if isinstance(item, Message):
-                        _walk(item, ctx.at(field.name, str(key)))
-            elif field.is_repeated:
-                for index, item in enumerate(value):
-                    _walk(item, ctx.at(field.name, index))
-            else:
-                _walk(value, here)
+            target = field.message_type
+            is_map = target.GetOptions().map_entry
+            if is_map:
+                target = target.fields_by_name["value"].message_type
+            if target is not None and (target.full_name in TABLE or target.full_name == _ANY):
+                plan[field.name] = (_MAP if is_map else _EACH if field.is_repeated else _ONE, entry)
+    return plan
+
+
+def _refused_keys(field: FieldDescriptor, value: Any, entry: Field) -> list[str | None]:
+    """Where a refused field is reported: the map keys of the refused types (``only_types``),
+    or the field itself when it says something (None), or nowhere."""
+    if entry.only_types:
+        return [
+            str(key) for key, item in value.items() if item.type_url.rsplit("/", 1)[-1] in entry.only_types
+        ]
+    if entry.by_compiler or not _meaningful(field, value, entry.allowed):
+        return []
+    return [None]
 
 
 def _meaningful(field: FieldDescriptor, value: Any, allowed: tuple[str | int | bool, ...]) -> bool:

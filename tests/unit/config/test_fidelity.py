@@ -31,7 +31,7 @@ import meshproxy.config
 from meshproxy.config import fidelity
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.config.compile import compile_listener
-from meshproxy.config.fidelity import RESOURCES, TABLE, UNCLASSIFIED, Support
+from meshproxy.config.fidelity import TABLE, UNCLASSIFIED, UNITS, Support
 from meshproxy.errors import ConfigError
 
 PREFIX = "type.googleapis.com/"
@@ -162,9 +162,20 @@ def _base() -> dict[str, Any]:
         "access_log": [
             {"name": "file", "typed_config": {"@type": LOGS + "file.v3.FileAccessLog", "path": "/dev/null"}}
         ],
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.local_ratelimit",
+                "typed_config": {
+                    "@type": PREFIX + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                    "stat_prefix": "rl",
+                    "token_bucket": {"max_tokens": 1, "fill_interval": "1s"},
+                },
+            },
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+        ],
         "route_config": {
             "name": "r",
+            "request_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}],
             "virtual_hosts": [
                 {
                     "name": "v",
@@ -172,7 +183,11 @@ def _base() -> dict[str, Any]:
                     "routes": [
                         {
                             "match": {"prefix": "/"},
-                            "route": {"cluster": "c", "retry_policy": {"retry_on": "5xx"}},
+                            "route": {
+                                "cluster": "c",
+                                "retry_policy": {"retry_on": "5xx"},
+                                "hash_policy": [{"cookie": {"name": "s"}}, {"header": {"header_name": "x"}}],
+                            },
                         }
                     ],
                 }
@@ -197,6 +212,7 @@ def _base() -> dict[str, Any]:
             for check in ({"http_health_check": {"path": "/h"}}, {"tcp_health_check": {}})
         ],
         "circuit_breakers": {"thresholds": [{"max_connections": 10}]},
+        "outlier_detection": {"consecutive_5xx": 5},
         "transport_socket": {
             "name": "tls",
             "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": "c"},
@@ -254,6 +270,7 @@ CLUSTER: tuple[str | int, ...] = ("static_resources", "clusters", 0)
 TLS_PACKAGE = "envoy.extensions.transport_sockets.tls.v3"
 DOWN_TLS = (*CHAIN, "transport_socket", "typed_config", "common_tls_context")
 UP_TLS = (*CLUSTER, "transport_socket", "typed_config", "common_tls_context")
+LOCALITY = (*CLUSTER, "load_assignment", "endpoints", 0)
 TYPED_LB = ("static_resources", "clusters", 1, "load_balancing_policy", "policies")
 NAMESPACES = {
     "bootstrap": "envoy.config.bootstrap.v3.",
@@ -274,7 +291,17 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.listener.v3.Filter": (*CHAIN, "filters", 0),
     NAMESPACES["hcm"] + "HttpConnectionManager": MANAGER,
     NAMESPACES["hcm"] + "HttpFilter": (*MANAGER, "http_filters", 0),
-    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 0, "typed_config"),
+    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": (
+        *MANAGER,
+        "http_filters",
+        0,
+        "typed_config",
+    ),
+    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 1, "typed_config"),
+    "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
+    "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Header": (*ROUTE, "route", "hash_policy", 1, "header"),
     "envoy.config.accesslog.v3.AccessLog": (*MANAGER, "access_log", 0),
     "envoy.extensions.access_loggers.file.v3.FileAccessLog": (*MANAGER, "access_log", 0, "typed_config"),
     "envoy.config.route.v3.RouteConfiguration": (*MANAGER, "route_config"),
@@ -302,6 +329,12 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.HealthCheck.HttpHealthCheck": (*CLUSTER, "health_checks", 0, "http_health_check"),
     "envoy.config.core.v3.HealthCheck.TcpHealthCheck": (*CLUSTER, "health_checks", 1, "tcp_health_check"),
     "envoy.config.cluster.v3.CircuitBreakers": (*CLUSTER, "circuit_breakers"),
+    "envoy.config.cluster.v3.OutlierDetection": (*CLUSTER, "outlier_detection"),
+    "envoy.config.endpoint.v3.ClusterLoadAssignment": (*CLUSTER, "load_assignment"),
+    "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": (*CLUSTER, "load_assignment", "policy"),
+    "envoy.config.endpoint.v3.LocalityLbEndpoints": LOCALITY,
+    "envoy.config.endpoint.v3.LbEndpoint": (*LOCALITY, "lb_endpoints", 0),
+    "envoy.config.endpoint.v3.Endpoint": (*LOCALITY, "lb_endpoints", 0, "endpoint"),
     UPSTREAM_HTTP: (*CLUSTER, "typed_extension_protocol_options", MapKey(UPSTREAM_HTTP)),
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": (*CLUSTER, "least_request_lb_config"),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": (*CLUSTER, "common_lb_config"),
@@ -470,4 +503,4 @@ def test_walks_stop_at_resources_compiled_on_their_own() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_bootstrap(json.dumps(config), source="t")
     assert len([p for p in raised.value.problems if ".cors: is not supported" in p]) == 1
-    assert "envoy.config.route.v3.RouteConfiguration" in RESOURCES
+    assert "envoy.config.route.v3.RouteConfiguration" in UNITS
