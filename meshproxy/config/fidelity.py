@@ -786,26 +786,28 @@ def _plan(name: str, root: bool) -> _Plan:
         entry = row.get(field.name)
         if entry is None:  # a field this protobuf has and the table lacks: the unit test says so
             continue
-        if entry.support is Support.REFUSED:
+        if entry.support is Support.REFUSED and not entry.by_compiler:
             plan[field.name] = (_REFUSE, entry)
         elif entry.support is Support.IMPLEMENTED and field.message_type is not None:
             target = field.message_type
             is_map = target.GetOptions().map_entry
             if is_map:
                 target = target.fields_by_name["value"].message_type
-            if target is not None and (target.full_name in TABLE or target.full_name == _ANY):
+            # An Any may hold anything; another message only what its own plan checks.
+            if target is not None and (target.full_name == _ANY or _plan(target.full_name, False)):
                 plan[field.name] = (_MAP if is_map else _EACH if field.is_repeated else _ONE, entry)
     return plan
 
 
 def _refused_keys(field: FieldDescriptor, value: Any, entry: Field) -> list[str | None]:
     """Where a refused field is reported: the map keys of the refused types (``only_types``),
-    or the field itself when it says something (None), or nowhere."""
+    or the field itself when it says something (None), or nowhere. (Fields the compilers
+    refuse themselves are not in the walk's plans.)"""
     if entry.only_types:
         return [
             str(key) for key, item in value.items() if item.type_url.rsplit("/", 1)[-1] in entry.only_types
         ]
-    if entry.by_compiler or not _meaningful(field, value, entry.allowed):
+    if not _meaningful(field, value, entry.allowed):
         return []
     return [None]
 
