@@ -12,16 +12,17 @@ message in ``TABLE`` is one of:
 - ACCEPTED: read and dropped, with the reason it changes nothing that matters (a stats name,
   metadata for filters meshproxy does not run, a tuning knob of Envoy's threading).
 
-``refuse_unsupported`` is called once per resource (bootstrap, listener, cluster, route
-configuration) and walks the message tree through implemented fields, unpacking an ``Any`` whose
+``refuse_unsupported`` is called by the compilers once per unit (bootstrap, listener, cluster,
+route configuration, load assignment, and each route and endpoint, so the compilers' steps stay
+short) and walks the message tree through implemented fields, unpacking an ``Any`` whose
 type the table classifies; it stops at the units compiled on their own (``UNITS``), so nothing
 is said twice. The same rule holds over xDS: a refused field NACKs the resource, naming its path.
 
 Messages reached through an implemented field but not yet classified field by field are listed
 in ``UNCLASSIFIED`` (their compilers refuse what they cannot run); tests/unit/config/test_fidelity.py
 walks the descriptors so a protobuf upgrade or a newly compiled message cannot slip through, and
-proves each refusal by compiling it. docs/configuration.md's "Accepted without effect" lists are
-checked against this table.
+proves each refusal by compiling it. docs/configuration.md's "Fields meshproxy does not run" is
+generated from this table (``python -m meshproxy.config.fidelity``) and checked against it.
 Must not depend on the per-resource compilers (they call it), on asyncio or on sockets.
 """
 
