@@ -21,6 +21,7 @@ from meshproxy.config.compile_dynamic import dynamic_resources
 from meshproxy.config.compile_listener import compile_listener, listener
 from meshproxy.config.compile_overload import compile_overload_manager
 from meshproxy.config.compile_route import compile_route_configuration
+from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import Admin, Config, HttpConnectionManager, Node
 from meshproxy.errors import ConfigError
 
@@ -32,6 +33,7 @@ __all__ = ["compile_bootstrap", "compile_cluster", "compile_listener", "compile_
 def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     """The runtime Config of a static bootstrap; raises ConfigError listing every problem."""
     ctx = Ctx("", [], secrets={secret.name: secret for secret in msg.static_resources.secrets})
+    refuse_unsupported(msg, ctx)
     admin = _admin(msg.admin, ctx.at("admin"))
     static = ctx.at("static_resources")
     resources = msg.static_resources

@@ -38,6 +38,7 @@ from meshproxy.config.compile_http2 import upstream_protocol
 from meshproxy.config.compile_lb import lb_config
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upstream_policy import health_check, outlier_detection, thresholds
+from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     Cluster,
     Endpoint,
@@ -80,7 +81,7 @@ def compile_load_assignment(
 ) -> tuple[tuple[LocalityLbEndpoints, ...], int]:
     """An EDS resource's localities and overprovisioning factor (percent). Each problem is
     appended to ``problems``; the result is meaningful only when none was."""
-    return load_assignment(msg, Ctx(path, problems), _EDS_NEEDS_IP)
+    return finish(compile_load_assignment_steps(msg, path, problems))
 
 
 def compile_load_assignment_steps(
@@ -94,6 +95,7 @@ def compile_load_assignment_steps(
 
 def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     mark = ctx.mark()
+    refuse_unsupported(msg, ctx)
     if not msg.name:
         ctx.at("name").problem("is required")
     discovery = _DISCOVERY.get(msg.type)
@@ -243,6 +245,7 @@ def load_assignment(
 def load_assignment_steps(
     msg: endpoint_pb2.ClusterLoadAssignment, ctx: Ctx, require_ip: str | None
 ) -> Generator[None, None, tuple[tuple[LocalityLbEndpoints, ...], int]]:
+    refuse_unsupported(msg, ctx)
     localities = []
     for e, c in ctx.each("endpoints", msg.endpoints):
         localities.append((yield from _locality_endpoints_steps(e, c, require_ip)))
@@ -280,8 +283,12 @@ def _locality_endpoints_steps(
 
 
 def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoint | None:
-    if msg.WhichOneof("host_identifier") != "endpoint":
-        ctx.problem("needs an endpoint with an address (endpoint_name is not supported)")
+    refuse_unsupported(msg, ctx)
+    kind = msg.WhichOneof("host_identifier")
+    if kind != "endpoint":
+        (ctx.at(kind) if kind else ctx).problem(
+            "needs an endpoint with an address (endpoint_name is not supported)"
+        )
         return None
     weight = wrapped(msg, "load_balancing_weight", 1)
     if weight < 1:

@@ -45,6 +45,7 @@ from meshproxy.config.compile_ratelimit import (
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upgrade import upgrade_configs
+from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     NO_PATH_POLICY,
     ConnectionLimit,
@@ -98,6 +99,7 @@ def compile_listener(msg: listener_pb2.Listener, path: str, problems: list[str])
 
 def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
     mark = ctx.mark()
+    refuse_unsupported(msg, ctx)
     if not msg.name:
         ctx.at("name").problem("is required")
     if msg.HasField("address"):

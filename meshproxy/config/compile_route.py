@@ -32,6 +32,7 @@ from meshproxy.config.compile_common import (
 )
 from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
 from meshproxy.config.compile_upgrade import upgrade_configs
+from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     DirectResponse,
     HeaderMatcher,
@@ -94,6 +95,7 @@ def route_configuration_steps(
     msg: route_pb2.RouteConfiguration, ctx: Ctx
 ) -> Generator[None, None, RouteConfiguration | None]:
     mark = ctx.mark()
+    refuse_unsupported(msg, ctx)
     if msg.HasField("vhds"):
         ctx.at("vhds").problem("vhds needs dynamic_resources, not supported yet; list virtual_hosts inline")
     virtual_hosts = []
@@ -169,6 +171,7 @@ def route(
 ) -> Route | None:
     """``vhost_retry`` and ``vhost_buffer_limit`` are the virtual host's retry_policy and
     per_request_buffer_limit_bytes: a route's own replace them (Envoy's precedence)."""
+    refuse_unsupported(msg, ctx)
     if not msg.HasField("match"):
         ctx.at("match").problem("is required")
         match = None

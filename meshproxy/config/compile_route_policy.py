@@ -91,7 +91,7 @@ def hash_policy(msg: rc.RouteAction.HashPolicy, ctx: Ctx) -> HashPolicy | None:
             "is not supported; meshproxy hashes the whole header value",
         )
         return _named("header", header.header_name.lower(), "header_name", msg, ctx)
-    if kind == "cookie":  # ttl, path and attributes only matter for generating the cookie: ignored
+    if kind == "cookie":  # ttl (generate the cookie) is refused in fidelity.py; path, attributes go with it
         return _named("cookie", msg.cookie.name, "name", msg, ctx)
     if kind == "query_parameter":
         return _named("query_parameter", msg.query_parameter.name, "name", msg, ctx)

@@ -80,17 +80,30 @@ def test_full_example_compiles_every_part() -> None:
     assert config.version == "static"
 
 
-def test_fields_meshproxy_does_not_run_are_ignored_and_unknown_fields_refused_unless_allowed(
-    doc: dict[str, Any],
-) -> None:
+def test_fields_accepted_without_effect_load_and_refused_fields_are_problems(doc: dict[str, Any]) -> None:
+    """The fidelity table's three kinds (meshproxy/config/fidelity.py): accepted fields load
+    unchanged; a refused field is a problem naming its path; unknown fields are refused unless
+    allowed."""
     doc["stats_flush_interval"] = "5s"
+    doc["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {"a": 1}}]}
+    hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["decorator"] = {"operation": "reviews"}
+    doc["static_resources"]["clusters"][0]["metadata"] = {"filter_metadata": {"x": {"a": 1}}}
+    assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
+
     hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
         "initial_requests": 1
     }
     doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {"tcp_keepalive": {}}
-    assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
+    assert problems_of(doc) == [
+        "static_resources.clusters[0].upstream_connection_options: is not supported: "
+        "upstream TCP keepalive and happy eyeballs are not supported",
+        f"{HCM_PATH}.tracing: is not supported: meshproxy does not trace requests",
+        f"{VHOST_PATH}.routes[0].route.hedge_policy: is not supported: request hedging is not supported",
+    ]
 
+
+def test_unknown_fields_are_refused_unless_allowed(doc: dict[str, Any]) -> None:
     doc["not_an_envoy_field"] = {"anything": [1, 2]}
     doc["static_resources"]["listeners"][0]["made_up"] = True
     hcm(doc)["stat_prefx"] = "typo"

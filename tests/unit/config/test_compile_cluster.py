@@ -168,7 +168,7 @@ EP0 = f"{E0}.lb_endpoints[0]"
         ),
         pytest.param(
             cluster({"endpoint_name": "e"}),
-            [f"{EP0}: needs an endpoint with an address (endpoint_name is not supported)"],
+            [f"{EP0}.endpoint_name: needs an endpoint with an address (endpoint_name is not supported)"],
             id="endpoint-name",
         ),
         pytest.param(

@@ -181,7 +181,7 @@ def test_virtual_host_retry_policy_rejection_names_the_virtual_host() -> None:
 def test_hash_policies() -> None:
     policies = [
         {"header": {"header_name": "X-User"}, "terminal": True},
-        {"cookie": {"name": "session", "ttl": "60s", "path": "/"}},
+        {"cookie": {"name": "session", "path": "/"}},
         {"connection_properties": {"source_ip": True}},
         {"query_parameter": {"name": "id"}},
     ]
@@ -207,7 +207,7 @@ def test_hash_policies() -> None:
             id="empty",
         ),
         pytest.param({"header": {}}, ".header.header_name: is required", id="header-name"),
-        pytest.param({"cookie": {"ttl": "1s"}}, ".cookie.name: is required", id="cookie-name"),
+        pytest.param({"cookie": {"path": "/"}}, ".cookie.name: is required", id="cookie-name"),
         pytest.param({"query_parameter": {}}, ".query_parameter.name: is required", id="query-name"),
         pytest.param(
             {"connection_properties": {}},
