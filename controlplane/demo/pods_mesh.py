@@ -23,6 +23,13 @@ wait-ready`` in the pod, then the application. Every pod's hosts file names the 
 and the controlplane. ``pod_mesh`` is the context manager: it yields a ``PodMesh`` and stops
 every process, removes every namespace and file it made, whatever happened.
 
+Which ``meshproxy`` and ``controlplane`` run is a ``Runner``'s choice, made for the work
+directory (where the harness writes the bootstraps, tokens, mesh file and trust bundle): the
+default ``Checkout`` runs this checkout's code with ``python -m``; the image tests pass one that
+runs them from the container image (tests/e2e/image.py), which sees the work directory as its
+read-only ``/etc/meshproxy`` and keeps the certificates in its own volumes. The applications,
+``meshctl`` and the clients always run from the checkout: they are not what the image ships.
+
 Must not depend on: the proxy's or the controlplane's internals (they run as programs; the mesh
 model is read only for the services' identities), pytest.
 """
@@ -41,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from controlplane.demo.layout import OPERATOR, write_token
 from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, SIDECAR_UID, Pod, Pods
@@ -57,15 +65,62 @@ OUTSIDE_PORT = 8000
 XDS_TLS_PORT, XDS_PORT = 15012, 15010
 ADMIN_PORT, READY_PORT, PROMETHEUS_PORT = 15000, 15021, 15090
 CONTROLPLANE_NAME = "controlplane"  # its hosts-file name, and the SAN of its TLS certificate
+CONTROLPLANE_STATE = "controlplane-state"  # in the work directory: the controlplane's CA
 START_TIMEOUT = 60.0  # imports, the CA's first key and the SVIDs, on a loaded 2-core machine
 POLL = 0.05
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
+class Runner(Protocol):
+    """How the mesh runs ``meshproxy`` and ``controlplane``, made for one work directory."""
+
+    cert_root: str  # the sidecars' certificate directories, one per group below it, as they see it
+
+    def path(self, host: Path) -> str:
+        """The name a process started here gives ``host``, a file in the work directory."""
+        ...
+
+    def controlplane(self, pod: Pod, args: list[str]) -> list[str]:
+        """The argv of ``controlplane ARGS`` in ``pod`` (its CA in ``CONTROLPLANE_STATE``)."""
+        ...
+
+    def sidecar(self, pod: Pod, group: str, args: list[str]) -> list[str]:
+        """The argv of ``meshproxy ARGS`` in ``pod`` as the sidecar (uid 1337), with its
+        certificate directory ``cert_root/group`` writable to it."""
+        ...
+
+    def meshproxy(self, pod: Pod, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """``meshproxy ARGS`` in ``pod`` as root, to completion (the init container, wait-ready)."""
+        ...
+
+
+class Checkout:
+    """This checkout's code, with ``python -m``; the processes see the work directory as it is."""
+
+    def __init__(self, work: Path) -> None:
+        self.cert_root = str(work / "certs")
+
+    def path(self, host: Path) -> str:
+        return str(host)
+
+    def controlplane(self, pod: Pod, args: list[str]) -> list[str]:
+        return _in_repo(pod.argv([sys.executable, "-m", "controlplane", *args]))
+
+    def sidecar(self, pod: Pod, group: str, args: list[str]) -> list[str]:
+        certs = Path(self.cert_root) / group
+        certs.mkdir(parents=True, exist_ok=True)
+        _readable_by_mesh_user(certs, mode=0o755)
+        return _in_repo(pod.argv([sys.executable, "-m", "meshproxy", *args], SIDECAR_UID))
+
+    def meshproxy(self, pod: Pod, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        return pod.meshproxy(*args, timeout=timeout)
+
+
 def mesh_yaml(cert_dir: str, endpoints: dict[str, str], policy: str = "ALLOW_ANY") -> str:
     """The mesh: ``endpoints`` maps each hello version to its pod's IPv4; ``policy`` is web's
-    outbound traffic policy (ALLOW_ANY or REGISTRY_ONLY)."""
+    outbound traffic policy (ALLOW_ANY or REGISTRY_ONLY); ``cert_dir`` is the sidecars'
+    ``Runner.cert_root``."""
     versions = "\n".join(
         f'      {v}: {{endpoints: ["{ip}:{HTTP_PORT}"], sidecar: {{mode: transparent}}}}'
         for v, ip in endpoints.items()
@@ -98,13 +153,14 @@ services:
 """
 
 
-def bootstrap(node: str, group: str, controlplane_ip: str, trust: Path) -> dict[str, object]:
-    """A sidecar's bootstrap: its admin on loopback, ADS over TLS to the controlplane pod."""
+def bootstrap(node: str, group: str, controlplane_ip: str, trust: str) -> dict[str, object]:
+    """A sidecar's bootstrap: its admin on loopback, ADS over TLS to the controlplane pod,
+    verified against ``trust`` (the bundle's name as the sidecar sees it)."""
     endpoint = {"endpoint": {"address": _address(controlplane_ip, XDS_TLS_PORT)}}
     tls = {
         "@type": UPSTREAM_TLS,
         "sni": CONTROLPLANE_NAME,
-        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": str(trust)}}},
+        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": trust}}},
     }
     xds = {
         "name": "xds",
@@ -189,7 +245,7 @@ class PodMesh:
     hello: dict[str, Workload]  # per version: pods b and c
     outside: Pod  # no sidecar: a destination outside the mesh, and a client from outside
     mesh_file: Path
-    cert_dir: Path
+    runner: Runner
     controlplane_ip: str
     trust: Path  # the CA's bundle the sidecars verify the controlplane with
 
@@ -201,9 +257,16 @@ class PodMesh:
             if child is not None and child.proc.poll() is None:
                 raise RuntimeError(f"{child.name} is still running (pid {child.proc.pid})")
         new = _start_sidecar(
-            old.pod, old.group, old.identity, self.controlplane_ip, self.trust, self.work, self.children
+            old.pod,
+            old.group,
+            old.identity,
+            self.controlplane_ip,
+            self.trust,
+            self.work,
+            self.runner,
+            self.children,
         )
-        _wait_ready(new)
+        _wait_ready(new, self.runner)
         _start_apps({version: new}, self.children)
         self.hello[version] = new
         return new
@@ -217,7 +280,7 @@ class PodMesh:
     def set_outbound_policy(self, policy: str) -> None:
         """Rewrite the mesh with web's ``policy`` and return once web's sidecar has applied it."""
         endpoints = {v: self.hello[v].pod.ipv4 for v in HELLO_VERSIONS}
-        _write_atomically(self.mesh_file, mesh_yaml(str(self.cert_dir), endpoints, policy))
+        _write_atomically(self.mesh_file, mesh_yaml(self.runner.cert_root, endpoints, policy))
         fallback = "BlackHoleCluster" if policy == "REGISTRY_ONLY" else "PassthroughCluster"
         eventually(
             lambda: f'"name": "{fallback}"' in self.web.admin("/config_dump"),
@@ -231,28 +294,30 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(part, path)
 
 
-def _readable_by_sidecar(path: Path, mode: int = 0o644) -> Path:
+def _readable_by_mesh_user(path: Path, mode: int = 0o644) -> Path:
+    """``path`` owned by uid 1337: the sidecars', and the image's controlplane's."""
     os.chown(path, SIDECAR_UID, SIDECAR_UID)
     path.chmod(mode)
     return path
 
 
 @contextlib.contextmanager
-def pod_mesh(policy: str = "ALLOW_ANY") -> Iterator[PodMesh]:
+def pod_mesh(policy: str = "ALLOW_ANY", runner: Callable[[Path], Runner] = Checkout) -> Iterator[PodMesh]:
     """The mesh above, up and ready (every sidecar has its SVID and configuration, every app
-    listens); everything stopped and removed when the block ends. Needs root."""
+    listens), its meshproxy and controlplane run by ``runner(work directory)``; everything
+    stopped and removed when the block ends. Needs root."""
     work = Path(tempfile.mkdtemp(prefix="mp-pods-"))
     work.chmod(0o755)  # the sidecars (uid 1337) read their bootstraps and the trust bundle here
     children = Children(work)
     try:
         with Pods() as pods:
-            yield _build(pods, work, children, policy)
+            yield _build(pods, work, children, policy, runner(work))
     finally:
         children.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _build(pods: Pods, work: Path, children: Children, policy: str) -> PodMesh:
+def _build(pods: Pods, work: Path, children: Children, policy: str, runner: Runner) -> PodMesh:
     hosts = {"hello": HELLO_VIP, "hello6": HELLO_VIP6, "web": WEB_VIP}
     # Pod addresses are given in add order; the controlplane's must be in every hosts file.
     cp_ip = f"10.213.0.{10 + len(pods.pods)}"
@@ -262,23 +327,21 @@ def _build(pods: Pods, work: Path, children: Children, policy: str) -> PodMesh:
     a = pods.add("a", hosts)
     versions = {v: pods.add(name, hosts) for v, name in HELLO_VERSIONS.items()}
     outside = pods.add("outside", hosts)
-    cert_dir = work / "certs"
-    cert_dir.mkdir()
     mesh_file = work / "mesh.yaml"
-    mesh_file.write_text(mesh_yaml(str(cert_dir), {v: p.ipv4 for v, p in versions.items()}, policy))
+    mesh_file.write_text(mesh_yaml(runner.cert_root, {v: p.ipv4 for v, p in versions.items()}, policy))
     mesh, _ = load_mesh(mesh_file.read_text(), source=str(mesh_file))
-    trust = _start_controlplane(cp, work, children)
+    trust = _start_controlplane(cp, work, runner, children)
     identities = {s.name: s.identity for s in mesh.services}
     outside.serve("outside", OUTSIDE_PORT)
-    web = _start_sidecar(a, "web", identities["web"], cp_ip, trust, work, children)
+    web = _start_sidecar(a, "web", identities["web"], cp_ip, trust, work, runner, children)
     hello = {
-        v: _start_sidecar(pod, f"hello-{v}", identities["hello"], cp_ip, trust, work, children)
+        v: _start_sidecar(pod, f"hello-{v}", identities["hello"], cp_ip, trust, work, runner, children)
         for v, pod in versions.items()
     }
     for workload in (web, *hello.values()):
-        _wait_ready(workload)
+        _wait_ready(workload, runner)
     _start_apps(hello, children)
-    return PodMesh(pods, work, children, cp, web, hello, outside, mesh_file, cert_dir, cp_ip, trust)
+    return PodMesh(pods, work, children, cp, web, hello, outside, mesh_file, runner, cp_ip, trust)
 
 
 def _start_apps(hello: dict[str, Workload], children: Children) -> None:
@@ -294,52 +357,61 @@ def _start_apps(hello: dict[str, Workload], children: Children) -> None:
         asyncio.run(children.wait_for_line(workload.app, r"(?m)^ready$", START_TIMEOUT))
 
 
-def _start_controlplane(cp: Pod, work: Path, children: Children) -> Path:
+def _start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
     """``controlplane serve`` in its pod; returns the CA's trust bundle, readable by sidecars."""
     (work / "tokens").touch()
-    write_token(work / "management-tokens", OPERATOR, work / "meshctl.token")
-    argv = [sys.executable, "-m", "controlplane", "serve", "--ca-dir", str(work / "ca")]
-    argv += ["--tokens", str(work / "tokens"), "--management-tokens", str(work / "management-tokens")]
-    argv += ["--mesh", str(work / "mesh.yaml"), "--xds-address", f"127.0.0.1:{XDS_PORT}"]
+    management = work / "management-tokens"
+    write_token(management, OPERATOR, work / "meshctl.token")
+    _readable_by_mesh_user(management, mode=0o600)  # the image runs the controlplane as 1337
+    state = work / CONTROLPLANE_STATE
+    state.mkdir()
+    _readable_by_mesh_user(state, mode=0o700)
+    ca = state / "ca"
+    argv = ["serve", "--ca-dir", runner.path(ca), "--tokens", runner.path(work / "tokens")]
+    argv += ["--management-tokens", runner.path(management), "--mesh", runner.path(work / "mesh.yaml")]
+    argv += ["--xds-address", f"127.0.0.1:{XDS_PORT}"]
     argv += ["--xds-tls-address", f"0.0.0.0:{XDS_TLS_PORT}", "--xds-tls-san", CONTROLPLANE_NAME]
-    child = children.start("the controlplane", _in_repo(cp.argv(argv)), "controlplane.log")
+    child = children.start("the controlplane", runner.controlplane(cp, argv), "controlplane.log")
     asyncio.run(children.wait_for_line(child, r" over TLS on ", START_TIMEOUT))
     trust = work / "trust.pem"
-    shutil.copyfile(work / "ca" / "ca.crt", trust)
-    return _readable_by_sidecar(trust)
+    shutil.copyfile(ca / "ca.crt", trust)
+    return _readable_by_mesh_user(trust)
 
 
 def _start_sidecar(
-    pod: Pod, group: str, identity: str, cp_ip: str, trust: Path, work: Path, children: Children
+    pod: Pod,
+    group: str,
+    identity: str,
+    cp_ip: str,
+    trust: Path,
+    work: Path,
+    runner: Runner,
+    children: Children,
 ) -> Workload:
     """The init container's capture, then the sidecar as uid 1337 (not waited for here)."""
-    installed = pod.meshproxy("iptables")
+    installed = runner.meshproxy(pod, ["iptables"], COMMAND_TIMEOUT)
     if installed.returncode != 0:
         raise RuntimeError(f"meshproxy iptables in pod {pod.name}: {installed.stderr.strip()}")
     config = work / f"{pod.name}.bootstrap.json"
-    config.write_text(json.dumps(bootstrap(f"{group}-{pod.name}", group, cp_ip, trust)))
-    _readable_by_sidecar(config)
-    token = _readable_by_sidecar(
+    config.write_text(json.dumps(bootstrap(f"{group}-{pod.name}", group, cp_ip, runner.path(trust))))
+    _readable_by_mesh_user(config)
+    token = _readable_by_mesh_user(
         write_token(work / "tokens", identity, work / f"{pod.name}.token"), mode=0o600
     )
-    certs = work / "certs" / group
-    certs.mkdir(exist_ok=True)
-    _readable_by_sidecar(certs, mode=0o755)
-    argv = [sys.executable, "-m", "meshproxy", "run", "-c", str(config), "--sidecar"]
-    argv += ["--ca-address", f"{CONTROLPLANE_NAME}:{XDS_TLS_PORT}", "--ca-trust", str(trust)]
-    argv += ["--identity", identity, "--token-file", str(token), "--cert-dir", str(certs)]
+    argv = ["run", "-c", runner.path(config), "--sidecar"]
+    argv += ["--ca-address", f"{CONTROLPLANE_NAME}:{XDS_TLS_PORT}", "--ca-trust", runner.path(trust)]
+    argv += ["--identity", identity, "--token-file", runner.path(token)]
+    argv += ["--cert-dir", f"{runner.cert_root}/{group}"]
     child = children.start(
-        f"{group}'s sidecar in pod {pod.name}",
-        _in_repo(pod.argv(argv, SIDECAR_UID)),
-        f"{pod.name}.sidecar.log",
+        f"{group}'s sidecar in pod {pod.name}", runner.sidecar(pod, group, argv), f"{pod.name}.sidecar.log"
     )
     return Workload(pod, group, identity, child)
 
 
-def _wait_ready(workload: Workload) -> None:
+def _wait_ready(workload: Workload, runner: Runner) -> None:
     """``meshproxy wait-ready`` in the pod: the sidecar has its SVID and first complete config."""
-    waited = workload.pod.meshproxy(
-        "wait-ready", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + COMMAND_TIMEOUT
+    waited = runner.meshproxy(
+        workload.pod, ["wait-ready", "--timeout", str(START_TIMEOUT)], START_TIMEOUT + COMMAND_TIMEOUT
     )
     if waited.returncode != 0:
         raise workload.sidecar.failure(f"was not ready: {waited.stderr.strip()}")

@@ -1,31 +1,32 @@
 """The container image, run from its own root filesystem inside pods (DESIGN decision 12).
 
-``podman run`` does not work on these machines (crun cannot set rlimits or cgroups), so these
-tests do by hand what a container runtime does. The module builds the image once with
-``deploy/image.sh`` (``make image``'s code path) from the local mmdebstrap base, with the
-engine's layer cache, and ``podman image mount``s it. Each process then gets, inside its pod's
-network namespace and a private mount namespace: the image's root bind-mounted **read-only**,
-``/proc``, ``/dev``, a tmpfs on ``/tmp`` and on each state volume (owned by 1337, as an emptyDir
-with ``fsGroup`` would be), the test's configuration directory read-only on ``/etc/meshproxy``
-(a ConfigMap), then ``chroot`` and the image's own entrypoint, environment and user (``setpriv``
-inside the chroot, as the image's ``USER``). The init container's ``meshproxy iptables`` runs as
-root, as Kubernetes runs it with NET_ADMIN.
+``podman run`` does not work on these machines, so the image is built once for the module and
+run by hand inside pods (tests/e2e/image.py: a read-only root, tmpfs volumes owned by 1337, the
+configuration read-only on ``/etc/meshproxy``, the image's entrypoint, environment and user).
 
 What is proved from the image: no compiler, iptables present, every module precompiled, the
 extensions loaded, the root read-only with writable volumes, ``validate``, a static sidecar
 proxying HTTP between pods, the controlplane serving xDS to a sidecar from the image, and the
-capture rules installed, printed and removed by the image's ``meshproxy iptables``.
+capture rules installed, printed and removed by the image's ``meshproxy iptables`` (five pods,
+the ``explicit`` fixture). Then issue 13's pod test with everything meshproxy runs taken from
+the image: ``controlplane.demo.pods_mesh``'s transparent mesh (the ``mesh`` fixture) built with
+``ImageRunner``, so the init containers' ``meshproxy iptables``, the sidecars, their
+``wait-ready`` probe and the controlplane are the image's, and tests/e2e/test_mesh_pods.py's
+core-path tests (imported below, so they are the same tests, not copies) run on it: curl, a
+grpcio client and a raw TCP client in pod ``a`` call ``hello`` by name, over mutual TLS with
+X25519MLKEM768 (both sidecars' stats, and the ServerHello on pod a's veth), and hello's
+application sees web's SPIFFE ID in XFCC.
 Needs root (the directory's conftest skips otherwise), podman and mmdebstrap
 (``make image-debs``); as root without them the tests fail and say what to install.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -36,34 +37,16 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, SIDECAR_UID, Pod, Pods
+from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, Pod, Pods
+from controlplane.demo.pods_mesh import PodMesh, pod_mesh
 
-IMAGE = "localhost/meshproxy:e2e"
-BASE = "localhost/meshproxy-base"
-SCRIPT = REPO / "deploy" / "image.sh"
-BUILD_TIMEOUT = 1500.0  # a cold base and image build on a loaded 2-core machine
+from . import test_mesh_pods as core
+from .image import Image, ImageRunner, mounted_image
+
 START_TIMEOUT = 60.0  # imports and the CA's first key, from a cold page cache
-VOLUMES = ("run/meshproxy", "var/lib/meshproxy")  # /var/run is a symlink to /run in Debian
 PROXY_PORT, APP_PORT, XDS_PORT = 10000, 8080, 15010
 COUNTERS = r"\[\d+:\d+\]"
 SITE = "opt/meshproxy/lib/python3.11/site-packages"
-
-# The runtime, as a shell script run as root in the pod: $1 the image root, $2 an empty
-# directory to mount it on (the mounts are private to this process), $3 the configuration
-# directory; the rest is the command to run inside.
-RUNTIME = f"""
-set -e
-image=$1 root=$2 config=$3; shift 3
-mount --bind -o ro "$image" "$root"
-mount -t proc proc "$root/proc"
-mount --rbind /dev "$root/dev"
-mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-for volume in {" ".join(VOLUMES)}; do
-  mount -t tmpfs -o uid={SIDECAR_UID},gid={SIDECAR_UID},mode=0750 tmpfs "$root/$volume"
-done
-mount --bind -o ro "$config" "$root/etc/meshproxy"
-exec chroot "$root" "$@"
-"""
 
 
 class Process:
@@ -101,91 +84,16 @@ class Process:
         self.popen.wait(timeout=COMMAND_TIMEOUT)
 
 
-@dataclass(frozen=True)
-class Image:
-    """The mounted image and the runtime settings its configuration declares."""
-
-    root: Path
-    mountpoint: Path
-    config: Path
-    env: tuple[str, ...]
-    entrypoint: tuple[str, ...]
-    user: str
-
-    def argv(self, pod: Pod, args: list[str], entrypoint: list[str] | None, root: bool) -> list[str]:
-        ids = self.user.split(":")
-        as_user = [] if root else ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[-1]}", "--clear-groups"]
-        inside = ["env", "-i", *self.env, *as_user, *(self.entrypoint if entrypoint is None else entrypoint)]
-        runtime = ["unshare", "--mount", "--propagation", "private", "sh", "-c", RUNTIME, "runtime"]
-        return pod.argv([*runtime, str(self.root), str(self.mountpoint), str(self.config), *inside, *args])
-
-    def run(
-        self, pod: Pod, *args: str, entrypoint: list[str] | None = None, root: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        """``ENTRYPOINT ARGS`` (or ``entrypoint ARGS``) in the image, in ``pod``, to completion."""
-        return subprocess.run(
-            self.argv(pod, list(args), entrypoint, root),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
-
-    def start(self, pod: Pod, *args: str, entrypoint: list[str] | None = None) -> Process:
-        popen = subprocess.Popen(
-            self.argv(pod, list(args), entrypoint, root=False),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        return Process(popen)
-
-
-def _step(*args: str) -> None:
-    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr)[-4000:]
-        pytest.fail(f"deploy/image.sh {' '.join(args)} failed ({done.returncode}):\n{output}", pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
-    missing = [tool for tool in ("podman", "mmdebstrap", "unshare", "chroot") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(
-            f"missing {', '.join(missing)}: install podman and mmdebstrap (make image-debs)", pytrace=False
-        )
-    _step("base", BASE)
-    _step("build", IMAGE, BASE)
-    inspect = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{json .Config}}", IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=True,
-    )
-    config = json.loads(inspect.stdout)
-    mounted = subprocess.run(
-        ["podman", "image", "mount", IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=True,
-    )
-    work = tmp_path_factory.mktemp("image")
-    (work / "root").mkdir()
-    (work / "etc").mkdir()
-    try:
-        yield Image(
-            root=Path(mounted.stdout.strip()),
-            mountpoint=work / "root",
-            config=work / "etc",
-            env=tuple(config["Env"]),
-            entrypoint=tuple(config["Entrypoint"]),
-            user=config["User"],
-        )
-    finally:
-        subprocess.run(["podman", "image", "unmount", IMAGE], capture_output=True, timeout=COMMAND_TIMEOUT)
+    with mounted_image(tmp_path_factory.mktemp("image")) as mounted:
+        yield mounted
+
+
+def start(image: Image, pod: Pod, *args: str, entrypoint: list[str] | None = None) -> Process:
+    """``ENTRYPOINT ARGS`` (or ``entrypoint ARGS``) from the image in ``pod``, in the background."""
+    argv = image.argv(pod, list(args), entrypoint)
+    return Process(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 
 
 def _http_filter_chain() -> dict[str, object]:
@@ -242,7 +150,7 @@ ADMIN = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15
 
 
 @dataclass
-class Mesh:
+class Explicit:
     """Five pods: a client, an application, a static sidecar, a controlplane and an xDS sidecar."""
 
     client: Pod
@@ -255,7 +163,7 @@ class Mesh:
 
 
 @pytest.fixture(scope="module")
-def mesh(image: Image, module_pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def explicit(image: Image, module_pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Explicit]:
     client = module_pods.add("client")
     app = module_pods.add("app")
     static = module_pods.add("static")
@@ -309,11 +217,12 @@ def mesh(image: Image, module_pods: Pods, tmp_path_factory: pytest.TempPathFacto
         # A mesh with no services: the default group serves the raw resources alone.
         (image.config / "mesh.yaml").write_text("mesh: {trust_domain: mesh.local}\nservices: []\n")
 
-        sidecar = image.start(static, "run", "-c", "/etc/meshproxy/static.json", "--log-level", "info")
+        sidecar = start(image, static, "run", "-c", "/etc/meshproxy/static.json", "--log-level", "info")
         processes.append(sidecar)
         sidecar.wait_for(f"listener ingress ready on 0.0.0.0:{PROXY_PORT}")
 
-        server = image.start(
+        server = start(
+            image,
             controlplane,
             *("serve", "--ca-dir", "/var/lib/meshproxy/ca", "--tokens", "/etc/meshproxy/tokens"),
             *("--mesh", "/etc/meshproxy/mesh.yaml"),
@@ -323,10 +232,10 @@ def mesh(image: Image, module_pods: Pods, tmp_path_factory: pytest.TempPathFacto
         )
         processes.append(server)
         server.wait_for(f"serving xDS \\(ADS\\) on .*:{XDS_PORT}")
-        consumer = image.start(xds, "run", "-c", "/etc/meshproxy/xds.json", "--log-level", "info")
+        consumer = start(image, xds, "run", "-c", "/etc/meshproxy/xds.json", "--log-level", "info")
         processes.append(consumer)
         consumer.wait_for("first complete configuration applied")
-        yield Mesh(client, app, static, controlplane, xds, body, processes)
+        yield Explicit(client, app, static, controlplane, xds, body, processes)
     finally:
         for process in processes:
             process.stop()
@@ -355,25 +264,25 @@ def test_every_module_is_precompiled_so_nothing_is_written_at_run_time(image: Im
     assert "PYTHONDONTWRITEBYTECODE=1" in image.env
 
 
-def test_the_image_runs_its_entrypoint_as_1337(image: Image, mesh: Mesh) -> None:
+def test_the_image_runs_its_entrypoint_as_1337(image: Image, explicit: Explicit) -> None:
     assert image.user == "1337:1337"
     assert image.entrypoint == ("meshproxy",)
-    ids = image.run(mesh.client, "-c", "id -u; id -g; id -G", entrypoint=["sh"])
+    ids = image.run(explicit.client, "-c", "id -u; id -g; id -G", entrypoint=["sh"])
     assert ids.stdout.split() == ["1337", "1337", "1337"], ids.stderr
-    helped = image.run(mesh.client, "--help")
+    helped = image.run(explicit.client, "--help")
     assert helped.returncode == 0, helped.stderr
     commands = set(helped.stdout.split("{", 1)[1].split("}", 1)[0].split(","))
     assert {"run", "validate", "tls-probe", "iptables", "wait-ready"} <= commands, helped.stdout
-    served = image.run(mesh.client, "serve", "--help", entrypoint=["controlplane"])
+    served = image.run(explicit.client, "serve", "--help", entrypoint=["controlplane"])
     assert served.returncode == 0 and "--ca-dir" in served.stdout, served.stderr
 
 
-def test_the_installed_version_and_extensions_are_the_checkout_s(image: Image, mesh: Mesh) -> None:
+def test_the_installed_version_and_extensions_are_the_checkout_s(image: Image, explicit: Explicit) -> None:
     probe = (
         "import json, importlib.metadata as m, meshproxy._ext as e;"
         "print(json.dumps([m.version('meshproxy'), e.extensions_status(), e.__file__]))"
     )
-    done = image.run(mesh.client, "-c", probe, entrypoint=["python3"])
+    done = image.run(explicit.client, "-c", probe, entrypoint=["python3"])
     assert done.returncode == 0, done.stderr
     version, status, where = json.loads(done.stdout)
     assert version == re.search(r'(?m)^version = "(.+)"', (REPO / "pyproject.toml").read_text())[1]
@@ -381,25 +290,27 @@ def test_the_installed_version_and_extensions_are_the_checkout_s(image: Image, m
     assert where.startswith("/opt/meshproxy/")
 
 
-def test_the_root_filesystem_is_read_only_and_only_the_volumes_are_writable(image: Image, mesh: Mesh) -> None:
+def test_the_root_filesystem_is_read_only_and_only_the_volumes_are_writable(
+    image: Image, explicit: Explicit
+) -> None:
     script = "touch /opt/meshproxy/x /etc/x /x 2>&1; touch /var/run/meshproxy/x /var/lib/meshproxy/x /tmp/x"
-    done = image.run(mesh.client, "-c", script, entrypoint=["sh"])
+    done = image.run(explicit.client, "-c", script, entrypoint=["sh"])
     assert done.stdout.count("Read-only file system") == 3, done.stdout
     assert done.returncode == 0, done.stderr  # the volumes took their files
-    as_root = image.run(mesh.client, "-c", "touch /opt/meshproxy/x", entrypoint=["sh"], root=True)
+    as_root = image.run(explicit.client, "-c", "touch /opt/meshproxy/x", entrypoint=["sh"], root=True)
     assert "Read-only file system" in as_root.stderr
 
 
 def test_validate_from_the_image_accepts_the_bootstrap_and_names_a_bad_field(
-    image: Image, mesh: Mesh
+    image: Image, explicit: Explicit
 ) -> None:
-    good = image.run(mesh.client, "validate", "-c", "/etc/meshproxy/static.json")
+    good = image.run(explicit.client, "validate", "-c", "/etc/meshproxy/static.json")
     assert good.returncode == 0, good.stderr
     assert good.stdout.strip() == "/etc/meshproxy/static.json: OK (1 listener(s), 1 cluster(s))"
     bad = json.loads((image.config / "static.json").read_text())
     bad["static_resources"]["clusters"][0]["connect_timeout"] = "soon"
     (image.config / "bad.json").write_text(json.dumps(bad))
-    refused = image.run(mesh.client, "validate", "-c", "/etc/meshproxy/bad.json")
+    refused = image.run(explicit.client, "validate", "-c", "/etc/meshproxy/bad.json")
     assert refused.returncode == 1
     assert "static_resources.clusters[0].connect_timeout" in refused.stderr, refused.stderr
 
@@ -415,17 +326,17 @@ def _requests(pod: Pod) -> int:
     return int(float(found[1]))
 
 
-def test_a_static_sidecar_from_the_image_proxies_http_between_pods(mesh: Mesh) -> None:
-    before = _requests(mesh.static)
-    assert _get(mesh.client, mesh.static) == mesh.body
-    assert _get(mesh.client, mesh.static) == mesh.body
-    assert _requests(mesh.static) == before + 2
+def test_a_static_sidecar_from_the_image_proxies_http_between_pods(explicit: Explicit) -> None:
+    before = _requests(explicit.static)
+    assert _get(explicit.client, explicit.static) == explicit.body
+    assert _get(explicit.client, explicit.static) == explicit.body
+    assert _requests(explicit.static) == before + 2
 
 
-def test_the_controlplane_from_the_image_configures_a_sidecar_from_the_image(mesh: Mesh) -> None:
-    before = _requests(mesh.xds)
-    assert _get(mesh.client, mesh.xds) == mesh.body
-    assert _requests(mesh.xds) == before + 1
+def test_the_controlplane_from_the_image_configures_a_sidecar_from_the_image(explicit: Explicit) -> None:
+    before = _requests(explicit.xds)
+    assert _get(explicit.client, explicit.xds) == explicit.body
+    assert _requests(explicit.xds) == before + 1
 
 
 def _nat(pod: Pod) -> tuple[str, str]:
@@ -434,8 +345,10 @@ def _nat(pod: Pod) -> tuple[str, str]:
     return re.sub(COUNTERS, "[0:0]", v4), re.sub(COUNTERS, "[0:0]", v6)
 
 
-def test_the_images_iptables_installs_prints_and_removes_the_capture(image: Image, mesh: Mesh) -> None:
-    pod = mesh.client
+def test_the_images_iptables_installs_prints_and_removes_the_capture(
+    image: Image, explicit: Explicit
+) -> None:
+    pod = explicit.client
     # A fresh namespace has no nat table until something uses it; ``-t nat`` lists it either
     # way, so that is the listing compared (as in test_iptables_netns).
     before = _nat(pod)
@@ -450,3 +363,44 @@ def test_the_images_iptables_installs_prints_and_removes_the_capture(image: Imag
     removed = image.run(pod, "iptables", "--cleanup", root=True)
     assert removed.returncode == 0, removed.stderr
     assert _nat(pod) == before
+
+
+@pytest.fixture(scope="module")
+def mesh(image: Image, module_pods: Pods) -> Iterator[PodMesh]:
+    """test_mesh_pods's transparent mesh, its meshproxy and controlplane run from the image."""
+    del module_pods  # the directory's root and tool checks; the mesh makes its own pods
+    with pod_mesh(runner=functools.partial(ImageRunner, image)) as built:
+        yield built
+    assert not built.pods.leftovers()
+
+
+def _process(pid: int) -> tuple[list[str], str]:
+    """A process's command line and real, effective, saved and filesystem uids."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    uids = re.search(r"(?m)^Uid:\s+(.*)$", Path(f"/proc/{pid}/status").read_text())
+    assert uids, pid
+    return argv, " ".join(uids[1].split())
+
+
+def test_the_transparent_mesh_s_controlplane_and_sidecars_are_the_image_s_programs(mesh: PodMesh) -> None:
+    """What makes the imported tests evidence about the image: the controlplane and every
+    sidecar are the image's programs (its virtualenv, which the host does not have), as 1337."""
+    assert not Path("/opt/meshproxy").exists()
+    (controlplane,) = (c for c in mesh.children.started if c.name == "the controlplane")
+    sidecars = [mesh.web.sidecar, *(w.sidecar for w in mesh.hello.values())]
+    for child, program in [(controlplane, "controlplane"), *((s, "meshproxy") for s in sidecars)]:
+        argv, uids = _process(child.proc.pid)
+        assert argv[:2] == ["/opt/meshproxy/bin/python3", f"/opt/meshproxy/bin/{program}"], argv
+        assert uids == "1337 1337 1337 1337", (child.name, uids)
+
+
+# test_mesh_pods's core-path tests, collected here on this module's ``mesh`` (the same tests, not
+# copies), in their file's order: the curl test's capture expects web's sidecar's first
+# connection to hello v1's HTTP port.
+test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintext_and_the_caller = (
+    core.test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintext_and_the_caller
+)
+test_a_grpc_client_calls_the_grpc_port_by_name = core.test_a_grpc_client_calls_the_grpc_port_by_name
+test_raw_tcp_reaches_the_echo_carried_over_pq_mutual_tls = (
+    core.test_raw_tcp_reaches_the_echo_carried_over_pq_mutual_tls
+)
