@@ -116,9 +116,14 @@ def bind_socket(
         sock.bind((address.host, address.port))
         sock.listen(1024)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        where = (
+            f"[{address.host}]:{address.port}"
+            if family == socket.AF_INET6
+            else f"{address.host}:{address.port}"
+        )
+        raise OSError(exc.errno, f"cannot bind {where}: {exc.strerror or exc}") from exc
     return sock
 
 
