@@ -130,6 +130,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.paused = 0
         self.closed = False
         self.upgraded = False
+        # The request whose Upgrade this hop tunnels: every byte after its head is its tunnel's,
+        # held until its 101 even while it waits behind an earlier pipelined request.
+        self.tunnel_stream: Stream | None = None
         self.idle_since = self.born = self.loop.time()
         self.peer_ip = b""
         self.original_dst = original_dst  # restored by the listener's original_dst filter
@@ -150,7 +153,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.upgraded:
-            stream = self.active
+            stream = self.tunnel_stream  # None after a refusal: nothing more is read as anything
             if stream is not None:
                 stream.tunnel_data(data)
             return
@@ -175,8 +178,8 @@ class DownstreamConnection(asyncio.Protocol):
                 piece = self._body_from_tail(piece)
             if piece and not self._feed(piece):
                 rest = data[end:]
-                stream = self.active
-                if rest and self.upgrading and stream is not None:
+                stream = self.tunnel_stream
+                if rest and stream is not None:
                     stream.tunnel_data(rest)  # an upgrade: the rest of the read is the tunnel's
                 return
 
@@ -199,7 +202,7 @@ class DownstreamConnection(asyncio.Protocol):
                 data = data[exc.args[0] :]
                 if self.upgrading:
                     self.upgraded = True
-                    stream = self.active
+                    stream = self.tunnel_stream
                     if data and stream is not None:
                         stream.tunnel_data(data)
                     return False
@@ -418,6 +421,8 @@ class DownstreamConnection(asyncio.Protocol):
                 self.tail_body = int(next(v for n, v in stream.headers if n == b"content-length"))
             stream.upgrade = None
             self.upgrading = False
+        if self.upgrading:
+            self.tunnel_stream = stream
         if stream is self.active:
             stream.begin()
 
@@ -494,6 +499,7 @@ class DownstreamConnection(asyncio.Protocol):
         elif status == 400:
             stats.downstream_cx_protocol_error += 1
         self.upgraded = True  # stop parsing anything else on this connection
+        self.tunnel_stream = None  # ... or relaying it anywhere
         self.line = None
         stream = self.parsing
         if stream is not None and stream is self.active and not stream.response_started:

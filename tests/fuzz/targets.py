@@ -84,14 +84,6 @@ def _host_invalid(data: bytes) -> bool:
 
 
 KNOWN_OPEN: dict[str, Known] = {
-    # An Upgrade request pipelined behind another request: the bytes after its head (the tunnel's
-    # early data) are written raw to the upstream connection of the request before it, as a
-    # request no route saw (``GET /admin`` past its direct 403). Found by the http1_request fuzzer.
-    "pipelined-upgrade-early-data": Known(
-        "http1_request",
-        ("framing-mismatch", "invalid-upstream-bytes"),
-        _search(rb"(?is)\r\n\r\n.*\r\nupgrade:"),
-    ),
     # ``GET  / HTTP/1.1`` (two spaces) is refused as a connection's first request-line only; a
     # pipelined one is accepted (issue 12 finding 16). Found by the http1_request fuzzer.
     "pipelined-double-space-request-line": Known(

@@ -30,10 +30,6 @@ CORPUS = pathlib.Path(__file__).parent / "corpus"
 
 # Known open finding -> the corpus inputs that reproduce it (target/file).
 REPRODUCERS: dict[str, tuple[str, ...]] = {
-    "pipelined-upgrade-early-data": (
-        "http1_request/finding-pipelined-upgrade-early-data",
-        "http1_request/finding-pipelined-upgrade-early-data-fuzzed",
-    ),
     "pipelined-double-space-request-line": (
         "http1_request/finding-pipelined-double-space-request-line",
         "http1_request/finding-pipelined-double-space-request-line-fuzzed",
@@ -48,12 +44,11 @@ def test_a_pipelined_request_line_with_two_spaces_is_refused_like_the_first() ->
     assert [m.target for m in run.upstream_requests] == [b"/1"]
 
 
-@pytest.mark.xfail(strict=True, reason="open: pipelined-upgrade-early-data (meshproxy/http upgrade path)")
 def test_early_data_of_a_pipelined_upgrade_never_reaches_another_request_s_connection() -> None:
     """``GET /x``, then ``GET /ws`` with ``Upgrade: websocket``, then ``GET /admin`` in one write:
     the route answers /admin with a direct 403, yet the upstream connection serving /x received
-    ``GET /admin`` raw, before the /ws head. Strict: it fails (passes) once fixed; then remove the
-    KNOWN_OPEN entry and this marker."""
+    ``GET /admin`` raw, before the /ws head (the tunnel's early data went to the active request's
+    stream, not the upgrade's). Fixed: the bytes after an Upgrade head belong to that request."""
     data = (CORPUS / "http1_request/finding-pipelined-upgrade-early-data").read_bytes()
     run = _the_proxy().http1(data)
     assert all(b"GET /admin" not in upstream.received for upstream in run.upstreams)

@@ -315,3 +315,28 @@ async def test_response_framing_is_not_removable_through_connection(connection: 
             writer.write(wire.request("GET", "/two"))
             second = await asyncio.wait_for(wire.read_response(reader), 5)
             assert (second.status, second.body) == (200, body)
+
+
+async def test_a_pipelined_upgrade_s_early_data_stays_with_the_upgrade() -> None:
+    """Found by the http1_request fuzzer: ``GET /x``, an Upgrade request, then ``GET /admin`` in
+    one write. The bytes after the upgrade head went to the active request's (``/x``'s) pooled
+    upstream connection raw, so the upstream parsed ``/admin`` as a request the proxy never sent."""
+    raw = (
+        h("GET /x HTTP/1.1", "Host: t")
+        + h("GET /ws HTTP/1.1", "Host: t", "Upgrade: websocket", "Connection: Upgrade")
+        + h("GET /admin HTTP/1.1", "Host: t")
+    )
+    websocket = [{"upgrade_type": "websocket"}]
+    async with lenient_upstream() as up, shared_pool(up, upgrade_configs=websocket) as proxy:
+        sock = await open_raw(proxy.port())
+        try:
+            await asyncio.get_running_loop().sock_sendall(sock, raw)
+            received, _ = await read_until_close(sock, quiet=QUIET)
+        finally:
+            sock.close()
+        assert received.startswith(b"HTTP/1.1 200 OK"), received[:100]  # /x was answered
+        [victim] = await wire.exchange(proxy.port(), wire.request("GET", "/victim"))
+        assert (victim.status, victim.body) == (200, b"/victim")
+        targets = [s.target for s in up.seen]
+        assert b"/admin" not in targets, targets
+        assert all(_header(s, b"x-forwarded-for") is not None for s in up.seen), targets
