@@ -127,7 +127,7 @@ class H2Downstream(H2Peer):
             self.starting.append(stream)
         elif t is ev.StreamEnded:
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            if stream is not None:
+            if stream is not None and not stream.request_complete:  # (complete: its HEADERS ended it)
                 stream.request_end()
         elif t is ev.WindowUpdated:
             self.window_opened(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
@@ -155,7 +155,8 @@ class H2Downstream(H2Peer):
             self.remote_goaway = True
             if not self.streams:
                 self.close()
-        self._check_outbound()
+        if self.write_paused:
+            self._check_outbound()
 
     def batch_done(self) -> None:
         """The read is handled: its streams that are still open start their work."""
@@ -192,8 +193,9 @@ class H2Downstream(H2Peer):
         return result
 
     def _check_outbound(self) -> None:
-        """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off."""
-        if self.write_paused and not self.closed:
+        """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off
+        (called after an event while writing is paused)."""
+        if not self.closed:
             queued = self.transport.get_write_buffer_size()
             if queued > self.listener.config.buffer_limit + self.options.max_outbound_frames * 9:
                 self.ctx.stats.http2_outbound_flood += 1
