@@ -31,7 +31,8 @@ How the two models meet:
   ``fields.request_head``'s results): nghttp2's HTTP messaging already refused what is not a
   lower-case token name, a token ``:method``, a value with CTLs or surrounding whitespace, and
   pseudo-header misuse, so only what it allows and the proxy does not is checked here (``:path``
-  origin-form of visible ASCII without ``#``, ``:authority`` without userinfo) and underscores.
+  origin-form of visible ASCII without ``#``, ``:authority`` without userinfo) and underscores;
+  ``response_head`` splits a response block as ``fields.response_head`` does.
 Exceptions are h2's (``ProtocolError``, ``DenialOfServiceError``, ``StreamClosedError``), so the
 handlers catch the same things for both codecs. Must not depend on asyncio or on the proxy.
 """
@@ -49,7 +50,7 @@ from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 from h2.settings import ChangedSetting, SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
-from meshproxy.http2.fields import REQUEST_DROP, SENSITIVE, Malformed, Underscored, never_indexed
+from meshproxy.http2.fields import REQUEST_DROP, RESPONSE_DROP, SENSITIVE, Malformed, Underscored, never_indexed
 
 CODEC = "nghttp2"
 
@@ -123,6 +124,32 @@ def request_head(list headers, str underscores):
                 header = never_indexed(name, value)
             kept.append(header)
     return method, url, authority, scheme, xff, xfp, request_id, content_type, kept, dropped
+
+
+def response_head(list headers):
+    """An upstream's response block split as ``fields.response_head`` splits it."""
+    cdef int status = 0
+    cdef bytes name, value
+    cdef const char* v
+    grpc_status = None
+    cdef list out = []
+    for header in headers:
+        name = <bytes>header[0]
+        value = <bytes>header[1]
+        if name == b":status":
+            v = PyBytes_AS_STRING(value)
+            if (PyBytes_GET_SIZE(value) == 3 and 0x30 <= v[0] <= 0x39 and 0x30 <= v[1] <= 0x39
+                    and 0x30 <= v[2] <= 0x39):
+                status = (v[0] - 0x30) * 100 + (v[1] - 0x30) * 10 + v[2] - 0x30
+            else:
+                status = 0
+        elif name in SENSITIVE:
+            out.append(never_indexed(name, value))
+        elif name not in RESPONSE_DROP:
+            if name == b"grpc-status":
+                grpc_status = value
+            out.append(header)
+    return status, grpc_status, out
 
 
 cdef object _error_code(uint32_t code):

@@ -16,7 +16,8 @@ request line or head (issue 12, finding 16). One table lookup per byte of the bl
 And how a request block splits into the stream's inputs (``split``: routing inputs, the fields
 that are the proxy's to set, the fields that cross). ``request_head`` is both steps, the h2
 twin's; the compiled codec's does them in one pass in C and skips what libnghttp2 already
-enforced (``_codec_c.request_head``, the same results: ``tests/unit/http2``).
+enforced (``_codec_c.request_head``, the same results: ``tests/unit/http2``). ``response_head``
+is the same for an upstream's response block.
 Must not depend on connections, streams or configuration.
 """
 
@@ -163,3 +164,23 @@ def split(headers: list[tuple[bytes, bytes]], dropped: int = 0) -> RequestHead:
 def request_head(headers: list[tuple[bytes, bytes]], underscores: str) -> RequestHead:
     """A client's request block ``checked`` and ``split``: raises ``Malformed`` as ``checked``."""
     return split(*checked(headers, underscores))
+
+
+def response_head(headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes | None, list[tuple[bytes, bytes]]]:
+    """An upstream's response block: its status (0 unless three digits), the grpc-status of a
+    trailers-only response (the last one), and the fields that cross (credentials never-indexed,
+    without :status, which the stream puts back)."""
+    status = 0
+    grpc_status = None
+    out: list[tuple[bytes, bytes]] = []
+    for header in headers:
+        name, value = header
+        if name == b":status":
+            status = int(value) if len(value) == 3 and value.isdigit() else 0
+        elif name in SENSITIVE:
+            out.append(never_indexed(name, value))
+        elif name not in RESPONSE_DROP:
+            if name == b"grpc-status":
+                grpc_status = value
+            out.append(header)
+    return status, grpc_status, out

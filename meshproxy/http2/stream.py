@@ -35,8 +35,8 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
-from meshproxy.http2.connection import Half
-from meshproxy.http2.fields import RESPONSE_DROP, SENSITIVE, RequestHead, never_indexed
+from meshproxy.http2.connection import CODEC, Half
+from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
 from meshproxy.router.headers import apply_mutations
 
@@ -386,19 +386,7 @@ class H2Stream:
     def response_headers(self, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
         if self.finished:
             return
-        status = 0
-        out: list[tuple[bytes, bytes]] = []
-        grpc_status = None
-        for header in headers:
-            name, value = header
-            if name == b":status":
-                status = int(value) if len(value) == 3 and value.isdigit() else 0
-            elif name in SENSITIVE:
-                out.append(never_indexed(name, value))
-            elif name not in RESPONSE_DROP:
-                if name == b"grpc-status":
-                    grpc_status = value  # in the headers of a trailers-only response
-                out.append(header)
+        status, grpc_status, out = CODEC.response_head(headers)
         if not 200 <= status <= 599:
             # Interim responses never get here; a 101 (an HTTP/1.1 upgrade the client did not ask
             # for, and which HTTP/2 cannot carry, RFC 9113 §8.6) or a status outside the range is

@@ -1,11 +1,14 @@
-"""A request block checked and split: the libnghttp2 codec's ``request_head`` against the twin's.
+"""Header blocks checked and split: the libnghttp2 codec's ``request_head`` and ``response_head``
+against the twin's (``fields``).
 
 Each block is encoded by an h2 client that re-checks nothing, and received by a server connection
 of each codec; what the connection accepts goes through that codec's ``request_head`` under each
 ``headers_with_underscores`` action. The results (routing inputs, the fields that cross with their
 never-indexed marks, the underscored names dropped) or the refusals must be the same. The compiled
 one skips the checks libnghttp2 already made, so a block it refuses at the connection (a name that
-is not a token, a ``:method`` that is not one) must be refused by the twin too.
+is not a token, a ``:method`` that is not one) must be refused by the twin too. ``response_head``
+relies on nothing the codec checked (an HTTP/1.1 upstream's heads go through it too), so it is
+compared on the blocks themselves.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from hpack import NeverIndexedHeaderTuple
 from twins import import_twin
 
 from meshproxy.http2 import _codec_py
-from meshproxy.http2.fields import Malformed, Underscored, split
+from meshproxy.http2.fields import Malformed, Underscored, response_head, split
 
 SETTINGS = {SettingCodes.MAX_CONCURRENT_STREAMS: 100, SettingCodes.MAX_HEADER_LIST_SIZE: 16384}
 ACTIONS = ("ALLOW", "DROP_HEADER", "REJECT_REQUEST")
@@ -126,3 +129,36 @@ def test_the_split_reads_what_routing_needs() -> None:
     with pytest.raises(Underscored):
         _codec_py.request_head(block, "REJECT_REQUEST")
     assert split([(b":path", b"/"), (b"host", b"H")])[:3] == (b"", b"/", b"h")
+
+
+RESPONSES = [
+    [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"server", b"origin")],
+    [(b":status", b"200"), (b"grpc-status", b"14"), (b"grpc-message", b"down"), (b"grpc-status", b"2")],
+    [(b":status", b"404"), (b"connection", b"close"), (b"transfer-encoding", b"chunked"), (b"te", b"x")],
+    [(b":status", b"302"), (b"set-cookie", b"a=b"), (b"cookie", b"short"), (b"authorization", b"x")],
+    [(b":status", b"20x")],
+    [(b":status", b"2000")],
+    [(b":status", b"")],
+    [(b":status", b"099"), (b"x", b"y")],
+    [(b"x", b"no status")],
+]
+
+
+@pytest.mark.parametrize("block", RESPONSES)
+def test_the_compiled_response_split_matches_the_twin(
+    codec_c: ModuleType, block: list[tuple[bytes, bytes]]
+) -> None:
+    def seen(codec: ModuleType) -> Any:
+        status, grpc_status, out = codec.response_head(block)
+        return status, grpc_status, [(f[0], f[1], isinstance(f, NeverIndexedHeaderTuple)) for f in out]
+
+    assert seen(codec_c) == seen(_codec_py)
+
+
+def test_the_response_split_reads_status_and_grpc_status() -> None:
+    status, grpc_status, out = response_head(RESPONSES[1])
+    assert (status, grpc_status) == (200, b"2")
+    assert out == RESPONSES[1][1:]
+    assert response_head(RESPONSES[4])[0] == 0 and response_head(RESPONSES[7])[0] == 99
+    _, _, out = response_head(RESPONSES[3])
+    assert [type(f) is NeverIndexedHeaderTuple for f in out] == [False, True, True]
