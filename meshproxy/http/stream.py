@@ -39,6 +39,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from meshproxy.hcm.context import (
+    COARSE_TIMEOUT,
     CONNECT_REFUSED,
     OVERFLOW_PENDING,
     UPSTREAM_RESET,
@@ -60,9 +61,6 @@ if TYPE_CHECKING:
     from meshproxy.http.downstream import DownstreamConnection
     from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime
-
-# Route timeouts of at least this many seconds are kept by the listener's deadline tick.
-COARSE_TIMEOUT = 1.0
 
 # Rule 5: the sides of a tunnel that sent a FIN.
 _DOWN_EOF = 1

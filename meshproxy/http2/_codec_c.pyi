@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from h2.events import Event
 from h2.settings import SettingCodes
 
+from meshproxy.http2.fields import RequestHead
+
 CODEC: str
 
 class RemoteSettings:
@@ -51,3 +53,7 @@ class Connection:
 def new_connection(
     *, client: bool, settings: Mapping[SettingCodes, int], max_header_list: int, max_headers: int
 ) -> Connection: ...
+def request_head(headers: list[tuple[bytes, bytes]], underscores: str) -> RequestHead: ...
+def response_head(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[int, bytes | None, list[tuple[bytes, bytes]]]: ...

@@ -27,6 +27,12 @@ How the two models meet:
   after a reply's DATA and end waits for them to be framed (h2 frames every call at once).
 - Client streams: ``get_next_available_stream_id`` is the id ``nghttp2_submit_request`` assigns
   next; ``send_headers`` on it submits the request.
+- A request block is checked and split into the stream's inputs in one pass (``request_head``,
+  ``fields.request_head``'s results): nghttp2's HTTP messaging already refused what is not a
+  lower-case token name, a token ``:method``, a value with CTLs or surrounding whitespace, and
+  pseudo-header misuse, so only what it allows and the proxy does not is checked here (``:path``
+  origin-form of visible ASCII without ``#``, ``:authority`` without userinfo) and underscores;
+  ``response_head`` splits a response block as ``fields.response_head`` does.
 Exceptions are h2's (``ProtocolError``, ``DenialOfServiceError``, ``StreamClosedError``), so the
 handlers catch the same things for both codecs. Must not depend on asyncio or on the proxy.
 """
@@ -34,7 +40,7 @@ handlers catch the same things for both codecs. Must not depend on asyncio or on
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 from meshproxy.http2._libnghttp2 cimport *
 
@@ -44,11 +50,106 @@ from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 from h2.settings import ChangedSetting, SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
+from meshproxy.http2.fields import REQUEST_DROP, RESPONSE_DROP, SENSITIVE, Malformed, Underscored, never_indexed
+
 CODEC = "nghttp2"
 
 cdef int SETTINGS_INITIAL_WINDOW_SIZE = 4
 # RFC 9113 §6.5.2 initial values, for ChangedSetting.original_value before the first SETTINGS.
 cdef dict DEFAULT_SETTINGS = {1: 4096, 2: 1, 4: 65535, 5: 16384}
+
+
+cdef bint PATH_OK[256]  # visible ASCII but '#'
+cdef bint AUTHORITY_OK[256]  # RFC 3986 authority characters without '@'
+cdef int _c
+for _c in range(256):
+    PATH_OK[_c] = 0x21 <= _c < 0x7F and _c != 0x23
+    AUTHORITY_OK[_c] = _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=[]:"
+
+
+cdef bint _all(const bint* table, bytes value):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(value)):
+        if not table[p[i]]:
+            return False
+    return True
+
+
+def request_head(list headers, str underscores):
+    """A request block nghttp2 accepted, checked and split: ``fields.request_head``'s result
+    (``RequestHead``) and errors (``Malformed``, ``Underscored``), in one pass."""
+    cdef bint strict = underscores != "ALLOW"
+    cdef bint refuse = underscores == "REJECT_REQUEST"
+    cdef Py_ssize_t dropped = 0
+    cdef bytes name, value
+    cdef const char* p
+    method = url = scheme = b""
+    authority = xff = xfp = request_id = content_type = None
+    cdef list kept = []
+    for header in headers:
+        name = <bytes>header[0]
+        value = <bytes>header[1]
+        p = PyBytes_AS_STRING(name)
+        if p[0] == 0x3A:  # pseudo-header (nghttp2 allows only the four of a request)
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                if not ((PyBytes_AS_STRING(value)[0] == 0x2F and _all(PATH_OK, value)) or value == b"*"):
+                    raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
+                url = value
+            elif name == b":authority":
+                if not _all(AUTHORITY_OK, value):
+                    raise Malformed(f"invalid {name.decode()} {value[:64]!r}")
+                authority = value.lower()
+            elif name == b":scheme":
+                scheme = value
+        elif strict and memchr(p, 0x5F, PyBytes_GET_SIZE(name)) != NULL:
+            if refuse:
+                raise Underscored(f"header name with an underscore {name[:64]!r}")
+            dropped += 1
+        elif name in REQUEST_DROP:
+            if name == b"host" and authority is None:
+                authority = value.lower()
+            elif name == b"x-forwarded-for":
+                xff = value
+            elif name == b"x-forwarded-proto":
+                xfp = value
+            elif name == b"x-request-id":
+                request_id = value
+        else:
+            if name == b"content-type":
+                content_type = value
+            elif name in SENSITIVE:
+                header = never_indexed(name, value)
+            kept.append(header)
+    return method, url, authority, scheme, xff, xfp, request_id, content_type, kept, dropped
+
+
+def response_head(list headers):
+    """An upstream's response block split as ``fields.response_head`` splits it."""
+    cdef int status = 0
+    cdef bytes name, value
+    cdef const char* v
+    grpc_status = None
+    cdef list out = []
+    for header in headers:
+        name = <bytes>header[0]
+        value = <bytes>header[1]
+        if name == b":status":
+            v = PyBytes_AS_STRING(value)
+            if (PyBytes_GET_SIZE(value) == 3 and 0x30 <= v[0] <= 0x39 and 0x30 <= v[1] <= 0x39
+                    and 0x30 <= v[2] <= 0x39):
+                status = (v[0] - 0x30) * 100 + (v[1] - 0x30) * 10 + v[2] - 0x30
+            else:
+                status = 0
+        elif name in SENSITIVE:
+            out.append(never_indexed(name, value))
+        elif name not in RESPONSE_DROP:
+            if name == b"grpc-status":
+                grpc_status = value
+            out.append(header)
+    return status, grpc_status, out
 
 
 cdef object _error_code(uint32_t code):

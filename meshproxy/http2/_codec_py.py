@@ -5,7 +5,9 @@ and outbound re-validation off (``connection.py`` says why that is safe), our lo
 from the first frame, the inbound frame size we advertise, and the bounded HPACK decoder that
 enforces the header-list bounds (``decoder.py``). ``_codec_c`` (libnghttp2) builds a connection
 with the same subset of this API and the same events; ``tests/unit/http2/test_nghttp2_codec.py``
-feeds both the same bytes. Must not depend on asyncio or on anything of the proxy above the codec.
+feeds both the same bytes. ``request_head`` and ``response_head`` (a block checked and split)
+are ``fields``': h2 leaves field syntax beyond its own rules to them.
+Must not depend on asyncio or on anything of the proxy above the codec.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from h2.connection import H2Connection
 from h2.settings import SettingCodes, Settings
 
 from meshproxy.http2.decoder import BoundedDecoder
+from meshproxy.http2.fields import request_head, response_head
+
+__all__ = ["CODEC", "new_connection", "request_head", "response_head"]
 
 CODEC = "h2"
 

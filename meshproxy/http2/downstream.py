@@ -2,7 +2,8 @@
 
 Owns one accepted connection running the http_connection_manager filter over HTTP/2: the h2
 server state machine, one ``H2Stream`` per request stream, the flood bounds (``guard.py``),
-what a request's header block must be (``fields.checked``), GOAWAY on drain, on abuse and at
+what a request's header block must be (the codec's ``request_head``, ``fields.checked`` for
+trailers), GOAWAY on drain, on abuse and at
 ``max_connection_duration``, the once-a-second sweep of its streams' timeouts, and the
 connection's place in the listener (idle, drain).
 
@@ -16,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2 import events as ev
 from h2.errors import ErrorCodes
 from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
 
 from meshproxy.hcm.identity import downstream_peer
-from meshproxy.http2.connection import H2Peer
+from meshproxy.http2.connection import CODEC, H2Peer
 from meshproxy.http2.fields import Malformed, Underscored, checked
 from meshproxy.http2.guard import FloodGuard
 from meshproxy.http2.stream import H2Stream
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from meshproxy.tls.engine import Negotiated
 
 log = logging.getLogger("meshproxy.http2")
+
+_Checked = TypeVar("_Checked", bound=tuple[Any, ...])  # a check's result; its last item: fields dropped
 
 
 class H2Downstream(H2Peer):
@@ -114,27 +118,27 @@ class H2Downstream(H2Peer):
             if self.goaway_sent and event.stream_id > self.goaway_last:  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 return
-            headers = self._checked(event.stream_id, event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            if headers is None:
+            head = self._checked(event.stream_id, event.headers, CODEC.request_head)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            if head is None:
                 return
             ended = event.stream_ended is not None  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            stream = H2Stream(self, event.stream_id, headers, monotonic(), ended)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+            stream = H2Stream(self, event.stream_id, head, monotonic(), ended)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             self.streams[event.stream_id] = stream  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             self.starting.append(stream)
         elif t is ev.StreamEnded:
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
-            if stream is not None:
+            if stream is not None and not stream.request_complete:  # (complete: its HEADERS ended it)
                 stream.request_end()
         elif t is ev.WindowUpdated:
             self.window_opened(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
         elif t is ev.TrailersReceived:
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
             if stream is not None:
-                trailers = self._checked(event.stream_id, event.headers)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
+                trailers = self._checked(event.stream_id, event.headers, checked)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
                 if trailers is None:
                     stream.protocol_error()
                 else:
-                    stream.request_trailers(trailers)
+                    stream.request_trailers(trailers[0])
         elif t is ev.StreamReset:
             self.ctx.stats.http2_rx_reset += 1
             stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]  # h2 event, narrowed by type(event) is (mypy narrows only isinstance)
@@ -151,7 +155,8 @@ class H2Downstream(H2Peer):
             self.remote_goaway = True
             if not self.streams:
                 self.close()
-        self._check_outbound()
+        if self.write_paused:
+            self._check_outbound()
 
     def batch_done(self) -> None:
         """The read is handled: its streams that are still open start their work."""
@@ -162,11 +167,17 @@ class H2Downstream(H2Peer):
                 if not stream.finished:
                     stream.begin()
 
-    def _checked(self, sid: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
-        """``headers`` as they may cross (``fields.checked``), or None: the stream was reset."""
+    def _checked(
+        self,
+        sid: int,
+        headers: list[tuple[bytes, bytes]],
+        check: Callable[[list[tuple[bytes, bytes]], str], _Checked],
+    ) -> _Checked | None:
+        """``check(headers, headers_with_underscores)``: ``fields.checked`` (trailers) or the
+        codec's ``request_head``; None when it refused the block (the stream was reset)."""
         stats = self.ctx.stats
         try:
-            headers, dropped = checked(headers, self.ctx.config.headers_with_underscores)
+            result = check(headers, self.ctx.config.headers_with_underscores)
         except Malformed as exc:
             if isinstance(exc, Underscored):
                 stats.requests_rejected_with_underscores_in_headers += 1
@@ -176,13 +187,15 @@ class H2Downstream(H2Peer):
             if self.reset(sid, ErrorCodes.PROTOCOL_ERROR):
                 stats.http2_tx_reset += 1
             return None
+        dropped = result[-1]
         if dropped:
             stats.dropped_headers_with_underscores += dropped
-        return headers
+        return result
 
     def _check_outbound(self) -> None:
-        """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off."""
-        if self.write_paused and not self.closed:
+        """Envoy's max_outbound_frames: a peer that makes us queue but does not read is cut off
+        (called after an event while writing is paused)."""
+        if not self.closed:
             queued = self.transport.get_write_buffer_size()
             if queued > self.listener.config.buffer_limit + self.options.max_outbound_frames * 9:
                 self.ctx.stats.http2_outbound_flood += 1

@@ -28,6 +28,7 @@ from h2.errors import ErrorCodes
 from meshproxy.hcm.context import LocalReply
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
+from meshproxy.http2.fields import split
 from meshproxy.http2.stream import H2Stream
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def relay_over_http2(stream: Stream, cluster: ClusterRuntime, authority: bytes) 
     held = [piece for piece in stream.pending or () if piece and piece is not codec.LAST_CHUNK]
     # A request complete with nothing held ends with its HEADERS (H2Stream's rule 4).
     end = stream.request_complete and not held
-    h2s = front.h2s = H2Stream(front, 1, headers, stream.start, end, stream.x)
+    h2s = front.h2s = H2Stream(front, 1, split(headers), stream.start, end, stream.x)
     if stream.expect and not stream.request_complete and not stream.http10:  # RFC 9110 §10.1.1
         front.write(codec.CONTINUE_100)
     h2s.forward(cluster, authority)

@@ -134,6 +134,11 @@ class H2Upstream(H2Peer):
         elif t is ev.StreamEnded:
             stream = self.streams.get(sid)
             if stream is not None and not stream.finished:
+                if stream.up_half.done:
+                    # Ended both ways: the stream is closed (RFC 9113 §5.1), its slot free now,
+                    # and there is nothing to reset when the relay lets go of it.
+                    del self.streams[sid]
+                    self.pool.released(self)
                 stream.response_end()
         elif t is ev.TrailersReceived:
             stream = self.streams.get(sid)

@@ -118,6 +118,26 @@ async def test_per_try_timeout_retries_a_hung_attempt() -> None:
         assert stats.upstream_rq_per_try_timeout == 1 and stats.upstream_rq_retry == 1
 
 
+async def test_a_route_timeout_of_a_second_is_kept_by_the_deadline_tick() -> None:
+    # A route timeout of a second or more is an entry in the listener's deadline set (checked
+    # every DEADLINE_TICK), not an event-loop timer per stream: seen there while the call hangs,
+    # it still ends the call with DEADLINE_EXCEEDED, and the set is empty again afterwards.
+    flaky = Flaky(failures=1, hang=True)
+    async with (
+        flaky_server(flaky) as port,
+        running_proxy(doc([port], timeout="1s")) as proxy,
+        stubs(proxy.port("grpc")) as s,
+    ):
+        deadlines = proxy.server.listeners["grpc"].deadlines
+        call = asyncio.ensure_future(s.unary(b"x"))
+        await eventually(lambda: len(deadlines) == 1, what="the stream's deadline in the tick's set")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert deadlines == set()
+        assert proxy.cluster_stats("grpc").upstream_rq_timeout == 1
+
+
 async def test_connect_failure_is_retried_on_the_other_host() -> None:
     policy = {"retry_on": "connect-failure", "num_retries": 2, "retry_back_off": BACKOFF}
     async with (

@@ -609,16 +609,22 @@ def test_a_traffic_direction_the_proto_does_not_define_is_a_problem() -> None:
     ("host", "ipv4_compat", "expected"),
     [("::", True, True), ("::", None, False), ("fd00::1", True, True), ("0.0.0.0", True, False)],
 )
-def test_ipv4_compat_makes_an_ipv6_listener_dual_stack(host: str, ipv4_compat: bool | None, expected: bool) -> None:
+def test_ipv4_compat_makes_an_ipv6_listener_dual_stack(
+    host: str, ipv4_compat: bool | None, expected: bool
+) -> None:
     # On an IPv4 address the field changes nothing (Envoy ignores it there too).
-    address = {"socket_address": _without_none({"address": host, "port_value": 80, "ipv4_compat": ipv4_compat})}
+    address = {
+        "socket_address": _without_none({"address": host, "port_value": 80, "ipv4_compat": ipv4_compat})
+    }
     result, problems = compiled(listener(address=address))
     assert not problems and result is not None
     assert result.ipv4_compat is expected
 
 
 def test_additional_addresses_are_refused_with_their_path() -> None:
-    doc = listener(additional_addresses=[{"address": {"socket_address": {"address": "::", "port_value": 80}}}])
+    doc = listener(
+        additional_addresses=[{"address": {"socket_address": {"address": "::", "port_value": 80}}}]
+    )
     assert problems_of(doc) == [
         'l.additional_addresses: is not supported; for dual-stack bind "::" with socket_address.ipv4_compat: true'
     ]
