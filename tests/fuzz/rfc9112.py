@@ -253,9 +253,12 @@ def parse_requests(data: bytes, *, declined_upgrades: bool = False) -> Framing:
         msg.complete = True
         done.append(msg)
         # An upgrade to h2c alone is not performed by a proxy (Envoy, and meshproxy, drop it and
-        # carry on in HTTP/1.1), so framing goes on after it.
+        # carry on in HTTP/1.1), so framing goes on after it. Nor is one whose request has a
+        # Content-Length body: RFC 9110 §7.8 lets a server ignore Upgrade, and meshproxy sends
+        # such a request on as a plain one (its HTTP/1.1 rule 5), framing going on after it.
         protocols = {p.strip().lower() for v in msg.values(b"upgrade") for p in v.split(b",")} - {b""}
         upgrade = bool(protocols - {b"h2c"}) and b"upgrade" in msg.tokens(b"connection")
+        upgrade = upgrade and not (length is not None and length > 0)
         if msg.method == b"CONNECT" or (upgrade and not declined_upgrades):
             return Framing(done, None, "tunnel")
 

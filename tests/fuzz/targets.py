@@ -84,12 +84,13 @@ def _host_invalid(data: bytes) -> bool:
 
 
 KNOWN_OPEN: dict[str, Known] = {
-    # ``GET  / HTTP/1.1`` (two spaces) is refused as a connection's first request-line only; a
-    # pipelined one is accepted (issue 12 finding 16). Found by the http1_request fuzzer.
+    # ``GET  / HTTP/1.1`` or ``GET /  HTTP/1.1`` (two spaces) is refused as a connection's first
+    # request-line only; a pipelined one is accepted (issue 12 finding 16). Found by the
+    # http1_request fuzzer.
     "pipelined-double-space-request-line": Known(
         "http1_request",
         ("framing-mismatch", "accepted-refused:malformed request-line"),
-        _search(rb"\n[A-Z]+  "),
+        _search(rb"(?s)(?<=.)[A-Z]+ (?: |[^ \r\n]+  )"),  # past the first byte: any pipelined one
     ),
 }
 

@@ -33,6 +33,9 @@ REPRODUCERS: dict[str, tuple[str, ...]] = {
     "pipelined-double-space-request-line": (
         "http1_request/finding-pipelined-double-space-request-line",
         "http1_request/finding-pipelined-double-space-request-line-fuzzed",
+        "http1_request/finding-pipelined-double-space-after-target",
+        "http1_request/finding-pipelined-double-space-after-cr",
+        "http1_request/finding-pipelined-double-space-after-body",
     ),
 }
 
