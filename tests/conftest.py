@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import pytest
 from twins import import_twin
+
+# grpcio's fork handlers run in a child forked while gRPC threads are busy (the in-process xDS
+# client, then a subprocess for meshctl or a proxy): "skipping fork() handlers", and the child
+# crashed now and then (SIGSEGV/SIGABRT) before its exec. The tests only fork to exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def pytest_asyncio_loop_factories(

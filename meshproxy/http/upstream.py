@@ -259,6 +259,12 @@ class UpstreamConnection(asyncio.Protocol):
             raise _BadResponse(f"status {status} is outside 100-599")
         if status == 101 and stream.upgrade is None:
             raise _BadResponse("101 Switching Protocols to a request that asked for no upgrade")
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):  # llhttp reads any digit.digit (found by the fuzzer)
+            raise _BadResponse(f"HTTP/{version} is not an HTTP/1.x response")
+        if stream.resp_chunk_down and version == "1.0":
+            # RFC 9112 §6.1: faulty framing, found by the http1_response fuzzer.
+            raise _BadResponse("Transfer-Encoding in an HTTP/1.0 response")
         if self.connection_named:
             # RFC 9110 §7.6.1: the fields a Connection header names are hop-by-hop too.
             named = self.connection_named

@@ -200,6 +200,22 @@ def test_a_response_transfer_coding_other_than_chunked_is_a_502(codings: bytes) 
     assert b"a transfer coding other than chunked" in run.downstream
 
 
+def test_transfer_encoding_in_an_http10_response_is_a_502() -> None:
+    """Found by the http1_response fuzzer: an HTTP/1.0 response with ``Transfer-Encoding:
+    chunked`` was de-chunked and relayed; RFC 9112 §6.1 calls its framing faulty."""
+    data = b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    run = _the_proxy().http1(_TWO_GETS, [data])
+    assert run.downstream.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), run.downstream[:100]
+    assert b"Transfer-Encoding in an HTTP/1.0 response" in run.downstream
+
+
+def test_a_response_that_is_not_http_1x_is_a_502() -> None:
+    """Found by the http1_response fuzzer: ``HTTP/2.0 200 OK`` from an HTTP/1.1 upstream was relayed."""
+    run = _the_proxy().http1(_TWO_GETS, [b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    assert run.downstream.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), run.downstream[:100]
+    assert b"HTTP/2.0 is not an HTTP/1.x response" in run.downstream
+
+
 def test_xds_resource_with_an_undecodable_nested_any_is_a_problem() -> None:
     """Found by the xds fuzzer: a Listener whose filter chain's DownstreamTlsContext holds bad
     UTF-8 raised DecodeError out of compile_resource instead of reporting a problem (a NACK)."""
