@@ -116,7 +116,12 @@ def test_maglev_slots_follow_weights(maglev: ModuleType, names: list[str], weigh
     table = [picker.pick(s) for s in range(m)]
     # A host of weight v takes its turns at iterations 1 and ceil(j * max / v): 1 + floor(T * v /
     # max) slots after T iterations, give or take the last iteration, cut off when the table fills.
+    # The iteration count T is estimated from the table size; each other host's floor() may give
+    # back up to one slot, which moves T by up to (n - 1) / share and a host's count by that times
+    # its own share (found by Hypothesis: weights [1]*7 + [2, 8] put the heaviest 2.3 slots off).
     heaviest = max(w)
-    iterations = (m - len(w)) / sum(v / heaviest for v in w)
+    share = sum(v / heaviest for v in w)
+    iterations = (m - len(w)) / share
     for host, v in enumerate(w):
-        assert abs(table.count(host) - (1 + iterations * v / heaviest)) <= 2, (host, v)
+        slack = 2 + (len(w) - 1) / share * v / heaviest
+        assert abs(table.count(host) - (1 + iterations * v / heaviest)) <= slack, (host, v)
