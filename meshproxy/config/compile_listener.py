@@ -44,6 +44,7 @@ from meshproxy.config.compile_ratelimit import (
 )
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
+from meshproxy.config.compile_tracing import tracing
 from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
@@ -331,6 +332,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     if protocol.HasField("max_requests_per_connection"):
         common.at("max_requests_per_connection").problem("is not supported")
     upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=False)
+    traced = tracing(msg.tracing, ctx.at("tracing")) if msg.HasField("tracing") else None
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -356,6 +358,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         max_headers_count=max_headers,
         headers_with_underscores=cast(Underscores, underscores),
         upgrades=upgrades,
+        tracing=traced,
     )
 
 

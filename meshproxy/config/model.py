@@ -304,6 +304,24 @@ class HttpConnectionManager:
     headers_with_underscores: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
     # upgrade_configs: (lower-case upgrade type, enabled); an upgrade not listed is refused 403.
     upgrades: tuple[tuple[str, bool], ...] = ()
+    # tracing.provider envoy.tracers.opentelemetry: a span per request (None: not traced).
+    tracing: Tracing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    """The connection manager's ``tracing`` with the envoy.tracers.opentelemetry provider:
+    spans exported over OTLP/gRPC to a cluster (docs/observability.md). Sampling in percent."""
+
+    collector: str  # grpc_service.envoy_grpc.cluster_name: where the TraceService listens
+    authority: str = ""  # grpc_service.envoy_grpc.authority (default: the cluster name)
+    service_name: str = ""  # the spans' resource service.name (Envoy's default: unknown_service:envoy)
+    timeout: float = 0.0  # grpc_service.timeout of one export call (0: the exporter's own bound)
+    max_cache_size: int = 1024  # spans held for export; past it a span is dropped and counted
+    random_sampling: float = 100.0
+    client_sampling: float = 100.0
+    overall_sampling: float = 100.0
+    max_path_tag_length: int = 256
 
 
 @dataclass(frozen=True, slots=True)
