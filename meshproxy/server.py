@@ -48,6 +48,7 @@ from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
 from meshproxy.sidecar.lifecycle import DrainHold, Termination
 from meshproxy.stats import Store
+from meshproxy.tracing.registry import Tracers
 from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.manager import ClusterManager
 
@@ -83,6 +84,7 @@ class Server:
         self.store = Store()
         self.clusters = ClusterManager(self.store, self.rng)
         self.access_logs = AccessLogs()
+        self.tracers = Tracers(self.store, self.clusters, self.rng)
         self.listeners: dict[str, ListenerRuntime] = {}
         self.ready = False
         self.draining = False
@@ -146,6 +148,7 @@ class Server:
             self.admission,
             route_tables,
             peers=self.listeners,
+            tracers=self.tracers,
         )
 
     def _overload_changed(self, state: OverloadState) -> None:
@@ -444,6 +447,7 @@ class Server:
         self.admin.close()
         if self._ticker is not None:
             self._ticker.cancel()
+        await self.tracers.close()
         await self.clusters.close()
         self.access_logs.close()
         self.stopped.set()

@@ -418,6 +418,14 @@ class ConnectionLimitStats(StatSet):
     limited_connections: int = counter("Connections refused over `max_connections` (closed after `delay`).")
 
 
+class TracingStats(StatSet):
+    """Per OTLP collector cluster (``tracing.provider`` envoy.tracers.opentelemetry)."""
+
+    otel_spans_sent: int = counter("Spans the collector accepted.")
+    otel_spans_dropped: int = counter("Spans dropped: the export queue was full, or their export failed.")
+    otel_export_failures: int = counter("Export calls that failed (collector unreachable, error, timeout).")
+
+
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
 SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
@@ -448,6 +456,7 @@ SCOPES: tuple[Scope, ...] = (
     Scope("tcp", "stat_prefix", TcpStats.STATS, "TCP proxy", "`tcp_proxy` stat prefix"),
     Scope("connection_limit", "stat_prefix", ConnectionLimitStats.STATS, "Connection limit",
           "`connection_limit` stat prefix"),
+    Scope("tracing", "collector", TracingStats.STATS, "Tracing", "OTLP collector cluster"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -461,6 +470,7 @@ class Store:
         self.listener: dict[str, ListenerStats] = {}
         self.tcp: dict[str, TcpStats] = {}
         self.connection_limit: dict[str, ConnectionLimitStats] = {}
+        self.tracing: dict[str, TracingStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
@@ -493,11 +503,14 @@ class Store:
             s = self.connection_limit[prefix] = ConnectionLimitStats()
         return s
 
+    def tracing_stats(self, collector: str) -> TracingStats:
+        return self.tracing.setdefault(collector, TracingStats())
+
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
-            "connection_limit": self.connection_limit,
+            "connection_limit": self.connection_limit, "tracing": self.tracing,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:

@@ -42,7 +42,9 @@ def tracing(msg: hcm.HttpConnectionManager.Tracing, ctx: Ctx) -> Tracing | None:
             "is required: envoy_grpc.cluster_name naming the cluster of an OTLP/gRPC collector"
         )
     else:
-        here.at("grpc_service").at("envoy_grpc").at("cluster_name").refer_cluster(service.envoy_grpc.cluster_name)
+        here.at("grpc_service").at("envoy_grpc").at("cluster_name").refer_cluster(
+            service.envoy_grpc.cluster_name
+        )
     cache = wrapped(config, "max_cache_size", 1024)
     if cache < 1:
         here.at("max_cache_size").problem("must be at least 1")

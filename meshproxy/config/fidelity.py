@@ -260,7 +260,7 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": _message(
         "client_sampling random_sampling overall_sampling max_path_tag_length provider",
         verbose=accepted("adds stream-event annotations to spans; meshproxy's spans carry none"),
-        custom_tags=refused("custom span tags are not supported (docs/observability.md lists the attributes)"),
+        custom_tags=refused("custom span tags are not supported (docs/observability.md lists the tags)"),
         spawn_upstream_span=refused(f"{_ONE_SPAN}: no upstream span", allowed=(False,)),
         operation=refused(f"span names are not configurable: {_ONE_SPAN}"),
         upstream_operation=refused(f"span names are not configurable: {_ONE_SPAN}"),
@@ -362,7 +362,7 @@ TABLE: dict[str, dict[str, Field]] = {
         metadata=_METADATA,
         decorator=accepted(f"names a tracing span; {_ONE_SPAN}"),
         typed_per_filter_config=_PER_FILTER,
-        tracing=refused("per-route tracing sampling is not supported; the connection manager's sampling applies"),
+        tracing=refused("per-route sampling is not supported; the connection manager's sampling applies"),
         stat_prefix=_STAT_NAME,
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
     ),

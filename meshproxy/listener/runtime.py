@@ -65,6 +65,7 @@ from meshproxy.upstream.manager import ClusterManager
 if TYPE_CHECKING:
     from meshproxy.tls.context import TlsContext
     from meshproxy.tls.engine import Negotiated
+    from meshproxy.tracing.registry import Tracers
 
 log = logging.getLogger("meshproxy.listener")
 
@@ -139,6 +140,7 @@ class ListenerRuntime:
         admission: Admission,
         route_tables: Sequence[RouteTable] = (),
         peers: Mapping[str, ListenerRuntime] | None = None,
+        tracers: Tracers | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -154,6 +156,7 @@ class ListenerRuntime:
         self._clusters = clusters
         self._access_logs = access_logs
         self._rng = rng
+        self._tracers = tracers  # the server's (HCM tracing); None: tracing configs are not run
         self.contexts: dict[int, HttpContext | TcpContext] = {}
         self.tls_contexts: dict[int, TlsContext] = {}
         self._drained: asyncio.Event | None = None
@@ -221,6 +224,8 @@ class ListenerRuntime:
             )
             ctx.to_http2 = relay_over_http2
             ctx.to_http1 = Http1Upstream
+            if f.tracing is not None and self._tracers is not None:
+                ctx.tracer = self._tracers.tracer(f.tracing, self.config.traffic_direction == "OUTBOUND")
             return ctx
         assert isinstance(f, TcpProxy)
         return TcpContext(

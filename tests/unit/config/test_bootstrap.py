@@ -99,7 +99,7 @@ def test_fields_accepted_without_effect_load_and_refused_fields_are_problems(doc
         "static_resources.clusters[0].upstream_connection_options: is not supported: "
         "upstream TCP keepalive and happy eyeballs are not supported",
         f"{HCM_PATH}.tracing.custom_tags: is not supported: custom span tags are not supported "
-        "(docs/observability.md lists the attributes)",
+        "(docs/observability.md lists the tags)",
         f"{VHOST_PATH}.routes[0].route.hedge_policy: is not supported: request hedging is not supported",
     ]
 
