@@ -4,11 +4,11 @@ Owns ``Exporter`` (one per tracing configuration, see ``registry.py``): a ``Span
 by one asyncio task that batches spans into an ``ExportTraceServiceRequest`` and calls the
 collector's TraceService over grpc.aio. The collector is a cluster: each export picks one of
 its hosts, as a request would, and talks plaintext gRPC to it (a collector cluster with a
-transport socket is refused at export time, logged and counted). The task sleeps until a span arrives, then waits ``BATCH_WINDOW`` to
-gather more, so spans go out in batches without a timer running while nothing is traced.
-A failed or timed-out call drops its batch (``otel_export_failures``, ``otel_spans_dropped``):
-nothing is retried and nothing waits on the request path. OTLP messages are built here only
-(the edge, DESIGN decision 1's rule for generated code).
+transport socket is refused at export time, logged and counted). The task sleeps until a span
+arrives, then waits ``BATCH_WINDOW`` to gather more, so spans go out in batches without a
+timer running while nothing is traced. A failed or timed-out call drops its batch
+(``otel_export_failures``, ``otel_spans_dropped``): nothing is retried and nothing waits on
+the request path. OTLP messages are built here only (the edge, DESIGN decision 1).
 Must not be imported by the request path's modules (``tracer.py`` is what they see).
 """
 
