@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from meshproxy.overload.stats import doc_rows as overload_doc_rows
+from meshproxy.tls.inventory import CryptoInventory
 
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -471,6 +472,8 @@ class Store:
         self.tcp: dict[str, TcpStats] = {}
         self.connection_limit: dict[str, ConnectionLimitStats] = {}
         self.tracing: dict[str, TracingStats] = {}
+        # Per peer identity, what its TLS handshakes negotiated (meshproxy/tls/inventory.py).
+        self.inventory = CryptoInventory()
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:

@@ -29,7 +29,7 @@ import os
 import random
 import socket
 from collections.abc import Mapping, Sequence
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
@@ -423,6 +423,7 @@ class ListenerRuntime:
         if error is None:
             assert negotiated is not None
             count_handshake(stats, negotiated)
+            self._store.inventory.record(negotiated, "inbound", time())
             return
         self.pre_closed(limit)
         stats.ssl_connection_error += 1

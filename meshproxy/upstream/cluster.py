@@ -37,7 +37,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
@@ -52,6 +52,7 @@ from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
 
 if TYPE_CHECKING:
+    from meshproxy.tls.inventory import CryptoInventory
     from meshproxy.upstream.original_dst import OriginalDstHosts
 
 log = logging.getLogger("meshproxy.upstream")
@@ -158,10 +159,17 @@ def connect_failure(exc: BaseException) -> str:
 class ClusterRuntime:
     """A cluster as traffic sees it: pick a host, take or return a pooled connection."""
 
-    def __init__(self, config: Cluster, stats: ClusterStats, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: Cluster,
+        stats: ClusterStats,
+        rng: random.Random,
+        inventory: CryptoInventory | None = None,
+    ) -> None:
         self.config = config
         self.stats = stats
         self.rng = rng
+        self.inventory = inventory  # the process's crypto inventory: each handshake's peer
         self.hosts: list[Host] = []
         self.selector: HostSelector[Host] | None = None
         self.resolved = config.discovery == "STATIC"
@@ -546,7 +554,10 @@ class ClusterRuntime:
                     tls, proto = await connect_tls(
                         loop, address.host, address.port, self.tls, factory, local_addr=local
                     )
-                    count_handshake(self.stats, tls.get_extra_info("tls"))
+                    negotiated = tls.get_extra_info("tls")
+                    count_handshake(self.stats, negotiated)
+                    if self.inventory is not None:
+                        self.inventory.record(negotiated, "outbound", time())
         except TlsError as exc:
             self.stats.upstream_cx_connect_fail += 1
             log.warning(

@@ -37,7 +37,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[tuple[str, trace_pb2.Span]] = []  # (service.name, span)
 
-    async def Export(  # noqa: N802  (the generated servicer's method name)
+    async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
@@ -98,14 +98,18 @@ def attributes(span: trace_pb2.Span) -> dict[str, Any]:
 
 
 async def test_one_trace_holds_the_client_and_the_server_span_linked(tmp_path: pathlib.Path) -> None:
-    async with collector() as (found, port), aiohttp_upstream("app") as app:
-        async with traced_mesh(app, port, tmp_path) as (a, b), httpx.AsyncClient() as http:
-            response = await http.get(a.url("/echo/x?q=1", "outbound"))
-            assert response.status_code == 200
-            sent = [p.server.store.tracing_stats("otel") for p in (a, b)]
-            # The collector holds the spans a moment before each Export call returns.
-            await eventually(lambda: [s.otel_spans_sent for s in sent] == [1, 1], what="two spans sent")
-            assert len(found.spans) == 2
+    async with (
+        collector() as (found, port),
+        aiohttp_upstream("app") as app,
+        traced_mesh(app, port, tmp_path) as (a, b),
+        httpx.AsyncClient() as http,
+    ):
+        response = await http.get(a.url("/echo/x?q=1", "outbound"))
+        assert response.status_code == 200
+        sent = [p.server.store.tracing_stats("otel") for p in (a, b)]
+        # The collector holds the spans a moment before each Export call returns.
+        await eventually(lambda: [s.otel_spans_sent for s in sent] == [1, 1], what="two spans sent")
+        assert len(found.spans) == 2
     spans = {service: span for service, span in found.spans}
     client, server = spans["frontend"], spans["backend"]
     assert client.kind == trace_pb2.Span.SPAN_KIND_CLIENT
@@ -132,19 +136,23 @@ async def test_an_incoming_traceparent_is_honoured_and_unsampled_requests_export
     tmp_path: pathlib.Path,
 ) -> None:
     trace_id, parent = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
-    async with collector() as (found, port), aiohttp_upstream("app") as app:
-        async with traced_mesh(app, port, tmp_path, random_sampling=0) as (a, b), httpx.AsyncClient() as http:
-            unsampled = await http.get(a.url("/echo/no", "outbound"))
-            assert unsampled.status_code == 200
-            seen = dict(body_json(unsampled.content)["headers"])  # type: ignore[arg-type]
-            decided = w3c.parse(seen["traceparent"].encode())
-            assert decided is not None and decided[2] == 0, "the decision travels: not sampled"
-            incoming = {"traceparent": w3c.encode(trace_id, parent, True).decode(), "tracestate": "v=1"}
-            sampled = await http.get(a.url("/echo/yes", "outbound"), headers=incoming)
-            assert sampled.status_code == 200
-            await eventually(lambda: len(found.spans) >= 2, what="the sampled request's spans")
-            # Both spans of the unsampled request would have been queued before these two.
-            assert len(found.spans) == 2
+    async with (
+        collector() as (found, port),
+        aiohttp_upstream("app") as app,
+        traced_mesh(app, port, tmp_path, random_sampling=0) as (a, _),
+        httpx.AsyncClient() as http,
+    ):
+        unsampled = await http.get(a.url("/echo/no", "outbound"))
+        assert unsampled.status_code == 200
+        seen = dict(body_json(unsampled.content)["headers"])  # type: ignore[arg-type]
+        decided = w3c.parse(seen["traceparent"].encode())
+        assert decided is not None and decided[2] == 0, "the decision travels: not sampled"
+        incoming = {"traceparent": w3c.encode(trace_id, parent, True).decode(), "tracestate": "v=1"}
+        sampled = await http.get(a.url("/echo/yes", "outbound"), headers=incoming)
+        assert sampled.status_code == 200
+        await eventually(lambda: len(found.spans) >= 2, what="the sampled request's spans")
+        # Both spans of the unsampled request would have been queued before these two.
+        assert len(found.spans) == 2
     spans = {service: span for service, span in found.spans}
     client, server = spans["frontend"], spans["backend"]
     assert int.from_bytes(client.trace_id, "big") == trace_id
@@ -155,7 +163,7 @@ async def test_an_incoming_traceparent_is_honoured_and_unsampled_requests_export
 
 async def test_a_dead_collector_costs_requests_nothing_and_drops_are_counted(tmp_path: pathlib.Path) -> None:
     dead = free_port()
-    async with aiohttp_upstream("app") as app, traced_mesh(app, dead, tmp_path) as (a, b):
+    async with aiohttp_upstream("app") as app, traced_mesh(app, dead, tmp_path) as (a, _):
         async with httpx.AsyncClient() as http:
             responses = await asyncio.gather(*(http.get(a.url(f"/echo/{i}", "outbound")) for i in range(20)))
         assert [r.status_code for r in responses] == [200] * 20
