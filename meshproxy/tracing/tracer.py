@@ -10,9 +10,11 @@ Rules:
 1. Sampling: a valid incoming ``traceparent`` decides (its sampled flag is honoured, as Envoy's
    OpenTelemetry tracer does); otherwise ``x-client-trace-id`` present → ``client_sampling``,
    else ``random_sampling``; a local decision is then kept with ``overall_sampling``.
-2. Propagation: every forwarded request carries a ``traceparent`` naming this hop's span (a
-   new span id; the trace id of the incoming one, or a new one) with the sampling decision, so
-   the next sidecar agrees with this one; ``tracestate`` travels unchanged.
+2. Propagation: every forwarded request carries a ``traceparent`` with the sampling decision,
+   so the next sidecar agrees with this one: a sampled one names this hop's span (a new span
+   id; the trace id of the incoming one, or a new one); an incoming unsampled one goes on
+   unchanged (this hop records nothing to name); without one, a new trace id goes out
+   unsampled or sampled. ``tracestate`` travels unchanged.
 3. A span per request: SERVER on an inbound listener, CLIENT on an outbound one (the
    listener's ``traffic_direction``), its parent the incoming ``traceparent``'s span; a request
    answered locally before it was forwarded gets its span at the end. Only sampled spans are
@@ -53,6 +55,11 @@ class Span:
         self.parent_id = parent_id  # 0: a root span
         self.sampled = sampled
         self.tracestate = tracestate
+
+
+# An unsampled request whose traceparent is passed on unchanged (W3C §3.2: a hop that records
+# nothing may forward it): one shared value, no ids drawn.
+PASSED_ON = Span(0, 0, 0, False, b"")
 
 
 class FinishedSpan(NamedTuple):
@@ -136,8 +143,10 @@ class Tracer:
                 client = True
         rng = self.rng
         if parent is not None:
-            trace_id, parent_id, flags = parent
-            sampled = bool(flags & w3c.SAMPLED)
+            trace_hex, parent_hex, flags = parent
+            if not flags & w3c.SAMPLED:
+                return PASSED_ON  # rule 2: nothing recorded here, so the header goes on as it came
+            trace_id, parent_id, sampled = int(trace_hex, 16), int(parent_hex, 16), True
         else:
             trace_id, parent_id, tracestate = rng.getrandbits(128) or 1, 0, b""
             rate = self.client_rate if client else self.random_rate

@@ -9,30 +9,29 @@ unchanged, so it needs no parsing here. Must not import asyncio, sockets or the 
 
 from __future__ import annotations
 
+import re
+
 TRACEPARENT = b"traceparent"
-_HEX = frozenset(b"0123456789abcdef")
-_LENGTH = 55  # 2 + 1 + 32 + 1 + 16 + 1 + 2
 SAMPLED = 0x01
+_LENGTH = 55  # 2 + 1 + 32 + 1 + 16 + 1 + 2
+_FORM = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
 
 
-def parse(value: bytes) -> tuple[int, int, int] | None:
-    """(trace id, parent span id, trace flags) of a ``traceparent`` value, or None if invalid."""
+def parse(value: bytes) -> tuple[bytes, bytes, int] | None:
+    """(trace id, parent span id, trace flags) of a ``traceparent`` value, the ids in hex (a
+    caller that records a span converts them; one that passes the header on needs only the
+    flags), or None if the value is invalid."""
     value = value.strip()
-    if len(value) < _LENGTH or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+    if len(value) != _LENGTH and (len(value) < _LENGTH or value[:2] == b"00" or value[55:56] != b"-"):
         return None
-    version = value[:2]
-    if version == b"ff" or (version == b"00" and len(value) != _LENGTH):
+    if _FORM.fullmatch(value, 0, _LENGTH) is None or value[:2] == b"ff":
         return None
-    if len(value) > _LENGTH and value[55:56] != b"-":
+    trace_id, parent_id = value[3:35], value[36:52]
+    if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
-    head = value[:_LENGTH]
-    if not _HEX.issuperset(head[:2] + head[3:35] + head[36:52] + head[53:]):
-        return None
-    trace_id = int(head[3:35], 16)
-    parent_id = int(head[36:52], 16)
-    if not trace_id or not parent_id:
-        return None
-    return trace_id, parent_id, int(head[53:], 16)
+    return trace_id, parent_id, int(value[53:55], 16)
 
 
 def encode(trace_id: int, span_id: int, sampled: bool) -> bytes:

@@ -12,14 +12,16 @@ from meshproxy.tracing import w3c
 from meshproxy.tracing.tracer import KIND_CLIENT, KIND_SERVER, FinishedSpan, SpanQueue, Tracer
 
 VALID = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE, PARENT = b"4bf92f3577b34da6a3ce929d0e0e4736", b"00f067aa0ba902b7"
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (VALID, (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 1)),
-        (VALID[:-2] + b"00", (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0)),
-        (b"01" + VALID[2:] + b"-future", (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 1)),
+        (VALID, (TRACE, PARENT, 1)),
+        (b" " + VALID + b" ", (TRACE, PARENT, 1)),
+        (VALID[:-2] + b"00", (TRACE, PARENT, 0)),
+        (b"01" + VALID[2:] + b"-future", (TRACE, PARENT, 1)),
         (VALID + b"-extra", None),  # version 00 has exactly four fields
         (b"ff" + VALID[2:], None),
         (VALID.upper(), None),  # lower-case hex only
@@ -29,12 +31,12 @@ VALID = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         (b"01" + VALID[2:] + b"x", None),
     ],
 )
-def test_traceparent_parse(value: bytes, expected: tuple[int, int, int] | None) -> None:
+def test_traceparent_parse(value: bytes, expected: tuple[bytes, bytes, int] | None) -> None:
     assert w3c.parse(value) == expected
 
 
 def test_traceparent_encode_parses_back() -> None:
-    assert w3c.parse(w3c.encode(7, 9, True)) == (7, 9, 1)
+    assert w3c.parse(w3c.encode(7, 9, True)) == (b"%032x" % 7, b"%016x" % 9, 1)
     assert w3c.encode(7, 9, False).endswith(b"-00")
 
 
@@ -54,6 +56,7 @@ def test_an_incoming_traceparent_decides_and_is_replaced_by_this_hops_span() -> 
     assert headers[1] == (b"tracestate", b"a=1")
     unsampled = [(b"traceparent", VALID[:-2] + b"00")]
     assert not _tracer(random_sampling=100.0)[0].begin(unsampled).sampled, "the parent's flag is honoured"
+    assert unsampled == [(b"traceparent", VALID[:-2] + b"00")], "passed on unchanged"
 
 
 @pytest.mark.parametrize(
