@@ -306,6 +306,17 @@ class HttpConnectionManager:
     upgrades: tuple[tuple[str, bool], ...] = ()
     # tracing.provider envoy.tracers.opentelemetry: a span per request (None: not traced).
     tracing: Tracing | None = None
+    # The istio.stats http filter: Istio's request metrics (None: not kept).
+    istio_stats: IstioStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IstioStats:
+    """The ``istio.stats`` filter (http, or network before a tcp_proxy): Istio's standard metrics
+    for the chain's traffic (docs/observability.md#istio-metrics)."""
+
+    # disable_host_header_fallback: destination_service is "unknown" instead of the Host header.
+    disable_host_header_fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +386,8 @@ class FilterChain:
     transport_socket_connect_timeout: float = 10.0
     # A connection_limit network filter before the terminal one; None: no per-chain limit.
     connection_limit: ConnectionLimit | None = None
+    # The istio.stats network filter before a tcp_proxy: Istio's TCP metrics (None: not kept).
+    istio_stats: IstioStats | None = None
 
 
 TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]
