@@ -48,6 +48,7 @@ from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
 from meshproxy.sidecar.lifecycle import DrainHold, Termination
 from meshproxy.stats import Store
+from meshproxy.telemetry.istio import IstioMetrics
 from meshproxy.tracing.registry import Tracers
 from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.manager import ClusterManager
@@ -85,6 +86,7 @@ class Server:
         self.clusters = ClusterManager(self.store, self.rng)
         self.access_logs = AccessLogs()
         self.tracers = Tracers(self.store, self.clusters, self.rng)
+        self.istio = IstioMetrics()  # Istio's standard metrics (istio.stats filters)
         self.listeners: dict[str, ListenerRuntime] = {}
         self.ready = False
         self.draining = False
@@ -149,6 +151,7 @@ class Server:
             route_tables,
             peers=self.listeners,
             tracers=self.tracers,
+            istio=self.istio,
         )
 
     def _overload_changed(self, state: OverloadState) -> None:

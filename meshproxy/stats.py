@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from meshproxy.overload.stats import doc_rows as overload_doc_rows
 from meshproxy.tls.inventory import CryptoInventory
+from meshproxy.tls.inventory import doc_rows as inventory_doc_rows
 
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -634,6 +635,12 @@ def render_docs() -> str:
     for family, kind, label, text in overload_doc_rows():
         name = family + "_total" if kind == "counter" else family
         parts.append(f"| `{name}` | {kind} | `{label}` | {text.capitalize()}; see docs/overload.md. |")
+    parts.append("\n## Crypto inventory (`meshproxy_peer_tls_*`, by peer identity)\n")
+    parts.append("| Metric | Type | Labels | Meaning |\n|---|---|---|---|")
+    for name, kind, names, text in inventory_doc_rows():
+        parts.append(
+            f"| `{name}` | {kind} | {_labels_cell(list(names))} | {text} See docs/observability.md. |"
+        )
     return "\n".join(parts) + "\n"
 
 

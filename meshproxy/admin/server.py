@@ -24,6 +24,7 @@ from meshproxy.admin.endpoint import Endpoint
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
+from meshproxy.telemetry.istio import IstioCollector
 from meshproxy.tls.inventory import InventoryCollector
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Admin:
         self.registry.register(StatsCollector(server.store))
         self.registry.register(OverloadCollector(server.overload.stats))
         self.registry.register(InventoryCollector(server.store.inventory))
+        self.registry.register(IstioCollector(server.istio))
         self._srv: asyncio.Server | None = None
         self.started = time.monotonic()
 

@@ -644,6 +644,8 @@ class Exchange:
             ctx.access_log.log(access_record(self, stream, protocol, peer, elapsed_ms))
         if ctx.tracer is not None:
             ctx.tracer.end(self, stream, protocol, peer, now)
+        if ctx.istio is not None:
+            ctx.istio.request(self, stream, peer, now)
 
 
 def _earliest(a: float, b: float) -> float:

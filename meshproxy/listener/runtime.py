@@ -58,11 +58,13 @@ from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
+from meshproxy.telemetry.istio import HttpReporter, TcpReporter
 from meshproxy.tls.counts import count_handshake
 from meshproxy.tls.errors import TlsError
 from meshproxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
+    from meshproxy.telemetry.istio import IstioMetrics
     from meshproxy.tls.context import TlsContext
     from meshproxy.tls.engine import Negotiated
     from meshproxy.tracing.registry import Tracers
@@ -141,6 +143,7 @@ class ListenerRuntime:
         route_tables: Sequence[RouteTable] = (),
         peers: Mapping[str, ListenerRuntime] | None = None,
         tracers: Tracers | None = None,
+        istio: IstioMetrics | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -157,6 +160,7 @@ class ListenerRuntime:
         self._access_logs = access_logs
         self._rng = rng
         self._tracers = tracers  # the server's (HCM tracing); None: tracing configs are not run
+        self._istio = istio  # the server's Istio series (istio.stats filters); None: not kept
         self.contexts: dict[int, HttpContext | TcpContext] = {}
         self.tls_contexts: dict[int, TlsContext] = {}
         self._drained: asyncio.Event | None = None
@@ -224,11 +228,14 @@ class ListenerRuntime:
             )
             ctx.to_http2 = relay_over_http2
             ctx.to_http1 = Http1Upstream
+            outbound = self.config.traffic_direction == "OUTBOUND"
             if f.tracing is not None and self._tracers is not None:
-                ctx.tracer = self._tracers.tracer(f.tracing, self.config.traffic_direction == "OUTBOUND")
+                ctx.tracer = self._tracers.tracer(f.tracing, outbound)
+            if f.istio_stats is not None and self._istio is not None:
+                ctx.istio = HttpReporter(f.istio_stats, self._istio, not outbound, ctx.local_identity)
             return ctx
         assert isinstance(f, TcpProxy)
-        return TcpContext(
+        tcp = TcpContext(
             f,
             self._clusters,
             self._store.tcp_stats(f.stat_prefix),
@@ -236,6 +243,11 @@ class ListenerRuntime:
             self._access_logs.logger(f.access_logs),
             self._rng,
         )
+        if chain.istio_stats is not None and self._istio is not None:
+            ours = local_identity(chain.tls.certificate_chain) if chain.tls is not None else None
+            outbound = self.config.traffic_direction == "OUTBOUND"
+            tcp.istio = TcpReporter(chain.istio_stats, self._istio, not outbound, ours)
+        return tcp
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (bound and listening, see ``bind_socket``/``handover_socket``), or

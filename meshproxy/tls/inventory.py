@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from meshproxy.tls.policy import PQ_GROUPS
@@ -108,6 +108,32 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
 
 
+# The series, once: (family name, labels, help); the collector and docs/stats.md read it.
+SERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "connections": (
+        "meshproxy_peer_tls_connections",
+        ("peer", "group", "sigalg", "version"),
+        "TLS connections with a peer identity, by negotiated group, signature algorithm and version.",
+    ),
+    "fallbacks": (
+        "meshproxy_peer_tls_classical_fallbacks",
+        ("peer",),
+        "TLS connections with a peer identity that negotiated a classical (non-ML-KEM) group.",
+    ),
+    "evicted": (
+        "meshproxy_peer_tls_inventory_evicted",
+        (),
+        "Peers dropped from the crypto inventory, least recently seen first, past its limit.",
+    ),
+}
+
+
+def doc_rows() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
+    """(exported name, type, labels, help) per family, for docs/stats.md (``meshproxy.stats``)."""
+    for name, labels, text in SERIES.values():
+        yield name + "_total", "counter", labels, text
+
+
 class InventoryCollector(Collector):
     """The inventory as Prometheus series (bounded with it): connections per peer and
     combination (summed over directions), classical fallbacks per peer, and the evictions."""
@@ -115,17 +141,10 @@ class InventoryCollector(Collector):
     def __init__(self, inventory: CryptoInventory) -> None:
         self.inventory = inventory
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily]:
         inventory = self.inventory
-        connections = CounterMetricFamily(
-            "meshproxy_peer_tls_connections",
-            "TLS connections with a peer identity, by negotiated group, signature algorithm and version.",
-            labels=["peer", "group", "sigalg", "version"],
-        )
-        fallbacks = CounterMetricFamily(
-            "meshproxy_peer_tls_classical_fallbacks",
-            "TLS connections with a peer identity that negotiated a classical (non-ML-KEM) group.",
-            labels=["peer"],
+        connections, fallbacks, evicted = (
+            CounterMetricFamily(name, text, labels=labels) for name, labels, text in SERIES.values()
         )
         for identity, entry in list(inventory.peers.items()):
             summed: dict[tuple[str, str, str], int] = {}
@@ -134,10 +153,7 @@ class InventoryCollector(Collector):
             for (group, sigalg, version), n in summed.items():
                 connections.add_metric([identity, group, sigalg, version], n)
             fallbacks.add_metric([identity], entry.classical)
+        evicted.add_metric([], inventory.evicted)
         yield connections
         yield fallbacks
-        yield CounterMetricFamily(
-            "meshproxy_peer_tls_inventory_evicted",
-            "Peers dropped from the crypto inventory, least recently seen first, past its limit.",
-            value=inventory.evicted,
-        )
+        yield evicted

@@ -52,6 +52,7 @@ from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
 
 if TYPE_CHECKING:
+    from meshproxy.tls.engine import Negotiated
     from meshproxy.tls.inventory import CryptoInventory
     from meshproxy.upstream.original_dst import OriginalDstHosts
 
@@ -107,6 +108,7 @@ class Host:
         "priority",
         "rq_active",
         "rq_total",
+        "tls",
         "weight",
     )
 
@@ -135,6 +137,8 @@ class Host:
         self.hc_ok = True  # active health checks pass (or none configured)
         self.ejected = False  # outlier detection
         self.available = health_status in _USABLE
+        # The latest TLS handshake with this host (its identity and group: Istio's metrics).
+        self.tls: Negotiated | None = None
 
     @property
     def usable(self) -> bool:
@@ -556,6 +560,7 @@ class ClusterRuntime:
                     )
                     negotiated = tls.get_extra_info("tls")
                     count_handshake(self.stats, negotiated)
+                    host.tls = negotiated
                     if self.inventory is not None:
                         self.inventory.record(negotiated, "outbound", time())
         except TlsError as exc:
