@@ -72,6 +72,8 @@ REQUEST_LABELS = (
 )
 TCP_LABELS = (*PEER_LABELS, "request_protocol", "response_flags", "connection_security_policy", "tls_group")
 UNKNOWN = ("unknown", "unknown", "unknown")
+PEER_CACHE = 4096  # connection label parts and Host headers each reporter remembers
+_STATUS = [str(code) for code in range(600)]
 _CONTENT_TYPE = b"content-type"
 
 
@@ -89,7 +91,10 @@ def workload(principal: str | None) -> tuple[str, str, str]:
 def _principal(tls: Negotiated | None) -> str | None:
     if tls is None:
         return None
-    return next((u for u in tls.peer_uris if u.startswith("spiffe://")), None)
+    uris = tls.peer_uris
+    if uris and uris[0].startswith("spiffe://"):  # an SVID's one URI SAN
+        return uris[0]
+    return next((u for u in uris if u.startswith("spiffe://")), None)
 
 
 class RequestSeries:
@@ -139,9 +144,11 @@ class IstioMetrics:
 
 
 class _Reporter:
-    """What both reporters share: the side, our own identity, the Host-header rule."""
+    """What both reporters share: the side, our own identity, the Host-header rule, and the
+    label parts that depend only on the connection, cached by what decides them (identities,
+    group, cluster: bounded by ``PEER_CACHE``)."""
 
-    __slots__ = ("config", "inbound", "local", "metrics", "reporter", "upstream_local")
+    __slots__ = ("config", "inbound", "local", "metrics", "peers", "reporter", "services")
 
     def __init__(
         self, config: IstioStats, metrics: IstioMetrics, inbound: bool, local: SpiffeId | None
@@ -151,33 +158,62 @@ class _Reporter:
         self.inbound = inbound
         self.reporter = "destination" if inbound else "source"
         self.local = workload(str(local)) if local is not None else UNKNOWN
-        # Outbound, our identity is the certificate each upstream cluster presents: by cluster.
-        self.upstream_local: dict[str, tuple[str, str, str]] = {}
+        # (reporter, source's three, destination's three) and (policy, group), by what decides them.
+        self.peers: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, str]]] = {}
+        self.services: dict[bytes | None, str] = {}
 
     def sides(
         self, downstream: Negotiated | None, cluster: ClusterRuntime | None, upstream: Negotiated | None
-    ) -> Any:
-        """(source, destination, connection_security_policy, tls_group) of one exchange."""
+    ) -> tuple[tuple[str, ...], tuple[str, str]]:
+        """The connection's labels: (reporter, source, destination) and (policy, tls_group)."""
+        if self.inbound:
+            tls = downstream
+            key: tuple[Any, ...] = (_principal(tls), tls.group, bool(tls.peer_chain)) if tls else (None,)
+        else:
+            key = (
+                cluster.config.name if cluster else None,
+                _principal(upstream),
+                upstream and upstream.group,
+            )
+        found = self.peers.get(key)
+        if found is None:
+            found = self._sides(downstream, cluster, upstream)
+            if len(self.peers) < PEER_CACHE:
+                self.peers[key] = found
+        return found
+
+    def _sides(
+        self, downstream: Negotiated | None, cluster: ClusterRuntime | None, upstream: Negotiated | None
+    ) -> tuple[tuple[str, ...], tuple[str, str]]:
         if self.inbound:
             mtls = downstream is not None and bool(downstream.peer_chain)
             group = downstream.group if downstream is not None else "none"
-            return workload(_principal(downstream)), self.local, "mutual_tls" if mtls else "none", group
-        source = self.local
-        if cluster is not None and cluster.config.tls is not None:
-            name = cluster.config.name
-            source = self.upstream_local.get(name)  # type: ignore[assignment]
-            if source is None:
+            source, destination = workload(_principal(downstream)), self.local
+            policy = "mutual_tls" if mtls else "none"
+        else:
+            # Our identity is the certificate the upstream cluster presents.
+            source = self.local
+            if cluster is not None and cluster.config.tls is not None:
                 ours = leaf_spiffe_id(cluster.config.tls.certificate_chain)
-                source = self.upstream_local[name] = workload(str(ours)) if ours is not None else UNKNOWN
-        group = upstream.group if upstream is not None else "none"
-        return source, workload(_principal(upstream)), "unknown", group
+                source = workload(str(ours)) if ours is not None else UNKNOWN
+            destination = workload(_principal(upstream))
+            policy, group = "unknown", upstream.group if upstream is not None else "none"
+        return (self.reporter, *source, *destination), (policy, group)
 
     def service(self, authority: bytes | None) -> str:
+        """destination_service: the Host header without its port (cached, bounded)."""
+        found = self.services.get(authority)
+        if found is not None:
+            return found
         if self.config.disable_host_header_fallback or not authority:
-            return "unknown"
-        if authority.startswith(b"["):
-            return authority[: authority.find(b"]") + 1].decode("latin-1")
-        return authority.partition(b":")[0].decode("latin-1")
+            found = "unknown"
+        elif authority.startswith(b"["):
+            found = authority[: authority.find(b"]") + 1].decode("latin-1")
+        else:
+            found = authority.partition(b":")[0].decode("latin-1")
+        if len(self.services) < PEER_CACHE:
+            self.services[authority] = found
+        return found
 
 
 class HttpReporter(_Reporter):
@@ -186,31 +222,37 @@ class HttpReporter(_Reporter):
     def request(self, x: Exchange, stream: RequestView, peer: Any, now: float) -> None:
         """A finished request: its series counts it, its duration and sizes."""
         host = x.host
-        source, destination, policy, group = self.sides(
-            peer.tls, x.cluster, host.tls if host is not None else None
-        )
-        grpc = any(n == _CONTENT_TYPE and v.startswith(b"application/grpc") for n, v in stream.headers)
+        people, tail = self.sides(peer.tls, x.cluster, host.tls if host is not None else None)
+        protocol = "http"
+        for name, value in stream.headers:
+            if name == _CONTENT_TYPE:
+                if value.startswith(b"application/grpc"):
+                    protocol = "grpc"
+                break
+        status = stream.status
         key = (
-            self.reporter,
-            *source,
-            *destination,
+            *people,
             self.service(stream.authority),
-            "grpc" if grpc else "http",
-            str(stream.status),
+            protocol,
+            _STATUS[status] if 0 <= status < 600 else str(status),
             "",
             stream.flags,
-            policy,
-            group,
+            *tail,
         )
         series = self.metrics.request_series(key)
         series.count += 1
-        for h, value in (
-            (series.duration, (now - x.start) * 1000.0),
-            (series.request_bytes, stream.rx_bytes),
-            (series.response_bytes, stream.tx_bytes),
-        ):
-            h.counts[bisect_left(h.bounds, value)] += 1
-            h.sum += value
+        ms = (now - x.start) * 1000.0
+        h = series.duration
+        h.counts[bisect_left(h.bounds, ms)] += 1
+        h.sum += ms
+        size = stream.rx_bytes
+        h = series.request_bytes
+        h.counts[bisect_left(h.bounds, size)] += 1
+        h.sum += size
+        size = stream.tx_bytes
+        h = series.response_bytes
+        h.counts[bisect_left(h.bounds, size)] += 1
+        h.sum += size
 
 
 class TcpReporter(_Reporter):
@@ -219,9 +261,8 @@ class TcpReporter(_Reporter):
     def series(
         self, downstream: Negotiated | None, cluster: ClusterRuntime, upstream: Negotiated | None, flags: str
     ) -> TcpSeries:
-        source, destination, policy, group = self.sides(downstream, cluster, upstream)
-        key = (self.reporter, *source, *destination, cluster.config.name, "tcp", flags, policy, group)
-        return self.metrics.tcp_series(key)
+        people, tail = self.sides(downstream, cluster, upstream)
+        return self.metrics.tcp_series((*people, cluster.config.name, "tcp", flags, *tail))
 
 
 class IstioCollector(Collector):
