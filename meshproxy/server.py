@@ -93,6 +93,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None  # the crypto inventory's, with ADS
         self.certs = CertSources()
         # Listeners replaced or removed by an xDS update, draining their in-flight requests.
         self.retired: set[ListenerRuntime] = set()
@@ -135,9 +136,12 @@ class Server:
             self.ready = True
         else:  # ready once the ADS client applied a first complete configuration
             from meshproxy.xds.client import AdsClient
+            from meshproxy.xds.inventory_report import report_inventory
 
             self.xds = AdsClient(self, self.config.dynamic, rng=self.rng)
             self.xds.start()
+            inventory = self.store.inventory
+            self._reporter = loop.create_task(report_inventory(self.xds, inventory, self.config.node.id))
 
     def _listener(self, lc: Listener, route_tables: Sequence[RouteTable] = ()) -> ListenerRuntime:
         return ListenerRuntime(
@@ -439,6 +443,8 @@ class Server:
     async def close(self) -> None:
         self.ready = False
         self.store.server["live"] = 0
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self.xds is not None:
             await self.xds.close()
         await self.overload.close()

@@ -50,12 +50,14 @@ class CryptoInventory:
         self.limit = limit
         self.peers: OrderedDict[str, PeerRecord] = OrderedDict()  # least recently seen first
         self.evicted = 0
+        self.version = 0  # counts recorded handshakes: a reporter sends only what changed
 
     def record(self, negotiated: Negotiated, direction: Direction, now: float) -> None:
         """One completed handshake; ``now``: wall-clock seconds."""
         peer = next((u for u in negotiated.peer_uris if u.startswith("spiffe://")), None)
         if peer is None:
             return
+        self.version += 1
         entry = self.peers.get(peer)
         if entry is None:
             if len(self.peers) >= self.limit:
