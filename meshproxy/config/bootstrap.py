@@ -150,13 +150,7 @@ class _FastLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader
 
 def _load_yaml(text: str) -> Any:
     """The document, once its event stream is within ``limits`` (before any object is built)."""
-    try:
-        limits.check_yaml_events(yaml.parse(text, Loader=_FastLoader))
-        return yaml.load(text, Loader=_FastLoader)  # safe: a SafeLoader
-    except yaml.YAMLError:
-        # The pure-Python parser words syntax errors better (it names the character).
-        limits.check_yaml_events(yaml.parse(text, Loader=_Loader))
-        return yaml.load(text, Loader=_Loader)
+    return limits.load_yaml(text, _FastLoader, _Loader)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
