@@ -220,3 +220,25 @@ def test_any_mangled_bootstrap_raises_config_error_or_compiles(
     except ConfigError as err:
         assert err.problems
         assert all(isinstance(p, str) and p for p in err.problems)
+
+
+_UNNAMED_TCP = """
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}}"""
+
+
+def test_static_listeners_without_a_name_get_distinct_generated_ones() -> None:
+    # Envoy allocates a UUID for a static listener without a name; only LDS needs names.
+    text = (
+        "static_resources:\n  listeners:"
+        + _UNNAMED_TCP.format(port=18080)
+        + _UNNAMED_TCP.format(port=18081)
+        + "\n  clusters:\n  - name: c\n    type: STATIC\n    load_assignment: {cluster_name: c}\n"
+    )
+    config = parse_bootstrap(text, source="boot.yaml")
+    names = [ln.name for ln in config.listeners]
+    assert len(names) == 2 and len(set(names)) == 2
+    assert all(len(name) == 36 and name.count("-") == 4 for name in names)
