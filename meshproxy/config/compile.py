@@ -10,8 +10,8 @@ Must not depend on file formats (``bootstrap.py`` reads files), asyncio or socke
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
 import uuid
+from collections.abc import Hashable, Iterator, Sequence
 from typing import TypeVar
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2

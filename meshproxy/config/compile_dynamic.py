@@ -61,9 +61,10 @@ def dynamic_resources(
             elif cluster not in static_clusters:
                 known = ", ".join(sorted(static_clusters)) or "none"
                 where.problem(f'"{cluster}" is not a static cluster (static clusters: {known})')
-            elif static_clusters[cluster] not in ("STATIC", "STRICT_DNS"):
+            elif static_clusters[cluster] not in ("STATIC", "STRICT_DNS", "LOGICAL_DNS"):
                 where.problem(
-                    f'"{cluster}" must be a STATIC or STRICT_DNS cluster to reach the control plane'
+                    f'"{cluster}" must be a STATIC, STRICT_DNS or LOGICAL_DNS cluster '
+                    "to reach the control plane"
                 )
     timeout = 15.0
     for field in ("cds_config", "lds_config"):

@@ -423,11 +423,14 @@ class LocalityLbEndpoints:
 @dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
-    discovery: Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]
+    discovery: Literal["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"]
     localities: tuple[LocalityLbEndpoints, ...]
     connect_timeout: float = 5.0  # seconds (Envoy's default)
     lb: LbConfig = DEFAULT_LB
     dns_refresh_rate: float = 5.0  # seconds (Envoy's default)
+    # dns_lookup_family: which of a name's addresses STRICT_DNS and LOGICAL_DNS use (Envoy's
+    # AUTO: the IPv6 ones when there are any, else the IPv4 ones).
+    dns_lookup_family: Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"] = "AUTO"
     # Upstream keep-alive: idle pooled connections close after this long
     # (common_http_protocol_options.idle_timeout, default 1 h).
     idle_timeout: float = 3600.0

@@ -153,11 +153,12 @@ def test_load_bootstrap_names_the_file_in_read_errors(tmp_path: Path) -> None:
 
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_bootstrap("static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}")
+        parse_bootstrap("static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}")  # one endpoint: none
     assert str(raised.value).splitlines() == [
         "static_resources.clusters[0].eds_cluster_config: is required for type EDS; give eds_config {ads: {}}",
         "static_resources.clusters[1].name: is required",
-        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST",
+        "static_resources.clusters[1].load_assignment: a LOGICAL_DNS cluster needs exactly one locality "
+        "with exactly one lb_endpoint",
     ]
 
 
