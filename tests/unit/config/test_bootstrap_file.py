@@ -153,7 +153,9 @@ def test_load_bootstrap_names_the_file_in_read_errors(tmp_path: Path) -> None:
 
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_bootstrap("static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}")  # one endpoint: none
+        parse_bootstrap(
+            "static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}"
+        )  # one endpoint: none
     assert str(raised.value).splitlines() == [
         "static_resources.clusters[0].eds_cluster_config: is required for type EDS; give eds_config {ads: {}}",
         "static_resources.clusters[1].name: is required",
