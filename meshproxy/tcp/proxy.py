@@ -97,6 +97,12 @@ class TcpDownstream(asyncio.Protocol):
             self.flags = "NC" if cluster is None else "UH"
             transport.close()
             return
+        if not cluster.can_connect():
+            # As Envoy's tcp_proxy: the cluster's max_connections (DEFAULT priority) is a hard
+            # limit here, with no pending queue: the session closes, flagged UO.
+            self.flags = "UO"
+            transport.close()
+            return
         self.cluster, self.host = cluster, host
         self.transport.pause_reading()  # nothing to send it to yet
         task = cluster.open_connection(host, lambda: TcpUpstream(self))
