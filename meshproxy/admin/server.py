@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Endpoint
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
@@ -103,7 +104,7 @@ class Admin:
         if path == "/listeners":
             return json_answer(
                 [
-                    {"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
+                    {"name": name, "address": host_port(*lr.bound_address()), "draining": lr.draining}
                     for name, lr in srv.listeners.items()
                     if lr.server is not None
                 ]

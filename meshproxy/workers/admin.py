@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Answer, Endpoint
 from meshproxy.admin.server import HELP, json_answer, jsonable
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
@@ -84,7 +85,7 @@ class WorkersAdmin:
         if path == "/listeners":
             return json_answer(
                 [
-                    {"name": name, "address": "%s:%d" % address, "draining": sup.draining}
+                    {"name": name, "address": host_port(*address), "draining": sup.draining}
                     for name, address in sup.listener_addresses().items()
                 ]
             )
