@@ -489,7 +489,8 @@ class Admin:
 
 @dataclass(frozen=True, slots=True)
 class DynamicResources:
-    """Bootstrap dynamic_resources: ADS over gRPC to a static cluster, LDS and CDS through it."""
+    """Bootstrap dynamic_resources: ADS over gRPC to a static cluster, LDS and CDS through it; or
+    LDS and CDS from files (``path_config_source``), ``ads_cluster`` then empty."""
 
     ads_cluster: str  # ads_config.grpc_services[0].envoy_grpc.cluster_name (a static cluster)
     delta: bool = False  # ads_config.api_type DELTA_GRPC (else GRPC: state of the world)
@@ -498,6 +499,10 @@ class DynamicResources:
     # initial_fetch_timeout of the LDS/CDS config sources (Envoy's default 15 s; 0: wait forever):
     # how long a warming listener or cluster waits for its routes or endpoints.
     initial_fetch_timeout: float = 15.0
+    # lds_config / cds_config: {path_config_source: {path: …}}: the file holding a
+    # DiscoveryResponse of listeners / clusters ("" when it comes over ADS).
+    lds_path: str = ""
+    cds_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,10 +58,10 @@ def problems_of(text: str, source: str = "boot.yaml") -> list[str]:
         pytest.param("", "the bootstrap is empty", id="empty"),
         pytest.param("  \n\n", "the bootstrap is empty", id="blank"),
         pytest.param("# just a comment\n", "the bootstrap is empty (only comments?)", id="comments"),
-        pytest.param("- node\n", "the bootstrap must be a mapping (Bootstrap fields), not a list", id="list"),
+        pytest.param("- node\n", "the bootstrap must be a mapping of fields, not a list", id="list"),
         pytest.param(
             "just text",
-            "the bootstrap must be a mapping (Bootstrap fields), not a str",
+            "the bootstrap must be a mapping of fields, not a str",
             id="scalar",
         ),
         pytest.param(
