@@ -283,7 +283,7 @@ class PodMesh:
         _write_atomically(self.mesh_file, mesh_yaml(self.runner.cert_root, endpoints, policy))
         fallback = "BlackHoleCluster" if policy == "REGISTRY_ONLY" else "PassthroughCluster"
         eventually(
-            lambda: f'"name": "{fallback}"' in self.web.admin("/config_dump"),
+            lambda: f'"name": "{fallback}"' in self.web.admin("/config_dump?format=compiled"),
             f"web's sidecar receiving {fallback}",
         )
 

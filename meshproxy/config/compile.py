@@ -85,6 +85,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         clusters=tuple(c for c in clusters if c is not None),
         dynamic=dynamic,
         overload=overload,
+        bootstrap=msg,
     )
 
 

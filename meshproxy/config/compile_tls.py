@@ -18,7 +18,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from meshproxy.config.compile_common import Ctx, reject_fields, string_match, type_url, unpack, wrapped
-from meshproxy.config.model import TlsFiles
+from meshproxy.config.model import StringMatch, TlsFiles
 from meshproxy.errors import ConfigError
 from meshproxy.router.match import compile_string_match
 from meshproxy.tls.config import SanMatcher, SanType, TlsConfig, TlsVersion
@@ -243,11 +243,15 @@ def san_matcher(msg: common_pb2.SubjectAltNameMatcher, ctx: Ctx) -> SanMatcher |
     match = string_match(msg.matcher, "match_pattern", ctx.at("matcher"), ignore_case=msg.matcher.ignore_case)
     if match is None:
         return None
+    return build_san_matcher(san_type, match)
+
+
+def build_san_matcher(san_type: SanType, match: StringMatch) -> SanMatcher:
     if san_type == "DNS" and match.kind == "exact":
         test = _dns_name_match(match.value.encode().lower())
     else:
         test = compile_string_match(match)
-    return SanMatcher(san_type, f"{match.kind} {match.value}", test)
+    return SanMatcher(san_type, f"{match.kind} {match.value}", test, match)
 
 
 def _dns_name_match(want: bytes) -> Callable[[bytes], bool]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from meshproxy.config.policy import (
     DEFAULT_LB,
@@ -517,6 +517,9 @@ class Config:
     dynamic: DynamicResources | None = None
     # The bootstrap's overload_manager (docs/overload.md); None: no monitor, no action.
     overload: OverloadConfig | None = None
+    # The envoy.config.bootstrap.v3.Bootstrap message this was compiled from (the admin's
+    # /config_dump shows it, as Envoy does); not part of what the configuration is.
+    bootstrap: Any = field(default=None, compare=False, repr=False)
 
     def cluster(self, name: str) -> Cluster | None:
         for c in self.clusters:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 from meshproxy.errors import ConfigError
 from meshproxy.tls.policy import MESH_DEFAULT, PqPolicy
@@ -32,6 +32,14 @@ class SanMatcher:
     san_type: SanType
     source: str
     test: Callable[[bytes], bool] = field(compare=False, repr=False)
+    match: Any = field(compare=False, repr=False)  # the StringMatch ``test`` was built from
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built again where it is unpickled (worker processes get compiled configs): ``test``
+        # is a closure, which does not pickle.
+        from meshproxy.config.compile_tls import build_san_matcher
+
+        return build_san_matcher, (self.san_type, self.match)
 
 
 PeerSans = Mapping[SanType, tuple[str, ...]]

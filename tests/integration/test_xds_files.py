@@ -102,6 +102,15 @@ async def test_files_are_served_followed_and_a_bad_one_changes_nothing(tmp_path:
             assert status["api_type"] == "path_config_source"
             assert status["types"]["Listener"]["version_info"] == "l2"
             assert "filter_chains[0].filters[0]" in status["types"]["Listener"]["last_nack"]
+            # Envoy's config dump shows the dynamic resources with their versions
+            configs = (await client.get(proxy.admin_url + "/config_dump")).json()["configs"]
+            [clusters] = [c for c in configs if c["@type"].endswith("ClustersConfigDump")]
+            [listeners] = [c for c in configs if c["@type"].endswith("ListenersConfigDump")]
+            assert [
+                (c["version_info"], c["cluster"]["name"]) for c in clusters["dynamic_active_clusters"]
+            ] == [("c1", "backend")]
+            [listener] = listeners["dynamic_listeners"]
+            assert (listener["name"], listener["active_state"]["version_info"]) == ("http", "l2")
 
 
 async def test_what_needs_ads_is_refused_in_a_file(tmp_path: Path) -> None:
