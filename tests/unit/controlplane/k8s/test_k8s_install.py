@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def test_the_controlplane_runs_locked_down_with_its_ca_and_webhook(
     (container,) = pod["containers"]
     assert container["image"] == "registry.example/meshproxy:1.0"
     args = container["args"]
-    option = {a: b for a, b in zip(args, args[1:], strict=False) if a.startswith("--")}
+    option = {a: b for a, b in itertools.pairwise(args) if a.startswith("--")}
     assert option["--webhook-address"] == "0.0.0.0:15017"
     assert option["--webhook-image"] == "registry.example/meshproxy:1.0"
     assert option["--kube-version"] == "1.28"
