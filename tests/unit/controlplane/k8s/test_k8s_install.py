@@ -187,7 +187,8 @@ def test_inject_says_why_a_workload_was_left_alone(
     assert err.startswith(
         "meshctl inject: Deployment default/web: spec.template: not injected: spec.hostNetwork"
     )
-    assert "initContainers" not in list(yaml.safe_load_all(out))[0]["spec"]["template"]["spec"]
+    first = next(iter(yaml.safe_load_all(out)))
+    assert "initContainers" not in first["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize(
