@@ -54,6 +54,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     inject.add_argument(
         "--trust-bundle", type=Path, help="the CA bundle sidecars verify the controlplane with (PEM)"
     )
+    inject.add_argument(
+        "--controlplane",
+        help="the name sidecars reach the controlplane by, and its certificate's "
+        "(default: its Service, meshproxy-controlplane.SYSTEM_NAMESPACE.svc)",
+    )
     install_cmd = sub.add_parser("install", help="print the manifests that install the mesh")
     install_cmd.add_argument(
         "--dry-run", action="store_true", help="validate them against the Kubernetes schemas instead"
@@ -101,7 +106,7 @@ def _run(args: argparse.Namespace, ca_dir: Path) -> int:
             trust_bundle=_trust_bundle(args.trust_bundle or ca_dir / ca_store.CERT_FILE),
             image=args.image,
             trust_domain=args.trust_domain,
-            controlplane=names.controlplane_host(args.system_namespace),
+            controlplane=args.controlplane or names.controlplane_host(args.system_namespace),
             kube_version=args.kube_version,
         )
         result = inject_yaml(_read(args.file), target, args.namespace, str(args.file))
