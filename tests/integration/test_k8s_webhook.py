@@ -23,7 +23,7 @@ import jsonpatch
 import pytest
 import yaml
 from certs import make_ca
-from k8s_objects import DEPLOYMENT, admission_review, api_server_pod
+from k8s_workloads import DEPLOYMENT, admission_review, api_server_pod
 
 from controlplane import serving_tls
 from controlplane.ca_service import utc_now

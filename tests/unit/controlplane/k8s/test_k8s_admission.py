@@ -12,7 +12,7 @@ import pytest
 from certs import make_ca
 from hypothesis import given
 from hypothesis import strategies as st
-from k8s_objects import DEPLOYMENT, admission_review, api_server_pod
+from k8s_workloads import DEPLOYMENT, admission_review, api_server_pod
 
 from controlplane.k8s import admission, validate
 from controlplane.k8s import annotations as names

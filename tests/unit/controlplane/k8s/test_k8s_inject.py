@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from certs import make_ca
-from k8s_objects import DEPLOYMENT, WORKLOADS
+from k8s_workloads import DEPLOYMENT, WORKLOADS
 
 from controlplane.k8s import annotations as names
 from controlplane.k8s import validate

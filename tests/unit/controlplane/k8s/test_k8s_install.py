@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_objects import WORKLOADS
+from k8s_workloads import WORKLOADS
 
 from controlplane import meshctl
 from controlplane.k8s import annotations as names

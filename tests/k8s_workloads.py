@@ -1,6 +1,6 @@
 """Kubernetes objects for the injection, webhook and install tests, shaped as a cluster has them.
 
-Import it as ``from k8s_objects import ...`` (``tests/`` is on ``sys.path``: see certs.py).
+Import it as ``from k8s_workloads import ...`` (``tests/`` is on ``sys.path``: see certs.py).
 
 - `WORKLOADS`: one manifest of every kind the injector handles, plus a Service it must leave
   alone, as a user writes them (multi-document YAML).
