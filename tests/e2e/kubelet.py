@@ -6,10 +6,11 @@ items name, taken from the pod's annotations; the projected service-account toke
 the controlplane's CA accepts for the pod's identity: on a cluster it would be the kubelet's
 token checked through TokenReview; the ``emptyDir`` is the sidecar group's certificate
 directory), each container's arguments have its mount paths replaced by those directories (the
-pods share the host's filesystem: no mount namespace per container), and the containers run in
+pods share the host's filesystem: no mount namespace per volume), and the containers run in
 Kubernetes' order with their ``securityContext`` users: the init containers to completion (as
-root), then a native sidecar (``restartPolicy: Always``) started and its startup probe polled
-until it passes, and only then the rest. ``meshproxy`` is this checkout's (``Checkout``).
+root, with ``/run`` and ``/tmp`` read-only, as their read-only root filesystem has them), then
+a native sidecar (``restartPolicy: Always``) started and its startup probe polled until it
+passes, and only then the rest. ``meshproxy`` is this checkout's (``Checkout``).
 The application containers are not run: their images are not here; the test starts the
 application processes itself once the pod is ready, as the kubelet would start them.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,13 @@ from controlplane.demo.pods_mesh import Checkout, Workload, eventually
 from controlplane.demo.processes import Children
 
 MESHPROXY = "meshproxy"
+# A read-only root filesystem, where it matters to an init container: /run (iptables' lock file,
+# which the nf_tables backend does not take) and /tmp, read-only in the container's own mount
+# namespace; then meshproxy with the container's arguments ($@).
+READ_ONLY_RUN = (
+    "mount -t tmpfs -o ro tmpfs /run && mount -t tmpfs -o ro tmpfs /tmp && "
+    f'exec {sys.executable} -m meshproxy "$@"'
+)
 
 
 @dataclass
@@ -84,7 +93,8 @@ def run_injected(
         argv = [volumes.rewrite(container, a) for a in container["args"]]
         if container.get("restartPolicy") != "Always":
             assert container["securityContext"]["runAsUser"] == 0
-            done = runner.meshproxy(pod, argv, 60.0)
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            done = pod.run("unshare", "--mount", "sh", "-c", READ_ONLY_RUN, "-", *argv, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"init container {container['name']} in {pod.name}: {done.stderr}")
             continue
