@@ -5,7 +5,8 @@ sidecars' inventory reports and the management API, served alike on two ports: p
 ``--xds-address``, loopback only unless ``--allow-plaintext-remote``, and TLS
 ``--xds-tls-address`` with the certificate of
 `controlplane.serving_tls`), the admin endpoint (``--admin-address``:
-``/metrics``, ``/ready``), the hot-reload task of the config sources (``--mesh``, the embedded
+``/metrics``, ``/ready``), the Kubernetes injection webhook (``--webhook-address``,
+`controlplane.k8s.serve`), the hot-reload task of the config sources (``--mesh``, the embedded
 default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
@@ -40,6 +41,8 @@ from controlplane.app import ControlPlane
 from controlplane.ca import CAPolicy, Issuer
 from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
+from controlplane.k8s import serve as k8s_serve
+from controlplane.k8s.webhook_server import WebhookServer
 from controlplane.tokens import Grant, TokensFile, append_token, new_token
 from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "lifetimes (down to 10 s) exercise rotation in tests and demos",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    k8s_serve.add_arguments(serve)
     token = sub.add_parser("token", help="manage bootstrap tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="print a new token and append it to the tokens file")
@@ -177,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("--xds-address", args.xds_address),
         ("--xds-tls-address", tls_address),
         ("--admin-address", args.admin_address),
+        ("--webhook-address", args.webhook_address),
     ):
         if address is not None and not _valid_address(address):
             print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
@@ -217,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if tls_address is not None
             else None
         )
+        webhook = (
+            k8s_serve.webhook(args, ca, issuer.policy.default_ttl, utc_now)
+            if args.webhook_address is not None
+            else None
+        )
     except ConfigError as exc:
         print(
             f"controlplane: invalid configuration, not starting ({len(exc.problems)} problem(s)):",
@@ -233,13 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         management=management.ManagementService(control, ledger, admins, reports),
         admin=AdminServer(ledger.registry, lambda: control.state is not None),
         inventory=inventory.InventoryReportingService(reports),
+        webhook=webhook,
     )
     loop = new_event_loop()
     try:
         ports = [(args.xds_address, None)]
         if serving is not None and tls_address is not None:
             ports.append((tls_address, serving_tls.server_credentials(serving, utc_now)))
-        return loop.run_until_complete(_serve(services, control, ports, args.admin_address, notes))
+        addresses = (args.admin_address, args.webhook_address)
+        return loop.run_until_complete(_serve(services, control, ports, addresses, notes))
     finally:
         loop.close()
 
@@ -262,6 +274,7 @@ class Services:
     management: management.ManagementService
     admin: AdminServer
     inventory: inventory.InventoryReportingService
+    webhook: WebhookServer | None = None
 
 
 def _tokens_file(path: Path) -> Path:
@@ -314,10 +327,12 @@ async def _serve(
     services: Services,
     control: ControlPlane,
     ports: list[tuple[str, grpc.ServerCredentials | None]],
-    admin_address: str | None,
+    addresses: tuple[str | None, str | None],
     notes: list[str],
 ) -> int:
-    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials)."""
+    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials),
+    and the admin endpoint and the injection webhook on ``addresses`` (either may be None)."""
+    admin_address, webhook_address = addresses
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -361,6 +376,16 @@ async def _serve(
             await server.stop(None)
             return 3
         print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound_admin}", flush=True)
+    if services.webhook is not None and webhook_address:
+        webhook_host, webhook_port = webhook_address.rsplit(":", 1)
+        try:
+            bound_webhook = await services.webhook.start(webhook_host.strip("[]"), int(webhook_port))
+        except OSError as exc:
+            print(f"controlplane: cannot listen on {webhook_address}: {exc}", file=sys.stderr)
+            await services.admin.close()
+            await server.stop(None)
+            return 3
+        print(f"controlplane: serving the injection webhook on {webhook_host}:{bound_webhook}", flush=True)
     for address in tls:
         print(
             f"controlplane: serving xDS (ADS), the CA and the management API over TLS on {address}",
@@ -372,6 +397,8 @@ async def _serve(
     with contextlib.suppress(asyncio.CancelledError):
         await reload
     await services.admin.close()
+    if services.webhook is not None:
+        await services.webhook.close()
     services.ads.close()  # ADS streams never finish on their own: end them, don't wait the grace out
     await server.stop(STOP_GRACE_SECONDS)
     return 0

@@ -1,9 +1,10 @@
 """``meshctl``: the command line over the controlplane's management API.
 
 Owns the commands (``status``, ``get``, ``apply -f FILE [--dry-run]``, ``validate -f FILE``,
-``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``, ``inventory``), the token
-(``--token-file``, else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token`` in its
-state directory; sent as ``authorization: Bearer``), and the two renderings of every answer:
+``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``, ``inventory``; and the offline
+Kubernetes commands ``inject``, ``install``, ``uninstall`` of `controlplane.k8s.commands`), the
+token (``--token-file``, else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token``
+in its state directory; sent as ``authorization: Bearer``), and the two renderings of every answer:
 readable tables by default, ``-o json`` (one JSON document; ``events`` writes one JSON object per
 line) for scripts. Exit codes: 0 success, 1 a refused config or shift (its problems are printed),
 2 usage error, 3 the controlplane is unreachable or refused the call (status and message printed).
@@ -26,6 +27,7 @@ import grpc
 from google.protobuf import json_format
 
 from controlplane import state_dir
+from controlplane.k8s import commands as k8s_commands
 from meshproxy._gen.mesh.v1 import management_pb2 as pb
 from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
@@ -75,11 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the crypto inventory the sidecars report: per peer identity, the TLS groups, signature "
         "algorithms and versions its connections negotiated, and classical fallbacks",
     )
+    k8s_commands.add_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in k8s_commands.COMMANDS:  # offline: no controlplane, no token
+        return k8s_commands.run(args, args.state_dir or state_dir.default_location())
     try:
         metadata = _metadata(args.token_file, args.state_dir or state_dir.default_location())
         with grpc.insecure_channel(args.server) as channel:

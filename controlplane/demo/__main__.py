@@ -223,7 +223,7 @@ class Demo:
 
 
 async def _route_version(admin: str) -> str:
-    dump = await fetch_json(f"{admin}/config_dump")
+    dump = await fetch_json(f"{admin}/config_dump?format=compiled")
     return str(dump["xds"]["types"].get("RouteConfiguration", {}).get("version_info", ""))
 
 

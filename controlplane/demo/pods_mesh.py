@@ -55,6 +55,7 @@ from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, SIDECAR_UID, Pod, Pods
 from controlplane.demo.processes import Child, Children
 from controlplane.demo.workload import GRPC_PORT, HTTP_PORT, TCP_PORT
 from controlplane.mesh import load_mesh
+from controlplane.mesh.bootstrap import sidecar_bootstrap
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 HELLO_VIP = "10.96.0.10"
@@ -68,8 +69,6 @@ CONTROLPLANE_NAME = "controlplane"  # its hosts-file name, and the SAN of its TL
 CONTROLPLANE_STATE = "controlplane-state"  # in the work directory: the controlplane's CA
 START_TIMEOUT = 60.0  # imports, the CA's first key and the SVIDs, on a loaded 2-core machine
 POLL = 0.05
-UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 class Runner(Protocol):
@@ -156,43 +155,7 @@ services:
 def bootstrap(node: str, group: str, controlplane_ip: str, trust: str) -> dict[str, object]:
     """A sidecar's bootstrap: its admin on loopback, ADS over TLS to the controlplane pod,
     verified against ``trust`` (the bundle's name as the sidecar sees it)."""
-    endpoint = {"endpoint": {"address": _address(controlplane_ip, XDS_TLS_PORT)}}
-    tls = {
-        "@type": UPSTREAM_TLS,
-        "sni": CONTROLPLANE_NAME,
-        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": trust}}},
-    }
-    xds = {
-        "name": "xds",
-        "type": "STATIC",
-        "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": "xds", "endpoints": [{"lb_endpoints": [endpoint]}]},
-        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": tls},
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": HTTP_OPTIONS,
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-    }
-    return {
-        "node": {"id": node, "cluster": group},
-        "admin": {"address": _address("127.0.0.1", ADMIN_PORT)},
-        "static_resources": {"clusters": [xds]},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-            },
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-    }
-
-
-def _address(host: str, port: int) -> dict[str, object]:
-    return {"socket_address": {"address": host, "port_value": port}}
+    return sidecar_bootstrap(node, group, (controlplane_ip, XDS_TLS_PORT), trust, CONTROLPLANE_NAME)
 
 
 def eventually(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
@@ -283,7 +246,7 @@ class PodMesh:
         _write_atomically(self.mesh_file, mesh_yaml(self.runner.cert_root, endpoints, policy))
         fallback = "BlackHoleCluster" if policy == "REGISTRY_ONLY" else "PassthroughCluster"
         eventually(
-            lambda: f'"name": "{fallback}"' in self.web.admin("/config_dump"),
+            lambda: f'"name": "{fallback}"' in self.web.admin("/config_dump?format=compiled"),
             f"web's sidecar receiving {fallback}",
         )
 
@@ -330,7 +293,7 @@ def _build(pods: Pods, work: Path, children: Children, policy: str, runner: Runn
     mesh_file = work / "mesh.yaml"
     mesh_file.write_text(mesh_yaml(runner.cert_root, {v: p.ipv4 for v, p in versions.items()}, policy))
     mesh, _ = load_mesh(mesh_file.read_text(), source=str(mesh_file))
-    trust = _start_controlplane(cp, work, runner, children)
+    trust = start_controlplane(cp, work, runner, children)
     identities = {s.name: s.identity for s in mesh.services}
     outside.serve("outside", OUTSIDE_PORT)
     web = _start_sidecar(a, "web", identities["web"], cp_ip, trust, work, runner, children)
@@ -357,7 +320,7 @@ def _start_apps(hello: dict[str, Workload], children: Children) -> None:
         asyncio.run(children.wait_for_line(workload.app, r"(?m)^ready$", START_TIMEOUT))
 
 
-def _start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
+def start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
     """``controlplane serve`` in its pod; returns the CA's trust bundle, readable by sidecars."""
     (work / "tokens").touch()
     management = work / "management-tokens"

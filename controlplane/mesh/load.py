@@ -22,6 +22,7 @@ import yaml
 from controlplane.mesh.doc import (
     NAME,
     Doc,
+    FastLoader,
     Loader,
     boolean,
     choice,
@@ -76,8 +77,7 @@ def load_mesh(text: str, *, source: str = "mesh") -> tuple[Mesh, dict[str, Any]]
         # The bootstrap's bounds on hostile files (size, nesting, alias expansion), checked on the
         # event stream before any object is built: deep nesting ended in a RecursionError here.
         limits.check_size(len(text))
-        limits.check_yaml_events(yaml.parse(text, Loader=Loader))
-        doc = yaml.load(text, Loader=Loader)  # safe: a SafeLoader
+        doc = limits.load_yaml(text, FastLoader, Loader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     except ConfigError as exc:

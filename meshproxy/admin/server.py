@@ -14,12 +14,14 @@ import asyncio
 import dataclasses
 import json
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Endpoint
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
@@ -28,14 +30,18 @@ from meshproxy.telemetry.istio import IstioCollector
 from meshproxy.tls.inventory import InventoryCollector
 
 if TYPE_CHECKING:
+    from meshproxy.config.model import Config
     from meshproxy.server import Server
     from meshproxy.upstream.cluster import ClusterRuntime
+    from meshproxy.xds.client import AdsClient
 
 HELP = """meshproxy admin
   GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
   GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
   GET  /stats              the same, as JSON
-  GET  /config_dump        the running configuration, as JSON (with xDS: versions, warming, last NACKs)
+  GET  /config_dump        the configuration as Envoy's ConfigDump JSON (?include_eds, ?resource=,
+                           ?name_regex=); ?format=compiled: meshproxy's compiled form (with xDS:
+                           versions, warming, last NACKs)
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
   GET  /crypto_inventory   per peer SPIFFE ID: the TLS groups, signature algorithms and versions its
@@ -51,10 +57,27 @@ HELP = """meshproxy admin
 """
 
 
+def envoy_config_dump(
+    config: Config, xds: AdsClient | None, query: str, started: float
+) -> tuple[int, bytes, bytes]:
+    """``/config_dump``: Envoy's ConfigDump (``config_dump.py``); ``started``: monotonic time the
+    admin started (the static configuration's load time)."""
+    from meshproxy.admin.config_dump import config_dump
+    from meshproxy.config.regex import RegexError
+
+    loaded = time.time() - (time.monotonic() - started)
+    try:
+        return json_answer(config_dump(config, xds, urllib.parse.unquote(query), loaded))
+    except RegexError as err:
+        return 400, f"name_regex: {err}\n".encode(), b"text/plain"
+
+
 def jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "pattern"
+            f.name: jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.name not in ("pattern", "bootstrap")
         }
     if isinstance(obj, (tuple, list)):
         return [jsonable(x) for x in obj]
@@ -100,6 +123,8 @@ class Admin:
         if path == "/stats":
             return json_answer({**stats_json(self.server.store), **srv.overload.stats.flat()})
         if path == "/config_dump":
+            if "format=compiled" not in query.split("&"):
+                return envoy_config_dump(srv.config, srv.xds, query, self.started)
             dump = {"version": srv.config.version, "config": jsonable(srv.config)}
             if srv.xds is not None:
                 dump["xds"] = srv.xds.status()
@@ -109,7 +134,7 @@ class Admin:
         if path == "/listeners":
             return json_answer(
                 [
-                    {"name": name, "address": "%s:%d" % lr.bound_address(), "draining": lr.draining}
+                    {"name": name, "address": host_port(*lr.bound_address()), "draining": lr.draining}
                     for name, lr in srv.listeners.items()
                     if lr.server is not None
                 ]

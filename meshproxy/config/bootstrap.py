@@ -62,7 +62,7 @@ def parse_bootstrap(text: str, *, source: str | None = None, allow_unknown_field
     """
     try:
         limits.check_size(len(text))
-        document = _load_document(text, source or "")
+        document = load_document(text, source or "")
         checked = check_message(
             document, bootstrap_pb2.Bootstrap.DESCRIPTOR, allow_unknown_fields=allow_unknown_fields
         )
@@ -108,9 +108,11 @@ class _NoDuplicateKeys(yaml.constructor.SafeConstructor):
         return super().construct_mapping(node, deep=deep)
 
 
-def _load_document(text: str, source: str) -> dict[str, Any]:
+def load_document(text: str, source: str, what: str = "the bootstrap") -> dict[str, Any]:
+    """The mapping a configuration text (YAML or JSON) holds, within ``limits``; ``what`` names
+    it in the problems ("the bootstrap", "the LDS file")."""
     if not text.strip():
-        raise ConfigError(["the bootstrap is empty"])
+        raise ConfigError([f"{what} is empty"])
     # JSON is YAML, except that YAML refuses tab indentation; JSON-looking text is read as JSON.
     looks_json = source.endswith(".json") or text.lstrip().startswith("{")
     try:
@@ -127,11 +129,9 @@ def _load_document(text: str, source: str) -> dict[str, Any]:
     except ValueError as err:  # a duplicate JSON key
         raise ConfigError([str(err)]) from err
     if document is None:
-        raise ConfigError(["the bootstrap is empty (only comments?)"])
+        raise ConfigError([f"{what} is empty (only comments?)"])
     if not isinstance(document, dict):
-        raise ConfigError(
-            [f"the bootstrap must be a mapping (Bootstrap fields), not a {type(document).__name__}"]
-        )
+        raise ConfigError([f"{what} must be a mapping of fields, not a {type(document).__name__}"])
     return document
 
 
@@ -150,13 +150,7 @@ class _FastLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader
 
 def _load_yaml(text: str) -> Any:
     """The document, once its event stream is within ``limits`` (before any object is built)."""
-    try:
-        limits.check_yaml_events(yaml.parse(text, Loader=_FastLoader))
-        return yaml.load(text, Loader=_FastLoader)  # safe: a SafeLoader
-    except yaml.YAMLError:
-        # The pure-Python parser words syntax errors better (it names the character).
-        limits.check_yaml_events(yaml.parse(text, Loader=_Loader))
-        return yaml.load(text, Loader=_Loader)
+    return limits.load_yaml(text, _FastLoader, _Loader)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Must not depend on file formats (``bootstrap.py`` reads files), asyncio or socke
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Hashable, Iterator, Sequence
 from typing import TypeVar
 
@@ -38,6 +39,10 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
     static = ctx.at("static_resources")
     resources = msg.static_resources
     clusters = [cluster(c, cctx) for c, cctx in static.each("clusters", resources.clusters)]
+    for unnamed in (ln for ln in resources.listeners if not ln.name):
+        # As Envoy: a static listener without a name gets a generated one (a UUID); only one
+        # that LDS may update or remove needs its own.
+        unnamed.name = str(uuid.uuid4())
     listeners = [listener(ln, lctx) for ln, lctx in static.each("listeners", resources.listeners)]
     dynamic = None
     if msg.HasField("dynamic_resources"):
@@ -80,6 +85,7 @@ def compile_bootstrap(msg: bootstrap_pb2.Bootstrap) -> Config:
         clusters=tuple(c for c in clusters if c is not None),
         dynamic=dynamic,
         overload=overload,
+        bootstrap=msg,
     )
 
 

@@ -50,13 +50,21 @@ from meshproxy.config.model import (
 )
 from meshproxy.config.policy import DEFAULT_LB
 
-_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]] = {
+_DISCOVERY: dict[int, Literal["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"]] = {
     cluster_pb2.Cluster.STATIC: "STATIC",
     cluster_pb2.Cluster.STRICT_DNS: "STRICT_DNS",
+    cluster_pb2.Cluster.LOGICAL_DNS: "LOGICAL_DNS",
     cluster_pb2.Cluster.EDS: "EDS",
     cluster_pb2.Cluster.ORIGINAL_DST: "ORIGINAL_DST",
 }
-_DISCOVERY_NAMES = "STATIC, STRICT_DNS, EDS or ORIGINAL_DST"
+_DNS_FAMILIES: dict[int, Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"]] = {
+    cluster_pb2.Cluster.AUTO: "AUTO",
+    cluster_pb2.Cluster.V4_ONLY: "V4_ONLY",
+    cluster_pb2.Cluster.V6_ONLY: "V6_ONLY",
+    cluster_pb2.Cluster.V4_PREFERRED: "V4_PREFERRED",
+    cluster_pb2.Cluster.ALL: "ALL",
+}
+_DISCOVERY_NAMES = "STATIC, STRICT_DNS, LOGICAL_DNS, EDS or ORIGINAL_DST"
 _ONLY_CLUSTER_PROVIDED = "is not valid for a cluster of type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed"
 _BIND_FIELDS = ("freebind", "socket_options", "extra_source_addresses", "additional_source_addresses")
 _STATIC_NEEDS_IP = "STATIC cluster endpoints must be IP addresses; use type STRICT_DNS for host names"
@@ -139,6 +147,10 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         localities, overprovisioning = load_assignment(
             msg.load_assignment, ctx.at("load_assignment"), require_ip
         )
+        if discovery == "LOGICAL_DNS" and sum(len(loc.endpoints) for loc in localities) != 1:
+            ctx.at("load_assignment").problem(
+                "a LOGICAL_DNS cluster needs exactly one locality with exactly one lb_endpoint"
+            )
     breakers = thresholds(msg.circuit_breakers, ctx.at("circuit_breakers"))
     outliers = (
         outlier_detection(msg.outlier_detection, ctx.at("outlier_detection"))
@@ -155,6 +167,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     return Cluster(
         name=msg.name,
         discovery=discovery,
+        dns_lookup_family=_DNS_FAMILIES[msg.dns_lookup_family],
         localities=localities,
         connect_timeout=connect_timeout,
         lb=lb,

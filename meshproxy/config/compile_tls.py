@@ -10,16 +10,18 @@ with its field path rather than a failed handshake later. ``raw_buffer`` means p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
-from meshproxy.config.compile_common import Ctx, reject_fields, type_url, unpack, wrapped
-from meshproxy.config.model import TlsFiles
+from meshproxy.config.compile_common import Ctx, reject_fields, string_match, type_url, unpack, wrapped
+from meshproxy.config.model import StringMatch, TlsFiles
 from meshproxy.errors import ConfigError
-from meshproxy.tls.config import SanKind, TlsConfig, TlsVersion
+from meshproxy.router.match import compile_string_match
+from meshproxy.tls.config import SanMatcher, SanType, TlsConfig, TlsVersion
 from meshproxy.tls.policy import from_ecdh_curves
 
 _DOWNSTREAM = type_url(tls_pb2.DownstreamTlsContext)
@@ -132,7 +134,7 @@ def _common(
         chain = _data(cert.certificate_chain, cctx.at("certificate_chain"))
         key = _data(cert.private_key, cctx.at("private_key"))
     trusted: bytes | None = None
-    sans: list[tuple[SanKind, str]] = []
+    sans: list[SanMatcher] = []
     validation: tuple[common_pb2.CertificateValidationContext, Ctx] | None = None
     if msg.HasField("validation_context"):
         validation = msg.validation_context, ctx.at("validation_context")
@@ -147,21 +149,16 @@ def _common(
         if vmsg.HasField("trusted_ca"):
             trusted = _data(vmsg.trusted_ca, vctx.at("trusted_ca"))
         for san, sctx in vctx.each("match_typed_subject_alt_names", vmsg.match_typed_subject_alt_names):
-            if san.san_type != common_pb2.SubjectAltNameMatcher.URI:
-                sctx.at("san_type").problem("only URI SANs (SPIFFE IDs) are matched")
-                continue
-            kind = san.matcher.WhichOneof("match_pattern")
-            if kind not in ("exact", "prefix"):
-                sctx.at("matcher").problem(f"{kind} is not supported; use exact or prefix")
-                continue
-            sans.append((kind, getattr(san.matcher, kind)))
+            matcher = san_matcher(san, sctx)
+            if matcher is not None:
+                sans.append(matcher)
     try:
         cfg = TlsConfig(
             server_side=server_side,
             certificate_chain=chain,
             private_key=key,
             trusted_ca=trusted,
-            match_san_uris=tuple(sans),
+            match_sans=tuple(sans),
             require_client_certificate=require_client,
             min_version=min_v,
             max_version=max_v,
@@ -223,3 +220,49 @@ def _data(msg: base_pb2.DataSource, ctx: Ctx) -> bytes:
         return msg.inline_string.encode()
     ctx.problem("needs filename, inline_bytes or inline_string")
     return b""
+
+
+_SAN_TYPES: dict[int, SanType] = {
+    common_pb2.SubjectAltNameMatcher.URI: "URI",
+    common_pb2.SubjectAltNameMatcher.DNS: "DNS",
+    common_pb2.SubjectAltNameMatcher.EMAIL: "EMAIL",
+    common_pb2.SubjectAltNameMatcher.IP_ADDRESS: "IP_ADDRESS",
+}
+
+
+def san_matcher(msg: common_pb2.SubjectAltNameMatcher, ctx: Ctx) -> SanMatcher | None:
+    """One SubjectAltNameMatcher: a StringMatcher over the certificate's SANs of one type."""
+    san_type = _SAN_TYPES.get(msg.san_type)
+    if san_type is None:
+        kind = common_pb2.SubjectAltNameMatcher.SanType.Name(msg.san_type)
+        ctx.at("san_type").problem(f"{kind} is not supported; use URI, DNS, EMAIL or IP_ADDRESS")
+        return None
+    if msg.oid:
+        ctx.at("oid").problem("is only for san_type OTHER_NAME, which is not supported")
+        return None
+    match = string_match(msg.matcher, "match_pattern", ctx.at("matcher"), ignore_case=msg.matcher.ignore_case)
+    if match is None:
+        return None
+    return build_san_matcher(san_type, match)
+
+
+def build_san_matcher(san_type: SanType, match: StringMatch) -> SanMatcher:
+    if san_type == "DNS" and match.kind == "exact":
+        test = _dns_name_match(match.value.encode().lower())
+    else:
+        test = compile_string_match(match)
+    return SanMatcher(san_type, f"{match.kind} {match.value}", test, match)
+
+
+def _dns_name_match(want: bytes) -> Callable[[bytes], bool]:
+    """Envoy's dnsNameMatch, case-insensitive: the SAN is ``want``, or it is ``*.`` and a suffix
+    that ``want`` has after exactly one label (``*.example.com`` accepts ``a.example.com``)."""
+
+    def test(san: bytes) -> bool:
+        san = san.lower()
+        if san == want:
+            return True
+        first = want.find(b".")
+        return san.startswith(b"*.") and first > 0 and want[first:] == san[1:]
+
+    return test

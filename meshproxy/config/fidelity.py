@@ -423,7 +423,8 @@ TABLE: dict[str, dict[str, Field]] = {
         "name type eds_cluster_config connect_timeout per_connection_buffer_limit_bytes lb_policy "
         "load_assignment health_checks max_requests_per_connection circuit_breakers "
         "common_http_protocol_options http2_protocol_options typed_extension_protocol_options "
-        "dns_refresh_rate outlier_detection cleanup_interval upstream_bind_config ring_hash_lb_config "
+        "dns_refresh_rate dns_lookup_family outlier_detection cleanup_interval upstream_bind_config "
+        "ring_hash_lb_config "
         "maglev_lb_config original_dst_lb_config least_request_lb_config common_lb_config "
         "transport_socket load_balancing_policy",
         "transport_socket_matches cluster_type",
@@ -434,7 +435,6 @@ TABLE: dict[str, dict[str, Field]] = {
         dns_jitter=accepted("spreads DNS refreshes in time"),
         dns_failure_refresh_rate=refused("a failed resolution is retried at dns_refresh_rate"),
         respect_dns_ttl=refused("names are re-resolved every dns_refresh_rate"),
-        dns_lookup_family=refused(f"{_SYSTEM_DNS} and uses every address", allowed=("ALL",)),
         dns_resolvers=refused(f"{_SYSTEM_DNS}; resolvers cannot be set"),
         use_tcp_for_dns_lookups=accepted(f"{_SYSTEM_DNS}, which chooses the transport"),
         dns_resolution_config=refused(f"{_SYSTEM_DNS}; resolvers cannot be set"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from meshproxy.config.policy import (
     DEFAULT_LB,
@@ -454,11 +454,14 @@ class LocalityLbEndpoints:
 @dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
-    discovery: Literal["STATIC", "STRICT_DNS", "EDS", "ORIGINAL_DST"]
+    discovery: Literal["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"]
     localities: tuple[LocalityLbEndpoints, ...]
     connect_timeout: float = 5.0  # seconds (Envoy's default)
     lb: LbConfig = DEFAULT_LB
     dns_refresh_rate: float = 5.0  # seconds (Envoy's default)
+    # dns_lookup_family: which of a name's addresses STRICT_DNS and LOGICAL_DNS use (Envoy's
+    # AUTO: the IPv6 ones when there are any, else the IPv4 ones).
+    dns_lookup_family: Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"] = "AUTO"
     # Upstream keep-alive: idle pooled connections close after this long
     # (common_http_protocol_options.idle_timeout, default 1 h).
     idle_timeout: float = 3600.0
@@ -517,7 +520,8 @@ class Admin:
 
 @dataclass(frozen=True, slots=True)
 class DynamicResources:
-    """Bootstrap dynamic_resources: ADS over gRPC to a static cluster, LDS and CDS through it."""
+    """Bootstrap dynamic_resources: ADS over gRPC to a static cluster, LDS and CDS through it; or
+    LDS and CDS from files (``path_config_source``), ``ads_cluster`` then empty."""
 
     ads_cluster: str  # ads_config.grpc_services[0].envoy_grpc.cluster_name (a static cluster)
     delta: bool = False  # ads_config.api_type DELTA_GRPC (else GRPC: state of the world)
@@ -526,6 +530,10 @@ class DynamicResources:
     # initial_fetch_timeout of the LDS/CDS config sources (Envoy's default 15 s; 0: wait forever):
     # how long a warming listener or cluster waits for its routes or endpoints.
     initial_fetch_timeout: float = 15.0
+    # lds_config / cds_config: {path_config_source: {path: …}}: the file holding a
+    # DiscoveryResponse of listeners / clusters ("" when it comes over ADS).
+    lds_path: str = ""
+    cds_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +548,9 @@ class Config:
     dynamic: DynamicResources | None = None
     # The bootstrap's overload_manager (docs/overload.md); None: no monitor, no action.
     overload: OverloadConfig | None = None
+    # The envoy.config.bootstrap.v3.Bootstrap message this was compiled from (the admin's
+    # /config_dump shows it, as Envoy does); not part of what the configuration is.
+    bootstrap: Any = field(default=None, compare=False, repr=False)
 
     def cluster(self, name: str) -> Cluster | None:
         for c in self.clusters:

@@ -70,6 +70,11 @@ class Regex:
     # The program with capture groups, which rewrites need.
     _capturing: Any = field(compare=False, repr=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compiled again where it is unpickled (the worker processes get compiled configs): the
+        # matchers are closures over RE2 programs, which do not pickle.
+        return compile_regex, (self.source, self.program_size)
+
     def replace(self, rewrite: Rewrite, text: bytes) -> bytes:
         """RE2::GlobalReplace: every non-overlapping match in ``text`` replaced by ``rewrite``.
 

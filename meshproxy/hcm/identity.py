@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.addresses import address_of
+from meshproxy.addresses import address_of, host_port
 from meshproxy.identity.spiffe import SpiffeId, leaf_spiffe_id
 from meshproxy.identity.xfcc import format_element
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def downstream_peer(ctx: HttpContext, transport: Any) -> tuple[bytes, str, Negotiated | None, bytes | None]:
     """(peer address, "address:port", the TLS evidence, the XFCC element) of a connection."""
     host, port = address_of(transport.get_extra_info("peername"))
-    ip, label = (host.encode(), f"{host}:{port}") if host else (b"", "")
+    ip, label = (host.encode(), host_port(host, port)) if host else (b"", "")
     tls: Negotiated | None = transport.get_extra_info("tls")
     if tls is None or not tls.peer_chain:
         return ip, label, tls, None

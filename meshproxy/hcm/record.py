@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.addresses import address_of
+from meshproxy.addresses import address_of, host_port
 
 if TYPE_CHECKING:
     from meshproxy.hcm.exchange import Exchange, RequestView
@@ -51,7 +51,7 @@ def access_record(
 def _local_label(peer: Any) -> str:
     """%DOWNSTREAM_LOCAL_ADDRESS%: the original destination when the listener restored it."""
     local = peer.original_dst or address_of(peer.transport.get_extra_info("sockname"))
-    return f"{local[0]}:{local[1]}" if local[0] else ""
+    return host_port(*local) if local[0] else ""
 
 
 def tls_fields(tls: Negotiated) -> dict[str, Any]:

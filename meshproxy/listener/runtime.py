@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
 from meshproxy.access_log import AccessLogs
+from meshproxy.addresses import host_port
 from meshproxy.config.model import (
     ConnectionLimit,
     FilterChain,
@@ -121,11 +122,7 @@ def bind_socket(
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        where = (
-            f"[{address.host}]:{address.port}"
-            if family == socket.AF_INET6
-            else f"{address.host}:{address.port}"
-        )
+        where = host_port(address.host, address.port)
         raise OSError(exc.errno, f"cannot bind {where}: {exc.strerror or exc}") from exc
     return sock
 
@@ -442,7 +439,7 @@ class ListenerRuntime:
         # Counted by code (a fixed vocabulary, so the label set stays bounded); the log says why.
         reasons = stats.ssl_errors_by_reason
         reasons[error.code] = reasons.get(error.code, 0) + 1
-        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        where = host_port(peer[0], peer[1]) if peer else "?"
         now = asyncio.get_running_loop().time()
         self._logs.log(
             logging.WARNING,

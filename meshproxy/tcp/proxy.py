@@ -15,6 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
+from meshproxy.addresses import address_of, host_port
 from meshproxy.config.model import TcpProxy
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class TcpDownstream(asyncio.Protocol):
         self.ctx.listener.connection_opened(self)
         self.ctx.stats.downstream_cx_total += 1
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.peer = host_port(*address_of(peer)) if peer else ""
         name = self.ctx.cluster_name()
         cluster = self.ctx.clusters.get(name)
         host = None
@@ -100,6 +101,12 @@ class TcpDownstream(asyncio.Protocol):
         if cluster is None or host is None:
             self.ctx.stats.downstream_cx_no_route += 1
             self.flags = "NC" if cluster is None else "UH"
+            transport.close()
+            return
+        if not cluster.can_connect():
+            # As Envoy's tcp_proxy: the cluster's max_connections (DEFAULT priority) is a hard
+            # limit here, with no pending queue: the session closes, flagged UO.
+            self.flags = "UO"
             transport.close()
             return
         self.cluster, self.host = cluster, host
@@ -177,7 +184,7 @@ class TcpDownstream(asyncio.Protocol):
                     "upstream_host": self.host.label if self.host is not None else None,
                     "upstream_cluster": self.cluster.config.name if self.cluster is not None else None,
                     "downstream_remote_address": self.peer,
-                    "downstream_local_address": f"{local[0]}:{local[1]}" if local else "",
+                    "downstream_local_address": host_port(*local) if local else "",
                 }
             )
 

@@ -11,14 +11,39 @@ module for every bootstrap, and a configuration without TLS never loads OpenSSL 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 from meshproxy.errors import ConfigError
 from meshproxy.tls.policy import MESH_DEFAULT, PqPolicy
 
-SanKind = Literal["exact", "prefix"]
+SanType = Literal["URI", "DNS", "EMAIL", "IP_ADDRESS"]
+
+
+@dataclass(frozen=True, slots=True)
+class SanMatcher:
+    """One entry of validation_context.match_typed_subject_alt_names: a peer certificate SAN of
+    ``san_type`` that ``test`` accepts (the compiler builds it from the StringMatcher ``source``
+    describes, e.g. ``exact spiffe://td/ns/a/sa/b``; a DNS ``exact`` also accepts a wildcard
+    SAN of the certificate, as Envoy's dnsNameMatch)."""
+
+    san_type: SanType
+    source: str
+    test: Callable[[bytes], bool] = field(compare=False, repr=False)
+    match: Any = field(compare=False, repr=False)  # the StringMatch ``test`` was built from
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built again where it is unpickled (worker processes get compiled configs): ``test``
+        # is a closure, which does not pickle.
+        from meshproxy.config.compile_tls import build_san_matcher
+
+        return build_san_matcher, (self.san_type, self.match)
+
+
+PeerSans = Mapping[SanType, tuple[str, ...]]
+"""A verified leaf's subject alternative names by type (``engine.subject_alt_names``)."""
 
 
 class TlsVersion(IntEnum):
@@ -37,9 +62,9 @@ class TlsConfig:
     private_key: bytes = b""
     # common_tls_context.validation_context.trusted_ca (PEM bundle); None: peers not verified.
     trusted_ca: bytes | None = None
-    # validation_context.match_typed_subject_alt_names of type URI: (kind, value) pairs; a peer
-    # is accepted when one of its URI SANs matches one of them (any, if the tuple is empty).
-    match_san_uris: tuple[tuple[SanKind, str], ...] = ()
+    # validation_context.match_typed_subject_alt_names: a peer is accepted when one of its SANs
+    # matches one of them (any peer, if the tuple is empty).
+    match_sans: tuple[SanMatcher, ...] = ()
     require_client_certificate: bool = False
     min_version: TlsVersion = TlsVersion.TLSv1_3
     max_version: TlsVersion = TlsVersion.TLSv1_3
@@ -69,28 +94,22 @@ class TlsConfig:
                 "require_client_certificate: needs a DownstreamTlsContext with "
                 "common_tls_context.validation_context.trusted_ca"
             )
-        if self.match_san_uris and self.trusted_ca is None:
+        if self.match_sans and self.trusted_ca is None:
             problems.append(
                 "common_tls_context.validation_context.match_typed_subject_alt_names: "
                 "needs trusted_ca (an identity is only meaningful on a verified certificate)"
             )
-        for i, (kind, _value) in enumerate(self.match_san_uris):
-            if kind not in ("exact", "prefix"):
-                problems.append(
-                    f"common_tls_context.validation_context.match_typed_subject_alt_names[{i}]: "
-                    f'matcher "{kind}" is not supported; use exact or prefix'
-                )
         if self.sni and self.server_side:
             problems.append("sni: only an UpstreamTlsContext sends a server name")
         if problems:
             raise ConfigError(problems)
 
-    def identity_allowed(self, uris: tuple[str, ...]) -> bool:
-        """Whether a verified peer with these URI SANs is one we may talk to."""
-        if not self.match_san_uris:
+    def identity_allowed(self, sans: PeerSans) -> bool:
+        """Whether a verified peer with these SANs is one we may talk to."""
+        if not self.match_sans:
             return True
-        for kind, value in self.match_san_uris:
-            for uri in uris:
-                if uri == value if kind == "exact" else uri.startswith(value):
-                    return True
+        for matcher in self.match_sans:
+            test = matcher.test
+            if any(test(san.encode()) for san in sans.get(matcher.san_type, ())):
+                return True
         return False

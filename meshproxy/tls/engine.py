@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from meshproxy.tls import _openssl, _unexported
-from meshproxy.tls.config import TlsConfig
+from meshproxy.tls.config import PeerSans, SanType, TlsConfig
 from meshproxy.tls.errors import (
     ALERT_REASON_OFFSET,
     CERTIFICATE_REASONS,
@@ -54,15 +54,27 @@ class Negotiated:
 
 
 def uri_sans(cert: x509.Certificate) -> tuple[str, ...]:
+    return subject_alt_names(cert)["URI"]
+
+
+def subject_alt_names(cert: x509.Certificate) -> dict[SanType, tuple[str, ...]]:
+    """The certificate's SANs of the types ``match_typed_subject_alt_names`` can name (IP
+    addresses in their canonical text form, as Envoy compares them)."""
     try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return ()
-    return tuple(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
+        return {"URI": (), "DNS": (), "EMAIL": (), "IP_ADDRESS": ()}
+    return {
+        "URI": tuple(sans.get_values_for_type(x509.UniformResourceIdentifier)),
+        "DNS": tuple(sans.get_values_for_type(x509.DNSName)),
+        "EMAIL": tuple(sans.get_values_for_type(x509.RFC822Name)),
+        "IP_ADDRESS": tuple(str(ip) for ip in sans.get_values_for_type(x509.IPAddress)),
+    }
 
 
-def _identity_refused(uris: tuple[str, ...]) -> str:
-    return f"peer identity {', '.join(uris) or '(no URI SAN)'} not allowed"
+def _identity_refused(sans: PeerSans) -> str:
+    names = sans.get("URI") or sans.get("DNS") or ()
+    return f"peer identity {', '.join(names) or '(no URI SAN)'} not allowed"
 
 
 class TlsEngine:
@@ -245,9 +257,10 @@ class TlsEngine:
         if depth:
             return True
         self._leaf = leaf = x509.load_der_x509_certificate(der)
-        self._uris = uris = uri_sans(leaf)
-        if not self._cfg.identity_allowed(uris):
-            self._refusal = ("identity_not_allowed", _identity_refused(uris))
+        sans = subject_alt_names(leaf)
+        self._uris = sans["URI"]
+        if not self._cfg.identity_allowed(sans):
+            self._refusal = ("identity_not_allowed", _identity_refused(sans))
             return False
         return True
 
@@ -260,9 +273,10 @@ class TlsEngine:
         leaf, uris = self._leaf, self._uris
         if leaf is None:  # resumed (the callback did not run), or an unverified/absent peer cert
             leaf = conn.get_peer_certificate(as_cryptography=True)
-            uris = uri_sans(leaf) if leaf is not None else ()
-        if refusal is None and self._cfg.trusted_ca is not None and not self._cfg.identity_allowed(uris):
-            refusal = TlsError(_identity_refused(uris), code="identity_not_allowed")
+            sans = subject_alt_names(leaf) if leaf is not None else {}
+            uris = sans.get("URI", ())
+            if refusal is None and self._cfg.trusted_ca is not None and not self._cfg.identity_allowed(sans):
+                refusal = TlsError(_identity_refused(sans), code="identity_not_allowed")
         if refusal is not None:
             self.close()  # the handshake is over: all we can still send is close_notify
             raise self._fail(refusal)

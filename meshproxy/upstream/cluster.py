@@ -41,6 +41,7 @@ from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
+from meshproxy.addresses import host_port
 from meshproxy.config.model import Cluster, Locality, SocketAddress
 from meshproxy.stats import ClusterStats
 from meshproxy.tls.counts import count_handshake
@@ -123,7 +124,7 @@ class Host:
         hostname: str = "",
     ) -> None:
         self.address = address
-        self.label = f"{address.host}:{address.port}"
+        self.label = host_port(address.host, address.port)
         self.key = hostname or self.label  # what ring hash and maglev hash on
         self.weight = weight
         self.health_status = health_status

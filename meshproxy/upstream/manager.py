@@ -2,7 +2,7 @@
 
 Owns cluster lifecycle: creating runtimes for new clusters, updating changed ones while keeping
 their hosts' pools and counters (state carries over by cluster name and endpoint address),
-resolving STRICT_DNS clusters periodically, giving ORIGINAL_DST clusters their on-demand host
+resolving STRICT_DNS and LOGICAL_DNS clusters periodically, giving ORIGINAL_DST clusters their on-demand host
 table (``original_dst.py``), and sweeping idle pooled connections.
 """
 
@@ -25,6 +25,22 @@ log = logging.getLogger("meshproxy.upstream")
 SWEEP_INTERVAL = 1.0
 # Longest stretch ``update`` runs without yielding to the event loop (seconds).
 SLICE = 0.005
+
+
+_FAMILY = {"V4_ONLY": socket.AF_INET, "V6_ONLY": socket.AF_INET6}  # others: AF_UNSPEC (0)
+
+
+def lookup_family_addresses(addresses: list[str], family: str) -> list[str]:
+    """The distinct resolved ``addresses`` (in the resolver's order) a cluster's
+    ``dns_lookup_family`` keeps: AUTO the IPv6 ones if any, else the IPv4 ones; V4_PREFERRED the
+    other way round; ALL (and the *_ONLY families, already asked of the resolver) every one."""
+    unique = list(dict.fromkeys(addresses))
+    if family not in ("AUTO", "V4_PREFERRED"):
+        return unique
+    v6 = [a for a in unique if ":" in a]
+    v4 = [a for a in unique if ":" not in a]
+    first, second = (v6, v4) if family == "AUTO" else (v4, v6)
+    return first or second
 
 
 def _only_endpoints_differ(old: Cluster, new: Cluster) -> bool:
@@ -121,21 +137,27 @@ class ClusterManager:
             task.cancel()
 
     async def _resolve(self, rt: ClusterRuntime) -> list[Host] | None:
-        """All addresses of every endpoint (Envoy's STRICT_DNS); None when nothing resolved."""
+        """The hosts of every endpoint's name (Envoy's STRICT_DNS: each address
+        ``dns_lookup_family`` keeps; LOGICAL_DNS: the first of them); None when nothing resolved."""
         loop = asyncio.get_running_loop()
+        cfg = rt.config
         hosts: list[Host] = []
         failed = False
-        for loc in rt.config.localities:
+        for loc in cfg.localities:
             for ep in loc.endpoints:
                 try:
-                    infos = await loop.getaddrinfo(ep.address.host, ep.address.port, type=socket.SOCK_STREAM)
+                    infos = await loop.getaddrinfo(
+                        ep.address.host,
+                        ep.address.port,
+                        family=_FAMILY.get(cfg.dns_lookup_family, socket.AF_UNSPEC),
+                        type=socket.SOCK_STREAM,
+                    )
                 except OSError as exc:
                     failed = True
-                    log.warning(
-                        "DNS: cluster %s: cannot resolve %s: %s", rt.config.name, ep.address.host, exc
-                    )
+                    log.warning("DNS: cluster %s: cannot resolve %s: %s", cfg.name, ep.address.host, exc)
                     continue
-                for ip in dict.fromkeys(str(info[4][0]) for info in infos):
+                ips = lookup_family_addresses([str(info[4][0]) for info in infos], cfg.dns_lookup_family)
+                for ip in ips[:1] if cfg.discovery == "LOGICAL_DNS" else ips:
                     hosts.append(
                         Host(
                             SocketAddress(ip, ep.address.port),

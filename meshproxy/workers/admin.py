@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Answer, Endpoint
-from meshproxy.admin.server import HELP, json_answer, jsonable
+from meshproxy.admin.server import HELP, envoy_config_dump, json_answer, jsonable
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
 from meshproxy.stats import StatsCollector, Store, stats_json
 from meshproxy.workers.aggregate import merge_clusters, merge_stores
@@ -44,6 +46,7 @@ class WorkersAdmin:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self._srv: asyncio.Server | None = None
+        self.started = time.monotonic()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -73,6 +76,8 @@ class WorkersAdmin:
             server = {f"server.{name}": value for name, value in store.server.items()}
             return json_answer({**stats_json(store), **overload.flat(), **server})
         if path == "/config_dump":
+            if "format=compiled" not in query.split("&"):
+                return envoy_config_dump(sup.config, sup.xds, query, self.started)
             dump: dict[str, Any] = {"version": sup.config.version, "config": jsonable(sup.config)}
             if sup.xds is not None:
                 dump["xds"] = sup.xds.status()
@@ -84,7 +89,7 @@ class WorkersAdmin:
         if path == "/listeners":
             return json_answer(
                 [
-                    {"name": name, "address": "%s:%d" % address, "draining": sup.draining}
+                    {"name": name, "address": host_port(*address), "draining": sup.draining}
                     for name, address in sup.listener_addresses().items()
                 ]
             )

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -91,14 +91,21 @@ class AdsClient:
         self.stats = XdsStats()
         self.connected = False
         self.last_error = ""
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._timers())]
+        source: Coroutine[Any, Any, None]
+        if self.dynamic.ads_cluster:
+            source = self._run()
+        else:  # listeners and clusters from files (path_config_source)
+            from meshproxy.xds import files
+
+            source = files.follow(self)
+        self._tasks = [loop.create_task(source), loop.create_task(self._timers())]
         self._mark_ready()
 
     async def close(self) -> None:
@@ -153,7 +160,7 @@ class AdsClient:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
         call = stub.DeltaAggregatedResources() if self.dynamic.delta else stub.StreamAggregatedResources()
         self.stats.streams += 1
-        async with self._lock:
+        async with self.lock:
             self.state.connected(time.monotonic())
             await self._flush(call)
         self._call = call
@@ -165,21 +172,25 @@ class AdsClient:
             got = True
             self.connected = True
             self.stats.responses += 1
-            async with self._lock:
-                await self._handle(response)
+            async with self.lock:
+                await self.handle(response)
                 await self._flush(call)
 
     async def _flush(self, call: Any) -> None:
         for request in self.state.requests_to_send():
             await call.write(request)
 
-    async def _handle(self, response: Response) -> None:
+    async def handle(self, response: Response, also: Callable[[Staged], list[str]] | None = None) -> None:
+        """One response through the state machine (rules 2 and 3); ``also`` adds problems of
+        its own (the file source's: what only ADS could complete)."""
         state = self.state
         staged = state.stage(response)
         if staged is None:
             log.warning("ADS: ignoring a response of unrequested type %s", response.type_url)
             return
         await self._sliced(staged.work())
+        if not staged.problems and also is not None:
+            staged.problems.extend(also(staged))
         if not staged.problems:
             state.check(staged)
         if staged.problems:
@@ -239,7 +250,7 @@ class AdsClient:
             due = self.state.next_timer()
             now = time.monotonic()
             await asyncio.sleep(TIMER_POLL if due is None else min(TIMER_POLL, max(0.0, due - now)))
-            async with self._lock:
+            async with self.lock:
                 assembly = self.state.handle_timer(time.monotonic())
                 if assembly is not None:
                     log.warning("ADS: initial fetch timed out; going on without it (%s)", self.state.version)
@@ -262,6 +273,9 @@ class AdsClient:
                 host = f"[{ep.address.host}]" if ":" in ep.address.host else ep.address.host
                 return f"{host}:{ep.address.port}"
         return "(no endpoint)"
+
+    def _files(self) -> str:
+        return ", ".join(path for path in (self.dynamic.cds_path, self.dynamic.lds_path) if path)
 
     def _trust(self) -> str:
         """The trust bundle the controlplane's certificate is verified against, for log lines."""
@@ -295,8 +309,10 @@ class AdsClient:
         """For the admin interface: the stream, each type's versions, warming, the last NACKs."""
         return {
             "connected": self.connected,
-            "target": self._target(),
-            "api_type": "DELTA_GRPC" if self.dynamic.delta else "GRPC",
+            "target": self._target() if self.dynamic.ads_cluster else self._files(),
+            "api_type": ("DELTA_GRPC" if self.dynamic.delta else "GRPC")
+            if self.dynamic.ads_cluster
+            else "path_config_source",
             "last_error": self.last_error,
             "complete": self.state.complete,
             "warming": list(self.state.warming),

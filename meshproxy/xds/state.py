@@ -69,6 +69,9 @@ class TypeState:
     wildcard: bool
     names: set[str] = field(default_factory=set)  # named subscription (EDS/RDS)
     resources: dict[str, Compiled] = field(default_factory=dict)
+    # Each resource as it arrived (its serialised Any) and when it was accepted (``now``): what
+    # the admin's /config_dump shows, in Envoy's ConfigDump form.
+    raw: dict[str, tuple[AnyProto, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # per-resource (delta)
     version_info: str = ""  # the last accepted response version
     nonce: str = ""  # the last response nonce on this stream
@@ -94,6 +97,7 @@ class Staged:
     problems: list[str] = field(default_factory=list)
     items: list[tuple[str, str]] = field(default_factory=list)  # (name, version) of what compiled
     compiled: dict[str, Compiled] = field(default_factory=dict)
+    raw: dict[str, AnyProto] = field(default_factory=dict)
 
     def work(self) -> Generator[None, None, None]:
         """Decodes and compiles one resource per step, a RouteConfiguration one route per step
@@ -104,6 +108,8 @@ class Staged:
             got = decode(self.type_url, any_msg, self.problems, where)
             if got is not None:
                 yield from self._one(where, declared, version, *got, seen)
+                if got[0] in self.compiled:
+                    self.raw[got[0]] = any_msg
             yield
         if self.full_state:
             self.removed = [n for n in self.known if n not in seen]
@@ -240,8 +246,11 @@ class XdsState:
         ts = self.types[staged.type_url]
         for name in staged.removed:
             ts.resources.pop(name, None)
+            ts.raw.pop(name, None)
             ts.versions.pop(name, None)
         ts.resources.update(staged.compiled)
+        for name, any_msg in staged.raw.items():
+            ts.raw[name] = (any_msg, now)
         for name, version in staged.items:
             ts.versions[name] = version
             if not ts.wildcard:

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from envoy.admin.v3 import config_dump_pb2
+from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshproxy.admin.endpoint import Answer, Endpoint
@@ -146,9 +148,45 @@ async def test_stats_json() -> None:
     assert histogram["count"] == REQUESTS + 1 and histogram["buckets"][-1] == ["+Inf", REQUESTS + 1]
 
 
-async def test_config_dump_reflects_listeners_and_clusters() -> None:
+async def test_config_dump_is_envoys_config_dump() -> None:
+    # What tools that read Envoy's admin parse: a ConfigDump, in Envoy's order, with the
+    # bootstrap, static clusters and listeners, and the inline route configuration; the secret's
+    # private key redacted as Envoy does.
+    async with aiohttp_upstream() as up:
+        doc = bootstrap([http_listener([route("/status/")])], [cluster("backend", up)])
+        doc["static_resources"]["secrets"] = [
+            {"name": "svid", "tls_certificate": {"private_key": {"inline_string": "SECRET KEY"}}}
+        ]
+        async with running_proxy(doc) as proxy, httpx.AsyncClient(base_url=proxy.admin_url) as admin:
+            answer = await admin.get("/config_dump")
+            one = (await admin.get("/config_dump?resource=static_clusters")).json()
+            by_name = (await admin.get("/config_dump?name_regex=^svi")).json()
+            bad_regex = await admin.get("/config_dump?name_regex=(")
+    assert answer.status_code == 200 and "SECRET KEY" not in answer.text
+    dump = json_format.ParseDict(answer.json(), config_dump_pb2.ConfigDump())  # Envoy's proto reads it
+    kinds = [c.type_url.rsplit(".", 1)[-1] for c in dump.configs]
+    assert kinds == [
+        "BootstrapConfigDump",
+        "ClustersConfigDump",
+        "ListenersConfigDump",
+        "RoutesConfigDump",
+        "SecretsConfigDump",
+    ]
+    configs = answer.json()["configs"]
+    assert configs[0]["bootstrap"]["node"]["id"] == "test"
+    assert [c["cluster"]["name"] for c in configs[1]["static_clusters"]] == ["backend"]
+    assert [ln["listener"]["name"] for ln in configs[2]["static_listeners"]] == ["http"]
+    assert [r["route_config"]["name"] for r in configs[3]["static_route_configs"]] == ["http_routes"]
+    [secret] = configs[4]["static_secrets"]
+    assert secret["secret"]["tls_certificate"]["private_key"]["inline_string"] == "[redacted]"
+    assert [e["@type"].rsplit(".", 1)[-1] for e in one["configs"]] == ["StaticCluster"]
+    assert [e["name"] for e in by_name["configs"]] == ["svid"]
+    assert bad_regex.status_code == 400 and bad_regex.text.startswith("name_regex: ")
+
+
+async def test_config_dump_compiled_reflects_listeners_and_clusters() -> None:
     async with admin_of_busy_proxy() as (_, admin):
-        dump = (await admin.get("/config_dump")).json()
+        dump = (await admin.get("/config_dump?format=compiled")).json()
     config = dump["config"]
     assert [lst["name"] for lst in config["listeners"]] == ["http", "tcp"]
     assert [c["name"] for c in config["clusters"]] == ["backend", "otel"]

@@ -37,6 +37,7 @@ import httpx
 import pytest
 from certs import IssuedLeaf, make_ca, make_leaf, write_leaf
 from cryptography.hazmat.primitives.serialization import Encoding
+from sans import san_matchers
 
 from controlplane.ca_store import load_or_create
 from controlplane.tokens import Grant, append_token, new_token
@@ -99,7 +100,7 @@ def _client(leaf_pem: bytes, key_pem: bytes, ca_pem: bytes, expect: str) -> TlsC
         certificate_chain=leaf_pem,
         private_key=key_pem,
         trusted_ca=ca_pem,
-        match_san_uris=(("exact", expect),),
+        match_sans=san_matchers(("exact", expect)),
     )
 
 
@@ -316,7 +317,7 @@ async def _audit_sidecar(port: int, leaf: tuple[bytes, bytes], bundle: bytes) ->
             private_key=leaf[1],
             trusted_ca=bundle,
             require_client_certificate=True,
-            match_san_uris=(("exact", WEB),),
+            match_sans=san_matchers(("exact", WEB)),
         )
     )
     serials: list[int] = []

@@ -74,9 +74,10 @@ async def test_one_socket_takes_both_families_and_ipv4_matches_ipv4_ranges(tmp_p
         assert v6.startswith(b"HTTP/1.1 200") and v6.endswith(b"\r\n\r\nv6")
         assert proxy.listener_stats("dual").downstream_cx_total == 2
     records = read_access_log(log)
-    # IPv6 in the log's existing form (unbracketed)
-    assert [r["downstream_local_address"] for r in records] == [f"127.0.0.1:{port}", f"::1:{port}"]
+    # IPv6 addresses bracketed, as Envoy writes them ([::1]:port)
+    assert [r["downstream_local_address"] for r in records] == [f"127.0.0.1:{port}", f"[::1]:{port}"]
     assert records[0]["downstream_remote_address"].startswith("127.0.0.1:")
+    assert records[1]["downstream_remote_address"].startswith("[::1]:")
 
 
 async def test_without_ipv4_compat_an_ipv6_listener_refuses_ipv4(tmp_path: Any) -> None:

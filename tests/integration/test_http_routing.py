@@ -274,3 +274,27 @@ async def test_strict_dns_cluster_resolves_localhost() -> None:
             assert {b["server"] for b in bodies} == {"dns"}
             assert stats.membership_total == 1  # localhost is 127.0.0.1 here
             assert stats.update_success >= 1
+
+
+async def test_logical_dns_cluster_resolves_its_one_name_and_honours_the_lookup_family() -> None:
+    # localhost is 127.0.0.1 only on the test machines (no ::1 line in /etc/hosts): V4_ONLY
+    # serves; V6_ONLY finds no address, so the cluster has no host and says so (503 UH).
+    async with aiohttp_upstream("logical") as up:
+        v4 = cluster("backend", up, host="localhost", kind="LOGICAL_DNS", dns_refresh_rate="0.2s")
+        v4["dns_lookup_family"] = "V4_ONLY"
+        async with running_proxy(
+            bootstrap([http_listener([_tagged({"prefix": "/"}, "dns")])], [v4])
+        ) as proxy:
+            async with httpx.AsyncClient() as client:
+                bodies = [(await client.get(proxy.url(f"/echo/{i}"))).json() for i in range(3)]
+            stats = proxy.cluster_stats()
+            assert {b["server"] for b in bodies} == {"logical"}
+            assert stats.membership_total == 1
+        v6 = dict(v4, dns_lookup_family="V6_ONLY")
+        async with running_proxy(
+            bootstrap([http_listener([_tagged({"prefix": "/"}, "dns")])], [v6])
+        ) as proxy:
+            async with httpx.AsyncClient() as client:
+                refused = await client.get(proxy.url("/echo/v6"))
+            assert refused.status_code == 503
+            assert proxy.cluster_stats().membership_total == 0

@@ -1,8 +1,8 @@
 """The tcp_proxy filter: opaque bytes relayed between real sockets on loopback.
 
 Covers the echo path, a large transfer in both directions at once (checksummed), half-close
-in both directions, the weighted_clusters split (seeded rng), the idle timeout, and an
-upstream that refuses connections.
+in both directions, the weighted_clusters split (seeded rng), the idle timeout, an upstream
+that refuses connections, and the cluster's max_connections breaker.
 """
 
 from __future__ import annotations
@@ -147,3 +147,29 @@ async def test_upstream_refusing_closes_the_client() -> None:
             data = b""
         assert data == b""
         assert proxy.cluster_stats("backend").upstream_cx_connect_fail == 1
+
+
+async def test_max_connections_closes_sessions_past_the_breaker() -> None:
+    # Envoy's tcp_proxy checks the cluster's max_connections before connecting upstream: a
+    # session past it is closed at once (UO, upstream_cx_overflow) and the others keep working.
+    async with tcp_echo_upstream() as up:
+        breakers = {"thresholds": [{"max_connections": 2}]}
+        doc = bootstrap([tcp_listener("backend")], [cluster("backend", up, circuit_breakers=breakers)])
+        async with running_proxy(doc) as proxy:
+            async with connect(proxy) as (r1, w1), connect(proxy) as (r2, w2):
+                for reader, writer in ((r1, w1), (r2, w2)):
+                    writer.write(b"held")
+                    async with asyncio.timeout(TIMEOUT):
+                        assert await reader.readexactly(4) == b"held"
+                async with connect(proxy) as (r3, w3):
+                    w3.write(b"third")
+                    try:
+                        assert await read_to_eof(r3) == b""
+                    except ConnectionResetError:
+                        pass
+                w1.write(b"still")
+                async with asyncio.timeout(TIMEOUT):
+                    assert await r1.readexactly(5) == b"still"
+            stats = proxy.cluster_stats("backend")
+            assert stats.upstream_cx_overflow == 1
+            assert stats.upstream_cx_total == 2

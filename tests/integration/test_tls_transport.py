@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sans import san_matchers
 from unit.tls.tls_fixtures import Leaf, Pki, spiffe_id
 
 from meshproxy.tls import (
@@ -249,7 +250,7 @@ async def test_silent_client_times_out(pki: Pki, leaves: dict[str, Leaf]) -> Non
     ("fields", "client_alert", "server_reason"),
     [
         ({"client_pq_policy": OFF}, "handshake_failure", "peer offered no post-quantum group"),
-        ({"server_match_san_uris": (("exact", spiffe_id("db")),)}, "bad_certificate", "peer identity"),
+        ({"server_match_sans": san_matchers(("exact", spiffe_id("db")))}, "bad_certificate", "peer identity"),
     ],
 )
 async def test_refusals_reach_both_ends(

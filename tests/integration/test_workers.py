@@ -120,7 +120,7 @@ def test_two_workers_share_the_listener_and_the_admin_sums_them(tmp_path: pathli
             [backend] = admin_json(proc, "/clusters")
             assert backend["upstream_rq_total"] == CONNECTIONS
             assert sum(h["rq_total"] for h in backend["hosts"]) == CONNECTIONS
-            dump = admin_json(proc, "/config_dump")
+            dump = admin_json(proc, "/config_dump?format=compiled")
             assert [ln["name"] for ln in dump["config"]["listeners"]] == ["http"]
             assert dump["config"]["listeners"][0]["address"]["port"] == proc.port()
             assert [w["version"] for w in dump["workers"]] == ["static", "static"]
@@ -225,7 +225,7 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
                 mark = len(load.served)
                 await _until_served(load, mark + 10)
             assert load.failures == [] and len(load.served) > mark
-            version = (await get("/config_dump"))["version"]
+            version = (await get("/config_dump?format=compiled"))["version"]
             assert "r2" in version
             workers = await get("/workers")
             assert [(w["version"], w["current"]) for w in workers] == [(version, True)] * 2
@@ -263,7 +263,7 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
                 nack = await ads.request(LISTENER, lambda r: r.response_nonce == nonce)
             assert nack.version_info == "l1"
             assert f'listener "x": cannot bind 127.0.0.1:{busy}' in nack.error_detail.message
-            dump = await get("/config_dump")
+            dump = await get("/config_dump?format=compiled")
             assert dump["xds"]["types"]["Listener"]["nacks"] == 1
             assert dump["version"] == version
             assert [(w["version"], w["current"]) for w in dump["workers"]] == [(version, True)] * 2

@@ -341,7 +341,7 @@ async def test_sotw_warming_ready_update_and_nack() -> None:
             await eventually(lambda: len(load.served) > mark + 20, TIMEOUT, "traffic after the NACK")
             assert load.seen_since(mark) == {"bv2"}
         assert load.failures == []
-        dump = (await admin.get(admin_url(server, "/config_dump"))).json()
+        dump = (await admin.get(admin_url(server, "/config_dump?format=compiled"))).json()
         assert dump["xds"]["types"]["Cluster"]["nacks"] == 1
         assert "connect_timeout" in dump["xds"]["types"]["Cluster"]["last_nack"]
         assert dump["xds"]["types"]["Cluster"]["version_info"] == "c1"

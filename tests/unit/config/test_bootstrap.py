@@ -197,7 +197,8 @@ def test_admin_access_log_path_and_no_admin() -> None:
 
 def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
     doc["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
-    doc["static_resources"]["clusters"][1]["type"] = "LOGICAL_DNS"
+    del doc["static_resources"]["clusters"][1]["type"]
+    doc["static_resources"]["clusters"][1]["cluster_type"] = {"name": "envoy.clusters.aggregate"}
     doc["static_resources"]["clusters"][2]["lb_policy"] = "LEAST_REQUST"  # a typo protobuf would drop
     hcm(doc)["codec_type"] = "HTTP3"
     hcm(doc)["route_config"]["virtual_hosts"][1]["domains"] = ["reviews"]
@@ -210,7 +211,8 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
         "LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG",
         "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not supported; use ROUND_ROBIN, "
         "LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV",
-        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST",
+        "static_resources.clusters[1].cluster_type: custom cluster types are not supported; "
+        "use type STATIC, STRICT_DNS, LOGICAL_DNS, EDS or ORIGINAL_DST",
         f"{HCM_PATH}.codec_type: HTTP3 is not supported; use AUTO, HTTP1 or HTTP2",
         f"{VHOST_PATH}.routes[3].direct_response.status: 99 is not a valid status; Envoy requires 200..599",
         f'{HCM_PATH}.route_config.virtual_hosts[1].domains[0]: "reviews" is already a domain of virtual_hosts[0]; '

@@ -58,10 +58,10 @@ def problems_of(text: str, source: str = "boot.yaml") -> list[str]:
         pytest.param("", "the bootstrap is empty", id="empty"),
         pytest.param("  \n\n", "the bootstrap is empty", id="blank"),
         pytest.param("# just a comment\n", "the bootstrap is empty (only comments?)", id="comments"),
-        pytest.param("- node\n", "the bootstrap must be a mapping (Bootstrap fields), not a list", id="list"),
+        pytest.param("- node\n", "the bootstrap must be a mapping of fields, not a list", id="list"),
         pytest.param(
             "just text",
-            "the bootstrap must be a mapping (Bootstrap fields), not a str",
+            "the bootstrap must be a mapping of fields, not a str",
             id="scalar",
         ),
         pytest.param(
@@ -153,11 +153,14 @@ def test_load_bootstrap_names_the_file_in_read_errors(tmp_path: Path) -> None:
 
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_bootstrap("static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}")
+        parse_bootstrap(
+            "static_resources: {clusters: [{name: a, type: EDS}, {type: LOGICAL_DNS}]}"
+        )  # one endpoint: none
     assert str(raised.value).splitlines() == [
         "static_resources.clusters[0].eds_cluster_config: is required for type EDS; give eds_config {ads: {}}",
         "static_resources.clusters[1].name: is required",
-        "static_resources.clusters[1].type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST",
+        "static_resources.clusters[1].load_assignment: a LOGICAL_DNS cluster needs exactly one locality "
+        "with exactly one lb_endpoint",
     ]
 
 
@@ -220,3 +223,25 @@ def test_any_mangled_bootstrap_raises_config_error_or_compiles(
     except ConfigError as err:
         assert err.problems
         assert all(isinstance(p, str) and p for p in err.problems)
+
+
+_UNNAMED_TCP = """
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}}"""
+
+
+def test_static_listeners_without_a_name_get_distinct_generated_ones() -> None:
+    # Envoy allocates a UUID for a static listener without a name; only LDS needs names.
+    text = (
+        "static_resources:\n  listeners:"
+        + _UNNAMED_TCP.format(port=18080)
+        + _UNNAMED_TCP.format(port=18081)
+        + "\n  clusters:\n  - name: c\n    type: STATIC\n    load_assignment: {cluster_name: c}\n"
+    )
+    config = parse_bootstrap(text, source="boot.yaml")
+    names = [ln.name for ln in config.listeners]
+    assert len(names) == 2 and len(set(names)) == 2
+    assert all(len(name) == 36 and name.count("-") == 4 for name in names)

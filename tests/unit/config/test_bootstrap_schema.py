@@ -116,7 +116,7 @@ def test_compile_problems_are_reported_with_parse_problems_but_not_echoed() -> N
     )
     assert problems_of(text) == [
         f'{CLUSTER}.connect_timeout: "soon" is not a duration in seconds with an "s": "300s", "0.25s"',
-        f"{CLUSTER}.type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST",
+        f"{CLUSTER}.load_assignment: a LOGICAL_DNS cluster needs exactly one locality with exactly one lb_endpoint",
         'static_resources.clusters[1].name: "a" is also the name of clusters[0]; names must be unique',
     ]
 

@@ -62,9 +62,11 @@ EP0 = f"{E0}.lb_endpoints[0]"
     [
         pytest.param(cluster(name=""), ["c.name: is required"], id="name"),
         pytest.param(
-            cluster(type="LOGICAL_DNS"),
-            ["c.type: LOGICAL_DNS is not supported; use STATIC, STRICT_DNS, EDS or ORIGINAL_DST"],
-            id="logical-dns",
+            cluster(endpoint("a.example"), endpoint("b.example"), type="LOGICAL_DNS"),
+            [
+                "c.load_assignment: a LOGICAL_DNS cluster needs exactly one locality with exactly one lb_endpoint"
+            ],
+            id="logical-dns-two-endpoints",
         ),
         pytest.param(
             cluster(type="ORIGINAL_DST"),
@@ -106,7 +108,7 @@ EP0 = f"{E0}.lb_endpoints[0]"
         pytest.param(
             {"name": "c", "cluster_type": {"name": "envoy.clusters.aggregate"}},
             [
-                "c.cluster_type: custom cluster types are not supported; use type STATIC, STRICT_DNS, EDS or ORIGINAL_DST"
+                "c.cluster_type: custom cluster types are not supported; use type STATIC, STRICT_DNS, LOGICAL_DNS, EDS or ORIGINAL_DST"
             ],
             id="custom-type",
         ),
@@ -359,3 +361,14 @@ def test_original_dst_cluster_as_istio_writes_its_passthrough() -> None:
     assert c.source_address == SocketAddress("127.0.0.6", 0)
     plain = valid({"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"})
     assert plain.original_dst == OriginalDstConfig() and plain.source_address is None
+
+
+@pytest.mark.parametrize("family", ["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"])
+def test_logical_dns_takes_one_host_name_and_each_lookup_family(family: str) -> None:
+    result = valid(cluster(endpoint("xds.example", 15010), type="LOGICAL_DNS", dns_lookup_family=family))
+    assert (result.discovery, result.dns_lookup_family) == ("LOGICAL_DNS", family)
+    assert [ep.address.host for loc in result.localities for ep in loc.endpoints] == ["xds.example"]
+
+
+def test_dns_lookup_family_defaults_to_auto_as_in_envoy() -> None:
+    assert valid(cluster(type="STRICT_DNS")).dns_lookup_family == "AUTO"

@@ -63,17 +63,18 @@ def doc(common: dict[str, Any], secrets: list[dict[str, Any]] | None = None) -> 
         (
             {
                 "validation_context": {
-                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": "a"}}]
+                    "match_typed_subject_alt_names": [{"san_type": "OTHER_NAME", "matcher": {"exact": "a"}}]
                 }
             },
-            f"{FC}.validation_context.match_typed_subject_alt_names[0].san_type: only URI SANs",
+            f"{FC}.validation_context.match_typed_subject_alt_names[0].san_type: "
+            "OTHER_NAME is not supported; use URI, DNS, EMAIL or IP_ADDRESS",
         ),
         (
             {"tls_certificates": [{"certificate_chain": {"filename": "/nonexistent/c.pem"}}]},
             f"{FC}.tls_certificates[0].certificate_chain.filename: cannot read /nonexistent/c.pem",
         ),
     ],
-    ids=["unknown-secret", "sds-config", "tls11", "unknown-group", "dns-san", "missing-file"],
+    ids=["unknown-secret", "sds-config", "tls11", "unknown-group", "other-name-san", "missing-file"],
 )
 def test_tls_problems_name_their_field(common: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as raised:

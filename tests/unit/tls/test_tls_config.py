@@ -6,10 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from sans import san_matchers
 from unit.tls.tls_fixtures import Leaf, Link, Pki, spiffe_id
 
 from meshproxy.errors import ConfigError
 from meshproxy.tls import TlsConfig, TlsContext, TlsVersion, build_context
+from meshproxy.tls.config import SanType
 from meshproxy.tls.policy import PqMode, PqPolicy
 
 CERTS = "common_tls_context.tls_certificates"
@@ -23,12 +25,8 @@ VALIDATION = "common_tls_context.validation_context"
         ({"certificate_chain": b"x"}, f"{CERTS}[0]: give both certificate_chain and private_key"),
         ({"require_client_certificate": True}, "require_client_certificate: needs a DownstreamTlsContext"),
         (
-            {"match_san_uris": (("exact", "spiffe://x"),)},
+            {"match_sans": san_matchers(("exact", "spiffe://x"))},
             f"{VALIDATION}.match_typed_subject_alt_names: needs",
-        ),
-        (
-            {"trusted_ca": b"", "match_san_uris": (("regex", ".*"),)},
-            f'{VALIDATION}.match_typed_subject_alt_names[0]: matcher "regex" is not supported',
         ),
         (
             {"min_version": TlsVersion.TLSv1_3, "max_version": TlsVersion.TLSv1_2},
@@ -44,15 +42,62 @@ def test_config_checks(fields: dict[str, Any], problem: str) -> None:
     assert any(problem in p for p in bad.value.problems), bad.value.problems
 
 
+def _uris(*uris: str) -> dict[SanType, tuple[str, ...]]:
+    return {"URI": uris}
+
+
 def test_identity_matchers() -> None:
     cfg = TlsConfig(
         server_side=False,
         trusted_ca=b"",
-        match_san_uris=(("exact", "spiffe://a/x"), ("prefix", "spiffe://b/")),
+        match_sans=san_matchers(("exact", "spiffe://a/x"), ("prefix", "spiffe://b/")),
     )
-    assert cfg.identity_allowed(("spiffe://a/x",)) and cfg.identity_allowed(("spiffe://z", "spiffe://b/y"))
-    assert not cfg.identity_allowed(("spiffe://a/xy",)) and not cfg.identity_allowed(())
-    assert TlsConfig(server_side=False).identity_allowed(())
+    assert cfg.identity_allowed(_uris("spiffe://a/x")) and cfg.identity_allowed(
+        _uris("spiffe://z", "spiffe://b/y")
+    )
+    assert not cfg.identity_allowed(_uris("spiffe://a/xy")) and not cfg.identity_allowed(_uris())
+    assert TlsConfig(server_side=False).identity_allowed(_uris())
+
+
+@pytest.mark.parametrize(
+    ("san_type", "matcher", "sans", "allowed"),
+    [
+        pytest.param("DNS", ("exact", "api.example.com"), ("api.example.com",), True, id="dns-exact"),
+        pytest.param("DNS", ("exact", "api.example.com"), ("API.Example.com",), True, id="dns-any-case"),
+        pytest.param("DNS", ("exact", "api.example.com"), ("*.example.com",), True, id="dns-wildcard-san"),
+        pytest.param(
+            "DNS", ("exact", "a.api.example.com"), ("*.example.com",), False, id="dns-wildcard-one-label"
+        ),
+        pytest.param("DNS", ("exact", "example.com"), ("*.example.com",), False, id="dns-wildcard-not-apex"),
+        pytest.param("DNS", ("suffix", ".example.com"), ("db.example.com",), True, id="dns-suffix"),
+        pytest.param("EMAIL", ("contains", "@corp."), ("ops@corp.example",), True, id="email-contains"),
+        pytest.param("IP_ADDRESS", ("exact", "10.0.0.7"), ("10.0.0.7",), True, id="ip-exact"),
+        pytest.param("IP_ADDRESS", ("exact", "10.0.0.7"), ("10.0.0.70",), False, id="ip-exact-no-prefix"),
+        pytest.param(
+            "URI",
+            ("safe_regex", {"regex": "spiffe://td/ns/[a-z]+/sa/web"}),
+            ("spiffe://td/ns/prod/sa/web",),
+            True,
+            id="uri-regex",
+        ),
+        pytest.param(
+            "URI",
+            ("safe_regex", {"regex": "spiffe://td/ns/[a-z]+/sa/web"}),
+            ("spiffe://td/ns/prod/sa/web2",),
+            False,
+            id="uri-regex-full-match",
+        ),
+        pytest.param("DNS", ("exact", "api.example.com"), (), False, id="other-type-only"),
+    ],
+)
+def test_typed_san_matchers(
+    san_type: SanType, matcher: tuple[str, Any], sans: tuple[str, ...], allowed: bool
+) -> None:
+    cfg = TlsConfig(server_side=False, trusted_ca=b"", match_sans=san_matchers(matcher, san_type=san_type))
+    peer: dict[SanType, tuple[str, ...]] = (
+        {"URI": ("spiffe://td/x",), san_type: sans} if san_type != "URI" else {"URI": sans}
+    )
+    assert cfg.identity_allowed(peer) is allowed
 
 
 @pytest.mark.parametrize(

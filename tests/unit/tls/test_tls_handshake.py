@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sans import san_matchers
 from unit.tls.tls_fixtures import Leaf, Link, Pki, spiffe_id
 
 from meshproxy.tls import OFF, PREFERRED, REQUIRED, TlsContext, TlsVersion
@@ -127,17 +128,21 @@ def test_missing_client_certificate(pki: Pki, server_leaf: Leaf) -> None:
 
 
 def test_server_identity_not_allowed(pki: Pki, server_leaf: Leaf, client_leaf: Leaf) -> None:
-    wanted = (("exact", spiffe_id("payments")),)
-    done = link(pki, server_leaf, client_leaf, client={"match_san_uris": wanted})
+    wanted = san_matchers(("exact", spiffe_id("payments")))
+    done = link(pki, server_leaf, client_leaf, client={"match_sans": wanted})
     assert done.errors["client"].reason == f"peer identity {spiffe_id('server')} not allowed"
     assert done.errors["client"].code == "identity_not_allowed"
     assert done.errors["server"].reason == "peer rejected our certificate (bad_certificate)"
 
 
 def test_client_identity_checked_by_prefix(pki: Pki, server_leaf: Leaf, client_leaf: Leaf) -> None:
-    allowed = link(pki, server_leaf, client_leaf, server={"match_san_uris": (("prefix", spiffe_id("cli")),)})
+    allowed = link(
+        pki, server_leaf, client_leaf, server={"match_sans": san_matchers(("prefix", spiffe_id("cli")))}
+    )
     assert allowed.established
-    refused = link(pki, server_leaf, client_leaf, server={"match_san_uris": (("prefix", spiffe_id("web")),)})
+    refused = link(
+        pki, server_leaf, client_leaf, server={"match_sans": san_matchers(("prefix", spiffe_id("web")))}
+    )
     assert refused.errors["server"].reason == f"peer identity {spiffe_id('client')} not allowed"
     assert refused.errors["client"].alert == "bad_certificate"
 
@@ -182,3 +187,13 @@ def test_ml_dsa_65_certificates_end_to_end() -> None:
     for side in (done.client, done.server):
         assert side.negotiated is not None
         assert (side.negotiated.group, side.negotiated.peer_signature) == ("X25519MLKEM768", "mldsa65")
+
+
+def test_dns_san_matchers_accept_a_wildcard_certificate_for_one_label(pki: Pki, client_leaf: Leaf) -> None:
+    server = pki.leaf("server", dns=("*.svc.example",))
+    wanted = san_matchers(("exact", "db.svc.example"), san_type="DNS")
+    assert link(pki, server, client_leaf, client={"match_sans": wanted}).established
+    deeper = san_matchers(("exact", "a.db.svc.example"), san_type="DNS")
+    refused = link(pki, server, client_leaf, client={"match_sans": deeper})
+    assert refused.errors["client"].code == "identity_not_allowed"
+    assert refused.errors["client"].reason == f"peer identity {spiffe_id('server')} not allowed"

@@ -68,14 +68,18 @@ class Pki:
             .not_valid_after(not_before + datetime.timedelta(hours=25))
         )
 
-    def leaf(self, name: str, *, expired: bool = False) -> Leaf:
+    def leaf(self, name: str, *, expired: bool = False, dns: tuple[str, ...] = ()) -> Leaf:
+        """``dns``: DNS SANs beside the SPIFFE URI SAN."""
         key = self._new_key()
         uri = spiffe_id(name)
         start = self.now - datetime.timedelta(days=3 if expired else 0, hours=1)
         cert = self._sign(
             self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key(), start)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), *map(x509.DNSName, dns)]),
+                critical=False,
+            )
         )
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

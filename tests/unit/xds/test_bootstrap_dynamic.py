@@ -122,14 +122,34 @@ A = "dynamic_resources.ads_config"
         ),
         pytest.param(
             {"lds_config": {"path_config_source": {"path": "/etc/lds.yaml"}}},
-            "dynamic_resources.lds_config.path_config_source: must be {ads: {}}: "
-            "meshproxy takes listeners and clusters over the ADS stream",
-            id="lds-path",
+            "dynamic_resources: lds_config and cds_config must both come over ADS or both from files "
+            "(path_config_source); meshproxy does not mix them",
+            id="lds-path-cds-ads",
+        ),
+        pytest.param(
+            {
+                "lds_config": {"path_config_source": {"path": "/etc/lds.yaml"}},
+                "cds_config": {"path_config_source": {"path": "/etc/cds.yaml"}},
+            },
+            f"{A}: is not used when listeners and clusters come from files; remove it",
+            id="files-and-ads",
+        ),
+        pytest.param(
+            {
+                "ads_config": None,
+                "lds_config": {
+                    "path_config_source": {"path": "/etc/lds.yaml", "watched_directory": {"path": "/etc"}}
+                },
+                "cds_config": {"path": "/etc/cds.yaml"},
+            },
+            "dynamic_resources.lds_config.path_config_source.watched_directory: is not supported: meshproxy "
+            "notices a replaced file itself (it polls the path every second)",
+            id="watched-directory",
         ),
         pytest.param(
             {"cds_config": {"api_config_source": {"api_type": "GRPC"}}},
-            "dynamic_resources.cds_config.api_config_source: must be {ads: {}}: "
-            "meshproxy takes listeners and clusters over the ADS stream",
+            "dynamic_resources.cds_config.api_config_source: must be {ads: {}} (listeners and clusters over "
+            "the ADS stream) or {path_config_source: {path: …}} (from a file)",
             id="cds-own-stream",
         ),
         pytest.param(
@@ -172,3 +192,18 @@ def _listener(routes: dict[str, Any]) -> dict[str, Any]:
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
         "filter_chains": [{"filters": [{"name": "hcm", "typed_config": typed}]}],
     }
+
+
+def test_listeners_and_clusters_from_files() -> None:
+    doc = doc_with(
+        ads_config=None,
+        lds_config={"path_config_source": {"path": "/etc/envoy/lds.yaml"}},
+        cds_config={"path": "/etc/envoy/cds.yaml"},  # Envoy's deprecated form, still read
+    )
+    dynamic = parse_bootstrap(json.dumps(doc)).dynamic
+    assert dynamic is not None
+    assert (dynamic.ads_cluster, dynamic.lds_path, dynamic.cds_path) == (
+        "",
+        "/etc/envoy/lds.yaml",
+        "/etc/envoy/cds.yaml",
+    )
