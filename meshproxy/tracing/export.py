@@ -35,6 +35,7 @@ log = logging.getLogger("meshproxy.tracing")
 
 BATCH_WINDOW = 0.2  # seconds a woken exporter gathers spans before it sends them
 EXPORT_TIMEOUT = 5.0  # an export call's bound when grpc_service.timeout is not set
+CLOSE_TIMEOUT = 1.0  # the last call's bound when the proxy stops
 SCOPE = common_pb2.InstrumentationScope(name="meshproxy")
 
 
@@ -55,19 +56,21 @@ class Exporter:
             await asyncio.sleep(BATCH_WINDOW)
             self._wake.clear()
             while self.queue.spans:
-                await self._send(self.queue.take())
+                await self._send(self.queue.take(), self.config.timeout or EXPORT_TIMEOUT)
 
-    async def _send(self, batch: list[FinishedSpan]) -> None:
+    async def _send(self, batch: list[FinishedSpan], timeout: float) -> None:
+        """One Export call; every span of ``batch`` ends up sent or dropped (even if cancelled)."""
         stats = self.stats
-        stub = self._stub()
+        stub = await self._stub()
         if stub is None:
             stats.otel_export_failures += 1
             stats.otel_spans_dropped += len(batch)
             return
         try:
-            await stub.Export(
-                encode(batch, self.config.service_name), timeout=self.config.timeout or EXPORT_TIMEOUT
-            )
+            await stub.Export(encode(batch, self.config.service_name), timeout=timeout)
+        except asyncio.CancelledError:
+            stats.otel_spans_dropped += len(batch)
+            raise
         except grpc.aio.AioRpcError as exc:
             stats.otel_export_failures += 1
             stats.otel_spans_dropped += len(batch)
@@ -75,7 +78,7 @@ class Exporter:
             return
         stats.otel_spans_sent += len(batch)
 
-    def _stub(self) -> trace_service_pb2_grpc.TraceServiceStub | None:
+    async def _stub(self) -> trace_service_pb2_grpc.TraceServiceStub | None:
         """A stub on a channel to one of the collector cluster's hosts (kept while it is picked)."""
         cluster = self._clusters.get(self.config.collector)
         if cluster is None or cluster.tls is not None:
@@ -91,18 +94,21 @@ class Exporter:
         )
         if target != self._target or self._channel is None:
             if self._channel is not None:
-                asyncio.get_running_loop().create_task(self._channel.close())
+                await self._channel.close()
             options = [("grpc.default_authority", self.config.authority or self.config.collector)]
             self._channel = grpc.aio.insecure_channel(target, options=options)
             self._target = target
         return trace_service_pb2_grpc.TraceServiceStub(self._channel)
 
     async def close(self) -> None:
+        """Stop; what is still queued goes out in one last call bounded by ``CLOSE_TIMEOUT``."""
         self._task.cancel()
         try:
             await self._task
         except asyncio.CancelledError:
             pass
+        if self.queue.spans:
+            await self._send(self.queue.take(), min(CLOSE_TIMEOUT, self.config.timeout or CLOSE_TIMEOUT))
         if self._channel is not None:
             await self._channel.close()
 

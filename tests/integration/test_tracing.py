@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 from certs import make_ca, make_leaf
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from meshproxy.tracing import w3c
+from meshproxy.tracing import export, w3c
 
-from .harness import Proxy, cluster, eventually, free_port, running_proxy
+from .harness import Proxy, bootstrap, cluster, eventually, free_port, http_listener, route, running_proxy
 from .test_mesh_mtls import CLIENT_ID, SERVER_ID, inbound, outbound
 from .upstreams import aiohttp_upstream, body_json
 
@@ -170,3 +171,15 @@ async def test_a_dead_collector_costs_requests_nothing_and_drops_are_counted(tmp
         stats = a.server.store.tracing_stats("otel")
         await eventually(lambda: stats.otel_spans_dropped == 20, what="every span dropped")
         assert stats.otel_export_failures >= 1 and stats.otel_spans_sent == 0
+
+
+async def test_spans_still_queued_when_the_proxy_stops_are_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "BATCH_WINDOW", 60.0)  # the exporter's task would wait a minute
+    async with collector() as (found, port), aiohttp_upstream("app") as app:
+        doc = bootstrap([http_listener([route("/", "app")])], [cluster("app", app)])
+        traced(doc, "OUTBOUND", port, "edge")
+        async with running_proxy(doc) as proxy, httpx.AsyncClient() as http:
+            assert (await http.get(proxy.url("/x"))).status_code == 200
+            stats = proxy.server.store.tracing_stats("otel")
+        assert [service for service, _ in found.spans] == ["edge"]
+        assert stats.otel_spans_sent == 1
