@@ -98,15 +98,18 @@ def attributes(span: trace_pb2.Span) -> dict[str, Any]:
     return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
 
 
-async def test_one_trace_holds_the_client_and_the_server_span_linked(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "h2c"])
+async def test_one_trace_holds_the_client_and_the_server_span_linked(
+    tmp_path: pathlib.Path, h2: bool
+) -> None:
     async with (
         collector() as (found, port),
         aiohttp_upstream("app") as app,
         traced_mesh(app, port, tmp_path) as (a, b),
-        httpx.AsyncClient() as http,
+        httpx.AsyncClient(http1=not h2, http2=h2) as http,
     ):
         response = await http.get(a.url("/echo/x?q=1", "outbound"))
-        assert response.status_code == 200
+        assert response.status_code == 200 and response.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
         sent = [p.server.store.tracing_stats("otel") for p in (a, b)]
         # The collector holds the spans a moment before each Export call returns.
         await eventually(lambda: [s.otel_spans_sent for s in sent] == [1, 1], what="two spans sent")
@@ -130,6 +133,7 @@ async def test_one_trace_holds_the_client_and_the_server_span_linked(tmp_path: p
     assert tags["peer.spiffe_id"] == CLIENT_ID and tags["tls.group"] == "X25519MLKEM768"
     assert tags["http.url"].endswith("/echo/x?q=1")
     assert attributes(client)["upstream_cluster"] == "mesh"
+    assert attributes(client)["http.protocol"] == ("HTTP/2" if h2 else "HTTP/1.1")
     assert "peer.spiffe_id" not in attributes(client), "A's downstream is the plaintext application"
 
 

@@ -4,14 +4,17 @@ destination service from the Host header, and the bound on label sets."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from certs import make_ca, make_leaf
 
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.config.model import HttpConnectionManager, IstioStats
 from meshproxy.errors import ConfigError
-from meshproxy.telemetry.istio import REQUEST_LABELS, IstioMetrics, _Reporter, workload
+from meshproxy.identity.spiffe import SpiffeId
+from meshproxy.telemetry.istio import REQUEST_LABELS, HttpReporter, IstioMetrics, _Reporter, workload
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = {
@@ -123,3 +126,67 @@ def test_label_sets_past_the_bound_count_into_the_other_series() -> None:
     metrics.request_series(keys[0]).count += 1  # a known one still has its own series
     other = ("other",) * len(REQUEST_LABELS)
     assert {key: s.count for key, s in metrics.requests.items()} == {keys[0]: 2, keys[1]: 1, other: 2}
+
+
+def _exchange(cluster: Any = None, host_tls: Any = None) -> Any:
+    host = SimpleNamespace(tls=host_tls)
+    return SimpleNamespace(start=10.0, cluster=cluster, host=host)
+
+
+def _stream(content_type: bytes = b"application/json", status: int = 200) -> Any:
+    return SimpleNamespace(
+        headers=[(b"accept", b"*/*"), (b"content-type", content_type)],
+        authority=b"reviews.shop:9080",
+        status=status,
+        flags="-",
+        rx_bytes=10,
+        tx_bytes=2000,
+    )
+
+
+def _tls(peer: str, group: str = "X25519MLKEM768") -> Any:
+    return SimpleNamespace(peer_uris=(peer,), group=group, peer_chain=(object(),))
+
+
+def test_a_destination_reporter_labels_the_caller_and_itself() -> None:
+    metrics = IstioMetrics()
+    local = SpiffeId.parse("spiffe://td/ns/shop/sa/reviews")
+    reporter = HttpReporter(IstioStats(), metrics, True, local)
+    peer = SimpleNamespace(tls=_tls("spiffe://td/ns/web/sa/frontend"))
+    reporter.request(_exchange(), _stream(b"application/grpc+proto"), peer, 10.25)
+    reporter.request(_exchange(), _stream(b"application/grpc+proto"), peer, 10.5)
+    ((key, series),) = metrics.requests.items()
+    assert dict(zip(REQUEST_LABELS, key, strict=True)) == {
+        "reporter": "destination",
+        "source_workload": "frontend",
+        "source_workload_namespace": "web",
+        "source_principal": "spiffe://td/ns/web/sa/frontend",
+        "destination_workload": "reviews",
+        "destination_workload_namespace": "shop",
+        "destination_principal": "spiffe://td/ns/shop/sa/reviews",
+        "destination_service": "reviews.shop",
+        "request_protocol": "grpc",
+        "response_code": "200",
+        "grpc_response_status": "",
+        "response_flags": "-",
+        "connection_security_policy": "mutual_tls",
+        "tls_group": "X25519MLKEM768",
+    }
+    assert series.count == 2 and series.duration.sum == 750.0 and series.response_bytes.sum == 4000
+
+
+def test_a_source_reporter_names_itself_by_the_clusters_certificate_and_the_host_it_reached() -> None:
+    metrics = IstioMetrics()
+    reporter = HttpReporter(IstioStats(), metrics, False, None)
+    ours = make_leaf(make_ca(), "spiffe://td/ns/web/sa/frontend")
+    cluster = SimpleNamespace(
+        config=SimpleNamespace(name="reviews", tls=SimpleNamespace(certificate_chain=ours.cert_pem))
+    )
+    upstream = _tls("spiffe://td/ns/shop/sa/reviews", "X25519")
+    reporter.request(_exchange(cluster, upstream), _stream(status=503), SimpleNamespace(tls=None), 11.0)
+    ((key, _),) = metrics.requests.items()
+    labels = dict(zip(REQUEST_LABELS, key, strict=True))
+    assert labels["reporter"] == "source" and labels["source_principal"] == "spiffe://td/ns/web/sa/frontend"
+    assert labels["destination_workload"] == "reviews" and labels["tls_group"] == "X25519"
+    assert labels["connection_security_policy"] == "unknown" and labels["response_code"] == "503"
+    assert labels["request_protocol"] == "http"
