@@ -338,21 +338,16 @@ class RequestParser:
         if not target or target.translate(None, TARGET_CHARS):
             raise bad("malformed request target")
         head.method, head.target, head.http10 = method, target, http10
-        if rest:
-            self._fields(rest, head)
+        self._fields(rest, head)
         return head
 
     def _fields(self, block: bytes, head: RequestHead | None) -> None:
         """Field lines (CRLF-separated, no final CRLF): validated, counted, and classified
         into ``head`` (None: a trailer section, only validated)."""
-        if b"\r" in block.replace(b"\r\n", b""):
-            raise bad("bare CR")
         lines = block.split(b"\r\n") if block else []
-        if len(lines) > self.max_fields:
-            raise MessageRefused(431, b"too many header fields")
         if head is None:
-            for line in lines:
-                _field(line)
+            for count, line in enumerate(lines, 1):
+                self._field(line, count)
             return
         headers = head.headers
         codings: list[bytes] = []
@@ -360,8 +355,8 @@ class RequestParser:
         close = keep = upgrade_token = False
         named: list[bytes] = []
         drop = self.drop_underscores
-        for line in lines:
-            name, value = _field(line)
+        for count, line in enumerate(lines, 1):
+            name, value = self._field(line, count)
             if b"_" in name:
                 head.underscores += 1
                 if drop:
@@ -430,9 +425,17 @@ class RequestParser:
         head.keep_alive = not close and (keep or not head.http10)
         head.upgrading = head.method == b"CONNECT" or (head.upgrade is not None and upgrade_token)
 
+    def _field(self, line: bytes, count: int) -> tuple[bytes, bytes]:
+        """The ``count``-th field line's name (as received) and value (OWS stripped), validated
+        (rule 3), in the compiled parser's order: a bare CR, the count, the name, the value."""
+        if b"\r" in line:
+            raise bad("bare CR")
+        if count > self.max_fields:
+            raise MessageRefused(431, b"too many header fields")
+        return _name_value(line)
 
-def _field(line: bytes) -> tuple[bytes, bytes]:
-    """One field line's name (as received) and value (OWS stripped), validated (rule 3)."""
+
+def _name_value(line: bytes) -> tuple[bytes, bytes]:
     name, colon, value = line.partition(b":")
     if not colon or not name or name.translate(None, TOKEN_CHARS):
         if line[:1] in (b" ", b"\t"):

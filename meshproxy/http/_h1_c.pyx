@@ -1,0 +1,606 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The HTTP/1.1 request parser (RFC 9112) in C: the same rules as ``_h1_py.py``, one pass.
+
+Owns what ``_h1_py`` owns (its docstring states the rules, numbered; this module follows them
+line for line and the twin suite feeds both the same bytes split at random points): framing a
+downstream byte stream into requests. Here a complete head is walked once as a C buffer:
+``memchr`` for the line ends, 256-entry tables for token, target and value bytes, field names
+lower-cased straight into their output ``bytes``, the fields the proxy handles (Host, framing,
+hop-by-hop, forwarding fields) told apart by length and ``memcmp``; the header list is built in
+C and handed over with the rest of the head as one ``RequestHead``. Chunk-size lines and trailer
+sections are scanned the same way. Python is called three times per request without a body
+(``on_message_begin``, ``on_head``, ``on_message_complete``) and once per body piece.
+Must not import asyncio; imports only ``errors`` (its one exception) and ``_h1_py``'s messages.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append
+from libc.string cimport memchr, memcmp
+
+from meshproxy.http._h1_py import FRAMING_TOO_LARGE, TOO_LARGE, bad
+from meshproxy.http._h1_py import _codings as codings_of
+from meshproxy.http.errors import MessageRefused
+
+cdef enum:
+    HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, DONE
+
+cdef enum:
+    K_NONE, K_HOST, K_CONNECTION, K_HOP, K_TE, K_UPGRADE, K_EXPECT, K_XRID, K_XFF, K_XFP, K_CL
+
+cdef enum:
+    MAX_CL_DIGITS = 18
+    MAX_CHUNK_DIGITS = 16
+
+# Byte classes, one table each (RFC 9110 §5.6.2 token, §5.5 field value, RFC 3986 authority).
+cdef unsigned char TOKEN[256]
+cdef unsigned char VALUE[256]
+cdef unsigned char TARGET[256]
+cdef unsigned char AUTHORITY[256]
+cdef unsigned char HEX[256]
+cdef unsigned char QDTEXT[256]
+cdef unsigned char LOWER[256]
+
+
+cdef void _tables():
+    cdef int c
+    for c in range(256):
+        TOKEN[c] = 0
+        VALUE[c] = c == 0x09 or (0x20 <= c and c != 0x7F)
+        TARGET[c] = 0x21 <= c < 0x7F and c != 0x23
+        AUTHORITY[c] = 0
+        HEX[c] = 0
+        QDTEXT[c] = c == 0x09 or c == 0x20 or c == 0x21 or (0x23 <= c <= 0x7E and c != 0x5C) or c >= 0x80
+        LOWER[c] = c + 32 if 0x41 <= c <= 0x5A else c
+    for c in b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+        TOKEN[c] = 1
+    for c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]":
+        AUTHORITY[c] = 1
+    for c in b"0123456789abcdefABCDEF":
+        HEX[c] = 1
+
+
+_tables()
+
+
+cdef inline bint _is_hexdigit_colon_dot(unsigned char c):
+    return HEX[c] or c == 0x3A or c == 0x2E
+
+
+cdef bint _authority_ok(const unsigned char* p, Py_ssize_t n):
+    """codec.authority_ok: RFC 3986 authority characters; with ``[``, ``]`` or ``:``, an
+    IP-literal or a reg-name, then at most one ``:port`` of digits."""
+    cdef Py_ssize_t i
+    cdef bint special = False
+    for i in range(n):
+        if not AUTHORITY[p[i]]:
+            return False
+        if p[i] == 0x3A or p[i] == 0x5B or p[i] == 0x5D:
+            special = True
+    if not special:
+        return True
+    i = 0
+    if p[0] == 0x5B:  # '['
+        i = 1
+        while i < n and _is_hexdigit_colon_dot(p[i]):
+            i += 1
+        if i == 1 or i >= n or p[i] != 0x5D:
+            return False
+        i += 1
+    else:
+        while i < n and p[i] != 0x5B and p[i] != 0x5D and p[i] != 0x3A:
+            i += 1
+    if i == n:
+        return True
+    if p[i] != 0x3A:
+        return False
+    i += 1
+    while i < n:
+        if not (0x30 <= p[i] <= 0x39):
+            return False
+        i += 1
+    return True
+
+
+cdef inline bint _lower_eq(const unsigned char* p, Py_ssize_t n, const char* word, Py_ssize_t wn):
+    """Is ``p[:n]`` equal to the lower-case ``word`` ignoring ASCII case?"""
+    cdef Py_ssize_t i
+    if n != wn:
+        return False
+    for i in range(n):
+        if LOWER[p[i]] != <unsigned char>word[i]:
+            return False
+    return True
+
+
+cdef int _kind(const char* name, Py_ssize_t n):
+    """The field kind of a lower-cased name (``_h1_py.SPECIAL``)."""
+    if n == 4:
+        if memcmp(name, b"host", 4) == 0:
+            return K_HOST
+    elif n == 2:
+        if memcmp(name, b"te", 2) == 0:
+            return K_HOP
+    elif n == 6:
+        if memcmp(name, b"expect", 6) == 0:
+            return K_EXPECT
+    elif n == 7:
+        if memcmp(name, b"upgrade", 7) == 0:
+            return K_UPGRADE
+        if memcmp(name, b"trailer", 7) == 0:
+            return K_HOP
+    elif n == 10:
+        if memcmp(name, b"connection", 10) == 0:
+            return K_CONNECTION
+        if memcmp(name, b"keep-alive", 10) == 0:
+            return K_HOP
+    elif n == 12:
+        if memcmp(name, b"x-request-id", 12) == 0:
+            return K_XRID
+    elif n == 14:
+        if memcmp(name, b"content-length", 14) == 0:
+            return K_CL
+        if memcmp(name, b"http2-settings", 14) == 0:
+            return K_HOP
+    elif n == 15:
+        if memcmp(name, b"x-forwarded-for", 15) == 0:
+            return K_XFF
+    elif n == 16:
+        if memcmp(name, b"proxy-connection", 16) == 0:
+            return K_HOP
+    elif n == 17:
+        if memcmp(name, b"transfer-encoding", 17) == 0:
+            return K_TE
+        if memcmp(name, b"x-forwarded-proto", 17) == 0:
+            return K_XFP
+    elif n == 23:
+        if memcmp(name, b"x-forwarded-client-cert", 23) == 0:
+            return K_HOP
+    return K_NONE
+
+
+cdef Py_ssize_t _token_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n):
+    cdef Py_ssize_t start = i
+    while i < n and TOKEN[p[i]]:
+        i += 1
+    return i if i > start else -1
+
+
+cdef bint _extensions_ok(const unsigned char* p, Py_ssize_t n):
+    """``*( ";" token [ "=" ( token / quoted-string ) ] )``, no whitespace (RFC 9112 §7.1.1)."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c
+    while i < n:
+        if p[i] != 0x3B:
+            return False
+        i = _token_end(p, i + 1, n)
+        if i < 0:
+            return False
+        if i < n and p[i] == 0x3D:
+            i += 1
+            if i < n and p[i] == 0x22:
+                i += 1
+                while True:
+                    if i >= n:
+                        return False
+                    c = p[i]
+                    if c == 0x22:
+                        i += 1
+                        break
+                    if c == 0x5C:
+                        if i + 1 >= n or not (p[i + 1] == 0x09 or (0x20 <= p[i + 1] and p[i + 1] != 0x7F)):
+                            return False
+                        i += 2
+                    elif QDTEXT[c]:
+                        i += 1
+                    else:
+                        return False
+            else:
+                i = _token_end(p, i, n)
+                if i < 0:
+                    return False
+    return True
+
+
+cdef class RequestHead:
+    """One request's head as the parser hands it over (``_h1_py`` rule 5 says what is where)."""
+
+    cdef public bytes method, target
+    cdef public bint http10, keep_alive, upgrading, expect, chunked
+    cdef public list headers
+    cdef public object authority, request_id, xff, xfp, upgrade
+    cdef public long long content_length
+    cdef public int underscores
+
+    def __init__(self):
+        self.method = b""
+        self.target = b""
+        self.headers = []
+        self.keep_alive = True
+        self.content_length = -1
+
+    @property
+    def has_body(self):
+        return self.chunked or self.content_length > 0
+
+
+cdef class RequestParser:
+    """Frames requests out of one connection's bytes (``_h1_py``'s rules)."""
+
+    cdef object protocol, _begin, _head, _body, _complete
+    cdef Py_ssize_t limit, max_fields
+    cdef bint drop_underscores, begun
+    cdef int state
+    cdef unsigned long long remaining
+    cdef bytearray buf
+    cdef Py_ssize_t scanned, line_start
+
+    def __init__(self, protocol, Py_ssize_t limit, Py_ssize_t max_fields, bint drop_underscores):
+        self.protocol = protocol
+        self._begin = protocol.on_message_begin
+        self._head = protocol.on_head
+        self._body = protocol.on_body
+        self._complete = protocol.on_message_complete
+        self.limit = limit
+        self.max_fields = max_fields
+        self.drop_underscores = drop_underscores
+        self.state = HEAD
+        self.buf = None
+
+    def feed(self, bytes data):
+        """Parse ``data``; returns the bytes after a tunnelled request's head (perhaps empty),
+        or None when all of ``data`` was HTTP/1.1."""
+        cdef bytearray buf = self.buf
+        if buf is not None:
+            buf += data
+            if self._scan(<const unsigned char*><char*>buf, len(buf), 0) < 0:
+                return None
+            data = bytes(buf)
+            self.buf = None
+        return self._run(data)
+
+    cdef Py_ssize_t _scan(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t start) except -2:
+        """Where the head, trailer section or line at ``start`` ends (after its LF), or -1."""
+        cdef bint block = self.state != CHUNK_SIZE and self.state != CHUNK_END
+        cdef Py_ssize_t scan = start + self.scanned
+        cdef Py_ssize_t line = start + self.line_start
+        cdef Py_ssize_t stop = start + self.limit
+        cdef Py_ssize_t end = n if n < stop else stop
+        cdef const unsigned char* lf
+        while True:
+            lf = NULL
+            if scan < end:
+                lf = <const unsigned char*>memchr(p + scan, 0x0A, end - scan)
+            if lf == NULL:
+                if n >= stop:
+                    raise MessageRefused(431, TOO_LARGE if self.state == HEAD else FRAMING_TOO_LARGE)
+                self.scanned = n - start
+                self.line_start = line - start
+                return -1
+            i = lf - p
+            if i == line or p[i - 1] != 0x0D:
+                raise bad("bare LF")
+            if not block or i - 1 == line:
+                self.scanned = 0
+                self.line_start = 0
+                return i + 1
+            line = scan = i + 1
+
+    cdef object _run(self, bytes data):
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t pos = 0, end, take
+        cdef int state
+        cdef RequestHead head
+        while True:
+            state = self.state
+            if state == HEAD:
+                while pos < n and (p[pos] == 0x0D or p[pos] == 0x0A):
+                    pos += 1
+                if pos == n:
+                    return None
+                if not self.begun:
+                    self.begun = True
+                    self._begin()
+                end = self._scan(p, n, pos)
+                if end < 0:
+                    self.buf = bytearray(data[pos:])
+                    return None
+                self.begun = False
+                head = self._parse_head(p, pos, end - 4)
+                pos = end
+                if self._head(head):
+                    self.state = DONE
+                    self._complete()
+                    return data[pos:]
+                if head.chunked:
+                    self.state = CHUNK_SIZE
+                elif head.content_length > 0:
+                    self.state = BODY
+                    self.remaining = head.content_length
+                else:
+                    self._complete()
+            elif state == BODY or state == CHUNK_DATA:
+                if pos == n:
+                    return None
+                take = n - pos
+                if self.remaining < <unsigned long long>take:
+                    take = <Py_ssize_t>self.remaining
+                self._body(data if take == n else data[pos:pos + take])
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    if state == BODY:
+                        self.state = HEAD
+                        self._complete()
+                    else:
+                        self.state = CHUNK_END
+            elif state == DONE:
+                return data[pos:]
+            else:
+                if pos == n:
+                    return None
+                if state == CHUNK_END and p[pos] != 0x0D:
+                    raise bad("chunk data not followed by CRLF")
+                end = self._scan(p, n, pos)
+                if end < 0:
+                    self.buf = bytearray(data[pos:])
+                    return None
+                if state == CHUNK_END:
+                    if end - 2 != pos:
+                        raise bad("chunk data not followed by CRLF")
+                    self.state = CHUNK_SIZE
+                elif state == CHUNK_SIZE:
+                    self.remaining = self._chunk_size(p + pos, end - 2 - pos)
+                    self.state = CHUNK_DATA if self.remaining else TRAILERS
+                else:
+                    self._trailers(p, pos, end - 2)
+                    self.state = HEAD
+                    pos = end
+                    self._complete()
+                    continue
+                pos = end
+
+    cdef unsigned long long _chunk_size(self, const unsigned char* p, Py_ssize_t n) except? 0:
+        cdef Py_ssize_t i = 0
+        cdef unsigned long long size = 0
+        cdef unsigned char c
+        if memchr(p, 0x0D, n) != NULL:
+            raise bad("bare CR")
+        while i < n and HEX[p[i]]:
+            c = p[i]
+            size = size * 16 + (c - 0x30 if c <= 0x39 else (c | 0x20) - 0x57)
+            i += 1
+        if i == 0 or i > MAX_CHUNK_DIGITS:
+            raise bad("invalid chunk size")
+        if i < n and (p[i] != 0x3B or not _extensions_ok(p + i, n - i)):
+            raise bad("invalid chunk extension" if p[i] == 0x3B else "invalid chunk size")
+        return size
+
+    cdef void _trailers(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop) except *:
+        """A trailer section without its final CRLF: validated, counted, dropped."""
+        cdef Py_ssize_t count = 0, line_end, i, name_end
+        cdef const unsigned char* cr
+        i = start
+        while i < stop:
+            cr = <const unsigned char*>memchr(p + i, 0x0D, stop - i)
+            line_end = stop if cr == NULL else cr - p
+            if line_end < stop and p[line_end + 1] != 0x0A:
+                raise bad("bare CR")
+            count += 1
+            if count > self.max_fields:
+                raise MessageRefused(431, b"too many header fields")
+            name_end = _field_name_end(p, i, line_end)
+            _value_bounds(p, name_end + 1, line_end)
+            i = line_end + 2
+
+    cdef RequestHead _parse_head(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop):
+        """Parse a request head ``p[start:stop]`` (without its final CRLF CRLF)."""
+        cdef RequestHead head = RequestHead()
+        cdef const unsigned char* cr = <const unsigned char*>memchr(p + start, 0x0D, stop - start)
+        cdef Py_ssize_t line_end = stop if cr == NULL else cr - p
+        cdef Py_ssize_t i = start, sp1, sp2
+        if line_end < stop and p[line_end + 1] != 0x0A:
+            raise bad("bare CR")
+        # Rule 2: method SP target SP version.
+        while i < line_end and TOKEN[p[i]]:
+            i += 1
+        sp1 = i
+        if sp1 == start or sp1 >= line_end or p[sp1] != 0x20:
+            raise bad("malformed request line")
+        i = sp1 + 1
+        while i < line_end and p[i] != 0x20:
+            i += 1
+        sp2 = i
+        if sp2 >= line_end or memchr(p + sp2 + 1, 0x20, line_end - sp2 - 1) != NULL:
+            raise bad("malformed request line")
+        if line_end - sp2 - 1 != 8 or memcmp(p + sp2 + 1, b"HTTP/1.", 7) != 0 or (
+            p[sp2 + 8] != 0x31 and p[sp2 + 8] != 0x30
+        ):
+            raise bad("unsupported HTTP version")
+        head.http10 = p[sp2 + 8] == 0x30
+        if sp2 == sp1 + 1:
+            raise bad("malformed request target")
+        for i in range(sp1 + 1, sp2):
+            if not TARGET[p[i]]:
+                if p[i] == 0x23:
+                    raise bad("request target with a fragment")
+                raise bad("malformed request target")
+        head.method = PyBytes_FromStringAndSize(<const char*>p + start, sp1 - start)
+        head.target = PyBytes_FromStringAndSize(<const char*>p + sp1 + 1, sp2 - sp1 - 1)
+        if line_end < stop:
+            self._fields(p, line_end + 2, stop, head)
+        else:
+            head.keep_alive = not head.http10
+            head.upgrading = head.method == b"CONNECT"
+        return head
+
+    cdef void _fields(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t stop, RequestHead head) except *:
+        """Field lines ``p[i:stop]`` classified into ``head`` (``_h1_py`` rules 3 to 6)."""
+        cdef Py_ssize_t count = 0, line_end, name_end, vs, ve, n, k
+        cdef const unsigned char* cr
+        cdef bytes name, value
+        cdef char* out
+        cdef int kind
+        cdef list headers = head.headers
+        cdef list codings = None
+        cdef list named = None
+        cdef object length = None
+        cdef int lengths = 0
+        cdef bint close = False, keep = False, upgrade_token = False, drop = self.drop_underscores
+        cdef bint underscore
+        while i < stop:
+            cr = <const unsigned char*>memchr(p + i, 0x0D, stop - i)
+            line_end = stop if cr == NULL else cr - p
+            if line_end < stop and p[line_end + 1] != 0x0A:
+                raise bad("bare CR")
+            count += 1
+            if count > self.max_fields:
+                raise MessageRefused(431, b"too many header fields")
+            name_end = _field_name_end(p, i, line_end)
+            vs, ve = _value_bounds(p, name_end + 1, line_end)
+            n = name_end - i
+            underscore = memchr(p + i, 0x5F, n) != NULL
+            if underscore:
+                head.underscores += 1
+                if drop:
+                    i = line_end + 2
+                    continue
+            name = PyBytes_FromStringAndSize(NULL, n)
+            out = PyBytes_AS_STRING(name)
+            for k in range(n):
+                out[k] = LOWER[p[i + k]]
+            value = PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)
+            kind = K_NONE if underscore else _kind(out, n)
+            if kind == K_NONE:
+                PyList_Append(headers, (name, value))
+            elif kind == K_HOST:
+                if head.authority is not None:
+                    raise bad("duplicate Host header")
+                if not _authority_ok(p + vs, ve - vs):
+                    raise bad("invalid Host header")
+                head.authority = value.lower()
+            elif kind == K_XRID:
+                head.request_id = value
+            elif kind == K_XFF:
+                head.xff = value if head.xff is None else head.xff + b", " + value
+            elif kind == K_XFP:
+                head.xfp = value
+            elif kind == K_CL:
+                lengths += 1
+                if length is None:
+                    length = value
+                PyList_Append(headers, (name, value))
+            elif kind == K_TE:
+                if codings is None:
+                    codings = []
+                codings.append(value)
+            elif kind == K_UPGRADE:
+                head.upgrade = value
+            elif kind == K_EXPECT:
+                if not _lower_eq(p + vs, ve - vs, b"100-continue", 12):
+                    raise bad("unsupported Expect value")
+                head.expect = True
+            elif kind == K_CONNECTION:
+                named = _connection(p, vs, ve, named, &close, &keep, &upgrade_token)
+            i = line_end + 2
+        if codings is not None:
+            if head.http10:
+                raise bad("Transfer-Encoding in an HTTP/1.0 request")
+            if length is not None:
+                raise bad("Content-Length with Transfer-Encoding")
+            listed = codings_of(codings)
+            if listed != [b"chunked"]:
+                if listed and listed[len(listed) - 1] == b"chunked":
+                    raise MessageRefused(501, b"transfer codings other than chunked are not supported")
+                raise bad("chunked must be the final transfer coding")
+            head.chunked = True
+        elif length is not None:
+            if lengths > 1:
+                raise bad("duplicate Content-Length")
+            head.content_length = _content_length(length)
+        if named is not None:
+            head.headers = [h for h in headers if h[0] not in named]
+        head.keep_alive = not close and (keep or not head.http10)
+        head.upgrading = head.method == b"CONNECT" or (head.upgrade is not None and upgrade_token)
+
+
+cdef long long _content_length(bytes value) except -1:
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i
+    cdef long long cl = 0
+    if n == 0:
+        raise bad("invalid Content-Length")
+    for i in range(n):
+        if not (0x30 <= p[i] <= 0x39):
+            raise bad("invalid Content-Length")
+    if n > MAX_CL_DIGITS:
+        raise bad("Content-Length over 18 digits")
+    for i in range(n):
+        cl = cl * 10 + (p[i] - 0x30)
+    return cl
+
+
+cdef Py_ssize_t _field_name_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t line_end) except -1:
+    """The colon after a field line's token name (rule 3)."""
+    cdef Py_ssize_t start = i
+    while i < line_end and TOKEN[p[i]]:
+        i += 1
+    if i == start or i == line_end or p[i] != 0x3A:
+        if p[start] == 0x20 or p[start] == 0x09:
+            raise bad("obsolete line folding")
+        raise bad("invalid header field name")
+    return i
+
+
+cdef (Py_ssize_t, Py_ssize_t) _value_bounds(const unsigned char* p, Py_ssize_t i, Py_ssize_t line_end) except *:
+    """A field value's bounds without its OWS, every byte checked (RFC 9110 §5.5)."""
+    cdef Py_ssize_t k
+    while i < line_end and (p[i] == 0x20 or p[i] == 0x09):
+        i += 1
+    while line_end > i and (p[line_end - 1] == 0x20 or p[line_end - 1] == 0x09):
+        line_end -= 1
+    for k in range(i, line_end):
+        if not VALUE[p[k]]:
+            raise bad("invalid character in a header field value")
+    return i, line_end
+
+
+cdef list _connection(
+    const unsigned char* p, Py_ssize_t i, Py_ssize_t stop, list named, bint* close, bint* keep, bint* upgrade
+):
+    """The tokens of a Connection field: the three that mean something here set their flag;
+    any other names a field to remove (never a framing one: codec.NEVER_HOP_BY_HOP)."""
+    cdef Py_ssize_t s, e, k
+    cdef bytes token
+    cdef char* out
+    while i <= stop:
+        s = i
+        while i < stop and p[i] != 0x2C:
+            i += 1
+        e = i
+        i += 1
+        while s < e and (p[s] == 0x20 or p[s] == 0x09):
+            s += 1
+        while e > s and (p[e - 1] == 0x20 or p[e - 1] == 0x09):
+            e -= 1
+        if s == e:
+            continue
+        if _lower_eq(p + s, e - s, b"close", 5):
+            close[0] = True
+        elif _lower_eq(p + s, e - s, b"keep-alive", 10):
+            keep[0] = True
+        elif _lower_eq(p + s, e - s, b"upgrade", 7):
+            upgrade[0] = True
+        elif not (
+            _lower_eq(p + s, e - s, b"content-length", 14)
+            or _lower_eq(p + s, e - s, b"transfer-encoding", 17)
+            or _lower_eq(p + s, e - s, b"host", 4)
+        ):
+            token = PyBytes_FromStringAndSize(NULL, e - s)
+            out = PyBytes_AS_STRING(token)
+            for k in range(e - s):
+                out[k] = LOWER[p[s + k]]
+            if named is None:
+                named = []
+            named.append(token)
+    return named
