@@ -395,7 +395,7 @@ cdef class RequestParser:
 
     cdef RequestHead _parse_head(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop):
         """Parse a request head ``p[start:stop]`` (without its final CRLF CRLF)."""
-        cdef RequestHead head = RequestHead()
+        cdef RequestHead head = RequestHead.__new__(RequestHead)  # no __init__ call: set here
         cdef const unsigned char* cr = <const unsigned char*>memchr(p + start, 0x0D, stop - start)
         cdef Py_ssize_t line_end = stop if cr == NULL else cr - p
         cdef Py_ssize_t i = start, sp1, sp2
@@ -425,6 +425,8 @@ cdef class RequestParser:
                 if p[i] == 0x23:
                     raise bad("request target with a fragment")
                 raise bad("malformed request target")
+        head.headers = []
+        head.content_length = -1
         head.method = PyBytes_FromStringAndSize(<const char*>p + start, sp1 - start)
         head.target = PyBytes_FromStringAndSize(<const char*>p + sp1 + 1, sp2 - sp1 - 1)
         if line_end < stop:
@@ -446,6 +448,7 @@ cdef class RequestParser:
         cdef list named = None
         cdef object length = None
         cdef int lengths = 0
+        cdef bint chunked_alone = False  # one Transfer-Encoding line, exactly "chunked"
         cdef bint close = False, keep = False, upgrade_token = False, drop = self.drop_underscores
         cdef bint underscore
         while i < stop:
@@ -491,6 +494,7 @@ cdef class RequestParser:
                     length = value
                 PyList_Append(headers, (name, value))
             elif kind == K_TE:
+                chunked_alone = codings is None and _lower_eq(p + vs, ve - vs, b"chunked", 7)
                 if codings is None:
                     codings = []
                 codings.append(value)
@@ -508,7 +512,7 @@ cdef class RequestParser:
                 raise bad("Transfer-Encoding in an HTTP/1.0 request")
             if length is not None:
                 raise bad("Content-Length with Transfer-Encoding")
-            listed = codings_of(codings)
+            listed = [b"chunked"] if chunked_alone else codings_of(codings)
             if listed != [b"chunked"]:
                 if listed and listed[len(listed) - 1] == b"chunked":
                     raise MessageRefused(501, b"transfer codings other than chunked are not supported")
