@@ -17,12 +17,15 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append
 from libc.string cimport memchr, memcmp
 
-from meshproxy.http._h1_py import FRAMING_TOO_LARGE, TOO_LARGE, bad
-from meshproxy.http._h1_py import _codings as codings_of
+from meshproxy.http._h1_framing_py import FRAMING_TOO_LARGE, TOO_LARGE, TOO_MANY, bad
+from meshproxy.http._h1_framing_py import codings as codings_of
+from meshproxy.http._h1_response_py import _for_response, refused
 from meshproxy.http.errors import MessageRefused
 
 cdef enum:
-    HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, DONE
+    HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, EOF_BODY, AFTER, DONE
+    COMPLETE = -1
+    TUNNEL = -2
 
 cdef enum:
     K_NONE, K_HOST, K_CONNECTION, K_HOP, K_TE, K_UPGRADE, K_EXPECT, K_XRID, K_XFF, K_XFP, K_CL
@@ -223,32 +226,30 @@ cdef class RequestHead:
         return self.chunked or self.content_length > 0
 
 
-cdef class RequestParser:
-    """Frames requests out of one connection's bytes (``_h1_py``'s rules)."""
+cdef class Framer:
+    """Walks one connection's bytes message by message (``_h1_framing_py.Framer``'s machine);
+    ``_on_block`` is the direction's."""
 
-    cdef object protocol, _begin, _head, _body, _complete
+    cdef object protocol, _body, _complete
     cdef Py_ssize_t limit, max_fields
-    cdef bint drop_underscores, begun
-    cdef int state
+    cdef bint begun
+    cdef int state, after
     cdef unsigned long long remaining
     cdef bytearray buf
     cdef Py_ssize_t scanned, line_start
 
-    def __init__(self, protocol, Py_ssize_t limit, Py_ssize_t max_fields, bint drop_underscores):
+    def __init__(self, protocol, Py_ssize_t limit, Py_ssize_t max_fields):
         self.protocol = protocol
-        self._begin = protocol.on_message_begin
-        self._head = protocol.on_head
         self._body = protocol.on_body
         self._complete = protocol.on_message_complete
         self.limit = limit
         self.max_fields = max_fields
-        self.drop_underscores = drop_underscores
         self.state = HEAD
         self.buf = None
 
     def feed(self, bytes data):
-        """Parse ``data``; returns the bytes after a tunnelled request's head (perhaps empty),
-        or None when all of ``data`` was HTTP/1.1."""
+        """Parse ``data``; returns the bytes after a head that switched protocols (perhaps
+        empty), or None when all of ``data`` was HTTP/1.1."""
         cdef bytearray buf = self.buf
         if buf is not None:
             buf += data
@@ -257,6 +258,14 @@ cdef class RequestParser:
             data = bytes(buf)
             self.buf = None
         return self._run(data)
+
+    cdef int _begin(self) except -1:
+        return 0
+
+    cdef int _on_block(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop) except -3:
+        """A complete head ``p[start:stop]``: the state its body starts in, or COMPLETE /
+        TUNNEL; sets ``remaining`` for a body of known length."""
+        return COMPLETE
 
     cdef Py_ssize_t _scan(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t start) except -2:
         """Where the head, trailer section or line at ``start`` ends (after its LF), or -1."""
@@ -289,8 +298,7 @@ cdef class RequestParser:
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t pos = 0, end, take
-        cdef int state
-        cdef RequestHead head
+        cdef int state, following
         while True:
             state = self.state
             if state == HEAD:
@@ -306,34 +314,36 @@ cdef class RequestParser:
                     self.buf = bytearray(data[pos:])
                     return None
                 self.begun = False
-                head = self._parse_head(p, pos, end - 4)
+                following = self._on_block(p, pos, end - 4)
                 pos = end
-                if self._head(head):
+                if following == TUNNEL:
                     self.state = DONE
-                    self._complete()
                     return data[pos:]
-                if head.chunked:
-                    self.state = CHUNK_SIZE
-                elif head.content_length > 0:
-                    self.state = BODY
-                    self.remaining = head.content_length
-                else:
+                if following == COMPLETE:
+                    self.state = self.after
                     self._complete()
-            elif state == BODY or state == CHUNK_DATA:
+                else:
+                    self.state = following
+            elif state == BODY or state == CHUNK_DATA or state == EOF_BODY:
                 if pos == n:
                     return None
                 take = n - pos
-                if self.remaining < <unsigned long long>take:
+                if state != EOF_BODY and self.remaining < <unsigned long long>take:
                     take = <Py_ssize_t>self.remaining
                 self._body(data if take == n else data[pos:pos + take])
                 pos += take
-                self.remaining -= take
-                if not self.remaining:
-                    if state == BODY:
-                        self.state = HEAD
-                        self._complete()
-                    else:
-                        self.state = CHUNK_END
+                if state != EOF_BODY:
+                    self.remaining -= take
+                    if not self.remaining:
+                        if state == BODY:
+                            self.state = self.after
+                            self._complete()
+                        else:
+                            self.state = CHUNK_END
+            elif state == AFTER:
+                if pos < n:
+                    raise bad("bytes after the complete response")
+                return None
             elif state == DONE:
                 return data[pos:]
             else:
@@ -354,7 +364,7 @@ cdef class RequestParser:
                     self.state = CHUNK_DATA if self.remaining else TRAILERS
                 else:
                     self._trailers(p, pos, end - 2)
-                    self.state = HEAD
+                    self.state = self.after
                     pos = end
                     self._complete()
                     continue
@@ -388,10 +398,40 @@ cdef class RequestParser:
                 raise bad("bare CR")
             count += 1
             if count > self.max_fields:
-                raise MessageRefused(431, b"too many header fields")
+                raise MessageRefused(431, TOO_MANY)
             name_end = _field_name_end(p, i, line_end)
             _value_bounds(p, name_end + 1, line_end)
             i = line_end + 2
+
+
+cdef class RequestParser(Framer):
+    """Frames requests out of one connection's bytes (``_h1_py``'s rules)."""
+
+    cdef object _begin_cb, _head
+    cdef bint drop_underscores
+
+    def __init__(self, protocol, Py_ssize_t limit, Py_ssize_t max_fields, bint drop_underscores):
+        Framer.__init__(self, protocol, limit, max_fields)
+        self.after = HEAD
+        self._begin_cb = protocol.on_message_begin
+        self._head = protocol.on_head
+        self.drop_underscores = drop_underscores
+
+    cdef int _begin(self) except -1:
+        self._begin_cb()
+        return 0
+
+    cdef int _on_block(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop) except -3:
+        cdef RequestHead head = self._parse_head(p, start, stop)
+        if self._head(head):
+            self._complete()
+            return TUNNEL
+        if head.chunked:
+            return CHUNK_SIZE
+        if head.content_length > 0:
+            self.remaining = head.content_length
+            return BODY
+        return COMPLETE
 
     cdef RequestHead _parse_head(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop):
         """Parse a request head ``p[start:stop]`` (without its final CRLF CRLF)."""
@@ -458,7 +498,7 @@ cdef class RequestParser:
                 raise bad("bare CR")
             count += 1
             if count > self.max_fields:
-                raise MessageRefused(431, b"too many header fields")
+                raise MessageRefused(431, TOO_MANY)
             name_end = _field_name_end(p, i, line_end)
             vs, ve = _value_bounds(p, name_end + 1, line_end)
             n = name_end - i
@@ -572,8 +612,10 @@ cdef (Py_ssize_t, Py_ssize_t) _value_bounds(const unsigned char* p, Py_ssize_t i
 cdef list _connection(
     const unsigned char* p, Py_ssize_t i, Py_ssize_t stop, list named, bint* close, bint* keep, bint* upgrade
 ):
-    """The tokens of a Connection field: the three that mean something here set their flag;
-    any other names a field to remove (never a framing one: codec.NEVER_HOP_BY_HOP)."""
+    """The tokens of a Connection field: the ones that mean something here set their flag
+    (``upgrade`` None: a response's, where ``upgrade`` and ``host`` name fields); any other
+    names a field to remove, never a framing one (codec.NEVER_HOP_BY_HOP; responses:
+    ``_h1_response_py._NOT_NAMED``)."""
     cdef Py_ssize_t s, e, k
     cdef bytes token
     cdef char* out
@@ -593,12 +635,12 @@ cdef list _connection(
             close[0] = True
         elif _lower_eq(p + s, e - s, b"keep-alive", 10):
             keep[0] = True
-        elif _lower_eq(p + s, e - s, b"upgrade", 7):
+        elif upgrade != NULL and _lower_eq(p + s, e - s, b"upgrade", 7):
             upgrade[0] = True
         elif not (
             _lower_eq(p + s, e - s, b"content-length", 14)
             or _lower_eq(p + s, e - s, b"transfer-encoding", 17)
-            or _lower_eq(p + s, e - s, b"host", 4)
+            or (upgrade != NULL and _lower_eq(p + s, e - s, b"host", 4))
         ):
             token = PyBytes_FromStringAndSize(NULL, e - s)
             out = PyBytes_AS_STRING(token)
@@ -608,3 +650,178 @@ cdef list _connection(
                 named = []
             named.append(token)
     return named
+
+
+cdef class ResponseHead:
+    """A final response's head (or a 101's): ``_h1_response_py.ResponseHead``."""
+
+    cdef public int status
+    cdef public bint http10, keep_alive, chunked
+    cdef public bytes lines
+    cdef public long long content_length
+
+
+cdef class ResponseParser(Framer):
+    """Frames the response to each request on one upstream connection (``_h1_response_py``)."""
+
+    cdef object _head
+    cdef bint head_request
+    cdef Py_ssize_t head_bytes
+
+    def __init__(self, protocol, Py_ssize_t limit, Py_ssize_t max_fields):
+        Framer.__init__(self, protocol, limit, max_fields)
+        self.after = AFTER
+        self._head = protocol.on_head
+
+    def reset(self, bint head_request):
+        """The next response answers a new request (``head_request``: its method is HEAD)."""
+        self.state = HEAD
+        self.buf = None
+        self.scanned = self.line_start = 0
+        self.head_request = head_request
+        self.head_bytes = 0
+
+    def feed(self, bytes data):
+        try:
+            return Framer.feed(self, data)
+        except MessageRefused as exc:
+            raise _for_response(exc, self.limit, self.max_fields) from None
+
+    cdef int _on_block(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop) except -3:
+        cdef ResponseHead head
+        cdef int status
+        cdef bint no_body
+        self.head_bytes += stop - start + 4
+        if self.head_bytes > self.limit:
+            raise MessageRefused(431, TOO_LARGE)
+        head = self._parse_head(p, start, stop)
+        status = head.status
+        if status < 200 and status != 101:
+            if head.content_length >= 0 or head.chunked:
+                raise refused(f"interim {status} response with Content-Length or Transfer-Encoding")
+            return HEAD
+        no_body = self.head_request or status == 204 or status == 304
+        if not no_body and not head.chunked and head.content_length < 0 and status != 101:
+            head.keep_alive = False
+        self.head_bytes = 0
+        self._head(head)
+        if status == 101:
+            return TUNNEL
+        if no_body:
+            return COMPLETE
+        if head.chunked:
+            return CHUNK_SIZE
+        if head.content_length > 0:
+            self.remaining = head.content_length
+            return BODY
+        return COMPLETE if head.content_length == 0 else EOF_BODY
+
+    cdef ResponseHead _parse_head(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t stop):
+        cdef ResponseHead head = ResponseHead.__new__(ResponseHead)
+        cdef const unsigned char* cr = <const unsigned char*>memchr(p + start, 0x0D, stop - start)
+        cdef Py_ssize_t line_end = stop if cr == NULL else cr - p
+        cdef const unsigned char* sp
+        cdef Py_ssize_t vend, i
+        if line_end < stop and p[line_end + 1] != 0x0A:
+            raise refused("bare CR")
+        sp = <const unsigned char*>memchr(p + start, 0x20, line_end - start)
+        vend = line_end if sp == NULL else sp - p
+        if vend - start == 8 and memcmp(p + start, b"HTTP/1.1", 8) == 0:
+            head.http10 = False
+        elif vend - start == 8 and memcmp(p + start, b"HTTP/1.0", 8) == 0:
+            head.http10 = True
+        elif (
+            vend - start == 8
+            and memcmp(p + start, b"HTTP/", 5) == 0
+            and 0x30 <= p[start + 5] <= 0x39
+            and p[start + 6] == 0x2E
+            and 0x30 <= p[start + 7] <= 0x39
+        ):
+            raise refused(f"HTTP/{chr(p[start + 5])}.{chr(p[start + 7])} is not an HTTP/1.x response")
+        else:
+            raise refused("malformed status line")
+        i = vend + 1  # the status code
+        if (
+            sp == NULL
+            or line_end - i < 3
+            or not (0x30 <= p[i] <= 0x39 and 0x30 <= p[i + 1] <= 0x39 and 0x30 <= p[i + 2] <= 0x39)
+            or (line_end - i > 3 and p[i + 3] != 0x20)
+        ):
+            raise refused("malformed status line")
+        for k in range(i + 4, line_end):
+            if not VALUE[p[k]]:
+                raise refused("a control byte in the status line's reason phrase")
+        head.status = (p[i] - 0x30) * 100 + (p[i + 1] - 0x30) * 10 + (p[i + 2] - 0x30)
+        if not 100 <= head.status <= 599:
+            raise refused(f"status {head.status} is outside 100-599")
+        head.content_length = -1
+        self._fields(p, line_end + 2, stop, head)
+        return head
+
+    cdef void _fields(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t stop, ResponseHead head) except *:
+        """Field lines ``p[i:stop]``: validated, the relayed ones kept as received."""
+        cdef Py_ssize_t count = 0, line_end, name_end, vs, ve, n, run = -1, run_end = 0, first = i
+        cdef const unsigned char* cr
+        cdef list runs = []
+        cdef list named = None
+        cdef object length = None
+        cdef int lengths = 0
+        cdef bint close = False, keep = False, kept
+        while i < stop:
+            cr = <const unsigned char*>memchr(p + i, 0x0D, stop - i)
+            line_end = stop if cr == NULL else cr - p
+            if line_end < stop and p[line_end + 1] != 0x0A:
+                raise bad("bare CR")
+            count += 1
+            if count > self.max_fields:
+                raise MessageRefused(431, TOO_MANY)
+            name_end = _field_name_end(p, i, line_end)
+            vs, ve = _value_bounds(p, name_end + 1, line_end)
+            n = name_end - i
+            kept = False
+            if _lower_eq(p + i, n, b"content-length", 14):
+                lengths += 1
+                if length is None:
+                    length = PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)
+                kept = True
+            elif _lower_eq(p + i, n, b"transfer-encoding", 17):
+                if head.chunked or not _lower_eq(p + vs, ve - vs, b"chunked", 7):
+                    raise refused("a transfer coding other than chunked, or chunked twice")
+                head.chunked = True
+            elif _lower_eq(p + i, n, b"connection", 10):
+                named = _connection(p, vs, ve, named, &close, &keep, NULL)
+            elif not (
+                _lower_eq(p + i, n, b"keep-alive", 10)
+                or _lower_eq(p + i, n, b"proxy-connection", 16)
+                or _lower_eq(p + i, n, b"te", 2)
+                or _lower_eq(p + i, n, b"trailer", 7)
+                or _lower_eq(p + i, n, b"upgrade", 7)
+            ):
+                kept = True
+            if kept:
+                if run < 0:
+                    run = i
+                run_end = line_end + 2  # the CRLF after the last line is the head's own
+            elif run >= 0:
+                runs.append(PyBytes_FromStringAndSize(<const char*>p + run, run_end - run))
+                run = -1
+            i = line_end + 2
+        if run >= 0:
+            runs.append(PyBytes_FromStringAndSize(<const char*>p + run, run_end - run))
+        if head.chunked:
+            if head.http10:
+                raise refused("Transfer-Encoding in an HTTP/1.0 response")
+            if length is not None:
+                raise refused("Content-Length with Transfer-Encoding")
+        elif length is not None:
+            if lengths > 1:
+                raise bad("duplicate Content-Length")
+            head.content_length = _content_length(length)
+        head.lines = b"".join(runs) if len(runs) != 1 else runs[0]
+        if named is not None:  # RFC 9110 §7.6.1: rare, so done on the lines already kept
+            head.lines = b"".join(
+                line + b"\r\n"
+                for line in head.lines[: len(head.lines) - 2].split(b"\r\n")
+                if line.partition(b":")[0].lower() not in named
+            ) if head.lines else b""
+        head.keep_alive = not close and (keep or not head.http10)

@@ -85,6 +85,7 @@ SPECIAL: dict[bytes, int] = {
     b"http2-settings": HOP,
 }
 
+
 class RequestHead:
     """One request's head as the parser hands it over (rule 5 says which fields are where)."""
 
