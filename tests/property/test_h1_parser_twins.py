@@ -1,10 +1,11 @@
-"""The compiled HTTP/1.1 request parser and its twin report identical events for any bytes.
+"""The compiled HTTP/1.1 parsers and their twins report identical events for any bytes.
 
 Issue 14's differential property: the same byte stream, split at random points, fed to
 ``_h1_c`` and to ``_h1_py``, gives the same heads, bodies, completions, tunnel bytes and
 refusals (status and body), and the same as the stream fed whole. Inputs are the
-``http1_request`` fuzz corpus (every finding and seed), those inputs mutated byte-wise, and
-requests assembled from fragments that each rule of the parser cares about.
+``http1_request`` and ``http1_response`` fuzz corpora (every finding and seed), those inputs
+mutated byte-wise, and requests assembled from fragments that each rule of the parser cares
+about. The corpus replay over the compiled parsers is the bounded fuzz run of the suite.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from hypothesis import strategies as st
 from twins import import_twin
 
 from tests.unit.http.test_request_parser import parse
+from tests.unit.http.test_response_parser import parse_response
 
-CORPUS = pathlib.Path(__file__).parents[1] / "fuzz" / "corpus" / "http1_request"
-SEEDS = [path.read_bytes() for path in sorted(CORPUS.iterdir())]
+CORPUS = pathlib.Path(__file__).parents[1] / "fuzz" / "corpus"
+SEEDS = [path.read_bytes() for path in sorted((CORPUS / "http1_request").iterdir())]
+RESPONSES = [path.read_bytes() for path in sorted((CORPUS / "http1_response").iterdir())]
 
 FRAGMENTS = [
     b"GET / HTTP/1.1\r\n",
@@ -117,3 +120,37 @@ def test_every_corpus_input_agrees_split_anywhere(twins: tuple[ModuleType, Modul
     data = SEEDS[index]
     for cuts in ([], [len(data) // 2], [len(data) // 3, 2 * len(data) // 3], list(range(0, len(data), 7))):
         assert_agree(twins, data, cuts, 60 * 1024)
+
+
+def assert_responses_agree(
+    twins: tuple[ModuleType, ModuleType], data: bytes, cuts: list[int], limit: int, head_request: bool
+) -> None:
+    compiled, twin = twins
+    options = {"limit": limit, "fields": 12, "head_request": head_request}
+    whole = parse_response(twin, [data], **options)
+    pieces = split(data, cuts)
+    assert parse_response(compiled, [data], **options) == whole
+    assert parse_response(compiled, pieces, **options) == whole
+    assert parse_response(twin, pieces, **options) == whole
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.sampled_from(RESPONSES).flatmap(mutated),
+    cuts=st.lists(st.integers(0, 1 << 16), max_size=6),
+    limit=st.sampled_from([64, 4096]),
+    head_request=st.booleans(),
+)
+def test_response_twins_agree_on_any_split(
+    twins: tuple[ModuleType, ModuleType], data: bytes, cuts: list[int], limit: int, head_request: bool
+) -> None:
+    assert_responses_agree(twins, data, cuts, limit, head_request)
+
+
+@pytest.mark.parametrize("index", range(len(RESPONSES)))
+def test_every_response_corpus_input_agrees_split_anywhere(
+    twins: tuple[ModuleType, ModuleType], index: int
+) -> None:
+    data = RESPONSES[index]
+    for cuts in ([], [len(data) // 2], list(range(0, len(data), 5))):
+        assert_responses_agree(twins, data, cuts, 60 * 1024, False)
