@@ -15,6 +15,7 @@ Must not import asyncio; imports only ``errors`` (its one exception) and ``_h1_p
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.string cimport memchr, memcmp
 
 from meshproxy.http._h1_framing_py import FRAMING_TOO_LARGE, TOO_LARGE, TOO_MANY, bad
@@ -63,6 +64,41 @@ cdef void _tables():
 
 
 _tables()
+
+# Lower-cased field names seen lately, one per slot (a name's length and three of its bytes pick
+# the slot): the usual few dozen names are then one shared ``bytes`` each instead of a new one
+# per field per request. Names are immutable, so sharing them across connections is safe.
+cdef enum:
+    NAME_SLOTS = 128
+    NAME_MAX = 40
+cdef PyObject* NAMES[NAME_SLOTS]
+
+
+cdef bytes _lowered(const unsigned char* p, Py_ssize_t n):
+    cdef bytes name = PyBytes_FromStringAndSize(NULL, n)
+    cdef char* out = PyBytes_AS_STRING(name)
+    cdef Py_ssize_t k
+    for k in range(n):
+        out[k] = LOWER[p[k]]
+    return name
+
+
+cdef bytes _name(const unsigned char* p, Py_ssize_t n):
+    """The lower-cased name ``p[:n]``, shared with the last field of that name when cached."""
+    cdef unsigned int slot
+    cdef PyObject* hit
+    cdef bytes name
+    if n > NAME_MAX:
+        return _lowered(p, n)
+    slot = (n * 7 + LOWER[p[0]] * 3 + LOWER[p[n - 1]] + LOWER[p[n >> 1]]) & (NAME_SLOTS - 1)
+    hit = NAMES[slot]
+    if hit != NULL and PyBytes_GET_SIZE(<object>hit) == n and _lower_eq(p, n, PyBytes_AS_STRING(<object>hit), n):
+        return <bytes>hit
+    name = _lowered(p, n)
+    Py_INCREF(name)
+    Py_XDECREF(NAMES[slot])
+    NAMES[slot] = <PyObject*>name
+    return name
 
 
 cdef inline bint _is_hexdigit_colon_dot(unsigned char c):
@@ -508,10 +544,8 @@ cdef class RequestParser(Framer):
                 if drop:
                     i = line_end + 2
                     continue
-            name = PyBytes_FromStringAndSize(NULL, n)
+            name = _name(p + i, n)
             out = PyBytes_AS_STRING(name)
-            for k in range(n):
-                out[k] = LOWER[p[i + k]]
             value = PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)
             kind = K_NONE if underscore else _kind(out, n)
             if kind == K_NONE:
