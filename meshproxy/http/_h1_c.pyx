@@ -1,16 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The HTTP/1.1 request parser (RFC 9112) in C: the same rules as ``_h1_py.py``, one pass.
+"""The HTTP/1.1 parsers (RFC 9112) in C: the same rules as the twin, one pass over each head.
 
-Owns what ``_h1_py`` owns (its docstring states the rules, numbered; this module follows them
-line for line and the twin suite feeds both the same bytes split at random points): framing a
-downstream byte stream into requests. Here a complete head is walked once as a C buffer:
-``memchr`` for the line ends, 256-entry tables for token, target and value bytes, field names
-lower-cased straight into their output ``bytes``, the fields the proxy handles (Host, framing,
-hop-by-hop, forwarding fields) told apart by length and ``memcmp``; the header list is built in
-C and handed over with the rest of the head as one ``RequestHead``. Chunk-size lines and trailer
-sections are scanned the same way. Python is called three times per request without a body
-(``on_message_begin``, ``on_head``, ``on_message_complete``) and once per body piece.
-Must not import asyncio; imports only ``errors`` (its one exception) and ``_h1_py``'s messages.
+Owns what the twin owns (``_h1_py`` requests, ``_h1_response_py`` responses, ``_h1_framing_py``
+the framing both share; their docstrings state the rules, numbered, and this module follows
+them line for line; the twin suite feeds both the same bytes split at random points): framing
+a byte stream into messages. Here a complete head is walked once as a C buffer: ``memchr`` for
+the line ends, 256-entry tables for token, target and value bytes, request field names
+lower-cased straight into shared ``bytes`` (a small cache), the fields the proxy handles told
+apart by length and ``memcmp``; a request's header list is built in C, a response's relayed
+field lines are slices of the upstream's head; either is handed over with the rest of the head
+as one object. Python is called three times per request without a body (``on_message_begin``,
+``on_head``, ``on_message_complete``), twice per such response, and once per body piece.
+
+One module of about 860 lines on purpose: ``Framer`` and its two directions share the byte
+tables and the cdef helpers, which stay direct C calls only inside one extension module.
+Must not import asyncio; imports only ``errors`` and the twin's messages and error mapping.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
