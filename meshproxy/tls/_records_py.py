@@ -18,7 +18,6 @@ from typing import Any
 from meshproxy.tls import _openssl
 
 
-
 class Records:
     """One connection's SSL object and memory BIOs, as pyOpenSSL made them."""
 
