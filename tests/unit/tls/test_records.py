@@ -1,0 +1,233 @@
+"""The record path (``_records_c`` and its twin ``_records_py``): one suite for both.
+
+Each test drives a connection set up by two ``TlsEngine``s in memory, through ``Records`` objects
+made on the engines' own pyOpenSSL connections. Both twins may drive one connection in turn
+(they share its SSL object), which is how the property below checks that they agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit.tls.tls_fixtures import Leaf, Link, Pki
+
+from meshproxy import _ext
+from meshproxy.tls import TlsContext, TlsError, _openssl, _records_py, records
+from meshproxy.tls.engine import TlsEngine
+
+RECORD = 16384  # TLS's largest plaintext per record
+
+
+def established(pki: Pki, server_leaf: Leaf, client_leaf: Leaf) -> Link:
+    s = TlsContext(pki.config(server_leaf, server_side=True))
+    c = TlsContext(pki.config(client_leaf, server_side=False), session_capacity=0)
+    done = Link(s, c).pump()
+    assert done.established
+    return done
+
+
+def pair(mod: ModuleType, done: Link) -> tuple[Any, Any]:
+    """``Records`` of ``mod`` on the client's and the server's connection."""
+    return mod.Records(done.client._conn), mod.Records(done.server._conn)
+
+
+@pytest.fixture
+def link(pki: Pki, server_leaf: Leaf, client_leaf: Leaf) -> Link:
+    return established(pki, server_leaf, client_leaf)
+
+
+def test_one_receive_returns_every_record_of_a_chunk(records: ModuleType, link: Link) -> None:
+    client, server = pair(records, link)
+    payloads = [b"a" * 10, b"b" * RECORD, os.urandom(3 * RECORD + 7), b"c"]
+    wire = b""
+    for data in payloads:
+        status, out = client.encrypt(data)
+        assert status == _openssl.OK
+        wire += out
+    assert len(wire) > sum(map(len, payloads))  # several records, each with its header and tag
+    plaintext, status = server.receive(wire)
+    assert (plaintext, status) == (b"".join(payloads), _openssl.WANT_READ)
+    assert server.drain() == b""  # reading produced nothing to send
+
+
+def test_a_record_split_over_calls_is_read_when_complete(records: ModuleType, link: Link) -> None:
+    """The second call completes a 16 KiB record from a few hundred bytes: more plaintext than
+    the ciphertext of that call (the compiled twin grows its buffer here)."""
+    client, server = pair(records, link)
+    data = os.urandom(RECORD)
+    _, wire = client.encrypt(data)
+    assert server.receive(wire[:-300]) == (b"", _openssl.WANT_READ)
+    assert server.receive(wire[-300:]) == (data, _openssl.WANT_READ)
+
+
+def test_encrypt_accepts_any_buffer_and_nothing(records: ModuleType, link: Link) -> None:
+    client, server = pair(records, link)
+    for data in (b"bytes", bytearray(b"bytearray"), memoryview(b"xmemoryview")[1:]):
+        status, out = client.encrypt(data)
+        assert status == _openssl.OK
+        assert server.receive(out) == (bytes(data), _openssl.WANT_READ)
+    assert client.encrypt(b"") == (_openssl.OK, b"")
+    assert client.write(b"") == _openssl.OK and client.drain() == b""
+
+
+def test_close_notify_reads_as_closed(records: ModuleType, link: Link) -> None:
+    client, server = pair(records, link)
+    _, out = client.encrypt(b"last words")
+    link.client.close()
+    assert server.receive(out + client.drain()) == (b"last words", _openssl.CLOSED)
+
+
+def test_eof_without_close_notify_reads_as_eof(records: ModuleType, link: Link) -> None:
+    _, server = pair(records, link)
+    _openssl.set_eof(link.server._bio_in)
+    assert server.read() == (b"", _openssl.EOF)
+
+
+def test_a_forged_record_fails_and_the_alert_waits_in_the_bio(records: ModuleType, link: Link) -> None:
+    client, server = pair(records, link)
+    _, out = client.encrypt(b"x" * 100)
+    forged = out[:-1] + bytes([out[-1] ^ 1])  # the AEAD tag no longer matches
+    assert server.receive(forged) == (b"", _openssl.FAILED)
+    assert any("bad record mac" in text for _code, text in _openssl.errors())
+    alert = server.drain()
+    assert alert  # bad_record_mac goes to the peer
+    assert client.receive(alert)[1] == _openssl.FAILED
+    _openssl.errors()
+    status, out = server.encrypt(b"after the failure")
+    assert (status, out) == (_openssl.FAILED, b"")
+
+
+def test_records_keep_the_connection_alive(
+    records: ModuleType, pki: Pki, server_leaf: Leaf, client_leaf: Leaf
+) -> None:
+    """The SSL object and BIOs a Records points into stay allocated while it lives."""
+    done = established(pki, server_leaf, client_leaf)
+    client, server = pair(records, done)
+    done.client.release()
+    done.server.release()
+    del done
+    status, out = client.encrypt(b"still here")
+    assert status == _openssl.OK
+    assert server.receive(out) == (b"still here", _openssl.WANT_READ)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=3 * RECORD),
+    cuts=st.lists(st.integers(min_value=0, max_value=4 * RECORD), max_size=8),
+    turns=st.lists(st.booleans(), min_size=9, max_size=9),
+)
+def test_both_twins_agree_on_any_split_of_the_stream(
+    records_c: ModuleType,
+    pki: Pki,
+    server_leaf: Leaf,
+    client_leaf: Leaf,
+    data: bytes,
+    cuts: list[int],
+    turns: list[bool],
+) -> None:
+    """The same ciphertext, cut at random points, fed chunk by chunk to the compiled or the Python
+    twin (chosen at random per chunk) on one connection: the plaintext is what was sent, each
+    call ends wanting more, and nothing is produced to send."""
+    done = established(pki, server_leaf, client_leaf)
+    writer = records_c.Records(done.client._conn)
+    readers = {True: records_c.Records(done.server._conn), False: _records_py.Records(done.server._conn)}
+    _, wire = writer.encrypt(data)
+    bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    received = b""
+    for turn, (start, end) in zip(turns, itertools.pairwise(bounds), strict=False):
+        plaintext, status = readers[turn].receive(wire[start:end])
+        assert status == _openssl.WANT_READ
+        received += plaintext
+    assert received == data
+    assert readers[True].drain() == b""
+
+
+# ---------------------------------------------------------------------------- the engine's calls
+
+
+def test_decrypt_and_encrypt_are_the_two_step_calls_in_one(link: Link) -> None:
+    client, server = link.client, link.server
+    records_out = client.encrypt(b"ping")
+    assert records_out and client.data_to_send() == b""
+    assert server.decrypt(bytes(records_out)) == b"ping"
+    client.write(b"pong")
+    server.receive_data(bytes(client.data_to_send()))
+    assert server.read() == b"pong"
+
+
+def test_decrypt_completes_a_handshake_then_reads(pki: Pki, server_leaf: Leaf, client_leaf: Leaf) -> None:
+    """The client's Finished and its first request in one chunk: handshake and data in one call."""
+    server = TlsContext(pki.config(server_leaf, server_side=True)).engine()
+    client = TlsContext(pki.config(client_leaf, server_side=False)).engine()
+    client.start_handshake()
+    server.receive_data(bytes(client.data_to_send()))
+    client.receive_data(bytes(server.data_to_send()))
+    assert client.handshake_complete and not server.handshake_complete
+    chunk = bytes(client.data_to_send()) + bytes(client.encrypt(b"GET / HTTP/1.1\r\n\r\n"))
+    assert server.decrypt(chunk) == b"GET / HTTP/1.1\r\n\r\n"
+    assert server.handshake_complete
+
+
+def test_engine_raises_on_a_forged_record_and_stays_failed(link: Link) -> None:
+    out = bytes(link.client.encrypt(b"x" * 50))
+    with pytest.raises(TlsError) as first:
+        link.server.decrypt(out[:-1] + bytes([out[-1] ^ 1]))
+    with pytest.raises(TlsError) as again:
+        link.server.decrypt(out)
+    assert again.value is first.value
+    with pytest.raises(TlsError, match="not open for writing"):
+        link.server.encrypt(b"reply")
+
+
+def test_encrypt_refuses_before_the_handshake(pki: Pki, client_leaf: Leaf) -> None:
+    engine: TlsEngine = TlsContext(pki.config(client_leaf, server_side=False)).engine()
+    with pytest.raises(TlsError, match="not open for writing"):
+        engine.encrypt(b"too early")
+    assert engine.encrypt(b"") == b""  # nothing to write is no error
+
+
+# ---------------------------------------------------------------------------- the dispatcher
+
+
+def test_dispatcher_agrees_with_status() -> None:
+    loaded = _ext.extensions_status()["meshproxy.tls._records_c"]
+    expected = "meshproxy.tls._records_c" if loaded else "meshproxy.tls._records_py"
+    assert records.Records.__module__ == expected
+
+
+def test_a_missing_openssl_symbol_is_an_import_error_and_the_twin_runs(records_c: ModuleType) -> None:
+    """Without SSL_pending in cryptography's binding the compiled module refuses to load, naming
+    the symbol, and the dispatcher takes the twin."""
+    probe = """
+from meshproxy.tls import _openssl
+real = _openssl.lib
+class Without:
+    def __getattr__(self, name):
+        if name == "SSL_pending":
+            raise AttributeError(name)
+        return getattr(real, name)
+_openssl.lib = Without()
+try:
+    import meshproxy.tls._records_c
+except ImportError as exc:
+    print(exc)
+from meshproxy.tls import records
+print(records.Records.__module__)
+"""
+    root = str(Path(_ext.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    env.pop("MESHPROXY_NO_EXTENSIONS", None)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    error, module = out.stdout.strip().splitlines()
+    assert "cryptography's OpenSSL binding has no SSL_pending" in error
+    assert module == "meshproxy.tls._records_py"
