@@ -32,6 +32,10 @@ class Records:
     def feed(self, data: bytes) -> None:
         _openssl.feed(self._bio_in, data)
 
+    def set_eof(self) -> None:
+        """The transport saw EOF: an empty incoming BIO now reads as the end of the stream."""
+        _openssl.set_eof(self._bio_in)
+
     def read(self) -> tuple[bytes, int]:
         return _openssl.read(self._ssl)
 

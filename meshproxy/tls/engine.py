@@ -75,7 +75,6 @@ class TlsEngine:
 
     __slots__ = (
         "__weakref__",
-        "_bio_in",
         "_cfg",
         "_conn",
         "_failed",
@@ -109,7 +108,6 @@ class TlsEngine:
         self._conn = conn
         # pyOpenSSL's own SSL object and memory BIOs: the data path drives them directly.
         self._ssl = conn._ssl
-        self._bio_in = conn._into_ssl
         self._records = Records(conn)
         self._failed: TlsError | None = None
         self._refusal: tuple[str, str] | None = None  # (code, reason) of a verify-callback refusal
@@ -150,9 +148,9 @@ class TlsEngine:
 
     def receive_eof(self) -> None:
         """The peer's transport closed; what is buffered can still be read, then ``peer_closed``."""
-        if self._bio_in is None:  # released
+        if self._records is None:  # released
             return
-        _openssl.set_eof(self._bio_in)
+        self._records.set_eof()
         if self.handshake_complete or self._failed is not None:
             return
         reason = "peer closed the connection during the TLS handshake"
@@ -231,7 +229,7 @@ class TlsEngine:
             self._failed = TlsError("the connection is closed", code="not_open")
         # Every later use of these is behind a ``_failed`` or None check.
         self._conn = self._records = None  # type: ignore[assignment]  # released; see the comment above
-        self._ssl = self._bio_in = None
+        self._ssl = None
 
     def close(self) -> None:
         """Queue close_notify; no more writes. Reading goes on until the peer's own close."""
