@@ -232,3 +232,35 @@ print(records.Records.__module__)
     error, module = out.stdout.strip().splitlines()
     assert "cryptography's OpenSSL binding has no SSL_pending" in error
     assert module == "meshproxy.tls._records_py"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    garbage=st.one_of(
+        st.binary(max_size=64),
+        # a record header (application data, TLS 1.2 on the wire) and a body of any length
+        st.builds(
+            lambda n, body: b"\x17\x03\x03" + n.to_bytes(2, "big") + body,
+            st.integers(0, 20000),
+            st.binary(max_size=64),
+        ),
+        st.builds(
+            lambda t, body: bytes([t]) + b"\x03\x03\x00\x10" + body,
+            st.integers(0, 255),
+            st.binary(min_size=16, max_size=16),
+        ),
+    )
+)
+def test_both_twins_answer_garbage_alike(
+    records_c: ModuleType, pki: Pki, server_leaf: Leaf, client_leaf: Leaf, garbage: bytes
+) -> None:
+    """Bytes no peer encrypted, after a handshake, into the compiled twin on one connection and the
+    Python twin on another: the same plaintext (none), the same status, an alert of the same size."""
+    outcomes = []
+    for mod in (records_c, _records_py):
+        _, server = pair(mod, established(pki, server_leaf, client_leaf))
+        plaintext, status = server.receive(garbage)
+        _openssl.errors()  # this connection's failure reasons, not the next one's
+        outcomes.append((plaintext, status, len(server.drain())))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == b"" and outcomes[0][1] in (_openssl.WANT_READ, _openssl.FAILED)
