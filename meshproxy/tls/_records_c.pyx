@@ -2,8 +2,8 @@
 """The record path of one TLS connection in C: the compiled twin of ``_records_py.py``.
 
 Owns the same ``Records`` as the twin, making the same OpenSSL calls in the same order, but from
-C: one Python call per ``receive`` (BIO_write, then SSL_read until OpenSSL wants more, into one
-bytes object) and per ``encrypt`` (SSL_write, then the outgoing BIO drained into one bytes
+C: one Python call per ``receive`` (BIO_write, SSL_read until OpenSSL wants more into one bytes
+object, then the outgoing BIO drained) and per ``encrypt`` (SSL_write, then the outgoing BIO drained into one bytes
 object), where the twin crosses cffi once per OpenSSL call and copies through a scratch buffer.
 
 The OpenSSL is the one ``cryptography`` bundles and pyOpenSSL drives (DESIGN decision 2); no
@@ -86,6 +86,7 @@ cdef int OK = _openssl.OK
 cdef int WANT_READ = _openssl.WANT_READ
 cdef int CLOSED = _openssl.CLOSED
 cdef int EOF = _openssl.EOF
+cdef int FAILED = _openssl.FAILED
 
 
 _fold_failure = _openssl.fold_failure
@@ -205,7 +206,8 @@ cdef class Records:
 
     def receive(self, data):
         self._feed(data)
-        return self._read()
+        data, status = self._read()
+        return data, status, self._drain() if status != FAILED else b""
 
     def write(self, data):
         return self._write(data)

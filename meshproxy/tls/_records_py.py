@@ -1,7 +1,8 @@
 """The record path of one TLS connection in Python: the twin of ``_records_c.pyx``.
 
 Owns ``Records``, the calls a connection makes into OpenSSL once it is up: ciphertext in and
-plaintext out (``receive``: BIO_write, then SSL_read until OpenSSL wants more), plaintext in and
+plaintext out (``receive``: BIO_write, SSL_read until OpenSSL wants more, then the outgoing BIO
+drained of what reading made OpenSSL send: a KeyUpdate's answer, an alert), plaintext in and
 ciphertext out (``encrypt``: SSL_write, then the outgoing BIO drained), and the parts alone
 (``feed``, ``read``, ``write``, ``drain``) that the handshake and shutdown use. Each cffi call
 here is one crossing; the compiled twin makes the same OpenSSL calls in the same order from C,
@@ -39,9 +40,12 @@ class Records:
     def read(self) -> tuple[bytes, int]:
         return _openssl.read(self._ssl)
 
-    def receive(self, data: bytes) -> tuple[bytes, int]:
+    def receive(self, data: bytes) -> tuple[bytes, int, bytes | bytearray]:
+        """Plaintext, status, and what to send; after a failure the outgoing BIO is left as it is
+        (the alert goes out with the next ``drain``), as in ``encrypt``."""
         _openssl.feed(self._bio_in, data)
-        return _openssl.read(self._ssl)
+        plaintext, status = _openssl.read(self._ssl)
+        return plaintext, status, _openssl.drain(self._bio_out) if status != _openssl.FAILED else b""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         return _openssl.write(self._ssl, data)
@@ -50,7 +54,6 @@ class Records:
         return _openssl.drain(self._bio_out)
 
     def encrypt(self, data: bytes | bytearray | memoryview) -> tuple[int, bytes | bytearray]:
-        """SSL_write, then the outgoing BIO drained; after a failed write the BIO is left as it
-        is (the alert OpenSSL queued goes out with the next ``drain``)."""
+        """Status and what to send; after a failure the outgoing BIO is left as it is."""
         status = _openssl.write(self._ssl, data)
         return status, _openssl.drain(self._bio_out) if status == _openssl.OK else b""

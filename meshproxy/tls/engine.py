@@ -11,7 +11,7 @@ publishes a ``Negotiated`` record.
 
 Once a connection is up, ``decrypt`` and ``encrypt`` are the data path: each is one call into
 the record path (``records``: compiled, or its cffi twin), doing what ``receive_data`` + ``read``
-and ``write`` + ``data_to_send`` do in two.
++ ``data_to_send`` and ``write`` + ``data_to_send`` do in several.
 
 Must not import asyncio or sockets (the transport in ``transport.py`` is the only I/O shell);
 OpenSSL is reached through pyOpenSSL, ``_openssl``, ``_unexported`` and ``records``.
@@ -168,16 +168,19 @@ class TlsEngine:
             return b""
         return self._received(*self._records.read())
 
-    def decrypt(self, data: bytes) -> bytes:
-        """``receive_data(data)`` then ``read()``; once the handshake is complete, in one call."""
+    def decrypt(self, data: bytes) -> tuple[bytes, bytes | bytearray]:
+        """``receive_data(data)``, ``read()`` and ``data_to_send()``: the plaintext, and what to
+        send first (what reading made OpenSSL answer, mostly nothing); once the handshake is
+        complete, in one call."""
         if self._failed is not None:
             raise self._failed
         if not self.handshake_complete:
             self.receive_data(data)
-            return self.read()
+            return self.read(), self.data_to_send()
         if self._on_session is not None:
             self._tickets_due = True
-        return self._received(*self._records.receive(data))
+        plaintext, status, out = self._records.receive(data)
+        return self._received(plaintext, status), out
 
     def _received(self, data: bytes, status: int) -> bytes:
         if status == _openssl.CLOSED or status == _openssl.EOF:

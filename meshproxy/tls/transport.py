@@ -8,9 +8,9 @@ so ``pause_writing`` reaches the inner protocol when the socket backs up; ``paus
 the TLS transport pauses the socket, and plaintext already decrypted waits in the engine.
 
 Cost, per event once the connection is up: one call into the record path (``engine.decrypt``:
-the ciphertext fed and all the plaintext it completes read out; ``engine.encrypt``: SSL_write
-and the outgoing BIO drained), one socket write. No coroutine runs per connection; the
-handshake is callbacks too (``connect_tls`` awaits it for its caller).
+the ciphertext fed, all the plaintext it completes read out, and whatever OpenSSL answered;
+``engine.encrypt``: SSL_write and the outgoing BIO drained), one socket write. No coroutine
+runs per connection; the handshake is callbacks too (``connect_tls`` awaits it for its caller).
 
 Policy (which config, what to count or log) belongs to the owners: ``on_handshake`` tells
 them how each handshake ended.
@@ -94,7 +94,11 @@ class TlsProtocol(asyncio.Protocol):
             elif self.paused or self.closing:
                 engine.receive_data(data)  # kept in OpenSSL until resume_reading (or dropped)
             else:
-                self._hand_over(engine.decrypt(data))
+                plaintext, answer = engine.decrypt(data)
+                if answer:  # before anything the inner protocol writes in reply
+                    self.sock.write(answer)
+                self._hand_over(plaintext)
+                return
         except TlsError as exc:
             self._fail(exc)
             return

@@ -54,9 +54,7 @@ def test_one_receive_returns_every_record_of_a_chunk(records: ModuleType, link: 
         assert status == _openssl.OK
         wire += out
     assert len(wire) > sum(map(len, payloads))  # several records, each with its header and tag
-    plaintext, status = server.receive(wire)
-    assert (plaintext, status) == (b"".join(payloads), _openssl.WANT_READ)
-    assert server.drain() == b""  # reading produced nothing to send
+    assert server.receive(wire) == (b"".join(payloads), _openssl.WANT_READ, b"")  # nothing to answer
 
 
 def test_a_record_split_over_calls_is_read_when_complete(records: ModuleType, link: Link) -> None:
@@ -65,8 +63,8 @@ def test_a_record_split_over_calls_is_read_when_complete(records: ModuleType, li
     client, server = pair(records, link)
     data = os.urandom(RECORD)
     _, wire = client.encrypt(data)
-    assert server.receive(wire[:-300]) == (b"", _openssl.WANT_READ)
-    assert server.receive(wire[-300:]) == (data, _openssl.WANT_READ)
+    assert server.receive(wire[:-300]) == (b"", _openssl.WANT_READ, b"")
+    assert server.receive(wire[-300:]) == (data, _openssl.WANT_READ, b"")
 
 
 def test_encrypt_accepts_any_buffer_and_nothing(records: ModuleType, link: Link) -> None:
@@ -74,7 +72,7 @@ def test_encrypt_accepts_any_buffer_and_nothing(records: ModuleType, link: Link)
     for data in (b"bytes", bytearray(b"bytearray"), memoryview(b"xmemoryview")[1:]):
         status, out = client.encrypt(data)
         assert status == _openssl.OK
-        assert server.receive(out) == (bytes(data), _openssl.WANT_READ)
+        assert server.receive(out)[:2] == (bytes(data), _openssl.WANT_READ)
     assert client.encrypt(b"") == (_openssl.OK, b"")
     assert client.write(b"") == _openssl.OK and client.drain() == b""
 
@@ -83,21 +81,21 @@ def test_close_notify_reads_as_closed(records: ModuleType, link: Link) -> None:
     client, server = pair(records, link)
     _, out = client.encrypt(b"last words")
     link.client.close()
-    assert server.receive(out + client.drain()) == (b"last words", _openssl.CLOSED)
+    assert server.receive(out + client.drain())[:2] == (b"last words", _openssl.CLOSED)
 
 
 def test_eof_without_close_notify_reads_as_eof(records: ModuleType, link: Link) -> None:
     client, server = pair(records, link)
     _, out = client.encrypt(b"cut short")
     server.set_eof()
-    assert server.receive(out) == (b"cut short", _openssl.EOF)
+    assert server.receive(out)[:2] == (b"cut short", _openssl.EOF)
 
 
 def test_a_forged_record_fails_and_the_alert_waits_in_the_bio(records: ModuleType, link: Link) -> None:
     client, server = pair(records, link)
     _, out = client.encrypt(b"x" * 100)
     forged = out[:-1] + bytes([out[-1] ^ 1])  # the AEAD tag no longer matches
-    assert server.receive(forged) == (b"", _openssl.FAILED)
+    assert server.receive(forged) == (b"", _openssl.FAILED, b"")  # the alert stays in the BIO
     assert any("bad record mac" in text for _code, text in _openssl.errors())
     alert = server.drain()
     assert alert  # bad_record_mac goes to the peer
@@ -118,7 +116,7 @@ def test_records_keep_the_connection_alive(
     del done
     status, out = client.encrypt(b"still here")
     assert status == _openssl.OK
-    assert server.receive(out) == (b"still here", _openssl.WANT_READ)
+    assert server.receive(out)[:2] == (b"still here", _openssl.WANT_READ)
 
 
 @settings(max_examples=40, deadline=None)
@@ -146,11 +144,10 @@ def test_both_twins_agree_on_any_split_of_the_stream(
     bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
     received = b""
     for turn, (start, end) in zip(turns, itertools.pairwise(bounds), strict=False):
-        plaintext, status = readers[turn].receive(wire[start:end])
-        assert status == _openssl.WANT_READ
+        plaintext, status, answer = readers[turn].receive(wire[start:end])
+        assert (status, answer) == (_openssl.WANT_READ, b"")
         received += plaintext
     assert received == data
-    assert readers[True].drain() == b""
 
 
 # ---------------------------------------------------------------------------- the engine's calls
@@ -160,7 +157,7 @@ def test_decrypt_and_encrypt_are_the_two_step_calls_in_one(link: Link) -> None:
     client, server = link.client, link.server
     records_out = client.encrypt(b"ping")
     assert records_out and client.data_to_send() == b""
-    assert server.decrypt(bytes(records_out)) == b"ping"
+    assert server.decrypt(bytes(records_out)) == (b"ping", b"")
     client.write(b"pong")
     server.receive_data(bytes(client.data_to_send()))
     assert server.read() == b"pong"
@@ -175,8 +172,20 @@ def test_decrypt_completes_a_handshake_then_reads(pki: Pki, server_leaf: Leaf, c
     client.receive_data(bytes(server.data_to_send()))
     assert client.handshake_complete and not server.handshake_complete
     chunk = bytes(client.data_to_send()) + bytes(client.encrypt(b"GET / HTTP/1.1\r\n\r\n"))
-    assert server.decrypt(chunk) == b"GET / HTTP/1.1\r\n\r\n"
-    assert server.handshake_complete
+    request, tickets = server.decrypt(chunk)
+    assert request == b"GET / HTTP/1.1\r\n\r\n" and server.handshake_complete
+    assert tickets  # a TLS 1.3 server sends its session tickets once it has the client's Finished
+
+
+def test_a_key_update_through_the_one_call_paths(link: Link) -> None:
+    """A KeyUpdate asking for ours, then data: decrypt reads the data on the new keys; OpenSSL
+    answers with the next write, so encrypt carries our KeyUpdate ahead of the reply."""
+    link.client.key_update()
+    update = bytes(link.client.data_to_send()) + bytes(link.client.encrypt(b"after the update"))
+    assert link.server.decrypt(update) == (b"after the update", b"")
+    reply = bytes(link.server.encrypt(b"reply"))
+    assert len(reply) > 2 * 22 + len(b"reply")  # two records: the KeyUpdate, then the data
+    assert link.client.decrypt(reply) == (b"reply", b"")
 
 
 def test_engine_raises_on_a_forged_record_and_stays_failed(link: Link) -> None:
@@ -259,8 +268,8 @@ def test_both_twins_answer_garbage_alike(
     outcomes = []
     for mod in (records_c, _records_py):
         _, server = pair(mod, established(pki, server_leaf, client_leaf))
-        plaintext, status = server.receive(garbage)
+        plaintext, status, answer = server.receive(garbage)
         _openssl.errors()  # this connection's failure reasons, not the next one's
-        outcomes.append((plaintext, status, len(server.drain())))
+        outcomes.append((plaintext, status, len(answer + server.drain())))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == b"" and outcomes[0][1] in (_openssl.WANT_READ, _openssl.FAILED)
