@@ -106,7 +106,8 @@ class TlsEngine:
         conn = SSL.Connection(context, None)
         self._cfg = cfg
         self._conn = conn
-        # pyOpenSSL's own SSL object and memory BIOs: the data path drives them directly.
+        # pyOpenSSL's own SSL object (handshake, sessions, what was negotiated), and the record
+        # path over it and its memory BIOs (every byte in and out goes through ``_records``).
         self._ssl = conn._ssl
         self._records = Records(conn)
         self._failed: TlsError | None = None
