@@ -1,0 +1,445 @@
+"""A local Kubernetes API server for the tests: list, watch, and TokenReview, driven by a script.
+
+No API server binary can run on these machines, so this one speaks the parts of the protocol
+the Kubernetes source and the CA use, over HTTPS with a bearer token, exactly as
+``kube-apiserver`` puts them on the wire:
+
+- ``GET <collection>``: a ``<Kind>List`` whose ``metadata.resourceVersion`` is the store's
+  current version; ``limit`` and ``continue`` page it;
+- ``GET <collection>?watch=true&resourceVersion=N``: HTTP 200, a chunked body of one JSON event a
+  line: every change after ``N`` (``ADDED``/``MODIFIED``/``DELETED`` with the object at its new
+  resourceVersion), then changes as the test makes them, ``BOOKMARK`` events when the test asks
+  (only to watches that sent ``allowWatchBookmarks=true``), until ``timeoutSeconds`` or the
+  test ends the streams. A resourceVersion older than the last compaction (`expire`) gets one
+  ``ERROR`` event holding a ``Status`` with code 410 (reason ``Expired``), as the real server's
+  "too old resource version";
+- ``POST /apis/authentication.k8s.io/v1/tokenreviews``: the projected-token check, with
+  audiences, answered from `FakeKubeApi.accounts`;
+- an unknown collection is a 404 ``Status`` (a CRD not installed); `fail` scripts error answers.
+
+Every request is recorded in ``requests`` (method, path, query), so tests assert what the
+client sent (resourceVersion, bookmarks, relists). Object builders for the kinds discovery reads
+are at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import ipaddress
+import json
+import ssl
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+JsonObject = dict[str, Any]
+API_TOKEN = "fake-api-server-token-of-the-controlplane"
+KINDS = {
+    "/api/v1/services": ("v1", "ServiceList"),
+    "/api/v1/pods": ("v1", "PodList"),
+    "/api/v1/nodes": ("v1", "NodeList"),
+    "/apis/discovery.k8s.io/v1/endpointslices": ("discovery.k8s.io/v1", "EndpointSliceList"),
+}
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+
+
+@dataclass
+class Collection:
+    objects: dict[tuple[str, str], JsonObject] = field(default_factory=dict)
+    events: list[tuple[int, str, JsonObject]] = field(default_factory=list)
+    floor: int = 0  # watches from a resourceVersion below this get 410
+    watchers: list[asyncio.Queue[JsonObject | None]] = field(default_factory=list)
+    bookmarkers: set[int] = field(default_factory=set)  # ids of queues that allow bookmarks
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a projected service-account token is, and for which audiences it was issued."""
+
+    namespace: str
+    name: str
+    audiences: tuple[str, ...]
+
+
+class FakeKubeApi:
+    def __init__(self, *, served: tuple[str, ...] = tuple(KINDS)) -> None:
+        self.version = 1000
+        self.collections: dict[str, Collection] = {path: Collection() for path in served}
+        self.accounts: dict[str, Account] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.reviews: list[JsonObject] = []
+        self._failures: dict[str, list[int]] = defaultdict(list)
+        self._runner: web.AppRunner | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-kube-api-")
+        self.port = 0
+        self.changed = asyncio.Event()  # set by every scripted change (tests wait on what follows)
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self) -> FakeKubeApi:
+        cert, key, self.ca_pem = _server_certificate()
+        directory = Path(self._dir.name)
+        (directory / "tls.crt").write_bytes(cert)
+        (directory / "tls.key").write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        self.end_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._dir.cleanup()
+
+    async def __aenter__(self) -> FakeKubeApi:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def kubeconfig(self, token: str = API_TOKEN) -> Path:
+        """A kubeconfig file for this server (its CA, the bearer token)."""
+        path = Path(self._dir.name) / "kubeconfig"
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "fake",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "fake", "user": {"token": token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            "current-context": "fake",
+        }
+        path.write_text(json.dumps(doc))
+        return path
+
+    # ------------------------------------------------------------------ the script
+
+    def serve(self, path: str) -> None:
+        """Start serving a collection (a CRD installed)."""
+        self.collections.setdefault(path, Collection())
+
+    def put(self, path: str, obj: JsonObject) -> int:
+        """Create or replace ``obj``: ADDED or MODIFIED to the watches; its new resourceVersion."""
+        collection = self.collections[path]
+        metadata = obj.setdefault("metadata", {})
+        key = (metadata.get("namespace", ""), metadata["name"])
+        kind = "MODIFIED" if key in collection.objects else "ADDED"
+        return self._record(collection, kind, key, obj)
+
+    def delete(self, path: str, namespace: str, name: str) -> int:
+        collection = self.collections[path]
+        obj = collection.objects[(namespace, name)]
+        return self._record(collection, "DELETED", (namespace, name), obj)
+
+    def bookmark(self, path: str) -> None:
+        """A BOOKMARK at the current resourceVersion to every watch of ``path`` that allows them."""
+        collection = self.collections[path]
+        event = {"type": "BOOKMARK", "object": {"kind": "Bookmark", "metadata": {"resourceVersion": str(self.version)}}}
+        for queue in collection.watchers:
+            if id(queue) in collection.bookmarkers:
+                queue.put_nowait(event)
+
+    def expire(self, path: str) -> None:
+        """Compaction: resourceVersions before now are gone. Open watches get the 410 ERROR event
+        (the real server's answer once its watch cache moved past them) and end."""
+        collection = self.collections[path]
+        self.version += 1
+        collection.floor = self.version
+        collection.events.clear()
+        for queue in collection.watchers:
+            queue.put_nowait(_expired_event(path))
+            queue.put_nowait(None)
+
+    def end_watches(self, path: str | None = None) -> None:
+        """End the open watch streams (what a ``timeoutSeconds`` expiry does)."""
+        for p, collection in self.collections.items():
+            if path is None or p == path:
+                for queue in collection.watchers:
+                    queue.put_nowait(None)
+
+    def fail(self, path: str, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``path`` with ``status`` and a Status body."""
+        self._failures[path].extend([status] * times)
+
+    def watches(self, path: str) -> list[dict[str, str]]:
+        return [q for m, p, q in self.requests if m == "GET" and p == path and q.get("watch") == "true"]
+
+    def lists(self, path: str) -> list[dict[str, str]]:
+        return [q for m, p, q in self.requests if m == "GET" and p == path and q.get("watch") != "true"]
+
+    def open_watches(self, path: str) -> int:
+        return len(self.collections[path].watchers)
+
+    def _record(self, collection: Collection, kind: str, key: tuple[str, str], obj: JsonObject) -> int:
+        self.version += 1
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        if kind == "DELETED":
+            collection.objects.pop(key, None)
+        else:
+            collection.objects[key] = obj
+        event = {"type": kind, "object": obj}
+        collection.events.append((self.version, kind, obj))
+        for queue in collection.watchers:
+            queue.put_nowait(event)
+        self.changed.set()
+        return self.version
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        query = dict(request.query)
+        self.requests.append((request.method, path, query))
+        if request.headers.get("Authorization") != f"Bearer {API_TOKEN}":
+            return _status(401, "Unauthorized", "the bearer token is not the controlplane's")
+        if self._failures.get(path):
+            code = self._failures[path].pop(0)
+            return _status(code, "InternalError" if code >= 500 else "Failure", "scripted by the test")
+        if request.method == "POST" and path == TOKEN_REVIEWS:
+            return web.json_response(self._review(await request.json()), status=201)
+        collection = self.collections.get(path)
+        if request.method != "GET" or collection is None:
+            return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
+        if query.get("watch") == "true":
+            return await self._watch(request, path, collection, query)
+        return web.json_response(self._list(path, collection, query))
+
+    def _list(self, path: str, collection: Collection, query: dict[str, str]) -> JsonObject:
+        items = [collection.objects[k] for k in sorted(collection.objects)]
+        start = int(query.get("continue", "0") or 0)
+        limit = int(query.get("limit", "0") or 0) or len(items)
+        page = items[start : start + limit]
+        api_version, kind = KINDS.get(path, ("meshproxy.io/v1alpha1", "List"))
+        metadata: JsonObject = {"resourceVersion": str(self.version)}
+        if start + limit < len(items):
+            metadata["continue"] = str(start + limit)
+        return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": page}
+
+    async def _watch(
+        self, request: web.Request, path: str, collection: Collection, query: dict[str, str]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        since = int(query.get("resourceVersion") or 0)
+        if since < collection.floor:
+            await response.write(_line(_expired_event(path)))
+            return response
+        queue: asyncio.Queue[JsonObject | None] = asyncio.Queue()
+        for version, kind, obj in collection.events:
+            if version > since:
+                queue.put_nowait({"type": kind, "object": obj})
+        collection.watchers.append(queue)
+        if query.get("allowWatchBookmarks") == "true":
+            collection.bookmarkers.add(id(queue))
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        try:
+            async with asyncio.timeout(timeout):
+                while (event := await queue.get()) is not None:
+                    await response.write(_line(event))
+        except (TimeoutError, ConnectionResetError):
+            pass
+        finally:
+            collection.watchers.remove(queue)
+            collection.bookmarkers.discard(id(queue))
+        return response
+
+    def _review(self, body: JsonObject) -> JsonObject:
+        self.reviews.append(body)
+        spec = body.get("spec") or {}
+        wanted = list(spec.get("audiences") or [])
+        account = self.accounts.get(str(spec.get("token", "")))
+        status: JsonObject
+        if account is None:
+            status = {"authenticated": False, "error": "invalid bearer token"}
+        elif wanted and not set(wanted) & set(account.audiences):
+            status = {"authenticated": False, "error": f"token audiences {list(account.audiences)} are invalid for the target audiences {wanted}"}
+        else:
+            status = {
+                "authenticated": True,
+                "user": {
+                    "username": f"system:serviceaccount:{account.namespace}:{account.name}",
+                    "uid": f"uid-{account.namespace}-{account.name}",
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{account.namespace}"],
+                },
+                "audiences": [a for a in wanted if a in account.audiences] or list(account.audiences),
+            }
+        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec, "status": status}
+
+
+def _line(event: JsonObject) -> bytes:
+    return json.dumps(event).encode() + b"\n"
+
+
+def _expired_event(path: str) -> JsonObject:
+    return {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": f"too old resource version ({path})",
+            "reason": "Expired",
+            "code": 410,
+        },
+    }
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}
+    return web.json_response(body, status=code)
+
+
+def _server_certificate() -> tuple[bytes, bytes, bytes]:
+    """A CA and a serving certificate for 127.0.0.1 (PEM chain, key, CA)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return leaf.public_bytes(pem), key_pem, ca.public_bytes(pem)
+
+
+# ----------------------------------------------------------------------------- object builders
+
+SERVICES = "/api/v1/services"
+PODS = "/api/v1/pods"
+NODES = "/api/v1/nodes"
+SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
+
+
+def service(namespace: str, name: str, cluster_ip: str, ports: list[JsonObject] | None = None) -> JsonObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "ports": ports or [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+        },
+    }
+
+
+def endpoint(
+    ip: str,
+    pod: str | None = None,
+    *,
+    ready: bool = True,
+    serving: bool | None = None,
+    terminating: bool = False,
+    zone: str | None = None,
+    node: str | None = None,
+) -> JsonObject:
+    e: JsonObject = {
+        "addresses": [ip],
+        "conditions": {"ready": ready, "serving": ready if serving is None else serving, "terminating": terminating},
+    }
+    if pod:
+        e["targetRef"] = {"kind": "Pod", "name": pod}
+    if zone:
+        e["zone"] = zone
+    if node:
+        e["nodeName"] = node
+    return e
+
+
+def endpoint_slice(
+    namespace: str, name: str, service_name: str, endpoints: list[JsonObject], port: int = 8080, port_name: str = "http"
+) -> JsonObject:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"namespace": namespace, "name": name, "labels": {"kubernetes.io/service-name": service_name}},
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
+def pod(
+    namespace: str,
+    name: str,
+    *,
+    service_account: str = "default",
+    labels: dict[str, str] | None = None,
+    injected: bool = True,
+    node: str = "",
+) -> JsonObject:
+    annotations = {"meshproxy.io/status": '{"version":1}'} if injected else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": namespace, "name": name, "labels": labels or {}, "annotations": annotations},
+        "spec": {"serviceAccountName": service_account, "nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def node(name: str, region: str = "", zone: str = "") -> JsonObject:
+    labels = {}
+    if region:
+        labels["topology.kubernetes.io/region"] = region
+    if zone:
+        labels["topology.kubernetes.io/zone"] = zone
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def custom(kind: str, namespace: str, name: str, spec: JsonObject) -> JsonObject:
+    return {"apiVersion": "meshproxy.io/v1alpha1", "kind": kind, "metadata": {"namespace": namespace, "name": name}, "spec": spec}
