@@ -5,7 +5,9 @@ management API, served alike on two ports: plaintext ``--xds-address``, loopback
 ``--allow-plaintext-remote``, and TLS ``--xds-tls-address`` with the certificate of
 `controlplane.serving_tls`), the admin endpoint (``--admin-address``:
 ``/metrics``, ``/ready``), the hot-reload task of the config sources (``--mesh``, the embedded
-default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
+default when omitted, and ``--xds-resources``), or the Kubernetes source instead of the mesh
+file (``--kubernetes``: the mesh from the cluster, CSRs authenticated by TokenReview; a source
+that fails ends ``serve`` with 1), and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
 address (port 0 picks a free port, and the line says which); the CA's line comes first, the TLS
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -39,7 +42,13 @@ from controlplane.app import ControlPlane
 from controlplane.ca import CAPolicy, Issuer
 from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
-from controlplane.tokens import Grant, TokensFile, append_token, new_token
+from controlplane.k8s.api import Api
+from controlplane.k8s.errors import KubernetesError
+from controlplane.k8s.source import KubernetesSource
+from controlplane.k8s.tokenreview import TokenReviewAuthenticator
+from controlplane.k8s.translate import MeshSettings
+from controlplane.mesh.model import PqMode
+from controlplane.tokens import Authenticator, Grant, TokensFile, append_token, new_token
 from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
 from meshproxy.errors import ConfigError, IdentityError
@@ -106,6 +115,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--xds-resources", type=Path, help="raw xDS resources, JSON or YAML (reloaded when it changes)"
+    )
+    serve.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="take the mesh from a Kubernetes cluster (Services, EndpointSlices, Pods, Nodes, the "
+        "meshproxy.io CRDs) instead of --mesh, and authenticate CSRs with the pods' service-account "
+        "tokens (TokenReview) instead of --tokens",
+    )
+    serve.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="with --kubernetes: the kubeconfig to reach the API server by (default: the pod's "
+        "in-cluster service account)",
+    )
+    serve.add_argument(
+        "--pq",
+        choices=["required", "preferred", "off"],
+        help="with --kubernetes: the mesh's post-quantum key exchange (default required; a mesh file "
+        "says it in mesh.pq)",
     )
     serve.add_argument(
         "--management-tokens",
@@ -188,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if problem := _kubernetes_usage(args):
+        print(f"controlplane: {problem}", file=sys.stderr)
+        return 2
     cache = SnapshotCache()
     control = ControlPlane(cache, mesh_path=args.mesh, resources_path=args.xds_resources)
     notes: list[str] = []
@@ -198,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _management_tokens_file(args.management_tokens, state, args.trust_domain, notes),
             trust_domain=args.trust_domain,
         )
-        control.start()
+        control.start(mesh=not args.kubernetes)
         ca = load_or_create(
             args.ca_dir or state / state_dir.CA_DIR,
             trust_domain=args.trust_domain,
@@ -225,20 +256,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     ledger = Ledger()
-    services = Services(
-        ca=CertificateAuthorityService(issuer, tokens),
-        ads=AdsServer(cache, ledger),
-        management=management.ManagementService(control, ledger, admins),
-        admin=AdminServer(ledger.registry, lambda: control.state is not None),
-    )
     loop = new_event_loop()
+    api: Api | None = None
     try:
+        authenticator: Authenticator = tokens
+        source = None
+        if args.kubernetes:
+            try:
+                api = loop.run_until_complete(Api.connect(args.kubeconfig))
+            except KubernetesError as exc:
+                print(f"controlplane: {exc}", file=sys.stderr)
+                return 1
+            authenticator = TokenReviewAuthenticator(api, trust_domain=args.trust_domain)
+            settings = MeshSettings(args.trust_domain, cast(PqMode, args.pq or "required"))
+            source = KubernetesSource(api, control, settings)
+        services = Services(
+            ca=CertificateAuthorityService(issuer, authenticator),
+            ads=AdsServer(cache, ledger),
+            management=management.ManagementService(control, ledger, admins),
+            admin=AdminServer(ledger.registry, lambda: control.state is not None),
+        )
         ports = [(args.xds_address, None)]
         if serving is not None and tls_address is not None:
             ports.append((tls_address, serving_tls.server_credentials(serving, utc_now)))
-        return loop.run_until_complete(_serve(services, control, ports, args.admin_address, notes))
+        return loop.run_until_complete(_serve(services, control, ports, args.admin_address, notes, source))
     finally:
+        if api is not None:
+            loop.run_until_complete(api.close())
         loop.close()
+
+
+def _kubernetes_usage(args: argparse.Namespace) -> str | None:
+    """Why the Kubernetes flags do not go together, if they do not."""
+    if args.kubernetes and args.mesh is not None:
+        return "--mesh and --kubernetes are two sources of the mesh: give one"
+    for flag, value in (("--kubeconfig", args.kubeconfig), ("--pq", args.pq)):
+        if value is not None and not args.kubernetes:
+            return f"{flag} applies with --kubernetes only (a mesh file sets mesh.pq itself)"
+    return None
 
 
 def _ca_policy(svid_ttl: float | None) -> CAPolicy:
@@ -312,8 +367,10 @@ async def _serve(
     ports: list[tuple[str, grpc.ServerCredentials | None]],
     admin_address: str | None,
     notes: list[str],
+    source: KubernetesSource | None = None,
 ) -> int:
-    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials)."""
+    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials);
+    with a Kubernetes ``source``, until it fails too (exit 1: the mesh would go stale)."""
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -361,15 +418,23 @@ async def _serve(
             f"controlplane: serving xDS (ADS), the CA and the management API over TLS on {address}",
             flush=True,
         )
-    reload = asyncio.create_task(control.watch_files())
+    tasks = [asyncio.create_task(control.watch_files())]
+    if source is not None:
+        tasks.append(asyncio.create_task(source.run()))
+        tasks[-1].add_done_callback(lambda _: stop.set())
     await stop.wait()
-    reload.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reload
+    failed = source is not None and tasks[-1].done() and not tasks[-1].cancelled()
+    if failed:
+        log.error("the Kubernetes source failed; stopping", exc_info=tasks[-1].exception())
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await services.admin.close()
     services.ads.close()  # ADS streams never finish on their own: end them, don't wait the grace out
     await server.stop(STOP_GRACE_SECONDS)
-    return 0
+    return 1 if failed else 0
 
 
 def _token_create(path: Path, identity: str) -> int:

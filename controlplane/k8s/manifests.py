@@ -99,4 +99,3 @@ def _replaced(obj: dict[str, Any], path: tuple[str, ...], value: dict[str, Any])
     if not path:
         return value
     return {**obj, path[0]: _replaced(obj[path[0]], path[1:], value)}
-

@@ -58,7 +58,7 @@ def routes(obj: Mapping[str, Any], versions: list[str], problems: list[str]) -> 
     """The ServiceRoute's routes (None, with problems, when one is unusable)."""
     found: list[str] = []
     spec = spec_of("ServiceRoute", obj, found)
-    out = tuple(_route(r, versions) for r in spec.get("routes", Doc.items, []))
+    out = tuple(_route(r, versions) for r in _items(spec, "routes"))
     problems.extend(found)
     return None if found else out
 
@@ -84,19 +84,33 @@ def _route(d: Doc, versions: list[str]) -> Route:
 def _version(d: Doc, versions: list[str]) -> str:
     name = string(d)
     if name and name not in versions:
-        d.problem(f"the route has no version {name!r} (versions: {', '.join(v for v in versions if v) or 'none'})")
+        d.problem(
+            f"the route has no version {name!r} (versions: {', '.join(v for v in versions if v) or 'none'})"
+        )
     return name
 
 
+def _items(d: Doc, key: str) -> list[Doc]:
+    empty: list[Doc] = []
+    return d.get(key, Doc.items, empty)
+
+
+def _headers(d: Doc) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k).lower(), str(v)) for k, v in d.value.items())
+
+
 def _match(d: Doc) -> Match:
-    headers = d.get("headers", lambda h: tuple((str(k).lower(), str(v)) for k, v in h.value.items()), ())
+    none: tuple[tuple[str, str], ...] = ()
+    headers = d.get("headers", _headers, none)
     path = d.get("path", string, None)
     return Match(None if path else d.get("prefix", string, "/"), path, headers)
 
 
 def _retries(d: Doc) -> Retries:
-    on = tuple(choice(x, RETRY_ON) for x in d.get("on", Doc.items, [])) or ("5xx", "reset", "connect-failure")
-    return Retries(d.get("attempts", lambda x: integer(x, 1, 10), 1), on, d.get("perTryTimeout", duration, None))
+    on = tuple(choice(x, RETRY_ON) for x in _items(d, "on")) or ("5xx", "reset", "connect-failure")
+    return Retries(
+        d.get("attempts", lambda x: integer(x, 1, 10), 1), on, d.get("perTryTimeout", duration, None)
+    )
 
 
 def policy(obj: Mapping[str, Any], problems: list[str]) -> Policy | None:
@@ -118,7 +132,10 @@ _BREAKERS = {
     "maxRequests": "max_requests",
     "maxRetries": "max_retries",
 }
-_OUTLIER_COUNTS = {"consecutive5xx": "consecutive_5xx", "consecutiveGatewayFailure": "consecutive_gateway_failure"}
+_OUTLIER_COUNTS = {
+    "consecutive5xx": "consecutive_5xx",
+    "consecutiveGatewayFailure": "consecutive_gateway_failure",
+}
 _OUTLIER_TIMES = {"interval": "interval", "baseEjectionTime": "base_ejection_time"}
 
 
@@ -127,7 +144,9 @@ def _breakers(d: Doc) -> CircuitBreakers:
 
 
 def _outlier(d: Doc) -> OutlierDetection:
-    values: dict[str, Any] = {ours: d.get(theirs, lambda x: integer(x, 1), None) for theirs, ours in _OUTLIER_COUNTS.items()}
+    values: dict[str, Any] = {
+        ours: d.get(theirs, lambda x: integer(x, 1), None) for theirs, ours in _OUTLIER_COUNTS.items()
+    }
     values |= {ours: d.get(theirs, duration, None) for theirs, ours in _OUTLIER_TIMES.items()}
     values["max_ejection_percent"] = d.get("maxEjectionPercent", lambda x: integer(x, 0, 100), None)
     return OutlierDetection(**values)
@@ -139,7 +158,7 @@ def allow(obj: Mapping[str, Any], trust_domain: str, problems: list[str]) -> tup
     spec = spec_of("ServiceAuthorization", obj, found)
     namespace = str((obj.get("metadata") or {}).get("namespace", ""))
     out = []
-    for entry in spec.get("allow", Doc.items, []):
+    for entry in _items(spec, "allow"):
         value = entry.value if isinstance(entry.value, dict) else {}
         if "serviceAccount" in value:
             account = entry.child("serviceAccount")

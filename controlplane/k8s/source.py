@@ -126,5 +126,7 @@ def describe(mesh: Mesh, host: str) -> str:
         endpoints = sum(len(v.endpoints) for v in s.versions)
         ports = ",".join(str(p.port) for p in s.ports)
         versions = ",".join(v.name for v in s.versions if v.name) or "-"
-        lines.append(f"# {s.name} vip={','.join(s.vips)} ports={ports} versions={versions} endpoints={endpoints}")
+        lines.append(
+            f"# {s.name} vip={','.join(s.vips)} ports={ports} versions={versions} endpoints={endpoints}"
+        )
     return "\n".join(lines) + "\n"

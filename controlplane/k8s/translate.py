@@ -94,7 +94,7 @@ class MeshSettings:
 
     trust_domain: str
     pq: PqMode = "required"
-    sidecars: Sidecars = Sidecars()
+    sidecars: Sidecars = field(default_factory=Sidecars)
     outbound_traffic_policy: OutboundPolicy = "ALLOW_ANY"
 
 
@@ -128,7 +128,10 @@ def project_pod(pod: JsonObject) -> JsonObject:
             "labels": metadata.get("labels") or {},
             "annotations": {k: annotations[k] for k in (STATUS, GROUP) if k in annotations},
         },
-        "spec": {"serviceAccountName": spec.get("serviceAccountName", ""), "nodeName": spec.get("nodeName", "")},
+        "spec": {
+            "serviceAccountName": spec.get("serviceAccountName", ""),
+            "nodeName": spec.get("nodeName", ""),
+        },
     }
 
 
@@ -136,7 +139,12 @@ def project_node(node: JsonObject) -> JsonObject:
     """A Node's name and topology labels."""
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
-    return {"metadata": {"name": metadata.get("name", ""), "labels": {k: labels[k] for k in (REGION, ZONE, SUBZONE) if k in labels}}}
+    return {
+        "metadata": {
+            "name": metadata.get("name", ""),
+            "labels": {k: labels[k] for k in (REGION, ZONE, SUBZONE) if k in labels},
+        }
+    }
 
 
 # ----------------------------------------------------------------------------- the mesh
@@ -274,7 +282,9 @@ def _endpoints(index: _Index, key: Key, port_name: str) -> list[_Instance]:
                 continue
             ref = e.get("targetRef") or {}
             pod = pods.get((key[0], str(ref.get("name", "")))) if ref.get("kind") == "Pod" else None
-            node = nodes.get(("", str(e.get("nodeName") or ((pod or {}).get("spec") or {}).get("nodeName") or "")))
+            node = nodes.get(
+                ("", str(e.get("nodeName") or ((pod or {}).get("spec") or {}).get("nodeName") or ""))
+            )
             address = (str(addresses[0]), int(port))
             into.setdefault(address, _Instance(Endpoint(address, _locality(e, pod, node)), pod))
     return list((ready or draining).values())
@@ -358,7 +368,9 @@ def _account(pod: JsonObject) -> str:
 
 def _group(namespace: str, pod: JsonObject) -> str:
     metadata = pod.get("metadata") or {}
-    return sidecar_group(namespace, metadata.get("labels") or {}, metadata.get("annotations") or {}, _account(pod))
+    return sidecar_group(
+        namespace, metadata.get("labels") or {}, metadata.get("annotations") or {}, _account(pod)
+    )
 
 
 def _default_routes(versions: tuple[Version, ...], *, weighted: bool) -> tuple[Route, ...]:

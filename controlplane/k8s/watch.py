@@ -6,7 +6,7 @@ Owns the protocol's rules, numbered as the code applies them:
    the store becomes exactly the listed items, and the list's ``metadata.resourceVersion`` is
    where the watch starts. A 410 on a page (the ``continue`` token expired) lists again.
 2. **Watch** from that resourceVersion with ``allowWatchBookmarks=true`` and a
-   ``timeoutSeconds`` drawn from [`WATCH_TIMEOUT`, 2×`WATCH_TIMEOUT`) (spread, so reflectors
+   ``timeoutSeconds`` drawn from [`WATCH_TIMEOUT`, twice `WATCH_TIMEOUT`) (spread, so reflectors
    do not all reconnect at once). ``ADDED``/``MODIFIED`` put the object, ``DELETED`` removes it,
    each moving the resourceVersion to the object's; a ``BOOKMARK`` only moves the
    resourceVersion (nothing changed, nobody is told). When the server ends the stream the
@@ -198,7 +198,9 @@ class Reflector:
         self.store.replace(items, str(metadata.get("resourceVersion") or ""))
         self._listed = True
         self.lists += 1
-        log.debug("%s: listed %d at resourceVersion %s", self.resource.kind, len(items), self.store.resource_version)
+        log.debug(
+            "%s: listed %d at resourceVersion %s", self.resource.kind, len(items), self.store.resource_version
+        )
         self._changed()
 
     async def _watch(self) -> None:
@@ -218,7 +220,9 @@ class Reflector:
 
     def _not_served(self, exc: ApiError) -> None:
         if not self.synced.is_set():
-            log.warning("%s is not served by the API server (%s); going on without it", self.resource.kind, exc)
+            log.warning(
+                "%s is not served by the API server (%s); going on without it", self.resource.kind, exc
+            )
             self.store.replace([], "")
             self.synced.set()
 

@@ -162,7 +162,10 @@ class FakeKubeApi:
     def bookmark(self, path: str) -> None:
         """A BOOKMARK at the current resourceVersion to every watch of ``path`` that allows them."""
         collection = self.collections[path]
-        event = {"type": "BOOKMARK", "object": {"kind": "Bookmark", "metadata": {"resourceVersion": str(self.version)}}}
+        event = {
+            "type": "BOOKMARK",
+            "object": {"kind": "Bookmark", "metadata": {"resourceVersion": str(self.version)}},
+        }
         for queue in collection.watchers:
             if id(queue) in collection.bookmarkers:
                 queue.put_nowait(event)
@@ -282,7 +285,11 @@ class FakeKubeApi:
         if account is None:
             status = {"authenticated": False, "error": "invalid bearer token"}
         elif wanted and not set(wanted) & set(account.audiences):
-            status = {"authenticated": False, "error": f"token audiences {list(account.audiences)} are invalid for the target audiences {wanted}"}
+            status = {
+                "authenticated": False,
+                "error": f"token audiences {list(account.audiences)} are invalid for the target "
+                f"audiences {wanted}",
+            }
         else:
             status = {
                 "authenticated": True,
@@ -293,7 +300,12 @@ class FakeKubeApi:
                 },
                 "audiences": [a for a in wanted if a in account.audiences] or list(account.audiences),
             }
-        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec, "status": status}
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": spec,
+            "status": status,
+        }
 
 
 def _line(event: JsonObject) -> bytes:
@@ -315,7 +327,14 @@ def _expired_event(path: str) -> JsonObject:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.json_response(body, status=code)
 
 
@@ -333,7 +352,9 @@ def _server_certificate() -> tuple[bytes, bytes, bytes]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -346,8 +367,12 @@ def _server_certificate() -> tuple[bytes, bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
@@ -389,7 +414,11 @@ def endpoint(
 ) -> JsonObject:
     e: JsonObject = {
         "addresses": [ip],
-        "conditions": {"ready": ready, "serving": ready if serving is None else serving, "terminating": terminating},
+        "conditions": {
+            "ready": ready,
+            "serving": ready if serving is None else serving,
+            "terminating": terminating,
+        },
     }
     if pod:
         e["targetRef"] = {"kind": "Pod", "name": pod}
@@ -401,12 +430,21 @@ def endpoint(
 
 
 def endpoint_slice(
-    namespace: str, name: str, service_name: str, endpoints: list[JsonObject], port: int = 8080, port_name: str = "http"
+    namespace: str,
+    name: str,
+    service_name: str,
+    endpoints: list[JsonObject],
+    port: int = 8080,
+    port_name: str = "http",
 ) -> JsonObject:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"namespace": namespace, "name": name, "labels": {"kubernetes.io/service-name": service_name}},
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
         "addressType": "IPv4",
         "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
         "endpoints": endpoints,
@@ -426,8 +464,17 @@ def pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"namespace": namespace, "name": name, "labels": labels or {}, "annotations": annotations},
-        "spec": {"serviceAccountName": service_account, "nodeName": node, "containers": [{"name": "app", "image": "app"}]},
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "labels": labels or {},
+            "annotations": annotations,
+        },
+        "spec": {
+            "serviceAccountName": service_account,
+            "nodeName": node,
+            "containers": [{"name": "app", "image": "app"}],
+        },
         "status": {"phase": "Running"},
     }
 
@@ -442,4 +489,9 @@ def node(name: str, region: str = "", zone: str = "") -> JsonObject:
 
 
 def custom(kind: str, namespace: str, name: str, spec: JsonObject) -> JsonObject:
-    return {"apiVersion": "meshproxy.io/v1alpha1", "kind": kind, "metadata": {"namespace": namespace, "name": name}, "spec": spec}
+    return {
+        "apiVersion": "meshproxy.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": spec,
+    }
