@@ -333,9 +333,14 @@ def _versions(
     identity = spiffe_id(settings.trust_domain, namespace, accounts[0] if accounts else "default")
     versions = [
         _version(where, namespace, name, members, problems)
-        for name, members in sorted(by_version.items(), key=lambda kv: (kv[0] not in declared, kv[0]))
+        for name, members in sorted(by_version.items(), key=lambda kv: (_rank(declared, kv[0]), kv[0]))
     ]
     return tuple(versions) or (Version("", ()),), identity
+
+
+def _rank(declared: list[str], version: str) -> int:
+    """A ServiceRoute's versions in its order, label-found ones after them."""
+    return declared.index(version) if version in declared else len(declared)
 
 
 def _version(where: str, namespace: str, name: str, members: list[_Instance], problems: list[str]) -> Version:

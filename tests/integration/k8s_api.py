@@ -19,7 +19,7 @@ the Kubernetes source and the CA use, over HTTPS with a bearer token, exactly as
 
 Every request is recorded in ``requests`` (method, path, query), so tests assert what the
 client sent (resourceVersion, bookmarks, relists). Object builders for the kinds discovery reads
-are at the end.
+are in ``tests/k8s_objects.py``.
 """
 
 from __future__ import annotations
@@ -41,14 +41,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from k8s_objects import NODES, PODS, SERVICES, SLICES
 
 JsonObject = dict[str, Any]
 API_TOKEN = "fake-api-server-token-of-the-controlplane"
 KINDS = {
-    "/api/v1/services": ("v1", "ServiceList"),
-    "/api/v1/pods": ("v1", "PodList"),
-    "/api/v1/nodes": ("v1", "NodeList"),
-    "/apis/discovery.k8s.io/v1/endpointslices": ("discovery.k8s.io/v1", "EndpointSliceList"),
+    SERVICES: ("v1", "ServiceList"),
+    PODS: ("v1", "PodList"),
+    NODES: ("v1", "NodeList"),
+    SLICES: ("discovery.k8s.io/v1", "EndpointSliceList"),
 }
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 
@@ -378,120 +379,3 @@ def _server_certificate() -> tuple[bytes, bytes, bytes]:
     pem = serialization.Encoding.PEM
     key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return leaf.public_bytes(pem), key_pem, ca.public_bytes(pem)
-
-
-# ----------------------------------------------------------------------------- object builders
-
-SERVICES = "/api/v1/services"
-PODS = "/api/v1/pods"
-NODES = "/api/v1/nodes"
-SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
-
-
-def service(namespace: str, name: str, cluster_ip: str, ports: list[JsonObject] | None = None) -> JsonObject:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"namespace": namespace, "name": name},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_ip,
-            "clusterIPs": [cluster_ip],
-            "ports": ports or [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-        },
-    }
-
-
-def endpoint(
-    ip: str,
-    pod: str | None = None,
-    *,
-    ready: bool = True,
-    serving: bool | None = None,
-    terminating: bool = False,
-    zone: str | None = None,
-    node: str | None = None,
-) -> JsonObject:
-    e: JsonObject = {
-        "addresses": [ip],
-        "conditions": {
-            "ready": ready,
-            "serving": ready if serving is None else serving,
-            "terminating": terminating,
-        },
-    }
-    if pod:
-        e["targetRef"] = {"kind": "Pod", "name": pod}
-    if zone:
-        e["zone"] = zone
-    if node:
-        e["nodeName"] = node
-    return e
-
-
-def endpoint_slice(
-    namespace: str,
-    name: str,
-    service_name: str,
-    endpoints: list[JsonObject],
-    port: int = 8080,
-    port_name: str = "http",
-) -> JsonObject:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "namespace": namespace,
-            "name": name,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    }
-
-
-def pod(
-    namespace: str,
-    name: str,
-    *,
-    service_account: str = "default",
-    labels: dict[str, str] | None = None,
-    injected: bool = True,
-    node: str = "",
-) -> JsonObject:
-    annotations = {"meshproxy.io/status": '{"version":1}'} if injected else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "namespace": namespace,
-            "name": name,
-            "labels": labels or {},
-            "annotations": annotations,
-        },
-        "spec": {
-            "serviceAccountName": service_account,
-            "nodeName": node,
-            "containers": [{"name": "app", "image": "app"}],
-        },
-        "status": {"phase": "Running"},
-    }
-
-
-def node(name: str, region: str = "", zone: str = "") -> JsonObject:
-    labels = {}
-    if region:
-        labels["topology.kubernetes.io/region"] = region
-    if zone:
-        labels["topology.kubernetes.io/zone"] = zone
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
-
-
-def custom(kind: str, namespace: str, name: str, spec: JsonObject) -> JsonObject:
-    return {
-        "apiVersion": "meshproxy.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"namespace": namespace, "name": name},
-        "spec": spec,
-    }
