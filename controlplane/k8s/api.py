@@ -46,7 +46,8 @@ class Api:
                 await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
             else:
                 config.load_incluster_config(client_configuration=configuration)
-        except (config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        except Exception as exc:  # the library's loaders raise YAML, OS, key and their own errors
+            # (a refusal naming the flag is the answer to all of them; no traceback)
             where = f"--kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
             raise KubernetesError(f"{where}: cannot configure the Kubernetes client ({exc})") from None
         return cls(client.ApiClient(configuration))

@@ -178,11 +178,13 @@ class Reflector:
                 if exc.gone and not listing:  # the watch's resourceVersion: rule 3
                     self._listed = False
                     continue
-                if exc.code == 404 and listing:
+                not_served = exc.code == 404 and listing
+                if not_served:
                     self._not_served(exc)
-                await self._wait(exc)  # a list that fails, even with 410, waits (no tight loop)
+                # a list that fails, even with 410, waits (no tight loop)
+                await self._wait(exc, logging.DEBUG if not_served else logging.WARNING)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                await self._wait(exc)
+                await self._wait(exc, logging.WARNING)
 
     async def _list(self) -> None:
         items: list[JsonObject] = []
@@ -226,7 +228,7 @@ class Reflector:
             self.store.replace([], "")
             self.synced.set()
 
-    async def _wait(self, exc: Exception) -> None:
+    async def _wait(self, exc: Exception, level: int) -> None:
         delay = self._backoff.next_delay(self._rng)
-        log.warning("%s: %s; retrying in %.2fs", self.resource.kind, exc or type(exc).__name__, delay)
+        log.log(level, "%s: %s; retrying in %.2fs", self.resource.kind, exc or type(exc).__name__, delay)
         await asyncio.sleep(delay)

@@ -160,6 +160,17 @@ class FakeKubeApi:
         obj = collection.objects[(namespace, name)]
         return self._record(collection, "DELETED", (namespace, name), obj)
 
+    def lose_events(self, path: str, objects: list[JsonObject]) -> None:
+        """Make ``objects`` the collection's content without telling any watch (what a client
+        misses while its resourceVersion falls out of the server's window): only a list sees it."""
+        collection = self.collections[path]
+        collection.objects.clear()
+        for obj in objects:
+            self.version += 1
+            obj = json.loads(json.dumps(obj))
+            obj["metadata"]["resourceVersion"] = str(self.version)
+            collection.objects[(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
+
     def bookmark(self, path: str) -> None:
         """A BOOKMARK at the current resourceVersion to every watch of ``path`` that allows them."""
         collection = self.collections[path]
@@ -273,7 +284,8 @@ class FakeKubeApi:
         except (TimeoutError, ConnectionResetError):
             pass
         finally:
-            collection.watchers.remove(queue)
+            if queue in collection.watchers:
+                collection.watchers.remove(queue)
             collection.bookmarkers.discard(id(queue))
         return response
 
