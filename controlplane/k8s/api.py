@@ -22,8 +22,8 @@ import aiohttp
 from kubernetes_asyncio import client, config
 
 from controlplane.k8s.errors import ApiError, KubernetesError
+from controlplane.k8s.objects import JsonObject
 
-JsonObject = dict[str, Any]
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one watch event (an object); the API server's own limit is 3 MiB
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0  # a list or a POST; watches are bounded by their timeoutSeconds instead

@@ -31,8 +31,6 @@ from controlplane.mesh.model import (
     Route,
 )
 
-JsonObject = dict[str, Any]
-
 
 def spec_of(kind: str, obj: Mapping[str, Any], problems: list[str]) -> Doc:
     """A cursor on ``obj``'s ``spec`` whose problems read ``Kind ns/name: spec.x: ...``."""

@@ -30,7 +30,14 @@ import random
 from controlplane.app import ControlPlane, Outcome
 from controlplane.k8s.api import Api
 from controlplane.k8s.crds import GROUP, KINDS, VERSION
-from controlplane.k8s.translate import Cluster, MeshSettings, project_node, project_pod, translate_cluster
+from controlplane.k8s.translate import (
+    Cluster,
+    Memo,
+    MeshSettings,
+    project_node,
+    project_pod,
+    translate_cluster,
+)
 from controlplane.k8s.watch import WATCH_TIMEOUT, Reflector, Resource
 from controlplane.mesh.model import Mesh
 
@@ -67,6 +74,7 @@ class KubernetesSource:
             r.kind: Reflector(api, r, self._changed, rng=rng, watch_timeout=watch_timeout) for r in RESOURCES
         }
         self.problems: frozenset[str] = frozenset()
+        self._memo = Memo()
         self.published: Mesh | None = None
         self._batch_window = batch_window
         self._dirty = asyncio.Event()
@@ -94,7 +102,7 @@ class KubernetesSource:
 
     def publish(self) -> Outcome | None:
         """Translate the stores and publish when the mesh changed; the outcome, or None."""
-        mesh, problems = translate_cluster(self.cluster(), self.settings)
+        mesh, problems = translate_cluster(self.cluster(), self.settings, self._memo)
         for problem in sorted(set(problems) - self.problems):
             log.warning("kubernetes: %s", problem)
         self.problems = frozenset(problems)

@@ -34,7 +34,9 @@ file feeds, so the Envoy translation, the snapshot cache and the management API 
 
 Problems (a Service whose pods run as two service accounts, a spec the model cannot honour)
 are returned as ``<Kind> <namespace>/<name>: <path>: <reason>``; the object keeps what can be
-kept. Everything here is a pure function of its inputs.
+kept. Everything here is a pure function of its inputs; a `Memo` carries unchanged Services'
+translations from one call to the next (relying on the resourceVersion the API server puts on
+every object).
 
 Must not depend on: a Kubernetes client, asyncio, the watch, grpc.
 """
@@ -54,6 +56,7 @@ from controlplane.k8s.annotations import (
     sidecar_group,
     spiffe_id,
 )
+from controlplane.k8s.objects import JsonObject, Key, resource_version
 from controlplane.mesh.model import (
     Allow,
     Endpoint,
@@ -72,8 +75,6 @@ from controlplane.mesh.model import (
     Version,
 )
 
-JsonObject = dict[str, Any]
-Key = tuple[str, str]  # (namespace, name)
 REGION = "topology.kubernetes.io/region"
 ZONE = "topology.kubernetes.io/zone"
 SUBZONE = "topology.istio.io/subzone"
@@ -176,14 +177,39 @@ def _by_service(objects: Mapping[Key, JsonObject]) -> dict[Key, JsonObject]:
     return out
 
 
-def translate_cluster(cluster: Cluster, settings: MeshSettings) -> tuple[Mesh, list[str]]:
-    """The mesh the cluster describes, and the problems found on the way."""
+class Memo:
+    """Each Service's last translation and what it was made from: the resourceVersions of the
+    Service, its slices and its policy objects, and the pods and nodes its endpoints refer to
+    as the store keeps them (so a pod's status changing, which the store drops, reuses it).
+    A translation whose inputs are equal is reused as the same object: a change to one Service
+    costs one Service's work, and comparing two meshes is mostly identity checks."""
+
+    def __init__(self) -> None:
+        self.services: dict[Key, tuple[tuple[Any, ...], Service | None, tuple[str, ...]]] = {}
+
+
+def translate_cluster(
+    cluster: Cluster, settings: MeshSettings, memo: Memo | None = None
+) -> tuple[Mesh, list[str]]:
+    """The mesh the cluster describes, and the problems found on the way; ``memo`` (kept from
+    one call to the next with the same ``settings``) reuses unchanged Services' translations."""
     index = _Index(cluster)
     problems: list[str] = []
     owners: dict[str, str] = {}  # sidecar group -> the mesh service it backs
     services = []
+    seen: dict[Key, tuple[tuple[Any, ...], Service | None, tuple[str, ...]]] = {}
     for key, obj in sorted(cluster.services.items()):
-        service = _service(key, obj, index, settings, problems)
+        if memo is None:
+            service = _service(key, obj, index, settings, problems)
+        else:
+            inputs = _inputs(key, obj, index)
+            cached = memo.services.get(key)
+            if cached is None or cached[0] != inputs:
+                found: list[str] = []
+                cached = (inputs, _service(key, obj, index, settings, found), tuple(found))
+            seen[key] = cached
+            service = cached[1]
+            problems.extend(cached[2])
         if service is None:
             continue
         for sidecar in service.sidecars():
@@ -197,6 +223,8 @@ def translate_cluster(cluster: Cluster, settings: MeshSettings) -> tuple[Mesh, l
                 break
         if service is not None:
             services.append(service)
+    if memo is not None:
+        memo.services = seen
     mesh = Mesh(
         settings.trust_domain,
         settings.pq,
@@ -205,6 +233,25 @@ def translate_cluster(cluster: Cluster, settings: MeshSettings) -> tuple[Mesh, l
         outbound_traffic_policy=settings.outbound_traffic_policy,
     )
     return mesh, problems
+
+
+def _inputs(key: Key, obj: JsonObject, index: _Index) -> tuple[Any, ...]:
+    """What `_service` reads for ``key`` (see `Memo`)."""
+    slices = index.slices.get(key, ())
+    pods, nodes = index.cluster.pods, index.cluster.nodes
+    members = []
+    for s in slices:
+        for e in s.get("endpoints") or ():
+            pod = pods.get((key[0], str((e.get("targetRef") or {}).get("name", ""))))
+            node_name = e.get("nodeName") or ((pod or {}).get("spec") or {}).get("nodeName") or ""
+            members.append((pod, nodes.get(("", str(node_name)))))
+    policy_objects = (index.routes, index.policies, index.authorizations, index.pq_policies)
+    return (
+        resource_version(obj),
+        tuple(resource_version(s) for s in slices),
+        tuple(members),
+        tuple(resource_version(objects.get(key)) for objects in policy_objects),
+    )
 
 
 def _service(

@@ -39,31 +39,14 @@ from typing import Any
 
 import aiohttp
 
-from controlplane.k8s.api import Api, JsonObject, status_error
+from controlplane.k8s.api import Api, status_error
 from controlplane.k8s.errors import ApiError
+from controlplane.k8s.objects import JsonObject, Key, keep_whole, key_of, resource_version
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 PAGE_SIZE = 500
 WATCH_TIMEOUT = 300.0  # client-go's minimum watch timeout (5 min)
-
-
-def key_of(obj: Mapping[str, Any]) -> Key:
-    metadata = obj.get("metadata") or {}
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-
-
-def resource_version_of(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-
-def keep_whole(obj: JsonObject) -> JsonObject:
-    """The object without ``metadata.managedFields`` (server-side apply's bookkeeping)."""
-    metadata = obj.get("metadata")
-    if isinstance(metadata, dict) and "managedFields" in metadata:
-        obj["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
-    return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +70,11 @@ class ObjectStore:
     objects: dict[Key, JsonObject] = field(default_factory=dict)
     resource_version: str = ""
 
-    def replace(self, items: list[JsonObject], resource_version: str) -> None:
-        """Rule 1: exactly the listed items."""
+    def replace(self, items: list[JsonObject], version: str) -> None:
+        """Rule 1: exactly the listed items, current at ``version``."""
         project = self.resource.project
         self.objects = {key_of(item): project(item) for item in items if isinstance(item, dict)}
-        self.resource_version = resource_version
+        self.resource_version = version
 
     def apply(self, event: Mapping[str, Any]) -> bool:
         """Rule 2 or 3 for one watch event; whether the objects changed. `Expired` on 410,
@@ -104,7 +87,7 @@ class ObjectStore:
             if error.gone:
                 raise Expired(str(error))
             raise error
-        version = resource_version_of(obj)
+        version = resource_version(obj)
         if kind == "BOOKMARK":
             self.resource_version = version or self.resource_version
             return False

@@ -5,7 +5,14 @@ from __future__ import annotations
 from envoy.config.endpoint.v3 import endpoint_pb2
 from k8s_objects import custom, endpoint, endpoint_slice, node, pod, service
 
-from controlplane.k8s.translate import Cluster, MeshSettings, project_node, project_pod, translate_cluster
+from controlplane.k8s.translate import (
+    Cluster,
+    Memo,
+    MeshSettings,
+    project_node,
+    project_pod,
+    translate_cluster,
+)
 from controlplane.mesh import translate
 from controlplane.mesh.model import Allow, Locality, Match, Mesh, Retries, Route, Service, Sidecar
 from controlplane.xds.snapshot import ENDPOINT
@@ -327,3 +334,30 @@ def test_pods_are_kept_small() -> None:
         },
         "spec": {"serviceAccountName": "web", "nodeName": "n1"},
     }
+
+
+def test_the_memo_reuses_unchanged_services_and_translates_changed_ones_again() -> None:
+    api = service("shop", "api", "10.96.0.11")
+    pods = [pod("shop", f"web-{i}", service_account="web", labels={"app": "web"}) for i in range(2)]
+    slice_ = endpoint_slice("shop", "web-a", "web", [endpoint("10.1.0.0", "web-0")])
+    for i, obj in enumerate((WEB, api, slice_, *pods)):
+        obj["metadata"]["resourceVersion"] = str(100 + i)
+    memo = Memo()
+    first, _ = translate_cluster(cluster(WEB, api, slice_, *pods), SETTINGS, memo)
+    # a pod's status (which the store drops) and nothing else: the very same objects
+    pods[0]["status"] = {"phase": "Running", "podIP": "10.1.0.0"}
+    pods[0]["metadata"]["resourceVersion"] = "200"
+    again, _ = translate_cluster(cluster(WEB, api, slice_, *pods), SETTINGS, memo)
+    assert all(a is b for a, b in zip(first.services, again.services, strict=True))
+    # the slice changes: web is translated again, api is reused
+    slice_["endpoints"].append(endpoint("10.1.0.1", "web-1"))
+    slice_["metadata"]["resourceVersion"] = "201"
+    changed, _ = translate_cluster(cluster(WEB, api, slice_, *pods), SETTINGS, memo)
+    assert changed.services[0] is first.services[0]  # api.shop
+    assert addresses(changed.services[1]) == [("10.1.0.0", 8080), ("10.1.0.1", 8080)]
+    # a pod's labels are read: changing them translates its service again (every watch event
+    # is a freshly parsed object, as here)
+    pods[1] = pod("shop", "web-1", service_account="web", labels={"app": "web", "version": "v2"})
+    relabelled, _ = translate_cluster(cluster(WEB, api, slice_, *pods), SETTINGS, memo)
+    assert [v.name for v in relabelled.services[1].versions] == ["", "v2"]
+    assert relabelled == translate_cluster(cluster(WEB, api, slice_, *pods), SETTINGS)[0]
