@@ -4,7 +4,8 @@ Owns argument parsing, logging setup, the assembly of the grpc.aio server (ADS, 
 management API, served alike on two ports: plaintext ``--xds-address``, loopback only unless
 ``--allow-plaintext-remote``, and TLS ``--xds-tls-address`` with the certificate of
 `controlplane.serving_tls`), the admin endpoint (``--admin-address``:
-``/metrics``, ``/ready``), the hot-reload task of the config sources (``--mesh``, the embedded
+``/metrics``, ``/ready``), the Kubernetes injection webhook (``--webhook-address``,
+`controlplane.k8s.serve`), the hot-reload task of the config sources (``--mesh``, the embedded
 default when omitted, and ``--xds-resources``), or the Kubernetes source instead of the mesh
 file (``--kubernetes``: the mesh from the cluster, CSRs authenticated by TokenReview; a source
 that fails ends ``serve`` with 1), and their life until SIGINT or SIGTERM. Exit
@@ -42,11 +43,13 @@ from controlplane.app import ControlPlane
 from controlplane.ca import CAPolicy, Issuer
 from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
+from controlplane.k8s import serve as k8s_serve
 from controlplane.k8s.api import Api
 from controlplane.k8s.errors import KubernetesError
 from controlplane.k8s.source import KubernetesSource
 from controlplane.k8s.tokenreview import TokenReviewAuthenticator
 from controlplane.k8s.translate import MeshSettings
+from controlplane.k8s.webhook_server import WebhookServer
 from controlplane.mesh.model import PqMode
 from controlplane.tokens import Authenticator, Grant, TokensFile, append_token, new_token
 from controlplane.xds import AdsServer, Ledger, SnapshotCache
@@ -157,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "lifetimes (down to 10 s) exercise rotation in tests and demos",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    k8s_serve.add_arguments(serve)
     token = sub.add_parser("token", help="manage bootstrap tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="print a new token and append it to the tokens file")
@@ -204,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("--xds-address", args.xds_address),
         ("--xds-tls-address", tls_address),
         ("--admin-address", args.admin_address),
+        ("--webhook-address", args.webhook_address),
     ):
         if address is not None and not _valid_address(address):
             print(f"controlplane: {flag}: {address!r} is not HOST:PORT", file=sys.stderr)
@@ -247,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if tls_address is not None
             else None
         )
+        webhook = (
+            k8s_serve.webhook(args, ca, issuer.policy.default_ttl, utc_now)
+            if args.webhook_address is not None
+            else None
+        )
     except ConfigError as exc:
         print(
             f"controlplane: invalid configuration, not starting ({len(exc.problems)} problem(s)):",
@@ -275,11 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ads=AdsServer(cache, ledger),
             management=management.ManagementService(control, ledger, admins),
             admin=AdminServer(ledger.registry, lambda: control.state is not None),
+            webhook=webhook,
         )
         ports = [(args.xds_address, None)]
         if serving is not None and tls_address is not None:
             ports.append((tls_address, serving_tls.server_credentials(serving, utc_now)))
-        return loop.run_until_complete(_serve(services, control, ports, args.admin_address, notes, source))
+        addresses = (args.admin_address, args.webhook_address)
+        return loop.run_until_complete(_serve(services, control, ports, addresses, notes, source))
     finally:
         if api is not None:
             loop.run_until_complete(api.close())
@@ -313,6 +325,7 @@ class Services:
     ads: AdsServer
     management: management.ManagementService
     admin: AdminServer
+    webhook: WebhookServer | None = None
 
 
 def _tokens_file(path: Path) -> Path:
@@ -365,12 +378,14 @@ async def _serve(
     services: Services,
     control: ControlPlane,
     ports: list[tuple[str, grpc.ServerCredentials | None]],
-    admin_address: str | None,
+    addresses: tuple[str | None, str | None],
     notes: list[str],
     source: KubernetesSource | None = None,
 ) -> int:
-    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials);
+    """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials),
+    and the admin endpoint and the injection webhook on ``addresses`` (either may be None);
     with a Kubernetes ``source``, until it fails too (exit 1: the mesh would go stale)."""
+    admin_address, webhook_address = addresses
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -413,6 +428,16 @@ async def _serve(
             await server.stop(None)
             return 3
         print(f"controlplane: serving /metrics and /ready on {admin_host}:{bound_admin}", flush=True)
+    if services.webhook is not None and webhook_address:
+        webhook_host, webhook_port = webhook_address.rsplit(":", 1)
+        try:
+            bound_webhook = await services.webhook.start(webhook_host.strip("[]"), int(webhook_port))
+        except OSError as exc:
+            print(f"controlplane: cannot listen on {webhook_address}: {exc}", file=sys.stderr)
+            await services.admin.close()
+            await server.stop(None)
+            return 3
+        print(f"controlplane: serving the injection webhook on {webhook_host}:{bound_webhook}", flush=True)
     for address in tls:
         print(
             f"controlplane: serving xDS (ADS), the CA and the management API over TLS on {address}",
@@ -432,6 +457,8 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await services.admin.close()
+    if services.webhook is not None:
+        await services.webhook.close()
     services.ads.close()  # ADS streams never finish on their own: end them, don't wait the grace out
     await server.stop(STOP_GRACE_SECONDS)
     return 1 if failed else 0

@@ -1,7 +1,8 @@
 """``meshctl``: the command line over the controlplane's management API.
 
 Owns the commands (``status``, ``get``, ``apply -f FILE [--dry-run]``, ``validate -f FILE``,
-``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``), the token (``--token-file``,
+``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``; and the offline Kubernetes
+commands ``inject``, ``install``, ``uninstall`` of `controlplane.k8s.commands`), the token (``--token-file``,
 else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token`` in its state directory;
 sent as ``authorization: Bearer``), and the two renderings of every answer:
 readable tables by default, ``-o json`` (one JSON document; ``events`` writes one JSON object per
@@ -26,6 +27,7 @@ import grpc
 from google.protobuf import json_format
 
 from controlplane import state_dir
+from controlplane.k8s import commands as k8s_commands
 from meshproxy._gen.mesh.v1 import management_pb2 as pb
 from meshproxy._gen.mesh.v1 import management_pb2_grpc as pb_grpc
 
@@ -70,11 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("weights", nargs="+", help="VERSION=WEIGHT ...")
     split.add_argument("--dry-run", action="store_true")
     sub.add_parser("events", help="stream config and xDS events until interrupted")
+    k8s_commands.add_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in k8s_commands.COMMANDS:  # offline: no controlplane, no token
+        return k8s_commands.run(args, args.state_dir or state_dir.default_location())
     try:
         metadata = _metadata(args.token_file, args.state_dir or state_dir.default_location())
         with grpc.insecure_channel(args.server) as channel:

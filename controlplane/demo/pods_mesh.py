@@ -293,7 +293,7 @@ def _build(pods: Pods, work: Path, children: Children, policy: str, runner: Runn
     mesh_file = work / "mesh.yaml"
     mesh_file.write_text(mesh_yaml(runner.cert_root, {v: p.ipv4 for v, p in versions.items()}, policy))
     mesh, _ = load_mesh(mesh_file.read_text(), source=str(mesh_file))
-    trust = _start_controlplane(cp, work, runner, children)
+    trust = start_controlplane(cp, work, runner, children)
     identities = {s.name: s.identity for s in mesh.services}
     outside.serve("outside", OUTSIDE_PORT)
     web = _start_sidecar(a, "web", identities["web"], cp_ip, trust, work, runner, children)
@@ -320,7 +320,7 @@ def _start_apps(hello: dict[str, Workload], children: Children) -> None:
         asyncio.run(children.wait_for_line(workload.app, r"(?m)^ready$", START_TIMEOUT))
 
 
-def _start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
+def start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
     """``controlplane serve`` in its pod; returns the CA's trust bundle, readable by sidecars."""
     (work / "tokens").touch()
     management = work / "management-tokens"

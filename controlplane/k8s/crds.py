@@ -37,6 +37,7 @@ from controlplane.mesh.load import RETRY_ON
 GROUP = "meshproxy.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CONDITION_TYPES = ("Accepted", "Programmed")
 CATEGORY = "meshproxy"  # ``kubectl get meshproxy`` lists every kind
 
@@ -331,7 +332,7 @@ def custom_resource_definition(kind: Kind) -> dict[str, Any]:
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return {
-        "apiVersion": "apiextensions.k8s.io/v1",
+        "apiVersion": CRD_API_VERSION,
         "kind": "CustomResourceDefinition",
         "metadata": {"name": kind.name, "labels": {"app.kubernetes.io/part-of": "meshproxy"}},
         "spec": {

@@ -84,7 +84,7 @@ def _object(obj: dict[str, Any], target: Target, namespace: str, result: Injecte
         return obj
     result.injected.append(name)
     out = _replaced(obj, path, dict(done.pod))
-    out["metadata"] = {**metadata, "namespace": ns}
+    out["metadata"] = {**(out.get("metadata") or {}), "namespace": ns}  # a Pod's: the injected one
     return out
 
 
