@@ -50,7 +50,7 @@ from controlplane.k8s.source import KubernetesSource
 from controlplane.k8s.tokenreview import TokenReviewAuthenticator
 from controlplane.k8s.translate import MeshSettings
 from controlplane.k8s.webhook_server import WebhookServer
-from controlplane.mesh.model import PqMode
+from controlplane.mesh.model import PqMode, Sidecars
 from controlplane.tokens import Authenticator, Grant, TokensFile, append_token, new_token
 from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
@@ -131,6 +131,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="with --kubernetes: the kubeconfig to reach the API server by (default: the pod's "
         "in-cluster service account)",
+    )
+    serve.add_argument(
+        "--sidecar-cert-dir",
+        metavar="DIR",
+        help="with --kubernetes: where sidecars keep their SVIDs, '{group}' replaced by the sidecar "
+        f"group (default {Sidecars().cert_dir}, the injected pods' volume; a mesh file says it in "
+        "sidecars.cert_dir)",
     )
     serve.add_argument(
         "--pq",
@@ -278,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"controlplane: {exc}", file=sys.stderr)
                 return 1
             authenticator = TokenReviewAuthenticator(api, trust_domain=args.trust_domain)
-            settings = MeshSettings(args.trust_domain, cast(PqMode, args.pq or "required"))
+            sidecars = Sidecars(cert_dir=args.sidecar_cert_dir or Sidecars().cert_dir)
+            settings = MeshSettings(args.trust_domain, cast(PqMode, args.pq or "required"), sidecars)
             source = KubernetesSource(api, control, settings)
         services = Services(
             ca=CertificateAuthorityService(issuer, authenticator),
@@ -302,9 +310,14 @@ def _kubernetes_usage(args: argparse.Namespace) -> str | None:
     """Why the Kubernetes flags do not go together, if they do not."""
     if args.kubernetes and args.mesh is not None:
         return "--mesh and --kubernetes are two sources of the mesh: give one"
-    for flag, value in (("--kubeconfig", args.kubeconfig), ("--pq", args.pq)):
+    flags = (
+        ("--kubeconfig", args.kubeconfig),
+        ("--pq", args.pq),
+        ("--sidecar-cert-dir", args.sidecar_cert_dir),
+    )
+    for flag, value in flags:
         if value is not None and not args.kubernetes:
-            return f"{flag} applies with --kubernetes only (a mesh file sets mesh.pq itself)"
+            return f"{flag} applies with --kubernetes only (a mesh file says it itself)"
     return None
 
 

@@ -30,6 +30,7 @@ import datetime
 import ipaddress
 import json
 import ssl
+import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from k8s_objects import NODES, PODS, SERVICES, SLICES
+
+from controlplane.k8s.annotations import TOKEN_AUDIENCE
 
 JsonObject = dict[str, Any]
 API_TOKEN = "fake-api-server-token-of-the-controlplane"
@@ -73,7 +76,15 @@ class Account:
 
 
 class FakeKubeApi:
-    def __init__(self, *, served: tuple[str, ...] = tuple(KINDS)) -> None:
+    def __init__(
+        self,
+        *,
+        served: tuple[str, ...] = tuple(KINDS),
+        host: str = "127.0.0.1",
+        accounts_file: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.accounts_file = accounts_file  # `_file_accounts`
         self.version = 1000
         self.collections: dict[str, Collection] = {path: Collection() for path in served}
         self.accounts: dict[str, Account] = {}
@@ -83,12 +94,11 @@ class FakeKubeApi:
         self._runner: web.AppRunner | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="fake-kube-api-")
         self.port = 0
-        self.changed = asyncio.Event()  # set by every scripted change (tests wait on what follows)
 
     # ------------------------------------------------------------------ life
 
     async def start(self) -> FakeKubeApi:
-        cert, key, self.ca_pem = _server_certificate()
+        cert, key, self.ca_pem = _server_certificate(self.host)
         directory = Path(self._dir.name)
         (directory / "tls.crt").write_bytes(cert)
         (directory / "tls.key").write_bytes(key)
@@ -98,7 +108,7 @@ class FakeKubeApi:
         app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        site = web.TCPSite(self._runner, self.host, 0, ssl_context=context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -117,7 +127,7 @@ class FakeKubeApi:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def kubeconfig(self, token: str = API_TOKEN) -> Path:
         """A kubeconfig file for this server (its CA, the bearer token)."""
@@ -225,7 +235,6 @@ class FakeKubeApi:
         collection.events.append((self.version, kind, obj))
         for queue in collection.watchers:
             queue.put_nowait(event)
-        self.changed.set()
         return self.version
 
     # ------------------------------------------------------------------ HTTP
@@ -293,7 +302,8 @@ class FakeKubeApi:
         self.reviews.append(body)
         spec = body.get("spec") or {}
         wanted = list(spec.get("audiences") or [])
-        account = self.accounts.get(str(spec.get("token", "")))
+        token = str(spec.get("token", ""))
+        account = self.accounts.get(token) or self._file_accounts().get(token)
         status: JsonObject
         if account is None:
             status = {"authenticated": False, "error": "invalid bearer token"}
@@ -319,6 +329,22 @@ class FakeKubeApi:
             "spec": spec,
             "status": status,
         }
+
+    def _file_accounts(self) -> dict[str, Account]:
+        """The kubelet's part, for the pods harness: every token in ``accounts_file`` (the
+        bootstrap tokens format, ``<token> spiffe://<td>/ns/<ns>/sa/<name>``, which the harness
+        writes for each sidecar it starts) is that service account's projected token for the
+        controlplane's audience. Read at each review: sidecars start after the server."""
+        if self.accounts_file is None or not self.accounts_file.exists():
+            return {}
+        accounts = {}
+        for line in self.accounts_file.read_text().splitlines():
+            token, _, identity = line.partition(" ")
+            _, _, path = identity.strip().removeprefix("spiffe://").partition("/")
+            parts = path.split("/")
+            if len(parts) == 4 and parts[0] == "ns" and parts[2] == "sa":
+                accounts[token] = Account(parts[1], parts[3], (TOKEN_AUDIENCE,))
+        return accounts
 
 
 def _line(event: JsonObject) -> bytes:
@@ -351,8 +377,8 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-def _server_certificate() -> tuple[bytes, bytes, bytes]:
-    """A CA and a serving certificate for 127.0.0.1 (PEM chain, key, CA)."""
+def _server_certificate(host: str) -> tuple[bytes, bytes, bytes]:
+    """A CA and a serving certificate for the IP ``host`` (PEM chain, key, CA)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
@@ -381,7 +407,7 @@ def _server_certificate() -> tuple[bytes, bytes, bytes]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
@@ -391,3 +417,27 @@ def _server_certificate() -> tuple[bytes, bytes, bytes]:
     pem = serialization.Encoding.PEM
     key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return leaf.public_bytes(pem), key_pem, ca.public_bytes(pem)
+
+
+async def _serve_script(host: str, kubeconfig: Path, accounts_file: Path) -> None:
+    """The server in a process of its own (a pod of the e2e tests): it writes ``kubeconfig``,
+    prints ``ready``, then runs one JSON command a line from stdin (``{"op": "put", "path",
+    "object"}``, ``{"op": "delete", "path", "namespace", "name"}``), answering each with the
+    new resourceVersion, until stdin ends."""
+    async with FakeKubeApi(host=host, accounts_file=accounts_file) as fake:
+        kubeconfig.write_text(fake.kubeconfig().read_text())
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command = json.loads(line)
+            if command["op"] == "put":
+                version = fake.put(command["path"], command["object"])
+            else:
+                version = fake.delete(command["path"], command["namespace"], command["name"])
+            print(version, flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 5:
+        sys.exit("usage: python -m integration.k8s_api serve HOST KUBECONFIG ACCOUNTS_FILE")
+    asyncio.run(_serve_script(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])))

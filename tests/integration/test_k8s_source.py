@@ -329,6 +329,7 @@ async def test_serve_kubernetes_takes_the_mesh_from_the_cluster(tmp_path: Path) 
         ),
         (["--kubeconfig", "k"], "--kubeconfig applies with --kubernetes only"),
         (["--pq", "off"], "--pq applies with --kubernetes only"),
+        (["--sidecar-cert-dir", "/x"], "--sidecar-cert-dir applies with --kubernetes only"),
     ],
 )
 def test_kubernetes_flags_that_do_not_go_together_are_usage_errors(
