@@ -73,6 +73,8 @@ class Account:
     namespace: str
     name: str
     audiences: tuple[str, ...]
+    username: str = ""  # another user than the service account (a person's or a node's token)
+    checks_audiences: bool = True  # False: an API server that ignores spec.audiences
 
 
 class FakeKubeApi:
@@ -307,7 +309,7 @@ class FakeKubeApi:
         status: JsonObject
         if account is None:
             status = {"authenticated": False, "error": "invalid bearer token"}
-        elif wanted and not set(wanted) & set(account.audiences):
+        elif wanted and account.checks_audiences and not set(wanted) & set(account.audiences):
             status = {
                 "authenticated": False,
                 "error": f"token audiences {list(account.audiences)} are invalid for the target "
@@ -317,11 +319,14 @@ class FakeKubeApi:
             status = {
                 "authenticated": True,
                 "user": {
-                    "username": f"system:serviceaccount:{account.namespace}:{account.name}",
+                    "username": account.username
+                    or f"system:serviceaccount:{account.namespace}:{account.name}",
                     "uid": f"uid-{account.namespace}-{account.name}",
                     "groups": ["system:serviceaccounts", f"system:serviceaccounts:{account.namespace}"],
                 },
-                "audiences": [a for a in wanted if a in account.audiences] or list(account.audiences),
+                "audiences": (
+                    [a for a in wanted if a in account.audiences] if account.checks_audiences else []
+                ),
             }
         return {
             "apiVersion": "authentication.k8s.io/v1",

@@ -28,6 +28,8 @@ WEB = SpiffeId.parse("spiffe://mesh.local/ns/shop/sa/web")
 WEB_TOKEN = "projected-token-of-shop-web-0123456789"
 API_TOKEN_OF_API = "projected-token-of-shop-api-0123456789"
 KUBE_AUDIENCE_TOKEN = "token-for-the-api-server-audience-0123"
+PERSON_TOKEN = "token-of-a-person-not-a-workload-0123456"
+NO_AUDIENCE_CHECK_TOKEN = "token-reviewed-without-audiences-0123"
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +38,8 @@ async def cluster_ca(tmp_path: Path) -> AsyncIterator[tuple[CA, FakeKubeApi]]:
         fake.accounts[WEB_TOKEN] = Account("shop", "web", (TOKEN_AUDIENCE,))
         fake.accounts[API_TOKEN_OF_API] = Account("shop", "api", (TOKEN_AUDIENCE,))
         fake.accounts[KUBE_AUDIENCE_TOKEN] = Account("shop", "web", ("https://kubernetes.default.svc",))
+        fake.accounts[PERSON_TOKEN] = Account("shop", "web", (TOKEN_AUDIENCE,), username="alice@example.com")
+        fake.accounts[NO_AUDIENCE_CHECK_TOKEN] = Account("shop", "web", (), checks_audiences=False)
         api = await Api.connect(fake.kubeconfig())
         clock = FakeClock()
         issuer = Issuer(load_or_create(tmp_path / "ca", trust_domain=TD, now=clock.utc()))
@@ -93,6 +97,23 @@ async def test_a_token_for_another_audience_or_unknown_is_unauthenticated(
             await svid_client(tmp_path, ca, token).fetch()
     assert info.value.code == "UNAUTHENTICATED"
     assert "did not authenticate the service-account token" in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (PERSON_TOKEN, "'alice@example.com' is not a service account: only a pod's token obtains an SVID"),
+        (NO_AUDIENCE_CHECK_TOKEN, "the service-account token is not for audience 'meshproxy-controlplane'"),
+    ],
+    ids=["not-a-service-account", "audience-not-confirmed"],
+)
+async def test_an_authenticated_token_that_is_not_a_pods_for_us_is_unauthenticated(
+    tmp_path: Path, token: str, message: str
+) -> None:
+    async with cluster_ca(tmp_path) as (ca, _):
+        with pytest.raises(SvidError) as info:
+            await svid_client(tmp_path, ca, token).fetch()
+    assert info.value.code == "UNAUTHENTICATED" and message in str(info.value)
 
 
 async def test_an_api_server_that_cannot_review_is_unavailable_and_retryable(tmp_path: Path) -> None:
