@@ -427,8 +427,11 @@ def _group(namespace: str, pod: JsonObject) -> str:
 
 def _default_routes(versions: tuple[Version, ...], *, weighted: bool) -> tuple[Route, ...]:
     """One route to every version: by endpoint count (as a Service spreads over its pods) when
-    ``weighted``, else in equal shares (a ServiceRoute's versions without routes, as the mesh
-    file's); a service without endpoints still routes, to its empty version (503s)."""
+    ``weighted`` and there is more than one version (one version's weight means nothing, and a
+    constant one keeps scaling from changing the route configuration), else in equal shares (a
+    ServiceRoute's versions without routes, as the mesh file's); a service without endpoints
+    still routes, to its empty version (503s)."""
+    weighted = weighted and len(versions) > 1
     split = tuple((v.name, len(v.endpoints) if weighted else 1) for v in versions)
     kept = tuple((name, weight) for name, weight in split if weight > 0) or ((versions[0].name, 1),)
     return (Route(Match(), kept),)

@@ -108,6 +108,7 @@ def test_ready_endpoints_at_the_slice_port_named_as_the_first_service_port() -> 
     ]
     s = only(mesh_of(WEB, *slices)[0])
     assert addresses(s) == [("10.1.0.1", 8080), ("10.1.0.4", 8080)]
+    assert s.routes == (Route(Match(), (("", 1),)),)  # one version: scaling leaves the route alone
 
 
 def test_serving_terminating_endpoints_are_used_only_when_none_is_ready() -> None:
