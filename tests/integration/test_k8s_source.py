@@ -353,3 +353,14 @@ async def test_serve_kubernetes_with_an_unreadable_kubeconfig_exits_1(tmp_path: 
     assert proc.returncode == 1
     assert f"--kubeconfig {bad}: cannot configure the Kubernetes client" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_serve_kubernetes_outside_a_cluster_without_a_kubeconfig_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    argv = ["serve", "--kubernetes", "--state-dir", str(tmp_path), "--xds-address", "127.0.0.1:0"]
+    assert controlplane_main([*argv, "--xds-tls-address", "off"]) == 1
+    err = capsys.readouterr().err
+    assert "the in-cluster service account: cannot configure the Kubernetes client" in err
+    assert "Traceback" not in err
