@@ -5,7 +5,8 @@ kubeconfig file, or the pod's service account when none is given: ``KUBERNETES_S
 and ``/var/run/secrets/kubernetes.io/serviceaccount``) and three calls on its ``ApiClient``, all
 with raw JSON: no generated model classes, so a list of 10,000 endpoints is parsed once, into
 dicts. `Api.get` reads one document, `Api.watch` yields the events of a chunked watch stream
-(one JSON object a line, each line bounded by `MAX_EVENT_BYTES`), `Api.post` creates. A non-2xx
+(one JSON object a line, each line bounded by `MAX_EVENT_BYTES`), `Api.post` creates,
+`Api.merge_patch` patches (a status subresource). A non-2xx
 answer is an `ApiError` carrying the ``Status`` object's code, reason and message.
 
 Must not depend on: the mesh model, the controlplane's state, the CA.
@@ -27,6 +28,7 @@ from controlplane.k8s.objects import JsonObject
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one watch event (an object); the API server's own limit is 3 MiB
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0  # a list or a POST; watches are bounded by their timeoutSeconds instead
+MERGE_PATCH = "application/merge-patch+json"
 WATCH_READ_MARGIN = 30.0  # past the server's timeoutSeconds, a silent stream is a dead one
 
 
@@ -69,6 +71,12 @@ class Api:
         async with response:
             return await _document(response, path)
 
+    async def merge_patch(self, path: str, body: JsonObject) -> JsonObject:
+        """A JSON merge patch (RFC 7386), as ``kubectl patch --type merge`` sends it."""
+        response = await self._call("PATCH", path, None, body, REQUEST_TIMEOUT, MERGE_PATCH)
+        async with response:
+            return await _document(response, path)
+
     async def watch(self, path: str, params: Mapping[str, str], timeout: float) -> AsyncIterator[JsonObject]:
         """The events of one watch request (``watch=true`` is added), until the server ends it."""
         read = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=timeout + WATCH_READ_MARGIN)
@@ -95,12 +103,13 @@ class Api:
         params: Mapping[str, str] | None,
         body: JsonObject | None,
         timeout: float | aiohttp.ClientTimeout,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         response: aiohttp.ClientResponse = await self._client.call_api(
             path,
             method,
             query_params=list((params or {}).items()),
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,

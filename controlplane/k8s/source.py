@@ -13,7 +13,9 @@ When it publishes:
   ``batch_window`` seconds (`BATCH_WINDOW`), and everything that arrives in it is one publish.
   A change that leaves the mesh model equal (a Pod's status, a bookmark, an unrelated label)
   publishes nothing, so proxies are not pushed for it;
-- a problem (``Service ns/name: ...``) is logged once, when it first appears.
+- a problem (``Service ns/name: ...``) is logged once, when it first appears;
+- after each publish (or change that published nothing), the mesh-policy objects'
+  ``Accepted`` conditions are written where they changed (`controlplane.k8s.status`).
 
 A reflector that fails with an unexpected error ends the source (the exception propagates out
 of `run`, and ``controlplane serve`` exits): a bug must not leave a silently stale mesh.
@@ -26,10 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
+from datetime import datetime
 
-from controlplane.app import ControlPlane, Outcome
+from controlplane.app import ControlPlane, Outcome, utc_now
 from controlplane.k8s.api import Api
 from controlplane.k8s.crds import GROUP, KINDS, VERSION
+from controlplane.k8s.status import StatusWriter, verdicts
 from controlplane.k8s.translate import (
     Cluster,
     Memo,
@@ -65,6 +70,7 @@ class KubernetesSource:
         rng: random.Random | None = None,
         batch_window: float = BATCH_WINDOW,
         watch_timeout: float = WATCH_TIMEOUT,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.api = api
         self.control = control
@@ -75,6 +81,8 @@ class KubernetesSource:
         }
         self.problems: frozenset[str] = frozenset()
         self._memo = Memo()
+        self._status = StatusWriter(api)
+        self._clock = clock
         self.published: Mesh | None = None
         self._batch_window = batch_window
         self._dirty = asyncio.Event()
@@ -113,6 +121,17 @@ class KubernetesSource:
             self.published = mesh
         return outcome
 
+    async def write_status(self) -> None:
+        """Each mesh-policy object's ``Accepted`` condition, as the last translation found it."""
+        objects = {kind: self.reflectors[kind].store.objects for kind in CUSTOM}
+        mesh = self.published
+        # a mesh service is "<name>.<namespace>"; neither part may hold a dot (DNS labels)
+        meshed = (
+            {(s.name.partition(".")[2], s.name.partition(".")[0]) for s in mesh.services} if mesh else set()
+        )
+        judged = verdicts(objects, meshed, self.problems)
+        await self._status.write(objects, judged, self._clock())
+
     async def _publisher(self) -> None:
         for reflector in self.reflectors.values():
             await reflector.synced.wait()
@@ -120,6 +139,7 @@ class KubernetesSource:
         while True:
             self._dirty.clear()
             self.publish()
+            await self.write_status()
             await self._dirty.wait()
             await asyncio.sleep(self._batch_window)
 

@@ -161,13 +161,13 @@ class _Index:
             owner = ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME)
             if owner:
                 self.slices[(namespace, owner)].append(s)
-        self.routes = _by_service(cluster.routes)
-        self.policies = _by_service(cluster.policies)
-        self.authorizations = _by_service(cluster.authorizations)
-        self.pq_policies = _by_service(cluster.pq_policies)
+        self.routes = by_service(cluster.routes)
+        self.policies = by_service(cluster.policies)
+        self.authorizations = by_service(cluster.authorizations)
+        self.pq_policies = by_service(cluster.pq_policies)
 
 
-def _by_service(objects: Mapping[Key, JsonObject]) -> dict[Key, JsonObject]:
+def by_service(objects: Mapping[Key, JsonObject]) -> dict[Key, JsonObject]:
     """Policy objects by the (namespace, Service) their ``spec.service`` names; of two naming
     one Service, the first by name applies (the API server cannot prevent it)."""
     out: dict[Key, JsonObject] = {}

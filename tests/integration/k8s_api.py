@@ -15,6 +15,7 @@ the Kubernetes source and the CA use, over HTTPS with a bearer token, exactly as
   "too old resource version";
 - ``POST /apis/authentication.k8s.io/v1/tokenreviews``: the projected-token check, with
   audiences, answered from `FakeKubeApi.accounts`;
+- ``PATCH <custom object>/status`` (a JSON merge patch): the status subresource;
 - an unknown collection is a 404 ``Status`` (a CRD not installed); `fail` scripts error answers.
 
 Every request is recorded in ``requests`` (method, path, query), so tests assert what the
@@ -92,6 +93,7 @@ class FakeKubeApi:
         self.accounts: dict[str, Account] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.reviews: list[JsonObject] = []
+        self.status_patches: list[tuple[str, JsonObject]] = []
         self._failures: dict[str, list[int]] = defaultdict(list)
         self._runner: web.AppRunner | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="fake-kube-api-")
@@ -252,12 +254,29 @@ class FakeKubeApi:
             return _status(code, "InternalError" if code >= 500 else "Failure", "scripted by the test")
         if request.method == "POST" and path == TOKEN_REVIEWS:
             return web.json_response(self._review(await request.json()), status=201)
+        if request.method == "PATCH" and path.endswith("/status"):
+            return self._patch_status(path, request.headers.get("Content-Type", ""), await request.json())
         collection = self.collections.get(path)
         if request.method != "GET" or collection is None:
             return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
         if query.get("watch") == "true":
             return await self._watch(request, path, collection, query)
         return web.json_response(self._list(path, collection, query))
+
+    def _patch_status(self, path: str, content_type: str, body: JsonObject) -> web.Response:
+        """A merge patch of a custom object's status subresource
+        (``/apis/G/V/namespaces/NS/PLURAL/NAME/status``): only ``status`` changes, a MODIFIED
+        event follows, as the API server does."""
+        parts = path.strip("/").split("/")  # apis G V namespaces NS PLURAL NAME status
+        collection = self.collections.get("/" + "/".join([*parts[:3], parts[5]])) if len(parts) == 8 else None
+        obj = collection.objects.get((parts[4], parts[6])) if collection is not None else None
+        if collection is None or obj is None or content_type != "application/merge-patch+json":
+            return _status(404 if obj is None else 415, "NotFound", f"cannot patch {path} ({content_type})")
+        self.status_patches.append((path, body))
+        obj = json.loads(json.dumps(obj))
+        obj["status"] = {**(obj.get("status") or {}), **(body.get("status") or {})}
+        self._record(collection, "MODIFIED", (parts[4], parts[6]), obj)
+        return web.json_response(collection.objects[(parts[4], parts[6])])
 
     def _list(self, path: str, collection: Collection, query: dict[str, str]) -> JsonObject:
         items = [collection.objects[k] for k in sorted(collection.objects)]

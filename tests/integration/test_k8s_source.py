@@ -364,3 +364,54 @@ def test_serve_kubernetes_outside_a_cluster_without_a_kubeconfig_says_so(
     err = capsys.readouterr().err
     assert "the in-cluster service account: cannot configure the Kubernetes client" in err
     assert "Traceback" not in err
+
+
+def accepted(fake: FakeKubeApi, kind: str, name: str) -> dict | None:
+    obj = fake.collections[CUSTOM[kind].path].objects[("shop", name)]
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Accepted"), None)
+
+
+async def test_the_policy_objects_status_says_whether_each_was_accepted_and_why() -> None:
+    route_path = CUSTOM["ServiceRoute"].path
+    async with FakeKubeApi(served=(SERVICES, SLICES, PODS, NODES, route_path)) as fake:
+        shop(fake, 2)
+        good = custom(
+            "ServiceRoute",
+            "shop",
+            "web",
+            {"service": "web", "versions": [{"name": "v1", "labels": {"app": "web"}}]},
+        )
+        good["metadata"]["generation"] = 1
+        fake.put(route_path, good)
+        bad = custom("ServiceRoute", "shop", "orphan", {"service": "gone"})
+        fake.put(route_path, bad)
+        async with running_source(fake) as (source, _):
+            await eventually(
+                lambda: accepted(fake, "ServiceRoute", "orphan") is not None, STEP, "the statuses"
+            )
+            await eventually(lambda: accepted(fake, "ServiceRoute", "web") is not None, STEP, "the statuses")
+            first = accepted(fake, "ServiceRoute", "web")
+            assert first is not None
+            assert (first["status"], first["reason"], first["observedGeneration"]) == ("True", "Accepted", 1)
+            orphan = accepted(fake, "ServiceRoute", "orphan")
+            assert orphan is not None and (orphan["status"], orphan["reason"]) == ("False", "ServiceNotFound")
+            # a new generation that cannot apply: Invalid, with the field path
+            broken = custom("ServiceRoute", "shop", "web", {"service": "web", "routes": [{"to": "v9"}]})
+            broken["metadata"]["generation"] = 2
+            fake.put(route_path, broken)
+            await eventually(
+                lambda: (accepted(fake, "ServiceRoute", "web") or {}).get("observedGeneration") == 2,
+                STEP,
+                "gen 2",
+            )
+            now = accepted(fake, "ServiceRoute", "web")
+            assert now is not None and (now["status"], now["reason"]) == ("False", "Invalid")
+            assert now["message"] == "spec.routes[0].to: the route has no version 'v9' (versions: none)"
+            # our own status writes come back as watch events; once read, nothing is rewritten
+            written, version = len(fake.status_patches), fake.version
+            assert written == 3  # orphan once, web at generations 1 and 2
+            store = source.reflectors["ServiceRoute"].store
+            await eventually(lambda: int(store.resource_version) >= version, STEP, "our writes read back")
+            await source.write_status()
+            assert len(fake.status_patches) == written
