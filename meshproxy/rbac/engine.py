@@ -1,0 +1,281 @@
+"""Envoy's RBAC engine, sans-I/O: rule trees compiled once into closures, evaluated per request.
+
+Owns the semantics of ``envoy.config.rbac.v3.RBAC`` (Envoy's
+``source/extensions/filters/common/rbac/engine_impl.cc`` and ``matchers.cc``):
+
+1. A policy matches when one of its permissions and one of its principals match.
+2. ALLOW: the request is allowed when some policy matches; DENY: when none does; LOG: always,
+   and ``matched`` names the policy that asks for it to be logged. The policy reported is the
+   first match in name order (Envoy's policies are a ``std::map``).
+3. ``and_*`` of nothing matches, ``or_*`` of nothing does not; ``not`` inverts.
+4. Leaves that read the request (header, url_path) never match on a network filter, which has
+   no request; leaves that read TLS (authenticated, requested_server_name, the TLS principal)
+   never match a plaintext connection, except requested_server_name against "".
+5. ``authenticated.principal_name`` is tried against each URI SAN, then each DNS SAN, then the
+   subject (RFC 4514) of the verified peer certificate; without a principal_name, a verified
+   peer certificate is enough.
+6. Addresses: ``direct_remote_ip`` and ``source_ip`` read the connection's peer,
+   ``remote_ip`` the client as x-forwarded-for names it (``Facts.remote``), ``destination_ip``
+   and the ports the connection's local (or original destination) address. An IPv4-mapped
+   IPv6 address is its IPv4 address (dual-stack sockets).
+
+Cost: everything that can be decided from the configuration is decided in ``compile_rules``;
+a request pays one call per node it visits, a parsed address at most once per request and a
+header index only when a header leaf is reached. Must not import asyncio, sockets or protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from meshproxy.rbac.model import (
+    AllOf,
+    Always,
+    AnyOf,
+    Authenticated,
+    Cidr,
+    Header,
+    Node,
+    Not,
+    PortRange,
+    Rules,
+    ServerName,
+    TlsPrincipal,
+    UrlPath,
+)
+from meshproxy.router.match import compile_header_matcher, compile_string_match, split_target
+
+if TYPE_CHECKING:
+    from meshproxy.config.model import StringMatch
+    from meshproxy.tls.engine import Negotiated
+
+IpAddress = IPv4Address | IPv6Address
+_PSEUDO = (b":method", b":path", b":authority", b":scheme")
+
+
+class Facts:
+    """What one evaluation reads: the connection's (always) and the request's (HTTP only).
+
+    Built by the filter that evaluates, once per request (HTTP) or connection (network).
+    Addresses are text as the socket reports them; they are parsed on first use.
+    """
+
+    __slots__ = (
+        "_addresses",
+        "_index",
+        "authority",
+        "headers",
+        "local",
+        "local_port",
+        "method",
+        "peer",
+        "remote",
+        "scheme",
+        "target",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        local: str,
+        local_port: int,
+        tls: Negotiated | None,
+        remote: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
+        method: bytes = b"",
+        target: bytes = b"",
+        authority: bytes = b"",
+        scheme: bytes = b"",
+    ) -> None:
+        self.peer = peer
+        self.local = local
+        self.local_port = local_port
+        self.tls = tls
+        self.remote = peer if remote is None else remote
+        self.headers = headers  # None: a network filter (no request)
+        self.method = method
+        self.target = target  # after path normalisation, with the query
+        self.authority = authority
+        self.scheme = scheme
+        self._addresses: dict[str, IpAddress | None] | None = None
+        self._index: dict[bytes, bytes] | None = None
+
+    def address(self, which: str) -> IpAddress | None:
+        """``direct_remote``, ``remote`` or ``destination``, parsed once (None: not an IP)."""
+        cache = self._addresses
+        if cache is None:
+            cache = self._addresses = {}
+        elif which in cache:
+            return cache[which]
+        text = self.peer if which == "direct_remote" else self.remote if which == "remote" else self.local
+        cache[which] = parsed = _parse_ip(text)
+        return parsed
+
+    def index(self) -> dict[bytes, bytes]:
+        """Every request header by lower-case name, repeats joined with ``,`` (Envoy's
+        ``getAllOfHeaderAsString``), with the pseudo-headers the codecs carry apart."""
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for name, value in self.headers or ():
+                prev = index.get(name)
+                index[name] = value if prev is None else prev + b"," + value
+            for name, value in zip(
+                _PSEUDO, (self.method, self.target, self.authority, self.scheme), strict=True
+            ):
+                if value and name not in index:
+                    index[name] = value
+        return index
+
+
+def _parse_ip(text: str) -> IpAddress | None:
+    try:
+        parsed = ip_address(text.partition("%")[0])  # a scope id is not part of the address
+    except ValueError:
+        return None
+    if isinstance(parsed, IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+Predicate = Callable[[Facts], bool]
+
+
+class Engine:
+    """One compiled ``Rules``: ``allows(facts)`` and the policy that decided."""
+
+    __slots__ = ("action", "policies")
+
+    def __init__(self, rules: Rules) -> None:
+        self.action = rules.action
+        self.policies: tuple[tuple[str, Predicate], ...] = tuple(
+            (p.name, _policy(compile_node(AnyOf(p.permissions)), compile_node(AnyOf(p.principals))))
+            for p in rules.policies
+        )
+
+    def matched(self, facts: Facts) -> str | None:
+        """The first policy (in name order) that matches, or None."""
+        for name, matches in self.policies:
+            if matches(facts):
+                return name
+        return None
+
+    def allows(self, facts: Facts) -> tuple[bool, str | None]:
+        """Rule 2: (whether the request may pass, the policy that matched)."""
+        name = self.matched(facts)
+        if self.action == "ALLOW":
+            return name is not None, name
+        if self.action == "DENY":
+            return name is None, name
+        return True, name
+
+
+def _policy(permission: Predicate, principal: Predicate) -> Predicate:
+    return lambda facts: permission(facts) and principal(facts)
+
+
+def compile_node(node: Node) -> Predicate:
+    """One permission or principal tree as a predicate over ``Facts``."""
+    if isinstance(node, Always):
+        return lambda facts: True
+    if isinstance(node, AllOf | AnyOf):
+        return _combine([compile_node(child) for child in node.children], every=isinstance(node, AllOf))
+    if isinstance(node, Not):
+        inner = compile_node(node.child)
+        return lambda facts: not inner(facts)
+    if isinstance(node, Header):
+        test = compile_header_matcher(node.matcher)
+        return lambda facts: facts.headers is not None and test(facts.index())
+    if isinstance(node, UrlPath):
+        path_test = compile_string_match(node.match)
+        return lambda facts: facts.headers is not None and path_test(split_target(facts.target)[0])
+    if isinstance(node, Cidr):
+        return _cidr(node)
+    if isinstance(node, PortRange):
+        start, end = node.start, node.end
+        if start == end:
+            return lambda facts: facts.local_port == start
+        return lambda facts: start <= facts.local_port < end
+    if isinstance(node, ServerName):
+        sni_test = compile_string_match(node.match)
+        return lambda facts: sni_test((facts.tls.server_name if facts.tls else "").encode())
+    if isinstance(node, Authenticated):
+        return _authenticated(node.principal_name)
+    return _tls_principal(node)
+
+
+def _combine(children: list[Predicate], *, every: bool) -> Predicate:
+    if len(children) == 1:
+        return children[0]
+    if every:
+
+        def all_of(facts: Facts) -> bool:
+            for child in children:  # noqa: SIM110 - a loop, not all(): no generator per request
+                if not child(facts):
+                    return False
+            return True
+
+        return all_of
+
+    def any_of(facts: Facts) -> bool:
+        for child in children:  # noqa: SIM110 - a loop, not any(): no generator per request
+            if child(facts):
+                return True
+        return False
+
+    return any_of
+
+
+def _cidr(node: Cidr) -> Predicate:
+    network, which = node.network, node.address
+
+    def in_network(facts: Facts) -> bool:
+        address = facts.address(which)
+        return address is not None and address.version == network.version and address in network
+
+    return in_network
+
+
+def _authenticated(principal_name: StringMatch | None) -> Predicate:
+    if principal_name is None:
+        return lambda facts: facts.tls is not None and bool(facts.tls.peer_chain)
+    test = compile_string_match(principal_name)
+
+    def authenticated(facts: Facts) -> bool:
+        tls = facts.tls
+        if tls is None or not tls.peer_chain:
+            return False
+        if any(test(uri.encode()) for uri in tls.peer_uris):
+            return True
+        leaf = tls.peer_chain[0]
+        return any(test(name.encode()) for name in _dns_sans(leaf)) or test(
+            leaf.subject.rfc4514_string().encode()
+        )
+
+    return authenticated
+
+
+def _dns_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return ext.value.get_values_for_type(x509.DNSName)
+
+
+def _tls_principal(node: TlsPrincipal) -> Predicate:
+    groups, schemes = node.groups, node.signature_algorithms
+
+    def negotiated(facts: Facts) -> bool:
+        tls = facts.tls
+        if tls is None:
+            return False
+        return (not groups or tls.group in groups) and (not schemes or tls.peer_signature in schemes)
+
+    return negotiated
