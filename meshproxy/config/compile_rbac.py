@@ -61,11 +61,13 @@ _NOT_RUN = {
 def http_filter(typed_config: AnyProto, hcm_stat_prefix: str, ctx: Ctx) -> RbacFilter | None:
     """``envoy.filters.http.rbac``; its stats are ``http.<hcm_stat_prefix>.rbac.*``."""
     msg = unpack(typed_config, http_rbac.RBAC)
+    mark = ctx.mark()
     _no_matchers(msg, ctx)
     if msg.track_per_rule_stats:
         ctx.at("track_per_rule_stats").problem("is not supported; meshproxy counts per filter")
     namespace = f"http.{hcm_stat_prefix}.rbac."
-    return _filter(msg, namespace + msg.rules_stat_prefix, namespace + msg.shadow_rules_stat_prefix, ctx)
+    compiled = _filter(msg, namespace + msg.rules_stat_prefix, namespace + msg.shadow_rules_stat_prefix, ctx)
+    return compiled if ctx.clean_since(mark) else None
 
 
 def http_per_route(typed_config: AnyProto, hcm_stat_prefix: str, ctx: Ctx) -> RbacFilter | None:
