@@ -418,6 +418,16 @@ class ConnectionLimitStats(StatSet):
     limited_connections: int = counter("Connections refused over `max_connections` (closed after `delay`).")
 
 
+class RbacStats(StatSet):
+    """Per RBAC filter namespace (Envoy's ``http.<stat_prefix>.rbac.<rules_stat_prefix>*`` and
+    ``<stat_prefix>.rbac.<shadow_rules_stat_prefix>*``; docs/authorization.md)."""
+
+    allowed: int = counter("Requests (connections, for the network filter) the enforced rules let through.")
+    denied: int = counter("Requests refused with 403 (connections closed) by the enforced rules.")
+    shadow_allowed: int = counter("Requests (connections) the shadow rules would let through.")
+    shadow_denied: int = counter("Requests (connections) the shadow rules would refuse; nothing is refused.")
+
+
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
 SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
@@ -448,6 +458,7 @@ SCOPES: tuple[Scope, ...] = (
     Scope("tcp", "stat_prefix", TcpStats.STATS, "TCP proxy", "`tcp_proxy` stat prefix"),
     Scope("connection_limit", "stat_prefix", ConnectionLimitStats.STATS, "Connection limit",
           "`connection_limit` stat prefix"),
+    Scope("rbac", "prefix", RbacStats.STATS, "RBAC", "RBAC filter namespace (`http.ingress.rbac`)"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -461,6 +472,7 @@ class Store:
         self.listener: dict[str, ListenerStats] = {}
         self.tcp: dict[str, TcpStats] = {}
         self.connection_limit: dict[str, ConnectionLimitStats] = {}
+        self.rbac: dict[str, RbacStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
@@ -493,11 +505,17 @@ class Store:
             s = self.connection_limit[prefix] = ConnectionLimitStats()
         return s
 
+    def rbac_stats(self, prefix: str) -> RbacStats:
+        s = self.rbac.get(prefix)
+        if s is None:
+            s = self.rbac[prefix] = RbacStats()
+        return s
+
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
-            "connection_limit": self.connection_limit,
+            "connection_limit": self.connection_limit, "rbac": self.rbac,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:

@@ -3,7 +3,7 @@
 Owns listener addresses, filter chain matching (and Envoy's rule that no two chains of a listener
 share a match), listener filters, and the two terminal network filters meshproxy runs:
 http_connection_manager (whose inline route_config goes to ``compile_route``) and tcp_proxy,
-and the connection_limit network filter that may stand before either.
+and the connection_limit and rbac network filters that may stand before either (``compile_rbac``).
 Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.cluster_refs``.
 """
 
@@ -42,6 +42,7 @@ from meshproxy.config.compile_ratelimit import (
     LOCAL_RATELIMIT_URL,
     local_rate_limit_filter,
 )
+from meshproxy.config.compile_rbac import NETWORK_RBAC_URL, network_filter
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upgrade import upgrade_configs
@@ -62,6 +63,7 @@ from meshproxy.config.model import (
     WeightedCluster,
 )
 from meshproxy.config.policy import LocalRateLimit
+from meshproxy.rbac.model import RbacFilter
 
 _HCM = type_url(hcm.HttpConnectionManager)
 _TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
@@ -69,6 +71,7 @@ _CONNECTION_LIMIT = type_url(connection_limit_pb2.ConnectionLimit)
 _ROUTER = type_url(router_pb2.Router)
 _ROUTER_NAME = "envoy.filters.http.router"
 _TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
+_BEFORE_TERMINAL = (_CONNECTION_LIMIT, NETWORK_RBAC_URL)
 
 # Listener filters accepted, by name and by typed_config type URL.
 _LISTENER_FILTERS = {
@@ -193,11 +196,23 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     terminals = 0
     limit: ConnectionLimit | None = None
     limits = 0
+    rbac: RbacFilter | None = None
+    rbacs = 0
     for entry, c in ctx.each("filters", msg.filters):
         url = entry.typed_config.type_url
-        if url == _CONNECTION_LIMIT:
+        if url == NETWORK_RBAC_URL:
+            if terminals:
+                c.problem("envoy.filters.network.rbac must come before the terminal filter")
+            elif (rbacs := rbacs + 1) > 1:
+                c.problem("a filter chain takes at most one envoy.filters.network.rbac; this is a second")
+            else:
+                rbac = network_filter(entry.typed_config, c.at("typed_config"))
+        elif url == _CONNECTION_LIMIT:
             if terminals:
                 c.problem("connection_limit must come before the terminal filter")
+            elif rbacs:
+                # The listener counts a connection in its chain's limit before RBAC decides.
+                c.problem("connection_limit must come before envoy.filters.network.rbac")
             elif (limits := limits + 1) > 1:
                 c.problem("a filter chain takes at most one connection_limit, and this is a second one")
             else:
@@ -215,12 +230,12 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             )
         else:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
-    if not terminals and all(f.typed_config.type_url == _CONNECTION_LIMIT for f in msg.filters):
+    if not terminals and all(f.typed_config.type_url in _BEFORE_TERMINAL for f in msg.filters):
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
     connect_timeout = duration(msg, "transport_socket_connect_timeout", ctx, 10.0)
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit)
+    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit, rbac)
 
 
 def connection_limit(msg: connection_limit_pb2.ConnectionLimit, ctx: Ctx) -> ConnectionLimit | None:

@@ -106,7 +106,7 @@ def _packed(msg: http_rbac.RBAC) -> AnyProto:
 
 def _no_matchers(msg: http_rbac.RBAC | network_rbac.RBAC, ctx: Ctx) -> None:
     for name in ("matcher", "shadow_matcher"):
-        if msg.HasField(name):  # type: ignore[arg-type]  # both messages have both fields
+        if msg.HasField(name):
             ctx.at(name).problem(f"is not supported; use {name.replace('matcher', 'rules')}")
 
 

@@ -443,6 +443,30 @@ TABLE: dict[str, dict[str, Field]] = {
         max_dynamic_descriptors=accepted("only with descriptors, which are refused"),
     ),
     "envoy.type.v3.HttpStatus": _message("code"),
+    # RBAC (compile_rbac.py; docs/authorization.md): every refusal is the compiler's, by path.
+    "envoy.extensions.filters.network.rbac.v3.RBAC": _message(
+        "rules shadow_rules shadow_rules_stat_prefix stat_prefix",
+        "matcher shadow_matcher enforcement_type delay_deny",
+    ),
+    "envoy.config.rbac.v3.RBAC": _message("action policies", "audit_logging_options"),
+    "envoy.config.rbac.v3.Policy": _message(
+        "permissions principals", "condition checked_condition cel_config"
+    ),
+    "envoy.config.rbac.v3.Permission": _message(
+        "and_rules or_rules any header url_path destination_ip destination_port destination_port_range"
+        " not_rule requested_server_name",
+        "metadata matcher uri_template sourced_metadata",
+    ),
+    "envoy.config.rbac.v3.Permission.Set": _message("rules"),
+    "envoy.config.rbac.v3.Principal": _message(
+        "and_ids or_ids any authenticated source_ip direct_remote_ip remote_ip header url_path not_id custom",
+        "metadata filter_state sourced_metadata",
+    ),
+    "envoy.config.rbac.v3.Principal.Set": _message("ids"),
+    "envoy.config.rbac.v3.Principal.Authenticated": _message("principal_name"),
+    "meshproxy.rbac.v1.TlsPrincipal": _message("groups signature_algorithms"),
+    "envoy.type.matcher.v3.PathMatcher": _message("path"),
+    "envoy.type.v3.Int32Range": _message("start end"),
     "envoy.type.v3.TokenBucket": _message("max_tokens tokens_per_fill fill_interval"),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
@@ -690,6 +714,9 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.route.v3.RouteAction.MaxStreamDuration",
         "envoy.config.route.v3.RouteAction.UpgradeConfig",
         "envoy.config.route.v3.WeightedCluster",
+        # Until the HTTP filter chain runs envoy.filters.http.rbac (the filters seam).
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
+        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
@@ -777,6 +804,11 @@ def _walk(msg: Message, ctx: Ctx, trail: _Trail, *, root: bool = False) -> None:
                 _walk(item, ctx, (*trail, (field.name, str(key))))
 
 
+# Message types whose plan is being made: a recursive message (RBAC's Permission holds a
+# Permission) is walked into without asking for its plan again.
+_PLANNING: set[str] = set()
+
+
 @functools.cache
 def _plan(name: str, root: bool) -> _Plan:
     """The walk's plan for one message type; empty for a type the table does not classify, and
@@ -784,6 +816,14 @@ def _plan(name: str, root: bool) -> _Plan:
     row = TABLE.get(name)
     if row is None or (not root and name in UNITS):
         return {}
+    _PLANNING.add(name)
+    try:
+        return _fields_plan(name, row)
+    finally:
+        _PLANNING.discard(name)
+
+
+def _fields_plan(name: str, row: dict[str, Field]) -> _Plan:
     plan: _Plan = {}
     for field in _descriptor(name).fields:
         entry = row.get(field.name)
@@ -797,7 +837,10 @@ def _plan(name: str, root: bool) -> _Plan:
             if is_map:
                 target = target.fields_by_name["value"].message_type
             # An Any may hold anything; another message only what its own plan checks.
-            if target is not None and (target.full_name == _ANY or _plan(target.full_name, False)):
+            walk = target is not None and (
+                target.full_name in (_ANY, *_PLANNING) or bool(_plan(target.full_name, False))
+            )
+            if walk:
                 plan[field.name] = (_MAP if is_map else _EACH if field.is_repeated else _ONE, entry)
     return plan
 

@@ -27,6 +27,7 @@ from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
     from meshproxy.overload.config import OverloadConfig
+    from meshproxy.rbac.model import RbacFilter
     from meshproxy.tls.config import TlsConfig
 
 # --------------------------------------------------------------------------- common
@@ -357,6 +358,8 @@ class FilterChain:
     transport_socket_connect_timeout: float = 10.0
     # A connection_limit network filter before the terminal one; None: no per-chain limit.
     connection_limit: ConnectionLimit | None = None
+    # An envoy.filters.network.rbac before the terminal filter (meshproxy/rbac/); None: none.
+    rbac: RbacFilter | None = None
 
 
 TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]

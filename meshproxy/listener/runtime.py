@@ -55,6 +55,7 @@ from meshproxy.listener.accept import ChainSelector
 from meshproxy.listener.admission import Admission, Refusal
 from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.overload.state import OverloadState
+from meshproxy.rbac.runtime import RbacRuntime
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
@@ -184,6 +185,7 @@ class ListenerRuntime:
         self.config = config
         contexts: dict[int, HttpContext | TcpContext] = {}
         tls_contexts: dict[int, TlsContext] = {}
+        network_rbac: dict[int, RbacRuntime] = {}
         limits: dict[tuple[bool, FilterChainMatch, ConnectionLimit], ChainLimit] = {}
         chains = [(False, c) for c in config.filter_chains]
         if config.default_filter_chain is not None:
@@ -192,6 +194,8 @@ class ListenerRuntime:
             ctx = contexts[id(chain)] = self._context(chain, prebuilt)
             if chain.tls is not None:
                 tls_contexts[id(chain)] = _tls.TlsContext(chain.tls)
+            if chain.rbac is not None:
+                network_rbac[id(chain)] = RbacRuntime(chain.rbac, self._store)
             if chain.connection_limit is not None:
                 key = (default, chain.match, chain.connection_limit)
                 limit = self._limits.get(key) or ChainLimit(
@@ -201,6 +205,7 @@ class ListenerRuntime:
                 ctx.connection_limit = limits[key] = limit
         self.contexts = contexts
         self.tls_contexts = tls_contexts
+        self.network_rbac = network_rbac  # envoy.filters.network.rbac by chain (id)
         self._limits = limits
         self._publish(self.admission.overload.state)
 

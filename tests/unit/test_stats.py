@@ -98,6 +98,7 @@ def _busy_store() -> Store:
     store.listener_stats("l0").ssl_handshakes_by_group["X25519MLKEM768"] = 2
     store.tcp_stats("tcp").downstream_cx_rx_bytes_total += 10
     store.connection_limit_stats("cl").limited_connections += 1
+    store.rbac_stats("http.ingress.rbac").denied += 1
     store.server["live"] = 1
     return store
 

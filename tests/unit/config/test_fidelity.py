@@ -200,6 +200,11 @@ def _base() -> dict[str, Any]:
         "weighted_clusters": {"clusters": [{"name": "c", "weight": 1}]},
         "access_log": [{"name": "out", "typed_config": {"@type": LOGS + "stream.v3.StdoutAccessLog"}}],
     }
+    rbac = {
+        "@type": PREFIX + "envoy.extensions.filters.network.rbac.v3.RBAC",
+        "stat_prefix": "tcp",
+        "rules": {"policies": {"p": {"permissions": [{"any": True}], "principals": [{"any": True}]}}},
+    }
     cluster = {
         "name": "c",
         "type": "STATIC",
@@ -247,7 +252,14 @@ def _base() -> dict[str, Any]:
                 {
                     "name": "tcp",
                     "address": address,
-                    "filter_chains": [{"filters": [{"name": "tcp", "typed_config": tcp}]}],
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "rbac", "typed_config": rbac},
+                                {"name": "tcp", "typed_config": tcp},
+                            ]
+                        }
+                    ],
                 },
             ],
             "clusters": [cluster, {**cluster, "name": "d", "load_balancing_policy": {"policies": policies}}],
@@ -265,7 +277,9 @@ LISTENER: tuple[str | int, ...] = ("static_resources", "listeners", 0)
 CHAIN = (*LISTENER, "filter_chains", 0)
 MANAGER = (*CHAIN, "filters", 0, "typed_config")
 ROUTE = (*MANAGER, "route_config", "virtual_hosts", 0, "routes", 0)
-TCP = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 0, "typed_config")
+TCP_RBAC = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 0, "typed_config")
+TCP = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 1, "typed_config")
+RBAC_POLICY = (*TCP_RBAC, "rules", "policies", MapKey("p"))
 CLUSTER: tuple[str | int, ...] = ("static_resources", "clusters", 0)
 TLS_PACKAGE = "envoy.extensions.transport_sockets.tls.v3"
 DOWN_TLS = (*CHAIN, "transport_socket", "typed_config", "common_tls_context")
@@ -324,6 +338,11 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     NAMESPACES["tcp"] + "TcpProxy.WeightedCluster": (*TCP, "weighted_clusters"),
     NAMESPACES["tcp"] + "TcpProxy.WeightedCluster.ClusterWeight": (*TCP, "weighted_clusters", "clusters", 0),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": (*TCP, "access_log", 0, "typed_config"),
+    "envoy.extensions.filters.network.rbac.v3.RBAC": TCP_RBAC,
+    "envoy.config.rbac.v3.RBAC": (*TCP_RBAC, "rules"),
+    "envoy.config.rbac.v3.Policy": RBAC_POLICY,
+    "envoy.config.rbac.v3.Permission": (*RBAC_POLICY, "permissions", 0),
+    "envoy.config.rbac.v3.Principal": (*RBAC_POLICY, "principals", 0),
     "envoy.config.cluster.v3.Cluster": CLUSTER,
     "envoy.config.core.v3.HealthCheck": (*CLUSTER, "health_checks", 0),
     "envoy.config.core.v3.HealthCheck.HttpHealthCheck": (*CLUSTER, "health_checks", 0, "http_health_check"),
