@@ -26,6 +26,7 @@ from meshproxy.stats import (
     Histogram,
     HttpStats,
     ListenerStats,
+    RbacStats,
     StatsCollector,
     StatSet,
     Store,
@@ -180,6 +181,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("listener", "l0", ListenerStats),
             ("tcp", "tcp", TcpStats),
             ("connection_limit", "cl", ConnectionLimitStats),
+            ("rbac", "http.ingress.rbac", RbacStats),
         )
         for name in table.STATS
     }
@@ -188,6 +190,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
     assert out["http.ingress.downstream_rq_time"]["count"] == 1
     assert out["listener.l0.ssl_handshakes_by_group"] == {"X25519MLKEM768": 2}
     assert out["connection_limit.cl.limited_connections"] == 1
+    assert out["rbac.http.ingress.rbac.denied"] == 1
 
 
 def _data_plane_source() -> str:
