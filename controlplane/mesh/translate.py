@@ -38,6 +38,7 @@ from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
 
+from controlplane.mesh.authz import callers_filter
 from controlplane.mesh.envoy import (
     LOCAL_APP,
     ads,
@@ -102,7 +103,8 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
     if sidecar.inbound is not None and sidecar.app is not None and service.allow:
         listener = listener_pb2.Listener(name="inbound", address=socket_address(sidecar.inbound))
         chain = listener.filter_chains.add()
-        chain.transport_socket.CopyFrom(downstream_tls(mesh, certs, service))
+        chain.transport_socket.CopyFrom(downstream_tls(mesh, certs))
+        chain.filters.append(callers_filter(mesh, service, "inbound"))
         if service.protocol == "tcp":
             chain.filters.append(tcp_proxy_filter("inbound", LOCAL_APP))
         else:
@@ -174,12 +176,13 @@ def _transparent_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resour
     _add(out, CLUSTER, FALLBACK[policy], fallback_cluster(policy))
     if service.allow:
         ports = _application_ports(service, sidecar)
-        tls = downstream_tls(mesh, certs, service)
+        tls = downstream_tls(mesh, certs)
+        callers = callers_filter(mesh, service, VIRTUAL_INBOUND)
         _add(
             out,
             LISTENER,
             VIRTUAL_INBOUND,
-            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, sidecar.mtls),
+            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, callers, sidecar.mtls),
         )
         for port in ports:
             name = inbound_cluster_name(port.port)

@@ -150,10 +150,15 @@ def fallback_cluster(policy: OutboundPolicy) -> cluster_pb2.Cluster:
 
 
 def virtual_inbound(
-    address: Address, ports: Sequence[ServicePort], tls: base_pb2.TransportSocket, mtls: MtlsMode
+    address: Address,
+    ports: Sequence[ServicePort],
+    tls: base_pb2.TransportSocket,
+    callers: lc.Filter,
+    mtls: MtlsMode,
 ) -> listener_pb2.Listener:
     """The capture listener for connections to the pod's application ``ports``: mutual TLS
-    always; plaintext too under ``PERMISSIVE``."""
+    always, authorized by ``callers`` (the service's RBAC); plaintext too under ``PERMISSIVE``
+    (no identity to authorize: as before, any plaintext caller)."""
     listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=capture_address(address),
@@ -172,6 +177,7 @@ def virtual_inbound(
             chain.filter_chain_match.transport_protocol = transport
             if transport == "tls":
                 chain.transport_socket.CopyFrom(tls)
+                chain.filters.append(callers)
             if port.protocol in ("http", "grpc"):
                 manager = sidecar_http_manager(cluster)
                 manager.route_config.CopyFrom(inbound_route_configuration(cluster, cluster))
