@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -54,19 +55,26 @@ if TYPE_CHECKING:
     from meshproxy.tls.engine import Negotiated
 
 IpAddress = IPv4Address | IPv6Address
-_PSEUDO = (b":method", b":path", b":authority", b":scheme")
+# Pseudo-headers the codecs carry apart from the header list, and the Facts attribute of each.
+_PSEUDO = {b":method": "method", b":path": "target", b":authority": "authority", b":scheme": "scheme"}
+_EMPTY: dict[bytes, bytes] = {}
+_UNPARSED = object()
 
 
 class Facts:
     """What one evaluation reads: the connection's (always) and the request's (HTTP only).
 
     Built by the filter that evaluates, once per request (HTTP) or connection (network).
-    Addresses are text as the socket reports them; they are parsed on first use.
+    Addresses are text as the socket reports them. What is derived from them (parsed addresses,
+    the path without its query, the header index) is computed on first use only.
     """
 
     __slots__ = (
-        "_addresses",
+        "_direct_remote",
+        "_destination",
         "_index",
+        "_path",
+        "_remote",
         "authority",
         "headers",
         "local",
@@ -103,34 +111,39 @@ class Facts:
         self.target = target  # after path normalisation, with the query
         self.authority = authority
         self.scheme = scheme
-        self._addresses: dict[str, IpAddress | None] | None = None
+        # Derived on first use (an unset slot would cost an exception to discover).
+        self._direct_remote: IpAddress | object | None = _UNPARSED
+        self._remote: IpAddress | object | None = _UNPARSED
+        self._destination: IpAddress | object | None = _UNPARSED
+        self._path: bytes | None = None
         self._index: dict[bytes, bytes] | None = None
 
     def address(self, which: str) -> IpAddress | None:
         """``direct_remote``, ``remote`` or ``destination``, parsed once (None: not an IP)."""
-        cache = self._addresses
-        if cache is None:
-            cache = self._addresses = {}
-        elif which in cache:
-            return cache[which]
-        text = self.peer if which == "direct_remote" else self.remote if which == "remote" else self.local
-        cache[which] = parsed = _parse_ip(text)
+        slot = "_" + which
+        parsed = getattr(self, slot)
+        if parsed is _UNPARSED:
+            text = self.peer if which == "direct_remote" else self.remote if which == "remote" else self.local
+            parsed = _parse_ip(text)
+            setattr(self, slot, parsed)
         return parsed
+
+    def path(self) -> bytes:
+        """The request path without query and fragment."""
+        path = self._path
+        if path is None:
+            path = self._path = split_target(self.target)[0]
+        return path
 
     def index(self) -> dict[bytes, bytes]:
         """Every request header by lower-case name, repeats joined with ``,`` (Envoy's
-        ``getAllOfHeaderAsString``), with the pseudo-headers the codecs carry apart."""
+        ``getAllOfHeaderAsString``); pseudo-headers are read from their attributes instead."""
         index = self._index
         if index is None:
             index = self._index = {}
             for name, value in self.headers or ():
                 prev = index.get(name)
                 index[name] = value if prev is None else prev + b"," + value
-            for name, value in zip(
-                _PSEUDO, (self.method, self.target, self.authority, self.scheme), strict=True
-            ):
-                if value and name not in index:
-                    index[name] = value
         return index
 
 
@@ -190,11 +203,10 @@ def compile_node(node: Node) -> Predicate:
         inner = compile_node(node.child)
         return lambda facts: not inner(facts)
     if isinstance(node, Header):
-        test = compile_header_matcher(node.matcher)
-        return lambda facts: facts.headers is not None and test(facts.index())
+        return _header(node)
     if isinstance(node, UrlPath):
         path_test = compile_string_match(node.match)
-        return lambda facts: facts.headers is not None and path_test(split_target(facts.target)[0])
+        return lambda facts: facts.headers is not None and path_test(facts.path())
     if isinstance(node, Cidr):
         return _cidr(node)
     if isinstance(node, PortRange):
@@ -232,6 +244,36 @@ def _combine(children: list[Predicate], *, every: bool) -> Predicate:
     return any_of
 
 
+def _header(node: Header) -> Predicate:
+    """Other headers are read from the request's header index. A pseudo-header is read from
+    its attribute: a string match directly (an empty value is a missing header, which matches
+    only as an empty one under ``treat_missing_header_as_empty``, whatever ``invert`` says
+    otherwise: ``compile_header_matcher``'s rules), a presence match through an index of one."""
+    matcher = node.matcher
+    name = matcher.name.encode()
+    attribute = _PSEUDO.get(name)
+    if attribute is None:
+        index_test = compile_header_matcher(matcher)
+        return lambda facts: facts.headers is not None and index_test(facts.index())
+    read = attrgetter(attribute)
+    if matcher.match is None:
+        presence = compile_header_matcher(matcher)
+        return lambda facts: (
+            facts.headers is not None and presence({name: read(facts)} if read(facts) else _EMPTY)
+        )
+    test = compile_string_match(matcher.match)
+    invert = matcher.invert
+    missing = matcher.missing_as_empty and test(b"") != invert
+
+    def pseudo(facts: Facts) -> bool:
+        if facts.headers is None:
+            return False
+        value = read(facts)
+        return test(value) != invert if value else missing
+
+    return pseudo
+
+
 def _cidr(node: Cidr) -> Predicate:
     network, which = node.network, node.address
 
@@ -251,8 +293,9 @@ def _authenticated(principal_name: StringMatch | None) -> Predicate:
         tls = facts.tls
         if tls is None or not tls.peer_chain:
             return False
-        if any(test(uri.encode()) for uri in tls.peer_uris):
-            return True
+        for uri in tls.peer_uris:  # a loop, not any(): no generator per request
+            if test(uri.encode()):
+                return True
         leaf = tls.peer_chain[0]
         return any(test(name.encode()) for name in _dns_sans(leaf)) or test(
             leaf.subject.rfc4514_string().encode()
