@@ -31,8 +31,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-
 from meshproxy.rbac.model import (
     AllOf,
     Always,
@@ -296,20 +294,12 @@ def _authenticated(principal_name: StringMatch | None) -> Predicate:
         for uri in tls.peer_uris:  # a loop, not any(): no generator per request
             if test(uri.encode()):
                 return True
-        leaf = tls.peer_chain[0]
-        return any(test(name.encode()) for name in _dns_sans(leaf)) or test(
-            leaf.subject.rfc4514_string().encode()
-        )
+        for name in tls.peer_dns_names():
+            if test(name.encode()):
+                return True
+        return test(tls.peer_chain[0].subject.rfc4514_string().encode())
 
     return authenticated
-
-
-def _dns_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return ext.value.get_values_for_type(x509.DNSName)
 
 
 def _tls_principal(node: TlsPrincipal) -> Predicate:
