@@ -24,7 +24,8 @@ from meshproxy.tls import TlsConfig, TlsContext
 from meshproxy.tls.policy import OFF, REQUIRED
 from meshproxy.tls.transport import connect_tls
 
-from .harness import Proxy, bootstrap, cluster, eventually, running_proxy, tcp_listener
+from . import wire
+from .harness import Proxy, bootstrap, cluster, eventually, http_listener, running_proxy, tcp_listener
 from .upstreams import raw_upstream
 
 DOWNSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -185,3 +186,28 @@ async def test_shadow_rules_count_and_close_nothing() -> None:
         shadow = rbac_stats(proxy, "tcp.rbac.pq_")
         assert (shadow.shadow_allowed, shadow.shadow_denied) == (1, 1)
         assert "tcp.rbac" not in proxy.server.store.rbac  # no enforced rules, no enforced counters
+
+
+async def test_network_rbac_before_the_http_connection_manager() -> None:
+    """On a plaintext HCM chain (with http_inspector, whose inspected bytes are replayed):
+    a peer the rules allow is served, one they deny is closed without a response."""
+    direct = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
+    for prefix, served in (("127.0.0.0", True), ("10.0.0.0", False)):
+        listener = http_listener(direct)
+        listener["listener_filters"] = [{"name": "envoy.filters.listener.http_inspector"}]
+        peers = {"direct_remote_ip": {"address_prefix": prefix, "prefix_len": 8}}
+        config = {"@type": NETWORK_RBAC, "stat_prefix": "h", "rules": only(peers)}
+        listener["filter_chains"][0]["filters"].insert(
+            0, {"name": "envoy.filters.network.rbac", "typed_config": config}
+        )
+        async with (
+            running_proxy(bootstrap([listener], [])) as proxy,
+            wire.connect(proxy.port()) as (reader, writer),
+        ):
+            writer.write(wire.request())
+            if served:
+                assert (await wire.read_response(reader)).status == 200
+            else:
+                assert await wire.read_eof(reader) == b""
+            stats = rbac_stats(proxy, "h.rbac")
+            assert (stats.allowed, stats.denied) == ((1, 0) if served else (0, 1))
