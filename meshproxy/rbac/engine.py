@@ -15,7 +15,8 @@ Owns the semantics of ``envoy.config.rbac.v3.RBAC`` (Envoy's
    subject (RFC 4514) of the verified peer certificate; without a principal_name, a verified
    peer certificate is enough.
 6. Addresses: ``direct_remote_ip`` and ``source_ip`` read the connection's peer,
-   ``remote_ip`` the client as x-forwarded-for names it (``Facts.remote``), ``destination_ip``
+   ``remote_ip`` the client as the HCM's trusted x-forwarded-for names it (its last address,
+   Envoy's rule with no trusted hops; the peer without one, or when that is not an IP), ``destination_ip``
    and the ports the connection's local (or original destination) address. An IPv4-mapped
    IPv6 address is its IPv4 address (dual-stack sockets).
 
@@ -79,7 +80,7 @@ class Facts:
         "local_port",
         "method",
         "peer",
-        "remote",
+        "xff",
         "scheme",
         "target",
         "tls",
@@ -92,7 +93,7 @@ class Facts:
         local: str,
         local_port: int,
         tls: Negotiated | None,
-        remote: str | None = None,
+        xff: bytes | None = None,
         headers: Sequence[tuple[bytes, bytes]] | None = None,
         method: bytes = b"",
         target: bytes = b"",
@@ -103,7 +104,7 @@ class Facts:
         self.local = local
         self.local_port = local_port
         self.tls = tls
-        self.remote = peer if remote is None else remote
+        self.xff = xff  # x-forwarded-for when the HCM trusts it (not use_remote_address)
         self.headers = headers  # None: a network filter (no request)
         self.method = method
         self.target = target  # after path normalisation, with the query
@@ -121,8 +122,12 @@ class Facts:
         slot = "_" + which
         parsed = getattr(self, slot)
         if parsed is _UNPARSED:
-            text = self.peer if which == "direct_remote" else self.remote if which == "remote" else self.local
-            parsed = _parse_ip(text)
+            if which == "remote" and self.xff:
+                parsed = _parse_ip(self.xff.rpartition(b",")[2].strip().decode("latin-1"))
+                if parsed is None:
+                    parsed = self.address("direct_remote")
+            else:
+                parsed = _parse_ip(self.peer if which == "direct_remote" else self.local)
             setattr(self, slot, parsed)
         return parsed
 

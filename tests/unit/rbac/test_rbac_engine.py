@@ -152,8 +152,22 @@ def test_principals(leaf_cert: x509.Certificate) -> None:
             request(peer="192.0.2.1"),
             False,
         ),
-        ({"remote_ip": {"address_prefix": "192.0.2.0", "prefix_len": 24}}, request(remote="192.0.2.9"), True),
+        (
+            {"remote_ip": {"address_prefix": "192.0.2.0", "prefix_len": 24}},
+            request(xff=b"203.0.113.5, 192.0.2.9"),
+            True,
+        ),
         ({"remote_ip": {"address_prefix": "192.0.2.0", "prefix_len": 24}}, request(), False),
+        (
+            {"remote_ip": {"address_prefix": "192.0.2.0", "prefix_len": 24}},
+            request(xff=b"192.0.2.9, 10.9.9.9"),
+            False,
+        ),
+        (
+            {"remote_ip": {"address_prefix": "10.0.0.7"}},
+            request(xff=b"192.0.2.9, unknown"),
+            True,
+        ),  # not an IP: the peer
         (
             {"direct_remote_ip": {"address_prefix": "10.0.0.0", "prefix_len": 8}},
             request(peer="not an address"),
