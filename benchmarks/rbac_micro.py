@@ -26,7 +26,6 @@ from typing import Any
 
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 from google.protobuf import json_format
-from google.protobuf.any_pb2 import Any as AnyProto
 
 from meshproxy.config.compile_common import Ctx
 from meshproxy.config.compile_rbac import TLS_PRINCIPAL_URL, http_filter
@@ -87,12 +86,10 @@ def runtime(shadow: bool = False) -> RbacRuntime:
     doc: dict[str, Any] = {"rules": {"action": "ALLOW", "policies": POLICIES}}
     if shadow:
         doc["shadow_rules"] = {"action": "DENY", "policies": POLICIES}
-    packed = AnyProto()
-    packed.Pack(json_format.ParseDict(doc, http_rbac.RBAC()))
     problems: list[str] = []
-    config = http_filter(packed, "bench", Ctx("rbac", problems))
+    config = http_filter(json_format.ParseDict(doc, http_rbac.RBAC()), Ctx("rbac", problems))
     assert config is not None, problems
-    return RbacRuntime(config, Store())
+    return RbacRuntime.counted(config, Store(), "http.bench.")
 
 
 def negotiated(identity: str) -> Negotiated:

@@ -22,6 +22,7 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshproxy.config.compile_common import (
@@ -206,7 +207,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             elif (rbacs := rbacs + 1) > 1:
                 c.problem("a filter chain takes at most one envoy.filters.network.rbac; this is a second")
             else:
-                rbac = network_filter(entry.typed_config, c.at("typed_config"))
+                rbac = network_filter(unpack(entry.typed_config, network_rbac.RBAC), c.at("typed_config"))
         elif url == _CONNECTION_LIMIT:
             if terminals:
                 c.problem("connection_limit must come before the terminal filter")

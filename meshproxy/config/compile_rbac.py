@@ -58,31 +58,28 @@ _NOT_RUN = {
 }
 
 
-def http_filter(typed_config: AnyProto, hcm_stat_prefix: str, ctx: Ctx) -> RbacFilter | None:
-    """``envoy.filters.http.rbac``; its stats are ``http.<hcm_stat_prefix>.rbac.*``."""
-    msg = unpack(typed_config, http_rbac.RBAC)
+def http_filter(msg: http_rbac.RBAC, ctx: Ctx) -> RbacFilter | None:
+    """``envoy.filters.http.rbac``. Its stat namespaces are relative to the connection
+    manager's, ``http.<stat_prefix>.``, which the filter's runtime adds."""
     mark = ctx.mark()
     _no_matchers(msg, ctx)
     if msg.track_per_rule_stats:
         ctx.at("track_per_rule_stats").problem("is not supported; meshproxy counts per filter")
-    namespace = f"http.{hcm_stat_prefix}.rbac."
-    compiled = _filter(msg, namespace + msg.rules_stat_prefix, namespace + msg.shadow_rules_stat_prefix, ctx)
+    compiled = _filter(msg, "rbac." + msg.rules_stat_prefix, "rbac." + msg.shadow_rules_stat_prefix, ctx)
     return compiled if ctx.clean_since(mark) else None
 
 
-def http_per_route(typed_config: AnyProto, hcm_stat_prefix: str, ctx: Ctx) -> RbacFilter | None:
-    """``RBACPerRoute``: its ``rbac`` replaces the filter's for the route; without one, the
-    filter is off for the route (Envoy's rule), which is an RbacFilter with no rules."""
-    msg = unpack(typed_config, http_rbac.RBACPerRoute)
+def http_per_route(msg: http_rbac.RBACPerRoute, ctx: Ctx) -> RbacFilter | None:
+    """``RBACPerRoute``: its ``rbac`` replaces the filter's rules for the route (the counters
+    stay the filter's, as in Envoy); without one the filter is off for the route (Envoy's
+    rule), which is an RbacFilter with no rules."""
     if not msg.HasField("rbac"):
-        namespace = f"http.{hcm_stat_prefix}.rbac."
-        return RbacFilter(None, None, namespace, namespace)
-    return http_filter(_packed(msg.rbac), hcm_stat_prefix, ctx.at("rbac"))
+        return RbacFilter(None, None, "", "")
+    return http_filter(msg.rbac, ctx.at("rbac"))
 
 
-def network_filter(typed_config: AnyProto, ctx: Ctx) -> RbacFilter | None:
-    """``envoy.filters.network.rbac``: decided once per connection, on its first byte."""
-    msg = unpack(typed_config, network_rbac.RBAC)
+def network_filter(msg: network_rbac.RBAC, ctx: Ctx) -> RbacFilter | None:
+    """``envoy.filters.network.rbac``: decided once per connection."""
     mark = ctx.mark()
     _no_matchers(msg, ctx)
     if not msg.stat_prefix:
@@ -96,12 +93,6 @@ def network_filter(typed_config: AnyProto, ctx: Ctx) -> RbacFilter | None:
     namespace = f"{msg.stat_prefix}.rbac."
     compiled = _filter(msg, namespace, namespace + msg.shadow_rules_stat_prefix, ctx)
     return compiled if ctx.clean_since(mark) else None
-
-
-def _packed(msg: http_rbac.RBAC) -> AnyProto:
-    packed = AnyProto()
-    packed.Pack(msg)
-    return packed
 
 
 def _no_matchers(msg: http_rbac.RBAC | network_rbac.RBAC, ctx: Ctx) -> None:

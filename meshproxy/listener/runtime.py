@@ -195,7 +195,7 @@ class ListenerRuntime:
             if chain.tls is not None:
                 tls_contexts[id(chain)] = _tls.TlsContext(chain.tls)
             if chain.rbac is not None:
-                network_rbac[id(chain)] = RbacRuntime(chain.rbac, self._store)
+                network_rbac[id(chain)] = RbacRuntime.counted(chain.rbac, self._store)
             if chain.connection_limit is not None:
                 key = (default, chain.match, chain.connection_limit)
                 limit = self._limits.get(key) or ChainLimit(

@@ -18,21 +18,30 @@ from meshproxy.rbac.engine import Engine, Facts
 
 if TYPE_CHECKING:
     from meshproxy.rbac.model import RbacFilter
-    from meshproxy.stats import Store
+    from meshproxy.stats import RbacStats, Store
 
 
 class RbacRuntime:
     """``check(facts)``: None to let the request (connection) through, else the reason it is
     refused, Envoy's ``rbac_access_denied_matched_policy[<policy or none>]``."""
 
-    __slots__ = ("config", "engine", "shadow", "shadow_stats", "stats")
+    __slots__ = ("engine", "shadow", "shadow_stats", "stats")
 
-    def __init__(self, config: RbacFilter, store: Store) -> None:
-        self.config = config
+    def __init__(self, config: RbacFilter, stats: RbacStats | None, shadow_stats: RbacStats | None) -> None:
         self.engine = Engine(config.rules) if config.rules is not None else None
         self.shadow = Engine(config.shadow_rules) if config.shadow_rules is not None else None
-        self.stats = store.rbac_stats(config.stat_prefix) if self.engine is not None else None
-        self.shadow_stats = store.rbac_stats(config.shadow_stat_prefix) if self.shadow is not None else None
+        self.stats = stats
+        self.shadow_stats = shadow_stats
+
+    @classmethod
+    def counted(cls, config: RbacFilter, store: Store, scope: str = "") -> RbacRuntime:
+        """Counted in ``store`` under the config's namespaces, which are relative to ``scope``
+        (the HTTP filter's, ``http.<stat_prefix>.``); only the rules present are counted."""
+        stats = store.rbac_stats(scope + config.stat_prefix) if config.rules is not None else None
+        shadow = (
+            store.rbac_stats(scope + config.shadow_stat_prefix) if config.shadow_rules is not None else None
+        )
+        return cls(config, stats, shadow)
 
     def check(self, facts: Facts) -> str | None:
         shadow = self.shadow

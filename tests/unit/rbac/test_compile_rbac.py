@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from envoy.config.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from google.protobuf import json_format
-from google.protobuf.any_pb2 import Any as AnyProto
 
 from meshproxy.config.compile_common import Ctx
 from meshproxy.config.compile_rbac import (
-    HTTP_RBAC_URL,
-    NETWORK_RBAC_URL,
     TLS_PRINCIPAL_URL,
     http_filter,
+    http_per_route,
     network_filter,
     rules_of,
 )
@@ -178,39 +178,52 @@ def test_tls_principal_compiles_to_canonical_names() -> None:
     )
 
 
-def packed(url: str, doc: dict[str, Any]) -> AnyProto:
-    return json_format.ParseDict({"@type": url} | doc, AnyProto())
-
-
 def test_http_filter_stat_namespaces_follow_envoy() -> None:
+    """Relative to the connection manager's ``http.<stat_prefix>.``, which the runtime adds."""
     problems: list[str] = []
     doc = {"rules": {"action": "ALLOW"}, "rules_stat_prefix": "enforced_", "shadow_rules": {"action": "DENY"}}
-    result = http_filter(packed(HTTP_RBAC_URL, doc), "ingress", Ctx("f", problems))
+    result = http_filter(json_format.ParseDict(doc, http_rbac.RBAC()), Ctx("f", problems))
     assert problems == []
-    assert result == RbacFilter(
-        Rules("ALLOW", ()), Rules("DENY", ()), "http.ingress.rbac.enforced_", "http.ingress.rbac"
-    )
+    assert result == RbacFilter(Rules("ALLOW", ()), Rules("DENY", ()), "rbac.enforced_", "rbac")
 
 
 def test_http_filter_refusals() -> None:
     problems: list[str] = []
     doc = {"matcher": {"on_no_match": {"action": {"name": "a"}}}, "track_per_rule_stats": True}
-    assert http_filter(packed(HTTP_RBAC_URL, doc), "in", Ctx("f", problems)) is None
+    assert http_filter(json_format.ParseDict(doc, http_rbac.RBAC()), Ctx("f", problems)) is None
     assert problems == [
         "f.matcher: is not supported; use rules",
         "f.track_per_rule_stats: is not supported; meshproxy counts per filter",
     ]
 
 
+def test_per_route_config_replaces_the_rules_or_turns_the_filter_off() -> None:
+    problems: list[str] = []
+    off = http_per_route(http_rbac.RBACPerRoute(), Ctx("r", problems))
+    assert off == RbacFilter(None, None, "", "")
+    doc = {
+        "rbac": {
+            "rules": {
+                "action": "DENY",
+                "policies": {"p": {"permissions": [{}], "principals": [{"any": True}]}},
+            }
+        }
+    }
+    assert http_per_route(json_format.ParseDict(doc, http_rbac.RBACPerRoute()), Ctx("r", problems)) is None
+    assert problems == [
+        'r.rbac.rules.policies["p"].permissions[0]: a permission needs one rule (and_rules, or_rules, not_rule, any, header, url_path, ...)'
+    ]
+
+
 def test_network_filter() -> None:
     problems: list[str] = []
     good = {"stat_prefix": "tcp_in", "rules": {"action": "ALLOW"}, "shadow_rules_stat_prefix": "dry_"}
-    result = network_filter(packed(NETWORK_RBAC_URL, good), Ctx("n", problems))
+    result = network_filter(json_format.ParseDict(good, network_rbac.RBAC()), Ctx("n", problems))
     assert problems == [] and result == RbacFilter(
         Rules("ALLOW", ()), None, "tcp_in.rbac", "tcp_in.rbac.dry_"
     )
     bad = {"enforcement_type": "CONTINUOUS", "delay_deny": "1s", "shadow_matcher": {}}
-    assert network_filter(packed(NETWORK_RBAC_URL, bad), Ctx("n", problems)) is None
+    assert network_filter(json_format.ParseDict(bad, network_rbac.RBAC()), Ctx("n", problems)) is None
     assert problems == [
         "n.shadow_matcher: is not supported; use shadow_rules",
         "n.stat_prefix: is required",
