@@ -16,7 +16,6 @@ from typing import Literal, cast, get_args
 from envoy.config.core.v3.address_pb2 import CidrRange
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -37,12 +36,8 @@ from meshproxy.config.compile_common import (
     unpack,
     wrapped,
 )
+from meshproxy.config.compile_filters import http_filters
 from meshproxy.config.compile_http2 import http2_options
-from meshproxy.config.compile_ratelimit import (
-    LOCAL_RATELIMIT_NAME,
-    LOCAL_RATELIMIT_URL,
-    local_rate_limit_filter,
-)
 from meshproxy.config.compile_rbac import NETWORK_RBAC_URL, network_filter
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
@@ -63,14 +58,11 @@ from meshproxy.config.model import (
     TrafficDirection,
     WeightedCluster,
 )
-from meshproxy.config.policy import LocalRateLimit
 from meshproxy.rbac.model import RbacFilter
 
 _HCM = type_url(hcm.HttpConnectionManager)
 _TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
 _CONNECTION_LIMIT = type_url(connection_limit_pb2.ConnectionLimit)
-_ROUTER = type_url(router_pb2.Router)
-_ROUTER_NAME = "envoy.filters.http.router"
 _TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
 _BEFORE_TERMINAL = (_CONNECTION_LIMIT, NETWORK_RBAC_URL)
 
@@ -320,7 +312,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         ctx.problem("needs an inline route_config or rds")
     else:
         ctx.at(route_kind).problem(f"{route_kind} is not supported; use route_config or rds over ADS")
-    rate_limit = _http_filters(msg, ctx)
+    filters = http_filters(msg, ctx)
     max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
     if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
         ctx.at("max_request_headers_kb").problem(
@@ -362,7 +354,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         use_remote_address=wrapped(msg, "use_remote_address", False),
         server_name=msg.server_name or "meshproxy",
         drain_timeout=drain_timeout,
-        local_rate_limit=rate_limit,
+        http_filters=filters,
         codec_type=codec or "AUTO",  # type: ignore[arg-type]  # _CODECS maps onto the Literal
         http2=h2,
         rds=msg.rds.route_config_name if route_kind == "rds" else "",
@@ -410,40 +402,6 @@ def _rds(msg: hcm.Rds, ctx: Ctx) -> RouteConfiguration | None:
     if not ctx.clean_since(mark):
         return None
     return RouteConfiguration(msg.route_config_name, ())
-
-
-def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> LocalRateLimit | None:
-    """The chain must end with the router; the one other HTTP filter meshproxy runs is
-    local_ratelimit (at most once), which is returned. Other filters marked is_optional (which
-    Envoy skips when it lacks them) or disabled are passed over, as is a disabled local_ratelimit
-    (Envoy enables such a filter per route, which meshproxy does not support)."""
-    filters = msg.http_filters
-    rate_limit = None
-    if not filters:
-        ctx.at("http_filters").problem(f"needs the router filter ({_ROUTER_NAME}) as its last entry")
-        return None
-    for index, (entry, c) in enumerate(ctx.each("http_filters", filters)):
-        url = entry.typed_config.type_url
-        is_router = url == _ROUTER if url else entry.name == _ROUTER_NAME
-        is_rate_limit = url == LOCAL_RATELIMIT_URL if url else entry.name == LOCAL_RATELIMIT_NAME
-        if is_router and index != len(filters) - 1:
-            c.problem("the router must be the last http filter")
-        elif not is_router and index == len(filters) - 1:
-            c.problem(f'"{entry.name}" is last, but the last http filter must be the router ({_ROUTER_NAME})')
-        elif is_rate_limit and not entry.disabled:
-            if not url:
-                c.at("typed_config").problem(f"is required: a {LOCAL_RATELIMIT_URL.rsplit('/', 1)[-1]}")
-            elif rate_limit is not None:
-                c.problem(f"a second {LOCAL_RATELIMIT_NAME} is not supported; give one filter")
-            else:
-                rate_limit = local_rate_limit_filter(entry.typed_config, c.at("typed_config"))
-        elif not is_router and not (entry.is_optional or entry.disabled):
-            c.problem(
-                f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                f"meshproxy runs {LOCAL_RATELIMIT_NAME} and the router "
-                "(mark a filter is_optional to have it skipped)"
-            )
-    return rate_limit
 
 
 def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:

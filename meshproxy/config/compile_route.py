@@ -30,6 +30,7 @@ from meshproxy.config.compile_common import (
     string_match,
     wrapped,
 )
+from meshproxy.config.compile_filters import filter_configs
 from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
 from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
@@ -104,10 +105,11 @@ def route_configuration_steps(
     _check_domains(msg, ctx)
     request_headers = header_mutations(msg, "request", ctx)
     response_headers = header_mutations(msg, "response", ctx)
+    configs = filter_configs(msg.typed_per_filter_config, ctx)
     if not ctx.clean_since(mark):
         return None
     return RouteConfiguration(
-        msg.name, tuple(v for v in virtual_hosts if v), request_headers, response_headers
+        msg.name, tuple(v for v in virtual_hosts if v), request_headers, response_headers, configs
     )
 
 
@@ -128,6 +130,7 @@ def _virtual_host_steps(msg: rc.VirtualHost, ctx: Ctx) -> Generator[None, None, 
         tuple(r for r in routes if r),
         header_mutations(msg, "request", ctx),
         header_mutations(msg, "response", ctx),
+        filter_configs(msg.typed_per_filter_config, ctx),
     )
 
 
@@ -190,6 +193,7 @@ def route(
         ctx.problem("a route needs one of route, redirect or direct_response")
     else:
         ctx.at(kind).problem("is not supported; use route, redirect or direct_response")
+    configs = filter_configs(msg.typed_per_filter_config, ctx)
     if match is None or action is None:
         return None
     return Route(
@@ -198,6 +202,7 @@ def route(
         msg.name,
         header_mutations(msg, "request", ctx),
         header_mutations(msg, "response", ctx),
+        configs,
     )
 
 

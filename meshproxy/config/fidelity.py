@@ -55,19 +55,14 @@ class Field:
     reason: str = ""
     by_compiler: bool = False  # REFUSED by the compile_* module itself, in its own words
     allowed: tuple[str | int | bool, ...] = ()  # REFUSED values that are meshproxy's behaviour
-    # A REFUSED map of Any (typed_per_filter_config): only entries of these types are refused;
-    # the others configure filters meshproxy does not run (refused, or skipped as optional).
-    only_types: tuple[str, ...] = ()
 
 
 IMPLEMENTED = Field(Support.IMPLEMENTED)
 BY_COMPILER = Field(Support.REFUSED, "refused by the compiler with its own message", by_compiler=True)
 
 
-def refused(
-    reason: str, *, allowed: tuple[str | int | bool, ...] = (), only_types: tuple[str, ...] = ()
-) -> Field:
-    return Field(Support.REFUSED, reason, allowed=allowed, only_types=only_types)
+def refused(reason: str, *, allowed: tuple[str | int | bool, ...] = ()) -> Field:
+    return Field(Support.REFUSED, reason, allowed=allowed)
 
 
 def accepted(reason: str) -> Field:
@@ -89,12 +84,6 @@ _NO_TRACING = "meshproxy does not trace requests"
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
-# Per-route configuration of a filter meshproxy runs would change what it does; of any other
-# filter it cannot (that filter is refused in http_filters, or skipped there as optional).
-_PER_FILTER = refused(
-    "per-route configuration of local_ratelimit is not supported; configure it on the connection manager",
-    only_types=("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",),
-)
 _NO_MIRROR = "request mirroring is not supported"
 _NO_CORS = "CORS is not supported"
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
@@ -305,7 +294,7 @@ TABLE: dict[str, dict[str, Field]] = {
         ignore_port_in_host_matching=refused("the port takes part in host matching"),
         vhost_header=refused("virtual hosts are chosen by the host header"),
         ignore_path_parameters_in_path_matching=refused("path parameters take part in path matching"),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         metadata=_METADATA,
     ),
     "envoy.config.route.v3.VirtualHost": _message(
@@ -316,7 +305,7 @@ TABLE: dict[str, dict[str, Field]] = {
         virtual_clusters=accepted("names request stats only"),
         rate_limits=refused(_NO_GLOBAL_RATE_LIMIT),
         cors=refused(_NO_CORS),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         include_request_attempt_count=refused("x-envoy-attempt-count is not added"),
         include_attempt_count_in_response=refused("x-envoy-attempt-count is not added"),
         retry_policy_typed_config=refused("use retry_policy"),
@@ -332,7 +321,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "filter_action non_forwarding_action",
         metadata=_METADATA,
         decorator=accepted(f"names a tracing span; {_NO_TRACING}"),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         tracing=accepted(f"tracing sampling; {_NO_TRACING} (the connection manager's tracing is refused)"),
         stat_prefix=_STAT_NAME,
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
@@ -706,6 +695,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.overload.v3.OverloadManager",
         "envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
         "envoy.config.route.v3.DirectResponseAction",
+        "envoy.config.route.v3.FilterConfig",
         "envoy.config.route.v3.HeaderMatcher",
         "envoy.config.route.v3.QueryParameterMatcher",
         "envoy.config.route.v3.RedirectAction",
@@ -789,9 +779,9 @@ def _walk(msg: Message, ctx: Ctx, trail: _Trail, *, root: bool = False) -> None:
             continue
         kind, entry = step
         if kind == _REFUSE:
-            for key in _refused_keys(field, value, entry):
+            if _meaningful(field, value, entry.allowed):
                 here = ctx
-                for name, index in (*trail, (field.name, key)):
+                for name, index in (*trail, (field.name, None)):
                     here = here.at(name, index)
                 here.problem(f"is not supported: {entry.reason}")
         elif kind == _ONE:
@@ -843,19 +833,6 @@ def _fields_plan(name: str, row: dict[str, Field]) -> _Plan:
             if walk:
                 plan[field.name] = (_MAP if is_map else _EACH if field.is_repeated else _ONE, entry)
     return plan
-
-
-def _refused_keys(field: FieldDescriptor, value: Any, entry: Field) -> list[str | None]:
-    """Where a refused field is reported: the map keys of the refused types (``only_types``),
-    or the field itself when it says something (None), or nowhere. (Fields the compilers
-    refuse themselves are not in the walk's plans.)"""
-    if entry.only_types:
-        return [
-            str(key) for key, item in value.items() if item.type_url.rsplit("/", 1)[-1] in entry.only_types
-        ]
-    if not _meaningful(field, value, entry.allowed):
-        return []
-    return [None]
 
 
 def _meaningful(field: FieldDescriptor, value: Any, allowed: tuple[str | int | bool, ...]) -> bool:
@@ -910,9 +887,6 @@ def _describe(entry: Field) -> str:
         return f"accepted: {entry.reason}"
     if entry.by_compiler:
         return "refused (see the table above)"
-    if entry.only_types:
-        kinds = ", ".join(f"`{t.rsplit('.', 1)[-1]}`" for t in entry.only_types)
-        return f"refused for {kinds} entries: {entry.reason}; accepted for other filters"
     if entry.allowed:
         values = ", ".join(f"`{str(v).lower() if isinstance(v, bool) else v}`" for v in entry.allowed)
         return f"refused unless {values}: {entry.reason}"

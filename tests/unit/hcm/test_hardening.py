@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from test_exchange import T0, Request, Stream, context, forwarded
+from test_exchange import T0, Request, Stream, context, forwarded, route
 
 from meshproxy.hcm.context import OVERLOADED, LocalReply
 from meshproxy.hcm.exchange import Exchange
@@ -29,7 +29,7 @@ NORMALIZE = {"normalize_path": True, "merge_slashes": True}
 
 def routed(ctx: Any, url: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[Exchange, Any]:
     x = Exchange(ctx, T0)
-    return x, x.route(b"svc", url, headers or [])
+    return x, route(x, url, headers or [])
 
 
 # ---------------------------------------------------------------------------- path policy
@@ -167,7 +167,7 @@ def test_a_response_that_began_disarms_request_timeout() -> None:
 
 def admit(ctx: Any, source: bytes) -> tuple[Exchange, LocalReply | None]:
     x = Exchange(ctx, T0)
-    cluster = x.route(b"svc", b"/", [])
+    cluster = route(x, b"/", [])
     assert isinstance(cluster, ClusterRuntime)
     return x, x.forward(cluster, b"svc", b"/", [], source)
 
