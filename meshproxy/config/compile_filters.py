@@ -21,6 +21,7 @@ from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf.any_pb2 import Any as AnyProto
@@ -28,6 +29,7 @@ from google.protobuf.message import Message
 
 from meshproxy.config.compile_common import Ctx, type_url, unpack
 from meshproxy.config.compile_ratelimit import local_rate_limit
+from meshproxy.config.compile_rbac import HTTP_RBAC_NAME, http_filter, http_per_route
 from meshproxy.config.model import FilterConfigs, HttpFilter
 
 Compiler = Callable[[Any, Ctx], Any]
@@ -52,6 +54,7 @@ class Kind:
 
 FILTERS: tuple[Kind, ...] = (
     Kind("envoy.filters.http.local_ratelimit", local_rate_limit_pb2.LocalRateLimit, local_rate_limit),
+    Kind(HTTP_RBAC_NAME, http_rbac_pb2.RBAC, http_filter, http_rbac_pb2.RBACPerRoute, http_per_route),
 )
 _BY_URL: Mapping[str, Kind] = {type_url(k.message): k for k in FILTERS}
 _BY_NAME: Mapping[str, Kind] = {k.name: k for k in FILTERS}

@@ -20,8 +20,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from google.protobuf.any_pb2 import Any as AnyProto
 
 from meshproxy._gen.rbac.v1 import pq_pb2
-from meshproxy.config.compile_common import Ctx, enum_name, string_match, type_url, unpack
-from meshproxy.config.compile_route import header_matcher
+from meshproxy.config.compile_common import Ctx, enum_name, header_matcher, string_match, type_url, unpack
 from meshproxy.rbac.model import (
     AllOf,
     Always,

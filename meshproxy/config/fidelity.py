@@ -433,6 +433,11 @@ TABLE: dict[str, dict[str, Field]] = {
     ),
     "envoy.type.v3.HttpStatus": _message("code"),
     # RBAC (compile_rbac.py; docs/authorization.md): every refusal is the compiler's, by path.
+    "envoy.extensions.filters.http.rbac.v3.RBAC": _message(
+        "rules rules_stat_prefix shadow_rules shadow_rules_stat_prefix",
+        "matcher shadow_matcher track_per_rule_stats",
+    ),
+    "envoy.extensions.filters.http.rbac.v3.RBACPerRoute": _message("rbac"),
     "envoy.extensions.filters.network.rbac.v3.RBAC": _message(
         "rules shadow_rules shadow_rules_stat_prefix stat_prefix",
         "matcher shadow_matcher enforcement_type delay_deny",
@@ -704,9 +709,6 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.route.v3.RouteAction.MaxStreamDuration",
         "envoy.config.route.v3.RouteAction.UpgradeConfig",
         "envoy.config.route.v3.WeightedCluster",
-        # Until the HTTP filter chain runs envoy.filters.http.rbac (the filters seam).
-        "envoy.extensions.filters.http.rbac.v3.RBAC",
-        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",

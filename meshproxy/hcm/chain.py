@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from meshproxy.config.policy import LocalRateLimit
 from meshproxy.hcm.filters import FilterChain, Hooks
 from meshproxy.hcm.local_ratelimit import local_rate_limit
+from meshproxy.hcm.rbac import http_rbac
+from meshproxy.rbac.model import RbacFilter
 
 if TYPE_CHECKING:
     from meshproxy.config.model import HttpFilter
@@ -22,6 +24,7 @@ Factory = Callable[[Any, str, "HttpContext", float], Hooks | None]
 
 FACTORIES: dict[type, Factory] = {
     LocalRateLimit: local_rate_limit,
+    RbacFilter: http_rbac,
 }
 
 

@@ -20,6 +20,7 @@ from meshproxy.hcm.chain import build_chain
 from meshproxy.hcm.reply import LocalReply
 from meshproxy.overload.state import NORMAL, OverloadState
 from meshproxy.router.retry import RetryRules
+from meshproxy.stats import Store
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
@@ -155,6 +156,7 @@ class HttpContext:
         "routes",
         "scheme",
         "stats",
+        "store",
         "to_http1",
         "to_http2",
     )
@@ -171,11 +173,14 @@ class HttpContext:
         now: float,
         scheme: bytes = b"http",
         local_identity: SpiffeId | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
         self.clusters = clusters
         self.stats = stats
+        # Every scope's stats, for filters that keep their own (RBAC's, by namespace).
+        self.store = store if store is not None else Store()
         self.listener = listener
         # The overload manager's state, read once per decision; the listener swaps it whole
         # (``set_overload``) when the server's overload runtime changes it.

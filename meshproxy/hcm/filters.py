@@ -52,6 +52,7 @@ class FilterStream(Protocol):
     url: bytes  # the request target after the path policy
     authority: bytes | None
     headers: list[tuple[bytes, bytes]]  # the request's headers, mutable, without pseudo-headers
+    xff: bytes | None  # the x-forwarded-for it arrived with (joined), before this hop's
     flags: str  # the access record's response flags
     finished: bool
 

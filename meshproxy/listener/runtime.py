@@ -223,6 +223,7 @@ class ListenerRuntime:
                 monotonic(),
                 scheme=b"https" if chain.tls is not None else b"http",
                 local_identity=local_identity(chain.tls.certificate_chain) if chain.tls is not None else None,
+                store=self._store,
             )
             ctx.to_http2 = relay_over_http2
             ctx.to_http1 = Http1Upstream

@@ -192,6 +192,23 @@ class Engine:
         return True, name
 
 
+def reads_destination(rules: Rules | None) -> bool:
+    """Whether any leaf of ``rules`` reads the connection's local address or port (so a caller
+    that must look it up per request can skip that otherwise)."""
+    if rules is None:
+        return False
+    todo: list[Node] = [n for p in rules.policies for n in (*p.permissions, *p.principals)]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, PortRange) or (isinstance(node, Cidr) and node.address == "destination"):
+            return True
+        if isinstance(node, AllOf | AnyOf):
+            todo.extend(node.children)
+        elif isinstance(node, Not):
+            todo.append(node.child)
+    return False
+
+
 def _policy(permission: Predicate, principal: Predicate) -> Predicate:
     return lambda facts: permission(facts) and principal(facts)
 
