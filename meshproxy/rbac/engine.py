@@ -27,8 +27,9 @@ header index only when a header leaf is reached. Must not import asyncio, socket
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv6Address, ip_address
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
     from meshproxy.config.model import StringMatch
     from meshproxy.tls.engine import Negotiated
 
-IpAddress = IPv4Address | IPv6Address
+# An address as the CIDR leaves compare it: (IP version, its integer value).
+Ip = tuple[int, int]
 # Pseudo-headers the codecs carry apart from the header list, and the Facts attribute of each.
 _PSEUDO = {b":method": "method", b":path": "target", b":authority": "authority", b":scheme": "scheme"}
 _EMPTY: dict[bytes, bytes] = {}
@@ -111,23 +113,23 @@ class Facts:
         self.authority = authority
         self.scheme = scheme
         # Derived on first use (an unset slot would cost an exception to discover).
-        self._direct_remote: IpAddress | object | None = _UNPARSED
-        self._remote: IpAddress | object | None = _UNPARSED
-        self._destination: IpAddress | object | None = _UNPARSED
+        self._direct_remote: Ip | object | None = _UNPARSED
+        self._remote: Ip | object | None = _UNPARSED
+        self._destination: Ip | object | None = _UNPARSED
         self._path: bytes | None = None
         self._index: dict[bytes, bytes] | None = None
 
-    def address(self, which: str) -> IpAddress | None:
-        """``direct_remote``, ``remote`` or ``destination``, parsed once (None: not an IP)."""
-        slot = "_" + which
+    def address(self, slot: str) -> Ip | None:
+        """The address of ``slot`` (``_direct_remote``, ``_remote`` or ``_destination``),
+        parsed once per request (None: not an IP)."""
         parsed = getattr(self, slot)
         if parsed is _UNPARSED:
-            if which == "remote" and self.xff:
+            if slot == "_remote" and self.xff:
                 parsed = _parse_ip(self.xff.rpartition(b",")[2].strip().decode("latin-1"))
                 if parsed is None:
-                    parsed = self.address("direct_remote")
+                    parsed = self.address("_direct_remote")
             else:
-                parsed = _parse_ip(self.peer if which == "direct_remote" else self.local)
+                parsed = _parse_ip(self.peer if slot == "_direct_remote" else self.local)
             setattr(self, slot, parsed)
         return parsed
 
@@ -150,14 +152,17 @@ class Facts:
         return index
 
 
-def _parse_ip(text: str) -> IpAddress | None:
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> Ip | None:
+    """Cached across requests: a connection's peer and local address repeat on each of its
+    requests, and parsing one costs more than the rest of a typical evaluation."""
     try:
         parsed = ip_address(text.partition("%")[0])  # a scope id is not part of the address
     except ValueError:
         return None
     if isinstance(parsed, IPv6Address) and parsed.ipv4_mapped is not None:
-        return parsed.ipv4_mapped
-    return parsed
+        parsed = parsed.ipv4_mapped
+    return parsed.version, int(parsed)
 
 
 Predicate = Callable[[Facts], bool]
@@ -295,11 +300,12 @@ def _header(node: Header) -> Predicate:
 
 
 def _cidr(node: Cidr) -> Predicate:
-    network, which = node.network, node.address
+    network, slot = node.network, "_" + node.address
+    version, base, mask = network.version, int(network.network_address), int(network.netmask)
 
     def in_network(facts: Facts) -> bool:
-        address = facts.address(which)
-        return address is not None and address.version == network.version and address in network
+        address = facts.address(slot)
+        return address is not None and address[0] == version and address[1] & mask == base
 
     return in_network
 
