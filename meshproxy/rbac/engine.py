@@ -250,6 +250,11 @@ def compile_node(node: Node) -> Predicate:
 def _combine(children: list[Predicate], *, every: bool) -> Predicate:
     if len(children) == 1:
         return children[0]
+    if len(children) == 2:  # the common shape (a path and a method): one call fewer than a loop
+        first, second = children
+        if every:
+            return lambda facts: first(facts) and second(facts)
+        return lambda facts: first(facts) or second(facts)
     if every:
 
         def all_of(facts: Facts) -> bool:
