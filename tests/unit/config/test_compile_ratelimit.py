@@ -44,7 +44,8 @@ def test_two_rate_limits_by_two_names_each_keep_their_own_bucket() -> None:
                         hcm(
                             http_filters=[
                                 rate_limit_filter(token_bucket=BUCKET),
-                                rate_limit_filter(token_bucket=BUCKET | {"max_tokens": 3}) | {"name": "second"},
+                                rate_limit_filter(token_bucket=BUCKET | {"max_tokens": 3})
+                                | {"name": "second"},
                                 ROUTER_FILTER,
                             ]
                         )
