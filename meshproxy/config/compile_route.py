@@ -23,6 +23,7 @@ from meshproxy.config.compile_common import (
     duration,
     enum_name,
     finish,
+    header_matcher,
     header_mutations,
     port_in_range,
     regex,
@@ -36,7 +37,6 @@ from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     DirectResponse,
-    HeaderMatcher,
     QueryParameterMatcher,
     Redirect,
     RegexRewrite,
@@ -245,31 +245,6 @@ def _check_separated_prefix(prefix: str, ctx: Ctx) -> None:
         ctx.problem(f'"{prefix}" must not end with "/" (to match every path, use prefix "/")')
     elif "?" in prefix or "#" in prefix:
         ctx.problem(f'"{prefix}" must not contain "?" or "#"')
-
-
-def header_matcher(msg: rc.HeaderMatcher, ctx: Ctx) -> HeaderMatcher | None:
-    if not msg.name:
-        ctx.at("name").problem("is required")
-        return None
-    kind = msg.WhichOneof("header_match_specifier")
-    if kind == "range_match":
-        ctx.at("range_match").problem("is not supported; use string_match with safe_regex")
-        return None
-    common = {"invert": msg.invert_match, "missing_as_empty": msg.treat_missing_header_as_empty}
-    if kind is None:  # Envoy: no specifier means "the header is present"
-        return HeaderMatcher(msg.name.lower(), None, **common)
-    if kind == "present_match":
-        return HeaderMatcher(msg.name.lower(), None, present=msg.present_match, **common)
-    if kind == "string_match":
-        match = string_match(
-            msg.string_match,
-            "match_pattern",
-            ctx.at("string_match"),
-            ignore_case=msg.string_match.ignore_case,
-        )
-    else:  # the deprecated exact_match, prefix_match, ... fields
-        match = string_match(msg, "header_match_specifier", ctx)
-    return None if match is None else HeaderMatcher(msg.name.lower(), match, **common)
 
 
 def query_parameter_matcher(msg: rc.QueryParameterMatcher, ctx: Ctx) -> QueryParameterMatcher | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from meshproxy.config.filter_config import Fault
 from meshproxy.config.policy import LocalRateLimit
+from meshproxy.hcm.fault import fault
 from meshproxy.hcm.filters import FilterChain, Hooks
 from meshproxy.hcm.local_ratelimit import local_rate_limit
 
@@ -22,6 +24,7 @@ Factory = Callable[[Any, str, "HttpContext", float], Hooks | None]
 
 FACTORIES: dict[type, Factory] = {
     LocalRateLimit: local_rate_limit,
+    Fault: fault,
 }
 
 

@@ -531,7 +531,7 @@ class H2Stream:
         self.status = status
         self.response_started = True
         if self.grpc:
-            headers = grpc.local_reply_headers(status, body)
+            headers = grpc.local_reply_headers(status, body, reply.grpc_status)
             body = b""
         else:
             headers = [(b":status", b"%d" % status), (b"server", self.ctx.config.server_name.encode())]

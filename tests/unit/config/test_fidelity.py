@@ -171,6 +171,10 @@ def _base() -> dict[str, Any]:
                     "token_bucket": {"max_tokens": 1, "fill_interval": "1s"},
                 },
             },
+            {
+                "name": "envoy.filters.http.fault",
+                "typed_config": {"@type": PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"},
+            },
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
         "route_config": {
@@ -297,7 +301,8 @@ WHERE: dict[str, tuple[str | int, ...]] = {
         0,
         "typed_config",
     ),
-    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 1, "typed_config"),
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": (*MANAGER, "http_filters", 1, "typed_config"),
+    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 2, "typed_config"),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),
