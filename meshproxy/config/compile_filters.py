@@ -59,7 +59,6 @@ FILTERS: tuple[Kind, ...] = (
 _BY_URL: Mapping[str, Kind] = {type_url(k.message): k for k in FILTERS}
 _BY_NAME: Mapping[str, Kind] = {k.name: k for k in FILTERS}
 _PER_ROUTE_BY_URL: Mapping[str, Kind] = {type_url(k.per_route_message or k.message): k for k in FILTERS}
-_RUN = ", ".join(k.name for k in FILTERS)
 
 
 def http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> tuple[HttpFilter, ...]:
@@ -86,8 +85,9 @@ def http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> tuple[HttpFilter, 
         elif kind is None:
             if not entry.is_optional:
                 c.problem(
-                    f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                    f"meshproxy runs {_RUN} and the router (mark a filter is_optional to have it skipped)"
+                    f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; meshproxy '
+                    "runs those of docs/configuration.md#http-filters (mark a filter is_optional to have it "
+                    "skipped)"
                 )
         elif not url:
             c.at("typed_config").problem(f"is required: a {kind.message.DESCRIPTOR.full_name}")
