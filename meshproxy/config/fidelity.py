@@ -452,6 +452,11 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort": _message(),
     "envoy.extensions.filters.common.fault.v3.FaultDelay": _message("fixed_delay header_delay percentage"),
     "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay": _message(),
+    "envoy.extensions.filters.http.health_check.v3.HealthCheck": _message(
+        "pass_through_mode headers",
+        cache_time=refused("only with pass_through_mode, which is refused"),
+        cluster_min_healthy_percentages=refused("health checks do not read the clusters' health"),
+    ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),

@@ -1,7 +1,8 @@
 """The compiled configs of the HTTP filters meshproxy runs beyond the local rate limit (frozen).
 
 Owns the shape of each filter's typed_config (and per-route config) as its runtime in ``hcm/``
-reads it: ``Fault`` (envoy.filters.http.fault). ``compile_filters.py``'s registry says which
+reads it: ``Fault`` (envoy.filters.http.fault), ``HealthCheckFilter``
+(envoy.filters.http.health_check). ``compile_filters.py``'s registry says which
 proto compiles to which. Must not import asyncio, sockets or generated protobuf code.
 """
 
@@ -49,3 +50,10 @@ class Fault:
     headers: tuple[HeaderMatcher, ...] = ()  # all must match
     downstream_nodes: tuple[str, ...] = ()  # x-envoy-downstream-service-node must be one
     max_active_faults: int | None = None  # None: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckFilter:
+    """envoy.extensions.filters.http.health_check.v3.HealthCheck with pass_through_mode false."""
+
+    headers: tuple[HeaderMatcher, ...] = ()  # all must match for a request to be a health check

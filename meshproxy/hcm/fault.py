@@ -20,16 +20,17 @@ from typing import TYPE_CHECKING, Any
 from meshproxy.config.model import RouteAction
 from meshproxy.hcm.filters import Hooks, Wait, route_config
 from meshproxy.hcm.reply import LocalReply
-from meshproxy.router.match import compile_header_matcher, header_index
+from meshproxy.router.match import compile_headers_match
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from meshproxy.config.filter_config import Fault, Percent
     from meshproxy.hcm.context import HttpContext
     from meshproxy.hcm.exchange import Exchange, RequestView
     from meshproxy.hcm.filters import FilterStream
+    from meshproxy.router.match import HeadersPredicate
     from meshproxy.stats import HttpStats
 
 DELAY = b"x-envoy-fault-delay-request"
@@ -51,7 +52,7 @@ class FaultFilter:
         self.rng: random.Random = ctx.rng
         # Header matchers per config (the filter's and each route's), compiled on first use;
         # bounded by the configs of this snapshot.
-        self.matchers: dict[Fault, tuple[frozenset[bytes], list[Callable[[dict[bytes, bytes]], bool]]]] = {}
+        self.matchers: dict[Fault, HeadersPredicate] = {}
 
     def request(self, stream: FilterStream, x: Exchange, now: float) -> LocalReply | Wait | None:
         state = x.filter_state
@@ -106,12 +107,10 @@ class FaultFilter:
             if node is None or node.decode("latin-1") not in cfg.downstream_nodes:
                 return False
         if cfg.headers:
-            compiled = self.matchers.get(cfg)
-            if compiled is None:
-                wanted = frozenset(h.name.encode() for h in cfg.headers)
-                compiled = self.matchers[cfg] = (wanted, [compile_header_matcher(h) for h in cfg.headers])
-            index = header_index(stream.headers, compiled[0], stream.authority or b"", stream.url)
-            return all(match(index) for match in compiled[1])
+            matches = self.matchers.get(cfg)
+            if matches is None:
+                matches = self.matchers[cfg] = compile_headers_match(cfg.headers)
+            return matches(stream.headers, stream.authority or b"", stream.url)
         return True
 
     def _hit(
