@@ -176,6 +176,10 @@ class HttpStats(StatSet):
     )
     local_rate_limit_ok: int = counter("Requests the local rate limit let through.")
     local_rate_limit_rate_limited: int = counter("Requests refused by the local rate limit (429 by default).")
+    fault_delays_injected: int = counter("Requests the fault filter delayed (flag DI).")
+    fault_aborts_injected: int = counter("Requests the fault filter answered itself (flag FI).")
+    fault_active_faults: int = gauge("Requests in progress with an injected fault.")
+    fault_faults_overflow: int = counter("Faults not injected because `max_active_faults` was reached.")
     downstream_cx_protocol_error: int = counter(
         "Requests refused with 400 as malformed HTTP/1.1 (smuggling defences); the connection is closed."
     )

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -28,6 +30,8 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 
 from meshproxy.config.compile_common import Ctx, type_url, unpack
+from meshproxy.config.compile_fault import FAULT_NAME, fault
+from meshproxy.config.compile_health_check import HEALTH_CHECK_NAME, health_check
 from meshproxy.config.compile_ratelimit import local_rate_limit
 from meshproxy.config.compile_rbac import HTTP_RBAC_NAME, http_filter, http_per_route
 from meshproxy.config.model import FilterConfigs, HttpFilter
@@ -54,12 +58,13 @@ class Kind:
 
 FILTERS: tuple[Kind, ...] = (
     Kind("envoy.filters.http.local_ratelimit", local_rate_limit_pb2.LocalRateLimit, local_rate_limit),
+    Kind(FAULT_NAME, fault_pb2.HTTPFault, fault, fault_pb2.HTTPFault, fault),
+    Kind(HEALTH_CHECK_NAME, health_check_pb2.HealthCheck, health_check),
     Kind(HTTP_RBAC_NAME, http_rbac_pb2.RBAC, http_filter, http_rbac_pb2.RBACPerRoute, http_per_route),
 )
 _BY_URL: Mapping[str, Kind] = {type_url(k.message): k for k in FILTERS}
 _BY_NAME: Mapping[str, Kind] = {k.name: k for k in FILTERS}
 _PER_ROUTE_BY_URL: Mapping[str, Kind] = {type_url(k.per_route_message or k.message): k for k in FILTERS}
-_RUN = ", ".join(k.name for k in FILTERS)
 
 
 def http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> tuple[HttpFilter, ...]:
@@ -86,8 +91,9 @@ def http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> tuple[HttpFilter, 
         elif kind is None:
             if not entry.is_optional:
                 c.problem(
-                    f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                    f"meshproxy runs {_RUN} and the router (mark a filter is_optional to have it skipped)"
+                    f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; meshproxy '
+                    "runs those of docs/configuration.md#http-filters (mark a filter is_optional to have it "
+                    "skipped)"
                 )
         elif not url:
             c.at("typed_config").problem(f"is required: a {kind.message.DESCRIPTOR.full_name}")

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lr
-from envoy.type.v3 import percent_pb2
 
 from meshproxy.config.compile_common import (
     Ctx,
     _header_value_option,  # the one HeaderValueOption reader; compile_common has no public name for it
     duration,
+    fractional_percent,
     reject_fields,
 )
 from meshproxy.config.policy import LocalRateLimit
 
 _MIN_FILL_INTERVAL = 0.050  # Envoy refuses a faster fill timer
-_DENOMINATORS = {
-    percent_pb2.FractionalPercent.HUNDRED: 100,
-    percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
-    percent_pb2.FractionalPercent.MILLION: 1_000_000,
-}
 # Each of these would limit by something other than the one shared bucket: rejected, not dropped.
 _UNSUPPORTED = ("descriptors", "rate_limits", "local_cluster_rate_limit")
 
@@ -84,12 +79,5 @@ def _fraction(msg: lr.LocalRateLimit, name: str, ctx: Ctx) -> float:
     if not msg.HasField(name):
         return 0.0
     fraction: base_pb2.RuntimeFractionalPercent = getattr(msg, name)
-    value = fraction.default_value
-    denominator = _DENOMINATORS.get(value.denominator)
-    if denominator is None:
-        ctx.at(name).at("default_value").at("denominator").problem(
-            f"{value.denominator} is not a DenominatorType"
-        )
-        return 0.0
-    # Envoy caps a numerator above its denominator at 100%.
-    return min(value.numerator, denominator) * 100.0 / denominator
+    percent = fractional_percent(fraction.default_value, ctx.at(name).at("default_value"))
+    return 0.0 if percent is None else percent.numerator * 100.0 / percent.denominator

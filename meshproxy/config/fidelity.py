@@ -462,6 +462,30 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.type.matcher.v3.PathMatcher": _message("path"),
     "envoy.type.v3.Int32Range": _message("start end"),
     "envoy.type.v3.TokenBucket": _message("max_tokens tokens_per_fill fill_interval"),
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": _message(
+        "delay abort upstream_cluster headers downstream_nodes max_active_faults",
+        response_rate_limit=refused("response bandwidth limits are not injected"),
+        delay_percent_runtime=accepted(_NO_RUNTIME),
+        abort_percent_runtime=accepted(_NO_RUNTIME),
+        delay_duration_runtime=accepted(_NO_RUNTIME),
+        abort_http_status_runtime=accepted(_NO_RUNTIME),
+        max_active_faults_runtime=accepted(_NO_RUNTIME),
+        response_rate_limit_percent_runtime=accepted(_NO_RUNTIME),
+        abort_grpc_status_runtime=accepted(_NO_RUNTIME),
+        disable_downstream_cluster_stats=accepted("meshproxy keeps no per-downstream-cluster fault stats"),
+        filter_metadata=accepted("metadata for the access log, which meshproxy writes in its own format"),
+    ),
+    "envoy.extensions.filters.http.fault.v3.FaultAbort": _message(
+        "http_status grpc_status header_abort percentage"
+    ),
+    "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort": _message(),
+    "envoy.extensions.filters.common.fault.v3.FaultDelay": _message("fixed_delay header_delay percentage"),
+    "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay": _message(),
+    "envoy.extensions.filters.http.health_check.v3.HealthCheck": _message(
+        "pass_through_mode headers",
+        cache_time=refused("only with pass_through_mode, which is refused"),
+        cluster_min_healthy_percentages=refused("health checks do not read the clusters' health"),
+    ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from meshproxy.config.filter_config import Fault, HealthCheckFilter
 from meshproxy.config.policy import LocalRateLimit
+from meshproxy.hcm.fault import fault
 from meshproxy.hcm.filters import FilterChain, Hooks
+from meshproxy.hcm.health_check import health_check
 from meshproxy.hcm.local_ratelimit import local_rate_limit
 from meshproxy.hcm.rbac import http_rbac
 from meshproxy.rbac.model import RbacFilter
@@ -24,6 +27,8 @@ Factory = Callable[[Any, str, "HttpContext", float], Hooks | None]
 
 FACTORIES: dict[type, Factory] = {
     LocalRateLimit: local_rate_limit,
+    Fault: fault,
+    HealthCheckFilter: health_check,
     RbacFilter: http_rbac,
 }
 

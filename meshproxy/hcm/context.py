@@ -47,6 +47,7 @@ class ListenerView(Protocol):
     config: Listener
     draining: bool  # exchanges end their connection (connection: close, GOAWAY)
     graceful: bool  # ... while it still accepts (a graceful drain's first phase)
+    health_failed: bool  # the admin's /healthcheck/fail (the health_check filter answers 503)
     deadlines: set[Any]  # streams whose coarse route deadline the listener's tick keeps
 
     def connection_opened(self, conn: Any) -> None: ...

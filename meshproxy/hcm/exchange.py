@@ -10,7 +10,7 @@ back-off delay to wait, a deadline to arm) and never touches a socket, a timer o
 HTTP/1.1 and HTTP/2 streams each hold one ``Exchange`` and carry its decisions out
 (``Carrier``).
 
-It is one module of about 640 lines on purpose: the rules below share one request's state
+It is one module of about 600 lines on purpose: the rules below share one request's state
 (attempt count, retry hold, body copy, deadlines), and splitting them would split that state.
 
 Rules (the numbers are cited in the code):
@@ -83,11 +83,10 @@ from meshproxy.hcm.context import (
     LocalReply,
     RoutePlan,
 )
-from meshproxy.hcm.filters import run_end, run_request, run_response
+from meshproxy.hcm.filters import run_end, run_request
 from meshproxy.hcm.record import access_record
-from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.action import pick_cluster, redirect_location
 from meshproxy.router.hashing import request_hash
-from meshproxy.router.headers import apply_mutations
 from meshproxy.router.path import Outcome, normalize
 from meshproxy.router.retry import grpc_status_of
 
@@ -347,67 +346,6 @@ class Exchange:
                     headers.append((GRPC_TIMEOUT, value))
             elif at >= 0:
                 del headers[at]
-
-    def upstream_request(
-        self,
-        authority: bytes,
-        url: bytes,
-        headers: list[tuple[bytes, bytes]],
-        xff: bytes | None,
-        xfp: bytes | None,
-        peer_ip: bytes,
-        request_id: bytes | None,
-    ) -> tuple[bytes, bytes, bytes, bytes, bytes | None]:
-        """What the upstream request says, whatever its codec: applies the route's request
-        mutations to ``headers`` and returns (authority, target, x-forwarded-for,
-        x-forwarded-proto, x-request-id or None)."""
-        ctx = self.ctx
-        plan = self.plan
-        decision = self.decision
-        assert plan is not None and decision is not None
-        weighted = self.weighted
-        levels = plan.request_levels if weighted is None else decision.request_mutations_for(weighted)
-        if levels:
-            apply_mutations(headers, *levels)
-        target = rewrite_target(decision.route, url) if plan.rewrites else url  # type: ignore[arg-type]  # routed
-        # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
-        # use_remote_address this hop is the edge and states the scheme itself.
-        xff = xff + b", " + peer_ip if xff else peer_ip
-        xfp = ctx.scheme if ctx.config.use_remote_address or xfp is None else xfp
-        if request_id is None and ctx.config.generate_request_id:
-            request_id = ctx.request_ids.next()
-        return plan.host or authority, target, xff, xfp, request_id
-
-    def response_levels(self) -> tuple[Any, ...]:
-        weighted = self.weighted
-        if weighted is None:
-            return self.plan.response_levels  # type: ignore[union-attr]  # only called once routed
-        return self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]  # only called once routed
-
-    def reply_headers(self, reply: LocalReply) -> list[tuple[bytes, bytes]] | None:
-        """The extra headers of a local reply; once a route was chosen, with its response
-        mutations (Envoy's router finalizes the response headers of its local replies too)."""
-        extra = list(reply.extra) if reply.extra else None
-        decision = self.decision
-        if decision is not None:
-            levels = decision.response_mutations_for(self.weighted)
-            if levels:
-                extra = extra or []
-                apply_mutations(extra, *levels)
-        chain = self.ctx.filters
-        if chain is not None and chain.response:
-            extra = extra or []
-            run_response(chain, self, reply.status, extra)
-        return extra
-
-    def edit_response(self, status: int, headers: list[tuple[bytes, bytes]], levels: tuple[Any, ...]) -> None:
-        """An upstream response's headers: the route's mutations (``response_levels``), then
-        the filters' response hooks (rule 2). Callers skip it when neither has anything."""
-        if levels:
-            apply_mutations(headers, *levels)
-        chain = self.ctx.filters
-        if chain is not None:
-            run_response(chain, self, status, headers)
 
     def keepalive_closes(self) -> bool:
         """The overload manager's disable_http_keepalive for this response: True when it closes

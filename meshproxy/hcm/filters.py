@@ -11,9 +11,10 @@ Contract, for whoever adds a filter (``hcm/chain.py`` maps a compiled config to 
    HCM's own steps (overload shed, path normalisation) and the route match (``x.decision``,
    so per-route config is readable: ``route_config(x, name)``), before the router's action.
    It may mutate ``stream.headers`` and returns None (go on), a ``LocalReply`` (answer now: the
-   chain stops) or a ``Wait`` (hold the request: the chain resumes at the next filter after
-   ``Wait.delay`` seconds, or, with ``delay`` None, when the filter calls ``stream.resume()``
-   itself once its decision arrived; it must check ``stream.finished`` first).
+   chain stops) or a ``Wait`` (hold the request for ``Wait.delay`` seconds, or with ``delay``
+   None until the filter calls ``stream.resume()`` once its decision arrived, after checking
+   ``stream.finished``). Then the same hook is called again: its per-request state tells it
+   that it waited, and it answers as in the first call (Envoy's continueDecoding).
 4. ``response(x, status, headers)`` may mutate the response headers; it runs in reverse order
    (Envoy's encoder order) on upstream responses and on every local reply, after the route's
    response header mutations.
@@ -101,13 +102,13 @@ def route_config(x: Exchange, name: str) -> Any:
 
 
 def run_request(chain: FilterChain, stream: FilterStream, x: Exchange, now: float) -> bool:
-    """Rule 3: the request hooks from where the chain stopped; True when all let it through.
-    A local reply or a wait is carried out on ``stream`` here."""
+    """Rule 3: the request hooks from where the chain stopped (a hook that asked to wait runs
+    again); True when all let the request through. A local reply or a wait is carried out on
+    ``stream`` here."""
     hooks = chain.request
     at = x.filters_at
     while at < len(hooks):
         verdict = hooks[at](stream, x, now)
-        at += 1
         if verdict is not None:
             x.filters_at = at
             if isinstance(verdict, Wait):
@@ -115,6 +116,7 @@ def run_request(chain: FilterChain, stream: FilterStream, x: Exchange, now: floa
             else:
                 stream.local_reply(verdict)
             return False
+        at += 1
     x.filters_at = at
     return True
 

@@ -46,6 +46,7 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import edit_response, edits_response, reply_headers
 from meshproxy.hcm.upgrade import upgrade_refusal
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
@@ -468,11 +469,10 @@ class Stream:
         self.status = status
         self.response_started = True
         lines = self.resp_lines
-        levels = x.response_levels()
-        chain = self.ctx.filters
-        if levels or (chain is not None and chain.response):
+        levels = edits_response(x)
+        if levels is not None:
             headers = codec.header_lines(b"".join(lines))
-            x.edit_response(status, headers, levels)
+            edit_response(x, status, headers, levels)
             lines = [codec.join_lines(headers)]
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         if no_body:
@@ -589,7 +589,7 @@ class Stream:
             status,
             body,
             close=not self.keep_alive,
-            extra=self.x.reply_headers(reply),
+            extra=reply_headers(self.x, reply),
             head_only=self.method == b"HEAD",
         )
         self.tx_bytes += len(body)

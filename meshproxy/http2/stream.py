@@ -35,6 +35,7 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import edit_response, edits_response, reply_headers, upstream_request
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
@@ -215,8 +216,8 @@ class H2Stream:
         if x.body_copy is not None:
             for data, _ in self.up_half.chunks:  # DATA of the read that opened the stream
                 x.keep_body(data)
-        host, target, xff, xfp, rid = x.upstream_request(
-            authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
+        host, target, xff, xfp, rid = upstream_request(
+            x, authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
         )
         self.request_id = rid
         out = [
@@ -421,10 +422,9 @@ class H2Stream:
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        levels = x.response_levels()
-        chain = self.ctx.filters
-        if levels or (chain is not None and chain.response):
-            x.edit_response(status, out, levels)
+        levels = edits_response(x)
+        if levels is not None:
+            edit_response(x, status, out, levels)
         out.insert(0, (b":status", b"%d" % status))
         # A trailers-only response (gRPC errors) stays one HEADERS frame with END_STREAM.
         self._send_headers(out, end=end)
@@ -531,14 +531,14 @@ class H2Stream:
         self.status = status
         self.response_started = True
         if self.grpc:
-            headers = grpc.local_reply_headers(status, body)
+            headers = grpc.local_reply_headers(status, body, reply.grpc_status)
             body = b""
         else:
             headers = [(b":status", b"%d" % status), (b"server", self.ctx.config.server_name.encode())]
             if body:
                 headers.append((b"content-type", b"text/plain"))
             headers.append((b"content-length", b"%d" % len(body)))
-        extra = self.x.reply_headers(reply)
+        extra = reply_headers(self.x, reply)
         if extra:
             headers += extra
         self.tx_bytes += len(body)

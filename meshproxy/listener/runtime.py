@@ -147,6 +147,8 @@ class ListenerRuntime:
         self.draining = False
         # A graceful drain's first phase: still accepting, every exchange in drain mode.
         self.graceful = False
+        # The admin's /healthcheck/fail, until /healthcheck/ok (the server sets it on all).
+        self.health_failed = False
         # The runtime that replaced this one: connections this one accepted late go there.
         self.successor: ListenerRuntime | None = None
         self.connections: set[Tracked] = set()

@@ -236,7 +236,7 @@ def test_a_known_envoy_filter_meshproxy_does_not_run_is_a_problem_not_a_parse_er
     assert problems_of(doc) == [
         f'{HCM_PATH}.http_filters[0]: http filter "envoy.filters.http.cors" '
         "(type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported; meshproxy runs "
-        "envoy.filters.http.local_ratelimit, envoy.filters.http.rbac and the router (mark a filter is_optional to have it skipped)"
+        "those of docs/configuration.md#http-filters (mark a filter is_optional to have it skipped)"
     ]
 
 

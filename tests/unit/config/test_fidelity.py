@@ -36,6 +36,7 @@ from meshproxy.errors import ConfigError
 
 PREFIX = "type.googleapis.com/"
 ROUTER = PREFIX + "envoy.extensions.filters.http.router.v3.Router"
+HEALTH_CHECK = PREFIX + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
 HCM = PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY = PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
@@ -170,6 +171,14 @@ def _base() -> dict[str, Any]:
                     "stat_prefix": "rl",
                     "token_bucket": {"max_tokens": 1, "fill_interval": "1s"},
                 },
+            },
+            {
+                "name": "envoy.filters.http.fault",
+                "typed_config": {"@type": PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"},
+            },
+            {
+                "name": "envoy.filters.http.health_check",
+                "typed_config": {"@type": HEALTH_CHECK, "pass_through_mode": False},
             },
             {
                 "name": "envoy.filters.http.rbac",
@@ -315,8 +324,15 @@ WHERE: dict[str, tuple[str | int, ...]] = {
         0,
         "typed_config",
     ),
-    "envoy.extensions.filters.http.rbac.v3.RBAC": (*MANAGER, "http_filters", 1, "typed_config"),
-    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 2, "typed_config"),
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": (*MANAGER, "http_filters", 1, "typed_config"),
+    "envoy.extensions.filters.http.health_check.v3.HealthCheck": (
+        *MANAGER,
+        "http_filters",
+        2,
+        "typed_config",
+    ),
+    "envoy.extensions.filters.http.rbac.v3.RBAC": (*MANAGER, "http_filters", 3, "typed_config"),
+    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 4, "typed_config"),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),

@@ -16,6 +16,7 @@ from test_exchange import T0, Request, context
 from meshproxy.hcm.context import LocalReply
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.hcm.filters import FilterChain, Hooks, Wait, route_config
+from meshproxy.hcm.headers import edit_response, reply_headers
 from meshproxy.router.table import RouteTable
 
 
@@ -85,26 +86,34 @@ def test_a_local_reply_stops_the_chain_and_goes_to_the_stream() -> None:
     assert seen == [f"a@{T0:g}"]
 
 
-def test_a_wait_pauses_the_stream_and_the_chain_resumes_at_the_next_filter() -> None:
+def test_a_wait_pauses_the_stream_and_the_chain_resumes_by_asking_the_same_filter_again() -> None:
     seen: list[str] = []
-    x, stream = started(FilterChain([recorder(seen, "a"), recorder(seen, "b", Wait(0.25)), recorder(seen, "c")]))
+
+    def hold_once(stream: Any, x: Exchange, now: float) -> Wait | None:
+        seen.append(f"hold@{now:g}")
+        state = x.filter_state = x.filter_state or {}
+        return None if state.pop("hold", False) else state.setdefault("hold", Wait(0.25))
+
+    x, stream = started(FilterChain([recorder(seen, "a"), Hooks("hold", hold_once), recorder(seen, "c")]))
     assert x.request_filters(stream, T0) is False  # type: ignore[arg-type]
     assert stream.pauses == [0.25]
     assert x.request_filters(stream, T0 + 0.25) is True  # what the stream's resume() calls
-    assert seen == [f"a@{T0:g}", f"b@{T0:g}", f"c@{T0 + 0.25:g}"]
+    assert seen == [f"a@{T0:g}", f"hold@{T0:g}", f"hold@{T0 + 0.25:g}", f"c@{T0 + 0.25:g}"]
     assert x.request_filters(stream, T0 + 1) is True  # nothing runs twice
-    assert len(seen) == 3
+    assert len(seen) == 4
 
 
 def test_response_hooks_run_in_reverse_order_on_local_replies_after_the_route_mutations() -> None:
     seen: list[str] = []
-    ctx = context(routes=[{"match": {"prefix": "/"}, "direct_response": {"status": 204}, **_ADD_ROUTE_HEADER}])
+    ctx = context(
+        routes=[{"match": {"prefix": "/"}, "direct_response": {"status": 204}, **_ADD_ROUTE_HEADER}]
+    )
     ctx.filters = FilterChain([recorder(seen, "a"), recorder(seen, "b")])
     x = Exchange(ctx, T0)
     assert x.match(b"svc", b"/", []) is None
     reply = x.route(b"svc")
     assert isinstance(reply, LocalReply)
-    assert x.reply_headers(reply) == [(b"x-route", b"1"), (b"x-filter", b"b"), (b"x-filter", b"a")]
+    assert reply_headers(x, reply) == [(b"x-route", b"1"), (b"x-filter", b"b"), (b"x-filter", b"a")]
     assert seen == ["b:204", "a:204"]
 
 
@@ -112,7 +121,7 @@ def test_response_hooks_edit_an_upstream_response() -> None:
     seen: list[str] = []
     x, _ = started(FilterChain([recorder(seen, "a"), Hooks("quiet"), recorder(seen, "b")]))
     headers = [(b"content-type", b"text/plain")]
-    x.edit_response(503, headers, ())
+    edit_response(x, 503, headers, ())
     assert headers == [(b"content-type", b"text/plain"), (b"x-filter", b"b"), (b"x-filter", b"a")]
     assert seen == ["b:503", "a:503"]
 

@@ -16,6 +16,7 @@ from test_exchange import T0, Request, Stream, context, forwarded, route
 
 from meshproxy.hcm.context import OVERLOADED, LocalReply
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import upstream_request
 from meshproxy.overload.config import TimerMinimum
 from meshproxy.overload.state import NORMAL, OverloadState
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -63,7 +64,7 @@ def test_the_normalised_target_is_routed_and_forwarded() -> None:
     assert isinstance(cluster, ClusterRuntime)
     assert x.target == b"/internal/x?y=/../z"  # the query is never touched
     assert x.forward(cluster, b"svc", x.target, [], b"10.0.0.1") is None
-    _, target, *_ = x.upstream_request(b"svc", x.target, [], None, None, b"10.0.0.1", None)
+    _, target, *_ = upstream_request(x, b"svc", x.target, [], None, None, b"10.0.0.1", None)
     assert target == b"/internal/x?y=/../z"
 
 
