@@ -13,6 +13,7 @@ denied, the socket is closed unread and the listener's pre-connection slot given
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from meshproxy.rbac.engine import Facts
 if TYPE_CHECKING:
     from meshproxy.listener.chain_match import Address
     from meshproxy.rbac.runtime import RbacRuntime
+
+log = logging.getLogger("meshproxy.rbac")
 
 
 class RbacGate(asyncio.Protocol):
@@ -40,11 +43,14 @@ class RbacGate(asyncio.Protocol):
         peer, _ = address_of(transport.get_extra_info("peername"))
         host, port = self.local
         facts = Facts(peer=peer, local=host, local_port=port, tls=transport.get_extra_info("tls"))
-        if self.rbac.check(facts) is None:
+        denied = self.rbac.check(facts)
+        if denied is None:
             self.allowed = True
             transport.set_protocol(self.inner)
             self.inner.connection_made(transport)
             return
+        # Counted (``<stat_prefix>.rbac.denied``); the line is for whoever debugs a policy.
+        log.debug("connection from %s to %s:%d closed: %s", peer, host, port, denied)
         transport.close()
 
     def data_received(self, data: bytes) -> None:

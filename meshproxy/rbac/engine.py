@@ -20,9 +20,10 @@ Owns the semantics of ``envoy.config.rbac.v3.RBAC`` (Envoy's
    and the ports the connection's local (or original destination) address. An IPv4-mapped
    IPv6 address is its IPv4 address (dual-stack sockets).
 
-Cost: everything that can be decided from the configuration is decided in ``compile_rules``;
-a request pays one call per node it visits, a parsed address at most once per request and a
-header index only when a header leaf is reached. Must not import asyncio, sockets or protobuf.
+Cost: everything that can be decided from the configuration is decided in ``compile_node``;
+a request pays one call per node it visits, a cache lookup per address read (each distinct
+address is parsed once per process, ``_parse_ip``), the path split once, and a header index
+only when a non-pseudo header leaf is reached. Must not import asyncio, sockets or protobuf.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ Ip = tuple[int, int]
 # Pseudo-headers the codecs carry apart from the header list, and the Facts attribute of each.
 _PSEUDO = {b":method": "method", b":path": "target", b":authority": "authority", b":scheme": "scheme"}
 _EMPTY: dict[bytes, bytes] = {}
-_UNPARSED = object()
 
 
 class Facts:
@@ -71,11 +71,8 @@ class Facts:
     """
 
     __slots__ = (
-        "_direct_remote",
-        "_destination",
         "_index",
         "_path",
-        "_remote",
         "authority",
         "headers",
         "local",
@@ -113,25 +110,22 @@ class Facts:
         self.authority = authority
         self.scheme = scheme
         # Derived on first use (an unset slot would cost an exception to discover).
-        self._direct_remote: Ip | object | None = _UNPARSED
-        self._remote: Ip | object | None = _UNPARSED
-        self._destination: Ip | object | None = _UNPARSED
         self._path: bytes | None = None
         self._index: dict[bytes, bytes] | None = None
 
-    def address(self, slot: str) -> Ip | None:
-        """The address of ``slot`` (``_direct_remote``, ``_remote`` or ``_destination``),
-        parsed once per request (None: not an IP)."""
-        parsed = getattr(self, slot)
-        if parsed is _UNPARSED:
-            if slot == "_remote" and self.xff:
-                parsed = _parse_ip(self.xff.rpartition(b",")[2].strip().decode("latin-1"))
-                if parsed is None:
-                    parsed = self.address("_direct_remote")
-            else:
-                parsed = _parse_ip(self.peer if slot == "_direct_remote" else self.local)
-            setattr(self, slot, parsed)
-        return parsed
+    def address(self, which: str) -> Ip | None:
+        """``direct_remote``, ``remote`` or ``destination`` (None: not an IP). Parsing is
+        cached per distinct address (``_parse_ip``), so nothing is kept here."""
+        if which == "direct_remote":
+            return _parse_ip(self.peer)
+        if which == "destination":
+            return _parse_ip(self.local)
+        xff = self.xff
+        if xff:
+            parsed = _parse_ip(xff.rpartition(b",")[2].strip().decode("latin-1"))
+            if parsed is not None:
+                return parsed
+        return _parse_ip(self.peer)
 
     def path(self) -> bytes:
         """The request path without query and fragment."""
@@ -305,11 +299,11 @@ def _header(node: Header) -> Predicate:
 
 
 def _cidr(node: Cidr) -> Predicate:
-    network, slot = node.network, "_" + node.address
+    network, which = node.network, node.address
     version, base, mask = network.version, int(network.network_address), int(network.netmask)
 
     def in_network(facts: Facts) -> bool:
-        address = facts.address(slot)
+        address = facts.address(which)
         return address is not None and address[0] == version and address[1] & mask == base
 
     return in_network
