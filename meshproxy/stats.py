@@ -180,6 +180,8 @@ class HttpStats(StatSet):
     fault_aborts_injected: int = counter("Requests the fault filter answered itself (flag FI).")
     fault_active_faults: int = gauge("Requests in progress with an injected fault.")
     fault_faults_overflow: int = counter("Faults not injected because `max_active_faults` was reached.")
+    cors_origin_valid: int = counter("Requests with an Origin the route's CORS policy allows.")
+    cors_origin_invalid: int = counter("Requests with an Origin the route's CORS policy does not allow.")
     downstream_cx_protocol_error: int = counter(
         "Requests refused with 400 as malformed HTTP/1.1 (smuggling defences); the connection is closed."
     )

@@ -85,7 +85,9 @@ _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
 _NO_MIRROR = "request mirroring is not supported"
-_NO_CORS = "CORS is not supported"
+_NO_CORS = (
+    "give the CORS policy as typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy)"
+)
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
@@ -485,6 +487,14 @@ TABLE: dict[str, dict[str, Field]] = {
         "pass_through_mode headers",
         cache_time=refused("only with pass_through_mode, which is refused"),
         cluster_min_healthy_percentages=refused("health checks do not read the clusters' health"),
+    ),
+    "envoy.extensions.filters.http.cors.v3.Cors": _message(),
+    "envoy.extensions.filters.http.cors.v3.CorsPolicy": _message(
+        "allow_origin_string_match allow_methods allow_headers expose_headers max_age allow_credentials "
+        "filter_enabled shadow_enabled allow_private_network_access",
+        forward_not_matching_preflights=refused(
+            "a preflight from an origin the policy does not allow is forwarded", allowed=(True,)
+        ),
     ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)

@@ -2,7 +2,8 @@
 
 Owns the shape of each filter's typed_config (and per-route config) as its runtime in ``hcm/``
 reads it: ``Fault`` (envoy.filters.http.fault), ``HealthCheckFilter``
-(envoy.filters.http.health_check). ``compile_filters.py``'s registry says which
+(envoy.filters.http.health_check), ``CorsFilter`` and ``CorsPolicy`` (envoy.filters.http.cors).
+``compile_filters.py``'s registry says which
 proto compiles to which. Must not import asyncio, sockets or generated protobuf code.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshproxy.config.model import HeaderMatcher
+from meshproxy.config.model import HeaderMatcher, StringMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +58,23 @@ class HealthCheckFilter:
     """envoy.extensions.filters.http.health_check.v3.HealthCheck with pass_through_mode false."""
 
     headers: tuple[HeaderMatcher, ...] = ()  # all must match for a request to be a health check
+
+
+@dataclass(frozen=True, slots=True)
+class CorsFilter:
+    """envoy.extensions.filters.http.cors.v3.Cors: the filter itself (its policies are per route)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """envoy.extensions.filters.http.cors.v3.CorsPolicy, a route's or virtual host's."""
+
+    allow_origins: tuple[StringMatch, ...] = ()  # one must match the Origin (or "*")
+    allow_methods: str = ""
+    allow_headers: str = ""
+    expose_headers: str = ""
+    max_age: str = ""
+    allow_credentials: bool = False
+    allow_private_network_access: bool = False
+    enabled: Percent = Percent(100)  # filter_enabled (absent: every request)
+    shadow: Percent = Percent(0)  # shadow_enabled: evaluated and counted only

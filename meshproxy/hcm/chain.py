@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.config.filter_config import Fault, HealthCheckFilter
+from meshproxy.config.filter_config import CorsFilter, Fault, HealthCheckFilter
 from meshproxy.config.policy import LocalRateLimit
+from meshproxy.hcm.cors import cors
 from meshproxy.hcm.fault import fault
 from meshproxy.hcm.filters import FilterChain, Hooks
 from meshproxy.hcm.health_check import health_check
@@ -29,6 +30,7 @@ FACTORIES: dict[type, Factory] = {
     LocalRateLimit: local_rate_limit,
     Fault: fault,
     HealthCheckFilter: health_check,
+    CorsFilter: cors,
     RbacFilter: http_rbac,
 }
 

@@ -37,6 +37,7 @@ from meshproxy.errors import ConfigError
 PREFIX = "type.googleapis.com/"
 ROUTER = PREFIX + "envoy.extensions.filters.http.router.v3.Router"
 HEALTH_CHECK = PREFIX + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
+CORS_POLICY = PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 HCM = PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY = PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
@@ -188,6 +189,7 @@ def _base() -> dict[str, Any]:
         ],
         "route_config": {
             "name": "r",
+            "typed_per_filter_config": {"cors": {"@type": CORS_POLICY}},
             "request_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}],
             "virtual_hosts": [
                 {
@@ -333,6 +335,7 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     ),
     "envoy.extensions.filters.http.rbac.v3.RBAC": (*MANAGER, "http_filters", 3, "typed_config"),
     "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 4, "typed_config"),
+    CORS_POLICY.removeprefix(PREFIX): (*MANAGER, "route_config", "typed_per_filter_config", MapKey("cors")),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),
