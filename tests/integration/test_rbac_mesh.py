@@ -4,9 +4,10 @@ The real controlplane serves a mesh where ``api`` (a sidecar with an inbound lis
 of an aiohttp application) allows ``web`` (an outbound-only sidecar), with ``pq: preferred`` and
 ``hybrid_callers: dry_run``. Both sidecars are in-process ``Server``s configured only over ADS,
 with certificates from one test CA. Checked: web's request crosses to api over PQ mutual TLS and
-is allowed by the generated RBAC; an identity of the trust domain that ``allow`` does not list
-completes the handshake and is closed before the application; a classical caller with web's
-identity is let through and counted by the dry-run rules.
+is allowed by the generated RBAC (api is HTTP: the HTTP filter); an identity of the trust domain
+that ``allow`` does not list completes the handshake and gets Envoy's 403 without reaching the
+application; a classical caller with web's identity is let through and counted by the dry-run
+rules.
 """
 
 from __future__ import annotations
@@ -119,12 +120,13 @@ async def test_allowed_callers_pass_and_others_are_closed(tmp_path: Path) -> Non
             async with httpx.AsyncClient() as http:
                 resp = await http.get(f"http://127.0.0.1:{api_port}/echo/hi")
             assert resp.status_code == 200
-            enforced = api.store.rbac_stats("inbound.rbac")
-            shadow = api.store.rbac_stats("inbound.rbac.hybrid_")
+            enforced = api.store.rbac_stats("http.inbound.rbac")
+            shadow = api.store.rbac_stats("http.inbound.rbac.hybrid_")
             assert (enforced.allowed, enforced.denied) == (1, 0)
             assert (shadow.shadow_allowed, shadow.shadow_denied) == (1, 0)  # web's sidecar went hybrid
 
-            assert await direct_get(inbound, client("ops")) == b""  # authenticated, not allowed
+            refused = await direct_get(inbound, client("ops"))  # authenticated, not allowed
+            assert refused.startswith(b"HTTP/1.1 403") and refused.endswith(b"RBAC: access denied")
             assert (enforced.allowed, enforced.denied) == (1, 1)
 
             answer = await direct_get(inbound, client("web", classical=True))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from certs import make_ca, make_leaf, write_leaf
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from controlplane.mesh import DEFAULT_GROUP, default_mesh_text, load_mesh, translate
@@ -132,7 +132,7 @@ def test_callers_reach_a_sidecar_over_pq_mtls_checking_its_identity(groups: dict
 
 
 def test_the_inbound_listener_admits_only_the_allowed_callers(groups: dict[str, Resources]) -> None:
-    """TLS authenticates the trust domain; the RBAC filter before the HCM admits the callers."""
+    """TLS authenticates the trust domain; the HTTP RBAC filter before the router admits the callers."""
     inbound = groups["greeter-v1"][LISTENER]["inbound"]
     assert inbound.address.socket_address.port_value == 15106
     tls = tls_pb2.DownstreamTlsContext()
@@ -140,8 +140,11 @@ def test_the_inbound_listener_admits_only_the_allowed_callers(groups: dict[str, 
     assert tls.require_client_certificate.value
     sans = tls.common_tls_context.validation_context.match_typed_subject_alt_names
     assert [m.matcher.prefix for m in sans] == ["spiffe://mesh.local/"]
-    rbac = network_rbac.RBAC()
-    assert inbound.filter_chains[0].filters[0].typed_config.Unpack(rbac)
+    manager = hcm.HttpConnectionManager()
+    assert inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.rbac", "envoy.filters.http.router"]
+    rbac = http_rbac.RBAC()
+    assert manager.http_filters[0].typed_config.Unpack(rbac)
     callers = rbac.rules.policies["allowed-callers"].principals[0].or_ids.ids
     assert [c.authenticated.principal_name.exact for c in callers] == [
         "spiffe://mesh.local/ns/default/sa/client"
