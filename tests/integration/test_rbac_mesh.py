@@ -109,7 +109,7 @@ def client(name: str, *, classical: bool = False) -> TlsConfig:
     )
 
 
-async def test_allowed_callers_pass_and_others_are_closed(tmp_path: Path) -> None:
+async def test_allowed_callers_pass_and_others_are_refused(tmp_path: Path) -> None:
     ca = make_ca()
     for group in ("api", "web"):
         write_leaf(make_leaf(ca, f"{TD}/{group}"), tmp_path / "certs" / group)
