@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Endpoint
+from meshproxy.admin.endpoint import Endpoint, method_not_allowed
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
@@ -147,7 +147,7 @@ class Admin:
             return json_answer(self._server_info())
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
-                return 405, b"use POST\n", b"text/plain"
+                return method_not_allowed(b"POST")
             if path == "/drain_listeners":
                 params = query.split("&")
                 srv.spawn(srv.drain(inbound_only="inboundonly" in params, graceful="graceful" in params))

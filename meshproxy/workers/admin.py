@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Answer, Endpoint
+from meshproxy.admin.endpoint import Answer, Endpoint, method_not_allowed
 from meshproxy.admin.server import HELP, envoy_config_dump, json_answer, jsonable
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
 from meshproxy.stats import StatsCollector, Store, stats_json
@@ -99,7 +99,7 @@ class WorkersAdmin:
             return await self._one_worker("0", method, path)
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
-                return 405, b"use POST\n", b"text/plain"
+                return method_not_allowed(b"POST")
             if path == "/drain_listeners":
                 sup.draining = True
                 sup.store.server["draining"] = 1
@@ -139,8 +139,7 @@ class WorkersAdmin:
         for _, answer in await self.supervisor.ask(
             ("admin", method, path), ASK_TIMEOUT, [workers[int(index)]]
         ):
-            status, body, ctype = answer
-            return status, body, ctype
+            return answer
         return 503, f"worker {index} is not serving\n".encode(), b"text/plain"
 
     def _workers(self) -> list[dict[str, Any]]:

@@ -208,11 +208,18 @@ async def test_clusters_lists_hosts_with_request_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status"), [("GET", "/no/such/page", 404), ("GET", "/quitquitquit", 405)]
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/no/such/page", 404, None),
+        ("GET", "/quitquitquit", 405, "POST"),
+        ("GET", "/drain_listeners", 405, "POST"),
+    ],
 )
-async def test_admin_refuses(method: str, path: str, status: int) -> None:
+async def test_admin_refuses(method: str, path: str, status: int, allow: str | None) -> None:
+    # RFC 9110 15.5.6: a 405 names the methods the path takes in Allow.
     async with admin_of_busy_proxy() as (_, admin):
-        assert (await admin.request(method, path)).status_code == status
+        resp = await admin.request(method, path)
+        assert (resp.status_code, resp.headers.get("allow")) == (status, allow)
         assert (await admin.get("/ready")).status_code == 200, "the proxy must still be up"
 
 
