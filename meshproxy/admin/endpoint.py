@@ -11,16 +11,19 @@ passes its high-water mark, reading pauses, and a further complete request close
 connection (so the buffer holds at most one answer more). A handler may answer later (an
 awaitable: the worker supervisor's admin asks its workers first); reading pauses meanwhile, and
 a request pipelined behind it closes the connection after that answer. An answer may carry extra
-headers (``method_not_allowed``: a 405 names the methods the path takes in ``Allow``). Must not depend on the data plane
-(listeners, HCM, overload admission): these connections bypass all of it on purpose.
+headers (``method_not_allowed``: a 405 names the methods the path takes in ``Allow``). Must not
+depend on the data plane (listeners, HCM, overload admission): these connections bypass all of
+it on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httptools
 
@@ -150,3 +153,7 @@ def method_not_allowed(*allowed: bytes) -> Answer:
     """405 with the ``Allow`` header RFC 9110 (15.5.6) requires: the methods the path takes."""
     methods = b", ".join(allowed)
     return 405, b"use " + b" or ".join(allowed) + b"\n", b"text/plain", [(b"allow", methods)]
+
+
+def json_answer(obj: Any) -> Answer:
+    return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 import urllib.parse
 from datetime import UTC, datetime
@@ -22,10 +21,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Endpoint, method_not_allowed
+from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
+from meshproxy.admin.stats_format import QueryError, StatsQuery
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
-from meshproxy.stats import StatsCollector, stats_json
+from meshproxy.stats import StatsCollector
 from meshproxy.telemetry.istio import IstioCollector
 from meshproxy.tls.inventory import InventoryCollector
 
@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 HELP = """meshproxy admin
   GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
   GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
-  GET  /stats              the same, as JSON
+  GET  /stats              the same in Envoy's text format (histograms as quantile summaries);
+                           ?filter=RE2 (searched in the name), ?usedonly, ?type=Counters|Gauges|Histograms;
+                           ?format=json: Envoy's JSON; ?format=prometheus: as /stats/prometheus;
+                           ?format=flat: meshproxy's flat JSON map (histograms with their buckets)
   GET  /config_dump        the configuration as Envoy's ConfigDump JSON (?include_eds, ?resource=,
                            ?name_regex=); ?format=compiled: meshproxy's compiled form (with xDS:
                            versions, warming, last NACKs)
@@ -59,7 +62,7 @@ HELP = """meshproxy admin
 
 def envoy_config_dump(
     config: Config, xds: AdsClient | None, query: str, started: float
-) -> tuple[int, bytes, bytes]:
+) -> Answer:
     """``/config_dump``: Envoy's ConfigDump (``config_dump.py``); ``started``: monotonic time the
     admin started (the static configuration's load time)."""
     from meshproxy.admin.config_dump import config_dump
@@ -113,7 +116,7 @@ class Admin:
 
     # ------------------------------------------------------------------ handlers
 
-    def handle(self, method: bytes, path: str) -> tuple[int, bytes, bytes]:
+    def handle(self, method: bytes, path: str) -> Answer:
         path, _, query = path.partition("?")
         srv = self.server
         if path == "/ready":
@@ -121,7 +124,13 @@ class Admin:
         if path == "/stats/prometheus":
             return self.prometheus()
         if path == "/stats":
-            return json_answer({**stats_json(self.server.store), **srv.overload.stats.flat()})
+            try:
+                stats = StatsQuery.parse(query)
+            except QueryError as err:
+                return 400, f"{err}\n".encode(), b"text/plain"
+            if stats.format == "prometheus":
+                return self.prometheus()
+            return stats.answer(srv.store, srv.overload.stats)
         if path == "/config_dump":
             if "format=compiled" not in query.split("&"):
                 return envoy_config_dump(srv.config, srv.xds, query, self.started)
@@ -158,7 +167,7 @@ class Admin:
             return 200, HELP.encode(), b"text/plain"
         return 404, b"unknown admin path; see /help\n", b"text/plain"
 
-    def readiness(self) -> tuple[int, bytes, bytes]:
+    def readiness(self) -> Answer:
         """200 once the first complete configuration is applied (its certificates were obtained
         before it compiled) and until a drain begins (SIGTERM: the kubelet stops sending); else 503."""
         srv = self.server
@@ -166,7 +175,7 @@ class Admin:
             return 200, b"LIVE\n", b"text/plain"
         return 503, b"DRAINING\n" if srv.draining else b"NOT READY\n", b"text/plain"
 
-    def prometheus(self) -> tuple[int, bytes, bytes]:
+    def prometheus(self) -> Answer:
         return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
 
     def _server_info(self) -> dict[str, Any]:
@@ -192,10 +201,6 @@ class Admin:
 
     def _clusters_json(self) -> list[dict[str, Any]]:
         return [_cluster_json(name, rt) for name, rt in self.server.clusters.clusters.items()]
-
-
-def json_answer(obj: Any) -> tuple[int, bytes, bytes]:
-    return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
 
 
 def _oid_name(oid: Any) -> str:

@@ -1,9 +1,10 @@
 """The admin port of ``--concurrency N``: one endpoint answering for all the workers.
 
-Owns turning the workers' answers into one proxy's: ``/stats`` and ``/stats/prometheus`` fold
-every worker's stats (``aggregate.py``: counters summed, gauges summed or the highest where each
-worker holds a copy of one fact) with the supervisor's process scope (``server.live``,
-``server.draining``, ``server.worker_restarts``); ``/stats?worker=I`` is worker I's own;
+Owns turning the workers' answers into one proxy's: ``/stats`` (in each of its formats,
+``admin/stats_format.py``) and ``/stats/prometheus`` fold every worker's stats
+(``aggregate.py``: counters summed, gauges summed or the highest where each worker holds a copy
+of one fact) with the supervisor's process scope (``server.live``, ``server.draining``,
+``server.worker_restarts``) and the ADS client's ``xds.*``; ``/stats?worker=I`` is worker I's own;
 ``/clusters`` is folded the same way; ``/config_dump`` is the one configuration the supervisor
 accepted, with the ADS client's state; ``/ready`` is 200 when the supervisor is ready and every
 worker serves what it accepted last; ``/workers`` lists the workers. ``/certs`` is the first
@@ -17,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Answer, Endpoint, method_not_allowed
-from meshproxy.admin.server import HELP, envoy_config_dump, json_answer, jsonable
+from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
+from meshproxy.admin.server import HELP, envoy_config_dump, jsonable
+from meshproxy.admin.stats_format import QueryError, StatsQuery
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
-from meshproxy.stats import StatsCollector, Store, stats_json
+from meshproxy.stats import StatsCollector, Store
 from meshproxy.workers.aggregate import merge_clusters, merge_stores
 
 if TYPE_CHECKING:
@@ -36,7 +39,7 @@ ASK_TIMEOUT = 5.0
 
 _HELP = (
     HELP
-    + """  GET  /stats?worker=I      worker I's own stats (0-based), as JSON
+    + """  GET  /stats?worker=I      worker I's own stats (0-based), in any of /stats's formats
   GET  /workers            the worker processes: pid, serving, restarts, configuration version
 """
 )
@@ -70,11 +73,17 @@ class WorkersAdmin:
         if path == "/stats/prometheus":
             return await self.prometheus()
         if path == "/stats":
-            if query.startswith("worker="):
-                return await self._one_worker(query.removeprefix("worker="), method, "/stats")
-            store, overload = await self._stats()
-            server = {f"server.{name}": value for name, value in store.server.items()}
-            return json_answer({**stats_json(store), **overload.flat(), **server})
+            rest = "&".join(p for p in query.split("&") if p and not p.startswith("worker="))
+            try:
+                stats = StatsQuery.parse(rest)
+            except QueryError as err:
+                return 400, f"{err}\n".encode(), b"text/plain"
+            worker = dict(urllib.parse.parse_qsl(query, keep_blank_values=True)).get("worker")
+            if worker is not None:
+                return await self._one_worker(worker, method, f"/stats?{rest}")
+            if stats.format == "prometheus":
+                return await self.prometheus()
+            return stats.answer(*await self._stats())
         if path == "/config_dump":
             if "format=compiled" not in query.split("&"):
                 return envoy_config_dump(sup.config, sup.xds, query, self.started)
@@ -127,6 +136,7 @@ class WorkersAdmin:
     async def _stats(self) -> tuple[Store, OverloadStats]:
         answers = await self.supervisor.ask(("stats",), ASK_TIMEOUT)
         store = merge_stores([s for _, (s, _) in answers], self.supervisor.store.server)
+        store.xds = self.supervisor.store.xds  # the supervisor runs the one ADS client
         overload = OverloadStats()
         for _, (_, theirs) in answers:
             overload.add(theirs)

@@ -31,6 +31,7 @@ from meshproxy.stats import (
     Store,
     TcpStats,
     TracingStats,
+    XdsStats,
     render_docs,
     stats_json,
 )
@@ -101,6 +102,8 @@ def _busy_store() -> Store:
     store.connection_limit_stats("cl").limited_connections += 1
     store.tracing_stats("otel").otel_spans_sent += 1
     store.server["live"] = 1
+    store.xds = XdsStats()
+    store.xds.acks += 1
     return store
 
 
