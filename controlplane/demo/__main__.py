@@ -168,7 +168,9 @@ class Demo:
         """Per version, now: its sidecar's inbound TLS and HTTP counters and the callers its app saw."""
         caller = self.layout.sidecars[0].identity
         apps = self.layout.apps
-        stats = await asyncio.gather(*(fetch_json(f"{self.admins[a.sidecar]}/stats?format=flat") for a in apps))
+        stats = await asyncio.gather(
+            *(fetch_json(f"{self.admins[a.sidecar]}/stats?format=flat") for a in apps)
+        )
         pairs = zip(apps, stats, strict=True)
         return {a.version: Inbound.measure(st, self.seen[a.version], caller) for a, st in pairs}
 
@@ -180,7 +182,7 @@ class Demo:
         (before, mid), (after, end) = first, second
         caller = self.layout.sidecars[0].identity
         shifted = {v: end[v].since(mid[v]) for v in end}
-        print(f"\nTLS between the sidecars (each {SERVICE} sidecar's inbound listener, admin /stats?format=flat):")
+        print(f"\nTLS between the sidecars (each {SERVICE} sidecar's inbound listener, admin /stats):")
         for app in self.layout.apps:
             now = end[app.version]
             print(

@@ -60,9 +60,7 @@ HELP = """meshproxy admin
 """
 
 
-def envoy_config_dump(
-    config: Config, xds: AdsClient | None, query: str, started: float
-) -> Answer:
+def envoy_config_dump(config: Config, xds: AdsClient | None, query: str, started: float) -> Answer:
     """``/config_dump``: Envoy's ConfigDump (``config_dump.py``); ``started``: monotonic time the
     admin started (the static configuration's load time)."""
     from meshproxy.admin.config_dump import config_dump

@@ -229,12 +229,16 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
             assert "r2" in version
             workers = await get("/workers")
             assert [(w["version"], w["current"]) for w in workers] == [(version, True)] * 2
-            before = [(await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            before = [
+                (await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)
+            ]
             configs = [
                 (await asyncio.to_thread(fresh_get, port))[1].get("x-config") for _ in range(CONNECTIONS)
             ]
             assert configs == ["v2"] * CONNECTIONS, "every worker routes with the update"
-            after = [(await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            after = [
+                (await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)
+            ]
             assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
             # A worker restarted after an update starts on the accepted configuration.
