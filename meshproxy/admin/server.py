@@ -22,8 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
+from meshproxy.admin.server_info import server_info
 from meshproxy.admin.stats_format import QueryError, StatsQuery
-from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector
 from meshproxy.telemetry.istio import IstioCollector
@@ -50,8 +50,9 @@ HELP = """meshproxy admin
   GET  /crypto_inventory   per peer SPIFFE ID: the TLS groups, signature algorithms and versions its
                            connections negotiated (both directions), first/last seen, classical fallbacks
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
-  GET  /server_info        version, state, uptime, Python, event loop, OpenSSL, the HTTP/2 codec
-                           and the compiled extensions in use (as `meshproxy version --json`)
+  GET  /server_info        Envoy's ServerInfo JSON: version, state, uptime, command line options, node;
+                           ?format=meshproxy: version, state, uptime, Python, event loop, OpenSSL,
+                           the HTTP/2 codec and the compiled extensions (as `meshproxy version --json`)
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
                            ?inboundonly: only listeners whose traffic_direction is not OUTBOUND;
                            ?graceful: first keep accepting in drain mode until traffic stops
@@ -151,7 +152,16 @@ class Admin:
         if path == "/certs":
             return json_answer(self._certs_json())
         if path == "/server_info":
-            return json_answer(self._server_info())
+            return json_answer(
+                server_info(
+                    srv.config,
+                    ready=srv.ready,
+                    draining=srv.draining,
+                    started=self.started,
+                    concurrency=1,
+                    query=query,
+                )
+            )
         if path in ("/drain_listeners", "/quitquitquit"):
             if method != b"POST":
                 return method_not_allowed(b"POST")
@@ -175,13 +185,6 @@ class Admin:
 
     def prometheus(self) -> Answer:
         return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
-
-    def _server_info(self) -> dict[str, Any]:
-        """Envoy's /server_info subset (version, state, uptime) and ``build_info.describe()``."""
-        srv = self.server
-        state = "DRAINING" if srv.draining else "LIVE" if srv.ready else "INITIALIZING"
-        uptime = int(time.monotonic() - self.started)
-        return {**describe(), "state": state, "uptime_current_epoch": f"{uptime}s"}
 
     def _certs_json(self) -> list[dict[str, Any]]:
         """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""

@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
 from meshproxy.admin.server import HELP, envoy_config_dump, jsonable
+from meshproxy.admin.server_info import server_info
 from meshproxy.admin.stats_format import QueryError, StatsQuery
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
 from meshproxy.stats import StatsCollector, Store
@@ -101,6 +102,17 @@ class WorkersAdmin:
                     {"name": name, "address": host_port(*address), "draining": sup.draining}
                     for name, address in sup.listener_addresses().items()
                 ]
+            )
+        if path == "/server_info":
+            return json_answer(
+                server_info(
+                    sup.config,
+                    ready=sup.ready,
+                    draining=sup.draining,
+                    started=self.started,
+                    concurrency=len(sup.workers),
+                    query=query,
+                )
             )
         if path == "/workers":
             return json_answer(self._workers())
