@@ -333,6 +333,16 @@ def test_the_status_ports_and_the_help_answer_for_the_workers(tmp_path: pathlib.
         status, text = proc.admin("/help")
         assert status == 200 and b"/workers" in text and b"/stats?worker=I" in text
         assert proc.admin("/stats?worker=2")[0] == 400
+        # /stats in Envoy's text format, folded; one worker's in it too; Envoy's ServerInfo.
+        status, text = proc.admin("/stats?filter=^server\\.")
+        assert status == 200 and text.decode().splitlines() == [
+            "server.draining: 0",
+            "server.live: 1",
+            "server.worker_restarts: 0",
+        ]
+        status, text = proc.admin("/stats?worker=0&type=Counters&filter=downstream_rq_total")
+        assert status == 200 and text.decode().splitlines() == ["http.http.downstream_rq_total: 0"]
+        assert admin_json(proc, "/server_info")["command_line_options"]["concurrency"] == 2
         ready = f"http://127.0.0.1:{proc.status['/healthz/ready']}/healthz/ready"
         assert httpx.get(ready).status_code == 200
         scrape = f"http://127.0.0.1:{proc.status['/stats/prometheus']}/stats/prometheus"
