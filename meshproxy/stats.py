@@ -582,6 +582,8 @@ class StatsCollector:
 
 
 def _single(scope: str, name: str, stat: Stat, value: float) -> Family:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # admin/prometheus.py
+
     kind = CounterMetricFamily if stat.kind == "counter" else GaugeMetricFamily
     return kind(stat.family_name(scope, name), stat.help, value=value)
 
