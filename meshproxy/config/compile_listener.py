@@ -37,6 +37,7 @@ from meshproxy.config.compile_common import (
 )
 from meshproxy.config.compile_filters import http_filters
 from meshproxy.config.compile_http2 import http2_options
+from meshproxy.config.compile_local_reply import local_reply_config
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upgrade import upgrade_configs
@@ -323,6 +324,9 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     if protocol.HasField("max_requests_per_connection"):
         common.at("max_requests_per_connection").problem("is not supported")
     upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=False)
+    local_reply = None
+    if msg.HasField("local_reply_config"):
+        local_reply = local_reply_config(msg.local_reply_config, ctx.at("local_reply_config"))
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -348,6 +352,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         max_headers_count=max_headers,
         headers_with_underscores=cast(Underscores, underscores),
         upgrades=upgrades,
+        local_reply=local_reply,
     )
 
 

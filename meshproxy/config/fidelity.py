@@ -204,7 +204,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "codec_type stat_prefix rds route_config http_filters common_http_protocol_options "
         "http2_protocol_options server_name max_request_headers_kb stream_idle_timeout request_timeout "
         "request_headers_timeout drain_timeout access_log use_remote_address generate_request_id "
-        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action",
+        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action local_reply_config",
         "scoped_routes path_normalization_options",
         add_user_agent=refused("meshproxy does not add user-agent or x-envoy-downstream-service-cluster"),
         tracing=refused(_NO_TRACING),
@@ -234,7 +234,6 @@ TABLE: dict[str, dict[str, Field]] = {
         proxy_100_continue=refused("a 100-continue is not proxied"),
         represent_ipv4_remote_address_as_ipv4_mapped_ipv6=refused("remote addresses are kept as they are"),
         request_id_extension=refused("request ID extensions are not supported"),
-        local_reply_config=refused("local replies are not rewritten"),
         strip_matching_host_port=refused("the port is not stripped from the host header"),
         strip_any_host_port=refused("the port is not stripped from the host header"),
         stream_error_on_invalid_http_message=refused("an invalid HTTP message ends the connection"),
@@ -467,6 +466,17 @@ TABLE: dict[str, dict[str, Field]] = {
             "a preflight from an origin the policy does not allow is forwarded", allowed=(True,)
         ),
     ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": _message(
+        "mappers body_format"
+    ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper": _message(
+        "filter status_code body body_format_override headers_to_add"
+    ),
+    "envoy.config.core.v3.SubstitutionFormatString": _message(
+        "text_format json_format text_format_source omit_empty_values content_type",
+        "formatters",
+        json_format_options=refused("JSON bodies are written with meshproxy's key order"),
+    ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),
@@ -693,6 +703,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.core.v3.Address",
         "envoy.config.core.v3.BindConfig",
         "envoy.config.core.v3.CidrRange",
+        "envoy.config.accesslog.v3.AccessLogFilter",
         "envoy.config.core.v3.DataSource",
         "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
         "envoy.config.core.v3.HealthCheck.Payload",

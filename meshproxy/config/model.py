@@ -25,6 +25,7 @@ from meshproxy.config.policy import (
 from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
+    from meshproxy.config.local_reply import LocalReplyConfig
     from meshproxy.overload.config import OverloadConfig
     from meshproxy.tls.config import TlsConfig
 
@@ -322,6 +323,8 @@ class HttpConnectionManager:
     headers_with_underscores: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
     # upgrade_configs: (lower-case upgrade type, enabled); an upgrade not listed is refused 403.
     upgrades: tuple[tuple[str, bool], ...] = ()
+    # local_reply_config: how local replies are rewritten (hcm/local_reply.py); None: as made.
+    local_reply: LocalReplyConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from meshproxy.hcm.context import (
 )
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.hcm.headers import edit_response, edits_response, reply_headers, upstream_request
+from meshproxy.hcm.local_reply import final_reply
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
@@ -527,6 +528,7 @@ class H2Stream:
         self._drop_upstream(ErrorCodes.CANCEL)
         if self.response_started:
             return self._finish(ErrorCodes.INTERNAL_ERROR)
+        reply = final_reply(self.ctx.config.local_reply, self, reply)
         status, body = reply.status, reply.body
         self.status = status
         self.response_started = True
@@ -536,7 +538,7 @@ class H2Stream:
         else:
             headers = [(b":status", b"%d" % status), (b"server", self.ctx.config.server_name.encode())]
             if body:
-                headers.append((b"content-type", b"text/plain"))
+                headers.append((b"content-type", reply.content_type))
             headers.append((b"content-length", b"%d" % len(body)))
         extra = reply_headers(self.x, reply)
         if extra:

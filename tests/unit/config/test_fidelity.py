@@ -161,6 +161,7 @@ def _base() -> dict[str, Any]:
     manager = {
         "@type": HCM,
         "stat_prefix": "in",
+        "local_reply_config": {"body_format": {"text_format": "%LOCAL_REPLY_BODY%"}},
         "access_log": [
             {"name": "file", "typed_config": {"@type": LOGS + "file.v3.FileAccessLog", "path": "/dev/null"}}
         ],
@@ -316,6 +317,7 @@ WHERE: dict[str, tuple[str | int, ...]] = {
         "typed_config",
     ),
     "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 3, "typed_config"),
+    "envoy.config.core.v3.SubstitutionFormatString": (*MANAGER, "local_reply_config", "body_format"),
     CORS_POLICY.removeprefix(PREFIX): (*MANAGER, "route_config", "typed_per_filter_config", MapKey("cors")),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
