@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
-from .harness import bootstrap, cluster, http_listener, route, running_proxy
-from .upstreams import aiohttp_upstream
+from .harness import http_listener, route
+from .serving import serving
 
 CODECS = ("HTTP/1.1", "HTTP/2")
 LOCAL_REPLY = {
@@ -59,19 +58,14 @@ def listener() -> dict[str, Any]:
 
 @pytest.mark.parametrize("codec", CODECS)
 async def test_local_replies_follow_the_mappers_and_body_formats(codec: str) -> None:
-    async with aiohttp_upstream() as port:
-        doc = bootstrap([listener()], [cluster("backend", port)])
-        async with (
-            running_proxy(doc) as proxy,
-            httpx.AsyncClient(http1=codec == "HTTP/1.1", http2=codec == "HTTP/2") as c,
-        ):
-            missing = await c.get(proxy.url("/nowhere?q=1"))
-            teapot = await c.get(proxy.url("/teapot"))
-            aborted = await c.get(
-                proxy.url("/echo"),
-                headers={"x-envoy-fault-abort-request": "503", "x-json": "1", "x-id": "abcdefgh"},
-            )
-            upstream = await c.get(proxy.url("/echo"))
+    async with serving(listener(), codec) as (proxy, c):
+        missing = await c.get(proxy.url("/nowhere?q=1"))
+        teapot = await c.get(proxy.url("/teapot"))
+        aborted = await c.get(
+            proxy.url("/echo"),
+            headers={"x-envoy-fault-abort-request": "503", "x-json": "1", "x-id": "abcdefgh"},
+        )
+        upstream = await c.get(proxy.url("/echo"))
     assert (missing.status_code, missing.text) == (410, "[410] gone (/nowhere?q=1)\n")
     assert missing.headers["x-mapped"] == "404"
     assert missing.headers["content-type"] == "text/plain"
