@@ -84,7 +84,7 @@ _NO_TRACING = "meshproxy does not trace requests"
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
-_NO_MIRROR = "request mirroring is not supported"
+_NO_MIRROR = "set request_mirror_policies on the route action"
 _NO_CORS = (
     "give the CORS policy as typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy)"
 )
@@ -345,7 +345,7 @@ TABLE: dict[str, dict[str, Field]] = {
         idle_timeout=refused("a per-route idle timeout is not supported; use the connection manager's"),
         early_data_policy=refused("TLS early data is not accepted"),
         retry_policy_typed_config=refused("use retry_policy"),
-        request_mirror_policies=refused(_NO_MIRROR),
+        request_mirror_policies=IMPLEMENTED,
         rate_limits=refused(_NO_GLOBAL_RATE_LIMIT),
         include_vh_rate_limits=accepted("only with rate_limits, which are refused"),
         cors=refused(_NO_CORS),
@@ -476,6 +476,15 @@ TABLE: dict[str, dict[str, Field]] = {
         "text_format json_format text_format_source omit_empty_values content_type",
         "formatters",
         json_format_options=refused("JSON bodies are written with meshproxy's key order"),
+    ),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": _message(
+        "cluster runtime_fraction disable_shadow_host_suffix_append",
+        "cluster_header",
+        trace_sampled=accepted("the copy carries the request's trace headers as they are"),
+        request_headers_mutations=refused(
+            "the copy carries the request's headers after the route's mutations"
+        ),
+        host_rewrite_literal=refused("the copy's host is the request's, with -shadow"),
     ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)

@@ -25,6 +25,7 @@ from meshproxy.config.policy import (
 from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
+    from meshproxy.config.filter_config import Percent
     from meshproxy.config.local_reply import LocalReplyConfig
     from meshproxy.overload.config import OverloadConfig
     from meshproxy.tls.config import TlsConfig
@@ -168,6 +169,18 @@ class RouteAction:
     priority: str = "DEFAULT"
     # upgrade_configs: (lower-case upgrade type, enabled) overriding the HCM's (hcm/upgrade.py).
     upgrades: tuple[tuple[str, bool], ...] = ()
+    # request_mirror_policies: copies of the request, fire-and-forget (hcm/mirror.py).
+    mirrors: tuple[MirrorPolicy, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorPolicy:
+    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster``, whose host
+    header gains ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
+
+    cluster: str
+    percent: Percent
+    shadow_suffix: bool = True
 
 
 @dataclass(frozen=True, slots=True)

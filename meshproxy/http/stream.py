@@ -52,6 +52,7 @@ from meshproxy.hcm.upgrade import upgrade_refusal
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http.head import request_head, target_refusal
+from meshproxy.http.mirror import send as send_mirrors
 from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
 from meshproxy.upstream.cluster import connect_failure
 
@@ -188,6 +189,8 @@ class Stream:
         if self.x.stream_deadline:
             self._arm_deadline(self.x.stream_deadline, monotonic())
         self._send()
+        if self.request_complete and x.plan.mirrors:  # type: ignore[union-attr]  # forwarded
+            send_mirrors(x, self.method, authority, self.url, self.headers)
         return None
 
     def request_body(self, data: bytes) -> None:
@@ -216,6 +219,8 @@ class Stream:
             self._maybe_finish()
         elif self.started and not self.finished:
             self._arm_timers()
+            if self.x.plan is not None and self.x.plan.mirrors:
+                send_mirrors(self.x, self.method, self.authority or b"", self.url, self.headers)
 
     def request_body_marker_end(self) -> None:
         if self.pending is None:

@@ -199,6 +199,7 @@ def _base() -> dict[str, Any]:
                                 "cluster": "c",
                                 "retry_policy": {"retry_on": "5xx"},
                                 "hash_policy": [{"cookie": {"name": "s"}}, {"header": {"header_name": "x"}}],
+                                "request_mirror_policies": [{"cluster": "c"}],
                             },
                         }
                     ],
@@ -321,6 +322,7 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     CORS_POLICY.removeprefix(PREFIX): (*MANAGER, "route_config", "typed_per_filter_config", MapKey("cors")),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": (*ROUTE, "route", "request_mirror_policies", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),
     "envoy.config.route.v3.RouteAction.HashPolicy.Header": (*ROUTE, "route", "hash_policy", 1, "header"),
     "envoy.config.accesslog.v3.AccessLog": (*MANAGER, "access_log", 0),
