@@ -183,6 +183,11 @@ class HttpStats(StatSet):
     fault_aborts_injected: int = counter("Requests the fault filter answered itself (flag FI).")
     fault_active_faults: int = gauge("Requests in progress with an injected fault.")
     fault_faults_overflow: int = counter("Faults not injected because `max_active_faults` was reached.")
+    rq_mirrored: int = counter("Request copies sent to a mirror cluster (`request_mirror_policies`).")
+    rq_mirror_dropped: int = counter(
+        "Request copies not sent: the mirror cluster unknown, HTTP/2, without a healthy host or at its"
+        " breakers, or the body past the route's buffer limit."
+    )
     cors_origin_valid: int = counter("Requests with an Origin the route's CORS policy allows.")
     cors_origin_invalid: int = counter("Requests with an Origin the route's CORS policy does not allow.")
     downstream_cx_protocol_error: int = counter(
