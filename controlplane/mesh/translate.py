@@ -38,6 +38,7 @@ asyncio, the YAML loader.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import replace
 
 from envoy.config.core.v3 import base_pb2
@@ -134,7 +135,7 @@ class _Builder:
         certs = cert_dir(mesh, service, sidecar)
         if sidecar.inbound is not None and sidecar.app is not None and service.allow:
             inbound, app = sidecar.inbound, sidecar.app
-            key = ("inbound", self.stats, inbound, mesh.pq, certs, service.allow, service.protocol)
+            key: Hashable = ("inbound", self.stats, inbound, mesh.pq, certs, service.allow, service.protocol)
             listener = memo.get(key, (), self._inbound, inbound, certs, service)
             _add(out, LISTENER, listener.name, listener)
             timeout = service.policy.connect_timeout
@@ -233,7 +234,7 @@ class _Builder:
         policy = sidecar.outbound_traffic_policy or mesh.outbound_traffic_policy
         address = mesh.sidecars.virtual_outbound
         chains = tuple(_chain_inputs(callee, port) for callee, port in targets)
-        key = (VIRTUAL_OUTBOUND, self.stats, address, policy, chains)
+        key: Hashable = (VIRTUAL_OUTBOUND, self.stats, address, policy, chains)
         outbound = memo.get(key, (), self._virtual_outbound, address, targets, policy)
         _add(out, LISTENER, VIRTUAL_OUTBOUND, outbound)
         _add(out, CLUSTER, FALLBACK[policy], memo.get(("fallback", policy), (), fallback_cluster, policy))
