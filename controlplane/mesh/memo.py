@@ -16,6 +16,7 @@ Must not depend on: grpc, asyncio, the YAML loader, protobuf (it stores what it 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,29 +32,30 @@ class ResourceMemo:
     def __init__(self) -> None:
         self._current: dict[Hashable, _Entry] = {}
         self._previous: dict[Hashable, _Entry] = {}
-        self.builds = 0  # resources built (not found) since the last `begin`
+        self.built: Counter[Hashable] = Counter()  # by the key's first item, since the last `begin`
 
     def begin(self) -> None:
         """A new translation: entries the last one did not use are dropped at the next call."""
         self._previous, self._current = self._current, {}
-        self.builds = 0
+        self.built = Counter()
 
     def get(
-        self, key: Hashable, pins: tuple[object, ...], build: Callable[P, T], *args: P.args, **kw: P.kwargs
+        self,
+        key: tuple[Hashable, ...],
+        pins: tuple[object, ...],
+        build: Callable[P, T],
+        *args: P.args,
+        **kw: P.kwargs,
     ) -> T:
         """The resource built for ``key`` and ``pins``, building it with ``build(*args)`` when none is."""
         entry = self._current.get(key)
         if entry is None:
             entry = self._previous.get(key)
-        if entry is None or not _same(entry[0], pins):
-            self.builds += 1
+        if entry is None or entry[0] != pins:  # tuples compare items by identity first
+            self.built[key[0]] += 1
             entry = (pins, build(*args, **kw))
         elif entry[0] is not pins:
             entry = (pins, entry[1])  # equal but new objects: pin these (the old ones may go)
         self._current[key] = entry
         value: T = entry[1]
         return value
-
-
-def _same(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
-    return all(a is b for a, b in zip(old, new, strict=True)) or old == new

@@ -135,7 +135,15 @@ class _Builder:
         certs = cert_dir(mesh, service, sidecar)
         if sidecar.inbound is not None and sidecar.app is not None and service.allow:
             inbound, app = sidecar.inbound, sidecar.app
-            key: Hashable = ("inbound", self.stats, inbound, mesh.pq, certs, service.allow, service.protocol)
+            key: tuple[Hashable, ...] = (
+                "inbound",
+                self.stats,
+                inbound,
+                mesh.pq,
+                certs,
+                service.allow,
+                service.protocol,
+            )
             listener = memo.get(key, (), self._inbound, inbound, certs, service)
             _add(out, LISTENER, listener.name, listener)
             timeout = service.policy.connect_timeout
@@ -147,11 +155,8 @@ class _Builder:
             name = f"outbound|{callee.name}"
             key = ("outbound", self.stats, name, mesh.sidecars.outbound_address, _chain_inputs(callee, None))
             listener = memo.get(key, (), self._outbound, name, callee)
-            if callee.protocol != "tcp":
-                self._route(out, callee, None)
             _add(out, LISTENER, name, listener)
-            for version in callee.versions:
-                self._version(out, callee, version, certs)
+            self._callee(out, callee, None, certs)
         return out
 
     def _inbound(self, inbound: Address, certs: str, service: Service) -> listener_pb2.Listener:
@@ -208,9 +213,7 @@ class _Builder:
             for name in (service.name, f"{service.name}:{service.port}"):
                 listener = self.memo.get(("api", name, service.name), (), _api_listener, name, service.name)
                 _add(out, LISTENER, name, listener)
-            self._route(out, service, None)
-            for version in service.versions:
-                self._version(out, service, version, None)
+            self._callee(out, service, None, None)
         return out
 
     def transparent_group(self, service: Service, sidecar: Sidecar) -> Resources:
@@ -227,14 +230,11 @@ class _Builder:
             for port in callee.ports
         ]
         for callee, port in targets:
-            if port.protocol != "tcp":
-                self._route(out, callee, port)
-            for version in callee.versions:
-                self._version(out, callee, version, certs, port)
+            self._callee(out, callee, port, certs)
         policy = sidecar.outbound_traffic_policy or mesh.outbound_traffic_policy
         address = mesh.sidecars.virtual_outbound
         chains = tuple(_chain_inputs(callee, port) for callee, port in targets)
-        key: Hashable = (VIRTUAL_OUTBOUND, self.stats, address, policy, chains)
+        key: tuple[Hashable, ...] = (VIRTUAL_OUTBOUND, self.stats, address, policy, chains)
         outbound = memo.get(key, (), self._virtual_outbound, address, targets, policy)
         _add(out, LISTENER, VIRTUAL_OUTBOUND, outbound)
         _add(out, CLUSTER, FALLBACK[policy], memo.get(("fallback", policy), (), fallback_cluster, policy))
@@ -252,6 +252,30 @@ class _Builder:
                 cluster = memo.get(key, (), local_app_cluster, app, service, name, port.protocol)
                 _add(out, CLUSTER, name, cluster)
         return out
+
+    def _callee(self, out: Resources, service: Service, port: ServicePort | None, certs: str | None) -> None:
+        """What calling ``service`` (at ``port``) takes: its route, its versions' clusters and
+        endpoints, looked up as one entry while the service is the same object (or equal)."""
+        number = port.port if port else None
+        key = ("callee", service.name, number, certs)
+        for type_url, name, message in self.memo.get(
+            key, (service, port, self.mesh.pq), self._bundle, service, port, certs
+        ):
+            out[type_url][name] = message
+
+    def _bundle(
+        self, service: Service, port: ServicePort | None, certs: str | None
+    ) -> tuple[tuple[str, str, Message], ...]:
+        out = _empty()
+        if (port.protocol if port else service.protocol) != "tcp":
+            self._route(out, service, port)
+        for version in service.versions:
+            self._version(out, service, version, certs, port)
+        return tuple(
+            (type_url, name, message)
+            for type_url, by_name in out.items()
+            for name, message in by_name.items()
+        )
 
     def _route(self, out: Resources, service: Service, port: ServicePort | None) -> None:
         number = port.port if port else None
@@ -302,7 +326,8 @@ def _chain_inputs(callee: Service, port: ServicePort | None) -> tuple[object, ..
     protocol = port.protocol if port else callee.protocol
     split = callee.routes[0].split if protocol in ("tcp", None) else ()
     versions = tuple(v.name for v in callee.versions) if split else ()
-    return (callee.name, callee.vips, callee.port, port, protocol, split, versions)
+    number = port.port if port else None
+    return (callee.name, callee.vips, callee.port, number, protocol, split, versions)
 
 
 def _load_assignment(name: str, version: Version, port: int | None) -> Message:

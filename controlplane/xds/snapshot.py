@@ -75,6 +75,8 @@ Need = tuple[str, str, str]
 class Piece:
     """One resource serialised: its version, its SotW and delta pieces, what it refers to."""
 
+    type_url: str
+    name: str
     version: str
     sotw: bytes  # DiscoveryResponse(resources=[Any]) bytes
     delta: bytes  # DeltaDiscoveryResponse(resources=[Resource]) bytes
@@ -95,14 +97,21 @@ class Pieces:
         self._previous, self._current = self._current, {}
         self.encoded = 0
 
-    def piece(self, type_url: str, name: str, message: Message) -> Piece:
+    def known(self, type_url: str, name: str, message: Any) -> Piece | None:
+        """The piece of ``message`` (already checked) when it was encoded as this type and name."""
         key = id(message)
         entry = self._current.get(key) or self._previous.get(key)
-        if entry is None or entry[0] is not message:
-            self.encoded += 1
-            entry = (message, _piece(type_url, name, message))
+        if entry is None or entry[0] is not message or (entry[1].type_url, entry[1].name) != (type_url, name):
+            return None
         self._current[key] = entry
         return entry[1]
+
+    def piece(self, type_url: str, name: str, message: Message) -> Piece:
+        """Encodes ``message`` (checked by the caller) and keeps its piece."""
+        self.encoded += 1
+        piece = _piece(type_url, name, message)
+        self._current[id(message)] = (message, piece)
+        return piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,30 +175,34 @@ _EMPTY = Encoded({}, {}, {}, b"", "", {})
 
 
 def _encode(type_url: str, by_name: dict[str, Any], problems: list[str], pieces: Pieces) -> Encoded:
-    expected = MESSAGES.get(type_url)
     versions: dict[str, str] = {}
     sotw: dict[str, bytes] = {}
     delta: dict[str, bytes] = {}
     needs: dict[str, tuple[Need, ...]] = {}
     for name in sorted(by_name, key=str):
         message = by_name[name]
-        where = f"resources[{type_url!r}][{name!r}]"
-        if not isinstance(message, Message):
-            problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
-            continue
-        if type_url_of(type(message)) != type_url:
-            problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
-            continue
-        if expected is not None and resource_name(message) != name:
-            problems.append(f"{where}: the resource is named {resource_name(message)!r}")
-            continue
-        piece = pieces.piece(type_url, name, message)
-        versions[name], sotw[name], delta[name] = piece.version, piece.sotw, piece.delta
-        needs[name] = piece.needs
+        piece = pieces.known(type_url, name, message) or _checked(type_url, name, message, problems, pieces)
+        if piece is not None:
+            versions[name], sotw[name], delta[name] = piece.version, piece.sotw, piece.delta
+            needs[name] = piece.needs
     digest = hashlib.sha256()
     for name, version in versions.items():
         digest.update(f"{name}\0{version}\0".encode())
     return Encoded(versions, sotw, delta, b"".join(sotw.values()), digest.hexdigest()[:16], needs)
+
+
+def _checked(type_url: str, name: str, message: Any, problems: list[str], pieces: Pieces) -> Piece | None:
+    """The new piece of ``message``, or None when it is not a ``type_url`` resource named ``name``."""
+    where = f"resources[{type_url!r}][{name!r}]"
+    if not isinstance(message, Message):
+        problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
+    elif type_url_of(type(message)) != type_url:
+        problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
+    elif type_url in MESSAGES and resource_name(message) != name:
+        problems.append(f"{where}: the resource is named {resource_name(message)!r}")
+    else:
+        return pieces.piece(type_url, name, message)
+    return None
 
 
 def _piece(type_url: str, name: str, message: Message) -> Piece:
@@ -197,6 +210,8 @@ def _piece(type_url: str, name: str, message: Message) -> Piece:
     version = hashlib.sha256(value).hexdigest()[:16]
     packed = any_pb2.Any(type_url=type_url, value=value)
     return Piece(
+        type_url,
+        name,
         version,
         discovery_pb2.DiscoveryResponse(resources=[packed]).SerializeToString(),
         discovery_pb2.DeltaDiscoveryResponse(
