@@ -61,7 +61,7 @@ def uri_sans(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def _identity_refused(uris: tuple[str, ...]) -> str:
+def identity_refused(uris: tuple[str, ...]) -> str:
     return f"peer identity {', '.join(uris) or '(no URI SAN)'} not allowed"
 
 
@@ -247,7 +247,7 @@ class TlsEngine:
         self._leaf = leaf = x509.load_der_x509_certificate(der)
         self._uris = uris = uri_sans(leaf)
         if not self._cfg.identity_allowed(uris):
-            self._refusal = ("identity_not_allowed", _identity_refused(uris))
+            self._refusal = ("identity_not_allowed", identity_refused(uris))
             return False
         return True
 
@@ -262,7 +262,7 @@ class TlsEngine:
             leaf = conn.get_peer_certificate(as_cryptography=True)
             uris = uri_sans(leaf) if leaf is not None else ()
         if refusal is None and self._cfg.trusted_ca is not None and not self._cfg.identity_allowed(uris):
-            refusal = TlsError(_identity_refused(uris), code="identity_not_allowed")
+            refusal = TlsError(identity_refused(uris), code="identity_not_allowed")
         if refusal is not None:
             self.close()  # the handshake is over: all we can still send is close_notify
             raise self._fail(refusal)
