@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 class SocketAddress:
     host: str
     port: int
+    # socket_address.protocol: UDP only for a QUIC listener (udp_listener_config.quic_options).
+    protocol: Literal["TCP", "UDP"] = "TCP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +285,9 @@ class HttpConnectionManager:
     drain_timeout: float = 5.0
     # The envoy.filters.http.local_ratelimit filter, when present.
     local_rate_limit: LocalRateLimit | None = None
-    # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2".
-    codec_type: Literal["AUTO", "HTTP1", "HTTP2"] = "AUTO"
+    # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2";
+    # "HTTP3" only on a QUIC listener (docs/quic.md).
+    codec_type: Literal["AUTO", "HTTP1", "HTTP2", "HTTP3"] = "AUTO"
     http2: Http2Options = DEFAULT_HTTP2
     # rds.route_config_name when routes come over RDS (ADS): route_config is an empty placeholder
     # named after it until the xDS client binds the RouteConfiguration that arrived.
@@ -387,6 +390,20 @@ class Listener:
     # address.socket_address.ipv4_compat on an IPv6 address: one dual-stack socket (IPv4
     # clients arrive as ::ffff:a.b.c.d); otherwise an IPv6 listener is IPv6 only (Envoy's).
     ipv4_compat: bool = False
+    # udp_listener_config.quic_options: a QUIC listener serving HTTP/3 (meshproxy/quic/).
+    quic: QuicOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuicOptions:
+    """A QUIC listener's transport settings (Envoy's QuicProtocolOptions; docs/quic.md)."""
+
+    idle_timeout: float = 300.0  # quic_options.idle_timeout
+    handshake_timeout: float = 20.0  # quic_options.crypto_handshake_timeout
+    max_concurrent_streams: int = 100  # quic_protocol_options.max_concurrent_streams
+    initial_stream_window_size: int = 16 * 1024 * 1024
+    initial_connection_window_size: int = 24 * 1024 * 1024
+    max_packet_length: int = 1350  # quic_protocol_options.max_packet_length (0 in Envoy: its default)
 
 
 # --------------------------------------------------------------------------- clusters

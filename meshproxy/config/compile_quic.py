@@ -1,0 +1,102 @@
+"""Compiles a listener's QUIC configuration: ``udp_listener_config.quic_options`` and its filter chain.
+
+Owns what makes a listener a QUIC (HTTP/3) listener, Envoy's way: a UDP ``socket_address``, a
+``udp_listener_config`` with ``quic_options``, and filter chains whose transport socket is a
+``QuicDownstreamTransport`` and whose connection manager has ``codec_type: HTTP3``; and the rule
+that these go together (each half without the other is refused, naming the field). A QUIC
+listener takes exactly one filter chain: its connections are not matched by destination, SNI or
+ALPN (docs/quic.md). Fields of these messages meshproxy cannot run are refused by the fidelity
+table (``fidelity.py``), before this module reads them.
+Must not import aioquic (a listener without QUIC never loads it) nor the cluster compiler.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
+
+from meshproxy.config.compile_common import Ctx, duration, type_url, unpack, wrapped
+from meshproxy.config.compile_tls import tls_context
+from meshproxy.config.model import QuicOptions, TlsFiles
+from meshproxy.tls.config import TlsConfig
+
+QUIC_DOWNSTREAM = type_url(quic_transport_pb2.QuicDownstreamTransport)
+_HCM = type_url(hcm.HttpConnectionManager)
+_MIN_PACKET = 1200  # RFC 9000 §14: a QUIC path carries datagrams of at least 1200 bytes
+
+
+def quic_options(msg: listener_pb2.Listener, ctx: Ctx) -> QuicOptions | None:
+    """The listener's QUIC settings, or None (a problem) for a UDP listener without quic_options."""
+    udp = ctx.at("udp_listener_config")
+    if not msg.udp_listener_config.HasField("quic_options"):
+        udp.at("quic_options").problem("is required: meshproxy's UDP listeners serve QUIC (HTTP/3) only")
+        return None
+    quic = msg.udp_listener_config.quic_options
+    qctx = udp.at("quic_options")
+    if quic.HasField("enabled") and not wrapped(quic.enabled, "default_value", True):
+        qctx.at("enabled").at("default_value").problem(
+            "a QUIC listener that is not enabled is not supported; remove the listener"
+        )
+    transport = quic.quic_protocol_options
+    tctx = qctx.at("quic_protocol_options")
+    streams = wrapped(transport, "max_concurrent_streams", 100)
+    if not 1 <= streams <= 2**31:
+        tctx.at("max_concurrent_streams").problem(f"{streams} is out of range; use 1..2147483648")
+    packet = transport.max_packet_length.value or 1350
+    if not _MIN_PACKET <= packet <= 65527:
+        tctx.at("max_packet_length").problem(f"{packet} is out of range; use {_MIN_PACKET}..65527")
+    return QuicOptions(
+        idle_timeout=duration(quic, "idle_timeout", qctx, 300.0),
+        handshake_timeout=duration(quic, "crypto_handshake_timeout", qctx, 20.0),
+        max_concurrent_streams=streams,
+        initial_stream_window_size=wrapped(transport, "initial_stream_window_size", 16 * 1024 * 1024),
+        initial_connection_window_size=wrapped(transport, "initial_connection_window_size", 24 * 1024 * 1024),
+        max_packet_length=packet,
+    )
+
+
+def quic_transport(msg: base_pb2.TransportSocket, ctx: Ctx) -> tuple[TlsConfig | None, TlsFiles | None]:
+    """A filter chain's ``QuicDownstreamTransport``: its DownstreamTlsContext, compiled as on TCP."""
+    down = unpack(msg.typed_config, quic_transport_pb2.QuicDownstreamTransport)
+    tctx = ctx.at("typed_config")
+    if not down.HasField("downstream_tls_context"):
+        tctx.at("downstream_tls_context").problem("is required: QUIC always runs TLS 1.3")
+        return None, None
+    return tls_context(down.downstream_tls_context, tctx.at("downstream_tls_context"))
+
+
+def check_chains(msg: listener_pb2.Listener, quic: bool, ctx: Ctx) -> None:
+    """QUIC transport sockets and the HTTP3 codec on a QUIC listener's one chain, and nowhere else."""
+    chains = [(c, ctx.at("filter_chains", i)) for i, c in enumerate(msg.filter_chains)]
+    if msg.HasField("default_filter_chain"):
+        chains.append((msg.default_filter_chain, ctx.at("default_filter_chain")))
+    if quic and len(chains) != 1:
+        ctx.at("filter_chains").problem(
+            f"a QUIC listener takes exactly one filter chain (filter_chains or default_filter_chain), not {len(chains)}"
+        )
+    for chain, c in chains:
+        is_quic = chain.transport_socket.typed_config.type_url == QUIC_DOWNSTREAM
+        if quic and not is_quic:
+            c.at("transport_socket").problem("a QUIC listener's filter chain needs a QuicDownstreamTransport")
+        elif is_quic and not quic:
+            c.at("transport_socket").problem(
+                "QuicDownstreamTransport needs a UDP listener with udp_listener_config.quic_options"
+            )
+        for i, entry in enumerate(chain.filters):
+            if entry.typed_config.type_url == _HCM:
+                http3 = (
+                    unpack(entry.typed_config, hcm.HttpConnectionManager).codec_type
+                    == hcm.HttpConnectionManager.HTTP3
+                )
+                if quic != http3:
+                    c.at("filters", i).at("typed_config").at("codec_type").problem(
+                        "a QUIC listener's connection manager needs codec_type HTTP3"
+                        if quic
+                        else "HTTP3 needs a QUIC listener (udp_listener_config.quic_options)"
+                    )
+            elif quic:
+                c.at("filters", i).problem(
+                    "a QUIC listener runs only envoy.filters.network.http_connection_manager"
+                )
