@@ -136,7 +136,13 @@ class Server:
             self.xds.start()
 
     def _listener(self, lc: Listener, route_tables: Sequence[RouteTable] = ()) -> ListenerRuntime:
-        return ListenerRuntime(
+        runtime = ListenerRuntime
+        if lc.quic is not None:
+            # Loaded only when configured: aioquic is not imported by a proxy without QUIC.
+            from meshproxy.quic.listener import QuicListenerRuntime
+
+            runtime = QuicListenerRuntime
+        return runtime(
             lc,
             self.store.listener_stats(lc.name),
             self.store,

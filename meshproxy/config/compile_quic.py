@@ -20,10 +20,11 @@ from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from meshproxy.config.compile_common import Ctx, duration, type_url, unpack, wrapped
 from meshproxy.config.compile_tls import tls_context
 from meshproxy.config.model import QuicOptions, TlsFiles
-from meshproxy.tls.config import TlsConfig
+from meshproxy.tls.config import TlsConfig, TlsVersion
 
 QUIC_DOWNSTREAM = type_url(quic_transport_pb2.QuicDownstreamTransport)
 _HCM = type_url(hcm.HttpConnectionManager)
+QUIC_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 _MIN_PACKET = 1200  # RFC 9000 §14: a QUIC path carries datagrams of at least 1200 bytes
 
 
@@ -58,13 +59,53 @@ def quic_options(msg: listener_pb2.Listener, ctx: Ctx) -> QuicOptions | None:
 
 
 def quic_transport(msg: base_pb2.TransportSocket, ctx: Ctx) -> tuple[TlsConfig | None, TlsFiles | None]:
-    """A filter chain's ``QuicDownstreamTransport``: its DownstreamTlsContext, compiled as on TCP."""
+    """A filter chain's ``QuicDownstreamTransport``: its DownstreamTlsContext, compiled as on TCP,
+    and refused where it asks for what QUIC's TLS cannot do."""
     down = unpack(msg.typed_config, quic_transport_pb2.QuicDownstreamTransport)
     tctx = ctx.at("typed_config")
     if not down.HasField("downstream_tls_context"):
         tctx.at("downstream_tls_context").problem("is required: QUIC always runs TLS 1.3")
         return None, None
-    return tls_context(down.downstream_tls_context, tctx.at("downstream_tls_context"))
+    dctx = tctx.at("downstream_tls_context")
+    tls, files = tls_context(down.downstream_tls_context, dctx)
+    if tls is not None and not _quic_can(tls, dctx.at("common_tls_context")):
+        return None, None
+    return tls, files
+
+
+def _quic_can(tls: TlsConfig, ctx: Ctx) -> bool:
+    """QUIC is TLS 1.3 only (RFC 9001 §4.2) and aioquic offers fixed suites and signature schemes."""
+    mark = ctx.mark()
+    params = ctx.at("tls_params")
+    if tls.max_version < TlsVersion.TLSv1_3:
+        params.at("tls_maximum_protocol_version").problem("QUIC is TLS 1.3 only (RFC 9001 §4.2)")
+    bad = [name for name in tls.cipher_suites if name not in QUIC_SUITES]
+    if bad:
+        params.at("cipher_suites").problem(
+            f"{', '.join(bad)} not available over QUIC; use {', '.join(QUIC_SUITES)}"
+        )
+    if tls.signature_algorithms:
+        params.at("signature_algorithms").problem(
+            "is not supported over QUIC (aioquic signs with a fixed list)"
+        )
+    if tls.private_key and not _signs_quic(tls.private_key):
+        ctx.at("tls_certificates", 0).at("private_key").problem(
+            "an ML-DSA key cannot sign a QUIC handshake (aioquic signs with ECDSA, EdDSA or RSA); "
+            "use an ECDSA P-256 certificate on QUIC listeners"
+        )
+    return ctx.clean_since(mark)
+
+
+def _signs_quic(key_pem: bytes) -> bool:
+    # cryptography is loaded only by a configuration with a QUIC listener (docs/memory.md).
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(key_pem, password=None)
+    return isinstance(
+        key,
+        ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | rsa.RSAPrivateKey,
+    )
 
 
 def check_chains(msg: listener_pb2.Listener, quic: bool, ctx: Ctx) -> None:
@@ -74,7 +115,8 @@ def check_chains(msg: listener_pb2.Listener, quic: bool, ctx: Ctx) -> None:
         chains.append((msg.default_filter_chain, ctx.at("default_filter_chain")))
     if quic and len(chains) != 1:
         ctx.at("filter_chains").problem(
-            f"a QUIC listener takes exactly one filter chain (filter_chains or default_filter_chain), not {len(chains)}"
+            "a QUIC listener takes exactly one filter chain (filter_chains or default_filter_chain), "
+            f"not {len(chains)}"
         )
     for chain, c in chains:
         is_quic = chain.transport_socket.typed_config.type_url == QUIC_DOWNSTREAM

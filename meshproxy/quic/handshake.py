@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from aioquic import tls
 from aioquic.buffer import Buffer
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.packet import QuicFrameType
 from cryptography import x509
 
 from meshproxy.errors import ConfigError
@@ -157,9 +158,13 @@ class PqContext(tls.Context):
 class PqQuicConnection(QuicConnection):
     """aioquic's ``QuicConnection`` whose TLS context is a `PqContext` configured by ``tls_config``."""
 
-    def __init__(self, *, tls_config: TlsConfig, **kwargs: object) -> None:
+    def __init__(self, *, tls_config: TlsConfig, max_streams: int = 128, **kwargs: object) -> None:
+        """``max_streams``: request streams the peer may have open at once (aioquic fixes 128)."""
         self._tls_config = tls_config
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._local_max_streams_bidi = Limit(
+            frame_type=QuicFrameType.MAX_STREAMS_BIDI, name="max_streams_bidi", value=max_streams
+        )
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

@@ -1,0 +1,388 @@
+"""The downstream side of one QUIC connection serving HTTP/3: the HCM's streams over aioquic.
+
+Owns one accepted QUIC connection (aioquic's ``QuicConnectionProtocol`` shell: timers and
+sending) running the http_connection_manager over HTTP/3 (aioquic's ``H3Connection``): one
+``http2.stream.H2Stream`` per request stream, the same relay every HTTP/2 request takes. It is
+that stream's ``StreamOwner``, so routing, retries, timeouts, stats, XFCC and the access record
+are the exchange's (``hcm/exchange.py``), as for HTTP/1.1 and HTTP/2; an HTTP/3 request goes to
+HTTP/1.1 or HTTP/2 clusters by the cluster's protocol options, as an HTTP/2 one does.
+
+Rules: (1) the connection joins its listener (stats, drain, idle sweep) when its handshake
+completes; a refused handshake is counted by reason and never reaches the HCM. (2) A request
+starts its work once every event of the datagram that opened it was handled (as HTTP/2's
+``batch_done``). (3) Drain sends GOAWAY naming the next stream we would accept, then closes
+once the streams are done. (4) A stream's response DATA is handed to aioquic only while less
+than the stream's share of the buffer limit waits unsent in aioquic; the rest waits in its
+``Half`` and the upstream is acknowledged only as it moves (the slow-reader bound).
+Departure: aioquic raises its receive windows as data arrives, not as we consume it, so a
+request body is bounded by the client's windows (``initial_*_window_size``) rather than by
+our upstream's pace (docs/quic.md).
+Must not import the listener runtime at run time (it makes these) nor know about clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import Buffer
+from aioquic.h3 import events as h3e
+from aioquic.h3.connection import H3Connection, encode_frame
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic import events as qe
+from h2.errors import ErrorCodes
+
+from meshproxy.hcm.identity import downstream_peer
+from meshproxy.http2.connection import CODEC, Half
+from meshproxy.http2.fields import Malformed, Underscored, checked
+from meshproxy.http2.stream import H2Stream
+from meshproxy.quic.handshake import PqQuicConnection
+from meshproxy.tls.errors import TlsError
+
+if TYPE_CHECKING:
+    from meshproxy.hcm.context import HttpContext
+    from meshproxy.quic.endpoint import QuicEndpoint
+    from meshproxy.quic.listener import QuicListenerRuntime
+    from meshproxy.tls.engine import Negotiated
+
+log = logging.getLogger("meshproxy.quic")
+
+# RFC 9114 §8.1 error codes for the HTTP/2 codes the stream relay uses.
+H3_NO_ERROR = 0x100
+H3_INTERNAL_ERROR = 0x102
+H3_REQUEST_REJECTED = 0x10B
+H3_REQUEST_CANCELLED = 0x10C
+H3_MESSAGE_ERROR = 0x10E
+_H3_CODES = {
+    ErrorCodes.NO_ERROR: H3_NO_ERROR,
+    ErrorCodes.CANCEL: H3_REQUEST_CANCELLED,
+    ErrorCodes.REFUSED_STREAM: H3_REQUEST_REJECTED,
+    ErrorCodes.PROTOCOL_ERROR: H3_MESSAGE_ERROR,
+}
+_GOAWAY = 0x7  # RFC 9114 §7.2.6
+CRYPTO_ERROR = 0x100  # RFC 9001 §4.8: 0x100 + TLS alert
+# QUIC's form of the TLS alerts the handshake raises, as the TCP engine's refusal codes.
+_ALERT_CODES = {
+    40: "no_shared_group",  # handshake_failure: aioquic's "No supported key share"
+    42: "bad_certificate",
+    45: "certificate_expired",
+    116: "no_client_certificate",  # certificate_required
+}
+
+
+class H3Downstream(QuicConnectionProtocol):
+    protocol = "HTTP/3"  # the access log's protocol field
+    original_dst = None  # QUIC listeners do not restore original destinations
+
+    def __init__(
+        self,
+        quic: PqQuicConnection,
+        listener: QuicListenerRuntime,
+        ctx: HttpContext,
+        addr: Any,
+        endpoint: QuicEndpoint,
+        handshake_timeout: float,
+    ) -> None:
+        """``ctx``: the listener's chain context; ``handshake_timeout``: its ``crypto_handshake_timeout``
+        (0: none)."""
+        super().__init__(quic)
+        self.quic = quic
+        self.ctx = ctx
+        self.listener = listener
+        self.loop = self._loop
+        self.peer_addr = addr
+        self.h3: H3Connection | None = None
+        self.streams: dict[int, H2Stream] = {}
+        self.trailers_due: set[int] = set()  # streams whose request headers were read
+        self.starting: list[H2Stream] = []
+        self.waiting: dict[int, Half] = {}  # response DATA held for aioquic's send buffer
+        self.peer_ip, self.peer_label = addr[0].encode(), f"{addr[0]}:{addr[1]}"
+        self.tls: Negotiated | None = None
+        self.xfcc: bytes | None = None
+        self.opened = False
+        self.closed = False
+        self.timed_out = False
+        self.goaway_sent = False
+        self.idle_since = self.loop.time()
+        self.sweeper = self.loop.call_later(1.0, self._sweep)
+        if handshake_timeout > 0:
+            self.loop.call_later(handshake_timeout, self._handshake_deadline)
+        self._connection_id_issued_handler = lambda cid: endpoint.cid_issued(cid, self)
+        self._connection_id_retired_handler = lambda cid: endpoint.cid_retired(cid, self)
+        self._connection_terminated_handler = lambda: endpoint.terminated(self)
+
+    # ------------------------------------------------------------------ transport-like
+
+    @property
+    def transport(self) -> H3Downstream:
+        """What ``downstream_peer`` and the access record read addresses and TLS from."""
+        return self
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.peer_addr
+        if name == "sockname":
+            return self.listener.bound_address()
+        if name == "tls":
+            return self.tls
+        return default
+
+    # ------------------------------------------------------------------ QUIC events
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.peer_addr = addr  # migration: the client's new address (RFC 9000 §9)
+        super().datagram_received(data, addr)
+
+    def _process_events(self) -> None:
+        super()._process_events()
+        starting = self.starting
+        if starting:  # rule 2
+            self.starting = []
+            for stream in starting:
+                if not stream.finished:
+                    stream.begin()
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        if isinstance(event, qe.HandshakeCompleted):
+            self._handshake_completed()
+        elif isinstance(event, qe.ConnectionTerminated):
+            self._terminated(event)
+        elif isinstance(event, qe.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.downstream_reset(ErrorCodes.CANCEL)
+        elif self.h3 is not None:
+            try:
+                for h3_event in self.h3.handle_event(event):
+                    self._h3_event(h3_event)
+            except H3Error as exc:  # aioquic closed the connection with the error's code
+                log.info("HTTP/3 protocol error from %s: %s", self.peer_label, exc)
+
+    def _handshake_completed(self) -> None:
+        self.tls = self.quic.negotiated
+        self.peer_ip, self.peer_label, self.tls, self.xfcc = downstream_peer(self.ctx, self)
+        self.h3 = H3Connection(self.quic)
+        self.opened = True
+        listener = self.listener
+        listener.handshake_done(self.peer_addr, None, self.tls, None)
+        listener.connection_opened(self)
+        stats = self.ctx.stats
+        stats.downstream_cx_http3_total += 1
+        stats.downstream_cx_http3_active += 1
+        if listener.draining and not listener.graceful:
+            self.goaway()
+
+    def _handshake_deadline(self) -> None:
+        if not self.opened and not self.closed:
+            self.timed_out = True
+            self.close(H3_NO_ERROR, "handshake timeout")
+
+    def _terminated(self, event: qe.ConnectionTerminated) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sweeper.cancel()
+        self.waiting.clear()
+        listener = self.listener
+        if not self.opened:  # a handshake that never completed (rule 1)
+            alert = event.error_code - CRYPTO_ERROR
+            code = _ALERT_CODES.get(alert, "tls_error" if 0 < alert < 256 else "connection_lost")
+            if self.timed_out:
+                code = "handshake_timeout"
+            listener.handshake_done(
+                self.peer_addr, None, None, TlsError(event.reason_phrase or code, code=code)
+            )
+            return
+        self.ctx.stats.downstream_cx_http3_active -= 1
+        for stream in list(self.streams.values()):
+            stream.downstream_reset(ErrorCodes.CANCEL)
+        self.streams.clear()
+        listener.connection_closed(self)
+
+    def _h3_event(self, event: h3e.H3Event) -> None:
+        if isinstance(event, h3e.HeadersReceived):
+            sid = event.stream_id
+            if sid in self.trailers_due:
+                self._trailers(sid, event)
+            else:
+                self._request(sid, event)
+        elif isinstance(event, h3e.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                if event.data:
+                    stream.request_data(event.data, len(event.data))
+                if event.stream_ended and not stream.request_complete:
+                    stream.request_end()
+
+    def _request(self, sid: int, event: h3e.HeadersReceived) -> None:
+        self.trailers_due.add(sid)
+        if self.goaway_sent:
+            self.reset(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        head = self._checked(sid, event.headers, CODEC.request_head)
+        if head is None:
+            return
+        stream = H2Stream(self, sid, head, monotonic(), event.stream_ended)
+        self.streams[sid] = stream
+        self.starting.append(stream)
+
+    def _trailers(self, sid: int, event: h3e.HeadersReceived) -> None:
+        stream = self.streams.get(sid)
+        if stream is None:
+            return
+        trailers = self._checked(sid, event.headers, checked)
+        if trailers is None:
+            stream.protocol_error()
+        else:
+            stream.request_trailers(trailers[0])
+
+    def _checked(self, sid: int, headers: list[tuple[bytes, bytes]], check: Any) -> Any:
+        """A request's header block or trailers checked as HTTP/2's are; None: the stream was reset."""
+        config = self.ctx.config
+        stats = self.ctx.stats
+        size = sum(len(n) + len(v) + 32 for n, v in headers)  # RFC 9114 §4.2.2's field section size
+        try:
+            if size > config.max_request_headers_bytes or len(headers) > config.max_headers_count:
+                raise Malformed(f"header section of {size} bytes, {len(headers)} fields: over the limits")
+            result = check(headers, config.headers_with_underscores)
+        except Malformed as exc:
+            if isinstance(exc, Underscored):
+                stats.requests_rejected_with_underscores_in_headers += 1
+            log.info("HTTP/3 stream %d from %s refused: %s", sid, self.peer_label, exc)
+            self.reset(sid, ErrorCodes.PROTOCOL_ERROR)
+            return None
+        if result[-1]:
+            stats.dropped_headers_with_underscores += result[-1]
+        return result
+
+    # ------------------------------------------------------------------ StreamOwner (http2/stream.py)
+
+    def ack(self, sid: int, size: int) -> None:
+        """Nothing to give back: aioquic reopened the client's windows when the data arrived."""
+
+    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self.closed or self.h3 is None:
+            return
+        try:
+            self.h3.send_headers(sid, headers, end_stream=end)
+        except (AssertionError, ValueError, H3Error):  # the stream was reset meanwhile
+            return
+        self._transmit_soon()
+
+    def pump(self, sid: int, half: Half) -> None:
+        """Hand ``half``'s DATA to aioquic while its send buffer for the stream is short (rule 4)."""
+        if half.done or self.closed or self.h3 is None:
+            return
+        share = self.stream_share()
+        chunks = half.chunks
+        try:
+            while chunks:
+                if self._unsent(sid) > share:
+                    self.waiting[sid] = half
+                    self._transmit_soon()
+                    return
+                data, ack = chunks.popleft()
+                self.h3.send_data(sid, data, end_stream=False)
+                if ack and half.ack is not None:
+                    half.ack(ack)
+            if half.trailers is not None:
+                self.h3.send_headers(sid, half.trailers, end_stream=True)
+            elif half.end:
+                self.h3.send_data(sid, b"", end_stream=True)
+            else:
+                self._transmit_soon()
+                return
+        except (AssertionError, ValueError, H3Error):  # reset by the client meanwhile
+            half.discard()
+            return
+        self.waiting.pop(sid, None)
+        half.done = True
+        self._transmit_soon()
+        half.on_done()
+
+    def _unsent(self, sid: int) -> int:
+        """Bytes of stream ``sid`` aioquic holds, sent or not, until the client acknowledges them."""
+        stream = self.quic._streams.get(sid)
+        return 0 if stream is None else len(stream.sender._buffer)
+
+    def transmit(self) -> None:
+        super().transmit()
+        if self.waiting:
+            for sid, half in list(self.waiting.items()):
+                if self._unsent(sid) <= self.stream_share():
+                    del self.waiting[sid]
+                    self.pump(sid, half)
+
+    def reset(self, sid: int, code: int) -> bool:
+        if self.closed:
+            return False
+        h3_code = _H3_CODES.get(code, H3_INTERNAL_ERROR)  # type: ignore[call-overload]  # an h2 ErrorCodes int
+        try:
+            self.quic.reset_stream(sid, h3_code)
+            self.quic.stop_stream(sid, h3_code)
+        except (AssertionError, ValueError):  # that direction had already ended
+            pass
+        self._transmit_soon()
+        return True
+
+    def response_sent(self, keepalive_closes: bool) -> None:
+        if keepalive_closes or self.listener.draining:
+            self.goaway()
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        self.waiting.pop(stream.sid, None)
+        self.trailers_due.discard(stream.sid)
+        if self.streams.get(stream.sid) is stream:
+            del self.streams[stream.sid]
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.goaway_sent:
+                self.close()
+
+    def stream_share(self) -> int:
+        return self.listener.config.buffer_limit // max(1, len(self.streams))
+
+    # ------------------------------------------------------------------ drain, idle, close
+
+    def _sweep(self) -> None:
+        """Once a second: each stream checks its idle timeout; an idle connection past the HCM's
+        ``idle_timeout`` drains (QUIC's own idle timeout ends a silent one)."""
+        if self.closed:
+            return
+        config = self.ctx.config
+        now = monotonic()
+        for stream in list(self.streams.values()):
+            stream.check_idle(now, config.stream_idle_timeout)
+        limit = config.idle_timeout
+        if limit > 0 and self.is_idle() and self.loop.time() - self.idle_since > limit:
+            self.close()
+        if not self.closed:
+            self.sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def goaway(self) -> None:
+        """Rule 3: GOAWAY naming the first request stream we will not serve; close once idle."""
+        if self.goaway_sent or self.closed or self.h3 is None:
+            return
+        self.goaway_sent = True
+        next_id = max(self.trailers_due, default=-4) + 4  # client bidi streams: 0, 4, 8, …
+        control = self.h3._local_control_stream_id
+        assert control is not None
+        frame = Buffer(capacity=8)
+        frame.push_uint_var(next_id)
+        self.quic.send_stream_data(control, encode_frame(_GOAWAY, frame.data))
+        self.transmit()
+        if not self.streams:
+            self.close()
+
+    def is_idle(self) -> bool:
+        return not self.streams
+
+    def close(self, error_code: int = H3_NO_ERROR, reason_phrase: str = "") -> None:
+        if not self.closed:
+            self.quic.close(error_code=error_code, reason_phrase=reason_phrase)
+            self.transmit()
+
+    def abort(self) -> None:
+        self.close(H3_INTERNAL_ERROR, "draining")
