@@ -1,21 +1,28 @@
-"""Compiles a listener's QUIC configuration: ``udp_listener_config.quic_options`` and its filter chain.
+"""Compiles QUIC configuration: a listener's ``udp_listener_config`` and filter chain, a cluster's HTTP/3.
 
 Owns what makes a listener a QUIC (HTTP/3) listener, Envoy's way: a UDP ``socket_address``, a
 ``udp_listener_config`` with ``quic_options``, and filter chains whose transport socket is a
 ``QuicDownstreamTransport`` and whose connection manager has ``codec_type: HTTP3``; and the rule
 that these go together (each half without the other is refused, naming the field). A QUIC
 listener takes exactly one filter chain: its connections are not matched by destination, SNI or
-ALPN (docs/quic.md). Fields of these messages meshproxy cannot run are refused by the fidelity
-table (``fidelity.py``), before this module reads them.
-Must not import aioquic (a listener without QUIC never loads it) nor the cluster compiler.
+ALPN (docs/quic.md). A cluster speaks HTTP/3 with a ``QuicUpstreamTransport`` and
+``explicit_http_config.http3_protocol_options``, both or neither. What QUIC's TLS cannot do (TLS
+1.2, other suites, ``signature_algorithms``, an ML-DSA key) is refused here too. Fields of these
+messages meshproxy cannot run are refused by the fidelity table (``fidelity.py``) first.
+Must not import aioquic (a configuration without QUIC never loads it) nor the cluster compiler.
 """
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import base_pb2
+import dataclasses
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from meshproxy.config.compile_common import Ctx, duration, type_url, unpack, wrapped
 from meshproxy.config.compile_tls import tls_context
@@ -23,6 +30,8 @@ from meshproxy.config.model import QuicOptions, TlsFiles
 from meshproxy.tls.config import TlsConfig, TlsVersion
 
 QUIC_DOWNSTREAM = type_url(quic_transport_pb2.QuicDownstreamTransport)
+QUIC_UPSTREAM = type_url(quic_transport_pb2.QuicUpstreamTransport)
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HCM = type_url(hcm.HttpConnectionManager)
 QUIC_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 _MIN_PACKET = 1200  # RFC 9000 §14: a QUIC path carries datagrams of at least 1200 bytes
@@ -40,17 +49,46 @@ def quic_options(msg: listener_pb2.Listener, ctx: Ctx) -> QuicOptions | None:
         qctx.at("enabled").at("default_value").problem(
             "a QUIC listener that is not enabled is not supported; remove the listener"
         )
-    transport = quic.quic_protocol_options
     tctx = qctx.at("quic_protocol_options")
+    if quic.quic_protocol_options.HasField("idle_network_timeout"):
+        tctx.at("idle_network_timeout").problem("on a listener, use quic_options.idle_timeout")
+    options = _transport(quic.quic_protocol_options, tctx, duration(quic, "idle_timeout", qctx, 300.0))
+    return dataclasses.replace(
+        options, handshake_timeout=duration(quic, "crypto_handshake_timeout", qctx, 20.0)
+    )
+
+
+def quic_cluster(msg: cluster_pb2.Cluster, quic: bool, ctx: Ctx) -> QuicOptions | None:
+    """A cluster's HTTP/3 settings (explicit_http_config.http3_protocol_options), which go with a
+    QuicUpstreamTransport (``quic``; the cluster compiler refuses them without one); None for TCP."""
+    if not quic:
+        return None
+    octx = ctx.at("typed_extension_protocol_options", HTTP_OPTIONS).at("explicit_http_config")
+    packed = msg.typed_extension_protocol_options.get(HTTP_OPTIONS)
+    options = hpo.HttpProtocolOptions()
+    if (
+        packed is None
+        or not packed.Unpack(options)
+        or not options.explicit_http_config.HasField("http3_protocol_options")
+    ):
+        octx.at("http3_protocol_options").problem(
+            "is required with a QuicUpstreamTransport (a QUIC cluster speaks HTTP/3)"
+        )
+        return None
+    tctx = octx.at("http3_protocol_options").at("quic_protocol_options")
+    transport = options.explicit_http_config.http3_protocol_options.quic_protocol_options
+    return _transport(transport, tctx, duration(transport, "idle_network_timeout", tctx, 300.0))
+
+
+def _transport(transport: protocol_pb2.QuicProtocolOptions, ctx: Ctx, idle_timeout: float) -> QuicOptions:
     streams = wrapped(transport, "max_concurrent_streams", 100)
     if not 1 <= streams <= 2**31:
-        tctx.at("max_concurrent_streams").problem(f"{streams} is out of range; use 1..2147483648")
+        ctx.at("max_concurrent_streams").problem(f"{streams} is out of range; use 1..2147483648")
     packet = transport.max_packet_length.value or 1350
     if not _MIN_PACKET <= packet <= 65527:
-        tctx.at("max_packet_length").problem(f"{packet} is out of range; use {_MIN_PACKET}..65527")
+        ctx.at("max_packet_length").problem(f"{packet} is out of range; use {_MIN_PACKET}..65527")
     return QuicOptions(
-        idle_timeout=duration(quic, "idle_timeout", qctx, 300.0),
-        handshake_timeout=duration(quic, "crypto_handshake_timeout", qctx, 20.0),
+        idle_timeout=idle_timeout,
         max_concurrent_streams=streams,
         initial_stream_window_size=wrapped(transport, "initial_stream_window_size", 16 * 1024 * 1024),
         initial_connection_window_size=wrapped(transport, "initial_connection_window_size", 24 * 1024 * 1024),
@@ -59,16 +97,21 @@ def quic_options(msg: listener_pb2.Listener, ctx: Ctx) -> QuicOptions | None:
 
 
 def quic_transport(msg: base_pb2.TransportSocket, ctx: Ctx) -> tuple[TlsConfig | None, TlsFiles | None]:
-    """A filter chain's ``QuicDownstreamTransport``: its DownstreamTlsContext, compiled as on TCP,
-    and refused where it asks for what QUIC's TLS cannot do."""
-    down = unpack(msg.typed_config, quic_transport_pb2.QuicDownstreamTransport)
-    tctx = ctx.at("typed_config")
-    if not down.HasField("downstream_tls_context"):
-        tctx.at("downstream_tls_context").problem("is required: QUIC always runs TLS 1.3")
+    """A filter chain's ``QuicDownstreamTransport`` or a cluster's ``QuicUpstreamTransport``: its TLS
+    context, compiled as on TCP, and refused where it asks for what QUIC's TLS cannot do."""
+    inner: tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext
+    if msg.typed_config.type_url == QUIC_UPSTREAM:
+        name = "upstream_tls_context"
+        inner = unpack(msg.typed_config, quic_transport_pb2.QuicUpstreamTransport).upstream_tls_context
+    else:
+        name = "downstream_tls_context"
+        inner = unpack(msg.typed_config, quic_transport_pb2.QuicDownstreamTransport).downstream_tls_context
+    tctx = ctx.at("typed_config").at(name)
+    if not inner.ByteSize():
+        tctx.problem("is required: QUIC always runs TLS 1.3")
         return None, None
-    dctx = tctx.at("downstream_tls_context")
-    tls, files = tls_context(down.downstream_tls_context, dctx)
-    if tls is not None and not _quic_can(tls, dctx.at("common_tls_context")):
+    tls, files = tls_context(inner, tctx)
+    if tls is not None and not _quic_can(tls, tctx.at("common_tls_context")):
         return None, None
     return tls, files
 
@@ -91,7 +134,7 @@ def _quic_can(tls: TlsConfig, ctx: Ctx) -> bool:
     if tls.private_key and not _signs_quic(tls.private_key):
         ctx.at("tls_certificates", 0).at("private_key").problem(
             "an ML-DSA key cannot sign a QUIC handshake (aioquic signs with ECDSA, EdDSA or RSA); "
-            "use an ECDSA P-256 certificate on QUIC listeners"
+            "use an ECDSA P-256 certificate for QUIC"
         )
     return ctx.clean_since(mark)
 
@@ -128,10 +171,12 @@ def check_chains(msg: listener_pb2.Listener, quic: bool, ctx: Ctx) -> None:
             )
         for i, entry in enumerate(chain.filters):
             if entry.typed_config.type_url == _HCM:
-                http3 = (
-                    unpack(entry.typed_config, hcm.HttpConnectionManager).codec_type
-                    == hcm.HttpConnectionManager.HTTP3
-                )
+                manager = unpack(entry.typed_config, hcm.HttpConnectionManager)
+                if manager.http3_protocol_options.HasField("quic_protocol_options"):
+                    c.at("filters", i).at("typed_config").at("http3_protocol_options").at(
+                        "quic_protocol_options"
+                    ).problem("a QUIC listener's transport settings are its udp_listener_config.quic_options")
+                http3 = manager.codec_type == hcm.HttpConnectionManager.HTTP3
                 if quic != http3:
                     c.at("filters", i).at("typed_config").at("codec_type").problem(
                         "a QUIC listener's connection manager needs codec_type HTTP3"

@@ -210,15 +210,16 @@ TABLE: dict[str, dict[str, Field]] = {
     ),
     "envoy.config.core.v3.RuntimeFeatureFlag": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
     "envoy.config.core.v3.QuicProtocolOptions": _message(
-        "max_concurrent_streams initial_stream_window_size initial_connection_window_size max_packet_length",
+        "max_concurrent_streams initial_stream_window_size initial_connection_window_size max_packet_length "
+        "idle_network_timeout",
         num_timeouts_to_trigger_port_migration=refused(
             "meshproxy does not migrate its own port", allowed=(0,)
         ),
         connection_keepalive=refused("QUIC keep-alive PINGs are not sent; idle connections time out"),
         connection_options=refused("QUICHE connection options do not apply to aioquic"),
         client_connection_options=refused("QUICHE connection options do not apply to aioquic"),
-        idle_network_timeout=refused("a listener's QUIC idle timeout is quic_options.idle_timeout"),
     ),
+    "envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport": _message("upstream_tls_context"),
     "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport": _message(
         "downstream_tls_context",
         enable_early_data=refused(
@@ -226,9 +227,7 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
     ),
     "envoy.config.core.v3.Http3ProtocolOptions": _message(
-        quic_protocol_options=accepted(
-            "a QUIC listener's transport settings are its udp_listener_config.quic_options"
-        ),
+        "quic_protocol_options",
         override_stream_error_on_invalid_http_message=refused(
             "an invalid HTTP/3 message resets its stream", allowed=(False,)
         ),

@@ -475,6 +475,10 @@ class Cluster:
     original_dst: OriginalDstConfig | None = None
     # upstream_bind_config.source_address: the local address upstream sockets bind (port 0: any).
     source_address: SocketAddress | None = None
+    # explicit_http_config.http3_protocol_options with a QuicUpstreamTransport: HTTP/3 over QUIC
+    # (meshproxy/quic/upstream.py). ``http2`` then holds the same stream limit: an HTTP/3 cluster
+    # takes the multiplexed path every HTTP/2 cluster takes, with a QUIC pool under it.
+    http3: QuicOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
