@@ -11,9 +11,8 @@ Rules: (1) the connection joins its listener (stats, drain, idle sweep) when its
 completes; a refused handshake is counted by reason and never reaches the HCM. (2) A request
 starts its work once every event of the datagram that opened it was handled (as HTTP/2's
 ``batch_done``). (3) Drain sends GOAWAY naming the next stream we would accept, then closes
-once the streams are done. (4) A stream's response DATA is handed to aioquic only while less
-than the stream's share of the buffer limit waits unsent in aioquic; the rest waits in its
-``Half`` and the upstream is acknowledged only as it moves (the slow-reader bound).
+once the streams are done. (4) Response DATA goes out within the stream's share of the
+buffer limit (``peer.py``: the slow-reader bound).
 Departure: aioquic raises its receive windows as data arrives, not as we consume it, so a
 request body is bounded by the client's windows (``initial_*_window_size``) rather than by
 our upstream's pace (docs/quic.md).
@@ -26,7 +25,6 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import Buffer
 from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection, encode_frame
@@ -35,10 +33,11 @@ from aioquic.quic import events as qe
 from h2.errors import ErrorCodes
 
 from meshproxy.hcm.identity import downstream_peer
-from meshproxy.http2.connection import CODEC, Half
+from meshproxy.http2.connection import CODEC
 from meshproxy.http2.fields import Malformed, Underscored, checked
 from meshproxy.http2.stream import H2Stream
 from meshproxy.quic.handshake import PqQuicConnection
+from meshproxy.quic.peer import H3_INTERNAL_ERROR, H3_NO_ERROR, H3Peer
 from meshproxy.tls.errors import TlsError
 
 if TYPE_CHECKING:
@@ -49,18 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshproxy.quic")
 
-# RFC 9114 §8.1 error codes for the HTTP/2 codes the stream relay uses.
-H3_NO_ERROR = 0x100
-H3_INTERNAL_ERROR = 0x102
-H3_REQUEST_REJECTED = 0x10B
-H3_REQUEST_CANCELLED = 0x10C
-H3_MESSAGE_ERROR = 0x10E
-_H3_CODES = {
-    ErrorCodes.NO_ERROR: H3_NO_ERROR,
-    ErrorCodes.CANCEL: H3_REQUEST_CANCELLED,
-    ErrorCodes.REFUSED_STREAM: H3_REQUEST_REJECTED,
-    ErrorCodes.PROTOCOL_ERROR: H3_MESSAGE_ERROR,
-}
 _GOAWAY = 0x7  # RFC 9114 §7.2.6
 CRYPTO_ERROR = 0x100  # RFC 9001 §4.8: 0x100 + TLS alert
 # QUIC's form of the TLS alerts the handshake raises, as the TCP engine's refusal codes.
@@ -72,7 +59,7 @@ _ALERT_CODES = {
 }
 
 
-class H3Downstream(QuicConnectionProtocol):
+class H3Downstream(H3Peer):
     protocol = "HTTP/3"  # the access log's protocol field
     original_dst = None  # QUIC listeners do not restore original destinations
 
@@ -88,21 +75,16 @@ class H3Downstream(QuicConnectionProtocol):
         """``ctx``: the listener's chain context; ``handshake_timeout``: its ``crypto_handshake_timeout``
         (0: none)."""
         super().__init__(quic)
-        self.quic = quic
         self.ctx = ctx
         self.listener = listener
-        self.loop = self._loop
         self.peer_addr = addr
-        self.h3: H3Connection | None = None
         self.streams: dict[int, H2Stream] = {}
         self.trailers_due: set[int] = set()  # streams whose request headers were read
         self.starting: list[H2Stream] = []
-        self.waiting: dict[int, Half] = {}  # response DATA held for aioquic's send buffer
         self.peer_ip, self.peer_label = addr[0].encode(), f"{addr[0]}:{addr[1]}"
         self.tls: Negotiated | None = None
         self.xfcc: bytes | None = None
         self.opened = False
-        self.closed = False
         self.timed_out = False
         self.goaway_sent = False
         self.idle_since = self.loop.time()
@@ -261,71 +243,6 @@ class H3Downstream(QuicConnectionProtocol):
 
     def ack(self, sid: int, size: int) -> None:
         """Nothing to give back: aioquic reopened the client's windows when the data arrived."""
-
-    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if self.closed or self.h3 is None:
-            return
-        try:
-            self.h3.send_headers(sid, headers, end_stream=end)
-        except (AssertionError, ValueError, H3Error):  # the stream was reset meanwhile
-            return
-        self._transmit_soon()
-
-    def pump(self, sid: int, half: Half) -> None:
-        """Hand ``half``'s DATA to aioquic while its send buffer for the stream is short (rule 4)."""
-        if half.done or self.closed or self.h3 is None:
-            return
-        share = self.stream_share()
-        chunks = half.chunks
-        try:
-            while chunks:
-                if self._unsent(sid) > share:
-                    self.waiting[sid] = half
-                    self._transmit_soon()
-                    return
-                data, ack = chunks.popleft()
-                self.h3.send_data(sid, data, end_stream=False)
-                if ack and half.ack is not None:
-                    half.ack(ack)
-            if half.trailers is not None:
-                self.h3.send_headers(sid, half.trailers, end_stream=True)
-            elif half.end:
-                self.h3.send_data(sid, b"", end_stream=True)
-            else:
-                self._transmit_soon()
-                return
-        except (AssertionError, ValueError, H3Error):  # reset by the client meanwhile
-            half.discard()
-            return
-        self.waiting.pop(sid, None)
-        half.done = True
-        self._transmit_soon()
-        half.on_done()
-
-    def _unsent(self, sid: int) -> int:
-        """Bytes of stream ``sid`` aioquic holds, sent or not, until the client acknowledges them."""
-        stream = self.quic._streams.get(sid)
-        return 0 if stream is None else len(stream.sender._buffer)
-
-    def transmit(self) -> None:
-        super().transmit()
-        if self.waiting:
-            for sid, half in list(self.waiting.items()):
-                if self._unsent(sid) <= self.stream_share():
-                    del self.waiting[sid]
-                    self.pump(sid, half)
-
-    def reset(self, sid: int, code: int) -> bool:
-        if self.closed:
-            return False
-        h3_code = _H3_CODES.get(code, H3_INTERNAL_ERROR)  # type: ignore[call-overload]  # an h2 ErrorCodes int
-        try:
-            self.quic.reset_stream(sid, h3_code)
-            self.quic.stop_stream(sid, h3_code)
-        except (AssertionError, ValueError):  # that direction had already ended
-            pass
-        self._transmit_soon()
-        return True
 
     def response_sent(self, keepalive_closes: bool) -> None:
         if keepalive_closes or self.listener.draining:
