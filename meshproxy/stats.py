@@ -255,6 +255,7 @@ class ClusterStats(StatSet):
         "Pooled connections passed over because the host had closed them before a request went out."
     )
     upstream_cx_http2_total: int = counter("HTTP/2 connections opened to the cluster's hosts.")
+    upstream_cx_http3_total: int = counter("HTTP/3 (QUIC) connections whose handshake with a host completed.")
     upstream_cx_protocol_error: int = counter(
         "Upstream connections closed for a protocol error by the host (HTTP/1.1 or HTTP/2)."
     )

@@ -231,7 +231,12 @@ class H2Stream:
         x.attempt_started(now)
         cluster, host = x.cluster, x.host
         assert cluster is not None and host is not None
-        if cluster.config.http2 is not None:
+        if cluster.config.http3 is not None:
+            # aioquic loads with the first request to an HTTP/3 cluster, not with every proxy.
+            from meshproxy.quic.upstream import h3_pool_for
+
+            self.pool = h3_pool_for(cluster, host, x.resources or cluster.breakers.default)
+        elif cluster.config.http2 is not None:
             self.pool = pool_for(cluster, host, x.resources or cluster.breakers.default)
         else:
             self.pool = self.ctx.to_http1(cluster, host)

@@ -110,11 +110,20 @@ class H3Peer(QuicConnectionProtocol):
         self._transmit_soon()
 
     def reset(self, sid: int, code: int) -> bool:
-        """Reset ``sid`` both ways with the HTTP/3 form of HTTP/2 ``code``; False once closed."""
+        """End ``sid`` early with the HTTP/3 form of HTTP/2 ``code``; False once closed.
+
+        NO_ERROR (the relay's "complete response, request no longer wanted") is STOP_SENDING
+        alone: in QUIC, RESET_STREAM would abandon response bytes not yet acknowledged, where an
+        HTTP/2 RST_STREAM follows frames already written (RFC 9114 §4.1.1)."""
         if self.closed:
             return False
         h3_code = _H3_CODES.get(code, H3_INTERNAL_ERROR)  # type: ignore[call-overload]  # an h2 ErrorCodes int
-        for send in (self.quic.reset_stream, self.quic.stop_stream):
+        ends = (
+            (self.quic.stop_stream,)
+            if code == ErrorCodes.NO_ERROR
+            else (self.quic.reset_stream, self.quic.stop_stream)
+        )
+        for send in ends:
             try:
                 send(sid, h3_code)
             except STREAM_GONE:  # that direction had already ended
