@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,31 @@ async def test_clients_must_prove_their_address_under_load(pki: Pki, monkeypatch
             assert response.status == 200
             # One Retry per token-less Initial datagram: a hybrid ClientHello spans two.
             assert proxy.listener_stats("h3").quic_retry_sent >= 1
+
+
+async def _probe(port: int, *flags: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshproxy", "tls-probe", "--quic", f"127.0.0.1:{port}", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_tls_probe_over_quic_prints_the_link_and_its_refusals(pki: Pki, tmp_path: Path) -> None:
+    leaf = pki.leaf("client")
+    files = [tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"]
+    for path, data in zip(files, (leaf.chain, leaf.key, pki.ca_pem), strict=True):
+        path.write_bytes(data)
+    listener = quic_listener(pki.leaf("server"), pki.ca_pem, [route()], ecdh_curves=("X25519MLKEM768",))
+    async with running_proxy(bootstrap([listener], [cluster("backend", 9)])) as proxy:
+        port = proxy.port("h3")
+        mtls = ("--cert", str(files[0]), "--key", str(files[1]), "--ca", str(files[2]))
+        code, out = await _probe(port, *mtls, "--pq", "required")
+        assert code == 0, out
+        assert "(QUIC)" in out and "X25519MLKEM768" in out and spiffe_id("server") in out and "h3" in out
+        code, out = await _probe(port, *mtls, "--pq", "off")
+        assert code == 1 and "refused: " in out, out
+        code, out = await _probe(port, "--ca", str(files[2]), "--pq", "required")  # no certificate
+        assert code == 1 and "refused: " in out, out
