@@ -29,6 +29,7 @@ class Pair:
         self.now = 0.0
         self.events: dict[str, list[events.QuicEvent]] = {"client": [], "server": []}
         self.wire_bytes = {"client": 0, "server": 0}  # by the side that sent them
+        self.client_addr = CLIENT_ADDR  # where the client's datagrams come from (it may move)
         client.connect(SERVER_ADDR, now=self.now)
 
     def _server_for(self, datagram: bytes) -> PqQuicConnection:
@@ -48,7 +49,7 @@ class Pair:
             moved = False
             for datagram, _addr in self.client.datagrams_to_send(now=self.now):
                 self.wire_bytes["client"] += len(datagram)
-                self._server_for(datagram).receive_datagram(datagram, CLIENT_ADDR, now=self.now)
+                self._server_for(datagram).receive_datagram(datagram, self.client_addr, now=self.now)
                 moved = True
             if self.server is not None:
                 for datagram, _addr in self.server.datagrams_to_send(now=self.now):

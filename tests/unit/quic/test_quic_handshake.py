@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.tls import AlertDescription
@@ -154,3 +155,20 @@ def test_an_expired_server_certificate_is_refused(pki: Pki, client_leaf: Leaf) -
 def test_groups_outside_aioquic_are_refused_with_the_field() -> None:
     with pytest.raises(ConfigError, match=r"tls_params.ecdh_curves: MLKEM768 not available over QUIC"):
         aioquic_groups(PqPolicy(PqMode.REQUIRED, ("MLKEM768",)))
+
+
+def test_a_client_that_changes_address_keeps_its_connection(
+    pki: Pki, server_leaf: Leaf, client_leaf: Leaf
+) -> None:
+    """Connection migration is on (RFC 9000 §9): the server validates the new path and moves to it."""
+    p = pair(pki, server_leaf, client_leaf)
+    assert p.server is not None and p.completed("server")
+    p.client_addr = ("10.0.0.9", 50000)  # a NAT rebinding, or the client moved networks
+    sid = p.client.get_next_available_stream_id()
+    p.client.send_stream_data(sid, b"after the move", end_stream=True)
+    p.pump()
+    received = [e for e in p.events["server"] if isinstance(e, events.StreamDataReceived)]
+    assert b"".join(e.data for e in received) == b"after the move"
+    assert p.server._network_paths[0].addr == ("10.0.0.9", 50000)
+    assert p.server._network_paths[0].is_validated
+    assert p.terminated("server") is None and p.terminated("client") is None
