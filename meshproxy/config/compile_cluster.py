@@ -44,7 +44,6 @@ from meshproxy.config.model import (
     Cluster,
     Endpoint,
     HealthStatus,
-    Http2Options,
     Locality,
     LocalityLbEndpoints,
     OriginalDstConfig,
@@ -156,9 +155,9 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     checks = [health_check(h, c) for h, c in ctx.each("health_checks", msg.health_checks)]
     idle_timeout, max_requests, max_response_headers_kb, max_headers = _http_protocol_options(msg, ctx, quic)
     http2, use_downstream = upstream_protocol(msg, ctx)
-    http3 = quic_cluster(msg, quic, ctx)
+    http3, quic_h2, fallback = quic_cluster(msg, quic, ctx)
     if http3 is not None:
-        http2 = Http2Options(max_concurrent_streams=http3.max_concurrent_streams)
+        http2 = quic_h2
     if discovery is None or not ctx.clean_since(mark):
         return None
     if overprovisioning != lb.overprovisioning_factor:
@@ -188,6 +187,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         original_dst=original_dst,
         source_address=source_address,
         http3=http3,
+        http3_fallback=fallback,
     )
 
 
@@ -330,7 +330,9 @@ def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx, quic: bool) -> tu
             octx.problem(f'"{packed.type_url}" is not an {_HTTP_OPTIONS_KEY}')
             return 3600.0, 0, _MAX_RESPONSE_HEADERS_KB, _MAX_HEADERS_COUNT
         options = unpack(packed, hpo.HttpProtocolOptions)
-        reject_fields(options, _UPSTREAM_H2_FIELDS, octx, _UPSTREAM_H2_REASON)
+        reject_fields(
+            options, ("http3_protocol_options",) if quic else _UPSTREAM_H2_FIELDS, octx, _UPSTREAM_H2_REASON
+        )
         reject_fields(
             options.explicit_http_config,
             _UPSTREAM_H2_FIELDS[1:] if quic else _UPSTREAM_H2_FIELDS,

@@ -25,8 +25,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from meshproxy.config.compile_common import Ctx, duration, type_url, unpack, wrapped
+from meshproxy.config.compile_http2 import http2_options
 from meshproxy.config.compile_tls import tls_context
-from meshproxy.config.model import QuicOptions, TlsFiles
+from meshproxy.config.model import Http2Options, QuicOptions, TlsFiles
 from meshproxy.tls.config import TlsConfig, TlsVersion
 
 QUIC_DOWNSTREAM = type_url(quic_transport_pb2.QuicDownstreamTransport)
@@ -58,26 +59,43 @@ def quic_options(msg: listener_pb2.Listener, ctx: Ctx) -> QuicOptions | None:
     )
 
 
-def quic_cluster(msg: cluster_pb2.Cluster, quic: bool, ctx: Ctx) -> QuicOptions | None:
-    """A cluster's HTTP/3 settings (explicit_http_config.http3_protocol_options), which go with a
-    QuicUpstreamTransport (``quic``; the cluster compiler refuses them without one); None for TCP."""
+def quic_cluster(
+    msg: cluster_pb2.Cluster, quic: bool, ctx: Ctx
+) -> tuple[QuicOptions | None, Http2Options | None, bool]:
+    """A cluster's (HTTP/3 settings, HTTP/2 settings, TCP fallback): explicit_http_config's
+    http3_protocol_options (HTTP/3 only), or auto_config's (HTTP/3, then HTTP/2 over TCP for a host
+    whose QUIC is blocked). They go with a QuicUpstreamTransport (``quic``; the cluster compiler
+    refuses them without one). (None, None, False) for a TCP cluster."""
     if not quic:
-        return None
-    octx = ctx.at("typed_extension_protocol_options", HTTP_OPTIONS).at("explicit_http_config")
+        return None, None, False
+    octx = ctx.at("typed_extension_protocol_options", HTTP_OPTIONS)
     packed = msg.typed_extension_protocol_options.get(HTTP_OPTIONS)
     options = hpo.HttpProtocolOptions()
-    if (
-        packed is None
-        or not packed.Unpack(options)
-        or not options.explicit_http_config.HasField("http3_protocol_options")
-    ):
-        octx.at("http3_protocol_options").problem(
-            "is required with a QuicUpstreamTransport (a QUIC cluster speaks HTTP/3)"
+    kind = (
+        options.WhichOneof("upstream_protocol_options")
+        if packed is not None and packed.Unpack(options)
+        else None
+    )
+    if kind == "auto_config" and options.auto_config.HasField("http3_protocol_options"):
+        auto, actx = options.auto_config, octx.at("auto_config")
+        h3ctx = actx.at("http3_protocol_options").at("quic_protocol_options")
+        transport = auto.http3_protocol_options.quic_protocol_options
+        h2 = http2_options(auto, "http2_protocol_options", actx)
+        return (
+            _transport(transport, h3ctx, duration(transport, "idle_network_timeout", h3ctx, 300.0)),
+            h2,
+            True,
         )
-        return None
-    tctx = octx.at("http3_protocol_options").at("quic_protocol_options")
+    if kind != "explicit_http_config" or not options.explicit_http_config.HasField("http3_protocol_options"):
+        octx.at("explicit_http_config").at("http3_protocol_options").problem(
+            "is required with a QuicUpstreamTransport (a QUIC cluster speaks HTTP/3), "
+            "or auto_config.http3_protocol_options for HTTP/3 with HTTP/2 over TCP as fallback"
+        )
+        return None, None, False
+    h3ctx = octx.at("explicit_http_config").at("http3_protocol_options").at("quic_protocol_options")
     transport = options.explicit_http_config.http3_protocol_options.quic_protocol_options
-    return _transport(transport, tctx, duration(transport, "idle_network_timeout", tctx, 300.0))
+    options3 = _transport(transport, h3ctx, duration(transport, "idle_network_timeout", h3ctx, 300.0))
+    return options3, Http2Options(max_concurrent_streams=options3.max_concurrent_streams), False
 
 
 def _transport(transport: protocol_pb2.QuicProtocolOptions, ctx: Ctx, idle_timeout: float) -> QuicOptions:

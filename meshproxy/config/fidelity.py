@@ -500,9 +500,16 @@ TABLE: dict[str, dict[str, Field]] = {
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),
     "envoy.type.v3.FractionalPercent": _message("numerator denominator"),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig": _message(
+        "http2_protocol_options http3_protocol_options",
+        http_protocol_options=refused("auto_config falls back to HTTP/2 over TLS, never to HTTP/1.1"),
+        alternate_protocols_cache_options=accepted(
+            "meshproxy tries HTTP/3 first on every host and remembers one whose QUIC is blocked;"
+            " it reads no Alt-Svc"
+        ),
+    ),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _message(
-        "common_http_protocol_options explicit_http_config use_downstream_protocol_config",
-        "auto_config",
+        "common_http_protocol_options explicit_http_config use_downstream_protocol_config auto_config",
         upstream_http_protocol_options=refused("auto SNI and SAN validation are not supported; set sni"),
         http_filters=refused("upstream HTTP filters are not supported"),
         header_validation_config=refused("header validator extensions are not supported"),

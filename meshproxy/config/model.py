@@ -479,6 +479,9 @@ class Cluster:
     # (meshproxy/quic/upstream.py). ``http2`` then holds the same stream limit: an HTTP/3 cluster
     # takes the multiplexed path every HTTP/2 cluster takes, with a QUIC pool under it.
     http3: QuicOptions | None = None
+    # auto_config with http3_protocol_options: QUIC first, and HTTP/2 over TCP and the same TLS
+    # for a host whose QUIC is blocked (UDP refused or timing out); counted upstream_http3_broken.
+    http3_fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)

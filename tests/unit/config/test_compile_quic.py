@@ -278,11 +278,33 @@ def test_an_http3_cluster_compiles_onto_the_multiplexed_path() -> None:
 def test_http3_and_its_transport_go_together() -> None:
     _, problems = cluster_problems(quic_cluster(http3=False))
     assert problems == [
-        f'c.typed_extension_protocol_options["{OPTIONS}"].explicit_http_config.http3_protocol_options: is required with a QuicUpstreamTransport (a QUIC cluster speaks HTTP/3)'
+        f'c.typed_extension_protocol_options["{OPTIONS}"].explicit_http_config.http3_protocol_options: is required with a QuicUpstreamTransport (a QUIC cluster speaks HTTP/3), or auto_config.http3_protocol_options for HTTP/3 with HTTP/2 over TCP as fallback'
     ]
     doc = quic_cluster()
     del doc["transport_socket"]
     _, problems = cluster_problems(doc)
     assert problems == [
         f'c.typed_extension_protocol_options["{OPTIONS}"].explicit_http_config.http3_protocol_options: upstream HTTP/3 needs a QuicUpstreamTransport, and ALPN auto_config is not supported; use HTTP/1.1, HTTP/2 or HTTP/3 options'
+    ]
+
+
+def test_auto_config_is_http3_with_http2_over_tcp_as_fallback() -> None:
+    doc = quic_cluster(http3=False)
+    doc["typed_extension_protocol_options"] = {
+        OPTIONS: {
+            "@type": "type.googleapis.com/" + OPTIONS,
+            "auto_config": {
+                "http2_protocol_options": {"max_concurrent_streams": 50},
+                "http3_protocol_options": {},
+            },
+        }
+    }
+    result, problems = cluster_problems(doc)
+    assert not problems
+    assert result.http3 == QuicOptions() and result.http3_fallback
+    assert result.http2 is not None and result.http2.max_concurrent_streams == 50
+    del doc["transport_socket"]
+    _, problems = cluster_problems(doc)
+    assert problems == [
+        f'c.typed_extension_protocol_options["{OPTIONS}"].auto_config: upstream HTTP/3 needs a QuicUpstreamTransport, and ALPN auto_config is not supported; use HTTP/1.1, HTTP/2 or HTTP/3 options'
     ]

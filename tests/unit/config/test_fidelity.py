@@ -42,6 +42,7 @@ TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
 LOGS = PREFIX + "envoy.extensions.access_loggers."
 UPSTREAM_HTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 QUIC_DOWNSTREAM = "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
+QUIC_UPSTREAM = "envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport"
 LB = "envoy.extensions.load_balancing_policies"
 LB_POLICIES = (
     "round_robin.v3.RoundRobin",
@@ -298,7 +299,27 @@ def _base() -> dict[str, Any]:
                     ],
                 },
             ],
-            "clusters": [cluster, {**cluster, "name": "d", "load_balancing_policy": {"policies": policies}}],
+            "clusters": [
+                cluster,
+                {**cluster, "name": "d", "load_balancing_policy": {"policies": policies}},
+                {
+                    **cluster,
+                    "name": "q",
+                    "transport_socket": {
+                        "name": "quic",
+                        "typed_config": {
+                            "@type": PREFIX + QUIC_UPSTREAM,
+                            "upstream_tls_context": {"sni": "q"},
+                        },
+                    },
+                    "typed_extension_protocol_options": {
+                        UPSTREAM_HTTP: {
+                            "@type": PREFIX + UPSTREAM_HTTP,
+                            "auto_config": {"http3_protocol_options": {}},
+                        }
+                    },
+                },
+            ],
         },
     }
 
@@ -411,6 +432,14 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.QuicProtocolOptions": (*QUIC_OPTIONS, "quic_protocol_options"),
     QUIC_DOWNSTREAM: (*QUIC_LISTENER, "filter_chains", 0, "transport_socket", "typed_config"),
     "envoy.config.core.v3.Http3ProtocolOptions": (*QUIC_MANAGER, "http3_protocol_options"),
+    UPSTREAM_HTTP + ".AutoHttpConfig": (
+        "static_resources",
+        "clusters",
+        2,
+        "typed_extension_protocol_options",
+        MapKey(UPSTREAM_HTTP),
+        "auto_config",
+    ),
 }
 
 _WELL_KNOWN: dict[str, Any] = {
