@@ -256,6 +256,10 @@ class ClusterStats(StatSet):
     )
     upstream_cx_http2_total: int = counter("HTTP/2 connections opened to the cluster's hosts.")
     upstream_cx_http3_total: int = counter("HTTP/3 (QUIC) connections whose handshake with a host completed.")
+    upstream_http3_broken: int = counter(
+        "Hosts found with QUIC blocked (UDP refused or no answer): with auto_config, HTTP/2 over TCP"
+        " for them for a while (docs/quic.md)."
+    )
     upstream_cx_protocol_error: int = counter(
         "Upstream connections closed for a protocol error by the host (HTTP/1.1 or HTTP/2)."
     )

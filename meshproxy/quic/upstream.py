@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aioquic.h3 import events as h3e
@@ -25,7 +26,7 @@ from aioquic.h3.connection import H3Connection
 from aioquic.quic import events as qe
 from h2.errors import ErrorCodes
 
-from meshproxy.http2.pool import H2Pool
+from meshproxy.http2.pool import H2Pool, pool_for
 from meshproxy.quic.handshake import PqQuicConnection
 from meshproxy.quic.peer import H3_REQUEST_REJECTED, STREAM_GONE, H3Peer, h2_code
 from meshproxy.quic.tlsconfig import quic_configuration
@@ -93,6 +94,13 @@ class H3Upstream(H3Peer):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.quic.negotiated if name == "tls" else default
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error on the UDP socket (port unreachable): a handshake waiting ends now."""
+        waiter = self._connected_waiter
+        if waiter is not None and not waiter.done():
+            self._connected_waiter = None
+            waiter.set_exception(exc)
 
     # ------------------------------------------------------------------ QUIC events
 
@@ -167,9 +175,48 @@ class H3Upstream(H3Peer):
 
 
 class H3Pool(H2Pool):
-    """``H2Pool`` over QUIC connections (``_connect`` is the only difference)."""
+    """``H2Pool`` over QUIC connections, and the host's QUIC brokenness for the TCP fallback.
+
+    With ``http3_fallback`` (auto_config), a connection attempt that got no QUIC answer at all (UDP
+    refused, or silence until connect_timeout; a TLS refusal is an answer) marks the host's QUIC
+    broken for ``BROKEN_FOR`` seconds, doubling while it stays broken (Envoy's rule), counted in
+    ``upstream_http3_broken``: its waiting streams and the next ones go to the host's HTTP/2 pool
+    over TCP with the same TLS.
+    """
 
     conns: list[H3Upstream]  # type: ignore[assignment]
+    BROKEN_FOR = 300.0
+
+    def __init__(self, cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> None:
+        super().__init__(cluster, host, resources)
+        self.broken_until = 0.0
+        self.broken_for = self.BROKEN_FOR
+
+    def broken(self, now: float) -> bool:
+        return self.cluster.config.http3_fallback and now < self.broken_until
+
+    def _mark_broken(self, now: float) -> None:
+        self.cluster.stats.upstream_http3_broken += 1
+        if self.broken_until:  # broken before: stay away longer
+            self.broken_for *= 2
+        self.broken_until = now + self.broken_for
+        log.warning(
+            "cluster %s: QUIC to %s is blocked; HTTP/2 over TCP for %.0f s",
+            self.cluster.config.name,
+            self.host.label,
+            self.broken_for,
+        )
+
+    def _fail_waiters(self, reason: str) -> None:
+        if not self.broken(asyncio.get_running_loop().time()):
+            super()._fail_waiters(reason)
+            return
+        tcp = pool_for(self.cluster, self.host, self.resources)
+        waiters, self.waiters = self.waiters, deque()
+        for stream in waiters:
+            self.cluster.unpend(stream.x.resources)
+            stream.pool = tcp
+            tcp.request(stream)
 
     def _connect(self) -> None:
         cluster = self.cluster
@@ -225,6 +272,8 @@ class H3Pool(H2Pool):
             )
             if conn is None or not conn.closed:  # (a terminated connection gave its slot back)
                 cluster.connection_closed(self.resources)
+            if cluster.config.http3_fallback and not ended:  # no QUIC answer at all: blocked
+                self._mark_broken(loop.time())
             if conn is not None:
                 conn.closed = True
                 conn._transport.close()  # type: ignore[union-attr]
@@ -235,12 +284,15 @@ class H3Pool(H2Pool):
 _POOLS: dict[tuple[Host, ResourceManager], H3Pool] = {}
 
 
-def h3_pool_for(cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> H3Pool:
-    """The QUIC pool of ``host`` for the routing priority whose breakers are ``resources``."""
+def h3_pool_for(cluster: ClusterRuntime, host: Host, resources: ResourceManager) -> H2Pool:
+    """The QUIC pool of ``host`` for the routing priority whose breakers are ``resources``, or
+    its HTTP/2 pool over TCP while the host's QUIC is broken (``H3Pool``)."""
     key = (host, resources)
     pool = _POOLS.get(key)
     if pool is None:
         pool = _POOLS[key] = H3Pool(cluster, host, resources)
     else:
         pool.cluster = cluster
+    if pool.broken_until and pool.broken(asyncio.get_running_loop().time()):
+        return pool_for(cluster, host, resources)
     return pool

@@ -8,7 +8,9 @@ the TCP mesh does (tests/integration/test_mesh_mtls.py); the refusals are the TC
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from typing import Any
 
 import grpc
@@ -23,6 +25,7 @@ from .upstreams import aiohttp_upstream
 
 pytestmark = pytest.mark.timeout(60)
 QUIC_UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport"
+TLS_DOWN = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 REQUIRED = ("X25519MLKEM768",)
 
@@ -154,3 +157,54 @@ async def test_the_tcp_mesh_refusals_hold_over_quic(pki: Pki, case: str) -> None
             assert a.cluster_stats("b").upstream_cx_connect_fail >= 1
             assert a.cluster_stats("b").upstream_cx_http3_total == 0
         assert echo.calls == 0 and b.http_stats("inbound").downstream_cx_http3_total == 0
+
+
+def tcp_inbound(pki: Pki, app: int) -> dict[str, Any]:
+    """Sidecar B without QUIC: its inbound listener is TCP (TLS) only, its UDP port closed."""
+    listener = http_listener([route("/", "app")], name="inbound")
+    leaf = pki.leaf("b")
+    common = {
+        "tls_certificates": [
+            {
+                "certificate_chain": {"inline_string": leaf.chain.decode()},
+                "private_key": {"inline_string": leaf.key.decode()},
+            }
+        ],
+        "validation_context": {"trusted_ca": {"inline_string": pki.ca_pem.decode()}},
+        "tls_params": {"ecdh_curves": list(REQUIRED)},
+    }
+    listener["filter_chains"][0]["transport_socket"] = {
+        "name": "tls",
+        "typed_config": {"@type": TLS_DOWN, "require_client_certificate": True, "common_tls_context": common},
+    }
+    return bootstrap([listener], [cluster("app", app)])
+
+
+@pytest.mark.parametrize("udp", ["refused", "silent"])
+async def test_blocked_quic_falls_back_to_http2_over_tcp_and_is_counted(pki: Pki, udp: str) -> None:
+    """auto_config: the host's UDP port is closed (ICMP port unreachable) or drops everything (a
+    firewall), so A marks its QUIC broken and goes on over TCP + TLS."""
+    async with contextlib.AsyncExitStack() as stack:
+        app = await stack.enter_async_context(aiohttp_upstream("app"))
+        b = await stack.enter_async_context(running_proxy(tcp_inbound(pki, app)))
+        if udp == "silent":
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            stack.callback(sink.close)
+            sink.bind(("127.0.0.1", b.port("inbound")))  # the TCP listener's port, over UDP: read by nobody
+        doc = outbound(pki, b.port("inbound"))
+        mesh = doc["static_resources"]["clusters"][0]
+        mesh["connect_timeout"] = "0.3s"
+        options = mesh["typed_extension_protocol_options"][HTTP_OPTIONS]
+        del options["explicit_http_config"]
+        options["auto_config"] = {"http2_protocol_options": {}, "http3_protocol_options": {}}
+        a = await stack.enter_async_context(running_proxy(doc))
+        async with httpx.AsyncClient() as h1:
+            first = await h1.get(a.url("/first", "outbound"))
+            second = await h1.get(a.url("/second", "outbound"))
+            stats = a.cluster_stats("b")
+            assert (first.status_code, second.status_code) == (200, 200), first.content
+            assert stats.upstream_http3_broken == 1  # counted once: the second request went straight to TCP
+            assert stats.upstream_cx_http3_total == 0 and stats.upstream_cx_http2_total == 1
+            assert stats.ssl_handshakes_by_group == {"X25519MLKEM768": 1}
+            assert stats.upstream_cx_connect_timeout == (1 if udp == "silent" else 0)
+    assert f"URI={spiffe_id('a')}" in dict(json.loads(second.content)["headers"])["x-forwarded-client-cert"]
