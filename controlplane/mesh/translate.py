@@ -6,7 +6,8 @@ Owns which resources each group is served:
   service's name, or ``<service>-<version>`` for a sidecar declared on a version) gets
   - an ``inbound`` listener on the sidecar's inbound address when it has one and the service
     admits anyone: PQ mutual TLS (``DownstreamTlsContext``, client certificate required, SAN
-    matchers = the service's ``allow``), then HTTP (or TCP) to the ``local_app`` cluster;
+    matchers = the service's ``allow``), then HTTP (or TCP) to the ``local_app`` cluster; with
+    ``transport: quic``, also ``inbound-quic`` on the same address over UDP (``quic.py``);
   - for every service whose ``allow`` admits this service's identity, an outbound listener
     ``outbound|<service>`` on ``sidecars.outbound_address:<port>`` (HTTP with RDS over ADS, or
     tcp_proxy), the service's RouteConfiguration, one EDS cluster per version (PQ mTLS with a
@@ -59,6 +60,7 @@ from controlplane.mesh.envoy import (
     upstream_tls,
 )
 from controlplane.mesh.model import Mesh, Service, ServicePort, Sidecar, Version
+from controlplane.mesh.quic import QUIC_INBOUND, over_quic, quic_inbound
 from controlplane.mesh.virtual import (
     FALLBACK,
     VIRTUAL_INBOUND,
@@ -109,6 +111,8 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             manager = sidecar_http_manager("inbound")
             manager.route_config.CopyFrom(inbound_route_configuration())
             chain.filters.append(hcm_filter(manager))
+            if service.transport == "quic":
+                _add(out, LISTENER, QUIC_INBOUND, quic_inbound(listener, manager))
         _add(out, LISTENER, listener.name, listener)
         _add(out, CLUSTER, LOCAL_APP, local_app_cluster(sidecar.app, service))
     for callee in mesh.services:
@@ -130,6 +134,8 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
         for version in callee.versions:
             tls = upstream_tls(mesh, certs, callee) if callee.meshed(version) else None
             _add_version(out, callee, version, tls)
+            if tls is not None and callee.transport == "quic":
+                over_quic(out[CLUSTER][cluster_name(callee, version)])
     return out
 
 
