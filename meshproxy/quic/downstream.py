@@ -85,6 +85,7 @@ class H3Downstream(H3Peer):
         self.tls: Negotiated | None = None
         self.xfcc: bytes | None = None
         self.opened = False
+        self.close_pending = False
         self.timed_out = False
         self.goaway_sent = False
         self.idle_since = self.loop.time()
@@ -297,9 +298,26 @@ class H3Downstream(H3Peer):
         return not self.streams
 
     def close(self, error_code: int = H3_NO_ERROR, reason_phrase: str = "") -> None:
-        if not self.closed:
-            self.quic.close(error_code=error_code, reason_phrase=reason_phrase)
-            self.transmit()
+        """Close; a graceful close (H3_NO_ERROR) waits until the client has acknowledged every
+        response byte: CONNECTION_CLOSE abandons stream data still in flight, where a TCP close
+        after a flush delivers it."""
+        if self.closed:
+            return
+        if error_code == H3_NO_ERROR and self._responses_in_flight():
+            self.close_pending = True  # ``transmit`` closes once they are acknowledged
+            return
+        self.close_pending = False
+        self.quic.close(error_code=error_code, reason_phrase=reason_phrase)
+        self.transmit()
+
+    def _responses_in_flight(self) -> bool:
+        """Request streams aioquic still holds (it discards one when both directions are done)."""
+        return any(sid % 4 == 0 for sid in self.quic._streams)
+
+    def transmit(self) -> None:
+        super().transmit()
+        if self.close_pending and not self._responses_in_flight():
+            self.close()
 
     def abort(self) -> None:
         self.close(H3_INTERNAL_ERROR, "draining")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import Buffer
 from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection
 from aioquic.quic import events as qe
@@ -112,6 +113,7 @@ class H3Client(QuicConnectionProtocol):
         self.h3 = H3Connection(quic)
         self.responses: dict[int, tuple[Response, asyncio.Future[Response]]] = {}
         self.terminated: qe.ConnectionTerminated | None = None
+        self.goaway: int | None = None  # the stream ID a GOAWAY named
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
         if isinstance(event, qe.ConnectionTerminated):
@@ -124,6 +126,8 @@ class H3Client(QuicConnectionProtocol):
             if entry is not None and not entry[1].done():
                 entry[0].reset = event.error_code
                 entry[1].set_result(entry[0])
+        if isinstance(event, qe.StreamDataReceived) and event.stream_id % 4 == 3:
+            self._control(event.data)
         for h3_event in self.h3.handle_event(event):
             entry = self.responses.get(getattr(h3_event, "stream_id", -1))
             if entry is None:
@@ -139,6 +143,18 @@ class H3Client(QuicConnectionProtocol):
                 response.body += h3_event.data
             if getattr(h3_event, "stream_ended", False) and not done.done():
                 done.set_result(response)
+
+    def _control(self, data: bytes) -> None:
+        """aioquic reports no GOAWAY: read it from the server's control stream (RFC 9114 §7.2.6)."""
+        buf = Buffer(data=data)
+        while not buf.eof():
+            try:
+                kind, length = buf.pull_uint_var(), buf.pull_uint_var()
+                body = buf.pull_bytes(length)
+            except ValueError:
+                return  # a stream-type byte, or a frame split across reads: a test needs neither
+            if kind == 0x7:
+                self.goaway = Buffer(data=body).pull_uint_var()
 
     async def request(
         self,

@@ -159,3 +159,24 @@ async def test_tls_probe_over_quic_prints_the_link_and_its_refusals(pki: Pki, tm
         assert code == 1 and "refused: " in out, out
         code, out = await _probe(port, "--ca", str(files[2]), "--pq", "required")  # no certificate
         assert code == 1 and "refused: " in out, out
+
+
+async def test_drain_sends_goaway_finishes_the_request_in_flight_and_refuses_new_ones(pki: Pki) -> None:
+    async with aiohttp_upstream("up") as port:
+        doc = bootstrap(
+            [quic_listener(pki.leaf("server"), pki.ca_pem, [route()])], [cluster("backend", port)]
+        )
+        async with running_proxy(doc) as proxy:
+            client = await connect(proxy.port("h3"), client_config(pki))
+            try:
+                slow = asyncio.ensure_future(client.request("GET", "/delay/0.3"))
+                listener = proxy.server.listeners["h3"]
+                await eventually(lambda: proxy.http_stats("h3").downstream_rq_active == 1, what="in flight")
+                drained = asyncio.ensure_future(listener.drain(5.0))
+                await eventually(lambda: client.goaway is not None, what="GOAWAY received")
+                late = await client.request("GET", "/late")
+                assert (await slow).status == 200
+                assert late.reset == 0x10B  # H3_REQUEST_REJECTED: not processed, safe to retry
+                assert await drained == 0  # nothing was cut
+            finally:
+                client.close()
