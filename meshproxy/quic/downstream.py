@@ -115,8 +115,11 @@ class H3Downstream(H3Peer):
     # ------------------------------------------------------------------ QUIC events
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self.peer_addr = addr  # migration: the client's new address (RFC 9000 §9)
         super().datagram_received(data, addr)
+        path = self.quic._network_paths[0].addr if self.quic._network_paths else addr
+        if path != self.peer_addr:  # migrated (RFC 9000 §9): aioquic moved to a validated path
+            self.peer_addr = path
+            self.peer_ip, self.peer_label = path[0].encode(), f"{path[0]}:{path[1]}"
 
     def _process_events(self) -> None:
         super()._process_events()
