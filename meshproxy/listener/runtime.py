@@ -107,7 +107,12 @@ def bind_socket(
     address, the kernel spreading new connections over them."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     udp = address.protocol == "UDP"  # a QUIC listener's (meshproxy/quic/listener.py)
-    sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: the stdlib loop disables Nagle only on sockets whose proto says
+    # TCP (asyncio.base_events._set_nodelay), and accepted sockets inherit it. Without it a
+    # response written as head then body waited for the client's delayed ACK (40 ms).
+    sock = socket.socket(
+        family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM, 0 if udp else socket.IPPROTO_TCP
+    )
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
