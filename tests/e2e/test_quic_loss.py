@@ -65,7 +65,7 @@ def _start(pod: Pod, doc: dict[str, Any], path: Path) -> None:
         time.sleep(0.2)
 
 
-def test_quic_link_survives_loss_and_reordering(pods: Pods, tmp_path: Path) -> None:
+def test_quic_link_survives_packet_loss_in_the_kernel(pods: Pods, tmp_path: Path) -> None:
     pki = Pki()
     a, b = pods.add("a"), pods.add("b")
     site = tmp_path / "site"
