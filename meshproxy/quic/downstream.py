@@ -80,6 +80,7 @@ class H3Downstream(H3Peer):
         self.peer_addr = addr
         self.streams: dict[int, H2Stream] = {}
         self.trailers_due: set[int] = set()  # streams whose request headers were read
+        self.highest_request = -4  # the last request stream opened (GOAWAY names the next)
         self.starting: list[H2Stream] = []
         self.peer_ip, self.peer_label = addr[0].encode(), f"{addr[0]}:{addr[1]}"
         self.tls: Negotiated | None = None
@@ -204,6 +205,7 @@ class H3Downstream(H3Peer):
 
     def _request(self, sid: int, event: h3e.HeadersReceived) -> None:
         self.trailers_due.add(sid)
+        self.highest_request = max(self.highest_request, sid)
         if self.goaway_sent:
             self.reset(sid, ErrorCodes.REFUSED_STREAM)
             return
@@ -287,7 +289,7 @@ class H3Downstream(H3Peer):
         if self.goaway_sent or self.closed or self.h3 is None:
             return
         self.goaway_sent = True
-        next_id = max(self.trailers_due, default=-4) + 4  # client bidi streams: 0, 4, 8, …
+        next_id = self.highest_request + 4  # client bidi streams: 0, 4, 8, …
         control = self.h3._local_control_stream_id
         assert control is not None
         frame = Buffer(capacity=8)

