@@ -90,6 +90,7 @@ class H3Downstream(H3Peer):
         self.timed_out = False
         self.goaway_sent = False
         self.idle_since = self.loop.time()
+        self.started = monotonic()
         self.sweeper = self.loop.call_later(1.0, self._sweep)
         if handshake_timeout > 0:
             self.loop.call_later(handshake_timeout, self._handshake_deadline)
@@ -271,7 +272,8 @@ class H3Downstream(H3Peer):
 
     def _sweep(self) -> None:
         """Once a second: each stream checks its idle timeout; an idle connection past the HCM's
-        ``idle_timeout`` drains (QUIC's own idle timeout ends a silent one)."""
+        ``idle_timeout`` closes (QUIC's own idle timeout ends a silent one); one past
+        ``max_connection_duration`` drains (GOAWAY), as HTTP/2's does."""
         if self.closed:
             return
         config = self.ctx.config
@@ -281,6 +283,12 @@ class H3Downstream(H3Peer):
         limit = config.idle_timeout
         if limit > 0 and self.is_idle() and self.loop.time() - self.idle_since > limit:
             self.close()
+        duration = self.ctx.overload.scale_timeout(
+            "HTTP_DOWNSTREAM_CONNECTION_MAX", config.max_connection_duration
+        )
+        if duration > 0 and self.opened and not self.goaway_sent and now - self.started >= duration:
+            self.ctx.stats.downstream_cx_max_duration_reached += 1
+            self.goaway()
         if not self.closed:
             self.sweeper = self.loop.call_later(1.0, self._sweep)
 

@@ -180,3 +180,22 @@ async def test_drain_sends_goaway_finishes_the_request_in_flight_and_refuses_new
                 assert await drained == 0  # nothing was cut
             finally:
                 client.close()
+
+
+async def test_max_connection_duration_drains_the_connection(pki: Pki) -> None:
+    protocol = {"max_connection_duration": "1s"}
+    doc = bootstrap(
+        [
+            quic_listener(
+                pki.leaf("server"), pki.ca_pem, [route("/", "c")], common_http_protocol_options=protocol
+            )
+        ],
+        [cluster("c", 9)],
+    )
+    async with running_proxy(doc) as proxy:
+        client = await connect(proxy.port("h3"), client_config(pki))
+        try:
+            await eventually(lambda: client.goaway is not None, timeout=4.0, what="GOAWAY at the duration")
+            assert proxy.http_stats("h3").downstream_cx_max_duration_reached == 1
+        finally:
+            client.close()
