@@ -8,7 +8,8 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 APT_STAMP := $(VENV)/.debs
 NODE_STAMP := $(VENV)/.node24
-DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump libnghttp2-dev
+DEBS   := curl haproxy nginx-light wrk nghttp2-client iptables tcpdump libnghttp2-dev chromium
+# chromium: the independent HTTP/3 peer of tests/integration/test_quic_chromium.py.
 
 .PHONY: demo demo-pods test test-twins fuzz lint bench bench-quick bench-publish debs proto stats-doc clean image image-base image-debs
 

@@ -15,6 +15,7 @@ SCENARIOS = (
     "openloop_validation",
     "tls_hop",
     "mesh_path",
+    "quic",
     "h2",
     "xds",
     "cost",

@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--ca", help="trusted CA bundle (PEM); without it the peer is not verified")
     probe.add_argument("--sni", default="", help="server name to send")
     probe.add_argument("--pq", default="preferred", choices=["preferred", "required", "off"])
+    probe.add_argument("--quic", action="store_true", help="over QUIC (UDP) to an HTTP/3 listener, ALPN h3")
     iptables_command.add_parser(sub)
     wait_ready.add_parser(sub)
     version = sub.add_parser(

@@ -146,7 +146,13 @@ class Server:
             self._reporter = loop.create_task(report_inventory(self.xds, inventory, self.config.node.id))
 
     def _listener(self, lc: Listener, route_tables: Sequence[RouteTable] = ()) -> ListenerRuntime:
-        lr = ListenerRuntime(
+        runtime = ListenerRuntime
+        if lc.quic is not None:
+            # Loaded only when configured: aioquic is not imported by a proxy without QUIC.
+            from meshproxy.quic.listener import QuicListenerRuntime
+
+            runtime = QuicListenerRuntime
+        lr = runtime(
             lc,
             self.store.listener_stats(lc.name),
             self.store,

@@ -198,6 +198,10 @@ class HttpStats(StatSet):
         "Downstream connections that spoke HTTP/2 (ALPN h2 or prior-knowledge h2c)."
     )
     downstream_cx_http2_active: int = gauge("Downstream HTTP/2 connections open now.")
+    downstream_cx_http3_total: int = counter(
+        "Downstream QUIC connections that completed a handshake (HTTP/3)."
+    )
+    downstream_cx_http3_active: int = gauge("Downstream HTTP/3 connections open now.")
     http2_rx_reset: int = counter("RST_STREAM frames received from downstream clients.")
     http2_tx_reset: int = counter("RST_STREAM frames sent to downstream clients.")
     http2_goaway_sent: int = counter("GOAWAY frames sent downstream (drain, protocol errors, floods).")
@@ -265,6 +269,11 @@ class ClusterStats(StatSet):
         "Pooled connections passed over because the host had closed them before a request went out."
     )
     upstream_cx_http2_total: int = counter("HTTP/2 connections opened to the cluster's hosts.")
+    upstream_cx_http3_total: int = counter("HTTP/3 (QUIC) connections whose handshake with a host completed.")
+    upstream_http3_broken: int = counter(
+        "Hosts found with QUIC blocked (UDP refused or no answer): with auto_config, HTTP/2 over TCP"
+        " for them for a while (docs/quic.md)."
+    )
     upstream_cx_protocol_error: int = counter(
         "Upstream connections closed for a protocol error by the host (HTTP/1.1 or HTTP/2)."
     )
@@ -394,6 +403,10 @@ class ListenerStats(StatSet):
     downstream_cx_accept_error: int = counter(
         "`accept()` failures for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM; asyncio"
         " loop: retried after 1 s; uvloop's libuv closes such connections itself, uncounted)."
+    )
+    quic_retry_sent: int = counter(
+        "QUIC Retry packets sent: new clients asked to prove their address while handshakes in progress"
+        " were over the threshold (RFC 9000 §8.1.2)."
     )
     ssl_handshake: int = counter("TLS handshakes completed on a filter chain with a DownstreamTlsContext.")
     ssl_connection_error: int = counter("TLS handshakes refused (either side); the log line says why.")

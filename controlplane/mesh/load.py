@@ -55,6 +55,7 @@ from controlplane.mesh.model import (
     Sidecar,
     SidecarMode,
     Sidecars,
+    Transport,
     Version,
 )
 from controlplane.tokens import Grant
@@ -155,7 +156,18 @@ def _sidecars(d: Doc) -> Sidecars:
 
 def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[Allow | Unresolved, ...]]:
     """The service (``allow`` empty) and its ``allow`` entries, names not yet resolved."""
-    allowed = ("name", "port", "protocol", "ports", "vip", "identity", "versions", "endpoints", "routes")
+    allowed = (
+        "name",
+        "port",
+        "protocol",
+        "ports",
+        "vip",
+        "identity",
+        "versions",
+        "endpoints",
+        "routes",
+        "transport",
+    )
     d.mapping((*allowed, "policy", "allow", "sidecar"), ("name",))
     ports = _service_ports(d)
     name = d.get("name", dns_name, "")
@@ -176,10 +188,14 @@ def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[
     routes = d.get("routes", lambda x: _routes(x, names), default) or default
     everyone: tuple[Allow | Unresolved, ...] = (Allow(f"spiffe://{trust_domain}/", True),)
     allow = d.get("allow", partial(_allow, trust_domain=trust_domain), everyone)
+    protocol = (ports[0].protocol if ports else None) or "http"
+    transport: Transport = d.get("transport", partial(choice, choices=get_args(Transport)), "tcp")
+    if transport == "quic" and protocol == "tcp":
+        d.child("transport").problem("quic carries HTTP and gRPC (HTTP/3); a tcp service stays on TCP")
     service = Service(
         name=name,
         port=ports[0].port if ports else 0,
-        protocol=(ports[0].protocol if ports else None) or "http",
+        protocol=protocol,
         identity=identity,
         versions=versions,
         routes=routes,
@@ -187,6 +203,7 @@ def _service(d: Doc, trust_domain: str, namespace: str) -> tuple[Service, tuple[
         sidecar=service_sidecar,
         vips=d.get("vip", _vips, ()),
         ports=ports,
+        transport=transport,
     )
     return service, allow
 

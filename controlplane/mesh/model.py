@@ -14,6 +14,7 @@ from typing import Literal
 
 PqMode = Literal["required", "preferred", "off"]
 Protocol = Literal["http", "grpc", "tcp"]
+Transport = Literal["tcp", "quic"]  # how sidecars reach a service's sidecars (controlplane/mesh/quic.py)
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
 Address = tuple[str, int]
 SidecarMode = Literal["explicit", "transparent"]
@@ -160,6 +161,8 @@ class Service:
     # dual-stack service); transparent mode only.
     vips: tuple[str, ...] = ()
     ports: tuple[ServicePort, ...] = ()  # the VIP's ports, ``port`` first
+    # "quic": callers' sidecars reach this service's sidecars over HTTP/3, TCP when QUIC is blocked.
+    transport: Transport = "tcp"
 
     def admits(self, identity: str) -> bool:
         return any(a.admits(identity) for a in self.allow)

@@ -6,7 +6,8 @@ Owns which resources each group is served:
   service's name, or ``<service>-<version>`` for a sidecar declared on a version) gets
   - an ``inbound`` listener on the sidecar's inbound address when it has one and the service
     admits anyone: PQ mutual TLS (``DownstreamTlsContext``, client certificate required, SAN
-    matchers = the service's ``allow``), then HTTP (or TCP) to the ``local_app`` cluster;
+    matchers = the service's ``allow``), then HTTP (or TCP) to the ``local_app`` cluster; with
+    ``transport: quic``, also ``inbound-quic`` on the same address over UDP (``quic.py``);
   - for every service whose ``allow`` admits this service's identity, an outbound listener
     ``outbound|<service>`` on ``sidecars.outbound_address:<port>`` (HTTP with RDS over ADS, or
     tcp_proxy), the service's RouteConfiguration, one EDS cluster per version (PQ mTLS with a
@@ -43,6 +44,7 @@ from dataclasses import replace
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf.message import Message
 
 from controlplane.mesh.authz import callers
@@ -77,6 +79,7 @@ from controlplane.mesh.model import (
     Sidecar,
     Version,
 )
+from controlplane.mesh.quic import QUIC_INBOUND, over_quic, quic_inbound
 from controlplane.mesh.telemetry import with_istio_stats
 from controlplane.mesh.virtual import (
     FALLBACK,
@@ -149,6 +152,9 @@ class _Builder:
             )
             listener = memo.get(key, (), self._inbound, inbound, certs, service)
             _add(out, LISTENER, listener.name, listener)
+            if service.transport == "quic" and service.protocol != "tcp":
+                quic = memo.get(("inbound-quic", *key[1:]), (), _quic_twin, listener)
+                _add(out, LISTENER, QUIC_INBOUND, quic)
             timeout = service.policy.connect_timeout
             local = memo.get(("local", app, LOCAL_APP, "http", timeout), (), local_app_cluster, app, service)
             _add(out, CLUSTER, LOCAL_APP, local)
@@ -209,7 +215,10 @@ class _Builder:
         self, service: Service, version: Version, certs: str | None, port: ServicePort | None
     ) -> Message:
         tls = upstream_tls(self.mesh, certs, service) if certs is not None else None
-        return eds_cluster(service, version, tls, port)
+        cluster = eds_cluster(service, version, tls, port)
+        if tls is not None and service.transport == "quic":
+            over_quic(cluster)  # a fresh message: the memo shares it only from here on
+        return cluster
 
     def default_group(self) -> Resources:
         out = _empty()
@@ -327,6 +336,13 @@ def _api_listener(name: str, service: str) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(name=name)
     listener.api_listener.api_listener.CopyFrom(packed(manager))
     return listener
+
+
+def _quic_twin(tcp: listener_pb2.Listener) -> listener_pb2.Listener:
+    """The HTTP/3 twin of the HTTP ``inbound`` listener ``tcp``, serving its connection manager."""
+    manager = hcm.HttpConnectionManager()
+    tcp.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    return quic_inbound(tcp, manager)
 
 
 def _chain_inputs(callee: Service, port: ServicePort | None) -> tuple[object, ...]:

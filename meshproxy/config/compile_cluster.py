@@ -36,6 +36,7 @@ from meshproxy.config.compile_common import (
 )
 from meshproxy.config.compile_http2 import upstream_protocol
 from meshproxy.config.compile_lb import lb_config
+from meshproxy.config.compile_quic import QUIC_UPSTREAM, quic_cluster, quic_transport
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_upstream_policy import health_check, outlier_detection, thresholds
 from meshproxy.config.fidelity import refuse_unsupported
@@ -75,7 +76,10 @@ _OVERPROVISIONING = 140  # Envoy's default overprovisioning_factor (percent)
 # Upstream protocols other than HTTP/1.1 (the deprecated cluster fields and the typed options).
 # Upstream protocols meshproxy does not speak (HTTP/2 is compiled by ``compile_http2``).
 _UPSTREAM_H2_FIELDS = ("http3_protocol_options", "auto_config")
-_UPSTREAM_H2_REASON = "upstream HTTP/3 and ALPN auto_config are not supported; use HTTP/1.1 or HTTP/2 options"
+_UPSTREAM_H2_REASON = (
+    "upstream HTTP/3 needs a QuicUpstreamTransport, and ALPN auto_config is not supported; "
+    "use HTTP/1.1, HTTP/2 or HTTP/3 options"
+)
 
 
 def compile_cluster(msg: cluster_pb2.Cluster, path: str, problems: list[str]) -> Cluster | None:
@@ -122,7 +126,10 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
     source_address = _bind(msg, ctx) if msg.HasField("upstream_bind_config") else None
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
     tls = tls_files = None
-    if msg.HasField("transport_socket"):
+    quic = msg.transport_socket.typed_config.type_url == QUIC_UPSTREAM
+    if quic:
+        tls, tls_files = quic_transport(msg.transport_socket, ctx.at("transport_socket"))
+    elif msg.HasField("transport_socket"):
         tls, tls_files = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=False)
     connect_timeout = duration(msg, "connect_timeout", ctx, 5.0)
     if connect_timeout <= 0:
@@ -158,8 +165,11 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         else None
     )
     checks = [health_check(h, c) for h, c in ctx.each("health_checks", msg.health_checks)]
-    idle_timeout, max_requests, max_response_headers_kb, max_headers = _http_protocol_options(msg, ctx)
+    idle_timeout, max_requests, max_response_headers_kb, max_headers = _http_protocol_options(msg, ctx, quic)
     http2, use_downstream = upstream_protocol(msg, ctx)
+    http3, quic_h2, fallback = quic_cluster(msg, quic, ctx)
+    if http3 is not None:
+        http2 = quic_h2
     if discovery is None or not ctx.clean_since(mark):
         return None
     if overprovisioning != lb.overprovisioning_factor:
@@ -189,6 +199,8 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         use_downstream_protocol=use_downstream,
         original_dst=original_dst,
         source_address=source_address,
+        http3=http3,
+        http3_fallback=fallback,
     )
 
 
@@ -316,10 +328,11 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
     return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]  # health: a proto enum name
 
 
-def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, int, int, int]:
+def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx, quic: bool) -> tuple[float, int, int, int]:
     """(idle_timeout, max_requests_per_connection, max_response_headers_kb, max_headers_count)
     from common_http_protocol_options, found on the cluster (deprecated) or in the typed
-    HttpProtocolOptions extension (both is an error)."""
+    HttpProtocolOptions extension (both is an error). ``quic``: the cluster's transport socket is
+    a QuicUpstreamTransport, whose explicit_http_config.http3_protocol_options ``compile_quic`` reads."""
     reject_fields(msg, _UPSTREAM_H2_FIELDS, ctx, _UPSTREAM_H2_REASON)
     common: protocol_pb2.HttpProtocolOptions = msg.common_http_protocol_options
     common_ctx = ctx.at("common_http_protocol_options")
@@ -330,10 +343,12 @@ def _http_protocol_options(msg: cluster_pb2.Cluster, ctx: Ctx) -> tuple[float, i
             octx.problem(f'"{packed.type_url}" is not an {_HTTP_OPTIONS_KEY}')
             return 3600.0, 0, _MAX_RESPONSE_HEADERS_KB, _MAX_HEADERS_COUNT
         options = unpack(packed, hpo.HttpProtocolOptions)
-        reject_fields(options, _UPSTREAM_H2_FIELDS, octx, _UPSTREAM_H2_REASON)
+        reject_fields(
+            options, ("http3_protocol_options",) if quic else _UPSTREAM_H2_FIELDS, octx, _UPSTREAM_H2_REASON
+        )
         reject_fields(
             options.explicit_http_config,
-            _UPSTREAM_H2_FIELDS,
+            _UPSTREAM_H2_FIELDS[1:] if quic else _UPSTREAM_H2_FIELDS,
             octx.at("explicit_http_config"),
             _UPSTREAM_H2_REASON,
         )

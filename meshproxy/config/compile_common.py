@@ -147,10 +147,16 @@ def port_in_range(port: int, ctx: Ctx, *, allow_zero: bool = False) -> bool:
 
 
 def socket_address(
-    address: address_pb2.Address, ctx: Ctx, *, require_ip: str | None, allow_zero_port: bool = False
+    address: address_pb2.Address,
+    ctx: Ctx,
+    *,
+    require_ip: str | None,
+    allow_zero_port: bool = False,
+    udp: bool = False,
 ) -> SocketAddress | None:
-    """An envoy.config.core.v3.Address as host and numeric port (TCP only). ``require_ip`` says
-    why the address must be an IP literal here, or is None where a host name will do."""
+    """An envoy.config.core.v3.Address as host and numeric port (TCP, or UDP where ``udp``: a
+    QUIC listener). ``require_ip`` says why the address must be an IP literal here, or is None
+    where a host name will do."""
     kind = address.WhichOneof("address")
     if kind != "socket_address":
         what = f"{kind} addresses are" if kind else "an empty address is"
@@ -159,8 +165,10 @@ def socket_address(
     ctx = ctx.at("socket_address")
     sock = address.socket_address
     mark = ctx.mark()
-    if sock.protocol != address_pb2.SocketAddress.TCP:
-        ctx.at("protocol").problem("only TCP is supported")
+    if udp and sock.protocol != address_pb2.SocketAddress.UDP:
+        ctx.at("protocol").problem("a QUIC listener (udp_listener_config) binds UDP; set protocol: UDP")
+    elif not udp and sock.protocol != address_pb2.SocketAddress.TCP:
+        ctx.at("protocol").problem("only TCP is supported (UDP: a QUIC listener with udp_listener_config)")
     if not sock.address:
         ctx.at("address").problem("is required (an IP address, or a host name for STRICT_DNS)")
     elif require_ip and not _is_ip(sock.address):
@@ -171,14 +179,18 @@ def socket_address(
         port_in_range(sock.port_value, ctx.at("port_value"), allow_zero=allow_zero_port)
     if not ctx.clean_since(mark):
         return None
-    return SocketAddress(sock.address, sock.port_value)
+    return SocketAddress(sock.address, sock.port_value, "UDP" if udp else "TCP")
 
 
-def bind_address(msg: Message, ctx: Ctx, *, who: str) -> SocketAddress | None:
+def bind_address(msg: Message, ctx: Ctx, *, who: str, udp: bool = False) -> SocketAddress | None:
     """The ``address`` a listener or the admin interface binds: an IP literal; port 0 asks the
     kernel for a free port (what tests do)."""
     return socket_address(
-        msg.address, ctx.at("address"), require_ip=f"{who} binds to an IP address", allow_zero_port=True
+        msg.address,
+        ctx.at("address"),
+        require_ip=f"{who} binds to an IP address",
+        allow_zero_port=True,
+        udp=udp,
     )
 
 

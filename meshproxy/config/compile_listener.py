@@ -40,6 +40,7 @@ from meshproxy.config.compile_filters import http_filters
 from meshproxy.config.compile_http2 import http2_options
 from meshproxy.config.compile_istio import ISTIO_STATS_NAME, is_istio_stats, istio_stats
 from meshproxy.config.compile_local_reply import local_reply_config
+from meshproxy.config.compile_quic import QUIC_DOWNSTREAM, check_chains, quic_options, quic_transport
 from meshproxy.config.compile_rbac import NETWORK_RBAC_URL, network_filter
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
@@ -88,6 +89,7 @@ _CODECS = {
     hcm.HttpConnectionManager.AUTO: "AUTO",
     hcm.HttpConnectionManager.HTTP1: "HTTP1",
     hcm.HttpConnectionManager.HTTP2: "HTTP2",
+    hcm.HttpConnectionManager.HTTP3: "HTTP3",  # on a QUIC listener only (compile_quic.check_chains)
 }
 _MAX_REQUEST_HEADERS_KB = 8192  # Envoy's upper bound for max_request_headers_kb
 
@@ -102,8 +104,9 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
     refuse_unsupported(msg, ctx)
     if not msg.name:
         ctx.at("name").problem("is required")
+    quic = quic_options(msg, ctx) if msg.HasField("udp_listener_config") else None
     if msg.HasField("address"):
-        address = bind_address(msg, ctx, who="a listener")
+        address = bind_address(msg, ctx, who="a listener", udp=msg.HasField("udp_listener_config"))
     else:
         address = None
         ctx.at("address").problem("is required")
@@ -120,6 +123,7 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
             "a listener needs at least one filter chain or a default_filter_chain"
         )
     _check_distinct_matches(chains, ctx)
+    check_chains(msg, msg.HasField("udp_listener_config"), ctx)
     if msg.additional_addresses:
         ctx.at("additional_addresses").problem(
             'is not supported; for dual-stack bind "::" with socket_address.ipv4_compat: true'
@@ -142,6 +146,7 @@ def listener(msg: listener_pb2.Listener, ctx: Ctx) -> Listener | None:
         use_original_dst=wrapped(msg, "use_original_dst", False),
         traffic_direction=cast(TrafficDirection, direction),
         ipv4_compat=msg.address.socket_address.ipv4_compat and ":" in address.host,
+        quic=quic,
     )
 
 
@@ -187,7 +192,9 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     mark = ctx.mark()
     match = _filter_chain_match(msg.filter_chain_match, ctx.at("filter_chain_match"))
     tls = tls_files = None
-    if msg.HasField("transport_socket"):
+    if msg.transport_socket.typed_config.type_url == QUIC_DOWNSTREAM:
+        tls, tls_files = quic_transport(msg.transport_socket, ctx.at("transport_socket"))
+    elif msg.HasField("transport_socket"):
         tls, tls_files = transport_tls(msg.transport_socket, ctx.at("transport_socket"), server_side=True)
     terminal: HttpConnectionManager | TcpProxy | None = None
     terminals = 0
@@ -313,7 +320,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     codec = _CODECS.get(msg.codec_type)
     if codec is None:
         ctx.at("codec_type").problem(
-            f"{enum_name(msg, 'codec_type')} is not supported; use AUTO, HTTP1 or HTTP2"
+            f"{enum_name(msg, 'codec_type')} is not supported; use AUTO, HTTP1, HTTP2 or HTTP3"
         )
     h2 = http2_options(msg, "http2_protocol_options", ctx)
     route_kind = msg.WhichOneof("route_specifier")

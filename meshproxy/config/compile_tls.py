@@ -73,17 +73,23 @@ def transport_tls(
         kind = "a DownstreamTlsContext" if server_side else "an UpstreamTlsContext"
         ctx.at("typed_config").problem(f'"{url or msg.name}" is not supported here; use {kind} or raw_buffer')
         return None, None
-    tctx = ctx.at("typed_config")
-    mark = tctx.mark()
     if server_side:
-        down = unpack(msg.typed_config, tls_pb2.DownstreamTlsContext)
-        common, require_client = down.common_tls_context, wrapped(down, "require_client_certificate", False)
-        sni = ""
+        return tls_context(unpack(msg.typed_config, tls_pb2.DownstreamTlsContext), ctx.at("typed_config"))
+    return tls_context(unpack(msg.typed_config, tls_pb2.UpstreamTlsContext), ctx.at("typed_config"))
+
+
+def tls_context(
+    msg: tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext, ctx: Ctx
+) -> tuple[TlsConfig | None, TlsFiles | None]:
+    """A DownstreamTlsContext or UpstreamTlsContext, as ``transport_tls`` returns it (also what
+    QUIC's transport sockets wrap: ``compile_quic``)."""
+    mark = ctx.mark()
+    if isinstance(msg, tls_pb2.DownstreamTlsContext):
+        server_side, require_client, sni = True, wrapped(msg, "require_client_certificate", False), ""
     else:
-        up = unpack(msg.typed_config, tls_pb2.UpstreamTlsContext)
-        common, require_client, sni = up.common_tls_context, False, up.sni
-    compiled = _common(common, tctx.at("common_tls_context"), server_side, require_client, sni)
-    if compiled is None or not tctx.clean_since(mark):
+        server_side, require_client, sni = False, False, msg.sni
+    compiled = _common(msg.common_tls_context, ctx.at("common_tls_context"), server_side, require_client, sni)
+    if compiled is None or not ctx.clean_since(mark):
         return None, None
     return compiled
 

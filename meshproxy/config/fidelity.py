@@ -92,6 +92,7 @@ _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supp
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
 _SESSION = "TLS session resumption settings are not supported"
+_QUIC_EXTENSION = "QUICHE extensions do not apply to aioquic"
 _LB = "envoy.extensions.load_balancing_policies"
 _TLS = "envoy.extensions.transport_sockets.tls.v3"
 _NO_SLOW_START = "slow start is not supported: a new host gets its full share at once"
@@ -162,7 +163,7 @@ TABLE: dict[str, dict[str, Field]] = {
         freebind=refused("IP_FREEBIND is not supported"),
         socket_options=refused("socket options are not supported"),
         tcp_fast_open_queue_length=accepted("TCP Fast Open saves a round trip; connections behave the same"),
-        udp_listener_config=refused("UDP listeners are not supported"),
+        udp_listener_config=IMPLEMENTED,
         api_listener=refused("API listeners are not supported"),
         connection_balance_config=_ONE_LOOP,
         reuse_port=_ONE_LOOP,
@@ -178,6 +179,57 @@ TABLE: dict[str, dict[str, Field]] = {
         enable_mptcp=refused("MPTCP is not supported"),
         ignore_global_conn_limit=refused("every listener counts against the global connection limit"),
         bypass_overload_manager=refused("every listener is subject to the overload manager"),
+    ),
+    # QUIC listeners (compile_quic.py, docs/quic.md).
+    "envoy.config.listener.v3.UdpListenerConfig": _message(
+        "quic_options",
+        downstream_socket_config=refused("UDP socket settings (receive buffer, GRO) are not supported"),
+        udp_packet_packet_writer_config=refused("UDP packet writers (GSO) are not supported"),
+    ),
+    "envoy.config.listener.v3.QuicProtocolOptions": _message(
+        "quic_protocol_options idle_timeout crypto_handshake_timeout enabled",
+        packets_to_read_to_connection_count_ratio=_ONE_LOOP,
+        max_sessions_per_event_loop=_ONE_LOOP,
+        crypto_stream_config=refused(_QUIC_EXTENSION),
+        proof_source_config=refused(_QUIC_EXTENSION),
+        connection_id_generator_config=refused(_QUIC_EXTENSION),
+        connection_debug_visitor_config=refused(_QUIC_EXTENSION),
+        server_preferred_address_config=refused("a server preferred address is not advertised"),
+        send_disable_active_migration=refused("clients may always migrate (RFC 9000 §9)", allowed=(False,)),
+        save_cmsg_config=refused("saving control messages of UDP reads is not supported"),
+        reject_new_connections=refused("a QUIC listener accepts new connections", allowed=(False,)),
+    ),
+    "envoy.config.core.v3.RuntimeFeatureFlag": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
+    "envoy.config.core.v3.QuicProtocolOptions": _message(
+        "max_concurrent_streams initial_stream_window_size initial_connection_window_size max_packet_length "
+        "idle_network_timeout",
+        num_timeouts_to_trigger_port_migration=refused(
+            "meshproxy does not migrate its own port", allowed=(0,)
+        ),
+        connection_keepalive=refused("QUIC keep-alive PINGs are not sent; idle connections time out"),
+        connection_options=refused("QUICHE connection options do not apply to aioquic"),
+        client_connection_options=refused("QUICHE connection options do not apply to aioquic"),
+    ),
+    "envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport": _message("upstream_tls_context"),
+    "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport": _message(
+        "downstream_tls_context",
+        enable_early_data=refused(
+            "0-RTT is off: early data can be replayed (RFC 9001 §9.2)", allowed=(False,)
+        ),
+    ),
+    "envoy.config.core.v3.Http3ProtocolOptions": _message(
+        "quic_protocol_options",
+        override_stream_error_on_invalid_http_message=refused(
+            "an invalid HTTP/3 message resets its stream", allowed=(False,)
+        ),
+        allow_extended_connect=refused(
+            "extended CONNECT (WebSocket over HTTP/3) is not supported", allowed=(False,)
+        ),
+        allow_metadata=refused("METADATA frames are not supported", allowed=(False,)),
+        disable_qpack=refused("QPACK's dynamic table is used as aioquic configures it", allowed=(False,)),
+        disable_connection_flow_control_for_streams=refused(
+            "connection flow control always applies", allowed=(False,)
+        ),
     ),
     "envoy.config.listener.v3.FilterChain": _message(
         "filter_chain_match filters transport_socket transport_socket_connect_timeout name",
@@ -210,7 +262,7 @@ TABLE: dict[str, dict[str, Field]] = {
         add_user_agent=refused("meshproxy does not add user-agent or x-envoy-downstream-service-cluster"),
         http1_safe_max_connection_duration=refused("HTTP/1.1 connections end at max_connection_duration"),
         http_protocol_options=refused("HTTP/1.1 codec options are not supported"),
-        http3_protocol_options=accepted("HTTP/3 options; listeners do not serve HTTP/3 (HTTP3 is refused)"),
+        http3_protocol_options=IMPLEMENTED,
         server_header_transformation=refused("the server header is always overwritten"),
         scheme_header_transformation=refused("the :scheme header is not rewritten"),
         stream_flush_timeout=refused("the flush of a stream is bounded by stream_idle_timeout"),
@@ -549,9 +601,16 @@ TABLE: dict[str, dict[str, Field]] = {
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),
     "envoy.type.v3.FractionalPercent": _message("numerator denominator"),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig": _message(
+        "http2_protocol_options http3_protocol_options",
+        http_protocol_options=refused("auto_config falls back to HTTP/2 over TLS, never to HTTP/1.1"),
+        alternate_protocols_cache_options=accepted(
+            "meshproxy tries HTTP/3 first on every host and remembers one whose QUIC is blocked;"
+            " it reads no Alt-Svc"
+        ),
+    ),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _message(
-        "common_http_protocol_options explicit_http_config use_downstream_protocol_config",
-        "auto_config",
+        "common_http_protocol_options explicit_http_config use_downstream_protocol_config auto_config",
         upstream_http_protocol_options=refused("auto SNI and SAN validation are not supported; set sni"),
         http_filters=refused("upstream HTTP filters are not supported"),
         header_validation_config=refused("header validator extensions are not supported"),

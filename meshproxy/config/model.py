@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 class SocketAddress:
     host: str
     port: int
+    # socket_address.protocol: UDP only for a QUIC listener (udp_listener_config.quic_options).
+    protocol: Literal["TCP", "UDP"] = "TCP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +318,9 @@ class HttpConnectionManager:
     drain_timeout: float = 5.0
     # http_filters meshproxy runs, in order, the router (always last) left out.
     http_filters: tuple[HttpFilter, ...] = ()
-    # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2".
-    codec_type: Literal["AUTO", "HTTP1", "HTTP2"] = "AUTO"
+    # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2";
+    # "HTTP3" only on a QUIC listener (docs/quic.md).
+    codec_type: Literal["AUTO", "HTTP1", "HTTP2", "HTTP3"] = "AUTO"
     http2: Http2Options = DEFAULT_HTTP2
     # rds.route_config_name when routes come over RDS (ADS): route_config is an empty placeholder
     # named after it until the xDS client binds the RouteConfiguration that arrived.
@@ -455,6 +458,20 @@ class Listener:
     # address.socket_address.ipv4_compat on an IPv6 address: one dual-stack socket (IPv4
     # clients arrive as ::ffff:a.b.c.d); otherwise an IPv6 listener is IPv6 only (Envoy's).
     ipv4_compat: bool = False
+    # udp_listener_config.quic_options: a QUIC listener serving HTTP/3 (meshproxy/quic/).
+    quic: QuicOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuicOptions:
+    """A QUIC listener's transport settings (Envoy's QuicProtocolOptions; docs/quic.md)."""
+
+    idle_timeout: float = 300.0  # quic_options.idle_timeout
+    handshake_timeout: float = 20.0  # quic_options.crypto_handshake_timeout
+    max_concurrent_streams: int = 100  # quic_protocol_options.max_concurrent_streams
+    initial_stream_window_size: int = 16 * 1024 * 1024
+    initial_connection_window_size: int = 24 * 1024 * 1024
+    max_packet_length: int = 1350  # quic_protocol_options.max_packet_length (0 in Envoy: its default)
 
 
 # --------------------------------------------------------------------------- clusters
@@ -529,6 +546,13 @@ class Cluster:
     original_dst: OriginalDstConfig | None = None
     # upstream_bind_config.source_address: the local address upstream sockets bind (port 0: any).
     source_address: SocketAddress | None = None
+    # explicit_http_config.http3_protocol_options with a QuicUpstreamTransport: HTTP/3 over QUIC
+    # (meshproxy/quic/upstream.py). ``http2`` then holds the same stream limit: an HTTP/3 cluster
+    # takes the multiplexed path every HTTP/2 cluster takes, with a QUIC pool under it.
+    http3: QuicOptions | None = None
+    # auto_config with http3_protocol_options: QUIC first, and HTTP/2 over TCP and the same TLS
+    # for a host whose QUIC is blocked (UDP refused or timing out); counted upstream_http3_broken.
+    http3_fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from meshproxy.http.mirror import send as send_mirrors
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
+from meshproxy.upstream.http3 import h3_pool_for
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop, TimerHandle
@@ -252,7 +253,10 @@ class H2Stream:
         x.attempt_started(now)
         cluster, host = x.cluster, x.host
         assert cluster is not None and host is not None
-        if cluster.config.http2 is not None:
+        if cluster.config.http3 is not None:
+            # aioquic loads with the first request to an HTTP/3 cluster, not with every proxy.
+            self.pool = h3_pool_for(cluster, host, x.resources or cluster.breakers.default)
+        elif cluster.config.http2 is not None:
             self.pool = pool_for(cluster, host, x.resources or cluster.breakers.default)
         else:
             self.pool = self.ctx.to_http1(cluster, host)

@@ -111,7 +111,13 @@ def bind_socket(
     with SO_REUSEPORT, one socket per worker process (``meshproxy/workers/``) on the same
     address, the kernel spreading new connections over them."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    udp = address.protocol == "UDP"  # a QUIC listener's (meshproxy/quic/listener.py)
+    # proto IPPROTO_TCP, not 0: the stdlib loop disables Nagle only on sockets whose proto says
+    # TCP (asyncio.base_events._set_nodelay), and accepted sockets inherit it. Without it a
+    # response written as head then body waited for the client's delayed ACK (40 ms).
+    sock = socket.socket(
+        family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM, 0 if udp else socket.IPPROTO_TCP
+    )
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
@@ -119,7 +125,8 @@ def bind_socket(
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
-        sock.listen(1024)
+        if not udp:
+            sock.listen(1024)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -334,6 +341,14 @@ class ListenerRuntime:
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         """Admission of a socket just accepted (``admission.py``); a refused one is closed."""
+        if self.admit_one():
+            return True
+        transport.abort()  # type: ignore[attr-defined]  # a stream transport: create_server's
+        return False
+
+    def admit_one(self) -> bool:
+        """Admission of a new connection (a socket accepted, or a QUIC client's first Initial):
+        counted as a pre-connection until its codec takes it, or refused and counted by reason."""
         now = asyncio.get_running_loop().time()
         refusal = self.admission.admit(self.pending, now)
         stats = self.stats
@@ -350,7 +365,6 @@ class ListenerRuntime:
             stats.downstream_cx_fd_reserve_reject += 1
         else:
             stats.downstream_global_cx_overflow += 1
-        transport.abort()  # type: ignore[attr-defined]  # a stream transport: create_server's
         self._logs.log(
             logging.WARNING, refusal, now, "listener %s: connection refused: %s", self.name, refusal
         )

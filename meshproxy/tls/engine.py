@@ -5,7 +5,7 @@ Owns a connection's handshake, record protection and shutdown, in the shape of a
 what to send (``data_to_send``), and reads and writes application data (``read``, ``write``).
 It also owns the checks made *during* the handshake, so that a refused peer receives a TLS
 alert rather than a silent close: certificate chain errors and the SPIFFE identity of the peer
-(``match_san_uris``) are decided in OpenSSL's verify callback; a classical-only peer under the
+(``match_sans``) are decided in OpenSSL's verify callback; a classical-only peer under the
 ``required`` PQ policy is refused by OpenSSL itself (no group in common). After the handshake it
 publishes a ``Negotiated`` record.
 
@@ -85,7 +85,7 @@ def subject_alt_names(cert: x509.Certificate) -> dict[SanType, tuple[str, ...]]:
     }
 
 
-def _identity_refused(sans: PeerSans) -> str:
+def identity_refused(sans: PeerSans) -> str:
     names = sans.get("URI") or sans.get("DNS") or ()
     return f"peer identity {', '.join(names) or '(no URI SAN)'} not allowed"
 
@@ -298,7 +298,7 @@ class TlsEngine:
         sans = subject_alt_names(leaf)
         self._uris = sans["URI"]
         if not self._cfg.identity_allowed(sans):
-            self._refusal = ("identity_not_allowed", _identity_refused(sans))
+            self._refusal = ("identity_not_allowed", identity_refused(sans))
             return False
         return True
 
@@ -314,7 +314,7 @@ class TlsEngine:
             sans = subject_alt_names(leaf) if leaf is not None else {}
             uris = sans.get("URI", ())
             if refusal is None and self._cfg.trusted_ca is not None and not self._cfg.identity_allowed(sans):
-                refusal = TlsError(_identity_refused(sans), code="identity_not_allowed")
+                refusal = TlsError(identity_refused(sans), code="identity_not_allowed")
         if refusal is not None:
             self.close()  # the handshake is over: all we can still send is close_notify
             raise self._fail(refusal)

@@ -3,7 +3,7 @@
 Each case starts a ``Server`` on a bootstrap in a fresh interpreter (``python -c``, so that
 nothing the test runner imported counts), with the listener bound and the admin up, and reads
 ``sys.modules``: a plaintext HTTP/1.1 proxy loads neither the TLS stack (pyOpenSSL, the
-cryptography bindings: about 9 MiB resident) nor gRPC nor aiohttp, nor prometheus-client before
+cryptography bindings: about 9 MiB resident) nor aioquic nor gRPC nor aiohttp, nor prometheus-client before
 a scrape (4.3 MiB) nor RE2 without a ``safe_regex`` (1.5 MiB); the same proxy with a TLS
 listener does load the TLS stack, a regex route loads RE2 and a scrape loads prometheus-client,
 which shows the check can see each. No timing is asserted.
@@ -18,13 +18,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from unit.tls.tls_fixtures import Pki
+
 from meshproxy.identity.certs import certs_to_pem, generate_ca, generate_csr, key_to_pem, sign_csr
 from meshproxy.identity.spiffe import SpiffeId
 from tests.integration.harness import bootstrap, cluster, http_listener, route
+from tests.integration.quic_client import quic_listener
 
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_STACK = ("OpenSSL", "cryptography")
-NEVER_FOR_PLAINTEXT = (*TLS_STACK, "grpc", "aiohttp", "prometheus_client", "re2")
+QUIC_STACK = ("aioquic", "pylsqpack")  # loaded only for a QUIC listener or cluster (docs/quic.md)
+NEVER_FOR_PLAINTEXT = (*TLS_STACK, *QUIC_STACK, "grpc", "aiohttp", "prometheus_client", "re2")
 
 # Runs in the child: start the proxy on the bootstrap in argv[1], print the top-level packages.
 CHILD = """
@@ -103,4 +107,14 @@ def test_a_tls_listener_loads_the_tls_stack(tmp_path: Path) -> None:
     }
     (loaded,) = loaded_packages(doc, tmp_path)
     assert sorted(loaded & set(TLS_STACK)) == sorted(TLS_STACK)
-    assert "grpc" not in loaded and "aiohttp" not in loaded
+    assert sorted(loaded & {"grpc", "aiohttp", *QUIC_STACK}) == []
+
+
+def test_a_quic_listener_loads_aioquic(tmp_path: Path) -> None:
+    """The check can see aioquic: a configuration with a QUIC listener loads it."""
+    pki = Pki()
+    doc = bootstrap(
+        [quic_listener(pki.leaf("server"), None, [route()], name="http")], [cluster("backend", 9)]
+    )
+    loaded = loaded_packages(doc, tmp_path)
+    assert sorted(loaded & set(QUIC_STACK)) == sorted(QUIC_STACK)

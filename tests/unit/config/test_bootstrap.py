@@ -213,10 +213,10 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
         "LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV",
         "static_resources.clusters[1].cluster_type: custom cluster types are not supported; "
         "use type STATIC, STRICT_DNS, LOGICAL_DNS, EDS or ORIGINAL_DST",
-        f"{HCM_PATH}.codec_type: HTTP3 is not supported; use AUTO, HTTP1 or HTTP2",
         f"{VHOST_PATH}.routes[3].direct_response.status: 99 is not a valid status; Envoy requires 200..599",
         f'{HCM_PATH}.route_config.virtual_hosts[1].domains[0]: "reviews" is already a domain of virtual_hosts[0]; '
         "a domain may appear only once across virtual hosts",
+        f"{HCM_PATH}.codec_type: HTTP3 needs a QUIC listener (udp_listener_config.quic_options)",
         'static_resources.listeners[1].filter_chains[0].transport_socket.typed_config: "tls" is not supported '
         "here; use a DownstreamTlsContext or raw_buffer",
         f'{VHOST_PATH}.routes[4].route.cluster: unknown cluster "foo" ({DEFINED})',

@@ -23,7 +23,7 @@ from meshproxy.config.model import (
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 NO_TLS_TYPE = '"envoy.transport_sockets.tls" is not supported here; use an UpstreamTlsContext or raw_buffer'
-H3 = "upstream HTTP/3 and ALPN auto_config are not supported; use HTTP/1.1 or HTTP/2 options"
+H3 = "upstream HTTP/3 needs a QuicUpstreamTransport, and ALPN auto_config is not supported; use HTTP/1.1, HTTP/2 or HTTP/3 options"
 
 
 def endpoint(host: str = "10.0.0.1", port: int = 80, **fields: Any) -> dict[str, Any]:

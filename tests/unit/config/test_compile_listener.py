@@ -115,7 +115,9 @@ TC = f"{FC0}.filters[0].typed_config"
         ),
         pytest.param(
             listener(address={"socket_address": {"address": "0.0.0.0", "port_value": 80, "protocol": "UDP"}}),
-            ["l.address.socket_address.protocol: only TCP is supported"],
+            [
+                "l.address.socket_address.protocol: only TCP is supported (UDP: a QUIC listener with udp_listener_config)"
+            ],
             id="udp",
         ),
         pytest.param(
@@ -241,7 +243,7 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
         pytest.param(hcm(stat_prefix=""), [f"{TC}.stat_prefix: is required"], id="stat-prefix"),
         pytest.param(
             hcm(codec_type="HTTP3"),
-            [f"{TC}.codec_type: HTTP3 is not supported; use AUTO, HTTP1 or HTTP2"],
+            [f"{TC}.codec_type: HTTP3 needs a QUIC listener (udp_listener_config.quic_options)"],
             id="http3",
         ),
         pytest.param(

@@ -43,6 +43,8 @@ TCP_PROXY = PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
 LOGS = PREFIX + "envoy.extensions.access_loggers."
 UPSTREAM_HTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+QUIC_DOWNSTREAM = "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
+QUIC_UPSTREAM = "envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport"
 LB = "envoy.extensions.load_balancing_policies"
 LB_POLICIES = (
     "round_robin.v3.RoundRobin",
@@ -287,8 +289,75 @@ def _base() -> dict[str, Any]:
                         }
                     ],
                 },
+                {
+                    "name": "quic",
+                    "address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": 0, "protocol": "UDP"}
+                    },
+                    "udp_listener_config": {
+                        "quic_options": {"quic_protocol_options": {"max_concurrent_streams": 9}}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "hcm",
+                                    "typed_config": {
+                                        "@type": HCM,
+                                        "stat_prefix": "h3",
+                                        "codec_type": "HTTP3",
+                                        "http3_protocol_options": {},
+                                        "http_filters": [
+                                            {"name": "router", "typed_config": {"@type": ROUTER}}
+                                        ],
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "q",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {"match": {"prefix": "/"}, "route": {"cluster": "c"}}
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                    },
+                                }
+                            ],
+                            "transport_socket": {
+                                "name": "quic",
+                                "typed_config": {
+                                    "@type": PREFIX + QUIC_DOWNSTREAM,
+                                    "downstream_tls_context": {
+                                        "common_tls_context": {"tls_certificates": [certificate]}
+                                    },
+                                },
+                            },
+                        }
+                    ],
+                },
             ],
-            "clusters": [cluster, {**cluster, "name": "d", "load_balancing_policy": {"policies": policies}}],
+            "clusters": [
+                cluster,
+                {**cluster, "name": "d", "load_balancing_policy": {"policies": policies}},
+                {
+                    **cluster,
+                    "name": "q",
+                    "transport_socket": {
+                        "name": "quic",
+                        "typed_config": {
+                            "@type": PREFIX + QUIC_UPSTREAM,
+                            "upstream_tls_context": {"sni": "q"},
+                        },
+                    },
+                    "typed_extension_protocol_options": {
+                        UPSTREAM_HTTP: {
+                            "@type": PREFIX + UPSTREAM_HTTP,
+                            "auto_config": {"http3_protocol_options": {}},
+                        }
+                    },
+                },
+            ],
         },
     }
 
@@ -308,6 +377,9 @@ TCP_RBAC = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 0
 TCP = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 1, "typed_config")
 RBAC_POLICY = (*TCP_RBAC, "rules", "policies", MapKey("p"))
 CLUSTER: tuple[str | int, ...] = ("static_resources", "clusters", 0)
+QUIC_LISTENER: tuple[str | int, ...] = ("static_resources", "listeners", 2)
+QUIC_OPTIONS = (*QUIC_LISTENER, "udp_listener_config", "quic_options")
+QUIC_MANAGER = (*QUIC_LISTENER, "filter_chains", 0, "filters", 0, "typed_config")
 TLS_PACKAGE = "envoy.extensions.transport_sockets.tls.v3"
 DOWN_TLS = (*CHAIN, "transport_socket", "typed_config", "common_tls_context")
 UP_TLS = (*CLUSTER, "transport_socket", "typed_config", "common_tls_context")
@@ -415,6 +487,19 @@ WHERE: dict[str, tuple[str | int, ...]] = {
         *CLUSTER,
         "transport_socket",
         "typed_config",
+    ),
+    "envoy.config.listener.v3.UdpListenerConfig": (*QUIC_LISTENER, "udp_listener_config"),
+    "envoy.config.listener.v3.QuicProtocolOptions": QUIC_OPTIONS,
+    "envoy.config.core.v3.QuicProtocolOptions": (*QUIC_OPTIONS, "quic_protocol_options"),
+    QUIC_DOWNSTREAM: (*QUIC_LISTENER, "filter_chains", 0, "transport_socket", "typed_config"),
+    "envoy.config.core.v3.Http3ProtocolOptions": (*QUIC_MANAGER, "http3_protocol_options"),
+    UPSTREAM_HTTP + ".AutoHttpConfig": (
+        "static_resources",
+        "clusters",
+        2,
+        "typed_extension_protocol_options",
+        MapKey(UPSTREAM_HTTP),
+        "auto_config",
     ),
 }
 
