@@ -116,5 +116,5 @@ def test_a_quic_listener_loads_aioquic(tmp_path: Path) -> None:
     doc = bootstrap(
         [quic_listener(pki.leaf("server"), None, [route()], name="http")], [cluster("backend", 9)]
     )
-    loaded = loaded_packages(doc, tmp_path)
+    (loaded,) = loaded_packages(doc, tmp_path)
     assert sorted(loaded & set(QUIC_STACK)) == sorted(QUIC_STACK)
