@@ -1,8 +1,9 @@
 """The ``controlplane`` command line: ``serve`` the mesh, ``token create`` a bootstrap token.
 
-Owns argument parsing, logging setup, the assembly of the grpc.aio server (ADS, the CA and the
-management API, served alike on two ports: plaintext ``--xds-address``, loopback only unless
-``--allow-plaintext-remote``, and TLS ``--xds-tls-address`` with the certificate of
+Owns argument parsing, logging setup, the assembly of the grpc.aio server (ADS, the CA, the
+sidecars' inventory reports and the management API, served alike on two ports: plaintext
+``--xds-address``, loopback only unless ``--allow-plaintext-remote``, and TLS
+``--xds-tls-address`` with the certificate of
 `controlplane.serving_tls`), the admin endpoint (``--admin-address``:
 ``/metrics``, ``/ready``), the Kubernetes injection webhook (``--webhook-address``,
 `controlplane.k8s.serve`), the hot-reload task of the config sources (``--mesh``, the embedded
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import grpc
 
-from controlplane import ca_service, management, serving_tls, state_dir
+from controlplane import ca_service, inventory, management, serving_tls, state_dir
 from controlplane.admin import AdminServer
 from controlplane.app import ControlPlane
 from controlplane.ca import CAPolicy, Issuer
@@ -235,11 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     ledger = Ledger()
+    reports = inventory.InventoryReports()
     services = Services(
         ca=CertificateAuthorityService(issuer, tokens),
         ads=AdsServer(cache, ledger),
-        management=management.ManagementService(control, ledger, admins),
+        management=management.ManagementService(control, ledger, admins, reports),
         admin=AdminServer(ledger.registry, lambda: control.state is not None),
+        inventory=inventory.InventoryReportingService(reports),
         webhook=webhook,
     )
     loop = new_event_loop()
@@ -270,6 +273,7 @@ class Services:
     ads: AdsServer
     management: management.ManagementService
     admin: AdminServer
+    inventory: inventory.InventoryReportingService
     webhook: WebhookServer | None = None
 
 
@@ -335,6 +339,7 @@ async def _serve(
     ca_service.add_to_server(services.ca, server)
     services.ads.add_to_server(server)
     management.add_to_server(services.management, server)
+    inventory.add_to_server(services.inventory, server)
     bound: list[str] = []
     for address, credentials in ports:
         try:

@@ -20,6 +20,7 @@ from datetime import datetime
 import grpc
 
 from controlplane.app import ConfigEvent, ControlPlane, Outcome
+from controlplane.inventory import InventoryReports
 from controlplane.tokens import Grant, TokensFile
 from controlplane.xds import Event, Ledger, Resources
 from meshproxy._gen.mesh.v1 import management_pb2 as pb
@@ -32,10 +33,17 @@ _BEARER = "bearer "
 
 
 class ManagementService(pb_grpc.MeshManagementServicer):
-    def __init__(self, control: ControlPlane, ledger: Ledger, tokens: TokensFile) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        ledger: Ledger,
+        tokens: TokensFile,
+        inventory: InventoryReports | None = None,
+    ) -> None:
         self._control = control
         self._ledger = ledger
         self._tokens = tokens
+        self._inventory = inventory or InventoryReports()  # the sidecars' reports (inventory.py)
 
     async def _authorise(self, context: grpc.aio.ServicerContext, what: str) -> Grant:
         header = ""
@@ -137,6 +145,12 @@ class ManagementService(pb_grpc.MeshManagementServicer):
         finally:
             remove_xds()
             remove_config()
+
+    async def Inventory(
+        self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InventoryResponse:
+        await self._authorise(context, "Inventory")
+        return pb.InventoryResponse(peers=self._inventory.merged())
 
 
 def add_to_server(service: ManagementService, server: grpc.aio.Server) -> None:

@@ -1,10 +1,10 @@
 """``meshctl``: the command line over the controlplane's management API.
 
 Owns the commands (``status``, ``get``, ``apply -f FILE [--dry-run]``, ``validate -f FILE``,
-``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``; and the offline Kubernetes
-commands ``inject``, ``install``, ``uninstall`` of `controlplane.k8s.commands`), the token (``--token-file``,
-else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token`` in its state directory;
-sent as ``authorization: Bearer``), and the two renderings of every answer:
+``proxies``, ``split SERVICE v1=90 v2=10 [--dry-run]``, ``events``, ``inventory``; and the offline
+Kubernetes commands ``inject``, ``install``, ``uninstall`` of `controlplane.k8s.commands`), the
+token (``--token-file``, else ``$MESHCTL_TOKEN``, else the local controlplane's ``meshctl.token``
+in its state directory; sent as ``authorization: Bearer``), and the two renderings of every answer:
 readable tables by default, ``-o json`` (one JSON document; ``events`` writes one JSON object per
 line) for scripts. Exit codes: 0 success, 1 a refused config or shift (its problems are printed),
 2 usage error, 3 the controlplane is unreachable or refused the call (status and message printed).
@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("weights", nargs="+", help="VERSION=WEIGHT ...")
     split.add_argument("--dry-run", action="store_true")
     sub.add_parser("events", help="stream config and xDS events until interrupted")
+    sub.add_parser(
+        "inventory",
+        help="the crypto inventory the sidecars report: per peer identity, the TLS groups, signature "
+        "algorithms and versions its connections negotiated, and classical fallbacks",
+    )
     k8s_commands.add_parsers(sub)
     return p
 
@@ -137,6 +142,13 @@ def _run(args: argparse.Namespace, stub: pb_grpc.MeshManagementStub, md: list[tu
             service=args.service, weights=_weights(args.weights), dry_run=args.dry_run
         )
         return _print_outcome(stub.ShiftTraffic(request, metadata=md, timeout=TIMEOUT), as_json)
+    if args.command == "inventory":
+        inventory = stub.Inventory(pb.InventoryRequest(), metadata=md, timeout=TIMEOUT)
+        if as_json:
+            _json(inventory)
+        else:
+            _print_inventory(inventory)
+        return 0
     if args.command == "proxies":
         proxies = stub.ListProxies(pb.ListProxiesRequest(), metadata=md, timeout=TIMEOUT)
         if as_json:
@@ -263,6 +275,29 @@ def _print_proxies(response: pb.ListProxiesResponse) -> None:
             nack = ("NACKING: " if r.nacking else "") + last[:80]
             row = [p.node_id, p.group, p.stream_kind, _short(r.type_url), r.version_sent, r.version_acked]
             rows.append([*row, str(r.nack_count), nack])
+    _table(rows)
+
+
+def _print_inventory(response: pb.InventoryResponse) -> None:
+    if not response.peers:
+        print("no peer identity reported yet")
+        return
+    rows = [["PEER", "GROUPS", "SIGNATURES", "VERSIONS", "CLASSICAL", "LAST SEEN", "REPORTED BY"]]
+    for p in response.peers:
+        fallbacks = str(p.classical_fallbacks)
+        if p.classical_fallbacks:
+            fallbacks += f" (last {p.last_classical_fallback.ToJsonString()})"
+        rows.append(
+            [
+                p.peer,
+                ",".join(sorted({c.group for c in p.connections})),
+                ",".join(sorted({c.sigalg for c in p.connections})),
+                ",".join(sorted({c.version for c in p.connections})),
+                fallbacks,
+                p.last_seen.ToJsonString(),
+                ",".join(p.reporters),
+            ]
+        )
     _table(rows)
 
 

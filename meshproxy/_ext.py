@@ -30,6 +30,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "meshproxy.upstream.lb._ring_hash_c",
     "meshproxy.upstream.lb._maglev_c",
     "meshproxy.http2._codec_c",
+    "meshproxy.http._h1_c",
 )
 
 # Compiled modules an operator can turn off alone: the environment variable, and the value of it

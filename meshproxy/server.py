@@ -48,6 +48,8 @@ from meshproxy.overload.trim import MemoryTrim
 from meshproxy.router.table import RouteTable
 from meshproxy.sidecar.lifecycle import DrainHold, Termination
 from meshproxy.stats import Store
+from meshproxy.telemetry.istio import IstioMetrics
+from meshproxy.tracing.registry import Tracers
 from meshproxy.upstream.cluster import ClusterRuntime
 from meshproxy.upstream.manager import ClusterManager
 
@@ -83,12 +85,15 @@ class Server:
         self.store = Store()
         self.clusters = ClusterManager(self.store, self.rng)
         self.access_logs = AccessLogs()
+        self.tracers = Tracers(self.store, self.clusters, self.rng)
+        self.istio = IstioMetrics()  # Istio's standard metrics (istio.stats filters)
         self.listeners: dict[str, ListenerRuntime] = {}
         self.ready = False
         self.draining = False
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None  # the crypto inventory's, with ADS
         self.certs = CertSources()
         # Listeners replaced or removed by an xDS update, draining their in-flight requests.
         self.retired: set[ListenerRuntime] = set()
@@ -131,9 +136,12 @@ class Server:
             self.ready = True
         else:  # ready once the ADS client applied a first complete configuration
             from meshproxy.xds.client import AdsClient
+            from meshproxy.xds.inventory_report import report_inventory
 
             self.xds = AdsClient(self, self.config.dynamic, rng=self.rng)
             self.xds.start()
+            inventory = self.store.inventory
+            self._reporter = loop.create_task(report_inventory(self.xds, inventory, self.config.node.id))
 
     def _listener(self, lc: Listener, route_tables: Sequence[RouteTable] = ()) -> ListenerRuntime:
         return ListenerRuntime(
@@ -146,6 +154,8 @@ class Server:
             self.admission,
             route_tables,
             peers=self.listeners,
+            tracers=self.tracers,
+            istio=self.istio,
         )
 
     def _overload_changed(self, state: OverloadState) -> None:
@@ -433,6 +443,8 @@ class Server:
     async def close(self) -> None:
         self.ready = False
         self.store.server["live"] = 0
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self.xds is not None:
             await self.xds.close()
         await self.overload.close()
@@ -444,6 +456,7 @@ class Server:
         self.admin.close()
         if self._ticker is not None:
             self._ticker.cancel()
+        await self.tracers.close()
         await self.clusters.close()
         self.access_logs.close()
         self.stopped.set()

@@ -26,6 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from meshproxy.overload.stats import doc_rows as overload_doc_rows
+from meshproxy.tls.inventory import CryptoInventory
+from meshproxy.tls.inventory import doc_rows as inventory_doc_rows
 
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -418,6 +420,14 @@ class ConnectionLimitStats(StatSet):
     limited_connections: int = counter("Connections refused over `max_connections` (closed after `delay`).")
 
 
+class TracingStats(StatSet):
+    """Per OTLP collector cluster (``tracing.provider`` envoy.tracers.opentelemetry)."""
+
+    otel_spans_sent: int = counter("Spans the collector accepted.")
+    otel_spans_dropped: int = counter("Spans dropped: the export queue was full, or their export failed.")
+    otel_export_failures: int = counter("Export calls that failed (collector unreachable, error, timeout).")
+
+
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
 SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
@@ -448,6 +458,7 @@ SCOPES: tuple[Scope, ...] = (
     Scope("tcp", "stat_prefix", TcpStats.STATS, "TCP proxy", "`tcp_proxy` stat prefix"),
     Scope("connection_limit", "stat_prefix", ConnectionLimitStats.STATS, "Connection limit",
           "`connection_limit` stat prefix"),
+    Scope("tracing", "collector", TracingStats.STATS, "Tracing", "OTLP collector cluster"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -461,6 +472,9 @@ class Store:
         self.listener: dict[str, ListenerStats] = {}
         self.tcp: dict[str, TcpStats] = {}
         self.connection_limit: dict[str, ConnectionLimitStats] = {}
+        self.tracing: dict[str, TracingStats] = {}
+        # Per peer identity, what its TLS handshakes negotiated (meshproxy/tls/inventory.py).
+        self.inventory = CryptoInventory()
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
@@ -493,11 +507,14 @@ class Store:
             s = self.connection_limit[prefix] = ConnectionLimitStats()
         return s
 
+    def tracing_stats(self, collector: str) -> TracingStats:
+        return self.tracing.setdefault(collector, TracingStats())
+
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
-            "connection_limit": self.connection_limit,
+            "connection_limit": self.connection_limit, "tracing": self.tracing,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:
@@ -618,6 +635,12 @@ def render_docs() -> str:
     for family, kind, label, text in overload_doc_rows():
         name = family + "_total" if kind == "counter" else family
         parts.append(f"| `{name}` | {kind} | `{label}` | {text.capitalize()}; see docs/overload.md. |")
+    parts.append("\n## Crypto inventory (`meshproxy_peer_tls_*`, by peer identity)\n")
+    parts.append("| Metric | Type | Labels | Meaning |\n|---|---|---|---|")
+    for name, kind, names, text in inventory_doc_rows():
+        parts.append(
+            f"| `{name}` | {kind} | {_labels_cell(list(names))} | {text} See docs/observability.md. |"
+        )
     return "\n".join(parts) + "\n"
 
 

@@ -99,6 +99,13 @@ def string(d: Doc) -> str:
     return d.value
 
 
+def boolean(d: Doc) -> bool:
+    if not isinstance(d.value, bool):
+        d.problem(f"must be true or false, not {kind(d.value)}")
+        return False
+    return d.value
+
+
 def dns_name(d: Doc) -> str:
     value = string(d)
     if value and not NAME.match(value):

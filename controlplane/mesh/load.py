@@ -24,6 +24,7 @@ from controlplane.mesh.doc import (
     Doc,
     FastLoader,
     Loader,
+    boolean,
     choice,
     dns_name,
     duration,
@@ -134,7 +135,9 @@ def _check_unique(d: Doc, values: list[Any], what: str) -> None:
 
 
 def _sidecars(d: Doc) -> Sidecars:
-    if not d.mapping(("cert_dir", "outbound_address", "virtual_outbound", "virtual_inbound")):
+    if not d.mapping(
+        ("cert_dir", "outbound_address", "virtual_outbound", "virtual_inbound", "istio_metrics")
+    ):
         return Sidecars()
     default = Sidecars()
     bind = partial(host_port, ip_only=True, why="a listener binds an IP address")
@@ -143,6 +146,7 @@ def _sidecars(d: Doc) -> Sidecars:
         d.get("outbound_address", string, default.outbound_address),
         d.get("virtual_outbound", bind, None) or default.virtual_outbound,
         d.get("virtual_inbound", bind, None) or default.virtual_inbound,
+        d.get("istio_metrics", boolean, default.istio_metrics),
     )
 
 

@@ -186,6 +186,9 @@ class Sidecars:
     outbound_address: str = "127.0.0.1"
     virtual_outbound: Address = ("::", 15001)
     virtual_inbound: Address = ("::", 15006)
+    # Istio's standard metrics (istio_requests_total, istio_tcp_*) from every sidecar listener:
+    # the istio.stats filters (controlplane/mesh/telemetry.py). On by default, as in Istio.
+    istio_metrics: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
@@ -59,6 +60,7 @@ from controlplane.mesh.envoy import (
     upstream_tls,
 )
 from controlplane.mesh.model import Mesh, Service, ServicePort, Sidecar, Version
+from controlplane.mesh.telemetry import add_istio_stats
 from controlplane.mesh.virtual import (
     FALLBACK,
     VIRTUAL_INBOUND,
@@ -78,7 +80,9 @@ def translate(mesh: Mesh) -> dict[str, Resources]:
     groups = {DEFAULT_GROUP: _default_group(mesh)}
     for service in mesh.services:
         for sidecar in service.sidecars():
-            groups[sidecar.group] = _sidecar_group(mesh, service, sidecar)
+            resources = groups[sidecar.group] = _sidecar_group(mesh, service, sidecar)
+            if mesh.sidecars.istio_metrics:
+                add_istio_stats(resources)
     return groups
 
 
@@ -100,7 +104,9 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
     out = _empty()
     certs = cert_dir(mesh, service, sidecar)
     if sidecar.inbound is not None and sidecar.app is not None and service.allow:
-        listener = listener_pb2.Listener(name="inbound", address=socket_address(sidecar.inbound))
+        listener = listener_pb2.Listener(
+            name="inbound", address=socket_address(sidecar.inbound), traffic_direction=base_pb2.INBOUND
+        )
         chain = listener.filter_chains.add()
         chain.transport_socket.CopyFrom(downstream_tls(mesh, certs, service))
         if service.protocol == "tcp":
@@ -116,7 +122,9 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             continue
         name = f"outbound|{callee.name}"
         listener = listener_pb2.Listener(
-            name=name, address=socket_address((mesh.sidecars.outbound_address, callee.port))
+            name=name,
+            address=socket_address((mesh.sidecars.outbound_address, callee.port)),
+            traffic_direction=base_pb2.OUTBOUND,
         )
         if callee.protocol == "tcp":
             listener.filter_chains.add().filters.append(tcp_filter(name, callee))

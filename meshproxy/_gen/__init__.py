@@ -6,5 +6,5 @@ the protos this code was generated from, so a stale copy is detected without grp
 
 PROTO_SHA256 = {
     "meshproxy/ca/v1/ca.proto": "31f00c307b0124b60a9d9a832ab88e3622630f08e67de7238762037edc6e7f56",
-    "meshproxy/mesh/v1/management.proto": "201d6ebb5662d03301e17cf562f240601eda1a2191d8eb243548dc416deca714",
+    "meshproxy/mesh/v1/management.proto": "a82681c0a346f39bda600ec674d7b61a89ddb13bfabf62a626b1233e84a1a666",
 }

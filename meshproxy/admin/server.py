@@ -26,6 +26,8 @@ from meshproxy.admin.endpoint import Endpoint
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
+from meshproxy.telemetry.istio import IstioCollector
+from meshproxy.tls.inventory import InventoryCollector
 
 if TYPE_CHECKING:
     from meshproxy.config.model import Config
@@ -42,6 +44,8 @@ HELP = """meshproxy admin
                            versions, warming, last NACKs)
   GET  /clusters           clusters, their hosts and per-host state
   GET  /listeners          listeners and their bound addresses
+  GET  /crypto_inventory   per peer SPIFFE ID: the TLS groups, signature algorithms and versions its
+                           connections negotiated (both directions), first/last seen, classical fallbacks
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
   GET  /server_info        version, state, uptime, Python, event loop, OpenSSL, the HTTP/2 codec
                            and the compiled extensions in use (as `meshproxy version --json`)
@@ -88,6 +92,8 @@ class Admin:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(server.store))
         self.registry.register(OverloadCollector(server.overload.stats))
+        self.registry.register(InventoryCollector(server.store.inventory))
+        self.registry.register(IstioCollector(server.istio))
         self._srv: asyncio.Server | None = None
         self.started = time.monotonic()
 
@@ -133,6 +139,8 @@ class Admin:
                     if lr.server is not None
                 ]
             )
+        if path == "/crypto_inventory":
+            return json_answer(srv.store.inventory.as_json())
         if path == "/certs":
             return json_answer(self._certs_json())
         if path == "/server_info":

@@ -37,6 +37,7 @@ from meshproxy.config.compile_common import (
     wrapped,
 )
 from meshproxy.config.compile_http2 import http2_options
+from meshproxy.config.compile_istio import ISTIO_STATS_NAME, is_istio_stats, istio_stats
 from meshproxy.config.compile_ratelimit import (
     LOCAL_RATELIMIT_NAME,
     LOCAL_RATELIMIT_URL,
@@ -44,6 +45,7 @@ from meshproxy.config.compile_ratelimit import (
 )
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
+from meshproxy.config.compile_tracing import tracing
 from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
@@ -53,6 +55,7 @@ from meshproxy.config.model import (
     FilterChain,
     FilterChainMatch,
     HttpConnectionManager,
+    IstioStats,
     Listener,
     PathPolicy,
     RouteConfiguration,
@@ -193,9 +196,14 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     terminals = 0
     limit: ConnectionLimit | None = None
     limits = 0
+    stats: IstioStats | None = None
     for entry, c in ctx.each("filters", msg.filters):
         url = entry.typed_config.type_url
-        if url == _CONNECTION_LIMIT:
+        if is_istio_stats(entry.name, entry.typed_config):
+            if terminals or stats is not None:
+                c.problem(f"one {ISTIO_STATS_NAME} network filter may come before the tcp_proxy")
+            stats = istio_stats(entry.typed_config, c)
+        elif url == _CONNECTION_LIMIT:
             if terminals:
                 c.problem("connection_limit must come before the terminal filter")
             elif (limits := limits + 1) > 1:
@@ -217,10 +225,15 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
     if not terminals and all(f.typed_config.type_url == _CONNECTION_LIMIT for f in msg.filters):
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
+    if stats is not None and isinstance(terminal, HttpConnectionManager):
+        ctx.at("filters").problem(
+            f"the {ISTIO_STATS_NAME} network filter goes before a tcp_proxy; "
+            f"for HTTP, give the connection manager an {ISTIO_STATS_NAME} http filter"
+        )
     connect_timeout = duration(msg, "transport_socket_connect_timeout", ctx, 10.0)
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit)
+    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit, stats)
 
 
 def connection_limit(msg: connection_limit_pb2.ConnectionLimit, ctx: Ctx) -> ConnectionLimit | None:
@@ -304,7 +317,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         ctx.problem("needs an inline route_config or rds")
     else:
         ctx.at(route_kind).problem(f"{route_kind} is not supported; use route_config or rds over ADS")
-    rate_limit = _http_filters(msg, ctx)
+    rate_limit, stats = _http_filters(msg, ctx)
     max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
     if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
         ctx.at("max_request_headers_kb").problem(
@@ -331,6 +344,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
     if protocol.HasField("max_requests_per_connection"):
         common.at("max_requests_per_connection").problem("is not supported")
     upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=False)
+    traced = tracing(msg.tracing, ctx.at("tracing")) if msg.HasField("tracing") else None
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -356,6 +370,8 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         max_headers_count=max_headers,
         headers_with_underscores=cast(Underscores, underscores),
         upgrades=upgrades,
+        tracing=traced,
+        istio_stats=stats,
     )
 
 
@@ -396,16 +412,19 @@ def _rds(msg: hcm.Rds, ctx: Ctx) -> RouteConfiguration | None:
     return RouteConfiguration(msg.route_config_name, ())
 
 
-def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> LocalRateLimit | None:
-    """The chain must end with the router; the one other HTTP filter meshproxy runs is
-    local_ratelimit (at most once), which is returned. Other filters marked is_optional (which
-    Envoy skips when it lacks them) or disabled are passed over, as is a disabled local_ratelimit
-    (Envoy enables such a filter per route, which meshproxy does not support)."""
+def _http_filters(
+    msg: hcm.HttpConnectionManager, ctx: Ctx
+) -> tuple[LocalRateLimit | None, IstioStats | None]:
+    """The chain must end with the router; the other HTTP filters meshproxy runs are
+    local_ratelimit and istio.stats (each at most once), which are returned. Other filters
+    marked is_optional (which Envoy skips when it lacks them) or disabled are passed over, as is
+    a disabled local_ratelimit (Envoy enables such a filter per route, which meshproxy does not
+    support)."""
     filters = msg.http_filters
-    rate_limit = None
+    rate_limit = stats = None
     if not filters:
         ctx.at("http_filters").problem(f"needs the router filter ({_ROUTER_NAME}) as its last entry")
-        return None
+        return None, None
     for index, (entry, c) in enumerate(ctx.each("http_filters", filters)):
         url = entry.typed_config.type_url
         is_router = url == _ROUTER if url else entry.name == _ROUTER_NAME
@@ -421,13 +440,17 @@ def _http_filters(msg: hcm.HttpConnectionManager, ctx: Ctx) -> LocalRateLimit | 
                 c.problem(f"a second {LOCAL_RATELIMIT_NAME} is not supported; give one filter")
             else:
                 rate_limit = local_rate_limit_filter(entry.typed_config, c.at("typed_config"))
+        elif not is_router and not entry.disabled and is_istio_stats(entry.name, entry.typed_config):
+            if stats is not None:
+                c.problem(f"a second {ISTIO_STATS_NAME} is not supported; give one filter")
+            stats = istio_stats(entry.typed_config, c)
         elif not is_router and not (entry.is_optional or entry.disabled):
             c.problem(
                 f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                f"meshproxy runs {LOCAL_RATELIMIT_NAME} and the router "
+                f"meshproxy runs {LOCAL_RATELIMIT_NAME}, {ISTIO_STATS_NAME} and the router "
                 "(mark a filter is_optional to have it skipped)"
             )
-    return rate_limit
+    return rate_limit, stats
 
 
 def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:

@@ -85,7 +85,7 @@ def _message(implemented: str = "", by_compiler: str = "", **others: Field) -> d
 _METADATA = accepted("metadata is read only by filters and extensions meshproxy does not run")
 _STAT_NAME = accepted("names stats; meshproxy names its own (docs/stats.md)")
 _NO_RUNTIME = "meshproxy has no runtime layer"
-_NO_TRACING = "meshproxy does not trace requests"
+_ONE_SPAN = "meshproxy records one span per request and sidecar, named <authority><path>"
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
@@ -123,7 +123,7 @@ TABLE: dict[str, dict[str, Field]] = {
         stats_eviction_interval=accepted("meshproxy's stats are a fixed set, never evicted"),
         watchdog=accepted("Envoy's worker-thread watchdog; meshproxy runs one event loop"),
         watchdogs=accepted("Envoy's worker-thread watchdogs; meshproxy runs one event loop"),
-        tracing=refused(_NO_TRACING),
+        tracing=refused("configure tracing on the connection manager (tracing.provider)"),
         layered_runtime=accepted(f"{_NO_RUNTIME}: every runtime key takes its documented default"),
         enable_dispatcher_stats=accepted("adds Envoy event-loop stats"),
         header_prefix=refused("meshproxy's own headers keep the x-envoy- prefix"),
@@ -213,10 +213,9 @@ TABLE: dict[str, dict[str, Field]] = {
         "codec_type stat_prefix rds route_config http_filters common_http_protocol_options "
         "http2_protocol_options server_name max_request_headers_kb stream_idle_timeout request_timeout "
         "request_headers_timeout drain_timeout access_log use_remote_address generate_request_id "
-        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action",
+        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action tracing",
         "scoped_routes path_normalization_options",
         add_user_agent=refused("meshproxy does not add user-agent or x-envoy-downstream-service-cluster"),
-        tracing=refused(_NO_TRACING),
         http1_safe_max_connection_duration=refused("HTTP/1.1 connections end at max_connection_duration"),
         http_protocol_options=refused("HTTP/1.1 codec options are not supported"),
         http3_protocol_options=accepted("HTTP/3 options; listeners do not serve HTTP/3 (HTTP3 is refused)"),
@@ -258,9 +257,39 @@ TABLE: dict[str, dict[str, Field]] = {
         "name typed_config is_optional disabled",
         config_discovery=refused("extension config discovery is not supported; give typed_config"),
     ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": _message(
+        "client_sampling random_sampling overall_sampling max_path_tag_length provider",
+        verbose=accepted("adds stream-event annotations to spans; meshproxy's spans carry none"),
+        custom_tags=refused("custom span tags are not supported (docs/observability.md lists the tags)"),
+        spawn_upstream_span=refused(f"{_ONE_SPAN}: no upstream span", allowed=(False,)),
+        operation=refused(f"span names are not configurable: {_ONE_SPAN}"),
+        upstream_operation=refused(f"span names are not configurable: {_ONE_SPAN}"),
+    ),
+    "envoy.config.trace.v3.Tracing.Http": _message(
+        "typed_config",
+        name=accepted("the tracer is chosen by its typed_config type"),
+    ),
+    "envoy.config.trace.v3.OpenTelemetryConfig": _message(
+        "grpc_service service_name max_cache_size",
+        http_service=refused("OTLP over HTTP is not supported; use grpc_service"),
+        resource_detectors=refused("resource detectors are not supported; the resource holds service.name"),
+        sampler=refused("samplers are not supported; use the connection manager's random_sampling"),
+    ),
+    "envoy.config.core.v3.GrpcService": _message(
+        "envoy_grpc timeout",
+        google_grpc=refused("use envoy_grpc naming a cluster"),
+        initial_metadata=refused("metadata on the exporter's calls is not supported"),
+        retry_policy=refused("a failed export is dropped and counted, not retried"),
+    ),
+    "envoy.config.core.v3.GrpcService.EnvoyGrpc": _message(
+        "cluster_name authority",
+        retry_policy=refused("a failed export is dropped and counted, not retried"),
+        max_receive_message_length=accepted("bounds responses; an ExportTraceServiceResponse is small"),
+        skip_envoy_headers=accepted("the exporter's calls carry no x-envoy- headers"),
+    ),
     "envoy.extensions.filters.http.router.v3.Router": _message(
         dynamic_stats=accepted("adds Envoy's per-route timing stats"),
-        start_child_span=accepted(f"{_NO_TRACING} (tracing is refused)"),
+        start_child_span=accepted(f"{_ONE_SPAN}: no child span per upstream attempt"),
         upstream_log=refused("upstream access logs are not written; use the connection manager's access_log"),
         upstream_log_options=refused("upstream access logs are not written"),
         suppress_envoy_headers=refused("which x-envoy- headers the router adds is fixed"),
@@ -331,9 +360,9 @@ TABLE: dict[str, dict[str, Field]] = {
         "response_headers_to_add response_headers_to_remove per_request_buffer_limit_bytes",
         "filter_action non_forwarding_action",
         metadata=_METADATA,
-        decorator=accepted(f"names a tracing span; {_NO_TRACING}"),
+        decorator=accepted(f"names a tracing span; {_ONE_SPAN}"),
         typed_per_filter_config=_PER_FILTER,
-        tracing=accepted(f"tracing sampling; {_NO_TRACING} (the connection manager's tracing is refused)"),
+        tracing=refused("per-route sampling is not supported; the connection manager's sampling applies"),
         stat_prefix=_STAT_NAME,
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
     ),

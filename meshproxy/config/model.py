@@ -304,6 +304,35 @@ class HttpConnectionManager:
     headers_with_underscores: Literal["ALLOW", "REJECT_REQUEST", "DROP_HEADER"] = "ALLOW"
     # upgrade_configs: (lower-case upgrade type, enabled); an upgrade not listed is refused 403.
     upgrades: tuple[tuple[str, bool], ...] = ()
+    # tracing.provider envoy.tracers.opentelemetry: a span per request (None: not traced).
+    tracing: Tracing | None = None
+    # The istio.stats http filter: Istio's request metrics (None: not kept).
+    istio_stats: IstioStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IstioStats:
+    """The ``istio.stats`` filter (http, or network before a tcp_proxy): Istio's standard metrics
+    for the chain's traffic (docs/observability.md#istio-metrics)."""
+
+    # disable_host_header_fallback: destination_service is "unknown" instead of the Host header.
+    disable_host_header_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    """The connection manager's ``tracing`` with the envoy.tracers.opentelemetry provider:
+    spans exported over OTLP/gRPC to a cluster (docs/observability.md). Sampling in percent."""
+
+    collector: str  # grpc_service.envoy_grpc.cluster_name: where the TraceService listens
+    authority: str = ""  # grpc_service.envoy_grpc.authority (default: the cluster name)
+    service_name: str = ""  # the spans' resource service.name (Envoy's default: unknown_service:envoy)
+    timeout: float = 0.0  # grpc_service.timeout of one export call (0: the exporter's own bound)
+    max_cache_size: int = 1024  # spans held for export; past it a span is dropped and counted
+    random_sampling: float = 100.0
+    client_sampling: float = 100.0
+    overall_sampling: float = 100.0
+    max_path_tag_length: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +386,8 @@ class FilterChain:
     transport_socket_connect_timeout: float = 10.0
     # A connection_limit network filter before the terminal one; None: no per-chain limit.
     connection_limit: ConnectionLimit | None = None
+    # The istio.stats network filter before a tcp_proxy: Istio's TCP metrics (None: not kept).
+    istio_stats: IstioStats | None = None
 
 
 TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from meshproxy.identity.spiffe import SpiffeId
     from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.stats import HttpStats
+    from meshproxy.telemetry.istio import HttpReporter
+    from meshproxy.tracing.tracer import Tracer
     from meshproxy.upstream.cluster import ClusterRuntime, Host
     from meshproxy.upstream.manager import ClusterManager
 
@@ -163,6 +165,7 @@ class HttpContext:
         "clusters",
         "config",
         "connection_limit",
+        "istio",
         "listener",
         "local_identity",
         "overload",
@@ -175,6 +178,7 @@ class HttpContext:
         "stats",
         "to_http1",
         "to_http2",
+        "tracer",
     )
 
     def __init__(
@@ -217,6 +221,10 @@ class HttpContext:
         # The chain's connection_limit counter, installed by the listener (it admits and
         # releases; carried across snapshots); None: no limit on this chain.
         self.connection_limit: ChainLimit | None = None
+        # The chain's tracer (config.tracing), installed by the listener; None: not traced.
+        self.tracer: Tracer | None = None
+        # Istio's request metrics (config.istio_stats), installed by the listener; None: off.
+        self.istio: HttpReporter | None = None
 
 
 def _no_translator(*args: Any) -> Any:

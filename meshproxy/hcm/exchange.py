@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from meshproxy.config.model import WeightedCluster
     from meshproxy.router.retry import Failure, RetryRules
     from meshproxy.router.table import RouteDecision
+    from meshproxy.tracing.tracer import Span
     from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime, Host
 
@@ -151,6 +152,7 @@ class Exchange:
         "retry_held",
         "route_end",
         "source",
+        "span",
         "start",
         "stream_deadline",
         "stream_end",
@@ -196,6 +198,7 @@ class Exchange:
         self.route_end = -1.0
         self.sweep_mark = -1
         self.sweep_time = 0.0
+        self.span: Span | None = None  # the request's trace span, once forwarded (tracing on)
         ctx.stats.downstream_rq_total += 1
         ctx.stats.downstream_rq_active += 1
 
@@ -374,6 +377,8 @@ class Exchange:
         xfp = ctx.scheme if ctx.config.use_remote_address or xfp is None else xfp
         if request_id is None and ctx.config.generate_request_id:
             request_id = ctx.request_ids.next()
+        if ctx.tracer is not None and self.span is None:
+            self.span = ctx.tracer.begin(headers)
         return plan.host or authority, target, xff, xfp, request_id
 
     def response_levels(self) -> tuple[Any, ...]:
@@ -637,6 +642,10 @@ class Exchange:
                 h.sum += upstream_ms
         if ctx.access_log is not None:
             ctx.access_log.log(access_record(self, stream, protocol, peer, elapsed_ms))
+        if ctx.tracer is not None:
+            ctx.tracer.end(self, stream, protocol, peer, now)
+        if ctx.istio is not None:
+            ctx.istio.request(self, stream, peer, now)
 
 
 def _earliest(a: float, b: float) -> float:

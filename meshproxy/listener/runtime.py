@@ -29,7 +29,7 @@ import os
 import random
 import socket
 from collections.abc import Mapping, Sequence
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
@@ -59,13 +59,16 @@ from meshproxy.overload.state import OverloadState
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
+from meshproxy.telemetry.istio import HttpReporter, TcpReporter
 from meshproxy.tls.counts import count_handshake
 from meshproxy.tls.errors import TlsError
 from meshproxy.upstream.manager import ClusterManager
 
 if TYPE_CHECKING:
+    from meshproxy.telemetry.istio import IstioMetrics
     from meshproxy.tls.context import TlsContext
     from meshproxy.tls.engine import Negotiated
+    from meshproxy.tracing.registry import Tracers
 
 log = logging.getLogger("meshproxy.listener")
 
@@ -136,6 +139,8 @@ class ListenerRuntime:
         admission: Admission,
         route_tables: Sequence[RouteTable] = (),
         peers: Mapping[str, ListenerRuntime] | None = None,
+        tracers: Tracers | None = None,
+        istio: IstioMetrics | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -151,6 +156,8 @@ class ListenerRuntime:
         self._clusters = clusters
         self._access_logs = access_logs
         self._rng = rng
+        self._tracers = tracers  # the server's (HCM tracing); None: tracing configs are not run
+        self._istio = istio  # the server's Istio series (istio.stats filters); None: not kept
         self.contexts: dict[int, HttpContext | TcpContext] = {}
         self.tls_contexts: dict[int, TlsContext] = {}
         self._drained: asyncio.Event | None = None
@@ -218,9 +225,14 @@ class ListenerRuntime:
             )
             ctx.to_http2 = relay_over_http2
             ctx.to_http1 = Http1Upstream
+            outbound = self.config.traffic_direction == "OUTBOUND"
+            if f.tracing is not None and self._tracers is not None:
+                ctx.tracer = self._tracers.tracer(f.tracing, outbound)
+            if f.istio_stats is not None and self._istio is not None:
+                ctx.istio = HttpReporter(f.istio_stats, self._istio, not outbound, ctx.local_identity)
             return ctx
         assert isinstance(f, TcpProxy)
-        return TcpContext(
+        tcp = TcpContext(
             f,
             self._clusters,
             self._store.tcp_stats(f.stat_prefix),
@@ -228,6 +240,11 @@ class ListenerRuntime:
             self._access_logs.logger(f.access_logs),
             self._rng,
         )
+        if chain.istio_stats is not None and self._istio is not None:
+            ours = local_identity(chain.tls.certificate_chain) if chain.tls is not None else None
+            outbound = self.config.traffic_direction == "OUTBOUND"
+            tcp.istio = TcpReporter(chain.istio_stats, self._istio, not outbound, ours)
+        return tcp
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (bound and listening, see ``bind_socket``/``handover_socket``), or
@@ -415,6 +432,7 @@ class ListenerRuntime:
         if error is None:
             assert negotiated is not None
             count_handshake(stats, negotiated)
+            self._store.inventory.record(negotiated, "inbound", time())
             return
         self.pre_closed(limit)
         stats.ssl_connection_error += 1

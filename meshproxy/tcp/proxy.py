@@ -3,8 +3,9 @@
 Owns one downstream connection and its upstream twin: cluster choice (single or weighted),
 the host (picked, or the original destination for an ORIGINAL_DST cluster), connecting with
 the cluster's timeout, relaying bytes both ways with flow control (each side's
-write buffer pauses the other side's reads), half-close propagation, the idle timeout, and a
-session access-log line. Must not know about HTTP.
+write buffer pauses the other side's reads), half-close propagation, the idle timeout, a
+session access-log line, and the session's Istio TCP series (istio.stats: opened once the
+upstream is connected, closed with its bytes at the end). Must not know about HTTP.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ if TYPE_CHECKING:
     from meshproxy.connection_limit import ChainLimit
     from meshproxy.listener.runtime import ListenerRuntime
     from meshproxy.stats import TcpStats
+    from meshproxy.telemetry.istio import TcpReporter, TcpSeries
     from meshproxy.upstream.cluster import ClusterRuntime, Host
     from meshproxy.upstream.manager import ClusterManager
 
 
 class TcpContext:
-    __slots__ = ("access_log", "clusters", "config", "connection_limit", "listener", "rng", "stats")
+    __slots__ = ("access_log", "clusters", "config", "connection_limit", "istio", "listener", "rng", "stats")
 
     def __init__(
         self,
@@ -46,6 +48,8 @@ class TcpContext:
         self.rng = rng
         # The chain's connection_limit counter, installed by the listener; None: no limit.
         self.connection_limit: ChainLimit | None = None
+        # Istio's TCP metrics (the chain's istio.stats filter), installed by the listener.
+        self.istio: TcpReporter | None = None
 
     def cluster_name(self) -> str:
         cfg = self.config
@@ -80,6 +84,7 @@ class TcpDownstream(asyncio.Protocol):
         self.flags = "-"
         self.start = time.time()
         self.peer = ""
+        self.series: TcpSeries | None = None  # Istio's, once the upstream is connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport (create_server/connection)
@@ -119,6 +124,8 @@ class TcpDownstream(asyncio.Protocol):
             up.transport.close()
             return
         self.upstream = up
+        if self.ctx.istio is not None:
+            self._istio_series().opened += 1
         if self.pending:
             up.transport.write(b"".join(self.pending))
             self.pending.clear()
@@ -154,6 +161,14 @@ class TcpDownstream(asyncio.Protocol):
         ctx.listener.connection_closed(self)
         ctx.stats.downstream_cx_rx_bytes_total += self.rx
         ctx.stats.downstream_cx_tx_bytes_total += self.tx
+        if ctx.istio is not None and self.cluster is not None:
+            series = self.series
+            if series is None:  # the upstream never connected: opened and closed at once
+                series = self._istio_series()
+                series.opened += 1
+            series.closed += 1
+            series.sent += self.tx
+            series.received += self.rx
         if self.upstream is not None:
             self.upstream.transport.close()
         if ctx.access_log is not None:
@@ -180,6 +195,13 @@ class TcpDownstream(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.upstream is not None:
             self.upstream.transport.resume_reading()
+
+    def _istio_series(self) -> TcpSeries:
+        istio, cluster, host = self.ctx.istio, self.cluster, self.host
+        assert istio is not None and cluster is not None and host is not None
+        tls = self.transport.get_extra_info("tls")
+        series = self.series = istio.series(tls, cluster, host.tls, self.flags)
+        return series
 
     def check_idle(self, now: float) -> None:
         limit = self.ctx.config.idle_timeout

@@ -37,7 +37,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meshproxy import tls as _tls  # its names load on first use: pyOpenSSL with the first TlsContext
@@ -53,6 +53,8 @@ from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
 
 if TYPE_CHECKING:
+    from meshproxy.tls.engine import Negotiated
+    from meshproxy.tls.inventory import CryptoInventory
     from meshproxy.upstream.original_dst import OriginalDstHosts
 
 log = logging.getLogger("meshproxy.upstream")
@@ -107,6 +109,7 @@ class Host:
         "priority",
         "rq_active",
         "rq_total",
+        "tls",
         "weight",
     )
 
@@ -135,6 +138,8 @@ class Host:
         self.hc_ok = True  # active health checks pass (or none configured)
         self.ejected = False  # outlier detection
         self.available = health_status in _USABLE
+        # The latest TLS handshake with this host (its identity and group: Istio's metrics).
+        self.tls: Negotiated | None = None
 
     @property
     def usable(self) -> bool:
@@ -159,10 +164,17 @@ def connect_failure(exc: BaseException) -> str:
 class ClusterRuntime:
     """A cluster as traffic sees it: pick a host, take or return a pooled connection."""
 
-    def __init__(self, config: Cluster, stats: ClusterStats, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: Cluster,
+        stats: ClusterStats,
+        rng: random.Random,
+        inventory: CryptoInventory | None = None,
+    ) -> None:
         self.config = config
         self.stats = stats
         self.rng = rng
+        self.inventory = inventory  # the process's crypto inventory: each handshake's peer
         self.hosts: list[Host] = []
         self.selector: HostSelector[Host] | None = None
         self.resolved = config.discovery == "STATIC"
@@ -547,7 +559,11 @@ class ClusterRuntime:
                     tls, proto = await connect_tls(
                         loop, address.host, address.port, self.tls, factory, local_addr=local
                     )
-                    count_handshake(self.stats, tls.get_extra_info("tls"))
+                    negotiated = tls.get_extra_info("tls")
+                    count_handshake(self.stats, negotiated)
+                    host.tls = negotiated
+                    if self.inventory is not None:
+                        self.inventory.record(negotiated, "outbound", time())
         except TlsError as exc:
             self.stats.upstream_cx_connect_fail += 1
             log.warning(

@@ -89,7 +89,7 @@ class ClusterManager:
             # Built before anything changes: the old runtime serves while this yields.
             hosts = await self._endpoint_hosts(cfg) if cfg.discovery in ("STATIC", "EDS") else None
             self._stop_dns(cfg.name)
-            rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng)
+            rt = ClusterRuntime(cfg, self.store.cluster_stats(cfg.name), self.rng, self.store.inventory)
             if old is not None:
                 rt.inherit(old)  # pools, breaker counts, ejections and health carry over
             if cfg.original_dst is not None:  # hosts come from connections (original_dst.py)

@@ -119,6 +119,11 @@ class AdsClient:
             await self._channel.close()
             self._channel = None
 
+    @property
+    def channel(self) -> grpc.aio.Channel | None:
+        """The channel of a stream that is up (others, such as the inventory reporter, share it)."""
+        return self._channel if self.connected else None
+
     # ------------------------------------------------------------------ the stream
 
     async def _run(self) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tls_hello import X25519MLKEM768, Hello
 
 from controlplane.demo.pods import COMMAND_TIMEOUT, Pods
@@ -117,6 +118,52 @@ def test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintex
     captured = pcap.read_bytes()
     assert_pq_on_the_wire(hellos(captured), a.ipv4, b.ipv4, HTTP_PORT)
     assert marker.encode() not in captured and b"GET /by-name" not in captured
+
+
+def istio_requests(workload: Workload) -> list[dict[str, str]]:
+    """The label sets of the sidecar's ``istio_requests_total`` series (from 15090)."""
+    return [
+        sample.labels
+        for family in text_string_to_metric_families(workload.prometheus())
+        if family.name == "istio_requests"
+        for sample in family.samples
+    ]
+
+
+def test_both_sidecars_report_istios_metrics_and_keep_each_other_in_their_crypto_inventory(
+    mesh: PodMesh,
+) -> None:
+    """After the first test's request: Istio's series on 15090 name both workloads by their
+    SPIFFE IDs and the link's group; each sidecar's inventory holds the other's identity; the
+    controlplane's ``meshctl inventory`` merges what the sidecars reported over ADS (TLS)."""
+    web, hello = mesh.web, mesh.hello["v1"]
+    common = {
+        "source_principal": web.identity,
+        "destination_principal": hello.identity,
+        "request_protocol": "http",
+        "response_code": "200",
+        "tls_group": PQ,
+    }
+    inbound = [s for s in istio_requests(hello) if s["reporter"] == "destination"]
+    assert any(
+        common.items() <= s.items() and s["connection_security_policy"] == "mutual_tls" for s in inbound
+    )
+    outbound = [s for s in istio_requests(web) if s["reporter"] == "source"]
+    assert any(common.items() <= s.items() for s in outbound), outbound
+    seen_by_hello = {p["peer"]: p for p in json.loads(hello.admin("/crypto_inventory"))["peers"]}
+    assert seen_by_hello[web.identity]["groups"] == [PQ]
+    seen_by_web = {p["peer"]: p for p in json.loads(web.admin("/crypto_inventory"))["peers"]}
+    assert seen_by_web[hello.identity]["groups"] == [PQ]
+
+    def merged() -> dict[str, Any]:
+        done = mesh.meshctl("-o", "json", "inventory")
+        return (
+            {p["peer"]: p for p in json.loads(done.stdout).get("peers", [])} if done.returncode == 0 else {}
+        )
+
+    eventually(lambda: web.identity in merged() and hello.identity in merged(), "meshctl inventory", WAIT)
+    assert f"{hello.group}-{hello.pod.name}" in merged()[web.identity]["reporters"]
+    assert f"{web.group}-{web.pod.name}" in merged()[hello.identity]["reporters"]
 
 
 def test_curl_reaches_hello_by_its_ipv6_vip_through_the_dual_stack_capture_listeners(mesh: PodMesh) -> None:

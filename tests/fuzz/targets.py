@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,31 +67,7 @@ class Known:
     signature: Callable[[bytes], object]
 
 
-_CONNECTION_NAMES_FRAMING = re.compile(
-    rb"(?im)^(?:proxy-)?connection:[^\r\n]*(?:content-length|transfer-encoding)"
-)
-
-
-def _search(pattern: bytes) -> Callable[[bytes], object]:
-    return re.compile(pattern).search
-
-
-def _host_invalid(data: bytes) -> bool:
-    """Does a Host line break the model's uri-host [":" port] grammar?"""
-    hosts = re.findall(rb"(?im)^host:([^\r\n]*)", data)
-    return any(not rfc9112.HOST.fullmatch(h.strip(b" \t")) for h in hosts)
-
-
-KNOWN_OPEN: dict[str, Known] = {
-    # ``GET  / HTTP/1.1`` or ``GET /  HTTP/1.1`` (two spaces) is refused as a connection's first
-    # request-line only; a pipelined one is accepted (issue 12 finding 16). Found by the
-    # http1_request fuzzer.
-    "pipelined-double-space-request-line": Known(
-        "http1_request",
-        ("framing-mismatch", "accepted-refused:malformed request-line"),
-        _search(rb"(?s)(?<=.)[A-Z]+ (?: |[^ \r\n]+  )"),  # past the first byte: any pipelined one
-    ),
-}
+KNOWN_OPEN: dict[str, Known] = {}
 
 
 def known(target: str, kind: str, data: bytes) -> str | None:

@@ -39,6 +39,17 @@ STATS_DOC = pathlib.Path(__file__).parents[2] / "docs" / "stats.md"
 REQUESTS = 5
 
 Sample = tuple[str, frozenset[tuple[str, str]]]  # name, labels
+# Unsampled: the collector cluster (nothing listens there) is never called.
+TRACING = {
+    "random_sampling": {"value": 0},
+    "provider": {
+        "name": "envoy.tracers.opentelemetry",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "otel"}},
+        },
+    },
+}
 CONNECTION_LIMIT_FILTER = {
     "name": "envoy.filters.network.connection_limit",
     "typed_config": {
@@ -51,12 +62,14 @@ CONNECTION_LIMIT_FILTER = {
 
 @contextlib.asynccontextmanager
 async def admin_of_busy_proxy() -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
-    """A proxy with every stat scope present (http, tcp, cluster, listener, connection_limit)
-    after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no route)."""
+    """A proxy with every stat scope present (http, tcp, cluster, listener, connection_limit,
+    tracing) after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no
+    route)."""
     tcp = tcp_listener("backend")
     tcp["filter_chains"][0]["filters"].insert(0, CONNECTION_LIMIT_FILTER)
     async with aiohttp_upstream() as up:
-        doc = bootstrap([http_listener([route("/status/")]), tcp], [cluster("backend", up)])
+        http = http_listener([route("/status/")], tracing=TRACING)
+        doc = bootstrap([http, tcp], [cluster("backend", up), cluster("otel", free_port())])
         async with running_proxy(doc) as proxy, httpx.AsyncClient(base_url=proxy.admin_url) as admin:
             async with httpx.AsyncClient() as client:
                 for _ in range(REQUESTS):
@@ -176,7 +189,7 @@ async def test_config_dump_compiled_reflects_listeners_and_clusters() -> None:
         dump = (await admin.get("/config_dump?format=compiled")).json()
     config = dump["config"]
     assert [lst["name"] for lst in config["listeners"]] == ["http", "tcp"]
-    assert [c["name"] for c in config["clusters"]] == ["backend"]
+    assert [c["name"] for c in config["clusters"]] == ["backend", "otel"]
     hcm = config["listeners"][0]["filter_chains"][0]["filter"]
     assert hcm["stat_prefix"] == "http"
     assert hcm["max_request_headers_bytes"] == 60 * 1024
@@ -186,7 +199,7 @@ async def test_config_dump_compiled_reflects_listeners_and_clusters() -> None:
 
 async def test_clusters_lists_hosts_with_request_counts() -> None:
     async with admin_of_busy_proxy() as (proxy, admin):
-        [backend] = (await admin.get("/clusters")).json()
+        backend, _otel = (await admin.get("/clusters")).json()
         [endpoint] = proxy.server.clusters.clusters["backend"].hosts
     assert backend["name"] == "backend" and backend["upstream_rq_total"] == REQUESTS
     [host] = backend["hosts"]

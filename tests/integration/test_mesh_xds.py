@@ -211,6 +211,12 @@ async def test_a_split_moves_traffic_from_v1_to_v2_without_a_failed_request(
             await acked(cp, "3", kind=stream_kind(api_type), types=(RDS,))
             await load.only("v2", "all traffic on v2")
         assert load.failures == [], load.failures[:5]
+        # The mesh's sidecars export Istio's metrics (sidecars.istio_metrics, on by default);
+        # web's listener for hello is OUTBOUND: it reports as the source.
+        series = server.istio.requests
+        assert {key[0] for key in series} == {"source"}
+        assert {key[7] for key in series} == {"127.0.0.1"}  # destination_service: the Host
+        assert sum(s.count for s in series.values()) >= 40
 
 
 # --------------------------------------------------------------------------- 2

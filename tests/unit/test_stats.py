@@ -30,6 +30,7 @@ from meshproxy.stats import (
     StatSet,
     Store,
     TcpStats,
+    TracingStats,
     render_docs,
     stats_json,
 )
@@ -98,6 +99,7 @@ def _busy_store() -> Store:
     store.listener_stats("l0").ssl_handshakes_by_group["X25519MLKEM768"] = 2
     store.tcp_stats("tcp").downstream_cx_rx_bytes_total += 10
     store.connection_limit_stats("cl").limited_connections += 1
+    store.tracing_stats("otel").otel_spans_sent += 1
     store.server["live"] = 1
     return store
 
@@ -179,6 +181,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("listener", "l0", ListenerStats),
             ("tcp", "tcp", TcpStats),
             ("connection_limit", "cl", ConnectionLimitStats),
+            ("tracing", "otel", TracingStats),
         )
         for name in table.STATS
     }

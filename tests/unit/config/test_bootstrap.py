@@ -90,7 +90,7 @@ def test_fields_accepted_without_effect_load_and_refused_fields_are_problems(doc
     doc["static_resources"]["clusters"][0]["metadata"] = {"filter_metadata": {"x": {"a": 1}}}
     assert parse_bootstrap(json.dumps(doc)) == load_bootstrap(FULL_YAML)
 
-    hcm(doc)["tracing"] = {"random_sampling": {"value": 1}}
+    hcm(doc)["tracing"] = {"custom_tags": [{"tag": "a", "literal": {"value": "b"}}]}
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
         "initial_requests": 1
     }
@@ -98,7 +98,8 @@ def test_fields_accepted_without_effect_load_and_refused_fields_are_problems(doc
     assert problems_of(doc) == [
         "static_resources.clusters[0].upstream_connection_options: is not supported: "
         "upstream TCP keepalive and happy eyeballs are not supported",
-        f"{HCM_PATH}.tracing: is not supported: meshproxy does not trace requests",
+        f"{HCM_PATH}.tracing.custom_tags: is not supported: custom span tags are not supported "
+        "(docs/observability.md lists the tags)",
         f"{VHOST_PATH}.routes[0].route.hedge_policy: is not supported: request hedging is not supported",
     ]
 
@@ -238,7 +239,7 @@ def test_a_known_envoy_filter_meshproxy_does_not_run_is_a_problem_not_a_parse_er
     assert problems_of(doc) == [
         f'{HCM_PATH}.http_filters[0]: http filter "envoy.filters.http.cors" '
         "(type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported; meshproxy runs "
-        "envoy.filters.http.local_ratelimit and the router (mark a filter is_optional to have it skipped)"
+        "envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to have it skipped)"
     ]
 
 

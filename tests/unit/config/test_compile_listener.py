@@ -275,7 +275,7 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
             hcm(http_filters=[{"name": "envoy.filters.http.cors"}, {"name": "envoy.filters.http.router"}]),
             [
                 f'{TC}.http_filters[0]: http filter "envoy.filters.http.cors" (no typed_config) is not supported; '
-                "meshproxy runs envoy.filters.http.local_ratelimit and the router (mark a filter is_optional to "
+                "meshproxy runs envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to "
                 "have it skipped)"
             ],
             id="other-http-filter",

@@ -173,6 +173,15 @@ def _base() -> dict[str, Any]:
             },
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
+        "tracing": {
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "c"}},
+                },
+            }
+        },
         "route_config": {
             "name": "r",
             "request_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}],
@@ -265,6 +274,7 @@ LISTENER: tuple[str | int, ...] = ("static_resources", "listeners", 0)
 CHAIN = (*LISTENER, "filter_chains", 0)
 MANAGER = (*CHAIN, "filters", 0, "typed_config")
 ROUTE = (*MANAGER, "route_config", "virtual_hosts", 0, "routes", 0)
+OTEL = (*MANAGER, "tracing", "provider", "typed_config")
 TCP = ("static_resources", "listeners", 1, "filter_chains", 0, "filters", 0, "typed_config")
 CLUSTER: tuple[str | int, ...] = ("static_resources", "clusters", 0)
 TLS_PACKAGE = "envoy.extensions.transport_sockets.tls.v3"
@@ -291,6 +301,10 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.listener.v3.Filter": (*CHAIN, "filters", 0),
     NAMESPACES["hcm"] + "HttpConnectionManager": MANAGER,
     NAMESPACES["hcm"] + "HttpFilter": (*MANAGER, "http_filters", 0),
+    NAMESPACES["hcm"] + "HttpConnectionManager.Tracing": (*MANAGER, "tracing"),
+    "envoy.config.trace.v3.OpenTelemetryConfig": OTEL,
+    "envoy.config.core.v3.GrpcService": (*OTEL, "grpc_service"),
+    "envoy.config.core.v3.GrpcService.EnvoyGrpc": (*OTEL, "grpc_service", "envoy_grpc"),
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": (
         *MANAGER,
         "http_filters",
@@ -473,7 +487,7 @@ def test_an_empty_refused_message_says_nothing_and_is_accepted() -> None:
     manager: Any = config
     for key in MANAGER:
         manager = manager[key]
-    manager["tracing"] = {}
+    manager["http_protocol_options"] = {}
     parse_bootstrap(json.dumps(config), source="t")
 
 

@@ -195,7 +195,7 @@ def test_virtual_outbound_matches_each_vip_port_and_recovers_the_original_destin
             c.filter_chain_match.destination_port.value,
             c.filter_chain_match.transport_protocol,
             list(c.filter_chain_match.application_protocols),
-            c.filters[0].name.rsplit(".", 1)[1],
+            c.filters[-1].name.rsplit(".", 1)[1],
         )
         for c in listener.filter_chains
     ]
@@ -308,7 +308,7 @@ def test_virtual_inbound_requires_mtls_per_application_port(groups: dict[str, Re
         (
             c.filter_chain_match.destination_port.value,
             c.filter_chain_match.transport_protocol,
-            c.filters[0].name,
+            c.filters[-1].name,
         )
         for c in listener.filter_chains
     ]

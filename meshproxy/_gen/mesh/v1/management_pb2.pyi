@@ -9,6 +9,60 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class InventoryReport(_message.Message):
+    __slots__ = ("node_id", "peers")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    peers: _containers.RepeatedCompositeFieldContainer[PeerInventory]
+    def __init__(self, node_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerInventory, _Mapping]]] = ...) -> None: ...
+
+class InventoryReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerConnections(_message.Message):
+    __slots__ = ("direction", "group", "sigalg", "version", "count")
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SIGALG_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    direction: str
+    group: str
+    sigalg: str
+    version: str
+    count: int
+    def __init__(self, direction: _Optional[str] = ..., group: _Optional[str] = ..., sigalg: _Optional[str] = ..., version: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PeerInventory(_message.Message):
+    __slots__ = ("peer", "first_seen", "last_seen", "classical_fallbacks", "last_classical_fallback", "connections", "reporters")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CLASSICAL_FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_CLASSICAL_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REPORTERS_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    first_seen: _timestamp_pb2.Timestamp
+    last_seen: _timestamp_pb2.Timestamp
+    classical_fallbacks: int
+    last_classical_fallback: _timestamp_pb2.Timestamp
+    connections: _containers.RepeatedCompositeFieldContainer[PeerConnections]
+    reporters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer: _Optional[str] = ..., first_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classical_fallbacks: _Optional[int] = ..., last_classical_fallback: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., reporters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InventoryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InventoryResponse(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[PeerInventory]
+    def __init__(self, peers: _Optional[_Iterable[_Union[PeerInventory, _Mapping]]] = ...) -> None: ...
+
 class ValidateRequest(_message.Message):
     __slots__ = ("mesh_yaml",)
     MESH_YAML_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class MeshManagementStub:
                 request_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.ShiftTrafficRequest.SerializeToString,
                 response_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.ApplyResponse.FromString,
                 _registered_method=True)
+        self.Inventory = channel.unary_unary(
+                '/meshproxy.mesh.v1.MeshManagement/Inventory',
+                request_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryRequest.SerializeToString,
+                response_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryResponse.FromString,
+                _registered_method=True)
 
 
 class MeshManagementServicer:
@@ -126,6 +131,14 @@ class MeshManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Inventory(self, request, context):
+        """The mesh's crypto inventory: per peer SPIFFE ID, what its TLS connections negotiated, merged
+        over the inventories the sidecars report (InventoryReporting); docs/observability.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +171,11 @@ def add_MeshManagementServicer_to_server(servicer, server):
                     servicer.ShiftTraffic,
                     request_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.ShiftTrafficRequest.FromString,
                     response_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.ApplyResponse.SerializeToString,
+            ),
+            'Inventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.Inventory,
+                    request_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryRequest.FromString,
+                    response_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -329,6 +347,114 @@ class MeshManagement:
             '/meshproxy.mesh.v1.MeshManagement/ShiftTraffic',
             meshproxy_dot_mesh_dot_v1_dot_management__pb2.ShiftTrafficRequest.SerializeToString,
             meshproxy_dot_mesh_dot_v1_dot_management__pb2.ApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshproxy.mesh.v1.MeshManagement/Inventory',
+            meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryRequest.SerializeToString,
+            meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class InventoryReportingStub:
+    """Sidecars report their crypto inventory (GET /crypto_inventory) to the controlplane. Served on
+    the xDS port beside ADS and, like ADS, without a management token: a report is about the
+    reporting node only, and names it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Report = channel.unary_unary(
+                '/meshproxy.mesh.v1.InventoryReporting/Report',
+                request_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReport.SerializeToString,
+                response_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReportAck.FromString,
+                _registered_method=True)
+
+
+class InventoryReportingServicer:
+    """Sidecars report their crypto inventory (GET /crypto_inventory) to the controlplane. Served on
+    the xDS port beside ADS and, like ADS, without a management token: a report is about the
+    reporting node only, and names it.
+    """
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InventoryReportingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReport.FromString,
+                    response_serializer=meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReportAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'meshproxy.mesh.v1.InventoryReporting', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('meshproxy.mesh.v1.InventoryReporting', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class InventoryReporting:
+    """Sidecars report their crypto inventory (GET /crypto_inventory) to the controlplane. Served on
+    the xDS port beside ADS and, like ADS, without a management token: a report is about the
+    reporting node only, and names it.
+    """
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshproxy.mesh.v1.InventoryReporting/Report',
+            meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReport.SerializeToString,
+            meshproxy_dot_mesh_dot_v1_dot_management__pb2.InventoryReportAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Telemetry in other products' shapes: Istio's standard metrics (``istio.py``)."""
