@@ -280,6 +280,16 @@ def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> Header
     if any(c in value for c in "\r\n\0"):
         ctx.at("header").at("value").problem("must not contain CR, LF or NUL")
         return None
+    if "%" in value:
+        # Envoy reads a header value as a format string: %COMMAND% is substituted per request
+        # and a literal % is written %%. Sending the command text instead would change what the
+        # upstream or client sees without a word, so substitutions are refused.
+        if "%" in value.replace("%%", ""):
+            ctx.at("header").at("value").problem(
+                f"{value!r} asks for a substitution (%…%), which is not supported; write a literal % as %%"
+            )
+            return None
+        value = value.replace("%%", "%")
     action: AppendAction
     if option.HasField("append"):
         if option.append_action != base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD:

@@ -58,7 +58,9 @@ async def control_plane(env: Env, group: str, tls_server: str | None = None) -> 
     else:
         issued = leaf(tls_server)
         credentials = grpc.ssl_server_credentials(
-            [(issued.key_pem, issued.cert_pem)], root_certificates=make_ca().cert_pem, require_client_auth=True
+            [(issued.key_pem, issued.cert_pem)],
+            root_certificates=make_ca().cert_pem,
+            require_client_auth=True,
         )
         port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
@@ -69,7 +71,9 @@ async def control_plane(env: Env, group: str, tls_server: str | None = None) -> 
 
 
 async def _serves_listener_0(env: Env, proxy: Proxy) -> None:
-    await eventually(lambda: "listener_0" in proxy.server.listener_addresses(), what="the listener from xDS is up")
+    await eventually(
+        lambda: "listener_0" in proxy.server.listener_addresses(), what="the listener from xDS is up"
+    )
     assert await served_by(env.port("listener_0")) == "svc1"
 
 

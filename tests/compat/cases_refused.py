@@ -11,7 +11,7 @@ from .corpus import refused
 
 FILTER0 = "static_resources.listeners[0].filter_chains[0].filters[0]"
 HCM = f"{FILTER0}.typed_config"
-ONLY_FILTERS = "is not supported; meshproxy runs envoy.filters.http.local_ratelimit and the router (mark a filter is_optional to have it skipped)"
+ONLY_FILTERS = "is not supported; meshproxy runs envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to have it skipped)"
 ONLY_TERMINALS = "is not supported; meshproxy runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
 PIPE = "pipe addresses are not supported; give a socket_address with address and port_value"
 SDS = "secrets over SDS (sds_config) arrive with the xDS issue; name a static_resources.secrets entry, or give the certificate inline or by filename"
@@ -58,7 +58,8 @@ refused(
 refused(
     "zipkin",
     "the Zipkin tracer is not implemented (OpenTelemetry is the tracer meshproxy runs)",
-    f"{HCM}.tracing: is not supported: meshproxy does not trace requests",
+    f"{HCM}.tracing.provider.typed_config: type.googleapis.com/envoy.config.trace.v3.ZipkinConfig is not "
+    "supported; meshproxy traces with envoy.tracers.opentelemetry (envoy.config.trace.v3.OpenTelemetryConfig)",
 )
 refused(
     "edge-best-practices",
@@ -91,4 +92,18 @@ refused(
     f"dynamic_resources.lds_config.api_config_source: {NOT_ADS}",
     f"dynamic_resources.cds_config.api_config_source: {NOT_ADS}",
     "dynamic_resources.ads_config: is required: api_type GRPC or DELTA_GRPC with one envoy_grpc service",
+)
+refused(
+    "header-substitution",
+    "header values with %COMMAND% substitutions (sending the command text instead would change what "
+    "the upstream and the client see)",
+    *(
+        f"{HCM}.route_config.virtual_hosts[0].routes[0].{field}.header.value: '{value}' asks for a "
+        "substitution (%…%), which is not supported; write a literal % as %%"
+        for field, value in (
+            ("request_headers_to_add[0]", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+            ("response_headers_to_add[0]", "%UPSTREAM_REMOTE_ADDRESS%"),
+            ("response_headers_to_add[1]", "%START_TIME(%s)%"),
+        )
+    ),
 )

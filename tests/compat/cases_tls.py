@@ -111,7 +111,9 @@ async def _refused(port: int) -> bool:
     return resp.status >= 500
 
 
-async def _grpc_echo(target: str, credentials: grpc.ChannelCredentials | None = None, **options: str) -> bytes:
+async def _grpc_echo(
+    target: str, credentials: grpc.ChannelCredentials | None = None, **options: str
+) -> bytes:
     opts = list(options.items())
     channel = (
         grpc.aio.secure_channel(target, credentials, options=opts)
@@ -138,7 +140,9 @@ async def grpc_h2c(env: Env) -> None:
 
 
 @accepted(
-    "grpc-tls", "a unary gRPC call over TLS (ALPN h2, grpcio's TLS) reaches the gRPC service", grpc_server="grpc"
+    "grpc-tls",
+    "a unary gRPC call over TLS (ALPN h2, grpcio's TLS) reaches the gRPC service",
+    grpc_server="grpc",
 )
 async def grpc_tls(env: Env) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=make_ca().cert_pem)

@@ -155,7 +155,9 @@ class Env:
 
     def _paths(self, node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: self._path(v) if k in ("filename", "path") else self._paths(v) for k, v in node.items()}
+            return {
+                k: self._path(v) if k in ("filename", "path") else self._paths(v) for k, v in node.items()
+            }
         if isinstance(node, list):
             return [self._paths(v) for v in node]
         return node

@@ -45,9 +45,7 @@ def render() -> str:
     ]
     for case in cases:
         result = "accepted" if case.accepted else "refused"
-        lines.append(
-            f"| `{case.name}.yaml` | {_cell(case.origin())} | {result} | {_cell(case.asserted)} |"
-        )
+        lines.append(f"| `{case.name}.yaml` | {_cell(case.origin())} | {result} | {_cell(case.asserted)} |")
     refusals = [c for c in cases if not c.accepted]
     if refusals:
         lines += ["", "## Refusal messages", ""]

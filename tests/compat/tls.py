@@ -53,7 +53,9 @@ def client_context(alpn: list[str] | None = None, cert: str | None = None) -> ss
         ctx.set_alpn_protocols(alpn)
     if cert is not None:
         directory = pathlib.Path(_cert_dir())
-        ctx.load_cert_chain(write_cert(directory, f"{cert}-cert.pem"), write_cert(directory, f"{cert}-key.pem"))
+        ctx.load_cert_chain(
+            write_cert(directory, f"{cert}-cert.pem"), write_cert(directory, f"{cert}-key.pem")
+        )
     return ctx
 
 
@@ -94,4 +96,3 @@ async def request(
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-

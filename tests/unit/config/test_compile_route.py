@@ -306,10 +306,38 @@ from meshproxy.config.regex import compile_regex
             ],
             id="header-mutations",
         ),
+        pytest.param(
+            route_config(
+                route(
+                    route=FORWARD,
+                    request_headers_to_add=[
+                        {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}},
+                        {"header": {"key": "x-share", "value": "50%"}},
+                    ],
+                )
+            ),
+            [
+                f"{R0}.request_headers_to_add[0].header.value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%' asks "
+                "for a substitution (%…%), which is not supported; write a literal % as %%",
+                f"{R0}.request_headers_to_add[1].header.value: '50%' asks for a substitution (%…%), which is "
+                "not supported; write a literal % as %%",
+            ],
+            id="header-substitution",
+        ),
     ],
 )
 def test_route_configuration_rejections(doc: dict[str, Any], expected: list[str]) -> None:
     assert problems_of(doc) == expected
+
+
+def test_a_literal_percent_in_a_header_value_is_written_twice() -> None:
+    doc = route_config(
+        route(route=FORWARD, request_headers_to_add=[{"header": {"key": "x-share", "value": "50%%"}}])
+    )
+    result, _ = compiled(doc)
+    assert result is not None
+    (added,) = result.virtual_hosts[0].routes[0].request_headers.to_add
+    assert added.value == "50%"
 
 
 def test_domains_are_lower_cased_and_wildcards_accepted() -> None:
