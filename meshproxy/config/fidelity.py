@@ -367,9 +367,10 @@ TABLE: dict[str, dict[str, Field]] = {
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
     ),
     "envoy.config.route.v3.RouteMatch": _message(
-        "prefix path safe_regex path_separated_prefix case_sensitive headers query_parameters",
-        "connect_matcher path_match_policy runtime_fraction grpc tls_context dynamic_metadata filter_state",
+        "prefix path safe_regex path_separated_prefix case_sensitive headers query_parameters grpc",
+        "connect_matcher path_match_policy runtime_fraction tls_context dynamic_metadata filter_state",
     ),
+    "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions": _message(),  # no fields
     "envoy.config.route.v3.RouteAction": _message(
         "cluster weighted_clusters prefix_rewrite regex_rewrite host_rewrite_literal timeout "
         "retry_policy priority hash_policy upgrade_configs max_stream_duration",

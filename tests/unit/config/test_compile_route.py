@@ -137,7 +137,6 @@ from meshproxy.config.regex import compile_regex
             ),
             [
                 f"{R0}.match.runtime_fraction: is not supported; the route would match more requests than configured",
-                f"{R0}.match.grpc: is not supported; the route would match more requests than configured",
             ],
             id="unevaluated-match-conditions",
         ),
