@@ -313,6 +313,13 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
         return None
     if address is None:
         return None
+    if msg.endpoint.health_check_config.port_value not in (0, address.port):
+        # Envoy's examples write the endpoint's own port here; another port is not probed.
+        ctx.at("endpoint").at("health_check_config").at("port_value").problem(
+            f"{msg.endpoint.health_check_config.port_value} is not supported: health checks probe the "
+            f"endpoint's own port ({address.port}); leave it out or give that port"
+        )
+        return None
     return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]  # health: a proto enum name
 
 

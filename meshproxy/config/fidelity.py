@@ -99,6 +99,7 @@ _NO_MIRROR = "request mirroring is not supported"
 _NO_CORS = "CORS is not supported"
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
+_OWN_ADDRESS = "health checks probe the endpoint's own address"
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
 _SESSION = "TLS session resumption settings are not supported"
 _LB = "envoy.extensions.load_balancing_policies"
@@ -560,9 +561,14 @@ TABLE: dict[str, dict[str, Field]] = {
         "endpoint health_status load_balancing_weight", "endpoint_name", metadata=_METADATA
     ),
     "envoy.config.endpoint.v3.Endpoint": _message(
-        "address hostname",
-        health_check_config=refused("health checks probe the endpoint's own address"),
+        "address hostname health_check_config",
         additional_addresses=refused("an endpoint has one address"),
+    ),
+    "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig": _message(
+        "port_value",
+        address=refused(_OWN_ADDRESS),
+        hostname=refused(_OWN_ADDRESS),
+        disable_active_health_check=refused("every endpoint of a health-checked cluster is checked"),
     ),
     "envoy.config.core.v3.Locality": _message("region zone sub_zone"),
     "envoy.config.cluster.v3.OutlierDetection": _message(

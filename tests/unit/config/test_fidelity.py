@@ -214,7 +214,13 @@ def _base() -> dict[str, Any]:
         "type": "STATIC",
         "load_assignment": {
             "cluster_name": "c",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": upstream}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": upstream, "health_check_config": {"port_value": 8080}}}
+                    ]
+                }
+            ],
         },
         "health_checks": [
             {"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1, **check}
@@ -349,6 +355,13 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.endpoint.v3.LocalityLbEndpoints": LOCALITY,
     "envoy.config.endpoint.v3.LbEndpoint": (*LOCALITY, "lb_endpoints", 0),
     "envoy.config.endpoint.v3.Endpoint": (*LOCALITY, "lb_endpoints", 0, "endpoint"),
+    "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig": (
+        *LOCALITY,
+        "lb_endpoints",
+        0,
+        "endpoint",
+        "health_check_config",
+    ),
     UPSTREAM_HTTP: (*CLUSTER, "typed_extension_protocol_options", MapKey(UPSTREAM_HTTP)),
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": (*CLUSTER, "least_request_lb_config"),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": (*CLUSTER, "common_lb_config"),
