@@ -29,6 +29,7 @@ CYTHON_MODULES = [
     "meshproxy.upstream.lb._maglev_c",
     "meshproxy.http2._codec_c",
     "meshproxy.http._h1_c",
+    "meshproxy.tls._records_c",
 ]
 
 # C libraries a module links, and the Debian package whose headers it needs. Without the headers

@@ -197,7 +197,9 @@ def _grpc_direct(_upstream_port: int, workdir: FsPath) -> tuple[list[list[str]],
     return [targets.group_argv([origin])], port, lambda: targets.port_open(port)
 
 
-def _grpc_mesh_pair(_upstream_port: int, workdir: FsPath) -> tuple[list[list[str]], int, Any]:
+def _grpc_mesh_pair(
+    _upstream_port: int, workdir: FsPath, baseline: bool = False
+) -> tuple[list[list[str]], int, Any]:
     origin, origin_port = _grpc_origin()
     certs = write_certs(workdir)
     port_a, port_b = targets.free_port(), targets.free_port()
@@ -207,7 +209,7 @@ def _grpc_mesh_pair(_upstream_port: int, workdir: FsPath) -> tuple[list[list[str
     for name, doc in zip("ab", h2_mesh_pair(docs), strict=True):
         conf = workdir / f"sidecar-{name}.yaml"
         conf.write_text(doc)
-        argvs.append([sys.executable, "-m", "meshproxy", "run", "-c", str(conf)])
+        argvs.append(targets.meshproxy_argv("run", "-c", str(conf), baseline=baseline))
     _JOB[port_a] = "grpc"
 
     def ready() -> bool:
@@ -221,6 +223,7 @@ targets.register("meshproxy-h2c-base", functools.partial(_meshproxy_h2c, baselin
 targets.register("nginx-h2c", _nginx_h2c)
 targets.register("grpc-direct", _grpc_direct)
 targets.register("grpc-mesh-pair", _grpc_mesh_pair)
+targets.register("grpc-mesh-pair-base", functools.partial(_grpc_mesh_pair, baseline=True))
 
 
 # -- h2load --------------------------------------------------------------------------------------
@@ -412,7 +415,7 @@ def _grpc(rate: int) -> RunFn:
 # -- the scenario --------------------------------------------------------------------------------
 
 _H2C = ("meshproxy-h2c", "nginx-h2c") + (("meshproxy-h2c-base",) if targets.BASELINE else ())
-_GRPC = ("grpc-direct", "grpc-mesh-pair")
+_GRPC = ("grpc-direct", "grpc-mesh-pair") + (("grpc-mesh-pair-base",) if targets.BASELINE else ())
 
 SCENARIO = Scenario(
     name="h2",
@@ -451,7 +454,7 @@ SCENARIO = Scenario(
         (("gRPC p50", "grpc", "p50_ms"), ("gRPC p99", "grpc", "p99_ms")),
     )
     + pairwise(
-        [("grpc-mesh-pair", "grpc-direct")],
+        [(p, "grpc-direct") for p in _GRPC[1:]],
         (("gRPC p50", "grpc", "p50_ms"), ("gRPC p99", "grpc", "p99_ms"), ("gRPC p99.9", "grpc", "p999_ms")),
         kind="diff",
     ),

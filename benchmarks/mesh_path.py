@@ -71,7 +71,7 @@ def haproxy_pair_configs(
     return a, b
 
 
-def _meshproxy_pair(curve: str) -> targets.ExtraTarget:
+def _meshproxy_pair(curve: str, baseline: bool = False) -> targets.ExtraTarget:
     def command(upstream_port: int, workdir: FsPath) -> tuple[list[list[str]], int, Any]:
         certs = write_certs(workdir)
         port_a, port_b = targets.free_port(), targets.free_port()
@@ -82,7 +82,7 @@ def _meshproxy_pair(curve: str) -> targets.ExtraTarget:
         ):
             conf = workdir / f"sidecar-{name}.yaml"
             conf.write_text(doc)
-            argvs.append([sys.executable, "-m", "meshproxy", "run", "-c", str(conf)])
+            argvs.append(targets.meshproxy_argv("run", "-c", str(conf), baseline=baseline))
 
         def ready() -> bool:
             return all(targets.http_ok(p, "/ready") for p in admins) and targets.http_ok(port_a, "/")
@@ -105,10 +105,14 @@ def _haproxy_pair(upstream_port: int, workdir: FsPath) -> tuple[list[list[str]],
 
 targets.register("meshproxy-pair", _meshproxy_pair("X25519MLKEM768"))
 targets.register("meshproxy-pair-x25519", _meshproxy_pair("X25519"))
+targets.register("meshproxy-pair-base", _meshproxy_pair("X25519MLKEM768", baseline=True))
 targets.register("haproxy-pair", _haproxy_pair)
 
 
-_PAIRS = ("meshproxy-pair", "meshproxy-pair-x25519", "haproxy-pair")
+_PAIRS = ("meshproxy-pair", "meshproxy-pair-x25519", "haproxy-pair") + (
+    ("meshproxy-pair-base",) if targets.BASELINE else ()
+)
+_BASE = [("meshproxy-pair", "meshproxy-pair-base")] if targets.BASELINE else []
 _RATIO_ROWS = (
     ("saturating req/s", "saturate", "rps"),
     ("serial p50", "serial", "p50_ms"),
@@ -130,11 +134,13 @@ SCENARIO = Scenario(
             ("meshproxy-pair", "meshproxy-pair-x25519"),
             ("meshproxy-pair", "direct"),
             ("haproxy-pair", "direct"),
+            *_BASE,
         ],
         _RATIO_ROWS[:2],
     )
     + pairwise(
-        [("meshproxy-pair", "haproxy-pair"), ("meshproxy-pair", "meshproxy-pair-x25519")], _RATIO_ROWS[2:]
+        [("meshproxy-pair", "haproxy-pair"), ("meshproxy-pair", "meshproxy-pair-x25519"), *_BASE],
+        _RATIO_ROWS[2:],
     )
     + pairwise([(p, "direct") for p in _PAIRS], _ADDED_ROWS, kind="diff"),
     quick=Timing(rounds=1, duration_s=2),

@@ -32,8 +32,9 @@ import yaml
 
 BASELINE = os.environ.get("MESHPROXY_BENCH_BASELINE", "")
 """A source tree of another meshproxy revision (e.g. a ``git worktree`` of the previous main, with
-its extensions built in place): when set, scenarios 1 and 4 also run it as ``meshproxy-base`` /
-``meshproxy-h2c-base``, so a change is measured against its parent side by side in one run."""
+its extensions built in place): when set, scenarios 1 to 4 also run it (``meshproxy-base``,
+``meshproxy-tls-base``, ``meshproxy-pair-base``, ``meshproxy-h2c-base``, ``grpc-mesh-pair-base``),
+so a change is measured against its parent side by side in one run."""
 
 TARGETS = ("direct", "meshproxy", "haproxy", "nginx") + (("meshproxy-base",) if BASELINE else ())
 

@@ -12,6 +12,7 @@ measures it with X25519, as haproxy and nginx (defaults: X25519 first) are measu
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import tempfile
@@ -136,13 +137,15 @@ def nginx_tls_config(port: int, upstream_port: int, prefix: FsPath, cert: FsPath
 # -- targets ------------------------------------------------------------------------------------
 
 
-def _meshproxy_tls(upstream_port: int, workdir: FsPath) -> tuple[list[list[str]], int, Any]:
+def _meshproxy_tls(
+    upstream_port: int, workdir: FsPath, baseline: bool = False
+) -> tuple[list[list[str]], int, Any]:
     certs = write_certs(workdir)
     port, admin = targets.free_port(), targets.free_port()
     ctx = common_tls_context(certs["server_cert"], certs["server_key"], PREFERRED_CURVES)
     conf = workdir / "bootstrap.yaml"
     conf.write_text(meshproxy_tls_bootstrap(port, upstream_port, admin, listener_tls=downstream_tls(ctx)))
-    argv = [sys.executable, "-m", "meshproxy", "run", "-c", str(conf)]
+    argv = targets.meshproxy_argv("run", "-c", str(conf), baseline=baseline)
     return [argv], port, lambda: targets.http_ok(admin, "/ready") and targets.port_open(port)
 
 
@@ -164,6 +167,7 @@ def _nginx_tls(upstream_port: int, workdir: FsPath) -> tuple[list[list[str]], in
 
 
 targets.register("meshproxy-tls", _meshproxy_tls)
+targets.register("meshproxy-tls-base", functools.partial(_meshproxy_tls, baseline=True))
 targets.register("haproxy-tls", _haproxy_tls)
 targets.register("nginx-tls", _nginx_tls)
 
@@ -216,7 +220,7 @@ def _https(connections: int, close: bool) -> RunFn:
     return run
 
 
-_PATHS = ("meshproxy-tls", "haproxy-tls", "nginx-tls")
+_PATHS = ("meshproxy-tls", "haproxy-tls", "nginx-tls") + (("meshproxy-tls-base",) if targets.BASELINE else ())
 _RATIO_ROWS = (
     ("keep-alive req/s", "keepalive", "rps"),
     ("keep-alive p50", "keepalive", "p50_ms"),
@@ -244,7 +248,12 @@ SCENARIO = Scenario(
         ),
     ),
     comparisons=pairwise(
-        [("meshproxy-tls", "haproxy-tls"), ("meshproxy-tls", "nginx-tls"), ("nginx-tls", "haproxy-tls")],
+        [
+            ("meshproxy-tls", "haproxy-tls"),
+            ("meshproxy-tls", "nginx-tls"),
+            ("nginx-tls", "haproxy-tls"),
+            *([("meshproxy-tls", "meshproxy-tls-base")] if targets.BASELINE else []),
+        ],
         _RATIO_ROWS,
     ),
     quick=Timing(rounds=1, duration_s=2),

@@ -8,7 +8,10 @@
   the interpreter's ``ssl`` the same two ways (``SSLObject`` pairs; asyncio's ssl transport)
   with X25519, the best its OpenSSL offers when it predates ML-KEM;
 - bulk MB/s over one loopback connection under uvloop, 1 MiB writes with flow control, 1 GiB or
-  ``--seconds`` (whichever first), through ``TlsProtocol`` and through asyncio's ssl transport.
+  ``--seconds`` (whichever first), through ``TlsProtocol`` and through asyncio's ssl transport;
+- the record path alone (issue 14): round trips/s of a 300-byte request and a 200-byte response
+  (and of 16 KiB each way) between two established connections in memory, each direction one
+  ``encrypt`` and one ``receive``, through the compiled ``_records_c`` and its twin ``_records_py``.
 
 Each figure is the median of ``--repeat`` runs. Certificates: an ECDSA P-256 CA and leaves,
 made in memory for the run. Owns no product logic; imports the TLS package and the test PKI.
@@ -32,7 +35,7 @@ from typing import Any
 import uvloop
 from cryptography.hazmat.backends.openssl.backend import backend
 
-from meshproxy.tls import REQUIRED, TlsConfig, TlsContext, TlsProtocol, connect_tls
+from meshproxy.tls import REQUIRED, TlsConfig, TlsContext, TlsProtocol, _records_py, connect_tls
 from meshproxy.tls.policy import PqMode, PqPolicy
 
 # The test PKI (tests/ is not a package: its directory goes on the path, as pytest does).
@@ -41,6 +44,9 @@ from unit.tls.tls_fixtures import Pki
 
 X25519_ONLY = PqPolicy(PqMode.OFF, ("X25519",))
 CHUNK = 1 << 20
+# The record path's clock: a busy neighbour takes wall time, not this thread's CPU. Reading it is a
+# system call, so it is read once per 256 round trips.
+CPU = time.thread_time
 BULK_LIMIT = 1 << 30
 
 
@@ -74,26 +80,50 @@ class Fixture:
         return TlsContext(s), TlsContext(c, session_capacity=0)  # capacity 0: never resume
 
 
-def rate(run: Callable[[], Any], seconds: float) -> float:
-    """Calls per second of ``run`` over about ``seconds``."""
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        run()
-        n += 1
+def rate(
+    run: Callable[[], Any], seconds: float, clock: Callable[[], float] = time.perf_counter, batch: int = 1
+) -> float:
+    """Calls per second of ``run`` over about ``seconds`` of ``clock``, read every ``batch`` calls."""
+    n, start = 0, clock()
+    while (elapsed := clock() - start) < seconds:
+        for _ in range(batch):
+            run()
+        n += batch
     return n / elapsed
 
 
 def engine_handshake(server: TlsContext, client: TlsContext) -> Callable[[], None]:
     def once() -> None:
-        s, c = server.engine(), client.engine()
-        c.start_handshake()
-        while not (s.handshake_complete and c.handshake_complete):
-            if data := c.data_to_send():
-                s.receive_data(data)
-            if data := s.data_to_send():
-                c.receive_data(data)
+        engine_handshake_done(server.engine(), client.engine())
 
     return once
+
+
+def record_round_trip(fx: Fixture, twin: Any, request: int, response: int) -> Callable[[], None]:
+    """One request and one response through ``twin.Records`` on an established connection pair."""
+    server, client = fx.contexts("X25519MLKEM768")
+    s, c = server.engine(), client.engine()
+    engine_handshake_done(s, c)
+    ours, theirs = twin.Records(c._conn), twin.Records(s._conn)
+    req, resp = os.urandom(request), os.urandom(response)
+
+    def once() -> None:
+        theirs.receive(ours.encrypt(req)[1])
+        ours.receive(theirs.encrypt(resp)[1])
+
+    once()
+    assert ours.receive(theirs.encrypt(resp)[1])[0] == resp
+    return once
+
+
+def engine_handshake_done(s: Any, c: Any) -> None:
+    c.start_handshake()
+    while not (s.handshake_complete and c.handshake_complete):
+        if data := c.data_to_send():
+            s.receive_data(data)
+        if data := s.data_to_send():
+            c.receive_data(data)
+    c.read()  # the server's session tickets
 
 
 def stdlib_handshake(fx: Fixture) -> Callable[[], None]:
@@ -194,7 +224,9 @@ async def bulk(fx: Fixture, ours: bool, seconds: float) -> float:
     return sent / elapsed / 1e6
 
 
-def measure(seconds: float, repeat: int, fx: Fixture) -> tuple[dict[str, float], dict[str, float]]:
+def measure(
+    seconds: float, repeat: int, fx: Fixture, compiled: Any, records_only: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
     """Median of each figure, and median of per-round ratios; variants alternate within a round
     so that a noisy neighbour slows all of them alike."""
     bulk_seconds = max(seconds, 5.0)
@@ -207,7 +239,12 @@ def measure(seconds: float, repeat: int, fx: Fixture) -> tuple[dict[str, float],
         "net ssl": lambda: uvloop.run(loopback_handshakes(fx, None, seconds)),
         "bulk ours": lambda: uvloop.run(bulk(fx, True, bulk_seconds)),
         "bulk ssl": lambda: uvloop.run(bulk(fx, False, bulk_seconds)),
+        "rec py": lambda: rate(record_round_trip(fx, _records_py, 300, 200), seconds, CPU, 256),
+        "rec py 16k": lambda: rate(record_round_trip(fx, _records_py, 16384, 16384), seconds, CPU, 256),
     }
+    if compiled is not None:
+        variants["rec c"] = lambda: rate(record_round_trip(fx, compiled, 300, 200), seconds, CPU, 256)
+        variants["rec c 16k"] = lambda: rate(record_round_trip(fx, compiled, 16384, 16384), seconds, CPU, 256)
     ratios = {
         "mem pq/x": ("mem pq", "mem x"),
         "mem pq/ssl": ("mem pq", "mem ssl"),
@@ -217,6 +254,12 @@ def measure(seconds: float, repeat: int, fx: Fixture) -> tuple[dict[str, float],
         "net x/ssl": ("net x", "net ssl"),
         "bulk": ("bulk ours", "bulk ssl"),
     }
+    if compiled is not None:
+        ratios["rec c/py"] = ("rec c", "rec py")
+        ratios["rec c/py 16k"] = ("rec c 16k", "rec py 16k")
+    if records_only:
+        variants = {name: run for name, run in variants.items() if name.startswith("rec")}
+        ratios = {key: pair for key, pair in ratios.items() if key.startswith("rec")}
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(repeat):
         names = list(variants)
@@ -231,15 +274,8 @@ def measure(seconds: float, repeat: int, fx: Fixture) -> tuple[dict[str, float],
     return medians, ratio
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=1.0, help="per handshake run (bulk: at least 5)")
-    ap.add_argument("--repeat", type=int, default=7, help="rounds; figures are medians over rounds")
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        fx = Fixture(Path(tmp))
-    m, r = measure(args.seconds, args.repeat, fx)
-    rows = [
+def handshake_and_bulk_rows(m: dict[str, float], r: dict[str, float]) -> list[tuple[str, str, str]]:
+    return [
         ("full mTLS handshakes/s, two engines in memory", "", ""),
         ("  ours, X25519MLKEM768", f"{m['mem pq']:.0f}", f"{r['mem pq/x']:.2f}x ours X25519 (goal 0.9)"),
         ("", "", f"{r['mem pq/ssl']:.2f}x ssl X25519 (goal 1.0)"),
@@ -258,6 +294,29 @@ def main(argv: list[str] | None = None) -> None:
         ("  ours (TlsProtocol)", f"{m['bulk ours']:.0f}", f"{r['bulk']:.2f}x asyncio ssl (goal 0.9)"),
         ("  asyncio ssl", f"{m['bulk ssl']:.0f}", ""),
     ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=1.0, help="per handshake run (bulk: at least 5)")
+    ap.add_argument("--repeat", type=int, default=7, help="rounds; figures are medians over rounds")
+    ap.add_argument("--records-only", action="store_true", help="only the record-path rows")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        fx = Fixture(Path(tmp))
+    try:
+        from meshproxy.tls import _records_c as compiled
+    except ImportError:  # not built: the record-path rows show the twin alone
+        compiled = None
+    m, r = measure(args.seconds, args.repeat, fx, compiled, args.records_only)
+    rows = [] if args.records_only else handshake_and_bulk_rows(m, r)
+    for title, key in (("300 B + 200 B", ""), ("16 KiB each way", " 16k")):
+        rows.append((f"record path round trips per CPU second, {title}, in memory", "", ""))
+        if compiled is not None:
+            goal = "" if key else " (goal 3.0)"
+            ratio = f"{r['rec c/py' + key]:.2f}x _records_py{goal}"
+            rows.append(("  _records_c", f"{m['rec c' + key]:.0f}", ratio))
+        rows.append(("  _records_py (cffi)", f"{m['rec py' + key]:.0f}", ""))
     cpu = platform.processor() or platform.machine()
     print(f"# {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, uvloop {uvloop.__version__}")
     print(f"# ours: {backend.openssl_version_text()}; interpreter's ssl: {ssl.OPENSSL_VERSION}")

@@ -125,10 +125,14 @@ class ControlPlane:
     def resources_path(self) -> Path | None:
         return self._resources_file.path if self._resources_file else None
 
-    def start(self) -> None:
-        """Load both sources and publish the first snapshots; `ConfigError` if either is bad."""
+    def start(self, *, mesh: bool = True) -> None:
+        """Load both sources and publish the first snapshots; `ConfigError` if either is bad.
+        Without ``mesh`` only the raw resources are loaded: another source (Kubernetes) will
+        publish the mesh with `apply_model`."""
         if self._resources_file is not None:
             self._raw = load_resource_file(self._resources_file.path)
+        if not mesh:
+            return
         if self._mesh_file is not None:
             text, source = _read(self._mesh_file.path), f"file:{self._mesh_file.path}"
         else:
@@ -146,10 +150,18 @@ class ControlPlane:
             return self._refused(exc.problems, source, dry_run)
         return self._publish(text, doc, mesh, source, dry_run)
 
+    def apply_model(self, mesh: Mesh, text: str, *, source: str) -> Outcome:
+        """Publish a mesh another source built (the Kubernetes source), described by ``text``.
+        It has no mesh document, so traffic shifts are refused: its source owns the routes."""
+        return self._publish(text, {}, mesh, source, False)
+
     def shift(self, service: str, weights: dict[str, int], *, dry_run: bool = False) -> Outcome:
         """Sets ``weights`` as the split of every route of ``service`` not pinned with ``to``."""
         if self.state is None:
             return self._refused(["no mesh config is serving yet"], "shift", dry_run)
+        if not self.state.doc:
+            problem = f"the mesh comes from {self.state.source}: change the routes there (a ServiceRoute)"
+            return self._refused([problem], "shift", dry_run)
         doc = copy.deepcopy(self.state.doc)
         entry = next(
             (s for s in doc.get("services", []) if isinstance(s, dict) and s.get("name") == service), None

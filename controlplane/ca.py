@@ -6,12 +6,14 @@ CSRs it signs, and the lifetime it grants. The certificate profiles and X.509 me
 
 The checks, in the order a request meets them (the first failure is the answer):
 
-1. ``authorization`` metadata is ``Bearer <token>`` and the token is known -> else UNAUTHENTICATED;
+1. the caller is authenticated (before `Issuer.sign`, by the servicer's `Authenticator`: a
+   bootstrap token of the tokens file, or a Kubernetes service-account token) -> else
+   UNAUTHENTICATED; what it proved is a `Grant`;
 2. the CSR parses, its signature verifies with its own key, the key is ECDSA P-256 or ML-DSA-65;
    its only SAN is one URI SAN holding a workload SPIFFE ID; it asks for no CA:true, no
    certificate- or CRL-signing key usage, no EKU other than serverAuth/clientAuth and no
    extension outside those -> else INVALID_ARGUMENT (a CSR this CA signs for nobody);
-3. the ID is in the CA's trust domain and inside the token's grant -> else PERMISSION_DENIED;
+3. the ID is in the CA's trust domain and inside the caller's grant -> else PERMISSION_DENIED;
 4. ``requested_ttl`` is not negative -> else INVALID_ARGUMENT; unset or zero means the default
    (24 h); anything else is clamped to [min_ttl, max_ttl], and `certs.sign_csr` clamps again to
    the CA certificate's own expiry.
@@ -29,8 +31,8 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from controlplane.errors import InvalidRequest, PermissionDenied, Unauthenticated
-from controlplane.tokens import Grant, TokenTable
+from controlplane.errors import InvalidRequest, PermissionDenied
+from controlplane.tokens import Grant
 from meshproxy.errors import IdentityError
 from meshproxy.identity import certs
 from meshproxy.identity.spiffe import SpiffeId
@@ -86,14 +88,13 @@ class Issuer:
     def sign(
         self,
         *,
-        authorization: str | None,
-        tokens: TokenTable,
+        grant: Grant,
         csr_pem: str,
         requested_ttl: timedelta | None,
         now: datetime,
     ) -> Issued:
-        """Check the request (module docstring, in that order) and issue; `SignRefused` if not."""
-        grant = authenticate(authorization, tokens)
+        """Check the request of a caller holding ``grant`` (module docstring, checks 2-4, in
+        that order) and issue; `SignRefused` if not."""
         csr, spiffe_id = check_csr(csr_pem)
         self._authorise(grant, spiffe_id)
         ttl = self._lifetime(requested_ttl)
@@ -117,24 +118,7 @@ class Issuer:
         if spiffe_id.trust_domain != self.trust_domain:
             raise PermissionDenied(f"{spiffe_id}: this CA issues for trust domain {self.trust_domain!r} only")
         if not grant.allows(spiffe_id):
-            raise PermissionDenied(f"{spiffe_id}: the bootstrap token grants {grant} only")
-
-
-def authenticate(authorization: str | None, tokens: TokenTable) -> Grant:
-    """The grant of the token in an ``authorization: Bearer <token>`` header value."""
-    if not authorization:
-        raise Unauthenticated("no bootstrap token: send gRPC metadata 'authorization: Bearer <token>'")
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
-    grant = tokens.lookup(token)
-    if grant is None:
-        raise Unauthenticated(
-            "bootstrap token not recognised: create one with 'controlplane token create' "
-            "and check the proxy's token file"
-        )
-    return grant
+            raise PermissionDenied(f"{spiffe_id}: {grant.credential} grants {grant} only")
 
 
 def check_csr(csr_pem: str) -> tuple[x509.CertificateSigningRequest, SpiffeId]:

@@ -5,7 +5,8 @@ metadata and the protobuf request in; the response, or the core's refusal as a g
 (``SignRefused.code``) with its message, out; one log line per issuance and per refusal, naming
 the node and the peer address. It holds no policy: every decision is the core's.
 
-Must not depend on: the CA's files (it is handed an `Issuer` and a `TokensFile`), asyncio beyond
+Must not depend on: the CA's files (it is handed an `Issuer` and an `Authenticator`: the tokens
+file, or Kubernetes' TokenReview), asyncio beyond
 what grpc.aio calls it with.
 """
 
@@ -19,7 +20,7 @@ import grpc
 
 from controlplane.ca import Issuer
 from controlplane.errors import SignRefused
-from controlplane.tokens import TokensFile
+from controlplane.tokens import Authenticator
 from meshproxy._gen.ca.v1 import ca_pb2, ca_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ def utc_now() -> datetime:
 
 
 class CertificateAuthorityService(ca_pb2_grpc.CertificateAuthorityServicer):
-    """Sign and TrustBundle, answered from an `Issuer` and the current tokens file."""
+    """Sign and TrustBundle, answered from an `Issuer` for callers an `Authenticator` vouches for."""
 
     def __init__(
-        self, issuer: Issuer, tokens: TokensFile, *, clock: Callable[[], datetime] = utc_now
+        self, issuer: Issuer, authenticator: Authenticator, *, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self._issuer = issuer
-        self._tokens = tokens
+        self._authenticator = authenticator
         self._clock = clock
 
     async def Sign(
@@ -45,9 +46,9 @@ class CertificateAuthorityService(ca_pb2_grpc.CertificateAuthorityServicer):
         authorization = _metadata(context, "authorization")
         ttl = request.requested_ttl.ToTimedelta() if request.HasField("requested_ttl") else None
         try:
+            grant = await self._authenticator.authenticate(authorization)
             issued = self._issuer.sign(
-                authorization=authorization,
-                tokens=self._tokens.table(),
+                grant=grant,
                 csr_pem=request.csr_pem,
                 requested_ttl=ttl,
                 now=self._clock(),

@@ -7,7 +7,9 @@ sidecars' inventory reports and the management API, served alike on two ports: p
 `controlplane.serving_tls`), the admin endpoint (``--admin-address``:
 ``/metrics``, ``/ready``), the Kubernetes injection webhook (``--webhook-address``,
 `controlplane.k8s.serve`), the hot-reload task of the config sources (``--mesh``, the embedded
-default when omitted, and ``--xds-resources``) and their life until SIGINT or SIGTERM. Exit
+default when omitted, and ``--xds-resources``), or the Kubernetes source instead of the mesh
+file (``--kubernetes``: the mesh from the cluster, CSRs authenticated by TokenReview; a source
+that fails ends ``serve`` with 1), and their life until SIGINT or SIGTERM. Exit
 codes, as ``meshproxy``'s: 0 success, 1 invalid configuration, 2 usage error, 3 cannot bind or
 start. ``serve`` prints one line per endpoint when it listens, each ending with the bound
 address (port 0 picks a free port, and the line says which); the CA's line comes first, the TLS
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -42,8 +45,14 @@ from controlplane.ca import CAPolicy, Issuer
 from controlplane.ca_service import CertificateAuthorityService, utc_now
 from controlplane.ca_store import load_or_create
 from controlplane.k8s import serve as k8s_serve
+from controlplane.k8s.api import Api
+from controlplane.k8s.errors import KubernetesError
+from controlplane.k8s.source import KubernetesSource
+from controlplane.k8s.tokenreview import TokenReviewAuthenticator
+from controlplane.k8s.translate import MeshSettings
 from controlplane.k8s.webhook_server import WebhookServer
-from controlplane.tokens import Grant, TokensFile, append_token, new_token
+from controlplane.mesh.model import PqMode, Sidecars
+from controlplane.tokens import Authenticator, Grant, TokensFile, append_token, new_token
 from controlplane.xds import AdsServer, Ledger, SnapshotCache
 from meshproxy.cli import new_event_loop
 from meshproxy.errors import ConfigError, IdentityError
@@ -110,6 +119,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--xds-resources", type=Path, help="raw xDS resources, JSON or YAML (reloaded when it changes)"
+    )
+    serve.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="take the mesh from a Kubernetes cluster (Services, EndpointSlices, Pods, Nodes, the "
+        "meshproxy.io CRDs) instead of --mesh, and authenticate CSRs with the pods' service-account "
+        "tokens (TokenReview) instead of --tokens",
+    )
+    serve.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="with --kubernetes: the kubeconfig to reach the API server by (default: the pod's "
+        "in-cluster service account)",
+    )
+    serve.add_argument(
+        "--sidecar-cert-dir",
+        metavar="DIR",
+        help="with --kubernetes: where sidecars keep their SVIDs, '{group}' replaced by the sidecar "
+        f"group (default {Sidecars().cert_dir}, the injected pods' volume; a mesh file says it in "
+        "sidecars.cert_dir)",
+    )
+    serve.add_argument(
+        "--pq",
+        choices=["required", "preferred", "off"],
+        help="with --kubernetes: the mesh's post-quantum key exchange (default required; a mesh file "
+        "says it in mesh.pq)",
     )
     serve.add_argument(
         "--management-tokens",
@@ -194,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if problem := _kubernetes_usage(args):
+        print(f"controlplane: {problem}", file=sys.stderr)
+        return 2
     cache = SnapshotCache()
     control = ControlPlane(cache, mesh_path=args.mesh, resources_path=args.xds_resources)
     notes: list[str] = []
@@ -204,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _management_tokens_file(args.management_tokens, state, args.trust_domain, notes),
             trust_domain=args.trust_domain,
         )
-        control.start()
+        control.start(mesh=not args.kubernetes)
         ca = load_or_create(
             args.ca_dir or state / state_dir.CA_DIR,
             trust_domain=args.trust_domain,
@@ -237,23 +275,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     ledger = Ledger()
     reports = inventory.InventoryReports()
-    services = Services(
-        ca=CertificateAuthorityService(issuer, tokens),
-        ads=AdsServer(cache, ledger),
-        management=management.ManagementService(control, ledger, admins, reports),
-        admin=AdminServer(ledger.registry, lambda: control.state is not None),
-        inventory=inventory.InventoryReportingService(reports),
-        webhook=webhook,
-    )
     loop = new_event_loop()
+    api: Api | None = None
     try:
+        authenticator: Authenticator = tokens
+        source = None
+        if args.kubernetes:
+            try:
+                api = loop.run_until_complete(Api.connect(args.kubeconfig))
+            except KubernetesError as exc:
+                print(f"controlplane: {exc}", file=sys.stderr)
+                return 1
+            authenticator = TokenReviewAuthenticator(api, trust_domain=args.trust_domain)
+            sidecars = Sidecars(cert_dir=args.sidecar_cert_dir or Sidecars().cert_dir)
+            settings = MeshSettings(args.trust_domain, cast(PqMode, args.pq or "required"), sidecars)
+            source = KubernetesSource(api, control, settings)
+        services = Services(
+            ca=CertificateAuthorityService(issuer, authenticator),
+            ads=AdsServer(cache, ledger),
+            management=management.ManagementService(control, ledger, admins, reports),
+            admin=AdminServer(ledger.registry, lambda: control.state is not None),
+            inventory=inventory.InventoryReportingService(reports),
+            webhook=webhook,
+        )
         ports = [(args.xds_address, None)]
         if serving is not None and tls_address is not None:
             ports.append((tls_address, serving_tls.server_credentials(serving, utc_now)))
         addresses = (args.admin_address, args.webhook_address)
-        return loop.run_until_complete(_serve(services, control, ports, addresses, notes))
+        return loop.run_until_complete(_serve(services, control, ports, addresses, notes, source))
     finally:
+        if api is not None:
+            loop.run_until_complete(api.close())
         loop.close()
+
+
+def _kubernetes_usage(args: argparse.Namespace) -> str | None:
+    """Why the Kubernetes flags do not go together, if they do not."""
+    if args.kubernetes and args.mesh is not None:
+        return "--mesh and --kubernetes are two sources of the mesh: give one"
+    flags = (
+        ("--kubeconfig", args.kubeconfig),
+        ("--pq", args.pq),
+        ("--sidecar-cert-dir", args.sidecar_cert_dir),
+    )
+    for flag, value in flags:
+        if value is not None and not args.kubernetes:
+            return f"{flag} applies with --kubernetes only (a mesh file says it itself)"
+    return None
 
 
 def _ca_policy(svid_ttl: float | None) -> CAPolicy:
@@ -329,9 +397,11 @@ async def _serve(
     ports: list[tuple[str, grpc.ServerCredentials | None]],
     addresses: tuple[str | None, str | None],
     notes: list[str],
+    source: KubernetesSource | None = None,
 ) -> int:
     """Serve on ``ports`` (the plaintext address first, then TLS ones with their credentials),
-    and the admin endpoint and the injection webhook on ``addresses`` (either may be None)."""
+    and the admin endpoint and the injection webhook on ``addresses`` (either may be None);
+    with a Kubernetes ``source``, until it fails too (exit 1: the mesh would go stale)."""
     admin_address, webhook_address = addresses
     # gRPC sets SO_REUSEPORT by default: a second controlplane on the same port would then share
     # it silently instead of failing to start.
@@ -391,17 +461,25 @@ async def _serve(
             f"controlplane: serving xDS (ADS), the CA and the management API over TLS on {address}",
             flush=True,
         )
-    reload = asyncio.create_task(control.watch_files())
+    tasks = [asyncio.create_task(control.watch_files())]
+    if source is not None:
+        tasks.append(asyncio.create_task(source.run()))
+        tasks[-1].add_done_callback(lambda _: stop.set())
     await stop.wait()
-    reload.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reload
+    failed = source is not None and tasks[-1].done() and not tasks[-1].cancelled()
+    if failed:
+        log.error("the Kubernetes source failed; stopping", exc_info=tasks[-1].exception())
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await services.admin.close()
     if services.webhook is not None:
         await services.webhook.close()
     services.ads.close()  # ADS streams never finish on their own: end them, don't wait the grace out
     await server.stop(STOP_GRACE_SECONDS)
-    return 0
+    return 1 if failed else 0
 
 
 def _token_create(path: Path, identity: str) -> int:

@@ -41,3 +41,10 @@ class InvalidRequest(SignRefused):
     """A request the CA never grants, whoever asks: a malformed CSR or one asking for too much."""
 
     code = "INVALID_ARGUMENT"
+
+
+class Unavailable(SignRefused):
+    """The CA could not check the caller's credential now (its authenticator's backend, such as
+    the Kubernetes API, did not answer): the caller may try again."""
+
+    code = "UNAVAILABLE"

@@ -16,6 +16,9 @@ which leaks nothing usable about a token through timing. `TokensFile` re-reads t
 changes, so ``controlplane token create`` takes effect on a running server; a later edit that
 does not parse is logged and the last good table stays in force.
 
+`Authenticator` is what the CA asks who a caller is: `TokensFile` answers from the tokens file,
+`controlplane.k8s.tokenreview` from the Kubernetes API (a pod's service-account token).
+
 Must not depend on: grpc, asyncio. `TokensFile` and `append_token` are the only file I/O here.
 """
 
@@ -26,9 +29,11 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from controlplane.errors import Unauthenticated
 from meshproxy.errors import ConfigError, IdentityError
 from meshproxy.identity.spiffe import PrefixMatch, SpiffeId
 
@@ -43,6 +48,8 @@ class Grant:
 
     id: SpiffeId
     prefix: bool = False
+    # Who granted it, for the refusal's message ("the bootstrap token grants ... only").
+    credential: str = field(default="the bootstrap token", compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Grant:
@@ -119,14 +126,47 @@ class TokenTable:
         return self.grants.get(_digest(token))
 
 
+class Authenticator(Protocol):
+    """Who the caller of the CA is: the `Grant` of the credential in its ``authorization``
+    metadata, or `SignRefused` (`Unauthenticated` when the credential is missing or unknown)."""
+
+    async def authenticate(self, authorization: str | None) -> Grant: ...
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``authorization: Bearer <token>`` metadata value."""
+    if not authorization:
+        raise Unauthenticated("no bootstrap token: send gRPC metadata 'authorization: Bearer <token>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+    return token
+
+
+def authenticate(authorization: str | None, tokens: TokenTable) -> Grant:
+    """The grant of the bootstrap token in an ``authorization`` metadata value."""
+    grant = tokens.lookup(bearer_token(authorization))
+    if grant is None:
+        raise Unauthenticated(
+            "bootstrap token not recognised: create one with 'controlplane token create' "
+            "and check the proxy's token file"
+        )
+    return grant
+
+
 class TokensFile:
-    """The tokens file of a running CA, re-read when its size, mtime or inode changes."""
+    """The tokens file of a running CA, re-read when its size, mtime or inode changes; the
+    file's `Authenticator`."""
 
     def __init__(self, path: Path, *, trust_domain: str) -> None:
         self.path = path
         self.trust_domain = trust_domain
         self._stamp = self._stat()
         self._table = self._read()
+
+    async def authenticate(self, authorization: str | None) -> Grant:
+        return authenticate(authorization, self.table())
 
     def table(self) -> TokenTable:
         """The current table; a file that no longer parses leaves the last good one in force."""

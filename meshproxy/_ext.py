@@ -31,6 +31,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "meshproxy.upstream.lb._maglev_c",
     "meshproxy.http2._codec_c",
     "meshproxy.http._h1_c",
+    "meshproxy.tls._records_c",
 )
 
 # Compiled modules an operator can turn off alone: the environment variable, and the value of it

@@ -320,8 +320,11 @@ def _start_apps(hello: dict[str, Workload], children: Children) -> None:
         asyncio.run(children.wait_for_line(workload.app, r"(?m)^ready$", START_TIMEOUT))
 
 
-def start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) -> Path:
-    """``controlplane serve`` in its pod; returns the CA's trust bundle, readable by sidecars."""
+def start_controlplane(
+    cp: Pod, work: Path, runner: Runner, children: Children, source: list[str] | None = None
+) -> Path:
+    """``controlplane serve`` in its pod, the mesh from ``source`` (its flags; default the work
+    directory's ``mesh.yaml``); returns the CA's trust bundle, readable by sidecars."""
     (work / "tokens").touch()
     management = work / "management-tokens"
     write_token(management, OPERATOR, work / "meshctl.token")
@@ -331,7 +334,8 @@ def start_controlplane(cp: Pod, work: Path, runner: Runner, children: Children) 
     _readable_by_mesh_user(state, mode=0o700)
     ca = state / "ca"
     argv = ["serve", "--ca-dir", runner.path(ca), "--tokens", runner.path(work / "tokens")]
-    argv += ["--management-tokens", runner.path(management), "--mesh", runner.path(work / "mesh.yaml")]
+    argv += ["--management-tokens", runner.path(management)]
+    argv += source or ["--mesh", runner.path(work / "mesh.yaml")]
     argv += ["--xds-address", f"127.0.0.1:{XDS_PORT}"]
     argv += ["--xds-tls-address", f"0.0.0.0:{XDS_TLS_PORT}", "--xds-tls-san", CONTROLPLANE_NAME]
     child = children.start("the controlplane", runner.controlplane(cp, argv), "controlplane.log")

@@ -25,3 +25,18 @@ class AnnotationError(KubernetesError):
 
 class InjectionError(KubernetesError):
     """A manifest or an object that the injector cannot inject (the message says which and why)."""
+
+
+class ApiError(KubernetesError):
+    """The API server answered ``path`` with an error (``code`` 0: no valid answer at all)."""
+
+    def __init__(self, path: str, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{path}: {code or 'no answer'} {reason}: {message}".replace(" : ", ": "))
+        self.path = path
+        self.code = code
+        self.reason = reason
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone (``Expired``): the resourceVersion is older than the server keeps; relist."""
+        return self.code == 410

@@ -115,7 +115,7 @@ def _cluster_role() -> dict[str, Any]:
     plurals = [k.plural for k in crds.KINDS]
     role = _meta("rbac.authorization.k8s.io/v1", "ClusterRole", NAME)
     role["rules"] = [
-        {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": read},
+        {"apiGroups": [""], "resources": ["services", "pods", "namespaces", "nodes"], "verbs": read},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
         {"apiGroups": [crds.GROUP], "resources": plurals, "verbs": read},
         {

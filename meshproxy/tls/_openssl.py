@@ -152,6 +152,12 @@ def _status(ssl: Any, ret: int) -> int:
         return CLOSED
     if err == lib.SSL_ERROR_SYSCALL:
         return EOF
+    return fold_failure()
+
+
+def fold_failure() -> int:
+    """The status of a failed SSL call (SSL_ERROR_SSL): EOF if the peer closed without
+    close_notify (an error OpenSSL 3 reports, and drops here), otherwise FAILED."""
     if lib.ERR_GET_REASON(lib.ERR_peek_error()) == lib.SSL_R_UNEXPECTED_EOF_WHILE_READING:
         lib.ERR_clear_error()
         return EOF

@@ -9,8 +9,12 @@ alert rather than a silent close: certificate chain errors and the SPIFFE identi
 ``required`` PQ policy is refused by OpenSSL itself (no group in common). After the handshake it
 publishes a ``Negotiated`` record.
 
+Once a connection is up, ``decrypt`` and ``encrypt`` are the data path: each is one call into
+the record path (``records``: compiled, or its cffi twin), doing what ``receive_data`` + ``read``
++ ``data_to_send`` and ``write`` + ``data_to_send`` do in several.
+
 Must not import asyncio or sockets (the transport in ``transport.py`` is the only I/O shell);
-OpenSSL is reached through pyOpenSSL, ``_openssl`` and ``_unexported``.
+OpenSSL is reached through pyOpenSSL, ``_openssl``, ``_unexported`` and ``records``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from meshproxy.tls.errors import (
     refused_by_peer,
 )
 from meshproxy.tls.policy import PqMode, canonical_group
+from meshproxy.tls.records import Records
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +87,12 @@ class TlsEngine:
 
     __slots__ = (
         "__weakref__",
-        "_bio_in",
-        "_bio_out",
         "_cfg",
         "_conn",
         "_failed",
         "_leaf",
         "_on_session",
+        "_records",
         "_refusal",
         "_sent_close",
         "_ssl",
@@ -114,10 +118,10 @@ class TlsEngine:
         conn = SSL.Connection(context, None)
         self._cfg = cfg
         self._conn = conn
-        # pyOpenSSL's own SSL object and memory BIOs: the data path drives them directly.
+        # pyOpenSSL's own SSL object (handshake, sessions, what was negotiated), and the record
+        # path over it and its memory BIOs (every byte in and out goes through ``_records``).
         self._ssl = conn._ssl
-        self._bio_in = conn._into_ssl
-        self._bio_out = conn._from_ssl
+        self._records = Records(conn)
         self._failed: TlsError | None = None
         self._refusal: tuple[str, str] | None = None  # (code, reason) of a verify-callback refusal
         self._leaf: x509.Certificate | None = None
@@ -149,7 +153,7 @@ class TlsEngine:
         """Ciphertext from the peer; advances the handshake. Raises TlsError if it fails."""
         if self._failed is not None:
             raise self._failed
-        _openssl.feed(self._bio_in, data)
+        self._records.feed(data)
         if not self.handshake_complete:
             self._handshake()
         elif self._on_session is not None:
@@ -157,9 +161,9 @@ class TlsEngine:
 
     def receive_eof(self) -> None:
         """The peer's transport closed; what is buffered can still be read, then ``peer_closed``."""
-        if self._bio_in is None:  # released
+        if self._records is None:  # released
             return
-        _openssl.set_eof(self._bio_in)
+        self._records.set_eof()
         if self.handshake_complete or self._failed is not None:
             return
         reason = "peer closed the connection during the TLS handshake"
@@ -175,7 +179,23 @@ class TlsEngine:
         """All application data available now ("" if none). Raises TlsError on a fatal alert."""
         if self._failed is not None or not self.handshake_complete:
             return b""
-        data, status = _openssl.read(self._ssl)
+        return self._received(*self._records.read())
+
+    def decrypt(self, data: bytes) -> tuple[bytes, bytes | bytearray]:
+        """``receive_data(data)``, ``read()`` and ``data_to_send()``: the plaintext, and what to
+        send first (what reading made OpenSSL answer, mostly nothing); once the handshake is
+        complete, in one call."""
+        if self._failed is not None:
+            raise self._failed
+        if not self.handshake_complete:
+            self.receive_data(data)
+            return self.read(), self.data_to_send()
+        if self._on_session is not None:
+            self._tickets_due = True
+        plaintext, status, out = self._records.receive(data)
+        return self._received(plaintext, status), out
+
+    def _received(self, data: bytes, status: int) -> bytes:
         if status == _openssl.CLOSED or status == _openssl.EOF:
             self.peer_closed = True
         elif status == _openssl.FAILED:
@@ -198,14 +218,24 @@ class TlsEngine:
             return
         if self._failed is not None or self._sent_close or not self.handshake_complete:
             raise TlsError("connection is not open for writing", code="not_open")
-        if _openssl.write(self._ssl, data) != _openssl.OK:
+        if self._records.write(data) != _openssl.OK:
             raise self._fail(self._classify(_openssl.errors()))
 
-    def data_to_send(self) -> bytearray:
+    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """``write(data)`` then ``data_to_send()``, in one call."""
+        if not data or self._failed is not None or self._sent_close or not self.handshake_complete:
+            self.write(data)  # raises unless there is nothing to write
+            return self.data_to_send()
+        status, out = self._records.encrypt(data)
+        if status != _openssl.OK:
+            raise self._fail(self._classify(_openssl.errors()))
+        return out
+
+    def data_to_send(self) -> bytes | bytearray:
         """Everything to put on the wire now, in one buffer the caller owns ("" if nothing)."""
-        if self._bio_out is None:  # released
-            return bytearray()
-        return _openssl.drain(self._bio_out)
+        if self._records is None:  # released
+            return b""
+        return self._records.drain()
 
     def release(self) -> None:
         """Free this connection's OpenSSL state (the SSL object and its BIOs, tens of KiB
@@ -214,8 +244,8 @@ class TlsEngine:
         if self._failed is None:
             self._failed = TlsError("the connection is closed", code="not_open")
         # Every later use of these is behind a ``_failed`` or None check.
-        self._conn = None  # type: ignore[assignment]  # released; see the comment above
-        self._ssl = self._bio_in = self._bio_out = None
+        self._conn = self._records = None  # type: ignore[assignment]  # released; see the comment above
+        self._ssl = None
 
     def close(self) -> None:
         """Queue close_notify; no more writes. Reading goes on until the peer's own close."""

@@ -7,9 +7,10 @@ ways. The socket transport's write buffer is the only one: ciphertext goes strai
 so ``pause_writing`` reaches the inner protocol when the socket backs up; ``pause_reading`` on
 the TLS transport pauses the socket, and plaintext already decrypted waits in the engine.
 
-Cost, per event: one SSL_write or one run of SSL_read into a reused buffer, one drain of the
-outgoing BIO into one buffer, one socket write. No coroutine runs per connection; the
-handshake is callbacks too (``connect_tls`` awaits it for its caller).
+Cost, per event once the connection is up: one call into the record path (``engine.decrypt``:
+the ciphertext fed, all the plaintext it completes read out, and whatever OpenSSL answered;
+``engine.encrypt``: SSL_write and the outgoing BIO drained), one socket write. No coroutine
+runs per connection; the handshake is callbacks too (``connect_tls`` awaits it for its caller).
 
 Policy (which config, what to count or log) belongs to the owners: ``on_handshake`` tells
 them how each handshake ended.
@@ -83,13 +84,21 @@ class TlsProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         engine = self.engine
         try:
-            engine.receive_data(data)
             if not self.connected:
+                engine.receive_data(data)
                 if not engine.handshake_complete:
                     self._flush()
                     return
                 self._handshake_done()
-            self._deliver()
+                self._deliver()
+            elif self.paused or self.closing:
+                engine.receive_data(data)  # kept in OpenSSL until resume_reading (or dropped)
+            else:
+                plaintext, answer = engine.decrypt(data)
+                if answer:  # before anything the inner protocol writes in reply
+                    self.sock.write(answer)
+                self._hand_over(plaintext)
+                return
         except TlsError as exc:
             self._fail(exc)
             return
@@ -134,11 +143,12 @@ class TlsProtocol(asyncio.Protocol):
         or closed by it: a closed transport delivers nothing more)."""
         if self.paused or self.closing or not self.connected:
             return
-        engine = self.engine
-        data = engine.read()
+        self._hand_over(self.engine.read())
+
+    def _hand_over(self, data: bytes) -> None:
         if data:
             self.inner.data_received(data)
-        if engine.peer_closed and not self._eof_told and not self.paused:
+        if self.engine.peer_closed and not self._eof_told and not self.paused:
             self._eof_told = True
             if not self.inner.eof_received():
                 self.transport.close()
@@ -212,11 +222,12 @@ class TlsTransport(asyncio.Transport):
         if owner.closing or owner.error is not None:
             return  # like a socket transport after close: the bytes have nowhere to go
         try:
-            owner.engine.write(data)
+            records = owner.engine.encrypt(data)
         except TlsError as exc:
             owner._fail(exc)
             return
-        owner._flush()
+        if records:
+            owner.sock.write(records)
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from controlplane.ca import CAPolicy, Issuer
 from controlplane.errors import InvalidRequest, PermissionDenied, SignRefused, Unauthenticated
-from controlplane.tokens import TokenTable
+from controlplane.tokens import TokenTable, authenticate
 from meshproxy.identity import certs
 from meshproxy.identity.spiffe import SpiffeId
 
@@ -52,8 +52,7 @@ def csr_pem(
 
 def sign(issuer: Issuer, pem: str, *, token: str | None = EXACT, ttl: timedelta | None = None) -> object:
     return issuer.sign(
-        authorization=None if token is None else f"Bearer {token}",
-        tokens=TOKENS,
+        grant=authenticate(None if token is None else f"Bearer {token}", TOKENS),
         csr_pem=pem,
         requested_ttl=ttl,
         now=NOW,
@@ -128,7 +127,7 @@ def test_a_missing_or_unknown_token_is_unauthenticated(
 @pytest.mark.parametrize("header", [f"Basic {EXACT}", "Bearer", EXACT])
 def test_an_authorization_header_that_is_not_bearer_is_unauthenticated(issuer: Issuer, header: str) -> None:
     with pytest.raises(Unauthenticated, match="must be 'Bearer <token>'"):
-        issuer.sign(authorization=header, tokens=TOKENS, csr_pem=csr_pem(), requested_ttl=None, now=NOW)
+        issuer.sign(grant=authenticate(header, TOKENS), csr_pem=csr_pem(), requested_ttl=None, now=NOW)
 
 
 def test_the_token_is_checked_before_the_csr(issuer: Issuer) -> None:

@@ -74,7 +74,7 @@ def test_the_rbac_is_least_privilege(capsys: pytest.CaptureFixture[str], tmp_pat
     read = {"get", "list", "watch"}
     plurals = [k.plural for k in crds.KINDS]
     expected = {
-        *(("", r, v) for r in ("services", "pods", "namespaces") for v in read),
+        *(("", r, v) for r in ("services", "pods", "namespaces", "nodes") for v in read),
         *(("discovery.k8s.io", "endpointslices", v) for v in read),
         *(("meshproxy.io", p, v) for p in plurals for v in read),
         *(("meshproxy.io", f"{p}/status", v) for p in plurals for v in ("update", "patch")),
