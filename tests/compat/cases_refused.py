@@ -107,3 +107,17 @@ refused(
         )
     ),
 )
+refused(
+    "route-mirror",
+    "request mirroring",
+    *(
+        f"{HCM}.route_config.virtual_hosts[0].routes[{i}].route.request_mirror_policies: is not supported: "
+        "request mirroring is not supported"
+        for i in (0, 1)
+    ),
+)
+refused(
+    "tcp-proxy-weighted",
+    "max_connect_attempts (a TCP session connects upstream once)",
+    f"{HCM}.max_connect_attempts: is not supported: a session connects upstream once",
+)
