@@ -300,12 +300,11 @@ TABLE: dict[str, dict[str, Field]] = {
         upstream_http_filters=refused("upstream HTTP filters are not supported"),
     ),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": _message(
-        "stat_prefix cluster weighted_clusters idle_timeout access_log",
+        "stat_prefix cluster weighted_clusters idle_timeout access_log max_connect_attempts",
         on_demand=refused("on-demand cluster discovery is not supported"),
         metadata_match=refused("subset load balancing is not supported"),
         downstream_idle_timeout=refused("use idle_timeout"),
         upstream_idle_timeout=refused("use idle_timeout"),
-        max_connect_attempts=refused("a session connects upstream once", allowed=(1,)),
         backoff_options=refused("a session connects upstream once"),
         hash_policy=refused("tcp_proxy hash policies are not supported"),
         tunneling_config=refused("tunnelling TCP over HTTP is not supported"),

@@ -343,6 +343,8 @@ class TcpProxy:
     total_weight: int = 0
     idle_timeout: float = 3600.0  # seconds; Envoy's default is 1 h; 0 disables
     access_logs: tuple[AccessLog, ...] = ()
+    # max_connect_attempts: upstream connects tried per session, each to a host picked afresh.
+    max_connect_attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)

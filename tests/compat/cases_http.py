@@ -183,3 +183,15 @@ async def websocket(env: Env) -> None:
 async def websocket_route(env: Env) -> None:
     async with env.proxy():
         assert await _websocket(env.port()) == "svc2:hello"
+
+
+@accepted(
+    "tcp-proxy-weighted",
+    "TCP sessions are split between the two clusters by weight (both reached over ten sessions)",
+    blue="svc1",
+    green="svc2",
+)
+async def tcp_proxy_weighted(env: Env) -> None:
+    async with env.proxy(rng=random.Random(3)):
+        served = {await served_by(env.port("tcp_ingress")) for _ in range(10)}
+    assert served == {"svc1", "svc2"}

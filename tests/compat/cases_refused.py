@@ -116,8 +116,3 @@ refused(
         for i in (0, 1)
     ),
 )
-refused(
-    "tcp-proxy-weighted",
-    "max_connect_attempts (a TCP session connects upstream once)",
-    f"{HCM}.max_connect_attempts: is not supported: a session connects upstream once",
-)
