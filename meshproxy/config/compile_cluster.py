@@ -47,6 +47,7 @@ from meshproxy.config.model import (
     LocalityLbEndpoints,
     OriginalDstConfig,
     SocketAddress,
+    TcpKeepalive,
 )
 from meshproxy.config.policy import DEFAULT_LB
 
@@ -120,6 +121,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         if msg.HasField("original_dst_lb_config"):
             ctx.at("original_dst_lb_config").problem("is only for a cluster of type ORIGINAL_DST")
     source_address = _bind(msg, ctx) if msg.HasField("upstream_bind_config") else None
+    keepalive = _tcp_keepalive(msg, ctx)
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
     tls = tls_files = None
     if msg.HasField("transport_socket"):
@@ -189,7 +191,24 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         use_downstream_protocol=use_downstream,
         original_dst=original_dst,
         source_address=source_address,
+        tcp_keepalive=keepalive,
     )
+
+
+def _tcp_keepalive(msg: cluster_pb2.Cluster, ctx: Ctx) -> TcpKeepalive | None:
+    """upstream_connection_options.tcp_keepalive: each value ≥ 1 when given (0 means nothing
+    to the kernel and Envoy refuses it)."""
+    if not msg.upstream_connection_options.HasField("tcp_keepalive"):
+        return None
+    keepalive = msg.upstream_connection_options.tcp_keepalive
+    kctx = ctx.at("upstream_connection_options").at("tcp_keepalive")
+    values: list[int | None] = []
+    for name in ("keepalive_probes", "keepalive_time", "keepalive_interval"):
+        value = wrapped(keepalive, name, None)
+        if value is not None and value < 1:
+            kctx.at(name).problem("must be at least 1")
+        values.append(value)
+    return TcpKeepalive(*values)
 
 
 def _original_dst(msg: cluster_pb2.Cluster, ctx: Ctx) -> OriginalDstConfig:

@@ -445,7 +445,7 @@ TABLE: dict[str, dict[str, Field]] = {
         round_robin_lb_config=refused("slow start and locality settings of round robin are not supported"),
         metadata=_METADATA,
         protocol_selection=refused("use typed_extension_protocol_options' use_downstream_protocol_config"),
-        upstream_connection_options=refused("upstream TCP keepalive and happy eyeballs are not supported"),
+        upstream_connection_options=IMPLEMENTED,
         close_connections_on_host_health_failure=refused("connections to an unhealthy host are not closed"),
         ignore_health_on_host_removal=refused("a removed host goes at once"),
         filters=refused("upstream network filters are not supported"),
@@ -563,6 +563,12 @@ TABLE: dict[str, dict[str, Field]] = {
         "address hostname health_check_config",
         additional_addresses=refused("an endpoint has one address"),
     ),
+    "envoy.config.cluster.v3.UpstreamConnectionOptions": _message(
+        "tcp_keepalive",
+        happy_eyeballs_config=refused("happy eyeballs is not supported"),
+        set_local_interface_name_on_upstream_connections=refused("upstream interface names are not recorded"),
+    ),
+    "envoy.config.core.v3.TcpKeepalive": _message("keepalive_probes keepalive_time keepalive_interval"),
     "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig": _message(
         "port_value",
         address=refused(_OWN_ADDRESS),

@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpKeepalive:
+    """envoy.config.core.v3.TcpKeepalive: SO_KEEPALIVE with its three knobs (None: the kernel's)."""
+
+    probes: int | None = None  # TCP_KEEPCNT
+    time: int | None = None  # TCP_KEEPIDLE, seconds
+    interval: int | None = None  # TCP_KEEPINTVL, seconds
+
+
+@dataclass(frozen=True, slots=True)
 class SocketAddress:
     host: str
     port: int
@@ -494,6 +503,8 @@ class Cluster:
     original_dst: OriginalDstConfig | None = None
     # upstream_bind_config.source_address: the local address upstream sockets bind (port 0: any).
     source_address: SocketAddress | None = None
+    # upstream_connection_options.tcp_keepalive; None: no keepalive (the socket's default).
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 @dataclass(frozen=True, slots=True)

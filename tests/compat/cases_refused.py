@@ -82,8 +82,6 @@ refused(
     "certificates, LDS/CDS each on its own gRPC source rather than ADS; the ADS form with "
     "certificate files is accepted (contour-ads-tls)",
     f"admin.address: {PIPE}",
-    "static_resources.clusters[0].upstream_connection_options: is not supported: upstream TCP keepalive and "
-    "happy eyeballs are not supported",
     "static_resources.clusters[0].transport_socket.typed_config.common_tls_context."
     f"tls_certificate_sds_secret_configs[0].sds_config: {SDS}",
     "static_resources.clusters[0].transport_socket.typed_config.common_tls_context."

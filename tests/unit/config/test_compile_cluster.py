@@ -19,6 +19,7 @@ from meshproxy.config.model import (
     LocalityLbEndpoints,
     OriginalDstConfig,
     SocketAddress,
+    TcpKeepalive,
 )
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -402,3 +403,26 @@ def test_health_check_config_may_name_the_endpoints_own_port() -> None:
 )
 def test_health_check_config_elsewhere_is_refused(config: dict[str, Any], expected: str) -> None:
     assert compiled(_health_checked(**config))[1] == [expected]
+
+
+def test_tcp_keepalive_is_kept_and_unset_values_left_to_the_kernel() -> None:
+    options = {"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 30}}
+    assert valid(cluster(upstream_connection_options=options)).tcp_keepalive == TcpKeepalive(3, 30, None)
+    assert valid(cluster()).tcp_keepalive is None
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {"tcp_keepalive": {"keepalive_interval": 0}},
+            "c.upstream_connection_options.tcp_keepalive.keepalive_interval: must be at least 1",
+        ),
+        (
+            {"happy_eyeballs_config": {"first_address_family_version": "V6"}},
+            "c.upstream_connection_options.happy_eyeballs_config: is not supported: happy eyeballs is not supported",
+        ),
+    ],
+)
+def test_upstream_connection_options_refusals(options: dict[str, Any], expected: str) -> None:
+    assert compiled(cluster(upstream_connection_options=options))[1] == [expected]

@@ -233,6 +233,7 @@ def _base() -> dict[str, Any]:
             "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": "c"},
         },
         "typed_extension_protocol_options": {UPSTREAM_HTTP: {"@type": PREFIX + UPSTREAM_HTTP}},
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 30}},
     }
     policies = [
         {"typed_extension_config": {"name": kind, "typed_config": {"@type": f"{PREFIX}{LB}.{kind}"}}}
@@ -350,6 +351,8 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.HealthCheck.TcpHealthCheck": (*CLUSTER, "health_checks", 1, "tcp_health_check"),
     "envoy.config.cluster.v3.CircuitBreakers": (*CLUSTER, "circuit_breakers"),
     "envoy.config.cluster.v3.OutlierDetection": (*CLUSTER, "outlier_detection"),
+    "envoy.config.cluster.v3.UpstreamConnectionOptions": (*CLUSTER, "upstream_connection_options"),
+    "envoy.config.core.v3.TcpKeepalive": (*CLUSTER, "upstream_connection_options", "tcp_keepalive"),
     "envoy.config.endpoint.v3.ClusterLoadAssignment": (*CLUSTER, "load_assignment"),
     "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": (*CLUSTER, "load_assignment", "policy"),
     "envoy.config.endpoint.v3.LocalityLbEndpoints": LOCALITY,
