@@ -43,7 +43,7 @@ def set_keepalive(transport: asyncio.BaseTransport, keepalive: TcpKeepalive) -> 
 def grpc_keepalive_options(keepalive: TcpKeepalive) -> list[tuple[str, Any]]:
     """gRPC channel arguments for the xDS cluster: a ping after ``time`` idle seconds (at least
     GRPC_MIN_PING_INTERVAL), the connection dropped when no answer comes within what the
-    probes would have waited (interval × probes)."""
+    probes would have waited (interval times probes)."""
     time = max(keepalive.time or _KERNEL_TIME, GRPC_MIN_PING_INTERVAL)
     wait = (keepalive.interval or _KERNEL_INTERVAL) * (keepalive.probes or _KERNEL_PROBES)
     return [("grpc.keepalive_time_ms", time * 1000), ("grpc.keepalive_timeout_ms", wait * 1000)]
