@@ -635,12 +635,16 @@ TABLE: dict[str, dict[str, Field]] = {
     ),
     f"{_TLS}.CommonTlsContext": _message(
         "tls_params tls_certificates tls_certificate_sds_secret_configs validation_context "
-        "validation_context_sds_secret_config alpn_protocols",
+        "validation_context_sds_secret_config combined_validation_context alpn_protocols",
         "tls_certificate_provider_instance custom_tls_certificate_selector "
         "tls_certificate_certificate_provider tls_certificate_certificate_provider_instance "
-        "combined_validation_context validation_context_certificate_provider "
+        "validation_context_certificate_provider "
         "validation_context_certificate_provider_instance custom_handshaker",
         key_log=refused("TLS key logging is not supported"),
+    ),
+    f"{_TLS}.CommonTlsContext.CombinedCertificateValidationContext": _message(
+        "default_validation_context validation_context_sds_secret_config",
+        "validation_context_certificate_provider validation_context_certificate_provider_instance",
     ),
     f"{_TLS}.TlsParameters": _message(
         "tls_minimum_protocol_version tls_maximum_protocol_version cipher_suites ecdh_curves "

@@ -7,13 +7,14 @@ upstream serving TLS with the certificate of ``service.example.com``.
 
 from __future__ import annotations
 
+import json
 import ssl
 
 import grpc
 from integration.grpc_upstream import SERVICE, grpc_server
 from integration.harness import free_port
 
-from .cases_http import served_by
+from .cases_http import echoed_headers, served_by
 from .corpus import Env, accepted
 from .tls import client_context, make_ca, request
 
@@ -103,9 +104,10 @@ async def double_proxy_mtls(env: Env) -> None:
     assert refused
 
 
-async def _refused(port: int) -> bool:
+async def _refused(port: int, alpn: list[str] | None = None) -> bool:
+    """Whether a TLS client without a certificate is turned away."""
     try:
-        resp = await request(port, tls=client_context())
+        resp = await request(port, tls=client_context(alpn))
     except (ssl.SSLError, ConnectionError, EOFError, OSError):
         return True
     return resp.status >= 500
@@ -153,3 +155,27 @@ async def grpc_tls(env: Env) -> None:
             reply = await _grpc_echo(target, creds, **{"grpc.ssl_target_name_override": "grpc.example.com"})
     assert reply == b"ping"
     assert echo.calls == 1
+
+
+@accepted(
+    "istio-mesh-hop",
+    "a plain request to the outbound listener crosses mutual TLS with Istio's ALPN (the server's SPIFFE "
+    "URI SAN checked against the ROOTCA secret merged into the combined validation context) to the "
+    "inbound listener's TLS chain and reaches the app with the caller's SPIFFE ID in XFCC; plaintext "
+    "to the inbound listener takes its plaintext chain; TLS without a client certificate is refused",
+    reviews__default__svc__cluster__local="inbound",
+    **{"127__0__0__1:9080": "svc1"},
+)
+async def istio_mesh_hop(env: Env) -> None:
+    env.ports["inbound"] = free_port()
+    env.choose_listener_port("virtualInbound", env.ports["inbound"])
+    async with env.proxy() as proxy:
+        meshed = await request(env.port("0.0.0.0_8080"), "/reviews/1", host="reviews")
+        plain = await request(env.port("virtualInbound"), "/reviews/2")
+        refused = await _refused(env.port("virtualInbound"), ["istio-http/1.1"])
+        chains = proxy.cluster_stats("outbound|8080||reviews.default.svc.cluster.local").upstream_cx_total
+    assert meshed.status == 200 and json.loads(meshed.body)["server"] == "svc1"
+    xfcc = echoed_headers(meshed.body)["x-forwarded-client-cert"]
+    assert "URI=spiffe://cluster.local/ns/default/sa/productpage" in xfcc
+    assert plain.status == 200 and "x-forwarded-client-cert" not in echoed_headers(plain.body)
+    assert refused and chains == 1
