@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshproxy import malloc
 from meshproxy.errors import ConfigError, MeshproxyError
 from meshproxy.sidecar import command as iptables_command
 from meshproxy.sidecar import wait_ready
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    malloc.limit_arenas()  # before uvloop's resolver threads and grpc's start
     loop = new_event_loop()
     try:
         return loop.run_until_complete(_run(args, identity if all(identity) else None))
@@ -204,10 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def settle_heap() -> None:
     """Everything allocated so far (protobuf descriptors, the compiled config) lives as long as
     the process: keep it out of the collector's way, and collect young objects less often,
-    since the request path allocates short-lived containers at a high rate."""
+    since the request path allocates short-lived containers at a high rate; then hand the pages
+    startup freed (decoded protobufs, the YAML tree) back to the kernel."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    malloc.trim()
 
 
 def status_ports(args: argparse.Namespace) -> tuple[int | None, int | None]:

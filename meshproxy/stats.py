@@ -20,14 +20,16 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from meshproxy.overload.stats import doc_rows as overload_doc_rows
 from meshproxy.tls.inventory import CryptoInventory
 from meshproxy.tls.inventory import doc_rows as inventory_doc_rows
+
+if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 # Envoy's default histogram buckets, in milliseconds.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -38,7 +40,6 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 CODE_CLASS = "code_class"
 
 Kind = Literal["counter", "gauge", "histogram"]
-Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
 class Histogram:
@@ -521,13 +522,16 @@ class Store:
                 yield scope, dict(entries[scope.name])
 
 
-class StatsCollector(Collector):
-    """Exposes a ``Store`` through prometheus-client; labels are built here, at scrape time."""
+class StatsCollector:
+    """Exposes a ``Store`` through prometheus-client (loaded by the first scrape, see
+    ``admin/prometheus.py``); labels are built here, at scrape time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Family]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         for scope, entries in self.store.labelled():
             if entries:  # a scope appears once something of its kind is configured
                 for name, stat in scope.stats.items():
@@ -538,6 +542,8 @@ class StatsCollector(Collector):
 
 
 def _family(scope: Scope, name: str, stat: Stat, entries: dict[str, StatSet]) -> Family:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
     assert scope.label is not None
     family = stat.family_name(scope.name, name)
     if stat.kind == "histogram":

@@ -18,11 +18,9 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Endpoint
+from meshproxy.admin.prometheus import exposition
 from meshproxy.build_info import describe
 from meshproxy.overload.stats import OverloadCollector
 from meshproxy.stats import StatsCollector, stats_json
@@ -89,11 +87,12 @@ def jsonable(obj: Any) -> Any:
 class Admin:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StatsCollector(server.store))
-        self.registry.register(OverloadCollector(server.overload.stats))
-        self.registry.register(InventoryCollector(server.store.inventory))
-        self.registry.register(IstioCollector(server.istio))
+        self.collectors = (
+            StatsCollector(server.store),
+            OverloadCollector(server.overload.stats),
+            InventoryCollector(server.store.inventory),
+            IstioCollector(server.istio),
+        )
         self._srv: asyncio.Server | None = None
         self.started = time.monotonic()
 
@@ -167,7 +166,7 @@ class Admin:
         return 503, b"DRAINING\n" if srv.draining else b"NOT READY\n", b"text/plain"
 
     def prometheus(self) -> tuple[int, bytes, bytes]:
-        return 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+        return exposition(self.collectors)
 
     def _server_info(self) -> dict[str, Any]:
         """Envoy's /server_info subset (version, state, uptime) and ``build_info.describe()``."""

@@ -11,7 +11,8 @@ Engine. ``google-re2``'s public ``re2`` module wraps each match in a Python gene
 match object (about 1.5 µs for a short path); the pybind11 class under it, ``re2._re2.RE2``,
 answers a full match in one call, so this module uses that class directly, as the ``re2``
 module itself does. The class is RE2 and only RE2: a pattern it refuses raises here, there is
-no fallback to ``re``.
+no fallback to ``re``. It is loaded with the first pattern compiled (about 1.5 MiB resident,
+docs/memory.md): a configuration without a ``safe_regex`` never maps it.
 
 Semantics are Envoy's (``source/common/common/regex.cc``): ``RE2::Quiet`` options (UTF-8,
 Perl classes, case-sensitive, 8 MiB of memory), matching over bytes as RE2 is handed them (a
@@ -24,15 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
-
-from re2 import _re2
 
 # Envoy's runtime key re2.max_program_size.error_level defaults to 100.
 DEFAULT_MAX_PROGRAM_SIZE = 100
 
-_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
-_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
 _NO_SPAN = (-1, -1)
 # How long the bounds of RE2::PossibleMatchRange may be: longer is tighter, and costs only
 # a longer comparison on the request path.
@@ -44,15 +42,34 @@ class RegexError(ValueError):
     """RE2 refused a pattern or a rewrite; the message is the reason, for a field path to prefix."""
 
 
-def _options(*, capture: bool) -> Any:
-    options = _re2.RE2.Options()
+@dataclass(frozen=True, slots=True)
+class _Engine:
+    """RE2's class, its two anchors and the options for programs with and without captures."""
+
+    re2: Any
+    both: Any
+    unanchored: Any
+    capturing: Any
+    match_only: Any
+
+
+def _options(re2: Any, *, capture: bool) -> Any:
+    options = re2.Options()
     options.log_errors = False  # RE2::Quiet: the reason goes to the field path, not stderr
     options.never_capture = not capture
     return options
 
 
-_CAPTURING = _options(capture=True)
-_MATCH_ONLY = _options(capture=False)
+@cache
+def _engine() -> _Engine:
+    from re2 import _re2
+
+    re2 = _re2.RE2
+    anchor = re2.Anchor
+    return _Engine(
+        re2, anchor.ANCHOR_BOTH, anchor.UNANCHORED, _options(re2, capture=True), _options(re2, capture=False)
+    )
+
 
 # A parsed RE2 rewrite string: literal bytes, or the number of a group (0: the whole match).
 Rewrite = tuple[bytes | int, ...]
@@ -83,12 +100,13 @@ class Regex:
         per match.
         """
         search = self._capturing.Match
+        unanchored = _engine().unanchored
         out: list[bytes] = []
         end = len(text)
         p = 0
         last_end = -1
         while p <= end:
-            spans = search(_UNANCHORED, text, p, end)
+            spans = search(unanchored, text, p, end)
             start, stop = spans[0]
             if start < 0:
                 break
@@ -115,7 +133,8 @@ class Regex:
 def compile_regex(source: str, max_program_size: int = DEFAULT_MAX_PROGRAM_SIZE) -> Regex:
     """``source`` compiled as Envoy compiles a RegexMatcher; RegexError says why not."""
     encoded = source.encode()
-    capturing = _re2.RE2(encoded, _CAPTURING)
+    engine = _engine()
+    capturing = engine.re2(encoded, engine.capturing)
     if not capturing.ok():
         raise RegexError(f'"{source}" does not compile: {capturing.error().decode(errors="replace")}')
     size = capturing.ProgramSize()
@@ -125,23 +144,23 @@ def compile_regex(source: str, max_program_size: int = DEFAULT_MAX_PROGRAM_SIZE)
             "simplify the pattern or raise google_re2.max_program_size"
         )
     groups = capturing.NumberOfCapturingGroups()
-    match_only = _re2.RE2(encoded, _MATCH_ONLY) if groups else capturing
-    return Regex(source, groups, size, _full_matcher(match_only), capturing)
+    match_only = engine.re2(encoded, engine.match_only) if groups else capturing
+    return Regex(source, groups, size, _full_matcher(match_only, engine.both), capturing)
 
 
-def _full_matcher(program: Any) -> Callable[[bytes], bool]:
+def _full_matcher(program: Any, both: Any) -> Callable[[bytes], bool]:
     """RE2::FullMatch over bytes, behind RE2::PossibleMatchRange's bounds when RE2 can give them.
 
     Every full match lies between the bounds, so most paths a regex route does not match (all
     those the routes after it serve) cost two comparisons instead of a call into RE2 (about
     80 ns against 600 ns here). ``program`` has no capture groups: RE2 then answers with its
-    DFA alone, a third faster.
+    DFA alone, a third faster. ``both`` is RE2's ANCHOR_BOTH.
     """
     match = program.Match
     bounded, low, high = program.PossibleMatchRange(_RANGE_LENGTH)
     if not bounded:
-        return lambda value: match(_BOTH, value, 0, len(value))[0] != _NO_SPAN
-    return lambda value: low <= value <= high and match(_BOTH, value, 0, len(value))[0] != _NO_SPAN
+        return lambda value: match(both, value, 0, len(value))[0] != _NO_SPAN
+    return lambda value: low <= value <= high and match(both, value, 0, len(value))[0] != _NO_SPAN
 
 
 def parse_rewrite(substitution: str, groups: int) -> Rewrite:

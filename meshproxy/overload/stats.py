@@ -12,9 +12,10 @@ Must not import asyncio or the data plane.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class ActionStats:
@@ -95,7 +96,7 @@ def doc_rows() -> Iterator[tuple[str, str, str, str]]:
             yield name, ("counter" if counter else "gauge"), label, text
 
 
-class OverloadCollector(Collector):
+class OverloadCollector:
     """``meshproxy_overload_action_<stat>{action=...}`` and
     ``meshproxy_overload_resource_<stat>{resource=...}`` for ``/stats/prometheus``."""
 
@@ -103,6 +104,8 @@ class OverloadCollector(Collector):
         self.stats = stats
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # admin/prometheus.py
+
         for label, kind, entries in self.stats.scopes():
             for attr, (counter, text) in _FIELDS[kind].items():
                 name = f"meshproxy_overload_{label}_{attr}"

@@ -30,13 +30,12 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
-
 from meshproxy.identity.spiffe import leaf_spiffe_id
 from meshproxy.stats import Histogram
 
 if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
     from meshproxy.config.model import IstioStats
     from meshproxy.hcm.exchange import Exchange, RequestView
     from meshproxy.identity.spiffe import SpiffeId
@@ -265,13 +264,15 @@ class TcpReporter(_Reporter):
         return self.metrics.tcp_series((*people, cluster.config.name, "tcp", flags, *tail))
 
 
-class IstioCollector(Collector):
+class IstioCollector:
     """The series as Istio names them (no ``meshproxy_`` prefix: the dashboards query these)."""
 
     def __init__(self, metrics: IstioMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily  # admin/prometheus.py
+
         requests = list(self.metrics.requests.items())
         tcp = list(self.metrics.tcp.items())
         if requests:

@@ -22,12 +22,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
-
 from meshproxy.tls.policy import PQ_GROUPS
 
 if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily
+
     from meshproxy.tls.engine import Negotiated
 
 Direction = Literal["inbound", "outbound"]
@@ -136,7 +135,7 @@ def doc_rows() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
         yield name + "_total", "counter", labels, text
 
 
-class InventoryCollector(Collector):
+class InventoryCollector:
     """The inventory as Prometheus series (bounded with it): connections per peer and
     combination (summed over directions), classical fallbacks per peer, and the evictions."""
 
@@ -144,6 +143,8 @@ class InventoryCollector(Collector):
         self.inventory = inventory
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily  # admin/prometheus.py
+
         inventory = self.inventory
         connections, fallbacks, evicted = (
             CounterMetricFamily(name, text, labels=labels) for name, labels, text in SERIES.values()

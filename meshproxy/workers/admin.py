@@ -19,11 +19,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from meshproxy.addresses import host_port
 from meshproxy.admin.endpoint import Answer, Endpoint
+from meshproxy.admin.prometheus import exposition
 from meshproxy.admin.server import HELP, envoy_config_dump, json_answer, jsonable
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
 from meshproxy.stats import StatsCollector, Store, stats_json
@@ -119,10 +117,7 @@ class WorkersAdmin:
 
     async def prometheus(self) -> Answer:
         store, overload = await self._stats()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(StatsCollector(store))
-        registry.register(OverloadCollector(overload))
-        return 200, generate_latest(registry), CONTENT_TYPE_LATEST.encode()
+        return exposition((StatsCollector(store), OverloadCollector(overload)))
 
     async def _stats(self) -> tuple[Store, OverloadStats]:
         answers = await self.supervisor.ask(("stats",), ASK_TIMEOUT)

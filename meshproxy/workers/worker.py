@@ -30,6 +30,7 @@ import socket
 import sys
 from typing import Any
 
+from meshproxy import malloc
 from meshproxy.cli import new_event_loop, settle_heap
 from meshproxy.config.model import Config
 from meshproxy.errors import ConfigError
@@ -100,6 +101,7 @@ async def serve(sock: socket.socket) -> int:
 
 def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
+    malloc.limit_arenas()
     loop = new_event_loop()
     try:
         return loop.run_until_complete(serve(sock))
