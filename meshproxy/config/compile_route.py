@@ -11,6 +11,8 @@ Must not depend on the listener or cluster compilers.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Generator
 from typing import Literal
 
@@ -57,9 +59,14 @@ _UNEVALUATED_MATCH_FIELDS = ("runtime_fraction", "tls_context", "dynamic_metadat
 # ``grpc: {}``: only gRPC requests, as Envoy's Grpc::Common::hasGrpcContentType decides: the
 # content-type is application/grpc, or application/grpc followed by "+" or ";".
 _GRPC_CONTENT_TYPE = r"application/grpc([+;].*)?"
-_GRPC_MATCHER = HeaderMatcher(
-    "content-type", StringMatch("regex", _GRPC_CONTENT_TYPE, pattern=compile_regex(_GRPC_CONTENT_TYPE))
-)
+
+
+@functools.cache
+def _grpc_matcher() -> HeaderMatcher:
+    """Compiled on first use: RE2 is loaded only by a configuration that has a pattern."""
+    pattern = compile_regex(_GRPC_CONTENT_TYPE)
+    return HeaderMatcher("content-type", StringMatch("regex", _GRPC_CONTENT_TYPE, pattern=pattern))
+
 
 _PATH_KINDS: dict[str, Literal["prefix", "path", "regex", "separated_prefix"]] = {
     "prefix": "prefix",
@@ -229,7 +236,7 @@ def route_match(msg: rc.RouteMatch, ctx: Ctx) -> RouteMatch | None:
         ctx.at(kind).problem("is not supported; use prefix, path, safe_regex or path_separated_prefix")
     headers = [header_matcher(h, c) for h, c in ctx.each("headers", msg.headers)]
     if msg.HasField("grpc"):
-        headers.append(_GRPC_MATCHER)
+        headers.append(_grpc_matcher())
     query = [query_parameter_matcher(q, c) for q, c in ctx.each("query_parameters", msg.query_parameters)]
     if kind is None or not ctx.clean_since(mark):
         return None
