@@ -12,7 +12,6 @@ Must not depend on the listener or cluster compilers.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Generator
 from typing import Literal
 
