@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 from integration.harness import Proxy, cluster, eventually, http_listener, route
 from prometheus_client import CollectorRegistry
 
 import meshproxy.config.bootstrap  # noqa: F401  (registers the typed_config messages)
-from controlplane.xds import CLUSTER, LISTENER, AdsServer, Ledger, Snapshot, SnapshotCache
+from controlplane.xds import CLUSTER, ENDPOINT, LISTENER, AdsServer, Ledger, Snapshot, SnapshotCache
 
 from .cases_http import served_by
 from .corpus import Env, accepted
@@ -40,17 +41,22 @@ def _served(env: Env) -> tuple[dict[str, Any], dict[str, Any]]:
     return listener, env.rewrite_resource(cluster("app", env.ports["svc1"]))
 
 
-@contextlib.asynccontextmanager
-async def control_plane(env: Env, group: str, tls_server: str | None = None) -> AsyncIterator[int]:
-    """An ADS server with the ``_served`` snapshot for ``group``; over mutual TLS with the
-    certificate of ``tls_server`` when given. Yields its port."""
+def _served_resources(env: Env) -> dict[str, dict[str, Any]]:
     listener, app = _served(env)
-    cache = SnapshotCache()
-    resources = {
+    return {
         LISTENER: {"listener_0": json_format.ParseDict(listener, listener_pb2.Listener())},
         CLUSTER: {"app": json_format.ParseDict(app, cluster_pb2.Cluster())},
     }
-    cache.set_snapshot(group, Snapshot("v1", resources))
+
+
+@contextlib.asynccontextmanager
+async def control_plane(
+    env: Env, group: str, tls_server: str | None = None, resources: dict[str, dict[str, Any]] | None = None
+) -> AsyncIterator[int]:
+    """An ADS server serving ``group`` a snapshot (default: the ``_served`` listener and
+    cluster); over mutual TLS with the certificate of ``tls_server`` when given. Yields its port."""
+    cache = SnapshotCache()
+    cache.set_snapshot(group, Snapshot("v1", resources if resources is not None else _served_resources(env)))
     server = grpc.aio.server()
     AdsServer(cache, Ledger(CollectorRegistry())).add_to_server(server)
     if tls_server is None:
@@ -134,3 +140,20 @@ async def dynamic_config_fs(env: Env) -> None:
         (env.tmp / name).write_text(json.dumps({"resources": [{"@type": type_url, **resource}]}))
     async with env.proxy() as proxy:
         await _serves_listener_0(env, proxy)
+
+
+@accepted(
+    "dynamic-eds",
+    "the EDS cluster's endpoints arrive over ADS and the static listener's requests reach them",
+    **{"127__0__0__1:18000": "ads"},
+)
+async def dynamic_eds(env: Env) -> None:
+    assignment = env.rewrite_resource(cluster("app-service", env.ports["svc2"]))["load_assignment"]
+    endpoints = {"app-service": json_format.ParseDict(assignment, endpoint_pb2.ClusterLoadAssignment())}
+    async with control_plane(env, "eds-cluster", resources={ENDPOINT: endpoints}) as env.ports["ads"]:
+        async with env.proxy() as proxy:
+            runtime = proxy.server.clusters.get("app")
+            await eventually(
+                lambda: runtime is not None and bool(runtime.hosts), what="the endpoints from EDS"
+            )
+            assert await served_by(env.port("ingress")) == "svc2"

@@ -179,3 +179,16 @@ async def istio_mesh_hop(env: Env) -> None:
     assert "URI=spiffe://cluster.local/ns/default/sa/productpage" in xfcc
     assert plain.status == 200 and "x-forwarded-client-cert" not in echoed_headers(plain.body)
     assert refused and chains == 1
+
+
+@accepted(
+    "tls-static-secrets",
+    "a client whose SPIFFE ID is under the allowed prefix is served over mutual TLS with the "
+    "certificates the static secrets hold; a client without a certificate is refused",
+    app="svc1",
+)
+async def tls_static_secrets(env: Env) -> None:
+    async with env.proxy():
+        served = await served_by(env.port("mtls"), tls=client_context(cert="frontend"))
+        refused = await _refused(env.port("mtls"))
+    assert served == "svc1" and refused

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pathlib
 
-from . import cases_dynamic, cases_filters, cases_http, cases_refused, cases_tls  # noqa: F401  (register)
+from . import cases_dynamic, cases_filters, cases_http, cases_lb, cases_refused, cases_tls  # noqa: F401  (register)
 from .corpus import CASES
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "compatibility.md"

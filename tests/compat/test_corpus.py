@@ -20,7 +20,7 @@ from integration.upstreams import threaded_upstream
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.errors import ConfigError
 
-from . import cases_dynamic, cases_filters, cases_http, cases_refused, cases_tls  # noqa: F401  (register)
+from . import cases_dynamic, cases_filters, cases_http, cases_lb, cases_refused, cases_tls  # noqa: F401  (register)
 from .corpus import BOOTSTRAPS, CASES, Case, Env
 from .doc import DOC, render
 from .tls import server_context
