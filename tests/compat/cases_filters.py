@@ -12,7 +12,9 @@ import asyncio
 import json
 import time
 
+from integration.harness import eventually
 from integration.test_tracing import collector
+from integration.upstreams import counting_upstream
 
 from .cases_http import echoed_headers, served_by
 from .corpus import Env, accepted
@@ -162,3 +164,23 @@ async def opentelemetry(env: Env) -> None:
         ((service, span),) = found.spans
     assert service == "front-envoy"
     assert traceparent.split("-")[1] == span.trace_id.hex()
+
+
+@accepted(
+    "route-mirror",
+    "each primary request is answered by its service while a copy (host with -shadow) reaches the "
+    "mirror cluster, fixed on one route and taken from x-mirror-cluster on the other",
+    service1="svc1",
+    service2="svc2",
+    service1_mirror="mirror",
+    service2_mirror="mirror",
+)
+async def route_mirror(env: Env) -> None:
+    async with counting_upstream() as (env.ports["mirror"], heads), env.proxy():
+        one = await served_by(env.port(), "/service/1")
+        two = await served_by(env.port(), "/service/2", headers=[("x-mirror-cluster", "service2-mirror")])
+        await eventually(lambda: len(heads) == 2, what="both copies reached the mirror")
+    assert (one, two) == ("svc1", "svc2")
+    lines = sorted(head.split(b"\r\n")[0] for head in heads)
+    assert lines == [b"GET /service/1 HTTP/1.1", b"GET /service/2 HTTP/1.1"]
+    assert all(b"example.com-shadow" in head.lower() for head in heads)

@@ -128,3 +128,18 @@ async def http_inspector(env: Env) -> None:
         writer.close()
     assert echoed_headers(http.body)["x-detected"] == "http"
     assert opaque == b"echo:\x16\x00binary hello"
+
+
+@accepted(
+    "istio-registry-only",
+    "a connection to a destination no chain registers takes the default chain to BlackHoleCluster "
+    "and is closed with nothing relayed (the registered range needs interception to be reached)",
+)
+async def istio_registry_only(env: Env) -> None:
+    async with env.proxy() as proxy, wire.connect(env.port("virtualOutbound")) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n")
+        async with asyncio.timeout(wire.TIMEOUT):
+            got = await reader.read()
+        blackholed = proxy.server.store.tcp_stats("BlackHoleCluster").downstream_cx_no_route
+    assert got == b""
+    assert blackholed == 1

@@ -105,12 +105,3 @@ refused(
         )
     ),
 )
-refused(
-    "route-mirror",
-    "request mirroring",
-    *(
-        f"{HCM}.route_config.virtual_hosts[0].routes[{i}].route.request_mirror_policies: is not supported: "
-        "request mirroring is not supported"
-        for i in (0, 1)
-    ),
-)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 
+import aiohttp
 import grpc
 from integration.grpc_upstream import SERVICE, grpc_server
 from integration.harness import free_port
@@ -192,3 +193,39 @@ async def tls_static_secrets(env: Env) -> None:
         served = await served_by(env.port("mtls"), tls=client_context(cert="frontend"))
         refused = await _refused(env.port("mtls"))
     assert served == "svc1" and refused
+
+
+@accepted(
+    "websocket-wss",
+    "a WebSocket over TLS is upgraded and relayed to the WebSocket service over TLS again; frames echo",
+    service_wss="tls",
+)
+async def websocket_wss(env: Env) -> None:
+    async with env.proxy(), aiohttp.ClientSession() as session:
+        url = f"https://127.0.0.1:{env.port()}/ws"
+        async with session.ws_connect(url, ssl=client_context(["http/1.1"])) as ws:
+            await ws.send_str("hello")
+            msg = await ws.receive(timeout=5)
+    assert msg.data == "tls:hello"
+
+
+@accepted(
+    "tls-reencrypt",
+    "HTTPS in, TLS again to the service (unverified, as the example); the service answers",
+    service_https="tls",
+)
+async def tls_reencrypt(env: Env) -> None:
+    async with env.proxy():
+        assert await served_by(env.port(), tls=client_context()) == "tls"
+
+
+@accepted(
+    "tls-passthrough",
+    "the client's TLS session is relayed untouched: it ends at the service, whose certificate the client verifies",
+    service_https="tls",
+)
+async def tls_passthrough(env: Env) -> None:
+    tls = client_context()
+    tls.check_hostname = True  # the service's own name: only the service holds that certificate
+    async with env.proxy():
+        assert await served_by(env.port(), tls=tls, sni="service.example.com") == "tls"
