@@ -21,6 +21,7 @@ SCENARIOS = (
     "lb",
     "interception",
     "workers",
+    "filters_cost",
 )
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class Server:
         self.listeners: dict[str, ListenerRuntime] = {}
         self.ready = False
         self.draining = False
+        self.health_failed = False  # the admin's /healthcheck/fail (health_check filters: 503)
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -144,7 +145,7 @@ class Server:
             self._reporter = loop.create_task(report_inventory(self.xds, inventory, self.config.node.id))
 
     def _listener(self, lc: Listener, route_tables: Sequence[RouteTable] = ()) -> ListenerRuntime:
-        return ListenerRuntime(
+        lr = ListenerRuntime(
             lc,
             self.store.listener_stats(lc.name),
             self.store,
@@ -157,6 +158,15 @@ class Server:
             tracers=self.tracers,
             istio=self.istio,
         )
+        lr.health_failed = self.health_failed
+        return lr
+
+    def fail_health_checks(self, failed: bool) -> None:
+        """The admin's /healthcheck/fail (True) and /healthcheck/ok (False): what every
+        health_check filter answers from now on (Envoy's healthCheckFailed)."""
+        self.health_failed = failed
+        for lr in self.listeners.values():
+            lr.health_failed = failed
 
     def _overload_changed(self, state: OverloadState) -> None:
         for lr in (*self.listeners.values(), *self.retired):

@@ -179,6 +179,12 @@ class HttpStats(StatSet):
     )
     local_rate_limit_ok: int = counter("Requests the local rate limit let through.")
     local_rate_limit_rate_limited: int = counter("Requests refused by the local rate limit (429 by default).")
+    fault_delays_injected: int = counter("Requests the fault filter delayed (flag DI).")
+    fault_aborts_injected: int = counter("Requests the fault filter answered itself (flag FI).")
+    fault_active_faults: int = gauge("Requests in progress with an injected fault.")
+    fault_faults_overflow: int = counter("Faults not injected because `max_active_faults` was reached.")
+    cors_origin_valid: int = counter("Requests with an Origin the route's CORS policy allows.")
+    cors_origin_invalid: int = counter("Requests with an Origin the route's CORS policy does not allow.")
     downstream_cx_protocol_error: int = counter(
         "Requests refused with 400 as malformed HTTP/1.1 (smuggling defences); the connection is closed."
     )
@@ -427,6 +433,14 @@ class TracingStats(StatSet):
     otel_spans_sent: int = counter("Spans the collector accepted.")
     otel_spans_dropped: int = counter("Spans dropped: the export queue was full, or their export failed.")
     otel_export_failures: int = counter("Export calls that failed (collector unreachable, error, timeout).")
+class RbacStats(StatSet):
+    """Per RBAC filter namespace (Envoy's ``http.<stat_prefix>.rbac.<rules_stat_prefix>*`` and
+    ``<stat_prefix>.rbac.<shadow_rules_stat_prefix>*``; docs/authorization.md)."""
+
+    allowed: int = counter("Requests (connections, for the network filter) the enforced rules let through.")
+    denied: int = counter("Requests refused with 403 (connections closed) by the enforced rules.")
+    shadow_allowed: int = counter("Requests (connections) the shadow rules would let through.")
+    shadow_denied: int = counter("Requests (connections) the shadow rules would refuse; nothing is refused.")
 
 
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
@@ -460,6 +474,7 @@ SCOPES: tuple[Scope, ...] = (
     Scope("connection_limit", "stat_prefix", ConnectionLimitStats.STATS, "Connection limit",
           "`connection_limit` stat prefix"),
     Scope("tracing", "collector", TracingStats.STATS, "Tracing", "OTLP collector cluster"),
+    Scope("rbac", "prefix", RbacStats.STATS, "RBAC", "RBAC filter namespace (`http.ingress.rbac`)"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -476,6 +491,7 @@ class Store:
         self.tracing: dict[str, TracingStats] = {}
         # Per peer identity, what its TLS handshakes negotiated (meshproxy/tls/inventory.py).
         self.inventory = CryptoInventory()
+        self.rbac: dict[str, RbacStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
 
     def http_stats(self, prefix: str) -> HttpStats:
@@ -510,12 +526,17 @@ class Store:
 
     def tracing_stats(self, collector: str) -> TracingStats:
         return self.tracing.setdefault(collector, TracingStats())
+    def rbac_stats(self, prefix: str) -> RbacStats:
+        s = self.rbac.get(prefix)
+        if s is None:
+            s = self.rbac[prefix] = RbacStats()
+        return s
 
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
-            "connection_limit": self.connection_limit, "tracing": self.tracing,
+            "connection_limit": self.connection_limit, "tracing": self.tracing, "rbac": self.rbac,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:

@@ -4,7 +4,8 @@ Owns how one concept of the mesh model is spelled in Envoy's v3 API (the standar
 so any xDS client understands them): a version's EDS cluster with its policy and, when the
 callee has a sidecar, an ``UpstreamTlsContext`` with the mesh's PQ groups and the callee's SPIFFE
 ID; its ``ClusterLoadAssignment``; a service's ``RouteConfiguration`` with weighted splits,
-retries and timeouts; the ``DownstreamTlsContext`` that admits the allowed callers. Which
+retries and timeouts; the ``DownstreamTlsContext`` that authenticates the trust domain's
+identities (``authz.py`` authorizes the allowed callers among them). Which
 resources go to which group is ``translate.py``'s business.
 
 Must not depend on: grpc, asyncio, the YAML loader.
@@ -134,11 +135,12 @@ def upstream_tls(mesh: Mesh, cert_dir: str, callee: Service) -> base_pb2.Transpo
     return base_pb2.TransportSocket(name=_TLS, typed_config=packed(context))
 
 
-def downstream_tls(mesh: Mesh, cert_dir: str, service: Service) -> base_pb2.TransportSocket:
-    """Mutual TLS 1.3 that admits only the identities ``service.allow`` lists."""
+def downstream_tls(mesh: Mesh, cert_dir: str) -> base_pb2.TransportSocket:
+    """Mutual TLS 1.3 that authenticates any identity of the trust domain; which of them may
+    call is authorization, the RBAC filter of ``authz.py`` after it."""
     context = tls_pb2.DownstreamTlsContext(
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
-        common_tls_context=_common_tls(mesh, cert_dir, service.allow),
+        common_tls_context=_common_tls(mesh, cert_dir, [Allow(f"spiffe://{mesh.trust_domain}/", True)]),
     )
     return base_pb2.TransportSocket(name=_TLS, typed_config=packed(context))
 

@@ -37,6 +37,7 @@ from controlplane.mesh.model import (
     Allow,
     CircuitBreakers,
     Endpoint,
+    HybridCallers,
     LbPolicy,
     Locality,
     Match,
@@ -106,11 +107,13 @@ def _mesh(d: Doc) -> Mesh | None:
     trust_domain, namespace = "mesh.local", "default"
     pq: PqMode = "required"
     policy: OutboundPolicy = "ALLOW_ANY"
-    if m.mapping(("trust_domain", "pq", "namespace", "outbound_traffic_policy")):
+    hybrid: HybridCallers = "any"
+    if m.mapping(("trust_domain", "pq", "namespace", "outbound_traffic_policy", "hybrid_callers")):
         trust_domain = m.get("trust_domain", string, trust_domain)
         pq = m.get("pq", partial(choice, choices=get_args(PqMode)), pq)
         namespace = m.get("namespace", dns_name, namespace)
         policy = m.get("outbound_traffic_policy", _outbound_policy, policy)
+        hybrid = m.get("hybrid_callers", partial(choice, choices=get_args(HybridCallers)), hybrid)
         try:
             SpiffeId.parse(f"spiffe://{trust_domain}")
         except IdentityError as exc:
@@ -123,7 +126,7 @@ def _mesh(d: Doc) -> Mesh | None:
     groups = [g.group for s in services for g in s.sidecars()]
     _check_unique(d.child("services"), groups, "sidecar group")
     _check_unique(d.child("services"), [v for s in services for v in s.vips], "vip")
-    return Mesh(trust_domain, pq, services, sidecars, namespace, policy)
+    return Mesh(trust_domain, pq, services, sidecars, namespace, policy, hybrid)
 
 
 def _check_unique(d: Doc, values: list[Any], what: str) -> None:

@@ -19,6 +19,8 @@ Address = tuple[str, int]
 SidecarMode = Literal["explicit", "transparent"]
 MtlsMode = Literal["STRICT", "PERMISSIVE"]
 OutboundPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+# Whether inbound callers must be on a post-quantum group (RBAC, ``authz.py``), or only counted.
+HybridCallers = Literal["any", "dry_run", "required"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +201,7 @@ class Mesh:
     sidecars: Sidecars = Sidecars()
     namespace: str = "default"
     outbound_traffic_policy: OutboundPolicy = "ALLOW_ANY"  # Istio's default
+    hybrid_callers: HybridCallers = "any"
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

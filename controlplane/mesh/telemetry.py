@@ -46,7 +46,9 @@ def _add_to_chain(chain: lc.FilterChain) -> None:
         if config.Is(hcm.HttpConnectionManager.DESCRIPTOR):
             manager = hcm.HttpConnectionManager()
             config.Unpack(manager)
-            http = [hcm.HttpFilter(name=ISTIO_STATS, typed_config=_stats_config()), *manager.http_filters]
+            # Just before the router, as istiod places it (after RBAC and the other filters).
+            stats = hcm.HttpFilter(name=ISTIO_STATS, typed_config=_stats_config())
+            http = [*manager.http_filters[:-1], stats, *manager.http_filters[-1:]]
             del manager.http_filters[:]
             manager.http_filters.extend(http)
             config.Pack(manager)

@@ -39,6 +39,7 @@ from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
 
+from controlplane.mesh.authz import callers
 from controlplane.mesh.envoy import (
     LOCAL_APP,
     ads,
@@ -108,11 +109,13 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             name="inbound", address=socket_address(sidecar.inbound), traffic_direction=base_pb2.INBOUND
         )
         chain = listener.filter_chains.add()
-        chain.transport_socket.CopyFrom(downstream_tls(mesh, certs, service))
+        chain.transport_socket.CopyFrom(downstream_tls(mesh, certs))
+        allowed = callers(mesh, service, "inbound")
         if service.protocol == "tcp":
-            chain.filters.append(tcp_proxy_filter("inbound", LOCAL_APP))
+            chain.filters.extend([allowed.network, tcp_proxy_filter("inbound", LOCAL_APP)])
         else:
             manager = sidecar_http_manager("inbound")
+            manager.http_filters.insert(0, allowed.http)
             manager.route_config.CopyFrom(inbound_route_configuration())
             chain.filters.append(hcm_filter(manager))
         _add(out, LISTENER, listener.name, listener)
@@ -182,12 +185,13 @@ def _transparent_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resour
     _add(out, CLUSTER, FALLBACK[policy], fallback_cluster(policy))
     if service.allow:
         ports = _application_ports(service, sidecar)
-        tls = downstream_tls(mesh, certs, service)
+        tls = downstream_tls(mesh, certs)
+        allowed = callers(mesh, service, VIRTUAL_INBOUND)
         _add(
             out,
             LISTENER,
             VIRTUAL_INBOUND,
-            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, sidecar.mtls),
+            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, allowed, sidecar.mtls),
         )
         for port in ports:
             name = inbound_cluster_name(port.port)

@@ -50,6 +50,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
+from controlplane.mesh.authz import Callers
 from controlplane.mesh.envoy import (
     ads,
     hcm_filter,
@@ -150,10 +151,16 @@ def fallback_cluster(policy: OutboundPolicy) -> cluster_pb2.Cluster:
 
 
 def virtual_inbound(
-    address: Address, ports: Sequence[ServicePort], tls: base_pb2.TransportSocket, mtls: MtlsMode
+    address: Address,
+    ports: Sequence[ServicePort],
+    tls: base_pb2.TransportSocket,
+    callers: Callers,
+    mtls: MtlsMode,
 ) -> listener_pb2.Listener:
     """The capture listener for connections to the pod's application ``ports``: mutual TLS
-    always; plaintext too under ``PERMISSIVE``."""
+    always, authorized by ``callers`` (the service's RBAC: the HTTP filter on HTTP and gRPC
+    ports, the network filter on the others); plaintext too under ``PERMISSIVE``
+    (no identity to authorize: as before, any plaintext caller)."""
     listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=capture_address(address),
@@ -170,12 +177,17 @@ def virtual_inbound(
             chain = listener.filter_chains.add(name=f"{cluster}{transport}")
             chain.filter_chain_match.destination_port.value = port.port
             chain.filter_chain_match.transport_protocol = transport
-            if transport == "tls":
+            authorized = transport == "tls"
+            if authorized:
                 chain.transport_socket.CopyFrom(tls)
             if port.protocol in ("http", "grpc"):
                 manager = sidecar_http_manager(cluster)
+                if authorized:
+                    manager.http_filters.insert(0, callers.http)
                 manager.route_config.CopyFrom(inbound_route_configuration(cluster, cluster))
                 chain.filters.append(hcm_filter(manager))
             else:  # tcp, or detected: the caller's sidecar already chose; relay the bytes
+                if authorized:
+                    chain.filters.append(callers.network)
                 chain.filters.append(tcp_proxy_filter(cluster, cluster))
     return listener

@@ -50,6 +50,8 @@ HELP = """meshproxy admin
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
                            ?inboundonly: only listeners whose traffic_direction is not OUTBOUND;
                            ?graceful: first keep accepting in drain mode until traffic stops
+  POST /healthcheck/fail   health_check filters answer 503 (until /healthcheck/ok)
+  POST /healthcheck/ok     health_check filters answer 200 again
   POST /quitquitquit       shut down as on SIGTERM (inbound drains, outbound serves until the
                            application has gone, then drains), then exit
 """
@@ -144,9 +146,12 @@ class Admin:
             return json_answer(self._certs_json())
         if path == "/server_info":
             return json_answer(self._server_info())
-        if path in ("/drain_listeners", "/quitquitquit"):
+        if path in ("/drain_listeners", "/quitquitquit", "/healthcheck/fail", "/healthcheck/ok"):
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
+            if path.startswith("/healthcheck/"):
+                srv.fail_health_checks(path == "/healthcheck/fail")
+                return 200, b"OK\n", b"text/plain"
             if path == "/drain_listeners":
                 params = query.split("&")
                 srv.spawn(srv.drain(inbound_only="inboundonly" in params, graceful="graceful" in params))

@@ -2,7 +2,7 @@
 
 Owns the field-path context (``Ctx``) that turns each rejection into a "field.path: message"
 problem, and the conversions more than one message needs: durations, wrapped scalars, socket
-addresses, string and regex matchers, header mutations and access logs; and ``finish``, which
+addresses, string, regex and header matchers, header mutations and access logs; and ``finish``, which
 runs a compiler's step form (``..._steps``: a generator that yields between small pieces so
 an event loop can run, and returns the result) in one go.
 Must not depend on the listener, route or cluster compilers (they depend on this), nor on asyncio
@@ -19,16 +19,20 @@ from typing import Any, Literal, TypeVar
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.type.matcher.v3 import regex_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 
+from meshproxy.config.filter_config import Percent
 from meshproxy.config.model import (
     NO_MUTATIONS,
     AccessLog,
     AppendAction,
+    HeaderMatcher,
     HeaderMutations,
     HeaderValueOption,
     SocketAddress,
@@ -345,3 +349,44 @@ def access_logs(entries: Iterable[accesslog_pb2.AccessLog], ctx: Ctx) -> tuple[A
                 "or envoy.access_loggers.stdout (StdoutAccessLog)"
             )
     return tuple(logs)
+
+
+def header_matcher(msg: rc.HeaderMatcher, ctx: Ctx) -> HeaderMatcher | None:
+    if not msg.name:
+        ctx.at("name").problem("is required")
+        return None
+    kind = msg.WhichOneof("header_match_specifier")
+    if kind == "range_match":
+        ctx.at("range_match").problem("is not supported; use string_match with safe_regex")
+        return None
+    common = {"invert": msg.invert_match, "missing_as_empty": msg.treat_missing_header_as_empty}
+    if kind is None:  # Envoy: no specifier means "the header is present"
+        return HeaderMatcher(msg.name.lower(), None, **common)
+    if kind == "present_match":
+        return HeaderMatcher(msg.name.lower(), None, present=msg.present_match, **common)
+    if kind == "string_match":
+        match = string_match(
+            msg.string_match,
+            "match_pattern",
+            ctx.at("string_match"),
+            ignore_case=msg.string_match.ignore_case,
+        )
+    else:  # the deprecated exact_match, prefix_match, ... fields
+        match = string_match(msg, "header_match_specifier", ctx)
+    return None if match is None else HeaderMatcher(msg.name.lower(), match, **common)
+
+
+_DENOMINATORS = {
+    percent_pb2.FractionalPercent.HUNDRED: 100,
+    percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
+    percent_pb2.FractionalPercent.MILLION: 1_000_000,
+}
+
+
+def fractional_percent(value: percent_pb2.FractionalPercent, ctx: Ctx) -> Percent | None:
+    """A FractionalPercent; Envoy caps a numerator above its denominator at 100%."""
+    denominator = _DENOMINATORS.get(value.denominator)
+    if denominator is None:
+        ctx.at("denominator").problem(f"{value.denominator} is not a DenominatorType")
+        return None
+    return Percent(min(value.numerator, denominator), denominator)

@@ -3,7 +3,7 @@
 Owns listener addresses, filter chain matching (and Envoy's rule that no two chains of a listener
 share a match), listener filters, and the two terminal network filters meshproxy runs:
 http_connection_manager (whose inline route_config goes to ``compile_route``) and tcp_proxy,
-and the connection_limit network filter that may stand before either.
+and the connection_limit and rbac network filters that may stand before either (``compile_rbac``).
 Must not depend on the cluster compiler: cluster names are recorded in ``Ctx.cluster_refs``.
 """
 
@@ -16,12 +16,12 @@ from typing import Literal, cast, get_args
 from envoy.config.core.v3.address_pb2 import CidrRange
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshproxy.config.compile_common import (
@@ -36,13 +36,10 @@ from meshproxy.config.compile_common import (
     unpack,
     wrapped,
 )
+from meshproxy.config.compile_filters import http_filters
 from meshproxy.config.compile_http2 import http2_options
 from meshproxy.config.compile_istio import ISTIO_STATS_NAME, is_istio_stats, istio_stats
-from meshproxy.config.compile_ratelimit import (
-    LOCAL_RATELIMIT_NAME,
-    LOCAL_RATELIMIT_URL,
-    local_rate_limit_filter,
-)
+from meshproxy.config.compile_rbac import NETWORK_RBAC_URL, network_filter
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
 from meshproxy.config.compile_tracing import tracing
@@ -64,14 +61,13 @@ from meshproxy.config.model import (
     TrafficDirection,
     WeightedCluster,
 )
-from meshproxy.config.policy import LocalRateLimit
+from meshproxy.rbac.model import RbacFilter
 
 _HCM = type_url(hcm.HttpConnectionManager)
 _TCP_PROXY = type_url(tcp_proxy_pb2.TcpProxy)
 _CONNECTION_LIMIT = type_url(connection_limit_pb2.ConnectionLimit)
-_ROUTER = type_url(router_pb2.Router)
-_ROUTER_NAME = "envoy.filters.http.router"
 _TERMINALS = "envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
+_BEFORE_TERMINAL = (_CONNECTION_LIMIT, NETWORK_RBAC_URL)
 
 # Listener filters accepted, by name and by typed_config type URL.
 _LISTENER_FILTERS = {
@@ -197,15 +193,27 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     limit: ConnectionLimit | None = None
     limits = 0
     stats: IstioStats | None = None
+    rbac: RbacFilter | None = None
+    rbacs = 0
     for entry, c in ctx.each("filters", msg.filters):
         url = entry.typed_config.type_url
         if is_istio_stats(entry.name, entry.typed_config):
             if terminals or stats is not None:
                 c.problem(f"one {ISTIO_STATS_NAME} network filter may come before the tcp_proxy")
             stats = istio_stats(entry.typed_config, c)
+        elif url == NETWORK_RBAC_URL:
+            if terminals:
+                c.problem("envoy.filters.network.rbac must come before the terminal filter")
+            elif (rbacs := rbacs + 1) > 1:
+                c.problem("a filter chain takes at most one envoy.filters.network.rbac; this is a second")
+            else:
+                rbac = network_filter(unpack(entry.typed_config, network_rbac.RBAC), c.at("typed_config"))
         elif url == _CONNECTION_LIMIT:
             if terminals:
                 c.problem("connection_limit must come before the terminal filter")
+            elif rbacs:
+                # The listener counts a connection in its chain's limit before RBAC decides.
+                c.problem("connection_limit must come before envoy.filters.network.rbac")
             elif (limits := limits + 1) > 1:
                 c.problem("a filter chain takes at most one connection_limit, and this is a second one")
             else:
@@ -223,7 +231,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
             )
         else:
             terminal = tcp_proxy(unpack(entry.typed_config, tcp_proxy_pb2.TcpProxy), c.at("typed_config"))
-    if not terminals and all(f.typed_config.type_url == _CONNECTION_LIMIT for f in msg.filters):
+    if not terminals and all(f.typed_config.type_url in _BEFORE_TERMINAL for f in msg.filters):
         ctx.at("filters").problem(f"needs one terminal filter: {_TERMINALS}")
     if stats is not None and isinstance(terminal, HttpConnectionManager):
         ctx.at("filters").problem(
@@ -233,7 +241,7 @@ def filter_chain(msg: lc.FilterChain, ctx: Ctx) -> FilterChain | None:
     connect_timeout = duration(msg, "transport_socket_connect_timeout", ctx, 10.0)
     if terminal is None or not ctx.clean_since(mark):
         return None
-    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit, stats)
+    return FilterChain(msg.name, match, terminal, tls, tls_files, connect_timeout, limit, stats, rbac)
 
 
 def connection_limit(msg: connection_limit_pb2.ConnectionLimit, ctx: Ctx) -> ConnectionLimit | None:
@@ -317,7 +325,8 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         ctx.problem("needs an inline route_config or rds")
     else:
         ctx.at(route_kind).problem(f"{route_kind} is not supported; use route_config or rds over ADS")
-    rate_limit, stats = _http_filters(msg, ctx)
+    filters = http_filters(msg, ctx)
+    stats = _istio_http_stats(msg, ctx)
     max_headers_kb = wrapped(msg, "max_request_headers_kb", 60)
     if not 0 < max_headers_kb <= _MAX_REQUEST_HEADERS_KB:
         ctx.at("max_request_headers_kb").problem(
@@ -360,7 +369,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         use_remote_address=wrapped(msg, "use_remote_address", False),
         server_name=msg.server_name or "meshproxy",
         drain_timeout=drain_timeout,
-        local_rate_limit=rate_limit,
+        http_filters=filters,
         codec_type=codec or "AUTO",  # type: ignore[arg-type]  # _CODECS maps onto the Literal
         http2=h2,
         rds=msg.rds.route_config_name if route_kind == "rds" else "",
@@ -412,45 +421,16 @@ def _rds(msg: hcm.Rds, ctx: Ctx) -> RouteConfiguration | None:
     return RouteConfiguration(msg.route_config_name, ())
 
 
-def _http_filters(
-    msg: hcm.HttpConnectionManager, ctx: Ctx
-) -> tuple[LocalRateLimit | None, IstioStats | None]:
-    """The chain must end with the router; the other HTTP filters meshproxy runs are
-    local_ratelimit and istio.stats (each at most once), which are returned. Other filters
-    marked is_optional (which Envoy skips when it lacks them) or disabled are passed over, as is
-    a disabled local_ratelimit (Envoy enables such a filter per route, which meshproxy does not
-    support)."""
-    filters = msg.http_filters
-    rate_limit = stats = None
-    if not filters:
-        ctx.at("http_filters").problem(f"needs the router filter ({_ROUTER_NAME}) as its last entry")
-        return None, None
-    for index, (entry, c) in enumerate(ctx.each("http_filters", filters)):
-        url = entry.typed_config.type_url
-        is_router = url == _ROUTER if url else entry.name == _ROUTER_NAME
-        is_rate_limit = url == LOCAL_RATELIMIT_URL if url else entry.name == LOCAL_RATELIMIT_NAME
-        if is_router and index != len(filters) - 1:
-            c.problem("the router must be the last http filter")
-        elif not is_router and index == len(filters) - 1:
-            c.problem(f'"{entry.name}" is last, but the last http filter must be the router ({_ROUTER_NAME})')
-        elif is_rate_limit and not entry.disabled:
-            if not url:
-                c.at("typed_config").problem(f"is required: a {LOCAL_RATELIMIT_URL.rsplit('/', 1)[-1]}")
-            elif rate_limit is not None:
-                c.problem(f"a second {LOCAL_RATELIMIT_NAME} is not supported; give one filter")
-            else:
-                rate_limit = local_rate_limit_filter(entry.typed_config, c.at("typed_config"))
-        elif not is_router and not entry.disabled and is_istio_stats(entry.name, entry.typed_config):
+def _istio_http_stats(msg: hcm.HttpConnectionManager, ctx: Ctx) -> IstioStats | None:
+    """The istio.stats http filter, at most once (it reports each request at its end; the
+    http_filters registry passes it over)."""
+    stats = None
+    for entry, c in ctx.each("http_filters", msg.http_filters):
+        if not entry.disabled and is_istio_stats(entry.name, entry.typed_config):
             if stats is not None:
                 c.problem(f"a second {ISTIO_STATS_NAME} is not supported; give one filter")
             stats = istio_stats(entry.typed_config, c)
-        elif not is_router and not (entry.is_optional or entry.disabled):
-            c.problem(
-                f'http filter "{entry.name}" ({url or "no typed_config"}) is not supported; '
-                f"meshproxy runs {LOCAL_RATELIMIT_NAME}, {ISTIO_STATS_NAME} and the router "
-                "(mark a filter is_optional to have it skipped)"
-            )
-    return rate_limit, stats
+    return stats
 
 
 def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:

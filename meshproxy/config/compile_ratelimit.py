@@ -4,41 +4,26 @@
 Owns Envoy's rules for the filter-level token bucket (max_tokens > 0, fill_interval >= 50 ms),
 the response status (below 400 means 429), and the runtime fractions meshproxy reads as fixed
 percentages (their default_value; there is no runtime layer). Must not depend on the listener,
-route or cluster compilers; ``compile_listener`` calls it for its http_filters.
+route or cluster compilers; ``compile_filters`` calls it for the HCM's http_filters.
 """
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lr
-from envoy.type.v3 import percent_pb2
-from google.protobuf.any_pb2 import Any as AnyProto
 
 from meshproxy.config.compile_common import (
     Ctx,
     _header_value_option,  # the one HeaderValueOption reader; compile_common has no public name for it
     duration,
+    fractional_percent,
     reject_fields,
-    type_url,
-    unpack,
 )
 from meshproxy.config.policy import LocalRateLimit
 
-LOCAL_RATELIMIT_NAME = "envoy.filters.http.local_ratelimit"
-LOCAL_RATELIMIT_URL = type_url(lr.LocalRateLimit)
 _MIN_FILL_INTERVAL = 0.050  # Envoy refuses a faster fill timer
-_DENOMINATORS = {
-    percent_pb2.FractionalPercent.HUNDRED: 100,
-    percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
-    percent_pb2.FractionalPercent.MILLION: 1_000_000,
-}
 # Each of these would limit by something other than the one shared bucket: rejected, not dropped.
 _UNSUPPORTED = ("descriptors", "rate_limits", "local_cluster_rate_limit")
-
-
-def local_rate_limit_filter(typed_config: AnyProto, ctx: Ctx) -> LocalRateLimit | None:
-    """The filter's typed_config, whose type URL the caller has checked is LOCAL_RATELIMIT_URL."""
-    return local_rate_limit(unpack(typed_config, lr.LocalRateLimit), ctx)
 
 
 def local_rate_limit(msg: lr.LocalRateLimit, ctx: Ctx) -> LocalRateLimit | None:
@@ -94,12 +79,5 @@ def _fraction(msg: lr.LocalRateLimit, name: str, ctx: Ctx) -> float:
     if not msg.HasField(name):
         return 0.0
     fraction: base_pb2.RuntimeFractionalPercent = getattr(msg, name)
-    value = fraction.default_value
-    denominator = _DENOMINATORS.get(value.denominator)
-    if denominator is None:
-        ctx.at(name).at("default_value").at("denominator").problem(
-            f"{value.denominator} is not a DenominatorType"
-        )
-        return 0.0
-    # Envoy caps a numerator above its denominator at 100%.
-    return min(value.numerator, denominator) * 100.0 / denominator
+    percent = fractional_percent(fraction.default_value, ctx.at(name).at("default_value"))
+    return 0.0 if percent is None else percent.numerator * 100.0 / percent.denominator

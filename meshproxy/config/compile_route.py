@@ -24,6 +24,7 @@ from meshproxy.config.compile_common import (
     duration,
     enum_name,
     finish,
+    header_matcher,
     header_mutations,
     port_in_range,
     regex,
@@ -31,12 +32,12 @@ from meshproxy.config.compile_common import (
     string_match,
     wrapped,
 )
+from meshproxy.config.compile_filters import filter_configs
 from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
 from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     DirectResponse,
-    HeaderMatcher,
     QueryParameterMatcher,
     Redirect,
     RegexRewrite,
@@ -118,10 +119,11 @@ def route_configuration_steps(
     _check_domains(msg, ctx)
     request_headers = header_mutations(msg, "request", ctx)
     response_headers = header_mutations(msg, "response", ctx)
+    configs = filter_configs(msg.typed_per_filter_config, ctx)
     if not ctx.clean_since(mark):
         return None
     return RouteConfiguration(
-        msg.name, tuple(v for v in virtual_hosts if v), request_headers, response_headers
+        msg.name, tuple(v for v in virtual_hosts if v), request_headers, response_headers, configs
     )
 
 
@@ -142,6 +144,7 @@ def _virtual_host_steps(msg: rc.VirtualHost, ctx: Ctx) -> Generator[None, None, 
         tuple(r for r in routes if r),
         header_mutations(msg, "request", ctx),
         header_mutations(msg, "response", ctx),
+        filter_configs(msg.typed_per_filter_config, ctx),
     )
 
 
@@ -204,6 +207,7 @@ def route(
         ctx.problem("a route needs one of route, redirect or direct_response")
     else:
         ctx.at(kind).problem("is not supported; use route, redirect or direct_response")
+    configs = filter_configs(msg.typed_per_filter_config, ctx)
     if match is None or action is None:
         return None
     return Route(
@@ -212,6 +216,7 @@ def route(
         msg.name,
         header_mutations(msg, "request", ctx),
         header_mutations(msg, "response", ctx),
+        configs,
     )
 
 
@@ -256,31 +261,6 @@ def _check_separated_prefix(prefix: str, ctx: Ctx) -> None:
         ctx.problem(f'"{prefix}" must not end with "/" (to match every path, use prefix "/")')
     elif "?" in prefix or "#" in prefix:
         ctx.problem(f'"{prefix}" must not contain "?" or "#"')
-
-
-def header_matcher(msg: rc.HeaderMatcher, ctx: Ctx) -> HeaderMatcher | None:
-    if not msg.name:
-        ctx.at("name").problem("is required")
-        return None
-    kind = msg.WhichOneof("header_match_specifier")
-    if kind == "range_match":
-        ctx.at("range_match").problem("is not supported; use string_match with safe_regex")
-        return None
-    common = {"invert": msg.invert_match, "missing_as_empty": msg.treat_missing_header_as_empty}
-    if kind is None:  # Envoy: no specifier means "the header is present"
-        return HeaderMatcher(msg.name.lower(), None, **common)
-    if kind == "present_match":
-        return HeaderMatcher(msg.name.lower(), None, present=msg.present_match, **common)
-    if kind == "string_match":
-        match = string_match(
-            msg.string_match,
-            "match_pattern",
-            ctx.at("string_match"),
-            ignore_case=msg.string_match.ignore_case,
-        )
-    else:  # the deprecated exact_match, prefix_match, ... fields
-        match = string_match(msg, "header_match_specifier", ctx)
-    return None if match is None else HeaderMatcher(msg.name.lower(), match, **common)
 
 
 def query_parameter_matcher(msg: rc.QueryParameterMatcher, ctx: Ctx) -> QueryParameterMatcher | None:

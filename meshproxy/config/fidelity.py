@@ -55,19 +55,14 @@ class Field:
     reason: str = ""
     by_compiler: bool = False  # REFUSED by the compile_* module itself, in its own words
     allowed: tuple[str | int | bool, ...] = ()  # REFUSED values that are meshproxy's behaviour
-    # A REFUSED map of Any (typed_per_filter_config): only entries of these types are refused;
-    # the others configure filters meshproxy does not run (refused, or skipped as optional).
-    only_types: tuple[str, ...] = ()
 
 
 IMPLEMENTED = Field(Support.IMPLEMENTED)
 BY_COMPILER = Field(Support.REFUSED, "refused by the compiler with its own message", by_compiler=True)
 
 
-def refused(
-    reason: str, *, allowed: tuple[str | int | bool, ...] = (), only_types: tuple[str, ...] = ()
-) -> Field:
-    return Field(Support.REFUSED, reason, allowed=allowed, only_types=only_types)
+def refused(reason: str, *, allowed: tuple[str | int | bool, ...] = ()) -> Field:
+    return Field(Support.REFUSED, reason, allowed=allowed)
 
 
 def accepted(reason: str) -> Field:
@@ -89,14 +84,10 @@ _ONE_SPAN = "meshproxy records one span per request and sidecar, named <authorit
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
-# Per-route configuration of a filter meshproxy runs would change what it does; of any other
-# filter it cannot (that filter is refused in http_filters, or skipped there as optional).
-_PER_FILTER = refused(
-    "per-route configuration of local_ratelimit is not supported; configure it on the connection manager",
-    only_types=("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",),
-)
 _NO_MIRROR = "request mirroring is not supported"
-_NO_CORS = "CORS is not supported"
+_NO_CORS = (
+    "give the CORS policy as typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy)"
+)
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
 _OWN_ADDRESS = "health checks probe the endpoint's own address"
@@ -334,7 +325,7 @@ TABLE: dict[str, dict[str, Field]] = {
         ignore_port_in_host_matching=refused("the port takes part in host matching"),
         vhost_header=refused("virtual hosts are chosen by the host header"),
         ignore_path_parameters_in_path_matching=refused("path parameters take part in path matching"),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         metadata=_METADATA,
     ),
     "envoy.config.route.v3.VirtualHost": _message(
@@ -345,7 +336,7 @@ TABLE: dict[str, dict[str, Field]] = {
         virtual_clusters=accepted("names request stats only"),
         rate_limits=refused(_NO_GLOBAL_RATE_LIMIT),
         cors=refused(_NO_CORS),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         include_request_attempt_count=refused("x-envoy-attempt-count is not added"),
         include_attempt_count_in_response=refused("x-envoy-attempt-count is not added"),
         retry_policy_typed_config=refused("use retry_policy"),
@@ -361,7 +352,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "filter_action non_forwarding_action",
         metadata=_METADATA,
         decorator=accepted(f"names a tracing span; {_ONE_SPAN}"),
-        typed_per_filter_config=_PER_FILTER,
+        typed_per_filter_config=IMPLEMENTED,
         tracing=refused("per-route sampling is not supported; the connection manager's sampling applies"),
         stat_prefix=_STAT_NAME,
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
@@ -473,7 +464,68 @@ TABLE: dict[str, dict[str, Field]] = {
         max_dynamic_descriptors=accepted("only with descriptors, which are refused"),
     ),
     "envoy.type.v3.HttpStatus": _message("code"),
+    # RBAC (compile_rbac.py; docs/authorization.md): every refusal is the compiler's, by path.
+    "envoy.extensions.filters.http.rbac.v3.RBAC": _message(
+        "rules rules_stat_prefix shadow_rules shadow_rules_stat_prefix",
+        "matcher shadow_matcher track_per_rule_stats",
+    ),
+    "envoy.extensions.filters.http.rbac.v3.RBACPerRoute": _message("rbac"),
+    "envoy.extensions.filters.network.rbac.v3.RBAC": _message(
+        "rules shadow_rules shadow_rules_stat_prefix stat_prefix",
+        "matcher shadow_matcher enforcement_type delay_deny",
+    ),
+    "envoy.config.rbac.v3.RBAC": _message("action policies", "audit_logging_options"),
+    "envoy.config.rbac.v3.Policy": _message(
+        "permissions principals", "condition checked_condition cel_config"
+    ),
+    "envoy.config.rbac.v3.Permission": _message(
+        "and_rules or_rules any header url_path destination_ip destination_port destination_port_range"
+        " not_rule requested_server_name",
+        "metadata matcher uri_template sourced_metadata",
+    ),
+    "envoy.config.rbac.v3.Permission.Set": _message("rules"),
+    "envoy.config.rbac.v3.Principal": _message(
+        "and_ids or_ids any authenticated source_ip direct_remote_ip remote_ip header url_path not_id custom",
+        "metadata filter_state sourced_metadata",
+    ),
+    "envoy.config.rbac.v3.Principal.Set": _message("ids"),
+    "envoy.config.rbac.v3.Principal.Authenticated": _message("principal_name"),
+    "meshproxy.rbac.v1.TlsPrincipal": _message("groups signature_algorithms"),
+    "envoy.type.matcher.v3.PathMatcher": _message("path"),
+    "envoy.type.v3.Int32Range": _message("start end"),
     "envoy.type.v3.TokenBucket": _message("max_tokens tokens_per_fill fill_interval"),
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": _message(
+        "delay abort upstream_cluster headers downstream_nodes max_active_faults",
+        response_rate_limit=refused("response bandwidth limits are not injected"),
+        delay_percent_runtime=accepted(_NO_RUNTIME),
+        abort_percent_runtime=accepted(_NO_RUNTIME),
+        delay_duration_runtime=accepted(_NO_RUNTIME),
+        abort_http_status_runtime=accepted(_NO_RUNTIME),
+        max_active_faults_runtime=accepted(_NO_RUNTIME),
+        response_rate_limit_percent_runtime=accepted(_NO_RUNTIME),
+        abort_grpc_status_runtime=accepted(_NO_RUNTIME),
+        disable_downstream_cluster_stats=accepted("meshproxy keeps no per-downstream-cluster fault stats"),
+        filter_metadata=accepted("metadata for the access log, which meshproxy writes in its own format"),
+    ),
+    "envoy.extensions.filters.http.fault.v3.FaultAbort": _message(
+        "http_status grpc_status header_abort percentage"
+    ),
+    "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort": _message(),
+    "envoy.extensions.filters.common.fault.v3.FaultDelay": _message("fixed_delay header_delay percentage"),
+    "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay": _message(),
+    "envoy.extensions.filters.http.health_check.v3.HealthCheck": _message(
+        "pass_through_mode headers",
+        cache_time=refused("only with pass_through_mode, which is refused"),
+        cluster_min_healthy_percentages=refused("health checks do not read the clusters' health"),
+    ),
+    "envoy.extensions.filters.http.cors.v3.Cors": _message(),
+    "envoy.extensions.filters.http.cors.v3.CorsPolicy": _message(
+        "allow_origin_string_match allow_methods allow_headers expose_headers max_age allow_credentials "
+        "filter_enabled shadow_enabled allow_private_network_access",
+        forward_not_matching_preflights=refused(
+            "a preflight from an origin the policy does not allow is forwarded", allowed=(True,)
+        ),
+    ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
     ),
@@ -727,6 +779,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.overload.v3.OverloadManager",
         "envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
         "envoy.config.route.v3.DirectResponseAction",
+        "envoy.config.route.v3.FilterConfig",
         "envoy.config.route.v3.HeaderMatcher",
         "envoy.config.route.v3.QueryParameterMatcher",
         "envoy.config.route.v3.RedirectAction",
@@ -807,9 +860,9 @@ def _walk(msg: Message, ctx: Ctx, trail: _Trail, *, root: bool = False) -> None:
             continue
         kind, entry = step
         if kind == _REFUSE:
-            for key in _refused_keys(field, value, entry):
+            if _meaningful(field, value, entry.allowed):
                 here = ctx
-                for name, index in (*trail, (field.name, key)):
+                for name, index in (*trail, (field.name, None)):
                     here = here.at(name, index)
                 here.problem(f"is not supported: {entry.reason}")
         elif kind == _ONE:
@@ -822,6 +875,11 @@ def _walk(msg: Message, ctx: Ctx, trail: _Trail, *, root: bool = False) -> None:
                 _walk(item, ctx, (*trail, (field.name, str(key))))
 
 
+# Message types whose plan is being made: a recursive message (RBAC's Permission holds a
+# Permission) is walked into without asking for its plan again.
+_PLANNING: set[str] = set()
+
+
 @functools.cache
 def _plan(name: str, root: bool) -> _Plan:
     """The walk's plan for one message type; empty for a type the table does not classify, and
@@ -829,6 +887,14 @@ def _plan(name: str, root: bool) -> _Plan:
     row = TABLE.get(name)
     if row is None or (not root and name in UNITS):
         return {}
+    _PLANNING.add(name)
+    try:
+        return _fields_plan(name, row)
+    finally:
+        _PLANNING.discard(name)
+
+
+def _fields_plan(name: str, row: dict[str, Field]) -> _Plan:
     plan: _Plan = {}
     for field in _descriptor(name).fields:
         entry = row.get(field.name)
@@ -842,22 +908,12 @@ def _plan(name: str, root: bool) -> _Plan:
             if is_map:
                 target = target.fields_by_name["value"].message_type
             # An Any may hold anything; another message only what its own plan checks.
-            if target is not None and (target.full_name == _ANY or _plan(target.full_name, False)):
+            walk = target is not None and (
+                target.full_name in (_ANY, *_PLANNING) or bool(_plan(target.full_name, False))
+            )
+            if walk:
                 plan[field.name] = (_MAP if is_map else _EACH if field.is_repeated else _ONE, entry)
     return plan
-
-
-def _refused_keys(field: FieldDescriptor, value: Any, entry: Field) -> list[str | None]:
-    """Where a refused field is reported: the map keys of the refused types (``only_types``),
-    or the field itself when it says something (None), or nowhere. (Fields the compilers
-    refuse themselves are not in the walk's plans.)"""
-    if entry.only_types:
-        return [
-            str(key) for key, item in value.items() if item.type_url.rsplit("/", 1)[-1] in entry.only_types
-        ]
-    if not _meaningful(field, value, entry.allowed):
-        return []
-    return [None]
 
 
 def _meaningful(field: FieldDescriptor, value: Any, allowed: tuple[str | int | bool, ...]) -> bool:
@@ -912,9 +968,6 @@ def _describe(entry: Field) -> str:
         return f"accepted: {entry.reason}"
     if entry.by_compiler:
         return "refused (see the table above)"
-    if entry.only_types:
-        kinds = ", ".join(f"`{t.rsplit('.', 1)[-1]}`" for t in entry.only_types)
-        return f"refused for {kinds} entries: {entry.reason}; accepted for other filters"
     if entry.allowed:
         values = ", ".join(f"`{str(v).lower() if isinstance(v, bool) else v}`" for v in entry.allowed)
         return f"refused unless {values}: {entry.reason}"

@@ -18,7 +18,6 @@ from meshproxy.config.policy import (
     HashPolicy,
     HealthCheck,
     LbConfig,
-    LocalRateLimit,
     OutlierDetection,
     RetryPolicy,
     Thresholds,
@@ -27,6 +26,7 @@ from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
     from meshproxy.overload.config import OverloadConfig
+    from meshproxy.rbac.model import RbacFilter
     from meshproxy.tls.config import TlsConfig
 
 # --------------------------------------------------------------------------- common
@@ -199,6 +199,10 @@ class Redirect:
     strip_query: bool = False
 
 
+# typed_per_filter_config compiled: (the filter's configured name, its per-route config).
+FilterConfigs = tuple[tuple[str, Any], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     match: RouteMatch
@@ -206,6 +210,8 @@ class Route:
     name: str = ""
     request_headers: HeaderMutations = NO_MUTATIONS
     response_headers: HeaderMutations = NO_MUTATIONS
+    # typed_per_filter_config: (filter name, compiled per-route config), compile_filters.py.
+    filter_configs: FilterConfigs = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +221,8 @@ class VirtualHost:
     routes: tuple[Route, ...]
     request_headers: HeaderMutations = NO_MUTATIONS
     response_headers: HeaderMutations = NO_MUTATIONS
+    # typed_per_filter_config: (filter name, compiled per-route config), compile_filters.py.
+    filter_configs: FilterConfigs = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,8 @@ class RouteConfiguration:
     virtual_hosts: tuple[VirtualHost, ...]
     request_headers: HeaderMutations = NO_MUTATIONS
     response_headers: HeaderMutations = NO_MUTATIONS
+    # typed_per_filter_config: (filter name, compiled per-route config), compile_filters.py.
+    filter_configs: FilterConfigs = ()
 
 
 # --------------------------------------------------------------------------- HTTP/2
@@ -271,6 +281,15 @@ NO_PATH_POLICY = PathPolicy()
 
 
 @dataclass(frozen=True, slots=True)
+class HttpFilter:
+    """One entry of http_filters: its configured name (typed_per_filter_config's key) and its
+    compiled typed_config (``compile_filters.py`` says which type each filter compiles to)."""
+
+    name: str
+    config: Any
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConnectionManager:
     stat_prefix: str
     route_config: RouteConfiguration
@@ -290,8 +309,8 @@ class HttpConnectionManager:
     server_name: str = "meshproxy"
     # Drain timeout used when this listener is drained (drain_timeout, default 5 s).
     drain_timeout: float = 5.0
-    # The envoy.filters.http.local_ratelimit filter, when present.
-    local_rate_limit: LocalRateLimit | None = None
+    # http_filters meshproxy runs, in order, the router (always last) left out.
+    http_filters: tuple[HttpFilter, ...] = ()
     # codec_type: "AUTO" (HTTP/2 by ALPN or preface, else HTTP/1.1), "HTTP1" or "HTTP2".
     codec_type: Literal["AUTO", "HTTP1", "HTTP2"] = "AUTO"
     http2: Http2Options = DEFAULT_HTTP2
@@ -399,6 +418,8 @@ class FilterChain:
     connection_limit: ConnectionLimit | None = None
     # The istio.stats network filter before a tcp_proxy: Istio's TCP metrics (None: not kept).
     istio_stats: IstioStats | None = None
+    # An envoy.filters.network.rbac before the terminal filter (meshproxy/rbac/); None: none.
+    rbac: RbacFilter | None = None
 
 
 TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]

@@ -1,11 +1,11 @@
 """What every request of one http_connection_manager filter chain shares, and what it precomputes.
 
 Owns ``HttpContext`` (one per filter chain and configuration snapshot: the route table, the
-clusters, the stats, the local rate limit's bucket, the request-id source, and the overload
-manager's current ``OverloadState`` in ``overload``, ``NORMAL`` unless the server installs
-another), ``RoutePlan`` (a routed request's needs from its route, built once per route
+clusters, the stats, the HTTP filters' hooks (``hcm/chain.py``), the request-id source, and
+the overload manager's current ``OverloadState`` in ``overload``, ``NORMAL`` unless the
+server installs another), ``RoutePlan`` (a routed request's needs from its route, built once per route
 decision and cached in the context), ``RequestIds`` (cheap UUID4-shaped request ids) and
-``LocalReply`` (a response the proxy makes itself, as a value). Shared by both codecs; must
+the common ``LocalReply`` values (the class is ``reply.py``'s). Shared by both codecs; must
 not import asyncio, sockets, or either codec package.
 """
 
@@ -16,14 +16,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from meshproxy.config.model import HttpConnectionManager, RouteAction
+from meshproxy.hcm.chain import build_chain
+from meshproxy.hcm.reply import LocalReply
 from meshproxy.overload.state import NORMAL, OverloadState
-from meshproxy.router.ratelimit import TokenBucket
 from meshproxy.router.retry import RetryRules
+from meshproxy.stats import Store
 
 if TYPE_CHECKING:
     from meshproxy.access_log import AccessLogger
     from meshproxy.config.model import Listener
     from meshproxy.connection_limit import ChainLimit
+    from meshproxy.hcm.filters import FilterChain
     from meshproxy.identity.spiffe import SpiffeId
     from meshproxy.router.table import RouteDecision, RouteTable
     from meshproxy.stats import HttpStats
@@ -46,31 +49,12 @@ class ListenerView(Protocol):
     config: Listener
     draining: bool  # exchanges end their connection (connection: close, GOAWAY)
     graceful: bool  # ... while it still accepts (a graceful drain's first phase)
+    health_failed: bool  # the admin's /healthcheck/fail (the health_check filter answers 503)
     deadlines: set[Any]  # streams whose coarse route deadline the listener's tick keeps
 
     def connection_opened(self, conn: Any) -> None: ...
 
     def connection_closed(self, conn: Any) -> None: ...
-
-
-class LocalReply:
-    """A response the proxy generates: status, body, response flags and extra headers.
-
-    The common ones are module constants, so deciding one allocates nothing.
-    """
-
-    __slots__ = ("body", "extra", "flags", "status")
-
-    def __init__(
-        self, status: int, body: bytes, flags: str, extra: tuple[tuple[bytes, bytes], ...] = ()
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.flags = flags
-        self.extra = extra
-
-    def __repr__(self) -> str:
-        return f"LocalReply({self.status}, {self.body!r}, {self.flags!r})"
 
 
 NO_ROUTE = LocalReply(404, b"", "NR")
@@ -169,13 +153,14 @@ class HttpContext:
         "listener",
         "local_identity",
         "overload",
+        "filters",
         "plans",
-        "ratelimit",
         "request_ids",
         "rng",
         "routes",
         "scheme",
         "stats",
+        "store",
         "to_http1",
         "to_http2",
         "tracer",
@@ -193,11 +178,14 @@ class HttpContext:
         now: float,
         scheme: bytes = b"http",
         local_identity: SpiffeId | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
         self.clusters = clusters
         self.stats = stats
+        # Every scope's stats, for filters that keep their own (RBAC's, by namespace).
+        self.store = store if store is not None else Store()
         self.listener = listener
         # The overload manager's state, read once per decision; the listener swaps it whole
         # (``set_overload``) when the server's overload runtime changes it.
@@ -209,9 +197,6 @@ class HttpContext:
         self.plans: dict[RouteDecision, RoutePlan] = {}
         self.request_ids = RequestIds(rng)
         self.local_identity = local_identity  # our SVID's SPIFFE ID: XFCC's By=
-        rl = config.local_rate_limit
-        # One bucket per filter chain and configuration (Envoy's local rate limit is per filter).
-        self.ratelimit = TokenBucket(rl, now) if rl is not None and rl.enabled_percent > 0 else None
         # The 1.1<->2 translators, installed by the listener (the layer above both codecs), so
         # neither codec package imports the other: ``to_http2(stream, cluster, authority)``
         # carries an HTTP/1.1 request on to an HTTP/2 cluster; ``to_http1(cluster, host)`` is
@@ -225,6 +210,9 @@ class HttpContext:
         self.tracer: Tracer | None = None
         # Istio's request metrics (config.istio_stats), installed by the listener; None: off.
         self.istio: HttpReporter | None = None
+        # The http_filters' hooks (hcm/filters.py), built once per filter chain and snapshot;
+        # None when none has anything to do: each hook site then costs one falsy check.
+        self.filters: FilterChain | None = build_chain(config.http_filters, self, now)
 
 
 def _no_translator(*args: Any) -> Any:

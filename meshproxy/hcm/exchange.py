@@ -1,27 +1,32 @@
 """One request's policy through the HTTP connection manager (Envoy's HCM and router), sans-I/O.
 
-Owns every per-request decision that is not wire format, for both codecs: the local rate
-limit, route selection (direct responses, redirects, weighted clusters, cluster lookup, hash
-policy), the breaker admission of the route's priority, each attempt's accounting, retries,
-timeouts, ``grpc-timeout``, outlier feedback and the request's stats. It takes ``now``
-(``time.monotonic()`` seconds: the one clock of the request path) and draws randomness from
-the context's ``rng``; it returns decisions (a ``LocalReply`` to send, a back-off delay to
-wait, a deadline to arm) and never touches a socket, a timer or a codec. The HTTP/1.1 and
-HTTP/2 streams each hold one ``Exchange`` and carry its decisions out (``Carrier``).
+Owns every per-request decision that is not wire format, for both codecs: the HTTP filter
+chain's place (``hcm/filters.py``), route selection (direct responses, redirects, weighted
+clusters, cluster lookup, hash policy), the breaker admission of the route's priority, each
+attempt's accounting, retries, timeouts, ``grpc-timeout``, outlier feedback and the request's
+stats. It takes ``now`` (``time.monotonic()`` seconds: the one clock of the request path) and
+draws randomness from the context's ``rng``; it returns decisions (a ``LocalReply`` to send, a
+back-off delay to wait, a deadline to arm) and never touches a socket, a timer or a codec. The
+HTTP/1.1 and HTTP/2 streams each hold one ``Exchange`` and carry its decisions out
+(``Carrier``).
 
-It is one module of about 640 lines on purpose: the rules below share one request's state
+It is one module of about 600 lines on purpose: the rules below share one request's state
 (attempt count, retry hold, body copy, deadlines), and splitting them would split that state.
 
 Rules (the numbers are cited in the code):
 1. One snapshot: a request reads the filter chain's ``HttpContext`` (routes) it started on and
    the ``ClusterRuntime`` it was routed to at its start; retries never look a cluster up again.
-2. The local rate limit runs first, for every request of every codec.
+2. The HTTP filters run between the route match and the router's action (``match``, then
+   ``request_filters``, then ``route``), as Envoy's filters see the route before the router
+   acts; their response hooks run on every response, local replies included, after the
+   route's response mutations; their end hooks at the end, before the access record.
 3. Routing: the overload manager's stop_accepting_requests sheds first (503 ``OL`` with
    ``x-envoy-overloaded``); then the path policy (``router/path.py``, only when one is
    configured): a path it cannot normalise → 400, ``UNESCAPE_AND_REDIRECT`` → 307 to the
    normalised path (400 for gRPC, which cannot follow redirects), otherwise the normalised
-   target is what routes match and what the upstream receives (``target``). No route → 404
-   ``NR``; a direct response or redirect is a local reply; an unknown cluster → 503 ``NC``.
+   target is what routes match and what the upstream receives (``target``). After the
+   filters: no route → 404 ``NR``; a direct response or redirect is a local reply; an
+   unknown cluster → 503 ``NC``.
    Every local reply after a route was chosen carries the route's response-header mutations,
    on both codecs.
 4. Forwarding: a host pick (hash policy) or 503 ``UH``; then the max_requests breaker of the
@@ -78,15 +83,16 @@ from meshproxy.hcm.context import (
     LocalReply,
     RoutePlan,
 )
+from meshproxy.hcm.filters import run_end, run_request
 from meshproxy.hcm.record import access_record
-from meshproxy.router.action import pick_cluster, redirect_location, rewrite_target
+from meshproxy.router.action import pick_cluster, redirect_location
 from meshproxy.router.hashing import request_hash
-from meshproxy.router.headers import apply_mutations
 from meshproxy.router.path import Outcome, normalize
 from meshproxy.router.retry import grpc_status_of
 
 if TYPE_CHECKING:
     from meshproxy.config.model import WeightedCluster
+    from meshproxy.hcm.filters import FilterStream
     from meshproxy.router.retry import Failure, RetryRules
     from meshproxy.router.table import RouteDecision
     from meshproxy.tracing.tracer import Span
@@ -141,6 +147,8 @@ class Exchange:
         "cluster",
         "ctx",
         "decision",
+        "filter_state",
+        "filters_at",
         "grpc",
         "hash",
         "host",
@@ -189,6 +197,8 @@ class Exchange:
         self.grpc = False
         self.target = b""  # rule 3: the request target routed and forwarded
         self.source = b""  # the downstream peer's IP: its fair share of the breaker (rule 4)
+        self.filters_at = 0  # rule 2: the request hooks that ran (a waiting chain resumes there)
+        self.filter_state: dict[str, Any] | None = None  # filters' per-request state, by name
         # Rule 6 (0: none): the stream limit (max_stream_duration or grpc-timeout), the
         # request_timeout, the earlier of both (armed when forwarded) and, from the request's
         # end, the earlier of the stream limit and the route timeout (-1: not yet computed).
@@ -204,35 +214,14 @@ class Exchange:
 
     # ------------------------------------------------------------------ admission and routing
 
-    def rate_limited(self, now: float) -> LocalReply | None:
-        """Rule 2: the local rate limit filter; a reply when this request is refused."""
+    def match(self, authority: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> LocalReply | None:
+        """Rule 3, up to the route match: a reply when the request is shed or its path refused;
+        otherwise ``self.target`` (``url`` after the path policy) and ``self.decision`` are set
+        (a decision without a route: no route matched)."""
         ctx = self.ctx
-        bucket = ctx.ratelimit
-        if bucket is None:
-            return None
-        cfg = ctx.config.local_rate_limit
-        assert cfg is not None
-        if cfg.enabled_percent < 100 and ctx.rng.random() * 100 >= cfg.enabled_percent:
-            return None
-        if bucket.allow(now):
-            ctx.stats.local_rate_limit_ok += 1
-            return None
-        ctx.stats.local_rate_limit_rate_limited += 1
-        if cfg.enforced_percent < 100 and ctx.rng.random() * 100 >= cfg.enforced_percent:
-            return None
-        extra = tuple((n.encode(), v.encode()) for n, v in cfg.response_headers)
-        return LocalReply(cfg.status, b"local_rate_limited", "RL", extra)
-
-    def route(
-        self, authority: bytes, url: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> LocalReply | ClusterRuntime:
-        """Rule 3: the route's cluster (rule 1: looked up once, here), or a local reply. The
-        caller forwards ``self.target``: ``url`` after the path policy."""
-        ctx = self.ctx
-        stats = ctx.stats
         overload = ctx.overload
         if overload.shed_fraction and overload.shed_request(ctx.rng):
-            stats.downstream_rq_overload_close += 1
+            ctx.stats.downstream_rq_overload_close += 1
             return OVERLOAD_SHED
         policy = ctx.config.path
         if policy.active:
@@ -240,11 +229,23 @@ class Exchange:
             if outcome is not Outcome.FORWARD:
                 return self._path_refused(outcome, url, headers)
         self.target = url
-        decision = ctx.routes.route(authority, url, headers)
+        self.decision = ctx.routes.route(authority, url, headers)
+        return None
+
+    def request_filters(self, carrier: FilterStream, now: float) -> bool:
+        """Rule 2: the HTTP filters' request hooks (``hcm/filters.py``), from where they stopped;
+        True when the router may go on. A reply or a wait was handed to ``carrier`` otherwise."""
+        return run_request(self.ctx.filters, carrier, self, now)  # type: ignore[arg-type]  # callers check
+
+    def route(self, authority: bytes) -> LocalReply | ClusterRuntime:
+        """Rule 3, the router's action on the matched route: its cluster (rule 1: looked up
+        once, here), or a local reply. The caller forwards ``self.target``."""
+        ctx = self.ctx
+        stats = ctx.stats
+        decision = self.decision
         if decision is None or decision.route is None:
             stats.no_route += 1
             return NO_ROUTE
-        self.decision = decision
         route = decision.route
         action = route.action
         if type(action) is RouteAction:
@@ -265,7 +266,7 @@ class Exchange:
             return LocalReply(action.status, action.body, "-")
         assert type(action) is Redirect
         stats.rq_redirect += 1
-        location = redirect_location(action, route.match, ctx.scheme, authority, url)
+        location = redirect_location(action, route.match, ctx.scheme, authority, self.target)
         return LocalReply(action.response_code, b"", "-", ((b"location", location),))
 
     def _path_refused(self, outcome: Outcome, url: bytes, headers: list[tuple[bytes, bytes]]) -> LocalReply:
@@ -348,56 +349,6 @@ class Exchange:
                     headers.append((GRPC_TIMEOUT, value))
             elif at >= 0:
                 del headers[at]
-
-    def upstream_request(
-        self,
-        authority: bytes,
-        url: bytes,
-        headers: list[tuple[bytes, bytes]],
-        xff: bytes | None,
-        xfp: bytes | None,
-        peer_ip: bytes,
-        request_id: bytes | None,
-    ) -> tuple[bytes, bytes, bytes, bytes, bytes | None]:
-        """What the upstream request says, whatever its codec: applies the route's request
-        mutations to ``headers`` and returns (authority, target, x-forwarded-for,
-        x-forwarded-proto, x-request-id or None)."""
-        ctx = self.ctx
-        plan = self.plan
-        decision = self.decision
-        assert plan is not None and decision is not None
-        weighted = self.weighted
-        levels = plan.request_levels if weighted is None else decision.request_mutations_for(weighted)
-        if levels:
-            apply_mutations(headers, *levels)
-        target = rewrite_target(decision.route, url) if plan.rewrites else url  # type: ignore[arg-type]  # routed
-        # x-forwarded-for always gains the peer (Envoy's skip_xff_append: false); with
-        # use_remote_address this hop is the edge and states the scheme itself.
-        xff = xff + b", " + peer_ip if xff else peer_ip
-        xfp = ctx.scheme if ctx.config.use_remote_address or xfp is None else xfp
-        if request_id is None and ctx.config.generate_request_id:
-            request_id = ctx.request_ids.next()
-        if ctx.tracer is not None and self.span is None:
-            self.span = ctx.tracer.begin(headers)
-        return plan.host or authority, target, xff, xfp, request_id
-
-    def response_levels(self) -> tuple[Any, ...]:
-        weighted = self.weighted
-        if weighted is None:
-            return self.plan.response_levels  # type: ignore[union-attr]  # only called once routed
-        return self.decision.response_mutations_for(weighted)  # type: ignore[union-attr]  # only called once routed
-
-    def reply_headers(self, reply: LocalReply) -> list[tuple[bytes, bytes]] | None:
-        """The extra headers of a local reply; once a route was chosen, with its response
-        mutations (Envoy's router finalizes the response headers of its local replies too)."""
-        extra = list(reply.extra) if reply.extra else None
-        decision = self.decision
-        if decision is not None:
-            levels = decision.response_mutations_for(self.weighted)
-            if levels:
-                extra = extra or []
-                apply_mutations(extra, *levels)
-        return extra
 
     def keepalive_closes(self) -> bool:
         """The overload manager's disable_http_keepalive for this response: True when it closes
@@ -640,6 +591,8 @@ class Exchange:
                 h = cs.upstream_rq_time
                 h.counts[bisect_left(h.bounds, upstream_ms)] += 1
                 h.sum += upstream_ms
+        if ctx.filters is not None:
+            run_end(ctx.filters, stream, self, now)
         if ctx.access_log is not None:
             ctx.access_log.log(access_record(self, stream, protocol, peer, elapsed_ms))
         if ctx.tracer is not None:

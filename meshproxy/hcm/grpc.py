@@ -80,11 +80,15 @@ def percent_encode(message: bytes) -> bytes:
     return bytes(out)
 
 
-def local_reply_headers(http_status: int, message: bytes) -> list[tuple[bytes, bytes]]:
-    """A trailers-only gRPC response (HTTP 200, grpc-status/grpc-message in the one HEADERS)."""
+def local_reply_headers(
+    http_status: int, message: bytes, grpc_status: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """A trailers-only gRPC response (HTTP 200, grpc-status/grpc-message in the one HEADERS);
+    the gRPC status is ``grpc_status``, or the one Envoy maps ``http_status`` to."""
+    code = status_for(http_status) if grpc_status is None else grpc_status
     return [
         (b":status", b"200"),
         (b"content-type", b"application/grpc"),
-        (b"grpc-status", str(status_for(http_status)).encode()),
+        (b"grpc-status", b"%d" % code),
         (b"grpc-message", percent_encode(message)),
     ]

@@ -2,7 +2,7 @@
 
 Owns the bytes of the upstream request head: the rewritten target, ``host``, the request's
 headers after the route's mutations, ``x-forwarded-for`` / ``-proto``, ``x-request-id`` (their
-values are the exchange's: ``Exchange.upstream_request``) and the framing headers, in one
+values are the HCM's: ``hcm.headers.upstream_request``) and the framing headers, in one
 ``join``. Split from ``stream.py`` because it only reads the stream's parsed request and never
 its lifecycle flags. Must not write to a connection.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from meshproxy.hcm.headers import upstream_request
 from meshproxy.http.codec import authority_ok
 
 if TYPE_CHECKING:
@@ -38,8 +39,15 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
 def request_head(stream: Stream, authority: bytes) -> bytes:
     """The upstream request head (ending in the blank line) for ``stream``'s request."""
     headers = stream.headers
-    host, target, xff, xfp, rid = stream.x.upstream_request(
-        authority, stream.url, headers, stream.xff, stream.xfp, stream.conn.peer_ip, stream.request_id
+    host, target, xff, xfp, rid = upstream_request(
+        stream.x,
+        authority,
+        stream.url,
+        headers,
+        stream.xff,
+        stream.xfp,
+        stream.conn.peer_ip,
+        stream.request_id,
     )
     stream.request_id = rid
     parts = [stream.method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]

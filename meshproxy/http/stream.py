@@ -46,12 +46,12 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import edit_response, edits_response, reply_headers
 from meshproxy.hcm.upgrade import upgrade_refusal
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
 from meshproxy.http.head import absolute_form, request_head
 from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
-from meshproxy.router.headers import apply_mutations
 from meshproxy.upstream.cluster import connect_failure
 
 if TYPE_CHECKING:
@@ -155,11 +155,33 @@ class Stream:
                 self.keep_alive = False
                 return self.local_reply(LocalReply(400, b"missing host header", "DPE"))
             authority = b""
-        if ctx.ratelimit is not None:
-            refused = x.rate_limited(self.start)
-            if refused is not None:
-                return self.local_reply(refused)
-        routed = x.route(authority, self.url, self.headers)
+        refused = x.match(authority, self.url, self.headers)
+        if refused is not None:
+            return self.local_reply(refused)
+        self.url = x.target  # the path policy's result (rule 3)
+        if ctx.filters is not None and not x.request_filters(self, self.start):
+            return None  # answered, or held until resume()
+        return self.route()
+
+    def resume(self) -> None:
+        """A filter that held the request (``pause``) lets the chain go on."""
+        self.retry_timer = None
+        if not self.finished and self.x.request_filters(self, monotonic()):
+            self.route()
+
+    def pause(self, delay: float | None) -> None:
+        """A filter holds the request: the chain resumes after ``delay`` (None: the filter calls
+        ``resume``). Body bytes wait in ``pending`` meanwhile, under the buffer limit."""
+        if delay is not None:
+            self.retry_timer = self.conn.loop.call_later(delay, self.resume)
+
+    def route(self) -> None:
+        """The router's action for the matched route: a local reply, or the request goes on."""
+        x = self.x
+        ctx = self.ctx
+        conn = self.conn
+        authority = self.authority or b""
+        routed = x.route(authority)
         if self.upgrade is not None and x.decision is not None:
             refused_upgrade = upgrade_refusal(ctx, x.decision.route, self.upgrade)
             if refused_upgrade is not None:
@@ -168,7 +190,6 @@ class Stream:
         if type(routed) is LocalReply:
             return self.local_reply(routed)
         cluster: ClusterRuntime = routed  # type: ignore[assignment]  # not a LocalReply: a cluster
-        self.url = x.target  # the path policy's result (rule 3)
         if cluster.config.http2 is not None and not cluster.config.use_downstream_protocol:
             return ctx.to_http2(self, cluster, authority)
         refused = x.forward(
@@ -448,10 +469,10 @@ class Stream:
         self.status = status
         self.response_started = True
         lines = self.resp_lines
-        levels = x.response_levels()
-        if levels:
+        levels = edits_response(x)
+        if levels is not None:
             headers = codec.header_lines(b"".join(lines))
-            apply_mutations(headers, *levels)
+            edit_response(x, status, headers, levels)
             lines = [codec.join_lines(headers)]
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         if no_body:
@@ -568,7 +589,7 @@ class Stream:
             status,
             body,
             close=not self.keep_alive,
-            extra=self.x.reply_headers(reply),
+            extra=reply_headers(self.x, reply),
             head_only=self.method == b"HEAD",
         )
         self.tx_bytes += len(body)

@@ -35,10 +35,10 @@ from meshproxy.hcm.context import (
     LocalReply,
 )
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import edit_response, edits_response, reply_headers, upstream_request
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
-from meshproxy.router.headers import apply_mutations
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop, TimerHandle
@@ -178,15 +178,32 @@ class H2Stream:
         x = self.x
         if self.method == b"CONNECT":
             return self.local_reply(CONNECT_REFUSED)
-        if self.ctx.ratelimit is not None:
-            refused = x.rate_limited(x.start)
-            if refused is not None:
-                return self.local_reply(refused)
+        refused = x.match(self.authority or b"", self.url, self.headers)
+        if refused is not None:
+            return self.local_reply(refused)
+        self.url = x.target  # the path policy's result (rule 3)
+        if self.ctx.filters is not None and not x.request_filters(self, x.start):
+            return None  # answered, or held until resume()
+        return self.route()
+
+    def resume(self) -> None:
+        """A filter that held the request (``pause``) lets the chain go on."""
+        self.retry_timer = None
+        if not self.finished and self.x.request_filters(self, monotonic()):
+            self.route()
+
+    def pause(self, delay: float | None) -> None:
+        """A filter holds the request: the chain resumes after ``delay`` (None: the filter calls
+        ``resume``). DATA waits in the request half meanwhile, bounded by the stream window."""
+        if delay is not None:
+            self.retry_timer = self.conn.loop.call_later(delay, self.resume)
+
+    def route(self) -> None:
+        """The router's action for the matched route: a local reply, or the request goes on."""
         authority = self.authority or b""
-        routed = x.route(authority, self.url, self.headers)
+        routed = self.x.route(authority)
         if type(routed) is LocalReply:
             return self.local_reply(routed)
-        self.url = x.target  # the path policy's result (rule 3)
         return self.forward(routed, authority)  # type: ignore[arg-type]  # not a LocalReply: a cluster
 
     def forward(self, cluster: ClusterRuntime, authority: bytes) -> None:
@@ -199,8 +216,8 @@ class H2Stream:
         if x.body_copy is not None:
             for data, _ in self.up_half.chunks:  # DATA of the read that opened the stream
                 x.keep_body(data)
-        host, target, xff, xfp, rid = x.upstream_request(
-            authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
+        host, target, xff, xfp, rid = upstream_request(
+            x, authority, self.url, self.headers, self.xff, self.xfp, self.conn.peer_ip, self.request_id
         )
         self.request_id = rid
         out = [
@@ -405,9 +422,9 @@ class H2Stream:
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        levels = x.response_levels()
-        if levels:
-            apply_mutations(out, *levels)
+        levels = edits_response(x)
+        if levels is not None:
+            edit_response(x, status, out, levels)
         out.insert(0, (b":status", b"%d" % status))
         # A trailers-only response (gRPC errors) stays one HEADERS frame with END_STREAM.
         self._send_headers(out, end=end)
@@ -514,14 +531,14 @@ class H2Stream:
         self.status = status
         self.response_started = True
         if self.grpc:
-            headers = grpc.local_reply_headers(status, body)
+            headers = grpc.local_reply_headers(status, body, reply.grpc_status)
             body = b""
         else:
             headers = [(b":status", b"%d" % status), (b"server", self.ctx.config.server_name.encode())]
             if body:
                 headers.append((b"content-type", b"text/plain"))
             headers.append((b"content-length", b"%d" % len(body)))
-        extra = self.x.reply_headers(reply)
+        extra = reply_headers(self.x, reply)
         if extra:
             headers += extra
         self.tx_bytes += len(body)

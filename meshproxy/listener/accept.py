@@ -7,7 +7,8 @@ client dialled, read once with ``original_dst.py``; without the filter nothing i
 ``use_original_dst`` hand-off to the listener bound to that address (``handoff.py``; the
 target's listener filters, chains, stats and limits then apply, as in Envoy), the wait for
 what tls_inspector / http_inspector need, filter-chain choice (``chain_match.py``), the
-chain's connection_limit, and the hand-over to the codec (with TLS first when the chain has it).
+chain's connection_limit, and the hand-over to the codec (with TLS first when the chain has it,
+and the chain's network RBAC gate, ``rbac_gate.py``, between the two).
 Must not hold policy of its own: the choices are the pure modules'.
 """
 
@@ -24,6 +25,7 @@ from meshproxy.listener.codec_choice import CodecSelector
 from meshproxy.listener.detect import MAX_PEEK, Detected, classify
 from meshproxy.listener.handoff import handoff_target
 from meshproxy.listener.original_dst import original_dst
+from meshproxy.listener.rbac_gate import RbacGate
 from meshproxy.tcp.proxy import TcpDownstream
 from meshproxy.tls.transport import accept_tls
 
@@ -159,6 +161,9 @@ class ChainSelector(asyncio.Protocol):
             if isinstance(ctx, HttpContext)
             else TcpDownstream(ctx, self.original)
         )
+        rbac = listener.network_rbac.get(id(chain))
+        if rbac is not None:
+            proto = RbacGate(rbac, proto, self.local, partial(listener.pre_closed, limit))
         tls = listener.tls_contexts.get(id(chain))
         if tls is None:
             transport.set_protocol(proto)

@@ -56,6 +56,7 @@ from meshproxy.listener.accept import ChainSelector
 from meshproxy.listener.admission import Admission, Refusal
 from meshproxy.listener.log_limit import LogLimiter
 from meshproxy.overload.state import OverloadState
+from meshproxy.rbac.runtime import RbacRuntime
 from meshproxy.router.table import RouteTable
 from meshproxy.stats import ListenerStats, Store
 from meshproxy.tcp.proxy import TcpContext, TcpDownstream
@@ -148,6 +149,8 @@ class ListenerRuntime:
         self.draining = False
         # A graceful drain's first phase: still accepting, every exchange in drain mode.
         self.graceful = False
+        # The admin's /healthcheck/fail, until /healthcheck/ok (the server sets it on all).
+        self.health_failed = False
         # The runtime that replaced this one: connections this one accepted late go there.
         self.successor: ListenerRuntime | None = None
         self.connections: set[Tracked] = set()
@@ -188,6 +191,7 @@ class ListenerRuntime:
         self.config = config
         contexts: dict[int, HttpContext | TcpContext] = {}
         tls_contexts: dict[int, TlsContext] = {}
+        network_rbac: dict[int, RbacRuntime] = {}
         limits: dict[tuple[bool, FilterChainMatch, ConnectionLimit], ChainLimit] = {}
         chains = [(False, c) for c in config.filter_chains]
         if config.default_filter_chain is not None:
@@ -196,6 +200,8 @@ class ListenerRuntime:
             ctx = contexts[id(chain)] = self._context(chain, prebuilt)
             if chain.tls is not None:
                 tls_contexts[id(chain)] = _tls.TlsContext(chain.tls)
+            if chain.rbac is not None:
+                network_rbac[id(chain)] = RbacRuntime.counted(chain.rbac, self._store)
             if chain.connection_limit is not None:
                 key = (default, chain.match, chain.connection_limit)
                 limit = self._limits.get(key) or ChainLimit(
@@ -205,6 +211,7 @@ class ListenerRuntime:
                 ctx.connection_limit = limits[key] = limit
         self.contexts = contexts
         self.tls_contexts = tls_contexts
+        self.network_rbac = network_rbac  # envoy.filters.network.rbac by chain (id)
         self._limits = limits
         self._publish(self.admission.overload.state)
 
@@ -222,6 +229,7 @@ class ListenerRuntime:
                 monotonic(),
                 scheme=b"https" if chain.tls is not None else b"http",
                 local_identity=local_identity(chain.tls.certificate_chain) if chain.tls is not None else None,
+                store=self._store,
             )
             ctx.to_http2 = relay_over_http2
             ctx.to_http1 = Http1Upstream

@@ -8,6 +8,10 @@ the table is built and shared by every request. Must not import asyncio, sockets
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 from meshproxy.config.model import (
     HeaderMutations,
     Route,
@@ -19,6 +23,7 @@ from meshproxy.config.model import (
 from meshproxy.router.headers import MutationLevel, compile_mutations
 
 Levels = tuple[MutationLevel, ...]
+NO_CONFIGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class RouteDecision:
@@ -27,7 +32,7 @@ class RouteDecision:
     takes it: treat it as read-only.
     """
 
-    __slots__ = ("_clusters", "request_mutations", "response_mutations", "route", "vhost")
+    __slots__ = ("_clusters", "filter_configs", "request_mutations", "response_mutations", "route", "vhost")
 
     def __init__(
         self,
@@ -36,6 +41,7 @@ class RouteDecision:
         request_mutations: Levels = (),
         response_mutations: Levels = (),
         clusters: tuple[tuple[WeightedCluster, Levels, Levels], ...] = (),
+        filter_configs: Mapping[str, Any] = NO_CONFIGS,
     ) -> None:
         self.vhost = vhost
         self.route = route
@@ -43,6 +49,8 @@ class RouteDecision:
         self.request_mutations = request_mutations
         self.response_mutations = response_mutations
         self._clusters = clusters
+        # typed_per_filter_config by filter name, the most specific level's (Envoy's rule).
+        self.filter_configs = filter_configs
 
     def request_mutations_for(self, cluster: WeightedCluster | None) -> Levels:
         """The request levels to apply when ``pick_cluster`` returned ``cluster``."""
@@ -77,7 +85,8 @@ def build_decision(config: RouteConfiguration, vhost: VirtualHost, route: Route)
             (wc, _levels(wc.request_headers) + req, _levels(wc.response_headers) + resp)
             for wc in action.weighted_clusters
         )
-    return RouteDecision(vhost, route, req, resp, clusters)
+    configs = dict(config.filter_configs) | dict(vhost.filter_configs) | dict(route.filter_configs)
+    return RouteDecision(vhost, route, req, resp, clusters, configs or NO_CONFIGS)
 
 
 def _levels(*mutations: HeaderMutations) -> Levels:

@@ -163,3 +163,19 @@ def query_params(query: bytes) -> dict[bytes, bytes]:
             name, _, value = part.partition(b"=")
             params.setdefault(name, value)
     return params
+
+
+HeadersPredicate = Callable[[Sequence[tuple[bytes, bytes]], bytes, bytes], bool]
+
+
+def compile_headers_match(matchers: Sequence[HeaderMatcher]) -> HeadersPredicate:
+    """All of ``matchers`` over a request's (headers, authority, target): what a filter's
+    ``headers`` field asks (the route's own matching builds one index for all its routes)."""
+    wanted = frozenset(m.name.encode() for m in matchers)
+    tests = [compile_header_matcher(m) for m in matchers]
+
+    def matches(headers: Sequence[tuple[bytes, bytes]], authority: bytes, target: bytes) -> bool:
+        index = header_index(headers, wanted, authority, target)
+        return all(test(index) for test in tests)
+
+    return matches

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import cryptography.hazmat.bindings._rust as _rust
 
 from meshproxy.tls._openssl import ffi, lib
+from meshproxy.tls.schemes import SCHEMES
 
 SSL_CTRL_GET_PEER_SIGNATURE_NID = 108
 SSL_KEY_UPDATE_REQUESTED = 1
@@ -89,23 +90,6 @@ def key_update(ssl: Any) -> bool:
     return bool(EXTRAS.key_update(ssl, SSL_KEY_UPDATE_REQUESTED))
 
 
-# TLS 1.3 SignatureScheme names (RFC 8446 §4.2.3) by (signature type, digest) short names.
-_SCHEMES = {
-    ("id-ecPublicKey", "SHA256"): "ecdsa_secp256r1_sha256",
-    ("id-ecPublicKey", "SHA384"): "ecdsa_secp384r1_sha384",
-    ("id-ecPublicKey", "SHA512"): "ecdsa_secp521r1_sha512",
-    ("RSASSA-PSS", "SHA256"): "rsa_pss_rsae_sha256",
-    ("RSASSA-PSS", "SHA384"): "rsa_pss_rsae_sha384",
-    ("RSASSA-PSS", "SHA512"): "rsa_pss_rsae_sha512",
-    ("rsaEncryption", "SHA256"): "rsa_pkcs1_sha256",
-    ("ED25519", ""): "ed25519",
-    ("ED448", ""): "ed448",
-    ("id-ml-dsa-44", ""): "mldsa44",
-    ("id-ml-dsa-65", ""): "mldsa65",
-    ("id-ml-dsa-87", ""): "mldsa87",
-}
-
-
 def _short_name(nid: int) -> str:
     name = lib.OBJ_nid2sn(nid) if nid else ffi.NULL
     return ffi.string(name).decode() if name != ffi.NULL else ""
@@ -121,4 +105,4 @@ def peer_signature_name(ssl: Any) -> str:
     md = ffi.new("int *")
     EXTRAS.ssl_ctrl(ssl, SSL_CTRL_GET_PEER_SIGNATURE_NID, 0, md)
     key = (_short_name(nid[0]), _short_name(md[0]))
-    return _SCHEMES.get(key, "+".join(filter(None, key)).lower())
+    return SCHEMES.get(key, "+".join(filter(None, key)).lower())

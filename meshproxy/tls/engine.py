@@ -57,6 +57,14 @@ class Negotiated:
         """The peer's leaf certificate in DER (XFCC's ``Hash=``); there must be one."""
         return self.peer_chain[0].public_bytes(Encoding.DER)
 
+    def peer_dns_names(self) -> list[str]:
+        """The DNS SANs of the peer's leaf (RBAC's ``principal_name`` after the URI SANs)."""
+        try:
+            ext = self.peer_chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return []
+        return ext.value.get_values_for_type(x509.DNSName)
+
 
 def uri_sans(cert: x509.Certificate) -> tuple[str, ...]:
     return subject_alt_names(cert)["URI"]

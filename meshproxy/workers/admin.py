@@ -95,9 +95,12 @@ class WorkersAdmin:
             return json_answer(self._workers())
         if path == "/certs":
             return await self._one_worker("0", method, path)
-        if path in ("/drain_listeners", "/quitquitquit"):
+        if path in ("/drain_listeners", "/quitquitquit", "/healthcheck/fail", "/healthcheck/ok"):
             if method != b"POST":
                 return 405, b"use POST\n", b"text/plain"
+            if path.startswith("/healthcheck/"):
+                await sup.ask(("admin", b"POST", path), ASK_TIMEOUT)  # each worker's health checks
+                return 200, b"OK\n", b"text/plain"
             if path == "/drain_listeners":
                 sup.draining = True
                 sup.store.server["draining"] = 1

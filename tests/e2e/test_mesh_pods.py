@@ -105,8 +105,11 @@ def test_curl_by_name_reaches_hello_over_pq_mutual_tls_and_the_app_sees_plaintex
     # Its sidecar vouched for the caller: XFCC names web's SPIFFE ID (URI) and hello's own (By).
     xfcc = dict(pair.split("=", 1) for pair in seen["headers"]["x-forwarded-client-cert"].split(";"))
     assert xfcc["URI"] == mesh.web.identity and xfcc["By"] == mesh.hello["v1"].identity
-    # hello's sidecar: the handshake was X25519MLKEM768, and the request went to the app port.
+    # hello's sidecar: the handshake was X25519MLKEM768, the mesh's allowed callers (the HTTP
+    # RBAC filter of virtualInbound's chain for the port) admitted web, and the request went to
+    # the app port.
     assert handshakes(mesh.hello["v1"]) == before + 1
+    assert mesh.hello["v1"].stat("rbac_allowed_total", prefix=f"http.inbound|{HTTP_PORT}||.rbac") >= 1
     assert mesh.hello["v1"].stat("cluster_upstream_rq_total", cluster_name="inbound|8080||") >= 1
     # web's sidecar: the request went to hello v1's cluster over a handshake that negotiated
     # X25519MLKEM768 (the same one hello's sidecar counted).

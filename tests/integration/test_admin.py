@@ -58,15 +58,23 @@ CONNECTION_LIMIT_FILTER = {
         "max_connections": 100,
     },
 }
+RBAC_FILTER = {
+    "name": "envoy.filters.network.rbac",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+        "stat_prefix": "tcp",
+        "rules": {"policies": {"all": {"permissions": [{"any": True}], "principals": [{"any": True}]}}},
+    },
+}
 
 
 @contextlib.asynccontextmanager
 async def admin_of_busy_proxy() -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
     """A proxy with every stat scope present (http, tcp, cluster, listener, connection_limit,
-    tracing) after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no
+    tracing, rbac) after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no
     route)."""
     tcp = tcp_listener("backend")
-    tcp["filter_chains"][0]["filters"].insert(0, CONNECTION_LIMIT_FILTER)
+    tcp["filter_chains"][0]["filters"][:0] = [CONNECTION_LIMIT_FILTER, RBAC_FILTER]
     async with aiohttp_upstream() as up:
         http = http_listener([route("/status/")], tracing=TRACING)
         doc = bootstrap([http, tcp], [cluster("backend", up), cluster("otel", free_port())])

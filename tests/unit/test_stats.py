@@ -26,6 +26,7 @@ from meshproxy.stats import (
     Histogram,
     HttpStats,
     ListenerStats,
+    RbacStats,
     StatsCollector,
     StatSet,
     Store,
@@ -100,6 +101,7 @@ def _busy_store() -> Store:
     store.tcp_stats("tcp").downstream_cx_rx_bytes_total += 10
     store.connection_limit_stats("cl").limited_connections += 1
     store.tracing_stats("otel").otel_spans_sent += 1
+    store.rbac_stats("http.ingress.rbac").denied += 1
     store.server["live"] = 1
     return store
 
@@ -182,6 +184,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("tcp", "tcp", TcpStats),
             ("connection_limit", "cl", ConnectionLimitStats),
             ("tracing", "otel", TracingStats),
+            ("rbac", "http.ingress.rbac", RbacStats),
         )
         for name in table.STATS
     }
@@ -190,6 +193,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
     assert out["http.ingress.downstream_rq_time"]["count"] == 1
     assert out["listener.l0.ssl_handshakes_by_group"] == {"X25519MLKEM768": 2}
     assert out["connection_limit.cl.limited_connections"] == 1
+    assert out["rbac.http.ingress.rbac.denied"] == 1
 
 
 def _data_plane_source() -> str:

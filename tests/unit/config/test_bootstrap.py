@@ -228,20 +228,21 @@ def test_every_problem_is_reported_at_once(doc: dict[str, Any]) -> None:
 def test_a_known_envoy_filter_meshproxy_does_not_run_is_a_problem_not_a_parse_error(
     doc: dict[str, Any],
 ) -> None:
-    cors = {
-        "name": "envoy.filters.http.cors",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    lua = {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"},
     }
-    hcm(doc)["http_filters"].insert(0, cors)
+    hcm(doc)["http_filters"].insert(0, lua)
     hcm(doc)["route_config"]["virtual_hosts"][1]["routes"][0]["typed_per_filter_config"] = {
-        "envoy.filters.http.cors": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+        "envoy.filters.http.lua": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+            "disabled": True,
         }
     }
     assert problems_of(doc) == [
-        f'{HCM_PATH}.http_filters[0]: http filter "envoy.filters.http.cors" '
-        "(type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported; meshproxy runs "
-        "envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to have it skipped)"
+        f'{HCM_PATH}.http_filters[0]: http filter "envoy.filters.http.lua" '
+        "(type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua) is not supported; meshproxy runs "
+        "those of docs/configuration.md#http-filters (mark a filter is_optional to have it skipped)"
     ]
 
 

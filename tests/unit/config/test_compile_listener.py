@@ -261,21 +261,21 @@ def test_listener_rejections(doc: dict[str, Any], expected: list[str]) -> None:
             hcm(
                 http_filters=[
                     {"name": "envoy.filters.http.router"},
-                    {"name": "envoy.filters.http.cors"},
+                    {"name": "envoy.filters.http.lua"},
                 ]
             ),
             [
                 f"{TC}.http_filters[0]: the router must be the last http filter",
-                f'{TC}.http_filters[1]: "envoy.filters.http.cors" is last, but the last http filter must be the '
+                f'{TC}.http_filters[1]: "envoy.filters.http.lua" is last, but the last http filter must be the '
                 "router (envoy.filters.http.router)",
             ],
             id="router-not-last",
         ),
         pytest.param(
-            hcm(http_filters=[{"name": "envoy.filters.http.cors"}, {"name": "envoy.filters.http.router"}]),
+            hcm(http_filters=[{"name": "envoy.filters.http.lua"}, {"name": "envoy.filters.http.router"}]),
             [
-                f'{TC}.http_filters[0]: http filter "envoy.filters.http.cors" (no typed_config) is not supported; '
-                "meshproxy runs envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to "
+                f'{TC}.http_filters[0]: http filter "envoy.filters.http.lua" (no typed_config) is not supported; '
+                "meshproxy runs those of docs/configuration.md#http-filters (mark a filter is_optional to "
                 "have it skipped)"
             ],
             id="other-http-filter",
@@ -418,7 +418,7 @@ def test_http_connection_manager_fields() -> None:
                                 }
                             ],
                             http_filters=[
-                                {"name": "envoy.filters.http.cors", "is_optional": True},
+                                {"name": "envoy.filters.http.lua", "is_optional": True},
                                 {"name": "envoy.filters.http.fault", "disabled": True},
                                 {"name": "envoy.filters.http.router"},
                             ],

@@ -1,5 +1,5 @@
 """compile_listener's http_filters: envoy.filters.http.local_ratelimit (LocalRateLimit) compiled
-into HttpConnectionManager.local_rate_limit, and its place among the other filters."""
+into HttpConnectionManager.http_filters, and its place among the other filters."""
 
 # ruff: noqa: E501 (the tables hold whole expected messages; splitting them hides what users read)
 
@@ -31,7 +31,33 @@ def outcome(*filters: dict[str, Any]) -> tuple[LocalRateLimit | None, list[str]]
         return None, problems
     manager = result.filter_chains[0].filter
     assert isinstance(manager, HttpConnectionManager)
-    return manager.local_rate_limit, problems
+    limits = [f.config for f in manager.http_filters if isinstance(f.config, LocalRateLimit)]
+    return (limits[0] if limits else None), problems
+
+
+def test_two_rate_limits_by_two_names_each_keep_their_own_bucket() -> None:
+    result, problems = compiled(
+        listener(
+            filter_chains=[
+                {
+                    "filters": [
+                        hcm(
+                            http_filters=[
+                                rate_limit_filter(token_bucket=BUCKET),
+                                rate_limit_filter(token_bucket=BUCKET | {"max_tokens": 3})
+                                | {"name": "second"},
+                                ROUTER_FILTER,
+                            ]
+                        )
+                    ]
+                }
+            ]
+        )
+    )
+    assert problems == [] and result is not None
+    manager = result.filter_chains[0].filter
+    assert isinstance(manager, HttpConnectionManager)
+    assert [(f.name, f.config.max_tokens) for f in manager.http_filters] == [(NAME, 10), ("second", 3)]
 
 
 def test_local_rate_limit_every_field() -> None:
@@ -136,7 +162,7 @@ def test_local_rate_limit_placement() -> None:
         f'{FILTERS}[1]: "{NAME}" is last, but the last http filter must be the router (envoy.filters.http.router)',
     ]
     assert outcome(good, good, ROUTER_FILTER)[1] == [
-        f"{FILTERS}[1]: a second {NAME} is not supported; give one filter"
+        f'{FILTERS}[1].name: "{NAME}" names an earlier filter too; filter names must be unique'
     ]
     assert outcome({"name": NAME}, ROUTER_FILTER)[1] == [
         f"{FILTERS}[0].typed_config: is required: a {LRL.rsplit('/', 1)[-1]}"

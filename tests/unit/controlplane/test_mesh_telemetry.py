@@ -55,7 +55,11 @@ def test_sidecar_listeners_carry_istio_stats_and_meshproxy_compiles_them(tmp_pat
     assert inbound.traffic_direction == base_pb2.INBOUND  # type: ignore[attr-defined]
     manager = hcm.HttpConnectionManager()
     inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)  # type: ignore[attr-defined]
-    assert [f.name for f in manager.http_filters] == ["istio.stats", "envoy.filters.http.router"]
+    assert [f.name for f in manager.http_filters] == [
+        "envoy.filters.http.rbac",
+        "istio.stats",
+        "envoy.filters.http.router",
+    ]
     for group_listeners in listeners.values():
         for name, message in group_listeners.items():
             problems: list[str] = []

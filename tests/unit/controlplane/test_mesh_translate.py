@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from certs import make_ca, make_leaf, write_leaf
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
@@ -131,13 +132,27 @@ def test_callers_reach_a_sidecar_over_pq_mtls_checking_its_identity(groups: dict
 
 
 def test_the_inbound_listener_admits_only_the_allowed_callers(groups: dict[str, Resources]) -> None:
+    """TLS authenticates the trust domain; the HTTP RBAC filter before the router admits the callers."""
     inbound = groups["greeter-v1"][LISTENER]["inbound"]
     assert inbound.address.socket_address.port_value == 15106
     tls = tls_pb2.DownstreamTlsContext()
     assert inbound.filter_chains[0].transport_socket.typed_config.Unpack(tls)
     assert tls.require_client_certificate.value
     sans = tls.common_tls_context.validation_context.match_typed_subject_alt_names
-    assert [m.matcher.exact for m in sans] == ["spiffe://mesh.local/ns/default/sa/client"]
+    assert [m.matcher.prefix for m in sans] == ["spiffe://mesh.local/"]
+    manager = hcm.HttpConnectionManager()
+    assert inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [f.name for f in manager.http_filters] == [
+        "envoy.filters.http.rbac",
+        "istio.stats",
+        "envoy.filters.http.router",
+    ]
+    rbac = http_rbac.RBAC()
+    assert manager.http_filters[0].typed_config.Unpack(rbac)
+    callers = rbac.rules.policies["allowed-callers"].principals[0].or_ids.ids
+    assert [c.authenticated.principal_name.exact for c in callers] == [
+        "spiffe://mesh.local/ns/default/sa/client"
+    ]
     local = groups["greeter-v1"][CLUSTER]["local_app"]
     assert (
         local.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value == 19001

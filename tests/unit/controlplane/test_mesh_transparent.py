@@ -308,14 +308,15 @@ def test_virtual_inbound_requires_mtls_per_application_port(groups: dict[str, Re
         (
             c.filter_chain_match.destination_port.value,
             c.filter_chain_match.transport_protocol,
-            c.filters[-1].name,
+            [f.name for f in c.filters],
         )
         for c in listener.filter_chains
     ]
+    # The allowed callers (test_mesh_authz.py): the HTTP filter of the HCM, or the network one.
     assert got == [
-        (8080, "tls", "envoy.filters.network.http_connection_manager"),
-        (9090, "tls", "envoy.filters.network.http_connection_manager"),
-        (7000, "tls", "envoy.filters.network.tcp_proxy"),
+        (8080, "tls", ["envoy.filters.network.http_connection_manager"]),
+        (9090, "tls", ["envoy.filters.network.http_connection_manager"]),
+        (7000, "tls", ["envoy.filters.network.rbac", "istio.stats", "envoy.filters.network.tcp_proxy"]),
     ]
     for chain in listener.filter_chains:
         tls = tls_pb2.DownstreamTlsContext()
@@ -323,9 +324,10 @@ def test_virtual_inbound_requires_mtls_per_application_port(groups: dict[str, Re
         assert tls.require_client_certificate.value
         assert list(tls.common_tls_context.tls_params.ecdh_curves) == ["X25519MLKEM768"]
         sans = tls.common_tls_context.validation_context.match_typed_subject_alt_names
-        assert [m.matcher.exact for m in sans] == ["spiffe://mesh.local/ns/default/sa/web"]
+        assert [m.matcher.prefix for m in sans] == ["spiffe://mesh.local/"]
     manager = chain_filter(listener.filter_chains[0], hcm.HttpConnectionManager)
     assert manager.route_config.virtual_hosts[0].routes[0].route.cluster == "inbound|8080||"
+    assert manager.http_filters[0].name == "envoy.filters.http.rbac"
     for port in (8080, 9090, 7000):
         cluster = hello[CLUSTER][f"inbound|{port}||"]
         address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address

@@ -145,12 +145,17 @@ def context(
     )
 
 
+def route(x: Exchange, url: bytes, headers: list[tuple[bytes, bytes]]) -> LocalReply | ClusterRuntime:
+    """The HCM's routing as the streams run it with no filter: match, then the router's action."""
+    return x.match(b"svc", url, headers) or x.route(b"svc")
+
+
 def forwarded(
     ctx: HttpContext, now: float = T0, headers: list[tuple[bytes, bytes]] | None = None
 ) -> Exchange:
     """An exchange started at T0, routed and admitted, its first attempt started at ``now``."""
     x = Exchange(ctx, T0)
-    routed = x.route(b"svc", b"/", headers or [])
+    routed = route(x, b"/", headers or [])
     assert isinstance(routed, ClusterRuntime)
     assert x.forward(routed, b"svc", b"/", headers or [], b"10.0.0.1") is None
     x.attempt_started(now)
@@ -168,11 +173,27 @@ def test_local_rate_limit_refuses_past_the_bucket_and_refills_on_the_interval() 
         "filter_enforced": {"default_value": {"numerator": 100}},
     }
     ctx = context(filters=[{"name": "rl", "typed_config": {"@type": RATELIMIT, **limit}}])
-    assert Exchange(ctx, T0).rate_limited(T0) is None
-    refused = Exchange(ctx, T0).rate_limited(T0 + 0.5)
-    assert refused is not None and (refused.status, refused.flags) == (429, "RL")
-    assert Exchange(ctx, T0).rate_limited(T0 + 1.0) is None
+    assert ctx.filters is not None
+
+    def run(now: float) -> list[LocalReply]:
+        stream = Stream()
+        x = Exchange(ctx, T0)
+        assert x.match(b"svc", b"/", []) is None
+        passed = x.request_filters(stream, now)  # type: ignore[arg-type]  # the little a rate limit reads
+        assert passed == (not stream.replies)
+        return stream.replies
+
+    assert run(T0) == []
+    (refused,) = run(T0 + 0.5)
+    assert (refused.status, refused.flags) == (429, "RL")
+    assert run(T0 + 1.0) == []
     assert (ctx.stats.local_rate_limit_ok, ctx.stats.local_rate_limit_rate_limited) == (2, 1)
+
+
+def test_a_rate_limit_enabled_for_no_request_is_left_out_of_the_chain() -> None:
+    limit = {"stat_prefix": "rl", "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}
+    ctx = context(filters=[{"name": "rl", "typed_config": {"@type": RATELIMIT, **limit}}])
+    assert ctx.filters is None
 
 
 # ---------------------------------------------------------------------------- routing
@@ -185,13 +206,13 @@ def test_no_route_direct_response_and_unknown_cluster() -> None:
             {"match": {"path": "/gone"}, "route": {"cluster": "backend"}},
         ]
     )
-    assert isinstance(Exchange(ctx, T0).route(b"svc", b"/nothing", []), LocalReply)
-    assert Exchange(ctx, T0).route(b"svc", b"/nothing", []).flags == "NR"  # type: ignore[union-attr]
-    direct = Exchange(ctx, T0).route(b"svc", b"/direct", [])
+    assert isinstance(route(Exchange(ctx, T0), b"/nothing", []), LocalReply)
+    assert route(Exchange(ctx, T0), b"/nothing", []).flags == "NR"  # type: ignore[union-attr]
+    direct = route(Exchange(ctx, T0), b"/direct", [])
     assert isinstance(direct, LocalReply) and direct.status == 418
     assert ctx.stats.no_route == 2 and ctx.stats.rq_direct_response == 1
     del ctx.clusters.clusters["backend"]
-    missing = Exchange(ctx, T0).route(b"svc", b"/gone", [])
+    missing = route(Exchange(ctx, T0), b"/gone", [])
     assert isinstance(missing, LocalReply) and (missing.status, missing.flags) == (503, "NC")
 
 
@@ -213,14 +234,14 @@ def test_max_requests_admission_and_release() -> None:
     ctx = context(cluster=thresholds(1, 100))
     first = forwarded(ctx)
     second = Exchange(ctx, T0)
-    cluster = second.route(b"svc", b"/", [])
+    cluster = route(second, b"/", [])
     assert isinstance(cluster, ClusterRuntime)
     refused = second.forward(cluster, b"svc", b"/", [], b"10.0.0.1")
     assert refused is not None and (refused.status, refused.flags) == (503, "UO")
     assert OVERLOADED in refused.extra
     first.finish(T0 + 0.01, Request(), "HTTP/1.1", None)
     third = Exchange(ctx, T0)
-    assert third.route(b"svc", b"/", []) is cluster
+    assert route(third, b"/", []) is cluster
     assert third.forward(cluster, b"svc", b"/", [], b"10.0.0.1") is None
 
 
@@ -229,7 +250,7 @@ def test_route_priority_selects_the_clusters_thresholds(priority: str, admitted:
     ctx = context({"priority": priority}, cluster=thresholds(100, 1))
     forwarded(ctx)
     second = Exchange(ctx, T0)
-    cluster = second.route(b"svc", b"/", [])
+    cluster = route(second, b"/", [])
     assert isinstance(cluster, ClusterRuntime)
     assert (second.forward(cluster, b"svc", b"/", [], b"10.0.0.1") is None) is admitted
     rm = cluster.breakers.high if priority == "HIGH" else cluster.breakers.default
@@ -383,7 +404,7 @@ def test_upstream_status_counts_only_when_an_attempt_started() -> None:
     x = forwarded(ctx)
     x.finish(T0 + 0.1, Request(504, "UT"), "HTTP/1.1", None)  # the router's answer: counted
     refused = Exchange(ctx, T0)
-    cluster = refused.route(b"svc", b"/", [])
+    cluster = route(refused, b"/", [])
     blocked = forwarded(ctx)
     assert refused.forward(cluster, b"svc", b"/", [], b"1.1.1.1") is not None  # type: ignore[arg-type]
     refused.finish(T0 + 0.1, Request(503, "UO"), "HTTP/1.1", None)

@@ -12,10 +12,11 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from test_exchange import T0, Request, Stream, context, forwarded
+from test_exchange import T0, Request, Stream, context, forwarded, route
 
 from meshproxy.hcm.context import OVERLOADED, LocalReply
 from meshproxy.hcm.exchange import Exchange
+from meshproxy.hcm.headers import upstream_request
 from meshproxy.overload.config import TimerMinimum
 from meshproxy.overload.state import NORMAL, OverloadState
 from meshproxy.upstream.cluster import ClusterRuntime
@@ -29,7 +30,7 @@ NORMALIZE = {"normalize_path": True, "merge_slashes": True}
 
 def routed(ctx: Any, url: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[Exchange, Any]:
     x = Exchange(ctx, T0)
-    return x, x.route(b"svc", url, headers or [])
+    return x, route(x, url, headers or [])
 
 
 # ---------------------------------------------------------------------------- path policy
@@ -63,7 +64,7 @@ def test_the_normalised_target_is_routed_and_forwarded() -> None:
     assert isinstance(cluster, ClusterRuntime)
     assert x.target == b"/internal/x?y=/../z"  # the query is never touched
     assert x.forward(cluster, b"svc", x.target, [], b"10.0.0.1") is None
-    _, target, *_ = x.upstream_request(b"svc", x.target, [], None, None, b"10.0.0.1", None)
+    _, target, *_ = upstream_request(x, b"svc", x.target, [], None, None, b"10.0.0.1", None)
     assert target == b"/internal/x?y=/../z"
 
 
@@ -167,7 +168,7 @@ def test_a_response_that_began_disarms_request_timeout() -> None:
 
 def admit(ctx: Any, source: bytes) -> tuple[Exchange, LocalReply | None]:
     x = Exchange(ctx, T0)
-    cluster = x.route(b"svc", b"/", [])
+    cluster = route(x, b"/", [])
     assert isinstance(cluster, ClusterRuntime)
     return x, x.forward(cluster, b"svc", b"/", [], source)
 
