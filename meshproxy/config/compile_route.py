@@ -38,6 +38,7 @@ from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     DirectResponse,
+    HeaderMatcher,
     QueryParameterMatcher,
     Redirect,
     RegexRewrite,

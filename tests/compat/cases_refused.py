@@ -11,7 +11,10 @@ from .corpus import refused
 
 FILTER0 = "static_resources.listeners[0].filter_chains[0].filters[0]"
 HCM = f"{FILTER0}.typed_config"
-ONLY_FILTERS = "is not supported; meshproxy runs envoy.filters.http.local_ratelimit, istio.stats and the router (mark a filter is_optional to have it skipped)"
+ONLY_FILTERS = (
+    "is not supported; meshproxy runs those of docs/configuration.md#http-filters (mark a filter is_optional "
+    "to have it skipped)"
+)
 ONLY_TERMINALS = "is not supported; meshproxy runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
 PIPE = "pipe addresses are not supported; give a socket_address with address and port_value"
 SDS = "secrets over SDS (sds_config) arrive with the xDS issue; name a static_resources.secrets entry, or give the certificate inline or by filename"
