@@ -89,9 +89,8 @@ async def _serves_listener_0(env: Env, proxy: Proxy) -> None:
     go_control_plane="ads",
 )
 async def dynamic_config_cp(env: Env) -> None:
-    async with control_plane(env, "test-cluster") as env.ports["ads"]:
-        async with env.proxy() as proxy:
-            await _serves_listener_0(env, proxy)
+    async with control_plane(env, "test-cluster") as env.ports["ads"], env.proxy() as proxy:
+        await _serves_listener_0(env, proxy)
 
 
 @accepted(
@@ -100,9 +99,8 @@ async def dynamic_config_cp(env: Env) -> None:
     **{"127__0__0__1:8003": "ads"},
 )
 async def emissary(env: Env) -> None:
-    async with control_plane(env, "ambassador-default") as env.ports["ads"]:
-        async with env.proxy() as proxy:
-            await _serves_listener_0(env, proxy)
+    async with control_plane(env, "ambassador-default") as env.ports["ads"], env.proxy() as proxy:
+        await _serves_listener_0(env, proxy)
 
 
 @accepted(
@@ -113,21 +111,26 @@ async def emissary(env: Env) -> None:
     **{"127__0__0__1:15020": "svc2"},
 )
 async def istio_sidecar(env: Env) -> None:
-    async with control_plane(env, "productpage.default", tls_server="istiod") as env.ports["ads"]:
-        async with env.proxy() as proxy:
-            await _serves_listener_0(env, proxy)
-            assert await served_by(env.port("0.0.0.0_15021"), "/healthz/ready") == "svc2"
+    async with (
+        control_plane(env, "productpage.default", tls_server="istiod") as env.ports["ads"],
+        env.proxy() as proxy,
+    ):
+        await _serves_listener_0(env, proxy)
+        assert await served_by(env.port("0.0.0.0_15021"), "/healthz/ready") == "svc2"
 
 
 @accepted(
     "contour-ads-tls",
-    "ADS over mutual TLS to the contour cluster (its DNS SAN checked) delivers a listener that carries a request",
+    "ADS over mutual TLS to the contour cluster (its DNS SAN checked) delivers a listener that "
+    "carries a request",
     contour="ads",
 )
 async def contour_ads_tls(env: Env) -> None:
-    async with control_plane(env, "contour", tls_server="contour") as env.ports["ads"]:
-        async with env.proxy() as proxy:
-            await _serves_listener_0(env, proxy)
+    async with (
+        control_plane(env, "contour", tls_server="contour") as env.ports["ads"],
+        env.proxy() as proxy,
+    ):
+        await _serves_listener_0(env, proxy)
 
 
 @accepted(
@@ -150,10 +153,10 @@ async def dynamic_config_fs(env: Env) -> None:
 async def dynamic_eds(env: Env) -> None:
     assignment = env.rewrite_resource(cluster("app-service", env.ports["svc2"]))["load_assignment"]
     endpoints = {"app-service": json_format.ParseDict(assignment, endpoint_pb2.ClusterLoadAssignment())}
-    async with control_plane(env, "eds-cluster", resources={ENDPOINT: endpoints}) as env.ports["ads"]:
-        async with env.proxy() as proxy:
-            runtime = proxy.server.clusters.get("app")
-            await eventually(
-                lambda: runtime is not None and bool(runtime.hosts), what="the endpoints from EDS"
-            )
-            assert await served_by(env.port("ingress")) == "svc2"
+    async with (
+        control_plane(env, "eds-cluster", resources={ENDPOINT: endpoints}) as env.ports["ads"],
+        env.proxy() as proxy,
+    ):
+        runtime = proxy.server.clusters.get("app")
+        await eventually(lambda: runtime is not None and bool(runtime.hosts), what="the endpoints from EDS")
+        assert await served_by(env.port("ingress")) == "svc2"

@@ -136,7 +136,8 @@ async def _raw_get(port: int, source: str) -> bytes:
 
 @accepted(
     "local-reply",
-    "a local 503 (no healthy upstream) is rewritten by the mapper to 502 with its header and the JSON body format",
+    "a local 503 (no healthy upstream) is rewritten by the mapper to 502 with its header and the "
+    "JSON body format",
     unreachable="dead",
 )
 async def local_reply(env: Env) -> None:

@@ -72,7 +72,8 @@ async def health_checks(env: Env) -> None:
 
 @accepted(
     "retries-timeouts",
-    "requests retried past a refusing endpoint all succeed (retries counted); a slow answer is 504 at the route timeout",
+    "requests retried past a refusing endpoint all succeed (retries counted); a slow answer is 504 "
+    "at the route timeout",
     broken="dead",
     healthy="svc1",
 )
@@ -162,12 +163,12 @@ async def access_log_json(env: Env) -> None:
 
 
 async def _websocket(port: int) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(
-            f"http://127.0.0.1:{port}/ws", timeout=aiohttp.ClientWSTimeout(ws_close=5)
-        ) as ws:
-            await ws.send_str("hello")
-            msg = await ws.receive(timeout=5)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{port}/ws", timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws,
+    ):
+        await ws.send_str("hello")
+        msg = await ws.receive(timeout=5)
     return str(msg.data)
 
 

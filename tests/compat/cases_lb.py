@@ -22,7 +22,8 @@ APPS = {"app_1": "svc1", "app_2": "svc2", "app_3": "svc3"}
 
 @accepted(
     "outlier-detection",
-    "after two consecutive failures the refusing endpoint is ejected; every later request reaches the healthy one",
+    "after two consecutive failures the refusing endpoint is ejected; every later request reaches "
+    "the healthy one",
     app_1="dead",
     app_2="svc1",
 )

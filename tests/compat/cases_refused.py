@@ -15,10 +15,19 @@ ONLY_FILTERS = (
     "is not supported; meshproxy runs those of docs/configuration.md#http-filters (mark a filter is_optional "
     "to have it skipped)"
 )
-ONLY_TERMINALS = "is not supported; meshproxy runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
+ONLY_TERMINALS = (
+    "is not supported; meshproxy runs envoy.filters.network.http_connection_manager or "
+    "envoy.filters.network.tcp_proxy"
+)
 PIPE = "pipe addresses are not supported; give a socket_address with address and port_value"
-SDS = "secrets over SDS (sds_config) arrive with the xDS issue; name a static_resources.secrets entry, or give the certificate inline or by filename"
-NOT_ADS = "must be {ads: {}} (listeners and clusters over the ADS stream) or {path_config_source: {path: …}} (from a file)"
+SDS = (
+    "secrets over SDS (sds_config) arrive with the xDS issue; name a static_resources.secrets entry, "
+    "or give the certificate inline or by filename"
+)
+NOT_ADS = (
+    "must be {ads: {}} (listeners and clusters over the ADS stream) or "
+    "{path_config_source: {path: …}} (from a file)"
+)
 
 
 def _http_filter(name: str, message: str) -> str:
@@ -62,7 +71,8 @@ refused(
     "zipkin",
     "the Zipkin tracer is not implemented (OpenTelemetry is the tracer meshproxy runs)",
     f"{HCM}.tracing.provider.typed_config: type.googleapis.com/envoy.config.trace.v3.ZipkinConfig is not "
-    "supported; meshproxy traces with envoy.tracers.opentelemetry (envoy.config.trace.v3.OpenTelemetryConfig)",
+    "supported; meshproxy traces with envoy.tracers.opentelemetry "
+    "(envoy.config.trace.v3.OpenTelemetryConfig)",
 )
 refused(
     "edge-best-practices",

@@ -221,7 +221,8 @@ async def tls_reencrypt(env: Env) -> None:
 
 @accepted(
     "tls-passthrough",
-    "the client's TLS session is relayed untouched: it ends at the service, whose certificate the client verifies",
+    "the client's TLS session is relayed untouched: it ends at the service, whose certificate the "
+    "client verifies",
     service_https="tls",
 )
 async def tls_passthrough(env: Env) -> None:

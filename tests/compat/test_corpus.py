@@ -66,5 +66,6 @@ def test_acceptance_rate() -> None:
 
 def test_doc_is_the_rendered_corpus() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
-        "docs/compatibility.md is stale: PYTHONPATH=$PWD:$PWD/tests python -m compat.doc > docs/compatibility.md"
+        "docs/compatibility.md is stale: "
+        "PYTHONPATH=$PWD:$PWD/tests python -m compat.doc > docs/compatibility.md"
     )

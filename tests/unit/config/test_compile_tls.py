@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from certs import make_leaf
 
 from meshproxy.config.bootstrap import parse_bootstrap
@@ -122,6 +121,7 @@ def test_a_combined_validation_context_names_a_missing_secret() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_bootstrap(doc(common))
     assert (
-        f'{FC}.combined_validation_context.validation_context_sds_secret_config.name: no static secret "ROOTCA" '
+        f"{FC}.combined_validation_context.validation_context_sds_secret_config.name: "
+        'no static secret "ROOTCA" '
         "(static_resources.secrets: none)" in raised.value.problems
     )

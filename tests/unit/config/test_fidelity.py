@@ -374,7 +374,10 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     f"{TLS_PACKAGE}.TlsParameters": (*DOWN_TLS, "tls_params"),
     f"{TLS_PACKAGE}.TlsCertificate": (*DOWN_TLS, "tls_certificates", 0),
     f"{TLS_PACKAGE}.CertificateValidationContext": (*UP_TLS, "validation_context"),
-    f"{TLS_PACKAGE}.CommonTlsContext.CombinedCertificateValidationContext": (*UP_TLS, "combined_validation_context"),
+    f"{TLS_PACKAGE}.CommonTlsContext.CombinedCertificateValidationContext": (
+        *UP_TLS,
+        "combined_validation_context",
+    ),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": (
         *CHAIN,
         "transport_socket",
