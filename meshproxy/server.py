@@ -140,6 +140,7 @@ class Server:
             from meshproxy.xds.inventory_report import report_inventory
 
             self.xds = AdsClient(self, self.config.dynamic, rng=self.rng)
+            self.store.xds = self.xds.stats
             self.xds.start()
             inventory = self.store.inventory
             self._reporter = loop.create_task(report_inventory(self.xds, inventory, self.config.node.id))

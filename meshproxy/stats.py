@@ -3,7 +3,7 @@
 Owns every statistic the data plane keeps. Each stat object's class body *is* its table: one
 line per stat, ``name: type = counter(help) | gauge(help) | histogram(help)``. The
 ``StatTable`` metaclass turns those lines into ``__slots__`` and initial values, the collector
-exports them (name, type and help) through prometheus-client, ``/stats`` lists them as JSON, and
+exports them (name, type and help) through prometheus-client, ``/stats`` lists them, and
 ``python -m meshproxy.stats`` renders ``docs/stats.md`` from the same table (a unit test checks
 the committed file). Per DESIGN decision 7 the request path only does attribute increments on
 these slotted objects (no properties, no locks, no label lookups); labels are attached once, at
@@ -183,6 +183,11 @@ class HttpStats(StatSet):
     fault_aborts_injected: int = counter("Requests the fault filter answered itself (flag FI).")
     fault_active_faults: int = gauge("Requests in progress with an injected fault.")
     fault_faults_overflow: int = counter("Faults not injected because `max_active_faults` was reached.")
+    rq_mirrored: int = counter("Request copies sent to a mirror cluster (`request_mirror_policies`).")
+    rq_mirror_dropped: int = counter(
+        "Request copies not sent: the mirror cluster unknown, HTTP/2, without a healthy host or at its"
+        " breakers, or the body past the route's buffer limit."
+    )
     cors_origin_valid: int = counter("Requests with an Origin the route's CORS policy allows.")
     cors_origin_invalid: int = counter("Requests with an Origin the route's CORS policy does not allow.")
     downstream_cx_protocol_error: int = counter(
@@ -443,6 +448,21 @@ class RbacStats(StatSet):
     shadow_denied: int = counter("Requests (connections) the shadow rules would refuse; nothing is refused.")
 
 
+class XdsStats(StatSet):
+    """The ADS client's (``meshproxy/xds/client.py``; one per process, with ``dynamic_resources``)."""
+
+    streams: int = counter("ADS streams opened to the control plane.")
+    stream_failures: int = counter("ADS streams that ended (an error, or closed by the control plane).")
+    responses: int = counter("Discovery responses received (with `path_config_source`: files read).")
+    acks: int = counter("Responses accepted (ACK sent).")
+    nacks: int = counter("Responses refused (NACK sent; the last good configuration stays).")
+    applied: int = counter("Configurations swapped in.")
+    max_slice: float = gauge(
+        "The longest stretch, in seconds, the client ran without yielding while handling a response"
+        " (`Server.apply` excluded: it slices its own work)."
+    )
+
+
 # The process's own gauges, kept in ``Store.server`` (a dict: they change twice in a lifetime).
 SERVER_STATS: Mapping[str, Stat] = MappingProxyType(
     {
@@ -475,6 +495,7 @@ SCOPES: tuple[Scope, ...] = (
           "`connection_limit` stat prefix"),
     Scope("tracing", "collector", TracingStats.STATS, "Tracing", "OTLP collector cluster"),
     Scope("rbac", "prefix", RbacStats.STATS, "RBAC", "RBAC filter namespace (`http.ingress.rbac`)"),
+    Scope("xds", None, XdsStats.STATS, "xDS client", "the process, with `dynamic_resources`"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
 
@@ -493,6 +514,7 @@ class Store:
         self.inventory = CryptoInventory()
         self.rbac: dict[str, RbacStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
+        self.xds: XdsStats | None = None  # the ADS client's, once it runs
 
     def http_stats(self, prefix: str) -> HttpStats:
         s = self.http.get(prefix)
@@ -551,15 +573,24 @@ class StatsCollector:
         self.store = store
 
     def collect(self) -> Iterator[Family]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         for scope, entries in self.store.labelled():
             if entries:  # a scope appears once something of its kind is configured
                 for name, stat in scope.stats.items():
                     yield _family(scope, name, stat, entries)
+        xds = self.store.xds
+        if xds is not None:
+            for name, stat in XdsStats.STATS.items():
+                yield _single("xds", name, stat, getattr(xds, name))
         for name, stat in SERVER_STATS.items():
-            kind = CounterMetricFamily if stat.kind == "counter" else GaugeMetricFamily
-            yield kind(stat.family_name("server", name), stat.help, value=self.store.server[name])
+            yield _single("server", name, stat, self.store.server[name])
+
+
+def _single(scope: str, name: str, stat: Stat, value: float) -> Family:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # admin/prometheus.py
+
+    kind = CounterMetricFamily if stat.kind == "counter" else GaugeMetricFamily
+    return kind(stat.family_name(scope, name), stat.help, value=value)
 
 
 def _family(scope: Scope, name: str, stat: Stat, entries: dict[str, StatSet]) -> Family:
@@ -614,7 +645,8 @@ _DOC_HEAD = """\
      (`python -m meshproxy.stats > docs/stats.md`); do not edit by hand. -->
 
 Every statistic the proxy keeps, as `GET /stats/prometheus` on the admin address exports it.
-`GET /stats` returns the same values as JSON, keyed `<scope>.<name>.<stat>` (for example
+`GET /stats` lists the same values in Envoy's text format and `?format=json` in Envoy's JSON
+(docs/admin.md); `?format=flat` is a JSON map keyed `<scope>.<name>.<stat>` (for example
 `http.ingress.downstream_rq_total`), with histograms as `{{count, sum, buckets}}`.
 
 ## Naming

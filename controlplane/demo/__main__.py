@@ -15,7 +15,7 @@ then sends traffic client → web's sidecar ══ PQ mTLS (X25519MLKEM768) ═�
 hello-v2's sidecar → that version, counts the split, runs ``meshctl split hello v1=0 v2=100`` as
 a real command, waits until web's sidecar has applied the new route, counts again, and shows
 ``meshctl proxies`` and, per version and per round, the TLS evidence: its sidecar's inbound
-handshakes by group and requests (admin ``/stats``) and the caller identity its app saw in
+handshakes by group and requests (admin ``/stats?format=flat``) and the caller identity its app saw in
 ``x-forwarded-client-cert`` (judged in ``evidence``). It exits 0 when everything happened as it
 should, 1 when something was off (the report says what), 2 when something did not come up
 (with the end of its log), 130 on Ctrl-C; every process it started is stopped in all cases.
@@ -168,7 +168,9 @@ class Demo:
         """Per version, now: its sidecar's inbound TLS and HTTP counters and the callers its app saw."""
         caller = self.layout.sidecars[0].identity
         apps = self.layout.apps
-        stats = await asyncio.gather(*(fetch_json(f"{self.admins[a.sidecar]}/stats") for a in apps))
+        stats = await asyncio.gather(
+            *(fetch_json(f"{self.admins[a.sidecar]}/stats?format=flat") for a in apps)
+        )
         pairs = zip(apps, stats, strict=True)
         return {a.version: Inbound.measure(st, self.seen[a.version], caller) for a, st in pairs}
 

@@ -1,7 +1,7 @@
 """What the demo's report judges: pure verdicts over what the demo measured.
 
 Owns ``Inbound``, one version's way in at one moment (its sidecar's inbound listener, as the
-admin ``/stats`` counts it, and the caller identities its application saw), and the checks
+admin ``/stats?format=flat`` counts it, and the caller identities its application saw), and the checks
 built on it: the inbound TLS is post-quantum only, and every request a version answered came
 through its sidecar's mutual-TLS listener from the caller (the listener has one filter chain,
 with a ``DownstreamTlsContext``: a request it counts came over TLS; the app's
@@ -36,7 +36,7 @@ class Inbound:
 
     @classmethod
     def measure(cls, stats: Mapping[str, Any], seen: Seen, caller: str) -> Inbound:
-        """From the sidecar's admin ``/stats`` (JSON) and what its app saw, now."""
+        """From the sidecar's admin ``/stats?format=flat`` (JSON) and what its app saw, now."""
         return cls(
             handshakes=dict(stats.get("listener.inbound.ssl_handshakes_by_group", {})),
             refused=int(stats.get("listener.inbound.ssl_connection_error", 0)),

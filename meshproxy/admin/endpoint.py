@@ -10,16 +10,20 @@ is closed. A client that stops reading its answers is cut off: once the transpor
 passes its high-water mark, reading pauses, and a further complete request closes the
 connection (so the buffer holds at most one answer more). A handler may answer later (an
 awaitable: the worker supervisor's admin asks its workers first); reading pauses meanwhile, and
-a request pipelined behind it closes the connection after that answer. Must not depend on the data plane
-(listeners, HCM, overload admission): these connections bypass all of it on purpose.
+a request pipelined behind it closes the connection after that answer. An answer may carry extra
+headers (``method_not_allowed``: a 405 names the methods the path takes in ``Allow``). Must not
+depend on the data plane (listeners, HCM, overload admission): these connections bypass all of
+it on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httptools
 
@@ -32,8 +36,10 @@ MAX_REQUEST = 16 * 1024
 # Seconds a connection is given to deliver each complete request.
 REQUEST_TIMEOUT = 10.0
 
-# (method, target) → (status, body, content type), now or later
-Answer = tuple[int, bytes, bytes]
+# Extra response headers an answer may carry (``Allow`` on a 405).
+Headers = list[tuple[bytes, bytes]]
+# (method, target) → (status, body, content type[, extra headers]), now or later
+Answer = tuple[int, bytes, bytes] | tuple[int, bytes, bytes, Headers]
 Handler = Callable[[bytes, str], Answer | Awaitable[Answer]]
 
 
@@ -128,9 +134,12 @@ class Endpoint(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _answer(self, answer: Answer, method: bytes, keep: bool) -> None:
-        status, body, ctype = answer
+        status, body, ctype = answer[:3]
+        extra = answer[3] if len(answer) == 4 else None
         self.transport.write(
-            codec.local_reply(status, body, close=not keep, content_type=ctype, head_only=method == b"HEAD")
+            codec.local_reply(
+                status, body, close=not keep, extra=extra, content_type=ctype, head_only=method == b"HEAD"
+            )
         )
         self.url = b""
         self.received = 0
@@ -138,3 +147,13 @@ class Endpoint(asyncio.Protocol):
             self._arm()
         else:
             self.transport.close()
+
+
+def method_not_allowed(*allowed: bytes) -> Answer:
+    """405 with the ``Allow`` header RFC 9110 (15.5.6) requires: the methods the path takes."""
+    methods = b", ".join(allowed)
+    return 405, b"use " + b" or ".join(allowed) + b"\n", b"text/plain", [(b"allow", methods)]
+
+
+def json_answer(obj: Any) -> Answer:
+    return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"

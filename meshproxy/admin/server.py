@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 import urllib.parse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Endpoint
+from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
 from meshproxy.admin.prometheus import exposition
-from meshproxy.build_info import describe
+from meshproxy.admin.server_info import server_info
+from meshproxy.admin.stats_format import QueryError, StatsQuery
 from meshproxy.overload.stats import OverloadCollector
-from meshproxy.stats import StatsCollector, stats_json
+from meshproxy.stats import StatsCollector
 from meshproxy.telemetry.istio import IstioCollector
 from meshproxy.tls.inventory import InventoryCollector
 
@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 HELP = """meshproxy admin
   GET  /ready              200 when serving (with xDS: once a first complete config is applied), 503 otherwise
   GET  /stats/prometheus   counters, gauges and histograms (Prometheus text format)
-  GET  /stats              the same, as JSON
+  GET  /stats              the same in Envoy's text format (histograms as quantile summaries);
+                           ?filter=RE2 (searched in the name), ?usedonly, ?type=Counters|Gauges|Histograms;
+                           ?format=json: Envoy's JSON; ?format=prometheus: as /stats/prometheus;
+                           ?format=flat: meshproxy's flat JSON map (histograms with their buckets)
   GET  /config_dump        the configuration as Envoy's ConfigDump JSON (?include_eds, ?resource=,
                            ?name_regex=); ?format=compiled: meshproxy's compiled form (with xDS:
                            versions, warming, last NACKs)
@@ -45,8 +48,9 @@ HELP = """meshproxy admin
   GET  /crypto_inventory   per peer SPIFFE ID: the TLS groups, signature algorithms and versions its
                            connections negotiated (both directions), first/last seen, classical fallbacks
   GET  /certs              certificates in use (listeners' and clusters' TLS) with their expiry
-  GET  /server_info        version, state, uptime, Python, event loop, OpenSSL, the HTTP/2 codec
-                           and the compiled extensions in use (as `meshproxy version --json`)
+  GET  /server_info        Envoy's ServerInfo JSON: version, state, uptime, command line options, node;
+                           ?format=meshproxy: version, state, uptime, Python, event loop, OpenSSL,
+                           the HTTP/2 codec and the compiled extensions (as `meshproxy version --json`)
   POST /drain_listeners    stop accepting, drain in-flight requests (the process stays up);
                            ?inboundonly: only listeners whose traffic_direction is not OUTBOUND;
                            ?graceful: first keep accepting in drain mode until traffic stops
@@ -57,9 +61,7 @@ HELP = """meshproxy admin
 """
 
 
-def envoy_config_dump(
-    config: Config, xds: AdsClient | None, query: str, started: float
-) -> tuple[int, bytes, bytes]:
+def envoy_config_dump(config: Config, xds: AdsClient | None, query: str, started: float) -> Answer:
     """``/config_dump``: Envoy's ConfigDump (``config_dump.py``); ``started``: monotonic time the
     admin started (the static configuration's load time)."""
     from meshproxy.admin.config_dump import config_dump
@@ -114,7 +116,7 @@ class Admin:
 
     # ------------------------------------------------------------------ handlers
 
-    def handle(self, method: bytes, path: str) -> tuple[int, bytes, bytes]:
+    def handle(self, method: bytes, path: str) -> Answer:
         path, _, query = path.partition("?")
         srv = self.server
         if path == "/ready":
@@ -122,7 +124,13 @@ class Admin:
         if path == "/stats/prometheus":
             return self.prometheus()
         if path == "/stats":
-            return json_answer({**stats_json(self.server.store), **srv.overload.stats.flat()})
+            try:
+                stats = StatsQuery.parse(query)
+            except QueryError as err:
+                return 400, f"{err}\n".encode(), b"text/plain"
+            if stats.format == "prometheus":
+                return self.prometheus()
+            return stats.answer(srv.store, srv.overload.stats)
         if path == "/config_dump":
             if "format=compiled" not in query.split("&"):
                 return envoy_config_dump(srv.config, srv.xds, query, self.started)
@@ -145,10 +153,19 @@ class Admin:
         if path == "/certs":
             return json_answer(self._certs_json())
         if path == "/server_info":
-            return json_answer(self._server_info())
+            return json_answer(
+                server_info(
+                    srv.config,
+                    ready=srv.ready,
+                    draining=srv.draining,
+                    started=self.started,
+                    concurrency=1,
+                    query=query,
+                )
+            )
         if path in ("/drain_listeners", "/quitquitquit", "/healthcheck/fail", "/healthcheck/ok"):
             if method != b"POST":
-                return 405, b"use POST\n", b"text/plain"
+                return method_not_allowed(b"POST")
             if path.startswith("/healthcheck/"):
                 srv.fail_health_checks(path == "/healthcheck/fail")
                 return 200, b"OK\n", b"text/plain"
@@ -162,7 +179,7 @@ class Admin:
             return 200, HELP.encode(), b"text/plain"
         return 404, b"unknown admin path; see /help\n", b"text/plain"
 
-    def readiness(self) -> tuple[int, bytes, bytes]:
+    def readiness(self) -> Answer:
         """200 once the first complete configuration is applied (its certificates were obtained
         before it compiled) and until a drain begins (SIGTERM: the kubelet stops sending); else 503."""
         srv = self.server
@@ -170,15 +187,8 @@ class Admin:
             return 200, b"LIVE\n", b"text/plain"
         return 503, b"DRAINING\n" if srv.draining else b"NOT READY\n", b"text/plain"
 
-    def prometheus(self) -> tuple[int, bytes, bytes]:
+    def prometheus(self) -> Answer:
         return exposition(self.collectors)
-
-    def _server_info(self) -> dict[str, Any]:
-        """Envoy's /server_info subset (version, state, uptime) and ``build_info.describe()``."""
-        srv = self.server
-        state = "DRAINING" if srv.draining else "LIVE" if srv.ready else "INITIALIZING"
-        uptime = int(time.monotonic() - self.started)
-        return {**describe(), "state": state, "uptime_current_epoch": f"{uptime}s"}
 
     def _certs_json(self) -> list[dict[str, Any]]:
         """Envoy's /certs: per TLS context, its certificate chain and trust anchors."""
@@ -196,10 +206,6 @@ class Admin:
 
     def _clusters_json(self) -> list[dict[str, Any]]:
         return [_cluster_json(name, rt) for name, rt in self.server.clusters.clusters.items()]
-
-
-def json_answer(obj: Any) -> tuple[int, bytes, bytes]:
-    return 200, json.dumps(obj, indent=2, default=str).encode() + b"\n", b"application/json"
 
 
 def _oid_name(oid: Any) -> str:

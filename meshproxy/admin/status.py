@@ -4,7 +4,7 @@ Owns serving the admin's readiness and Prometheus answers (``Admin.readiness``,
 ``Admin.prometheus``: the same answer as the admin's ``/ready`` and ``/stats/prometheus``) on
 every interface, where the kubelet probes the pod's IP and Prometheus scrapes it, while the
 admin itself stays on loopback. Each port answers its one path, GET and HEAD only (405 for other
-methods, 404 for other paths), through the bounded ``Endpoint`` (request size, timeout), and
+methods, with ``Allow``; 404 for other paths), through the bounded ``Endpoint`` (request size, timeout), and
 outside the overload manager's reach (its admission is the data plane's). Both ports may be one.
 Must not depend on the data plane.
 """
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol
 
-from meshproxy.admin.endpoint import Answer, Endpoint, Handler
+from meshproxy.admin.endpoint import Answer, Endpoint, Handler, method_not_allowed
 
 READY_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
@@ -111,7 +111,7 @@ def _handler(paths: dict[str, Answerer]) -> Handler:
         if answer is None:
             return 404, b"not found; this port serves " + " ".join(paths).encode() + b"\n", b"text/plain"
         if method not in (b"GET", b"HEAD"):
-            return 405, b"use GET or HEAD\n", b"text/plain"
+            return method_not_allowed(b"GET", b"HEAD")
         return answer()
 
     return handle

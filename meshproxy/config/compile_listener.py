@@ -39,6 +39,7 @@ from meshproxy.config.compile_common import (
 from meshproxy.config.compile_filters import http_filters
 from meshproxy.config.compile_http2 import http2_options
 from meshproxy.config.compile_istio import ISTIO_STATS_NAME, is_istio_stats, istio_stats
+from meshproxy.config.compile_local_reply import local_reply_config
 from meshproxy.config.compile_rbac import NETWORK_RBAC_URL, network_filter
 from meshproxy.config.compile_route import check_weights, route_configuration
 from meshproxy.config.compile_tls import transport_tls
@@ -354,6 +355,9 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         common.at("max_requests_per_connection").problem("is not supported")
     upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=False)
     traced = tracing(msg.tracing, ctx.at("tracing")) if msg.HasField("tracing") else None
+    local_reply = None
+    if msg.HasField("local_reply_config"):
+        local_reply = local_reply_config(msg.local_reply_config, ctx.at("local_reply_config"))
     if routes is None or not ctx.clean_since(mark):
         return None
     return HttpConnectionManager(
@@ -381,6 +385,7 @@ def http_connection_manager(msg: hcm.HttpConnectionManager, ctx: Ctx) -> HttpCon
         upgrades=upgrades,
         tracing=traced,
         istio_stats=stats,
+        local_reply=local_reply,
     )
 
 

@@ -33,7 +33,12 @@ from meshproxy.config.compile_common import (
     wrapped,
 )
 from meshproxy.config.compile_filters import filter_configs
-from meshproxy.config.compile_route_policy import hash_policy, max_stream_duration, retry_policy
+from meshproxy.config.compile_route_policy import (
+    hash_policy,
+    max_stream_duration,
+    mirror_policy,
+    retry_policy,
+)
 from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
@@ -322,6 +327,9 @@ def route_action(
         else (0.0, None)
     )
     upgrades = upgrade_configs(msg.upgrade_configs, ctx, route=True)
+    mirrors = [
+        mirror_policy(m, c) for m, c in ctx.each("request_mirror_policies", msg.request_mirror_policies)
+    ]
     if not ctx.clean_since(mark):
         return None
     return RouteAction(
@@ -339,6 +347,7 @@ def route_action(
         retry_buffer_limit=buffer_limit,
         priority=enum_name(msg, "priority"),
         upgrades=upgrades,
+        mirrors=tuple(m for m in mirrors if m is not None),
     )
 
 

@@ -1,5 +1,6 @@
 """Compiles the upstream policy a route carries: retry_policy (route or virtual host),
-hash_policy and max_stream_duration, into the objects of ``policy.py``.
+hash_policy, max_stream_duration and request_mirror_policies, into the objects of ``policy.py``
+and ``model.MirrorPolicy``.
 
 Owns Envoy's rules for these messages: retry_on names, back-off bounds, the one supported host
 predicate, the hash policy kinds. Must not depend on the listener or cluster compilers;
@@ -11,7 +12,16 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
-from meshproxy.config.compile_common import Ctx, duration, reject_fields, type_url, wrapped
+from meshproxy.config.compile_common import (
+    Ctx,
+    duration,
+    fractional_percent,
+    reject_fields,
+    type_url,
+    wrapped,
+)
+from meshproxy.config.filter_config import Percent
+from meshproxy.config.model import MirrorPolicy
 from meshproxy.config.policy import RETRY_ON, HashPolicy, RetryPolicy
 
 _PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
@@ -125,3 +135,21 @@ def max_stream_duration(msg: rc.RouteAction.MaxStreamDuration, ctx: Ctx) -> tupl
         else None
     )
     return limit, grpc_max
+
+
+def mirror_policy(msg: rc.RouteAction.RequestMirrorPolicy, ctx: Ctx) -> MirrorPolicy | None:
+    """A RequestMirrorPolicy; runtime_fraction absent means every request (Envoy's default)."""
+    if msg.cluster_header:
+        ctx.at("cluster_header").problem("is not supported; name the mirror cluster in cluster")
+    if not msg.cluster:
+        ctx.at("cluster").problem("is required")
+        return None
+    ctx.at("cluster").refer_cluster(msg.cluster)
+    percent: Percent | None = Percent(100)
+    if msg.HasField("runtime_fraction"):
+        percent = fractional_percent(
+            msg.runtime_fraction.default_value, ctx.at("runtime_fraction").at("default_value")
+        )
+    if percent is None:
+        return None
+    return MirrorPolicy(msg.cluster, percent, not msg.disable_shadow_host_suffix_append)

@@ -84,7 +84,7 @@ _ONE_SPAN = "meshproxy records one span per request and sidecar, named <authorit
 _NO_FILTER = "meshproxy runs no such filter"
 _NO_LOG_OPTIONS = "meshproxy writes one access log line when a request or session ends"
 _SYSTEM_DNS = "meshproxy resolves names with the system resolver (getaddrinfo)"
-_NO_MIRROR = "request mirroring is not supported"
+_NO_MIRROR = "set request_mirror_policies on the route action"
 _NO_CORS = (
     "give the CORS policy as typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy)"
 )
@@ -205,7 +205,8 @@ TABLE: dict[str, dict[str, Field]] = {
         "codec_type stat_prefix rds route_config http_filters common_http_protocol_options "
         "http2_protocol_options server_name max_request_headers_kb stream_idle_timeout request_timeout "
         "request_headers_timeout drain_timeout access_log use_remote_address generate_request_id "
-        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action tracing",
+        "upgrade_configs normalize_path merge_slashes path_with_escaped_slashes_action tracing "
+        "local_reply_config",
         "scoped_routes path_normalization_options",
         add_user_agent=refused("meshproxy does not add user-agent or x-envoy-downstream-service-cluster"),
         http1_safe_max_connection_duration=refused("HTTP/1.1 connections end at max_connection_duration"),
@@ -234,7 +235,6 @@ TABLE: dict[str, dict[str, Field]] = {
         proxy_100_continue=refused("a 100-continue is not proxied"),
         represent_ipv4_remote_address_as_ipv4_mapped_ipv6=refused("remote addresses are kept as they are"),
         request_id_extension=refused("request ID extensions are not supported"),
-        local_reply_config=refused("local replies are not rewritten"),
         strip_matching_host_port=refused("the port is not stripped from the host header"),
         strip_any_host_port=refused("the port is not stripped from the host header"),
         stream_error_on_invalid_http_message=refused("an invalid HTTP message ends the connection"),
@@ -376,7 +376,7 @@ TABLE: dict[str, dict[str, Field]] = {
         idle_timeout=refused("a per-route idle timeout is not supported; use the connection manager's"),
         early_data_policy=refused("TLS early data is not accepted"),
         retry_policy_typed_config=refused("use retry_policy"),
-        request_mirror_policies=refused(_NO_MIRROR),
+        request_mirror_policies=IMPLEMENTED,
         rate_limits=refused(_NO_GLOBAL_RATE_LIMIT),
         include_vh_rate_limits=accepted("only with rate_limits, which are refused"),
         cors=refused(_NO_CORS),
@@ -525,6 +525,26 @@ TABLE: dict[str, dict[str, Field]] = {
         forward_not_matching_preflights=refused(
             "a preflight from an origin the policy does not allow is forwarded", allowed=(True,)
         ),
+    ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": _message(
+        "mappers body_format"
+    ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper": _message(
+        "filter status_code body body_format_override headers_to_add"
+    ),
+    "envoy.config.core.v3.SubstitutionFormatString": _message(
+        "text_format json_format text_format_source omit_empty_values content_type",
+        "formatters",
+        json_format_options=refused("JSON bodies are written with meshproxy's key order"),
+    ),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": _message(
+        "cluster runtime_fraction disable_shadow_host_suffix_append",
+        "cluster_header",
+        trace_sampled=accepted("the copy carries the request's trace headers as they are"),
+        request_headers_mutations=refused(
+            "the copy carries the request's headers after the route's mutations"
+        ),
+        host_rewrite_literal=refused("the copy's host is the request's, with -shadow"),
     ),
     "envoy.config.core.v3.RuntimeFractionalPercent": _message(
         "default_value", runtime_key=accepted(_NO_RUNTIME)
@@ -767,6 +787,7 @@ UNCLASSIFIED: frozenset[str] = frozenset(
         "envoy.config.core.v3.Address",
         "envoy.config.core.v3.BindConfig",
         "envoy.config.core.v3.CidrRange",
+        "envoy.config.accesslog.v3.AccessLogFilter",
         "envoy.config.core.v3.DataSource",
         "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
         "envoy.config.core.v3.HealthCheck.Payload",

@@ -25,6 +25,8 @@ from meshproxy.config.policy import (
 from meshproxy.config.regex import Regex, Rewrite
 
 if TYPE_CHECKING:
+    from meshproxy.config.filter_config import Percent
+    from meshproxy.config.local_reply import LocalReplyConfig
     from meshproxy.overload.config import OverloadConfig
     from meshproxy.rbac.model import RbacFilter
     from meshproxy.tls.config import TlsConfig
@@ -177,6 +179,18 @@ class RouteAction:
     priority: str = "DEFAULT"
     # upgrade_configs: (lower-case upgrade type, enabled) overriding the HCM's (hcm/upgrade.py).
     upgrades: tuple[tuple[str, bool], ...] = ()
+    # request_mirror_policies: copies of the request, fire-and-forget (hcm/mirror.py).
+    mirrors: tuple[MirrorPolicy, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorPolicy:
+    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster``, whose host
+    header gains ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
+
+    cluster: str
+    percent: Percent
+    shadow_suffix: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +350,8 @@ class HttpConnectionManager:
     tracing: Tracing | None = None
     # The istio.stats http filter: Istio's request metrics (None: not kept).
     istio_stats: IstioStats | None = None
+    # local_reply_config: how local replies are rewritten (hcm/local_reply.py); None: as made.
+    local_reply: LocalReplyConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

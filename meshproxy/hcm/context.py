@@ -111,6 +111,7 @@ class RoutePlan:
         "high_priority",
         "host",
         "max_stream_duration",
+        "mirrors",
         "per_try_timeout",
         "request_levels",
         "response_levels",
@@ -139,6 +140,7 @@ class RoutePlan:
         self.max_stream_duration = action.max_stream_duration
         self.grpc_timeout_max = action.grpc_timeout_header_max
         self.high_priority = action.priority == "HIGH"  # the cluster's HIGH circuit breakers
+        self.mirrors = action.mirrors  # request_mirror_policies (hcm/mirror.py)
 
 
 class HttpContext:

@@ -312,7 +312,7 @@ class Exchange:
         stats = cluster.stats
         stats.upstream_rq_total += 1
         stats.upstream_rq_active += 1
-        if plan.retry is not None and replayable:
+        if replayable and (plan.retry is not None or plan.mirrors):  # mirrors copy the body too
             self.retry = plan.retry
             self.body_copy = []
         if plan.grpc_timeout_max is not None or plan.max_stream_duration > 0:

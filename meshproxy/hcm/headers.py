@@ -52,20 +52,17 @@ def upstream_request(
     return plan.host or authority, target, xff, xfp, request_id
 
 
-def response_levels(x: Exchange) -> tuple[Any, ...]:
-    """The route's response mutation levels of a routed request."""
-    weighted = x.weighted
-    if weighted is None:
-        return x.plan.response_levels  # type: ignore[union-attr]  # only called once routed
-    return x.decision.response_mutations_for(weighted)  # type: ignore[union-attr]  # only called once routed
-
-
 def edits_response(x: Exchange) -> tuple[Any, ...] | None:
-    """What ``edit_response`` would apply: the levels (maybe empty), or None when there is
-    nothing to do (no mutation, no response hook): callers then leave the headers unparsed."""
-    levels = response_levels(x)
+    """What ``edit_response`` would apply to a routed request's response: the route's response
+    mutation levels (maybe empty), or None when there is nothing to do (no mutation, no
+    response hook): callers then leave the headers unparsed."""
+    weighted, plan, decision = x.weighted, x.plan, x.decision
+    assert plan is not None and decision is not None  # only called once routed
+    levels = plan.response_levels if weighted is None else decision.response_mutations_for(weighted)
+    if levels:
+        return levels
     chain = x.ctx.filters
-    return levels if levels or (chain is not None and chain.response) else None
+    return levels if chain is not None and chain.response else None
 
 
 def edit_response(

@@ -14,7 +14,7 @@ class LocalReply:
     The common ones are module constants, so deciding one allocates nothing.
     """
 
-    __slots__ = ("body", "extra", "flags", "grpc_status", "status")
+    __slots__ = ("body", "content_type", "extra", "flags", "grpc_status", "status")
 
     def __init__(
         self,
@@ -23,12 +23,14 @@ class LocalReply:
         flags: str,
         extra: tuple[tuple[bytes, bytes], ...] = (),
         grpc_status: int | None = None,
+        content_type: bytes = b"text/plain",
     ) -> None:
         self.status = status
         self.body = body
         self.flags = flags
         self.extra = extra
         self.grpc_status = grpc_status
+        self.content_type = content_type  # of a non-empty body
 
     def __repr__(self) -> str:
         return f"LocalReply({self.status}, {self.body!r}, {self.flags!r})"

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 request head a stream sends upstream, and the absolute-form request target.
+"""The HTTP/1.1 request head a stream sends upstream, and the request target a client sent.
 
 Owns the bytes of the upstream request head: the rewritten target, ``host``, the request's
 headers after the route's mutations, ``x-forwarded-for`` / ``-proto``, ``x-request-id`` (their
@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshproxy.hcm.headers import upstream_request
+from meshproxy.hcm.reply import LocalReply
 from meshproxy.http.codec import authority_ok
 
 if TYPE_CHECKING:
     from meshproxy.http.stream import Stream
+
+INVALID_TARGET = LocalReply(400, b"invalid request target", "DPE")
+MISSING_HOST = LocalReply(400, b"missing host header", "DPE")
 
 
 def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
@@ -34,6 +38,25 @@ def absolute_form(url: bytes) -> tuple[bytes, bytes] | None:
     if not authority or not authority_ok(authority):
         return None
     return authority.lower(), tail if tail.startswith(b"/") else b"/" + tail
+
+
+def target_refusal(stream: Stream) -> LocalReply | None:
+    """RFC 9112 §3.2: an absolute-form target becomes the stream's authority and origin-form
+    url; a malformed one, or no Host on HTTP/1.1, is the client's protocol error: the reply
+    to send (counted; the connection will close)."""
+    refused = None
+    if stream.url[0] != 0x2F and stream.url != b"*":
+        absolute = absolute_form(stream.url)
+        if absolute is None:
+            refused = INVALID_TARGET
+        else:
+            stream.authority, stream.url = absolute
+    if refused is None and stream.authority is None and not stream.http10:
+        refused = MISSING_HOST
+    if refused is not None:
+        stream.ctx.stats.downstream_cx_protocol_error += 1
+        stream.keep_alive = False
+    return refused
 
 
 def request_head(stream: Stream, authority: bytes) -> bytes:

@@ -47,10 +47,12 @@ from meshproxy.hcm.context import (
 )
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.hcm.headers import edit_response, edits_response, reply_headers
+from meshproxy.hcm.local_reply import final_reply
 from meshproxy.hcm.upgrade import upgrade_refusal
 from meshproxy.http import codec
 from meshproxy.http.codec import PAUSE_PENDING_FULL, PAUSE_UPSTREAM_FULL
-from meshproxy.http.head import absolute_form, request_head
+from meshproxy.http.head import request_head, target_refusal
+from meshproxy.http.mirror import send as send_mirrors
 from meshproxy.http.upstream import UpstreamConnection, close_orphan, connect_result
 from meshproxy.upstream.cluster import connect_failure
 
@@ -129,11 +131,9 @@ class Stream:
         """The request head is complete and this stream is the connection's active one."""
         x = self.open()
         ctx = self.ctx
-        stats = ctx.stats
-        conn = self.conn
         if (
             not self.keep_alive
-            or conn.listener.draining
+            or self.conn.listener.draining
             or (ctx.overload.keepalive_close_fraction and x.keepalive_closes())
         ):
             self.keep_alive = False
@@ -141,21 +141,7 @@ class Stream:
             # llhttp now treats the connection as a tunnel: nothing more can be parsed on it.
             self.keep_alive = False
             return self.local_reply(CONNECT_REFUSED)
-        if self.url[0] != 0x2F and self.url != b"*":
-            absolute = absolute_form(self.url)
-            if absolute is None:
-                stats.downstream_cx_protocol_error += 1
-                self.keep_alive = False
-                return self.local_reply(LocalReply(400, b"invalid request target", "DPE"))
-            self.authority, self.url = absolute
-        authority = self.authority
-        if authority is None:
-            if not self.http10:
-                stats.downstream_cx_protocol_error += 1
-                self.keep_alive = False
-                return self.local_reply(LocalReply(400, b"missing host header", "DPE"))
-            authority = b""
-        refused = x.match(authority, self.url, self.headers)
+        refused = target_refusal(self) or x.match(self.authority or b"", self.url, self.headers)
         if refused is not None:
             return self.local_reply(refused)
         self.url = x.target  # the path policy's result (rule 3)
@@ -163,23 +149,19 @@ class Stream:
             return None  # answered, or held until resume()
         return self.route()
 
+    def pause(self, delay: float | None) -> None:
+        """A filter holds the request (body bytes wait in ``pending``): ``resume`` after ``delay``."""
+        if delay is not None:  # None: the filter calls resume itself
+            self.retry_timer = self.conn.loop.call_later(delay, self.resume)
+
     def resume(self) -> None:
-        """A filter that held the request (``pause``) lets the chain go on."""
         self.retry_timer = None
         if not self.finished and self.x.request_filters(self, monotonic()):
             self.route()
 
-    def pause(self, delay: float | None) -> None:
-        """A filter holds the request: the chain resumes after ``delay`` (None: the filter calls
-        ``resume``). Body bytes wait in ``pending`` meanwhile, under the buffer limit."""
-        if delay is not None:
-            self.retry_timer = self.conn.loop.call_later(delay, self.resume)
-
     def route(self) -> None:
         """The router's action for the matched route: a local reply, or the request goes on."""
-        x = self.x
-        ctx = self.ctx
-        conn = self.conn
+        x, ctx, conn = self.x, self.ctx, self.conn
         authority = self.authority or b""
         routed = x.route(authority)
         if self.upgrade is not None and x.decision is not None:
@@ -207,6 +189,8 @@ class Stream:
         if self.x.stream_deadline:
             self._arm_deadline(self.x.stream_deadline, monotonic())
         self._send()
+        if self.request_complete and x.plan.mirrors:  # type: ignore[union-attr]  # forwarded
+            send_mirrors(x, self.method, authority, self.url, self.headers)
         return None
 
     def request_body(self, data: bytes) -> None:
@@ -235,6 +219,8 @@ class Stream:
             self._maybe_finish()
         elif self.started and not self.finished:
             self._arm_timers()
+            if self.x.plan is not None and self.x.plan.mirrors:
+                send_mirrors(self.x, self.method, self.authority or b"", self.url, self.headers)
 
     def request_body_marker_end(self) -> None:
         if self.pending is None:
@@ -477,11 +463,10 @@ class Stream:
         no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         if no_body:
             # RFC 9112 §6.3 rule 1: no body whatever the head says; a Transfer-Encoding the
-            # upstream sent on a 204/304/HEAD response must not make us write a last chunk.
+            # upstream sent on a 204/304/HEAD response must not make us write a last chunk
+            # (found by the fuzzer).
             self.resp_chunk_down = False
         framed = self.resp_content_length or no_body
-        if no_body:  # it ends at its head, chunked upstream or not (found by the fuzzer: a last chunk)
-            self.resp_chunk_down = False
         if not upstream_keep_alive and not framed and not self.resp_chunk_down:
             self.resp_close_delimited = True
         parts = [codec.STATUS_LINES.get(status) or codec.status_line(status), *lines]
@@ -581,6 +566,7 @@ class Stream:
             return self._finish()
         if self._body_unread() or self.conn.listener.draining:
             self.keep_alive = False
+        reply = final_reply(self.ctx.config.local_reply, self, reply)
         status, body = reply.status, reply.body
         self.status = status
         self.response_started = True
@@ -590,6 +576,7 @@ class Stream:
             body,
             close=not self.keep_alive,
             extra=reply_headers(self.x, reply),
+            content_type=reply.content_type,
             head_only=self.method == b"HEAD",
         )
         self.tx_bytes += len(body)

@@ -36,6 +36,8 @@ from meshproxy.hcm.context import (
 )
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.hcm.headers import edit_response, edits_response, reply_headers, upstream_request
+from meshproxy.hcm.local_reply import final_reply
+from meshproxy.http.mirror import send as send_mirrors
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
 from meshproxy.http2.pool import pool_for
@@ -240,6 +242,8 @@ class H2Stream:
         if self.request_complete:
             self._arm_route_timeout(now)
         self._send(now)
+        if self.request_complete and x.plan.mirrors:  # type: ignore[union-attr]  # forwarded
+            send_mirrors(x, self.method, authority, self.url, self.headers)
         return None
 
     def _send(self, now: float) -> None:
@@ -295,9 +299,12 @@ class H2Stream:
         half.end = True
         if self.up is not None:
             self.up.pump(self.up_sid, half)
-        if self.x.plan is not None and not self.finished:
+        plan = self.x.plan
+        if plan is not None and not self.finished:
             self._arm_route_timeout(monotonic())
             self._arm_try_timer()
+            if plan.mirrors:
+                send_mirrors(self.x, self.method, self.authority or b"", self.url, self.headers)
         if self.response_complete:
             self._finish()
 
@@ -527,6 +534,7 @@ class H2Stream:
         self._drop_upstream(ErrorCodes.CANCEL)
         if self.response_started:
             return self._finish(ErrorCodes.INTERNAL_ERROR)
+        reply = final_reply(self.ctx.config.local_reply, self, reply)
         status, body = reply.status, reply.body
         self.status = status
         self.response_started = True
@@ -536,7 +544,7 @@ class H2Stream:
         else:
             headers = [(b":status", b"%d" % status), (b"server", self.ctx.config.server_name.encode())]
             if body:
-                headers.append((b"content-type", b"text/plain"))
+                headers.append((b"content-type", reply.content_type))
             headers.append((b"content-length", b"%d" % len(body)))
         extra = reply_headers(self.x, reply)
         if extra:

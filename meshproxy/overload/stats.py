@@ -78,14 +78,16 @@ class OverloadStats:
                     a, b = getattr(have, attr), getattr(obj, attr)
                     setattr(have, attr, a + b if counter else max(a, b))
 
-    def flat(self) -> dict[str, int]:
-        """Envoy's names, for the ``/stats`` JSON: ``overload.<name>.<stat>``."""
-        out: dict[str, int] = {}
-        for _, _, entries in self.scopes():
+    def named(self) -> Iterator[tuple[str, bool, int]]:
+        """(Envoy's name ``overload.<name>.<stat>``, is a counter, value) per stat, for ``/stats``."""
+        for _, kind, entries in self.scopes():
             for name, obj in entries.items():
-                for attr in type(obj).__slots__:
-                    out[f"overload.{name}.{attr}"] = getattr(obj, attr)
-        return out
+                for attr, (counter, _) in _FIELDS[kind].items():
+                    yield f"overload.{name}.{attr}", counter, getattr(obj, attr)
+
+    def flat(self) -> dict[str, int]:
+        """Envoy's names, for the ``/stats?format=flat`` JSON."""
+        return {name: value for name, _, value in self.named()}
 
 
 def doc_rows() -> Iterator[tuple[str, str, str, str]]:

@@ -1,9 +1,10 @@
 """The admin port of ``--concurrency N``: one endpoint answering for all the workers.
 
-Owns turning the workers' answers into one proxy's: ``/stats`` and ``/stats/prometheus`` fold
-every worker's stats (``aggregate.py``: counters summed, gauges summed or the highest where each
-worker holds a copy of one fact) with the supervisor's process scope (``server.live``,
-``server.draining``, ``server.worker_restarts``); ``/stats?worker=I`` is worker I's own;
+Owns turning the workers' answers into one proxy's: ``/stats`` (in each of its formats,
+``admin/stats_format.py``) and ``/stats/prometheus`` fold every worker's stats
+(``aggregate.py``: counters summed, gauges summed or the highest where each worker holds a copy
+of one fact) with the supervisor's process scope (``server.live``, ``server.draining``,
+``server.worker_restarts``) and the ADS client's ``xds.*``; ``/stats?worker=I`` is worker I's own;
 ``/clusters`` is folded the same way; ``/config_dump`` is the one configuration the supervisor
 accepted, with the ADS client's state; ``/ready`` is 200 when the supervisor is ready and every
 worker serves what it accepted last; ``/workers`` lists the workers. ``/certs`` is the first
@@ -17,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from meshproxy.addresses import host_port
-from meshproxy.admin.endpoint import Answer, Endpoint
+from meshproxy.admin.endpoint import Answer, Endpoint, json_answer, method_not_allowed
 from meshproxy.admin.prometheus import exposition
-from meshproxy.admin.server import HELP, envoy_config_dump, json_answer, jsonable
+from meshproxy.admin.server import HELP, envoy_config_dump, jsonable
+from meshproxy.admin.server_info import server_info
+from meshproxy.admin.stats_format import QueryError, StatsQuery
 from meshproxy.overload.stats import OverloadCollector, OverloadStats
-from meshproxy.stats import StatsCollector, Store, stats_json
+from meshproxy.stats import StatsCollector, Store
 from meshproxy.workers.aggregate import merge_clusters, merge_stores
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ ASK_TIMEOUT = 5.0
 
 _HELP = (
     HELP
-    + """  GET  /stats?worker=I      worker I's own stats (0-based), as JSON
+    + """  GET  /stats?worker=I      worker I's own stats (0-based), in any of /stats's formats
   GET  /workers            the worker processes: pid, serving, restarts, configuration version
 """
 )
@@ -68,11 +72,17 @@ class WorkersAdmin:
         if path == "/stats/prometheus":
             return await self.prometheus()
         if path == "/stats":
-            if query.startswith("worker="):
-                return await self._one_worker(query.removeprefix("worker="), method, "/stats")
-            store, overload = await self._stats()
-            server = {f"server.{name}": value for name, value in store.server.items()}
-            return json_answer({**stats_json(store), **overload.flat(), **server})
+            rest = "&".join(p for p in query.split("&") if p and not p.startswith("worker="))
+            try:
+                stats = StatsQuery.parse(rest)
+            except QueryError as err:
+                return 400, f"{err}\n".encode(), b"text/plain"
+            worker = dict(urllib.parse.parse_qsl(query, keep_blank_values=True)).get("worker")
+            if worker is not None:
+                return await self._one_worker(worker, method, f"/stats?{rest}")
+            if stats.format == "prometheus":
+                return await self.prometheus()
+            return stats.answer(*await self._stats())
         if path == "/config_dump":
             if "format=compiled" not in query.split("&"):
                 return envoy_config_dump(sup.config, sup.xds, query, self.started)
@@ -91,13 +101,24 @@ class WorkersAdmin:
                     for name, address in sup.listener_addresses().items()
                 ]
             )
+        if path == "/server_info":
+            return json_answer(
+                server_info(
+                    sup.config,
+                    ready=sup.ready,
+                    draining=sup.draining,
+                    started=self.started,
+                    concurrency=len(sup.workers),
+                    query=query,
+                )
+            )
         if path == "/workers":
             return json_answer(self._workers())
         if path == "/certs":
             return await self._one_worker("0", method, path)
         if path in ("/drain_listeners", "/quitquitquit", "/healthcheck/fail", "/healthcheck/ok"):
             if method != b"POST":
-                return 405, b"use POST\n", b"text/plain"
+                return method_not_allowed(b"POST")
             if path.startswith("/healthcheck/"):
                 await sup.ask(("admin", b"POST", path), ASK_TIMEOUT)  # each worker's health checks
                 return 200, b"OK\n", b"text/plain"
@@ -125,6 +146,7 @@ class WorkersAdmin:
     async def _stats(self) -> tuple[Store, OverloadStats]:
         answers = await self.supervisor.ask(("stats",), ASK_TIMEOUT)
         store = merge_stores([s for _, (s, _) in answers], self.supervisor.store.server)
+        store.xds = self.supervisor.store.xds  # the supervisor runs the one ADS client
         overload = OverloadStats()
         for _, (_, theirs) in answers:
             overload.add(theirs)
@@ -137,8 +159,7 @@ class WorkersAdmin:
         for _, answer in await self.supervisor.ask(
             ("admin", method, path), ASK_TIMEOUT, [workers[int(index)]]
         ):
-            status, body, ctype = answer
-            return status, body, ctype
+            return answer
         return 503, f"worker {index} is not serving\n".encode(), b"text/plain"
 
     def _workers(self) -> list[dict[str, Any]]:

@@ -116,6 +116,7 @@ class Supervisor:
             from meshproxy.xds.client import AdsClient  # grpc only when the bootstrap asks for xDS
 
             self.xds = AdsClient(self, self.config.dynamic, rng=self.rng)
+            self.store.xds = self.xds.stats
             self.xds.start()
 
     def listener_addresses(self) -> dict[str, tuple[str, int]]:

@@ -19,7 +19,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -29,6 +28,7 @@ from meshproxy import __version__
 from meshproxy.config.model import Cluster, Config, DynamicResources
 from meshproxy.errors import ConfigError
 from meshproxy.identity.grpc_tls import describe_rpc_error
+from meshproxy.stats import XdsStats
 from meshproxy.upstream.keepalive import grpc_keepalive_options
 from meshproxy.xds.resources import SHORT
 from meshproxy.xds.state import Response, Staged, XdsState
@@ -58,19 +58,6 @@ class Target(Protocol):
     ready: bool
 
     async def apply(self, config: Config) -> None: ...
-
-
-@dataclass(slots=True)
-class XdsStats:
-    streams: int = 0  # streams opened
-    stream_failures: int = 0
-    responses: int = 0
-    acks: int = 0
-    nacks: int = 0
-    applied: int = 0  # configs swapped in
-    # The longest stretch (seconds) the client ran without yielding while handling a response;
-    # excludes ``Server.apply``, which slices its own work.
-    max_slice: float = 0.0
 
 
 class AdsClient:
@@ -320,7 +307,7 @@ class AdsClient:
             "last_error": self.last_error,
             "complete": self.state.complete,
             "warming": list(self.state.warming),
-            "stats": {name: getattr(self.stats, name) for name in XdsStats.__slots__},
+            "stats": {name: getattr(self.stats, name) for name in XdsStats.STATS},
             "types": {
                 SHORT[url]: {
                     "version_info": ts.version_info,

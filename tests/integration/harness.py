@@ -234,7 +234,7 @@ class ProxyProcess:
     def stats(self) -> dict[str, Any]:
         import json
 
-        status, body = self.admin("/stats")
+        status, body = self.admin("/stats?format=flat")
         assert status == 200, body
         result: dict[str, Any] = json.loads(body)
         return result

@@ -71,7 +71,7 @@ class KeepAliveClient:
 
 
 def admin_stats(admin_port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=2) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats?format=flat", timeout=2) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 

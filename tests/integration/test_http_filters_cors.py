@@ -6,15 +6,13 @@ virtual host's.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from .harness import Proxy, bootstrap, cluster, http_listener, route, running_proxy
-from .upstreams import aiohttp_upstream
+from .harness import http_listener, route
+from .serving import serving
 
 CODECS = ("HTTP/1.1", "HTTP/2")
 CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
@@ -37,20 +35,6 @@ def cors_listener(vhost_policy: dict[str, Any], routes: list[dict[str, Any]] | N
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
     manager["http_filters"].insert(0, {"name": "cors", "typed_config": {"@type": CORS}})
     return listener
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    listener: dict[str, Any], codec: str = "HTTP/1.1"
-) -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
-    """The proxy with ``listener`` in front of an echoing upstream, and a client of ``codec``."""
-    async with aiohttp_upstream() as port:
-        doc = bootstrap([listener], [cluster("backend", port)])
-        async with (
-            running_proxy(doc) as proxy,
-            httpx.AsyncClient(http1=codec == "HTTP/1.1", http2=codec == "HTTP/2") as c,
-        ):
-            yield proxy, c
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:

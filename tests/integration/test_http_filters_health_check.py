@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import bootstrap, cluster, http_listener, route, running_proxy
-from .upstreams import aiohttp_upstream
+from .harness import http_listener, route
+from .serving import serving
 
 CODECS = ("HTTP/1.1", "HTTP/2")
 HEALTH_CHECK = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
@@ -32,22 +32,16 @@ def health_listener() -> dict[str, Any]:
 
 @pytest.mark.parametrize("codec", CODECS)
 async def test_health_checks_are_answered_by_the_proxy_and_follow_the_admin(codec: str) -> None:
-    async with aiohttp_upstream() as port:
-        doc = bootstrap([health_listener()], [cluster("backend", port)])
-        async with (
-            running_proxy(doc) as proxy,
-            httpx.AsyncClient(http1=codec == "HTTP/1.1", http2=codec == "HTTP/2") as c,
-            httpx.AsyncClient() as admin,
-        ):
-            healthy = await c.get(proxy.url("/healthz"))
-            other = await c.get(proxy.url("/echo"))
-            assert proxy.cluster_stats().upstream_rq_total == 1  # only /echo reached the upstream
-            assert (await admin.post(proxy.admin_url + "/healthcheck/fail")).status_code == 200
-            failed = await c.get(proxy.url("/healthz"))
-            still = await c.get(proxy.url("/echo"))
-            assert (await admin.post(proxy.admin_url + "/healthcheck/ok")).status_code == 200
-            again = await c.get(proxy.url("/healthz"))
-            assert (await admin.get(proxy.admin_url + "/healthcheck/fail")).status_code == 405
+    async with serving(health_listener(), codec) as (proxy, c), httpx.AsyncClient() as admin:
+        healthy = await c.get(proxy.url("/healthz"))
+        other = await c.get(proxy.url("/echo"))
+        assert proxy.cluster_stats().upstream_rq_total == 1  # only /echo reached the upstream
+        assert (await admin.post(proxy.admin_url + "/healthcheck/fail")).status_code == 200
+        failed = await c.get(proxy.url("/healthz"))
+        still = await c.get(proxy.url("/echo"))
+        assert (await admin.post(proxy.admin_url + "/healthcheck/ok")).status_code == 200
+        again = await c.get(proxy.url("/healthz"))
+        assert (await admin.get(proxy.admin_url + "/healthcheck/fail")).status_code == 405
     assert (healthy.status_code, healthy.content) == (200, b"")
     assert other.status_code == 200 and other.json()["path"] == "/echo"
     assert failed.status_code == 503
@@ -57,11 +51,9 @@ async def test_health_checks_are_answered_by_the_proxy_and_follow_the_admin(code
 
 
 async def test_a_draining_listener_fails_its_health_checks() -> None:
-    async with aiohttp_upstream() as port:
-        doc = bootstrap([health_listener()], [cluster("backend", port)])
-        async with running_proxy(doc) as proxy, httpx.AsyncClient() as c:
-            assert (await c.get(proxy.url("/healthz"))).status_code == 200
-            listener = proxy.server.listeners["http"]
-            listener.graceful = listener.draining = True  # a graceful drain's first phase: still accepting
-            answer = await c.get(proxy.url("/healthz"))
+    async with serving(health_listener()) as (proxy, c):
+        assert (await c.get(proxy.url("/healthz"))).status_code == 200
+        listener = proxy.server.listeners["http"]
+        listener.graceful = listener.draining = True  # a graceful drain's first phase: still accepting
+        answer = await c.get(proxy.url("/healthz"))
     assert answer.status_code == 503

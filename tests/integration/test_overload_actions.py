@@ -128,7 +128,7 @@ async def admin(proxy: Proxy, path: str) -> tuple[int, bytes]:
 
 
 async def stats(proxy: Proxy) -> dict[str, Any]:
-    status, body = await admin(proxy, "/stats")
+    status, body = await admin(proxy, "/stats?format=flat")
     assert status == 200
     return json.loads(body)
 

@@ -84,7 +84,7 @@ async def test_stop_accepting_connections_parks_the_listener_and_recovers() -> N
         waiting = asyncio.ensure_future(get(port))
         status, _ = await admin_get(proxy, "/ready")
         assert status == 200
-        _, body = await admin_get(proxy, "/stats")
+        _, body = await admin_get(proxy, "/stats?format=flat")
         stats = json.loads(body)
         assert stats[f"overload.{STOP_ACCEPTING_CONNECTIONS}.active"] == 1
         assert stats[f"overload.{DOWNSTREAM_CONNECTIONS}.pressure"] == 50

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import pytest
+from envoy.admin.v3 import server_info_pb2
+from google.protobuf import json_format
 
 from meshproxy import __version__, _ext
 
-from .harness import bootstrap, proxy_process
+from .harness import bootstrap, proxy_process, running_proxy
 
 CODEC_C = "meshproxy.http2._codec_c"
 ROOT = pathlib.Path(_ext.__file__).resolve().parents[1]
@@ -91,7 +94,7 @@ def test_server_info_of_a_running_proxy(
         monkeypatch.setenv("MESHPROXY_H2_CODEC", override)
         expected = "h2"
     with proxy_process(bootstrap([], []), tmp_path) as proc:
-        status, body = proc.admin("/server_info")
+        status, body = proc.admin("/server_info?format=meshproxy")
     assert status == 200
     info = json.loads(body)
     assert info["http2_codec"] == expected
@@ -99,3 +102,20 @@ def test_server_info_of_a_running_proxy(
     assert info["state"] == "LIVE"
     assert info["uptime_current_epoch"].endswith("s")
     assert info["event_loop"].startswith("uvloop")
+
+
+async def test_server_info_is_envoys_server_info() -> None:
+    doc = bootstrap([], [])
+    doc["node"] = {"id": "sidecar~10.0.0.1~web.default", "cluster": "web", "metadata": {"k": "v"}}
+    async with running_proxy(doc) as proxy, httpx.AsyncClient() as client:
+        body = (await client.get(f"{proxy.admin_url}/server_info")).json()
+        proxy.server.draining = True
+        draining = (await client.get(f"{proxy.admin_url}/server_info")).json()["state"]
+        proxy.server.draining = False
+    # Parses as Envoy's proto with unknown fields refused: every key is ServerInfo's.
+    info = json_format.ParseDict(body, server_info_pb2.ServerInfo(), ignore_unknown_fields=False)
+    assert info.state == server_info_pb2.ServerInfo.LIVE and draining == "DRAINING"
+    assert info.version == f"meshproxy/{__version__}" and info.hot_restart_version == "disabled"
+    assert info.node.id == "sidecar~10.0.0.1~web.default" and info.node.metadata["k"] == "v"
+    assert info.command_line_options.concurrency == 1 and info.command_line_options.service_cluster == "web"
+    assert info.uptime_current_epoch == info.uptime_all_epochs

@@ -61,7 +61,7 @@ def admin_json(proc: ProxyProcess, path: str) -> Any:
 
 
 def worker_stat(proc: ProxyProcess, index: int, name: str) -> int:
-    value: int = admin_json(proc, f"/stats?worker={index}")[name]
+    value: int = admin_json(proc, f"/stats?worker={index}&format=flat")[name]
     return value
 
 
@@ -229,12 +229,16 @@ async def test_an_xds_update_reaches_every_worker_and_a_bind_failure_is_one_nack
             assert "r2" in version
             workers = await get("/workers")
             assert [(w["version"], w["current"]) for w in workers] == [(version, True)] * 2
-            before = [(await get(f"/stats?worker={i}"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            before = [
+                (await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)
+            ]
             configs = [
                 (await asyncio.to_thread(fresh_get, port))[1].get("x-config") for _ in range(CONNECTIONS)
             ]
             assert configs == ["v2"] * CONNECTIONS, "every worker routes with the update"
-            after = [(await get(f"/stats?worker={i}"))["http.http.downstream_rq_total"] for i in (0, 1)]
+            after = [
+                (await get(f"/stats?worker={i}&format=flat"))["http.http.downstream_rq_total"] for i in (0, 1)
+            ]
             assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
             # A worker restarted after an update starts on the accepted configuration.
@@ -329,6 +333,16 @@ def test_the_status_ports_and_the_help_answer_for_the_workers(tmp_path: pathlib.
         status, text = proc.admin("/help")
         assert status == 200 and b"/workers" in text and b"/stats?worker=I" in text
         assert proc.admin("/stats?worker=2")[0] == 400
+        # /stats in Envoy's text format, folded; one worker's in it too; Envoy's ServerInfo.
+        status, text = proc.admin("/stats?filter=^server\\.")
+        assert status == 200 and text.decode().splitlines() == [
+            "server.draining: 0",
+            "server.live: 1",
+            "server.worker_restarts: 0",
+        ]
+        status, text = proc.admin("/stats?worker=0&type=Counters&filter=downstream_rq_total")
+        assert status == 200 and text.decode().splitlines() == ["http.http.downstream_rq_total: 0"]
+        assert admin_json(proc, "/server_info")["command_line_options"]["concurrency"] == 2
         ready = f"http://127.0.0.1:{proc.status['/healthz/ready']}/healthz/ready"
         assert httpx.get(ready).status_code == 200
         scrape = f"http://127.0.0.1:{proc.status['/stats/prometheus']}/stats/prometheus"

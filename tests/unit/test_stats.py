@@ -32,6 +32,7 @@ from meshproxy.stats import (
     Store,
     TcpStats,
     TracingStats,
+    XdsStats,
     render_docs,
     stats_json,
 )
@@ -103,6 +104,8 @@ def _busy_store() -> Store:
     store.tracing_stats("otel").otel_spans_sent += 1
     store.rbac_stats("http.ingress.rbac").denied += 1
     store.server["live"] = 1
+    store.xds = XdsStats()
+    store.xds.acks += 1
     return store
 
 

@@ -1,5 +1,6 @@
 """compile_filters: the HTTP filter registry (http_filters, in order, the router last) and
-typed_per_filter_config at the three levels, with the fault filter's config and its refusals."""
+typed_per_filter_config at the three levels, with the fault filter's config and its refusals;
+and the connection manager's local_reply_config (compile_local_reply)."""
 
 # ruff: noqa: E501 (the tables hold whole expected messages; splitting them hides what users read)
 
@@ -11,6 +12,7 @@ import pytest
 from test_compile_listener import ROUTER, compiled, hcm, listener
 
 from meshproxy.config.filter_config import Fault, FaultAbort, FaultDelay, Percent
+from meshproxy.config.local_reply import BodyFormat, ReplyFilter
 from meshproxy.config.model import HeaderMatcher, HttpConnectionManager, StringMatch
 
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -198,3 +200,69 @@ def test_per_filter_config_refusals_name_their_path(per_route: dict[str, Any], e
     _, problems = manager(fault_filter(), ROUTER_FILTER, route_config=levels)
     sep = "." if expected.startswith("abort") else ": "
     assert problems == [f'{VHOST}.typed_per_filter_config["f"]{sep}{expected}']
+
+
+# ---------------------------------------------------------------------------- local_reply_config
+
+STATUS_404 = {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 404}}}}
+
+
+def test_local_reply_config_compiles_mappers_and_formats() -> None:
+    config = {
+        "mappers": [{"filter": STATUS_404, "status_code": 410, "body": {"inline_string": "gone"}}],
+        "body_format": {"text_format": "%RESPONSE_CODE%:%REQ(x-a?x-b):3%", "content_type": "text/x"},
+    }
+    m, problems = manager(ROUTER_FILTER, local_reply_config=config)
+    assert problems == [] and m is not None and m.local_reply is not None
+    (mapper,) = m.local_reply.mappers
+    assert (mapper.filter, mapper.status, mapper.body) == (
+        ReplyFilter("status", op="GE", status=404),
+        410,
+        b"gone",
+    )
+    assert m.local_reply.body_format == BodyFormat(
+        "text/x", text=(("RESPONSE_CODE", ""), ("text", ":"), ("REQ", ("x-a", "x-b", 3)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"body_format": {"text_format": "%START_TIME% %DOWNSTREAM_REMOTE_ADDRESS%"}},
+            [
+                'body_format.text_format: "%START_TIME%" is not a command operator meshproxy formats; use '
+                "%LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %RESPONSE_FLAGS% and %REQ(header)%",
+                'body_format.text_format: "%DOWNSTREAM_REMOTE_ADDRESS%" is not a command operator meshproxy '
+                "formats; use %LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %RESPONSE_FLAGS% and %REQ(header)%",
+            ],
+        ),
+        ({"mappers": [{"status_code": 500}]}, ["mappers[0].filter: is required"]),
+        (
+            {"mappers": [{"filter": {"duration_filter": {}}}]},
+            [
+                "mappers[0].filter.duration_filter: is not supported; use status_code_filter, header_filter, "
+                "response_flag_filter, and_filter or or_filter"
+            ],
+        ),
+        (
+            {"mappers": [{"filter": STATUS_404, "status_code": 99}]},
+            ["mappers[0].status_code: 99 is not an HTTP status (200..599)"],
+        ),
+        (
+            {"body_format": {"json_format": {"a": ["%RESPONSE_CODE%"]}}},
+            ["body_format.json_format.a: lists are not supported in json_format"],
+        ),
+        (
+            {"mappers": [{"filter": STATUS_404, "body": {"filename": "/etc/passwd"}}]},
+            ["mappers[0].body: give inline_string or inline_bytes"],
+        ),
+    ],
+)
+def test_a_bad_local_reply_config_is_refused_with_its_path(
+    config: dict[str, Any], expected: list[str]
+) -> None:
+    assert manager(ROUTER_FILTER, local_reply_config=config) == (
+        None,
+        [f"{TC}.local_reply_config.{problem}" for problem in expected],
+    )

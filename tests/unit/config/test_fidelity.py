@@ -161,6 +161,7 @@ def _base() -> dict[str, Any]:
     manager = {
         "@type": HCM,
         "stat_prefix": "in",
+        "local_reply_config": {"body_format": {"text_format": "%LOCAL_REPLY_BODY%"}},
         "access_log": [
             {"name": "file", "typed_config": {"@type": LOGS + "file.v3.FileAccessLog", "path": "/dev/null"}}
         ],
@@ -211,6 +212,7 @@ def _base() -> dict[str, Any]:
                                 "cluster": "c",
                                 "retry_policy": {"retry_on": "5xx"},
                                 "hash_policy": [{"cookie": {"name": "s"}}, {"header": {"header_name": "x"}}],
+                                "request_mirror_policies": [{"cluster": "c"}],
                             },
                         }
                     ],
@@ -356,9 +358,11 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     ),
     "envoy.extensions.filters.http.rbac.v3.RBAC": (*MANAGER, "http_filters", 3, "typed_config"),
     "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 4, "typed_config"),
+    "envoy.config.core.v3.SubstitutionFormatString": (*MANAGER, "local_reply_config", "body_format"),
     CORS_POLICY.removeprefix(PREFIX): (*MANAGER, "route_config", "typed_per_filter_config", MapKey("cors")),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy": (*ROUTE, "route", "hash_policy", 0),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": (*ROUTE, "route", "request_mirror_policies", 0),
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": (*ROUTE, "route", "hash_policy", 0, "cookie"),
     "envoy.config.route.v3.RouteAction.HashPolicy.Header": (*ROUTE, "route", "hash_policy", 1, "header"),
     "envoy.config.accesslog.v3.AccessLog": (*MANAGER, "access_log", 0),
