@@ -538,8 +538,7 @@ TABLE: dict[str, dict[str, Field]] = {
         json_format_options=refused("JSON bodies are written with meshproxy's key order"),
     ),
     "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": _message(
-        "cluster runtime_fraction disable_shadow_host_suffix_append",
-        "cluster_header",
+        "cluster cluster_header runtime_fraction disable_shadow_host_suffix_append",
         trace_sampled=accepted("the copy carries the request's trace headers as they are"),
         request_headers_mutations=refused(
             "the copy carries the request's headers after the route's mutations"

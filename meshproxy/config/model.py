@@ -185,12 +185,14 @@ class RouteAction:
 
 @dataclass(frozen=True, slots=True)
 class MirrorPolicy:
-    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster``, whose host
-    header gains ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
+    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster`` (or, when it is
+    empty, to the cluster each request's ``cluster_header`` names), whose host header gains
+    ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
 
     cluster: str
     percent: Percent
     shadow_suffix: bool = True
+    cluster_header: bytes = b""  # lower-case
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,6 +323,26 @@ from meshproxy.config.regex import compile_regex
             ],
             id="header-substitution",
         ),
+        pytest.param(
+            route_config(
+                route(
+                    route={
+                        **FORWARD,
+                        "request_mirror_policies": [
+                            {"cluster": "m", "cluster_header": "x-mirror"},
+                            {},
+                            {"cluster_header": "x mirror"},
+                        ],
+                    }
+                )
+            ),
+            [
+                f"{R0}.route.request_mirror_policies[0]: give exactly one of cluster and cluster_header",
+                f"{R0}.route.request_mirror_policies[1]: give exactly one of cluster and cluster_header",
+                f'{R0}.route.request_mirror_policies[2].cluster_header: "x mirror" is not a valid header name',
+            ],
+            id="mirror-cluster-or-header",
+        ),
     ],
 )
 def test_route_configuration_rejections(doc: dict[str, Any], expected: list[str]) -> None:
