@@ -43,10 +43,8 @@ def copies(
         if ctx.rng.random() * percent.denominator >= percent.numerator:
             continue
         # cluster_header: a request without it, or naming no cluster, is not mirrored (Envoy).
-        name = policy.cluster or next((v for n, v in headers if n == policy.cluster_header), b"").decode(
-            "latin-1"
-        )
-        cluster = ctx.clusters.get(name) if name else None
+        target_cluster = policy.cluster or _header(headers, policy.cluster_header)
+        cluster = ctx.clusters.get(target_cluster) if target_cluster else None
         host = cluster.pick() if cluster is not None and cluster.config.http2 is None else None
         rm = cluster.breakers.default if cluster is not None else None
         if (
@@ -74,6 +72,10 @@ def copies(
         parts.append(body)
         out.append((cluster, host, rm, b"".join(parts)))
     return out
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    return next((v for n, v in headers if n == name), b"").decode("latin-1")
 
 
 def _shadow(authority: bytes) -> bytes:
