@@ -11,7 +11,10 @@ snapshots, and the write that completes the file wakes the next reload).
 Publishing translates the mesh, merges the raw resources into the ``default`` group (a raw
 resource wins over a mesh resource of the same name), checks every group's snapshot first and
 only then sets them, all with one new version, so a refused config changes no group. Groups that
-disappear are removed from the cache (their nodes fall back to ``default``).
+disappear are removed from the cache (their nodes fall back to ``default``). The translator's
+`ResourceMemo` and the snapshots' `Pieces` live as long as the publisher: a publish builds and
+encodes only the resources whose inputs changed (an EndpointSlice change: its
+ClusterLoadAssignments), and every group shares the resources they have in common.
 
 The last writer wins: a mesh file edited after an API apply or shift replaces what the API set.
 
@@ -32,7 +35,8 @@ import yaml
 
 from controlplane.file_watch import watch
 from controlplane.mesh import DEFAULT_GROUP, Mesh, default_mesh_text, load_mesh, translate, validate_mesh
-from controlplane.xds import Resources, Snapshot, SnapshotCache, load_resource_file
+from controlplane.mesh.memo import ResourceMemo
+from controlplane.xds import Pieces, Resources, Snapshot, SnapshotCache, load_resource_file
 from meshproxy.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -118,6 +122,9 @@ class ControlPlane:
         self._resources_file = _Watched(resources_path) if resources_path else None
         self._raw: Resources = {}
         self._counter = 0
+        # kept from one publish to the next: unchanged resources are neither built nor encoded again
+        self._memo = ResourceMemo()
+        self._pieces = Pieces()
         self._listeners: list[Callable[[ConfigEvent], None]] = []
         self.state: MeshState | None = None
 
@@ -254,7 +261,7 @@ class ControlPlane:
         self._emit("rejected", self.version, f"{source}: " + "; ".join(problems))
 
     def _groups(self, mesh: Mesh) -> dict[str, Resources]:
-        groups = translate(mesh)
+        groups = translate(mesh, self._memo)
         default = groups.setdefault(DEFAULT_GROUP, {})
         for type_url, by_name in self._raw.items():
             default.setdefault(type_url, {}).update(by_name)
@@ -263,7 +270,8 @@ class ControlPlane:
     def _publish(self, text: str, doc: dict[str, Any], mesh: Mesh, source: str, dry_run: bool) -> Outcome:
         groups = self._groups(mesh)
         version = str(self._counter + 1)
-        snapshots = {name: Snapshot(version, resources) for name, resources in groups.items()}
+        self._pieces.begin()
+        snapshots = {name: Snapshot(version, resources, self._pieces) for name, resources in groups.items()}
         problems = [f"group {name!r}: {p}" for name, s in snapshots.items() for p in s.check()]
         if problems:
             return self._refused(problems, source, dry_run)

@@ -1,6 +1,6 @@
 """Istio's standard metrics on the sidecars' listeners: the istio.stats filters, as istiod adds them.
 
-Owns ``add_istio_stats``: when the mesh config's ``sidecars.istio_metrics`` is on (the default,
+Owns ``with_istio_stats``: when the mesh config's ``sidecars.istio_metrics`` is on (the default,
 as in Istio), every HTTP connection manager of a sidecar's listeners gets the ``istio.stats``
 http filter first, and every tcp_proxy chain the ``istio.stats`` network filter before it, both
 as istiod writes them (a TypedStruct of ``stats.PluginConfig`` with an empty value). The proxy
@@ -18,7 +18,6 @@ from google.protobuf import any_pb2
 from udpa.type.v1 import typed_struct_pb2
 
 from controlplane.mesh.envoy import packed
-from controlplane.xds.snapshot import LISTENER, Resources
 
 ISTIO_STATS = "istio.stats"
 # The TypedStruct's type_url: Istio's stats plugin configuration (its value is a Struct).
@@ -29,15 +28,14 @@ def _stats_config() -> any_pb2.Any:
     return packed(typed_struct_pb2.TypedStruct(type_url=PLUGIN_CONFIG))
 
 
-def add_istio_stats(resources: Resources) -> None:
-    """Put the istio.stats filters on every listener of a sidecar group's resources."""
-    for listener in resources[LISTENER].values():
-        assert isinstance(listener, listener_pb2.Listener)
-        chains = list(listener.filter_chains)
-        if listener.HasField("default_filter_chain"):
-            chains.append(listener.default_filter_chain)
-        for chain in chains:
-            _add_to_chain(chain)
+def with_istio_stats(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    """``listener`` (a sidecar's, just built) with the istio.stats filters on every chain."""
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    for chain in chains:
+        _add_to_chain(chain)
+    return listener
 
 
 def _add_to_chain(chain: lc.FilterChain) -> None:

@@ -27,15 +27,21 @@ proxyless api_listeners carry neither (gRPC clients have no downstream to protec
 
 Certificates: a sidecar reads ``cert.pem``, ``key.pem`` and ``ca.pem`` (the identity agent's
 layout, ``meshproxy run --cert-dir``) from ``sidecars.cert_dir`` with ``{group}`` and
-``{service}`` replaced. Must not depend on: grpc, asyncio, the YAML loader.
+``{service}`` replaced.
+
+Every resource comes from a `ResourceMemo` keyed by what it is built from (see memo.py): a
+resource several groups hold (a callee's route, cluster and endpoints, a ``virtualOutbound``
+whose targets are the same) is one shared message, and a publish after an EndpointSlice change
+builds only the ClusterLoadAssignments whose endpoints changed. Must not depend on: grpc,
+asyncio, the YAML loader.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import replace
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf.message import Message
 
@@ -60,8 +66,18 @@ from controlplane.mesh.envoy import (
     tcp_proxy_filter,
     upstream_tls,
 )
-from controlplane.mesh.model import Mesh, Service, ServicePort, Sidecar, Version
-from controlplane.mesh.telemetry import add_istio_stats
+from controlplane.mesh.memo import ResourceMemo
+from controlplane.mesh.model import (
+    Address,
+    Mesh,
+    MtlsMode,
+    OutboundPolicy,
+    Service,
+    ServicePort,
+    Sidecar,
+    Version,
+)
+from controlplane.mesh.telemetry import with_istio_stats
 from controlplane.mesh.virtual import (
     FALLBACK,
     VIRTUAL_INBOUND,
@@ -76,14 +92,16 @@ from controlplane.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resour
 DEFAULT_GROUP = "default"
 
 
-def translate(mesh: Mesh) -> dict[str, Resources]:
-    """Group name -> resources (type URL -> name -> message); every group has all four types."""
-    groups = {DEFAULT_GROUP: _default_group(mesh)}
+def translate(mesh: Mesh, memo: ResourceMemo | None = None) -> dict[str, Resources]:
+    """Group name -> resources (type URL -> name -> message); every group has all four types.
+    ``memo``, kept from one call to the next, reuses the resources whose inputs are unchanged."""
+    memo = memo or ResourceMemo()
+    memo.begin()
+    build = _Builder(mesh, memo)
+    groups = {DEFAULT_GROUP: build.default_group()}
     for service in mesh.services:
         for sidecar in service.sidecars():
-            resources = groups[sidecar.group] = _sidecar_group(mesh, service, sidecar)
-            if mesh.sidecars.istio_metrics:
-                add_istio_stats(resources)
+            groups[sidecar.group] = build.sidecar_group(service, sidecar)
     return groups
 
 
@@ -99,18 +117,58 @@ def _add(resources: Resources, type_url: str, name: str, message: Message) -> No
     resources[type_url][name] = message
 
 
-def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
-    if sidecar.mode == "transparent":
-        return _transparent_group(mesh, service, sidecar)
-    out = _empty()
-    certs = cert_dir(mesh, service, sidecar)
-    if sidecar.inbound is not None and sidecar.app is not None and service.allow:
+class _Builder:
+    """One translation: the mesh, and the memo every resource is taken from."""
+
+    def __init__(self, mesh: Mesh, memo: ResourceMemo) -> None:
+        self.mesh = mesh
+        self.memo = memo
+        self.stats = mesh.sidecars.istio_metrics
+
+    def _sidecar_listener(self, listener: listener_pb2.Listener) -> listener_pb2.Listener:
+        return with_istio_stats(listener) if self.stats else listener
+
+    def sidecar_group(self, service: Service, sidecar: Sidecar) -> Resources:
+        if sidecar.mode == "transparent":
+            return self.transparent_group(service, sidecar)
+        mesh, memo = self.mesh, self.memo
+        out = _empty()
+        certs = cert_dir(mesh, service, sidecar)
+        if sidecar.inbound is not None and sidecar.app is not None and service.allow:
+            inbound, app = sidecar.inbound, sidecar.app
+            key: tuple[Hashable, ...] = (
+                "inbound",
+                self.stats,
+                inbound,
+                mesh.pq,
+                mesh.trust_domain,
+                mesh.hybrid_callers,
+                certs,
+                service.allow,
+                service.protocol,
+            )
+            listener = memo.get(key, (), self._inbound, inbound, certs, service)
+            _add(out, LISTENER, listener.name, listener)
+            timeout = service.policy.connect_timeout
+            local = memo.get(("local", app, LOCAL_APP, "http", timeout), (), local_app_cluster, app, service)
+            _add(out, CLUSTER, LOCAL_APP, local)
+        for callee in mesh.services:
+            if not callee.admits(service.identity):
+                continue
+            name = f"outbound|{callee.name}"
+            key = ("outbound", self.stats, name, mesh.sidecars.outbound_address, _chain_inputs(callee, None))
+            listener = memo.get(key, (), self._outbound, name, callee)
+            _add(out, LISTENER, name, listener)
+            self._callee(out, callee, None, certs)
+        return out
+
+    def _inbound(self, inbound: Address, certs: str, service: Service) -> listener_pb2.Listener:
         listener = listener_pb2.Listener(
-            name="inbound", address=socket_address(sidecar.inbound), traffic_direction=base_pb2.INBOUND
+            name="inbound", address=socket_address(inbound), traffic_direction=base_pb2.INBOUND
         )
         chain = listener.filter_chains.add()
-        chain.transport_socket.CopyFrom(downstream_tls(mesh, certs))
-        allowed = callers(mesh, service, "inbound")
+        chain.transport_socket.CopyFrom(downstream_tls(self.mesh, certs))
+        allowed = callers(self.mesh, service, "inbound")
         if service.protocol == "tcp":
             chain.filters.extend([allowed.network, tcp_proxy_filter("inbound", LOCAL_APP)])
         else:
@@ -118,15 +176,12 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             manager.http_filters.insert(0, allowed.http)
             manager.route_config.CopyFrom(inbound_route_configuration())
             chain.filters.append(hcm_filter(manager))
-        _add(out, LISTENER, listener.name, listener)
-        _add(out, CLUSTER, LOCAL_APP, local_app_cluster(sidecar.app, service))
-    for callee in mesh.services:
-        if not callee.admits(service.identity):
-            continue
-        name = f"outbound|{callee.name}"
+        return self._sidecar_listener(listener)
+
+    def _outbound(self, name: str, callee: Service) -> listener_pb2.Listener:
         listener = listener_pb2.Listener(
             name=name,
-            address=socket_address((mesh.sidecars.outbound_address, callee.port)),
+            address=socket_address((self.mesh.sidecars.outbound_address, callee.port)),
             traffic_direction=base_pb2.OUTBOUND,
         )
         if callee.protocol == "tcp":
@@ -136,69 +191,159 @@ def _sidecar_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
             manager.rds.config_source.CopyFrom(ads())
             manager.rds.route_config_name = callee.name
             listener.filter_chains.add().filters.append(hcm_filter(manager))
-            _add(out, ROUTE, callee.name, route_configuration(callee))
-        _add(out, LISTENER, name, listener)
-        for version in callee.versions:
-            tls = upstream_tls(mesh, certs, callee) if callee.meshed(version) else None
-            _add_version(out, callee, version, tls)
-    return out
+        return self._sidecar_listener(listener)
 
+    def _virtual_outbound(
+        self, address: Address, targets: list[tuple[Service, ServicePort]], policy: OutboundPolicy
+    ) -> listener_pb2.Listener:
+        return self._sidecar_listener(virtual_outbound(address, targets, policy))
 
-def _default_group(mesh: Mesh) -> Resources:
-    out = _empty()
-    for service in mesh.services:
-        if service.protocol == "tcp" or not service.allow:
-            continue  # gRPC clients speak HTTP/2 only; nobody may call a service without allow
-        for name in (service.name, f"{service.name}:{service.port}"):
-            manager = http_manager(service.name)
-            manager.rds.config_source.CopyFrom(ads())
-            manager.rds.route_config_name = service.name
-            listener = listener_pb2.Listener(name=name)
-            listener.api_listener.api_listener.CopyFrom(packed(manager))
-            _add(out, LISTENER, name, listener)
-        _add(out, ROUTE, service.name, route_configuration(service))
-        for version in service.versions:
-            _add_version(out, service, version, None)
-    return out
+    def _virtual_inbound(
+        self, address: Address, ports: tuple[ServicePort, ...], certs: str, service: Service, mtls: MtlsMode
+    ) -> listener_pb2.Listener:
+        tls = downstream_tls(self.mesh, certs)
+        allowed = callers(self.mesh, service, VIRTUAL_INBOUND)
+        return self._sidecar_listener(virtual_inbound(address, ports, tls, allowed, mtls))
 
+    def _cluster(
+        self, service: Service, version: Version, certs: str | None, port: ServicePort | None
+    ) -> Message:
+        tls = upstream_tls(self.mesh, certs, service) if certs is not None else None
+        return eds_cluster(service, version, tls, port)
 
-def _transparent_group(mesh: Mesh, service: Service, sidecar: Sidecar) -> Resources:
-    """``virtualOutbound`` with a chain per VIP port of every service that admits this one,
-    those ports' routes and clusters (PQ mTLS to meshed versions, as in explicit mode) and the
-    fallback cluster; ``virtualInbound`` for the application's ports when anyone may call."""
-    out = _empty()
-    certs = cert_dir(mesh, service, sidecar)
-    targets = [
-        (callee, port)
-        for callee in mesh.services
-        if callee.vips and callee.admits(service.identity)
-        for port in callee.ports
-    ]
-    for callee, port in targets:
-        if port.protocol != "tcp":
-            _add(out, ROUTE, route_name(callee, port.port), route_configuration(callee, port.port))
-        for version in callee.versions:
-            tls = upstream_tls(mesh, certs, callee) if callee.meshed(version) else None
-            _add_version(out, callee, version, tls, port)
-    policy = sidecar.outbound_traffic_policy or mesh.outbound_traffic_policy
-    _add(out, LISTENER, VIRTUAL_OUTBOUND, virtual_outbound(mesh.sidecars.virtual_outbound, targets, policy))
-    _add(out, CLUSTER, FALLBACK[policy], fallback_cluster(policy))
-    if service.allow:
-        ports = _application_ports(service, sidecar)
-        tls = downstream_tls(mesh, certs)
-        allowed = callers(mesh, service, VIRTUAL_INBOUND)
-        _add(
-            out,
-            LISTENER,
-            VIRTUAL_INBOUND,
-            virtual_inbound(mesh.sidecars.virtual_inbound, ports, tls, allowed, sidecar.mtls),
-        )
-        for port in ports:
-            name = inbound_cluster_name(port.port)
-            _add(
-                out, CLUSTER, name, local_app_cluster(("127.0.0.1", port.port), service, name, port.protocol)
+    def default_group(self) -> Resources:
+        out = _empty()
+        for service in self.mesh.services:
+            if service.protocol == "tcp" or not service.allow:
+                continue  # gRPC clients speak HTTP/2 only; nobody may call a service without allow
+            for name in (service.name, f"{service.name}:{service.port}"):
+                listener = self.memo.get(("api", name, service.name), (), _api_listener, name, service.name)
+                _add(out, LISTENER, name, listener)
+            self._callee(out, service, None, None)
+        return out
+
+    def transparent_group(self, service: Service, sidecar: Sidecar) -> Resources:
+        """``virtualOutbound`` with a chain per VIP port of every service that admits this one,
+        those ports' routes and clusters (PQ mTLS to meshed versions, as in explicit mode) and the
+        fallback cluster; ``virtualInbound`` for the application's ports when anyone may call."""
+        mesh, memo = self.mesh, self.memo
+        out = _empty()
+        certs = cert_dir(mesh, service, sidecar)
+        targets = [
+            (callee, port)
+            for callee in mesh.services
+            if callee.vips and callee.admits(service.identity)
+            for port in callee.ports
+        ]
+        for callee, port in targets:
+            self._callee(out, callee, port, certs)
+        policy = sidecar.outbound_traffic_policy or mesh.outbound_traffic_policy
+        address = mesh.sidecars.virtual_outbound
+        chains = tuple(_chain_inputs(callee, port) for callee, port in targets)
+        key: tuple[Hashable, ...] = (VIRTUAL_OUTBOUND, self.stats, address, policy, chains)
+        outbound = memo.get(key, (), self._virtual_outbound, address, targets, policy)
+        _add(out, LISTENER, VIRTUAL_OUTBOUND, outbound)
+        _add(out, CLUSTER, FALLBACK[policy], memo.get(("fallback", policy), (), fallback_cluster, policy))
+        if service.allow:
+            ports = _application_ports(service, sidecar)
+            inbound_address, mtls = mesh.sidecars.virtual_inbound, sidecar.mtls
+            key = (
+                *(VIRTUAL_INBOUND, self.stats, inbound_address, ports, mesh.pq, mesh.trust_domain),
+                *(mesh.hybrid_callers, certs, service.allow, mtls),
             )
-    return out
+            inbound = memo.get(key, (), self._virtual_inbound, inbound_address, ports, certs, service, mtls)
+            _add(out, LISTENER, VIRTUAL_INBOUND, inbound)
+            timeout = service.policy.connect_timeout
+            for port in ports:
+                name = inbound_cluster_name(port.port)
+                app = ("127.0.0.1", port.port)
+                key = ("local", app, name, port.protocol, timeout)
+                cluster = memo.get(key, (), local_app_cluster, app, service, name, port.protocol)
+                _add(out, CLUSTER, name, cluster)
+        return out
+
+    def _callee(self, out: Resources, service: Service, port: ServicePort | None, certs: str | None) -> None:
+        """What calling ``service`` (at ``port``) takes: its route, its versions' clusters and
+        endpoints, looked up as one entry while the service is the same object (or equal)."""
+        number = port.port if port else None
+        key = ("callee", service.name, number, certs)
+        for type_url, name, message in self.memo.get(
+            key, (service, port, self.mesh.pq), self._bundle, service, port, certs
+        ):
+            out[type_url][name] = message
+
+    def _bundle(
+        self, service: Service, port: ServicePort | None, certs: str | None
+    ) -> tuple[tuple[str, str, Message], ...]:
+        out = _empty()
+        if (port.protocol if port else service.protocol) != "tcp":
+            self._route(out, service, port)
+        for version in service.versions:
+            self._version(out, service, version, certs, port)
+        return tuple(
+            (type_url, name, message)
+            for type_url, by_name in out.items()
+            for name, message in by_name.items()
+        )
+
+    def _route(self, out: Resources, service: Service, port: ServicePort | None) -> None:
+        number = port.port if port else None
+        name = route_name(service, number)
+        versions = tuple(v.name for v in service.versions)
+        key = ("route", name, service.name, service.port, number)
+        route = self.memo.get(key, (service.routes, versions), route_configuration, service, number)
+        _add(out, ROUTE, name, route)
+
+    def _version(
+        self,
+        out: Resources,
+        service: Service,
+        version: Version,
+        certs: str | None,
+        port: ServicePort | None = None,
+    ) -> None:
+        """The version's cluster and endpoints (``certs``: the caller's, None for proxyless
+        clients); for a VIP ``port`` other than the service's first, the endpoints' IPs at that
+        port."""
+        mesh, memo = self.mesh, self.memo
+        number = port.port if port else None
+        name = cluster_name(service, version, number)
+        protocol = port.protocol if port else service.protocol
+        meshed = certs is not None and service.meshed(version)
+        tls_key = (mesh.pq, certs, service.identity) if meshed else None
+        key = ("cluster", name, protocol, tls_key)
+        tls_certs = certs if meshed else None
+        cluster = memo.get(key, (service.policy,), self._cluster, service, version, tls_certs, port)
+        _add(out, CLUSTER, name, cluster)
+        at = number if number is not None and number != service.port else None
+        cla = memo.get(("cla", name, at), (version.endpoints,), _load_assignment, name, version, at)
+        _add(out, ENDPOINT, name, cla)
+
+
+def _api_listener(name: str, service: str) -> listener_pb2.Listener:
+    manager = http_manager(service)
+    manager.rds.config_source.CopyFrom(ads())
+    manager.rds.route_config_name = service
+    listener = listener_pb2.Listener(name=name)
+    listener.api_listener.api_listener.CopyFrom(packed(manager))
+    return listener
+
+
+def _chain_inputs(callee: Service, port: ServicePort | None) -> tuple[object, ...]:
+    """What an outbound listener or ``virtualOutbound`` chain reads from a callee (and port):
+    names, VIPs, ports, protocols, and for TCP the first route's split."""
+    protocol = port.protocol if port else callee.protocol
+    split = callee.routes[0].split if protocol in ("tcp", None) else ()
+    versions = tuple(v.name for v in callee.versions) if split else ()
+    number = port.port if port else None
+    return (callee.name, callee.vips, callee.port, number, protocol, split, versions)
+
+
+def _load_assignment(name: str, version: Version, port: int | None) -> Message:
+    endpoints = version.endpoints
+    if port is not None:
+        endpoints = tuple(replace(e, address=(e.address[0], port)) for e in endpoints)
+    return load_assignment(name, endpoints)
 
 
 def _application_ports(service: Service, sidecar: Sidecar) -> tuple[ServicePort, ...]:
@@ -214,20 +359,3 @@ def _application_ports(service: Service, sidecar: Sidecar) -> tuple[ServicePort,
     targets = sorted({e.address[1] for v in versions for e in v.endpoints}) or [first.port]
     ports = [ServicePort(p, first.protocol) for p in targets]
     return (*ports, *(p for p in service.ports[1:] if p.port not in targets))
-
-
-def _add_version(
-    out: Resources,
-    service: Service,
-    version: Version,
-    tls: TransportSocket | None,
-    port: ServicePort | None = None,
-) -> None:
-    """The version's cluster and endpoints; for a VIP ``port`` other than the service's first,
-    the endpoints' IPs at that port."""
-    name = cluster_name(service, version, port.port if port else None)
-    endpoints = version.endpoints
-    if port is not None and port.port != service.port:
-        endpoints = tuple(replace(e, address=(e.address[0], port.port)) for e in endpoints)
-    _add(out, CLUSTER, name, eds_cluster(service, version, tls, port))
-    _add(out, ENDPOINT, name, load_assignment(name, endpoints))

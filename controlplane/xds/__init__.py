@@ -20,7 +20,7 @@ from controlplane.xds.cache import DEFAULT_GROUP, SnapshotCache, SnapshotError
 from controlplane.xds.ledger import Event, Ledger, NodeEntry, TypeState
 from controlplane.xds.resource_file import load_resource_file, parse_resources
 from controlplane.xds.server import AdsServer
-from controlplane.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources, Snapshot
+from controlplane.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Pieces, Resources, Snapshot
 
 __all__ = [
     "CLUSTER",
@@ -33,6 +33,7 @@ __all__ = [
     "Event",
     "Ledger",
     "NodeEntry",
+    "Pieces",
     "Resources",
     "Snapshot",
     "SnapshotCache",

@@ -9,6 +9,12 @@ Protobuf allows concatenating serialised messages: ``DiscoveryResponse(resources
 followed by ``DiscoveryResponse(resources=[b])`` bytes parse as one response holding both. The
 server relies on that to build a response from a small header and these pieces.
 
+A `Pieces` kept from one snapshot to the next (the publisher's) encodes a message object once:
+a snapshot holding the same object as an earlier one (every group holds a callee's shared
+cluster; an unchanged resource keeps its object from one publish to the next, see
+``controlplane/mesh/memo.py``) reuses its version, wire pieces and the names it refers to. The
+objects must not change once given to a snapshot.
+
 Must not depend on: asyncio, grpc, the cache or the server.
 """
 
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -61,6 +67,53 @@ def resource_name(message: Message) -> str:
     return str(getattr(message, "name", ""))
 
 
+# (type URL, name) a resource refers to, and the problem to report when it is missing
+Need = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One resource serialised: its version, its SotW and delta pieces, what it refers to."""
+
+    type_url: str
+    name: str
+    version: str
+    sotw: bytes  # DiscoveryResponse(resources=[Any]) bytes
+    delta: bytes  # DeltaDiscoveryResponse(resources=[Resource]) bytes
+    needs: tuple[Need, ...]
+
+
+class Pieces:
+    """Encoded resources by message object, kept while the current or previous snapshots
+    (since the last `begin`) hold them; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._current: dict[int, tuple[Message, Piece]] = {}
+        self._previous: dict[int, tuple[Message, Piece]] = {}
+        self.encoded = 0  # messages serialised since the last `begin`
+
+    def begin(self) -> None:
+        """A new set of snapshots: pieces the last set did not use are dropped at the next call."""
+        self._previous, self._current = self._current, {}
+        self.encoded = 0
+
+    def known(self, type_url: str, name: str, message: Any) -> Piece | None:
+        """The piece of ``message`` (already checked) when it was encoded as this type and name."""
+        key = id(message)
+        entry = self._current.get(key) or self._previous.get(key)
+        if entry is None or entry[0] is not message or (entry[1].type_url, entry[1].name) != (type_url, name):
+            return None
+        self._current[key] = entry
+        return entry[1]
+
+    def piece(self, type_url: str, name: str, message: Message) -> Piece:
+        """Encodes ``message`` (checked by the caller) and keeps its piece."""
+        self.encoded += 1
+        piece = _piece(type_url, name, message)
+        self._current[id(message)] = (message, piece)
+        return piece
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """One type's resources, serialised once: versions, SotW pieces and delta pieces by name."""
@@ -70,6 +123,7 @@ class Encoded:
     delta: dict[str, bytes]  # DeltaDiscoveryResponse(resources=[Resource]) bytes
     all_sotw: bytes  # every piece of ``sotw``, in name order
     fingerprint: str  # changes whenever any name or version of this type changes
+    needs: dict[str, tuple[Need, ...]]  # what each resource refers to
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +132,19 @@ class Snapshot:
 
     version: str
     resources: Resources
+    pieces: InitVar[Pieces | None] = None  # the publisher's, to reuse unchanged resources' encoding
     _encoded: dict[str, Encoded] = field(init=False, repr=False, compare=False)
     _problems: list[str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, pieces: Pieces | None) -> None:
         problems: list[str] = []
         encoded: dict[str, Encoded] = {}
+        pieces = pieces or Pieces()
         for type_url, by_name in self.resources.items():
             if not isinstance(by_name, dict):
                 problems.append(f"resources[{type_url!r}]: must map names to resources")
                 continue
-            encoded[type_url] = _encode(type_url, by_name, problems)
+            encoded[type_url] = _encode(type_url, by_name, problems, pieces)
         object.__setattr__(self, "_encoded", encoded)
         object.__setattr__(self, "_problems", problems)
 
@@ -96,32 +152,12 @@ class Snapshot:
         """Every consistency problem: wrong types or names, and references to missing resources
         (a listener's RDS route configuration, a route's cluster, an EDS cluster's endpoints)."""
         problems = list(self._problems)
-        listeners = self.resources.get(LISTENER, {})
-        routes = self.resources.get(ROUTE, {})
-        clusters = self.resources.get(CLUSTER, {})
-        endpoints = self.resources.get(ENDPOINT, {})
-        for name, listener in _of_type(listeners, listener_pb2.Listener):
-            for where, hcm in _connection_managers(listener):
-                if hcm.HasField("rds") and hcm.rds.route_config_name not in routes:
-                    problems.append(
-                        f"listener {name!r}: {where}: rds route_config_name "
-                        f"{hcm.rds.route_config_name!r} has no RouteConfiguration"
-                    )
-                if hcm.HasField("route_config"):
-                    problems += _missing_clusters(
-                        f"listener {name!r}: {where}.route_config", hcm.route_config, clusters
-                    )
-            for where, tcp in _tcp_proxies(listener):
-                for cluster in [tcp.cluster] + [c.name for c in tcp.weighted_clusters.clusters]:
-                    if cluster and cluster not in clusters:
-                        problems.append(f"listener {name!r}: {where}: cluster {cluster!r} has no Cluster")
-        for name, route in _of_type(routes, route_pb2.RouteConfiguration):
-            problems += _missing_clusters(f"route configuration {name!r}", route, clusters)
-        for name, cluster in _of_type(clusters, cluster_pb2.Cluster):
-            if cluster.type == cluster_pb2.Cluster.EDS:
-                service = cluster.eds_cluster_config.service_name or name
-                if service not in endpoints:
-                    problems.append(f"cluster {name!r}: EDS service {service!r} has no ClusterLoadAssignment")
+        for type_url in (LISTENER, ROUTE, CLUSTER):
+            needs = self.encoded(type_url).needs
+            for name in self.resources.get(type_url, {}):
+                for kind, needed, problem in needs.get(name, ()):
+                    if needed not in self.resources.get(kind, {}):
+                        problems.append(problem)
         return problems
 
     def encoded(self, type_url: str) -> Encoded:
@@ -135,45 +171,79 @@ class Snapshot:
         return self.encoded(type_url).versions.get(name)
 
 
-_EMPTY = Encoded({}, {}, {}, b"", "")
+_EMPTY = Encoded({}, {}, {}, b"", "", {})
 
 
-def _encode(type_url: str, by_name: dict[str, Any], problems: list[str]) -> Encoded:
-    expected = MESSAGES.get(type_url)
+def _encode(type_url: str, by_name: dict[str, Any], problems: list[str], pieces: Pieces) -> Encoded:
     versions: dict[str, str] = {}
     sotw: dict[str, bytes] = {}
     delta: dict[str, bytes] = {}
+    needs: dict[str, tuple[Need, ...]] = {}
     for name in sorted(by_name, key=str):
         message = by_name[name]
-        where = f"resources[{type_url!r}][{name!r}]"
-        if not isinstance(message, Message):
-            problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
-            continue
-        if type_url_of(type(message)) != type_url:
-            problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
-            continue
-        if expected is not None and resource_name(message) != name:
-            problems.append(f"{where}: the resource is named {resource_name(message)!r}")
-            continue
-        value = message.SerializeToString(deterministic=True)
-        version = hashlib.sha256(value).hexdigest()[:16]
-        packed = any_pb2.Any(type_url=type_url, value=value)
-        versions[name] = version
-        sotw[name] = discovery_pb2.DiscoveryResponse(resources=[packed]).SerializeToString()
-        delta[name] = discovery_pb2.DeltaDiscoveryResponse(
-            resources=[discovery_pb2.Resource(name=name, version=version, resource=packed)]
-        ).SerializeToString()
+        piece = pieces.known(type_url, name, message) or _checked(type_url, name, message, problems, pieces)
+        if piece is not None:
+            versions[name], sotw[name], delta[name] = piece.version, piece.sotw, piece.delta
+            needs[name] = piece.needs
     digest = hashlib.sha256()
     for name, version in versions.items():
         digest.update(f"{name}\0{version}\0".encode())
-    return Encoded(versions, sotw, delta, b"".join(sotw.values()), digest.hexdigest()[:16])
+    return Encoded(versions, sotw, delta, b"".join(sotw.values()), digest.hexdigest()[:16], needs)
 
 
-def _of_type(by_name: dict[str, Any], cls: type[Message]) -> Iterator[tuple[str, Any]]:
-    if isinstance(by_name, dict):
-        for name, message in by_name.items():
-            if isinstance(message, cls):
-                yield name, message
+def _checked(type_url: str, name: str, message: Any, problems: list[str], pieces: Pieces) -> Piece | None:
+    """The new piece of ``message``, or None when it is not a ``type_url`` resource named ``name``."""
+    where = f"resources[{type_url!r}][{name!r}]"
+    if not isinstance(message, Message):
+        problems.append(f"{where}: not a protobuf message ({type(message).__name__})")
+    elif type_url_of(type(message)) != type_url:
+        problems.append(f"{where}: a {message.DESCRIPTOR.full_name} is not a {type_url}")
+    elif type_url in MESSAGES and resource_name(message) != name:
+        problems.append(f"{where}: the resource is named {resource_name(message)!r}")
+    else:
+        return pieces.piece(type_url, name, message)
+    return None
+
+
+def _piece(type_url: str, name: str, message: Message) -> Piece:
+    value = message.SerializeToString(deterministic=True)
+    version = hashlib.sha256(value).hexdigest()[:16]
+    packed = any_pb2.Any(type_url=type_url, value=value)
+    return Piece(
+        type_url,
+        name,
+        version,
+        discovery_pb2.DiscoveryResponse(resources=[packed]).SerializeToString(),
+        discovery_pb2.DeltaDiscoveryResponse(
+            resources=[discovery_pb2.Resource(name=name, version=version, resource=packed)]
+        ).SerializeToString(),
+        tuple(_needs(name, message)),
+    )
+
+
+def _needs(name: str, message: Message) -> Iterator[Need]:
+    """What a listener, route configuration or cluster refers to: route configurations over RDS,
+    clusters, an EDS cluster's endpoints."""
+    if isinstance(message, listener_pb2.Listener):
+        for where, hcm in _connection_managers(message):
+            if hcm.HasField("rds"):
+                route = hcm.rds.route_config_name
+                yield (
+                    ROUTE,
+                    route,
+                    f"listener {name!r}: {where}: rds route_config_name {route!r} has no RouteConfiguration",
+                )
+            if hcm.HasField("route_config"):
+                yield from _route_needs(f"listener {name!r}: {where}.route_config", hcm.route_config)
+        for where, tcp in _tcp_proxies(message):
+            for cluster in [tcp.cluster] + [c.name for c in tcp.weighted_clusters.clusters]:
+                if cluster:
+                    yield CLUSTER, cluster, f"listener {name!r}: {where}: cluster {cluster!r} has no Cluster"
+    elif isinstance(message, route_pb2.RouteConfiguration):
+        yield from _route_needs(f"route configuration {name!r}", message)
+    elif isinstance(message, cluster_pb2.Cluster) and message.type == cluster_pb2.Cluster.EDS:
+        service = message.eds_cluster_config.service_name or name
+        yield ENDPOINT, service, f"cluster {name!r}: EDS service {service!r} has no ClusterLoadAssignment"
 
 
 def _connection_managers(listener: Any) -> Iterator[tuple[str, Any]]:
@@ -210,18 +280,13 @@ def _unpack(typed: any_pb2.Any, cls: type[Message]) -> Any:
     return message if typed.Unpack(message) else None
 
 
-def _missing_clusters(where: str, route_config: Any, clusters: dict[str, Any]) -> list[str]:
-    problems = []
+def _route_needs(where: str, route_config: Any) -> Iterator[Need]:
     for vhost in route_config.virtual_hosts:
         for i, route in enumerate(vhost.routes):
             if not route.HasField("route"):
                 continue
             action = route.route
-            names = [action.cluster] + [c.name for c in action.weighted_clusters.clusters]
-            for cluster in names:
-                if cluster and cluster not in clusters:
-                    problems.append(
-                        f"{where}: virtual host {vhost.name!r} routes[{i}]: "
-                        f"cluster {cluster!r} has no Cluster"
-                    )
-    return problems
+            for cluster in [action.cluster] + [c.name for c in action.weighted_clusters.clusters]:
+                if cluster:
+                    at = f"{where}: virtual host {vhost.name!r} routes[{i}]"
+                    yield CLUSTER, cluster, f"{at}: cluster {cluster!r} has no Cluster"
