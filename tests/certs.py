@@ -92,24 +92,26 @@ def make_leaf(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     uri_sans: Sequence[str] | None = None,
+    dns_sans: Sequence[str] = (),
 ) -> IssuedLeaf:
     """A leaf signed by ``ca`` (default: the cached ECDSA CA), with a fresh key of ``alg``.
 
     ``alg`` defaults to the CA's algorithm. Validity defaults to one minute ago until 24 h from
     now. ``uri_sans`` replaces the SPIFFE URI SAN with exactly these URIs (empty: no SAN at all),
-    keeping the rest of the SVID profile, for tests of what a validator must refuse.
+    keeping the rest of the SVID profile, for tests of what a validator must refuse;
+    ``dns_sans`` adds DNS names to those (for servers that clients check by name).
     """
     ca = ca if ca is not None else make_ca()
     key = generate_key(alg if alg is not None else ca.ca.algorithm)
     now = datetime.now(UTC)
     not_before = not_before if not_before is not None else now - timedelta(minutes=1)
     not_after = not_after if not_after is not None else now + timedelta(hours=24)
-    if uri_sans is None:
+    if uri_sans is None and not dns_sans:
         sid = SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id
         cert = issue_svid(ca.ca, key.public_key(), sid, not_before=not_before, not_after=not_after)
         leaf_id: SpiffeId | None = sid
     else:
-        cert = _non_svid_leaf(ca.ca, key, uri_sans, not_before, not_after)
+        cert = _non_svid_leaf(ca.ca, key, uri_sans or (), dns_sans, not_before, not_after)
         leaf_id = None
     return IssuedLeaf(cert, key, leaf_id, certs_to_pem([cert]), key_to_pem(key), ca)
 
@@ -127,6 +129,7 @@ def _non_svid_leaf(
     ca: CertificateAuthority,
     key: PrivateKey,
     uri_sans: Sequence[str],
+    dns_sans: Sequence[str],
     not_before: datetime,
     not_after: datetime,
 ) -> x509.Certificate:
@@ -148,7 +151,8 @@ def _non_svid_leaf(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
     )
-    if uri_sans:
-        sans = [x509.UniformResourceIdentifier(uri) for uri in uri_sans]
+    if uri_sans or dns_sans:
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uri_sans]
+        sans += [x509.DNSName(name) for name in dns_sans]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca.key, None if ca.algorithm is Algorithm.ML_DSA_65 else hashes.SHA256())

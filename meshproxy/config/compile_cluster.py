@@ -48,6 +48,7 @@ from meshproxy.config.model import (
     LocalityLbEndpoints,
     OriginalDstConfig,
     SocketAddress,
+    TcpKeepalive,
 )
 from meshproxy.config.policy import DEFAULT_LB
 
@@ -124,6 +125,7 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         if msg.HasField("original_dst_lb_config"):
             ctx.at("original_dst_lb_config").problem("is only for a cluster of type ORIGINAL_DST")
     source_address = _bind(msg, ctx) if msg.HasField("upstream_bind_config") else None
+    keepalive = _tcp_keepalive(msg, ctx)
     reject_fields(msg, ("transport_socket_matches",), ctx, "is not supported; give one transport_socket")
     tls = tls_files = None
     quic = msg.transport_socket.typed_config.type_url == QUIC_UPSTREAM
@@ -201,7 +203,24 @@ def cluster(msg: cluster_pb2.Cluster, ctx: Ctx) -> Cluster | None:
         source_address=source_address,
         http3=http3,
         http3_fallback=fallback,
+        tcp_keepalive=keepalive,
     )
+
+
+def _tcp_keepalive(msg: cluster_pb2.Cluster, ctx: Ctx) -> TcpKeepalive | None:
+    """upstream_connection_options.tcp_keepalive: each value ≥ 1 when given (0 means nothing
+    to the kernel and Envoy refuses it)."""
+    if not msg.upstream_connection_options.HasField("tcp_keepalive"):
+        return None
+    keepalive = msg.upstream_connection_options.tcp_keepalive
+    kctx = ctx.at("upstream_connection_options").at("tcp_keepalive")
+    values: list[int | None] = []
+    for name in ("keepalive_probes", "keepalive_time", "keepalive_interval"):
+        value = wrapped(keepalive, name, None)
+        if value is not None and value < 1:
+            kctx.at(name).problem("must be at least 1")
+        values.append(value)
+    return TcpKeepalive(*values)
 
 
 def _original_dst(msg: cluster_pb2.Cluster, ctx: Ctx) -> OriginalDstConfig:
@@ -324,6 +343,13 @@ def _lb_endpoint(msg: ec.LbEndpoint, ctx: Ctx, require_ip: str | None) -> Endpoi
         ctx.at("health_status").problem(f"{health} is not a HealthStatus")
         return None
     if address is None:
+        return None
+    if msg.endpoint.health_check_config.port_value not in (0, address.port):
+        # Envoy's examples write the endpoint's own port here; another port is not probed.
+        ctx.at("endpoint").at("health_check_config").at("port_value").problem(
+            f"{msg.endpoint.health_check_config.port_value} is not supported: health checks probe the "
+            f"endpoint's own port ({address.port}); leave it out or give that port"
+        )
         return None
     return Endpoint(address, weight, health, msg.endpoint.hostname)  # type: ignore[arg-type]  # health: a proto enum name
 

@@ -283,19 +283,29 @@ def header_mutations(msg: Message, direction: Literal["request", "response"], ct
     for name, c in ctx.each(f"{direction}_headers_to_remove", getattr(msg, f"{direction}_headers_to_remove")):
         if name.lower() == "host":
             c.problem('"host" cannot be removed')
-        elif _header_name(name, c):
+        elif header_name(name, c):
             to_remove.append(name.lower())
     return HeaderMutations(to_add, tuple(to_remove)) if to_add or to_remove else NO_MUTATIONS
 
 
 def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> HeaderValueOption | None:
     header = option.header
-    if not _header_name(header.key, ctx.at("header").at("key")):
+    if not header_name(header.key, ctx.at("header").at("key")):
         return None
     value = header.raw_value.decode("latin-1") if header.raw_value else header.value
     if any(c in value for c in "\r\n\0"):
         ctx.at("header").at("value").problem("must not contain CR, LF or NUL")
         return None
+    if "%" in value:
+        # Envoy reads a header value as a format string: %COMMAND% is substituted per request
+        # and a literal % is written %%. Sending the command text instead would change what the
+        # upstream or client sees without a word, so substitutions are refused.
+        if "%" in value.replace("%%", ""):
+            ctx.at("header").at("value").problem(
+                f"{value!r} asks for a substitution (%…%), which is not supported; write a literal % as %%"
+            )
+            return None
+        value = value.replace("%%", "%")
     action: AppendAction
     if option.HasField("append"):
         if option.append_action != base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD:
@@ -312,7 +322,8 @@ def _header_value_option(option: base_pb2.HeaderValueOption, ctx: Ctx) -> Header
     return HeaderValueOption(header.key.lower(), value, action)
 
 
-def _header_name(name: str, ctx: Ctx) -> bool:
+def header_name(name: str, ctx: Ctx) -> bool:
+    """Whether ``name`` is an RFC 9110 token; if not, a problem at ``ctx``."""
     if _TOKEN.fullmatch(name):
         return True
     hint = " (pseudo-headers cannot be added or removed)" if name.startswith(":") else ""

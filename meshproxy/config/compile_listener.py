@@ -468,6 +468,9 @@ def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:
         ctx.problem("a tcp_proxy needs cluster or weighted_clusters")
     idle_timeout = duration(msg, "idle_timeout", ctx, 3600.0)
     logs = access_logs(msg.access_log, ctx)
+    attempts = wrapped(msg, "max_connect_attempts", 1)
+    if attempts < 1:
+        ctx.at("max_connect_attempts").problem("must be at least 1")
     if not ctx.clean_since(mark):
         return None
     return TcpProxy(
@@ -477,4 +480,5 @@ def tcp_proxy(msg: tcp_proxy_pb2.TcpProxy, ctx: Ctx) -> TcpProxy | None:
         sum(w.weight for w in weighted),
         idle_timeout,
         logs,
+        attempts,
     )

@@ -11,6 +11,7 @@ Must not depend on the listener or cluster compilers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import Literal
 
@@ -42,6 +43,7 @@ from meshproxy.config.compile_upgrade import upgrade_configs
 from meshproxy.config.fidelity import refuse_unsupported
 from meshproxy.config.model import (
     DirectResponse,
+    HeaderMatcher,
     QueryParameterMatcher,
     Redirect,
     RegexRewrite,
@@ -49,15 +51,28 @@ from meshproxy.config.model import (
     RouteAction,
     RouteConfiguration,
     RouteMatch,
+    StringMatch,
     VirtualHost,
     WeightedCluster,
 )
 from meshproxy.config.policy import RetryPolicy
-from meshproxy.config.regex import RegexError, parse_rewrite
+from meshproxy.config.regex import RegexError, compile_regex, parse_rewrite
 
 # Match conditions meshproxy does not evaluate. Ignoring one would make the route match more
 # requests than configured, so each is rejected rather than dropped.
-_UNEVALUATED_MATCH_FIELDS = ("runtime_fraction", "grpc", "tls_context", "dynamic_metadata", "filter_state")
+_UNEVALUATED_MATCH_FIELDS = ("runtime_fraction", "tls_context", "dynamic_metadata", "filter_state")
+
+# ``grpc: {}``: only gRPC requests, as Envoy's Grpc::Common::hasGrpcContentType decides: the
+# content-type is application/grpc, or application/grpc followed by "+" or ";".
+_GRPC_CONTENT_TYPE = r"application/grpc([+;].*)?"
+
+
+@functools.cache
+def _grpc_matcher() -> HeaderMatcher:
+    """Compiled on first use: RE2 is loaded only by a configuration that has a pattern."""
+    pattern = compile_regex(_GRPC_CONTENT_TYPE)
+    return HeaderMatcher("content-type", StringMatch("regex", _GRPC_CONTENT_TYPE, pattern=pattern))
+
 
 _PATH_KINDS: dict[str, Literal["prefix", "path", "regex", "separated_prefix"]] = {
     "prefix": "prefix",
@@ -230,6 +245,8 @@ def route_match(msg: rc.RouteMatch, ctx: Ctx) -> RouteMatch | None:
     elif kind not in _PATH_KINDS:
         ctx.at(kind).problem("is not supported; use prefix, path, safe_regex or path_separated_prefix")
     headers = [header_matcher(h, c) for h, c in ctx.each("headers", msg.headers)]
+    if msg.HasField("grpc"):
+        headers.append(_grpc_matcher())
     query = [query_parameter_matcher(q, c) for q, c in ctx.each("query_parameters", msg.query_parameters)]
     if kind is None or not ctx.clean_since(mark):
         return None

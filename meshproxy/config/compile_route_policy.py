@@ -16,6 +16,7 @@ from meshproxy.config.compile_common import (
     Ctx,
     duration,
     fractional_percent,
+    header_name,
     reject_fields,
     type_url,
     wrapped,
@@ -139,12 +140,13 @@ def max_stream_duration(msg: rc.RouteAction.MaxStreamDuration, ctx: Ctx) -> tupl
 
 def mirror_policy(msg: rc.RouteAction.RequestMirrorPolicy, ctx: Ctx) -> MirrorPolicy | None:
     """A RequestMirrorPolicy; runtime_fraction absent means every request (Envoy's default)."""
-    if msg.cluster_header:
-        ctx.at("cluster_header").problem("is not supported; name the mirror cluster in cluster")
-    if not msg.cluster:
-        ctx.at("cluster").problem("is required")
+    if bool(msg.cluster) == bool(msg.cluster_header):
+        ctx.problem("give exactly one of cluster and cluster_header")
         return None
-    ctx.at("cluster").refer_cluster(msg.cluster)
+    if msg.cluster:
+        ctx.at("cluster").refer_cluster(msg.cluster)
+    elif not header_name(msg.cluster_header, ctx.at("cluster_header")):
+        return None
     percent: Percent | None = Percent(100)
     if msg.HasField("runtime_fraction"):
         percent = fractional_percent(
@@ -152,4 +154,9 @@ def mirror_policy(msg: rc.RouteAction.RequestMirrorPolicy, ctx: Ctx) -> MirrorPo
         )
     if percent is None:
         return None
-    return MirrorPolicy(msg.cluster, percent, not msg.disable_shadow_host_suffix_append)
+    return MirrorPolicy(
+        msg.cluster,
+        percent,
+        not msg.disable_shadow_host_suffix_append,
+        msg.cluster_header.lower().encode("ascii"),
+    )

@@ -42,7 +42,6 @@ _UNSUPPORTED_COMMON = (
     "custom_tls_certificate_selector",
     "tls_certificate_certificate_provider",
     "tls_certificate_certificate_provider_instance",
-    "combined_validation_context",
     "validation_context_certificate_provider",
     "validation_context_certificate_provider_instance",
     "custom_handshaker",
@@ -149,6 +148,10 @@ def _common(
         secret = _static_secret(msg.validation_context_sds_secret_config, rctx, "validation_context")
         if secret is not None:
             validation = secret.validation_context, rctx.at("(secret)").at("validation_context")
+    elif msg.HasField("combined_validation_context"):
+        validation = _combined_validation(
+            msg.combined_validation_context, ctx.at("combined_validation_context")
+        )
     if validation is not None:
         vmsg, vctx = validation
         reject_fields(vmsg, _UNSUPPORTED_VALIDATION, vctx, "is not supported")
@@ -180,6 +183,27 @@ def _common(
         return None
     files = _files(chosen, validation[0] if validation else None) if chosen is not None else None
     return cfg, files
+
+
+def _combined_validation(
+    msg: common_pb2.CommonTlsContext.CombinedCertificateValidationContext, ctx: Ctx
+) -> tuple[common_pb2.CertificateValidationContext, Ctx] | None:
+    """Istio's form: the static secret's validation context merged over the default one, as
+    Envoy merges them (protobuf MergeFrom: the secret's singular fields win, lists add up)."""
+    reject_fields(
+        msg,
+        ("validation_context_certificate_provider", "validation_context_certificate_provider_instance"),
+        ctx,
+        "is not supported",
+    )
+    rctx = ctx.at("validation_context_sds_secret_config")
+    secret = _static_secret(msg.validation_context_sds_secret_config, rctx, "validation_context")
+    if secret is None:
+        return None
+    merged = common_pb2.CertificateValidationContext()
+    merged.CopyFrom(msg.default_validation_context)
+    merged.MergeFrom(secret.validation_context)
+    return merged, ctx.at("(merged)")
 
 
 def _static_secret(ref: Any, ctx: Ctx, kind: str) -> Any:

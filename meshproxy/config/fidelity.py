@@ -90,6 +90,7 @@ _NO_CORS = (
 )
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
+_OWN_ADDRESS = "health checks probe the endpoint's own address"
 _LOG_FORMAT = accepted("meshproxy writes its own JSON line format (docs/configuration.md#access-logs)")
 _SESSION = "TLS session resumption settings are not supported"
 _QUIC_EXTENSION = "QUICHE extensions do not apply to aioquic"
@@ -342,12 +343,11 @@ TABLE: dict[str, dict[str, Field]] = {
         upstream_http_filters=refused("upstream HTTP filters are not supported"),
     ),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": _message(
-        "stat_prefix cluster weighted_clusters idle_timeout access_log",
+        "stat_prefix cluster weighted_clusters idle_timeout access_log max_connect_attempts",
         on_demand=refused("on-demand cluster discovery is not supported"),
         metadata_match=refused("subset load balancing is not supported"),
         downstream_idle_timeout=refused("use idle_timeout"),
         upstream_idle_timeout=refused("use idle_timeout"),
-        max_connect_attempts=refused("a session connects upstream once", allowed=(1,)),
         backoff_options=refused("a session connects upstream once"),
         hash_policy=refused("tcp_proxy hash policies are not supported"),
         tunneling_config=refused("tunnelling TCP over HTTP is not supported"),
@@ -410,9 +410,10 @@ TABLE: dict[str, dict[str, Field]] = {
         request_body_buffer_limit=refused("use per_request_buffer_limit_bytes"),
     ),
     "envoy.config.route.v3.RouteMatch": _message(
-        "prefix path safe_regex path_separated_prefix case_sensitive headers query_parameters",
-        "connect_matcher path_match_policy runtime_fraction grpc tls_context dynamic_metadata filter_state",
+        "prefix path safe_regex path_separated_prefix case_sensitive headers query_parameters grpc",
+        "connect_matcher path_match_policy runtime_fraction tls_context dynamic_metadata filter_state",
     ),
+    "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions": _message(),  # no fields
     "envoy.config.route.v3.RouteAction": _message(
         "cluster weighted_clusters prefix_rewrite regex_rewrite host_rewrite_literal timeout "
         "retry_policy priority hash_policy upgrade_configs max_stream_duration",
@@ -487,7 +488,7 @@ TABLE: dict[str, dict[str, Field]] = {
         round_robin_lb_config=refused("slow start and locality settings of round robin are not supported"),
         metadata=_METADATA,
         protocol_selection=refused("use typed_extension_protocol_options' use_downstream_protocol_config"),
-        upstream_connection_options=refused("upstream TCP keepalive and happy eyeballs are not supported"),
+        upstream_connection_options=IMPLEMENTED,
         close_connections_on_host_health_failure=refused("connections to an unhealthy host are not closed"),
         ignore_health_on_host_removal=refused("a removed host goes at once"),
         filters=refused("upstream network filters are not supported"),
@@ -589,8 +590,7 @@ TABLE: dict[str, dict[str, Field]] = {
         json_format_options=refused("JSON bodies are written with meshproxy's key order"),
     ),
     "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": _message(
-        "cluster runtime_fraction disable_shadow_host_suffix_append",
-        "cluster_header",
+        "cluster cluster_header runtime_fraction disable_shadow_host_suffix_append",
         trace_sampled=accepted("the copy carries the request's trace headers as they are"),
         request_headers_mutations=refused(
             "the copy carries the request's headers after the route's mutations"
@@ -690,9 +690,20 @@ TABLE: dict[str, dict[str, Field]] = {
         "endpoint health_status load_balancing_weight", "endpoint_name", metadata=_METADATA
     ),
     "envoy.config.endpoint.v3.Endpoint": _message(
-        "address hostname",
-        health_check_config=refused("health checks probe the endpoint's own address"),
+        "address hostname health_check_config",
         additional_addresses=refused("an endpoint has one address"),
+    ),
+    "envoy.config.cluster.v3.UpstreamConnectionOptions": _message(
+        "tcp_keepalive",
+        happy_eyeballs_config=refused("happy eyeballs is not supported"),
+        set_local_interface_name_on_upstream_connections=refused("upstream interface names are not recorded"),
+    ),
+    "envoy.config.core.v3.TcpKeepalive": _message("keepalive_probes keepalive_time keepalive_interval"),
+    "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig": _message(
+        "port_value",
+        address=refused(_OWN_ADDRESS),
+        hostname=refused(_OWN_ADDRESS),
+        disable_active_health_check=refused("every endpoint of a health-checked cluster is checked"),
     ),
     "envoy.config.core.v3.Locality": _message("region zone sub_zone"),
     "envoy.config.cluster.v3.OutlierDetection": _message(
@@ -754,12 +765,16 @@ TABLE: dict[str, dict[str, Field]] = {
     ),
     f"{_TLS}.CommonTlsContext": _message(
         "tls_params tls_certificates tls_certificate_sds_secret_configs validation_context "
-        "validation_context_sds_secret_config alpn_protocols",
+        "validation_context_sds_secret_config combined_validation_context alpn_protocols",
         "tls_certificate_provider_instance custom_tls_certificate_selector "
         "tls_certificate_certificate_provider tls_certificate_certificate_provider_instance "
-        "combined_validation_context validation_context_certificate_provider "
+        "validation_context_certificate_provider "
         "validation_context_certificate_provider_instance custom_handshaker",
         key_log=refused("TLS key logging is not supported"),
+    ),
+    f"{_TLS}.CommonTlsContext.CombinedCertificateValidationContext": _message(
+        "default_validation_context validation_context_sds_secret_config",
+        "validation_context_certificate_provider validation_context_certificate_provider_instance",
     ),
     f"{_TLS}.TlsParameters": _message(
         "tls_minimum_protocol_version tls_maximum_protocol_version cipher_suites ecdh_curves "

@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpKeepalive:
+    """envoy.config.core.v3.TcpKeepalive: SO_KEEPALIVE with its three knobs (None: the kernel's)."""
+
+    probes: int | None = None  # TCP_KEEPCNT
+    time: int | None = None  # TCP_KEEPIDLE, seconds
+    interval: int | None = None  # TCP_KEEPINTVL, seconds
+
+
+@dataclass(frozen=True, slots=True)
 class SocketAddress:
     host: str
     port: int
@@ -178,12 +187,14 @@ class RouteAction:
 
 @dataclass(frozen=True, slots=True)
 class MirrorPolicy:
-    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster``, whose host
-    header gains ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
+    """A RequestMirrorPolicy: ``percent`` of requests are copied to ``cluster`` (or, when it is
+    empty, to the cluster each request's ``cluster_header`` names), whose host header gains
+    ``-shadow`` unless ``shadow_suffix`` is off (disable_shadow_host_suffix_append)."""
 
     cluster: str
     percent: Percent
     shadow_suffix: bool = True
+    cluster_header: bytes = b""  # lower-case
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +392,8 @@ class TcpProxy:
     total_weight: int = 0
     idle_timeout: float = 3600.0  # seconds; Envoy's default is 1 h; 0 disables
     access_logs: tuple[AccessLog, ...] = ()
+    # max_connect_attempts: upstream connects tried per session, each to a host picked afresh.
+    max_connect_attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +566,8 @@ class Cluster:
     # auto_config with http3_protocol_options: QUIC first, and HTTP/2 over TCP and the same TLS
     # for a host whose QUIC is blocked (UDP refused or timing out); counted upstream_http3_broken.
     http3_fallback: bool = False
+    # upstream_connection_options.tcp_keepalive; None: no keepalive (the socket's default).
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Request mirroring (a route action's request_mirror_policies): which copies go where, sans-I/O.
 
 Owns the decision for one forwarded request whose body is complete: per policy, its fraction
-(drawn from the context's ``rng``), the mirror cluster (unknown, HTTP/2, or without a healthy
+(drawn from the context's ``rng``), the mirror cluster (named, or taken from the request's
+``cluster_header``; absent, unknown, HTTP/2, or without a healthy
 host: dropped), its DEFAULT max_connections and max_requests breakers (full: dropped; the copy
 never waits), and the copy itself: an HTTP/1.1 request with the request's method, target after
 the route's rewrites, headers after the route's mutations, the host with ``-shadow`` appended
@@ -41,7 +42,9 @@ def copies(
         percent = policy.percent
         if ctx.rng.random() * percent.denominator >= percent.numerator:
             continue
-        cluster = ctx.clusters.get(policy.cluster)
+        # cluster_header: a request without it, or naming no cluster, is not mirrored (Envoy).
+        target_cluster = policy.cluster or _header(headers, policy.cluster_header)
+        cluster = ctx.clusters.get(target_cluster) if target_cluster else None
         host = cluster.pick() if cluster is not None and cluster.config.http2 is None else None
         rm = cluster.breakers.default if cluster is not None else None
         if (
@@ -69,6 +72,10 @@ def copies(
         parts.append(body)
         out.append((cluster, host, rm, b"".join(parts)))
     return out
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    return next((v for n, v in headers if n == name), b"").decode("latin-1")
 
 
 def _shadow(authority: bytes) -> bytes:

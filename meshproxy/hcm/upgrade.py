@@ -7,8 +7,9 @@ before routing). Envoy's rules (``ConnectionManagerImpl::ActiveStream::decodeHea
 
 1. The upgrade type is the ``Upgrade`` header's value, compared case-insensitively.
 2. A route's ``upgrade_configs`` entry with ``enabled: false`` refuses the type on that route.
-3. Otherwise the type is allowed when the HCM's ``upgrade_configs`` lists it, either enabled
-   there or enabled by the route's entry; a type the HCM does not list is never allowed.
+3. Otherwise the type is allowed when the route's entry enables it (whether or not the HCM
+   lists it: Envoy's own websocket example enables upgrades on the route alone), or when the
+   HCM's ``upgrade_configs`` lists it enabled; a type neither enables is refused.
 4. A refused upgrade is answered ``403`` with an empty body (Envoy's response code details
    ``upgrade_failed``), counted as ``downstream_rq_ws_on_non_ws_route``, and the connection is
    closed after it (what follows the head may be upgrade payload, not HTTP).
@@ -40,8 +41,7 @@ def upgrade_allowed(
     on_route = next((enabled for t, enabled in route if t == name), None)
     if on_route is False:
         return False
-    on_hcm = next((enabled for t, enabled in hcm if t == name), None)
-    return on_hcm is not None and (on_hcm or on_route is True)
+    return on_route is True or any(enabled for t, enabled in hcm if t == name)
 
 
 def upgrade_refusal(ctx: HttpContext, route: Route | None, kind: bytes) -> LocalReply | None:

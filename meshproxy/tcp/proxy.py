@@ -85,6 +85,7 @@ class TcpDownstream(asyncio.Protocol):
         self.start = time.time()
         self.peer = ""
         self.series: TcpSeries | None = None  # Istio's, once the upstream is connected
+        self.attempts = 0  # upstream connects tried (max_connect_attempts)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport (create_server/connection)
@@ -109,13 +110,24 @@ class TcpDownstream(asyncio.Protocol):
             self.flags = "UO"
             transport.close()
             return
-        self.cluster, self.host = cluster, host
         self.transport.pause_reading()  # nothing to send it to yet
+        self._connect(cluster, host)
+
+    def _connect(self, cluster: ClusterRuntime, host: Host) -> None:
+        self.cluster, self.host = cluster, host
+        self.attempts += 1
         task = cluster.open_connection(host, lambda: TcpUpstream(self))
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[TcpUpstream]) -> None:
         if task.cancelled() or task.exception() is not None:
+            cluster = self.cluster
+            if not task.cancelled() and not self.closed and cluster is not None:
+                # max_connect_attempts: as Envoy, the next attempt picks a host afresh.
+                host = cluster.pick() if cluster.original_dst is None else self.host
+                if self.attempts < self.ctx.config.max_connect_attempts and host is not None:
+                    self._connect(cluster, host)
+                    return
             self.flags = "UF"
             self.close()
             return

@@ -49,6 +49,7 @@ from meshproxy.tls.errors import TlsError
 from meshproxy.tls.transport import connect_tls
 from meshproxy.upstream.breaker import Breakers, ResourceManager
 from meshproxy.upstream.health_check import HealthChecker
+from meshproxy.upstream.keepalive import set_keepalive
 from meshproxy.upstream.outlier import OutlierDetector
 from meshproxy.upstream.selection import HostSelector
 
@@ -552,29 +553,28 @@ class ClusterRuntime:
             async with asyncio.timeout(self.config.connect_timeout):
                 proto: asyncio.BaseProtocol
                 if self.tls is None:
-                    _, proto = await loop.create_connection(
+                    transport, proto = await loop.create_connection(
                         factory, address.host, address.port, local_addr=local
                     )
                 else:
-                    tls, proto = await connect_tls(
+                    transport, proto = await connect_tls(
                         loop, address.host, address.port, self.tls, factory, local_addr=local
                     )
-                    negotiated = tls.get_extra_info("tls")
+                    negotiated = transport.get_extra_info("tls")
                     count_handshake(self.stats, negotiated)
                     host.tls = negotiated
                     if self.inventory is not None:
                         self.inventory.record(negotiated, "outbound", time())
+                if self.config.tcp_keepalive is not None:
+                    set_keepalive(transport, self.config.tcp_keepalive)
         except TlsError as exc:
             self.stats.upstream_cx_connect_fail += 1
             log.warning(
                 "cluster %s: TLS handshake with %s refused: %s", self.config.name, host.label, exc.reason
             )
             raise
-        except TimeoutError:
-            self.stats.upstream_cx_connect_timeout += 1
-            self.stats.upstream_cx_connect_fail += 1
-            raise
-        except OSError:
+        except OSError as exc:  # TimeoutError included
+            self.stats.upstream_cx_connect_timeout += isinstance(exc, TimeoutError)
             self.stats.upstream_cx_connect_fail += 1
             raise
         return proto  # type: ignore[return-value]  # the protocol factory() made (connect_tls is untyped in P)

@@ -29,6 +29,7 @@ from meshproxy.config.model import Cluster, Config, DynamicResources
 from meshproxy.errors import ConfigError
 from meshproxy.identity.grpc_tls import describe_rpc_error
 from meshproxy.stats import XdsStats
+from meshproxy.upstream.keepalive import grpc_keepalive_options
 from meshproxy.xds.resources import SHORT
 from meshproxy.xds.state import Response, Staged, XdsState
 
@@ -274,12 +275,15 @@ class AdsClient:
     def _open_channel(self) -> grpc.aio.Channel:
         cluster = self._cluster()
         target = self._target()
-        # No keepalive pings: servers refuse frequent ones (GOAWAY too_many_pings) by default.
-        # A big mesh's CDS/EDS response exceeds gRPC's 4 MiB default receive limit.
+        # Keepalive pings only when the cluster asks for tcp_keepalive, and then no more often
+        # than servers accept by default (upstream/keepalive.py). A big mesh's CDS/EDS response
+        # exceeds gRPC's 4 MiB default receive limit.
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 0),
             ("grpc.max_receive_message_length", 1 << 28),
         ]
+        if cluster.tcp_keepalive is not None:
+            options += grpc_keepalive_options(cluster.tcp_keepalive)
         if cluster.tls is None:
             return grpc.aio.insecure_channel(target, options=options)
         tls = cluster.tls

@@ -109,3 +109,24 @@ async def test_copies_past_the_buffer_limit_or_the_fraction_are_not_sent() -> No
         assert (await c.get(proxy.url("/echo"))).status_code == 200
         assert (proxy.http_stats().rq_mirrored, proxy.http_stats().rq_mirror_dropped) == (0, 0)
     assert mirror.copies == []
+
+
+async def test_cluster_header_names_the_mirror_cluster_per_request() -> None:
+    """Envoy's route-mirror example: the mirror cluster comes from a request header; a request
+    without it, or naming no cluster, is answered and not mirrored."""
+    mirror = Mirror()
+    async with aiohttp_upstream() as port, raw_upstream(mirror.serve) as mirror_port:
+        action = {"request_mirror_policies": [{"cluster_header": "x-mirror-cluster"}]}
+        doc = bootstrap(
+            [http_listener([route(**action)])], [cluster("backend", port), cluster("m", mirror_port)]
+        )
+        async with running_proxy(doc) as proxy, client("HTTP/1.1") as c:
+            codes = [
+                (await c.get(proxy.url(f"/{n}"), headers=headers)).status_code
+                for n, headers in enumerate([{"x-mirror-cluster": "m"}, {}, {"x-mirror-cluster": "nope"}])
+            ]
+            await eventually(lambda: len(mirror.copies) == 1, what="the copy arrived")
+            stats = proxy.http_stats()
+            assert (stats.rq_mirrored, stats.rq_mirror_dropped) == (1, 2)
+    assert codes == [200, 200, 200]
+    assert mirror.copies[0][0].startswith(b"GET /0 HTTP/1.1")

@@ -116,6 +116,7 @@ async def test_route_match_kinds() -> None:
         _tagged(
             {"prefix": "/q", "query_parameters": [{"name": "trace", "present_match": True}]}, "query-present"
         ),
+        _tagged({"prefix": "/g", "grpc": {}}, "grpc"),
         _tagged({"prefix": "/"}, "fallback"),
     ]
     cases: list[tuple[str, dict[str, str], str]] = [
@@ -134,6 +135,13 @@ async def test_route_match_kinds() -> None:
         ("/q?debug=1", {}, "query"),
         ("/q?debug=0", {}, "fallback"),
         ("/q?a=b&trace", {}, "query-present"),
+        # grpc: {} matches gRPC's content-types only (Envoy's hasGrpcContentType).
+        ("/g", {"content-type": "application/grpc"}, "grpc"),
+        ("/g", {"content-type": "application/grpc+proto"}, "grpc"),
+        ("/g", {"content-type": "application/grpc;charset=utf-8"}, "grpc"),
+        ("/g", {"content-type": "application/grpc-web"}, "fallback"),
+        ("/g", {"content-type": "application/json"}, "fallback"),
+        ("/g", {}, "fallback"),
     ]
     async with _routed([_vhost("all", ["*"], routes)]) as (_, client):
         got = [(path, hdrs, await _matched(client, path, **hdrs)) for path, hdrs, _ in cases]

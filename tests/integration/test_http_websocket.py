@@ -264,7 +264,9 @@ def _ws_route(prefix: str, upgrades: list[dict[str, Any]] | None) -> dict[str, A
         pytest.param(
             [{"upgrade_type": "websocket", "enabled": False}], None, "websocket", 403, id="hcm-disabled"
         ),
-        pytest.param(None, [{"upgrade_type": "websocket"}], "websocket", 403, id="route-alone-cannot"),
+        # Envoy's createUpgradeFilterChain: a route enables a type the HCM does not list
+        # (Envoy's websocket example, envoy-ws-route.yaml, relies on it).
+        pytest.param(None, [{"upgrade_type": "websocket"}], "websocket", 101, id="route-alone-enables"),
     ],
 )
 async def test_upgrade_configs_follow_envoy(

@@ -149,6 +149,19 @@ async def test_upstream_refusing_closes_the_client() -> None:
         assert proxy.cluster_stats("backend").upstream_cx_connect_fail == 1
 
 
+async def test_max_connect_attempts_tries_another_host_after_a_refusal() -> None:
+    """Round robin over a refusing endpoint and an echo: with two attempts every session reaches
+    the echo (a refused first connect is tried again on a host picked afresh); the picks
+    alternate, so three or four of the sessions' first connects were refused."""
+    async with tcp_echo_upstream() as up, tcp_proxy_to(free_port(), up, max_connect_attempts=2) as proxy:
+        for i in range(4):
+            async with connect(proxy) as (reader, writer):
+                writer.write(b"hello %d" % i)
+                async with asyncio.timeout(TIMEOUT):
+                    assert await reader.readexactly(7) == b"hello %d" % i
+        assert proxy.cluster_stats("backend").upstream_cx_connect_fail in (3, 4)
+
+
 async def test_max_connections_closes_sessions_past_the_breaker() -> None:
     # Envoy's tcp_proxy checks the cluster's max_connections before connecting upstream: a
     # session past it is closed at once (UO, upstream_cx_overflow) and the others keep working.

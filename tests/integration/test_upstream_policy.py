@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from .harness import addr, bootstrap, cluster, eventually, http_listener, route, running_proxy
+from .harness import addr, bootstrap, cluster, eventually, http_listener, proxy_to, route, running_proxy
+from .upstreams import aiohttp_upstream
 
 
 @dataclass
@@ -283,3 +285,23 @@ async def test_an_ejection_survives_config_swaps() -> None:
                 assert await served_by(client, proxy.url(), 10) == Counter({"good": 10})
             assert stats.outlier_detection_ejections_active == 1
             assert stats.outlier_detection_ejections_enforced_total == 1
+
+
+async def test_tcp_keepalive_is_set_on_upstream_sockets() -> None:
+    """upstream_connection_options.tcp_keepalive: the pooled connection's socket carries
+    SO_KEEPALIVE and the three values given (read back from the kernel)."""
+    keepalive = {"keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}
+    async with aiohttp_upstream() as up:
+        extra = {"upstream_connection_options": {"tcp_keepalive": keepalive}}
+        async with proxy_to(up, cluster_extra=extra) as proxy, httpx.AsyncClient() as client:
+            assert (await client.get(proxy.url("/"))).status_code == 200
+            runtime = proxy.server.clusters.get("backend")
+            assert runtime is not None
+            (conn,) = runtime.hosts[0].idle
+            sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            got = [
+                sock.getsockopt(socket.IPPROTO_TCP, o)
+                for o in (socket.TCP_KEEPCNT, socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL)
+            ]
+    assert got == [3, 30, 5]

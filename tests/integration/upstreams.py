@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -90,10 +91,11 @@ def make_app(name: str) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def aiohttp_upstream(name: str = "up") -> AsyncIterator[int]:
+async def aiohttp_upstream(name: str = "up", tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """The app on loopback port 0 (over TLS with ``tls``, a server context); yields the port."""
     runner = web.AppRunner(make_app(name), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
@@ -103,15 +105,16 @@ async def aiohttp_upstream(name: str = "up") -> AsyncIterator[int]:
 
 
 @contextlib.contextmanager
-def threaded_upstream(name: str = "up") -> Iterator[int]:
-    """``aiohttp_upstream`` on its own loop in a thread, for synchronous tests."""
+def threaded_upstream(name: str = "up", tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """``aiohttp_upstream`` on its own loop in a thread, for synchronous tests (and for
+    module-scoped fixtures shared by tests on different loops)."""
     loop = asyncio.new_event_loop()
     ready: concurrent.futures.Future[int] = concurrent.futures.Future()
     stop = asyncio.Event()
 
     async def serve() -> None:
         try:
-            async with aiohttp_upstream(name) as port:
+            async with aiohttp_upstream(name, tls) as port:
                 ready.set_result(port)
                 await stop.wait()
         except BaseException as exc:

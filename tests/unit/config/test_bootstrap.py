@@ -94,10 +94,12 @@ def test_fields_accepted_without_effect_load_and_refused_fields_are_problems(doc
     hcm(doc)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hedge_policy"] = {
         "initial_requests": 1
     }
-    doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {"tcp_keepalive": {}}
+    doc["static_resources"]["clusters"][0]["upstream_connection_options"] = {
+        "happy_eyeballs_config": {"first_address_family_version": "V6"}
+    }
     assert problems_of(doc) == [
-        "static_resources.clusters[0].upstream_connection_options: is not supported: "
-        "upstream TCP keepalive and happy eyeballs are not supported",
+        "static_resources.clusters[0].upstream_connection_options.happy_eyeballs_config: is not supported: "
+        "happy eyeballs is not supported",
         f"{HCM_PATH}.tracing.custom_tags: is not supported: custom span tags are not supported "
         "(docs/observability.md lists the tags)",
         f"{VHOST_PATH}.routes[0].route.hedge_policy: is not supported: request hedging is not supported",

@@ -19,6 +19,7 @@ from meshproxy.config.model import (
     LocalityLbEndpoints,
     OriginalDstConfig,
     SocketAddress,
+    TcpKeepalive,
 )
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -372,3 +373,56 @@ def test_logical_dns_takes_one_host_name_and_each_lookup_family(family: str) -> 
 
 def test_dns_lookup_family_defaults_to_auto_as_in_envoy() -> None:
     assert valid(cluster(type="STRICT_DNS")).dns_lookup_family == "AUTO"
+
+
+def _health_checked(**config: Any) -> dict[str, Any]:
+    ep = endpoint("10.0.0.1", 8080)
+    ep["endpoint"]["health_check_config"] = config
+    return cluster(ep)
+
+
+def test_health_check_config_may_name_the_endpoints_own_port() -> None:
+    # Envoy's locality-load-balancing example writes the endpoint's port here.
+    assert valid(_health_checked(port_value=8080)).localities[0].endpoints[0].address.port == 8080
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"port_value": 9000},
+            f"{EP0}.endpoint.health_check_config.port_value: 9000 is not supported: health checks probe "
+            "the endpoint's own port (8080); leave it out or give that port",
+        ),
+        (
+            {"hostname": "other"},
+            f"{EP0}.endpoint.health_check_config.hostname: is not supported: health checks probe the "
+            "endpoint's own address",
+        ),
+    ],
+)
+def test_health_check_config_elsewhere_is_refused(config: dict[str, Any], expected: str) -> None:
+    assert compiled(_health_checked(**config))[1] == [expected]
+
+
+def test_tcp_keepalive_is_kept_and_unset_values_left_to_the_kernel() -> None:
+    options = {"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 30}}
+    assert valid(cluster(upstream_connection_options=options)).tcp_keepalive == TcpKeepalive(3, 30, None)
+    assert valid(cluster()).tcp_keepalive is None
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {"tcp_keepalive": {"keepalive_interval": 0}},
+            "c.upstream_connection_options.tcp_keepalive.keepalive_interval: must be at least 1",
+        ),
+        (
+            {"happy_eyeballs_config": {"first_address_family_version": "V6"}},
+            "c.upstream_connection_options.happy_eyeballs_config: is not supported: happy eyeballs is not supported",
+        ),
+    ],
+)
+def test_upstream_connection_options_refusals(options: dict[str, Any], expected: str) -> None:
+    assert compiled(cluster(upstream_connection_options=options))[1] == [expected]

@@ -137,7 +137,6 @@ from meshproxy.config.regex import compile_regex
             ),
             [
                 f"{R0}.match.runtime_fraction: is not supported; the route would match more requests than configured",
-                f"{R0}.match.grpc: is not supported; the route would match more requests than configured",
             ],
             id="unevaluated-match-conditions",
         ),
@@ -306,10 +305,58 @@ from meshproxy.config.regex import compile_regex
             ],
             id="header-mutations",
         ),
+        pytest.param(
+            route_config(
+                route(
+                    route=FORWARD,
+                    request_headers_to_add=[
+                        {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}},
+                        {"header": {"key": "x-share", "value": "50%"}},
+                    ],
+                )
+            ),
+            [
+                f"{R0}.request_headers_to_add[0].header.value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%' asks "
+                "for a substitution (%…%), which is not supported; write a literal % as %%",
+                f"{R0}.request_headers_to_add[1].header.value: '50%' asks for a substitution (%…%), which is "
+                "not supported; write a literal % as %%",
+            ],
+            id="header-substitution",
+        ),
+        pytest.param(
+            route_config(
+                route(
+                    route={
+                        **FORWARD,
+                        "request_mirror_policies": [
+                            {"cluster": "m", "cluster_header": "x-mirror"},
+                            {},
+                            {"cluster_header": "x mirror"},
+                        ],
+                    }
+                )
+            ),
+            [
+                f"{R0}.route.request_mirror_policies[0]: give exactly one of cluster and cluster_header",
+                f"{R0}.route.request_mirror_policies[1]: give exactly one of cluster and cluster_header",
+                f'{R0}.route.request_mirror_policies[2].cluster_header: "x mirror" is not a valid header name',
+            ],
+            id="mirror-cluster-or-header",
+        ),
     ],
 )
 def test_route_configuration_rejections(doc: dict[str, Any], expected: list[str]) -> None:
     assert problems_of(doc) == expected
+
+
+def test_a_literal_percent_in_a_header_value_is_written_twice() -> None:
+    doc = route_config(
+        route(route=FORWARD, request_headers_to_add=[{"header": {"key": "x-share", "value": "50%%"}}])
+    )
+    result, _ = compiled(doc)
+    assert result is not None
+    (added,) = result.virtual_hosts[0].routes[0].request_headers.to_add
+    assert added.value == "50%"
 
 
 def test_domains_are_lower_cased_and_wildcards_accepted() -> None:

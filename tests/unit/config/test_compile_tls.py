@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from certs import make_leaf
 
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.errors import ConfigError
@@ -89,4 +90,38 @@ def test_a_secret_of_the_wrong_kind_is_named() -> None:
     assert (
         f'{FC}.tls_certificate_sds_secret_configs[0].name: secret "ROOTCA" holds a validation_context, '
         "not a tls_certificate" in raised.value.problems
+    )
+
+
+def test_a_combined_validation_context_merges_the_secret_over_the_default() -> None:
+    """Istio's form: SAN matchers in default_validation_context, the CA from the ROOTCA secret."""
+    leaf = make_leaf(dns_sans=["server.example.com"])
+    certificate = {
+        "certificate_chain": {"inline_string": leaf.cert_pem.decode()},
+        "private_key": {"inline_string": leaf.key_pem.decode()},
+    }
+    common = {
+        "tls_certificates": [certificate],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": [DNS_SAN]},
+            "validation_context_sds_secret_config": {"name": "ROOTCA"},
+        },
+    }
+    secrets = [
+        {"name": "ROOTCA", "validation_context": {"trusted_ca": {"inline_string": leaf.ca.cert_pem.decode()}}}
+    ]
+    tls = parse_bootstrap(doc(common, secrets)).listeners[0].filter_chains[0].tls
+    assert tls is not None
+    assert tls.trusted_ca == leaf.ca.cert_pem
+    assert [m.san_type for m in tls.match_sans] == ["DNS"]
+
+
+def test_a_combined_validation_context_names_a_missing_secret() -> None:
+    common = {"combined_validation_context": {"validation_context_sds_secret_config": {"name": "ROOTCA"}}}
+    with pytest.raises(ConfigError) as raised:
+        parse_bootstrap(doc(common))
+    assert (
+        f"{FC}.combined_validation_context.validation_context_sds_secret_config.name: "
+        'no static secret "ROOTCA" '
+        "(static_resources.secrets: none)" in raised.value.problems
     )

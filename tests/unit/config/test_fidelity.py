@@ -238,7 +238,13 @@ def _base() -> dict[str, Any]:
         "type": "STATIC",
         "load_assignment": {
             "cluster_name": "c",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": upstream}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": upstream, "health_check_config": {"port_value": 8080}}}
+                    ]
+                }
+            ],
         },
         "health_checks": [
             {"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1, **check}
@@ -251,6 +257,7 @@ def _base() -> dict[str, Any]:
             "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": "c"},
         },
         "typed_extension_protocol_options": {UPSTREAM_HTTP: {"@type": PREFIX + UPSTREAM_HTTP}},
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 30}},
     }
     policies = [
         {"typed_extension_config": {"name": kind, "typed_config": {"@type": f"{PREFIX}{LB}.{kind}"}}}
@@ -443,6 +450,10 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     f"{TLS_PACKAGE}.TlsParameters": (*DOWN_TLS, "tls_params"),
     f"{TLS_PACKAGE}.TlsCertificate": (*DOWN_TLS, "tls_certificates", 0),
     f"{TLS_PACKAGE}.CertificateValidationContext": (*UP_TLS, "validation_context"),
+    f"{TLS_PACKAGE}.CommonTlsContext.CombinedCertificateValidationContext": (
+        *UP_TLS,
+        "combined_validation_context",
+    ),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": (
         *CHAIN,
         "transport_socket",
@@ -463,11 +474,20 @@ WHERE: dict[str, tuple[str | int, ...]] = {
     "envoy.config.core.v3.HealthCheck.TcpHealthCheck": (*CLUSTER, "health_checks", 1, "tcp_health_check"),
     "envoy.config.cluster.v3.CircuitBreakers": (*CLUSTER, "circuit_breakers"),
     "envoy.config.cluster.v3.OutlierDetection": (*CLUSTER, "outlier_detection"),
+    "envoy.config.cluster.v3.UpstreamConnectionOptions": (*CLUSTER, "upstream_connection_options"),
+    "envoy.config.core.v3.TcpKeepalive": (*CLUSTER, "upstream_connection_options", "tcp_keepalive"),
     "envoy.config.endpoint.v3.ClusterLoadAssignment": (*CLUSTER, "load_assignment"),
     "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": (*CLUSTER, "load_assignment", "policy"),
     "envoy.config.endpoint.v3.LocalityLbEndpoints": LOCALITY,
     "envoy.config.endpoint.v3.LbEndpoint": (*LOCALITY, "lb_endpoints", 0),
     "envoy.config.endpoint.v3.Endpoint": (*LOCALITY, "lb_endpoints", 0, "endpoint"),
+    "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig": (
+        *LOCALITY,
+        "lb_endpoints",
+        0,
+        "endpoint",
+        "health_check_config",
+    ),
     UPSTREAM_HTTP: (*CLUSTER, "typed_extension_protocol_options", MapKey(UPSTREAM_HTTP)),
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": (*CLUSTER, "least_request_lb_config"),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": (*CLUSTER, "common_lb_config"),

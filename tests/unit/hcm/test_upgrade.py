@@ -1,5 +1,6 @@
 """Envoy's upgrade table (hcm/upgrade.py): HCM setting x route setting, types compared
-case-insensitively; a type the HCM does not list is never allowed."""
+case-insensitively; a route can enable a type the HCM does not list (Envoy's
+``createUpgradeFilterChain``: "the route-config ... override[s]")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ WS_OFF = (("websocket", False),)
         (WS_OFF, WS_ON, True),  # F, T
         (WS_OFF, (), False),  # F, default
         (WS_OFF, WS_OFF, False),  # F, F
-        ((), WS_ON, False),  # not listed by the HCM: the route cannot enable it
+        ((), WS_ON, True),  # not listed by the HCM: the route enables it (Envoy's envoy-ws-route)
+        ((), WS_OFF, False),
         ((), (), False),
         ((("foo", True),), (), False),  # another type
     ],
