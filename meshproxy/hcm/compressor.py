@@ -54,7 +54,10 @@ class Encoder:
             self.compress, self.finish = z.compress, z.flush
         elif library.encoding == "br":
             b = brotli.Compressor(
-                mode=library.strategy, quality=library.level, lgwin=library.window_bits, lgblock=library.block_bits
+                mode=library.strategy,
+                quality=library.level,
+                lgwin=library.window_bits,
+                lgblock=library.block_bits,
             )
             self.compress, self.finish = b.process, b.finish
         else:
