@@ -438,6 +438,8 @@ class TracingStats(StatSet):
     otel_spans_sent: int = counter("Spans the collector accepted.")
     otel_spans_dropped: int = counter("Spans dropped: the export queue was full, or their export failed.")
     otel_export_failures: int = counter("Export calls that failed (collector unreachable, error, timeout).")
+
+
 class RbacStats(StatSet):
     """Per RBAC filter namespace (Envoy's ``http.<stat_prefix>.rbac.<rules_stat_prefix>*`` and
     ``<stat_prefix>.rbac.<shadow_rules_stat_prefix>*``; docs/authorization.md)."""
@@ -568,6 +570,7 @@ class Store:
 
     def tracing_stats(self, collector: str) -> TracingStats:
         return self.tracing.setdefault(collector, TracingStats())
+
     def rbac_stats(self, prefix: str) -> RbacStats:
         s = self.rbac.get(prefix)
         if s is None:

@@ -2,10 +2,10 @@
 
 Owns the shape of each filter's typed_config (and per-route config) as its runtime in ``hcm/``
 reads it: ``Fault`` (envoy.filters.http.fault), ``HealthCheckFilter``
-(envoy.filters.http.health_check), ``CorsFilter`` and ``CorsPolicy`` (envoy.filters.http.cors), ``CompressorFilter`` and
-``CompressorPerRoute`` (envoy.filters.http.compressor).
-``compile_filters.py``'s registry says which
-proto compiles to which. Must not import asyncio, sockets or generated protobuf code.
+(envoy.filters.http.health_check), ``CorsFilter`` and ``CorsPolicy`` (envoy.filters.http.cors),
+``CompressorFilter`` and ``CompressorPerRoute`` (envoy.filters.http.compressor).
+``compile_filters.py``'s registry says which proto compiles to which. Must not import asyncio,
+sockets or generated protobuf code.
 """
 
 from __future__ import annotations

@@ -114,10 +114,8 @@ class Compressor:
         if qs is None:
             stats.header_not_valid += 1
             return False
-        q = qs.get(self.token)
-        wildcard = q is None
-        if wildcard:
-            q = qs.get(b"*", 0.0)
+        wildcard = self.token not in qs
+        q = qs.get(b"*", 0.0) if wildcard else qs[self.token]
         if q <= 0.0 or q < qs.get(b"identity", 0.0):
             stats.header_identity += 1
             return False

@@ -194,7 +194,10 @@ def _base() -> dict[str, Any]:
                 "name": "compress",
                 "typed_config": {
                     "@type": COMPRESSOR,
-                    "compressor_library": {"name": "br", "typed_config": {"@type": COMPRESSION + "brotli." + BROTLI}},
+                    "compressor_library": {
+                        "name": "br",
+                        "typed_config": {"@type": COMPRESSION + "brotli." + BROTLI},
+                    },
                     "response_direction_config": {"disable_on_etag_header": True},
                 },
             },
@@ -202,7 +205,10 @@ def _base() -> dict[str, Any]:
                 "name": "compress-zstd",
                 "typed_config": {
                     "@type": COMPRESSOR,
-                    "compressor_library": {"name": "zstd", "typed_config": {"@type": COMPRESSION + "zstd." + ZSTD}},
+                    "compressor_library": {
+                        "name": "zstd",
+                        "typed_config": {"@type": COMPRESSION + "zstd." + ZSTD},
+                    },
                 },
             },
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
