@@ -103,6 +103,7 @@ def _busy_store() -> Store:
     store.connection_limit_stats("cl").limited_connections += 1
     store.tracing_stats("otel").otel_spans_sent += 1
     store.rbac_stats("http.ingress.rbac").denied += 1
+    store.compressor_stats("http.ingress.compressor.text.gzip").compressed += 1
     store.server["live"] = 1
     store.xds = XdsStats()
     store.xds.acks += 1
