@@ -22,6 +22,7 @@ from meshproxy.stats import (
     CODE_CLASS,
     SCOPES,
     ClusterStats,
+    CompressorStats,
     ConnectionLimitStats,
     Histogram,
     HttpStats,
@@ -189,6 +190,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("connection_limit", "cl", ConnectionLimitStats),
             ("tracing", "otel", TracingStats),
             ("rbac", "http.ingress.rbac", RbacStats),
+            ("compressor", "http.ingress.compressor.text.gzip", CompressorStats),
         )
         for name in table.STATS
     }
