@@ -70,7 +70,7 @@ SCENARIO = Scenario(
             "throughput",
             closed_loop(CONNECTIONS, ("accept-encoding: gzip",)),
         ),
-    ),  # fmt: skip
+    ),
     comparisons=pairwise(
         [("meshproxy-gzip", "meshproxy")],
         (
