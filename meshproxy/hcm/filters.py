@@ -23,7 +23,9 @@ Contract, for whoever adds a filter (``hcm/chain.py`` maps a compiled config to 
    rewrite the headers (a compressor removes content-length) and return a ``BodyEncoder``: the
    codec then passes each body piece through ``data`` and writes ``end()``'s tail before the
    response ends (chunked on HTTP/1.1). The first filter, in encoder order, that returns one
-   transforms the body; later encode hooks do not run.
+   transforms the body; later encode hooks do not run. An encode hook acts only on a request
+   whose request hook left state in ``x.filter_state``: without any, the response headers are
+   not parsed for it.
 5. ``end(stream, x, now)`` observes the finished request at access-record time (metrics, tracing).
 6. The router is last and is not a filter here: it is the Exchange's routing and forwarding.
    With no filter configured ``ctx.filters`` is None: each hook site costs one falsy check.

@@ -63,7 +63,10 @@ def edits_response(x: Exchange) -> tuple[Any, ...] | None:
     if levels:
         return levels
     chain = x.ctx.filters
-    return levels if chain is not None and (chain.response or chain.encode) else None
+    if chain is None:
+        return None
+    # Encode hooks act only on requests whose hooks left state (rule 4b of hcm/filters.py).
+    return levels if chain.response or (chain.encode and x.filter_state is not None) else None
 
 
 def edit_response(
