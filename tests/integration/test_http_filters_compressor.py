@@ -1,11 +1,14 @@
 """envoy.filters.http.compressor over real sockets, through both codecs: gzip, brotli and zstd
 bodies streamed compressed (content-length gone, vary added, bytes counted), accept-encoding
 negotiated with q-values, the responses left alone (too short, a type not listed, HEAD), the
-request's accept-encoding removed, a route turning the filter off, and bad config refused.
+request's accept-encoding removed, a route turning the filter off, an HTTP/2 upstream's body
+(larger than the proxy's flow-control window: held input must still be acknowledged) compressed
+for both client codecs, and bad config refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import Any
@@ -14,12 +17,15 @@ import brotli
 import httpx
 import pytest
 import zstandard
+from h2 import events as ev
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.errors import ConfigError
 
-from .harness import bootstrap, cluster, http_listener, route
-from .serving import serving
+from .harness import bootstrap, cluster, http_listener, route, running_proxy
+from .serving import client, serving
 
 CODECS = ("HTTP/1.1", "HTTP/2")
 PREFIX = "type.googleapis.com/"
@@ -167,3 +173,55 @@ def test_bad_config_is_refused_with_its_path(change: dict[str, Any], path: str, 
     with pytest.raises(ConfigError) as caught:
         parse_bootstrap(json.dumps(bootstrap([listener], [cluster("backend", 1)])), source="t")
     assert any(path in p and message in p for p in caught.value.problems), caught.value.problems
+
+
+class H2Origin(asyncio.Protocol):
+    """h2c origin answering every request with BODY as text/plain, content-length set."""
+
+    def __init__(self) -> None:
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.transport: asyncio.Transport | None = None
+        self.left: dict[int, int] = {}  # bytes still to send, per stream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.h2.initiate_connection()
+        transport.write(self.h2.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.h2.receive_data(data):
+            if isinstance(event, ev.RequestReceived):
+                head = [
+                    (b":status", b"200"),
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", b"%d" % BODY),
+                ]
+                self.h2.send_headers(event.stream_id, head)
+                self.left[event.stream_id] = BODY
+        for sid, left in list(self.left.items()):  # as much as the proxy's windows allow
+            room = min(left, self.h2.local_flow_control_window(sid))
+            while room > 0:
+                piece = min(room, self.h2.max_outbound_frame_size)
+                left -= piece
+                room -= piece
+                self.h2.send_data(sid, b"y" * piece, end_stream=left == 0)
+            self.left[sid] = left
+            if not left:
+                del self.left[sid]
+        assert self.transport is not None
+        self.transport.write(self.h2.data_to_send())
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_an_http2_upstreams_body_is_compressed(codec: str) -> None:
+    server = await asyncio.get_running_loop().create_server(H2Origin, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    doc = bootstrap([compressor_listener()], [cluster("backend", port, http2_protocol_options={})])
+    try:
+        async with running_proxy(doc) as proxy, client(codec) as c:
+            response, raw = await fetch_raw(c, proxy.url("/"), **{"accept-encoding": "gzip"})
+            assert stats(proxy).total_uncompressed_bytes == BODY
+    finally:
+        server.close()
+    assert response.headers["content-encoding"] == "gzip" and "content-length" not in response.headers
+    assert decompress("gzip", raw) == b"y" * BODY
