@@ -216,7 +216,8 @@ class H2Origin(asyncio.Protocol):
 async def test_an_http2_upstreams_body_is_compressed(codec: str) -> None:
     server = await asyncio.get_running_loop().create_server(H2Origin, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    doc = bootstrap([compressor_listener()], [cluster("backend", port, http2_protocol_options={})])
+    small = {"initial_stream_window_size": 65535, "initial_connection_window_size": 65535}
+    doc = bootstrap([compressor_listener()], [cluster("backend", port, http2_protocol_options=small)])
     try:
         async with running_proxy(doc) as proxy, client(codec) as c:
             response, raw = await fetch_raw(c, proxy.url("/"), **{"accept-encoding": "gzip"})
