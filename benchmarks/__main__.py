@@ -23,6 +23,7 @@ SCENARIOS = (
     "interception",
     "workers",
     "filters_cost",
+    "compressor_cost",
 )
 
 if __name__ == "__main__":

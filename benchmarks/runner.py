@@ -339,11 +339,12 @@ def pairwise(
     )
 
 
-def closed_loop(connections: int) -> RunFn:
-    """A wrk run (closed loop) over ``connections`` keep-alive connections."""
+def closed_loop(connections: int, headers: tuple[str, ...] = ()) -> RunFn:
+    """A wrk run (closed loop) over ``connections`` keep-alive connections, each request with
+    ``headers`` ("name: value")."""
 
     def run(settings: Settings, port: int) -> dict[str, Any]:
-        return wrk.run(port, connections, settings.duration_s, settings.cpu_load)
+        return wrk.run(port, connections, settings.duration_s, settings.cpu_load, headers=headers)
 
     return run
 

@@ -53,14 +53,19 @@ def parse(output: str) -> dict[str, Any]:
     }
 
 
-def run(port: int, connections: int, duration_s: float, cpu: int, threads: int = 1) -> dict[str, Any]:
-    """Run wrk for ``duration_s`` against 127.0.0.1:port and return its metrics."""
+def run(
+    port: int, connections: int, duration_s: float, cpu: int, threads: int = 1, headers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Run wrk for ``duration_s`` against 127.0.0.1:port, each request with ``headers``
+    ("name: value"), and return its metrics."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "report.lua"
         lua_list = ", ".join(percentile_key(q) for q in PERCENTILES)
         script.write_text(_LUA % {"percentiles": lua_list, "mark": _MARK})
         argv = ["taskset", "-c", str(cpu), "wrk", f"-t{threads}", f"-c{connections}"]
         argv += [f"-d{max(1, round(duration_s))}s", "--timeout", "5s", "-s", str(script)]
+        for header in headers:
+            argv += ["-H", header]
         argv.append(f"http://127.0.0.1:{port}/")
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     if done.returncode != 0:

@@ -463,6 +463,23 @@ class RbacStats(StatSet):
     shadow_denied: int = counter("Requests (connections) the shadow rules would refuse; nothing is refused.")
 
 
+class CompressorStats(StatSet):
+    """Per compressor filter and library (Envoy's ``http.<stat_prefix>.compressor.<library
+    name>.<gzip|brotli|zstd>``; docs/compression.md)."""
+
+    compressed: int = counter("Responses compressed.")
+    not_compressed: int = counter("Responses the client accepted compressed but were sent as they were.")
+    no_accept_header: int = counter("Requests without accept-encoding.")
+    header_identity: int = counter("Requests whose accept-encoding refuses the library's encoding.")
+    header_compressor_used: int = counter("Requests whose accept-encoding names the library's encoding.")
+    header_wildcard: int = counter("Requests whose accept-encoding accepts it through `*`.")
+    header_not_valid: int = counter("Requests with a malformed accept-encoding.")
+    content_length_too_small: int = counter("Responses under `min_content_length`.")
+    not_compressed_etag: int = counter("Responses not compressed for their etag (`disable_on_etag_header`).")
+    total_uncompressed_bytes: int = counter("Body bytes before compression.")
+    total_compressed_bytes: int = counter("Body bytes after compression.")
+
+
 class XdsStats(StatSet):
     """The ADS client's (``meshproxy/xds/client.py``; one per process, with ``dynamic_resources``)."""
 
@@ -510,6 +527,8 @@ SCOPES: tuple[Scope, ...] = (
           "`connection_limit` stat prefix"),
     Scope("tracing", "collector", TracingStats.STATS, "Tracing", "OTLP collector cluster"),
     Scope("rbac", "prefix", RbacStats.STATS, "RBAC", "RBAC filter namespace (`http.ingress.rbac`)"),
+    Scope("compressor", "prefix", CompressorStats.STATS, "Compressor",
+          "compressor filter and library (`http.ingress.compressor.text.gzip`)"),
     Scope("xds", None, XdsStats.STATS, "xDS client", "the process, with `dynamic_resources`"),
     Scope("server", None, SERVER_STATS, "Process", "the process"),
 )  # fmt: skip
@@ -528,6 +547,7 @@ class Store:
         # Per peer identity, what its TLS handshakes negotiated (meshproxy/tls/inventory.py).
         self.inventory = CryptoInventory()
         self.rbac: dict[str, RbacStats] = {}
+        self.compressor: dict[str, CompressorStats] = {}
         self.server: dict[str, float] = dict.fromkeys(SERVER_STATS, 0)
         self.xds: XdsStats | None = None  # the ADS client's, once it runs
 
@@ -570,11 +590,18 @@ class Store:
             s = self.rbac[prefix] = RbacStats()
         return s
 
+    def compressor_stats(self, prefix: str) -> CompressorStats:
+        s = self.compressor.get(prefix)
+        if s is None:
+            s = self.compressor[prefix] = CompressorStats()
+        return s
+
     def labelled(self) -> Iterator[tuple[Scope, dict[str, StatSet]]]:
         """Each labelled scope with a snapshot of its entries (by instance name)."""
         entries: dict[str, dict[str, Any]] = {
             "http": self.http, "cluster": self.cluster, "listener": self.listener, "tcp": self.tcp,
             "connection_limit": self.connection_limit, "tracing": self.tracing, "rbac": self.rbac,
+            "compressor": self.compressor,
         }  # fmt: skip
         for scope in SCOPES:
             if scope.label is not None:

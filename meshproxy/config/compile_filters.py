@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
@@ -31,6 +32,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 
 from meshproxy.config.compile_common import Ctx, type_url, unpack
+from meshproxy.config.compile_compressor import COMPRESSOR_NAME, compressor, compressor_per_route
 from meshproxy.config.compile_cors import CORS_NAME, cors_filter, cors_policy
 from meshproxy.config.compile_fault import FAULT_NAME, fault
 from meshproxy.config.compile_health_check import HEALTH_CHECK_NAME, health_check
@@ -65,6 +67,13 @@ FILTERS: tuple[Kind, ...] = (
     Kind(HEALTH_CHECK_NAME, health_check_pb2.HealthCheck, health_check),
     Kind(CORS_NAME, cors_pb2.Cors, cors_filter, cors_pb2.CorsPolicy, cors_policy),
     Kind(HTTP_RBAC_NAME, http_rbac_pb2.RBAC, http_filter, http_rbac_pb2.RBACPerRoute, http_per_route),
+    Kind(
+        COMPRESSOR_NAME,
+        compressor_pb2.Compressor,
+        compressor,
+        compressor_pb2.CompressorPerRoute,
+        compressor_per_route,
+    ),
 )
 _BY_URL: Mapping[str, Kind] = {type_url(k.message): k for k in FILTERS}
 _BY_NAME: Mapping[str, Kind] = {k.name: k for k in FILTERS}

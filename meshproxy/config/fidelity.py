@@ -88,6 +88,9 @@ _NO_MIRROR = "set request_mirror_policies on the route action"
 _NO_CORS = (
     "give the CORS policy as typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy)"
 )
+_COMPRESSOR = "envoy.extensions.filters.http.compressor.v3"
+_DEPRECATED_COMPRESSOR = "deprecated in Envoy; set it in response_direction_config"
+_COMPRESSED_AS_PRODUCED = accepted("compressed bytes are written as the compressor produces them")
 _NO_GLOBAL_RATE_LIMIT = "global rate limiting (a rate limit service) is not supported"
 _ONE_LOOP = accepted("tunes Envoy's worker threads; meshproxy runs one event loop")
 _OWN_ADDRESS = "health checks probe the endpoint's own address"
@@ -577,6 +580,40 @@ TABLE: dict[str, dict[str, Field]] = {
         forward_not_matching_preflights=refused(
             "a preflight from an origin the policy does not allow is forwarded", allowed=(True,)
         ),
+    ),
+    f"{_COMPRESSOR}.Compressor": _message(
+        "compressor_library response_direction_config",
+        content_length=refused(_DEPRECATED_COMPRESSOR),
+        content_type=refused(_DEPRECATED_COMPRESSOR),
+        disable_on_etag_header=refused(_DEPRECATED_COMPRESSOR),
+        remove_accept_encoding_header=refused(_DEPRECATED_COMPRESSOR),
+        runtime_enabled=refused(_DEPRECATED_COMPRESSOR),
+        request_direction_config=refused("request bodies are not compressed"),
+        choose_first=refused("each compressor filter answers its own encoding's q-value"),
+    ),
+    f"{_COMPRESSOR}.Compressor.ResponseDirectionConfig": _message(
+        "common_config disable_on_etag_header remove_accept_encoding_header uncompressible_response_codes",
+        status_header_enabled=refused("the x-envoy-compression-status header is not written"),
+    ),
+    f"{_COMPRESSOR}.Compressor.CommonDirectionConfig": _message("enabled min_content_length content_type"),
+    "envoy.config.core.v3.RuntimeFeatureFlag": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
+    f"{_COMPRESSOR}.CompressorPerRoute": _message(
+        "disabled", overrides=refused("per-route compressor overrides are not supported")
+    ),
+    "envoy.extensions.compression.gzip.compressor.v3.Gzip": _message(
+        "memory_level compression_level compression_strategy window_bits",
+        chunk_size=_COMPRESSED_AS_PRODUCED,
+    ),
+    "envoy.extensions.compression.brotli.compressor.v3.Brotli": _message(
+        "quality encoder_mode window_bits input_block_bits",
+        chunk_size=_COMPRESSED_AS_PRODUCED,
+        disable_literal_context_modeling=refused("the brotli binding does not expose it"),
+    ),
+    "envoy.extensions.compression.zstd.compressor.v3.Zstd": _message(
+        "compression_level enable_checksum",
+        chunk_size=_COMPRESSED_AS_PRODUCED,
+        strategy=refused("zstd's strategy follows its compression_level"),
+        dictionary=refused("zstd dictionaries are not supported"),
     ),
     "envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": _message(
         "mappers body_format"

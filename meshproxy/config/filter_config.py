@@ -2,9 +2,10 @@
 
 Owns the shape of each filter's typed_config (and per-route config) as its runtime in ``hcm/``
 reads it: ``Fault`` (envoy.filters.http.fault), ``HealthCheckFilter``
-(envoy.filters.http.health_check), ``CorsFilter`` and ``CorsPolicy`` (envoy.filters.http.cors).
-``compile_filters.py``'s registry says which
-proto compiles to which. Must not import asyncio, sockets or generated protobuf code.
+(envoy.filters.http.health_check), ``CorsFilter`` and ``CorsPolicy`` (envoy.filters.http.cors),
+``CompressorFilter`` and ``CompressorPerRoute`` (envoy.filters.http.compressor).
+``compile_filters.py``'s registry says which proto compiles to which. Must not import asyncio,
+sockets or generated protobuf code.
 """
 
 from __future__ import annotations
@@ -78,3 +79,48 @@ class CorsPolicy:
     allow_private_network_access: bool = False
     enabled: Percent = Percent(100)  # filter_enabled (absent: every request)
     shadow: Percent = Percent(0)  # shadow_enabled: evaluated and counted only
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionLibrary:
+    """A compressor_library: ``encoding`` (gzip, br or zstd, the content-encoding it writes and
+    the accept-encoding token it answers), its stats prefix (gzip, brotli, zstd) and settings."""
+
+    name: str  # the TypedExtensionConfig's name (a stats scope)
+    encoding: str
+    stats_prefix: str
+    level: int  # gzip: zlib's 1-9 (-1 default); brotli: quality 0-11; zstd: level
+    window_bits: int = 0  # gzip 9-15, brotli 10-24; 0 for zstd
+    memory_level: int = 5  # gzip only
+    strategy: int = 0  # gzip: zlib's Z_* strategy; brotli: its mode
+    block_bits: int = 0  # brotli's input_block_bits (0: for zstd and gzip)
+    checksum: bool = False  # zstd only
+
+
+# Envoy's default compressible content types (response_direction_config.common_config).
+DEFAULT_CONTENT_TYPES = (
+    "text/html", "text/plain", "text/css", "application/javascript", "application/x-javascript",
+    "text/javascript", "text/x-javascript", "text/ecmascript", "text/js", "text/jscript",
+    "text/x-js", "application/ecmascript", "application/x-json", "application/xml",
+    "application/json", "image/svg+xml", "text/xml", "application/xhtml+xml",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CompressorFilter:
+    """envoy.extensions.filters.http.compressor.v3.Compressor, the response direction."""
+
+    library: CompressionLibrary
+    enabled: bool = True  # common_config.enabled's default_value
+    min_content_length: int = 30
+    content_types: frozenset[str] = frozenset(DEFAULT_CONTENT_TYPES)
+    disable_on_etag: bool = False
+    remove_accept_encoding: bool = False
+    uncompressible_codes: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CompressorPerRoute:
+    """envoy.extensions.filters.http.compressor.v3.CompressorPerRoute: ``disabled`` only."""
+
+    disabled: bool

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.config.filter_config import CorsFilter, Fault, HealthCheckFilter
+from meshproxy.config.filter_config import CompressorFilter, CorsFilter, Fault, HealthCheckFilter
 from meshproxy.config.policy import LocalRateLimit
+from meshproxy.hcm.compressor import compressor
 from meshproxy.hcm.cors import cors
 from meshproxy.hcm.fault import fault
 from meshproxy.hcm.filters import FilterChain, Hooks
@@ -32,6 +33,7 @@ FACTORIES: dict[type, Factory] = {
     HealthCheckFilter: health_check,
     CorsFilter: cors,
     RbacFilter: http_rbac,
+    CompressorFilter: compressor,
 }
 
 

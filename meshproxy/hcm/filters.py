@@ -18,6 +18,14 @@ Contract, for whoever adds a filter (``hcm/chain.py`` maps a compiled config to 
 4. ``response(x, status, headers)`` may mutate the response headers; it runs in reverse order
    (Envoy's encoder order) on upstream responses and on every local reply, after the route's
    response header mutations.
+4b. ``encode(x, status, headers)`` runs after the response hooks, on upstream responses that
+   carry a body only (never on local replies, nor a HEAD's or 204/304's response); it may
+   rewrite the headers (a compressor removes content-length) and return a ``BodyEncoder``: the
+   codec then passes each body piece through ``data`` and writes ``end()``'s tail before the
+   response ends (chunked on HTTP/1.1). The first filter, in encoder order, that returns one
+   transforms the body; later encode hooks do not run. An encode hook acts only on a request
+   whose request hook left state in ``x.filter_state``: without any, the response headers are
+   not parsed for it.
 5. ``end(stream, x, now)`` observes the finished request at access-record time (metrics, tracing).
 6. The router is last and is not a filter here: it is the Exchange's routing and forwarding.
    With no filter configured ``ctx.filters`` is None: each hook site costs one falsy check.
@@ -67,8 +75,17 @@ class FilterStream(Protocol):
     def resume(self) -> None: ...
 
 
+class BodyEncoder(Protocol):
+    """A response body transformation (rule 4b); streaming: memory bounded per stream."""
+
+    def data(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
 RequestHook = Callable[["FilterStream", "Exchange", float], "LocalReply | Wait | None"]
 ResponseHook = Callable[["Exchange", int, list[tuple[bytes, bytes]]], None]
+EncodeHook = Callable[["Exchange", int, list[tuple[bytes, bytes]]], "BodyEncoder | None"]
 EndHook = Callable[["RequestView", "Exchange", float], None]
 
 
@@ -80,17 +97,19 @@ class Hooks:
     request: RequestHook | None = None
     response: ResponseHook | None = None
     end: EndHook | None = None
+    encode: EncodeHook | None = None
 
 
 class FilterChain:
     """The configured filters' hooks, split by hook so each site walks only its own."""
 
-    __slots__ = ("end", "names", "request", "response")
+    __slots__ = ("encode", "end", "names", "request", "response")
 
     def __init__(self, hooks: list[Hooks]) -> None:
         self.names = tuple(h.name for h in hooks)
         self.request = tuple(h.request for h in hooks if h.request is not None)
         self.response = tuple(h.response for h in reversed(hooks) if h.response is not None)
+        self.encode = tuple(h.encode for h in reversed(hooks) if h.encode is not None)
         self.end = tuple(h.end for h in hooks if h.end is not None)
 
 
@@ -124,6 +143,17 @@ def run_request(chain: FilterChain, stream: FilterStream, x: Exchange, now: floa
 def run_response(chain: FilterChain, x: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     for hook in chain.response:
         hook(x, status, headers)
+
+
+def run_encode(
+    chain: FilterChain, x: Exchange, status: int, headers: list[tuple[bytes, bytes]]
+) -> BodyEncoder | None:
+    """Rule 4b: the body encoder of the first encode hook that returns one."""
+    for hook in chain.encode:
+        encoder = hook(x, status, headers)
+        if encoder is not None:
+            return encoder
+    return None
 
 
 def run_end(chain: FilterChain, stream: RequestView, x: Exchange, now: float) -> None:

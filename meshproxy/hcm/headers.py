@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from meshproxy.hcm.filters import run_response
+from meshproxy.hcm.filters import run_encode, run_response
 from meshproxy.router.action import rewrite_target
 from meshproxy.router.headers import apply_mutations
 
 if TYPE_CHECKING:
     from meshproxy.hcm.exchange import Exchange
+    from meshproxy.hcm.filters import BodyEncoder
     from meshproxy.hcm.reply import LocalReply
 
 
@@ -62,19 +63,25 @@ def edits_response(x: Exchange) -> tuple[Any, ...] | None:
     if levels:
         return levels
     chain = x.ctx.filters
-    return levels if chain is not None and chain.response else None
+    if chain is None:
+        return None
+    # Encode hooks act only on requests whose hooks left state (rule 4b of hcm/filters.py).
+    return levels if chain.response or (chain.encode and x.filter_state is not None) else None
 
 
 def edit_response(
-    x: Exchange, status: int, headers: list[tuple[bytes, bytes]], levels: tuple[Any, ...]
-) -> None:
+    x: Exchange, status: int, headers: list[tuple[bytes, bytes]], levels: tuple[Any, ...], body: bool
+) -> BodyEncoder | None:
     """An upstream response's headers: the route's mutations, then the filters' response
-    hooks (in reverse order: Envoy's encoder order)."""
+    hooks (in reverse order: Envoy's encoder order); with a ``body`` to come, the filters'
+    encode hooks, and the body encoder one of them returned."""
     if levels:
         apply_mutations(headers, *levels)
     chain = x.ctx.filters
-    if chain is not None:
-        run_response(chain, x, status, headers)
+    if chain is None:
+        return None
+    run_response(chain, x, status, headers)
+    return run_encode(chain, x, status, headers) if body and chain.encode else None
 
 
 def reply_headers(x: Exchange, reply: LocalReply) -> list[tuple[bytes, bytes]] | None:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from asyncio import Task, TimerHandle
 
     from meshproxy.hcm.context import HttpContext
+    from meshproxy.hcm.filters import BodyEncoder
     from meshproxy.http.downstream import DownstreamConnection
     from meshproxy.upstream.breaker import ResourceManager
     from meshproxy.upstream.cluster import ClusterRuntime
@@ -70,7 +71,7 @@ _UP_EOF = 2
 
 # Stream's slots, one per field set in __init__ (as words, to keep the class header short).
 _FIELDS = (
-    "authority body_sent chunked conn connect_task ctx deadline expect finished flags has_body "
+    "authority body_sent chunked conn connect_task ctx deadline encoder expect finished flags has_body "
     "headers headers_done http10 keep_alive method out pending pending_size request_complete "
     "request_head request_id resp_chunk_down resp_close_delimited resp_content_length resp_lines "
     "response_complete response_started retry_timer rx_bytes start started status timer "
@@ -110,6 +111,7 @@ class Stream:
         self.pending_size = 0
         self.resp_content_length = self.resp_chunk_down = self.resp_close_delimited = False
         self.status = 0
+        self.encoder: BodyEncoder | None = None  # a filter's response body transformation
         self.flags = "-"
         self.rx_bytes = 0
         self.tx_bytes = 0
@@ -455,12 +457,14 @@ class Stream:
         self.status = status
         self.response_started = True
         lines = self.resp_lines
+        no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         levels = edits_response(x)
         if levels is not None:
             headers = codec.header_lines(b"".join(lines))
-            edit_response(x, status, headers, levels)
+            self.encoder = edit_response(x, status, headers, levels, not no_body and status != 101)
+            if self.encoder is not None:
+                self.resp_content_length = False  # the encoder removed it: chunked (or closed)
             lines = [codec.join_lines(headers)]
-        no_body = status in codec.NO_BODY_STATUS or self.method == b"HEAD" or status < 200
         if no_body:
             # RFC 9112 §6.3 rule 1: no body whatever the head says; a Transfer-Encoding the
             # upstream sent on a 204/304/HEAD response must not make us write a last chunk
@@ -487,12 +491,23 @@ class Stream:
         self.out.append(b"".join(parts))
 
     def response_body(self, data: bytes) -> None:
+        if self.encoder is not None:
+            data = self.encoder.data(data)
+            if not data:
+                return
+        self._send_body(data)
+
+    def _send_body(self, data: bytes) -> None:
         self.tx_bytes += len(data)
         self.out.append(codec.chunk(data) if self.resp_chunk_down else data)
 
     def response_end(self) -> None:
         self.response_complete = True
         self.x.upstream_done(monotonic())
+        if self.encoder is not None:
+            tail = self.encoder.end()
+            if tail:
+                self._send_body(tail)
         if self.resp_chunk_down:
             self.out.append(codec.LAST_CHUNK)
         self.flush()

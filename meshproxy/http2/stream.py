@@ -37,6 +37,7 @@ from meshproxy.hcm.context import (
 from meshproxy.hcm.exchange import Exchange
 from meshproxy.hcm.headers import edit_response, edits_response, reply_headers, upstream_request
 from meshproxy.hcm.local_reply import final_reply
+from meshproxy.http.codec import NO_BODY_STATUS
 from meshproxy.http.mirror import send as send_mirrors
 from meshproxy.http2.connection import CODEC, Half
 from meshproxy.http2.fields import RESPONSE_DROP, RequestHead
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from asyncio import AbstractEventLoop, TimerHandle
 
     from meshproxy.hcm.context import HttpContext
+    from meshproxy.hcm.filters import BodyEncoder
     from meshproxy.http2.upstream import H2Upstream
     from meshproxy.upstream.cluster import ClusterRuntime
 
@@ -92,6 +94,7 @@ class H2Stream:
         "ctx",
         "deadline",
         "down",
+        "encoder",
         "finished",
         "flags",
         "grpc",
@@ -166,6 +169,7 @@ class H2Stream:
         self.response_complete = False
         self.finished = False
         self.status = 0
+        self.encoder: BodyEncoder | None = None  # a filter's response body transformation
         self.flags = "-"
         self.rx_bytes = 0
         self.tx_bytes = 0
@@ -435,7 +439,8 @@ class H2Stream:
             self.try_timer = None
         levels = edits_response(x)
         if levels is not None:
-            edit_response(x, status, out, levels)
+            body = not end and status not in NO_BODY_STATUS and self.method != b"HEAD"
+            self.encoder = edit_response(x, status, out, levels, body)
         out.insert(0, (b":status", b"%d" % status))
         # A trailers-only response (gRPC errors) stays one HEADERS frame with END_STREAM.
         self._send_headers(out, end=end)
@@ -445,8 +450,14 @@ class H2Stream:
             self._response_sent()
 
     def response_data(self, data: bytes, flow: int) -> None:
-        self.tx_bytes += len(data)
         down = self.down
+        if self.encoder is not None:
+            data = self.encoder.data(data)
+            if not data:  # held by the encoder (bounded): the upstream may send more
+                if flow and down.ack is not None:
+                    down.ack(flow)
+                return
+        self.tx_bytes += len(data)
         down.chunks.append((data, flow))
         self.conn.pump(self.sid, down)
 
@@ -463,6 +474,11 @@ class H2Stream:
             return
         if self.response_started:
             self.x.upstream_done(monotonic())
+        if self.encoder is not None:
+            tail = self.encoder.end()
+            if tail:
+                self.tx_bytes += len(tail)
+                down.chunks.append((tail, 0))
         down.end = True
         self.conn.pump(self.sid, down)
 

@@ -22,6 +22,7 @@ from meshproxy.stats import (
     CODE_CLASS,
     SCOPES,
     ClusterStats,
+    CompressorStats,
     ConnectionLimitStats,
     Histogram,
     HttpStats,
@@ -103,6 +104,7 @@ def _busy_store() -> Store:
     store.connection_limit_stats("cl").limited_connections += 1
     store.tracing_stats("otel").otel_spans_sent += 1
     store.rbac_stats("http.ingress.rbac").denied += 1
+    store.compressor_stats("http.ingress.compressor.text.gzip").compressed += 1
     store.server["live"] = 1
     store.xds = XdsStats()
     store.xds.acks += 1
@@ -188,6 +190,7 @@ def test_stats_json_lists_every_stat_of_every_entry() -> None:
             ("connection_limit", "cl", ConnectionLimitStats),
             ("tracing", "otel", TracingStats),
             ("rbac", "http.ingress.rbac", RbacStats),
+            ("compressor", "http.ingress.compressor.text.gzip", CompressorStats),
         )
         for name in table.STATS
     }

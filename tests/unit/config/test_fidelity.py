@@ -38,6 +38,10 @@ PREFIX = "type.googleapis.com/"
 ROUTER = PREFIX + "envoy.extensions.filters.http.router.v3.Router"
 HEALTH_CHECK = PREFIX + "envoy.extensions.filters.http.health_check.v3.HealthCheck"
 CORS_POLICY = PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+COMPRESSOR = PREFIX + "envoy.extensions.filters.http.compressor.v3.Compressor"
+COMPRESSION = PREFIX + "envoy.extensions.compression."
+BROTLI = "compressor.v3.Brotli"
+ZSTD = "compressor.v3.Zstd"
 HCM = PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY = PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 TLS = PREFIX + "envoy.extensions.transport_sockets.tls.v3."
@@ -188,6 +192,27 @@ def _base() -> dict[str, Any]:
                 "name": "envoy.filters.http.rbac",
                 "typed_config": {"@type": PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"},
             },
+            {
+                "name": "compress",
+                "typed_config": {
+                    "@type": COMPRESSOR,
+                    "compressor_library": {
+                        "name": "br",
+                        "typed_config": {"@type": COMPRESSION + "brotli." + BROTLI},
+                    },
+                    "response_direction_config": {"disable_on_etag_header": True},
+                },
+            },
+            {
+                "name": "compress-zstd",
+                "typed_config": {
+                    "@type": COMPRESSOR,
+                    "compressor_library": {
+                        "name": "zstd",
+                        "typed_config": {"@type": COMPRESSION + "zstd." + ZSTD},
+                    },
+                },
+            },
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
         "tracing": {
@@ -201,7 +226,10 @@ def _base() -> dict[str, Any]:
         },
         "route_config": {
             "name": "r",
-            "typed_per_filter_config": {"cors": {"@type": CORS_POLICY}},
+            "typed_per_filter_config": {
+                "cors": {"@type": CORS_POLICY},
+                "compress": {"@type": COMPRESSOR + "PerRoute", "disabled": True},
+            },
             "request_headers_to_add": [{"header": {"key": "x-a", "value": "1"}}],
             "virtual_hosts": [
                 {
@@ -429,7 +457,37 @@ WHERE: dict[str, tuple[str | int, ...]] = {
         "typed_config",
     ),
     "envoy.extensions.filters.http.rbac.v3.RBAC": (*MANAGER, "http_filters", 3, "typed_config"),
-    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 4, "typed_config"),
+    "envoy.extensions.filters.http.router.v3.Router": (*MANAGER, "http_filters", 6, "typed_config"),
+    COMPRESSOR.removeprefix(PREFIX): (*MANAGER, "http_filters", 4, "typed_config"),
+    COMPRESSOR.removeprefix(PREFIX) + ".ResponseDirectionConfig": (
+        *MANAGER,
+        "http_filters",
+        4,
+        "typed_config",
+        "response_direction_config",
+    ),
+    COMPRESSOR.removeprefix(PREFIX) + "PerRoute": (
+        *MANAGER,
+        "route_config",
+        "typed_per_filter_config",
+        MapKey("compress"),
+    ),
+    "envoy.extensions.compression.brotli." + BROTLI: (
+        *MANAGER,
+        "http_filters",
+        4,
+        "typed_config",
+        "compressor_library",
+        "typed_config",
+    ),
+    "envoy.extensions.compression.zstd." + ZSTD: (
+        *MANAGER,
+        "http_filters",
+        5,
+        "typed_config",
+        "compressor_library",
+        "typed_config",
+    ),
     "envoy.config.core.v3.SubstitutionFormatString": (*MANAGER, "local_reply_config", "body_format"),
     CORS_POLICY.removeprefix(PREFIX): (*MANAGER, "route_config", "typed_per_filter_config", MapKey("cors")),
     "envoy.config.core.v3.HeaderValueOption": (*MANAGER, "route_config", "request_headers_to_add", 0),

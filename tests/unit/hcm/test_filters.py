@@ -121,7 +121,7 @@ def test_response_hooks_edit_an_upstream_response() -> None:
     seen: list[str] = []
     x, _ = started(FilterChain([recorder(seen, "a"), Hooks("quiet"), recorder(seen, "b")]))
     headers = [(b"content-type", b"text/plain")]
-    edit_response(x, 503, headers, ())
+    edit_response(x, 503, headers, (), True)
     assert headers == [(b"content-type", b"text/plain"), (b"x-filter", b"b"), (b"x-filter", b"a")]
     assert seen == ["b:503", "a:503"]
 
