@@ -596,7 +596,6 @@ TABLE: dict[str, dict[str, Field]] = {
         status_header_enabled=refused("the x-envoy-compression-status header is not written"),
     ),
     f"{_COMPRESSOR}.Compressor.CommonDirectionConfig": _message("enabled min_content_length content_type"),
-    "envoy.config.core.v3.RuntimeFeatureFlag": _message("default_value", runtime_key=accepted(_NO_RUNTIME)),
     f"{_COMPRESSOR}.CompressorPerRoute": _message(
         "disabled", overrides=refused("per-route compressor overrides are not supported")
     ),
