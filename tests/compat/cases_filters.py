@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 
 from integration.harness import eventually
 from integration.test_tracing import collector
@@ -185,3 +186,18 @@ async def route_mirror(env: Env) -> None:
     lines = sorted(head.split(b"\r\n")[0] for head in heads)
     assert lines == [b"GET /service/1 HTTP/1.1", b"GET /service/2 HTTP/1.1"]
     assert all(b"example.com-shadow" in head.lower() for head in heads)
+
+
+@accepted(
+    "gzip",
+    "a JSON response is gzip-compressed for a client that accepts it (vary added), plain otherwise",
+    backend="svc1",
+)
+async def gzip_compressor(env: Env) -> None:
+    async with env.proxy():
+        packed = await request(env.port(), "/", headers=[("accept-encoding", "gzip")])
+        plain = await request(env.port(), "/")
+    assert packed.status == 200 and packed.get("content-encoding") == "gzip"
+    assert packed.get("vary") == "accept-encoding"
+    assert json.loads(zlib.decompress(packed.body, 16 + zlib.MAX_WBITS))["server"] == "svc1"
+    assert plain.get("content-encoding") is None and json.loads(plain.body)["server"] == "svc1"

@@ -1,7 +1,7 @@
 """Corpus files meshproxy refuses, each with the exact problems it reports (paths included).
 
-What each refusal is about: extension points meshproxy does not run (Lua, Wasm, ext_authz,
-compression), protocols it does not decode (Redis, MySQL), tracers other than OpenTelemetry,
+What each refusal is about: extension points meshproxy does not run (Lua, Wasm,
+ext_authz), protocols it does not decode (Redis, MySQL), tracers other than OpenTelemetry,
 and transports it does not open (Unix-socket clusters and admin, non-ADS gRPC config sources).
 """
 
@@ -34,11 +34,6 @@ def _http_filter(name: str, message: str) -> str:
     return f'{HCM}.http_filters[0]: http filter "{name}" (type.googleapis.com/{message}) {ONLY_FILTERS}'
 
 
-refused(
-    "gzip",
-    "no compressor filter (gzip, brotli, zstd): responses would go out uncompressed",
-    _http_filter("envoy.filters.http.compressor", "envoy.extensions.filters.http.compressor.v3.Compressor"),
-)
 refused(
     "ext-authz-grpc",
     "no external authorization filter; RBAC covers identities, paths and methods",

@@ -25,9 +25,9 @@ else changed) and its behaviour is asserted over real sockets; a **refused** fil
 exactly the problems listed here, each naming its field path.
 
 Not in the corpus: Envoy's examples whose subject is an extension meshproxy does not run
-(brotli and zstd compression, cache, csrf, golang, kafka, postgres, udp, the SkyWalking and
+(cache, csrf, golang, kafka, postgres, udp, the SkyWalking and
 Datadog tracers, load reporting, the gRPC-HTTP/1.1 bridge, the single-page app's OAuth2): each
-would be refused the way `gzip.yaml`, `lua.yaml` and `zipkin.yaml` are, naming the extension.
+would be refused the way `lua.yaml` and `zipkin.yaml` are, naming the extension.
 
 This page is generated from the corpus (`PYTHONPATH=$PWD:$PWD/tests python -m compat.doc >
 docs/compatibility.md`); a test fails when it is stale.

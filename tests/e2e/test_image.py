@@ -41,7 +41,7 @@ from controlplane.demo.pods import COMMAND_TIMEOUT, REPO, Pod, Pods
 from controlplane.demo.pods_mesh import PodMesh, pod_mesh
 
 from . import test_mesh_pods as core
-from .image import Image, ImageRunner, mounted_image
+from .image import BUILD_TIMEOUT, Image, ImageRunner, mounted_image
 
 START_TIMEOUT = 60.0  # imports and the CA's first key, from a cold page cache
 PROXY_PORT, APP_PORT, XDS_PORT = 10000, 8080, 15010
@@ -82,6 +82,10 @@ class Process:
     def stop(self) -> None:
         self.popen.kill()
         self.popen.wait(timeout=COMMAND_TIMEOUT)
+
+
+# The first test builds the image (a cold build takes minutes; image.BUILD_TIMEOUT bounds it).
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + 300)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,18 @@ CONNECTION_LIMIT_FILTER = {
         "max_connections": 100,
     },
 }
+COMPRESSOR_FILTER = {
+    "name": "compress",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+        "compressor_library": {
+            "name": "text",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip"
+            },
+        },
+    },
+}
 RBAC_FILTER = {
     "name": "envoy.filters.network.rbac",
     "typed_config": {
@@ -71,12 +83,13 @@ RBAC_FILTER = {
 @contextlib.asynccontextmanager
 async def admin_of_busy_proxy() -> AsyncIterator[tuple[Proxy, httpx.AsyncClient]]:
     """A proxy with every stat scope present (http, tcp, cluster, listener, connection_limit,
-    tracing, rbac) after a little traffic: ``REQUESTS`` answered 200 by the upstream and one 404 (no
-    route)."""
+    tracing, rbac, compressor) after a little traffic: ``REQUESTS`` answered 200 by the upstream
+    and one 404 (no route)."""
     tcp = tcp_listener("backend")
     tcp["filter_chains"][0]["filters"][:0] = [CONNECTION_LIMIT_FILTER, RBAC_FILTER]
     async with aiohttp_upstream() as up:
         http = http_listener([route("/status/")], tracing=TRACING)
+        http["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].insert(0, COMPRESSOR_FILTER)
         doc = bootstrap([http, tcp], [cluster("backend", up), cluster("otel", free_port())])
         async with running_proxy(doc) as proxy, httpx.AsyncClient(base_url=proxy.admin_url) as admin:
             async with httpx.AsyncClient() as client:
