@@ -136,10 +136,12 @@ def istio_requests(workload: Workload) -> list[dict[str, str]]:
 def test_both_sidecars_report_istios_metrics_and_keep_each_other_in_their_crypto_inventory(
     mesh: PodMesh,
 ) -> None:
-    """After the first test's request: Istio's series on 15090 name both workloads by their
-    SPIFFE IDs and the link's group; each sidecar's inventory holds the other's identity; the
-    controlplane's ``meshctl inventory`` merges what the sidecars reported over ADS (TLS)."""
+    """After a request: Istio's series on 15090 name both workloads by their SPIFFE IDs and the
+    link's group; each sidecar's inventory holds the other's identity; the controlplane's
+    ``meshctl inventory`` merges what the sidecars reported over ADS (TLS)."""
     web, hello = mesh.web, mesh.hello["v1"]
+    done = curl(mesh, f"http://hello:{HTTP_PORT}/for-metrics")
+    assert done.returncode == 0, done.stderr
     common = {
         "source_principal": web.identity,
         "destination_principal": hello.identity,
@@ -330,16 +332,24 @@ def terminate_under_load(mesh: PodMesh, native_order: bool) -> dict[str, Any]:
     return tally
 
 
+def serve_from_v2(mesh: PodMesh) -> None:
+    """hello v2 running (started again if an earlier test stopped it) and serving every request."""
+    v2 = mesh.hello["v2"]
+    if any(child is not None and child.proc.poll() is not None for child in (v2.app, v2.sidecar)):
+        mesh.restart("v2")
+    shifted = mesh.meshctl("split", "hello", "v1=0", "v2=100")
+    assert shifted.returncode == 0, shifted.stdout + shifted.stderr
+    eventually(lambda: answered_by(mesh, "v2"), "web's sidecar routing hello to v2", WAIT)
+
+
 def test_sigterm_to_a_pod_with_native_sidecar_order_under_load_loses_no_request(mesh: PodMesh) -> None:
+    serve_from_v2(mesh)
     tally = terminate_under_load(mesh, native_order=True)
     assert tally["failed"] == 0, tally
 
 
 def test_sigterm_to_a_pod_and_its_sidecar_at_once_under_load_loses_no_request(mesh: PodMesh) -> None:
-    mesh.restart("v2")
-    shifted = mesh.meshctl("split", "hello", "v1=0", "v2=100")
-    assert shifted.returncode == 0, shifted.stdout + shifted.stderr
-    eventually(lambda: answered_by(mesh, "v2"), "web's sidecar routing hello to v2 again", WAIT)
+    serve_from_v2(mesh)
     tally = terminate_under_load(mesh, native_order=False)
     refused = mesh.web.stat("cluster_upstream_cx_connect_fail_total", cluster_name="hello|v2")
     assert tally["failed"] == 0, (tally, f"web's connections to v2 refused: {refused:.0f}")
