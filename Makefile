@@ -56,15 +56,20 @@ demo: $(STAMP)
 demo-pods: $(STAMP) $(APT_STAMP)
 	$(PY) -m controlplane.demo --pods
 
+# Most tests wait on sockets and child processes, not on the CPU: four pytest-xdist workers
+# take the suite from over half an hour to about seven minutes on two cores. The pods tests
+# (tests/e2e) share one worker: they share namespace names, iptables and the image store.
+TEST_WORKERS ?= 4
+
 test: $(STAMP) $(APT_STAMP) $(NODE_STAMP) image-debs
 	$(VENV)/bin/ruff check meshproxy controlplane tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The suite once more with every dispatcher on its pure-Python twin (DESIGN decision 5); CI runs
 # it after `make test`. The twin suites still import both twins directly.
 test-twins: $(STAMP) $(APT_STAMP) $(NODE_STAMP)
-	MESHPROXY_NO_EXTENSIONS=1 $(PY) -m pytest -q
+	MESHPROXY_NO_EXTENSIONS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Coverage-guided fuzzing (docs/fuzzing.md): each target in turn for FUZZ_SECONDS, one process at a
 # time, at FUZZ_NICE; new inputs go to .fuzz/<target>/ (minimise the interesting ones into

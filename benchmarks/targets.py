@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from controlplane.demo.layout import free_port
+
 BASELINE = os.environ.get("MESHPROXY_BENCH_BASELINE", "")
 """A source tree of another meshproxy revision (e.g. a ``git worktree`` of the previous main, with
 its extensions built in place): when set, scenarios 1 to 4 also run it (``meshproxy-base``,
@@ -71,11 +73,6 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv]
 
 
-def free_port() -> int:
-    """A port the kernel just handed out; another process could take it first, which is rare."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:

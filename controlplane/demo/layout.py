@@ -16,6 +16,7 @@ its tokens file format).
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import string
@@ -155,9 +156,36 @@ def write_token(tokens: Path, identity: str, token_file: Path) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nobody listens on now, for a process started later to bind.
+
+    Chosen at random below the kernel's ephemeral range: a port bound to 0 and released (the
+    usual recipe) comes from that range, where any connection's source port, or another test
+    worker's listener, can take it before the process binds it; below it only other callers of
+    this function compete, over thousands of ports."""
+    low, _ = _ephemeral_range()
+    for _ in range(64):
+        port = _random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded machine: the ephemeral range, as before
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_random = random.SystemRandom()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def _on_free_ports(text: str, mesh: Mesh, cert_root: Path) -> str:

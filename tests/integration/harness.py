@@ -15,12 +15,12 @@ import os
 import pathlib
 import random
 import re
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from controlplane.demo.layout import free_port as free_port  # re-exported to the tests
 from meshproxy.config.bootstrap import parse_bootstrap
 from meshproxy.server import Server
 
@@ -349,8 +349,3 @@ def proxy_process(
         reader.join(timeout=5)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now (bound to 0, read back, released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ import yaml
 from controlplane.ca import Issuer
 from controlplane.ca_service import CertificateAuthorityService, add_to_server
 from controlplane.ca_store import load_or_create
+from controlplane.demo.layout import free_port as _free_port
 from controlplane.tokens import Grant, TokensFile, append_token
 from meshproxy.identity import certs
 from meshproxy.identity.spiffe import SpiffeId
@@ -38,10 +38,6 @@ from .upstreams import aiohttp_upstream
 TOKEN = "agent-token-0123456789abcdef"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
