@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml setup.py $(shell find meshproxy -name "*.pyx")
 	  echo "libnghttp2-dev is not installed: HTTP/2 will run on its pure-Python codec"
 	$(PIP) install -q --upgrade pip setuptools wheel Cython
 	$(PIP) install -q --no-build-isolation -e '.[test,bench]'
+	# xds-protos ships an older copy of opentelemetry's protos (no InstrumentationScope); whichever
+	# package pip installs last wins, so opentelemetry-proto's own files go in again, last.
+	$(PIP) install -q --force-reinstall --no-deps "$$($(PY) -c 'import importlib.metadata as m; print("opentelemetry-proto==" + m.version("opentelemetry-proto"))')"
 	touch $@
 
 # Debian packages: curl for the tests' independent client, tcpdump for the pod tests' wire

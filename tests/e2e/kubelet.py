@@ -34,9 +34,10 @@ from controlplane.demo.processes import Children
 MESHPROXY = "meshproxy"
 # A read-only root filesystem, where it matters to an init container: /run (iptables' lock file,
 # which the nf_tables backend does not take) and /tmp, read-only in the container's own mount
-# namespace; then meshproxy with the container's arguments ($@).
+# namespace (/tmp bound read-only onto itself, not hidden: the checkout and its .venv may live
+# there); then meshproxy with the container's arguments ($@).
 READ_ONLY_RUN = (
-    "mount -t tmpfs -o ro tmpfs /run && mount -t tmpfs -o ro tmpfs /tmp && "
+    "mount -t tmpfs -o ro tmpfs /run && mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp && "
     f'exec {sys.executable} -m meshproxy "$@"'
 )
 
