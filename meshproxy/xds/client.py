@@ -30,6 +30,7 @@ from meshproxy.errors import ConfigError
 from meshproxy.identity.grpc_tls import describe_rpc_error
 from meshproxy.stats import XdsStats
 from meshproxy.upstream.keepalive import grpc_keepalive_options
+from meshproxy.xds import files
 from meshproxy.xds.resources import SHORT
 from meshproxy.xds.state import Response, Staged, XdsState
 
@@ -86,13 +87,8 @@ class AdsClient:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        source: Coroutine[Any, Any, None]
-        if self.dynamic.ads_cluster:
-            source = self._run()
-        else:  # listeners and clusters from files (path_config_source)
-            from meshproxy.xds import files
-
-            source = files.follow(self)
+        # ADS over gRPC, or listeners and clusters from files (path_config_source).
+        source: Coroutine[Any, Any, None] = self._run() if self.dynamic.ads_cluster else files.follow(self)
         self._tasks = [loop.create_task(source), loop.create_task(self._timers())]
         self._mark_ready()
 
